@@ -1,0 +1,125 @@
+/* The configuration: one INI file parsed into an immutable struct config.
+ * Every option is declared once in the table in config.c; parsing, defaults,
+ * validation, `sluice -t` and the option reference (`sluice -D`) come from it.
+ * A loaded config is never modified; reload builds a new one and swaps it. */
+#ifndef SLUICE_CONFIG_H
+#define SLUICE_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
+enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
+enum quota_period { QUOTA_PERIOD_NONE, QUOTA_PERIOD_DAY, QUOTA_PERIOD_MONTH, QUOTA_PERIOD_TOTAL };
+
+struct cfg_listen {
+    char host[64];
+    int port;
+};
+
+/* A model allow-list: `*` means any. */
+struct cfg_models {
+    bool any;
+    int n;
+    char **names;
+};
+
+/* Set of HTTP statuses 100..599, for breaker_status. */
+struct cfg_statuses {
+    uint64_t bits[10];
+};
+
+struct cfg_server {
+    struct cfg_listen *listen;
+    int nlisten;
+    int64_t workers;
+    int64_t max_body_size;
+    int64_t max_header_size;
+    int64_t request_timeout_ms;
+    int64_t header_timeout_ms;
+    int64_t body_timeout_ms;
+    int64_t keepalive_timeout_ms;
+    int64_t send_timeout_ms;
+    int64_t shutdown_timeout_ms;
+    bool admin_enabled;
+    uint8_t admin_digest[32];
+    int64_t max_attempts;
+    bool access_log;
+    int log_level; /* enum log_level */
+};
+
+struct cfg_redis {
+    bool enabled; /* false: no [redis] section, limits kept in-process */
+    char *url;
+    int64_t timeout_ms;
+    enum redis_on_error on_error;
+};
+
+struct cfg_backend {
+    char *name;
+    int line;
+    char *url; /* without trailing slash */
+    enum backend_type type;
+    char *api_key; /* secret: never logged */
+    char *api_version;
+    char *deployment;
+    struct cfg_models models;
+    int64_t priority;
+    int64_t weight;
+    int64_t connect_timeout_ms;
+    int64_t timeout_ms;
+    int64_t breaker_failures;
+    int64_t breaker_window_ms;
+    int64_t breaker_trip_ms;
+    struct cfg_statuses breaker_status;
+    bool breaker_retry_after;
+};
+
+struct cfg_key {
+    char *name;
+    int line;
+    uint8_t digest[32]; /* SHA-256 of the client key */
+    int64_t rpm;        /* 0 = unlimited */
+    int64_t input_tpm;
+    int64_t output_tpm;
+    struct cfg_models models;
+    int64_t quota; /* 0 = none */
+    enum quota_period quota_period;
+    int64_t max_prompt_tokens; /* 0 = none */
+};
+
+struct config {
+    char *path;
+    struct cfg_server server;
+    struct cfg_redis redis;
+    struct cfg_backend *backends;
+    int nbackends;
+    struct cfg_key *keys;
+    int nkeys;
+    atomic_int refs;
+};
+
+/* Collected problems, each "file:line: message". */
+struct cfg_errors {
+    char **lines;
+    int n;
+};
+
+/* Loads and validates path. Returns NULL and fills errs on failure; warnings
+ * (plain keys) go to the log. The result starts with one reference. */
+struct config *cfg_load(const char *path, struct cfg_errors *errs);
+void cfg_errors_free(struct cfg_errors *errs);
+
+struct config *cfg_ref(struct config *c);
+void cfg_unref(struct config *c);
+
+bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len);
+bool cfg_status_in(const struct cfg_statuses *s, int status);
+const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
+
+/* Prints the option reference (markdown) generated from the option table. */
+void cfg_print_reference(void);
+
+#endif

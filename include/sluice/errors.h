@@ -1,0 +1,45 @@
+/* Every error sluice itself produces, in one place: HTTP status, OpenAI error
+ * type and code. errors.c renders them in OpenAI's JSON shape. */
+#ifndef SLUICE_ERRORS_H
+#define SLUICE_ERRORS_H
+
+#include <stddef.h>
+
+enum sl_error {
+    ERR_BAD_REQUEST,       /* 400 invalid_request_error: bad JSON, missing model, wrong types */
+    ERR_BAD_HTTP,          /* 400 malformed HTTP framing; connection is closed */
+    ERR_INVALID_API_KEY,   /* 401 */
+    ERR_MODEL_NOT_ALLOWED, /* 403 */
+    ERR_QUOTA_EXHAUSTED,   /* 403 insufficient_quota */
+    ERR_NOT_FOUND,         /* 404 unknown path */
+    ERR_MODEL_NOT_FOUND,   /* 404 no backend serves the model */
+    ERR_METHOD,            /* 405 */
+    ERR_REQUEST_TIMEOUT,   /* 408 client too slow to send its request */
+    ERR_BODY_TOO_LARGE,    /* 413 */
+    ERR_HEAD_TOO_LARGE,    /* 413 header section too large */
+    ERR_PROMPT_TOO_LARGE,  /* 413 */
+    ERR_EXPECTATION,       /* 417 */
+    ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded */
+    ERR_INTERNAL,          /* 500 */
+    ERR_NOT_IMPLEMENTED,   /* 501 */
+    ERR_UPSTREAM_FAILED,   /* 502 */
+    ERR_NO_BACKEND,        /* 503 */
+    ERR_SHUTTING_DOWN,     /* 503 */
+    ERR_UPSTREAM_TIMEOUT,  /* 504 */
+    ERR_HTTP_VERSION,      /* 505 */
+    ERR__COUNT
+};
+
+struct sl_error_info {
+    int status;
+    const char *type;
+    const char *code; /* NULL renders as JSON null */
+};
+
+const struct sl_error_info *err_info(enum sl_error e);
+
+/* Renders {"error":{"message":...,"type":...,"param":...,"code":...}} into a
+ * malloc'd string (caller frees). param may be NULL. */
+char *err_json(enum sl_error e, const char *message, const char *param, size_t *len_out);
+
+#endif

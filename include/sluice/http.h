@@ -1,0 +1,111 @@
+/* HTTP/1.1 towards clients, on libevent bufferevents. A strict parser (one
+ * Content-Length, Transfer-Encoding only "chunked", Host required, no NUL or
+ * bare LF, no obs-fold, tokens for header names), total deadlines for the
+ * head and the body, size caps, keep-alive and pipelining, 100-continue, and
+ * responses either whole (Content-Length) or streamed (chunked) with
+ * back-pressure. What a request means is the handler's business. */
+#ifndef SLUICE_HTTP_H
+#define SLUICE_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sluice/errors.h"
+#include "sluice/util.h"
+
+struct event_base;
+struct evbuffer;
+struct http_conn;
+struct http_server;
+
+struct http_header {
+    struct sl_str name, value;
+};
+
+struct http_limits {
+    int64_t max_header_size;
+    int64_t max_body_size;
+    int64_t header_timeout_ms;
+    int64_t body_timeout_ms;
+    int64_t keepalive_timeout_ms;
+    int64_t send_timeout_ms;
+};
+
+#define HTTP_MAX_HEADERS 100
+
+struct http_req {
+    struct http_conn *conn;
+    struct sl_str method, target, path, query; /* point into head */
+    int minor;                                  /* HTTP/1.minor */
+    struct http_header headers[HTTP_MAX_HEADERS];
+    int nheaders;
+    char *head; /* owned copy of the request line and headers */
+    struct sl_buf body;
+    bool keepalive;
+    bool expect_continue;
+    int64_t content_length; /* -1: chunked or none */
+    bool chunked;
+    int64_t start_us; /* first byte of this request */
+
+    /* Response side. */
+    int status;
+    bool streaming;
+    uint64_t bytes_out;
+
+    /* Set by the handler that keeps the request beyond its call. */
+    void *owner;
+    void (*on_abort)(struct http_req *req); /* client gone; req is freed right after */
+    void (*on_drain)(struct http_req *req); /* buffered output fell below the low mark */
+};
+
+/* Called once per complete request. The handler answers with http_respond*
+ * or http_stream_*; either now or later from another event. */
+typedef void (*http_handler)(struct http_req *req, void *arg);
+
+struct http_server *http_server_new(struct event_base *base, const struct http_limits *limits,
+                                    http_handler handler, void *arg);
+/* Starts accepting on a listening socket (ownership of fd passes). */
+int http_server_listen(struct http_server *srv, int fd);
+void http_server_set_limits(struct http_server *srv, const struct http_limits *limits);
+/* Stops accepting; open connections stay until their requests end. */
+void http_server_stop_accepting(struct http_server *srv);
+/* Connections with a request in progress. */
+int http_server_busy(const struct http_server *srv);
+/* Closes idle keep-alive connections (drain on shutdown). */
+void http_server_close_idle(struct http_server *srv);
+void http_server_free(struct http_server *srv);
+
+/* Value of the first header with this name (case-insensitive), or NULL. */
+const struct sl_str *http_header(const struct http_req *req, const char *name);
+
+/* A complete response. headers are "Name: value\r\n" lines (may be NULL);
+ * Content-Length, Date and Connection are added here. The request is
+ * finished and freed: do not touch req afterwards. */
+void http_respond(struct http_req *req, int status, const char *headers, size_t hlen,
+                  const void *body, size_t blen);
+/* Same, taking the body's bytes out of an evbuffer without copying. */
+void http_respond_evbuffer(struct http_req *req, int status, const char *headers, size_t hlen,
+                           struct evbuffer *body);
+/* The one place sluice's own errors are sent (OpenAI's JSON shape). */
+void http_send_error(struct http_req *req, enum sl_error e, const char *message,
+                     const char *param, const char *headers);
+
+/* A streamed response: chunked on HTTP/1.1, close-delimited on 1.0. */
+void http_stream_begin(struct http_req *req, int status, const char *headers, size_t hlen);
+void http_stream_write(struct http_req *req, const void *data, size_t len);
+/* Ends the stream; req is freed. */
+void http_stream_end(struct http_req *req);
+/* Ends a stream abnormally: no terminating chunk, the connection is closed. */
+void http_stream_abort(struct http_req *req);
+/* Bytes queued for the client but not yet written. */
+size_t http_pending_output(const struct http_req *req);
+
+const char *http_reason(int status);
+
+/* Exposed for unit tests: parses the request line and headers in
+ * req->head[0..len) and validates framing. Returns 0, or an sl_error with a
+ * message in *why. */
+int http_parse_head(struct http_req *req, size_t len, const char **why);
+
+#endif

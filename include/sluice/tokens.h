@@ -1,0 +1,23 @@
+/* Token accounting inputs: the usage numbers an upstream reports, from a
+ * whole JSON response or from the data of one SSE event (chat completions,
+ * completions, embeddings and the Responses API all put them in "usage",
+ * the Responses API's stream inside "response"). */
+#ifndef SLUICE_TOKENS_H
+#define SLUICE_TOKENS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct tok_usage {
+    bool seen;
+    int64_t prompt;     /* prompt_tokens / input_tokens */
+    int64_t completion; /* completion_tokens / output_tokens */
+};
+
+/* From a complete JSON response body. */
+bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u);
+/* From one SSE event's data; cheap for the common event without usage. */
+bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u);
+
+#endif

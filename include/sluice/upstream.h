@@ -1,0 +1,58 @@
+/* Upstream HTTP on libcurl's multi interface, driven by the worker's libevent
+ * loop through curl_multi_socket_action (as curl's hiper.c does): one
+ * transfer per attempt, connections kept alive and reused per worker, the
+ * response delivered as it arrives. Nothing here blocks. */
+#ifndef SLUICE_UPSTREAM_H
+#define SLUICE_UPSTREAM_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sluice/util.h"
+
+struct event_base;
+struct up_multi;
+struct up_transfer;
+
+/* Returned by on_data to stop the flow until up_resume(). The same bytes are
+ * offered again then. */
+#define UP_PAUSE CURL_WRITEFUNC_PAUSE
+
+struct up_callbacks {
+    /* The final response's status and headers are in. */
+    void (*on_headers)(struct up_transfer *t, void *arg);
+    /* Body bytes. Return len to take them, UP_PAUSE, or 0 to abort. */
+    size_t (*on_data)(struct up_transfer *t, const char *data, size_t len, void *arg);
+    /* The transfer ended (CURLE_OK or an error); t is freed right after. */
+    void (*on_done)(struct up_transfer *t, CURLcode rc, void *arg);
+};
+
+struct up_request {
+    const char *url;
+    struct curl_slist *headers; /* borrowed until on_done or up_cancel */
+    const char *body;           /* borrowed likewise */
+    size_t body_len;
+    long connect_timeout_ms;
+    long timeout_ms;
+};
+
+struct up_multi *up_multi_new(struct event_base *base);
+void up_multi_free(struct up_multi *m);
+
+struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
+                             const struct up_callbacks *cb, void *arg);
+/* Stops a transfer without calling on_done and frees it. Never call from
+ * inside this transfer's own callbacks. */
+void up_cancel(struct up_transfer *t);
+void up_resume(struct up_transfer *t);
+
+int up_status(const struct up_transfer *t);
+/* The final response's header lines, "Name: value\r\n" each. */
+struct sl_str up_header_block(const struct up_transfer *t);
+/* A header's value (case-insensitive name), or false. */
+bool up_header(const struct up_transfer *t, const char *name, struct sl_str *value);
+/* Seconds from start to the first response byte; 0 before it. */
+double up_ttfb(const struct up_transfer *t);
+
+#endif

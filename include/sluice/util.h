@@ -1,0 +1,62 @@
+/* Small helpers every module uses: clocks, string views, growable buffers,
+ * and the parsers for the value syntaxes of the config file. */
+#ifndef SLUICE_UTIL_H
+#define SLUICE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define SL_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SL_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* A borrowed slice of bytes; never owns memory. */
+struct sl_str {
+    const char *p;
+    size_t len;
+};
+#define SL_STR(lit) ((struct sl_str){ (lit), sizeof(lit) - 1 })
+
+bool sl_str_eq(struct sl_str a, const char *lit);
+bool sl_str_caseeq(struct sl_str a, const char *lit);
+bool sl_str_casestarts(struct sl_str a, const char *prefix);
+
+/* Monotonic milliseconds / microseconds, for deadlines and latencies. */
+int64_t sl_now_ms(void);
+int64_t sl_now_us(void);
+
+/* Exit on allocation failure: a gateway that cannot allocate a few bytes cannot serve. */
+void *sl_malloc(size_t n);
+void *sl_calloc(size_t n, size_t size);
+void *sl_realloc(void *p, size_t n);
+char *sl_strdup(const char *s);
+char *sl_strndup(const char *s, size_t n);
+
+/* Growable byte buffer. */
+struct sl_buf {
+    char *data;
+    size_t len, cap;
+};
+void sl_buf_reserve(struct sl_buf *b, size_t extra);
+void sl_buf_append(struct sl_buf *b, const void *data, size_t len);
+void sl_buf_appends(struct sl_buf *b, const char *s);
+void sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sl_buf_free(struct sl_buf *b);
+/* Appends s as a quoted, escaped JSON string. */
+void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len);
+
+/* Value syntaxes. Each returns false on bad input and leaves *out alone. */
+bool sl_parse_int(const char *s, int64_t *out);
+bool sl_parse_duration_ms(const char *s, int64_t *out); /* 100ms 2s 10m 1h; bare number = seconds */
+bool sl_parse_size(const char *s, int64_t *out);        /* 512 4k 4m */
+bool sl_parse_bool(const char *s, bool *out);           /* yes/no on/off true/false 1/0 */
+
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void sl_hex(const uint8_t *in, size_t n, char *out);
+bool sl_unhex(const char *hex, uint8_t *out, size_t n);
+
+/* SHA-256 of data into out[32]. */
+void sl_sha256(const void *data, size_t len, uint8_t out[32]);
+
+#endif

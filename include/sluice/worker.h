@@ -1,0 +1,54 @@
+/* A worker is one event-loop thread: its own event_base, client listener,
+ * curl multi (and later Redis connection). A generation is one loaded config
+ * with what is derived from it (key table, pool); requests hold a reference
+ * to the generation they started on, so a reload never pulls it away. */
+#ifndef SLUICE_WORKER_H
+#define SLUICE_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+struct config;
+struct auth_table;
+struct pool;
+struct event_base;
+struct event;
+struct http_server;
+struct up_multi;
+
+struct generation {
+    atomic_int refs;
+    struct config *cfg;
+    struct auth_table *auth;
+    struct pool *pool;
+};
+
+struct generation *gen_new(struct config *cfg); /* takes the config's reference */
+struct generation *gen_ref(struct generation *g);
+void gen_unref(struct generation *g);
+
+struct worker {
+    int id;
+    pthread_t thread;
+    struct event_base *base;
+    struct http_server *http;
+    struct up_multi *up;
+    struct generation *gen; /* for new requests; owned reference */
+    struct event *stop_ev;  /* activated from the main thread */
+    struct event *drain_ev; /* polls for the end of in-flight requests */
+    int64_t drain_deadline_ms;
+    atomic_bool stop_requested;
+};
+
+/* Creates a worker listening on the given sockets (fds are duplicated). */
+struct worker *worker_new(int id, struct generation *gen, const int *fds, int nfds);
+int worker_start(struct worker *w);
+/* Asks the worker to stop accepting and finish in-flight requests within
+ * shutdown_timeout; safe from any thread. */
+void worker_request_stop(struct worker *w);
+void worker_join(struct worker *w);
+void worker_free(struct worker *w);
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install every Debian package that building, running and testing sluice needs.
+# Safe to run any number of times: apt-get skips what is already installed.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libevent-dev libcurl4-openssl-dev libhiredis-dev libcjson-dev libssl-dev libinih-dev
+  redis-server python3 python3-pytest curl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "bootstrap: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Tests start their own redis-server on a free port; the packaged service is not needed.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
+echo "bootstrap: installed ${missing[*]}"

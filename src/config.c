@@ -1,0 +1,859 @@
+/* INI file -> struct config. Options are declared once in `options[]`; the
+ * parser, the defaults, validation, `sluice -t` and the reference printed by
+ * `sluice -D` are all driven by that table. inih splits names and values; our
+ * own line reader feeds it so every message can name file:line exactly. */
+#include "sluice/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/log.h"
+#include "sluice/util.h"
+
+enum scope { SCOPE_SERVER, SCOPE_REDIS, SCOPE_BACKEND, SCOPE_KEY, SCOPE__COUNT };
+static const char *const scope_names[] = { "server", "redis", "backend NAME", "key NAME" };
+
+enum opt_type {
+    T_INT,      /* int64_t within [min, max] */
+    T_DURATION, /* int64_t milliseconds */
+    T_SIZE,     /* int64_t bytes */
+    T_BOOL,
+    T_STRING,  /* char* */
+    T_URL,     /* char*, http:// or https://, trailing slash removed */
+    T_LISTEN,  /* repeatable host:port */
+    T_ENUM,    /* int, index into choices */
+    T_MODELS,  /* struct cfg_models */
+    T_STATUS,  /* struct cfg_statuses */
+    T_DIGEST,  /* uint8_t[32]: sha256:<hex> or a plain secret */
+};
+static const char *const type_names[] = { "integer", "duration", "size", "boolean", "string", "URL",
+                                           "host:port", "one of", "model list", "status list",
+                                           "secret" };
+
+#define F_REQUIRED 1u /* must be set in its section */
+#define F_REPEAT 2u   /* may appear several times */
+
+struct option {
+    enum scope scope;
+    const char *name;
+    enum opt_type type;
+    size_t offset;
+    const char *def; /* default, in config syntax; NULL = unset */
+    int64_t min, max;
+    const char *const *choices;
+    unsigned flags;
+    const char *doc;
+};
+
+static const char *const backend_types[] = { "openai", "azure", NULL };
+static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
+static const char *const periods[] = { "none", "day", "month", "total", NULL };
+static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
+
+#define SRV(f) offsetof(struct cfg_server, f)
+#define RDS(f) offsetof(struct cfg_redis, f)
+#define BCK(f) offsetof(struct cfg_backend, f)
+#define KEY(f) offsetof(struct cfg_key, f)
+#define BIG INT64_MAX
+#define DAY_MS (24LL * 3600 * 1000)
+
+static const struct option options[] = {
+    { SCOPE_SERVER, "listen", T_LISTEN, 0, "127.0.0.1:8080", 0, 0, NULL, F_REPEAT,
+      "address to accept clients on; repeatable" },
+    { SCOPE_SERVER, "workers", T_INT, SRV(workers), "1", 0, 256, NULL, 0,
+      "event-loop threads; 0 = one per core" },
+    { SCOPE_SERVER, "max_body_size", T_SIZE, SRV(max_body_size), "4m", 1, 1LL << 31, NULL, 0,
+      "larger request bodies get 413" },
+    { SCOPE_SERVER, "max_header_size", T_SIZE, SRV(max_header_size), "32k", 1024, 1 << 20, NULL,
+      0, "larger request header sections get 413" },
+    { SCOPE_SERVER, "request_timeout", T_DURATION, SRV(request_timeout_ms), "10m", 1, DAY_MS,
+      NULL, 0, "whole-request limit towards the client" },
+    { SCOPE_SERVER, "header_timeout", T_DURATION, SRV(header_timeout_ms), "10s", 1, DAY_MS, NULL,
+      0, "total time a client has to send its request line and headers" },
+    { SCOPE_SERVER, "body_timeout", T_DURATION, SRV(body_timeout_ms), "60s", 1, DAY_MS, NULL, 0,
+      "total time a client has to send its request body" },
+    { SCOPE_SERVER, "keepalive_timeout", T_DURATION, SRV(keepalive_timeout_ms), "75s", 1, DAY_MS,
+      NULL, 0, "idle time before a kept-alive client connection is closed" },
+    { SCOPE_SERVER, "send_timeout", T_DURATION, SRV(send_timeout_ms), "60s", 1, DAY_MS, NULL, 0,
+      "a client that reads nothing of its response for this long is disconnected" },
+    { SCOPE_SERVER, "shutdown_timeout", T_DURATION, SRV(shutdown_timeout_ms), "30s", 0, DAY_MS,
+      NULL, 0, "how long SIGTERM waits for in-flight requests" },
+    { SCOPE_SERVER, "admin_key", T_DIGEST, SRV(admin_digest), NULL, 0, 0, NULL, 0,
+      "bearer key for /admin/*; absent = admin API off" },
+    { SCOPE_SERVER, "max_attempts", T_INT, SRV(max_attempts), "3", 1, 10, NULL, 0,
+      "upstream attempts per request (first + retries)" },
+    { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
+      "one line per request on stderr" },
+    { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
+      "least severe level logged" },
+
+    { SCOPE_REDIS, "url", T_STRING, RDS(url), "redis://127.0.0.1:6379/0", 0, 0, NULL, 0,
+      "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
+    { SCOPE_REDIS, "timeout", T_DURATION, RDS(timeout_ms), "100ms", 1, 60000, NULL, 0,
+      "longest wait for one Redis call" },
+    { SCOPE_REDIS, "on_error", T_ENUM, RDS(on_error), "local", 0, 0, on_error_modes, 0,
+      "what requests get while Redis is down" },
+
+    { SCOPE_BACKEND, "url", T_URL, BCK(url), NULL, 0, 0, NULL, F_REQUIRED,
+      "base URL; the request path after /v1 is appended" },
+    { SCOPE_BACKEND, "type", T_ENUM, BCK(type), "openai", 0, 0, backend_types, 0,
+      "openai (Authorization: Bearer) or azure (api-key header, deployment path)" },
+    { SCOPE_BACKEND, "api_key", T_STRING, BCK(api_key), NULL, 0, 0, NULL, 0,
+      "the backend's credential; use env:NAME or file:/path" },
+    { SCOPE_BACKEND, "api_version", T_STRING, BCK(api_version), NULL, 0, 0, NULL, 0,
+      "azure only: api-version query parameter" },
+    { SCOPE_BACKEND, "deployment", T_STRING, BCK(deployment), NULL, 0, 0, NULL, 0,
+      "azure only: deployment name; default = the request's model" },
+    { SCOPE_BACKEND, "models", T_MODELS, BCK(models), "*", 0, 0, NULL, 0,
+      "models this backend serves; * = any" },
+    { SCOPE_BACKEND, "priority", T_INT, BCK(priority), "1", 0, 1000, NULL, 0,
+      "lower number = tried first" },
+    { SCOPE_BACKEND, "weight", T_INT, BCK(weight), "1", 1, 1000, NULL, 0,
+      "share of traffic within its priority group" },
+    { SCOPE_BACKEND, "connect_timeout", T_DURATION, BCK(connect_timeout_ms), "2s", 1, 600000,
+      NULL, 0, "TCP+TLS connect limit" },
+    { SCOPE_BACKEND, "timeout", T_DURATION, BCK(timeout_ms), "10m", 1, DAY_MS, NULL, 0,
+      "first byte and whole response" },
+    { SCOPE_BACKEND, "breaker_failures", T_INT, BCK(breaker_failures), "3", 1, 1000000, NULL, 0,
+      "failures within breaker_window that open the breaker" },
+    { SCOPE_BACKEND, "breaker_window", T_DURATION, BCK(breaker_window_ms), "10s", 1, DAY_MS, NULL,
+      0, "window in which failures are counted" },
+    { SCOPE_BACKEND, "breaker_trip", T_DURATION, BCK(breaker_trip_ms), "30s", 1, DAY_MS, NULL, 0,
+      "how long an open breaker stays open" },
+    { SCOPE_BACKEND, "breaker_status", T_STATUS, BCK(breaker_status), "429, 500-599", 0, 0, NULL,
+      0, "statuses that count as failures" },
+    { SCOPE_BACKEND, "breaker_retry_after", T_BOOL, BCK(breaker_retry_after), "yes", 0, 0, NULL,
+      0, "an upstream Retry-After sets the open time instead" },
+
+    { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED,
+      "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },
+    { SCOPE_KEY, "rpm", T_INT, KEY(rpm), "0", 0, BIG, NULL, 0,
+      "requests per minute; 0 = unlimited" },
+    { SCOPE_KEY, "input_tpm", T_INT, KEY(input_tpm), "0", 0, BIG, NULL, 0,
+      "prompt tokens per minute; 0 = unlimited" },
+    { SCOPE_KEY, "output_tpm", T_INT, KEY(output_tpm), "0", 0, BIG, NULL, 0,
+      "completion tokens per minute; 0 = unlimited" },
+    { SCOPE_KEY, "models", T_MODELS, KEY(models), "*", 0, 0, NULL, 0,
+      "models this key may call; * = any" },
+    { SCOPE_KEY, "quota", T_INT, KEY(quota), "0", 0, BIG, NULL, 0,
+      "total tokens per quota_period; 0 = none" },
+    { SCOPE_KEY, "quota_period", T_ENUM, KEY(quota_period), "month", 0, 0, periods, 0,
+      "day | month | total" },
+    { SCOPE_KEY, "max_prompt_tokens", T_INT, KEY(max_prompt_tokens), "0", 0, BIG, NULL, 0,
+      "per-request prompt cap (413 above it); 0 = none" },
+};
+#define NOPTIONS ((int)SL_ARRAY_LEN(options))
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static void add_error(struct cfg_errors *errs, const char *path, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_error(struct cfg_errors *errs, const char *path, int line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    struct sl_buf b = { 0 };
+    if (line > 0)
+        sl_buf_printf(&b, "%s:%d: %s", path, line, msg);
+    else
+        sl_buf_printf(&b, "%s: %s", path, msg);
+    errs->lines = sl_realloc(errs->lines, sizeof(char *) * (size_t)(errs->n + 1));
+    errs->lines[errs->n++] = b.data;
+}
+
+void cfg_errors_free(struct cfg_errors *errs)
+{
+    for (int i = 0; i < errs->n; i++)
+        free(errs->lines[i]);
+    free(errs->lines);
+    errs->lines = NULL;
+    errs->n = 0;
+}
+
+/* ---- parse state ---------------------------------------------------------- */
+
+struct section {
+    enum scope scope;
+    void *obj; /* the struct the option offsets point into */
+    int line;  /* line of the [header] */
+    int set_at[SL_ARRAY_LEN(options)]; /* line each option was set on, 0 = not set */
+};
+
+struct parser {
+    const char *path;
+    FILE *fp;
+    int lineno;
+    int maxline; /* what inih's buffer holds */
+    struct config *cfg;
+    struct cfg_errors *errs;
+    struct section *sections;
+    int nsections;
+    struct section *cur; /* NULL before the first section or inside a bad one */
+    bool bad_section;
+    char *linebuf;
+    size_t linecap;
+};
+
+/* Backend and key arrays grow while parsing, so sections hold indexes for
+ * them; this turns a section into the address of its struct. */
+static void *section_obj(struct parser *p, struct section *sec)
+{
+    if (sec->scope == SCOPE_BACKEND)
+        return &p->cfg->backends[(intptr_t)sec->obj];
+    if (sec->scope == SCOPE_KEY)
+        return &p->cfg->keys[(intptr_t)sec->obj];
+    return sec->obj;
+}
+
+#define PERR(p, ...) add_error((p)->errs, (p)->path, (p)->lineno, __VA_ARGS__)
+
+/* ---- value parsers ---------------------------------------------------------- */
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static bool parse_models(const char *v, struct cfg_models *m)
+{
+    struct cfg_models out = { 0 };
+    char *copy = sl_strdup(v), *save = NULL;
+    bool ok = true;
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *name = trim(tok);
+        if (!*name || strchr(name, ' ') || strchr(name, '\t')) {
+            ok = false;
+            break;
+        }
+        if (strcmp(name, "*") == 0) {
+            out.any = true;
+            continue;
+        }
+        out.names = sl_realloc(out.names, sizeof(char *) * (size_t)(out.n + 1));
+        out.names[out.n++] = sl_strdup(name);
+    }
+    free(copy);
+    if (!ok || (!out.any && out.n == 0)) {
+        for (int i = 0; i < out.n; i++)
+            free(out.names[i]);
+        free(out.names);
+        return false;
+    }
+    for (int i = 0; i < m->n; i++)
+        free(m->names[i]);
+    free(m->names);
+    *m = out;
+    return true;
+}
+
+static bool parse_statuses(const char *v, struct cfg_statuses *st)
+{
+    struct cfg_statuses out = { { 0 } };
+    char *copy = sl_strdup(v), *save = NULL;
+    bool ok = true, any = false;
+    for (char *tok = strtok_r(copy, ",", &save); tok && ok; tok = strtok_r(NULL, ",", &save)) {
+        char *item = trim(tok), *dash = strchr(item, '-');
+        int64_t lo, hi;
+        if (dash) {
+            *dash = '\0';
+            ok = sl_parse_int(trim(item), &lo) && sl_parse_int(trim(dash + 1), &hi);
+        } else {
+            ok = sl_parse_int(item, &lo);
+            hi = lo;
+        }
+        if (!ok || lo < 100 || hi > 599 || lo > hi) {
+            ok = false;
+            break;
+        }
+        for (int64_t s = lo; s <= hi; s++)
+            out.bits[(s - 100) / 64] |= 1ULL << ((s - 100) % 64);
+        any = true;
+    }
+    free(copy);
+    if (!ok || !any)
+        return false;
+    *st = out;
+    return true;
+}
+
+static bool parse_listen(const char *v, struct cfg_listen *l)
+{
+    const char *colon = strrchr(v, ':');
+    if (!colon)
+        return false;
+    size_t hlen = (size_t)(colon - v);
+    const char *host = v;
+    if (hlen >= 2 && v[0] == '[' && v[hlen - 1] == ']') { /* [::1]:8080 */
+        host++;
+        hlen -= 2;
+    }
+    int64_t port;
+    if (hlen >= sizeof(l->host) || !sl_parse_int(colon + 1, &port) || port < 1 || port > 65535)
+        return false;
+    if (hlen == 0 || (hlen == 1 && host[0] == '*')) {
+        strcpy(l->host, "0.0.0.0");
+    } else {
+        memcpy(l->host, host, hlen);
+        l->host[hlen] = '\0';
+    }
+    l->port = (int)port;
+    return true;
+}
+
+static bool parse_digest(struct parser *p, const char *v, uint8_t out[32], const char *what)
+{
+    if (strncmp(v, "sha256:", 7) == 0) {
+        if (strlen(v + 7) != 64 || !sl_unhex(v + 7, out, 32)) {
+            PERR(p, "%s: sha256: must be followed by 64 hex digits", what);
+            return false;
+        }
+        return true;
+    }
+    if (strlen(v) < 8) {
+        PERR(p, "%s: a plain key must be at least 8 characters", what);
+        return false;
+    }
+    sl_sha256(v, strlen(v), out);
+    log_warn("%s:%d: %s is given in plain text; write sha256:<hex> instead "
+             "(printf %%s KEY | sha256sum)",
+             p->path, p->lineno, what);
+    return true;
+}
+
+/* env:NAME and file:/path indirections, for any value. Returns a malloc'd
+ * string or NULL after reporting the error. */
+static char *resolve_value(struct parser *p, const char *v)
+{
+    if (strncmp(v, "env:", 4) == 0) {
+        const char *e = getenv(v + 4);
+        if (!e || !*e) {
+            PERR(p, "environment variable %s is not set", v + 4);
+            return NULL;
+        }
+        return sl_strdup(e);
+    }
+    if (strncmp(v, "file:", 5) == 0) {
+        FILE *f = fopen(v + 5, "r");
+        if (!f) {
+            PERR(p, "cannot read %s: %s", v + 5, strerror(errno));
+            return NULL;
+        }
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n = getline(&line, &cap, f);
+        fclose(f);
+        if (n <= 0) {
+            free(line);
+            PERR(p, "%s is empty", v + 5);
+            return NULL;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        return line;
+    }
+    return sl_strdup(v);
+}
+
+static int find_option(enum scope scope, const char *name)
+{
+    for (int i = 0; i < NOPTIONS; i++)
+        if (options[i].scope == scope && strcmp(options[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Stores value v for option o into obj. Reports and returns false on error. */
+static bool set_option(struct parser *p, const struct option *o, void *obj, const char *v)
+{
+    char *field = (char *)obj + o->offset;
+    int64_t n = 0;
+    bool ok = true, b;
+    switch (o->type) {
+    case T_INT:
+        ok = sl_parse_int(v, &n);
+        goto bounds;
+    case T_DURATION:
+        ok = sl_parse_duration_ms(v, &n);
+        goto bounds;
+    case T_SIZE:
+        ok = sl_parse_size(v, &n);
+    bounds:
+        if (!ok) {
+            PERR(p, "%s: '%s' is not a %s", o->name, v, type_names[o->type]);
+            return false;
+        }
+        if (n < o->min || n > o->max) {
+            PERR(p, "%s: %s is out of range [%lld, %lld]", o->name, v, (long long)o->min,
+                 (long long)o->max);
+            return false;
+        }
+        *(int64_t *)field = n;
+        return true;
+    case T_BOOL:
+        if (!sl_parse_bool(v, &b)) {
+            PERR(p, "%s: '%s' is not yes/no, on/off or true/false", o->name, v);
+            return false;
+        }
+        *(bool *)field = b;
+        return true;
+    case T_URL:
+        if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+            PERR(p, "%s: '%s' must start with http:// or https://", o->name, v);
+            return false;
+        }
+        /* fallthrough */
+    case T_STRING: {
+        if (!*v) {
+            PERR(p, "%s: empty value", o->name);
+            return false;
+        }
+        char *s = sl_strdup(v);
+        if (o->type == T_URL)
+            for (size_t len = strlen(s); len > 0 && s[len - 1] == '/'; len--)
+                s[len - 1] = '\0';
+        free(*(char **)field);
+        *(char **)field = s;
+        return true;
+    }
+    case T_ENUM:
+        for (int i = 0; o->choices[i]; i++) {
+            if (strcasecmp(o->choices[i], v) == 0) {
+                *(int *)field = i;
+                return true;
+            }
+        }
+        {
+            struct sl_buf list = { 0 };
+            for (int i = 0; o->choices[i]; i++)
+                sl_buf_printf(&list, "%s%s", i ? ", " : "", o->choices[i]);
+            PERR(p, "%s: '%s' is not one of %s", o->name, v, list.data);
+            sl_buf_free(&list);
+        }
+        return false;
+    case T_MODELS:
+        if (!parse_models(v, (struct cfg_models *)field)) {
+            PERR(p, "%s: '%s' is not a comma-separated list of model names or *", o->name, v);
+            return false;
+        }
+        return true;
+    case T_STATUS:
+        if (!parse_statuses(v, (struct cfg_statuses *)field)) {
+            PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
+            return false;
+        }
+        return true;
+    case T_LISTEN: {
+        struct cfg_server *srv = obj;
+        struct cfg_listen l;
+        if (!parse_listen(v, &l)) {
+            PERR(p, "%s: '%s' is not host:port", o->name, v);
+            return false;
+        }
+        srv->listen = sl_realloc(srv->listen, sizeof(l) * (size_t)(srv->nlisten + 1));
+        srv->listen[srv->nlisten++] = l;
+        return true;
+    }
+    case T_DIGEST:
+        return parse_digest(p, v, (uint8_t *)field, o->name);
+    }
+    return false;
+}
+
+/* ---- sections ------------------------------------------------------------- */
+
+static bool valid_name(const char *s)
+{
+    if (!*s || strlen(s) > 64)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+            return false;
+    return true;
+}
+
+static void apply_defaults(struct parser *p, enum scope scope, void *obj)
+{
+    for (int i = 0; i < NOPTIONS; i++) {
+        const struct option *o = &options[i];
+        if (o->scope == scope && o->def && !set_option(p, o, obj, o->def))
+            log_error("internal: bad default for %s", o->name);
+    }
+}
+
+static struct section *find_named(struct parser *p, enum scope scope, const char *name)
+{
+    for (int i = 0; i < p->nsections; i++) {
+        struct section *s = &p->sections[i];
+        if (s->scope != scope)
+            continue;
+        const char *n = scope == SCOPE_BACKEND ? ((struct cfg_backend *)section_obj(p, s))->name
+                                               : ((struct cfg_key *)section_obj(p, s))->name;
+        if (strcmp(n, name) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static struct section *find_scope(struct parser *p, enum scope scope)
+{
+    for (int i = 0; i < p->nsections; i++)
+        if (p->sections[i].scope == scope)
+            return &p->sections[i];
+    return NULL;
+}
+
+/* Called by the line reader for every [header]. */
+static void open_section(struct parser *p, char *header)
+{
+    p->cur = NULL;
+    p->bad_section = true;
+    char *end = strchr(header, ']');
+    if (!end) {
+        PERR(p, "section header without ']'");
+        return;
+    }
+    *end = '\0';
+    char *rest = trim(end + 1);
+    if (*rest && *rest != ';' && *rest != '#') {
+        PERR(p, "unexpected text after section header");
+        return;
+    }
+    char *title = trim(header + 1), *name = title;
+    while (*name && !isspace((unsigned char)*name))
+        name++;
+    if (*name)
+        *name++ = '\0';
+    name = trim(name);
+
+    enum scope scope;
+    if (strcmp(title, "server") == 0)
+        scope = SCOPE_SERVER;
+    else if (strcmp(title, "redis") == 0)
+        scope = SCOPE_REDIS;
+    else if (strcmp(title, "backend") == 0)
+        scope = SCOPE_BACKEND;
+    else if (strcmp(title, "key") == 0)
+        scope = SCOPE_KEY;
+    else {
+        PERR(p, "unknown section [%s]", title);
+        return;
+    }
+    bool named = scope == SCOPE_BACKEND || scope == SCOPE_KEY;
+    if (named && !valid_name(name)) {
+        PERR(p, "[%s NAME] needs a name of letters, digits, '-', '_' or '.' (at most 64)", title);
+        return;
+    }
+    if (!named && *name) {
+        PERR(p, "[%s] takes no name", title);
+        return;
+    }
+    struct section *prev = named ? find_named(p, scope, name) : find_scope(p, scope);
+    if (prev) {
+        PERR(p, "section [%s%s%s] already defined at line %d", title, named ? " " : "", name,
+             prev->line);
+        return;
+    }
+
+    void *obj;
+    struct config *c = p->cfg;
+    if (scope == SCOPE_SERVER) {
+        obj = &c->server;
+    } else if (scope == SCOPE_REDIS) {
+        c->redis.enabled = true;
+        obj = &c->redis;
+    } else if (scope == SCOPE_BACKEND) {
+        /* Sections point into these arrays by index later; store the index. */
+        c->backends = sl_realloc(c->backends, sizeof(*c->backends) * (size_t)(c->nbackends + 1));
+        struct cfg_backend *be = &c->backends[c->nbackends];
+        memset(be, 0, sizeof(*be));
+        be->name = sl_strdup(name);
+        be->line = p->lineno;
+        obj = (void *)(intptr_t)c->nbackends++;
+    } else {
+        c->keys = sl_realloc(c->keys, sizeof(*c->keys) * (size_t)(c->nkeys + 1));
+        struct cfg_key *k = &c->keys[c->nkeys];
+        memset(k, 0, sizeof(*k));
+        k->name = sl_strdup(name);
+        k->line = p->lineno;
+        obj = (void *)(intptr_t)c->nkeys++;
+    }
+    p->sections = sl_realloc(p->sections, sizeof(*p->sections) * (size_t)(p->nsections + 1));
+    struct section *sec = &p->sections[p->nsections++];
+    memset(sec, 0, sizeof(*sec));
+    sec->scope = scope;
+    sec->obj = obj;
+    sec->line = p->lineno;
+    p->cur = sec;
+    p->bad_section = false;
+    if (named)
+        apply_defaults(p, scope, section_obj(p, sec));
+}
+
+/* ---- inih glue ------------------------------------------------------------- */
+
+/* inih's reader: hands over one physical line at a time, counting lines and
+ * catching what inih would report poorly (section headers, overlong lines,
+ * lines that are neither section nor name = value). */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct parser *p = stream;
+    p->maxline = num;
+    ssize_t n = getline(&p->linebuf, &p->linecap, p->fp);
+    if (n < 0)
+        return NULL;
+    p->lineno++;
+    char *line = p->linebuf;
+    if (p->lineno == 1 && (unsigned char)line[0] == 0xEF && (unsigned char)line[1] == 0xBB &&
+        (unsigned char)line[2] == 0xBF)
+        line += 3;
+    char *t = trim(line);
+    str[0] = '\n';
+    str[1] = '\0';
+    if (!*t || *t == ';' || *t == '#')
+        return str;
+    if ((size_t)n + 1 >= (size_t)num) {
+        PERR(p, "line too long (at most %d characters)", num - 2);
+        return str;
+    }
+    if (*t == '[') {
+        /* Scan a copy: open_section modifies the text. */
+        char *copy = sl_strdup(t);
+        open_section(p, copy);
+        free(copy);
+        return str; /* inih never sees sections; the handler uses p->cur */
+    }
+    if (!strchr(t, '=')) {
+        PERR(p, "expected 'name = value'");
+        return str;
+    }
+    if (isspace((unsigned char)line[0])) {
+        PERR(p, "continuation lines are not supported; put the value on one line");
+        return str;
+    }
+    memcpy(str, line, (size_t)n + 1);
+    return str;
+}
+
+static int on_value(void *user, const char *section, const char *name, const char *value)
+{
+    (void)section;
+    struct parser *p = user;
+    if (p->bad_section)
+        return 1; /* already reported at the header */
+    if (!p->cur) {
+        PERR(p, "'%s' is outside any section", name);
+        return 1;
+    }
+    struct section *sec = p->cur;
+    int idx = find_option(sec->scope, name);
+    if (idx < 0) {
+        PERR(p, "unknown key '%s' in [%s]", name, scope_names[sec->scope]);
+        return 1;
+    }
+    const struct option *o = &options[idx];
+    if (sec->set_at[idx] && !(o->flags & F_REPEAT)) {
+        PERR(p, "'%s' already set at line %d", name, sec->set_at[idx]);
+        return 1;
+    }
+    char *v = resolve_value(p, value);
+    if (!v)
+        return 1;
+    if (o->type == T_LISTEN && !sec->set_at[idx])
+        p->cfg->server.nlisten = 0; /* the first listen replaces the default */
+    if (set_option(p, o, section_obj(p, sec), v))
+        sec->set_at[idx] = p->lineno;
+    free(v);
+    return 1;
+}
+
+/* ---- whole-file checks -------------------------------------------------------- */
+
+static void check_required(struct parser *p)
+{
+    for (int s = 0; s < p->nsections; s++) {
+        struct section *sec = &p->sections[s];
+        for (int i = 0; i < NOPTIONS; i++) {
+            if (options[i].scope == sec->scope && (options[i].flags & F_REQUIRED) &&
+                !sec->set_at[i])
+                add_error(p->errs, p->path, sec->line, "[%s] needs '%s'",
+                          scope_names[sec->scope], options[i].name);
+        }
+    }
+}
+
+static void check_config(struct parser *p)
+{
+    struct config *c = p->cfg;
+    check_required(p);
+    struct section *srv = find_scope(p, SCOPE_SERVER);
+    c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
+    for (int i = 0; i < c->nbackends; i++) {
+        struct cfg_backend *be = &c->backends[i];
+        if (be->type == BACKEND_AZURE && !be->api_version)
+            add_error(p->errs, p->path, be->line, "[backend %s] of type azure needs api_version",
+                      be->name);
+        if (be->type != BACKEND_AZURE && (be->api_version || be->deployment))
+            add_error(p->errs, p->path, be->line,
+                      "[backend %s]: api_version and deployment are for type = azure", be->name);
+    }
+    for (int i = 0; i < c->nkeys; i++)
+        for (int j = 0; j < i; j++)
+            if (memcmp(c->keys[i].digest, c->keys[j].digest, 32) == 0)
+                add_error(p->errs, p->path, c->keys[i].line,
+                          "[key %s] has the same key as [key %s]", c->keys[i].name,
+                          c->keys[j].name);
+    if (c->nbackends > 256)
+        add_error(p->errs, p->path, 0, "at most 256 [backend] sections are supported");
+    if (c->nbackends == 0)
+        add_error(p->errs, p->path, 0, "no [backend NAME] section: nowhere to send requests");
+    if (c->nkeys == 0)
+        log_warn("%s: no [key NAME] section: every API request will be refused", p->path);
+    if (c->server.nlisten == 0)
+        add_error(p->errs, p->path, 0, "no listen address");
+}
+
+/* ---- load / free --------------------------------------------------------------- */
+
+static void models_free(struct cfg_models *m)
+{
+    for (int i = 0; i < m->n; i++)
+        free(m->names[i]);
+    free(m->names);
+}
+
+static void config_free(struct config *c)
+{
+    if (!c)
+        return;
+    free(c->path);
+    free(c->server.listen);
+    free(c->redis.url);
+    for (int i = 0; i < c->nbackends; i++) {
+        struct cfg_backend *be = &c->backends[i];
+        free(be->name);
+        free(be->url);
+        if (be->api_key)
+            memset(be->api_key, 0, strlen(be->api_key));
+        free(be->api_key);
+        free(be->api_version);
+        free(be->deployment);
+        models_free(&be->models);
+    }
+    free(c->backends);
+    for (int i = 0; i < c->nkeys; i++) {
+        free(c->keys[i].name);
+        models_free(&c->keys[i].models);
+    }
+    free(c->keys);
+    free(c);
+}
+
+struct config *cfg_load(const char *path, struct cfg_errors *errs)
+{
+    struct config *c = sl_calloc(1, sizeof(*c));
+    c->path = sl_strdup(path);
+    atomic_init(&c->refs, 1);
+    struct parser p = { .path = path, .cfg = c, .errs = errs };
+    int before = errs->n;
+
+    p.fp = fopen(path, "r");
+    if (!p.fp) {
+        add_error(errs, path, 0, "cannot open: %s", strerror(errno));
+        config_free(c);
+        return NULL;
+    }
+    /* [server] and [redis] defaults apply even when the section is absent;
+     * named sections get theirs the moment they open. */
+    apply_defaults(&p, SCOPE_SERVER, &c->server);
+    apply_defaults(&p, SCOPE_REDIS, &c->redis);
+    ini_parse_stream(read_line, &p, on_value, &p);
+    fclose(p.fp);
+    free(p.linebuf);
+
+    check_config(&p);
+    free(p.sections);
+    if (errs->n > before) {
+        config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+struct config *cfg_ref(struct config *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void cfg_unref(struct config *c)
+{
+    if (c && atomic_fetch_sub(&c->refs, 1) == 1)
+        config_free(c);
+}
+
+bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len)
+{
+    if (m->any)
+        return true;
+    for (int i = 0; i < m->n; i++)
+        if (strlen(m->names[i]) == len && memcmp(m->names[i], model, len) == 0)
+            return true;
+    return false;
+}
+
+bool cfg_status_in(const struct cfg_statuses *s, int status)
+{
+    if (status < 100 || status > 599)
+        return false;
+    return (s->bits[(status - 100) / 64] >> ((status - 100) % 64)) & 1;
+}
+
+const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
+{
+    for (int i = 0; i < c->nkeys; i++)
+        if (strcmp(c->keys[i].name, name) == 0)
+            return &c->keys[i];
+    return NULL;
+}
+
+void cfg_print_reference(void)
+{
+    for (int s = 0; s < SCOPE__COUNT; s++) {
+        printf("\n### [%s]\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
+               scope_names[s]);
+        for (int i = 0; i < NOPTIONS; i++) {
+            const struct option *o = &options[i];
+            if (o->scope != (enum scope)s)
+                continue;
+            char type[128];
+            if (o->type == T_ENUM) {
+                struct sl_buf b = { 0 };
+                for (int j = 0; o->choices[j]; j++)
+                    sl_buf_printf(&b, "%s%s", j ? " \\| " : "", o->choices[j]);
+                snprintf(type, sizeof(type), "%s", b.data);
+                sl_buf_free(&b);
+            } else if (o->type == T_INT && o->max != BIG) {
+                snprintf(type, sizeof(type), "integer %lld..%lld", (long long)o->min,
+                         (long long)o->max);
+            } else {
+                snprintf(type, sizeof(type), "%s", type_names[o->type]);
+            }
+            printf("| `%s` | %s | %s | %s |\n", o->name, type,
+                   (o->flags & F_REQUIRED) ? "required" : o->def ? o->def : "unset", o->doc);
+        }
+    }
+}

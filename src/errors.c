@@ -1,0 +1,59 @@
+/* The catalogue of sluice's own errors and the one function that renders them
+ * in OpenAI's JSON shape, so SDKs parse them like the real API's. */
+#include "sluice/errors.h"
+
+#include <string.h>
+
+#include "sluice/util.h"
+
+static const struct sl_error_info table[ERR__COUNT] = {
+    [ERR_BAD_REQUEST] = { 400, "invalid_request_error", NULL },
+    [ERR_BAD_HTTP] = { 400, "invalid_request_error", "bad_request" },
+    [ERR_INVALID_API_KEY] = { 401, "invalid_request_error", "invalid_api_key" },
+    [ERR_MODEL_NOT_ALLOWED] = { 403, "invalid_request_error", "model_not_allowed" },
+    [ERR_QUOTA_EXHAUSTED] = { 403, "insufficient_quota", "insufficient_quota" },
+    [ERR_NOT_FOUND] = { 404, "invalid_request_error", "unknown_url" },
+    [ERR_MODEL_NOT_FOUND] = { 404, "invalid_request_error", "model_not_found" },
+    [ERR_METHOD] = { 405, "invalid_request_error", "method_not_allowed" },
+    [ERR_REQUEST_TIMEOUT] = { 408, "invalid_request_error", "request_timeout" },
+    [ERR_BODY_TOO_LARGE] = { 413, "invalid_request_error", "request_too_large" },
+    [ERR_HEAD_TOO_LARGE] = { 413, "invalid_request_error", "headers_too_large" },
+    [ERR_PROMPT_TOO_LARGE] = { 413, "invalid_request_error", "prompt_too_large" },
+    [ERR_EXPECTATION] = { 417, "invalid_request_error", "expectation_failed" },
+    [ERR_RATE_LIMITED] = { 429, "requests", "rate_limit_exceeded" },
+    [ERR_INTERNAL] = { 500, "server_error", "internal_error" },
+    [ERR_NOT_IMPLEMENTED] = { 501, "invalid_request_error", "not_implemented" },
+    [ERR_UPSTREAM_FAILED] = { 502, "server_error", "upstream_failed" },
+    [ERR_NO_BACKEND] = { 503, "server_error", "no_backend_available" },
+    [ERR_SHUTTING_DOWN] = { 503, "server_error", "shutting_down" },
+    [ERR_UPSTREAM_TIMEOUT] = { 504, "server_error", "upstream_timeout" },
+    [ERR_HTTP_VERSION] = { 505, "invalid_request_error", "http_version_not_supported" },
+};
+
+const struct sl_error_info *err_info(enum sl_error e)
+{
+    return &table[e];
+}
+
+char *err_json(enum sl_error e, const char *message, const char *param, size_t *len_out)
+{
+    const struct sl_error_info *info = &table[e];
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"error\":{\"message\":");
+    sl_buf_json_string(&b, message, strlen(message));
+    sl_buf_appends(&b, ",\"type\":");
+    sl_buf_json_string(&b, info->type, strlen(info->type));
+    sl_buf_appends(&b, ",\"param\":");
+    if (param)
+        sl_buf_json_string(&b, param, strlen(param));
+    else
+        sl_buf_appends(&b, "null");
+    sl_buf_appends(&b, ",\"code\":");
+    if (info->code)
+        sl_buf_json_string(&b, info->code, strlen(info->code));
+    else
+        sl_buf_appends(&b, "null");
+    sl_buf_appends(&b, "}}\n");
+    *len_out = b.len;
+    return b.data;
+}

@@ -1,0 +1,978 @@
+/* HTTP/1.1 server side on bufferevents. libevent's evhttp is not used because
+ * its parser cannot be made strict enough (it splits header lines at NUL,
+ * keeps "Content-Length :" as another header, accepts any Transfer-Encoding
+ * and has no total deadlines); here every byte of the head is checked before
+ * a request reaches a handler, and bad framing closes the connection. */
+#include "sluice/http.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "sluice/log.h"
+
+enum conn_state {
+    CONN_IDLE,     /* between requests: keepalive deadline */
+    CONN_HEAD,     /* reading request line + headers: header deadline */
+    CONN_BODY,     /* reading the body: body deadline */
+    CONN_HANDLING, /* a handler owns the request */
+    CONN_CLOSING,  /* flushing the last response, then close */
+};
+
+enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER };
+
+struct http_conn {
+    struct http_server *srv;
+    struct bufferevent *bev;
+    struct event *timer;  /* head/body/keepalive deadline */
+    struct event *resume; /* parses pipelined input after a response */
+    enum conn_state state;
+    struct http_req *req;
+    size_t head_scanned;  /* bytes of input already checked for the end of head */
+    bool lingering;       /* our side is shut down; draining the client's */
+    enum chunk_state chunk;
+    int64_t chunk_left;
+    struct http_conn *prev, *next;
+};
+
+struct http_server {
+    struct event_base *base;
+    struct http_limits limits;
+    http_handler handler;
+    void *arg;
+    struct evconnlistener **listeners;
+    int nlisteners;
+    struct http_conn *conns; /* all open connections */
+    int busy;
+};
+
+#define OUTPUT_LOW_MARK (16 * 1024)
+#define CHUNK_LINE_MAX 1024
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_process(struct http_conn *c);
+static void conn_free(struct http_conn *c);
+
+/* ---- character classes --------------------------------------------------- */
+
+static bool is_tchar(unsigned char ch)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr(extra, ch));
+}
+
+/* field-value: VCHAR, obs-text, SP, HTAB. */
+static bool is_value_char(unsigned char ch)
+{
+    return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
+}
+
+/* Path characters we forward: RFC 3986 pchar and '/', no '\\' or '#'. */
+static bool is_path_char(unsigned char ch)
+{
+    static const char extra[] = "-._~!$&'()*+,;=:@/%";
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           (ch && strchr(extra, ch));
+}
+
+/* ---- head parsing --------------------------------------------------------- */
+
+static bool has_dot_segment(struct sl_str path)
+{
+    /* Decode %2e so "/v1/%2e%2e/x" cannot climb out of the upstream's base. */
+    char seg[4];
+    size_t n = 0;
+    for (size_t i = 0; i <= path.len; i++) {
+        if (i == path.len || path.p[i] == '/') {
+            if ((n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+                return true;
+            n = 0;
+            continue;
+        }
+        char ch = path.p[i];
+        if (ch == '%' && i + 2 < path.len && path.p[i + 1] == '2' &&
+            (path.p[i + 2] == 'e' || path.p[i + 2] == 'E')) {
+            ch = '.';
+            i += 2;
+        }
+        if (n < sizeof(seg))
+            seg[n] = ch;
+        n++;
+    }
+    return false;
+}
+
+static int parse_request_line(struct http_req *req, char **pos, char *end, const char **why)
+{
+    char *p = *pos, *eol = memchr(p, '\r', (size_t)(end - p));
+    if (!eol) {
+        *why = "malformed request line";
+        return ERR_BAD_HTTP;
+    }
+    char *sp1 = memchr(p, ' ', (size_t)(eol - p));
+    char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
+    if (!sp1 || !sp2 || sp1 == p || sp2 == sp1 + 1) {
+        *why = "malformed request line";
+        return ERR_BAD_HTTP;
+    }
+    for (char *m = p; m < sp1; m++) {
+        if (!is_tchar((unsigned char)*m)) {
+            *why = "malformed request method";
+            return ERR_BAD_HTTP;
+        }
+    }
+    req->method = (struct sl_str){ p, (size_t)(sp1 - p) };
+    req->target = (struct sl_str){ sp1 + 1, (size_t)(sp2 - sp1 - 1) };
+    struct sl_str version = { sp2 + 1, (size_t)(eol - sp2 - 1) };
+    if (sl_str_eq(version, "HTTP/1.1")) {
+        req->minor = 1;
+    } else if (sl_str_eq(version, "HTTP/1.0")) {
+        req->minor = 0;
+    } else if (version.len == 8 && memcmp(version.p, "HTTP/", 5) == 0) {
+        *why = "only HTTP/1.0 and HTTP/1.1 are supported";
+        return ERR_HTTP_VERSION;
+    } else {
+        *why = "malformed HTTP version";
+        return ERR_BAD_HTTP;
+    }
+    if (req->target.p[0] != '/') {
+        *why = "request target must be an absolute path";
+        return ERR_BAD_HTTP;
+    }
+    const char *q = memchr(req->target.p, '?', req->target.len);
+    req->path = (struct sl_str){ req->target.p, q ? (size_t)(q - req->target.p) : req->target.len };
+    req->query = q ? (struct sl_str){ q + 1, req->target.len - req->path.len - 1 }
+                   : (struct sl_str){ "", 0 };
+    for (size_t i = 0; i < req->path.len; i++) {
+        if (!is_path_char((unsigned char)req->path.p[i])) {
+            *why = "request path contains a character that must be percent-encoded";
+            return ERR_BAD_HTTP;
+        }
+    }
+    for (size_t i = 0; i < req->query.len; i++) {
+        unsigned char ch = (unsigned char)req->query.p[i];
+        if (ch <= 0x20 || ch >= 0x7f || ch == '#') {
+            *why = "request query contains a character that must be percent-encoded";
+            return ERR_BAD_HTTP;
+        }
+    }
+    if (has_dot_segment(req->path)) {
+        *why = "request path contains a dot segment";
+        return ERR_BAD_HTTP;
+    }
+    *pos = eol + 2;
+    return 0;
+}
+
+static bool parse_content_length(struct sl_str v, int64_t *out)
+{
+    if (v.len == 0 || v.len > 18)
+        return false;
+    int64_t n = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return false;
+        n = n * 10 + (v.p[i] - '0');
+    }
+    *out = n;
+    return true;
+}
+
+/* Connection: close / keep-alive, as a comma-separated token list. */
+static void parse_connection(struct http_req *req, struct sl_str v)
+{
+    size_t i = 0;
+    while (i < v.len) {
+        while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < v.len && v.p[i] != ',' && v.p[i] != ' ' && v.p[i] != '\t')
+            i++;
+        struct sl_str tok = { v.p + start, i - start };
+        if (sl_str_caseeq(tok, "close"))
+            req->keepalive = false;
+        else if (sl_str_caseeq(tok, "keep-alive") && req->minor == 0)
+            req->keepalive = true;
+    }
+}
+
+/* The framing rules that keep a request from meaning two things to two parsers. */
+static int check_framing(struct http_req *req, const char **why)
+{
+    int hosts = 0, lengths = 0, encodings = 0;
+    req->content_length = -1;
+    req->keepalive = req->minor == 1;
+    for (int i = 0; i < req->nheaders; i++) {
+        struct http_header *h = &req->headers[i];
+        if (sl_str_caseeq(h->name, "host")) {
+            hosts++;
+        } else if (sl_str_caseeq(h->name, "content-length")) {
+            if (++lengths > 1) {
+                *why = "more than one Content-Length header";
+                return ERR_BAD_HTTP;
+            }
+            if (!parse_content_length(h->value, &req->content_length)) {
+                *why = "invalid Content-Length";
+                return ERR_BAD_HTTP;
+            }
+        } else if (sl_str_caseeq(h->name, "transfer-encoding")) {
+            encodings++;
+            if (!sl_str_caseeq(h->value, "chunked")) {
+                *why = "unsupported Transfer-Encoding (only chunked is accepted)";
+                return ERR_BAD_HTTP;
+            }
+            req->chunked = true;
+        } else if (sl_str_caseeq(h->name, "connection")) {
+            parse_connection(req, h->value);
+        } else if (sl_str_caseeq(h->name, "expect")) {
+            if (!sl_str_caseeq(h->value, "100-continue")) {
+                *why = "unsupported Expect value";
+                return ERR_EXPECTATION;
+            }
+            req->expect_continue = req->minor == 1;
+        }
+    }
+    if (encodings > 1) {
+        *why = "more than one Transfer-Encoding header";
+        return ERR_BAD_HTTP;
+    }
+    if (req->chunked && (lengths || req->minor == 0)) {
+        *why = req->minor == 0 ? "Transfer-Encoding is not allowed in HTTP/1.0"
+                               : "both Transfer-Encoding and Content-Length";
+        return ERR_BAD_HTTP;
+    }
+    if (req->minor == 1 && hosts != 1) {
+        *why = hosts ? "more than one Host header" : "missing Host header";
+        return ERR_BAD_HTTP;
+    }
+    if (hosts > 1) {
+        *why = "more than one Host header";
+        return ERR_BAD_HTTP;
+    }
+    return 0;
+}
+
+int http_parse_head(struct http_req *req, size_t len, const char **why)
+{
+    char *p = req->head, *end = req->head + len;
+    /* The caller found CRLFCRLF at the end; bytes were already checked for NUL
+     * and bare LF. */
+    int rc = parse_request_line(req, &p, end, why);
+    if (rc)
+        return rc;
+    req->nheaders = 0;
+    while (p < end) {
+        char *eol = memchr(p, '\r', (size_t)(end - p));
+        if (!eol || eol + 1 >= end || eol[1] != '\n') {
+            *why = "malformed header line";
+            return ERR_BAD_HTTP;
+        }
+        if (eol == p)
+            break; /* the empty line */
+        if (*p == ' ' || *p == '\t') {
+            *why = "obsolete header line folding";
+            return ERR_BAD_HTTP;
+        }
+        char *colon = p;
+        while (colon < eol && is_tchar((unsigned char)*colon))
+            colon++;
+        if (colon == p || colon == eol || *colon != ':') {
+            *why = "malformed header name (no space is allowed before ':')";
+            return ERR_BAD_HTTP;
+        }
+        char *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        for (char *c = v; c < ve; c++) {
+            if (!is_value_char((unsigned char)*c)) {
+                *why = "control character in a header value";
+                return ERR_BAD_HTTP;
+            }
+        }
+        if (req->nheaders == HTTP_MAX_HEADERS) {
+            *why = "too many header fields";
+            return ERR_HEAD_TOO_LARGE;
+        }
+        req->headers[req->nheaders++] = (struct http_header){
+            { p, (size_t)(colon - p) }, { v, (size_t)(ve - v) }
+        };
+        p = eol + 2;
+    }
+    return check_framing(req, why);
+}
+
+const struct sl_str *http_header(const struct http_req *req, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < req->nheaders; i++)
+        if (req->headers[i].name.len == n && strncasecmp(req->headers[i].name.p, name, n) == 0)
+            return &req->headers[i].value;
+    return NULL;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+const char *http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Content Too Large";
+    case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
+    case 422: return "Unprocessable Content";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    }
+}
+
+/* "Date: ...\r\n", formatted at most once a second per thread. */
+static const char *date_header(void)
+{
+    static __thread time_t last;
+    static __thread char buf[48];
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof(buf), "Date: %a, %d %b %Y %H:%M:%S GMT\r\n", &tm);
+        last = now;
+    }
+    return buf;
+}
+
+static void write_status_and_headers(struct http_req *req, int status, const char *headers,
+                                     size_t hlen, const char *framing)
+{
+    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    char line[256];
+    int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n%s%s%s", req->minor, status,
+                     http_reason(status), date_header(), framing,
+                     !req->keepalive ? "Connection: close\r\n"
+                     : req->minor == 0 ? "Connection: keep-alive\r\n"
+                                       : "");
+    evbuffer_add(out, line, (size_t)n);
+    if (headers && hlen)
+        evbuffer_add(out, headers, hlen);
+    evbuffer_add(out, "\r\n", 2);
+    req->status = status;
+}
+
+static void req_free(struct http_req *req)
+{
+    free(req->head);
+    sl_buf_free(&req->body);
+    free(req);
+}
+
+static void arm_timer(struct http_conn *c, int64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(c->timer, &tv);
+}
+
+#define LINGER_MS 2000
+
+/* Output is flushed: half-close and keep reading (and discarding) for a
+ * moment, so a client still sending its body receives our answer instead of
+ * a reset. */
+static void conn_linger(struct http_conn *c)
+{
+    c->lingering = true;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    arm_timer(c, LINGER_MS);
+}
+
+/* The current request is answered: free it, then close or wait for the next. */
+static void conn_finish(struct http_conn *c)
+{
+    struct http_req *req = c->req;
+    bool keep = req->keepalive;
+    if (c->state == CONN_HANDLING)
+        c->srv->busy--;
+    c->req = NULL;
+    req_free(req);
+    if (!keep) {
+        c->state = CONN_CLOSING;
+        evtimer_del(c->timer);
+        /* conn_write_cb lingers once the output is flushed. */
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+            conn_linger(c);
+        return;
+    }
+    c->state = CONN_IDLE;
+    c->head_scanned = 0;
+    arm_timer(c, c->srv->limits.keepalive_timeout_ms);
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        event_active(c->resume, EV_READ, 0);
+}
+
+void http_respond(struct http_req *req, int status, const char *headers, size_t hlen,
+                  const void *body, size_t blen)
+{
+    char framing[48];
+    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    write_status_and_headers(req, status, headers, hlen, framing);
+    if (blen)
+        evbuffer_add(bufferevent_get_output(req->conn->bev), body, blen);
+    req->bytes_out += blen;
+    conn_finish(req->conn);
+}
+
+void http_respond_evbuffer(struct http_req *req, int status, const char *headers, size_t hlen,
+                           struct evbuffer *body)
+{
+    size_t blen = evbuffer_get_length(body);
+    char framing[48];
+    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    write_status_and_headers(req, status, headers, hlen, framing);
+    evbuffer_add_buffer(bufferevent_get_output(req->conn->bev), body);
+    req->bytes_out += blen;
+    conn_finish(req->conn);
+}
+
+void http_send_error(struct http_req *req, enum sl_error e, const char *message,
+                     const char *param, const char *headers)
+{
+    size_t len;
+    char *json = err_json(e, message, param, &len);
+    struct sl_buf h = { 0 };
+    sl_buf_appends(&h, "Content-Type: application/json\r\n");
+    if (headers)
+        sl_buf_appends(&h, headers);
+    http_respond(req, err_info(e)->status, h.data, h.len, json, len);
+    sl_buf_free(&h);
+    free(json);
+}
+
+void http_stream_begin(struct http_req *req, int status, const char *headers, size_t hlen)
+{
+    req->streaming = true;
+    if (req->minor == 0)
+        req->keepalive = false; /* close-delimited */
+    write_status_and_headers(req, status, headers, hlen,
+                             req->minor == 1 ? "Transfer-Encoding: chunked\r\n" : "");
+    bufferevent_setwatermark(req->conn->bev, EV_WRITE, OUTPUT_LOW_MARK, 0);
+}
+
+void http_stream_write(struct http_req *req, const void *data, size_t len)
+{
+    if (!len)
+        return;
+    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    if (req->minor == 1) {
+        char size[24];
+        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
+        evbuffer_add(out, size, (size_t)n);
+        evbuffer_add(out, data, len);
+        evbuffer_add(out, "\r\n", 2);
+    } else {
+        evbuffer_add(out, data, len);
+    }
+    req->bytes_out += len;
+}
+
+void http_stream_end(struct http_req *req)
+{
+    if (req->minor == 1)
+        evbuffer_add(bufferevent_get_output(req->conn->bev), "0\r\n\r\n", 5);
+    bufferevent_setwatermark(req->conn->bev, EV_WRITE, 0, 0);
+    conn_finish(req->conn);
+}
+
+void http_stream_abort(struct http_req *req)
+{
+    req->keepalive = false;
+    bufferevent_setwatermark(req->conn->bev, EV_WRITE, 0, 0);
+    conn_finish(req->conn);
+}
+
+size_t http_pending_output(const struct http_req *req)
+{
+    return evbuffer_get_length(bufferevent_get_output(req->conn->bev));
+}
+
+/* ---- reading a request ---------------------------------------------------- */
+
+/* An error while the request is still being read: answer and close. */
+static void fail_request(struct http_conn *c, enum sl_error e, const char *why)
+{
+    if (!c->req) {
+        c->req = sl_calloc(1, sizeof(*c->req));
+        c->req->conn = c;
+        c->req->minor = 1;
+    }
+    c->req->keepalive = false;
+    evtimer_del(c->timer);
+    log_debug("client request rejected: %s", why);
+    http_send_error(c->req, e, why, NULL, NULL);
+}
+
+/* Looks for the end of the head in the input, checking each byte once for NUL
+ * and bare LF. Returns the head length, 0 if incomplete, -1 after failing. */
+static ssize_t find_head_end(struct http_conn *c, struct evbuffer *in)
+{
+    size_t avail = evbuffer_get_length(in);
+    size_t limit = (size_t)c->srv->limits.max_header_size;
+    size_t scan = SL_MIN(avail, limit + 4);
+    const unsigned char *p = evbuffer_pullup(in, (ssize_t)scan);
+    for (size_t i = c->head_scanned; i < scan; i++) {
+        if (p[i] == '\0') {
+            fail_request(c, ERR_BAD_HTTP, "NUL byte in the request head");
+            return -1;
+        }
+        if (p[i] != '\n')
+            continue;
+        if (i == 0 || p[i - 1] != '\r') {
+            fail_request(c, ERR_BAD_HTTP, "bare LF in the request head (lines end in CRLF)");
+            return -1;
+        }
+        if (i >= 3 && p[i - 2] == '\n' && p[i - 3] == '\r') {
+            if (i + 1 > limit) {
+                fail_request(c, ERR_HEAD_TOO_LARGE, "request header section too large");
+                return -1;
+            }
+            return (ssize_t)(i + 1);
+        }
+    }
+    c->head_scanned = scan;
+    if (avail > limit) {
+        fail_request(c, ERR_HEAD_TOO_LARGE, "request header section too large");
+        return -1;
+    }
+    return 0;
+}
+
+static void start_body(struct http_conn *c)
+{
+    struct http_req *req = c->req;
+    c->state = CONN_BODY;
+    c->chunk = CH_SIZE;
+    arm_timer(c, c->srv->limits.body_timeout_ms);
+    if (req->content_length > 0)
+        sl_buf_reserve(&req->body, (size_t)req->content_length);
+    if (req->expect_continue && (req->chunked || req->content_length > 0)) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        bufferevent_write(c->bev, cont, sizeof(cont) - 1);
+    }
+}
+
+/* Returns 1 when the head is parsed, 0 to wait, -1 after failing. */
+static int read_head(struct http_conn *c, struct evbuffer *in)
+{
+    if (c->state == CONN_IDLE) {
+        if (evbuffer_get_length(in) == 0)
+            return 0;
+        /* Tolerate the CRLF some clients send after a POST body (RFC 9112 2.2). */
+        const unsigned char *p;
+        while ((p = evbuffer_pullup(in, 2)) && p[0] == '\r' && p[1] == '\n')
+            evbuffer_drain(in, 2);
+        if (evbuffer_get_length(in) == 0)
+            return 0;
+        c->state = CONN_HEAD;
+        c->head_scanned = 0;
+        arm_timer(c, c->srv->limits.header_timeout_ms);
+    }
+    ssize_t len = find_head_end(c, in);
+    if (len <= 0)
+        return (int)len;
+
+    struct http_req *req = sl_calloc(1, sizeof(*req));
+    req->conn = c;
+    req->start_us = sl_now_us();
+    req->minor = 1; /* until the request line says otherwise, for error replies */
+    req->head = sl_malloc((size_t)len);
+    evbuffer_remove(in, req->head, (size_t)len);
+    c->req = req;
+    const char *why = NULL;
+    int rc = http_parse_head(req, (size_t)len, &why);
+    if (rc) {
+        fail_request(c, rc, why);
+        return -1;
+    }
+    if (req->content_length > c->srv->limits.max_body_size) {
+        fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
+        return -1;
+    }
+    start_body(c);
+    return 1;
+}
+
+static bool body_append(struct http_conn *c, struct evbuffer *in, size_t n)
+{
+    struct http_req *req = c->req;
+    if ((int64_t)(req->body.len + n) > c->srv->limits.max_body_size) {
+        fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
+        return false;
+    }
+    sl_buf_reserve(&req->body, n);
+    evbuffer_remove(in, req->body.data + req->body.len, n);
+    req->body.len += n;
+    req->body.data[req->body.len] = '\0';
+    return true;
+}
+
+/* Reads one CRLF-terminated line of a chunked body into line[]. Returns its
+ * length, -2 if incomplete, -1 after failing. */
+static ssize_t chunk_line(struct http_conn *c, struct evbuffer *in, char *line)
+{
+    size_t avail = evbuffer_get_length(in);
+    struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
+    if (eol.pos < 0) {
+        if (avail > CHUNK_LINE_MAX) {
+            fail_request(c, ERR_BAD_HTTP, "chunk header line too long");
+            return -1;
+        }
+        return -2;
+    }
+    size_t n = (size_t)eol.pos + 1;
+    if (n > CHUNK_LINE_MAX) {
+        fail_request(c, ERR_BAD_HTTP, "chunk header line too long");
+        return -1;
+    }
+    evbuffer_remove(in, line, n);
+    if (n < 2 || line[n - 2] != '\r' || memchr(line, '\0', n)) {
+        fail_request(c, ERR_BAD_HTTP, "malformed chunk framing");
+        return -1;
+    }
+    line[n - 2] = '\0';
+    return (ssize_t)(n - 2);
+}
+
+/* Decodes as much of a chunked body as is buffered. 1 = complete, 0 = more
+ * needed, -1 = failed. */
+static int read_chunked(struct http_conn *c, struct evbuffer *in)
+{
+    char line[CHUNK_LINE_MAX + 1];
+    for (;;) {
+        switch (c->chunk) {
+        case CH_SIZE: {
+            ssize_t n = chunk_line(c, in, line);
+            if (n < 0)
+                return n == -2 ? 0 : -1;
+            int64_t size = 0;
+            ssize_t i = 0;
+            for (; i < n && i < 15; i++) {
+                int d = line[i] >= '0' && line[i] <= '9'   ? line[i] - '0'
+                        : line[i] >= 'a' && line[i] <= 'f' ? line[i] - 'a' + 10
+                        : line[i] >= 'A' && line[i] <= 'F' ? line[i] - 'A' + 10
+                                                           : -1;
+                if (d < 0)
+                    break;
+                size = size * 16 + d;
+            }
+            if (i == 0 || (i < n && line[i] != ';' && line[i] != ' ' && line[i] != '\t')) {
+                fail_request(c, ERR_BAD_HTTP, "malformed chunk size");
+                return -1;
+            }
+            if (size > c->srv->limits.max_body_size) {
+                fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
+                return -1;
+            }
+            c->chunk_left = size;
+            c->chunk = size ? CH_DATA : CH_TRAILER;
+            break;
+        }
+        case CH_DATA: {
+            size_t avail = evbuffer_get_length(in);
+            if (!avail)
+                return 0;
+            size_t n = SL_MIN(avail, (size_t)c->chunk_left);
+            if (!body_append(c, in, n))
+                return -1;
+            c->chunk_left -= (int64_t)n;
+            if (c->chunk_left == 0)
+                c->chunk = CH_DATA_CRLF;
+            break;
+        }
+        case CH_DATA_CRLF: {
+            if (evbuffer_get_length(in) < 2)
+                return 0;
+            char crlf[2];
+            evbuffer_remove(in, crlf, 2);
+            if (crlf[0] != '\r' || crlf[1] != '\n') {
+                fail_request(c, ERR_BAD_HTTP, "chunk data not followed by CRLF");
+                return -1;
+            }
+            c->chunk = CH_SIZE;
+            break;
+        }
+        case CH_TRAILER: {
+            ssize_t n = chunk_line(c, in, line);
+            if (n < 0)
+                return n == -2 ? 0 : -1;
+            if (n == 0)
+                return 1; /* trailers are read and dropped */
+            break;
+        }
+        }
+    }
+}
+
+/* 1 when the body is complete. */
+static int read_body(struct http_conn *c, struct evbuffer *in)
+{
+    struct http_req *req = c->req;
+    if (req->chunked)
+        return read_chunked(c, in);
+    int64_t want = SL_MAX(req->content_length, 0) - (int64_t)req->body.len;
+    size_t n = SL_MIN(evbuffer_get_length(in), (size_t)want);
+    if (n && !body_append(c, in, n))
+        return -1;
+    return (int64_t)n == want ? 1 : 0;
+}
+
+static void dispatch(struct http_conn *c)
+{
+    evtimer_del(c->timer);
+    c->state = CONN_HANDLING;
+    c->srv->busy++;
+    if (!c->req->body.data) { /* handlers may rely on a NUL-terminated body */
+        sl_buf_reserve(&c->req->body, 0);
+        c->req->body.data[0] = '\0';
+    }
+    c->srv->handler(c->req, c->srv->arg);
+}
+
+/* Runs the state machine over whatever input is buffered. */
+static void conn_process(struct http_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (;;) {
+        int rc;
+        switch (c->state) {
+        case CONN_IDLE:
+        case CONN_HEAD:
+            rc = read_head(c, in);
+            if (rc <= 0)
+                return;
+            break;
+        case CONN_BODY:
+            rc = read_body(c, in);
+            if (rc <= 0)
+                return;
+            dispatch(c);
+            return; /* pipelined requests wait until this one is answered */
+        case CONN_HANDLING:
+            return;
+        case CONN_CLOSING:
+            evbuffer_drain(in, evbuffer_get_length(in));
+            return;
+        }
+    }
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn_process(arg);
+}
+
+static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_process(arg);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct http_conn *c = arg;
+    if (c->state == CONN_CLOSING) {
+        if (!c->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+            conn_linger(c);
+        return;
+    }
+    if (c->state == CONN_HANDLING && c->req && c->req->on_drain)
+        c->req->on_drain(c->req);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct http_conn *c = arg;
+    if (what & BEV_EVENT_TIMEOUT)
+        log_debug("client did not read its response within send_timeout");
+    conn_free(c);
+}
+
+/* Deadline for idle, head or body. */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct http_conn *c = arg;
+    if (c->state == CONN_HEAD || c->state == CONN_BODY)
+        fail_request(c, ERR_REQUEST_TIMEOUT,
+                     c->state == CONN_HEAD ? "request headers not received in time"
+                                           : "request body not received in time");
+    else
+        conn_free(c);
+}
+
+static void conn_free(struct http_conn *c)
+{
+    struct http_server *srv = c->srv;
+    if (c->req) {
+        if (c->state == CONN_HANDLING) {
+            srv->busy--;
+            if (c->req->on_abort)
+                c->req->on_abort(c->req);
+        }
+        req_free(c->req);
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->timer);
+    event_free(c->resume);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* ---- accepting -------------------------------------------------------------- */
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)len;
+    struct http_server *srv = arg;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    struct http_conn *c = sl_calloc(1, sizeof(*c));
+    c->srv = srv;
+    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (!c->bev) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    c->timer = evtimer_new(srv->base, conn_timer_cb, c);
+    c->resume = event_new(srv->base, -1, 0, conn_resume_cb, c);
+    c->next = srv->conns;
+    if (srv->conns)
+        srv->conns->prev = c;
+    srv->conns = c;
+    c->state = CONN_IDLE;
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    /* Stop reading once a pipelined backlog fills the head limit. */
+    bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)srv->limits.max_header_size + 65536);
+    struct timeval send_tv = { (time_t)(srv->limits.send_timeout_ms / 1000),
+                               (suseconds_t)(srv->limits.send_timeout_ms % 1000) * 1000 };
+    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    arm_timer(c, srv->limits.header_timeout_ms);
+}
+
+static void accept_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evconnlistener_enable(arg);
+}
+
+static void accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)arg;
+    log_error("accept failed: %s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    /* Out of descriptors: pause accepting for a moment rather than spin. */
+    evconnlistener_disable(l);
+    struct timeval tv = { 0, 100000 };
+    event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, accept_resume_cb, l, &tv);
+}
+
+struct http_server *http_server_new(struct event_base *base, const struct http_limits *limits,
+                                    http_handler handler, void *arg)
+{
+    struct http_server *srv = sl_calloc(1, sizeof(*srv));
+    srv->base = base;
+    srv->limits = *limits;
+    srv->handler = handler;
+    srv->arg = arg;
+    return srv;
+}
+
+int http_server_listen(struct http_server *srv, int fd)
+{
+    struct evconnlistener *l =
+        evconnlistener_new(srv->base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l)
+        return -1;
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    srv->listeners = sl_realloc(srv->listeners, sizeof(*srv->listeners) * (size_t)(srv->nlisteners + 1));
+    srv->listeners[srv->nlisteners++] = l;
+    return 0;
+}
+
+void http_server_set_limits(struct http_server *srv, const struct http_limits *limits)
+{
+    srv->limits = *limits;
+}
+
+void http_server_stop_accepting(struct http_server *srv)
+{
+    for (int i = 0; i < srv->nlisteners; i++)
+        evconnlistener_free(srv->listeners[i]);
+    free(srv->listeners);
+    srv->listeners = NULL;
+    srv->nlisteners = 0;
+}
+
+int http_server_busy(const struct http_server *srv)
+{
+    return srv->busy;
+}
+
+void http_server_close_idle(struct http_server *srv)
+{
+    struct http_conn *c = srv->conns, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE)
+            conn_free(c);
+        else if (c->req)
+            c->req->keepalive = false;
+    }
+}
+
+void http_server_free(struct http_server *srv)
+{
+    if (!srv)
+        return;
+    http_server_stop_accepting(srv);
+    while (srv->conns)
+        conn_free(srv->conns);
+    free(srv);
+}

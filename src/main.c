@@ -1,0 +1,218 @@
+/* sluice: command line, listening sockets, worker threads, signals. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/util.h"
+#include "sluice/worker.h"
+
+#define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
+#define LISTEN_BACKLOG 1024
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: sluice [-c FILE]     run with that configuration (default %s)\n"
+                 "       sluice -t [-c FILE]  check the configuration and exit 0 or 1\n"
+                 "       sluice -V            print the version\n"
+                 "       sluice -D            print the configuration reference\n",
+            DEFAULT_CONFIG);
+}
+
+static struct config *load_or_report(const char *path)
+{
+    struct cfg_errors errs = { 0 };
+    struct config *cfg = cfg_load(path, &errs);
+    for (int i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.lines[i]);
+    cfg_errors_free(&errs);
+    return cfg;
+}
+
+/* A listening socket for l; with reuseport, several workers bind the same
+ * address and the kernel spreads connections between them. */
+static int listen_socket(const struct cfg_listen *l, bool reuseport)
+{
+    char port[8];
+    snprintf(port, sizeof(port), "%d", l->port);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *res;
+    int rc = getaddrinfo(l->host, port, &hints, &res);
+    if (rc) {
+        log_error("listen %s:%d: %s", l->host, l->port, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (reuseport)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (res->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (fd < 0 || bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+        log_error("listen %s:%d: %s", l->host, l->port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+struct daemon {
+    struct event_base *base;
+    struct generation *gen;
+    struct worker **workers;
+    int nworkers;
+};
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct daemon *d = arg;
+    if (sig == SIGHUP) {
+        log_warn("SIGHUP: configuration reload is not implemented yet; still serving %s",
+                 d->gen->cfg->path);
+        return;
+    }
+    log_info("%s: no longer accepting; finishing in-flight requests (shutdown_timeout %llds)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT",
+             (long long)(d->gen->cfg->server.shutdown_timeout_ms / 1000));
+    for (int i = 0; i < d->nworkers; i++)
+        worker_request_stop(d->workers[i]);
+    event_base_loopexit(d->base, NULL);
+}
+
+static int start_workers(struct daemon *d)
+{
+    const struct config *cfg = d->gen->cfg;
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    d->nworkers = cfg->server.workers ? (int)cfg->server.workers : (int)(cores > 0 ? cores : 1);
+    d->workers = sl_calloc((size_t)d->nworkers, sizeof(*d->workers));
+    bool reuseport = d->nworkers > 1;
+    for (int i = 0; i < d->nworkers; i++) {
+        int fds[64], nfds = 0;
+        for (int j = 0; j < cfg->server.nlisten && nfds < 64; j++) {
+            int fd = listen_socket(&cfg->server.listen[j], reuseport);
+            if (fd < 0) {
+                while (nfds)
+                    close(fds[--nfds]);
+                return -1;
+            }
+            fds[nfds++] = fd;
+        }
+        d->workers[i] = worker_new(i, d->gen, fds, nfds);
+        if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
+            log_error("cannot start worker %d", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int run(const char *path)
+{
+    struct config *cfg = load_or_report(path);
+    if (!cfg)
+        return 1;
+    log_set_level((enum log_level)cfg->server.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    evthread_use_pthreads();
+
+    struct daemon d = { .base = event_base_new(), .gen = gen_new(cfg) };
+    int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+    struct event *sigev[3];
+    for (int i = 0; i < 3; i++) {
+        sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
+        evsignal_add(sigev[i], NULL);
+    }
+    int rc = 0;
+    if (start_workers(&d) != 0) {
+        rc = 1;
+        for (int i = 0; i < d.nworkers; i++)
+            if (d.workers[i])
+                worker_request_stop(d.workers[i]);
+    } else {
+        struct sl_buf addrs = { 0 };
+        for (int j = 0; j < cfg->server.nlisten; j++)
+            sl_buf_printf(&addrs, "%s%s:%d", j ? ", " : "", cfg->server.listen[j].host,
+                          cfg->server.listen[j].port);
+        log_info("sluice %s listening on %s (%d worker%s, %d backends, %d keys, limits %s)",
+                 SLUICE_VERSION, addrs.data, d.nworkers, d.nworkers == 1 ? "" : "s",
+                 cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
+        sl_buf_free(&addrs);
+        event_base_dispatch(d.base);
+    }
+    for (int i = 0; i < d.nworkers; i++) {
+        if (d.workers[i] && d.workers[i]->thread)
+            worker_join(d.workers[i]);
+        worker_free(d.workers[i]);
+    }
+    free(d.workers);
+    for (int i = 0; i < 3; i++)
+        event_free(sigev[i]);
+    event_base_free(d.base);
+    gen_unref(d.gen);
+    curl_global_cleanup();
+    libevent_global_shutdown();
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = DEFAULT_CONFIG;
+    bool test = false;
+    int opt;
+    while ((opt = getopt(argc, argv, "c:tVDh")) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 't':
+            test = true;
+            break;
+        case 'V':
+            printf("sluice %s\n", SLUICE_VERSION);
+            return 0;
+        case 'D':
+            cfg_print_reference();
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (test) {
+        struct config *cfg = load_or_report(path);
+        fprintf(stderr, "sluice: configuration file %s test %s\n", path,
+                cfg ? "is successful" : "failed");
+        cfg_unref(cfg);
+        return cfg ? 0 : 1;
+    }
+    return run(path);
+}

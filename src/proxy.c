@@ -1,0 +1,571 @@
+/* One request, top to bottom: auth -> validate -> pick -> forward -> relay ->
+ * account -> log. struct sl_request owns everything the request allocated
+ * and is freed in request_free() only. */
+#include "sluice/proxy.h"
+
+#include <cjson/cJSON.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/auth.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/log.h"
+#include "sluice/pool.h"
+#include "sluice/server.h"
+#include "sluice/sse.h"
+#include "sluice/tokens.h"
+#include "sluice/upstream.h"
+#include "sluice/worker.h"
+
+#define STREAM_HIGH_MARK (256 * 1024)     /* pause the upstream above this much unsent output */
+#define MAX_RESPONSE_SIZE (256LL << 20)   /* a buffered upstream response larger than this fails */
+#define MAX_SSE_EVENT (1 << 20)
+
+struct sl_request {
+    struct worker *w;
+    struct http_req *req; /* NULL once answered or after the client left */
+    struct generation *gen;
+    const struct cfg_key *key;
+    struct api_call call;
+    char *model;
+    char path[128];
+
+    int backend; /* of the current or last attempt, -1 before */
+    int attempts;
+    struct pool_tried tried;
+    struct up_transfer *xfer;
+    struct curl_slist *up_headers;
+    char *url;
+
+    struct evbuffer *body; /* buffered (non-streamed) upstream response */
+    bool streaming;        /* relaying SSE to the client */
+    bool paused;
+    struct sse_parser sse;
+    struct sl_buf scratch;
+    struct tok_usage usage;
+
+    int status; /* what the client got; 499 if it left first */
+    const char *error; /* short reason for the access log */
+    int64_t start_us;
+    double ttfb;
+    struct event *deadline;
+};
+
+static void attempt_next(struct sl_request *r);
+static void request_finish(struct sl_request *r);
+
+static const struct up_callbacks up_cb;
+
+/* ---- answering the client ------------------------------------------------- */
+
+static void send_error(struct sl_request *r, enum sl_error e, const char *msg, const char *param)
+{
+    r->status = err_info(e)->status;
+    struct http_req *req = r->req;
+    r->req = NULL;
+    http_send_error(req, e, msg, param, NULL);
+}
+
+/* Headers from the upstream that must not reach the client as they are. */
+static bool hop_by_hop(struct sl_str name)
+{
+    static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
+                                         "transfer-encoding", "content-length", "upgrade",
+                                         "te", "trailer", "date", "server" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+        if (sl_str_caseeq(name, names[i]))
+            return true;
+    return false;
+}
+
+/* The upstream's response headers, filtered, as "Name: value\r\n" lines. */
+static void client_headers(struct sl_request *r, struct sl_buf *out)
+{
+    struct sl_str block = up_header_block(r->xfer);
+    const char *p = block.p, *end = block.p + block.len;
+    while (p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        const char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
+        const char *colon = memchr(p, ':', (size_t)(line_end - p));
+        if (colon && colon > p && !hop_by_hop((struct sl_str){ p, (size_t)(colon - p) })) {
+            sl_buf_append(out, p, (size_t)(line_end - p));
+            sl_buf_append(out, "\r\n", 2);
+        }
+        p = eol + 1;
+    }
+}
+
+/* ---- request headers towards the upstream ------------------------------- */
+
+/* Client headers that are not forwarded: hop-by-hop ones, framing that curl
+ * sets itself, the client's credentials, and Accept-Encoding (usage is read
+ * from the response, which must come uncompressed). */
+static bool not_forwarded(struct sl_str name)
+{
+    static const char *const names[] = {
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
+        "trailer", "upgrade", "expect", "proxy-connection", "proxy-authorization",
+        "authorization", "api-key", "x-api-key", "accept-encoding", "content-type",
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
+        if (sl_str_caseeq(name, names[i]))
+            return true;
+    return false;
+}
+
+/* Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
+static bool named_in_connection(const struct http_req *req, struct sl_str name)
+{
+    const struct sl_str *conn = http_header(req, "connection");
+    if (!conn)
+        return false;
+    const char *p = conn->p, *end = conn->p + conn->len;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ','))
+            p++;
+        const char *s = p;
+        while (p < end && *p != ',' && *p != ' ')
+            p++;
+        if ((size_t)(p - s) == name.len && strncasecmp(s, name.p, name.len) == 0)
+            return true;
+    }
+    return false;
+}
+
+static struct curl_slist *upstream_headers(struct sl_request *r, const struct cfg_backend *be)
+{
+    struct curl_slist *list = NULL;
+    struct sl_buf line = { 0 };
+    const struct http_req *req = r->req;
+    for (int i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (not_forwarded(h->name) || named_in_connection(req, h->name))
+            continue;
+        line.len = 0;
+        sl_buf_printf(&line, "%.*s: %.*s", (int)h->name.len, h->name.p, (int)h->value.len,
+                      h->value.p);
+        list = curl_slist_append(list, line.data);
+    }
+    list = curl_slist_append(list, "Content-Type: application/json");
+    list = curl_slist_append(list, "Expect:"); /* no 100-continue round trip */
+    if (be->api_key) {
+        line.len = 0;
+        if (be->type == BACKEND_AZURE)
+            sl_buf_printf(&line, "api-key: %s", be->api_key);
+        else
+            sl_buf_printf(&line, "Authorization: Bearer %s", be->api_key);
+        list = curl_slist_append(list, line.data);
+        memset(line.data, 0, line.len);
+    }
+    sl_buf_free(&line);
+    return list;
+}
+
+/* openai: base + path after /v1 (+ query). azure: base +
+ * /openai/deployments/{deployment}/... ?api-version=... (+ the client's query). */
+static char *upstream_url(struct sl_request *r, const struct cfg_backend *be)
+{
+    const struct http_req *req = r->req;
+    struct sl_str rest = { req->path.p + 3, req->path.len - 3 }; /* after "/v1" */
+    struct sl_buf url = { 0 };
+    sl_buf_appends(&url, be->url);
+    if (be->type == BACKEND_AZURE) {
+        const char *dep = be->deployment ? be->deployment : r->model;
+        char *esc = curl_easy_escape(NULL, dep, 0);
+        sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
+                      rest.p, be->api_version);
+        curl_free(esc);
+        if (req->query.len)
+            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
+    } else {
+        sl_buf_append(&url, rest.p, rest.len);
+        if (req->query.len)
+            sl_buf_printf(&url, "?%.*s", (int)req->query.len, req->query.p);
+    }
+    return url.data;
+}
+
+/* ---- the request's life ------------------------------------------------------ */
+
+static void on_client_abort(struct http_req *req);
+static void on_client_drain(struct http_req *req);
+static void on_deadline(evutil_socket_t fd, short what, void *arg);
+
+static struct sl_request *request_new(struct worker *w, struct http_req *req,
+                                      const struct cfg_key *key, struct api_call *call)
+{
+    struct sl_request *r = sl_calloc(1, sizeof(*r));
+    r->w = w;
+    r->req = req;
+    r->gen = gen_ref(w->gen);
+    r->key = key;
+    r->call = *call; /* takes the parsed JSON */
+    r->model = sl_strndup(call->model, call->model_len);
+    snprintf(r->path, sizeof(r->path), "%.*s", (int)req->path.len, req->path.p);
+    r->backend = -1;
+    r->start_us = req->start_us;
+    r->body = evbuffer_new();
+    sse_init(&r->sse, MAX_SSE_EVENT);
+    req->owner = r;
+    req->on_abort = on_client_abort;
+    req->on_drain = on_client_drain;
+    int64_t ms = r->gen->cfg->server.request_timeout_ms;
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    r->deadline = evtimer_new(w->base, on_deadline, r);
+    evtimer_add(r->deadline, &tv);
+    return r;
+}
+
+void proxy_handle(struct worker *w, struct http_req *req)
+{
+    struct generation *gen = w->gen;
+    struct sl_str secret;
+    if (!auth_presented_key(req, &secret))
+        return http_send_error(req, ERR_INVALID_API_KEY,
+                               "You didn't provide an API key. Provide it in the Authorization "
+                               "header (Authorization: Bearer KEY), api-key or x-api-key.",
+                               NULL, NULL);
+    const struct cfg_key *key = auth_lookup(gen->auth, secret.p, secret.len);
+    if (!key)
+        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL,
+                               NULL);
+
+    struct api_call call;
+    char msg[256];
+    const char *param;
+    int e = srv_validate(req->path.p, req->path.len, req->body.data, req->body.len, &call, msg,
+                         sizeof(msg), &param);
+    if (e) {
+        cJSON_Delete(call.root);
+        return http_send_error(req, e, msg, param, NULL);
+    }
+    if (!cfg_models_match(&key->models, call.model, call.model_len)) {
+        snprintf(msg, sizeof(msg), "This key may not use the model '%.*s'.",
+                 (int)SL_MIN(call.model_len, 128), call.model);
+        cJSON_Delete(call.root);
+        return http_send_error(req, ERR_MODEL_NOT_ALLOWED, msg, "model", NULL);
+    }
+    if (!pool_serves(gen->pool, call.model, call.model_len)) {
+        snprintf(msg, sizeof(msg), "The model '%.*s' does not exist or you do not have access to it.",
+                 (int)SL_MIN(call.model_len, 128), call.model);
+        cJSON_Delete(call.root);
+        return http_send_error(req, ERR_MODEL_NOT_FOUND, msg, "model", NULL);
+    }
+    struct sl_request *r = request_new(w, req, key, &call);
+    attempt_next(r);
+}
+
+static void attempt_next(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    int idx = r->attempts < cfg->server.max_attempts
+                  ? pool_pick(r->gen->pool, r->model, strlen(r->model), &r->tried)
+                  : -1;
+    if (idx < 0) {
+        send_error(r, ERR_NO_BACKEND, "No backend is available for this model.", NULL);
+        return request_finish(r);
+    }
+    const struct cfg_backend *be = &cfg->backends[idx];
+    r->backend = idx;
+    r->attempts++;
+    curl_slist_free_all(r->up_headers);
+    free(r->url);
+    r->up_headers = upstream_headers(r, be);
+    r->url = upstream_url(r, be);
+    struct up_request ur = {
+        .url = r->url,
+        .headers = r->up_headers,
+        .body = r->req->body.data,
+        .body_len = r->req->body.len,
+        .connect_timeout_ms = (long)be->connect_timeout_ms,
+        .timeout_ms = (long)be->timeout_ms,
+    };
+    r->xfer = up_start(r->w->up, &ur, &up_cb, r);
+    if (!r->xfer) {
+        send_error(r, ERR_UPSTREAM_FAILED, "Could not start the upstream request.", NULL);
+        request_finish(r);
+    }
+}
+
+/* ---- upstream callbacks ---------------------------------------------------- */
+
+static bool is_event_stream(struct up_transfer *t)
+{
+    struct sl_str ct;
+    return up_header(t, "content-type", &ct) && sl_str_casestarts(ct, "text/event-stream");
+}
+
+static void up_on_headers(struct up_transfer *t, void *arg)
+{
+    struct sl_request *r = arg;
+    r->ttfb = up_ttfb(t);
+    int status = up_status(t);
+    if (!r->req || status < 200 || status > 299 || !is_event_stream(t))
+        return; /* buffered: answered whole in up_on_done */
+    struct sl_buf h = { 0 };
+    client_headers(r, &h);
+    r->streaming = true;
+    r->status = status;
+    http_stream_begin(r->req, status, h.data, h.len);
+    sl_buf_free(&h);
+}
+
+/* One complete SSE event from the upstream: count it, pass it on. */
+static void relay_event(const char *event, size_t len, void *arg)
+{
+    struct sl_request *r = arg;
+    struct sl_str data;
+    if (sse_event_data(event, len, &data, &r->scratch))
+        tok_usage_from_sse_data(data.p, data.len, &r->usage);
+    http_stream_write(r->req, event, len);
+}
+
+static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, void *arg)
+{
+    (void)t;
+    struct sl_request *r = arg;
+    if (!r->req)
+        return 0;
+    if (r->streaming) {
+        if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
+            r->paused = true; /* resumed by on_client_drain */
+            return UP_PAUSE;
+        }
+        sse_feed(&r->sse, data, len, relay_event, r);
+        return len;
+    }
+    if ((int64_t)(evbuffer_get_length(r->body) + len) > MAX_RESPONSE_SIZE) {
+        r->error = "upstream response too large";
+        return 0;
+    }
+    evbuffer_add(r->body, data, len);
+    return len;
+}
+
+/* A stream that cannot continue ends with one SSE error event, so SDKs raise
+ * an error instead of seeing a silently short answer. */
+static void end_stream_with_error(struct sl_request *r, enum sl_error e, const char *msg)
+{
+    size_t len;
+    char *json = err_json(e, msg, NULL, &len);
+    while (len && json[len - 1] == '\n')
+        len--;
+    struct sl_buf ev = { 0 };
+    sl_buf_appends(&ev, "data: ");
+    sl_buf_append(&ev, json, len);
+    sl_buf_appends(&ev, "\n\n");
+    http_stream_write(r->req, ev.data, ev.len);
+    http_stream_end(r->req);
+    r->req = NULL;
+    sl_buf_free(&ev);
+    free(json);
+}
+
+static void fail_upstream(struct sl_request *r, CURLcode rc)
+{
+    bool timeout = rc == CURLE_OPERATION_TIMEDOUT;
+    enum sl_error e = timeout ? ERR_UPSTREAM_TIMEOUT : ERR_UPSTREAM_FAILED;
+    if (!r->error)
+        r->error = curl_easy_strerror(rc);
+    const char *msg = timeout ? "The upstream did not answer in time." : "The upstream request failed.";
+    if (r->streaming) {
+        end_stream_with_error(r, e, msg);
+        r->status = err_info(e)->status;
+    } else {
+        send_error(r, e, msg, NULL);
+    }
+}
+
+static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
+{
+    struct sl_request *r = arg;
+    r->xfer = t; /* still valid during this call, for headers */
+    if (rc != CURLE_OK) {
+        fail_upstream(r, rc);
+    } else if (r->streaming) {
+        sse_flush(&r->sse, relay_event, r);
+        http_stream_end(r->req);
+        r->req = NULL;
+    } else {
+        int status = up_status(t);
+        size_t len = evbuffer_get_length(r->body);
+        if (status >= 200 && status <= 299)
+            tok_usage_from_body((const char *)evbuffer_pullup(r->body, -1), len, &r->usage);
+        struct sl_buf h = { 0 };
+        client_headers(r, &h);
+        r->status = status;
+        struct http_req *req = r->req;
+        r->req = NULL;
+        http_respond_evbuffer(req, status, h.data, h.len, r->body);
+        sl_buf_free(&h);
+    }
+    r->xfer = NULL; /* freed by the upstream module after we return */
+    request_finish(r);
+}
+
+static const struct up_callbacks up_cb = { up_on_headers, up_on_data, up_on_done };
+
+/* ---- client events --------------------------------------------------------- */
+
+static void on_client_abort(struct http_req *req)
+{
+    struct sl_request *r = req->owner;
+    r->req = NULL;
+    r->status = 499; /* nginx's "client closed request" */
+    r->error = "client closed the connection";
+    if (r->xfer) {
+        up_cancel(r->xfer);
+        r->xfer = NULL;
+    }
+    request_finish(r);
+}
+
+static void on_client_drain(struct http_req *req)
+{
+    struct sl_request *r = req->owner;
+    if (r->paused && r->xfer) {
+        r->paused = false;
+        up_resume(r->xfer);
+    }
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    if (r->xfer) {
+        up_cancel(r->xfer);
+        r->xfer = NULL;
+    }
+    r->error = "request_timeout";
+    const char *msg = "The request took longer than the gateway's request_timeout.";
+    if (r->streaming) {
+        end_stream_with_error(r, ERR_UPSTREAM_TIMEOUT, msg);
+        r->status = 504;
+    } else {
+        send_error(r, ERR_UPSTREAM_TIMEOUT, msg, NULL);
+    }
+    request_finish(r);
+}
+
+/* ---- the end ---------------------------------------------------------------- */
+
+static void access_log(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    if (!cfg->server.access_log)
+        return;
+    double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
+    log_info("access key=%s model=%s backend=%s status=%d attempts=%d stream=%d "
+             "prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f path=%s%s%s",
+             r->key->name, r->model, r->backend >= 0 ? cfg->backends[r->backend].name : "-",
+             r->status, r->attempts, r->call.stream, (long long)r->usage.prompt,
+             (long long)r->usage.completion, r->ttfb * 1000.0, dur_ms, r->path,
+             r->error ? " error=" : "", r->error ? r->error : "");
+}
+
+static void request_finish(struct sl_request *r)
+{
+    access_log(r);
+    if (r->req) { /* not answered: only on internal paths that forgot to */
+        r->req->owner = NULL;
+        r->req->on_abort = NULL;
+        r->req->on_drain = NULL;
+    }
+    if (r->xfer)
+        up_cancel(r->xfer);
+    event_free(r->deadline);
+    evbuffer_free(r->body);
+    sse_free(&r->sse);
+    sl_buf_free(&r->scratch);
+    curl_slist_free_all(r->up_headers);
+    free(r->url);
+    free(r->model);
+    cJSON_Delete(r->call.root);
+    gen_unref(r->gen);
+    free(r);
+}
+
+/* ---- GET /v1/models ------------------------------------------------------------ */
+
+static void model_entry(struct sl_buf *b, const char *name, bool first)
+{
+    if (!first)
+        sl_buf_append(b, ",", 1);
+    sl_buf_appends(b, "{\"id\":");
+    sl_buf_json_string(b, name, strlen(name));
+    sl_buf_appends(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}");
+}
+
+/* Concrete model names a key may call: those named by backends and allowed
+ * by the key. A backend serving * adds the names the key lists. */
+static bool listed_before(const struct config *c, int bi, int mi, const char *name)
+{
+    for (int i = 0; i <= bi; i++) {
+        const struct cfg_models *m = &c->backends[i].models;
+        for (int j = 0; j < (i == bi ? mi : m->n); j++)
+            if (strcmp(m->names[j], name) == 0)
+                return true;
+    }
+    return false;
+}
+
+void proxy_models(struct worker *w, struct http_req *req)
+{
+    const struct config *c = w->gen->cfg;
+    struct sl_str secret;
+    const struct cfg_key *key = auth_presented_key(req, &secret)
+                                    ? auth_lookup(w->gen->auth, secret.p, secret.len)
+                                    : NULL;
+    if (!key)
+        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing API key.", NULL, NULL);
+    static const char json_ct[] = "Content-Type: application/json\r\n";
+    struct sl_buf b = { 0 };
+    if (req->path.len > 11) { /* /v1/models/{model} */
+        struct sl_str id = { req->path.p + 11, req->path.len - 11 };
+        char *name = sl_strndup(id.p, id.len);
+        if (!cfg_models_match(&key->models, id.p, id.len) ||
+            !pool_serves(w->gen->pool, id.p, id.len)) {
+            free(name);
+            return http_send_error(req, ERR_MODEL_NOT_FOUND, "The model does not exist or you do not have access to it.", "model", NULL);
+        }
+        model_entry(&b, name, true);
+        sl_buf_append(&b, "\n", 1);
+        free(name);
+        http_respond(req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);
+        return sl_buf_free(&b);
+    }
+    sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
+    bool first = true;
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct cfg_models *m = &c->backends[i].models;
+        for (int j = 0; j < m->n; j++) {
+            const char *name = m->names[j];
+            if (cfg_models_match(&key->models, name, strlen(name)) && !listed_before(c, i, j, name)) {
+                model_entry(&b, name, first);
+                first = false;
+            }
+        }
+    }
+    for (int j = 0; j < key->models.n; j++) { /* key-listed models served by a * backend */
+        const char *name = key->models.names[j];
+        bool named = false;
+        for (int i = 0; i < c->nbackends && !named; i++)
+            named = !c->backends[i].models.any &&
+                    cfg_models_match(&c->backends[i].models, name, strlen(name));
+        if (!named && pool_serves(w->gen->pool, name, strlen(name))) {
+            model_entry(&b, name, first);
+            first = false;
+        }
+    }
+    sl_buf_appends(&b, "]}\n");
+    http_respond(req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);
+    sl_buf_free(&b);
+}

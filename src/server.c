@@ -1,0 +1,199 @@
+/* Routing of client requests and validation of API bodies. Everything under
+ * /v1/ is the proxy's; the rest is answered here. */
+#include "sluice/server.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "sluice/http.h"
+#include "sluice/proxy.h"
+#include "sluice/util.h"
+#include "sluice/worker.h"
+
+static const char json_ct[] = "Content-Type: application/json\r\n";
+
+static void respond_json(struct http_req *req, int status, const char *json)
+{
+    http_respond(req, status, json_ct, sizeof(json_ct) - 1, json, strlen(json));
+}
+
+static bool is_get(const struct http_req *req)
+{
+    return sl_str_eq(req->method, "GET") || sl_str_eq(req->method, "HEAD");
+}
+
+static void method_not_allowed(struct http_req *req, const char *allow)
+{
+    char msg[96], hdr[64];
+    snprintf(msg, sizeof(msg), "Method %.*s is not allowed here; use %s.", (int)SL_MIN(req->method.len, 16),
+             req->method.p, allow);
+    snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+    http_send_error(req, ERR_METHOD, msg, NULL, hdr);
+}
+
+void srv_handle(struct http_req *req, void *arg)
+{
+    struct worker *w = arg;
+    struct sl_str path = req->path;
+    if (sl_str_eq(path, "/healthz")) {
+        if (!is_get(req))
+            return method_not_allowed(req, "GET, HEAD");
+        return respond_json(req, 200, "{\"status\":\"ok\"}\n");
+    }
+    if (path.len >= 10 && memcmp(path.p, "/v1/models", 10) == 0 &&
+        (path.len == 10 || path.p[10] == '/')) {
+        if (!is_get(req))
+            return method_not_allowed(req, "GET");
+        return proxy_models(w, req);
+    }
+    if (path.len > 4 && memcmp(path.p, "/v1/", 4) == 0) {
+        if (!sl_str_eq(req->method, "POST"))
+            return method_not_allowed(req, "POST");
+        return proxy_handle(w, req);
+    }
+    char msg[160];
+    snprintf(msg, sizeof(msg), "Unknown request URL: %.*s %.*s.", (int)SL_MIN(req->method.len, 16),
+             req->method.p, (int)SL_MIN(path.len, 100), path.p);
+    http_send_error(req, ERR_NOT_FOUND, msg, NULL, NULL);
+}
+
+/* ---- validation ------------------------------------------------------------- */
+
+static enum api_endpoint endpoint_of(const char *path, size_t len)
+{
+    struct sl_str p = { path, len };
+    if (sl_str_eq(p, "/v1/chat/completions"))
+        return API_CHAT;
+    if (sl_str_eq(p, "/v1/completions"))
+        return API_COMPLETIONS;
+    if (sl_str_eq(p, "/v1/embeddings"))
+        return API_EMBEDDINGS;
+    if (sl_str_eq(p, "/v1/responses"))
+        return API_RESPONSES;
+    return API_OTHER;
+}
+
+#define FAIL(field, ...)                                                                           \
+    do {                                                                                           \
+        snprintf(msg, msglen, __VA_ARGS__);                                                        \
+        *param = (field);                                                                          \
+        return ERR_BAD_REQUEST;                                                                    \
+    } while (0)
+
+static bool is_integer(const cJSON *n)
+{
+    return cJSON_IsNumber(n) && n->valuedouble == (double)(long long)n->valuedouble;
+}
+
+/* Optional non-negative integer fields. */
+static int check_counts(const cJSON *root, char *msg, size_t msglen, const char **param)
+{
+    static const char *const names[] = { "max_tokens", "max_completion_tokens",
+                                         "max_output_tokens", "n" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, names[i]);
+        if (!v || cJSON_IsNull(v))
+            continue;
+        if (!is_integer(v) || v->valuedouble < 0)
+            FAIL(names[i], "'%s' must be a non-negative integer.", names[i]);
+    }
+    return 0;
+}
+
+static int check_messages(const cJSON *root, char *msg, size_t msglen, const char **param)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!msgs)
+        FAIL("messages", "Missing required parameter: 'messages'.");
+    if (!cJSON_IsArray(msgs))
+        FAIL("messages", "'messages' must be an array.");
+    if (cJSON_GetArraySize(msgs) == 0)
+        FAIL("messages", "'messages' must contain at least one message.");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        if (!cJSON_IsObject(m) || !cJSON_IsString(role))
+            FAIL("messages", "'messages[%d]' must be an object with a string 'role'.", i);
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (content && !cJSON_IsString(content) && !cJSON_IsArray(content) && !cJSON_IsNull(content))
+            FAIL("messages", "'messages[%d].content' must be a string or an array.", i);
+        i++;
+    }
+    return 0;
+}
+
+static bool is_text_or_list(const cJSON *v)
+{
+    return cJSON_IsString(v) || cJSON_IsArray(v);
+}
+
+int srv_validate(const char *path, size_t path_len, const char *body, size_t len,
+                 struct api_call *call, char *msg, size_t msglen, const char **param)
+{
+    memset(call, 0, sizeof(*call));
+    *param = NULL;
+    call->endpoint = endpoint_of(path, path_len);
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        FAIL(NULL, "We could not parse the JSON body of your request. The body must be a JSON "
+                   "object.");
+    }
+    call->root = root;
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    if (!model)
+        FAIL("model", "Missing required parameter: 'model'.");
+    if (!cJSON_IsString(model) || !model->valuestring[0])
+        FAIL("model", "'model' must be a non-empty string.");
+    call->model = model->valuestring;
+    call->model_len = strlen(model->valuestring);
+    if (call->model_len > 256)
+        FAIL("model", "'model' is longer than 256 characters.");
+
+    const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
+    if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream))
+        FAIL("stream", "'stream' must be a boolean.");
+    call->stream = cJSON_IsTrue(stream);
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    if (opts && !cJSON_IsNull(opts)) {
+        if (!cJSON_IsObject(opts))
+            FAIL("stream_options", "'stream_options' must be an object.");
+        const cJSON *inc = cJSON_GetObjectItemCaseSensitive(opts, "include_usage");
+        if (inc && !cJSON_IsBool(inc))
+            FAIL("stream_options.include_usage", "'stream_options.include_usage' must be a boolean.");
+        call->client_include_usage = cJSON_IsTrue(inc);
+    }
+    int rc = check_counts(root, msg, msglen, param);
+    if (rc)
+        return rc;
+
+    const cJSON *v;
+    switch (call->endpoint) {
+    case API_CHAT:
+        return check_messages(root, msg, msglen, param);
+    case API_COMPLETIONS:
+        v = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+        if (!v)
+            FAIL("prompt", "Missing required parameter: 'prompt'.");
+        if (!is_text_or_list(v))
+            FAIL("prompt", "'prompt' must be a string or an array.");
+        return 0;
+    case API_EMBEDDINGS:
+        v = cJSON_GetObjectItemCaseSensitive(root, "input");
+        if (!v)
+            FAIL("input", "Missing required parameter: 'input'.");
+        if (!is_text_or_list(v))
+            FAIL("input", "'input' must be a string or an array.");
+        return 0;
+    case API_RESPONSES:
+        v = cJSON_GetObjectItemCaseSensitive(root, "input");
+        if (v && !is_text_or_list(v))
+            FAIL("input", "'input' must be a string or an array.");
+        return 0;
+    case API_OTHER:
+        return 0;
+    }
+    return 0;
+}

@@ -1,0 +1,292 @@
+/* libcurl multi on libevent. curl tells us which sockets to watch
+ * (CURLMOPT_SOCKETFUNCTION) and when to time out (CURLMOPT_TIMERFUNCTION);
+ * we tell curl when they are ready; finished transfers are collected after
+ * every call into curl, outside curl's own callbacks. */
+#include "sluice/upstream.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sluice/log.h"
+
+#define EASY_POOL_MAX 64
+
+struct up_multi {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    CURL *easy_pool[EASY_POOL_MAX]; /* reset handles ready for reuse */
+    int neasy;
+    struct up_transfer *transfers;  /* running, for cleanup */
+};
+
+struct up_transfer {
+    struct up_multi *m;
+    CURL *easy;
+    const struct up_callbacks *cb;
+    void *arg;
+    int status;
+    bool headers_done;
+    struct sl_buf headers; /* the final response's header lines */
+    struct up_transfer *prev, *next;
+};
+
+static void check_done(struct up_multi *m);
+
+/* ---- curl <-> libevent ----------------------------------------------------- */
+
+static void socket_event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+    struct up_multi *m = arg;
+    int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(m->multi, fd, action, &running);
+    check_done(m);
+}
+
+static void timer_event_cb(evutil_socket_t fd, short kind, void *arg)
+{
+    (void)fd;
+    (void)kind;
+    struct up_multi *m = arg;
+    int running;
+    curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(m);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct up_multi *m = userp;
+    struct event *ev = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (ev) {
+            event_free(ev);
+            curl_multi_assign(m->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (ev) {
+        event_del(ev);
+        event_assign(ev, m->base, s, kind, socket_event_cb, m);
+    } else {
+        ev = event_new(m->base, s, kind, socket_event_cb, m);
+        curl_multi_assign(m->multi, s, ev);
+    }
+    event_add(ev, NULL);
+    return 0;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct up_multi *m = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(m->timer);
+        return 0;
+    }
+    struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
+    evtimer_add(m->timer, &tv);
+    return 0;
+}
+
+/* ---- transfers ------------------------------------------------------------- */
+
+static void unlink_transfer(struct up_transfer *t)
+{
+    struct up_multi *m = t->m;
+    if (t->prev)
+        t->prev->next = t->next;
+    else
+        m->transfers = t->next;
+    if (t->next)
+        t->next->prev = t->prev;
+}
+
+static void release(struct up_transfer *t)
+{
+    struct up_multi *m = t->m;
+    curl_multi_remove_handle(m->multi, t->easy);
+    unlink_transfer(t);
+    if (m->neasy < EASY_POOL_MAX) {
+        curl_easy_reset(t->easy);
+        m->easy_pool[m->neasy++] = t->easy;
+    } else {
+        curl_easy_cleanup(t->easy);
+    }
+    sl_buf_free(&t->headers);
+    free(t);
+}
+
+static void check_done(struct up_multi *m)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->multi, &left))) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct up_transfer *t = NULL;
+        CURLcode rc = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (!t->headers_done && rc == CURLE_OK) {
+            t->headers_done = true;
+            t->cb->on_headers(t, t->arg);
+        }
+        t->cb->on_done(t, rc, t->arg);
+        release(t);
+    }
+}
+
+static size_t header_cb(char *line, size_t size, size_t n, void *arg)
+{
+    struct up_transfer *t = arg;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        /* A new response head: an interim 1xx or the final one. */
+        const char *sp = memchr(line, ' ', len);
+        t->status = sp && sp + 4 <= line + len ? atoi(sp + 1) : 0;
+        t->headers.len = 0;
+        return len;
+    }
+    if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
+        if (t->status >= 200 && !t->headers_done) {
+            t->headers_done = true;
+            t->cb->on_headers(t, t->arg);
+        }
+        return len;
+    }
+    sl_buf_append(&t->headers, line, len);
+    return len;
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *arg)
+{
+    struct up_transfer *t = arg;
+    return t->cb->on_data(t, data, size * n, t->arg);
+}
+
+struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
+                             const struct up_callbacks *cb, void *arg)
+{
+    struct up_transfer *t = sl_calloc(1, sizeof(*t));
+    t->m = m;
+    t->cb = cb;
+    t->arg = arg;
+    t->easy = m->neasy ? m->easy_pool[--m->neasy] : curl_easy_init();
+    if (!t->easy) {
+        free(t);
+        return NULL;
+    }
+    CURL *e = t->easy;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    t->next = m->transfers;
+    if (m->transfers)
+        m->transfers->prev = t;
+    m->transfers = t;
+    if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
+        unlink_transfer(t);
+        curl_easy_cleanup(e);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void up_cancel(struct up_transfer *t)
+{
+    release(t);
+}
+
+void up_resume(struct up_transfer *t)
+{
+    curl_easy_pause(t->easy, CURLPAUSE_CONT);
+}
+
+int up_status(const struct up_transfer *t)
+{
+    return t->status;
+}
+
+struct sl_str up_header_block(const struct up_transfer *t)
+{
+    return (struct sl_str){ t->headers.data ? t->headers.data : "", t->headers.len };
+}
+
+bool up_header(const struct up_transfer *t, const char *name, struct sl_str *value)
+{
+    size_t nlen = strlen(name);
+    const char *p = t->headers.data, *end = p + t->headers.len;
+    while (p && p < end) {
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            eol = end;
+        if ((size_t)(eol - p) > nlen && p[nlen] == ':' && strncasecmp(p, name, nlen) == 0) {
+            const char *v = p + nlen + 1, *ve = eol;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
+            while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+                ve--;
+            *value = (struct sl_str){ v, (size_t)(ve - v) };
+            return true;
+        }
+        p = eol + 1;
+    }
+    return false;
+}
+
+double up_ttfb(const struct up_transfer *t)
+{
+    curl_off_t us = 0;
+    curl_easy_getinfo(t->easy, CURLINFO_STARTTRANSFER_TIME_T, &us);
+    return (double)us / 1e6;
+}
+
+/* ---- multi ------------------------------------------------------------------ */
+
+struct up_multi *up_multi_new(struct event_base *base)
+{
+    struct up_multi *m = sl_calloc(1, sizeof(*m));
+    m->base = base;
+    m->multi = curl_multi_init();
+    m->timer = evtimer_new(base, timer_event_cb, m);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+    /* Idle upstream connections kept for reuse. */
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    return m;
+}
+
+void up_multi_free(struct up_multi *m)
+{
+    if (!m)
+        return;
+    while (m->transfers)
+        release(m->transfers);
+    for (int i = 0; i < m->neasy; i++)
+        curl_easy_cleanup(m->easy_pool[i]);
+    curl_multi_cleanup(m->multi);
+    event_free(m->timer);
+    free(m);
+}

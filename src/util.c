@@ -1,0 +1,266 @@
+/* Clocks, allocation, buffers and the value syntaxes shared by all modules. */
+#include "sluice/util.h"
+
+#include <ctype.h>
+#include <openssl/sha.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+bool sl_str_eq(struct sl_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.len == n && memcmp(a.p, lit, n) == 0;
+}
+
+bool sl_str_caseeq(struct sl_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+    return a.len == n && strncasecmp(a.p, lit, n) == 0;
+}
+
+bool sl_str_casestarts(struct sl_str a, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return a.len >= n && strncasecmp(a.p, prefix, n) == 0;
+}
+
+int64_t sl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sl_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void *oom(size_t n)
+{
+    fprintf(stderr, "sluice: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *sl_malloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    return p ? p : oom(n);
+}
+
+void *sl_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    return p ? p : oom(n * size);
+}
+
+void *sl_realloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    return q ? q : oom(n);
+}
+
+char *sl_strdup(const char *s)
+{
+    return sl_strndup(s, strlen(s));
+}
+
+char *sl_strndup(const char *s, size_t n)
+{
+    char *p = sl_malloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+void sl_buf_reserve(struct sl_buf *b, size_t extra)
+{
+    if (b->len + extra + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1)
+        cap *= 2;
+    b->data = sl_realloc(b->data, cap);
+    b->cap = cap;
+}
+
+void sl_buf_append(struct sl_buf *b, const void *data, size_t len)
+{
+    sl_buf_reserve(b, len);
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+}
+
+void sl_buf_appends(struct sl_buf *b, const char *s)
+{
+    sl_buf_append(b, s, strlen(s));
+}
+
+void sl_buf_printf(struct sl_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    sl_buf_reserve(b, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void sl_buf_free(struct sl_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Digits only, optional leading '-'; no overflow. */
+bool sl_parse_int(const char *s, int64_t *out)
+{
+    const char *p = s;
+    bool neg = *p == '-';
+    if (neg)
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    uint64_t v = 0;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (uint64_t)INT64_MAX / 10)
+            return false;
+        v = v * 10 + (uint64_t)(*p - '0');
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+    }
+    if (*p)
+        return false;
+    *out = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+}
+
+/* A number followed by a unit from units[] (multipliers in mult[]). */
+static bool parse_with_unit(const char *s, const char *const *units, const int64_t *mult,
+                            int64_t bare, int64_t *out)
+{
+    const char *p = s;
+    while (isdigit((unsigned char)*p))
+        p++;
+    if (p == s || p - s > 15)
+        return false;
+    char num[16];
+    memcpy(num, s, (size_t)(p - s));
+    num[p - s] = '\0';
+    int64_t v;
+    if (!sl_parse_int(num, &v))
+        return false;
+    int64_t m = bare;
+    if (*p) {
+        m = 0;
+        for (int i = 0; units[i]; i++)
+            if (strcasecmp(p, units[i]) == 0)
+                m = mult[i];
+        if (!m)
+            return false;
+    }
+    if (v > INT64_MAX / m)
+        return false;
+    *out = v * m;
+    return true;
+}
+
+bool sl_parse_duration_ms(const char *s, int64_t *out)
+{
+    static const char *const units[] = { "ms", "s", "m", "h", NULL };
+    static const int64_t mult[] = { 1, 1000, 60000, 3600000 };
+    return parse_with_unit(s, units, mult, 1000, out);
+}
+
+bool sl_parse_size(const char *s, int64_t *out)
+{
+    static const char *const units[] = { "k", "m", "kb", "mb", NULL };
+    static const int64_t mult[] = { 1024, 1024 * 1024, 1024, 1024 * 1024 };
+    return parse_with_unit(s, units, mult, 1, out);
+}
+
+bool sl_parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = { "yes", "on", "true", "1" };
+    static const char *const no[] = { "no", "off", "false", "0" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return true;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return true;
+        }
+    }
+    return false;
+}
+
+void sl_hex(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+bool sl_unhex(const char *hex, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(hex[2 * i]), lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return true;
+}
+
+void sl_sha256(const void *data, size_t len, uint8_t out[32])
+{
+    SHA256(data, len, out);
+}
+
+void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    sl_buf_reserve(b, len + 2);
+    b->data[b->len++] = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = { '\\', (char)c };
+            sl_buf_append(b, esc, 2);
+        } else if (c < 0x20) {
+            char esc[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
+            sl_buf_append(b, esc, 6);
+        } else {
+            sl_buf_append(b, &s[i], 1);
+        }
+    }
+    sl_buf_append(b, "\"", 1);
+}

@@ -1,0 +1,154 @@
+/* Worker threads and config generations. Each worker runs its own event
+ * loop; the main thread only handles signals and asks workers to stop. */
+#include "sluice/worker.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "sluice/auth.h"
+#include "sluice/config.h"
+#include "sluice/http.h"
+#include "sluice/log.h"
+#include "sluice/pool.h"
+#include "sluice/server.h"
+#include "sluice/upstream.h"
+#include "sluice/util.h"
+
+/* ---- generations -------------------------------------------------------------- */
+
+struct generation *gen_new(struct config *cfg)
+{
+    struct generation *g = sl_calloc(1, sizeof(*g));
+    atomic_init(&g->refs, 1);
+    g->cfg = cfg;
+    g->auth = auth_build(cfg);
+    g->pool = pool_new(cfg);
+    return g;
+}
+
+struct generation *gen_ref(struct generation *g)
+{
+    atomic_fetch_add(&g->refs, 1);
+    return g;
+}
+
+void gen_unref(struct generation *g)
+{
+    if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
+        return;
+    pool_free(g->pool);
+    auth_free(g->auth);
+    cfg_unref(g->cfg);
+    free(g);
+}
+
+/* ---- workers ------------------------------------------------------------------ */
+
+static struct http_limits limits_of(const struct config *c)
+{
+    return (struct http_limits){
+        .max_header_size = c->server.max_header_size,
+        .max_body_size = c->server.max_body_size,
+        .header_timeout_ms = c->server.header_timeout_ms,
+        .body_timeout_ms = c->server.body_timeout_ms,
+        .keepalive_timeout_ms = c->server.keepalive_timeout_ms,
+        .send_timeout_ms = c->server.send_timeout_ms,
+    };
+}
+
+#define DRAIN_POLL_MS 20
+
+static void drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    int busy = http_server_busy(w->http);
+    if (busy == 0) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    if (sl_now_ms() >= w->drain_deadline_ms) {
+        log_warn("worker %d: shutdown_timeout reached with %d requests in flight; closing them",
+                 w->id, busy);
+        event_base_loopbreak(w->base);
+        return;
+    }
+    http_server_close_idle(w->http);
+    struct timeval tv = { 0, DRAIN_POLL_MS * 1000 };
+    evtimer_add(w->drain_ev, &tv);
+}
+
+static void stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    http_server_stop_accepting(w->http);
+    http_server_close_idle(w->http);
+    w->drain_deadline_ms = sl_now_ms() + w->gen->cfg->server.shutdown_timeout_ms;
+    drain_cb(-1, 0, w);
+}
+
+struct worker *worker_new(int id, struct generation *gen, const int *fds, int nfds)
+{
+    struct worker *w = sl_calloc(1, sizeof(*w));
+    w->id = id;
+    w->gen = gen_ref(gen);
+    w->base = event_base_new();
+    if (!w->base) {
+        free(w);
+        return NULL;
+    }
+    struct http_limits limits = limits_of(gen->cfg);
+    w->http = http_server_new(w->base, &limits, srv_handle, w);
+    for (int i = 0; i < nfds; i++)
+        http_server_listen(w->http, fds[i]);
+    w->up = up_multi_new(w->base);
+    w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
+    w->drain_ev = evtimer_new(w->base, drain_cb, w);
+    return w;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    return pthread_create(&w->thread, NULL, worker_main, w);
+}
+
+void worker_request_stop(struct worker *w)
+{
+    if (!atomic_exchange(&w->stop_requested, true))
+        event_active(w->stop_ev, EV_READ, 0);
+}
+
+void worker_join(struct worker *w)
+{
+    pthread_join(w->thread, NULL);
+}
+
+void worker_free(struct worker *w)
+{
+    if (!w)
+        return;
+    http_server_free(w->http); /* aborts what is left, which cancels its transfers */
+    up_multi_free(w->up);
+    event_free(w->stop_ev);
+    event_free(w->drain_ev);
+    event_base_free(w->base);
+    gen_unref(w->gen);
+    free(w);
+}

@@ -1,0 +1,592 @@
+/* sluice-mock: an OpenAI-compatible upstream for the quick start, the tests
+ * and the benchmarks. It answers chat completions, completions, embeddings
+ * and responses (plain and Azure deployment paths), streams with an optional
+ * usage chunk, reports deterministic usage, and injects faults on request.
+ *
+ *   sluice-mock --port N [--host ADDR] [--api-key KEY]
+ *
+ * Faults per request (request headers) or for every request (POST
+ * /_mock/config with the same names as JSON keys, without "x-mock-"):
+ *   x-mock-status: 429            answer with this status (OpenAI-style error)
+ *   x-mock-retry-after: 5         Retry-After on that answer
+ *   x-mock-retry-after-ms: 1500   retry-after-ms on that answer
+ *   x-mock-fail-count: N          (config only) only the next N requests fail
+ *   x-mock-delay-ms: 200          wait before the response head
+ *   x-mock-chunk-delay-ms: 10     wait between streamed chunks
+ *   x-mock-hang: 1                never answer
+ *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
+ *   x-mock-completion-tokens: 8   completion length (default 8, capped by max_tokens)
+ *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
+ * Control: GET /_mock/stats, GET /_mock/last, POST /_mock/config, POST /_mock/reset. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sluice/http.h"
+#include "sluice/util.h"
+
+struct faults {
+    int status;
+    char retry_after[32];
+    char retry_after_ms[32];
+    int fail_count; /* -1 = every request */
+    int delay_ms;
+    int chunk_delay_ms;
+    bool hang;
+    int drop_after; /* -1 = never */
+    int completion_tokens;
+    int prompt_tokens; /* -1 = count words */
+};
+
+static struct {
+    struct event_base *base;
+    const char *api_key;
+    struct faults config;
+    long requests;
+    long stream_requests;
+    long aborted;
+    long inflight;
+    char *last; /* JSON of the last API request */
+} mock;
+
+static void faults_default(struct faults *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->fail_count = -1;
+    f->drop_after = -1;
+    f->completion_tokens = 8;
+    f->prompt_tokens = -1;
+}
+
+enum kind { K_CHAT, K_COMPLETION, K_EMBEDDING, K_RESPONSE };
+
+struct mock_req {
+    struct http_req *req;
+    struct event *timer;
+    struct faults f;
+    enum kind kind;
+    char model[128];
+    bool stream, include_usage;
+    int prompt_tokens, completion_tokens, n_inputs;
+    int sent; /* streamed content chunks so far */
+    bool head_sent;
+};
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static const char json_ct[] = "Content-Type: application/json\r\n";
+
+static void reply_json(struct http_req *req, int status, const char *json)
+{
+    http_respond(req, status, json_ct, sizeof(json_ct) - 1, json, strlen(json));
+}
+
+static int header_int(const struct http_req *req, const char *name, int def)
+{
+    const struct sl_str *v = http_header(req, name);
+    if (!v)
+        return def;
+    char buf[32];
+    snprintf(buf, sizeof(buf), "%.*s", (int)SL_MIN(v->len, 31), v->p);
+    return atoi(buf);
+}
+
+static void header_str(const struct http_req *req, const char *name, char *out, size_t n)
+{
+    const struct sl_str *v = http_header(req, name);
+    if (v)
+        snprintf(out, n, "%.*s", (int)v->len, v->p);
+}
+
+static int count_words(const char *s)
+{
+    int n = 0;
+    bool in = false;
+    for (; *s; s++) {
+        bool space = *s == ' ' || *s == '\n' || *s == '\t';
+        if (!space && !in)
+            n++;
+        in = !space;
+    }
+    return n;
+}
+
+/* Words in every string under v (message contents, prompts, inputs). */
+static int words_in(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return count_words(v->valuestring);
+    int n = 0;
+    const cJSON *c;
+    if (cJSON_IsArray(v) || cJSON_IsObject(v))
+        cJSON_ArrayForEach(c, v) {
+            if (!c->string || strcmp(c->string, "role") != 0)
+                n += words_in(c);
+        }
+    return n;
+}
+
+static void record_last(const struct http_req *req)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "method", "POST");
+    char *target = sl_strndup(req->target.p, req->target.len);
+    cJSON_AddStringToObject(o, "target", target);
+    free(target);
+    cJSON *h = cJSON_AddObjectToObject(o, "headers");
+    for (int i = 0; i < req->nheaders; i++) {
+        char *name = sl_strndup(req->headers[i].name.p, req->headers[i].name.len);
+        for (char *p = name; *p; p++)
+            *p = (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p);
+        char *value = sl_strndup(req->headers[i].value.p, req->headers[i].value.len);
+        if (!cJSON_GetObjectItemCaseSensitive(h, name))
+            cJSON_AddStringToObject(h, name, value);
+        free(name);
+        free(value);
+    }
+    cJSON_AddStringToObject(o, "body", req->body.data ? req->body.data : "");
+    free(mock.last);
+    mock.last = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+static void usage_json(struct sl_buf *b, const struct mock_req *m)
+{
+    if (m->kind == K_RESPONSE)
+        sl_buf_printf(b, "{\"input_tokens\":%d,\"output_tokens\":%d,\"total_tokens\":%d}",
+                      m->prompt_tokens, m->completion_tokens,
+                      m->prompt_tokens + m->completion_tokens);
+    else if (m->kind == K_EMBEDDING)
+        sl_buf_printf(b, "{\"prompt_tokens\":%d,\"total_tokens\":%d}", m->prompt_tokens,
+                      m->prompt_tokens);
+    else
+        sl_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}",
+                      m->prompt_tokens, m->completion_tokens,
+                      m->prompt_tokens + m->completion_tokens);
+}
+
+static void text_of(struct sl_buf *b, int tokens)
+{
+    for (int i = 0; i < tokens; i++)
+        sl_buf_printf(b, "%stok%d", i ? " " : "", i);
+}
+
+static void whole_response(struct mock_req *m)
+{
+    struct sl_buf b = { 0 }, text = { 0 };
+    text_of(&text, m->completion_tokens);
+    long now = (long)time(NULL);
+    switch (m->kind) {
+    case K_CHAT:
+        sl_buf_printf(&b, "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%ld,"
+                          "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                          "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],\"usage\":",
+                      now, m->model, text.data ? text.data : "");
+        break;
+    case K_COMPLETION:
+        sl_buf_printf(&b, "{\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"created\":%ld,"
+                          "\"model\":\"%s\",\"choices\":[{\"index\":0,\"text\":\"%s\","
+                          "\"finish_reason\":\"stop\"}],\"usage\":",
+                      now, m->model, text.data ? text.data : "");
+        break;
+    case K_EMBEDDING:
+        sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
+        for (int i = 0; i < m->n_inputs; i++)
+            sl_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":[0.1,0.2,0.3]}",
+                          i ? "," : "", i);
+        sl_buf_printf(&b, "],\"model\":\"%s\",\"usage\":", m->model);
+        break;
+    case K_RESPONSE:
+        sl_buf_printf(&b, "{\"id\":\"resp_mock\",\"object\":\"response\",\"created_at\":%ld,"
+                          "\"status\":\"completed\",\"model\":\"%s\",\"output\":[{\"type\":\"message\","
+                          "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"%s\"}]}],"
+                          "\"usage\":",
+                      now, m->model, text.data ? text.data : "");
+        break;
+    }
+    usage_json(&b, m);
+    sl_buf_appends(&b, "}\n");
+    reply_json(m->req, 200, b.data);
+    sl_buf_free(&b);
+    sl_buf_free(&text);
+}
+
+/* The next SSE event of a stream into b; false after the last one. */
+static bool next_event(struct mock_req *m, struct sl_buf *b)
+{
+    int i = m->sent++;
+    int n = m->completion_tokens;
+    bool resp = m->kind == K_RESPONSE;
+    const char *usage_null = m->include_usage ? ",\"usage\":null" : "";
+    if (i < n) {
+        if (resp)
+            sl_buf_printf(b, "event: response.output_text.delta\ndata: {\"type\":"
+                             "\"response.output_text.delta\",\"delta\":\"%stok%d\"}\n\n",
+                          i ? " " : "", i);
+        else if (m->kind == K_COMPLETION)
+            sl_buf_printf(b, "data: {\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"model\":"
+                             "\"%s\",\"choices\":[{\"index\":0,\"text\":\"%stok%d\",\"finish_reason\":"
+                             "%s}]%s}\n\n",
+                          m->model, i ? " " : "", i, i == n - 1 ? "\"stop\"" : "null", usage_null);
+        else
+            sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\","
+                             "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{%s\"content\":"
+                             "\"%stok%d\"},\"finish_reason\":%s}]%s}\n\n",
+                          m->model, i == 0 ? "\"role\":\"assistant\"," : "", i ? " " : "", i,
+                          i == n - 1 ? "\"stop\"" : "null", usage_null);
+        return true;
+    }
+    if (i == n) {
+        if (resp) {
+            sl_buf_printf(b, "event: response.completed\ndata: {\"type\":\"response.completed\","
+                             "\"response\":{\"id\":\"resp_mock\",\"status\":\"completed\",\"model\":"
+                             "\"%s\",\"usage\":",
+                          m->model);
+            usage_json(b, m);
+            sl_buf_appends(b, "}}\n\n");
+            return true;
+        }
+        if (m->include_usage) {
+            sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"%s\",\"model\":\"%s\","
+                             "\"choices\":[],\"usage\":",
+                          m->kind == K_CHAT ? "chat.completion.chunk" : "text_completion", m->model);
+            usage_json(b, m);
+            sl_buf_appends(b, "}\n\n");
+            return true;
+        }
+        m->sent++;
+        i++;
+    }
+    if (i == n + 1 && !resp) {
+        sl_buf_appends(b, "data: [DONE]\n\n");
+        return true;
+    }
+    return false;
+}
+
+static void mock_req_free(struct mock_req *m)
+{
+    if (m->timer)
+        event_free(m->timer);
+    mock.inflight--;
+    free(m);
+}
+
+static void on_abort(struct http_req *req)
+{
+    mock.aborted++;
+    mock_req_free(req->owner);
+}
+
+static void arm(struct mock_req *m, int ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(m->timer, &tv);
+}
+
+/* Sends stream events until a delay or the end. */
+static void pump(struct mock_req *m)
+{
+    struct sl_buf b = { 0 };
+    for (;;) {
+        if (m->f.drop_after >= 0 && m->sent >= m->f.drop_after) {
+            http_stream_abort(m->req); /* no terminating chunk: a broken stream */
+            break;
+        }
+        b.len = 0;
+        if (!next_event(m, &b)) {
+            http_stream_end(m->req);
+            break;
+        }
+        http_stream_write(m->req, b.data, b.len);
+        if (m->f.chunk_delay_ms > 0) {
+            arm(m, m->f.chunk_delay_ms);
+            sl_buf_free(&b);
+            return;
+        }
+    }
+    sl_buf_free(&b);
+    mock_req_free(m);
+}
+
+static void error_response(struct mock_req *m)
+{
+    struct sl_buf h = { 0 }, b = { 0 };
+    sl_buf_appends(&h, json_ct);
+    if (m->f.retry_after[0])
+        sl_buf_printf(&h, "Retry-After: %s\r\n", m->f.retry_after);
+    if (m->f.retry_after_ms[0])
+        sl_buf_printf(&h, "retry-after-ms: %s\r\n", m->f.retry_after_ms);
+    sl_buf_printf(&b, "{\"error\":{\"message\":\"mock upstream error %d\",\"type\":\"%s\","
+                      "\"param\":null,\"code\":\"%s\"}}\n",
+                  m->f.status, m->f.status == 429 ? "requests" : "server_error",
+                  m->f.status == 429 ? "rate_limit_exceeded" : "mock_error");
+    http_respond(m->req, m->f.status, h.data, h.len, b.data, b.len);
+    sl_buf_free(&h);
+    sl_buf_free(&b);
+}
+
+static void respond_now(struct mock_req *m)
+{
+    if (m->f.status && m->f.status != 200) {
+        error_response(m);
+        mock_req_free(m);
+        return;
+    }
+    if (!m->stream) {
+        whole_response(m);
+        mock_req_free(m);
+        return;
+    }
+    if (!m->head_sent) {
+        static const char h[] = "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                                "x-request-id: req-mock\r\n";
+        http_stream_begin(m->req, 200, h, sizeof(h) - 1);
+        m->head_sent = true;
+    }
+    pump(m);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    respond_now(arg);
+}
+
+/* ---- request handling ------------------------------------------------------------- */
+
+static bool take_failure(void)
+{
+    if (!mock.config.status || mock.config.status == 200)
+        return false;
+    if (mock.config.fail_count < 0)
+        return true;
+    if (mock.config.fail_count == 0)
+        return false;
+    mock.config.fail_count--;
+    return true;
+}
+
+static void apply_header_faults(const struct http_req *req, struct faults *f)
+{
+    f->status = header_int(req, "x-mock-status", f->status);
+    header_str(req, "x-mock-retry-after", f->retry_after, sizeof(f->retry_after));
+    header_str(req, "x-mock-retry-after-ms", f->retry_after_ms, sizeof(f->retry_after_ms));
+    f->delay_ms = header_int(req, "x-mock-delay-ms", f->delay_ms);
+    f->chunk_delay_ms = header_int(req, "x-mock-chunk-delay-ms", f->chunk_delay_ms);
+    f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
+    f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
+    f->completion_tokens = header_int(req, "x-mock-completion-tokens", f->completion_tokens);
+    f->prompt_tokens = header_int(req, "x-mock-prompt-tokens", f->prompt_tokens);
+}
+
+static bool authorized(const struct http_req *req)
+{
+    if (!mock.api_key)
+        return true;
+    const struct sl_str *v = http_header(req, "authorization");
+    size_t n = strlen(mock.api_key);
+    if (v && v->len == n + 7 && memcmp(v->p, "Bearer ", 7) == 0 && memcmp(v->p + 7, mock.api_key, n) == 0)
+        return true;
+    v = http_header(req, "api-key");
+    return v && v->len == n && memcmp(v->p, mock.api_key, n) == 0;
+}
+
+static void api_request(struct http_req *req, struct sl_str path)
+{
+    mock.requests++;
+    record_last(req);
+    if (!authorized(req))
+        return reply_json(req, 401, "{\"error\":{\"message\":\"mock: bad upstream credential\","
+                                    "\"type\":\"invalid_request_error\",\"param\":null,"
+                                    "\"code\":\"invalid_api_key\"}}\n");
+    /* Azure: /openai/deployments/{deployment}/... */
+    if (path.len > 20 && memcmp(path.p, "/openai/deployments/", 20) == 0) {
+        const char *slash = memchr(path.p + 20, '/', path.len - 20);
+        if (!slash || !memmem(req->query.p, req->query.len, "api-version=", 12))
+            return reply_json(req, 404, "{\"error\":{\"message\":\"mock: bad azure path\"}}\n");
+        path = (struct sl_str){ slash, path.len - (size_t)(slash - path.p) };
+    } else if (path.len > 3 && memcmp(path.p, "/v1", 3) == 0) {
+        path = (struct sl_str){ path.p + 3, path.len - 3 };
+    }
+    struct mock_req *m = sl_calloc(1, sizeof(*m));
+    mock.inflight++;
+    m->req = req;
+    req->owner = m;
+    req->on_abort = on_abort;
+    m->f = mock.config;
+    if (!take_failure())
+        m->f.status = 0;
+    apply_header_faults(req, &m->f);
+
+    if (sl_str_eq(path, "/chat/completions"))
+        m->kind = K_CHAT;
+    else if (sl_str_eq(path, "/completions"))
+        m->kind = K_COMPLETION;
+    else if (sl_str_eq(path, "/embeddings"))
+        m->kind = K_EMBEDDING;
+    else if (sl_str_eq(path, "/responses"))
+        m->kind = K_RESPONSE;
+    else {
+        reply_json(req, 404, "{\"error\":{\"message\":\"mock: unknown path\"}}\n");
+        return mock_req_free(m);
+    }
+    cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    snprintf(m->model, sizeof(m->model), "%s", cJSON_IsString(model) ? model->valuestring : "unknown");
+    m->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
+    const cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
+    m->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(opts, "include_usage"));
+    const char *field = m->kind == K_CHAT ? "messages" : m->kind == K_COMPLETION ? "prompt" : "input";
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, field);
+    m->prompt_tokens = m->f.prompt_tokens >= 0 ? m->f.prompt_tokens : words_in(input);
+    m->n_inputs = cJSON_IsArray(input) ? SL_MAX(cJSON_GetArraySize(input), 1) : 1;
+    int max = -1;
+    static const char *const caps[] = { "max_tokens", "max_completion_tokens", "max_output_tokens" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(caps); i++) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, caps[i]);
+        if (cJSON_IsNumber(c))
+            max = (int)c->valuedouble;
+    }
+    m->completion_tokens = m->kind == K_EMBEDDING ? 0 : m->f.completion_tokens;
+    if (max >= 0 && m->completion_tokens > max)
+        m->completion_tokens = max;
+    cJSON_Delete(root);
+    if (m->stream)
+        mock.stream_requests++;
+
+    m->timer = evtimer_new(mock.base, timer_cb, m);
+    if (m->f.hang)
+        return; /* until the client gives up */
+    if (m->f.delay_ms > 0)
+        return arm(m, m->f.delay_ms);
+    respond_now(m);
+}
+
+static void set_config(struct http_req *req)
+{
+    cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return reply_json(req, 400, "{\"error\":{\"message\":\"mock: config must be a JSON object\"}}\n");
+    }
+    struct faults *f = &mock.config;
+    faults_default(f);
+    const cJSON *v;
+    cJSON_ArrayForEach(v, root) {
+        const char *k = v->string;
+        int n = cJSON_IsNumber(v) ? (int)v->valuedouble : cJSON_IsTrue(v) ? 1 : 0;
+        if (strcmp(k, "status") == 0) f->status = n;
+        else if (strcmp(k, "retry-after") == 0 && cJSON_IsString(v)) snprintf(f->retry_after, sizeof(f->retry_after), "%s", v->valuestring);
+        else if (strcmp(k, "retry-after-ms") == 0 && cJSON_IsString(v)) snprintf(f->retry_after_ms, sizeof(f->retry_after_ms), "%s", v->valuestring);
+        else if (strcmp(k, "fail-count") == 0) f->fail_count = n;
+        else if (strcmp(k, "delay-ms") == 0) f->delay_ms = n;
+        else if (strcmp(k, "chunk-delay-ms") == 0) f->chunk_delay_ms = n;
+        else if (strcmp(k, "hang") == 0) f->hang = n != 0;
+        else if (strcmp(k, "drop-after") == 0) f->drop_after = n;
+        else if (strcmp(k, "completion-tokens") == 0) f->completion_tokens = n;
+        else if (strcmp(k, "prompt-tokens") == 0) f->prompt_tokens = n;
+    }
+    cJSON_Delete(root);
+    reply_json(req, 200, "{\"ok\":true}\n");
+}
+
+static void handle(struct http_req *req, void *arg)
+{
+    (void)arg;
+    struct sl_str path = req->path;
+    if (sl_str_eq(path, "/_mock/stats")) {
+        char buf[256];
+        snprintf(buf, sizeof(buf), "{\"requests\":%ld,\"stream_requests\":%ld,\"aborted\":%ld,\"inflight\":%ld}\n",
+                 mock.requests, mock.stream_requests, mock.aborted, mock.inflight);
+        return reply_json(req, 200, buf);
+    }
+    if (sl_str_eq(path, "/_mock/last"))
+        return reply_json(req, 200, mock.last ? mock.last : "null");
+    if (sl_str_eq(path, "/_mock/config"))
+        return set_config(req);
+    if (sl_str_eq(path, "/_mock/reset")) {
+        faults_default(&mock.config);
+        mock.requests = mock.stream_requests = mock.aborted = 0;
+        return reply_json(req, 200, "{\"ok\":true}\n");
+    }
+    if (!sl_str_eq(req->method, "POST"))
+        return reply_json(req, 405, "{\"error\":{\"message\":\"mock: POST only\"}}\n");
+    api_request(req, path);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    event_base_loopexit(arg, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    const char *host = "127.0.0.1";
+    int port = 0, opt;
+    static const struct option longopts[] = { { "port", required_argument, NULL, 'p' },
+                                              { "host", required_argument, NULL, 'H' },
+                                              { "api-key", required_argument, NULL, 'k' },
+                                              { NULL, 0, NULL, 0 } };
+    while ((opt = getopt_long(argc, argv, "p:H:k:", longopts, NULL)) != -1) {
+        if (opt == 'p')
+            port = atoi(optarg);
+        else if (opt == 'H')
+            host = optarg;
+        else if (opt == 'k')
+            mock.api_key = optarg;
+        else
+            return 2;
+    }
+    if (port <= 0) {
+        fprintf(stderr, "usage: sluice-mock --port N [--host ADDR] [--api-key KEY]\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    faults_default(&mock.config);
+    mock.base = event_base_new();
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
+    struct addrinfo *res;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    if (getaddrinfo(host, portstr, &hints, &res) != 0)
+        return 1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+        fprintf(stderr, "sluice-mock: cannot listen on %s:%d: %s\n", host, port, strerror(errno));
+        return 1;
+    }
+    freeaddrinfo(res);
+    struct http_limits limits = { .max_header_size = 65536, .max_body_size = 64 << 20,
+                                  .header_timeout_ms = 30000, .body_timeout_ms = 60000,
+                                  .keepalive_timeout_ms = 300000, .send_timeout_ms = 60000 };
+    struct http_server *srv = http_server_new(mock.base, &limits, handle, NULL);
+    http_server_listen(srv, fd);
+    struct event *sigterm = evsignal_new(mock.base, SIGTERM, on_signal, mock.base);
+    struct event *sigint = evsignal_new(mock.base, SIGINT, on_signal, mock.base);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+    fprintf(stderr, "sluice-mock listening on %s:%d\n", host, port);
+    event_base_dispatch(mock.base);
+    http_server_free(srv);
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(mock.base);
+    free(mock.last);
+    return 0;
+}
