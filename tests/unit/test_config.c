@@ -1,1 +1,255 @@
-int main(void){return 0;}
+/* Config parsing: values, defaults, and a file:line for every kind of error. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "sluice/config.h"
+#include "sluice/log.h"
+#include "sluice/util.h"
+
+static char path[64];
+
+static void write_conf(const char *text)
+{
+    strcpy(path, "/tmp/sluice-test-XXXXXX");
+    int fd = mkstemp(path);
+    if (write(fd, text, strlen(text)) < 0)
+        perror("write");
+    close(fd);
+}
+
+static struct config *load(const char *text, struct cfg_errors *errs)
+{
+    write_conf(text);
+    struct config *c = cfg_load(path, errs);
+    unlink(path);
+    return c;
+}
+
+/* True if some error line ends with ":<line>: " + contains msg. */
+static int has_error(const struct cfg_errors *e, int line, const char *msg)
+{
+    char want[32];
+    snprintf(want, sizeof(want), ":%d: ", line);
+    for (int i = 0; i < e->n; i++)
+        if ((line == 0 || strstr(e->lines[i], want)) && strstr(e->lines[i], msg))
+            return 1;
+    for (int i = 0; i < e->n; i++)
+        fprintf(stderr, "  got: %s\n", e->lines[i]);
+    return 0;
+}
+
+static const char base[] = "[backend a]\nurl = http://127.0.0.1:1/v1/\n";
+
+static void test_valid(void)
+{
+    struct cfg_errors e = { 0 };
+    struct config *c = load("; comment\n# another\n[server]\nlisten = 127.0.0.1:9000\n"
+                            "listen = [::1]:9001\nworkers = 0\nmax_body_size = 1m\n"
+                            "request_timeout = 90s\nadmin_key = sha256:"
+                            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+                            "access_log = off   ; inline comment\n"
+                            "[redis]\nurl = redis://127.0.0.1:6379/0\ntimeout = 250ms\non_error = deny\n"
+                            "[backend az]\nurl = https://x.openai.azure.com/\ntype = azure\n"
+                            "api_key = secret\napi_version = 2024-06-01\nmodels = gpt-4o, gpt-4o-mini\n"
+                            "priority = 2\nweight = 5\nbreaker_status = 429, 500-502\n"
+                            "[key team]\nkey = sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n"
+                            "rpm = 600\ninput_tpm = 100000\nquota_period = day\nquota = 10\n",
+                            &e);
+    CHECK(c != NULL);
+    CHECK(e.n == 0);
+    if (!c)
+        return;
+    CHECK(c->server.nlisten == 2);
+    CHECK(c->server.listen[0].port == 9000);
+    CHECK_STR(c->server.listen[1].host, "::1");
+    CHECK(c->server.workers == 0);
+    CHECK(c->server.max_body_size == 1024 * 1024);
+    CHECK(c->server.request_timeout_ms == 90000);
+    CHECK(c->server.admin_enabled);
+    CHECK(!c->server.access_log);
+    CHECK(c->server.max_attempts == 3);
+    CHECK(c->redis.enabled);
+    CHECK(c->redis.timeout_ms == 250);
+    CHECK(c->redis.on_error == REDIS_ON_ERROR_DENY);
+    CHECK(c->nbackends == 1);
+    struct cfg_backend *b = &c->backends[0];
+    CHECK_STR(b->url, "https://x.openai.azure.com");
+    CHECK(b->type == BACKEND_AZURE);
+    CHECK(b->models.n == 2 && !b->models.any);
+    CHECK(cfg_models_match(&b->models, "gpt-4o-mini", 11));
+    CHECK(!cfg_models_match(&b->models, "gpt-4", 5));
+    CHECK(b->priority == 2 && b->weight == 5);
+    CHECK(cfg_status_in(&b->breaker_status, 429) && cfg_status_in(&b->breaker_status, 501));
+    CHECK(!cfg_status_in(&b->breaker_status, 503));
+    CHECK(b->breaker_trip_ms == 30000); /* default */
+    CHECK(b->connect_timeout_ms == 2000);
+    CHECK(c->nkeys == 1);
+    CHECK(c->keys[0].rpm == 600 && c->keys[0].output_tpm == 0);
+    CHECK(c->keys[0].models.any);
+    CHECK(c->keys[0].quota_period == QUOTA_PERIOD_DAY);
+    CHECK(c->keys[0].digest[0] == 0x01 && c->keys[0].digest[31] == 0xef);
+    CHECK(cfg_find_key(c, "team") == &c->keys[0]);
+    cfg_unref(c);
+}
+
+static void test_defaults_without_sections(void)
+{
+    struct cfg_errors e = { 0 };
+    struct config *c = load(base, &e);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    CHECK(c->server.nlisten == 1 && c->server.listen[0].port == 8080);
+    CHECK(!c->redis.enabled);
+    CHECK(c->redis.on_error == REDIS_ON_ERROR_LOCAL);
+    CHECK(c->server.max_body_size == 4 * 1024 * 1024);
+    CHECK(c->server.request_timeout_ms == 600000);
+    CHECK(!c->server.admin_enabled);
+    CHECK_STR(c->backends[0].url, "http://127.0.0.1:1/v1");
+    CHECK(c->backends[0].models.any);
+    cfg_unref(c);
+}
+
+static void test_secrets(void)
+{
+    struct cfg_errors e = { 0 };
+    setenv("SLUICE_TEST_SECRET", "from-env", 1);
+    char secret_file[] = "/tmp/sluice-secret-XXXXXX";
+    int fd = mkstemp(secret_file);
+    if (write(fd, "from-file\nsecond line\n", 22) < 0)
+        perror("write");
+    close(fd);
+    char text[512];
+    snprintf(text, sizeof(text),
+             "[backend a]\nurl = http://h/v1\napi_key = env:SLUICE_TEST_SECRET\n"
+             "[backend b]\nurl = http://h/v1\napi_key = file:%s\n"
+             "[key k]\nkey = a-plain-client-key\n",
+             secret_file);
+    struct config *c = load(text, &e);
+    unlink(secret_file);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    CHECK_STR(c->backends[0].api_key, "from-env");
+    CHECK_STR(c->backends[1].api_key, "from-file");
+    cfg_unref(c);
+
+    c = load("[backend a]\nurl = http://h/v1\napi_key = env:SLUICE_NOT_SET_ANYWHERE\n"
+             "api_version = file:/nonexistent/x\n",
+             &e);
+    CHECK(c == NULL);
+    CHECK(has_error(&e, 3, "SLUICE_NOT_SET_ANYWHERE is not set"));
+    CHECK(has_error(&e, 4, "cannot read /nonexistent/x"));
+    cfg_errors_free(&e);
+}
+
+struct bad_case {
+    const char *text;
+    int line;
+    const char *msg;
+};
+
+static void test_errors(void)
+{
+    static const struct bad_case cases[] = {
+        { "[server]\nlisten = 127.0.0.1:8080\nbogus = 1\n", 3, "unknown key 'bogus' in [server]" },
+        { "[servr]\n", 1, "unknown section [servr]" },
+        { "[server]\nrequest_timeout = 10x\n", 2, "request_timeout: '10x' is not a duration" },
+        { "[server]\nmax_body_size = lots\n", 2, "max_body_size: 'lots' is not a size" },
+        { "[server]\nworkers = 1000\n", 2, "out of range" },
+        { "[server]\nworkers = 2\nworkers = 3\n", 3, "'workers' already set at line 2" },
+        { "[server]\naccess_log = maybe\n", 2, "not yes/no" },
+        { "[server]\nlisten = nowhere\n", 2, "'nowhere' is not host:port" },
+        { "[server]\nlisten = 127.0.0.1:70000\n", 2, "is not host:port" },
+        { "[server]\nadmin_key = sha256:abc\n", 2, "64 hex digits" },
+        { "[server]\njust some words\n", 2, "expected 'name = value'" },
+        { "workers = 1\n", 1, "outside any section" },
+        { "[backend]\nurl = http://x\n", 1, "needs a name" },
+        { "[backend a]\n", 1, "[backend NAME] needs 'url'" },
+        { "[backend a]\nurl = ftp://x\n", 2, "must start with http:// or https://" },
+        { "[backend a]\nurl = http://x\ntype = grpc\n", 3, "'grpc' is not one of openai, azure" },
+        { "[backend a]\nurl = http://x\ntype = azure\n", 1, "of type azure needs api_version" },
+        { "[backend a]\nurl = http://x\napi_version = 1\n", 1, "are for type = azure" },
+        { "[backend a]\nurl = http://x\nbreaker_status = 429, 700\n", 3, "not a list of statuses" },
+        { "[backend a]\nurl = http://x\nmodels = ,\n", 3, "not a comma-separated list" },
+        { "[backend a]\nurl = http://x\n[backend a]\nurl = http://y\n", 3,
+          "section [backend a] already defined at line 1" },
+        { "[key k]\n", 1, "[key NAME] needs 'key'" },
+        { "[key k]\nkey = short\n", 2, "at least 8 characters" },
+        { "[key k]\nkey = same-key-123\n[key j]\nkey = same-key-123\n", 3,
+          "has the same key as [key k]" },
+        { "[key k]\nkey = some-key-123\nquota_period = week\n", 3, "not one of none, day, month, total" },
+        { "[redis]\non_error = panic\n", 2, "not one of local, allow, deny" },
+        { "[server] trailing\n", 1, "unexpected text after section header" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct cfg_errors e = { 0 };
+        char text[1024];
+        snprintf(text, sizeof(text), "%s%s", cases[i].text,
+                 strstr(cases[i].text, "[backend") ? "" : "\n[backend zz]\nurl = http://z/v1\n");
+        struct config *c = load(text, &e);
+        CHECK(c == NULL);
+        if (!has_error(&e, cases[i].line, cases[i].msg))
+            fprintf(stderr, "  case %zu: want line %d: %s\n", i, cases[i].line, cases[i].msg);
+        CHECK(has_error(&e, cases[i].line, cases[i].msg));
+        cfg_unref(c);
+        cfg_errors_free(&e);
+    }
+}
+
+static void test_no_backend_and_long_line(void)
+{
+    struct cfg_errors e = { 0 };
+    CHECK(load("[server]\nworkers = 1\n", &e) == NULL);
+    CHECK(has_error(&e, 0, "no [backend NAME] section"));
+    cfg_errors_free(&e);
+
+    char text[1024] = "[backend a]\nurl = http://x/v1\nmodels = ";
+    for (int i = 0; i < 40; i++)
+        strcat(text, "model-x, ");
+    strcat(text, "last\n");
+    CHECK(load(text, &e) == NULL);
+    CHECK(has_error(&e, 3, "line too long"));
+    cfg_errors_free(&e);
+
+    CHECK(load("[key k]\nkey = x\n", &e) == NULL); /* several errors are all reported */
+    CHECK(e.n >= 2);
+    cfg_errors_free(&e);
+}
+
+static void test_values(void)
+{
+    int64_t v;
+    CHECK(sl_parse_duration_ms("100ms", &v) && v == 100);
+    CHECK(sl_parse_duration_ms("2s", &v) && v == 2000);
+    CHECK(sl_parse_duration_ms("10m", &v) && v == 600000);
+    CHECK(sl_parse_duration_ms("1h", &v) && v == 3600000);
+    CHECK(sl_parse_duration_ms("5", &v) && v == 5000);
+    CHECK(!sl_parse_duration_ms("5 s", &v));
+    CHECK(!sl_parse_duration_ms("-1s", &v));
+    CHECK(!sl_parse_duration_ms("", &v));
+    CHECK(sl_parse_size("4m", &v) && v == 4 << 20);
+    CHECK(sl_parse_size("512k", &v) && v == 512 << 10);
+    CHECK(sl_parse_size("100", &v) && v == 100);
+    CHECK(!sl_parse_size("1g", &v));
+    CHECK(!sl_parse_int("99999999999999999999", &v));
+    CHECK(sl_parse_int("-5", &v) && v == -5);
+    bool b;
+    CHECK(sl_parse_bool("Yes", &b) && b);
+    CHECK(sl_parse_bool("off", &b) && !b);
+    CHECK(!sl_parse_bool("nah", &b));
+}
+
+int main(void)
+{
+    log_set_level(LOG_ERROR);
+    test_valid();
+    test_defaults_without_sections();
+    test_secrets();
+    test_errors();
+    test_no_backend_and_long_line();
+    test_values();
+    return check_done();
+}
