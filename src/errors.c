@@ -7,7 +7,7 @@
 #include "sluice/util.h"
 
 static const struct sl_error_info table[ERR__COUNT] = {
-    [ERR_BAD_REQUEST] = { 400, "invalid_request_error", NULL },
+    [ERR_BAD_REQUEST] = { 400, "invalid_request_error", "invalid_request_error" },
     [ERR_BAD_HTTP] = { 400, "invalid_request_error", "bad_request" },
     [ERR_INVALID_API_KEY] = { 401, "invalid_request_error", "invalid_api_key" },
     [ERR_MODEL_NOT_ALLOWED] = { 403, "invalid_request_error", "model_not_allowed" },

@@ -52,6 +52,8 @@ struct http_server {
     int nlisteners;
     struct http_conn *conns; /* all open connections */
     int busy;
+    int nconns;
+    uint64_t accepted;
 };
 
 #define OUTPUT_LOW_MARK (16 * 1024)
@@ -440,7 +442,7 @@ void http_respond(struct http_req *req, int status, const char *headers, size_t 
     char framing[48];
     snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
     write_status_and_headers(req, status, headers, hlen, framing);
-    if (blen)
+    if (blen && !sl_str_eq(req->method, "HEAD"))
         evbuffer_add(bufferevent_get_output(req->conn->bev), body, blen);
     req->bytes_out += blen;
     conn_finish(req->conn);
@@ -453,7 +455,10 @@ void http_respond_evbuffer(struct http_req *req, int status, const char *headers
     char framing[48];
     snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
     write_status_and_headers(req, status, headers, hlen, framing);
-    evbuffer_add_buffer(bufferevent_get_output(req->conn->bev), body);
+    if (sl_str_eq(req->method, "HEAD"))
+        evbuffer_drain(body, blen);
+    else
+        evbuffer_add_buffer(bufferevent_get_output(req->conn->bev), body);
     req->bytes_out += blen;
     conn_finish(req->conn);
 }
@@ -854,6 +859,7 @@ static void conn_free(struct http_conn *c)
         srv->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    srv->nconns--;
     event_free(c->timer);
     event_free(c->resume);
     bufferevent_free(c->bev);
@@ -869,6 +875,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)sa;
     (void)len;
     struct http_server *srv = arg;
+    srv->accepted++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct http_conn *c = sl_calloc(1, sizeof(*c));
@@ -885,6 +892,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     if (srv->conns)
         srv->conns->prev = c;
     srv->conns = c;
+    srv->nconns++;
     c->state = CONN_IDLE;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     /* Stop reading once a pipelined backlog fills the head limit. */
@@ -953,6 +961,16 @@ void http_server_stop_accepting(struct http_server *srv)
 int http_server_busy(const struct http_server *srv)
 {
     return srv->busy;
+}
+
+int http_server_connections(const struct http_server *srv)
+{
+    return srv->nconns;
+}
+
+uint64_t http_server_accepted(const struct http_server *srv)
+{
+    return srv->accepted;
 }
 
 void http_server_close_idle(struct http_server *srv)

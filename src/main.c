@@ -125,6 +125,19 @@ static int start_workers(struct daemon *d)
     return 0;
 }
 
+/* Options this version parses but does not act on yet (see README "Status"). */
+static void warn_unenforced(const struct config *cfg)
+{
+    for (int i = 0; i < cfg->nkeys; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        if (k->rpm || k->input_tpm || k->output_tpm || k->quota || k->max_prompt_tokens) {
+            log_warn("rate limits and quotas are parsed but not enforced by this version "
+                     "(first: [key %s])", k->name);
+            return;
+        }
+    }
+}
+
 static int run(const char *path)
 {
     struct config *cfg = load_or_report(path);
@@ -157,6 +170,7 @@ static int run(const char *path)
                  SLUICE_VERSION, addrs.data, d.nworkers, d.nworkers == 1 ? "" : "s",
                  cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
         sl_buf_free(&addrs);
+        warn_unenforced(cfg);
         event_base_dispatch(d.base);
     }
     for (int i = 0; i < d.nworkers; i++) {

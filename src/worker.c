@@ -70,18 +70,19 @@ static void drain_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct worker *w = arg;
-    int busy = http_server_busy(w->http);
-    if (busy == 0) {
+    /* Done when every connection is closed: requests answered and their last
+     * bytes flushed (idle ones are closed on each pass). */
+    http_server_close_idle(w->http);
+    if (http_server_connections(w->http) == 0) {
         event_base_loopexit(w->base, NULL);
         return;
     }
     if (sl_now_ms() >= w->drain_deadline_ms) {
         log_warn("worker %d: shutdown_timeout reached with %d requests in flight; closing them",
-                 w->id, busy);
+                 w->id, http_server_busy(w->http));
         event_base_loopbreak(w->base);
         return;
     }
-    http_server_close_idle(w->http);
     struct timeval tv = { 0, DRAIN_POLL_MS * 1000 };
     evtimer_add(w->drain_ev, &tv);
 }
@@ -92,7 +93,6 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     http_server_stop_accepting(w->http);
-    http_server_close_idle(w->http);
     w->drain_deadline_ms = sl_now_ms() + w->gen->cfg->server.shutdown_timeout_ms;
     drain_cb(-1, 0, w);
 }

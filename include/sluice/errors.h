@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 enum sl_error {
+    ERR_NONE = 0,          /* not an error: functions return it for success */
     ERR_BAD_REQUEST,       /* 400 invalid_request_error: bad JSON, missing model, wrong types */
     ERR_BAD_HTTP,          /* 400 malformed HTTP framing; connection is closed */
     ERR_INVALID_API_KEY,   /* 401 */

@@ -72,6 +72,10 @@ void http_server_set_limits(struct http_server *srv, const struct http_limits *l
 void http_server_stop_accepting(struct http_server *srv);
 /* Connections with a request in progress. */
 int http_server_busy(const struct http_server *srv);
+/* Open client connections (busy, flushing or idle). */
+int http_server_connections(const struct http_server *srv);
+/* Connections accepted since start. */
+uint64_t http_server_accepted(const struct http_server *srv);
 /* Closes idle keep-alive connections (drain on shutdown). */
 void http_server_close_idle(struct http_server *srv);
 void http_server_free(struct http_server *srv);

@@ -56,6 +56,7 @@ static struct {
     long aborted;
     long inflight;
     char *last; /* JSON of the last API request */
+    struct http_server *srv;
 } mock;
 
 static void faults_default(struct faults *f)
@@ -509,8 +510,11 @@ static void handle(struct http_req *req, void *arg)
     struct sl_str path = req->path;
     if (sl_str_eq(path, "/_mock/stats")) {
         char buf[256];
-        snprintf(buf, sizeof(buf), "{\"requests\":%ld,\"stream_requests\":%ld,\"aborted\":%ld,\"inflight\":%ld}\n",
-                 mock.requests, mock.stream_requests, mock.aborted, mock.inflight);
+        snprintf(buf, sizeof(buf),
+                 "{\"requests\":%ld,\"stream_requests\":%ld,\"aborted\":%ld,\"inflight\":%ld,"
+                 "\"connections\":%llu}\n",
+                 mock.requests, mock.stream_requests, mock.aborted, mock.inflight,
+                 (unsigned long long)http_server_accepted(mock.srv));
         return reply_json(req, 200, buf);
     }
     if (sl_str_eq(path, "/_mock/last"))
@@ -576,6 +580,7 @@ int main(int argc, char **argv)
                                   .header_timeout_ms = 30000, .body_timeout_ms = 60000,
                                   .keepalive_timeout_ms = 300000, .send_timeout_ms = 60000 };
     struct http_server *srv = http_server_new(mock.base, &limits, handle, NULL);
+    mock.srv = srv;
     http_server_listen(srv, fd);
     struct event *sigterm = evsignal_new(mock.base, SIGTERM, on_signal, mock.base);
     struct event *sigint = evsignal_new(mock.base, SIGINT, on_signal, mock.base);

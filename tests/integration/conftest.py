@@ -1,0 +1,234 @@
+"""Integration harness: starts the C mock upstream and the real sluice binary
+on free loopback ports, talks HTTP to them, and stops them by PID. Every
+sluice run must exit 0 on SIGTERM with a clean sanitizer log."""
+import http.client
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build"))
+SLUICE = BUILD / "sluice"
+MOCK = BUILD / "sluice-mock"
+
+CLIENT_KEY = "sk-test-client-key-0001"
+OTHER_KEY = "sk-test-client-key-0002"
+UPSTREAM_KEY = "upstream-secret-credential"
+
+# Sanitizer builds: fail loudly, keep freed-memory quarantine small so RSS
+# measurements mean something.
+ENV = dict(os.environ)
+ENV.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1:quarantine_size_mb=8:malloc_context_size=8")
+ENV.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early with {proc.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def sanitizer_errors(text):
+    marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+    return [line for line in text.splitlines() if any(m in line for m in marks)]
+
+
+class Mock:
+    def __init__(self, tmp, api_key=UPSTREAM_KEY):
+        self.port = free_port()
+        self.log = tmp / f"mock-{self.port}.log"
+        cmd = [str(MOCK), "--port", str(self.port)]
+        if api_key:
+            cmd += ["--api-key", api_key]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=ENV)
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _call(self, method, path, body=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        c.request(method, path, body=json.dumps(body) if body is not None else None)
+        r = c.getresponse()
+        data = json.loads(r.read())
+        c.close()
+        return data
+
+    def stats(self):
+        return self._call("GET", "/_mock/stats")
+
+    def last(self):
+        return self._call("GET", "/_mock/last")
+
+    def configure(self, **faults):
+        return self._call("POST", "/_mock/config", {k.replace("_", "-"): v for k, v in faults.items()})
+
+    def reset(self):
+        return self._call("POST", "/_mock/reset", {})
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = {k.lower(): v for k, v in headers}
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def error(self):
+        return self.json()["error"]
+
+
+class Sluice:
+    def __init__(self, tmp, conf, extra_env=None):
+        self.port = free_port()
+        self.conf = tmp / f"sluice-{self.port}.conf"
+        self.conf.write_text(conf.replace("{port}", str(self.port)))
+        self.log = tmp / f"sluice-{self.port}.log"
+        env = dict(ENV)
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen([str(SLUICE), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "w"), env=env)
+        wait_port(self.port, self.proc)
+
+    def conn(self, timeout=10):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, key=CLIENT_KEY, conn=None):
+        h = {"Content-Type": "application/json"}
+        if key:
+            h["Authorization"] = f"Bearer {key}"
+        h.update(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        c = conn or self.conn()
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        resp = Response(r.status, r.getheaders(), r.read())
+        if conn is None:
+            c.close()
+        return resp
+
+    def chat(self, body=None, **kw):
+        body = body or {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
+        return self.request("POST", "/v1/chat/completions", body, **kw)
+
+    def raw(self, data, read_timeout=5.0):
+        """Sends raw bytes; returns everything read until the server closes or the timeout."""
+        s = socket.create_connection(("127.0.0.1", self.port))
+        s.settimeout(read_timeout)
+        s.sendall(data)
+        out = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+        except socket.timeout:
+            pass
+        s.close()
+        return out
+
+    def log_text(self):
+        return self.log.read_text()
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("sluice did not stop on SIGTERM")
+        return self.proc.returncode
+
+
+def base_conf(mock_url, extra_server="", extra_backend="", extra="", key_extra=""):
+    return f"""
+[server]
+listen = 127.0.0.1:{{port}}
+{extra_server}
+
+[backend main]
+url = {mock_url}
+api_key = {UPSTREAM_KEY}
+{extra_backend}
+
+[key team-a]
+key = {CLIENT_KEY}
+{key_extra}
+
+[key team-b]
+key = {OTHER_KEY}
+models = gpt-4o-mini
+{extra}
+"""
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return tmp_path
+
+
+@pytest.fixture
+def mock(tmp):
+    m = Mock(tmp)
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def start_sluice(tmp):
+    started = []
+
+    def start(conf, **kw):
+        s = Sluice(tmp, conf, **kw)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        rc = s.stop()
+        text = s.log_text()
+        errors = sanitizer_errors(text)
+        assert not errors, "sanitizer reported:\n" + text[-4000:]
+        assert rc == 0, f"sluice exited with {rc}:\n" + text[-2000:]
+
+
+@pytest.fixture
+def sluice(mock, start_sluice):
+    return start_sluice(base_conf(mock.url))

@@ -1,0 +1,119 @@
+"""Upstream failures as the client sees them: connect errors, timeouts,
+passed-through errors, broken streams, client disconnects, slow readers."""
+import json
+import os
+import socket
+import time
+
+from conftest import CLIENT_KEY, base_conf, free_port
+
+
+def test_connect_failure_is_502(start_sluice):
+    s = start_sluice(base_conf(f"http://127.0.0.1:{free_port()}/v1"))
+    r = s.chat()
+    assert r.status == 502
+    err = r.error()
+    assert err["code"] == "upstream_failed" and err["type"] == "server_error"
+
+
+def test_upstream_timeout_is_504(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, extra_backend="timeout = 500ms"))
+    start = time.time()
+    r = s.chat(headers={"x-mock-delay-ms": "3000"})
+    assert r.status == 504 and r.error()["code"] == "upstream_timeout"
+    assert 0.4 < time.time() - start < 2.0
+
+
+def test_request_timeout_is_504(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, extra_server="request_timeout = 700ms"))
+    start = time.time()
+    r = s.chat(headers={"x-mock-hang": "1"})
+    assert r.status == 504
+    assert 0.6 < time.time() - start < 2.0
+    time.sleep(0.2)
+    assert mock.stats()["aborted"] == 1  # the upstream transfer was dropped too
+
+
+def test_upstream_errors_pass_through_unchanged(sluice):
+    r = sluice.chat(headers={"x-mock-status": "400"})
+    assert r.status == 400
+    assert r.json()["error"]["message"] == "mock upstream error 400"
+    r = sluice.chat(headers={"x-mock-status": "429", "x-mock-retry-after": "7"})
+    assert r.status == 429 and r.headers["retry-after"] == "7"
+    r = sluice.chat(headers={"x-mock-status": "500"})
+    assert r.status == 500
+
+
+def test_broken_stream_ends_with_one_error_event(sluice):
+    c = sluice.conn()
+    c.request("POST", "/v1/chat/completions",
+              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
+              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-drop-after": "3",
+                       "x-mock-completion-tokens": "10"})
+    r = c.getresponse()
+    assert r.status == 200
+    body = r.read().decode()  # a clean chunked end: no protocol error for the client
+    c.close()
+    events = [e for e in body.split("\n\n") if e.strip()]
+    assert len(events) == 4
+    err = json.loads(events[-1][len("data: "):])["error"]
+    assert err["code"] == "upstream_failed"
+    assert "[DONE]" not in body
+
+
+def test_client_disconnect_aborts_upstream(sluice, mock):
+    # Streaming: read one event, then hang up.
+    s = socket.create_connection(("127.0.0.1", sluice.port))
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode() +
+              b"\r\nx-mock-chunk-delay-ms: 200\r\nx-mock-completion-tokens: 50\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    assert b"data: " in s.recv(65536)
+    s.close()
+    # Non-streaming: the upstream never answers; the client gives up.
+    s = socket.create_connection(("127.0.0.1", sluice.port))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode() +
+              b"\r\nx-mock-hang: 1\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.3)
+    s.close()
+    deadline = time.time() + 3
+    while time.time() < deadline and mock.stats()["aborted"] < 2:
+        time.sleep(0.05)
+    st = mock.stats()
+    assert st["aborted"] == 2 and st["inflight"] == 0
+    time.sleep(0.1)
+    assert sluice.log_text().count("status=499") == 2
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_slow_reader_back_pressure(sluice, mock):
+    """A client that stops reading a 40 MB stream: sluice pauses the upstream
+    instead of buffering it, then delivers every byte when the client reads."""
+    tokens = 250_000
+    s = socket.create_connection(("127.0.0.1", sluice.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+    before = rss_kb(sluice.proc.pid)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode() +
+              b"\r\nConnection: close\r\nx-mock-completion-tokens: " + str(tokens).encode() +
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(1.5)  # the mock has written everything it can; we read nothing
+    grown_mb = (rss_kb(sluice.proc.pid) - before) / 1024
+    assert grown_mb < 16, f"sluice buffered {grown_mb:.1f} MB for a client that does not read"
+    total = 0
+    tail = b""
+    s.settimeout(30)
+    while (chunk := s.recv(1 << 20)):
+        total += len(chunk)
+        tail = (tail + chunk)[-64:]
+    s.close()
+    assert total > 30_000_000
+    assert b"data: [DONE]" in tail
