@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 
@@ -699,6 +700,12 @@ static void check_config(struct parser *p)
 {
     struct config *c = p->cfg;
     check_required(p);
+    struct section *rds = find_scope(p, SCOPE_REDIS);
+    const char *why;
+    if (rds && !lim_redis_url_ok(c->redis.url, &why)) {
+        int url_line = rds->set_at[find_option(SCOPE_REDIS, "url")];
+        add_error(p->errs, p->path, url_line ? url_line : rds->line, "url: %s", why);
+    }
     struct section *srv = find_scope(p, SCOPE_SERVER);
     c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
     for (int i = 0; i < c->nbackends; i++) {

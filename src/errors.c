@@ -21,11 +21,13 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_PROMPT_TOO_LARGE] = { 413, "invalid_request_error", "prompt_too_large" },
     [ERR_EXPECTATION] = { 417, "invalid_request_error", "expectation_failed" },
     [ERR_RATE_LIMITED] = { 429, "requests", "rate_limit_exceeded" },
+    [ERR_RATE_LIMITED_TOKENS] = { 429, "tokens", "rate_limit_exceeded" },
     [ERR_INTERNAL] = { 500, "server_error", "internal_error" },
     [ERR_NOT_IMPLEMENTED] = { 501, "invalid_request_error", "not_implemented" },
     [ERR_UPSTREAM_FAILED] = { 502, "server_error", "upstream_failed" },
     [ERR_NO_BACKEND] = { 503, "server_error", "no_backend_available" },
     [ERR_SHUTTING_DOWN] = { 503, "server_error", "shutting_down" },
+    [ERR_LIMITER_DOWN] = { 503, "server_error", "rate_limiter_unavailable" },
     [ERR_UPSTREAM_TIMEOUT] = { 504, "server_error", "upstream_timeout" },
     [ERR_HTTP_VERSION] = { 505, "invalid_request_error", "http_version_not_supported" },
 };

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 #include "sluice/worker.h"
@@ -76,6 +77,7 @@ static int listen_socket(const struct cfg_listen *l, bool reuseport)
 
 struct daemon {
     struct event_base *base;
+    struct lim_local *local;
     struct generation *gen;
     struct worker **workers;
     int nworkers;
@@ -116,7 +118,7 @@ static int start_workers(struct daemon *d)
             }
             fds[nfds++] = fd;
         }
-        d->workers[i] = worker_new(i, d->gen, fds, nfds);
+        d->workers[i] = worker_new(i, d->gen, d->local, fds, nfds);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;
@@ -130,8 +132,8 @@ static void warn_unenforced(const struct config *cfg)
 {
     for (int i = 0; i < cfg->nkeys; i++) {
         const struct cfg_key *k = &cfg->keys[i];
-        if (k->rpm || k->input_tpm || k->output_tpm || k->quota || k->max_prompt_tokens) {
-            log_warn("rate limits and quotas are parsed but not enforced by this version "
+        if (k->quota || k->max_prompt_tokens) {
+            log_warn("quota and max_prompt_tokens are parsed but not enforced by this version "
                      "(first: [key %s])", k->name);
             return;
         }
@@ -148,7 +150,8 @@ static int run(const char *path)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     evthread_use_pthreads();
 
-    struct daemon d = { .base = event_base_new(), .gen = gen_new(cfg) };
+    struct daemon d = { .base = event_base_new(), .gen = gen_new(cfg),
+                        .local = lim_local_new(lim_window_ms()) };
     int sigs[] = { SIGTERM, SIGINT, SIGHUP };
     struct event *sigev[3];
     for (int i = 0; i < 3; i++) {
@@ -183,6 +186,7 @@ static int run(const char *path)
         event_free(sigev[i]);
     event_base_free(d.base);
     gen_unref(d.gen);
+    lim_local_free(d.local);
     curl_global_cleanup();
     libevent_global_shutdown();
     if (rc == 0)

@@ -13,6 +13,8 @@
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/json_edit.h"
+#include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
@@ -33,6 +35,15 @@ struct sl_request {
     struct api_call call;
     char *model;
     char path[128];
+    struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
+    bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
+
+    struct lim_limits limits;
+    int64_t estimate;           /* prompt tokens reserved at admission */
+    struct lim_decision ticket; /* the limiter's answer */
+    bool waiting_limit;         /* an admission is in flight */
+    bool upstream_answered;     /* a response head arrived */
+    int64_t relayed_events;     /* content events streamed (usage fallback) */
 
     int backend; /* of the current or last attempt, -1 before */
     int attempts;
@@ -57,22 +68,36 @@ struct sl_request {
 
 static void attempt_next(struct sl_request *r);
 static void request_finish(struct sl_request *r);
+static void on_admitted(const struct lim_decision *d, void *arg);
 
 static const struct up_callbacks up_cb;
 
 /* ---- answering the client ------------------------------------------------- */
 
-static void send_error(struct sl_request *r, enum sl_error e, const char *msg, const char *param)
+static void send_error_with(struct sl_request *r, enum sl_error e, const char *msg,
+                            const char *param, struct sl_buf *headers)
 {
     r->status = err_info(e)->status;
     struct http_req *req = r->req;
     r->req = NULL;
-    http_send_error(req, e, msg, param, NULL);
+    lim_headers(&r->ticket, &r->limits, headers);
+    http_send_error(req, e, msg, param, headers->data);
 }
 
-/* Headers from the upstream that must not reach the client as they are. */
-static bool hop_by_hop(struct sl_str name)
+static void send_error(struct sl_request *r, enum sl_error e, const char *msg, const char *param)
 {
+    struct sl_buf h = { 0 };
+    send_error_with(r, e, msg, param, &h);
+    sl_buf_free(&h);
+}
+
+/* Headers from the upstream that must not reach the client as they are:
+ * hop-by-hop ones, framing sluice sets, and the backend account's rate-limit
+ * headers (the client gets its key's instead). */
+static bool not_relayed(struct sl_str name)
+{
+    if (sl_str_casestarts(name, "x-ratelimit-"))
+        return true;
     static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
                                          "transfer-encoding", "content-length", "upgrade",
                                          "te", "trailer", "date", "server" };
@@ -93,12 +118,13 @@ static void client_headers(struct sl_request *r, struct sl_buf *out)
             eol = end;
         const char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p && !hop_by_hop((struct sl_str){ p, (size_t)(colon - p) })) {
+        if (colon && colon > p && !not_relayed((struct sl_str){ p, (size_t)(colon - p) })) {
             sl_buf_append(out, p, (size_t)(line_end - p));
             sl_buf_append(out, "\r\n", 2);
         }
         p = eol + 1;
     }
+    lim_headers(&r->ticket, &r->limits, out);
 }
 
 /* ---- request headers towards the upstream ------------------------------- */
@@ -210,6 +236,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     snprintf(r->path, sizeof(r->path), "%.*s", (int)req->path.len, req->path.p);
     r->backend = -1;
     r->start_us = req->start_us;
+    r->limits = (struct lim_limits){ key->rpm, key->input_tpm, key->output_tpm };
     r->body = evbuffer_new();
     sse_init(&r->sse, MAX_SSE_EVENT);
     req->owner = r;
@@ -258,6 +285,80 @@ void proxy_handle(struct worker *w, struct http_req *req)
         return http_send_error(req, ERR_MODEL_NOT_FOUND, msg, "model", NULL);
     }
     struct sl_request *r = request_new(w, req, key, &call);
+    r->estimate = tok_estimate_prompt(&r->call, req->body.len);
+    r->waiting_limit = true;
+    lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
+    /* r may be gone here: on_admitted can run before lim_admit returns */
+}
+
+static const char *const dim_names[] = { "", "requests per minute", "input tokens per minute",
+                                          "output tokens per minute" };
+
+/* 429 (or 503 with on_error = deny) for a request the limiter refused. */
+static void refuse(struct sl_request *r, const struct lim_decision *d)
+{
+    char msg[320];
+    struct sl_buf h = { 0 };
+    if (d->unavailable) {
+        sl_buf_appends(&h, "Retry-After: 1\r\n");
+        send_error_with(r, ERR_LIMITER_DOWN,
+                        "The rate limiter is unavailable; the request was not forwarded.", NULL, &h);
+        r->error = "limiter unavailable";
+        return sl_buf_free(&h);
+    }
+    enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
+    if (d->retry_ms < 0) {
+        snprintf(msg, sizeof(msg),
+                 "Request too large for key %s on %s: Limit %lld, Requested %lld. The input must "
+                 "be reduced in order to run successfully.",
+                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->requested);
+        sl_buf_appends(&h, "x-should-retry: false\r\n");
+    } else {
+        int64_t secs = (d->retry_ms + 999) / 1000;
+        snprintf(msg, sizeof(msg),
+                 "Rate limit reached for key %s on %s: Limit %lld, Used %lld, Requested %lld. "
+                 "Please try again in %.3fs.",
+                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
+                 (long long)d->requested, (double)d->retry_ms / 1000.0);
+        sl_buf_printf(&h, "Retry-After: %lld\r\nretry-after-ms: %lld\r\n", (long long)SL_MAX(secs, 1),
+                      (long long)SL_MAX(d->retry_ms, 1));
+    }
+    r->error = dim_names[d->dim];
+    send_error_with(r, e, msg, NULL, &h);
+    sl_buf_free(&h);
+}
+
+/* For a client that streams without asking for usage, sluice asks for the
+ * usage chunk itself (and drops it again on the way back). */
+static void ask_for_usage(struct sl_request *r)
+{
+    const struct api_call *c = &r->call;
+    if (!c->stream || c->client_include_usage ||
+        (c->endpoint != API_CHAT && c->endpoint != API_COMPLETIONS))
+        return;
+    cJSON *opts = cJSON_GetObjectItemCaseSensitive(c->root, "stream_options");
+    cJSON *copy = cJSON_IsObject(opts) ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(copy, "include_usage");
+    cJSON_AddTrueToObject(copy, "include_usage");
+    char *value = cJSON_PrintUnformatted(copy);
+    cJSON_Delete(copy);
+    if (json_set_member(r->req->body.data, r->req->body.len, "stream_options", value, &r->fwd_body))
+        r->strip_usage = true;
+    free(value);
+}
+
+static void on_admitted(const struct lim_decision *d, void *arg)
+{
+    struct sl_request *r = arg;
+    r->waiting_limit = false;
+    r->ticket = *d;
+    if (!r->req) /* the client left, or the deadline passed, while we waited */
+        return request_finish(r);
+    if (!d->admitted) {
+        refuse(r, d);
+        return request_finish(r);
+    }
+    ask_for_usage(r);
     attempt_next(r);
 }
 
@@ -281,8 +382,8 @@ static void attempt_next(struct sl_request *r)
     struct up_request ur = {
         .url = r->url,
         .headers = r->up_headers,
-        .body = r->req->body.data,
-        .body_len = r->req->body.len,
+        .body = r->fwd_body.len ? r->fwd_body.data : r->req->body.data,
+        .body_len = r->fwd_body.len ? r->fwd_body.len : r->req->body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
     };
@@ -305,6 +406,7 @@ static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
     r->ttfb = up_ttfb(t);
+    r->upstream_answered = true;
     int status = up_status(t);
     if (!r->req || status < 200 || status > 299 || !is_event_stream(t))
         return; /* buffered: answered whole in up_on_done */
@@ -321,8 +423,14 @@ static void relay_event(const char *event, size_t len, void *arg)
 {
     struct sl_request *r = arg;
     struct sl_str data;
-    if (sse_event_data(event, len, &data, &r->scratch))
-        tok_usage_from_sse_data(data.p, data.len, &r->usage);
+    if (sse_event_data(event, len, &data, &r->scratch)) {
+        if (tok_usage_from_sse_data(data.p, data.len, &r->usage)) {
+            if (r->strip_usage)
+                return; /* sluice asked for this chunk, the client did not */
+        } else if (!sl_str_eq(data, "[DONE]")) {
+            r->relayed_events++;
+        }
+    }
     http_stream_write(r->req, event, len);
 }
 
@@ -419,6 +527,8 @@ static void on_client_abort(struct http_req *req)
     r->req = NULL;
     r->status = 499; /* nginx's "client closed request" */
     r->error = "client closed the connection";
+    if (r->waiting_limit)
+        return; /* on_admitted finishes it */
     if (r->xfer) {
         up_cancel(r->xfer);
         r->xfer = NULL;
@@ -445,6 +555,10 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         r->xfer = NULL;
     }
     r->error = "request_timeout";
+    if (r->waiting_limit) {
+        send_error(r, ERR_UPSTREAM_TIMEOUT, "The rate limiter did not answer in time.", NULL);
+        return; /* on_admitted finishes it */
+    }
     const char *msg = "The request took longer than the gateway's request_timeout.";
     if (r->streaming) {
         end_stream_with_error(r, ERR_UPSTREAM_TIMEOUT, msg);
@@ -471,8 +585,34 @@ static void access_log(struct sl_request *r)
              r->error ? " error=" : "", r->error ? r->error : "");
 }
 
+/* Records what the request really used (docs/limits.md, "Settlement"). */
+static void settle(struct sl_request *r)
+{
+    const struct lim_decision *t = &r->ticket;
+    if (!t->admitted || t->where == LIM_NOWHERE)
+        return;
+    int64_t input_delta = 0, output = 0;
+    bool release = false;
+    if (r->attempts == 0) {
+        input_delta = -t->input_reserved; /* never forwarded (client left, deadline) */
+        release = true;
+    } else if (r->usage.seen) {
+        input_delta = r->usage.prompt - t->input_reserved;
+        output = r->usage.completion;
+    } else if (r->upstream_answered && r->status >= 200 && r->status <= 299) {
+        output = r->streaming ? r->relayed_events : 0; /* no usage: count what was relayed */
+    } else if (r->upstream_answered) {
+        input_delta = -t->input_reserved; /* an error answer: nothing was processed */
+    } else if (r->status != 499) {
+        input_delta = -t->input_reserved; /* no upstream ever answered: undo it all */
+        release = true;
+    }
+    lim_settle(&r->w->limiter, t, r->key->name, &r->limits, input_delta, output, release);
+}
+
 static void request_finish(struct sl_request *r)
 {
+    settle(r);
     access_log(r);
     if (r->req) { /* not answered: only on internal paths that forgot to */
         r->req->owner = NULL;
@@ -485,6 +625,7 @@ static void request_finish(struct sl_request *r)
     evbuffer_free(r->body);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
+    sl_buf_free(&r->fwd_body);
     curl_slist_free_all(r->up_headers);
     free(r->url);
     free(r->model);

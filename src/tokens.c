@@ -71,3 +71,161 @@ bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)
         return false;
     return tok_usage_from_body(data, len, u);
 }
+
+/* ---- prompt estimate ---------------------------------------------------------- */
+
+#include <stdlib.h>
+
+#include "sluice/server.h"
+
+#define PER_MESSAGE 3
+#define PER_NAME 1
+#define REPLY_PRIMING 3
+#define IMAGE_HIGH 765
+#define IMAGE_LOW 85
+
+int64_t tok_estimate_text(const char *s, size_t len)
+{
+    int64_t ascii = 0, other = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80)
+            ascii++;
+        else if ((c & 0xC0) != 0x80) /* the first byte of a code point */
+            other++;
+    }
+    return (ascii + 3) / 4 + other;
+}
+
+static int64_t estimate_string(const cJSON *v)
+{
+    return cJSON_IsString(v) ? tok_estimate_text(v->valuestring, strlen(v->valuestring)) : 0;
+}
+
+/* Structured values (tools, tool calls, schemas) count as their JSON text. */
+static int64_t estimate_json(const cJSON *v)
+{
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    char *text = cJSON_PrintUnformatted(v);
+    int64_t n = text ? tok_estimate_text(text, strlen(text)) : 0;
+    free(text);
+    return n;
+}
+
+static bool is_image_part(const char *type)
+{
+    return strcmp(type, "image_url") == 0 || strcmp(type, "input_image") == 0;
+}
+
+static int64_t estimate_image(const cJSON *part)
+{
+    const cJSON *detail = cJSON_GetObjectItemCaseSensitive(part, "detail");
+    const cJSON *url = cJSON_GetObjectItemCaseSensitive(part, "image_url");
+    if (!cJSON_IsString(detail) && cJSON_IsObject(url))
+        detail = cJSON_GetObjectItemCaseSensitive(url, "detail");
+    return cJSON_IsString(detail) && strcmp(detail->valuestring, "low") == 0 ? IMAGE_LOW : IMAGE_HIGH;
+}
+
+/* Message content: a string, or an array of parts (text, images, ...). */
+static int64_t estimate_content(const cJSON *content)
+{
+    if (cJSON_IsString(content))
+        return estimate_string(content);
+    int64_t n = 0;
+    const cJSON *part;
+    if (!cJSON_IsArray(content))
+        return 0;
+    cJSON_ArrayForEach(part, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        if (cJSON_IsString(part))
+            n += estimate_string(part);
+        else if (cJSON_IsString(type) && is_image_part(type->valuestring))
+            n += estimate_image(part);
+        else
+            n += estimate_string(cJSON_GetObjectItemCaseSensitive(part, "text"));
+    }
+    return n;
+}
+
+static int64_t estimate_messages(const cJSON *messages)
+{
+    int64_t n = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, messages) {
+        n += PER_MESSAGE;
+        n += estimate_content(cJSON_GetObjectItemCaseSensitive(m, "content"));
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
+        if (cJSON_IsString(name))
+            n += PER_NAME + estimate_string(name);
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"));
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(m, "function_call"));
+    }
+    return n + REPLY_PRIMING;
+}
+
+/* prompt / input of completions and embeddings: a string, strings, token ids,
+ * or arrays of token ids. */
+static int64_t estimate_prompt_value(const cJSON *v)
+{
+    if (cJSON_IsString(v))
+        return estimate_string(v);
+    if (cJSON_IsNumber(v))
+        return 1;
+    int64_t n = 0;
+    const cJSON *item;
+    if (cJSON_IsArray(v))
+        cJSON_ArrayForEach(item, v) n += estimate_prompt_value(item);
+    return n;
+}
+
+/* Responses API input: a string, or items (messages with content parts,
+ * function call outputs, ...). */
+static int64_t estimate_response_input(const cJSON *input)
+{
+    if (cJSON_IsString(input))
+        return estimate_string(input) + PER_MESSAGE;
+    int64_t n = 0;
+    const cJSON *item;
+    if (!cJSON_IsArray(input))
+        return 0;
+    cJSON_ArrayForEach(item, input) {
+        n += PER_MESSAGE;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
+        if (content)
+            n += estimate_content(content);
+        else
+            n += estimate_string(cJSON_GetObjectItemCaseSensitive(item, "output")) +
+                 estimate_string(cJSON_GetObjectItemCaseSensitive(item, "arguments"));
+    }
+    return n;
+}
+
+int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len)
+{
+    const cJSON *root = call->root;
+    int64_t n = 0;
+    switch (call->endpoint) {
+    case API_CHAT:
+        n = estimate_messages(cJSON_GetObjectItemCaseSensitive(root, "messages"));
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(root, "tools"));
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(root, "functions"));
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(root, "response_format"));
+        break;
+    case API_COMPLETIONS:
+        n = estimate_prompt_value(cJSON_GetObjectItemCaseSensitive(root, "prompt"));
+        break;
+    case API_EMBEDDINGS:
+        n = estimate_prompt_value(cJSON_GetObjectItemCaseSensitive(root, "input"));
+        break;
+    case API_RESPONSES:
+        n = estimate_response_input(cJSON_GetObjectItemCaseSensitive(root, "input"));
+        n += estimate_string(cJSON_GetObjectItemCaseSensitive(root, "instructions"));
+        n += estimate_json(cJSON_GetObjectItemCaseSensitive(root, "tools"));
+        break;
+    case API_OTHER:
+        n = (int64_t)(body_len + 3) / 4;
+        break;
+    }
+    return n;
+}

@@ -97,7 +97,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     drain_cb(-1, 0, w);
 }
 
-struct worker *worker_new(int id, struct generation *gen, const int *fds, int nfds)
+struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
+                          int nfds)
 {
     struct worker *w = sl_calloc(1, sizeof(*w));
     w->id = id;
@@ -112,6 +113,10 @@ struct worker *worker_new(int id, struct generation *gen, const int *fds, int nf
     for (int i = 0; i < nfds; i++)
         http_server_listen(w->http, fds[i]);
     w->up = up_multi_new(w->base);
+    w->limiter.local = local;
+    w->limiter.on_error = gen->cfg->redis.on_error;
+    if (gen->cfg->redis.enabled)
+        w->limiter.redis = lim_redis_new(w->base, &gen->cfg->redis, lim_window_ms(), id);
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
     w->drain_ev = evtimer_new(w->base, drain_cb, w);
     return w;
@@ -145,6 +150,7 @@ void worker_free(struct worker *w)
     if (!w)
         return;
     http_server_free(w->http); /* aborts what is left, which cancels its transfers */
+    lim_redis_free(w->limiter.redis); /* answers admissions still waiting */
     up_multi_free(w->up);
     event_free(w->stop_ev);
     event_free(w->drain_ev);

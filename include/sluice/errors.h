@@ -20,12 +20,14 @@ enum sl_error {
     ERR_HEAD_TOO_LARGE,    /* 413 header section too large */
     ERR_PROMPT_TOO_LARGE,  /* 413 */
     ERR_EXPECTATION,       /* 417 */
-    ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded */
+    ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
+    ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
     ERR_INTERNAL,          /* 500 */
     ERR_NOT_IMPLEMENTED,   /* 501 */
     ERR_UPSTREAM_FAILED,   /* 502 */
     ERR_NO_BACKEND,        /* 503 */
     ERR_SHUTTING_DOWN,     /* 503 */
+    ERR_LIMITER_DOWN,      /* 503 Redis unreachable and on_error = deny */
     ERR_UPSTREAM_TIMEOUT,  /* 504 */
     ERR_HTTP_VERSION,      /* 505 */
     ERR__COUNT

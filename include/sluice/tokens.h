@@ -15,6 +15,16 @@ struct tok_usage {
     int64_t completion; /* completion_tokens / output_tokens */
 };
 
+struct api_call;
+
+/* Deterministic estimate of a request's prompt tokens (docs/limits.md):
+ * text counts ceil(ASCII bytes / 4) + 1 per non-ASCII code point; each chat
+ * message or Responses input item adds 3, a name 1, the reply priming 3; an
+ * image part 765 (85 with detail "low"); token-id arrays count exactly; tools,
+ * functions, tool calls and response formats count their JSON text. */
+int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len);
+int64_t tok_estimate_text(const char *s, size_t len);
+
 /* From a complete JSON response body. */
 bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u);
 /* From one SSE event's data; cheap for the common event without usage. */

@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+
+#include "sluice/limit.h"
 #include <stdbool.h>
 
 struct config;
@@ -35,6 +37,7 @@ struct worker {
     struct event_base *base;
     struct http_server *http;
     struct up_multi *up;
+    struct limiter limiter;
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */
     struct event *drain_ev; /* polls for the end of in-flight requests */
@@ -42,8 +45,10 @@ struct worker {
     atomic_bool stop_requested;
 };
 
-/* Creates a worker listening on the given sockets (fds are duplicated). */
-struct worker *worker_new(int id, struct generation *gen, const int *fds, int nfds);
+/* Creates a worker listening on the given sockets (their ownership passes);
+ * local is the node's in-process limiter, shared by all workers. */
+struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
+                          int nfds);
 int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and finish in-flight requests within
  * shutdown_timeout; safe from any thread. */

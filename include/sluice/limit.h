@@ -1,0 +1,92 @@
+/* Rate limits per key: requests, input tokens and output tokens per sliding
+ * window (60 s), kept in Redis (limit_redis.c, lua/) so all nodes share one
+ * set of counters, or in-process (limit_local.c). Both implement the same
+ * bucketed window (docs/limits.md): one call on the way in checks all three
+ * dimensions and reserves, one on the way out records real usage. */
+#ifndef SLUICE_LIMIT_H
+#define SLUICE_LIMIT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct event_base;
+struct cfg_redis;
+struct sl_buf;
+
+#define LIM_BUCKETS 60   /* buckets per window */
+#define LIM_RING 64      /* ring slots: more than the 61 buckets a window can touch */
+
+enum lim_dim { LIM_DIM_NONE = 0, LIM_DIM_REQUESTS = 1, LIM_DIM_INPUT = 2, LIM_DIM_OUTPUT = 3 };
+enum lim_where { LIM_NOWHERE, LIM_LOCAL, LIM_REDIS }; /* where an admission was recorded */
+
+struct lim_limits {
+    int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
+};
+
+/* The answer to an admission, and the ticket its settlement needs. */
+struct lim_decision {
+    bool admitted;
+    bool unavailable; /* Redis unreachable and on_error = deny */
+    enum lim_dim dim; /* the dimension that refused */
+    int64_t limit, used, requested;
+    int64_t retry_ms; /* when the refused request would fit; -1 = never */
+    int64_t used_requests, used_input, used_output; /* in the window, this request included */
+    int64_t reset_requests_ms, reset_input_ms, reset_output_ms;
+    enum lim_where where;
+    int64_t bucket;         /* the admission's bucket */
+    int64_t input_reserved; /* the estimate reserved */
+};
+
+typedef void (*lim_cb)(const struct lim_decision *d, void *arg);
+
+/* Window length: 60 s, or SLUICE_WINDOW_MS for tests (docs/testing.md). */
+int64_t lim_window_ms(void);
+
+/* ---- in-process windows, shared by all workers of a node ---- */
+struct lim_local;
+struct lim_local *lim_local_new(int64_t window_ms);
+void lim_local_free(struct lim_local *l);
+void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     int64_t cost, struct lim_decision *out);
+void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                      int64_t bucket, int64_t input_delta, int64_t output, bool release);
+
+/* ---- Redis, one connection per worker ---- */
+struct lim_redis;
+struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis *cfg,
+                                int64_t window_ms, int worker_id);
+void lim_redis_free(struct lim_redis *r);
+bool lim_redis_up(const struct lim_redis *r);
+/* cb gets ok=false when Redis failed or timed out. */
+typedef void (*lim_redis_cb)(bool ok, const struct lim_decision *d, void *arg);
+void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     int64_t cost, lim_redis_cb cb, void *arg);
+void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                      int64_t bucket, int64_t input_delta, int64_t output, bool release);
+/* Validates a [redis] url; false with a reason. */
+bool lim_redis_url_ok(const char *url, const char **why);
+
+/* ---- the limiter a worker uses ---- */
+struct limiter {
+    struct lim_local *local; /* borrowed: node-wide */
+    struct lim_redis *redis; /* NULL without [redis] */
+    int on_error;            /* enum redis_on_error */
+};
+
+bool lim_unlimited(const struct lim_limits *lim);
+/* Decides; cb runs before return when no Redis round trip is needed. */
+void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim, int64_t cost,
+               lim_cb cb, void *arg);
+/* Records the real usage of an admitted request: input corrected by
+ * input_delta, output added, and with release the request itself undone. */
+void lim_settle(struct limiter *l, const struct lim_decision *ticket, const char *key,
+                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release);
+
+/* x-ratelimit-* header lines for an admitted request. */
+void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);
+
+/* Redis calls that failed or timed out, all workers. */
+extern atomic_ulong lim_redis_errors;
+
+#endif

@@ -1,0 +1,216 @@
+/* In-process sliding windows: the same bucketed algorithm as lua/admit.lua
+ * and lua/settle.lua, for a single node (no [redis]) and for on_error =
+ * local. One entry per key name, kept across reloads; each entry has its own
+ * mutex, so workers contend only on the same key. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sluice/limit.h"
+#include "sluice/util.h"
+
+struct window {
+    int64_t first;  /* oldest bucket still counted; valid when total > 0 */
+    int64_t newest; /* newest bucket written */
+    int64_t total;
+    int64_t ring[LIM_RING];
+};
+
+struct entry {
+    char *name;
+    pthread_mutex_t lock;
+    struct window win[3]; /* requests, input, output */
+    struct entry *next;
+};
+
+#define NSLOTS 1024
+
+struct lim_local {
+    int64_t window_ms, bucket_ms;
+    pthread_mutex_t table_lock;
+    struct entry *slots[NSLOTS];
+};
+
+struct lim_local *lim_local_new(int64_t window_ms)
+{
+    struct lim_local *l = sl_calloc(1, sizeof(*l));
+    l->window_ms = window_ms;
+    l->bucket_ms = SL_MAX(window_ms / LIM_BUCKETS, 1);
+    pthread_mutex_init(&l->table_lock, NULL);
+    return l;
+}
+
+void lim_local_free(struct lim_local *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < NSLOTS; i++) {
+        struct entry *e = l->slots[i], *next;
+        for (; e; e = next) {
+            next = e->next;
+            pthread_mutex_destroy(&e->lock);
+            free(e->name);
+            free(e);
+        }
+    }
+    pthread_mutex_destroy(&l->table_lock);
+    free(l);
+}
+
+static struct entry *entry_for(struct lim_local *l, const char *name)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (const char *p = name; *p; p++)
+        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    pthread_mutex_lock(&l->table_lock);
+    struct entry **slot = &l->slots[h % NSLOTS], *e = *slot;
+    while (e && strcmp(e->name, name) != 0)
+        e = e->next;
+    if (!e) {
+        e = sl_calloc(1, sizeof(*e));
+        e->name = sl_strdup(name);
+        pthread_mutex_init(&e->lock, NULL);
+        e->next = *slot;
+        *slot = e;
+    }
+    pthread_mutex_unlock(&l->table_lock);
+    return e;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? a / b : -((-a + b - 1) / b);
+}
+
+/* Drops the buckets older than `oldest`; returns what is left in the window. */
+static int64_t trim(struct window *w, int64_t oldest)
+{
+    if (w->total == 0) {
+        w->first = oldest;
+        return 0;
+    }
+    if (oldest - w->first >= LIM_RING) {
+        memset(w->ring, 0, sizeof(w->ring));
+        w->total = 0;
+    } else {
+        for (int64_t b = w->first; b < oldest; b++) {
+            w->total -= w->ring[b % LIM_RING];
+            w->ring[b % LIM_RING] = 0;
+        }
+    }
+    w->first = oldest;
+    return w->total;
+}
+
+static void add(struct window *w, int64_t bucket, int64_t amount)
+{
+    w->ring[bucket % LIM_RING] += amount;
+    w->total += amount;
+    if (bucket > w->newest)
+        w->newest = bucket;
+}
+
+/* Milliseconds until `need` of what is in the window has left it. */
+static int64_t free_after(const struct lim_local *l, const struct window *w, int64_t need,
+                          int64_t oldest, int64_t cur, int64_t now)
+{
+    int64_t freed = 0;
+    for (int64_t b = oldest; b <= cur; b++) {
+        freed += w->ring[b % LIM_RING];
+        if (freed >= need)
+            return (b + 1) * l->bucket_ms + l->window_ms - now;
+    }
+    return l->window_ms;
+}
+
+static int64_t reset_after(const struct lim_local *l, const struct window *w, int64_t now)
+{
+    return w->total > 0 ? SL_MAX((w->newest + 1) * l->bucket_ms + l->window_ms - now, 0) : 0;
+}
+
+void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     int64_t cost, struct lim_decision *out)
+{
+    struct entry *e = entry_for(l, key);
+    int64_t now = now_ms();
+    int64_t cur = floor_div(now, l->bucket_ms);
+    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    const int64_t limits[3] = { lim->rpm, lim->input_tpm, lim->output_tpm };
+    const int64_t wants[3] = { 1, cost, 0 };
+    memset(out, 0, sizeof(*out));
+    out->where = LIM_LOCAL;
+    out->bucket = cur;
+
+    pthread_mutex_lock(&e->lock);
+    int64_t used[3];
+    for (int d = 0; d < 3; d++)
+        used[d] = trim(&e->win[d], oldest);
+    for (int d = 0; d < 3; d++) {
+        if (!limits[d])
+            continue;
+        bool over = d == 2 ? used[d] >= limits[d] : used[d] + wants[d] > limits[d];
+        if (!over)
+            continue;
+        out->dim = (enum lim_dim)(d + 1);
+        out->limit = limits[d];
+        out->used = used[d];
+        out->requested = wants[d];
+        if (d != 2 && wants[d] > limits[d])
+            out->retry_ms = -1;
+        else
+            out->retry_ms = free_after(l, &e->win[d],
+                                       d == 2 ? used[d] - limits[d] + 1 : used[d] + wants[d] - limits[d],
+                                       oldest, cur, now);
+        pthread_mutex_unlock(&e->lock);
+        return;
+    }
+    if (lim->rpm)
+        add(&e->win[0], cur, 1);
+    if (lim->input_tpm && cost)
+        add(&e->win[1], cur, cost);
+    out->admitted = true;
+    out->input_reserved = cost;
+    out->used_requests = e->win[0].total;
+    out->used_input = e->win[1].total;
+    out->used_output = e->win[2].total;
+    out->reset_requests_ms = reset_after(l, &e->win[0], now);
+    out->reset_input_ms = reset_after(l, &e->win[1], now);
+    out->reset_output_ms = reset_after(l, &e->win[2], now);
+    pthread_mutex_unlock(&e->lock);
+}
+
+void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                      int64_t bucket, int64_t input_delta, int64_t output, bool release)
+{
+    struct entry *e = entry_for(l, key);
+    int64_t now = now_ms();
+    int64_t cur = floor_div(now, l->bucket_ms);
+    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    pthread_mutex_lock(&e->lock);
+    for (int d = 0; d < 3; d++)
+        trim(&e->win[d], oldest);
+    if (bucket >= oldest) { /* the reservation is still in the window: correct it there */
+        struct window *in = &e->win[1];
+        if (lim->input_tpm && input_delta) {
+            int64_t delta = SL_MAX(input_delta, -in->ring[bucket % LIM_RING]);
+            in->ring[bucket % LIM_RING] += delta;
+            in->total += delta;
+        }
+        struct window *rq = &e->win[0];
+        if (release && lim->rpm && rq->ring[bucket % LIM_RING] > 0) {
+            rq->ring[bucket % LIM_RING]--;
+            rq->total--;
+        }
+    }
+    if (lim->output_tpm && output > 0)
+        add(&e->win[2], cur, output);
+    pthread_mutex_unlock(&e->lock);
+}
