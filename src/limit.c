@@ -59,9 +59,11 @@ static void fallback(struct limiter *l, const char *key, const struct lim_limits
 static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
 {
     struct pending *p = arg;
-    if (ok)
-        p->cb(d, p->arg);
-    else
+    if (ok) {
+        struct lim_decision copy = *d;
+        copy.input_reserved = d->admitted ? p->cost : 0;
+        p->cb(&copy, p->arg);
+    } else
         fallback(p->l, p->key, &p->lim, p->cost, p->cb, p->arg);
     free(p->key);
     free(p);

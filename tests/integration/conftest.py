@@ -98,6 +98,36 @@ class Mock:
                 self.proc.wait()
 
 
+class Redis:
+    """A private redis-server on a free port, no persistence."""
+
+    def __init__(self, tmp, port=None):
+        self.tmp = tmp
+        self.port = port or free_port()
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp), "--enable-debug-command", "local"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc)
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cli(self, *args):
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status
@@ -227,6 +257,13 @@ def start_sluice(tmp):
         errors = sanitizer_errors(text)
         assert not errors, "sanitizer reported:\n" + text[-4000:]
         assert rc == 0, f"sluice exited with {rc}:\n" + text[-2000:]
+
+
+@pytest.fixture
+def redis(tmp):
+    r = Redis(tmp)
+    yield r
+    r.stop()
 
 
 @pytest.fixture

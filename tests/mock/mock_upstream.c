@@ -17,6 +17,7 @@
  *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
  *   x-mock-completion-tokens: 8   completion length (default 8, capped by max_tokens)
  *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
+ *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
  * Control: GET /_mock/stats, GET /_mock/last, POST /_mock/config, POST /_mock/reset. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -45,6 +46,7 @@ struct faults {
     int drop_after; /* -1 = never */
     int completion_tokens;
     int prompt_tokens; /* -1 = count words */
+    bool no_usage;
 };
 
 static struct {
@@ -164,7 +166,9 @@ static void record_last(const struct http_req *req)
 
 static void usage_json(struct sl_buf *b, const struct mock_req *m)
 {
-    if (m->kind == K_RESPONSE)
+    if (m->f.no_usage)
+        sl_buf_appends(b, "null");
+    else if (m->kind == K_RESPONSE)
         sl_buf_printf(b, "{\"input_tokens\":%d,\"output_tokens\":%d,\"total_tokens\":%d}",
                       m->prompt_tokens, m->completion_tokens,
                       m->prompt_tokens + m->completion_tokens);
@@ -258,7 +262,7 @@ static bool next_event(struct mock_req *m, struct sl_buf *b)
             sl_buf_appends(b, "}}\n\n");
             return true;
         }
-        if (m->include_usage) {
+        if (m->include_usage && !m->f.no_usage) {
             sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"%s\",\"model\":\"%s\","
                              "\"choices\":[],\"usage\":",
                           m->kind == K_CHAT ? "chat.completion.chunk" : "text_completion", m->model);
@@ -391,6 +395,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
     f->completion_tokens = header_int(req, "x-mock-completion-tokens", f->completion_tokens);
     f->prompt_tokens = header_int(req, "x-mock-prompt-tokens", f->prompt_tokens);
+    f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
 }
 
 static bool authorized(const struct http_req *req)
@@ -499,6 +504,7 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "drop-after") == 0) f->drop_after = n;
         else if (strcmp(k, "completion-tokens") == 0) f->completion_tokens = n;
         else if (strcmp(k, "prompt-tokens") == 0) f->prompt_tokens = n;
+        else if (strcmp(k, "no-usage") == 0) f->no_usage = n != 0;
     }
     cJSON_Delete(root);
     reply_json(req, 200, "{\"ok\":true}\n");
