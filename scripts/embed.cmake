@@ -1,8 +1,5 @@
-# Turns lua/*.lua into a C file of string constants (run by CMake at build
-# time), so the daemon carries its Redis scripts and needs no install path.
-file(WRITE ${OUT} "/* Generated from lua/ by scripts/embed.cmake. */\n")
-foreach(name admit settle)
-  file(READ ${SRC}/lua/${name}.lua hex HEX)
-  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
-  file(APPEND ${OUT} "const char lua_${name}[] = {${hex}0};\n")
-endforeach()
+# Turns lua/limits.lua into a C string constant (run by CMake at build time),
+# so the daemon carries its Redis script and needs no install path.
+file(READ ${SRC}/lua/limits.lua hex HEX)
+string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
+file(WRITE ${OUT} "/* Generated from lua/limits.lua by scripts/embed.cmake. */\nconst char lua_limits[] = {${hex}0};\n")

@@ -19,10 +19,9 @@
 #include "sluice/log.h"
 #include "sluice/util.h"
 
-extern const char lua_admit[];
-extern const char lua_settle[];
+extern const char lua_limits[];
 
-enum { SCRIPT_ADMIT, SCRIPT_SETTLE };
+enum { OP_ADMIT, OP_SETTLE };
 enum state { R_DOWN, R_CONNECTING, R_UP };
 
 #define BACKOFF_MIN_MS 100
@@ -50,13 +49,13 @@ struct lim_redis {
     int64_t backoff_ms;
     struct event *reconnect_ev;
     struct event *drop_ev; /* drops a stuck connection outside hiredis callbacks */
-    char sha[2][41];
+    char sha[41];
 };
 
 struct op {
     struct lim_redis *r;
     struct event *timer;
-    int script;
+    int kind;
     bool answered; /* the caller has its answer (reply, error or timeout) */
     bool resent;   /* NOSCRIPT already handled once */
     lim_redis_cb cb;
@@ -161,8 +160,8 @@ static void report_down(struct lim_redis *r, const char *why)
     if (r->reported_down)
         return;
     r->reported_down = true;
-    log_warn("worker %d: redis %s%s unreachable (%s); limits follow on_error until it is back",
-             r->worker_id, r->url.path[0] ? r->url.path : r->url.host, "", why);
+    log_warn("worker %d: redis %s unreachable (%s); limits follow on_error until it is back",
+             r->worker_id, r->url.path[0] ? r->url.path : r->url.host, why);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -228,6 +227,9 @@ static void connect_now(struct lim_redis *r)
     }
     if (r->url.db)
         redisAsyncCommand(ac, check_setup_reply, NULL, "SELECT %d", r->url.db);
+    /* Loaded ahead of any EVALSHA on this connection: a NOSCRIPT retry would
+     * otherwise let a later call overtake the one retried. */
+    redisAsyncCommand(ac, check_setup_reply, NULL, "SCRIPT LOAD %s", lua_limits);
     r->ac = ac;
     r->state = R_CONNECTING;
 }
@@ -273,8 +275,7 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->worker_id = worker_id;
     r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
     r->drop_ev = event_new(base, -1, 0, drop_cb, r);
-    sha1_hex(lua_admit, r->sha[SCRIPT_ADMIT]);
-    sha1_hex(lua_settle, r->sha[SCRIPT_SETTLE]);
+    sha1_hex(lua_limits, r->sha);
     connect_now(r);
     return r;
 }
@@ -373,11 +374,10 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
         op->resent = true;
         free(op->argv[0]);
         free(op->argv[1]);
-        const char *text = op->script == SCRIPT_ADMIT ? lua_admit : lua_settle;
         op->argv[0] = sl_strdup("EVAL");
-        op->argv[1] = sl_strdup(text);
+        op->argv[1] = sl_strdup(lua_limits);
         op->argvlen[0] = 4;
-        op->argvlen[1] = strlen(text);
+        op->argvlen[1] = strlen(lua_limits);
         if (send_op(op) == REDIS_OK)
             return;
     }
@@ -387,7 +387,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
             if (rep)
                 log_warn("worker %d: redis script error: %s", r->worker_id, rep->str);
             fail_op(op);
-        } else if (op->script == SCRIPT_ADMIT && !parse_decision(rep, &d)) {
+        } else if (op->kind == OP_ADMIT && !parse_decision(rep, &d)) {
             log_warn("worker %d: redis: unexpected reply to the admission script", r->worker_id);
             fail_op(op);
         } else {
@@ -413,16 +413,18 @@ static void add_int(struct op *op, int64_t v)
     add_arg(op, buf);
 }
 
-/* Starts EVALSHA script with the key's three hashes: sluice:{name}:r|i|o. */
-static struct op *op_new(struct lim_redis *r, int script, const char *key, lim_redis_cb cb, void *arg)
+/* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)
+ * with the arguments every call shares. */
+static struct op *op_new(struct lim_redis *r, int kind, const char *key,
+                         const struct lim_limits *lim, lim_redis_cb cb, void *arg)
 {
     struct op *op = sl_calloc(1, sizeof(*op));
     op->r = r;
-    op->script = script;
+    op->kind = kind;
     op->cb = cb;
     op->arg = arg;
     add_arg(op, "EVALSHA");
-    add_arg(op, r->sha[script]);
+    add_arg(op, r->sha);
     add_arg(op, "3");
     static const char dims[3] = { 'r', 'i', 'o' };
     for (int d = 0; d < 3; d++) {
@@ -430,6 +432,12 @@ static struct op *op_new(struct lim_redis *r, int script, const char *key, lim_r
         snprintf(name, sizeof(name), "sluice:{%s}:%c", key, dims[d]);
         add_arg(op, name);
     }
+    add_int(op, r->bucket_ms);
+    add_int(op, r->window_ms);
+    add_arg(op, kind == OP_ADMIT ? "admit" : "settle");
+    add_int(op, lim->rpm);
+    add_int(op, lim->input_tpm);
+    add_int(op, lim->output_tpm);
     return op;
 }
 
@@ -449,28 +457,18 @@ static void op_start(struct op *op)
 void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      int64_t cost, lim_redis_cb cb, void *arg)
 {
-    struct op *op = op_new(r, SCRIPT_ADMIT, key, cb, arg);
-    add_int(op, lim->rpm);
-    add_int(op, lim->input_tpm);
-    add_int(op, lim->output_tpm);
+    struct op *op = op_new(r, OP_ADMIT, key, lim, cb, arg);
     add_int(op, cost);
-    add_int(op, r->bucket_ms);
-    add_int(op, r->window_ms);
     op_start(op);
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                       int64_t bucket, int64_t input_delta, int64_t output, bool release)
 {
-    struct op *op = op_new(r, SCRIPT_SETTLE, key, NULL, NULL);
+    struct op *op = op_new(r, OP_SETTLE, key, lim, NULL, NULL);
     add_int(op, bucket);
     add_int(op, input_delta);
     add_int(op, output);
     add_int(op, release ? 1 : 0);
-    add_int(op, lim->rpm);
-    add_int(op, lim->input_tpm);
-    add_int(op, lim->output_tpm);
-    add_int(op, r->bucket_ms);
-    add_int(op, r->window_ms);
     op_start(op);
 }

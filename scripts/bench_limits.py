@@ -1,0 +1,91 @@
+"""Cost of sluice's rate limits in Redis: CPU per admitted request (admission +
+settlement script calls, from INFO commandstats) and memory per key (MEMORY
+USAGE of the key's three hashes), against a private redis-server, the mock
+upstream and a Release build. Bounded: a fixed number of requests."""
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+os.environ.setdefault("SLUICE_BUILD", str(ROOT / "build-release"))
+
+import conftest  # noqa: E402
+from conftest import CLIENT_KEY, Mock, Redis, Sluice  # noqa: E402
+
+KEYS = int(os.environ.get("BENCH_KEYS", "20"))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "6000"))
+# A short window, so the traffic outlasts it and every bucket of every key
+# fills: the memory measured is a busy key's steady state, and the CPU
+# includes trimming expired buckets.
+WINDOW_MS = os.environ.get("BENCH_WINDOW_MS", "1200")
+
+
+def config(mock, redis):
+    keys = "".join(f"\n[key k{i}]\nkey = {CLIENT_KEY}-{i:04d}\nrpm = 1000000\n"
+                   f"input_tpm = 100000000\noutput_tpm = 100000000\n" for i in range(KEYS))
+    return (f"[server]\nlisten = 127.0.0.1:{{port}}\naccess_log = off\n"
+            f"[backend mock]\nurl = {mock.url}\napi_key = {conftest.UPSTREAM_KEY}\n"
+            f"[redis]\nurl = {redis.url}\ntimeout = 500ms\n{keys}")
+
+
+def info(redis, section):
+    out = {}
+    for line in redis.cli("INFO", section).splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            out[k] = v
+    return out
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    mock, redis = Mock(tmp), Redis(tmp)
+    s = Sluice(tmp, config(mock, redis), extra_env={"SLUICE_WINDOW_MS": WINDOW_MS})
+    try:
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there, how are you?"}]}
+        s.chat(body, key=f"{CLIENT_KEY}-0000")  # scripts loaded, connections up
+        redis.cli("CONFIG", "RESETSTAT")
+        mem_before = int(info(redis, "memory")["used_memory"])
+
+        def worker(t):
+            c = s.conn()
+            ok = 0
+            for i in range(t, REQUESTS, 8):
+                ok += s.chat(body, key=f"{CLIENT_KEY}-{i % KEYS:04d}", conn=c).status == 200
+            c.close()
+            return ok
+
+        start = time.time()
+        with ThreadPoolExecutor(8) as pool:
+            ok = sum(pool.map(worker, range(8)))
+        elapsed = time.time() - start
+        time.sleep(0.2)
+        stats = info(redis, "commandstats")
+        evalsha = dict(kv.split("=") for kv in stats.get("cmdstat_evalsha", "calls=0,usec=0").split(","))
+        calls, usec = int(evalsha["calls"]), float(evalsha["usec"])
+        per_key = []
+        for i in range(KEYS):
+            total = sum(int(redis.cli("MEMORY", "USAGE", f"sluice:{{k{i}}}:{d}") or 0) for d in "rio")
+            per_key.append(total)
+        mem_after = int(info(redis, "memory")["used_memory"])
+        print(f"requests admitted        {ok} of {REQUESTS} over {KEYS} keys in {elapsed:.1f}s "
+              f"(window {WINDOW_MS} ms, 60 buckets)")
+        print(f"EVALSHA calls            {calls} ({calls / max(ok, 1):.2f} per request: admission + settlement)")
+        print(f"Redis CPU per call       {usec / max(calls, 1):.1f} us")
+        print(f"Redis CPU per request    {usec / max(ok, 1):.1f} us (admission + settlement)")
+        print(f"memory per busy key      {sum(per_key) / KEYS:.0f} bytes (MEMORY USAGE of its 3 hashes)")
+        print(f"used_memory growth/key   {(mem_after - mem_before) / KEYS:.0f} bytes (incl. Redis overheads)")
+        hlen = max(int(redis.cli("HLEN", f"sluice:{{k{i}}}:i")) for i in range(KEYS))
+        print(f"largest hash             {hlen} fields (bounded by 61 buckets + 3)")
+    finally:
+        s.stop()
+        mock.stop()
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
