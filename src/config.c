@@ -120,7 +120,7 @@ static const struct option options[] = {
       NULL, 0, "TCP+TLS connect limit" },
     { SCOPE_BACKEND, "timeout", T_DURATION, BCK(timeout_ms), "10m", 1, DAY_MS, NULL, 0,
       "first byte and whole response" },
-    { SCOPE_BACKEND, "breaker_failures", T_INT, BCK(breaker_failures), "3", 1, 1000000, NULL, 0,
+    { SCOPE_BACKEND, "breaker_failures", T_INT, BCK(breaker_failures), "3", 1, 10000, NULL, 0,
       "failures within breaker_window that open the breaker" },
     { SCOPE_BACKEND, "breaker_window", T_DURATION, BCK(breaker_window_ms), "10s", 1, DAY_MS, NULL,
       0, "window in which failures are counted" },

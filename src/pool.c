@@ -1,5 +1,6 @@
-/* Priority groups and smooth weighted round-robin over the backends of one
- * config. The round-robin state is shared by all workers under a mutex. */
+/* Priority groups, smooth weighted round-robin and a circuit breaker per
+ * backend. All state is under one mutex, so every worker sees the same
+ * breakers; the critical sections are a few dozen instructions. */
 #include "sluice/pool.h"
 
 #include <pthread.h>
@@ -8,11 +9,25 @@
 #include "sluice/config.h"
 #include "sluice/util.h"
 
+struct breaker {
+    enum breaker_state state;
+    int64_t open_until; /* ms, while open */
+    bool probe_in_flight;
+    int64_t *failures; /* ring of the last breaker_failures failure times */
+    int64_t nfail, next;
+};
+
 struct pool {
     const struct config *cfg; /* borrowed: the pool lives and dies with its config */
     pthread_mutex_t lock;
     int64_t *current; /* smooth WRR running weight per backend */
+    struct breaker *br;
 };
+
+int64_t pool_now_ms(void)
+{
+    return sl_now_ms();
+}
 
 struct pool *pool_new(const struct config *cfg)
 {
@@ -20,6 +35,9 @@ struct pool *pool_new(const struct config *cfg)
     p->cfg = cfg;
     pthread_mutex_init(&p->lock, NULL);
     p->current = sl_calloc((size_t)cfg->nbackends, sizeof(int64_t));
+    p->br = sl_calloc((size_t)cfg->nbackends, sizeof(struct breaker));
+    for (int i = 0; i < cfg->nbackends; i++)
+        p->br[i].failures = sl_calloc((size_t)cfg->backends[i].breaker_failures, sizeof(int64_t));
     return p;
 }
 
@@ -27,6 +45,9 @@ void pool_free(struct pool *p)
 {
     if (!p)
         return;
+    for (int i = 0; i < p->cfg->nbackends; i++)
+        free(p->br[i].failures);
+    free(p->br);
     pthread_mutex_destroy(&p->lock);
     free(p->current);
     free(p);
@@ -45,34 +66,125 @@ bool pool_serves(const struct pool *p, const char *model, size_t len)
     return false;
 }
 
-int pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried)
+/* Open breakers whose time is up become half-open. Under the lock. */
+static void advance(struct breaker *b, int64_t now)
+{
+    if (b->state == BREAKER_OPEN && now >= b->open_until) {
+        b->state = BREAKER_HALF_OPEN;
+        b->probe_in_flight = false;
+    }
+}
+
+static bool available(struct breaker *b, int64_t now)
+{
+    advance(b, now);
+    return b->state == BREAKER_CLOSED || (b->state == BREAKER_HALF_OPEN && !b->probe_in_flight);
+}
+
+struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried)
 {
     const struct config *c = p->cfg;
-    /* The lowest priority number among eligible backends. */
+    struct pool_pick pick = { -1, false };
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    /* The lowest priority number that has an available, untried backend. */
     int64_t prio = -1;
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_backend *be = &c->backends[i];
-        if (!is_tried(tried, i) && cfg_models_match(&be->models, model, len) &&
-            (prio < 0 || be->priority < prio))
+        if (!is_tried(tried, i) && (prio < 0 || be->priority < prio) &&
+            cfg_models_match(&be->models, model, len) && available(&p->br[i], now))
             prio = be->priority;
     }
-    if (prio < 0)
-        return -1;
-    int best = -1;
-    int64_t total = 0;
-    pthread_mutex_lock(&p->lock);
-    for (int i = 0; i < c->nbackends; i++) {
-        const struct cfg_backend *be = &c->backends[i];
-        if (be->priority != prio || is_tried(tried, i) ||
-            !cfg_models_match(&be->models, model, len))
-            continue;
-        p->current[i] += be->weight;
-        total += be->weight;
-        if (best < 0 || p->current[i] > p->current[best])
-            best = i;
+    if (prio >= 0) {
+        int64_t total = 0;
+        for (int i = 0; i < c->nbackends; i++) {
+            const struct cfg_backend *be = &c->backends[i];
+            if (be->priority != prio || is_tried(tried, i) ||
+                !cfg_models_match(&be->models, model, len) || !available(&p->br[i], now))
+                continue;
+            p->current[i] += be->weight;
+            total += be->weight;
+            if (pick.backend < 0 || p->current[i] > p->current[pick.backend])
+                pick.backend = i;
+        }
+        p->current[pick.backend] -= total;
+        struct breaker *b = &p->br[pick.backend];
+        if (b->state == BREAKER_HALF_OPEN) {
+            b->probe_in_flight = true;
+            pick.probe = true;
+        }
+        tried->bits[pick.backend / 64] |= 1ULL << (pick.backend % 64);
     }
-    p->current[best] -= total;
     pthread_mutex_unlock(&p->lock);
-    tried->bits[best / 64] |= 1ULL << (best % 64);
-    return best;
+    return pick;
+}
+
+static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now, int64_t retry_after_ms)
+{
+    int64_t ms = be->breaker_trip_ms;
+    if (retry_after_ms >= 0 && be->breaker_retry_after)
+        ms = SL_MIN(SL_MAX(retry_after_ms, 1), POOL_MAX_OPEN_MS);
+    b->state = BREAKER_OPEN;
+    b->open_until = now + ms;
+    b->probe_in_flight = false;
+    b->nfail = 0;
+}
+
+void pool_report(struct pool *p, const struct pool_pick *pick, enum pool_outcome outcome,
+                 int64_t retry_after_ms)
+{
+    if (pick->backend < 0)
+        return;
+    const struct cfg_backend *be = &p->cfg->backends[pick->backend];
+    struct breaker *b = &p->br[pick->backend];
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    if (outcome == POOL_NEUTRAL) {
+        if (pick->probe)
+            b->probe_in_flight = false;
+    } else if (outcome == POOL_SUCCESS) {
+        if (pick->probe || b->state == BREAKER_HALF_OPEN) {
+            b->state = BREAKER_CLOSED;
+            b->probe_in_flight = false;
+            b->nfail = 0;
+        }
+    } else if (pick->probe || b->state == BREAKER_HALF_OPEN) {
+        trip(b, be, now, retry_after_ms); /* the probe failed */
+    } else if (b->state == BREAKER_CLOSED) {
+        int64_t cap = be->breaker_failures;
+        b->failures[b->next] = now;
+        b->next = (b->next + 1) % cap;
+        b->nfail = SL_MIN(b->nfail + 1, cap);
+        /* The oldest of the last `cap` failures is at failures[next] once full. */
+        bool enough = b->nfail == cap && now - b->failures[b->next % cap] < be->breaker_window_ms;
+        if (enough || (retry_after_ms >= 0 && be->breaker_retry_after))
+            trip(b, be, now, retry_after_ms);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
+{
+    int64_t now = pool_now_ms(), best = -1;
+    pthread_mutex_lock(&p->lock);
+    for (int i = 0; i < p->cfg->nbackends; i++) {
+        if (!cfg_models_match(&p->cfg->backends[i].models, model, len))
+            continue;
+        struct breaker *b = &p->br[i];
+        advance(b, now);
+        int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
+        if (best < 0 || wait < best)
+            best = wait;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return SL_MAX(best, 0);
+}
+
+enum breaker_state pool_state(struct pool *p, int backend)
+{
+    pthread_mutex_lock(&p->lock);
+    advance(&p->br[backend], pool_now_ms());
+    enum breaker_state s = p->br[backend].state;
+    pthread_mutex_unlock(&p->lock);
+    return s;
 }

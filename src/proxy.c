@@ -48,6 +48,13 @@ struct sl_request {
     int backend; /* of the current or last attempt, -1 before */
     int attempts;
     struct pool_tried tried;
+    struct pool_pick pick; /* the current attempt's, for the breaker's verdict */
+    /* The last failed attempt, answered with if no retry succeeds. */
+    int last_status;          /* 0: a connect error, no response */
+    struct sl_buf last_headers;
+    struct evbuffer *last_body;
+    bool all_429;             /* every failed attempt so far was an upstream 429 */
+    int64_t min_retry_after_ms; /* smallest Retry-After among them, -1 none */
     struct up_transfer *xfer;
     struct curl_slist *up_headers;
     char *url;
@@ -238,6 +245,9 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->start_us = req->start_us;
     r->limits = (struct lim_limits){ key->rpm, key->input_tpm, key->output_tpm };
     r->body = evbuffer_new();
+    r->last_body = evbuffer_new();
+    r->all_429 = true;
+    r->min_retry_after_ms = -1;
     sse_init(&r->sse, MAX_SSE_EVENT);
     req->owner = r;
     req->on_abort = on_client_abort;
@@ -362,18 +372,52 @@ static void on_admitted(const struct lim_decision *d, void *arg)
     attempt_next(r);
 }
 
+/* No backend left to try: nothing was available at all (503 with the time
+ * until the first breaker half-opens), every backend tried answered 429 (one
+ * 429 with the smallest Retry-After), or the last failure as it was. */
+static void answer_exhausted(struct sl_request *r)
+{
+    struct sl_buf h = { 0 };
+    if (r->attempts == 0) {
+        int64_t ms = pool_next_available_ms(r->gen->pool, r->model, strlen(r->model));
+        sl_buf_printf(&h, "Retry-After: %lld\r\n", (long long)SL_MAX((ms + 999) / 1000, 1));
+        r->error = "no backend available";
+        send_error_with(r, ERR_NO_BACKEND,
+                        "No backend is available for this model right now; try again later.",
+                        NULL, &h);
+    } else if (r->attempts >= 2 && r->all_429) {
+        if (r->min_retry_after_ms >= 0)
+            sl_buf_printf(&h, "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
+                          (long long)SL_MAX((r->min_retry_after_ms + 999) / 1000, 1),
+                          (long long)r->min_retry_after_ms);
+        r->error = "every upstream answered 429";
+        send_error_with(r, ERR_UPSTREAM_RATE_LIMITED,
+                        "Every upstream deployment for this model is rate limited (their 429, "
+                        "not this key's limit); try again after Retry-After.",
+                        NULL, &h);
+    } else if (r->last_status) {
+        struct http_req *req = r->req;
+        r->req = NULL;
+        r->status = r->last_status;
+        http_respond_evbuffer(req, r->last_status, r->last_headers.data, r->last_headers.len,
+                              r->last_body);
+    } else {
+        send_error(r, ERR_UPSTREAM_FAILED, "Could not connect to any upstream.", NULL);
+    }
+    sl_buf_free(&h);
+    request_finish(r);
+}
+
 static void attempt_next(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
-    int idx = r->attempts < cfg->server.max_attempts
+    r->pick = r->attempts < cfg->server.max_attempts
                   ? pool_pick(r->gen->pool, r->model, strlen(r->model), &r->tried)
-                  : -1;
-    if (idx < 0) {
-        send_error(r, ERR_NO_BACKEND, "No backend is available for this model.", NULL);
-        return request_finish(r);
-    }
-    const struct cfg_backend *be = &cfg->backends[idx];
-    r->backend = idx;
+                  : (struct pool_pick){ -1, false };
+    if (r->pick.backend < 0)
+        return answer_exhausted(r);
+    const struct cfg_backend *be = &cfg->backends[r->pick.backend];
+    r->backend = r->pick.backend;
     r->attempts++;
     curl_slist_free_all(r->up_headers);
     free(r->url);
@@ -389,6 +433,7 @@ static void attempt_next(struct sl_request *r)
     };
     r->xfer = up_start(r->w->up, &ur, &up_cb, r);
     if (!r->xfer) {
+        pool_report(r->gen->pool, &r->pick, POOL_NEUTRAL, -1);
         send_error(r, ERR_UPSTREAM_FAILED, "Could not start the upstream request.", NULL);
         request_finish(r);
     }
@@ -490,10 +535,34 @@ static void fail_upstream(struct sl_request *r, CURLcode rc)
     }
 }
 
-static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
+/* Errors where the request never reached the upstream: safe to send elsewhere. */
+static bool not_sent(CURLcode rc)
 {
-    struct sl_request *r = arg;
-    r->xfer = t; /* still valid during this call, for headers */
+    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+           rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR;
+}
+
+/* Keeps a failed attempt's answer, in case no other backend does better. */
+static void remember_failure(struct sl_request *r, CURLcode rc, int status,
+                             int64_t retry_after_ms)
+{
+    r->last_status = rc == CURLE_OK ? status : 0;
+    r->last_headers.len = 0;
+    if (rc == CURLE_OK)
+        client_headers(r, &r->last_headers);
+    struct evbuffer *swap = r->last_body;
+    r->last_body = r->body;
+    r->body = swap;
+    evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    if (status != 429)
+        r->all_429 = false;
+    else if (retry_after_ms >= 0 &&
+             (r->min_retry_after_ms < 0 || retry_after_ms < r->min_retry_after_ms))
+        r->min_retry_after_ms = retry_after_ms;
+}
+
+static void deliver(struct sl_request *r, struct up_transfer *t, CURLcode rc)
+{
     if (rc != CURLE_OK) {
         fail_upstream(r, rc);
     } else if (r->streaming) {
@@ -513,7 +582,27 @@ static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
         http_respond_evbuffer(req, status, h.data, h.len, r->body);
         sl_buf_free(&h);
     }
-    r->xfer = NULL; /* freed by the upstream module after we return */
+}
+
+/* The attempt ended: tell the breaker, then retry elsewhere (a breaker
+ * status or a connect error, nothing sent to the client yet) or deliver. */
+static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
+{
+    struct sl_request *r = arg;
+    r->xfer = t; /* still valid during this call, for headers */
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    int status = rc == CURLE_OK ? up_status(t) : 0;
+    bool failed = rc != CURLE_OK || cfg_status_in(&be->breaker_status, status);
+    int64_t retry_after = rc == CURLE_OK && failed ? up_retry_after_ms(t) : -1;
+    pool_report(r->gen->pool, &r->pick, failed ? POOL_FAILURE : POOL_SUCCESS, retry_after);
+    bool retry = failed && !r->streaming && (rc == CURLE_OK || not_sent(rc));
+    if (retry) {
+        remember_failure(r, rc, status, retry_after);
+        r->xfer = NULL; /* freed by the upstream module after we return */
+        return attempt_next(r);
+    }
+    deliver(r, t, rc);
+    r->xfer = NULL;
     request_finish(r);
 }
 
@@ -532,6 +621,7 @@ static void on_client_abort(struct http_req *req)
     if (r->xfer) {
         up_cancel(r->xfer);
         r->xfer = NULL;
+        pool_report(r->gen->pool, &r->pick, POOL_NEUTRAL, -1);
     }
     request_finish(r);
 }
@@ -553,6 +643,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (r->xfer) {
         up_cancel(r->xfer);
         r->xfer = NULL;
+        pool_report(r->gen->pool, &r->pick, POOL_FAILURE, -1);
     }
     r->error = "request_timeout";
     if (r->waiting_limit) {
@@ -623,6 +714,8 @@ static void request_finish(struct sl_request *r)
         up_cancel(r->xfer);
     event_free(r->deadline);
     evbuffer_free(r->body);
+    evbuffer_free(r->last_body);
+    sl_buf_free(&r->last_headers);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->fwd_body);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "sluice/log.h"
 
@@ -252,6 +253,46 @@ bool up_header(const struct up_transfer *t, const char *name, struct sl_str *val
         p = eol + 1;
     }
     return false;
+}
+
+/* A non-negative decimal number (digits, optional fraction) in v. */
+static bool parse_decimal(struct sl_str v, double *out)
+{
+    char buf[32];
+    if (v.len == 0 || v.len >= sizeof(buf))
+        return false;
+    memcpy(buf, v.p, v.len);
+    buf[v.len] = '\0';
+    char *end;
+    if (buf[0] < '0' || buf[0] > '9')
+        return false;
+    double d = strtod(buf, &end);
+    if (*end || d < 0 || d > 1e12)
+        return false;
+    *out = d;
+    return true;
+}
+
+int64_t up_retry_after_ms(const struct up_transfer *t)
+{
+    struct sl_str v;
+    double d;
+    if (up_header(t, "retry-after-ms", &v) && parse_decimal(v, &d))
+        return (int64_t)d;
+    if (!up_header(t, "retry-after", &v))
+        return -1;
+    if (parse_decimal(v, &d))
+        return (int64_t)(d * 1000.0);
+    char date[64];
+    if (v.len >= sizeof(date))
+        return -1;
+    memcpy(date, v.p, v.len);
+    date[v.len] = '\0';
+    time_t when = curl_getdate(date, NULL);
+    if (when < 0)
+        return -1;
+    time_t now = time(NULL);
+    return when > now ? (int64_t)(when - now) * 1000 : 0;
 }
 
 double up_ttfb(const struct up_transfer *t)

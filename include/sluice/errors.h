@@ -22,6 +22,7 @@ enum sl_error {
     ERR_EXPECTATION,       /* 417 */
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
+    ERR_UPSTREAM_RATE_LIMITED, /* 429 every upstream tried answered 429 */
     ERR_INTERNAL,          /* 500 */
     ERR_NOT_IMPLEMENTED,   /* 501 */
     ERR_UPSTREAM_FAILED,   /* 502 */

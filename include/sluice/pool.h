@@ -1,7 +1,8 @@
-/* Backend selection: among the backends that serve a model and were not yet
- * tried for this request, the lowest priority group that has one; within a
- * group, smooth weighted round-robin (as nginx's upstream module does). One
- * pool per node, shared by all workers. */
+/* Backend selection and circuit breakers. Among the backends that serve a
+ * model, were not yet tried for this request and are available (breaker
+ * closed, or half-open with its probe slot free), the lowest priority group
+ * that has one wins; within it, smooth weighted round-robin (as nginx's
+ * upstream module). One pool per node, shared by all workers under a mutex. */
 #ifndef SLUICE_POOL_H
 #define SLUICE_POOL_H
 
@@ -13,18 +14,42 @@ struct config;
 struct pool;
 
 #define POOL_MAX_BACKENDS 256
+#define POOL_MAX_OPEN_MS (10 * 60 * 1000) /* longest an upstream's Retry-After may open a breaker */
+
+enum breaker_state { BREAKER_CLOSED = 0, BREAKER_OPEN = 1, BREAKER_HALF_OPEN = 2 };
+
+enum pool_outcome {
+    POOL_SUCCESS, /* any answer that is not a failure: closes a half-open breaker */
+    POOL_FAILURE, /* connect error, timeout, broken response, a breaker_status */
+    POOL_NEUTRAL, /* no verdict (the client left first): frees a probe slot */
+};
 
 /* Backends already tried by one request. */
 struct pool_tried {
     uint64_t bits[POOL_MAX_BACKENDS / 64];
 };
 
+/* What a pick hands over; report() needs it back. */
+struct pool_pick {
+    int backend; /* -1: none available */
+    bool probe;  /* this request is the half-open probe */
+};
+
 struct pool *pool_new(const struct config *cfg);
 void pool_free(struct pool *p);
 
-/* Index of the backend to try next, or -1. */
-int pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried);
+struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried);
+/* The outcome of an attempt. retry_after_ms >= 0 (an upstream's Retry-After,
+ * with breaker_retry_after = yes) opens the breaker at once for that long. */
+void pool_report(struct pool *p, const struct pool_pick *pick, enum pool_outcome outcome,
+                 int64_t retry_after_ms);
 /* Whether any backend serves the model at all. */
 bool pool_serves(const struct pool *p, const char *model, size_t len);
+/* Milliseconds until the first breaker of a backend serving the model half-opens. */
+int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len);
+enum breaker_state pool_state(struct pool *p, int backend);
+
+/* Test hook: the pool's clock in ms (monotonic). */
+int64_t pool_now_ms(void);
 
 #endif

@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sluice/util.h"
 
@@ -52,6 +53,9 @@ int up_status(const struct up_transfer *t);
 struct sl_str up_header_block(const struct up_transfer *t);
 /* A header's value (case-insensitive name), or false. */
 bool up_header(const struct up_transfer *t, const char *name, struct sl_str *value);
+/* How long the upstream asks us to wait: retry-after-ms, else Retry-After
+ * (delta-seconds or an HTTP-date), in ms; -1 if absent or unreadable. */
+int64_t up_retry_after_ms(const struct up_transfer *t);
 /* Seconds from start to the first response byte; 0 before it. */
 double up_ttfb(const struct up_transfer *t);
 

@@ -35,13 +35,15 @@ def test_request_timeout_is_504(mock, start_sluice):
 
 
 def test_upstream_errors_pass_through_unchanged(sluice):
+    """With a single backend nothing can be retried: the upstream's answer is the client's."""
     r = sluice.chat(headers={"x-mock-status": "400"})
     assert r.status == 400
     assert r.json()["error"]["message"] == "mock upstream error 400"
-    r = sluice.chat(headers={"x-mock-status": "429", "x-mock-retry-after": "7"})
-    assert r.status == 429 and r.headers["retry-after"] == "7"
     r = sluice.chat(headers={"x-mock-status": "500"})
     assert r.status == 500
+    r = sluice.chat(headers={"x-mock-status": "429", "x-mock-retry-after": "7"})
+    assert r.status == 429 and r.headers["retry-after"] == "7"
+    assert r.json()["error"]["message"] == "mock upstream error 429"
 
 
 def test_broken_stream_ends_with_one_error_event(sluice):
