@@ -335,10 +335,25 @@ static bool parse_digest(struct parser *p, const char *v, uint8_t out[32], const
     return true;
 }
 
-/* env:NAME and file:/path indirections, for any value. Returns a malloc'd
+/* env:NAME, file:/path and cred:NAME (systemd's LoadCredential=, read from
+ * $CREDENTIALS_DIRECTORY) indirections, for any value. Returns a malloc'd
  * string or NULL after reporting the error. */
 static char *resolve_value(struct parser *p, const char *v)
 {
+    if (strncmp(v, "cred:", 5) == 0) {
+        const char *dir = getenv("CREDENTIALS_DIRECTORY");
+        if (!dir || !*dir) {
+            PERR(p, "%s: CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)", v);
+            return NULL;
+        }
+        if (!v[5] || strchr(v + 5, '/')) {
+            PERR(p, "%s: a credential name, not a path", v);
+            return NULL;
+        }
+        char path[4096];
+        snprintf(path, sizeof(path), "file:%s/%s", dir, v + 5);
+        return resolve_value(p, path);
+    }
     if (strncmp(v, "env:", 4) == 0) {
         const char *e = getenv(v + 4);
         if (!e || !*e) {
@@ -835,6 +850,26 @@ const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
         if (strcmp(c->keys[i].name, name) == 0)
             return &c->keys[i];
     return NULL;
+}
+
+static const char *listed_in(const struct cfg_models *m, const char *model)
+{
+    for (int i = 0; i < m->n; i++)
+        if (strcmp(m->names[i], model) == 0)
+            return m->names[i];
+    return NULL;
+}
+
+const char *cfg_model_label(const struct config *c, const char *model)
+{
+    const char *name;
+    for (int i = 0; i < c->nbackends; i++)
+        if ((name = listed_in(&c->backends[i].models, model)))
+            return name;
+    for (int i = 0; i < c->nkeys; i++)
+        if ((name = listed_in(&c->keys[i].models, model)))
+            return name;
+    return "other";
 }
 
 void cfg_print_reference(void)

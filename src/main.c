@@ -17,6 +17,8 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
+#include "sluice/notify.h"
 #include "sluice/util.h"
 #include "sluice/worker.h"
 
@@ -32,12 +34,17 @@ static void usage(FILE *out)
             DEFAULT_CONFIG);
 }
 
-static struct config *load_or_report(const char *path)
+/* Loads path; every problem is printed (to_log: as error lines of the log). */
+static struct config *load_or_report(const char *path, bool to_log)
 {
     struct cfg_errors errs = { 0 };
     struct config *cfg = cfg_load(path, &errs);
-    for (int i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.lines[i]);
+    for (int i = 0; i < errs.n; i++) {
+        if (to_log)
+            log_error("%s", errs.lines[i]);
+        else
+            fprintf(stderr, "%s\n", errs.lines[i]);
+    }
     cfg_errors_free(&errs);
     return cfg;
 }
@@ -77,21 +84,71 @@ static int listen_socket(const struct cfg_listen *l, bool reuseport)
 
 struct daemon {
     struct event_base *base;
+    const char *path;
     struct lim_local *local;
     struct generation *gen;
     struct worker **workers;
     int nworkers;
+    struct event *watchdog_ev;
+    int64_t watchdog_usec;
 };
+
+static bool same_listen(const struct cfg_server *a, const struct cfg_server *b)
+{
+    if (a->nlisten != b->nlisten || a->workers != b->workers)
+        return false;
+    for (int i = 0; i < a->nlisten; i++)
+        if (a->listen[i].port != b->listen[i].port || strcmp(a->listen[i].host, b->listen[i].host))
+            return false;
+    return true;
+}
+
+/* SIGHUP: a new file replaces the old one whole, or not at all. */
+static void reload(struct daemon *d)
+{
+    notify("RELOADING=1");
+    struct config *cfg = load_or_report(d->path, true);
+    if (!cfg) {
+        log_error("reload of %s failed; still serving the previous configuration", d->path);
+        notify("READY=1");
+        return;
+    }
+    if (!same_listen(&cfg->server, &d->gen->cfg->server))
+        log_warn("reload: listen and workers changes take effect at the next restart");
+    struct generation *g = gen_new(cfg, d->gen);
+    for (int i = 0; i < d->nworkers; i++)
+        worker_set_generation(d->workers[i], g);
+    gen_unref(d->gen);
+    d->gen = g;
+    log_set_level((enum log_level)cfg->server.log_level);
+    log_info("reloaded %s: %d backends, %d keys", d->path, cfg->nbackends, cfg->nkeys);
+    notify("READY=1");
+}
+
+/* Pets systemd's watchdog only while every worker's loop is turning. */
+static void watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct daemon *d = arg;
+    int64_t now = sl_now_ms(), limit = d->watchdog_usec / 1000;
+    for (int i = 0; i < d->nworkers; i++) {
+        if (now - atomic_load(&d->workers[i]->heartbeat_ms) > limit) {
+            log_error("worker %d has not run for %lld ms; not petting the watchdog", i,
+                      (long long)(now - atomic_load(&d->workers[i]->heartbeat_ms)));
+            return;
+        }
+    }
+    notify("WATCHDOG=1");
+}
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
     struct daemon *d = arg;
-    if (sig == SIGHUP) {
-        log_warn("SIGHUP: configuration reload is not implemented yet; still serving %s",
-                 d->gen->cfg->path);
-        return;
-    }
+    if (sig == SIGHUP)
+        return reload(d);
+    notify("STOPPING=1");
     log_info("%s: no longer accepting; finishing in-flight requests (shutdown_timeout %llds)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT",
              (long long)(d->gen->cfg->server.shutdown_timeout_ms / 1000));
@@ -142,7 +199,7 @@ static void warn_unenforced(const struct config *cfg)
 
 static int run(const char *path)
 {
-    struct config *cfg = load_or_report(path);
+    struct config *cfg = load_or_report(path, false);
     if (!cfg)
         return 1;
     log_set_level((enum log_level)cfg->server.log_level);
@@ -150,7 +207,7 @@ static int run(const char *path)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     evthread_use_pthreads();
 
-    struct daemon d = { .base = event_base_new(), .gen = gen_new(cfg),
+    struct daemon d = { .base = event_base_new(), .path = path, .gen = gen_new(cfg, NULL),
                         .local = lim_local_new(lim_window_ms()) };
     int sigs[] = { SIGTERM, SIGINT, SIGHUP };
     struct event *sigev[3];
@@ -174,6 +231,14 @@ static int run(const char *path)
                  cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
         sl_buf_free(&addrs);
         warn_unenforced(cfg);
+        d.watchdog_usec = notify_watchdog_usec();
+        if (d.watchdog_usec) {
+            d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
+            struct timeval tv = { (time_t)(d.watchdog_usec / 2000000),
+                                  (suseconds_t)(d.watchdog_usec / 2 % 1000000) };
+            event_add(d.watchdog_ev, &tv);
+        }
+        notify("READY=1");
         event_base_dispatch(d.base);
     }
     for (int i = 0; i < d.nworkers; i++) {
@@ -184,9 +249,12 @@ static int run(const char *path)
     free(d.workers);
     for (int i = 0; i < 3; i++)
         event_free(sigev[i]);
+    if (d.watchdog_ev)
+        event_free(d.watchdog_ev);
     event_base_free(d.base);
     gen_unref(d.gen);
     lim_local_free(d.local);
+    mx_shutdown();
     curl_global_cleanup();
     libevent_global_shutdown();
     if (rc == 0)
@@ -226,7 +294,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (test) {
-        struct config *cfg = load_or_report(path);
+        struct config *cfg = load_or_report(path, false);
         fprintf(stderr, "sluice: configuration file %s test %s\n", path,
                 cfg ? "is successful" : "failed");
         cfg_unref(cfg);

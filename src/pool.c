@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sluice/config.h"
 #include "sluice/util.h"
@@ -29,15 +30,36 @@ int64_t pool_now_ms(void)
     return sl_now_ms();
 }
 
-struct pool *pool_new(const struct config *cfg)
+/* A reload keeps what the old pool knew about a backend of the same name:
+ * an open breaker stays open. Failure counts start afresh. */
+static void carry_over(struct pool *p, int i, struct pool *prev)
+{
+    const char *name = p->cfg->backends[i].name;
+    for (int j = 0; j < prev->cfg->nbackends; j++) {
+        if (strcmp(prev->cfg->backends[j].name, name) != 0)
+            continue;
+        pthread_mutex_lock(&prev->lock);
+        p->current[i] = prev->current[j];
+        p->br[i].state = prev->br[j].state;
+        p->br[i].open_until = prev->br[j].open_until;
+        p->br[i].probe_in_flight = false;
+        pthread_mutex_unlock(&prev->lock);
+        return;
+    }
+}
+
+struct pool *pool_new(const struct config *cfg, struct pool *prev)
 {
     struct pool *p = sl_calloc(1, sizeof(*p));
     p->cfg = cfg;
     pthread_mutex_init(&p->lock, NULL);
     p->current = sl_calloc((size_t)cfg->nbackends, sizeof(int64_t));
     p->br = sl_calloc((size_t)cfg->nbackends, sizeof(struct breaker));
-    for (int i = 0; i < cfg->nbackends; i++)
+    for (int i = 0; i < cfg->nbackends; i++) {
         p->br[i].failures = sl_calloc((size_t)cfg->backends[i].breaker_failures, sizeof(int64_t));
+        if (prev)
+            carry_over(p, i, prev);
+    }
     return p;
 }
 

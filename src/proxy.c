@@ -16,6 +16,7 @@
 #include "sluice/json_edit.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
+#include "sluice/metrics.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
 #include "sluice/sse.h"
@@ -42,8 +43,9 @@ struct sl_request {
     int64_t estimate;           /* prompt tokens reserved at admission */
     struct lim_decision ticket; /* the limiter's answer */
     bool waiting_limit;         /* an admission is in flight */
-    bool upstream_answered;     /* a response head arrived */
+    int upstream_status;        /* the last attempt's status; 0 before any answer */
     int64_t relayed_events;     /* content events streamed (usage fallback) */
+    int64_t charged_input, charged_output; /* what the key was charged, for metrics */
 
     int backend; /* of the current or last attempt, -1 before */
     int attempts;
@@ -252,6 +254,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     req->owner = r;
     req->on_abort = on_client_abort;
     req->on_drain = on_client_drain;
+    mx_inflight(1);
     int64_t ms = r->gen->cfg->server.request_timeout_ms;
     struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     r->deadline = evtimer_new(w->base, on_deadline, r);
@@ -259,19 +262,29 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     return r;
 }
 
+/* An API request answered before it became a struct sl_request. */
+static void refuse_early(struct http_req *req, const struct cfg_key *key, const char *model,
+                         enum sl_error e, const char *msg, const char *param)
+{
+    struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", err_info(e)->status,
+                            (double)(sl_now_us() - req->start_us) / 1e6, 0, 0 };
+    mx_request_done(&m);
+    http_send_error(req, e, msg, param, NULL);
+}
+
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
     struct sl_str secret;
     if (!auth_presented_key(req, &secret))
-        return http_send_error(req, ERR_INVALID_API_KEY,
-                               "You didn't provide an API key. Provide it in the Authorization "
-                               "header (Authorization: Bearer KEY), api-key or x-api-key.",
-                               NULL, NULL);
+        return refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY,
+                            "You didn't provide an API key. Provide it in the Authorization "
+                            "header (Authorization: Bearer KEY), api-key or x-api-key.",
+                            NULL);
     const struct cfg_key *key = auth_lookup(gen->auth, secret.p, secret.len);
     if (!key)
-        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL,
-                               NULL);
+        return refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.",
+                            NULL);
 
     struct api_call call;
     char msg[256];
@@ -280,19 +293,20 @@ void proxy_handle(struct worker *w, struct http_req *req)
                          sizeof(msg), &param);
     if (e) {
         cJSON_Delete(call.root);
-        return http_send_error(req, e, msg, param, NULL);
+        return refuse_early(req, key, NULL, e, msg, param);
     }
+    const char *model_label = cfg_model_label(gen->cfg, call.model);
     if (!cfg_models_match(&key->models, call.model, call.model_len)) {
         snprintf(msg, sizeof(msg), "This key may not use the model '%.*s'.",
                  (int)SL_MIN(call.model_len, 128), call.model);
         cJSON_Delete(call.root);
-        return http_send_error(req, ERR_MODEL_NOT_ALLOWED, msg, "model", NULL);
+        return refuse_early(req, key, model_label, ERR_MODEL_NOT_ALLOWED, msg, "model");
     }
     if (!pool_serves(gen->pool, call.model, call.model_len)) {
         snprintf(msg, sizeof(msg), "The model '%.*s' does not exist or you do not have access to it.",
                  (int)SL_MIN(call.model_len, 128), call.model);
         cJSON_Delete(call.root);
-        return http_send_error(req, ERR_MODEL_NOT_FOUND, msg, "model", NULL);
+        return refuse_early(req, key, model_label, ERR_MODEL_NOT_FOUND, msg, "model");
     }
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = tok_estimate_prompt(&r->call, req->body.len);
@@ -316,6 +330,8 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
         r->error = "limiter unavailable";
         return sl_buf_free(&h);
     }
+    static const char *const dim_labels[] = { "", "requests", "input_tokens", "output_tokens" };
+    mx_rate_limited(r->key->name, dim_labels[d->dim]);
     enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
     if (d->retry_ms < 0) {
         snprintf(msg, sizeof(msg),
@@ -451,8 +467,8 @@ static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
     r->ttfb = up_ttfb(t);
-    r->upstream_answered = true;
     int status = up_status(t);
+    r->upstream_status = status;
     if (!r->req || status < 200 || status > 299 || !is_event_stream(t))
         return; /* buffered: answered whole in up_on_done */
     struct sl_buf h = { 0 };
@@ -542,6 +558,19 @@ static bool not_sent(CURLcode rc)
            rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR;
 }
 
+static const char *attempt_outcome(CURLcode rc, int status, bool failed)
+{
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        return "timeout";
+    if (not_sent(rc))
+        return "connect_error";
+    if (rc != CURLE_OK)
+        return "broken";
+    if (failed)
+        return "error_status";
+    return status >= 400 ? "client_error" : "success";
+}
+
 /* Keeps a failed attempt's answer, in case no other backend does better. */
 static void remember_failure(struct sl_request *r, CURLcode rc, int status,
                              int64_t retry_after_ms)
@@ -595,8 +624,10 @@ static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
     bool failed = rc != CURLE_OK || cfg_status_in(&be->breaker_status, status);
     int64_t retry_after = rc == CURLE_OK && failed ? up_retry_after_ms(t) : -1;
     pool_report(r->gen->pool, &r->pick, failed ? POOL_FAILURE : POOL_SUCCESS, retry_after);
+    mx_attempt(be->name, attempt_outcome(rc, status, failed), up_ttfb(t));
     bool retry = failed && !r->streaming && (rc == CURLE_OK || not_sent(rc));
     if (retry) {
+        mx_retry(be->name);
         remember_failure(r, rc, status, retry_after);
         r->xfer = NULL; /* freed by the upstream module after we return */
         return attempt_next(r);
@@ -622,6 +653,7 @@ static void on_client_abort(struct http_req *req)
         up_cancel(r->xfer);
         r->xfer = NULL;
         pool_report(r->gen->pool, &r->pick, POOL_NEUTRAL, -1);
+        mx_attempt(r->gen->cfg->backends[r->pick.backend].name, "aborted", 0);
     }
     request_finish(r);
 }
@@ -644,6 +676,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
         up_cancel(r->xfer);
         r->xfer = NULL;
         pool_report(r->gen->pool, &r->pick, POOL_FAILURE, -1);
+        mx_attempt(r->gen->cfg->backends[r->pick.backend].name, "timeout", 0);
     }
     r->error = "request_timeout";
     if (r->waiting_limit) {
@@ -676,35 +709,43 @@ static void access_log(struct sl_request *r)
              r->error ? " error=" : "", r->error ? r->error : "");
 }
 
-/* Records what the request really used (docs/limits.md, "Settlement"). */
+/* Works out what the request used (docs/limits.md, "Settlement"), for the
+ * metrics, and corrects the limiter's reservation to it. */
 static void settle(struct sl_request *r)
 {
     const struct lim_decision *t = &r->ticket;
-    if (!t->admitted || t->where == LIM_NOWHERE)
-        return;
-    int64_t input_delta = 0, output = 0;
+    int64_t input = r->estimate, output = 0;
     bool release = false;
-    if (r->attempts == 0) {
-        input_delta = -t->input_reserved; /* never forwarded (client left, deadline) */
-        release = true;
-    } else if (r->usage.seen) {
-        input_delta = r->usage.prompt - t->input_reserved;
+    int up = r->upstream_status;
+    if (r->usage.seen) {
+        input = r->usage.prompt;
         output = r->usage.completion;
-    } else if (r->upstream_answered && r->status >= 200 && r->status <= 299) {
+    } else if (up >= 200 && up <= 299) {
         output = r->streaming ? r->relayed_events : 0; /* no usage: count what was relayed */
-    } else if (r->upstream_answered) {
-        input_delta = -t->input_reserved; /* an error answer: nothing was processed */
-    } else if (r->status != 499) {
-        input_delta = -t->input_reserved; /* no upstream ever answered: undo it all */
+    } else if (up) {
+        input = 0; /* an error answer: nothing was processed */
+    } else if (r->attempts == 0 || r->status != 499) {
+        input = 0; /* never forwarded, or no upstream ever answered: undo it all */
         release = true;
-    }
-    lim_settle(&r->w->limiter, t, r->key->name, &r->limits, input_delta, output, release);
+    } /* else the client left before the upstream answered: the estimate stands */
+    r->charged_input = input;
+    r->charged_output = output;
+    if (t->admitted && t->where != LIM_NOWHERE)
+        lim_settle(&r->w->limiter, t, r->key->name, &r->limits, input - t->input_reserved,
+                   output, release);
 }
 
 static void request_finish(struct sl_request *r)
 {
     settle(r);
     access_log(r);
+    const struct config *cfg = r->gen->cfg;
+    struct mx_request m = { r->key->name, cfg_model_label(cfg, r->model),
+                            r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
+                            (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
+                            r->charged_output };
+    mx_request_done(&m);
+    mx_inflight(-1);
     if (r->req) { /* not answered: only on internal paths that forgot to */
         r->req->owner = NULL;
         r->req->on_abort = NULL;

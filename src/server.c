@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/limit.h"
+#include "sluice/metrics.h"
+#include "sluice/pool.h"
 #include "sluice/proxy.h"
 #include "sluice/util.h"
 #include "sluice/worker.h"
@@ -32,14 +36,41 @@ static void method_not_allowed(struct http_req *req, const char *allow)
     http_send_error(req, ERR_METHOD, msg, NULL, hdr);
 }
 
+/* Ready: Redis (if configured) answers, and some backend's breaker is not open. */
+static void readyz(struct worker *w, struct http_req *req)
+{
+    struct generation *g = w->gen;
+    bool redis_ok = !w->limiter.redis || lim_redis_up(w->limiter.redis);
+    bool backend_ok = false;
+    for (int i = 0; i < g->cfg->nbackends && !backend_ok; i++)
+        backend_ok = pool_state(g->pool, i) != BREAKER_OPEN;
+    char body[128];
+    snprintf(body, sizeof(body), "{\"status\":\"%s\",\"redis\":\"%s\",\"backends\":\"%s\"}\n",
+             redis_ok && backend_ok ? "ready" : "not ready",
+             !w->limiter.redis ? "not configured" : redis_ok ? "up" : "down",
+             backend_ok ? "available" : "all open");
+    respond_json(req, redis_ok && backend_ok ? 200 : 503, body);
+}
+
+static void metrics(struct worker *w, struct http_req *req)
+{
+    static const char ct[] = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+    struct sl_buf out = { 0 };
+    mx_render(&out, w->gen);
+    http_respond(req, 200, ct, sizeof(ct) - 1, out.data, out.len);
+    sl_buf_free(&out);
+}
+
 void srv_handle(struct http_req *req, void *arg)
 {
     struct worker *w = arg;
     struct sl_str path = req->path;
-    if (sl_str_eq(path, "/healthz")) {
+    if (sl_str_eq(path, "/healthz") || sl_str_eq(path, "/readyz") || sl_str_eq(path, "/metrics")) {
         if (!is_get(req))
             return method_not_allowed(req, "GET, HEAD");
-        return respond_json(req, 200, "{\"status\":\"ok\"}\n");
+        if (path.p[1] == 'h')
+            return respond_json(req, 200, "{\"status\":\"ok\"}\n");
+        return path.p[1] == 'r' ? readyz(w, req) : metrics(w, req);
     }
     if (path.len >= 10 && memcmp(path.p, "/v1/models", 10) == 0 &&
         (path.len == 10 || path.p[10] == '/')) {

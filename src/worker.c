@@ -23,13 +23,13 @@
 
 /* ---- generations -------------------------------------------------------------- */
 
-struct generation *gen_new(struct config *cfg)
+struct generation *gen_new(struct config *cfg, struct generation *prev)
 {
     struct generation *g = sl_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
     g->cfg = cfg;
     g->auth = auth_build(cfg);
-    g->pool = pool_new(cfg);
+    g->pool = pool_new(cfg, prev ? prev->pool : NULL);
     return g;
 }
 
@@ -93,8 +93,62 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct worker *w = arg;
     http_server_stop_accepting(w->http);
+    event_del(w->heartbeat_ev); /* the loop must end once the connections are gone */
     w->drain_deadline_ms = sl_now_ms() + w->gen->cfg->server.shutdown_timeout_ms;
     drain_cb(-1, 0, w);
+}
+
+static bool same_redis(const struct cfg_redis *a, const struct cfg_redis *b)
+{
+    return a->enabled == b->enabled && a->timeout_ms == b->timeout_ms &&
+           (!a->enabled || strcmp(a->url, b->url) == 0);
+}
+
+/* Runs in the worker's thread: new requests start on the new generation;
+ * requests in flight keep theirs. */
+static void reload_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    pthread_mutex_lock(&w->pending_lock);
+    struct generation *g = w->pending;
+    w->pending = NULL;
+    pthread_mutex_unlock(&w->pending_lock);
+    if (!g)
+        return;
+    struct generation *old = w->gen;
+    w->gen = g;
+    struct http_limits limits = limits_of(g->cfg);
+    http_server_set_limits(w->http, &limits);
+    w->limiter.on_error = g->cfg->redis.on_error;
+    if (!same_redis(&old->cfg->redis, &g->cfg->redis)) {
+        lim_redis_free(w->limiter.redis);
+        w->limiter.redis = g->cfg->redis.enabled
+                               ? lim_redis_new(w->base, &g->cfg->redis, lim_window_ms(), w->id)
+                               : NULL;
+    }
+    gen_unref(old);
+}
+
+void worker_set_generation(struct worker *w, struct generation *g)
+{
+    pthread_mutex_lock(&w->pending_lock);
+    if (w->pending)
+        gen_unref(w->pending);
+    w->pending = gen_ref(g);
+    pthread_mutex_unlock(&w->pending_lock);
+    event_active(w->reload_ev, EV_READ, 0);
+}
+
+#define HEARTBEAT_MS 1000
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    atomic_store(&w->heartbeat_ms, sl_now_ms());
 }
 
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
@@ -119,6 +173,12 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
         w->limiter.redis = lim_redis_new(w->base, &gen->cfg->redis, lim_window_ms(), id);
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
     w->drain_ev = evtimer_new(w->base, drain_cb, w);
+    w->reload_ev = event_new(w->base, -1, 0, reload_cb, w);
+    pthread_mutex_init(&w->pending_lock, NULL);
+    atomic_init(&w->heartbeat_ms, sl_now_ms());
+    w->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
+    struct timeval tv = { HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000 };
+    event_add(w->heartbeat_ev, &tv);
     return w;
 }
 
@@ -154,6 +214,11 @@ void worker_free(struct worker *w)
     up_multi_free(w->up);
     event_free(w->stop_ev);
     event_free(w->drain_ev);
+    event_free(w->reload_ev);
+    event_free(w->heartbeat_ev);
+    if (w->pending)
+        gen_unref(w->pending);
+    pthread_mutex_destroy(&w->pending_lock);
     event_base_free(w->base);
     gen_unref(w->gen);
     free(w);

@@ -118,6 +118,9 @@ void cfg_unref(struct config *c);
 bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len);
 bool cfg_status_in(const struct cfg_statuses *s, int status);
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
+/* The model as a metric label: its name if the config lists it anywhere,
+ * else "other" (client input never becomes a label of its own). */
+const char *cfg_model_label(const struct config *c, const char *model);
 
 /* Prints the option reference (markdown) generated from the option table. */
 void cfg_print_reference(void);

@@ -35,7 +35,9 @@ struct pool_pick {
     bool probe;  /* this request is the half-open probe */
 };
 
-struct pool *pool_new(const struct config *cfg);
+/* prev (may be NULL): the pool of the config being replaced; breakers and
+ * round-robin state of backends with the same name carry over. */
+struct pool *pool_new(const struct config *cfg, struct pool *prev);
 void pool_free(struct pool *p);
 
 struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried);

@@ -27,7 +27,9 @@ struct generation {
     struct pool *pool;
 };
 
-struct generation *gen_new(struct config *cfg); /* takes the config's reference */
+/* Takes the config's reference; prev (may be NULL) is the generation it
+ * replaces, whose breaker states carry over. */
+struct generation *gen_new(struct config *cfg, struct generation *prev);
 struct generation *gen_ref(struct generation *g);
 void gen_unref(struct generation *g);
 
@@ -40,6 +42,11 @@ struct worker {
     struct limiter limiter;
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */
+    struct event *reload_ev; /* likewise: takes `pending` as the new generation */
+    pthread_mutex_t pending_lock;
+    struct generation *pending;
+    atomic_llong heartbeat_ms; /* last time the loop ran, for the watchdog */
+    struct event *heartbeat_ev;
     struct event *drain_ev; /* polls for the end of in-flight requests */
     int64_t drain_deadline_ms;
     atomic_bool stop_requested;
@@ -53,6 +60,8 @@ int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and finish in-flight requests within
  * shutdown_timeout; safe from any thread. */
 void worker_request_stop(struct worker *w);
+/* Hands the worker a new generation (a reference is taken); safe from any thread. */
+void worker_set_generation(struct worker *w, struct generation *g);
 void worker_join(struct worker *w);
 void worker_free(struct worker *w);
 

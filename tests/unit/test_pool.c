@@ -42,7 +42,7 @@ static void test_smooth_wrr(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nweight = 5\n[backend b]\nurl = http://b\n"
                             "[backend c]\nurl = http://c\n");
-    struct pool *p = pool_new(c);
+    struct pool *p = pool_new(c, NULL);
     char seq[8] = { 0 };
     struct pool_pick pk;
     for (int i = 0; i < 7; i++)
@@ -56,7 +56,7 @@ static void test_priority_and_tried(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\npriority = 2\n[backend b]\nurl = http://b\n"
                             "priority = 1\nmodels = m\n[backend c]\nurl = http://c\npriority = 1\nmodels = x\n");
-    struct pool *p = pool_new(c);
+    struct pool *p = pool_new(c, NULL);
     struct pool_tried tried = { { 0 } };
     struct pool_pick pk = pool_pick(p, "m", 1, &tried);
     CHECK(pk.backend == 1); /* b: priority 1 and serves m (c does not) */
@@ -72,7 +72,7 @@ static void test_breaker_cycle(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nbreaker_failures = 3\nbreaker_window = 1s\n"
                             "breaker_trip = 150ms\n");
-    struct pool *p = pool_new(c);
+    struct pool *p = pool_new(c, NULL);
     struct pool_pick pk;
     for (int i = 0; i < 2; i++) {
         CHECK(pick(p, &pk) == 0);
@@ -105,7 +105,7 @@ static void test_breaker_cycle(void)
 static void test_failures_outside_window_do_not_trip(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nbreaker_failures = 2\nbreaker_window = 100ms\n");
-    struct pool *p = pool_new(c);
+    struct pool *p = pool_new(c, NULL);
     struct pool_pick pk;
     pick(p, &pk);
     pool_report(p, &pk, POOL_FAILURE, -1);
@@ -124,7 +124,7 @@ static void test_retry_after(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nbreaker_trip = 1h\n"
                             "[backend b]\nurl = http://b\nbreaker_retry_after = no\nbreaker_trip = 200ms\n");
-    struct pool *p = pool_new(c);
+    struct pool *p = pool_new(c, NULL);
     struct pool_tried tried = { { 0 } };
     struct pool_pick a = pool_pick(p, "m", 1, &tried), b = pool_pick(p, "m", 1, &tried);
     pool_report(p, &a, POOL_FAILURE, 3600LL * 1000 * 24); /* a day: clamped */
@@ -136,7 +136,7 @@ static void test_retry_after(void)
     pool_free(p);
     cfg_unref(c);
     c = load("[backend a]\nurl = http://a\n");
-    p = pool_new(c);
+    p = pool_new(c, NULL);
     struct pool_pick pk;
     pick(p, &pk);
     pool_report(p, &pk, POOL_FAILURE, 3600LL * 1000 * 24);

@@ -1,0 +1,35 @@
+/* Prometheus metrics (names are part of SPEC.md). One registry per process,
+ * shared by all workers under a mutex; a request's numbers are recorded in
+ * one locked call when it ends. Label values are names from the config
+ * (keys, backends, listed models) or fixed words, never raw client input. */
+#ifndef SLUICE_METRICS_H
+#define SLUICE_METRICS_H
+
+#include <stdint.h>
+
+struct sl_buf;
+struct generation;
+
+/* Everything one finished request contributes. */
+struct mx_request {
+    const char *key;     /* key name, or "-" before authentication */
+    const char *model;   /* a configured model name, or "other" */
+    const char *backend; /* the last backend tried, or "-" */
+    int code;            /* what the client got */
+    double duration_s;
+    int64_t prompt_tokens, completion_tokens;
+};
+
+void mx_request_done(const struct mx_request *m);
+void mx_rate_limited(const char *key, const char *dimension);
+/* outcome: success, client_error, error_status, connect_error, timeout, broken, aborted */
+void mx_attempt(const char *backend, const char *outcome, double ttfb_s);
+void mx_retry(const char *backend);
+void mx_inflight(int delta);
+
+/* The exposition text for GET /metrics. */
+void mx_render(struct sl_buf *out, struct generation *gen);
+/* Frees the registry (at exit, for leak checkers). */
+void mx_shutdown(void);
+
+#endif

@@ -1,0 +1,211 @@
+/* Counters and histograms keyed by their label text, in Prometheus text
+ * exposition format 0.0.4. */
+#include "sluice/metrics.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/config.h"
+#include "sluice/limit.h"
+#include "sluice/pool.h"
+#include "sluice/util.h"
+#include "sluice/worker.h"
+
+static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                           1, 2.5, 5, 10, 30, 60, 120, 300 };
+#define NBUCKETS (sizeof(duration_buckets) / sizeof(duration_buckets[0]))
+
+struct series {
+    char *labels; /* `a="x",b="y"` */
+    uint64_t value;
+    uint64_t buckets[NBUCKETS]; /* histograms: cumulative at render time */
+    double sum;
+    struct series *next;
+};
+
+struct family {
+    const char *name, *help;
+    bool histogram;
+    struct series *head;
+};
+
+enum {
+    F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB, F__COUNT
+};
+
+static struct family families[F__COUNT] = {
+    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model, backend and status.", false, NULL },
+    [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false, NULL },
+    [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false, NULL },
+    [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false, NULL },
+    [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false, NULL },
+    [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true, NULL },
+    [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true, NULL },
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_long inflight;
+
+static struct series *series_for(struct family *f, const char *labels)
+{
+    for (struct series *s = f->head; s; s = s->next)
+        if (strcmp(s->labels, labels) == 0)
+            return s;
+    struct series *s = sl_calloc(1, sizeof(*s));
+    s->labels = sl_strdup(labels);
+    s->next = f->head;
+    f->head = s;
+    return s;
+}
+
+static void observe(struct series *s, double v)
+{
+    for (size_t i = 0; i < NBUCKETS; i++)
+        if (v <= duration_buckets[i]) {
+            s->buckets[i]++;
+            break;
+        }
+    s->value++;
+    s->sum += v;
+}
+
+/* Label values come from config names (letters, digits, - _ . only) or
+ * fixed words, so they need no escaping beyond a guard against quotes. */
+static void label(struct sl_buf *b, const char *name, const char *value)
+{
+    sl_buf_printf(b, "%s%s=\"", b->len ? "," : "", name);
+    for (const char *p = value; *p; p++)
+        if (*p != '"' && *p != '\\' && *p != '\n')
+            sl_buf_append(b, p, 1);
+    sl_buf_append(b, "\"", 1);
+}
+
+void mx_request_done(const struct mx_request *m)
+{
+    struct sl_buf l = { 0 };
+    char code[8];
+    snprintf(code, sizeof(code), "%d", m->code);
+    label(&l, "key", m->key);
+    label(&l, "model", m->model);
+    label(&l, "backend", m->backend);
+    label(&l, "code", code);
+    struct sl_buf in = { 0 }, out = { 0 };
+    label(&in, "key", m->key);
+    label(&in, "model", m->model);
+    sl_buf_appends(&out, in.data);
+    label(&in, "direction", "input");
+    label(&out, "direction", "output");
+    pthread_mutex_lock(&lock);
+    series_for(&families[F_REQUESTS], l.data)->value++;
+    if (m->prompt_tokens > 0)
+        series_for(&families[F_TOKENS], in.data)->value += (uint64_t)m->prompt_tokens;
+    if (m->completion_tokens > 0)
+        series_for(&families[F_TOKENS], out.data)->value += (uint64_t)m->completion_tokens;
+    observe(series_for(&families[F_DURATION], ""), m->duration_s);
+    pthread_mutex_unlock(&lock);
+    sl_buf_free(&l);
+    sl_buf_free(&in);
+    sl_buf_free(&out);
+}
+
+static void count2(int family, const char *n1, const char *v1, const char *n2, const char *v2)
+{
+    struct sl_buf l = { 0 };
+    label(&l, n1, v1);
+    if (n2)
+        label(&l, n2, v2);
+    pthread_mutex_lock(&lock);
+    series_for(&families[family], l.data)->value++;
+    pthread_mutex_unlock(&lock);
+    sl_buf_free(&l);
+}
+
+void mx_rate_limited(const char *key, const char *dimension)
+{
+    count2(F_RATE_LIMITED, "key", key, "dimension", dimension);
+}
+
+void mx_attempt(const char *backend, const char *outcome, double ttfb_s)
+{
+    count2(F_ATTEMPTS, "backend", backend, "outcome", outcome);
+    if (ttfb_s > 0) {
+        struct sl_buf l = { 0 };
+        label(&l, "backend", backend);
+        pthread_mutex_lock(&lock);
+        observe(series_for(&families[F_TTFB], l.data), ttfb_s);
+        pthread_mutex_unlock(&lock);
+        sl_buf_free(&l);
+    }
+}
+
+void mx_retry(const char *backend)
+{
+    count2(F_RETRIES, "backend", backend, NULL, NULL);
+}
+
+void mx_inflight(int delta)
+{
+    atomic_fetch_add(&inflight, delta);
+}
+
+static void render_family(struct sl_buf *out, struct family *f)
+{
+    sl_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
+                  f->histogram ? "histogram" : "counter");
+    for (struct series *s = f->head; s; s = s->next) {
+        const char *sep = s->labels[0] ? "," : "";
+        const char *open = s->labels[0] ? "{" : "", *close = s->labels[0] ? "}" : "";
+        if (!f->histogram) {
+            sl_buf_printf(out, "%s%s%s%s %llu\n", f->name, open, s->labels, close,
+                          (unsigned long long)s->value);
+            continue;
+        }
+        uint64_t cum = 0;
+        for (size_t i = 0; i < NBUCKETS; i++) {
+            cum += s->buckets[i];
+            sl_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", f->name, s->labels, sep,
+                          duration_buckets[i], (unsigned long long)cum);
+        }
+        sl_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", f->name, s->labels, sep,
+                      (unsigned long long)s->value);
+        sl_buf_printf(out, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", f->name, open, s->labels,
+                      close, s->sum, f->name, open, s->labels, close, (unsigned long long)s->value);
+    }
+}
+
+void mx_render(struct sl_buf *out, struct generation *gen)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < F__COUNT; i++)
+        render_family(out, &families[i]);
+    pthread_mutex_unlock(&lock);
+    sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
+                        "# TYPE sluice_backend_state gauge\n");
+    for (int i = 0; i < gen->cfg->nbackends; i++)
+        sl_buf_printf(out, "sluice_backend_state{backend=\"%s\"} %d\n", gen->cfg->backends[i].name,
+                      (int)pool_state(gen->pool, i));
+    sl_buf_printf(out,
+                  "# HELP sluice_redis_errors_total Redis calls that failed or timed out.\n"
+                  "# TYPE sluice_redis_errors_total counter\nsluice_redis_errors_total %lu\n"
+                  "# HELP sluice_inflight_requests API requests being handled.\n"
+                  "# TYPE sluice_inflight_requests gauge\nsluice_inflight_requests %ld\n",
+                  (unsigned long)atomic_load(&lim_redis_errors), (long)atomic_load(&inflight));
+}
+
+void mx_shutdown(void)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < F__COUNT; i++) {
+        struct series *s = families[i].head, *next;
+        for (; s; s = next) {
+            next = s->next;
+            free(s->labels);
+            free(s);
+        }
+        families[i].head = NULL;
+    }
+    pthread_mutex_unlock(&lock);
+}
