@@ -4,7 +4,7 @@
 -- KEYS[1..3]: the hashes of one key (same hash tag) for requests, input
 --   tokens, output tokens. Fields: <bucket index> -> amount, t = total in the
 --   window, o = oldest bucket counted, n = newest bucket written.
--- ARGV[1]: bucket_ms, ARGV[2]: window_ms, ARGV[3]: "admit" or "settle",
+-- ARGV[1]: bucket_ms, ARGV[2]: window_ms, ARGV[3]: "admit", "settle" or "peek",
 -- ARGV[4..6]: rpm, input_tpm, output_tpm (0 = unlimited).
 --
 -- admit:  ARGV[7] = input cost.
@@ -15,6 +15,8 @@
 -- settle: ARGV[7..10] = admission bucket, input delta, output tokens,
 --   release (0/1). Corrects the reservation in its bucket (if still counted),
 --   records output now, undoes the request on release. Returns 1.
+-- peek: no more arguments. Reports the windows as admit does for an
+--   admitted request, without recording anything.
 local bucket_ms = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -95,15 +97,17 @@ if ARGV[3] == 'settle' then
   return 1
 end
 
-local cost = tonumber(ARGV[7])
+local peek = ARGV[3] == 'peek'
+local cost = peek and 0 or tonumber(ARGV[7])
 local wants = { 1, cost, 0 }
+if peek then wants[1] = 0 end
 local used, newest, fresh = { 0, 0, 0 }, { 0, 0, 0 }, { true, true, true }
 for d = 1, 3 do
   if limits[d] > 0 then used[d], newest[d], fresh[d] = trim(KEYS[d]) end
 end
 for d = 1, 3 do
   local lim = limits[d]
-  if lim > 0 then
+  if lim > 0 and not peek then
     local over
     if d == 3 then over = used[d] >= lim else over = used[d] + wants[d] > lim end
     if over then

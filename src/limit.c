@@ -33,16 +33,20 @@ struct pending {
     int64_t cost;
     lim_cb cb;
     void *arg;
+    bool peek;
 };
 
 /* Redis is down or failed: apply on_error. */
 static void fallback(struct limiter *l, const char *key, const struct lim_limits *lim,
-                     int64_t cost, lim_cb cb, void *arg)
+                     int64_t cost, lim_cb cb, void *arg, bool peek)
 {
     struct lim_decision d = { 0 };
     switch (l->on_error) {
     case REDIS_ON_ERROR_LOCAL:
-        lim_local_admit(l->local, key, lim, cost, &d);
+        if (peek)
+            lim_local_peek(l->local, key, lim, &d);
+        else
+            lim_local_admit(l->local, key, lim, cost, &d);
         break;
     case REDIS_ON_ERROR_ALLOW:
         d.admitted = true;
@@ -61,10 +65,11 @@ static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
     struct pending *p = arg;
     if (ok) {
         struct lim_decision copy = *d;
-        copy.input_reserved = d->admitted ? p->cost : 0;
+        copy.input_reserved = d->admitted && !p->peek ? p->cost : 0;
         p->cb(&copy, p->arg);
-    } else
-        fallback(p->l, p->key, &p->lim, p->cost, p->cb, p->arg);
+    } else {
+        fallback(p->l, p->key, &p->lim, p->cost, p->cb, p->arg, p->peek);
+    }
     free(p->key);
     free(p);
 }
@@ -84,10 +89,27 @@ void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim,
         return;
     }
     if (!lim_redis_up(l->redis))
-        return fallback(l, key, lim, cost, cb, arg);
+        return fallback(l, key, lim, cost, cb, arg, false);
     struct pending *p = sl_calloc(1, sizeof(*p));
-    *p = (struct pending){ l, sl_strdup(key), *lim, cost, cb, arg };
+    *p = (struct pending){ l, sl_strdup(key), *lim, cost, cb, arg, false };
     lim_redis_admit(l->redis, key, lim, cost, redis_answered, p);
+}
+
+void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, lim_cb cb,
+              void *arg)
+{
+    if (!l->redis || !lim_redis_up(l->redis)) {
+        if (l->redis && l->on_error != REDIS_ON_ERROR_LOCAL) {
+            struct lim_decision d = { .unavailable = true };
+            return cb(&d, arg);
+        }
+        struct lim_decision d;
+        lim_local_peek(l->local, key, lim, &d);
+        return cb(&d, arg);
+    }
+    struct pending *p = sl_calloc(1, sizeof(*p));
+    *p = (struct pending){ l, sl_strdup(key), *lim, 0, cb, arg, true };
+    lim_redis_peek(l->redis, key, lim, redis_answered, p);
 }
 
 void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key,

@@ -187,6 +187,26 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
     pthread_mutex_unlock(&e->lock);
 }
 
+void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                    struct lim_decision *out)
+{
+    (void)lim;
+    struct entry *e = entry_for(l, key);
+    int64_t now = now_ms();
+    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    memset(out, 0, sizeof(*out));
+    out->admitted = true;
+    out->where = LIM_LOCAL;
+    pthread_mutex_lock(&e->lock);
+    out->used_requests = trim(&e->win[0], oldest);
+    out->used_input = trim(&e->win[1], oldest);
+    out->used_output = trim(&e->win[2], oldest);
+    out->reset_requests_ms = reset_after(l, &e->win[0], now);
+    out->reset_input_ms = reset_after(l, &e->win[1], now);
+    out->reset_output_ms = reset_after(l, &e->win[2], now);
+    pthread_mutex_unlock(&e->lock);
+}
+
 void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
                       int64_t bucket, int64_t input_delta, int64_t output, bool release)
 {

@@ -21,7 +21,8 @@
 
 extern const char lua_limits[];
 
-enum { OP_ADMIT, OP_SETTLE };
+enum { OP_ADMIT, OP_SETTLE, OP_PEEK };
+static const char *const op_modes[] = { "admit", "settle", "peek" };
 enum state { R_DOWN, R_CONNECTING, R_UP };
 
 #define BACKOFF_MIN_MS 100
@@ -387,7 +388,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
             if (rep)
                 log_warn("worker %d: redis script error: %s", r->worker_id, rep->str);
             fail_op(op);
-        } else if (op->kind == OP_ADMIT && !parse_decision(rep, &d)) {
+        } else if (op->kind != OP_SETTLE && !parse_decision(rep, &d)) {
             log_warn("worker %d: redis: unexpected reply to the admission script", r->worker_id);
             fail_op(op);
         } else {
@@ -434,7 +435,7 @@ static struct op *op_new(struct lim_redis *r, int kind, const char *key,
     }
     add_int(op, r->bucket_ms);
     add_int(op, r->window_ms);
-    add_arg(op, kind == OP_ADMIT ? "admit" : "settle");
+    add_arg(op, op_modes[kind]);
     add_int(op, lim->rpm);
     add_int(op, lim->input_tpm);
     add_int(op, lim->output_tpm);
@@ -460,6 +461,12 @@ void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limi
     struct op *op = op_new(r, OP_ADMIT, key, lim, cb, arg);
     add_int(op, cost);
     op_start(op);
+}
+
+void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                    lim_redis_cb cb, void *arg)
+{
+    op_start(op_new(r, OP_PEEK, key, lim, cb, arg));
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "sluice/admin.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
@@ -78,6 +79,8 @@ void srv_handle(struct http_req *req, void *arg)
             return method_not_allowed(req, "GET");
         return proxy_models(w, req);
     }
+    if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
+        return admin_handle(w, req);
     if (path.len > 4 && memcmp(path.p, "/v1/", 4) == 0) {
         if (!sl_str_eq(req->method, "POST"))
             return method_not_allowed(req, "POST");

@@ -49,6 +49,9 @@ struct lim_local *lim_local_new(int64_t window_ms);
 void lim_local_free(struct lim_local *l);
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
                      int64_t cost, struct lim_decision *out);
+/* The windows as they stand, recording nothing (used_*, reset_*). */
+void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                    struct lim_decision *out);
 void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
                       int64_t bucket, int64_t input_delta, int64_t output, bool release);
 
@@ -62,6 +65,8 @@ bool lim_redis_up(const struct lim_redis *r);
 typedef void (*lim_redis_cb)(bool ok, const struct lim_decision *d, void *arg);
 void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      int64_t cost, lim_redis_cb cb, void *arg);
+void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                    lim_redis_cb cb, void *arg);
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                       int64_t bucket, int64_t input_delta, int64_t output, bool release);
 /* Validates a [redis] url; false with a reason. */
@@ -82,6 +87,11 @@ void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim,
  * input_delta, output added, and with release the request itself undone. */
 void lim_settle(struct limiter *l, const struct lim_decision *ticket, const char *key,
                 const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release);
+
+/* The key's windows as they stand, from where admissions are decided now
+ * (Redis, or in-process when Redis is down and on_error = local). */
+void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, lim_cb cb,
+              void *arg);
 
 /* x-ratelimit-* header lines for an admitted request. */
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);

@@ -13,7 +13,7 @@ import time
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build"))
+BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build")).resolve()
 SLUICE = BUILD / "sluice"
 MOCK = BUILD / "sluice-mock"
 

@@ -220,3 +220,48 @@ def test_shutdown_timeout_cuts_what_is_left(mock, start_sluice):
     assert s.proc.wait(5) == 0
     assert time.time() - start < 1.5
     c.close()
+
+
+ADMIN_KEY = "sk-admin-key-for-tests-0001"
+
+
+def admin_conf(mock, redis=None, limits="rpm = 10\ninput_tpm = 1000\noutput_tpm = 100"):
+    conf = base_conf(mock.url, extra_server=f"admin_key = {ADMIN_KEY}", key_extra=limits)
+    if redis:
+        conf += f"\n[redis]\nurl = {redis.url}\n"
+    return conf
+
+
+def key_view(s, name="team-a", key=ADMIN_KEY):
+    return s.request("GET", f"/admin/keys/{name}", key=key)
+
+
+def test_admin_key_view_local_and_redis(mock, redis, start_sluice):
+    for r in (None, redis):
+        s = start_sluice(admin_conf(mock, r))
+        s.chat()
+        s.chat()
+        v = key_view(s)
+        assert v.status == 200, v.body
+        body = v.json()
+        assert body["source"] == ("redis" if r else "local")
+        assert body["requests"] == {"limit": 10, "used": 2, "remaining": 8, "reset_ms": body["requests"]["reset_ms"]}
+        assert body["input_tokens"]["used"] == 4  # corrected to the mock's usage: 2 each
+        assert body["output_tokens"]["used"] == 16
+        assert 59000 <= body["requests"]["reset_ms"] <= 61000
+        # The view reads the same state the limiter uses: the next request agrees.
+        assert s.chat().headers["x-ratelimit-remaining-requests"] == "7"
+        assert key_view(s, "team-b").json()["requests"]["limit"] == 0
+        assert key_view(s, "team-b").json()["requests"]["remaining"] is None
+
+
+def test_admin_auth(mock, start_sluice):
+    s = start_sluice(admin_conf(mock))
+    assert key_view(s, key=None).status == 401
+    assert key_view(s, key="sk-admin-key-for-tests-0002").status == 401
+    assert key_view(s, key="sk-test-client-key-0001").status == 401  # a client key is not an admin key
+    assert key_view(s, "nobody").status == 404
+    assert s.request("POST", "/admin/keys/team-a", key=ADMIN_KEY).status == 405
+    plain = start_sluice(base_conf(mock.url))
+    r = key_view(plain)
+    assert r.status == 404 and "off" in r.error()["message"]
