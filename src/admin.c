@@ -2,9 +2,11 @@
  * survives its client leaving: the answer is dropped then. */
 #include "sluice/admin.h"
 
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
@@ -18,6 +20,9 @@ struct admin_req {
     struct generation *gen;
     const struct cfg_key *key;
 };
+
+static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
+                                       const struct cfg_key *k);
 
 static const char json_ct[] = "Content-Type: application/json\r\n";
 
@@ -66,21 +71,125 @@ static void key_view_ready(const struct lim_decision *d, void *arg)
     free(a);
 }
 
-static void key_view(struct worker *w, struct http_req *req, struct sl_str name)
+static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
+                                       const struct cfg_key *k)
 {
-    char *n = sl_strndup(name.p, name.len);
-    const struct cfg_key *k = cfg_find_key(w->gen->cfg, n);
-    free(n);
-    if (!k)
-        return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
     struct admin_req *a = sl_calloc(1, sizeof(*a));
     a->req = req;
     a->gen = gen_ref(w->gen);
     a->key = k;
     req->owner = a;
     req->on_abort = on_abort;
-    struct lim_limits lim = { k->rpm, k->input_tpm, k->output_tpm };
-    lim_peek(&w->limiter, k->name, &lim, key_view_ready, a);
+    return a;
+}
+
+static const struct cfg_key *find_key(struct worker *w, struct sl_str name)
+{
+    char *n = sl_strndup(name.p, name.len);
+    const struct cfg_key *k = cfg_find_key(w->gen->cfg, n);
+    free(n);
+    return k;
+}
+
+static void key_view(struct worker *w, struct http_req *req, const struct cfg_key *k)
+{
+    struct lim_limits lim = lim_limits_of(k);
+    lim_peek(&w->limiter, k->name, &lim, key_view_ready, admin_req_new(w, req, k));
+}
+
+/* ---- quotas ---------------------------------------------------------------- */
+
+static const char *const period_words[] = { "none", "day", "month", "total" };
+
+static void quota_ready(const struct lim_decision *d, void *arg)
+{
+    struct admin_req *a = arg;
+    if (a->req && d->unavailable) {
+        a->req->owner = NULL;
+        http_send_error(a->req, ERR_LIMITER_DOWN, "Redis is unreachable; the quota cannot be read.",
+                        NULL, "Retry-After: 1\r\n");
+    } else if (a->req) {
+        const struct cfg_key *k = a->key;
+        struct sl_buf b = { 0 };
+        sl_buf_appends(&b, "{\"key\":");
+        sl_buf_json_string(&b, k->name, strlen(k->name));
+        sl_buf_printf(&b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
+                      period_words[k->quota_period], d->period, (long long)d->used_quota);
+        if (k->quota)
+            sl_buf_printf(&b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
+                          (long long)SL_MAX(k->quota - d->used_quota, 0));
+        else
+            sl_buf_appends(&b, "\"quota\":null,\"remaining\":null,");
+        if (d->quota_reset_ms >= 0) {
+            time_t at = time(NULL) + (time_t)((d->quota_reset_ms + 999) / 1000);
+            struct tm tm;
+            char when[32];
+            gmtime_r(&at, &tm);
+            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+            sl_buf_printf(&b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"}\n",
+                          (long long)d->quota_reset_ms, when);
+        } else {
+            sl_buf_appends(&b, "\"reset_ms\":null,\"resets_at\":null}\n");
+        }
+        a->req->owner = NULL;
+        http_respond(a->req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);
+        sl_buf_free(&b);
+    }
+    gen_unref(a->gen);
+    free(a);
+}
+
+/* {"tokens": N}: a whole number, positive (use more) or negative (give back). */
+static bool parse_delta(const struct http_req *req, int64_t *tokens, const char **why)
+{
+    cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+    bool ok = false;
+    if (!cJSON_IsObject(root))
+        *why = "The body must be a JSON object: {\"tokens\": N}.";
+    else if (!t)
+        *why = "Missing required parameter: 'tokens'.";
+    else if (!cJSON_IsNumber(t) || t->valuedouble != (double)(long long)t->valuedouble ||
+             t->valuedouble > 1e15 || t->valuedouble < -1e15)
+        *why = "'tokens' must be a whole number between -1e15 and 1e15.";
+    else {
+        *tokens = (int64_t)t->valuedouble;
+        ok = true;
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+/* /admin/quota/NAME[/reset|/delta] */
+static void quota_route(struct worker *w, struct http_req *req, struct sl_str rest)
+{
+    const char *slash = memchr(rest.p, '/', rest.len);
+    struct sl_str name = { rest.p, slash ? (size_t)(slash - rest.p) : rest.len };
+    struct sl_str action = slash ? (struct sl_str){ slash + 1, rest.len - name.len - 1 }
+                                 : (struct sl_str){ "", 0 };
+    const struct cfg_key *k = find_key(w, name);
+    if (!k)
+        return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+    enum lim_quota_op op;
+    int64_t tokens = 0;
+    const char *why;
+    if (action.len == 0) {
+        if (!sl_str_eq(req->method, "GET"))
+            return http_send_error(req, ERR_METHOD, "Use GET.", NULL, "Allow: GET\r\n");
+        op = LIM_QUOTA_READ;
+    } else if (sl_str_eq(action, "reset") || sl_str_eq(action, "delta")) {
+        if (!sl_str_eq(req->method, "POST"))
+            return http_send_error(req, ERR_METHOD, "Use POST.", NULL, "Allow: POST\r\n");
+        if (!k->quota)
+            return http_send_error(req, ERR_BAD_REQUEST, "This key has no quota.", NULL, NULL);
+        op = action.p[0] == 'r' ? LIM_QUOTA_RESET : LIM_QUOTA_ADD;
+        if (op == LIM_QUOTA_ADD && !parse_delta(req, &tokens, &why))
+            return http_send_error(req, ERR_BAD_REQUEST, why, "tokens", NULL);
+    } else {
+        return http_send_error(req, ERR_NOT_FOUND, "Unknown quota action (reset or delta).", NULL, NULL);
+    }
+    struct lim_limits lim = lim_limits_of(k);
+    lim_quota(&w->limiter, k->name, &lim, op, tokens, quota_ready, admin_req_new(w, req, k));
 }
 
 void admin_handle(struct worker *w, struct http_req *req)
@@ -93,11 +202,17 @@ void admin_handle(struct worker *w, struct http_req *req)
         !auth_digest_matches(srv->admin_digest, secret.p, secret.len))
         return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing admin key.", NULL, NULL);
     struct sl_str p = req->path;
-    static const char keys[] = "/admin/keys/";
+    static const char keys[] = "/admin/keys/", quota[] = "/admin/quota/";
     if (p.len > sizeof(keys) - 1 && memcmp(p.p, keys, sizeof(keys) - 1) == 0) {
         if (!sl_str_eq(req->method, "GET"))
             return http_send_error(req, ERR_METHOD, "Use GET.", NULL, "Allow: GET\r\n");
-        return key_view(w, req, (struct sl_str){ p.p + sizeof(keys) - 1, p.len - sizeof(keys) + 1 });
+        const struct cfg_key *k =
+            find_key(w, (struct sl_str){ p.p + sizeof(keys) - 1, p.len - sizeof(keys) + 1 });
+        if (!k)
+            return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+        return key_view(w, req, k);
     }
+    if (p.len > sizeof(quota) - 1 && memcmp(p.p, quota, sizeof(quota) - 1) == 0)
+        return quota_route(w, req, (struct sl_str){ p.p + sizeof(quota) - 1, p.len - sizeof(quota) + 1 });
     http_send_error(req, ERR_NOT_FOUND, "Unknown admin endpoint.", NULL, NULL);
 }

@@ -55,6 +55,7 @@ static const char *const backend_types[] = { "openai", "azure", NULL };
 static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
 static const char *const periods[] = { "none", "day", "month", "total", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
+static const char *const key_modes[] = { "enforce", "shadow", NULL };
 
 #define SRV(f) offsetof(struct cfg_server, f)
 #define RDS(f) offsetof(struct cfg_redis, f)
@@ -147,6 +148,8 @@ static const struct option options[] = {
       "day | month | total" },
     { SCOPE_KEY, "max_prompt_tokens", T_INT, KEY(max_prompt_tokens), "0", 0, BIG, NULL, 0,
       "per-request prompt cap (413 above it); 0 = none" },
+    { SCOPE_KEY, "mode", T_ENUM, KEY(mode), "enforce", 0, 0, key_modes, 0,
+      "shadow: limits, quota and prompt cap are computed and reported but never refuse" },
 };
 #define NOPTIONS ((int)SL_ARRAY_LEN(options))
 
@@ -732,6 +735,10 @@ static void check_config(struct parser *p)
             add_error(p->errs, p->path, be->line,
                       "[backend %s]: api_version and deployment are for type = azure", be->name);
     }
+    for (int i = 0; i < c->nkeys; i++)
+        if (c->keys[i].quota && c->keys[i].quota_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, c->keys[i].line,
+                      "[key %s]: quota needs quota_period = day, month or total", c->keys[i].name);
     for (int i = 0; i < c->nkeys; i++)
         for (int j = 0; j < i; j++)
             if (memcmp(c->keys[i].digest, c->keys[j].digest, 32) == 0)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice/config.h"
 #include "sluice/util.h"
@@ -21,43 +22,84 @@ int64_t lim_window_ms(void)
     return 60000;
 }
 
+int64_t lim_clock_offset_s(void)
+{
+    const char *v = getenv("SLUICE_CLOCK_OFFSET_S");
+    int64_t s;
+    return v && sl_parse_int(v, &s) ? s : 0;
+}
+
+void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms)
+{
+    int64_t off = lim_clock_offset_s();
+    time_t secs = (time_t)(now_ms / 1000 + off);
+    int64_t day = (int64_t)(secs >= 0 ? secs / 86400 : (secs - 86399) / 86400);
+    if (kind == QUOTA_PERIOD_DAY) {
+        snprintf(id, LIM_PERIOD_ID, "d%lld", (long long)day);
+        *reset_ms = ((day + 1) * 86400 - off) * 1000 - now_ms;
+    } else if (kind == QUOTA_PERIOD_MONTH) {
+        struct tm tm;
+        gmtime_r(&secs, &tm);
+        snprintf(id, LIM_PERIOD_ID, "m%d", (tm.tm_year + 1900) * 100 + tm.tm_mon + 1);
+        struct tm next = { .tm_year = tm.tm_mon == 11 ? tm.tm_year + 1 : tm.tm_year,
+                           .tm_mon = (tm.tm_mon + 1) % 12, .tm_mday = 1 };
+        *reset_ms = ((int64_t)timegm(&next) - off) * 1000 - now_ms;
+    } else {
+        snprintf(id, LIM_PERIOD_ID, "total");
+        *reset_ms = -1;
+    }
+}
+
+struct lim_limits lim_limits_of(const struct cfg_key *k)
+{
+    return (struct lim_limits){ k->rpm,   k->input_tpm,   k->output_tpm,
+                                k->quota, k->quota_period, k->mode == KEY_MODE_SHADOW };
+}
+
 bool lim_unlimited(const struct lim_limits *lim)
 {
-    return !lim->rpm && !lim->input_tpm && !lim->output_tpm;
+    return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota;
 }
+
+enum pending_kind { P_ADMIT, P_PEEK, P_QUOTA };
 
 struct pending {
     struct limiter *l;
     char *key;
     struct lim_limits lim;
-    int64_t cost;
+    int64_t cost; /* the input cost, or the tokens of a quota op */
     lim_cb cb;
     void *arg;
-    bool peek;
+    enum pending_kind kind;
+    enum lim_quota_op quota_op;
 };
 
-/* Redis is down or failed: apply on_error. */
-static void fallback(struct limiter *l, const char *key, const struct lim_limits *lim,
-                     int64_t cost, lim_cb cb, void *arg, bool peek)
+/* In-process: the decision without Redis. */
+static void decide_locally(const struct pending *p, struct lim_decision *d)
+{
+    if (p->kind == P_PEEK)
+        lim_local_peek(p->l->local, p->key, &p->lim, d);
+    else if (p->kind == P_QUOTA)
+        lim_local_quota(p->l->local, p->key, &p->lim, p->quota_op, p->cost, d);
+    else
+        lim_local_admit(p->l->local, p->key, &p->lim, p->cost, d);
+}
+
+/* Redis is down or failed: apply on_error. Reads (peek, quota) follow
+ * local; allow and deny apply to admissions. */
+static void fallback(const struct pending *p)
 {
     struct lim_decision d = { 0 };
-    switch (l->on_error) {
-    case REDIS_ON_ERROR_LOCAL:
-        if (peek)
-            lim_local_peek(l->local, key, lim, &d);
-        else
-            lim_local_admit(l->local, key, lim, cost, &d);
-        break;
-    case REDIS_ON_ERROR_ALLOW:
+    if (p->l->on_error == REDIS_ON_ERROR_LOCAL) {
+        decide_locally(p, &d);
+    } else if (p->l->on_error == REDIS_ON_ERROR_ALLOW && p->kind == P_ADMIT) {
         d.admitted = true;
         d.where = LIM_NOWHERE;
-        break;
-    default:
+    } else {
         d.unavailable = true;
         d.retry_ms = 1000;
-        break;
     }
-    cb(&d, arg);
+    p->cb(&d, p->arg);
 }
 
 static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
@@ -65,13 +107,45 @@ static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
     struct pending *p = arg;
     if (ok) {
         struct lim_decision copy = *d;
-        copy.input_reserved = d->admitted && !p->peek ? p->cost : 0;
+        copy.input_reserved = d->admitted && p->kind == P_ADMIT ? p->cost : 0;
         p->cb(&copy, p->arg);
     } else {
-        fallback(p->l, p->key, &p->lim, p->cost, p->cb, p->arg, p->peek);
+        fallback(p);
     }
     free(p->key);
     free(p);
+}
+
+/* Redis if configured and up, else in-process or on_error. */
+static void dispatch(struct pending *p)
+{
+    struct limiter *l = p->l;
+    if (l->redis && lim_redis_up(l->redis)) {
+        if (p->kind == P_PEEK)
+            lim_redis_peek(l->redis, p->key, &p->lim, redis_answered, p);
+        else if (p->kind == P_QUOTA)
+            lim_redis_quota(l->redis, p->key, &p->lim, p->quota_op, p->cost, redis_answered, p);
+        else
+            lim_redis_admit(l->redis, p->key, &p->lim, p->cost, redis_answered, p);
+        return;
+    }
+    struct lim_decision d;
+    if (l->redis) {
+        fallback(p);
+    } else {
+        decide_locally(p, &d);
+        p->cb(&d, p->arg);
+    }
+    free(p->key);
+    free(p);
+}
+
+static struct pending *pending_new(struct limiter *l, enum pending_kind kind, const char *key,
+                                   const struct lim_limits *lim, int64_t cost, lim_cb cb, void *arg)
+{
+    struct pending *p = sl_calloc(1, sizeof(*p));
+    *p = (struct pending){ l, sl_strdup(key), *lim, cost, cb, arg, kind, LIM_QUOTA_READ };
+    return p;
 }
 
 void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim, int64_t cost,
@@ -82,45 +156,33 @@ void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim,
         cb(&d, arg);
         return;
     }
-    if (!l->redis) {
-        struct lim_decision d;
-        lim_local_admit(l->local, key, lim, cost, &d);
-        cb(&d, arg);
-        return;
-    }
-    if (!lim_redis_up(l->redis))
-        return fallback(l, key, lim, cost, cb, arg, false);
-    struct pending *p = sl_calloc(1, sizeof(*p));
-    *p = (struct pending){ l, sl_strdup(key), *lim, cost, cb, arg, false };
-    lim_redis_admit(l->redis, key, lim, cost, redis_answered, p);
+    dispatch(pending_new(l, P_ADMIT, key, lim, cost, cb, arg));
 }
 
 void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, lim_cb cb,
               void *arg)
 {
-    if (!l->redis || !lim_redis_up(l->redis)) {
-        if (l->redis && l->on_error != REDIS_ON_ERROR_LOCAL) {
-            struct lim_decision d = { .unavailable = true };
-            return cb(&d, arg);
-        }
-        struct lim_decision d;
-        lim_local_peek(l->local, key, lim, &d);
-        return cb(&d, arg);
-    }
-    struct pending *p = sl_calloc(1, sizeof(*p));
-    *p = (struct pending){ l, sl_strdup(key), *lim, 0, cb, arg, true };
-    lim_redis_peek(l->redis, key, lim, redis_answered, p);
+    dispatch(pending_new(l, P_PEEK, key, lim, 0, cb, arg));
+}
+
+void lim_quota(struct limiter *l, const char *key, const struct lim_limits *lim,
+               enum lim_quota_op op, int64_t tokens, lim_cb cb, void *arg)
+{
+    struct pending *p = pending_new(l, P_QUOTA, key, lim, tokens, cb, arg);
+    p->quota_op = op;
+    dispatch(p);
 }
 
 void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key,
-                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release)
+                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release,
+                int64_t quota_delta)
 {
-    if (!t->admitted || (!input_delta && !output && !release))
+    if (!t->admitted || (!input_delta && !output && !release && !quota_delta))
         return;
     if (t->where == LIM_LOCAL)
-        lim_local_settle(l->local, key, lim, t->bucket, input_delta, output, release);
+        lim_local_settle(l->local, key, lim, t, input_delta, output, release, quota_delta);
     else if (t->where == LIM_REDIS && l->redis)
-        lim_redis_settle(l->redis, key, lim, t->bucket, input_delta, output, release);
+        lim_redis_settle(l->redis, key, lim, t, input_delta, output, release, quota_delta);
 }
 
 /* OpenAI's duration format: "20ms", "1.5s", "1m0s". */
@@ -165,4 +227,6 @@ void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, str
         header_set(out, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms);
     if (lim->output_tpm)
         header_set(out, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms);
+    if (lim->quota)
+        header_set(out, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0));
 }

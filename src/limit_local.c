@@ -21,6 +21,8 @@ struct entry {
     char *name;
     pthread_mutex_t lock;
     struct window win[3]; /* requests, input, output */
+    char period[LIM_PERIOD_ID]; /* the quota period `quota_used` belongs to */
+    int64_t quota_used;
     struct entry *next;
 };
 
@@ -136,6 +138,18 @@ static int64_t reset_after(const struct lim_local *l, const struct window *w, in
     return w->total > 0 ? SL_MAX((w->newest + 1) * l->bucket_ms + l->window_ms - now, 0) : 0;
 }
 
+/* The entry's quota counter for the current period (a new period starts at 0). */
+static int64_t *quota_counter(struct entry *e, const struct lim_limits *lim, int64_t now,
+                              struct lim_decision *out)
+{
+    lim_period(lim->quota_period, now, out->period, &out->quota_reset_ms);
+    if (strcmp(e->period, out->period) != 0) {
+        memcpy(e->period, out->period, sizeof(e->period));
+        e->quota_used = 0;
+    }
+    return &e->quota_used;
+}
+
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
                      int64_t cost, struct lim_decision *out)
 {
@@ -153,7 +167,8 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
     int64_t used[3];
     for (int d = 0; d < 3; d++)
         used[d] = trim(&e->win[d], oldest);
-    for (int d = 0; d < 3; d++) {
+    int64_t *quota_used = quota_counter(e, lim, now, out);
+    for (int d = 0; d < 3 && !out->dim; d++) {
         if (!limits[d])
             continue;
         bool over = d == 2 ? used[d] >= limits[d] : used[d] + wants[d] > limits[d];
@@ -169,6 +184,16 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
             out->retry_ms = free_after(l, &e->win[d],
                                        d == 2 ? used[d] - limits[d] + 1 : used[d] + wants[d] - limits[d],
                                        oldest, cur, now);
+    }
+    if (!out->dim && lim->quota && *quota_used + cost > lim->quota) {
+        out->dim = LIM_DIM_QUOTA;
+        out->limit = lim->quota;
+        out->used = *quota_used;
+        out->requested = cost;
+        out->retry_ms = -1;
+    }
+    if (out->dim && !lim->shadow) {
+        out->used_quota = *quota_used;
         pthread_mutex_unlock(&e->lock);
         return;
     }
@@ -176,6 +201,9 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
         add(&e->win[0], cur, 1);
     if (lim->input_tpm && cost)
         add(&e->win[1], cur, cost);
+    if (lim->quota)
+        *quota_used += cost;
+    out->used_quota = *quota_used;
     out->admitted = true;
     out->input_reserved = cost;
     out->used_requests = e->win[0].total;
@@ -207,9 +235,27 @@ void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limit
     pthread_mutex_unlock(&e->lock);
 }
 
-void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                      int64_t bucket, int64_t input_delta, int64_t output, bool release)
+void lim_local_quota(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     enum lim_quota_op op, int64_t tokens, struct lim_decision *out)
 {
+    struct entry *e = entry_for(l, key);
+    memset(out, 0, sizeof(*out));
+    out->where = LIM_LOCAL;
+    pthread_mutex_lock(&e->lock);
+    int64_t *used = quota_counter(e, lim, now_ms(), out);
+    if (op == LIM_QUOTA_RESET)
+        *used = 0;
+    else if (op == LIM_QUOTA_ADD)
+        *used = SL_MAX(*used + tokens, 0);
+    out->used_quota = *used;
+    pthread_mutex_unlock(&e->lock);
+}
+
+void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
+                      bool release, int64_t quota_delta)
+{
+    int64_t bucket = ticket->bucket;
     struct entry *e = entry_for(l, key);
     int64_t now = now_ms();
     int64_t cur = floor_div(now, l->bucket_ms);
@@ -232,5 +278,8 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
     }
     if (lim->output_tpm && output > 0)
         add(&e->win[2], cur, output);
+    /* The admission's period only: a reset or a new period since then wins. */
+    if (lim->quota && quota_delta && strcmp(e->period, ticket->period) == 0)
+        e->quota_used = SL_MAX(e->quota_used + quota_delta, 0);
     pthread_mutex_unlock(&e->lock);
 }

@@ -21,8 +21,8 @@
 
 extern const char lua_limits[];
 
-enum { OP_ADMIT, OP_SETTLE, OP_PEEK };
-static const char *const op_modes[] = { "admit", "settle", "peek" };
+enum { OP_ADMIT, OP_SETTLE, OP_PEEK, OP_QPEEK, OP_QRESET, OP_QADD };
+static const char *const op_modes[] = { "admit", "settle", "peek", "qpeek", "qreset", "qadd" };
 enum state { R_DOWN, R_CONNECTING, R_UP };
 
 #define BACKOFF_MIN_MS 100
@@ -62,8 +62,8 @@ struct op {
     lim_redis_cb cb;
     void *arg;
     int argc;
-    char *argv[16];
-    size_t argvlen[16];
+    char *argv[24];
+    size_t argvlen[24];
 };
 
 /* ---- URL ----------------------------------------------------------------------- */
@@ -336,17 +336,46 @@ static int send_op(struct op *op)
                                  op->argvlen);
 }
 
-static bool parse_decision(const redisReply *rep, struct lim_decision *d)
+/* The script's reply: n integers, then the period id as a string. */
+static bool reply_ints(const redisReply *rep, size_t n, int64_t *v, char period[LIM_PERIOD_ID])
 {
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 13)
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
         return false;
-    int64_t v[13];
-    for (size_t i = 0; i < 13; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (rep->element[i]->type != REDIS_REPLY_INTEGER)
             return false;
         v[i] = rep->element[i]->integer;
     }
+    const redisReply *id = rep->element[n];
+    if (id->type != REDIS_REPLY_STRING || id->len >= LIM_PERIOD_ID)
+        return false;
+    memcpy(period, id->str, id->len);
+    period[id->len] = '\0';
+    return true;
+}
+
+static bool parse_quota(const redisReply *rep, struct lim_decision *d)
+{
+    int64_t v[2];
     memset(d, 0, sizeof(*d));
+    if (!reply_ints(rep, 2, v, d->period))
+        return false;
+    d->used_quota = v[0];
+    d->quota_reset_ms = v[1];
+    d->where = LIM_REDIS;
+    return true;
+}
+
+static bool parse_decision(const redisReply *rep, struct lim_decision *d)
+{
+    int64_t v[15];
+    char period[LIM_PERIOD_ID];
+    if (!reply_ints(rep, 15, v, period))
+        return false;
+    memset(d, 0, sizeof(*d));
+    memcpy(d->period, period, sizeof(period));
+    d->used_quota = v[13];
+    d->quota_reset_ms = v[14];
     d->admitted = v[0] == 1;
     d->dim = (enum lim_dim)v[1];
     d->limit = v[2];
@@ -388,8 +417,9 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
             if (rep)
                 log_warn("worker %d: redis script error: %s", r->worker_id, rep->str);
             fail_op(op);
-        } else if (op->kind != OP_SETTLE && !parse_decision(rep, &d)) {
-            log_warn("worker %d: redis: unexpected reply to the admission script", r->worker_id);
+        } else if (op->kind != OP_SETTLE &&
+                   !(op->kind >= OP_QPEEK ? parse_quota(rep, &d) : parse_decision(rep, &d))) {
+            log_warn("worker %d: redis: unexpected reply from the limits script", r->worker_id);
             fail_op(op);
         } else {
             op->answered = true;
@@ -415,7 +445,7 @@ static void add_int(struct op *op, int64_t v)
 }
 
 /* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)
- * with the arguments every call shares. */
+ * and quota prefix (sluice:{name}:q), with the arguments every call shares. */
 static struct op *op_new(struct lim_redis *r, int kind, const char *key,
                          const struct lim_limits *lim, lim_redis_cb cb, void *arg)
 {
@@ -426,9 +456,9 @@ static struct op *op_new(struct lim_redis *r, int kind, const char *key,
     op->arg = arg;
     add_arg(op, "EVALSHA");
     add_arg(op, r->sha);
-    add_arg(op, "3");
-    static const char dims[3] = { 'r', 'i', 'o' };
-    for (int d = 0; d < 3; d++) {
+    add_arg(op, "4");
+    static const char dims[4] = { 'r', 'i', 'o', 'q' };
+    for (int d = 0; d < 4; d++) {
         char name[160];
         snprintf(name, sizeof(name), "sluice:{%s}:%c", key, dims[d]);
         add_arg(op, name);
@@ -439,6 +469,9 @@ static struct op *op_new(struct lim_redis *r, int kind, const char *key,
     add_int(op, lim->rpm);
     add_int(op, lim->input_tpm);
     add_int(op, lim->output_tpm);
+    add_int(op, lim->quota);
+    add_int(op, lim->quota_period);
+    add_int(op, lim_clock_offset_s());
     return op;
 }
 
@@ -460,6 +493,7 @@ void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limi
 {
     struct op *op = op_new(r, OP_ADMIT, key, lim, cb, arg);
     add_int(op, cost);
+    add_int(op, lim->shadow ? 1 : 0);
     op_start(op);
 }
 
@@ -470,12 +504,25 @@ void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limit
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                      int64_t bucket, int64_t input_delta, int64_t output, bool release)
+                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
+                      bool release, int64_t quota_delta)
 {
     struct op *op = op_new(r, OP_SETTLE, key, lim, NULL, NULL);
-    add_int(op, bucket);
+    add_int(op, ticket->bucket);
     add_int(op, input_delta);
     add_int(op, output);
     add_int(op, release ? 1 : 0);
+    add_int(op, quota_delta);
+    add_arg(op, ticket->period[0] ? ticket->period : "none");
+    op_start(op);
+}
+
+void lim_redis_quota(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     enum lim_quota_op what, int64_t tokens, lim_redis_cb cb, void *arg)
+{
+    int kind = what == LIM_QUOTA_RESET ? OP_QRESET : what == LIM_QUOTA_ADD ? OP_QADD : OP_QPEEK;
+    struct op *op = op_new(r, kind, key, lim, cb, arg);
+    if (what == LIM_QUOTA_ADD)
+        add_int(op, tokens);
     op_start(op);
 }

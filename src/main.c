@@ -184,19 +184,6 @@ static int start_workers(struct daemon *d)
     return 0;
 }
 
-/* Options this version parses but does not act on yet (see README "Status"). */
-static void warn_unenforced(const struct config *cfg)
-{
-    for (int i = 0; i < cfg->nkeys; i++) {
-        const struct cfg_key *k = &cfg->keys[i];
-        if (k->quota || k->max_prompt_tokens) {
-            log_warn("quota and max_prompt_tokens are parsed but not enforced by this version "
-                     "(first: [key %s])", k->name);
-            return;
-        }
-    }
-}
-
 static int run(const char *path)
 {
     struct config *cfg = load_or_report(path, false);
@@ -230,7 +217,6 @@ static int run(const char *path)
                  SLUICE_VERSION, addrs.data, d.nworkers, d.nworkers == 1 ? "" : "s",
                  cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
         sl_buf_free(&addrs);
-        warn_unenforced(cfg);
         d.watchdog_usec = notify_watchdog_usec();
         if (d.watchdog_usec) {
             d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);

@@ -245,7 +245,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     snprintf(r->path, sizeof(r->path), "%.*s", (int)req->path.len, req->path.p);
     r->backend = -1;
     r->start_us = req->start_us;
-    r->limits = (struct lim_limits){ key->rpm, key->input_tpm, key->output_tpm };
+    r->limits = lim_limits_of(key);
     r->body = evbuffer_new();
     r->last_body = evbuffer_new();
     r->all_429 = true;
@@ -263,13 +263,20 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
 }
 
 /* An API request answered before it became a struct sl_request. */
-static void refuse_early(struct http_req *req, const struct cfg_key *key, const char *model,
-                         enum sl_error e, const char *msg, const char *param)
+static void refuse_early_with(struct http_req *req, const struct cfg_key *key, const char *model,
+                              enum sl_error e, const char *msg, const char *param,
+                              const char *headers)
 {
     struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", err_info(e)->status,
                             (double)(sl_now_us() - req->start_us) / 1e6, 0, 0 };
     mx_request_done(&m);
-    http_send_error(req, e, msg, param, NULL);
+    http_send_error(req, e, msg, param, headers);
+}
+
+static void refuse_early(struct http_req *req, const struct cfg_key *key, const char *model,
+                         enum sl_error e, const char *msg, const char *param)
+{
+    refuse_early_with(req, key, model, e, msg, param, NULL);
 }
 
 void proxy_handle(struct worker *w, struct http_req *req)
@@ -308,15 +315,31 @@ void proxy_handle(struct worker *w, struct http_req *req)
         cJSON_Delete(call.root);
         return refuse_early(req, key, model_label, ERR_MODEL_NOT_FOUND, msg, "model");
     }
+    int64_t estimate = tok_estimate_prompt(&call, req->body.len);
+    if (key->max_prompt_tokens && estimate > key->max_prompt_tokens) {
+        mx_rate_limited(key->name, "prompt_tokens");
+        if (key->mode != KEY_MODE_SHADOW) {
+            snprintf(msg, sizeof(msg),
+                     "The prompt is about %lld tokens; this key allows at most %lld per request.",
+                     (long long)estimate, (long long)key->max_prompt_tokens);
+            cJSON_Delete(call.root);
+            return refuse_early_with(req, key, model_label, ERR_PROMPT_TOO_LARGE, msg, NULL,
+                                     "x-should-retry: false\r\n");
+        }
+        log_info("shadow: key %s would be refused: prompt of %lld tokens over max_prompt_tokens %lld",
+                 key->name, (long long)estimate, (long long)key->max_prompt_tokens);
+    }
     struct sl_request *r = request_new(w, req, key, &call);
-    r->estimate = tok_estimate_prompt(&r->call, req->body.len);
+    r->estimate = estimate;
     r->waiting_limit = true;
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
 
 static const char *const dim_names[] = { "", "requests per minute", "input tokens per minute",
-                                          "output tokens per minute" };
+                                          "output tokens per minute", "quota" };
+static const char *const dim_labels[] = { "", "requests", "input_tokens", "output_tokens", "quota" };
+static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)", "in total" };
 
 /* 429 (or 503 with on_error = deny) for a request the limiter refused. */
 static void refuse(struct sl_request *r, const struct lim_decision *d)
@@ -330,9 +353,19 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
         r->error = "limiter unavailable";
         return sl_buf_free(&h);
     }
-    static const char *const dim_labels[] = { "", "requests", "input_tokens", "output_tokens" };
     mx_rate_limited(r->key->name, dim_labels[d->dim]);
     enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
+    if (d->dim == LIM_DIM_QUOTA) {
+        snprintf(msg, sizeof(msg),
+                 "You exceeded your current quota: key %s has used %lld of %lld tokens %s and "
+                 "this request needs about %lld more.",
+                 r->key->name, (long long)d->used, (long long)d->limit,
+                 period_names[r->limits.quota_period], (long long)d->requested);
+        sl_buf_appends(&h, "x-should-retry: false\r\n");
+        r->error = "quota exhausted";
+        send_error_with(r, ERR_QUOTA_EXHAUSTED, msg, NULL, &h);
+        return sl_buf_free(&h);
+    }
     if (d->retry_ms < 0) {
         snprintf(msg, sizeof(msg),
                  "Request too large for key %s on %s: Limit %lld, Requested %lld. The input must "
@@ -383,6 +416,12 @@ static void on_admitted(const struct lim_decision *d, void *arg)
     if (!d->admitted) {
         refuse(r, d);
         return request_finish(r);
+    }
+    if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
+        mx_rate_limited(r->key->name, dim_labels[d->dim]);
+        log_info("shadow: key %s would be refused on %s (limit %lld, used %lld, requested %lld)",
+                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
+                 (long long)d->requested);
     }
     ask_for_usage(r);
     attempt_next(r);
@@ -732,7 +771,7 @@ static void settle(struct sl_request *r)
     r->charged_output = output;
     if (t->admitted && t->where != LIM_NOWHERE)
         lim_settle(&r->w->limiter, t, r->key->name, &r->limits, input - t->input_reserved,
-                   output, release);
+                   output, release, input + output - t->input_reserved);
 }
 
 static void request_finish(struct sl_request *r)

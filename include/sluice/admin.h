@@ -1,5 +1,7 @@
 /* The admin API under /admin/: bearer admin_key (constant-time), off (404)
- * without one. GET /admin/keys/NAME shows a key's windows. */
+ * without one. GET /admin/keys/NAME shows a key's windows; GET
+ * /admin/quota/NAME, POST /admin/quota/NAME/reset and POST
+ * /admin/quota/NAME/delta {"tokens":N} read, reset and adjust its quota. */
 #ifndef SLUICE_ADMIN_H
 #define SLUICE_ADMIN_H
 

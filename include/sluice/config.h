@@ -13,6 +13,7 @@
 enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
 enum quota_period { QUOTA_PERIOD_NONE, QUOTA_PERIOD_DAY, QUOTA_PERIOD_MONTH, QUOTA_PERIOD_TOTAL };
+enum key_mode { KEY_MODE_ENFORCE, KEY_MODE_SHADOW };
 
 struct cfg_listen {
     char host[64];
@@ -88,6 +89,7 @@ struct cfg_key {
     int64_t quota; /* 0 = none */
     enum quota_period quota_period;
     int64_t max_prompt_tokens; /* 0 = none */
+    int mode;                  /* enum key_mode */
 };
 
 struct config {

@@ -17,22 +17,36 @@ struct sl_buf;
 #define LIM_BUCKETS 60   /* buckets per window */
 #define LIM_RING 64      /* ring slots: more than the 61 buckets a window can touch */
 
-enum lim_dim { LIM_DIM_NONE = 0, LIM_DIM_REQUESTS = 1, LIM_DIM_INPUT = 2, LIM_DIM_OUTPUT = 3 };
+enum lim_dim {
+    LIM_DIM_NONE = 0,
+    LIM_DIM_REQUESTS = 1,
+    LIM_DIM_INPUT = 2,
+    LIM_DIM_OUTPUT = 3,
+    LIM_DIM_QUOTA = 4,
+};
 enum lim_where { LIM_NOWHERE, LIM_LOCAL, LIM_REDIS }; /* where an admission was recorded */
 
 struct lim_limits {
     int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
+    int64_t quota;                      /* tokens per period; 0 = none */
+    int quota_period;                   /* enum quota_period */
+    bool shadow;                        /* count, but never refuse */
 };
+
+#define LIM_PERIOD_ID 24 /* "d20419", "m202611", "total" */
 
 /* The answer to an admission, and the ticket its settlement needs. */
 struct lim_decision {
-    bool admitted;
+    bool admitted; /* in shadow mode also when dim says what would have refused */
     bool unavailable; /* Redis unreachable and on_error = deny */
     enum lim_dim dim; /* the dimension that refused */
     int64_t limit, used, requested;
     int64_t retry_ms; /* when the refused request would fit; -1 = never */
     int64_t used_requests, used_input, used_output; /* in the window, this request included */
     int64_t reset_requests_ms, reset_input_ms, reset_output_ms;
+    int64_t used_quota;     /* in the current period, this request's reservation included */
+    int64_t quota_reset_ms; /* until the period ends; -1 for "total" */
+    char period[LIM_PERIOD_ID];
     enum lim_where where;
     int64_t bucket;         /* the admission's bucket */
     int64_t input_reserved; /* the estimate reserved */
@@ -42,6 +56,13 @@ typedef void (*lim_cb)(const struct lim_decision *d, void *arg);
 
 /* Window length: 60 s, or SLUICE_WINDOW_MS for tests (docs/testing.md). */
 int64_t lim_window_ms(void);
+/* Seconds added to the clock for quota periods: SLUICE_CLOCK_OFFSET_S (tests). */
+int64_t lim_clock_offset_s(void);
+/* The current quota period's id and the ms until it ends (-1 for total). */
+void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms);
+
+/* Quota operations of the admin API. */
+enum lim_quota_op { LIM_QUOTA_READ, LIM_QUOTA_RESET, LIM_QUOTA_ADD };
 
 /* ---- in-process windows, shared by all workers of a node ---- */
 struct lim_local;
@@ -53,7 +74,10 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
 void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limits *lim,
                     struct lim_decision *out);
 void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                      int64_t bucket, int64_t input_delta, int64_t output, bool release);
+                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
+                      bool release, int64_t quota_delta);
+void lim_local_quota(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     enum lim_quota_op op, int64_t tokens, struct lim_decision *out);
 
 /* ---- Redis, one connection per worker ---- */
 struct lim_redis;
@@ -68,7 +92,10 @@ void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limi
 void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                     lim_redis_cb cb, void *arg);
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                      int64_t bucket, int64_t input_delta, int64_t output, bool release);
+                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
+                      bool release, int64_t quota_delta);
+void lim_redis_quota(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     enum lim_quota_op op, int64_t tokens, lim_redis_cb cb, void *arg);
 /* Validates a [redis] url; false with a reason. */
 bool lim_redis_url_ok(const char *url, const char **why);
 
@@ -79,14 +106,22 @@ struct limiter {
     int on_error;            /* enum redis_on_error */
 };
 
+struct cfg_key;
+struct lim_limits lim_limits_of(const struct cfg_key *k);
 bool lim_unlimited(const struct lim_limits *lim);
 /* Decides; cb runs before return when no Redis round trip is needed. */
 void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim, int64_t cost,
                lim_cb cb, void *arg);
 /* Records the real usage of an admitted request: input corrected by
- * input_delta, output added, and with release the request itself undone. */
+ * input_delta, output added, and with release the request itself undone;
+ * the quota of the admission's period changed by quota_delta. */
 void lim_settle(struct limiter *l, const struct lim_decision *ticket, const char *key,
-                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release);
+                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release,
+                int64_t quota_delta);
+/* Reads, resets or adds to the key's quota of the current period; the answer
+ * has used_quota, quota_reset_ms and period (or unavailable). */
+void lim_quota(struct limiter *l, const char *key, const struct lim_limits *lim,
+               enum lim_quota_op op, int64_t tokens, lim_cb cb, void *arg);
 
 /* The key's windows as they stand, from where admissions are decided now
  * (Redis, or in-process when Redis is down and on_error = local). */

@@ -46,7 +46,7 @@ static void test_input_reservation_and_correction(void)
     CHECK(a.admitted && a.used_input == 60 && a.input_reserved == 60);
     lim_local_admit(l, "k", &lim, 60, &b);
     CHECK(!b.admitted && b.dim == LIM_DIM_INPUT && b.used == 60 && b.requested == 60);
-    lim_local_settle(l, "k", &lim, a.bucket, 20 - 60, 0, false); /* the upstream said 20 */
+    lim_local_settle(l, "k", &lim, &a, 20 - 60, 0, false, 0); /* the upstream said 20 */
     lim_local_admit(l, "k", &lim, 60, &b);
     CHECK(b.admitted && b.used_input == 80);
     lim_local_admit(l, "k", &lim, 101, &b);
@@ -65,7 +65,7 @@ static void test_output_semantics(void)
         if (!d.admitted)
             break;
         admitted++;
-        lim_local_settle(l, "k", &lim, d.bucket, 0, 8, false);
+        lim_local_settle(l, "k", &lim, &d, 0, 8, false, 0);
     }
     CHECK(admitted == 3); /* 0, 8, 16 are below 20; 24 is not */
     CHECK(d.dim == LIM_DIM_OUTPUT && d.used == 24);
@@ -79,7 +79,7 @@ static void test_release(void)
     struct lim_decision d;
     lim_local_admit(l, "k", &lim, 10, &d);
     CHECK(d.admitted);
-    lim_local_settle(l, "k", &lim, d.bucket, -10, 0, true); /* the upstream never answered */
+    lim_local_settle(l, "k", &lim, &d, -10, 0, true, 0); /* the upstream never answered */
     lim_local_admit(l, "k", &lim, 10, &d);
     CHECK(d.admitted);
     lim_local_free(l);
