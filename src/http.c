@@ -1,16 +1,20 @@
-/* HTTP/1.1 server side on bufferevents. libevent's evhttp is not used because
- * its parser cannot be made strict enough (it splits header lines at NUL,
- * keeps "Content-Length :" as another header, accepts any Transfer-Encoding
- * and has no total deadlines); here every byte of the head is checked before
- * a request reaches a handler, and bad framing closes the connection. */
+/* HTTP/1.1 server side on libevent events. libevent's evhttp is not used
+ * because its parser cannot be made strict enough (it splits header lines at
+ * NUL, keeps "Content-Length :" as another header, accepts any
+ * Transfer-Encoding and has no total deadlines); here every byte of the head
+ * is checked before a request reaches a handler, and bad framing closes the
+ * connection. Nor are bufferevents used: they ask the kernel how much is
+ * readable before every read and wait for writability before every write;
+ * here a response is written at once, and EPOLLOUT is watched only while
+ * the socket is full (as nginx does). */
 #include "sluice/http.h"
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,9 +35,14 @@ enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER };
 
 struct http_conn {
     struct http_server *srv;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct evbuffer *in, *out;
+    struct event *rev;    /* readable; persistent while reading */
+    struct event *wev;    /* writable; added only while output waits (send_timeout) */
     struct event *timer;  /* head/body/keepalive deadline */
     struct event *resume; /* parses pipelined input after a response */
+    struct event *reaper; /* frees the connection after a failed write */
+    bool reading, writing, dead;
     enum conn_state state;
     struct http_req *req;
     size_t head_scanned;  /* bytes of input already checked for the end of head */
@@ -58,10 +67,11 @@ struct http_server {
 
 #define OUTPUT_LOW_MARK (16 * 1024)
 #define CHUNK_LINE_MAX 1024
+#define READ_CHUNK (16 * 1024)
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_process(struct http_conn *c);
 static void conn_free(struct http_conn *c);
+static void conn_flush(struct http_conn *c);
 
 /* ---- character classes --------------------------------------------------- */
 
@@ -373,7 +383,7 @@ static const char *date_header(void)
 static void write_status_and_headers(struct http_req *req, int status, const char *headers,
                                      size_t hlen, const char *framing)
 {
-    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    struct evbuffer *out = req->conn->out;
     char line[256];
     int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n%s%s%s", req->minor, status,
                      http_reason(status), date_header(), framing,
@@ -407,8 +417,10 @@ static void arm_timer(struct http_conn *c, int64_t ms)
  * a reset. */
 static void conn_linger(struct http_conn *c)
 {
+    if (c->dead)
+        return; /* the reaper frees it */
     c->lingering = true;
-    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    shutdown(c->fd, SHUT_WR);
     arm_timer(c, LINGER_MS);
 }
 
@@ -425,14 +437,14 @@ static void conn_finish(struct http_conn *c)
         c->state = CONN_CLOSING;
         evtimer_del(c->timer);
         /* conn_write_cb lingers once the output is flushed. */
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+        if (evbuffer_get_length(c->out) == 0)
             conn_linger(c);
         return;
     }
     c->state = CONN_IDLE;
     c->head_scanned = 0;
     arm_timer(c, c->srv->limits.keepalive_timeout_ms);
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (evbuffer_get_length(c->in) > 0 || !c->reading)
         event_active(c->resume, EV_READ, 0);
 }
 
@@ -443,8 +455,9 @@ void http_respond(struct http_req *req, int status, const char *headers, size_t 
     snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
     write_status_and_headers(req, status, headers, hlen, framing);
     if (blen && !sl_str_eq(req->method, "HEAD"))
-        evbuffer_add(bufferevent_get_output(req->conn->bev), body, blen);
+        evbuffer_add(req->conn->out, body, blen);
     req->bytes_out += blen;
+    conn_flush(req->conn);
     conn_finish(req->conn);
 }
 
@@ -458,8 +471,9 @@ void http_respond_evbuffer(struct http_req *req, int status, const char *headers
     if (sl_str_eq(req->method, "HEAD"))
         evbuffer_drain(body, blen);
     else
-        evbuffer_add_buffer(bufferevent_get_output(req->conn->bev), body);
+        evbuffer_add_buffer(req->conn->out, body);
     req->bytes_out += blen;
+    conn_flush(req->conn);
     conn_finish(req->conn);
 }
 
@@ -484,14 +498,14 @@ void http_stream_begin(struct http_req *req, int status, const char *headers, si
         req->keepalive = false; /* close-delimited */
     write_status_and_headers(req, status, headers, hlen,
                              req->minor == 1 ? "Transfer-Encoding: chunked\r\n" : "");
-    bufferevent_setwatermark(req->conn->bev, EV_WRITE, OUTPUT_LOW_MARK, 0);
+    conn_flush(req->conn);
 }
 
 void http_stream_write(struct http_req *req, const void *data, size_t len)
 {
     if (!len)
         return;
-    struct evbuffer *out = bufferevent_get_output(req->conn->bev);
+    struct evbuffer *out = req->conn->out;
     if (req->minor == 1) {
         char size[24];
         int n = snprintf(size, sizeof(size), "%zx\r\n", len);
@@ -502,26 +516,26 @@ void http_stream_write(struct http_req *req, const void *data, size_t len)
         evbuffer_add(out, data, len);
     }
     req->bytes_out += len;
+    conn_flush(req->conn);
 }
 
 void http_stream_end(struct http_req *req)
 {
     if (req->minor == 1)
-        evbuffer_add(bufferevent_get_output(req->conn->bev), "0\r\n\r\n", 5);
-    bufferevent_setwatermark(req->conn->bev, EV_WRITE, 0, 0);
+        evbuffer_add(req->conn->out, "0\r\n\r\n", 5);
+    conn_flush(req->conn);
     conn_finish(req->conn);
 }
 
 void http_stream_abort(struct http_req *req)
 {
     req->keepalive = false;
-    bufferevent_setwatermark(req->conn->bev, EV_WRITE, 0, 0);
     conn_finish(req->conn);
 }
 
 size_t http_pending_output(const struct http_req *req)
 {
-    return evbuffer_get_length(bufferevent_get_output(req->conn->bev));
+    return evbuffer_get_length(req->conn->out);
 }
 
 /* ---- reading a request ---------------------------------------------------- */
@@ -585,7 +599,8 @@ static void start_body(struct http_conn *c)
         sl_buf_reserve(&req->body, (size_t)req->content_length);
     if (req->expect_continue && (req->chunked || req->content_length > 0)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        bufferevent_write(c->bev, cont, sizeof(cont) - 1);
+        evbuffer_add(c->out, cont, sizeof(cont) - 1);
+        conn_flush(c);
     }
 }
 
@@ -769,7 +784,13 @@ static void dispatch(struct http_conn *c)
 /* Runs the state machine over whatever input is buffered. */
 static void conn_process(struct http_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
+    if (c->dead)
+        return; /* the reaper frees it */
+    if (!c->reading && !c->dead && c->state != CONN_HANDLING) {
+        event_add(c->rev, NULL); /* the backlog that paused reading is being served */
+        c->reading = true;
+    }
     for (;;) {
         int rc;
         switch (c->state) {
@@ -794,10 +815,32 @@ static void conn_process(struct http_conn *c)
     }
 }
 
-static void conn_read_cb(struct bufferevent *bev, void *arg)
+/* Stop reading once a pipelined backlog reaches this while a request is handled. */
+static size_t read_limit(const struct http_conn *c)
 {
-    (void)bev;
-    conn_process(arg);
+    return (size_t)c->srv->limits.max_header_size + 65536;
+}
+
+/* One recv per readiness: a short read means nothing more is waiting. */
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct http_conn *c = arg;
+    struct evbuffer_iovec v;
+    if (evbuffer_reserve_space(c->in, READ_CHUNK, &v, 1) < 1)
+        return conn_free(c);
+    ssize_t n = recv(fd, v.iov_base, SL_MIN(v.iov_len, (size_t)READ_CHUNK), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0)
+        return conn_free(c); /* EOF or error: whatever was going on is over */
+    v.iov_len = (size_t)n;
+    evbuffer_commit_space(c->in, &v, 1);
+    if (c->state == CONN_HANDLING && evbuffer_get_length(c->in) >= read_limit(c)) {
+        event_del(c->rev);
+        c->reading = false;
+    }
+    conn_process(c);
 }
 
 static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -807,25 +850,63 @@ static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
     conn_process(arg);
 }
 
-static void conn_write_cb(struct bufferevent *bev, void *arg)
+static void conn_reaper_cb(evutil_socket_t fd, short what, void *arg)
 {
+    (void)fd;
+    (void)what;
+    conn_free(arg);
+}
+
+/* Writes what is queued now; waits for EPOLLOUT only if the socket is full.
+ * A write error marks the connection dead and frees it from the loop, never
+ * under the caller's feet. */
+static void conn_flush(struct http_conn *c)
+{
+    if (c->dead)
+        return;
+    while (evbuffer_get_length(c->out) > 0) {
+        int n = evbuffer_write(c->out, c->fd);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            break;
+        c->dead = true;
+        event_del(c->rev);
+        event_del(c->wev);
+        event_active(c->reaper, EV_READ, 0);
+        return;
+    }
+    bool pending = evbuffer_get_length(c->out) > 0;
+    if (pending) { /* (re)armed on every flush: send_timeout counts from the last progress */
+        int64_t ms = c->srv->limits.send_timeout_ms;
+        struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+        event_add(c->wev, &tv);
+        c->writing = true;
+    } else if (c->writing) {
+        event_del(c->wev);
+        c->writing = false;
+    }
+}
+
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
     struct http_conn *c = arg;
+    if (what & EV_TIMEOUT) {
+        log_debug("client did not read its response within send_timeout");
+        return conn_free(c);
+    }
+    conn_flush(c);
+    if (c->dead)
+        return;
     if (c->state == CONN_CLOSING) {
-        if (!c->lingering && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        if (!c->lingering && evbuffer_get_length(c->out) == 0)
             conn_linger(c);
         return;
     }
-    if (c->state == CONN_HANDLING && c->req && c->req->on_drain)
+    if (c->state == CONN_HANDLING && c->req && c->req->on_drain &&
+        evbuffer_get_length(c->out) <= OUTPUT_LOW_MARK)
         c->req->on_drain(c->req);
-}
-
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    struct http_conn *c = arg;
-    if (what & BEV_EVENT_TIMEOUT)
-        log_debug("client did not read its response within send_timeout");
-    conn_free(c);
 }
 
 /* Deadline for idle, head or body. */
@@ -860,9 +941,14 @@ static void conn_free(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    event_free(c->rev);
+    event_free(c->wev);
     event_free(c->timer);
     event_free(c->resume);
-    bufferevent_free(c->bev);
+    event_free(c->reaper);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
+    evutil_closesocket(c->fd);
     free(c);
 }
 
@@ -880,27 +966,22 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct http_conn *c = sl_calloc(1, sizeof(*c));
     c->srv = srv;
-    c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-    if (!c->bev) {
-        evutil_closesocket(fd);
-        free(c);
-        return;
-    }
+    c->fd = fd;
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+    c->wev = event_new(srv->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
     c->timer = evtimer_new(srv->base, conn_timer_cb, c);
     c->resume = event_new(srv->base, -1, 0, conn_resume_cb, c);
+    c->reaper = event_new(srv->base, -1, 0, conn_reaper_cb, c);
     c->next = srv->conns;
     if (srv->conns)
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
     c->state = CONN_IDLE;
-    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    /* Stop reading once a pipelined backlog fills the head limit. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)srv->limits.max_header_size + 65536);
-    struct timeval send_tv = { (time_t)(srv->limits.send_timeout_ms / 1000),
-                               (suseconds_t)(srv->limits.send_timeout_ms % 1000) * 1000 };
-    bufferevent_set_timeouts(c->bev, NULL, &send_tv);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    event_add(c->rev, NULL);
+    c->reading = true;
     arm_timer(c, srv->limits.header_timeout_ms);
 }
 

@@ -16,59 +16,80 @@ static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *
     return true;
 }
 
-static bool usage_from_root(const cJSON *root, struct tok_usage *u)
+static bool parse_usage_object(const char *text, size_t len, struct tok_usage *u)
 {
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (!cJSON_IsObject(usage)) {
-        const cJSON *resp = cJSON_GetObjectItemCaseSensitive(root, "response");
-        usage = cJSON_IsObject(resp) ? cJSON_GetObjectItemCaseSensitive(resp, "usage") : NULL;
+    cJSON *usage = cJSON_ParseWithLength(text, len);
+    bool ok = false;
+    if (cJSON_IsObject(usage)) {
+        int64_t prompt = 0, completion = 0;
+        bool has_prompt = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
+        bool has_completion = read_count(usage, "completion_tokens", "output_tokens", &completion);
+        if ((ok = has_prompt || has_completion)) {
+            u->seen = true;
+            u->prompt = prompt;
+            u->completion = completion;
+        }
     }
-    if (!cJSON_IsObject(usage))
-        return false;
-    int64_t prompt = 0, completion = 0;
-    bool has_prompt = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
-    bool has_completion = read_count(usage, "completion_tokens", "output_tokens", &completion);
-    if (!has_prompt && !has_completion)
-        return false;
-    u->seen = true;
-    u->prompt = prompt;
-    u->completion = completion;
-    return true;
-}
-
-bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u)
-{
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root)
-        return false;
-    bool ok = usage_from_root(root, u);
-    cJSON_Delete(root);
+    cJSON_Delete(usage);
     return ok;
 }
 
-/* True when the text has "usage" followed by ':' and '{' (not null). */
-static bool mentions_usage_object(const char *data, size_t len)
+/* The span of the first "usage": {...} object in the text, found without
+ * parsing the rest (a response can be megabytes; its usage is a few bytes).
+ * Strings are skipped so a "usage" inside generated text does not count. */
+static bool find_usage_object(const char *data, size_t len, const char **obj, size_t *obj_len)
 {
-    const char *p = data, *end = data + len;
-    while ((p = memmem(p, (size_t)(end - p), "\"usage\"", 7)) != NULL) {
-        p += 7;
-        while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-            p++;
-        if (p < end && *p == ':') {
-            p++;
-            while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-                p++;
-            if (p < end && *p == '{')
-                return true;
+    size_t i = 0;
+    while (i < len) {
+        char c = data[i];
+        if (c != '"') {
+            i++;
+            continue;
         }
+        size_t start = ++i;
+        while (i < len && data[i] != '"')
+            i += data[i] == '\\' ? 2 : 1;
+        size_t end = i++;
+        if (end - start != 5 || memcmp(data + start, "usage", 5) != 0)
+            continue;
+        size_t j = i;
+        while (j < len && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r'))
+            j++;
+        if (j >= len || data[j] != ':')
+            continue; /* "usage" as a value, not a key */
+        j++;
+        while (j < len && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r'))
+            j++;
+        if (j >= len || data[j] != '{')
+            continue;
+        int depth = 0;
+        for (size_t k = j; k < len; k++) {
+            if (data[k] == '"') {
+                for (k++; k < len && data[k] != '"'; k++)
+                    if (data[k] == '\\')
+                        k++;
+            } else if (data[k] == '{') {
+                depth++;
+            } else if (data[k] == '}' && --depth == 0) {
+                *obj = data + j;
+                *obj_len = k - j + 1;
+                return true;
+            }
+        }
+        return false;
     }
     return false;
 }
 
+bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u)
+{
+    const char *obj;
+    size_t obj_len;
+    return find_usage_object(body, len, &obj, &obj_len) && parse_usage_object(obj, obj_len, u);
+}
+
 bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)
 {
-    if (!mentions_usage_object(data, len))
-        return false;
     return tok_usage_from_body(data, len, u);
 }
 

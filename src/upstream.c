@@ -71,6 +71,8 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     }
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (ev && event_get_events(ev) == kind)
+        return 0; /* already watched for exactly that */
     if (ev) {
         event_del(ev);
         event_assign(ev, m->base, s, kind, socket_event_cb, m);

@@ -157,7 +157,12 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     struct worker *w = sl_calloc(1, sizeof(*w));
     w->id = id;
     w->gen = gen_ref(gen);
-    w->base = event_base_new();
+    /* The changelist folds a delete and re-add of one fd within a loop turn
+     * into one epoll_ctl; curl re-registers its sockets on every transfer. */
+    struct event_config *ec = event_config_new();
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    w->base = event_base_new_with_config(ec);
+    event_config_free(ec);
     if (!w->base) {
         free(w);
         return NULL;

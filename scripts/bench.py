@@ -1,0 +1,278 @@
+"""sluice against nginx on the same machine, in the same run (docs/benchmarks.md).
+
+Starts the C mock upstream, a redis-server, nginx as a plain reverse proxy
+(1 worker, upstream keepalive), nginx with a Lua sliding-window limiter doing
+one EVALSHA per request (when Debian's lua module is installed), and sluice
+(Release) without limits and with Redis limits in all three dimensions. Runs
+wrk against each for a bounded time, a 1-connection probe for added latency,
+a streaming comparison, and 1,000 concurrent open streams for memory. Prints
+a table and the ratios to nginx. Loopback only; every load is bounded."""
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build-release")).resolve()
+DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+CONNS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
+STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
+KEY = "sk-bench-key-000001"
+LUA_MODULES = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
+
+tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+procs = []
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def start(cmd, port, env=None):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp / f"{port}.log", "w"),
+                         env=dict(os.environ, **(env or {})))
+    procs.append(p)
+    wait_port(port)
+    return p
+
+
+def rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def wrk(port, script, conns=CONNS, seconds=DURATION, path="/v1/chat/completions"):
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
+                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+
+    def latency(pct):
+        m = re.search(rf"\s{pct}%\s+([0-9.]+)(us|ms|s)\b", out)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": latency(50), "p99": latency(99),
+            "non2xx": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
+
+
+def lua_script(name, body, extra_headers=""):
+    path = tmp / f"{name}.lua"
+    path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
+                    f'wrk.headers["Content-Type"] = "application/json"\n'
+                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n{extra_headers}')
+    return path
+
+
+NGINX_LIMITER = r"""
+local function cmd(sock, ...)
+  local args = { ... }
+  local parts = { "*" .. #args .. "\r\n" }
+  for _, a in ipairs(args) do parts[#parts + 1] = "$" .. #a .. "\r\n" .. a .. "\r\n" end
+  sock:send(table.concat(parts))
+  local line = sock:receive("*l")
+  return line
+end
+local sock = ngx.socket.tcp()
+sock:settimeout(100)
+local ok = sock:connect("127.0.0.1", __REDIS_PORT__)
+if not ok then return ngx.exit(503) end
+local now = ngx.now()
+local win = math.floor(now / 60)
+-- sliding window counter: this minute's count + the previous minute's, weighted
+local reply = cmd(sock, "EVALSHA", "__SHA__", "2", "rl:{k}:" .. win, "rl:{k}:" .. (win - 1),
+                  tostring(1000000000), tostring((now % 60) / 60))
+sock:setkeepalive(10000, 64)
+if reply ~= ":1" then return ngx.exit(429) end
+"""
+
+WINDOW_SCRIPT = ("local cur = tonumber(redis.call('GET', KEYS[1]) or 0) "
+                 "local prev = tonumber(redis.call('GET', KEYS[2]) or 0) "
+                 "if prev * (1 - tonumber(ARGV[2])) + cur >= tonumber(ARGV[1]) then return 0 end "
+                 "redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], 120) return 1")
+
+
+def nginx_conf(port, mock_port, limiter=None):
+    load = ""
+    access = ""
+    if limiter:
+        load = "".join(f"load_module {m};\n" for m in LUA_MODULES)
+        access = "access_by_lua_block {" + limiter + "}"
+    return f"""{load}
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx-{port}.pid;
+error_log {tmp}/nginx-{port}.err warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      {access}
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer upstream";
+      proxy_buffering off;
+    }}
+  }}
+}}
+"""
+
+
+def sluice_conf(port, mock_port, redis_port=None, limits=False):
+    text = (f"[server]\nlisten = 127.0.0.1:{port}\naccess_log = off\n"
+            f"[backend mock]\nurl = http://127.0.0.1:{mock_port}/v1\napi_key = upstream\n"
+            f"[key bench]\nkey = {KEY}\n")
+    if limits:
+        text += "rpm = 1000000000\ninput_tpm = 1000000000000\noutput_tpm = 1000000000000\n"
+    if redis_port:
+        text += f"[redis]\nurl = redis://127.0.0.1:{redis_port}/0\ntimeout = 500ms\n"
+    path = tmp / f"sluice-{port}.conf"
+    path.write_text(text)
+    return path
+
+
+def open_streams(port, n, hold_s):
+    """n concurrent streaming requests held open; returns the sockets."""
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+           b"\r\nx-mock-chunk-delay-ms: 1000\r\nx-mock-completion-tokens: " + str(hold_s).encode() +
+           b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        socks.append(s)
+    return socks
+
+
+def main():
+    for tool in ("wrk", "nginx", "redis-server"):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is not installed (scripts/bench.sh installs it)")
+    mock_port, redis_port = free_port(), free_port()
+    start([str(BUILD / "sluice-mock"), "--port", str(mock_port)], mock_port)
+    start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+          redis_port)
+    ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis")}
+    (tmp / "nginx.conf").write_text(nginx_conf(ports["nginx"], mock_port))
+    start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
+    have_lua = all(os.path.exists(m) for m in LUA_MODULES)
+    if have_lua:
+        sha = subprocess.run(["redis-cli", "-p", str(redis_port), "SCRIPT", "LOAD", WINDOW_SCRIPT],
+                             capture_output=True, text=True).stdout.strip()
+        limiter = NGINX_LIMITER.replace("__REDIS_PORT__", str(redis_port)).replace("__SHA__", sha)
+        (tmp / "nginx-lua.conf").write_text(nginx_conf(ports["nginx_lua"], mock_port, limiter))
+        start(["nginx", "-c", str(tmp / "nginx-lua.conf")], ports["nginx_lua"])
+    sl = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice"], mock_port))], ports["sluice"])
+    slr = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_redis"], mock_port, redis_port, True))],
+                ports["sluice_redis"])
+
+    chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
+    stream = lua_script("stream", '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello"}]}',
+                        'wrk.headers["x-mock-completion-tokens"] = "20"\n')
+    rows = []
+
+    def run(name, port, script, pid=None, **kw):
+        for _ in range(2):  # warm connections and caches
+            subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"],
+                           capture_output=True)
+        r = wrk(port, script, **kw)
+        r["name"] = name
+        r["rss"] = rss_mb(pid) if pid else float("nan")
+        rows.append(r)
+        return r
+
+    run("direct to mock", mock_port, chat)
+    nginx = run("nginx proxy", ports["nginx"], chat, procs[2].pid)
+    lua = run("nginx + Lua limiter (EVALSHA)", ports["nginx_lua"], chat, procs[3].pid) if have_lua else None
+    plain = run("sluice, no limits", ports["sluice"], chat, sl.pid)
+    limited = run("sluice, Redis limits (3 dims)", ports["sluice_redis"], chat, slr.pid)
+    nginx_sse = run("nginx proxy, streaming (20 chunks)", ports["nginx"], stream, procs[2].pid)
+    sluice_sse = run("sluice, streaming (20 chunks)", ports["sluice"], stream, sl.pid)
+    probe = {}
+    for name, port in (("direct", mock_port), ("nginx", ports["nginx"]), ("sluice", ports["sluice"]),
+                       ("sluice_redis", ports["sluice_redis"])):
+        probe[name] = wrk(port, chat, conns=1, seconds=max(DURATION // 2, 3))
+
+    socks = open_streams(ports["sluice"], STREAMS, 20)
+    time.sleep(3)
+    open_rss = rss_mb(sl.pid)
+    mock_inflight = json.loads(subprocess.run(["curl", "-s", f"http://127.0.0.1:{mock_port}/_mock/stats"],
+                                              capture_output=True, text=True).stdout)["inflight"]
+    for s in socks:
+        s.close()
+
+    print(f"\nsluice benchmark, {DURATION}s per load, wrk -t1 -c{CONNS}, small chat requests, loopback, "
+          f"{os.cpu_count()} cores shared by all processes\n")
+    print(f"{'scenario':38} {'req/s':>9} {'p50':>9} {'p99':>9} {'RSS MB':>7} {'vs nginx':>8}")
+    for r in rows:
+        base = nginx_sse if "streaming" in r["name"] else nginx
+        note = f"  ({r['non2xx']} non-2xx!)" if r["non2xx"] else ""
+        print(f"{r['name']:38} {r['rps']:9.0f} {r['p50']:8.0f}u {r['p99']:8.0f}u {r['rss']:7.1f} "
+              f"{r['rps'] / base['rps']:8.2f}{note}")
+    print("\n1-connection probe (p50 latency, us):")
+    for name, r in probe.items():
+        print(f"  {name:14} p50 {r['p50']:7.0f}  p99 {r['p99']:7.0f}  ({r['rps']:.0f} req/s)")
+    added = probe["sluice"]["p50"] - probe["direct"]["p50"]
+    added_redis = probe["sluice_redis"]["p50"] - probe["direct"]["p50"]
+    print(f"  added by nginx: {probe['nginx']['p50'] - probe['direct']['p50']:.0f} us; by sluice: {added:.0f} us; "
+          f"by sluice with Redis limits: {added_redis:.0f} us")
+    print(f"\n{STREAMS} concurrent open streams: sluice RSS {open_rss:.1f} MB "
+          f"(mock saw {mock_inflight} in flight)")
+    print("\ntargets (issue #7):")
+    checks = [
+        ("sluice no limits >= 0.9x nginx", plain["rps"] / nginx["rps"], 0.9),
+        ("sluice Redis limits >= 0.6x nginx", limited["rps"] / nginx["rps"], 0.6),
+        ("streaming >= 0.9x nginx SSE", sluice_sse["rps"] / nginx_sse["rps"], 0.9),
+    ]
+    if lua:
+        checks.append(("sluice Redis limits >= 1.3x nginx+Lua", limited["rps"] / lua["rps"], 1.3))
+    for name, got, want in checks:
+        print(f"  {'met ' if got >= want else 'MISS'} {name}: {got:.2f}")
+    print(f"  {'met ' if added <= 60 else 'MISS'} added latency <= 60 us p50 (no limits): {added:.0f} us")
+    print(f"  {'met ' if added_redis <= 150 else 'MISS'} added latency <= 150 us p50 (Redis limits): {added_redis:.0f} us")
+    print(f"  {'met ' if open_rss < 50 else 'MISS'} RSS < 50 MB with {STREAMS} open streams: {open_rss:.1f} MB")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
