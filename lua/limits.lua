@@ -73,6 +73,9 @@ end
 local function quota_state()
   local id, ends = period()
   local key = KEYS[4] .. ':' .. id
+  if quota <= 0 and mode ~= 'qpeek' and mode ~= 'qreset' and mode ~= 'qadd' then
+    return key, 0, -1, id, ends -- no quota: nothing to read
+  end
   local used = tonumber(redis.call('GET', key)) or 0
   local reset_ms = ends and (ends * 1000 - now) or -1
   return key, used, reset_ms, id, ends
@@ -153,10 +156,11 @@ if mode == 'settle' then
   local function adjust(key, delta)
     local total, _, fresh = trim(key)
     if fresh or bucket < oldest then return end
-    local v = tonumber(redis.call('HGET', key, bucket))
-    if v == nil then return end
-    if v + delta < 0 then delta = -v end
-    redis.call('HINCRBY', key, bucket, delta)
+    local v = redis.call('HINCRBY', key, bucket, delta)
+    if v < 0 then -- never below zero (the bucket was trimmed or reset meanwhile)
+      redis.call('HSET', key, bucket, 0)
+      delta = delta - v
+    end
     redis.call('HSET', key, 't', total + delta)
   end
   if release and limits[1] > 0 then adjust(KEYS[1], -1) end
