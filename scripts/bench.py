@@ -20,6 +20,9 @@ import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+import conftest  # noqa: E402  (the test harness's port helpers)
+from conftest import free_port  # noqa: E402
 BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build-release")).resolve()
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
@@ -31,23 +34,8 @@ tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
 procs = []
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def wait_port(port, timeout=10):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
+    conftest.wait_port(port, procs[-1], timeout)
 
 
 def start(cmd, port, env=None):

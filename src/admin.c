@@ -43,32 +43,47 @@ static void window_json(struct sl_buf *b, const char *name, int64_t limit, int64
     sl_buf_printf(b, "\"reset_ms\":%lld}%s", (long long)reset_ms, last ? "" : ",");
 }
 
-static void key_view_ready(const struct lim_decision *d, void *arg)
+/* Ends an admin request: answers with body, or with 503 when body is NULL
+ * (the limiter's state could not be read); drops the answer if the client
+ * left meanwhile. */
+static void admin_done(struct admin_req *a, const struct sl_buf *body)
 {
-    struct admin_req *a = arg;
     if (a->req) {
-        if (d->unavailable) {
-            a->req->owner = NULL;
-            http_send_error(a->req, ERR_LIMITER_DOWN, "Redis is unreachable; the key's windows cannot be read.",
-                            NULL, "Retry-After: 1\r\n");
-        } else {
-            const struct cfg_key *k = a->key;
-            struct sl_buf b = { 0 };
-            sl_buf_appends(&b, "{\"key\":");
-            sl_buf_json_string(&b, k->name, strlen(k->name));
-            sl_buf_printf(&b, ",\"source\":\"%s\",\"window_ms\":%lld,",
-                          d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
-            window_json(&b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
-            window_json(&b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
-            window_json(&b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, true);
-            sl_buf_appends(&b, "}\n");
-            a->req->owner = NULL;
-            http_respond(a->req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);
-            sl_buf_free(&b);
-        }
+        a->req->owner = NULL;
+        if (body)
+            http_respond(a->req, 200, json_ct, sizeof(json_ct) - 1, body->data, body->len);
+        else
+            http_send_error(a->req, ERR_LIMITER_DOWN,
+                            "Redis is unreachable; the limiter's state cannot be read.", NULL,
+                            "Retry-After: 1\r\n");
     }
     gen_unref(a->gen);
     free(a);
+}
+
+/* {"key":"NAME", ... : every admin answer starts so. */
+static void open_key_json(struct sl_buf *b, const struct cfg_key *k)
+{
+    sl_buf_appends(b, "{\"key\":");
+    sl_buf_json_string(b, k->name, strlen(k->name));
+}
+
+static void key_view_ready(const struct lim_decision *d, void *arg)
+{
+    struct admin_req *a = arg;
+    if (!a->req || d->unavailable)
+        return admin_done(a, NULL);
+    const struct cfg_key *k = a->key;
+    struct sl_buf b = { 0 };
+    open_key_json(&b, k);
+    sl_buf_printf(&b, ",\"source\":\"%s\",\"window_ms\":%lld,",
+                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
+    window_json(&b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
+    window_json(&b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
+    window_json(&b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, true);
+    sl_buf_appends(&b, "}\n");
+    admin_done(a, &b);
+    sl_buf_free(&b);
 }
 
 static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
@@ -104,39 +119,31 @@ static const char *const period_words[] = { "none", "day", "month", "total" };
 static void quota_ready(const struct lim_decision *d, void *arg)
 {
     struct admin_req *a = arg;
-    if (a->req && d->unavailable) {
-        a->req->owner = NULL;
-        http_send_error(a->req, ERR_LIMITER_DOWN, "Redis is unreachable; the quota cannot be read.",
-                        NULL, "Retry-After: 1\r\n");
-    } else if (a->req) {
-        const struct cfg_key *k = a->key;
-        struct sl_buf b = { 0 };
-        sl_buf_appends(&b, "{\"key\":");
-        sl_buf_json_string(&b, k->name, strlen(k->name));
-        sl_buf_printf(&b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
-                      period_words[k->quota_period], d->period, (long long)d->used_quota);
-        if (k->quota)
-            sl_buf_printf(&b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
-                          (long long)SL_MAX(k->quota - d->used_quota, 0));
-        else
-            sl_buf_appends(&b, "\"quota\":null,\"remaining\":null,");
-        if (d->quota_reset_ms >= 0) {
-            time_t at = time(NULL) + (time_t)((d->quota_reset_ms + 999) / 1000);
-            struct tm tm;
-            char when[32];
-            gmtime_r(&at, &tm);
-            strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-            sl_buf_printf(&b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"}\n",
-                          (long long)d->quota_reset_ms, when);
-        } else {
-            sl_buf_appends(&b, "\"reset_ms\":null,\"resets_at\":null}\n");
-        }
-        a->req->owner = NULL;
-        http_respond(a->req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);
-        sl_buf_free(&b);
+    if (!a->req || d->unavailable)
+        return admin_done(a, NULL);
+    const struct cfg_key *k = a->key;
+    struct sl_buf b = { 0 };
+    open_key_json(&b, k);
+    sl_buf_printf(&b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
+                  period_words[k->quota_period], d->period, (long long)d->used_quota);
+    if (k->quota)
+        sl_buf_printf(&b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
+                      (long long)SL_MAX(k->quota - d->used_quota, 0));
+    else
+        sl_buf_appends(&b, "\"quota\":null,\"remaining\":null,");
+    if (d->quota_reset_ms >= 0) {
+        time_t at = time(NULL) + (time_t)((d->quota_reset_ms + 999) / 1000);
+        struct tm tm;
+        char when[32];
+        gmtime_r(&at, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        sl_buf_printf(&b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"}\n",
+                      (long long)d->quota_reset_ms, when);
+    } else {
+        sl_buf_appends(&b, "\"reset_ms\":null,\"resets_at\":null}\n");
     }
-    gen_unref(a->gen);
-    free(a);
+    admin_done(a, &b);
+    sl_buf_free(&b);
 }
 
 /* {"tokens": N}: a whole number, positive (use more) or negative (give back). */

@@ -30,6 +30,30 @@ static int check_passed, check_failed;
         }                                                                                          \
     } while (0)
 
+#ifdef CHECK_WITH_CONFIG
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "sluice/config.h"
+
+/* Writes text to a temporary file and loads it; errors go to stderr. */
+static struct config *check_load_config(const char *text, struct cfg_errors *errs)
+{
+    char path[] = "/tmp/sluice-test-XXXXXX";
+    int fd = mkstemp(path);
+    if (write(fd, text, strlen(text)) < 0)
+        perror("write");
+    close(fd);
+    struct cfg_errors local = { 0 };
+    struct config *c = cfg_load(path, errs ? errs : &local);
+    for (int i = 0; !errs && i < local.n; i++)
+        fprintf(stderr, "%s\n", local.lines[i]);
+    cfg_errors_free(&local);
+    unlink(path);
+    return c;
+}
+#endif
+
 static int check_done(void)
 {
     printf("%d passed, %d failed\n", check_passed, check_failed);

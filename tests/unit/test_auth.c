@@ -3,6 +3,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#define CHECK_WITH_CONFIG
 #include "check.h"
 #include "sluice/auth.h"
 #include "sluice/config.h"
@@ -11,16 +12,7 @@
 
 static struct config *load(const char *text)
 {
-    char path[] = "/tmp/sluice-auth-XXXXXX";
-    int fd = mkstemp(path);
-    if (write(fd, text, strlen(text)) < 0)
-        perror("write");
-    close(fd);
-    struct cfg_errors e = { 0 };
-    struct config *c = cfg_load(path, &e);
-    unlink(path);
-    cfg_errors_free(&e);
-    return c;
+    return check_load_config(text, NULL);
 }
 
 static void test_lookup(void)

@@ -3,28 +3,15 @@
 #include <string.h>
 #include <unistd.h>
 
+#define CHECK_WITH_CONFIG
 #include "check.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
 
-static char path[64];
-
-static void write_conf(const char *text)
-{
-    strcpy(path, "/tmp/sluice-test-XXXXXX");
-    int fd = mkstemp(path);
-    if (write(fd, text, strlen(text)) < 0)
-        perror("write");
-    close(fd);
-}
-
 static struct config *load(const char *text, struct cfg_errors *errs)
 {
-    write_conf(text);
-    struct config *c = cfg_load(path, errs);
-    unlink(path);
-    return c;
+    return check_load_config(text, errs);
 }
 
 /* True if some error line ends with ":<line>: " + contains msg. */

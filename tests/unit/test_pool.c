@@ -4,6 +4,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#define CHECK_WITH_CONFIG
 #include "check.h"
 #include "sluice/config.h"
 #include "sluice/log.h"
@@ -11,18 +12,7 @@
 
 static struct config *load(const char *text)
 {
-    char path[] = "/tmp/sluice-pool-XXXXXX";
-    int fd = mkstemp(path);
-    if (write(fd, text, strlen(text)) < 0)
-        perror("write");
-    close(fd);
-    struct cfg_errors e = { 0 };
-    struct config *c = cfg_load(path, &e);
-    for (int i = 0; i < e.n; i++)
-        fprintf(stderr, "%s\n", e.lines[i]);
-    unlink(path);
-    cfg_errors_free(&e);
-    return c;
+    return check_load_config(text, NULL);
 }
 
 static void sleep_ms(int ms)
