@@ -734,15 +734,27 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the end ---------------------------------------------------------------- */
 
+/* Client-supplied text for the log: printable ASCII only, bounded, so a
+ * model name cannot forge or split log lines. */
+static void log_safe(const char *in, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < n; i++)
+        out[i] = in[i] > 0x20 && in[i] < 0x7f ? in[i] : '?';
+    out[i] = '\0';
+}
+
 static void access_log(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
     if (!cfg->server.access_log)
         return;
+    char model[65];
+    log_safe(r->model, model, sizeof(model));
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
     log_info("access key=%s model=%s backend=%s status=%d attempts=%d stream=%d "
              "prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f path=%s%s%s",
-             r->key->name, r->model, r->backend >= 0 ? cfg->backends[r->backend].name : "-",
+             r->key->name, model, r->backend >= 0 ? cfg->backends[r->backend].name : "-",
              r->status, r->attempts, r->call.stream, (long long)r->usage.prompt,
              (long long)r->usage.completion, r->ttfb * 1000.0, dur_ms, r->path,
              r->error ? " error=" : "", r->error ? r->error : "");

@@ -265,3 +265,24 @@ def test_admin_auth(mock, start_sluice):
     plain = start_sluice(base_conf(mock.url))
     r = key_view(plain)
     assert r.status == 404 and "off" in r.error()["message"]
+
+
+def test_embeddings_and_responses_are_counted(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, key_extra="input_tpm = 1000\noutput_tpm = 1000"))
+    r = s.request("POST", "/v1/embeddings", {"model": "gpt-4o", "input": ["a b", "c"]})
+    assert r.status == 200
+    r = s.request("POST", "/v1/responses", {"model": "gpt-4o", "input": "one two three four"},
+                  headers={"x-mock-completion-tokens": "5"})
+    assert r.status == 200
+    c = s.conn()
+    c.request("POST", "/v1/responses", body='{"model":"gpt-4o","input":"x y","stream":true}',
+              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-completion-tokens": "6"})
+    c.getresponse().read()
+    c.close()
+    m = scrape(s)
+    # embeddings: 3 prompt words; responses: 4 + 2 input, 5 + 6 output (streamed usage too)
+    assert value(m, "sluice_tokens_total", key="team-a", model="other", direction="input") == 3 + 4 + 2
+    assert value(m, "sluice_tokens_total", key="team-a", model="other", direction="output") == 5 + 6
+    r = s.chat()
+    assert r.headers["x-ratelimit-remaining-tokens"] == str(1000 - 9 - 9)  # 9 recorded + this one's 9
+    assert r.headers["x-ratelimit-remaining-output-tokens"] == str(1000 - 11)

@@ -264,3 +264,19 @@ def test_max_attempts_bounds_retries(tmp, start_sluice):
     finally:
         for m in ms:
             m.stop()
+
+
+def test_breaker_state_is_shared_by_workers(tmp, start_sluice):
+    a, b = mocks(tmp, 2)
+    try:
+        s = start_sluice(pool_conf([("a", a, "priority = 1\nbreaker_failures = 2\nbreaker_trip = 60s"),
+                                    ("b", b, "priority = 2")], server="workers = 2"))
+        a.configure(status=500)
+        # New connections spread over both workers; the failures they see add up
+        # in one breaker, so a gets exactly breaker_failures requests.
+        assert [s.chat().status for _ in range(12)] == [200] * 12
+        assert a.stats()["requests"] == 2
+        assert b.stats()["requests"] == 12
+    finally:
+        a.stop()
+        b.stop()

@@ -269,3 +269,12 @@ def test_two_workers(mock, start_sluice):
     for _ in range(20):
         assert s.chat().status == 200
     assert mock.stats()["requests"] == 20
+
+
+def test_client_text_cannot_forge_log_lines(sluice):
+    evil = "gpt-4o\n2026-01-01T00:00:00.000Z error forged line \u00fe\u0000"
+    sluice.chat({"model": evil, "messages": [{"role": "user", "content": "x"}]})
+    time.sleep(0.1)
+    raw = sluice.log.read_bytes()
+    assert b"\nforged" not in raw and b"\n2026-01-01" not in raw
+    assert all(b == 10 or 32 <= b < 127 for b in raw), "non-printable bytes in the log"
