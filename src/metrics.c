@@ -76,10 +76,18 @@ static void observe(struct series *s, double v)
  * fixed words, so they need no escaping beyond a guard against quotes. */
 static void label(struct sl_buf *b, const char *name, const char *value)
 {
-    sl_buf_printf(b, "%s%s=\"", b->len ? "," : "", name);
-    for (const char *p = value; *p; p++)
-        if (*p != '"' && *p != '\\' && *p != '\n')
-            sl_buf_append(b, p, 1);
+    if (b->len)
+        sl_buf_append(b, ",", 1);
+    sl_buf_appends(b, name);
+    sl_buf_append(b, "=\"", 2);
+    size_t start = 0, i = 0;
+    for (; value[i]; i++) {
+        if (value[i] == '"' || value[i] == '\\' || value[i] == '\n') {
+            sl_buf_append(b, value + start, i - start);
+            start = i + 1;
+        }
+    }
+    sl_buf_append(b, value + start, i - start);
     sl_buf_append(b, "\"", 1);
 }
 

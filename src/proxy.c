@@ -247,7 +247,6 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->start_us = req->start_us;
     r->limits = lim_limits_of(key);
     r->body = evbuffer_new();
-    r->last_body = evbuffer_new();
     r->all_429 = true;
     r->min_retry_after_ms = -1;
     sse_init(&r->sse, MAX_SSE_EVENT);
@@ -618,7 +617,7 @@ static void remember_failure(struct sl_request *r, CURLcode rc, int status,
     r->last_headers.len = 0;
     if (rc == CURLE_OK)
         client_headers(r, &r->last_headers);
-    struct evbuffer *swap = r->last_body;
+    struct evbuffer *swap = r->last_body ? r->last_body : evbuffer_new(); /* only on failure */
     r->last_body = r->body;
     r->body = swap;
     evbuffer_drain(r->body, evbuffer_get_length(r->body));
@@ -806,7 +805,8 @@ static void request_finish(struct sl_request *r)
         up_cancel(r->xfer);
     event_free(r->deadline);
     evbuffer_free(r->body);
-    evbuffer_free(r->last_body);
+    if (r->last_body)
+        evbuffer_free(r->last_body);
     sl_buf_free(&r->last_headers);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
