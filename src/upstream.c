@@ -116,7 +116,8 @@ static void release(struct up_transfer *t)
     curl_multi_remove_handle(m->multi, t->easy);
     unlink_transfer(t);
     if (m->neasy < EASY_POOL_MAX) {
-        curl_easy_reset(t->easy);
+        /* Kept as it is: every option up_start uses is either constant
+         * (set when the handle was made) or set again for each transfer. */
         m->easy_pool[m->neasy++] = t->easy;
     } else {
         curl_easy_cleanup(t->easy);
@@ -172,6 +173,23 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
     return t->cb->on_data(t, data, size * n, t->arg);
 }
 
+/* A handle with the options that never change between transfers. */
+static CURL *new_easy(void)
+{
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    return e;
+}
+
 struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
                              const struct up_callbacks *cb, void *arg)
 {
@@ -179,7 +197,7 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     t->m = m;
     t->cb = cb;
     t->arg = arg;
-    t->easy = m->neasy ? m->easy_pool[--m->neasy] : curl_easy_init();
+    t->easy = m->neasy ? m->easy_pool[--m->neasy] : new_easy();
     if (!t->easy) {
         free(t);
         return NULL;
@@ -187,21 +205,13 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     CURL *e = t->easy;
     curl_easy_setopt(e, CURLOPT_URL, r->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     t->next = m->transfers;
     if (m->transfers)
         m->transfers->prev = t;
