@@ -496,7 +496,7 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
 
 static bool valid_name(const char *s)
 {
-    if (!*s || strlen(s) > 64)
+    if (!*s || strlen(s) > CFG_NAME_MAX)
         return false;
     for (; *s; s++)
         if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')

@@ -21,8 +21,8 @@
 
 extern const char lua_limits[];
 
-enum { OP_ADMIT, OP_SETTLE, OP_PEEK, OP_QPEEK, OP_QRESET, OP_QADD };
-static const char *const op_modes[] = { "admit", "settle", "peek", "qpeek", "qreset", "qadd" };
+enum { OP_BATCH, OP_QPEEK, OP_QRESET, OP_QADD };
+static const char *const op_modes[] = { "batch", "qpeek", "qreset", "qadd" };
 enum state { R_DOWN, R_CONNECTING, R_UP };
 
 #define BACKOFF_MIN_MS 100
@@ -50,20 +50,11 @@ struct lim_redis {
     int64_t backoff_ms;
     struct event *reconnect_ev;
     struct event *drop_ev; /* drops a stuck connection outside hiredis callbacks */
+    struct event *flush_ev; /* sends the queued batches at the end of the loop pass */
+    struct call *queue, **queue_tail;
+    struct call *free; /* spare calls */
+    int nfree;
     char sha[41];
-};
-
-struct op {
-    struct lim_redis *r;
-    struct event *timer;
-    int kind;
-    bool answered; /* the caller has its answer (reply, error or timeout) */
-    bool resent;   /* NOSCRIPT already handled once */
-    lim_redis_cb cb;
-    void *arg;
-    int argc;
-    char *argv[24];
-    size_t argvlen[24];
 };
 
 /* ---- URL ----------------------------------------------------------------------- */
@@ -260,6 +251,10 @@ static void sha1_hex(const char *text, char out[41])
     sl_hex(d, sizeof(d), out);
 }
 
+static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void drop_queue(struct lim_redis *r);
+static void free_list(struct call *c);
+
 struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis *cfg,
                                 int64_t window_ms, int worker_id)
 {
@@ -276,6 +271,8 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->worker_id = worker_id;
     r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
     r->drop_ev = event_new(base, -1, 0, drop_cb, r);
+    r->flush_ev = event_new(base, -1, 0, flush_cb, r);
+    r->queue_tail = &r->queue;
     sha1_hex(lua_limits, r->sha);
     connect_now(r);
     return r;
@@ -288,8 +285,11 @@ void lim_redis_free(struct lim_redis *r)
     r->closing = true;
     if (r->ac)
         redisAsyncFree(r->ac); /* pending calls get their failure now */
+    drop_queue(r);
     event_free(r->reconnect_ev);
     event_free(r->drop_ev);
+    event_free(r->flush_ev);
+    free_list(r->free);
     free(r);
 }
 
@@ -298,42 +298,211 @@ bool lim_redis_up(const struct lim_redis *r)
     return r->state == R_UP;
 }
 
-/* ---- calls ----------------------------------------------------------------------- */
+/* ---- calls -----------------------------------------------------------------------
+ *
+ * Admissions, peeks and settlements are queued per key and sent at the end
+ * of the loop pass that made them (flush_ev): all of one key's operations of
+ * that pass go in one script call, which does them in order, atomically. At
+ * low load a call carries one operation and costs no extra round trip; under
+ * load one call carries many, and Redis reads and writes each hash once per
+ * call instead of once per operation. Quota operations of the admin API are
+ * sent alone. */
 
-static void op_free(struct op *op)
+#define BATCH_MAX 32
+#define HEAD_ARGS 17 /* EVALSHA sha numkeys 4 keys, 9 shared arguments, n */
+#define OP_ARGS 7
+#define MAX_ARGS (HEAD_ARGS + OP_ARGS * BATCH_MAX)
+#define FREE_CALLS 16
+
+struct pend { /* one queued operation */
+    char kind; /* 'a' admit, 'p' peek, 's' settle */
+    lim_redis_cb cb;
+    void *arg;
+    int64_t v[5];
+    char period[LIM_PERIOD_ID];
+};
+
+struct call {
+    struct lim_redis *r;
+    struct call *next; /* in r->queue until flushed, or in r->free */
+    struct event *timer;
+    int kind; /* OP_BATCH or a quota op */
+    bool answered; /* the callers have their answers (reply, error or timeout) */
+    bool resent;   /* NOSCRIPT already handled once */
+    char key[(CFG_NAME_MAX + 1)];
+    struct lim_limits lim;
+    int64_t tokens; /* OP_QADD */
+    lim_redis_cb cb; /* quota ops */
+    void *arg;
+    int n;
+    struct pend ops[BATCH_MAX];
+    int argc;
+    const char *argv[MAX_ARGS];
+    size_t argvlen[MAX_ARGS];
+    size_t off[MAX_ARGS];
+    struct sl_buf text; /* the arguments' bytes */
+};
+
+static struct call *call_new(struct lim_redis *r, int kind, const char *key,
+                             const struct lim_limits *lim)
 {
-    event_free(op->timer);
-    for (int i = 0; i < op->argc; i++)
-        free(op->argv[i]);
-    free(op);
+    struct call *c = r->free;
+    if (c) {
+        r->free = c->next;
+        r->nfree--;
+    } else {
+        c = sl_malloc(sizeof(*c));
+        c->text = (struct sl_buf){ 0 };
+        c->timer = NULL;
+    }
+    c->r = r;
+    c->next = NULL;
+    c->kind = kind;
+    c->answered = c->resent = false;
+    snprintf(c->key, sizeof(c->key), "%s", key);
+    c->lim = *lim;
+    c->tokens = 0;
+    c->cb = NULL;
+    c->arg = NULL;
+    c->n = 0;
+    c->argc = 0;
+    c->text.len = 0;
+    return c;
 }
 
-static void fail_op(struct op *op)
+static void call_free(struct call *c)
 {
-    if (op->answered)
+    struct lim_redis *r = c->r;
+    if (c->timer)
+        evtimer_del(c->timer);
+    if (r->nfree < FREE_CALLS && !r->closing) {
+        c->next = r->free;
+        r->free = c;
+        r->nfree++;
         return;
-    op->answered = true;
-    atomic_fetch_add(&lim_redis_errors, 1);
-    if (op->cb)
-        op->cb(false, NULL, op->arg);
+    }
+    if (c->timer)
+        event_free(c->timer);
+    sl_buf_free(&c->text);
+    free(c);
 }
 
-static void op_timeout(evutil_socket_t fd, short what, void *arg)
+static void free_list(struct call *c)
+{
+    while (c) {
+        struct call *next = c->next;
+        if (c->timer)
+            event_free(c->timer);
+        sl_buf_free(&c->text);
+        free(c);
+        c = next;
+    }
+}
+
+/* Every caller of the call gets ok=false. */
+static void fail_call(struct call *c)
+{
+    if (c->answered)
+        return;
+    c->answered = true;
+    if (c->kind != OP_BATCH) {
+        atomic_fetch_add(&lim_redis_errors, 1);
+        c->cb(false, NULL, c->arg);
+        return;
+    }
+    atomic_fetch_add(&lim_redis_errors, (unsigned long)c->n);
+    for (int i = 0; i < c->n; i++)
+        if (c->ops[i].cb)
+            c->ops[i].cb(false, NULL, c->ops[i].arg);
+}
+
+static void call_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct op *op = arg;
-    struct lim_redis *r = op->r;
-    fail_op(op);
-    event_active(r->drop_ev, EV_READ, 0); /* the op is freed when hiredis lets go of it */
+    struct call *c = arg;
+    fail_call(c);
+    event_active(c->r->drop_ev, EV_READ, 0); /* the call is freed when hiredis lets go of it */
 }
+
+/* ---- arguments ---- */
+
+static void arg_mem(struct call *c, const char *s, size_t len)
+{
+    c->off[c->argc] = c->text.len;
+    c->argvlen[c->argc] = len;
+    sl_buf_append(&c->text, s, len);
+    c->argc++;
+}
+
+static void arg_str(struct call *c, const char *s)
+{
+    arg_mem(c, s, strlen(s));
+}
+
+static void arg_int(struct call *c, int64_t v)
+{
+    char buf[24], *p = buf + sizeof(buf);
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    arg_mem(c, p, (size_t)(buf + sizeof(buf) - p));
+}
+
+/* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)
+ * and quota prefix (sluice:{name}:q), and the arguments every call shares. */
+static void args_head(struct call *c)
+{
+    struct lim_redis *r = c->r;
+    arg_str(c, "EVALSHA");
+    arg_str(c, r->sha);
+    arg_str(c, "4");
+    static const char dims[4] = { 'r', 'i', 'o', 'q' };
+    for (int d = 0; d < 4; d++) {
+        char name[CFG_NAME_MAX + 16];
+        int n = snprintf(name, sizeof(name), "sluice:{%s}:%c", c->key, dims[d]);
+        arg_mem(c, name, (size_t)n);
+    }
+    arg_int(c, r->bucket_ms);
+    arg_int(c, r->window_ms);
+    arg_str(c, op_modes[c->kind]);
+    arg_int(c, c->lim.rpm);
+    arg_int(c, c->lim.input_tpm);
+    arg_int(c, c->lim.output_tpm);
+    arg_int(c, c->lim.quota);
+    arg_int(c, c->lim.quota_period);
+    arg_int(c, lim_clock_offset_s());
+}
+
+static void args_build(struct call *c)
+{
+    args_head(c);
+    if (c->kind == OP_QADD)
+        arg_int(c, c->tokens);
+    if (c->kind == OP_BATCH) {
+        arg_int(c, c->n);
+        for (int i = 0; i < c->n; i++) {
+            const struct pend *o = &c->ops[i];
+            arg_mem(c, &o->kind, 1);
+            for (int k = 0; k < 5; k++)
+                arg_int(c, o->v[k]);
+            arg_str(c, o->kind == 's' && o->period[0] ? o->period : "-");
+        }
+    }
+    for (int i = 0; i < c->argc; i++)
+        c->argv[i] = c->text.data + c->off[i];
+}
+
+/* ---- replies ---- */
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
 
-static int send_op(struct op *op)
+static int send_call(struct call *c)
 {
-    return redisAsyncCommandArgv(op->r->ac, on_reply, op, op->argc, (const char **)op->argv,
-                                 op->argvlen);
+    return redisAsyncCommandArgv(c->r->ac, on_reply, c, c->argc, c->argv, c->argvlen);
 }
 
 /* The script's reply: n integers, then the period id as a string. */
@@ -393,136 +562,166 @@ static bool parse_decision(const redisReply *rep, struct lim_decision *d)
     return true;
 }
 
+/* Answers the call's callers; false if the reply is not the script's. */
+static bool answer(struct call *c, const redisReply *rep)
+{
+    struct lim_decision d[BATCH_MAX];
+    if (c->kind != OP_BATCH) {
+        if (!parse_quota(rep, &d[0]))
+            return false;
+        c->answered = true;
+        c->cb(true, &d[0], c->arg);
+        return true;
+    }
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)c->n)
+        return false;
+    for (int i = 0; i < c->n; i++)
+        if (c->ops[i].kind != 's' && !parse_decision(rep->element[i], &d[i]))
+            return false;
+    c->answered = true;
+    for (int i = 0; i < c->n; i++)
+        if (c->ops[i].cb)
+            c->ops[i].cb(true, &d[i], c->ops[i].arg);
+    return true;
+}
+
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
-    struct op *op = priv;
+    struct call *c = priv;
     redisReply *rep = reply;
-    struct lim_redis *r = op->r;
+    struct lim_redis *r = c->r;
     if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
-        !op->resent && !op->answered && r->ac) {
-        op->resent = true;
-        free(op->argv[0]);
-        free(op->argv[1]);
-        op->argv[0] = sl_strdup("EVAL");
-        op->argv[1] = sl_strdup(lua_limits);
-        op->argvlen[0] = 4;
-        op->argvlen[1] = strlen(lua_limits);
-        if (send_op(op) == REDIS_OK)
+        !c->resent && !c->answered && r->ac) {
+        c->resent = true;
+        c->argv[0] = "EVAL";
+        c->argvlen[0] = 4;
+        c->argv[1] = lua_limits;
+        c->argvlen[1] = strlen(lua_limits);
+        if (send_call(c) == REDIS_OK)
             return;
     }
-    if (!op->answered) {
-        struct lim_decision d;
+    if (!c->answered) {
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
             if (rep)
                 log_warn("worker %d: redis script error: %s", r->worker_id, rep->str);
-            fail_op(op);
-        } else if (op->kind != OP_SETTLE &&
-                   !(op->kind >= OP_QPEEK ? parse_quota(rep, &d) : parse_decision(rep, &d))) {
+            fail_call(c);
+        } else if (!answer(c, rep)) {
             log_warn("worker %d: redis: unexpected reply from the limits script", r->worker_id);
-            fail_op(op);
-        } else {
-            op->answered = true;
-            if (op->cb)
-                op->cb(true, &d, op->arg);
+            fail_call(c);
         }
     }
-    op_free(op);
+    call_free(c);
 }
 
-static void add_arg(struct op *op, const char *s)
-{
-    op->argv[op->argc] = sl_strdup(s);
-    op->argvlen[op->argc] = strlen(s);
-    op->argc++;
-}
+/* ---- sending ---- */
 
-static void add_int(struct op *op, int64_t v)
+static void send_now(struct call *c)
 {
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    add_arg(op, buf);
-}
-
-/* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)
- * and quota prefix (sluice:{name}:q), with the arguments every call shares. */
-static struct op *op_new(struct lim_redis *r, int kind, const char *key,
-                         const struct lim_limits *lim, lim_redis_cb cb, void *arg)
-{
-    struct op *op = sl_calloc(1, sizeof(*op));
-    op->r = r;
-    op->kind = kind;
-    op->cb = cb;
-    op->arg = arg;
-    add_arg(op, "EVALSHA");
-    add_arg(op, r->sha);
-    add_arg(op, "4");
-    static const char dims[4] = { 'r', 'i', 'o', 'q' };
-    for (int d = 0; d < 4; d++) {
-        char name[160];
-        snprintf(name, sizeof(name), "sluice:{%s}:%c", key, dims[d]);
-        add_arg(op, name);
-    }
-    add_int(op, r->bucket_ms);
-    add_int(op, r->window_ms);
-    add_arg(op, op_modes[kind]);
-    add_int(op, lim->rpm);
-    add_int(op, lim->input_tpm);
-    add_int(op, lim->output_tpm);
-    add_int(op, lim->quota);
-    add_int(op, lim->quota_period);
-    add_int(op, lim_clock_offset_s());
-    return op;
-}
-
-static void op_start(struct op *op)
-{
-    struct lim_redis *r = op->r;
-    if (r->state != R_UP || send_op(op) != REDIS_OK) {
-        fail_op(op);
-        op_free(op);
+    struct lim_redis *r = c->r;
+    args_build(c);
+    if (r->state != R_UP || send_call(c) != REDIS_OK) {
+        fail_call(c);
+        call_free(c);
         return;
     }
-    op->timer = evtimer_new(r->base, op_timeout, op);
+    if (!c->timer)
+        c->timer = evtimer_new(r->base, call_timeout, c);
     struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
-    evtimer_add(op->timer, &tv);
+    evtimer_add(c->timer, &tv);
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct lim_redis *r = arg;
+    struct call *c = r->queue;
+    r->queue = NULL;
+    r->queue_tail = &r->queue;
+    while (c) {
+        struct call *next = c->next;
+        c->next = NULL;
+        send_now(c);
+        c = next;
+    }
+}
+
+/* The batches not sent yet fail (lim_redis_free). */
+static void drop_queue(struct lim_redis *r)
+{
+    struct call *c = r->queue;
+    r->queue = NULL;
+    r->queue_tail = &r->queue;
+    while (c) {
+        struct call *next = c->next;
+        fail_call(c);
+        call_free(c);
+        c = next;
+    }
+}
+
+static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
+{
+    return a->rpm == b->rpm && a->input_tpm == b->input_tpm && a->output_tpm == b->output_tpm &&
+           a->quota == b->quota && a->quota_period == b->quota_period && a->shadow == b->shadow;
+}
+
+/* Queues one operation in the key's batch of this loop pass. */
+static void enqueue(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                    const struct pend *o)
+{
+    if (r->state != R_UP) {
+        atomic_fetch_add(&lim_redis_errors, 1);
+        if (o->cb)
+            o->cb(false, NULL, o->arg);
+        return;
+    }
+    struct call *c = NULL;
+    for (struct call *q = r->queue; q; q = q->next)
+        if (q->n < BATCH_MAX && strcmp(q->key, key) == 0 && same_limits(&q->lim, lim))
+            c = q;
+    if (!c) {
+        c = call_new(r, OP_BATCH, key, lim);
+        if (!r->queue)
+            event_active(r->flush_ev, EV_READ, 0);
+        *r->queue_tail = c;
+        r->queue_tail = &c->next;
+    }
+    c->ops[c->n++] = *o;
 }
 
 void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      int64_t cost, lim_redis_cb cb, void *arg)
 {
-    struct op *op = op_new(r, OP_ADMIT, key, lim, cb, arg);
-    add_int(op, cost);
-    add_int(op, lim->shadow ? 1 : 0);
-    op_start(op);
+    struct pend o = { .kind = 'a', .cb = cb, .arg = arg, .v = { cost, lim->shadow ? 1 : 0 } };
+    enqueue(r, key, lim, &o);
 }
 
 void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                     lim_redis_cb cb, void *arg)
 {
-    op_start(op_new(r, OP_PEEK, key, lim, cb, arg));
+    struct pend o = { .kind = 'p', .cb = cb, .arg = arg };
+    enqueue(r, key, lim, &o);
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                       const struct lim_decision *ticket, int64_t input_delta, int64_t output,
                       bool release, int64_t quota_delta)
 {
-    struct op *op = op_new(r, OP_SETTLE, key, lim, NULL, NULL);
-    add_int(op, ticket->bucket);
-    add_int(op, input_delta);
-    add_int(op, output);
-    add_int(op, release ? 1 : 0);
-    add_int(op, quota_delta);
-    add_arg(op, ticket->period[0] ? ticket->period : "none");
-    op_start(op);
+    struct pend o = { .kind = 's',
+                      .v = { ticket->bucket, input_delta, output, release ? 1 : 0, quota_delta } };
+    memcpy(o.period, ticket->period, sizeof(o.period));
+    enqueue(r, key, lim, &o);
 }
 
 void lim_redis_quota(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      enum lim_quota_op what, int64_t tokens, lim_redis_cb cb, void *arg)
 {
     int kind = what == LIM_QUOTA_RESET ? OP_QRESET : what == LIM_QUOTA_ADD ? OP_QADD : OP_QPEEK;
-    struct op *op = op_new(r, kind, key, lim, cb, arg);
-    if (what == LIM_QUOTA_ADD)
-        add_int(op, tokens);
-    op_start(op);
+    struct call *c = call_new(r, kind, key, lim);
+    c->tokens = tokens;
+    c->cb = cb;
+    c->arg = arg;
+    send_now(c);
 }

@@ -5,6 +5,8 @@
 #ifndef SLUICE_CONFIG_H
 #define SLUICE_CONFIG_H
 
+#define CFG_NAME_MAX 64 /* [backend NAME] and [key NAME]: longest name */
+
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>

@@ -122,10 +122,38 @@ class Redis:
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
 
+    def call(self, *args):
+        """One command over RESP; the reply as Python values (errors raise)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            out = b"*%d\r\n" % len(args)
+            for a in args:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(out)
+            return resp_read(s.makefile("rb"))
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+
+def resp_read(f):
+    line = f.readline().rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        return None if n < 0 else f.read(n + 2)[:-2].decode()
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [resp_read(f) for _ in range(n)]
+    raise RuntimeError(f"bad RESP line {line!r}")
 
 
 class Response:
