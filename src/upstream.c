@@ -9,15 +9,29 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sluice/log.h"
 
 #define EASY_POOL_MAX 64
 
+/* The event of one socket curl uses. When curl stops watching a socket (an
+ * upstream connection going idle in its cache) the event stays registered,
+ * parked, so reusing the connection costs no epoll_ctl; it is freed when curl
+ * closes the socket (CURLOPT_CLOSESOCKETFUNCTION), before the fd can be reused. */
+struct sock {
+    struct up_multi *m;
+    struct event *ev;
+    curl_socket_t fd;
+    bool parked;
+};
+
 struct up_multi {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
+    struct sock **socks; /* by fd */
+    int nsocks;
     CURL *easy_pool[EASY_POOL_MAX]; /* reset handles ready for reuse */
     int neasy;
     struct up_transfer *transfers;  /* running, for cleanup */
@@ -40,7 +54,12 @@ static void check_done(struct up_multi *m);
 
 static void socket_event_cb(evutil_socket_t fd, short kind, void *arg)
 {
-    struct up_multi *m = arg;
+    struct sock *k = arg;
+    struct up_multi *m = k->m;
+    if (k->parked) { /* an idle connection closed or sent something: curl finds out on reuse */
+        event_del(k->ev);
+        return;
+    }
     int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(m->multi, fd, action, &running);
@@ -61,27 +80,51 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 {
     (void)easy;
     struct up_multi *m = userp;
-    struct event *ev = socketp;
+    struct sock *k = socketp;
+    if (!k && s < m->nsocks)
+        k = m->socks[s]; /* parked */
     if (what == CURL_POLL_REMOVE) {
-        if (ev) {
-            event_free(ev);
+        if (k) {
+            k->parked = true;
             curl_multi_assign(m->multi, s, NULL);
         }
         return 0;
     }
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (ev && event_get_events(ev) == kind)
-        return 0; /* already watched for exactly that */
-    if (ev) {
-        event_del(ev);
-        event_assign(ev, m->base, s, kind, socket_event_cb, m);
-    } else {
-        ev = event_new(m->base, s, kind, socket_event_cb, m);
-        curl_multi_assign(m->multi, s, ev);
+    if (!k) {
+        if (s >= m->nsocks) {
+            int n = SL_MAX(s + 1, m->nsocks * 2);
+            m->socks = sl_realloc(m->socks, (size_t)n * sizeof(*m->socks));
+            memset(m->socks + m->nsocks, 0, (size_t)(n - m->nsocks) * sizeof(*m->socks));
+            m->nsocks = n;
+        }
+        k = sl_calloc(1, sizeof(*k));
+        k->m = m;
+        k->fd = s;
+        k->ev = event_new(m->base, s, kind, socket_event_cb, k);
+        m->socks[s] = k;
+        event_add(k->ev, NULL);
+    } else if (event_get_events(k->ev) != kind || !event_pending(k->ev, EV_READ | EV_WRITE, NULL)) {
+        event_del(k->ev);
+        event_assign(k->ev, m->base, s, kind, socket_event_cb, k);
+        event_add(k->ev, NULL);
     }
-    event_add(ev, NULL);
+    k->parked = false;
+    curl_multi_assign(m->multi, s, k);
     return 0;
+}
+
+/* curl is done with a socket: its event goes first, then the fd. */
+static int close_cb(void *userp, curl_socket_t s)
+{
+    struct up_multi *m = userp;
+    if (s >= 0 && s < m->nsocks && m->socks[s]) {
+        event_free(m->socks[s]->ev);
+        free(m->socks[s]);
+        m->socks[s] = NULL;
+    }
+    return close(s);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -174,7 +217,7 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 }
 
 /* A handle with the options that never change between transfers. */
-static CURL *new_easy(void)
+static CURL *new_easy(struct up_multi *m)
 {
     CURL *e = curl_easy_init();
     if (!e)
@@ -187,6 +230,8 @@ static CURL *new_easy(void)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
     return e;
 }
 
@@ -197,7 +242,7 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     t->m = m;
     t->cb = cb;
     t->arg = arg;
-    t->easy = m->neasy ? m->easy_pool[--m->neasy] : new_easy();
+    t->easy = m->neasy ? m->easy_pool[--m->neasy] : new_easy(m);
     if (!t->easy) {
         free(t);
         return NULL;
@@ -339,7 +384,14 @@ void up_multi_free(struct up_multi *m)
         release(m->transfers);
     for (int i = 0; i < m->neasy; i++)
         curl_easy_cleanup(m->easy_pool[i]);
-    curl_multi_cleanup(m->multi);
+    curl_multi_cleanup(m->multi); /* closes the connections: close_cb frees their events */
+    for (int i = 0; i < m->nsocks; i++) {
+        if (m->socks[i]) {
+            event_free(m->socks[i]->ev);
+            free(m->socks[i]);
+        }
+    }
+    free(m->socks);
     event_free(m->timer);
     free(m);
 }
