@@ -3,6 +3,7 @@
  * [redis], the in-process windows. Also the x-ratelimit-* headers. */
 #include "sluice/limit.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +23,20 @@ int64_t lim_window_ms(void)
     return 60000;
 }
 
-int64_t lim_clock_offset_s(void)
+static int64_t clock_offset_s;
+
+static void read_clock_offset(void)
 {
     const char *v = getenv("SLUICE_CLOCK_OFFSET_S");
     int64_t s;
-    return v && sl_parse_int(v, &s) ? s : 0;
+    clock_offset_s = v && sl_parse_int(v, &s) ? s : 0;
+}
+
+int64_t lim_clock_offset_s(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_clock_offset); /* the environment is read once */
+    return clock_offset_s;
 }
 
 void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms)

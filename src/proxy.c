@@ -178,15 +178,21 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     struct curl_slist *list = NULL;
     struct sl_buf line = { 0 };
     const struct http_req *req = r->req;
+    bool accept = false;
     for (int i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
         if (not_forwarded(h->name) || named_in_connection(req, h->name))
             continue;
+        accept = accept || sl_str_caseeq(h->name, "accept");
         line.len = 0;
-        sl_buf_printf(&line, "%.*s: %.*s", (int)h->name.len, h->name.p, (int)h->value.len,
-                      h->value.p);
+        sl_buf_append(&line, h->name.p, h->name.len);
+        sl_buf_append(&line, ": ", 2);
+        sl_buf_append(&line, h->value.p, h->value.len);
+        sl_buf_append(&line, "", 1);
         list = curl_slist_append(list, line.data);
     }
+    if (!accept)
+        list = curl_slist_append(list, "Accept:"); /* not curl's default "*\/\*" */
     list = curl_slist_append(list, "Content-Type: application/json");
     list = curl_slist_append(list, "Expect:"); /* no 100-continue round trip */
     if (be->api_key) {

@@ -41,14 +41,27 @@ static bool find_usage_object(const char *data, size_t len, const char **obj, si
 {
     size_t i = 0;
     while (i < len) {
-        char c = data[i];
-        if (c != '"') {
+        const char *q = memchr(data + i, '"', len - i);
+        if (!q)
+            return false;
+        size_t start = (size_t)(q - data) + 1;
+        i = start;
+        for (;;) { /* to the closing quote: one not escaped by an odd run of backslashes */
+            q = i < len ? memchr(data + i, '"', len - i) : NULL;
+            if (!q) {
+                i = len;
+                break;
+            }
+            size_t at = (size_t)(q - data), bs = 0;
+            while (at - bs > start && data[at - bs - 1] == '\\')
+                bs++;
+            i = at;
+            if (bs % 2 == 0)
+                break;
             i++;
-            continue;
         }
-        size_t start = ++i;
-        while (i < len && data[i] != '"')
-            i += data[i] == '\\' ? 2 : 1;
+        if (i >= len)
+            return false;
         size_t end = i++;
         if (end - start != 5 || memcmp(data + start, "usage", 5) != 0)
             continue;

@@ -2,7 +2,9 @@
 #include "sluice/util.h"
 
 #include <ctype.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,9 +242,27 @@ bool sl_unhex(const char *hex, uint8_t *out, size_t n)
     return true;
 }
 
+static EVP_MD *sha256_md;
+
+static void fetch_sha256(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+/* OpenSSL 3 looks the algorithm up on every one-shot SHA256() call; fetched
+ * once here, with one context per thread, a digest is just the hashing. */
 void sl_sha256(const void *data, size_t len, uint8_t out[32])
 {
-    SHA256(data, len, out);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    static _Thread_local EVP_MD_CTX *ctx;
+    pthread_once(&once, fetch_sha256);
+    EVP_MD *md = sha256_md;
+    if (!ctx)
+        ctx = EVP_MD_CTX_new();
+    unsigned int n = 0;
+    if (!md || !ctx || !EVP_DigestInit_ex2(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
+        !EVP_DigestFinal_ex(ctx, out, &n))
+        SHA256(data, len, out);
 }
 
 void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len)

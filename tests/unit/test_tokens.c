@@ -45,6 +45,20 @@ static void test_stream_events(void)
     CHECK(!tok_usage_from_sse_data("[DONE]", 6, &r) && r.prompt == 2);
 }
 
+/* Generated text that looks like usage, with escaped quotes and backslashes,
+ * is skipped; the real object after it is found. */
+static void test_usage_inside_strings(void)
+{
+    struct tok_usage u = { 0 };
+    const char *body = "{\"content\":\"say \\\"usage\\\": {\\\"prompt_tokens\\\":99} \\\\\","
+                       "\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}";
+    CHECK(tok_usage_from_body(body, strlen(body), &u));
+    CHECK(u.prompt == 3 && u.completion == 4);
+    struct tok_usage n = { 0 };
+    const char *open = "{\"content\":\"unterminated \\\" \"usage\":{\"prompt_tokens\":5}}";
+    CHECK(!tok_usage_from_body(open, strlen(open), &n)); /* "usage" outside quotes is no key */
+}
+
 static int64_t estimate(const char *path, const char *body)
 {
     struct api_call call;
@@ -95,6 +109,7 @@ int main(void)
 {
     test_bodies();
     test_stream_events();
+    test_usage_inside_strings();
     test_estimates();
     return check_done();
 }
