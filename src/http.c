@@ -384,13 +384,20 @@ static void write_status_and_headers(struct http_req *req, int status, const cha
                                      size_t hlen, const char *framing)
 {
     struct evbuffer *out = req->conn->out;
-    char line[256];
-    int n = snprintf(line, sizeof(line), "HTTP/1.%d %d %s\r\n%s%s%s", req->minor, status,
-                     http_reason(status), date_header(), framing,
-                     !req->keepalive ? "Connection: close\r\n"
-                     : req->minor == 0 ? "Connection: keep-alive\r\n"
-                                       : "");
-    evbuffer_add(out, line, (size_t)n);
+    char line[256] = "HTTP/1.x ";
+    size_t n = 9;
+    line[7] = (char)('0' + req->minor);
+    n += sl_fmt_int(status, line + n);
+    const char *parts[] = { " ", http_reason(status), "\r\n", date_header(), framing,
+                            !req->keepalive    ? "Connection: close\r\n"
+                            : req->minor == 0 ? "Connection: keep-alive\r\n"
+                                              : "" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(parts); i++) {
+        size_t len = SL_MIN(strlen(parts[i]), sizeof(line) - n);
+        memcpy(line + n, parts[i], len);
+        n += len;
+    }
+    evbuffer_add(out, line, n);
     if (headers && hlen)
         evbuffer_add(out, headers, hlen);
     evbuffer_add(out, "\r\n", 2);
@@ -448,11 +455,19 @@ static void conn_finish(struct http_conn *c)
         event_active(c->resume, EV_READ, 0);
 }
 
+/* "Content-Length: N\r\n" into out[48]. */
+static void content_length(char *out, size_t len)
+{
+    memcpy(out, "Content-Length: ", 16);
+    size_t n = 16 + sl_fmt_int((int64_t)len, out + 16);
+    memcpy(out + n, "\r\n", 3);
+}
+
 void http_respond(struct http_req *req, int status, const char *headers, size_t hlen,
                   const void *body, size_t blen)
 {
     char framing[48];
-    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    content_length(framing, blen);
     write_status_and_headers(req, status, headers, hlen, framing);
     if (blen && !sl_str_eq(req->method, "HEAD"))
         evbuffer_add(req->conn->out, body, blen);
@@ -466,7 +481,7 @@ void http_respond_evbuffer(struct http_req *req, int status, const char *headers
 {
     size_t blen = evbuffer_get_length(body);
     char framing[48];
-    snprintf(framing, sizeof(framing), "Content-Length: %zu\r\n", blen);
+    content_length(framing, blen);
     write_status_and_headers(req, status, headers, hlen, framing);
     if (sl_str_eq(req->method, "HEAD"))
         evbuffer_drain(body, blen);

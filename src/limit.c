@@ -196,35 +196,50 @@ void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key
 }
 
 /* OpenAI's duration format: "20ms", "1.5s", "1m0s". */
-static void format_duration(int64_t ms, char *out, size_t n)
+static void append_duration(struct sl_buf *out, int64_t ms)
 {
     if (ms < 1000) {
-        snprintf(out, n, "%lldms", (long long)SL_MAX(ms, 0));
+        sl_buf_int(out, SL_MAX(ms, 0));
+        sl_buf_append(out, "ms", 2);
         return;
     }
     int64_t minutes = ms / 60000, rest = ms % 60000;
-    char secs[32];
-    snprintf(secs, sizeof(secs), "%lld.%03lld", (long long)(rest / 1000), (long long)(rest % 1000));
-    char *end = secs + strlen(secs);
-    while (end[-1] == '0')
-        *--end = '\0';
-    if (end[-1] == '.')
-        end[-1] = '\0';
-    if (minutes)
-        snprintf(out, n, "%lldm%ss", (long long)minutes, secs);
-    else
-        snprintf(out, n, "%ss", secs);
+    if (minutes) {
+        sl_buf_int(out, minutes);
+        sl_buf_append(out, "m", 1);
+    }
+    sl_buf_int(out, rest / 1000);
+    int64_t frac = rest % 1000;
+    if (frac) { /* up to three decimals, trailing zeros dropped */
+        char d[4] = { '.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10) };
+        size_t n = 4;
+        while (d[n - 1] == '0')
+            n--;
+        sl_buf_append(out, d, n);
+    }
+    sl_buf_append(out, "s", 1);
+}
+
+static void header_line(struct sl_buf *out, const char *field, const char *what)
+{
+    sl_buf_appends(out, "x-ratelimit-");
+    sl_buf_appends(out, field);
+    sl_buf_appends(out, what);
+    sl_buf_append(out, ": ", 2);
 }
 
 static void header_set(struct sl_buf *out, const char *what, int64_t limit, int64_t used,
                        int64_t reset_ms)
 {
-    char reset[48];
-    format_duration(reset_ms, reset, sizeof(reset));
-    sl_buf_printf(out,
-                  "x-ratelimit-limit-%s: %lld\r\nx-ratelimit-remaining-%s: %lld\r\n"
-                  "x-ratelimit-reset-%s: %s\r\n",
-                  what, (long long)limit, what, (long long)SL_MAX(limit - used, 0), what, reset);
+    header_line(out, "limit-", what);
+    sl_buf_int(out, limit);
+    sl_buf_append(out, "\r\n", 2);
+    header_line(out, "remaining-", what);
+    sl_buf_int(out, SL_MAX(limit - used, 0));
+    sl_buf_append(out, "\r\n", 2);
+    header_line(out, "reset-", what);
+    append_duration(out, reset_ms);
+    sl_buf_append(out, "\r\n", 2);
 }
 
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out)

@@ -442,14 +442,8 @@ static void arg_str(struct call *c, const char *s)
 
 static void arg_int(struct call *c, int64_t v)
 {
-    char buf[24], *p = buf + sizeof(buf);
-    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    do
-        *--p = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        *--p = '-';
-    arg_mem(c, p, (size_t)(buf + sizeof(buf) - p));
+    char d[24];
+    arg_mem(c, d, sl_fmt_int(v, d));
 }
 
 /* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)

@@ -188,7 +188,6 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
         sl_buf_append(&line, h->name.p, h->name.len);
         sl_buf_append(&line, ": ", 2);
         sl_buf_append(&line, h->value.p, h->value.len);
-        sl_buf_append(&line, "", 1);
         list = curl_slist_append(list, line.data);
     }
     if (!accept)
@@ -197,10 +196,8 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     list = curl_slist_append(list, "Expect:"); /* no 100-continue round trip */
     if (be->api_key) {
         line.len = 0;
-        if (be->type == BACKEND_AZURE)
-            sl_buf_printf(&line, "api-key: %s", be->api_key);
-        else
-            sl_buf_printf(&line, "Authorization: Bearer %s", be->api_key);
+        sl_buf_appends(&line, be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ");
+        sl_buf_appends(&line, be->api_key);
         list = curl_slist_append(list, line.data);
         memset(line.data, 0, line.len);
     }
@@ -226,8 +223,10 @@ static char *upstream_url(struct sl_request *r, const struct cfg_backend *be)
             sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
     } else {
         sl_buf_append(&url, rest.p, rest.len);
-        if (req->query.len)
-            sl_buf_printf(&url, "?%.*s", (int)req->query.len, req->query.p);
+        if (req->query.len) {
+            sl_buf_append(&url, "?", 1);
+            sl_buf_append(&url, req->query.p, req->query.len);
+        }
     }
     return url.data;
 }
@@ -248,7 +247,9 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->key = key;
     r->call = *call; /* takes the parsed JSON */
     r->model = sl_strndup(call->model, call->model_len);
-    snprintf(r->path, sizeof(r->path), "%.*s", (int)req->path.len, req->path.p);
+    size_t plen = SL_MIN(req->path.len, sizeof(r->path) - 1);
+    memcpy(r->path, req->path.p, plen);
+    r->path[plen] = '\0';
     r->backend = -1;
     r->start_us = req->start_us;
     r->limits = lim_limits_of(key);

@@ -265,6 +265,26 @@ void sl_sha256(const void *data, size_t len, uint8_t out[32])
         SHA256(data, len, out);
 }
 
+size_t sl_fmt_int(int64_t v, char out[24])
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    do
+        *--p = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        *--p = '-';
+    size_t n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(out, p, n);
+    return n;
+}
+
+void sl_buf_int(struct sl_buf *b, int64_t v)
+{
+    char d[24];
+    sl_buf_append(b, d, sl_fmt_int(v, d));
+}
+
 void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

@@ -43,6 +43,10 @@ void sl_buf_append(struct sl_buf *b, const void *data, size_t len);
 void sl_buf_appends(struct sl_buf *b, const char *s);
 void sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sl_buf_free(struct sl_buf *b);
+/* Appends v in decimal (no printf: this is on every response's path). */
+void sl_buf_int(struct sl_buf *b, int64_t v);
+/* v in decimal into out; returns the length (at most 20), no terminator. */
+size_t sl_fmt_int(int64_t v, char out[24]);
 /* Appends s as a quoted, escaped JSON string. */
 void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len);
 

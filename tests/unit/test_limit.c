@@ -148,8 +148,47 @@ static void test_sliding_never_exceeds(void)
     lim_local_free(l);
 }
 
+/* x-ratelimit-* headers: remaining never below zero, resets in OpenAI's
+ * duration format. */
+static void test_headers(void)
+{
+    struct lim_limits lim = { .rpm = 600, .input_tpm = 1000, .output_tpm = 50, .quota = 9000 };
+    struct lim_decision d = { .admitted = true, .where = LIM_REDIS, .used_requests = 1,
+                              .reset_requests_ms = 60500, .used_input = 1200, .reset_input_ms = 999,
+                              .used_output = 7, .reset_output_ms = 1050, .used_quota = 10,
+                              .quota_reset_ms = 3723004 };
+    struct sl_buf b = { 0 };
+    lim_headers(&d, &lim, &b);
+    sl_buf_append(&b, "", 1);
+    CHECK_STR(b.data, "x-ratelimit-limit-requests: 600\r\nx-ratelimit-remaining-requests: 599\r\n"
+                      "x-ratelimit-reset-requests: 1m0.5s\r\n"
+                      "x-ratelimit-limit-tokens: 1000\r\nx-ratelimit-remaining-tokens: 0\r\n"
+                      "x-ratelimit-reset-tokens: 999ms\r\n"
+                      "x-ratelimit-limit-output-tokens: 50\r\nx-ratelimit-remaining-output-tokens: 43\r\n"
+                      "x-ratelimit-reset-output-tokens: 1.05s\r\n"
+                      "x-ratelimit-limit-quota: 9000\r\nx-ratelimit-remaining-quota: 8990\r\n"
+                      "x-ratelimit-reset-quota: 62m3.004s\r\n");
+    const int64_t ms[] = { -5, 0, 1000, 60000, 61234 };
+    const char *want[] = { "0ms", "0ms", "1s", "1m0s", "1m1.234s" };
+    for (int i = 0; i < 5; i++) {
+        struct lim_limits one = { .rpm = 1 };
+        struct lim_decision e = { .admitted = true, .where = LIM_LOCAL, .reset_requests_ms = ms[i] };
+        b.len = 0;
+        lim_headers(&e, &one, &b);
+        sl_buf_append(&b, "", 1);
+        const char *reset = strstr(b.data, "reset-requests: ");
+        CHECK(reset && strncmp(reset + 16, want[i], strlen(want[i])) == 0 && reset[16 + strlen(want[i])] == '\r');
+    }
+    struct lim_decision refused = { .admitted = false, .where = LIM_LOCAL };
+    b.len = 0;
+    lim_headers(&refused, &lim, &b);
+    CHECK(b.len == 0);
+    sl_buf_free(&b);
+}
+
 int main(void)
 {
+    test_headers();
     test_rpm_exact_and_retry();
     test_input_reservation_and_correction();
     test_output_semantics();
