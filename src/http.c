@@ -516,21 +516,34 @@ void http_stream_begin(struct http_req *req, int status, const char *headers, si
     conn_flush(req->conn);
 }
 
-void http_stream_write(struct http_req *req, const void *data, size_t len)
+void http_stream_queue(struct http_req *req, const void *data, size_t len)
 {
     if (!len)
         return;
     struct evbuffer *out = req->conn->out;
     if (req->minor == 1) {
-        char size[24];
-        int n = snprintf(size, sizeof(size), "%zx\r\n", len);
-        evbuffer_add(out, size, (size_t)n);
+        static const char hex[] = "0123456789abcdef";
+        char size[24], *p = size + sizeof(size);
+        *--p = '\n';
+        *--p = '\r';
+        size_t v = len;
+        do
+            *--p = hex[v & 15];
+        while (v >>= 4);
+        evbuffer_add(out, p, (size_t)(size + sizeof(size) - p));
         evbuffer_add(out, data, len);
         evbuffer_add(out, "\r\n", 2);
     } else {
         evbuffer_add(out, data, len);
     }
     req->bytes_out += len;
+    if (!req->conn->dead) /* written at the end of this loop pass (conn_write_cb) */
+        event_active(req->conn->wev, EV_WRITE, 0);
+}
+
+void http_stream_write(struct http_req *req, const void *data, size_t len)
+{
+    http_stream_queue(req, data, len);
     conn_flush(req->conn);
 }
 

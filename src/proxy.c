@@ -537,7 +537,7 @@ static void relay_event(const char *event, size_t len, void *arg)
             r->relayed_events++;
         }
     }
-    http_stream_write(r->req, event, len);
+    http_stream_queue(r->req, event, len);
 }
 
 static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, void *arg)

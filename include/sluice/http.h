@@ -98,6 +98,9 @@ void http_send_error(struct http_req *req, enum sl_error e, const char *message,
 /* A streamed response: chunked on HTTP/1.1, close-delimited on 1.0. */
 void http_stream_begin(struct http_req *req, int status, const char *headers, size_t hlen);
 void http_stream_write(struct http_req *req, const void *data, size_t len);
+/* The same, written at the end of the current loop pass: the pieces queued
+ * meanwhile (curl hands over one upstream chunk at a time) go out in one write. */
+void http_stream_queue(struct http_req *req, const void *data, size_t len);
 /* Ends the stream; req is freed. */
 void http_stream_end(struct http_req *req);
 /* Ends a stream abnormally: no terminating chunk, the connection is closed. */
