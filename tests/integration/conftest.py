@@ -55,8 +55,8 @@ def sanitizer_errors(text):
 
 
 class Mock:
-    def __init__(self, tmp, api_key=UPSTREAM_KEY):
-        self.port = free_port()
+    def __init__(self, tmp, api_key=UPSTREAM_KEY, port=None):
+        self.port = port or free_port()
         self.log = tmp / f"mock-{self.port}.log"
         cmd = [str(MOCK), "--port", str(self.port)]
         if api_key:

@@ -5,7 +5,7 @@ import os
 import socket
 import time
 
-from conftest import CLIENT_KEY, base_conf, free_port
+from conftest import CLIENT_KEY, Mock, base_conf, free_port
 
 
 def test_connect_failure_is_502(start_sluice):
@@ -123,3 +123,32 @@ def test_slow_reader_back_pressure(sluice, mock):
     s.close()
     assert total > 30_000_000
     assert b"data: [DONE]" in tail
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_idle_upstream_connections_closed_by_the_upstream(tmp, start_sluice):
+    """Kept-alive upstream connections stay registered while idle. When the
+    upstream closes them, sluice neither spins on them nor uses them again:
+    the next request gets a fresh connection."""
+    mock = Mock(tmp)
+    s = start_sluice(base_conf(mock.url))
+    try:
+        for _ in range(4):
+            assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+        port = mock.port
+        mock.stop()  # closes the idle connections sluice keeps
+        time.sleep(0.3)
+        before = cpu_seconds(s.proc.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(s.proc.pid) - before < 0.2  # no busy loop on the closed sockets
+        mock = Mock(tmp, port=port)
+        for _ in range(3):
+            assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+        assert mock.stats()["requests"] == 3
+    finally:
+        mock.stop()
