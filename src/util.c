@@ -250,18 +250,13 @@ static void fetch_sha256(void)
 }
 
 /* OpenSSL 3 looks the algorithm up on every one-shot SHA256() call; fetched
- * once here, with one context per thread, a digest is just the hashing. */
+ * once here, a digest is just the hashing. */
 void sl_sha256(const void *data, size_t len, uint8_t out[32])
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    static _Thread_local EVP_MD_CTX *ctx;
     pthread_once(&once, fetch_sha256);
-    EVP_MD *md = sha256_md;
-    if (!ctx)
-        ctx = EVP_MD_CTX_new();
     unsigned int n = 0;
-    if (!md || !ctx || !EVP_DigestInit_ex2(ctx, md, NULL) || !EVP_DigestUpdate(ctx, data, len) ||
-        !EVP_DigestFinal_ex(ctx, out, &n))
+    if (!sha256_md || !EVP_Digest(data, len, out, &n, sha256_md, NULL))
         SHA256(data, len, out);
 }
 
