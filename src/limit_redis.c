@@ -370,6 +370,15 @@ static struct call *call_new(struct lim_redis *r, int kind, const char *key,
     return c;
 }
 
+static void call_destroy(struct call *c)
+{
+    if (c->timer)
+        event_free(c->timer);
+    sl_buf_free(&c->text);
+    free(c);
+}
+
+/* Back to the spare list, or freed. */
 static void call_free(struct call *c)
 {
     struct lim_redis *r = c->r;
@@ -381,20 +390,14 @@ static void call_free(struct call *c)
         r->nfree++;
         return;
     }
-    if (c->timer)
-        event_free(c->timer);
-    sl_buf_free(&c->text);
-    free(c);
+    call_destroy(c);
 }
 
 static void free_list(struct call *c)
 {
     while (c) {
         struct call *next = c->next;
-        if (c->timer)
-            event_free(c->timer);
-        sl_buf_free(&c->text);
-        free(c);
+        call_destroy(c);
         c = next;
     }
 }

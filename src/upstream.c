@@ -115,15 +115,19 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     return 0;
 }
 
-/* curl is done with a socket: its event goes first, then the fd. */
-static int close_cb(void *userp, curl_socket_t s)
+static void sock_free(struct up_multi *m, curl_socket_t s)
 {
-    struct up_multi *m = userp;
     if (s >= 0 && s < m->nsocks && m->socks[s]) {
         event_free(m->socks[s]->ev);
         free(m->socks[s]);
         m->socks[s] = NULL;
     }
+}
+
+/* curl is done with a socket: its event goes first, then the fd. */
+static int close_cb(void *userp, curl_socket_t s)
+{
+    sock_free(userp, s);
     return close(s);
 }
 
@@ -385,12 +389,8 @@ void up_multi_free(struct up_multi *m)
     for (int i = 0; i < m->neasy; i++)
         curl_easy_cleanup(m->easy_pool[i]);
     curl_multi_cleanup(m->multi); /* closes the connections: close_cb frees their events */
-    for (int i = 0; i < m->nsocks; i++) {
-        if (m->socks[i]) {
-            event_free(m->socks[i]->ev);
-            free(m->socks[i]);
-        }
-    }
+    for (int i = 0; i < m->nsocks; i++)
+        sock_free(m, i);
     free(m->socks);
     event_free(m->timer);
     free(m);
