@@ -35,6 +35,7 @@ struct up_multi {
     CURL *easy_pool[EASY_POOL_MAX]; /* reset handles ready for reuse */
     int neasy;
     struct up_transfer *transfers;  /* running, for cleanup */
+    bool proxy_env; /* a proxy variable is set: curl reads them for each transfer */
 };
 
 struct up_transfer {
@@ -236,6 +237,10 @@ static CURL *new_easy(struct up_multi *m)
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, m);
+    if (!m->proxy_env) { /* nothing to find: spare curl five getenv() per transfer */
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    }
     return e;
 }
 
@@ -365,10 +370,24 @@ double up_ttfb(const struct up_transfer *t)
 
 /* ---- multi ------------------------------------------------------------------ */
 
+/* The variables libcurl honours for choosing a proxy. */
+static bool proxy_in_environment(void)
+{
+    static const char *const names[] = { "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                                          "ALL_PROXY", "no_proxy", "NO_PROXY" };
+    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++) {
+        const char *v = getenv(names[i]);
+        if (v && *v)
+            return true;
+    }
+    return false;
+}
+
 struct up_multi *up_multi_new(struct event_base *base)
 {
     struct up_multi *m = sl_calloc(1, sizeof(*m));
     m->base = base;
+    m->proxy_env = proxy_in_environment();
     m->multi = curl_multi_init();
     m->timer = evtimer_new(base, timer_event_cb, m);
     curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);

@@ -23,7 +23,8 @@ UPSTREAM_KEY = "upstream-secret-credential"
 
 # Sanitizer builds: fail loudly, keep freed-memory quarantine small so RSS
 # measurements mean something.
-ENV = dict(os.environ)
+ENV = {k: v for k, v in os.environ.items()  # upstream calls go direct unless a test says otherwise
+       if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
 ENV.setdefault("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1:quarantine_size_mb=8:malloc_context_size=8")
 ENV.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
 

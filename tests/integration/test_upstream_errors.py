@@ -2,7 +2,9 @@
 passed-through errors, broken streams, client disconnects, slow readers."""
 import json
 import os
+import re
 import socket
+import threading
 import time
 
 from conftest import CLIENT_KEY, Mock, base_conf, free_port
@@ -152,3 +154,47 @@ def test_idle_upstream_connections_closed_by_the_upstream(tmp, start_sluice):
         assert mock.stats()["requests"] == 3
     finally:
         mock.stop()
+
+
+def test_proxy_environment_variables_apply_to_upstream_calls(mock, start_sluice):
+    """As for any libcurl program: with http_proxy set, upstream calls go through that
+    proxy (absolute-form request line); with the backend's host in no_proxy they go direct."""
+    seen = []
+    srv = socket.create_server(("127.0.0.1", 0))
+    proxy = f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            with c:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)\r\ncontent-length: *(\d+)", head).group(1))
+                while len(body) < length:
+                    body += c.recv(65536)
+                seen.append(head.split(b"\r\n")[0].decode())
+                payload = json.dumps({"id": "via-proxy", "object": "chat.completion", "choices": [],
+                                      "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        s = start_sluice(base_conf(mock.url), extra_env={"http_proxy": proxy})
+        r = s.chat()
+        assert r.status == 200 and r.json()["id"] == "via-proxy"
+        assert seen == [f"POST {mock.url}/chat/completions HTTP/1.1"]
+        d = start_sluice(base_conf(mock.url), extra_env={"http_proxy": proxy, "no_proxy": "127.0.0.1"})
+        r = d.chat()
+        assert r.status == 200 and r.json()["id"] != "via-proxy"
+        assert len(seen) == 1
+    finally:
+        srv.close()
