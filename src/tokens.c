@@ -1,9 +1,12 @@
 /* Usage extraction from upstream responses. Parsing JSON costs, so an SSE
- * event is parsed only when its text holds a "usage" object. */
+ * event is parsed only when its text holds a "usage" object, and that object
+ * is read without cJSON when it has the usual shape. */
 #include "sluice/tokens.h"
 
 #include <cjson/cJSON.h>
 #include <string.h>
+
+#include "sluice/util.h"
 
 static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *out)
 {
@@ -16,7 +19,8 @@ static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *
     return true;
 }
 
-static bool parse_usage_object(const char *text, size_t len, struct tok_usage *u)
+/* The general case, through cJSON. */
+static bool parse_usage_object_json(const char *text, size_t len, struct tok_usage *u)
 {
     cJSON *usage = cJSON_ParseWithLength(text, len);
     bool ok = false;
@@ -32,6 +36,156 @@ static bool parse_usage_object(const char *text, size_t len, struct tok_usage *u
     }
     cJSON_Delete(usage);
     return ok;
+}
+
+/* ---- the common case without cJSON ---------------------------------------------
+ * Upstreams send usage as an object of small integers, escape-free strings and
+ * such objects nested (prompt_tokens_details). That shape is read here without
+ * allocating; anything else (fractions, escapes, arrays, literals, bad JSON)
+ * makes the reader give up and the cJSON path decide, so both always agree. */
+
+enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_NAMES };
+enum { U_ABSENT, U_NUMBER, U_OTHER };
+
+struct usage_scan {
+    const char *p, *end;
+    int kind[U_NAMES];
+    int64_t value[U_NAMES];
+};
+
+static void skip_ws(struct usage_scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* An escape-free string; its span without the quotes. */
+static bool scan_string(struct usage_scan *s, struct sl_str *out)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return false;
+    const char *start = ++s->p;
+    while (s->p < s->end && *s->p != '"') {
+        if (*s->p == '\\' || (unsigned char)*s->p < 0x20)
+            return false;
+        s->p++;
+    }
+    if (s->p >= s->end)
+        return false;
+    *out = (struct sl_str){ start, (size_t)(s->p++ - start) };
+    return true;
+}
+
+/* A JSON integer of at most 15 digits (exact as a double, as cJSON reads it). */
+static bool scan_integer(struct usage_scan *s, int64_t *out)
+{
+    bool neg = s->p < s->end && *s->p == '-';
+    const char *d = s->p + neg, *q = d;
+    int64_t v = 0;
+    while (q < s->end && *q >= '0' && *q <= '9' && q - d < 16)
+        v = v * 10 + (*q++ - '0');
+    if (q == d || q - d > 15 || (*d == '0' && q - d > 1))
+        return false;
+    if (q < s->end && (*q == '.' || *q == 'e' || *q == 'E' || (*q >= '0' && *q <= '9')))
+        return false;
+    s->p = q;
+    *out = neg ? -v : v;
+    return true;
+}
+
+static int usage_name(struct sl_str k)
+{
+    static const char *const names[U_NAMES] = { "prompt_tokens", "input_tokens",
+                                                 "completion_tokens", "output_tokens" };
+    for (int i = 0; i < U_NAMES; i++)
+        if (sl_str_eq(k, names[i]))
+            return i;
+    return -1;
+}
+
+/* An object of integers, strings and (up to depth 3) such objects. At depth 0
+ * the four counts are noted, the first occurrence of each as cJSON finds it. */
+static bool scan_object(struct usage_scan *s, int depth)
+{
+    if (depth > 3 || s->p >= s->end || *s->p != '{')
+        return false;
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        struct sl_str key, str;
+        skip_ws(s);
+        if (!scan_string(s, &key))
+            return false;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p++ != ':')
+            return false;
+        skip_ws(s);
+        int name = depth == 0 ? usage_name(key) : -1;
+        bool first = name >= 0 && s->kind[name] == U_ABSENT;
+        int64_t v;
+        if (s->p >= s->end) {
+            return false;
+        } else if (*s->p == '"') {
+            if (!scan_string(s, &str))
+                return false;
+            if (first)
+                s->kind[name] = U_OTHER;
+        } else if (*s->p == '{') {
+            if (!scan_object(s, depth + 1))
+                return false;
+            if (first)
+                s->kind[name] = U_OTHER;
+        } else if (scan_integer(s, &v)) {
+            if (first) {
+                s->kind[name] = U_NUMBER;
+                s->value[name] = v;
+            }
+        } else {
+            return false;
+        }
+        skip_ws(s);
+        if (s->p >= s->end)
+            return false;
+        if (*s->p == '}') {
+            s->p++;
+            return true;
+        }
+        if (*s->p++ != ',')
+            return false;
+    }
+}
+
+/* As read_count: the first name if it holds a number, else the second. */
+static bool pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
+{
+    int i = s->kind[a] == U_NUMBER ? a : b;
+    if (s->kind[i] != U_NUMBER || s->value[i] < 0)
+        return false;
+    *out = s->value[i];
+    return true;
+}
+
+bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
+{
+    struct usage_scan s = { .p = text, .end = text + len };
+    if (!scan_object(&s, 0))
+        return parse_usage_object_json(text, len, u);
+    skip_ws(&s);
+    if (s.p != s.end)
+        return parse_usage_object_json(text, len, u);
+    int64_t prompt = 0, completion = 0;
+    bool has_prompt = pick_count(&s, U_PROMPT, U_INPUT, &prompt);
+    bool has_completion = pick_count(&s, U_COMPLETION, U_OUTPUT, &completion);
+    if (!has_prompt && !has_completion)
+        return false;
+    u->seen = true;
+    u->prompt = prompt;
+    u->completion = completion;
+    return true;
 }
 
 /* The span of the first "usage": {...} object in the text, found without
@@ -98,7 +252,7 @@ bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u)
 {
     const char *obj;
     size_t obj_len;
-    return find_usage_object(body, len, &obj, &obj_len) && parse_usage_object(obj, obj_len, u);
+    return find_usage_object(body, len, &obj, &obj_len) && tok_usage_from_object(obj, obj_len, u);
 }
 
 bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)

@@ -27,6 +27,8 @@ int64_t tok_estimate_text(const char *s, size_t len);
 
 /* From a complete JSON response body. */
 bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u);
+/* From the text of a usage object itself ({"prompt_tokens": ...}). */
+bool tok_usage_from_object(const char *obj, size_t len, struct tok_usage *u);
 /* From one SSE event's data; cheap for the common event without usage. */
 bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u);
 

@@ -6,6 +6,7 @@
 
 #include "sluice/server.h"
 #include "sluice/tokens.h"
+#include "sluice/util.h"
 
 static void test_bodies(void)
 {
@@ -105,11 +106,104 @@ static void test_estimates(void)
     CHECK(estimate("/v1/chat/completions", b) == estimate("/v1/chat/completions", b));
 }
 
+/* The usage reader as it was before the allocation-free fast path: the oracle. */
+static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
+{
+    cJSON *root = cJSON_ParseWithLength(obj, len);
+    bool ok = false;
+    if (cJSON_IsObject(root)) {
+        const char *names[2][2] = { { "prompt_tokens", "input_tokens" },
+                                    { "completion_tokens", "output_tokens" } };
+        int64_t v[2] = { 0, 0 };
+        bool has[2] = { false, false };
+        for (int d = 0; d < 2; d++) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, names[d][0]);
+            if (!cJSON_IsNumber(n))
+                n = cJSON_GetObjectItemCaseSensitive(root, names[d][1]);
+            if (cJSON_IsNumber(n) && n->valuedouble >= 0) {
+                has[d] = true;
+                v[d] = (int64_t)n->valuedouble;
+            }
+        }
+        if ((ok = has[0] || has[1])) {
+            u->seen = true;
+            u->prompt = v[0];
+            u->completion = v[1];
+        }
+    }
+    cJSON_Delete(root);
+    return ok;
+}
+
+static uint64_t rng = 88172645463325252ULL;
+static unsigned next_rand(unsigned n)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (unsigned)(rng % n);
+}
+
+/* Random usage objects, well formed and then mutated a byte or two: the fast
+ * reader and cJSON must agree on every one (the fast reader hands what it does
+ * not know to cJSON, so a disagreement is a bug in what it accepts). */
+static void test_usage_reader_agrees_with_cjson(void)
+{
+    static const char *const parts[] = {
+        "\"prompt_tokens\":12", "\"completion_tokens\":5", "\"total_tokens\":17",
+        "\"input_tokens\":3", "\"output_tokens\":9", "\"prompt_tokens\":-4",
+        "\"completion_tokens\":\"7\"", "\"prompt_tokens\":1.5", "\"output_tokens\":2e3",
+        "\"prompt_tokens\":007", "\"completion_tokens\":null", "\"input_tokens\":123456789012345",
+        "\"prompt_tokens\":1234567890123456", "\"prompt_tokens_details\":{\"cached_tokens\":0}",
+        "\"completion_tokens_details\":{\"reasoning_tokens\":2,\"x\":{\"y\":{}}}",
+        "\"prompt\\u005ftokens\":8", "\"note\":\"a \\\"q\\\" b\"", "\"list\":[1,2]",
+        "\"output_tokens\":true", "\"completion_tokens\":0", "\"prompt_tokens\":-0",
+    };
+    static const char mutations[] = " \t\n{}[]\",:-.0123456789eE\\u";
+    int agreed = 0;
+    for (int round = 0; round < 20000; round++) {
+        char obj[512];
+        size_t n = 0;
+        obj[n++] = '{';
+        int members = (int)next_rand(6);
+        for (int i = 0; i < members; i++) {
+            const char *p = parts[next_rand(SL_ARRAY_LEN(parts))];
+            if (i)
+                n += (size_t)snprintf(obj + n, sizeof(obj) - n, "%s", next_rand(4) ? "," : " , ");
+            n += (size_t)snprintf(obj + n, sizeof(obj) - n, "%s", p);
+        }
+        obj[n++] = '}';
+        for (int m = (int)next_rand(3); m > 0 && n > 1; m--) {
+            size_t at = next_rand((unsigned)n);
+            switch (next_rand(3)) {
+            case 0: obj[at] = mutations[next_rand(sizeof(mutations) - 1)]; break;
+            case 1: memmove(obj + at, obj + at + 1, n - at - 1); n--; break;
+            default:
+                memmove(obj + at + 1, obj + at, n - at);
+                obj[at] = mutations[next_rand(sizeof(mutations) - 1)];
+                n++;
+            }
+        }
+        struct tok_usage got = { 0 }, want = { 0 };
+        bool g = tok_usage_from_object(obj, n, &got);
+        bool w = reference_usage(obj, n, &want);
+        if (g == w && got.seen == want.seen && got.prompt == want.prompt &&
+            got.completion == want.completion)
+            agreed++;
+        else
+            fprintf(stderr, "disagree on %.*s: got %d %lld %lld, cJSON %d %lld %lld\n", (int)n, obj,
+                    g, (long long)got.prompt, (long long)got.completion, w, (long long)want.prompt,
+                    (long long)want.completion);
+    }
+    CHECK(agreed == 20000);
+}
+
 int main(void)
 {
     test_bodies();
     test_stream_events();
     test_usage_inside_strings();
     test_estimates();
+    test_usage_reader_agrees_with_cjson();
     return check_done();
 }
