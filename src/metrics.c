@@ -4,7 +4,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,16 +19,20 @@ static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 struct series {
     char *labels; /* `a="x",b="y"` */
+    size_t len;
+    uint64_t hash;
     uint64_t value;
     uint64_t buckets[NBUCKETS]; /* histograms: cumulative at render time */
     double sum;
-    struct series *next;
+    struct series *next; /* in creation order, newest first: for rendering */
 };
 
 struct family {
     const char *name, *help;
     bool histogram;
     struct series *head;
+    struct series **table; /* open addressing by label text */
+    size_t cap, count;
 };
 
 enum {
@@ -37,27 +40,64 @@ enum {
 };
 
 static struct family families[F__COUNT] = {
-    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model, backend and status.", false, NULL },
-    [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false, NULL },
-    [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false, NULL },
-    [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false, NULL },
-    [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false, NULL },
-    [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true, NULL },
-    [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true, NULL },
+    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model, backend and status.", false },
+    [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false },
+    [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false },
+    [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false },
+    [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false },
+    [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true },
+    [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true },
 };
 
+/* Everything below is under the lock, the label text being built included:
+ * one buffer serves every update. */
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sl_buf text;
 static atomic_long inflight;
 
-static struct series *series_for(struct family *f, const char *labels)
+static uint64_t hash_text(const char *s, size_t len)
 {
-    for (struct series *s = f->head; s; s = s->next)
-        if (strcmp(s->labels, labels) == 0)
-            return s;
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void table_put(struct family *f, struct series *s)
+{
+    size_t i = (size_t)s->hash & (f->cap - 1);
+    while (f->table[i])
+        i = (i + 1) & (f->cap - 1);
+    f->table[i] = s;
+}
+
+/* The series for the label text in `text`, made on first use. */
+static struct series *series_for(struct family *f)
+{
+    const char *t = text.data ? text.data : "";
+    uint64_t h = hash_text(t, text.len);
+    if (f->cap) {
+        for (size_t i = (size_t)h & (f->cap - 1); f->table[i]; i = (i + 1) & (f->cap - 1)) {
+            struct series *s = f->table[i];
+            if (s->hash == h && s->len == text.len && memcmp(s->labels, t, text.len) == 0)
+                return s;
+        }
+    }
+    if (2 * (f->count + 1) > f->cap) { /* at most half full */
+        free(f->table);
+        f->cap = f->cap ? 2 * f->cap : 16;
+        f->table = sl_calloc(f->cap, sizeof(*f->table));
+        for (struct series *s = f->head; s; s = s->next)
+            table_put(f, s);
+    }
     struct series *s = sl_calloc(1, sizeof(*s));
-    s->labels = sl_strdup(labels);
+    s->labels = sl_strndup(t, text.len);
+    s->len = text.len;
+    s->hash = h;
     s->next = f->head;
     f->head = s;
+    f->count++;
+    table_put(f, s);
     return s;
 }
 
@@ -74,61 +114,59 @@ static void observe(struct series *s, double v)
 
 /* Label values come from config names (letters, digits, - _ . only) or
  * fixed words, so they need no escaping beyond a guard against quotes. */
-static void label(struct sl_buf *b, const char *name, const char *value)
+static void label(const char *name, const char *value)
 {
-    if (b->len)
-        sl_buf_append(b, ",", 1);
-    sl_buf_appends(b, name);
-    sl_buf_append(b, "=\"", 2);
+    if (text.len)
+        sl_buf_append(&text, ",", 1);
+    sl_buf_appends(&text, name);
+    sl_buf_append(&text, "=\"", 2);
     size_t start = 0, i = 0;
     for (; value[i]; i++) {
         if (value[i] == '"' || value[i] == '\\' || value[i] == '\n') {
-            sl_buf_append(b, value + start, i - start);
+            sl_buf_append(&text, value + start, i - start);
             start = i + 1;
         }
     }
-    sl_buf_append(b, value + start, i - start);
-    sl_buf_append(b, "\"", 1);
+    sl_buf_append(&text, value + start, i - start);
+    sl_buf_append(&text, "\"", 1);
 }
 
 void mx_request_done(const struct mx_request *m)
 {
-    struct sl_buf l = { 0 };
-    char code[8];
-    snprintf(code, sizeof(code), "%d", m->code);
-    label(&l, "key", m->key);
-    label(&l, "model", m->model);
-    label(&l, "backend", m->backend);
-    label(&l, "code", code);
-    struct sl_buf in = { 0 }, out = { 0 };
-    label(&in, "key", m->key);
-    label(&in, "model", m->model);
-    sl_buf_appends(&out, in.data);
-    label(&in, "direction", "input");
-    label(&out, "direction", "output");
+    char code[24];
+    code[sl_fmt_int(m->code, code)] = '\0';
     pthread_mutex_lock(&lock);
-    series_for(&families[F_REQUESTS], l.data)->value++;
-    if (m->prompt_tokens > 0)
-        series_for(&families[F_TOKENS], in.data)->value += (uint64_t)m->prompt_tokens;
-    if (m->completion_tokens > 0)
-        series_for(&families[F_TOKENS], out.data)->value += (uint64_t)m->completion_tokens;
-    observe(series_for(&families[F_DURATION], ""), m->duration_s);
+    text.len = 0;
+    label("key", m->key);
+    label("model", m->model);
+    size_t base = text.len;
+    label("backend", m->backend);
+    label("code", code);
+    series_for(&families[F_REQUESTS])->value++;
+    if (m->prompt_tokens > 0) {
+        text.len = base;
+        label("direction", "input");
+        series_for(&families[F_TOKENS])->value += (uint64_t)m->prompt_tokens;
+    }
+    if (m->completion_tokens > 0) {
+        text.len = base;
+        label("direction", "output");
+        series_for(&families[F_TOKENS])->value += (uint64_t)m->completion_tokens;
+    }
+    text.len = 0;
+    observe(series_for(&families[F_DURATION]), m->duration_s);
     pthread_mutex_unlock(&lock);
-    sl_buf_free(&l);
-    sl_buf_free(&in);
-    sl_buf_free(&out);
 }
 
 static void count2(int family, const char *n1, const char *v1, const char *n2, const char *v2)
 {
-    struct sl_buf l = { 0 };
-    label(&l, n1, v1);
-    if (n2)
-        label(&l, n2, v2);
     pthread_mutex_lock(&lock);
-    series_for(&families[family], l.data)->value++;
+    text.len = 0;
+    label(n1, v1);
+    if (n2)
+        label(n2, v2);
+    series_for(&families[family])->value++;
     pthread_mutex_unlock(&lock);
-    sl_buf_free(&l);
 }
 
 void mx_rate_limited(const char *key, const char *dimension)
@@ -140,12 +178,11 @@ void mx_attempt(const char *backend, const char *outcome, double ttfb_s)
 {
     count2(F_ATTEMPTS, "backend", backend, "outcome", outcome);
     if (ttfb_s > 0) {
-        struct sl_buf l = { 0 };
-        label(&l, "backend", backend);
         pthread_mutex_lock(&lock);
-        observe(series_for(&families[F_TTFB], l.data), ttfb_s);
+        text.len = 0;
+        label("backend", backend);
+        observe(series_for(&families[F_TTFB]), ttfb_s);
         pthread_mutex_unlock(&lock);
-        sl_buf_free(&l);
     }
 }
 
@@ -214,6 +251,10 @@ void mx_shutdown(void)
             free(s);
         }
         families[i].head = NULL;
+        free(families[i].table);
+        families[i].table = NULL;
+        families[i].cap = families[i].count = 0;
     }
+    sl_buf_free(&text);
     pthread_mutex_unlock(&lock);
 }
