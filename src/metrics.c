@@ -55,14 +55,6 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sl_buf text;
 static atomic_long inflight;
 
-static uint64_t hash_text(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
-}
-
 static void table_put(struct family *f, struct series *s)
 {
     size_t i = (size_t)s->hash & (f->cap - 1);
@@ -75,7 +67,7 @@ static void table_put(struct family *f, struct series *s)
 static struct series *series_for(struct family *f)
 {
     const char *t = text.data ? text.data : "";
-    uint64_t h = hash_text(t, text.len);
+    uint64_t h = sl_hash(t, text.len);
     if (f->cap) {
         for (size_t i = (size_t)h & (f->cap - 1); f->table[i]; i = (i + 1) & (f->cap - 1)) {
             struct series *s = f->table[i];

@@ -260,6 +260,15 @@ void sl_sha256(const void *data, size_t len, uint8_t out[32])
         SHA256(data, len, out);
 }
 
+uint64_t sl_hash(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+
 size_t sl_fmt_int(int64_t v, char out[24])
 {
     char tmp[24], *p = tmp + sizeof(tmp);

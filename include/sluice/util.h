@@ -45,6 +45,9 @@ void sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format
 void sl_buf_free(struct sl_buf *b);
 /* Appends v in decimal (no printf: this is on every response's path). */
 void sl_buf_int(struct sl_buf *b, int64_t v);
+/* FNV-1a of the bytes: for hash tables, not for anything an attacker picks
+ * the collisions of beyond a slower lookup. */
+uint64_t sl_hash(const void *data, size_t len);
 /* v in decimal into out; returns the length (at most 20), no terminator. */
 size_t sl_fmt_int(int64_t v, char out[24]);
 /* Appends s as a quoted, escaped JSON string. */

@@ -2,6 +2,7 @@
 what reaches the upstream, models, Azure, keep-alive and the access log."""
 import json
 import socket
+import threading
 import time
 
 from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, Mock, base_conf
@@ -278,3 +279,34 @@ def test_client_text_cannot_forge_log_lines(sluice):
     raw = sluice.log.read_bytes()
     assert b"\nforged" not in raw and b"\n2026-01-01" not in raw
     assert all(b == 10 or 32 <= b < 127 for b in raw), "non-printable bytes in the log"
+
+
+def test_many_distinct_upstream_urls_each_go_where_they_should(sluice, mock):
+    """Parsed upstream URLs are kept per worker in 64 slots; 150 distinct query
+    strings (so slots are replaced, and some collide with the slot of a request
+    still running upstream) must each reach the upstream exactly as sent."""
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+    slow = {}
+
+    def slow_call():
+        slow["r"] = sluice.request("POST", "/v1/chat/completions?held=1", body,
+                                   headers={"x-mock-delay-ms": "1500"})
+
+    t = threading.Thread(target=slow_call)
+    t.start()
+    time.sleep(0.3)
+    conn = sluice.conn()
+    wrong = []
+    for i in range(150):
+        target = f"/v1/chat/completions?n={i}&pad={'x' * (i % 7)}"
+        r = sluice.request("POST", target, body, conn=conn)
+        got = mock.last()["target"]
+        if r.status != 200 or got != target:
+            wrong.append((target, r.status, got))
+        if i % 50 == 0:  # a URL seen before takes its kept parse
+            assert sluice.request("POST", "/v1/chat/completions?n=0&pad=", body, conn=conn).status == 200
+            assert mock.last()["target"] == "/v1/chat/completions?n=0&pad="
+    conn.close()
+    t.join()
+    assert wrong == []
+    assert slow["r"].status == 200
