@@ -195,63 +195,85 @@ void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key
         lim_redis_settle(l->redis, key, lim, t, input_delta, output, release, quota_delta);
 }
 
+/* The x-ratelimit header lines are written into one stack buffer, then
+ * appended at once: they go on every limited response. */
+struct hline {
+    char text[768]; /* four sets of at most 181 bytes */
+    size_t len;
+};
+
+static void put(struct hline *h, const char *s, size_t n)
+{
+    memcpy(h->text + h->len, s, n);
+    h->len += n;
+}
+
+#define PUT_LIT(h, lit) put((h), (lit), sizeof(lit) - 1)
+
+static void put_int(struct hline *h, int64_t v)
+{
+    h->len += sl_fmt_int(v, h->text + h->len);
+}
+
 /* OpenAI's duration format: "20ms", "1.5s", "1m0s". */
-static void append_duration(struct sl_buf *out, int64_t ms)
+static void put_duration(struct hline *h, int64_t ms)
 {
     if (ms < 1000) {
-        sl_buf_int(out, SL_MAX(ms, 0));
-        sl_buf_append(out, "ms", 2);
+        put_int(h, SL_MAX(ms, 0));
+        PUT_LIT(h, "ms");
         return;
     }
     int64_t minutes = ms / 60000, rest = ms % 60000;
     if (minutes) {
-        sl_buf_int(out, minutes);
-        sl_buf_append(out, "m", 1);
+        put_int(h, minutes);
+        PUT_LIT(h, "m");
     }
-    sl_buf_int(out, rest / 1000);
+    put_int(h, rest / 1000);
     int64_t frac = rest % 1000;
     if (frac) { /* up to three decimals, trailing zeros dropped */
         char d[4] = { '.', (char)('0' + frac / 100), (char)('0' + frac / 10 % 10), (char)('0' + frac % 10) };
         size_t n = 4;
         while (d[n - 1] == '0')
             n--;
-        sl_buf_append(out, d, n);
+        put(h, d, n);
     }
-    sl_buf_append(out, "s", 1);
+    PUT_LIT(h, "s");
 }
 
-static void header_line(struct sl_buf *out, const char *field, const char *what)
-{
-    sl_buf_appends(out, "x-ratelimit-");
-    sl_buf_appends(out, field);
-    sl_buf_appends(out, what);
-    sl_buf_append(out, ": ", 2);
-}
-
-static void header_set(struct sl_buf *out, const char *what, int64_t limit, int64_t used,
+/* At most 181 bytes: two lines of 37 + 20 + 2 (the longest name, the
+ * longest int64) and a reset line of 33 + 28 + 2. */
+static void header_set(struct hline *h, const char *what, int64_t limit, int64_t used,
                        int64_t reset_ms)
 {
-    header_line(out, "limit-", what);
-    sl_buf_int(out, limit);
-    sl_buf_append(out, "\r\n", 2);
-    header_line(out, "remaining-", what);
-    sl_buf_int(out, SL_MAX(limit - used, 0));
-    sl_buf_append(out, "\r\n", 2);
-    header_line(out, "reset-", what);
-    append_duration(out, reset_ms);
-    sl_buf_append(out, "\r\n", 2);
+    size_t wlen = strlen(what);
+    PUT_LIT(h, "x-ratelimit-limit-");
+    put(h, what, wlen);
+    PUT_LIT(h, ": ");
+    put_int(h, limit);
+    PUT_LIT(h, "\r\nx-ratelimit-remaining-");
+    put(h, what, wlen);
+    PUT_LIT(h, ": ");
+    put_int(h, SL_MAX(limit - used, 0));
+    PUT_LIT(h, "\r\nx-ratelimit-reset-");
+    put(h, what, wlen);
+    PUT_LIT(h, ": ");
+    put_duration(h, reset_ms);
+    PUT_LIT(h, "\r\n");
 }
 
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out)
 {
     if (!d->admitted || d->where == LIM_NOWHERE)
         return;
+    struct hline h;
+    h.len = 0;
     if (lim->rpm)
-        header_set(out, "requests", lim->rpm, d->used_requests, d->reset_requests_ms);
+        header_set(&h, "requests", lim->rpm, d->used_requests, d->reset_requests_ms);
     if (lim->input_tpm)
-        header_set(out, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms);
+        header_set(&h, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms);
     if (lim->output_tpm)
-        header_set(out, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms);
+        header_set(&h, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms);
     if (lim->quota)
-        header_set(out, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0));
+        header_set(&h, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0));
+    sl_buf_append(out, h.text, h.len);
 }

@@ -179,6 +179,17 @@ static void test_headers(void)
         const char *reset = strstr(b.data, "reset-requests: ");
         CHECK(reset && strncmp(reset + 16, want[i], strlen(want[i])) == 0 && reset[16 + strlen(want[i])] == '\r');
     }
+    /* the largest values fit: four sets of 181 bytes at most */
+    struct lim_limits huge = { .rpm = INT64_MAX, .input_tpm = INT64_MAX, .output_tpm = INT64_MAX,
+                               .quota = INT64_MAX };
+    struct lim_decision far = { .admitted = true, .where = LIM_REDIS, .reset_requests_ms = INT64_MAX,
+                                .reset_input_ms = INT64_MAX, .reset_output_ms = INT64_MAX,
+                                .quota_reset_ms = INT64_MAX };
+    b.len = 0;
+    lim_headers(&far, &huge, &b);
+    sl_buf_append(&b, "", 1);
+    CHECK(strlen(b.data) <= 4 * 181 && strstr(b.data, "x-ratelimit-remaining-output-tokens: 9223372036854775807\r\n") &&
+          strstr(b.data, "x-ratelimit-reset-quota: 153722867280912m55.807s\r\n"));
     struct lim_decision refused = { .admitted = false, .where = LIM_LOCAL };
     b.len = 0;
     lim_headers(&refused, &lim, &b);
