@@ -54,6 +54,7 @@ struct lim_redis {
     struct call *queue, **queue_tail;
     struct call *free; /* spare calls */
     int nfree;
+    struct sl_buf resp; /* a call's command in RESP, before hiredis copies it */
     char sha[41];
 };
 
@@ -290,6 +291,7 @@ void lim_redis_free(struct lim_redis *r)
     event_free(r->drop_ev);
     event_free(r->flush_ev);
     free_list(r->free);
+    sl_buf_free(&r->resp);
     free(r);
 }
 
@@ -309,9 +311,6 @@ bool lim_redis_up(const struct lim_redis *r)
  * sent alone. */
 
 #define BATCH_MAX 32
-#define HEAD_ARGS 17 /* EVALSHA sha numkeys 4 keys, 9 shared arguments, n */
-#define OP_ARGS 7
-#define MAX_ARGS (HEAD_ARGS + OP_ARGS * BATCH_MAX)
 #define FREE_CALLS 16
 
 struct pend { /* one queued operation */
@@ -337,10 +336,8 @@ struct call {
     int n;
     struct pend ops[BATCH_MAX];
     int argc;
-    const char *argv[MAX_ARGS];
-    size_t argvlen[MAX_ARGS];
-    size_t off[MAX_ARGS];
-    struct sl_buf text; /* the arguments' bytes */
+    size_t script_args; /* where the arguments after EVALSHA's sha begin in text */
+    struct sl_buf text; /* the arguments in RESP ("$len\r\nbytes\r\n" each) */
 };
 
 static struct call *call_new(struct lim_redis *r, int kind, const char *key,
@@ -430,11 +427,28 @@ static void call_timeout(evutil_socket_t fd, short what, void *arg)
 
 /* ---- arguments ---- */
 
+/* Appends one bulk string in RESP: the call goes to Redis as written here
+ * (hiredis's own formatting goes through sdscatfmt and cost more than the
+ * rest of the call). */
+static void resp_bulk(struct sl_buf *b, const char *s, size_t len)
+{
+    sl_buf_reserve(b, len + 32);
+    char *p = b->data + b->len;
+    *p++ = '$';
+    p += sl_fmt_int((int64_t)len, p);
+    *p++ = '\r';
+    *p++ = '\n';
+    memcpy(p, s, len);
+    p += len;
+    *p++ = '\r';
+    *p++ = '\n';
+    *p = '\0';
+    b->len = (size_t)(p - b->data);
+}
+
 static void arg_mem(struct call *c, const char *s, size_t len)
 {
-    c->off[c->argc] = c->text.len;
-    c->argvlen[c->argc] = len;
-    sl_buf_append(&c->text, s, len);
+    resp_bulk(&c->text, s, len);
     c->argc++;
 }
 
@@ -456,6 +470,7 @@ static void args_head(struct call *c)
     struct lim_redis *r = c->r;
     arg_str(c, "EVALSHA");
     arg_str(c, r->sha);
+    c->script_args = c->text.len;
     arg_str(c, "4");
     static const char dims[4] = { 'r', 'i', 'o', 'q' };
     for (int d = 0; d < 4; d++) {
@@ -489,17 +504,28 @@ static void args_build(struct call *c)
             arg_str(c, o->kind == 's' && o->period[0] ? o->period : "-");
         }
     }
-    for (int i = 0; i < c->argc; i++)
-        c->argv[i] = c->text.data + c->off[i];
 }
 
 /* ---- replies ---- */
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
 
+/* EVALSHA with the arguments, or after a NOSCRIPT the script itself (EVAL). */
 static int send_call(struct call *c)
 {
-    return redisAsyncCommandArgv(c->r->ac, on_reply, c, c->argc, c->argv, c->argvlen);
+    struct sl_buf *b = &c->r->resp;
+    b->len = 0;
+    sl_buf_append(b, "*", 1);
+    sl_buf_int(b, c->argc);
+    sl_buf_append(b, "\r\n", 2);
+    if (c->resent) {
+        resp_bulk(b, "EVAL", 4);
+        resp_bulk(b, lua_limits, strlen(lua_limits));
+        sl_buf_append(b, c->text.data + c->script_args, c->text.len - c->script_args);
+    } else {
+        sl_buf_append(b, c->text.data, c->text.len);
+    }
+    return redisAsyncFormattedCommand(c->r->ac, on_reply, c, b->data, b->len);
 }
 
 /* The script's reply: n integers, then the period id as a string. */
@@ -591,10 +617,6 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
     if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
         !c->resent && !c->answered && r->ac) {
         c->resent = true;
-        c->argv[0] = "EVAL";
-        c->argvlen[0] = 4;
-        c->argv[1] = lua_limits;
-        c->argvlen[1] = strlen(lua_limits);
         if (send_call(c) == REDIS_OK)
             return;
     }

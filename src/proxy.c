@@ -120,6 +120,7 @@ static bool not_relayed(struct sl_str name)
 static void client_headers(struct sl_request *r, struct sl_buf *out)
 {
     struct sl_str block = up_header_block(r->xfer);
+    sl_buf_reserve(out, block.len + 768); /* the x-ratelimit lines included: one allocation */
     const char *p = block.p, *end = block.p + block.len;
     while (p < end) {
         const char *eol = memchr(p, '\n', (size_t)(end - p));
