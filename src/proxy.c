@@ -174,36 +174,63 @@ static bool named_in_connection(const struct http_req *req, struct sl_str name)
     return false;
 }
 
+/* One line, NUL-terminated, into the block's text. */
+static void header_text(struct sl_buf *text, int *n, const char *a, size_t alen, const char *b,
+                        size_t blen)
+{
+    sl_buf_append(text, a, alen);
+    sl_buf_append(text, b, blen);
+    sl_buf_append(text, "", 1);
+    (*n)++;
+}
+
+/* The request's headers for curl as one allocation: the list nodes, then
+ * their text (curl only reads the list). Freed with free_header_list. */
 static struct curl_slist *upstream_headers(struct sl_request *r, const struct cfg_backend *be)
 {
-    struct curl_slist *list = NULL;
-    struct sl_buf line = { 0 };
+    struct sl_buf text = { 0 };
+    int n = 0;
     const struct http_req *req = r->req;
     bool accept = false;
+    sl_buf_reserve(&text, 256);
     for (int i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
         if (not_forwarded(h->name) || named_in_connection(req, h->name))
             continue;
         accept = accept || sl_str_caseeq(h->name, "accept");
-        line.len = 0;
-        sl_buf_append(&line, h->name.p, h->name.len);
-        sl_buf_append(&line, ": ", 2);
-        sl_buf_append(&line, h->value.p, h->value.len);
-        list = curl_slist_append(list, line.data);
+        sl_buf_append(&text, h->name.p, h->name.len);
+        header_text(&text, &n, ": ", 2, h->value.p, h->value.len);
     }
     if (!accept)
-        list = curl_slist_append(list, "Accept:"); /* not curl's default "*\/\*" */
-    list = curl_slist_append(list, "Content-Type: application/json");
-    list = curl_slist_append(list, "Expect:"); /* no 100-continue round trip */
+        header_text(&text, &n, "Accept:", 7, "", 0); /* not curl's default "*\/\*" */
+    header_text(&text, &n, "Content-Type: application/json", 30, "", 0);
+    header_text(&text, &n, "Expect:", 7, "", 0); /* no 100-continue round trip */
     if (be->api_key) {
-        line.len = 0;
-        sl_buf_appends(&line, be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ");
-        sl_buf_appends(&line, be->api_key);
-        list = curl_slist_append(list, line.data);
-        memset(line.data, 0, line.len);
+        const char *name = be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ";
+        header_text(&text, &n, name, strlen(name), be->api_key, strlen(be->api_key));
     }
-    sl_buf_free(&line);
+    struct curl_slist *list = sl_malloc((size_t)n * sizeof(*list) + text.len);
+    char *p = memcpy((char *)(list + n), text.data, text.len);
+    for (int i = 0; i < n; i++) {
+        list[i].data = p;
+        list[i].next = i + 1 < n ? &list[i + 1] : NULL;
+        p += strlen(p) + 1;
+    }
+    explicit_bzero(text.data, text.len); /* the backend's credential */
+    sl_buf_free(&text);
     return list;
+}
+
+static void free_header_list(struct curl_slist *list)
+{
+    if (!list)
+        return;
+    size_t n = 1;
+    while (list[n - 1].next)
+        n++;
+    const char *last = list[n - 1].data;
+    explicit_bzero(list, (size_t)(last + strlen(last) + 1 - (const char *)list));
+    free(list);
 }
 
 /* openai: base + path after /v1 (+ query). azure: base +
@@ -481,7 +508,7 @@ static void attempt_next(struct sl_request *r)
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
     r->backend = r->pick.backend;
     r->attempts++;
-    curl_slist_free_all(r->up_headers);
+    free_header_list(r->up_headers);
     free(r->url);
     r->up_headers = upstream_headers(r, be);
     r->url = upstream_url(r, be);
@@ -819,7 +846,7 @@ static void request_finish(struct sl_request *r)
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->fwd_body);
-    curl_slist_free_all(r->up_headers);
+    free_header_list(r->up_headers);
     free(r->url);
     free(r->model);
     cJSON_Delete(r->call.root);
