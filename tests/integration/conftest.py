@@ -264,10 +264,23 @@ def tmp(tmp_path):
 
 
 @pytest.fixture
-def mock(tmp):
-    m = Mock(tmp)
-    yield m
-    m.stop()
+def start_mock(tmp):
+    """Starts mock upstreams on demand; all are stopped when the test ends."""
+    started = []
+
+    def start(**kw):
+        m = Mock(tmp, **kw)
+        started.append(m)
+        return m
+
+    yield start
+    for m in started:
+        m.stop()
+
+
+@pytest.fixture
+def mock(start_mock):
+    return start_mock()
 
 
 @pytest.fixture

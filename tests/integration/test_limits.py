@@ -3,7 +3,6 @@ on three nodes sharing Redis, sliding windows and Retry-After, input
 reservation and correction, output recording (streamed or not), no double
 counting, and what happens while Redis is down, slow or flushed."""
 import json
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 

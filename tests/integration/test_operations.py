@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, Mock, base_conf, free_port
+from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port
 
 
 def scrape(s):
@@ -58,45 +58,38 @@ def test_metrics_match_traffic(mock, start_sluice):
     assert value(m, "sluice_redis_errors_total") == 0
 
 
-def test_retries_and_breaker_state_in_metrics(tmp, start_sluice):
-    a, b = Mock(tmp), Mock(tmp)
-    try:
-        conf = (f"[server]\nlisten = 127.0.0.1:{{port}}\n[backend a]\nurl = {a.url}\napi_key = {UPSTREAM_KEY}\n"
-                f"priority = 1\nbreaker_failures = 1\nbreaker_trip = 60s\n[backend b]\nurl = {b.url}\n"
-                f"api_key = {UPSTREAM_KEY}\npriority = 2\n[key k]\nkey = {CLIENT_KEY}\n")
-        s = start_sluice(conf)
-        a.configure(status=503)
-        assert s.chat().status == 200
-        m = scrape(s)
-        assert value(m, "sluice_retries_total", backend="a") == 1
-        assert value(m, "sluice_backend_state", backend="a") == 1
-        assert value(m, "sluice_backend_state", backend="b") == 0
-        assert value(m, "sluice_requests_total", key="k", model="other", backend="b", code="200") == 1
-    finally:
-        a.stop()
-        b.stop()
+def test_retries_and_breaker_state_in_metrics(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    conf = (f"[server]\nlisten = 127.0.0.1:{{port}}\n[backend a]\nurl = {a.url}\napi_key = {UPSTREAM_KEY}\n"
+            f"priority = 1\nbreaker_failures = 1\nbreaker_trip = 60s\n[backend b]\nurl = {b.url}\n"
+            f"api_key = {UPSTREAM_KEY}\npriority = 2\n[key k]\nkey = {CLIENT_KEY}\n")
+    s = start_sluice(conf)
+    a.configure(status=503)
+    assert s.chat().status == 200
+    m = scrape(s)
+    assert value(m, "sluice_retries_total", backend="a") == 1
+    assert value(m, "sluice_backend_state", backend="a") == 1
+    assert value(m, "sluice_backend_state", backend="b") == 0
+    assert value(m, "sluice_requests_total", key="k", model="other", backend="b", code="200") == 1
 
 
-def test_readyz(tmp, redis, start_sluice):
-    m = Mock(tmp)
-    try:
-        conf = base_conf(m.url, extra_backend="breaker_failures = 1\nbreaker_trip = 60s")
-        s = start_sluice(conf + f"\n[redis]\nurl = {redis.url}\n")
-        assert s.request("GET", "/readyz", key=None).status == 200
-        redis.stop()
-        time.sleep(0.3)
-        r = s.request("GET", "/readyz", key=None)
-        assert r.status == 503 and r.json()["redis"] == "down"
-        redis.start()
-        deadline = time.time() + 5
-        while time.time() < deadline and s.request("GET", "/readyz", key=None).status != 200:
-            time.sleep(0.1)
-        assert s.request("GET", "/readyz", key=None).status == 200
-        s.chat(headers={"x-mock-status": "500"})  # opens the only backend
-        r = s.request("GET", "/readyz", key=None)
-        assert r.status == 503 and r.json()["backends"] == "all open"
-    finally:
-        m.stop()
+def test_readyz(start_mock, redis, start_sluice):
+    m = start_mock()
+    conf = base_conf(m.url, extra_backend="breaker_failures = 1\nbreaker_trip = 60s")
+    s = start_sluice(conf + f"\n[redis]\nurl = {redis.url}\n")
+    assert s.request("GET", "/readyz", key=None).status == 200
+    redis.stop()
+    time.sleep(0.3)
+    r = s.request("GET", "/readyz", key=None)
+    assert r.status == 503 and r.json()["redis"] == "down"
+    redis.start()
+    deadline = time.time() + 5
+    while time.time() < deadline and s.request("GET", "/readyz", key=None).status != 200:
+        time.sleep(0.1)
+    assert s.request("GET", "/readyz", key=None).status == 200
+    s.chat(headers={"x-mock-status": "500"})  # opens the only backend
+    r = s.request("GET", "/readyz", key=None)
+    assert r.status == 503 and r.json()["backends"] == "all open"
 
 
 def hup_and_wait(s, marker):
@@ -147,25 +140,22 @@ def test_reload_good_and_bad_under_traffic(mock, start_sluice):
     assert len(seen) > 20 and set(seen) == {200}  # no request failed across three reloads
 
 
-def test_in_flight_request_finishes_on_its_config(tmp, start_sluice):
-    m = Mock(tmp)
-    try:
-        s = start_sluice(base_conf(m.url))
-        result = {}
+def test_in_flight_request_finishes_on_its_config(start_mock, start_sluice):
+    m = start_mock()
+    s = start_sluice(base_conf(m.url))
+    result = {}
 
-        def slow():
-            result["r"] = s.chat(headers={"x-mock-delay-ms": "800"})
+    def slow():
+        result["r"] = s.chat(headers={"x-mock-delay-ms": "800"})
 
-        t = threading.Thread(target=slow)
-        t.start()
-        time.sleep(0.2)
-        s.conf.write_text(base_conf(f"http://127.0.0.1:{free_port()}/v1").replace("{port}", str(s.port)))
-        hup_and_wait(s, "reloaded")
-        assert s.chat().status == 502  # new requests use the new (dead) backend
-        t.join()
-        assert result["r"].status == 200  # the one in flight finished where it started
-    finally:
-        m.stop()
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    s.conf.write_text(base_conf(f"http://127.0.0.1:{free_port()}/v1").replace("{port}", str(s.port)))
+    hup_and_wait(s, "reloaded")
+    assert s.chat().status == 502  # new requests use the new (dead) backend
+    t.join()
+    assert result["r"].status == 200  # the one in flight finished where it started
 
 
 def test_workers_share_limits_breakers_and_metrics(mock, start_sluice):

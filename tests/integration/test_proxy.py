@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, Mock, base_conf
+from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
 
 
 def test_chat_completion_round_trip(sluice, mock):
@@ -132,10 +132,9 @@ def test_models_listing_and_retrieval(mock, start_sluice):
     assert s.request("GET", "/v1/models", key=None).status == 401
 
 
-def test_model_routing_only_to_backends_serving_it(tmp, start_sluice):
-    a, b = Mock(tmp), Mock(tmp)
-    try:
-        conf = f"""
+def test_model_routing_only_to_backends_serving_it(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    conf = f"""
 [server]
 listen = 127.0.0.1:{{port}}
 [backend a]
@@ -149,23 +148,19 @@ models = o3, o4-mini
 [key k]
 key = {CLIENT_KEY}
 """
-        s = start_sluice(conf)
-        for _ in range(3):
-            assert s.chat({"model": "o3", "messages": [{"role": "user", "content": "x"}]}).status == 200
-        assert s.chat().status == 200
-        assert a.stats()["requests"] == 1 and b.stats()["requests"] == 3
-        r = s.chat({"model": "gpt-3.5", "messages": [{"role": "user", "content": "x"}]})
-        assert r.status == 404 and r.error()["code"] == "model_not_found"
-        assert a.stats()["requests"] + b.stats()["requests"] == 4
-    finally:
-        a.stop()
-        b.stop()
+    s = start_sluice(conf)
+    for _ in range(3):
+        assert s.chat({"model": "o3", "messages": [{"role": "user", "content": "x"}]}).status == 200
+    assert s.chat().status == 200
+    assert a.stats()["requests"] == 1 and b.stats()["requests"] == 3
+    r = s.chat({"model": "gpt-3.5", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status == 404 and r.error()["code"] == "model_not_found"
+    assert a.stats()["requests"] + b.stats()["requests"] == 4
 
 
-def test_azure_backend_paths_and_credential(tmp, start_sluice):
-    m = Mock(tmp)
-    try:
-        conf = f"""
+def test_azure_backend_paths_and_credential(start_mock, start_sluice):
+    m = start_mock()
+    conf = f"""
 [server]
 listen = 127.0.0.1:{{port}}
 [backend az]
@@ -184,17 +179,15 @@ models = fixed-model
 [key k]
 key = {CLIENT_KEY}
 """
-        s = start_sluice(conf)
-        assert s.chat().status == 200
-        last = m.last()
-        assert last["target"] == "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01"
-        assert last["headers"]["api-key"] == UPSTREAM_KEY
-        assert "authorization" not in last["headers"]
-        r = s.request("POST", "/v1/embeddings?x=1", {"model": "fixed-model", "input": "a"})
-        assert r.status == 200
-        assert m.last()["target"] == "/openai/deployments/prod-4o/embeddings?api-version=2024-10-21&x=1"
-    finally:
-        m.stop()
+    s = start_sluice(conf)
+    assert s.chat().status == 200
+    last = m.last()
+    assert last["target"] == "/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01"
+    assert last["headers"]["api-key"] == UPSTREAM_KEY
+    assert "authorization" not in last["headers"]
+    r = s.request("POST", "/v1/embeddings?x=1", {"model": "fixed-model", "input": "a"})
+    assert r.status == 200
+    assert m.last()["target"] == "/openai/deployments/prod-4o/embeddings?api-version=2024-10-21&x=1"
 
 
 def test_upstream_connections_are_reused(sluice, mock):

@@ -1,11 +1,10 @@
 """Long-period quotas, prompt caps, shadow mode and the admin quota API."""
 import datetime
-import json
 import time
 
 import pytest
 
-from conftest import CLIENT_KEY, OTHER_KEY, base_conf
+from conftest import CLIENT_KEY, base_conf
 
 ADMIN = "sk-admin-key-for-tests-0001"
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}  # estimate 9

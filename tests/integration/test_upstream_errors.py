@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from conftest import CLIENT_KEY, Mock, base_conf, free_port
+from conftest import CLIENT_KEY, base_conf, free_port
 
 
 def test_connect_failure_is_502(start_sluice):
@@ -133,27 +133,24 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_idle_upstream_connections_closed_by_the_upstream(tmp, start_sluice):
+def test_idle_upstream_connections_closed_by_the_upstream(start_mock, start_sluice):
     """Kept-alive upstream connections stay registered while idle. When the
     upstream closes them, sluice neither spins on them nor uses them again:
     the next request gets a fresh connection."""
-    mock = Mock(tmp)
+    mock = start_mock()
     s = start_sluice(base_conf(mock.url))
-    try:
-        for _ in range(4):
-            assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
-        port = mock.port
-        mock.stop()  # closes the idle connections sluice keeps
-        time.sleep(0.3)
-        before = cpu_seconds(s.proc.pid)
-        time.sleep(1.0)
-        assert cpu_seconds(s.proc.pid) - before < 0.2  # no busy loop on the closed sockets
-        mock = Mock(tmp, port=port)
-        for _ in range(3):
-            assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
-        assert mock.stats()["requests"] == 3
-    finally:
-        mock.stop()
+    for _ in range(4):
+        assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+    port = mock.port
+    mock.stop()  # closes the idle connections sluice keeps
+    time.sleep(0.3)
+    before = cpu_seconds(s.proc.pid)
+    time.sleep(1.0)
+    assert cpu_seconds(s.proc.pid) - before < 0.2  # no busy loop on the closed sockets
+    mock = start_mock(port=port)
+    for _ in range(3):
+        assert s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+    assert mock.stats()["requests"] == 3
 
 
 def test_proxy_environment_variables_apply_to_upstream_calls(mock, start_sluice):
