@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-static size_t skip_ws(const char *s, size_t i, size_t len)
+size_t json_skip_ws(const char *s, size_t i, size_t len)
 {
     while (i < len && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
         i++;
@@ -56,7 +56,7 @@ bool json_set_member(const char *json, size_t len, const char *name, const char 
                      struct sl_buf *out)
 {
     size_t nlen = strlen(name);
-    size_t i = skip_ws(json, 0, len);
+    size_t i = json_skip_ws(json, 0, len);
     if (i >= len || json[i] != '{')
         return false;
     size_t open = i++;
@@ -64,16 +64,16 @@ bool json_set_member(const char *json, size_t len, const char *name, const char 
     bool found = false;
     out->len = 0;
     for (;;) {
-        i = skip_ws(json, i, len);
+        i = json_skip_ws(json, i, len);
         if (i >= len || json[i] == '}')
             break;
         if (json[i] != '"')
             return false;
         size_t key_start = i + 1, key_end = skip_string(json, i, len) - 1;
-        i = skip_ws(json, key_end + 1, len);
+        i = json_skip_ws(json, key_end + 1, len);
         if (i >= len || json[i] != ':')
             return false;
-        i = skip_ws(json, i + 1, len);
+        i = json_skip_ws(json, i + 1, len);
         size_t vstart = i, vend = skip_value(json, i, len);
         if (key_end - key_start == nlen && memcmp(json + key_start, name, nlen) == 0) {
             sl_buf_append(out, json + copied, vstart - copied);
@@ -81,7 +81,7 @@ bool json_set_member(const char *json, size_t len, const char *name, const char 
             copied = vend;
             found = true;
         }
-        i = skip_ws(json, vend, len);
+        i = json_skip_ws(json, vend, len);
         if (i < len && json[i] == ',')
             i++;
     }
@@ -90,7 +90,7 @@ bool json_set_member(const char *json, size_t len, const char *name, const char 
         return true;
     }
     /* Insert as the first member. */
-    size_t after = skip_ws(json, open + 1, len);
+    size_t after = json_skip_ws(json, open + 1, len);
     bool empty = after < len && json[after] == '}';
     sl_buf_append(out, json, open + 1);
     sl_buf_printf(out, "\"%s\":%s%s", name, value, empty ? "" : ",");

@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <string.h>
 
+#include "sluice/json_edit.h"
 #include "sluice/util.h"
 
 static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *out)
@@ -55,8 +56,7 @@ struct usage_scan {
 
 static void skip_ws(struct usage_scan *s)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
+    s->p += json_skip_ws(s->p, 0, (size_t)(s->end - s->p));
 }
 
 /* An escape-free string; its span without the quotes. */
@@ -219,14 +219,10 @@ static bool find_usage_object(const char *data, size_t len, const char **obj, si
         size_t end = i++;
         if (end - start != 5 || memcmp(data + start, "usage", 5) != 0)
             continue;
-        size_t j = i;
-        while (j < len && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r'))
-            j++;
+        size_t j = json_skip_ws(data, i, len);
         if (j >= len || data[j] != ':')
             continue; /* "usage" as a value, not a key */
-        j++;
-        while (j < len && (data[j] == ' ' || data[j] == '\t' || data[j] == '\n' || data[j] == '\r'))
-            j++;
+        j = json_skip_ws(data, j + 1, len);
         if (j >= len || data[j] != '{')
             continue;
         int depth = 0;

@@ -8,6 +8,9 @@
 
 #include "sluice/util.h"
 
+/* The index of the first byte at or after i that is not JSON whitespace. */
+size_t json_skip_ws(const char *s, size_t i, size_t len);
+
 /* Writes into out the object text with top-level member `name` set to the
  * JSON text `value`: every occurrence of the member is replaced, or the
  * member is inserted first if absent. The input must be a valid JSON object
