@@ -132,7 +132,10 @@ static void quota_ready(const struct lim_decision *d, void *arg)
     else
         sl_buf_appends(&b, "\"quota\":null,\"remaining\":null,");
     if (d->quota_reset_ms >= 0) {
-        time_t at = time(NULL) + (time_t)((d->quota_reset_ms + 999) / 1000);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        time_t at = (time_t)lim_period_end_s(d->quota_reset_ms, (int64_t)ts.tv_sec * 1000 +
+                                                                    ts.tv_nsec / 1000000);
         struct tm tm;
         char when[32];
         gmtime_r(&at, &tm);

@@ -60,6 +60,11 @@ void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset
     }
 }
 
+int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms)
+{
+    return (wall_now_ms + reset_ms + 500) / 1000;
+}
+
 struct lim_limits lim_limits_of(const struct cfg_key *k)
 {
     return (struct lim_limits){ k->rpm,   k->input_tpm,   k->output_tpm,

@@ -60,6 +60,10 @@ int64_t lim_window_ms(void);
 int64_t lim_clock_offset_s(void);
 /* The current quota period's id and the ms until it ends (-1 for total). */
 void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms);
+/* The Unix second a period ends, from a decision's reset_ms and the wall clock (ms) now.
+ * Periods end on whole seconds, so the sum is rounded to the nearest one: the decision
+ * may have been made on another clock reading or on Redis. */
+int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms);
 
 /* Quota operations of the admin API. */
 enum lim_quota_op { LIM_QUOTA_READ, LIM_QUOTA_RESET, LIM_QUOTA_ADD };

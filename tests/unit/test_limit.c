@@ -1,10 +1,12 @@
 /* The in-process windows: exact admission, refusal consumes nothing,
  * retry time, sliding, input correction, output semantics, release. */
 #include <pthread.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "check.h"
+#include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/util.h"
 
@@ -197,8 +199,34 @@ static void test_headers(void)
     sl_buf_free(&b);
 }
 
+/* A month ends at midnight on the 1st, and the end read back from a decision is that second
+ * whatever the clock says a few ms later or earlier (the CI failure: 23:59:59 on the 30th). */
+static void test_period_end(void)
+{
+    int64_t end_s = 1796083200; /* 2026-12-01T00:00:00Z */
+    int64_t offsets_ms[] = { -86400000LL * 3 - 1, -3600000, -1001, -999, -500, -1 };
+    for (size_t i = 0; i < sizeof(offsets_ms) / sizeof(offsets_ms[0]); i++) {
+        int64_t decided = end_s * 1000 + offsets_ms[i];
+        char id[LIM_PERIOD_ID];
+        int64_t reset_ms;
+        lim_period(QUOTA_PERIOD_MONTH, decided, id, &reset_ms);
+        CHECK(strcmp(id, "m202611") == 0);
+        CHECK(reset_ms == -offsets_ms[i]);
+        for (int64_t later = -40; later <= 400; later += 1)
+            CHECK(lim_period_end_s(reset_ms, decided + later) == end_s);
+    }
+    char id[LIM_PERIOD_ID];
+    int64_t reset_ms;
+    lim_period(QUOTA_PERIOD_MONTH, end_s * 1000, id, &reset_ms);
+    CHECK(strcmp(id, "m202612") == 0);
+    CHECK(lim_period_end_s(reset_ms, end_s * 1000 + 3) == 1798761600); /* 2027-01-01 */
+    lim_period(QUOTA_PERIOD_DAY, end_s * 1000 - 1, id, &reset_ms);
+    CHECK(reset_ms == 1 && lim_period_end_s(reset_ms, end_s * 1000 + 7) == end_s);
+}
+
 int main(void)
 {
+    test_period_end();
     test_headers();
     test_rpm_exact_and_retry();
     test_input_reservation_and_correction();
