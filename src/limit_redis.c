@@ -17,6 +17,7 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
+#include "sluice/redis_reply.h"
 #include "sluice/util.h"
 
 extern const char lua_limits[];
@@ -55,6 +56,7 @@ struct lim_redis {
     struct call *free; /* spare calls */
     int nfree;
     struct sl_buf resp; /* a call's command in RESP, before hiredis copies it */
+    struct reply_pool *replies; /* every connection's reply objects */
     char sha[41];
 };
 
@@ -209,6 +211,7 @@ static void connect_now(struct lim_redis *r)
         return;
     }
     ac->data = r;
+    reply_pool_attach(r->replies, ac->c.reader);
     redisLibeventAttach(ac, r->base);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -274,6 +277,7 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->drop_ev = event_new(base, -1, 0, drop_cb, r);
     r->flush_ev = event_new(base, -1, 0, flush_cb, r);
     r->queue_tail = &r->queue;
+    r->replies = reply_pool_new();
     sha1_hex(lua_limits, r->sha);
     connect_now(r);
     return r;
@@ -292,6 +296,7 @@ void lim_redis_free(struct lim_redis *r)
     event_free(r->flush_ev);
     free_list(r->free);
     sl_buf_free(&r->resp);
+    reply_pool_free(r->replies);
     free(r);
 }
 
