@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sluice/json_edit.h"
+#include "sluice/json_scan.h"
 #include "sluice/util.h"
 
 static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *out)
@@ -49,48 +50,16 @@ enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_NAMES };
 enum { U_ABSENT, U_NUMBER, U_OTHER };
 
 struct usage_scan {
-    const char *p, *end;
+    struct json_scan js;
     int kind[U_NAMES];
     int64_t value[U_NAMES];
 };
 
-static void skip_ws(struct usage_scan *s)
+/* An escape-free string (keys are compared as written). */
+static bool scan_plain_string(struct json_scan *js, struct sl_str *out)
 {
-    s->p += json_skip_ws(s->p, 0, (size_t)(s->end - s->p));
-}
-
-/* An escape-free string; its span without the quotes. */
-static bool scan_string(struct usage_scan *s, struct sl_str *out)
-{
-    if (s->p >= s->end || *s->p != '"')
-        return false;
-    const char *start = ++s->p;
-    while (s->p < s->end && *s->p != '"') {
-        if (*s->p == '\\' || (unsigned char)*s->p < 0x20)
-            return false;
-        s->p++;
-    }
-    if (s->p >= s->end)
-        return false;
-    *out = (struct sl_str){ start, (size_t)(s->p++ - start) };
-    return true;
-}
-
-/* A JSON integer of at most 15 digits (exact as a double, as cJSON reads it). */
-static bool scan_integer(struct usage_scan *s, int64_t *out)
-{
-    bool neg = s->p < s->end && *s->p == '-';
-    const char *d = s->p + neg, *q = d;
-    int64_t v = 0;
-    while (q < s->end && *q >= '0' && *q <= '9' && q - d < 16)
-        v = v * 10 + (*q++ - '0');
-    if (q == d || q - d > 15 || (*d == '0' && q - d > 1))
-        return false;
-    if (q < s->end && (*q == '.' || *q == 'e' || *q == 'E' || (*q >= '0' && *q <= '9')))
-        return false;
-    s->p = q;
-    *out = neg ? -v : v;
-    return true;
+    bool escaped;
+    return js_string(js, out, &escaped) && !escaped;
 }
 
 static int usage_name(struct sl_str k)
@@ -107,39 +76,25 @@ static int usage_name(struct sl_str k)
  * the four counts are noted, the first occurrence of each as cJSON finds it. */
 static bool scan_object(struct usage_scan *s, int depth)
 {
-    if (depth > 3 || s->p >= s->end || *s->p != '{')
+    struct json_scan *js = &s->js;
+    if (depth > 3 || !js_take(js, '{'))
         return false;
-    s->p++;
-    skip_ws(s);
-    if (s->p < s->end && *s->p == '}') {
-        s->p++;
+    if (js_take(js, '}'))
         return true;
-    }
-    for (;;) {
+    do {
         struct sl_str key, str;
-        skip_ws(s);
-        if (!scan_string(s, &key))
+        if (!scan_plain_string(js, &key) || !js_take(js, ':'))
             return false;
-        skip_ws(s);
-        if (s->p >= s->end || *s->p++ != ':')
-            return false;
-        skip_ws(s);
         int name = depth == 0 ? usage_name(key) : -1;
         bool first = name >= 0 && s->kind[name] == U_ABSENT;
         int64_t v;
-        if (s->p >= s->end) {
-            return false;
-        } else if (*s->p == '"') {
-            if (!scan_string(s, &str))
+        char next = js_peek(js);
+        if (next == '"' || next == '{') {
+            if (next == '"' ? !scan_plain_string(js, &str) : !scan_object(s, depth + 1))
                 return false;
             if (first)
                 s->kind[name] = U_OTHER;
-        } else if (*s->p == '{') {
-            if (!scan_object(s, depth + 1))
-                return false;
-            if (first)
-                s->kind[name] = U_OTHER;
-        } else if (scan_integer(s, &v)) {
+        } else if (js_integer(js, &v)) {
             if (first) {
                 s->kind[name] = U_NUMBER;
                 s->value[name] = v;
@@ -147,16 +102,8 @@ static bool scan_object(struct usage_scan *s, int depth)
         } else {
             return false;
         }
-        skip_ws(s);
-        if (s->p >= s->end)
-            return false;
-        if (*s->p == '}') {
-            s->p++;
-            return true;
-        }
-        if (*s->p++ != ',')
-            return false;
-    }
+    } while (js_take(js, ','));
+    return js_take(js, '}');
 }
 
 /* As read_count: the first name if it holds a number, else the second. */
@@ -171,11 +118,8 @@ static bool pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
 
 bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
 {
-    struct usage_scan s = { .p = text, .end = text + len };
-    if (!scan_object(&s, 0))
-        return parse_usage_object_json(text, len, u);
-    skip_ws(&s);
-    if (s.p != s.end)
+    struct usage_scan s = { .js = { text, text + len } };
+    if (!scan_object(&s, 0) || !js_at_end(&s.js))
         return parse_usage_object_json(text, len, u);
     int64_t prompt = 0, completion = 0;
     bool has_prompt = pick_count(&s, U_PROMPT, U_INPUT, &prompt);

@@ -158,6 +158,7 @@ static void test_usage_reader_agrees_with_cjson(void)
         "\"completion_tokens_details\":{\"reasoning_tokens\":2,\"x\":{\"y\":{}}}",
         "\"prompt\\u005ftokens\":8", "\"note\":\"a \\\"q\\\" b\"", "\"list\":[1,2]",
         "\"output_tokens\":true", "\"completion_tokens\":0", "\"prompt_tokens\":-0",
+        "\"note\":\"\t{}", /* unclosed: a reader must not read an object inside the string */
     };
     static const char mutations[] = " \t\n{}[]\",:-.0123456789eE\\u";
     int agreed = 0;
