@@ -275,6 +275,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->key = key;
     r->call = *call; /* takes the parsed JSON */
     r->model = sl_strndup(call->model, call->model_len);
+    r->call.model = r->model; /* call's may point into the caller's model_text */
     size_t plen = SL_MIN(req->path.len, sizeof(r->path) - 1);
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
@@ -349,7 +350,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
         cJSON_Delete(call.root);
         return refuse_early(req, key, model_label, ERR_MODEL_NOT_FOUND, msg, "model");
     }
-    int64_t estimate = tok_estimate_prompt(&call, req->body.len);
+    int64_t estimate = call.estimate;
     if (key->max_prompt_tokens && estimate > key->max_prompt_tokens) {
         mx_rate_limited(key->name, "prompt_tokens");
         if (key->mode != KEY_MODE_SHADOW) {

@@ -7,12 +7,14 @@
 #include <string.h>
 
 #include "sluice/admin.h"
+#include "sluice/chat_body.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
 #include "sluice/pool.h"
 #include "sluice/proxy.h"
+#include "sluice/tokens.h"
 #include "sluice/util.h"
 #include "sluice/worker.h"
 
@@ -163,19 +165,10 @@ static bool is_text_or_list(const cJSON *v)
     return cJSON_IsString(v) || cJSON_IsArray(v);
 }
 
-int srv_validate(const char *path, size_t path_len, const char *body, size_t len,
-                 struct api_call *call, char *msg, size_t msglen, const char **param)
+/* Checks by endpoint; the body is a parsed object. */
+static int check_body(const cJSON *root, struct api_call *call, char *msg, size_t msglen,
+                      const char **param)
 {
-    memset(call, 0, sizeof(*call));
-    *param = NULL;
-    call->endpoint = endpoint_of(path, path_len);
-    cJSON *root = cJSON_ParseWithLength(body, len);
-    if (!root || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        FAIL(NULL, "We could not parse the JSON body of your request. The body must be a JSON "
-                   "object.");
-    }
-    call->root = root;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!model)
         FAIL("model", "Missing required parameter: 'model'.");
@@ -230,4 +223,32 @@ int srv_validate(const char *path, size_t path_len, const char *body, size_t len
         return 0;
     }
     return 0;
+}
+
+int srv_validate_tree(const char *path, size_t path_len, const char *body, size_t len,
+                      struct api_call *call, char *msg, size_t msglen, const char **param)
+{
+    memset(call, 0, sizeof(*call));
+    *param = NULL;
+    call->endpoint = endpoint_of(path, path_len);
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        FAIL(NULL, "We could not parse the JSON body of your request. The body must be a JSON "
+                   "object.");
+    }
+    call->root = root;
+    int rc = check_body(root, call, msg, msglen, param);
+    if (!rc)
+        call->estimate = tok_estimate_prompt(call, len);
+    return rc;
+}
+
+int srv_validate(const char *path, size_t path_len, const char *body, size_t len,
+                 struct api_call *call, char *msg, size_t msglen, const char **param)
+{
+    *param = NULL;
+    if (endpoint_of(path, path_len) == API_CHAT && chat_body_scan(body, len, call))
+        return 0;
+    return srv_validate_tree(path, path_len, body, len, call, msg, msglen, param);
 }

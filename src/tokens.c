@@ -206,9 +206,6 @@ bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)
 
 #include "sluice/server.h"
 
-#define PER_MESSAGE 3
-#define PER_NAME 1
-#define REPLY_PRIMING 3
 #define IMAGE_HIGH 765
 #define IMAGE_LOW 85
 
@@ -281,15 +278,15 @@ static int64_t estimate_messages(const cJSON *messages)
     int64_t n = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, messages) {
-        n += PER_MESSAGE;
+        n += TOK_PER_MESSAGE;
         n += estimate_content(cJSON_GetObjectItemCaseSensitive(m, "content"));
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(m, "name");
         if (cJSON_IsString(name))
-            n += PER_NAME + estimate_string(name);
+            n += TOK_PER_NAME + estimate_string(name);
         n += estimate_json(cJSON_GetObjectItemCaseSensitive(m, "tool_calls"));
         n += estimate_json(cJSON_GetObjectItemCaseSensitive(m, "function_call"));
     }
-    return n + REPLY_PRIMING;
+    return n + TOK_REPLY_PRIMING;
 }
 
 /* prompt / input of completions and embeddings: a string, strings, token ids,
@@ -312,13 +309,13 @@ static int64_t estimate_prompt_value(const cJSON *v)
 static int64_t estimate_response_input(const cJSON *input)
 {
     if (cJSON_IsString(input))
-        return estimate_string(input) + PER_MESSAGE;
+        return estimate_string(input) + TOK_PER_MESSAGE;
     int64_t n = 0;
     const cJSON *item;
     if (!cJSON_IsArray(input))
         return 0;
     cJSON_ArrayForEach(item, input) {
-        n += PER_MESSAGE;
+        n += TOK_PER_MESSAGE;
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(item, "content");
         if (content)
             n += estimate_content(content);

@@ -23,6 +23,7 @@ struct api_call;
  * image part 765 (85 with detail "low"); token-id arrays count exactly; tools,
  * functions, tool calls and response formats count their JSON text. */
 int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len);
+enum { TOK_PER_MESSAGE = 3, TOK_PER_NAME = 1, TOK_REPLY_PRIMING = 3 };
 int64_t tok_estimate_text(const char *s, size_t len);
 
 /* From a complete JSON response body. */

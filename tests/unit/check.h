@@ -3,10 +3,28 @@
 #ifndef SLUICE_CHECK_H
 #define SLUICE_CHECK_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 static int check_passed, check_failed;
+
+/* Random inputs from a fixed xorshift sequence: the same every run. */
+static uint64_t check_rng = 88172645463325252ULL;
+
+static inline uint64_t check_rand(void)
+{
+    check_rng ^= check_rng << 13;
+    check_rng ^= check_rng >> 7;
+    check_rng ^= check_rng << 17;
+    return check_rng;
+}
+
+/* 0 <= result < n */
+static inline size_t check_below(size_t n)
+{
+    return (size_t)(check_rand() % n);
+}
 
 #define CHECK(cond)                                                                                \
     do {                                                                                           \

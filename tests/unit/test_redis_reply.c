@@ -9,26 +9,11 @@
 #include "sluice/redis_reply.h"
 #include "sluice/util.h"
 
-static uint64_t rng = 0x9e3779b97f4a7c15ULL;
-
-static uint64_t next_rand(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
-}
-
-static size_t below(size_t n)
-{
-    return (size_t)(next_rand() % n);
-}
-
 static void gen_bulk(struct sl_buf *b, size_t len)
 {
     sl_buf_printf(b, "$%zu\r\n", len);
     for (size_t i = 0; i < len; i++) {
-        char c = below(8) == 0 ? "\0\r\n\x80\xff"[below(5)] : (char)('a' + below(26));
+        char c = check_below(8) == 0 ? "\0\r\n\x80\xff"[check_below(5)] : (char)('a' + check_below(26));
         sl_buf_append(b, &c, 1);
     }
     sl_buf_appends(b, "\r\n");
@@ -37,27 +22,27 @@ static void gen_bulk(struct sl_buf *b, size_t len)
 /* One random RESP value; arrays nest up to depth 3 (hiredis allows 7). */
 static void gen_value(struct sl_buf *b, int depth)
 {
-    switch (below(depth < 3 ? 8 : 6)) {
+    switch (check_below(depth < 3 ? 8 : 6)) {
     case 0:
-        sl_buf_printf(b, ":%lld\r\n", (long long)next_rand());
+        sl_buf_printf(b, ":%lld\r\n", (long long)check_rand());
         break;
     case 1:
-        sl_buf_printf(b, ":%lld\r\n", (long long)below(100000) - 50000);
+        sl_buf_printf(b, ":%lld\r\n", (long long)check_below(100000) - 50000);
         break;
     case 2:
-        gen_bulk(b, below(4) == 0 ? 40 + below(200) : below(50));
+        gen_bulk(b, check_below(4) == 0 ? 40 + check_below(200) : check_below(50));
         break;
     case 3:
-        sl_buf_appends(b, below(2) ? "$-1\r\n" : "*-1\r\n");
+        sl_buf_appends(b, check_below(2) ? "$-1\r\n" : "*-1\r\n");
         break;
     case 4:
-        sl_buf_appends(b, below(2) ? "+OK\r\n" : "+QUEUED status that is a little longer than forty\r\n");
+        sl_buf_appends(b, check_below(2) ? "+OK\r\n" : "+QUEUED status that is a little longer than forty\r\n");
         break;
     case 5:
-        sl_buf_appends(b, below(2) ? "-NOSCRIPT No matching script. Please use EVAL.\r\n" : "-ERR x\r\n");
+        sl_buf_appends(b, check_below(2) ? "-NOSCRIPT No matching script. Please use EVAL.\r\n" : "-ERR x\r\n");
         break;
     default: {
-        size_t n = below(4) == 0 ? below(40) : below(17);
+        size_t n = check_below(4) == 0 ? check_below(40) : check_below(17);
         sl_buf_printf(b, "*%zu\r\n", n);
         for (size_t i = 0; i < n; i++)
             gen_value(b, depth + 1);
@@ -91,7 +76,7 @@ static size_t read_all(redisReader *rd, const struct sl_buf *b, void **out, size
 {
     size_t n = 0, pos = 0;
     while (pos < b->len) {
-        size_t want = 1 + below(64); /* SL_MIN evaluates its arguments twice */
+        size_t want = 1 + check_below(64); /* SL_MIN evaluates its arguments twice */
         size_t piece = SL_MIN(b->len - pos, want);
         redisReaderFeed(rd, b->data + pos, piece);
         pos += piece;
@@ -112,7 +97,7 @@ static void test_same_as_hiredis(void)
     size_t total = 0;
     for (int round = 0; round < 300; round++) {
         struct sl_buf b = { 0 };
-        size_t values = 1 + below(20);
+        size_t values = 1 + check_below(20);
         for (size_t i = 0; i < values; i++)
             gen_value(&b, 0);
         void *a[32], *c[32];

@@ -60,19 +60,27 @@ static void test_usage_inside_strings(void)
     CHECK(!tok_usage_from_body(open, strlen(open), &n)); /* "usage" outside quotes is no key */
 }
 
+/* The estimate srv_validate makes (the one-pass reader for a chat body of the
+ * common shape), checked against the cJSON path's. */
 static int64_t estimate(const char *path, const char *body)
 {
-    struct api_call call;
-    char msg[256];
-    const char *param;
+    struct api_call call, tree;
+    char msg[256], tree_msg[256];
+    const char *param, *tree_param;
     int rc = srv_validate(path, strlen(path), body, strlen(body), &call, msg, sizeof(msg), &param);
+    int tree_rc = srv_validate_tree(path, strlen(path), body, strlen(body), &tree, tree_msg,
+                                    sizeof(tree_msg), &tree_param);
+    CHECK(rc == tree_rc);
     if (rc) {
         fprintf(stderr, "invalid: %s\n", msg);
+        cJSON_Delete(call.root);
+        cJSON_Delete(tree.root);
         return -1;
     }
-    int64_t n = tok_estimate_prompt(&call, strlen(body));
+    CHECK(call.estimate == tree.estimate);
     cJSON_Delete(call.root);
-    return n;
+    cJSON_Delete(tree.root);
+    return call.estimate;
 }
 
 static void test_estimates(void)
@@ -135,14 +143,6 @@ static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
     return ok;
 }
 
-static uint64_t rng = 88172645463325252ULL;
-static unsigned next_rand(unsigned n)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (unsigned)(rng % n);
-}
 
 /* Random usage objects, well formed and then mutated a byte or two: the fast
  * reader and cJSON must agree on every one (the fast reader hands what it does
@@ -166,22 +166,22 @@ static void test_usage_reader_agrees_with_cjson(void)
         char obj[512];
         size_t n = 0;
         obj[n++] = '{';
-        int members = (int)next_rand(6);
+        int members = (int)check_below(6);
         for (int i = 0; i < members; i++) {
-            const char *p = parts[next_rand(SL_ARRAY_LEN(parts))];
+            const char *p = parts[check_below(SL_ARRAY_LEN(parts))];
             if (i)
-                n += (size_t)snprintf(obj + n, sizeof(obj) - n, "%s", next_rand(4) ? "," : " , ");
+                n += (size_t)snprintf(obj + n, sizeof(obj) - n, "%s", check_below(4) ? "," : " , ");
             n += (size_t)snprintf(obj + n, sizeof(obj) - n, "%s", p);
         }
         obj[n++] = '}';
-        for (int m = (int)next_rand(3); m > 0 && n > 1; m--) {
-            size_t at = next_rand((unsigned)n);
-            switch (next_rand(3)) {
-            case 0: obj[at] = mutations[next_rand(sizeof(mutations) - 1)]; break;
+        for (int m = (int)check_below(3); m > 0 && n > 1; m--) {
+            size_t at = check_below((unsigned)n);
+            switch (check_below(3)) {
+            case 0: obj[at] = mutations[check_below(sizeof(mutations) - 1)]; break;
             case 1: memmove(obj + at, obj + at + 1, n - at - 1); n--; break;
             default:
                 memmove(obj + at + 1, obj + at, n - at);
-                obj[at] = mutations[next_rand(sizeof(mutations) - 1)];
+                obj[at] = mutations[check_below(sizeof(mutations) - 1)];
                 n++;
             }
         }
