@@ -5,8 +5,10 @@ Starts the C mock upstream, a redis-server, nginx as a plain reverse proxy
 one EVALSHA per request (when Debian's lua module is installed), and sluice
 (Release) without limits and with Redis limits in all three dimensions. Runs
 wrk against each for a bounded time, a 1-connection probe for added latency,
-a streaming comparison, and 1,000 concurrent open streams for memory. Prints
-a table and the ratios to nginx. Loopback only; every load is bounded."""
+a streaming comparison, and 1,000 concurrent open streams for memory. All
+loads run once per round (BENCH_ROUNDS, 3); it prints the medians, each
+server's CPU per request, and the ratios to nginx taken within each round.
+Loopback only; every load is bounded."""
 import json
 import os
 import pathlib
@@ -25,6 +27,7 @@ import conftest  # noqa: E402  (the test harness's port helpers)
 from conftest import free_port  # noqa: E402
 BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build-release")).resolve()
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
+ROUNDS = max(int(os.environ.get("BENCH_ROUNDS", "3")), 1)
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 KEY = "sk-bench-key-000001"
@@ -44,6 +47,24 @@ def start(cmd, port, env=None):
     procs.append(p)
     wait_port(port)
     return p
+
+
+def cpu_ticks(pid):
+    """User + system clock ticks of a process and its children (nginx's worker)."""
+    total = 0
+    try:
+        stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total = int(stat[11]) + int(stat[12])
+        for kid in open(f"/proc/{pid}/task/{pid}/children").read().split():
+            total += cpu_ticks(int(kid))
+    except OSError:
+        pass
+    return total
+
+
+def median(values):
+    v = sorted(values)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def rss_mb(pid):
@@ -188,29 +209,48 @@ def main():
     chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
     stream = lua_script("stream", '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello"}]}',
                         'wrk.headers["x-mock-completion-tokens"] = "20"\n')
-    rows = []
+    hz = os.sysconf("SC_CLK_TCK")
 
-    def run(name, port, script, pid=None, **kw):
+    def run(port, script, pid=None, **kw):
         for _ in range(2):  # warm connections and caches
             subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"],
                            capture_output=True)
+        before = cpu_ticks(pid) if pid else 0
         r = wrk(port, script, **kw)
-        r["name"] = name
+        done = r["rps"] * DURATION
+        r["cpu_us"] = (cpu_ticks(pid) - before) * 1e6 / hz / done if pid and done else float("nan")
         r["rss"] = rss_mb(pid) if pid else float("nan")
-        rows.append(r)
         return r
 
-    run("direct to mock", mock_port, chat)
-    nginx = run("nginx proxy", ports["nginx"], chat, procs[2].pid)
-    lua = run("nginx + Lua limiter (EVALSHA)", ports["nginx_lua"], chat, procs[3].pid) if have_lua else None
-    plain = run("sluice, no limits", ports["sluice"], chat, sl.pid)
-    limited = run("sluice, Redis limits (3 dims)", ports["sluice_redis"], chat, slr.pid)
-    nginx_sse = run("nginx proxy, streaming (20 chunks)", ports["nginx"], stream, procs[2].pid)
-    sluice_sse = run("sluice, streaming (20 chunks)", ports["sluice"], stream, sl.pid)
-    probe = {}
-    for name, port in (("direct", mock_port), ("nginx", ports["nginx"]), ("sluice", ports["sluice"]),
-                       ("sluice_redis", ports["sluice_redis"])):
-        probe[name] = wrk(port, chat, conns=1, seconds=max(DURATION // 2, 3))
+    # Each round runs every load once, in turn, so slow spells of the machine
+    # hit all of them; ratios are taken within a round, then the median.
+    loads = [("direct to mock", mock_port, chat, None),
+             ("nginx proxy", ports["nginx"], chat, procs[2].pid)]
+    if have_lua:
+        loads.append(("nginx + Lua limiter (EVALSHA)", ports["nginx_lua"], chat, procs[3].pid))
+    loads += [("sluice, no limits", ports["sluice"], chat, sl.pid),
+              ("sluice, Redis limits (3 dims)", ports["sluice_redis"], chat, slr.pid),
+              ("nginx proxy, streaming (20 chunks)", ports["nginx"], stream, procs[2].pid),
+              ("sluice, streaming (20 chunks)", ports["sluice"], stream, sl.pid)]
+    probes = (("direct", mock_port), ("nginx", ports["nginx"]), ("sluice", ports["sluice"]),
+              ("sluice_redis", ports["sluice_redis"]))
+    rounds = []
+    for _ in range(ROUNDS):
+        got = {name: run(port, script, pid) for name, port, script, pid in loads}
+        for name, port in probes:
+            got["probe " + name] = wrk(port, chat, conns=1, seconds=max(DURATION // 2, 3))
+        rounds.append(got)
+
+    def med(name, field):
+        return median([r[name][field] for r in rounds])
+
+    def ratio(name, base, field="rps"):
+        each = [r[name][field] / r[base][field] for r in rounds]
+        return median(each), min(each), max(each)
+
+    def added(name):
+        each = [r["probe " + name]["p50"] - r["probe direct"]["p50"] for r in rounds]
+        return median(each), min(each), max(each)
 
     socks = open_streams(ports["sluice"], STREAMS, 20)
     time.sleep(3)
@@ -220,35 +260,40 @@ def main():
     for s in socks:
         s.close()
 
-    print(f"\nsluice benchmark, {DURATION}s per load, wrk -t1 -c{CONNS}, small chat requests, loopback, "
-          f"{os.cpu_count()} cores shared by all processes\n")
-    print(f"{'scenario':38} {'req/s':>9} {'p50':>9} {'p99':>9} {'RSS MB':>7} {'vs nginx':>8}")
-    for r in rows:
-        base = nginx_sse if "streaming" in r["name"] else nginx
-        note = f"  ({r['non2xx']} non-2xx!)" if r["non2xx"] else ""
-        print(f"{r['name']:38} {r['rps']:9.0f} {r['p50']:8.0f}u {r['p99']:8.0f}u {r['rss']:7.1f} "
-              f"{r['rps'] / base['rps']:8.2f}{note}")
+    print(f"\nsluice benchmark, {ROUNDS} rounds of {DURATION}s per load, wrk -t1 -c{CONNS}, small chat requests, "
+          f"loopback, {os.cpu_count()} cores shared by all processes; medians of the rounds, ratios taken "
+          f"within each round (range in brackets)\n")
+    print(f"{'scenario':38} {'req/s':>7} {'p50':>7} {'p99':>7} {'CPU/req':>8} {'RSS MB':>6}  vs nginx")
+    for name, _, _, pid in loads:
+        base = "nginx proxy, streaming (20 chunks)" if "streaming" in name else "nginx proxy"
+        mid, lo, hi = ratio(name, base)
+        bad = sum(r[name]["non2xx"] for r in rounds)
+        note = f"  ({bad} non-2xx!)" if bad else ""
+        cpu = f"{med(name, 'cpu_us'):.1f}us" if pid else "-"
+        print(f"{name:38} {med(name, 'rps'):7.0f} {med(name, 'p50'):6.0f}u {med(name, 'p99'):6.0f}u "
+              f"{cpu:>8} {med(name, 'rss'):6.1f}  {mid:.2f} [{lo:.2f}-{hi:.2f}]{note}")
     print("\n1-connection probe (p50 latency, us):")
-    for name, r in probe.items():
-        print(f"  {name:14} p50 {r['p50']:7.0f}  p99 {r['p99']:7.0f}  ({r['rps']:.0f} req/s)")
-    added = probe["sluice"]["p50"] - probe["direct"]["p50"]
-    added_redis = probe["sluice_redis"]["p50"] - probe["direct"]["p50"]
-    print(f"  added by nginx: {probe['nginx']['p50'] - probe['direct']['p50']:.0f} us; by sluice: {added:.0f} us; "
-          f"by sluice with Redis limits: {added_redis:.0f} us")
+    for name, _ in probes:
+        print(f"  {name:14} p50 {med('probe ' + name, 'p50'):7.0f}  p99 {med('probe ' + name, 'p99'):7.0f}  "
+              f"({med('probe ' + name, 'rps'):.0f} req/s)")
+    by_nginx, by_sluice, by_redis = added("nginx"), added("sluice"), added("sluice_redis")
+    print(f"  added by nginx: {by_nginx[0]:.0f} us; by sluice: {by_sluice[0]:.0f} us [{by_sluice[1]:.0f}-{by_sluice[2]:.0f}]; "
+          f"by sluice with Redis limits: {by_redis[0]:.0f} us [{by_redis[1]:.0f}-{by_redis[2]:.0f}]")
     print(f"\n{STREAMS} concurrent open streams: sluice RSS {open_rss:.1f} MB "
           f"(mock saw {mock_inflight} in flight)")
-    print("\ntargets (issue #7):")
+    print("\ntargets (issue #7), medians:")
     checks = [
-        ("sluice no limits >= 0.9x nginx", plain["rps"] / nginx["rps"], 0.9),
-        ("sluice Redis limits >= 0.6x nginx", limited["rps"] / nginx["rps"], 0.6),
-        ("streaming >= 0.9x nginx SSE", sluice_sse["rps"] / nginx_sse["rps"], 0.9),
+        ("sluice no limits >= 0.9x nginx", ratio("sluice, no limits", "nginx proxy"), 0.9),
+        ("sluice Redis limits >= 0.6x nginx", ratio("sluice, Redis limits (3 dims)", "nginx proxy"), 0.6),
+        ("streaming >= 0.9x nginx SSE", ratio("sluice, streaming (20 chunks)", "nginx proxy, streaming (20 chunks)"), 0.9),
     ]
-    if lua:
-        checks.append(("sluice Redis limits >= 1.3x nginx+Lua", limited["rps"] / lua["rps"], 1.3))
+    if have_lua:
+        checks.append(("sluice Redis limits >= 1.3x nginx+Lua",
+                       ratio("sluice, Redis limits (3 dims)", "nginx + Lua limiter (EVALSHA)"), 1.3))
     for name, got, want in checks:
-        print(f"  {'met ' if got >= want else 'MISS'} {name}: {got:.2f}")
-    print(f"  {'met ' if added <= 60 else 'MISS'} added latency <= 60 us p50 (no limits): {added:.0f} us")
-    print(f"  {'met ' if added_redis <= 150 else 'MISS'} added latency <= 150 us p50 (Redis limits): {added_redis:.0f} us")
+        print(f"  {'met ' if got[0] >= want else 'MISS'} {name}: {got[0]:.2f} [{got[1]:.2f}-{got[2]:.2f}]")
+    print(f"  {'met ' if by_sluice[0] <= 60 else 'MISS'} added latency <= 60 us p50 (no limits): {by_sluice[0]:.0f} us")
+    print(f"  {'met ' if by_redis[0] <= 150 else 'MISS'} added latency <= 150 us p50 (Redis limits): {by_redis[0]:.0f} us")
     print(f"  {'met ' if open_rss < 50 else 'MISS'} RSS < 50 MB with {STREAMS} open streams: {open_rss:.1f} MB")
 
 
