@@ -38,8 +38,7 @@ struct http_req {
     struct http_conn *conn;
     struct sl_str method, target, path, query; /* point into head */
     int minor;                                  /* HTTP/1.minor */
-    struct http_header headers[HTTP_MAX_HEADERS];
-    int nheaders;
+    int nheaders; /* headers[0..nheaders) */
     char *head; /* owned copy of the request line and headers */
     struct sl_buf body;
     bool keepalive;
@@ -57,6 +56,10 @@ struct http_req {
     void *owner;
     void (*on_abort)(struct http_req *req); /* client gone; req is freed right after */
     void (*on_drain)(struct http_req *req); /* buffered output fell below the low mark */
+
+    struct http_req *next_spare; /* http.c's list of structs kept for reuse */
+    /* Last: a reused struct is zeroed up to here (3 kB of headers are not). */
+    struct http_header headers[HTTP_MAX_HEADERS];
 };
 
 /* Called once per complete request. The handler answers with http_respond*

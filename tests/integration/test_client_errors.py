@@ -1,6 +1,7 @@
 """What a client that gets it wrong sees: each auth failure, each class of bad
 input and bad HTTP framing. Nothing of it may reach the upstream."""
 import json
+import re
 import socket
 import time
 
@@ -125,6 +126,21 @@ def test_bad_framing_gets_400_and_close(sluice, mock, name, request_bytes):
     body = out.split(b"\r\n\r\n", 1)[1]
     assert json.loads(body)["error"]["type"] == "invalid_request_error"
     assert mock.stats()["requests"] == 0
+
+
+def test_a_request_sees_only_its_own_headers(sluice, mock):
+    """Requests on one connection, one after the other: the second carries no key
+    and must not be served with the first one's (request structs are reused)."""
+    body = json.dumps(GOOD).encode()
+    pad = b"".join(b"X-Pad-%d: %d\r\n" % (i, i) for i in range(60))
+    first = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + pad + b"Authorization: Bearer " +
+             CLIENT_KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    second = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = sluice.raw(first + second + last)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
+    assert statuses == [200, 401, 200], out[:600]
+    assert mock.stats()["requests"] == 1
 
 
 def test_unsupported_version(sluice):
