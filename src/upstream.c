@@ -41,6 +41,7 @@ struct up_multi {
     struct event_base *base;
     CURLM *multi;
     struct event *timer;
+    struct event *kick; /* curl's "timeout 0": later in this loop pass, not after a poll */
     struct sock **socks; /* by fd */
     int nsocks;
     CURL *easy_pool[EASY_POOL_MAX]; /* reset handles ready for reuse */
@@ -150,8 +151,10 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
     (void)multi;
     struct up_multi *m = userp;
-    if (timeout_ms < 0) {
+    if (timeout_ms <= 0) {
         evtimer_del(m->timer);
+        if (timeout_ms == 0) /* an active event runs in this pass; a 0 ms timer needs another epoll_wait */
+            event_active(m->kick, EV_TIMEOUT, 0);
         return 0;
     }
     struct timeval tv = { timeout_ms / 1000, (timeout_ms % 1000) * 1000 };
@@ -453,6 +456,7 @@ struct up_multi *up_multi_new(struct event_base *base)
     m->proxy_env = proxy_in_environment();
     m->multi = curl_multi_init();
     m->timer = evtimer_new(base, timer_event_cb, m);
+    m->kick = event_new(base, -1, 0, timer_event_cb, m);
     curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
     curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -479,5 +483,6 @@ void up_multi_free(struct up_multi *m)
     }
     free(m->socks);
     event_free(m->timer);
+    event_free(m->kick);
     free(m);
 }
