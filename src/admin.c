@@ -68,22 +68,33 @@ static void open_key_json(struct sl_buf *b, const struct cfg_key *k)
     sl_buf_json_string(b, k->name, strlen(k->name));
 }
 
-static void key_view_ready(const struct lim_decision *d, void *arg)
+/* Answers with {"key":"NAME", <fill>} once the limiter's state is read. */
+static void answer_key(struct admin_req *a, const struct lim_decision *d,
+                       void (*fill)(struct sl_buf *b, const struct cfg_key *k,
+                                    const struct lim_decision *d))
 {
-    struct admin_req *a = arg;
     if (!a->req || d->unavailable)
         return admin_done(a, NULL);
-    const struct cfg_key *k = a->key;
     struct sl_buf b = { 0 };
-    open_key_json(&b, k);
-    sl_buf_printf(&b, ",\"source\":\"%s\",\"window_ms\":%lld,",
-                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
-    window_json(&b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
-    window_json(&b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
-    window_json(&b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, true);
+    open_key_json(&b, a->key);
+    fill(&b, a->key, d);
     sl_buf_appends(&b, "}\n");
     admin_done(a, &b);
     sl_buf_free(&b);
+}
+
+static void key_view_json(struct sl_buf *b, const struct cfg_key *k, const struct lim_decision *d)
+{
+    sl_buf_printf(b, ",\"source\":\"%s\",\"window_ms\":%lld,",
+                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
+    window_json(b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
+    window_json(b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
+    window_json(b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, true);
+}
+
+static void key_view_ready(const struct lim_decision *d, void *arg)
+{
+    answer_key(arg, d, key_view_json);
 }
 
 static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
@@ -116,37 +127,33 @@ static void key_view(struct worker *w, struct http_req *req, const struct cfg_ke
 
 static const char *const period_words[] = { "none", "day", "month", "total" };
 
-static void quota_ready(const struct lim_decision *d, void *arg)
+static void quota_json(struct sl_buf *b, const struct cfg_key *k, const struct lim_decision *d)
 {
-    struct admin_req *a = arg;
-    if (!a->req || d->unavailable)
-        return admin_done(a, NULL);
-    const struct cfg_key *k = a->key;
-    struct sl_buf b = { 0 };
-    open_key_json(&b, k);
-    sl_buf_printf(&b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
+    sl_buf_printf(b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
                   period_words[k->quota_period], d->period, (long long)d->used_quota);
     if (k->quota)
-        sl_buf_printf(&b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
+        sl_buf_printf(b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
                       (long long)SL_MAX(k->quota - d->used_quota, 0));
     else
-        sl_buf_appends(&b, "\"quota\":null,\"remaining\":null,");
-    if (d->quota_reset_ms >= 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        time_t at = (time_t)lim_period_end_s(d->quota_reset_ms, (int64_t)ts.tv_sec * 1000 +
-                                                                    ts.tv_nsec / 1000000);
-        struct tm tm;
-        char when[32];
-        gmtime_r(&at, &tm);
-        strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-        sl_buf_printf(&b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"}\n",
-                      (long long)d->quota_reset_ms, when);
-    } else {
-        sl_buf_appends(&b, "\"reset_ms\":null,\"resets_at\":null}\n");
+        sl_buf_appends(b, "\"quota\":null,\"remaining\":null,");
+    if (d->quota_reset_ms < 0) {
+        sl_buf_appends(b, "\"reset_ms\":null,\"resets_at\":null");
+        return;
     }
-    admin_done(a, &b);
-    sl_buf_free(&b);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    time_t at = (time_t)lim_period_end_s(d->quota_reset_ms,
+                                         (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    struct tm tm;
+    char when[32];
+    gmtime_r(&at, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    sl_buf_printf(b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"", (long long)d->quota_reset_ms, when);
+}
+
+static void quota_ready(const struct lim_decision *d, void *arg)
+{
+    answer_key(arg, d, quota_json);
 }
 
 /* {"tokens": N}: a whole number, positive (use more) or negative (give back). */
