@@ -28,6 +28,14 @@ static int pick(struct pool *p, struct pool_pick *out)
     return out->backend;
 }
 
+/* The next pick fails. */
+static void fail_once(struct pool *p)
+{
+    struct pool_pick pk;
+    pick(p, &pk);
+    pool_report(p, &pk, POOL_FAILURE, -1);
+}
+
 static void test_smooth_wrr(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nweight = 5\n[backend b]\nurl = http://b\n"
@@ -69,8 +77,7 @@ static void test_breaker_cycle(void)
         pool_report(p, &pk, POOL_FAILURE, -1);
     }
     CHECK(pool_state(p, 0) == BREAKER_CLOSED);
-    pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, -1);
+    fail_once(p);
     CHECK(pool_state(p, 0) == BREAKER_OPEN);
     CHECK(pick(p, &pk) == -1);
     int64_t wait = pool_next_available_ms(p, "m", 1);
@@ -96,15 +103,11 @@ static void test_failures_outside_window_do_not_trip(void)
 {
     struct config *c = load("[backend a]\nurl = http://a\nbreaker_failures = 2\nbreaker_window = 100ms\n");
     struct pool *p = pool_new(c, NULL);
-    struct pool_pick pk;
-    pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, -1);
+    fail_once(p);
     sleep_ms(120);
-    pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, -1);
+    fail_once(p);
     CHECK(pool_state(p, 0) == BREAKER_CLOSED);
-    pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, -1);
+    fail_once(p);
     CHECK(pool_state(p, 0) == BREAKER_OPEN);
     pool_free(p);
     cfg_unref(c);
