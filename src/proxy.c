@@ -34,7 +34,7 @@ struct sl_request {
     struct generation *gen;
     const struct cfg_key *key;
     struct api_call call;
-    char *model;
+    const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
     char path[128];
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
@@ -274,8 +274,9 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->gen = gen_ref(w->gen);
     r->key = key;
     r->call = *call; /* takes the parsed JSON */
-    r->model = sl_strndup(call->model, call->model_len);
-    r->call.model = r->model; /* call's may point into the caller's model_text */
+    if (!call->root) /* read in one pass: the name is in the call's own text */
+        r->call.model = r->call.model_text;
+    r->model = r->call.model;
     size_t plen = SL_MIN(req->path.len, sizeof(r->path) - 1);
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
@@ -469,7 +470,7 @@ static void answer_exhausted(struct sl_request *r)
 {
     struct sl_buf h = { 0 };
     if (r->attempts == 0) {
-        int64_t ms = pool_next_available_ms(r->gen->pool, r->model, strlen(r->model));
+        int64_t ms = pool_next_available_ms(r->gen->pool, r->model, r->call.model_len);
         sl_buf_printf(&h, "Retry-After: %lld\r\n", (long long)SL_MAX((ms + 999) / 1000, 1));
         r->error = "no backend available";
         send_error_with(r, ERR_NO_BACKEND,
@@ -502,7 +503,7 @@ static void attempt_next(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
     r->pick = r->attempts < cfg->server.max_attempts
-                  ? pool_pick(r->gen->pool, r->model, strlen(r->model), &r->tried)
+                  ? pool_pick(r->gen->pool, r->model, r->call.model_len, &r->tried)
                   : (struct pool_pick){ -1, false };
     if (r->pick.backend < 0)
         return answer_exhausted(r);
@@ -849,7 +850,6 @@ static void request_finish(struct sl_request *r)
     sl_buf_free(&r->fwd_body);
     free_header_list(r->up_headers);
     free(r->url);
-    free(r->model);
     cJSON_Delete(r->call.root);
     gen_unref(r->gen);
     free(r);
