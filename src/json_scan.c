@@ -145,6 +145,12 @@ static bool is_digit(const char *p, const char *end)
     return p < end && *p >= '0' && *p <= '9';
 }
 
+/* The characters cJSON reads into a number. */
+static bool number_char(char c)
+{
+    return c && strchr("0123456789.+-eE", c);
+}
+
 /* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
 static bool skip_number(struct json_scan *s)
 {
@@ -171,8 +177,8 @@ static bool skip_number(struct json_scan *s)
         while (is_digit(p, end))
             p++;
     }
-    if (p - s->p > NUMBER_MAX || is_digit(p, end) || (p < end && (*p == '.' || *p == '+' || *p == '-' || *p == 'e' || *p == 'E')))
-        return false;
+    if (p - s->p > NUMBER_MAX || (p < end && number_char(*p)))
+        return false; /* cJSON would read on where the grammar stopped */
     s->p = p;
     return true;
 }
