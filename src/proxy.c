@@ -1,6 +1,26 @@
-/* One request, top to bottom: auth -> validate -> pick -> forward -> relay ->
- * account -> log. struct sl_request owns everything the request allocated
- * and is freed in request_free() only. */
+/* The life of one API request, top to bottom. A request has one phase at a
+ * time, changed only by set_phase(); each upstream attempt ends in
+ * attempt_end() with one classified outcome, and the request ends in
+ * request_end() with one named cause (outcome.h).
+ *
+ *   proxy_handle     auth -> validate -> request_new
+ *        |
+ *   ADMITTING        lim_admit ....................> on_admitted
+ *        |                                             | refused: request_end(rate_limited ...)
+ *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
+ *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING
+ *        |             up_on_data      buffered whole, or relay_event per SSE event
+ *        |             up_on_done      up_classify -> attempt_end -> may retry: attempt_next
+ *   RELAYING                                                       -> else end_attempts
+ *        |
+ *   SETTLING         request_end: answer -> settle -> access log -> metrics
+ *   DONE             request_free
+ *
+ * Out of band: on_client_abort (client_closed) and on_deadline
+ * (request_timeout) stop the running attempt and end the request. If that
+ * happens while the limiter still holds the request (ADMITTING), it is
+ * answered at once and waits, ABANDONED, for on_admitted to settle and free
+ * it. struct sl_request owns everything the request allocated. */
 #include "sluice/proxy.h"
 
 #include <cjson/cJSON.h>
@@ -17,6 +37,7 @@
 #include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
+#include "sluice/outcome.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
 #include "sluice/sse.h"
@@ -28,9 +49,42 @@
 #define MAX_RESPONSE_SIZE (256LL << 20)   /* a buffered upstream response larger than this fails */
 #define MAX_SSE_EVENT (1 << 20)
 
+#define PHASES(X)                                                                                   \
+    X(ADMITTING)  /* the limiter holds the request; on_admitted comes next */                     \
+    X(FORWARDING) /* attempts run one after another; nothing sent to the client yet */            \
+    X(RELAYING)   /* a stream is being relayed: the client has its head */                        \
+    X(ABANDONED)  /* ended while ADMITTING: answered, waits for on_admitted */                    \
+    X(SETTLING)   /* answered: usage settled, logged, counted */                                  \
+    X(DONE)
+
+enum phase {
+#define X(p) PHASE_##p,
+    PHASES(X)
+#undef X
+};
+
+static const char *const phase_names[] = {
+#define X(p) #p,
+    PHASES(X)
+#undef X
+};
+
+/* The transitions set_phase() allows: to -> the phases it may come from. */
+#define FROM(p) (1u << PHASE_##p)
+static const unsigned phase_from[] = {
+    [PHASE_ADMITTING] = 0,
+    [PHASE_FORWARDING] = FROM(ADMITTING),
+    [PHASE_RELAYING] = FROM(FORWARDING),
+    [PHASE_ABANDONED] = FROM(ADMITTING),
+    [PHASE_SETTLING] = FROM(ADMITTING) | FROM(FORWARDING) | FROM(RELAYING) | FROM(ABANDONED),
+    [PHASE_DONE] = FROM(SETTLING),
+};
+#undef FROM
+
 struct sl_request {
     struct worker *w;
-    struct http_req *req; /* NULL once answered or after the client left */
+    enum phase phase;
+    struct http_req *req; /* the client's; NULL once answered or after the client left */
     struct generation *gen;
     const struct cfg_key *key;
     struct api_call call;
@@ -42,62 +96,116 @@ struct sl_request {
     struct lim_limits limits;
     int64_t estimate;           /* prompt tokens reserved at admission */
     struct lim_decision ticket; /* the limiter's answer */
-    bool waiting_limit;         /* an admission is in flight */
-    int upstream_status;        /* the last attempt's status; 0 before any answer */
+    int upstream_status;        /* the last response head's status; 0 before any */
     int64_t relayed_events;     /* content events streamed (usage fallback) */
     int64_t charged_input, charged_output; /* what the key was charged, for metrics */
 
+    /* Attempts. */
     int backend; /* of the current or last attempt, -1 before */
     int attempts;
     struct pool_tried tried;
-    struct pool_pick pick; /* the current attempt's, for the breaker's verdict */
-    /* The last failed attempt, answered with if no retry succeeds. */
-    int last_status;          /* 0: a connect error, no response */
-    struct sl_buf last_headers;
-    struct evbuffer *last_body;
-    bool all_429;             /* every failed attempt so far was an upstream 429 */
+    struct pool_pick pick;     /* the current attempt's, for the breaker's verdict */
+    struct up_transfer *xfer;  /* the running attempt */
+    enum up_outcome outcome;   /* of the last attempt that ended */
+    bool all_429;              /* every attempt so far was answered 429 */
     int64_t min_retry_after_ms; /* smallest Retry-After among them, -1 none */
-    struct up_transfer *xfer;
     struct curl_slist *up_headers;
     char *url;
 
-    struct evbuffer *body; /* buffered (non-streamed) upstream response */
-    bool streaming;        /* relaying SSE to the client */
-    bool paused;
+    /* The answer. */
+    struct evbuffer *body;    /* the running attempt's buffered response */
+    int kept_status;          /* the last complete upstream answer (0: none yet), */
+    struct sl_buf kept_headers; /* its headers as the client gets them, */
+    struct evbuffer *kept_body; /* and its body */
+    bool paused;              /* RELAYING: the upstream waits for the client to read */
     struct sse_parser sse;
     struct sl_buf scratch;
     struct tok_usage usage;
 
     int status; /* what the client got; 499 if it left first */
-    const char *error; /* short reason for the access log */
+    enum end_cause end;
     int64_t start_us;
     double ttfb;
     struct event *deadline;
 };
 
+/* sluice's own answer, instead of an upstream's. */
+struct own_answer {
+    enum sl_error error;
+    const char *message;
+    const char *headers; /* extra "Name: value\r\n" lines, or NULL */
+};
+
 static void attempt_next(struct sl_request *r);
-static void request_finish(struct sl_request *r);
+static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own);
 static void on_admitted(const struct lim_decision *d, void *arg);
 
 static const struct up_callbacks up_cb;
 
-/* ---- answering the client ------------------------------------------------- */
-
-static void send_error_with(struct sl_request *r, enum sl_error e, const char *msg,
-                            const char *param, struct sl_buf *headers)
+/* "Always use this function to change state" (curl's mstate()). */
+static void set_phase(struct sl_request *r, enum phase to)
 {
-    r->status = err_info(e)->status;
-    struct http_req *req = r->req;
-    r->req = NULL;
-    lim_headers(&r->ticket, &r->limits, headers);
-    http_send_error(req, e, msg, param, headers->data);
+    if (!(phase_from[to] & (1u << r->phase))) {
+        log_error("bug: request phase %s -> %s", phase_names[r->phase], phase_names[to]);
+#ifndef NDEBUG
+        abort();
+#endif
+    }
+    r->phase = to;
 }
 
-static void send_error(struct sl_request *r, enum sl_error e, const char *msg, const char *param)
+/* ---- answering the client ------------------------------------------------- */
+
+/* The one place the client's request is handed over for its last answer. */
+static struct http_req *take_client(struct sl_request *r)
 {
-    struct sl_buf h = { 0 };
-    send_error_with(r, e, msg, param, &h);
-    sl_buf_free(&h);
+    struct http_req *req = r->req;
+    r->req = NULL;
+    return req;
+}
+
+/* A stream that cannot continue ends with one SSE error event, so SDKs raise
+ * an error instead of seeing a silently short answer. */
+static void stream_error_event(struct http_req *req, const struct own_answer *own)
+{
+    size_t len;
+    char *json = err_json(own->error, own->message, NULL, &len);
+    while (len && json[len - 1] == '\n')
+        len--;
+    struct sl_buf ev = { 0 };
+    sl_buf_appends(&ev, "data: ");
+    sl_buf_append(&ev, json, len);
+    sl_buf_appends(&ev, "\n\n");
+    http_stream_write(req, ev.data, ev.len);
+    sl_buf_free(&ev);
+    free(json);
+}
+
+/* The request's last answer, if the client is still there: in a stream its
+ * end (after an error event when own is set); else sluice's own error, or
+ * the kept upstream answer as it was. Sets what the client got. */
+static void answer(struct sl_request *r, const struct own_answer *own)
+{
+    if (!r->req)
+        return;
+    if (own)
+        r->status = err_info(own->error)->status;
+    if (r->phase == PHASE_RELAYING) {
+        if (own)
+            stream_error_event(r->req, own);
+        http_stream_end(take_client(r));
+    } else if (own) {
+        struct sl_buf h = { 0 };
+        if (own->headers)
+            sl_buf_appends(&h, own->headers);
+        lim_headers(&r->ticket, &r->limits, &h);
+        http_send_error(take_client(r), own->error, own->message, NULL, h.data);
+        sl_buf_free(&h);
+    } else {
+        r->status = r->kept_status;
+        http_respond_evbuffer(take_client(r), r->kept_status, r->kept_headers.data,
+                              r->kept_headers.len, r->kept_body);
+    }
 }
 
 /* Headers from the upstream that must not reach the client as they are:
@@ -117,9 +225,9 @@ static bool not_relayed(struct sl_str name)
 }
 
 /* The upstream's response headers, filtered, as "Name: value\r\n" lines. */
-static void client_headers(struct sl_request *r, struct sl_buf *out)
+static void client_headers(struct sl_request *r, struct up_transfer *t, struct sl_buf *out)
 {
-    struct sl_str block = up_header_block(r->xfer);
+    struct sl_str block = up_header_block(t);
     sl_buf_reserve(out, block.len + 768); /* the x-ratelimit lines included: one allocation */
     const char *p = block.p, *end = block.p + block.len;
     while (p < end) {
@@ -270,6 +378,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
 {
     struct sl_request *r = sl_calloc(1, sizeof(*r));
     r->w = w;
+    r->phase = PHASE_ADMITTING;
     r->req = req;
     r->gen = gen_ref(w->gen);
     r->key = key;
@@ -367,10 +476,11 @@ void proxy_handle(struct worker *w, struct http_req *req)
     }
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = estimate;
-    r->waiting_limit = true;
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
+
+/* ---- admission -------------------------------------------------------------- */
 
 static const char *const dim_names[] = { "", "requests per minute", "input tokens per minute",
                                           "output tokens per minute", "quota" };
@@ -381,33 +491,30 @@ static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)
 static void refuse(struct sl_request *r, const struct lim_decision *d)
 {
     char msg[320];
-    struct sl_buf h = { 0 };
-    if (d->unavailable) {
-        sl_buf_appends(&h, "Retry-After: 1\r\n");
-        send_error_with(r, ERR_LIMITER_DOWN,
-                        "The rate limiter is unavailable; the request was not forwarded.", NULL, &h);
-        r->error = "limiter unavailable";
-        return sl_buf_free(&h);
-    }
+    char headers[96];
+    if (d->unavailable)
+        return request_end(r, END_LIMITER_UNAVAILABLE,
+                           &(struct own_answer){ ERR_LIMITER_DOWN,
+                                                 "The rate limiter is unavailable; the request "
+                                                 "was not forwarded.",
+                                                 "Retry-After: 1\r\n" });
     mx_rate_limited(r->key->name, dim_labels[d->dim]);
-    enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
     if (d->dim == LIM_DIM_QUOTA) {
         snprintf(msg, sizeof(msg),
                  "You exceeded your current quota: key %s has used %lld of %lld tokens %s and "
                  "this request needs about %lld more.",
                  r->key->name, (long long)d->used, (long long)d->limit,
                  period_names[r->limits.quota_period], (long long)d->requested);
-        sl_buf_appends(&h, "x-should-retry: false\r\n");
-        r->error = "quota exhausted";
-        send_error_with(r, ERR_QUOTA_EXHAUSTED, msg, NULL, &h);
-        return sl_buf_free(&h);
+        return request_end(r, END_QUOTA_EXHAUSTED,
+                           &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg,
+                                                 "x-should-retry: false\r\n" });
     }
     if (d->retry_ms < 0) {
         snprintf(msg, sizeof(msg),
                  "Request too large for key %s on %s: Limit %lld, Requested %lld. The input must "
                  "be reduced in order to run successfully.",
                  r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->requested);
-        sl_buf_appends(&h, "x-should-retry: false\r\n");
+        snprintf(headers, sizeof(headers), "x-should-retry: false\r\n");
     } else {
         int64_t secs = (d->retry_ms + 999) / 1000;
         snprintf(msg, sizeof(msg),
@@ -415,12 +522,11 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
                  "Please try again in %.3fs.",
                  r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
                  (long long)d->requested, (double)d->retry_ms / 1000.0);
-        sl_buf_printf(&h, "Retry-After: %lld\r\nretry-after-ms: %lld\r\n", (long long)SL_MAX(secs, 1),
-                      (long long)SL_MAX(d->retry_ms, 1));
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
+                 (long long)SL_MAX(secs, 1), (long long)SL_MAX(d->retry_ms, 1));
     }
-    r->error = dim_names[d->dim];
-    send_error_with(r, e, msg, NULL, &h);
-    sl_buf_free(&h);
+    enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
+    request_end(r, END_RATE_LIMITED, &(struct own_answer){ e, msg, headers });
 }
 
 /* For a client that streams without asking for usage, sluice asks for the
@@ -445,58 +551,84 @@ static void ask_for_usage(struct sl_request *r)
 static void on_admitted(const struct lim_decision *d, void *arg)
 {
     struct sl_request *r = arg;
-    r->waiting_limit = false;
     r->ticket = *d;
-    if (!r->req) /* the client left, or the deadline passed, while we waited */
-        return request_finish(r);
-    if (!d->admitted) {
-        refuse(r, d);
-        return request_finish(r);
-    }
+    if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
+        return request_end(r, r->end, NULL);
+    if (!d->admitted)
+        return refuse(r, d);
     if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
         mx_rate_limited(r->key->name, dim_labels[d->dim]);
         log_info("shadow: key %s would be refused on %s (limit %lld, used %lld, requested %lld)",
                  r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
                  (long long)d->requested);
     }
+    set_phase(r, PHASE_FORWARDING);
     ask_for_usage(r);
     attempt_next(r);
 }
 
-/* No backend left to try: nothing was available at all (503 with the time
- * until the first breaker half-opens), every backend tried answered 429 (one
- * 429 with the smallest Retry-After), or the last failure as it was. */
-static void answer_exhausted(struct sl_request *r)
+/* ---- attempts ------------------------------------------------------------- */
+
+/* The attempt is over, classified once: the breaker's verdict, the metrics,
+ * and what the request's answer will be made of if none follows. */
+static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_after_ms,
+                        double ttfb)
 {
-    struct sl_buf h = { 0 };
+    const struct up_outcome_info *oi = up_outcome_info(o);
+    r->xfer = NULL; /* freed by the upstream module, or already cancelled */
+    r->outcome = o;
+    pool_report(r->gen->pool, &r->pick, oi->verdict, retry_after_ms);
+    mx_attempt(r->gen->cfg->backends[r->pick.backend].name, oi->label, ttfb);
+    if (o != UP_OUTCOME_RATE_LIMITED)
+        r->all_429 = false;
+    else if (retry_after_ms >= 0 &&
+             (r->min_retry_after_ms < 0 || retry_after_ms < r->min_retry_after_ms))
+        r->min_retry_after_ms = retry_after_ms;
+}
+
+/* Stops the running attempt from outside curl's callbacks (client gone,
+ * deadline). */
+static void attempt_stop(struct sl_request *r, enum up_outcome o)
+{
+    if (!r->xfer)
+        return;
+    up_cancel(r->xfer);
+    attempt_end(r, o, -1, 0);
+}
+
+/* No further attempt: nothing was available at all (503 with the time until
+ * the first breaker half-opens), every backend tried answered 429 (one 429
+ * with the smallest Retry-After), or what the last attempt came to. */
+static void end_attempts(struct sl_request *r)
+{
+    char headers[96];
     if (r->attempts == 0) {
         int64_t ms = pool_next_available_ms(r->gen->pool, r->model, r->call.model_len);
-        sl_buf_printf(&h, "Retry-After: %lld\r\n", (long long)SL_MAX((ms + 999) / 1000, 1));
-        r->error = "no backend available";
-        send_error_with(r, ERR_NO_BACKEND,
-                        "No backend is available for this model right now; try again later.",
-                        NULL, &h);
-    } else if (r->attempts >= 2 && r->all_429) {
-        if (r->min_retry_after_ms >= 0)
-            sl_buf_printf(&h, "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
-                          (long long)SL_MAX((r->min_retry_after_ms + 999) / 1000, 1),
-                          (long long)r->min_retry_after_ms);
-        r->error = "every upstream answered 429";
-        send_error_with(r, ERR_UPSTREAM_RATE_LIMITED,
-                        "Every upstream deployment for this model is rate limited (their 429, "
-                        "not this key's limit); try again after Retry-After.",
-                        NULL, &h);
-    } else if (r->last_status) {
-        struct http_req *req = r->req;
-        r->req = NULL;
-        r->status = r->last_status;
-        http_respond_evbuffer(req, r->last_status, r->last_headers.data, r->last_headers.len,
-                              r->last_body);
-    } else {
-        send_error(r, ERR_UPSTREAM_FAILED, "Could not connect to any upstream.", NULL);
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n",
+                 (long long)SL_MAX((ms + 999) / 1000, 1));
+        return request_end(r, END_NO_BACKEND,
+                           &(struct own_answer){ ERR_NO_BACKEND,
+                                                 "No backend is available for this model right "
+                                                 "now; try again later.",
+                                                 headers });
     }
-    sl_buf_free(&h);
-    request_finish(r);
+    if (r->attempts >= 2 && r->all_429) {
+        headers[0] = '\0';
+        if (r->min_retry_after_ms >= 0)
+            snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
+                     (long long)SL_MAX((r->min_retry_after_ms + 999) / 1000, 1),
+                     (long long)r->min_retry_after_ms);
+        return request_end(r, END_UPSTREAM_RATE_LIMITED,
+                           &(struct own_answer){ ERR_UPSTREAM_RATE_LIMITED,
+                                                 "Every upstream deployment for this model is "
+                                                 "rate limited (their 429, not this key's limit); "
+                                                 "try again after Retry-After.",
+                                                 headers });
+    }
+    const struct up_outcome_info *oi = up_outcome_info(r->outcome);
+    if (oi->error == ERR_NONE)
+        return request_end(r, oi->end, NULL); /* the upstream's answer as it was */
+    request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
 }
 
 static void attempt_next(struct sl_request *r)
@@ -506,7 +638,7 @@ static void attempt_next(struct sl_request *r)
                   ? pool_pick(r->gen->pool, r->model, r->call.model_len, &r->tried)
                   : (struct pool_pick){ -1, false };
     if (r->pick.backend < 0)
-        return answer_exhausted(r);
+        return end_attempts(r);
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
     r->backend = r->pick.backend;
     r->attempts++;
@@ -524,9 +656,8 @@ static void attempt_next(struct sl_request *r)
     };
     r->xfer = up_start(r->w->up, &ur, &up_cb, r);
     if (!r->xfer) {
-        pool_report(r->gen->pool, &r->pick, POOL_NEUTRAL, -1);
-        send_error(r, ERR_UPSTREAM_FAILED, "Could not start the upstream request.", NULL);
-        request_finish(r);
+        attempt_end(r, UP_OUTCOME_NOT_STARTED, -1, 0);
+        end_attempts(r);
     }
 }
 
@@ -538,20 +669,26 @@ static bool is_event_stream(struct up_transfer *t)
     return up_header(t, "content-type", &ct) && sl_str_casestarts(ct, "text/event-stream");
 }
 
+/* A 2xx event stream: the client gets its head now and its events as they come. */
+static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
+{
+    struct sl_buf h = { 0 };
+    client_headers(r, t, &h);
+    set_phase(r, PHASE_RELAYING);
+    r->status = status;
+    http_stream_begin(r->req, status, h.data, h.len);
+    sl_buf_free(&h);
+}
+
 static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
     r->ttfb = up_ttfb(t);
     int status = up_status(t);
     r->upstream_status = status;
-    if (!r->req || status < 200 || status > 299 || !is_event_stream(t))
-        return; /* buffered: answered whole in up_on_done */
-    struct sl_buf h = { 0 };
-    client_headers(r, &h);
-    r->streaming = true;
-    r->status = status;
-    http_stream_begin(r->req, status, h.data, h.len);
-    sl_buf_free(&h);
+    if (r->req && status >= 200 && status <= 299 && is_event_stream(t))
+        relay_begin(r, t, status);
+    /* anything else is buffered and answered whole */
 }
 
 /* One complete SSE event from the upstream: count it, pass it on. */
@@ -574,9 +711,7 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
 {
     (void)t;
     struct sl_request *r = arg;
-    if (!r->req)
-        return 0;
-    if (r->streaming) {
+    if (r->phase == PHASE_RELAYING) {
         if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
             r->paused = true; /* resumed by on_client_drain */
             return UP_PAUSE;
@@ -584,153 +719,80 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
         sse_feed(&r->sse, data, len, relay_event, r);
         return len;
     }
-    if ((int64_t)(evbuffer_get_length(r->body) + len) > MAX_RESPONSE_SIZE) {
-        r->error = "upstream response too large";
-        return 0;
-    }
+    if ((int64_t)(evbuffer_get_length(r->body) + len) > MAX_RESPONSE_SIZE)
+        return 0; /* UP_REFUSED: too large */
     evbuffer_add(r->body, data, len);
     return len;
 }
 
-/* A stream that cannot continue ends with one SSE error event, so SDKs raise
- * an error instead of seeing a silently short answer. */
-static void end_stream_with_error(struct sl_request *r, enum sl_error e, const char *msg)
+/* A complete answer, kept as the client would get it: the request's answer
+ * if no other attempt follows. */
+static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
 {
-    size_t len;
-    char *json = err_json(e, msg, NULL, &len);
-    while (len && json[len - 1] == '\n')
-        len--;
-    struct sl_buf ev = { 0 };
-    sl_buf_appends(&ev, "data: ");
-    sl_buf_append(&ev, json, len);
-    sl_buf_appends(&ev, "\n\n");
-    http_stream_write(r->req, ev.data, ev.len);
-    http_stream_end(r->req);
-    r->req = NULL;
-    sl_buf_free(&ev);
-    free(json);
+    if (status >= 200 && status <= 299)
+        tok_usage_from_body((const char *)evbuffer_pullup(r->body, -1),
+                            evbuffer_get_length(r->body), &r->usage);
+    r->kept_status = status;
+    r->kept_headers.len = 0;
+    client_headers(r, t, &r->kept_headers);
+    struct evbuffer *spare = r->kept_body; /* the next attempt's buffer, if one follows */
+    r->kept_body = r->body;
+    r->body = spare;
+    if (r->body)
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
 }
 
-static void fail_upstream(struct sl_request *r, CURLcode rc)
-{
-    bool timeout = rc == CURLE_OPERATION_TIMEDOUT;
-    enum sl_error e = timeout ? ERR_UPSTREAM_TIMEOUT : ERR_UPSTREAM_FAILED;
-    if (!r->error)
-        r->error = curl_easy_strerror(rc);
-    const char *msg = timeout ? "The upstream did not answer in time." : "The upstream request failed.";
-    if (r->streaming) {
-        end_stream_with_error(r, e, msg);
-        r->status = err_info(e)->status;
-    } else {
-        send_error(r, e, msg, NULL);
-    }
-}
-
-/* Errors where the request never reached the upstream: safe to send elsewhere. */
-static bool not_sent(CURLcode rc)
-{
-    return rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-           rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_SSL_CONNECT_ERROR;
-}
-
-static const char *attempt_outcome(CURLcode rc, int status, bool failed)
-{
-    if (rc == CURLE_OPERATION_TIMEDOUT)
-        return "timeout";
-    if (not_sent(rc))
-        return "connect_error";
-    if (rc != CURLE_OK)
-        return "broken";
-    if (failed)
-        return "error_status";
-    return status >= 400 ? "client_error" : "success";
-}
-
-/* Keeps a failed attempt's answer, in case no other backend does better. */
-static void remember_failure(struct sl_request *r, CURLcode rc, int status,
-                             int64_t retry_after_ms)
-{
-    r->last_status = rc == CURLE_OK ? status : 0;
-    r->last_headers.len = 0;
-    if (rc == CURLE_OK)
-        client_headers(r, &r->last_headers);
-    struct evbuffer *swap = r->last_body ? r->last_body : evbuffer_new(); /* only on failure */
-    r->last_body = r->body;
-    r->body = swap;
-    evbuffer_drain(r->body, evbuffer_get_length(r->body));
-    if (status != 429)
-        r->all_429 = false;
-    else if (retry_after_ms >= 0 &&
-             (r->min_retry_after_ms < 0 || retry_after_ms < r->min_retry_after_ms))
-        r->min_retry_after_ms = retry_after_ms;
-}
-
-static void deliver(struct sl_request *r, struct up_transfer *t, CURLcode rc)
-{
-    if (rc != CURLE_OK) {
-        fail_upstream(r, rc);
-    } else if (r->streaming) {
-        sse_flush(&r->sse, relay_event, r);
-        http_stream_end(r->req);
-        r->req = NULL;
-    } else {
-        int status = up_status(t);
-        size_t len = evbuffer_get_length(r->body);
-        if (status >= 200 && status <= 299)
-            tok_usage_from_body((const char *)evbuffer_pullup(r->body, -1), len, &r->usage);
-        struct sl_buf h = { 0 };
-        client_headers(r, &h);
-        r->status = status;
-        struct http_req *req = r->req;
-        r->req = NULL;
-        http_respond_evbuffer(req, status, h.data, h.len, r->body);
-        sl_buf_free(&h);
-    }
-}
-
-/* The attempt ended: tell the breaker, then retry elsewhere (a breaker
- * status or a connect error, nothing sent to the client yet) or deliver. */
-static void up_on_done(struct up_transfer *t, CURLcode rc, void *arg)
+/* The attempt ended: classify it, then retry elsewhere or end the request. */
+static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
     struct sl_request *r = arg;
-    r->xfer = t; /* still valid during this call, for headers */
     const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
-    int status = rc == CURLE_OK ? up_status(t) : 0;
-    bool failed = rc != CURLE_OK || cfg_status_in(&be->breaker_status, status);
-    int64_t retry_after = rc == CURLE_OK && failed ? up_retry_after_ms(t) : -1;
-    pool_report(r->gen->pool, &r->pick, failed ? POOL_FAILURE : POOL_SUCCESS, retry_after);
-    mx_attempt(be->name, attempt_outcome(rc, status, failed), up_ttfb(t));
-    bool retry = failed && !r->streaming && (rc == CURLE_OK || not_sent(rc));
-    if (retry) {
+    bool relaying = r->phase == PHASE_RELAYING;
+    int status = how == UP_ANSWERED ? up_status(t) : 0;
+    enum up_outcome o = up_classify(how, status, relaying, &be->breaker_status);
+    const struct up_outcome_info *oi = up_outcome_info(o);
+    int64_t retry_after = status && oi->verdict == POOL_FAILURE ? up_retry_after_ms(t) : -1;
+    if (status && !relaying)
+        keep_answer(r, t, status);
+    attempt_end(r, o, retry_after, up_ttfb(t));
+    if (relaying) {
+        if (o != UP_OUTCOME_SUCCESS)
+            return request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
+        sse_flush(&r->sse, relay_event, r);
+        return request_end(r, END_RESPONDED, NULL);
+    }
+    if (oi->retry == RETRY_YES) {
         mx_retry(be->name);
-        remember_failure(r, rc, status, retry_after);
-        r->xfer = NULL; /* freed by the upstream module after we return */
+        if (!r->body)
+            r->body = evbuffer_new();
         return attempt_next(r);
     }
-    deliver(r, t, rc);
-    r->xfer = NULL;
-    request_finish(r);
+    end_attempts(r);
 }
 
 static const struct up_callbacks up_cb = { up_on_headers, up_on_data, up_on_done };
 
 /* ---- client events --------------------------------------------------------- */
 
+/* The client left, or the deadline passed, while the limiter holds the
+ * request: it is answered now and settled when the limiter's answer comes. */
+static void abandon(struct sl_request *r, enum end_cause cause, const struct own_answer *own)
+{
+    r->end = cause;
+    answer(r, own);
+    event_del(r->deadline);
+    set_phase(r, PHASE_ABANDONED);
+}
+
 static void on_client_abort(struct http_req *req)
 {
     struct sl_request *r = req->owner;
-    r->req = NULL;
+    r->req = NULL; /* http.c frees it right after this */
     r->status = 499; /* nginx's "client closed request" */
-    r->error = "client closed the connection";
-    if (r->waiting_limit)
-        return; /* on_admitted finishes it */
-    if (r->xfer) {
-        up_cancel(r->xfer);
-        r->xfer = NULL;
-        pool_report(r->gen->pool, &r->pick, POOL_NEUTRAL, -1);
-        mx_attempt(r->gen->cfg->backends[r->pick.backend].name, "aborted", 0);
-    }
-    request_finish(r);
+    if (r->phase == PHASE_ADMITTING)
+        return abandon(r, END_CLIENT_CLOSED, NULL);
+    attempt_stop(r, UP_OUTCOME_ABORTED);
+    request_end(r, END_CLIENT_CLOSED, NULL);
 }
 
 static void on_client_drain(struct http_req *req)
@@ -747,25 +809,16 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct sl_request *r = arg;
-    if (r->xfer) {
-        up_cancel(r->xfer);
-        r->xfer = NULL;
-        pool_report(r->gen->pool, &r->pick, POOL_FAILURE, -1);
-        mx_attempt(r->gen->cfg->backends[r->pick.backend].name, "timeout", 0);
-    }
-    r->error = "request_timeout";
-    if (r->waiting_limit) {
-        send_error(r, ERR_UPSTREAM_TIMEOUT, "The rate limiter did not answer in time.", NULL);
-        return; /* on_admitted finishes it */
-    }
-    const char *msg = "The request took longer than the gateway's request_timeout.";
-    if (r->streaming) {
-        end_stream_with_error(r, ERR_UPSTREAM_TIMEOUT, msg);
-        r->status = 504;
-    } else {
-        send_error(r, ERR_UPSTREAM_TIMEOUT, msg, NULL);
-    }
-    request_finish(r);
+    if (r->phase == PHASE_ADMITTING)
+        return abandon(r, END_REQUEST_TIMEOUT,
+                       &(struct own_answer){ ERR_UPSTREAM_TIMEOUT,
+                                             "The rate limiter did not answer in time.", NULL });
+    attempt_stop(r, UP_OUTCOME_TIMEOUT);
+    request_end(r, END_REQUEST_TIMEOUT,
+                &(struct own_answer){ ERR_UPSTREAM_TIMEOUT,
+                                      "The request took longer than the gateway's "
+                                      "request_timeout.",
+                                      NULL });
 }
 
 /* ---- the end ---------------------------------------------------------------- */
@@ -788,12 +841,14 @@ static void access_log(struct sl_request *r)
     char model[65];
     log_safe(r->model, model, sizeof(model));
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
-    log_info("access key=%s model=%s backend=%s status=%d attempts=%d stream=%d "
-             "prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f path=%s%s%s",
+    log_info("access key=%s model=%s backend=%s status=%d end=%s attempts=%d outcome=%s "
+             "stream=%d prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f "
+             "path=%s",
              r->key->name, model, r->backend >= 0 ? cfg->backends[r->backend].name : "-",
-             r->status, r->attempts, r->call.stream, (long long)r->usage.prompt,
-             (long long)r->usage.completion, r->ttfb * 1000.0, dur_ms, r->path,
-             r->error ? " error=" : "", r->error ? r->error : "");
+             r->status, end_cause_token(r->end), r->attempts,
+             r->attempts ? up_outcome_info(r->outcome)->label : "-", r->call.stream,
+             (long long)r->usage.prompt, (long long)r->usage.completion, r->ttfb * 1000.0, dur_ms,
+             r->path);
 }
 
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
@@ -808,7 +863,7 @@ static void settle(struct sl_request *r)
         input = r->usage.prompt;
         output = r->usage.completion;
     } else if (up >= 200 && up <= 299) {
-        output = r->streaming ? r->relayed_events : 0; /* no usage: count what was relayed */
+        output = r->relayed_events; /* no usage: count what was relayed (0 if not a stream) */
     } else if (up) {
         input = 0; /* an error answer: nothing was processed */
     } else if (r->attempts == 0 || r->status != 499) {
@@ -822,8 +877,38 @@ static void settle(struct sl_request *r)
                    output, release, input + output - t->input_reserved);
 }
 
-static void request_finish(struct sl_request *r)
+static void request_free(struct sl_request *r)
 {
+    if (r->req) { /* not answered: only on internal paths that forgot to */
+        r->req->owner = NULL;
+        r->req->on_abort = NULL;
+        r->req->on_drain = NULL;
+    }
+    if (r->xfer)
+        up_cancel(r->xfer);
+    event_free(r->deadline);
+    if (r->body)
+        evbuffer_free(r->body);
+    if (r->kept_body)
+        evbuffer_free(r->kept_body);
+    sl_buf_free(&r->kept_headers);
+    sse_free(&r->sse);
+    sl_buf_free(&r->scratch);
+    sl_buf_free(&r->fwd_body);
+    free_header_list(r->up_headers);
+    free(r->url);
+    cJSON_Delete(r->call.root);
+    gen_unref(r->gen);
+    free(r);
+}
+
+/* Every request ends here, once, with its cause: the last answer, the
+ * limiter's settlement, the access log line, the metrics. */
+static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own)
+{
+    r->end = cause;
+    answer(r, own);
+    set_phase(r, PHASE_SETTLING);
     settle(r);
     access_log(r);
     const struct config *cfg = r->gen->cfg;
@@ -833,26 +918,8 @@ static void request_finish(struct sl_request *r)
                             r->charged_output };
     mx_request_done(&m);
     mx_inflight(-1);
-    if (r->req) { /* not answered: only on internal paths that forgot to */
-        r->req->owner = NULL;
-        r->req->on_abort = NULL;
-        r->req->on_drain = NULL;
-    }
-    if (r->xfer)
-        up_cancel(r->xfer);
-    event_free(r->deadline);
-    evbuffer_free(r->body);
-    if (r->last_body)
-        evbuffer_free(r->last_body);
-    sl_buf_free(&r->last_headers);
-    sse_free(&r->sse);
-    sl_buf_free(&r->scratch);
-    sl_buf_free(&r->fwd_body);
-    free_header_list(r->up_headers);
-    free(r->url);
-    cJSON_Delete(r->call.root);
-    gen_unref(r->gen);
-    free(r);
+    set_phase(r, PHASE_DONE);
+    request_free(r);
 }
 
 /* ---- GET /v1/models ------------------------------------------------------------ */

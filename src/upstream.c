@@ -202,6 +202,27 @@ static void release(struct up_transfer *t)
     free(t);
 }
 
+/* A transfer's result in the terms the rest of sluice uses. */
+static enum up_end transfer_end(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return UP_ANSWERED;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+        return UP_CONNECT_FAILED;
+    case CURLE_SSL_CONNECT_ERROR:
+        return UP_TLS_FAILED;
+    case CURLE_OPERATION_TIMEDOUT:
+        return UP_TIMEOUT;
+    case CURLE_WRITE_ERROR:
+        return UP_REFUSED;
+    default:
+        return UP_BROKEN;
+    }
+}
+
 static void check_done(struct up_multi *m)
 {
     CURLMsg *msg;
@@ -216,7 +237,7 @@ static void check_done(struct up_multi *m)
             t->headers_done = true;
             t->cb->on_headers(t, t->arg);
         }
-        t->cb->on_done(t, rc, t->arg);
+        t->cb->on_done(t, transfer_end(rc), t->arg);
         release(t);
     }
 }

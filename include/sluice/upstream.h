@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/outcome.h"
 #include "sluice/util.h"
 
 struct event_base;
@@ -23,10 +24,12 @@ struct up_transfer;
 struct up_callbacks {
     /* The final response's status and headers are in. */
     void (*on_headers)(struct up_transfer *t, void *arg);
-    /* Body bytes. Return len to take them, UP_PAUSE, or 0 to abort. */
+    /* Body bytes. Return len to take them, UP_PAUSE, or 0 to refuse the
+     * response (the transfer ends with UP_REFUSED). */
     size_t (*on_data)(struct up_transfer *t, const char *data, size_t len, void *arg);
-    /* The transfer ended (CURLE_OK or an error); t is freed right after. */
-    void (*on_done)(struct up_transfer *t, CURLcode rc, void *arg);
+    /* The transfer ended, how is said in curl's terms by upstream.c alone; t
+     * is freed right after. */
+    void (*on_done)(struct up_transfer *t, enum up_end how, void *arg);
 };
 
 struct up_request {

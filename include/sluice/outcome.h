@@ -1,0 +1,127 @@
+/* Two small vocabularies, each declared once in a list below: what one
+ * upstream attempt came to (its outcome), and how a request ended (its end
+ * cause). An attempt is classified once, by up_classify(), and that one value
+ * decides whether another attempt may follow, the breaker's verdict, the
+ * metric label and what the client gets, as nginx's NGX_HTTP_UPSTREAM_FT_*
+ * do. The end cause is the access log's `end=` token. docs/pool.md and
+ * docs/operations.md list both; tests/unit/test_outcome.c keeps them in step. */
+#ifndef SLUICE_OUTCOME_H
+#define SLUICE_OUTCOME_H
+
+#include <stdbool.h>
+
+#include "sluice/errors.h"
+#include "sluice/pool.h"
+
+struct cfg_statuses;
+
+/* How an upstream transfer ended, as far as the connection goes (upstream.c). */
+enum up_end {
+    UP_ANSWERED,       /* a complete response, whatever its status */
+    UP_CONNECT_FAILED, /* refused, unreachable, name not resolved */
+    UP_TLS_FAILED,     /* TLS handshake failed */
+    UP_TIMEOUT,        /* no complete response within the backend's timeout */
+    UP_BROKEN,         /* the connection failed while the request or response was under way */
+    UP_REFUSED,        /* sluice's data callback refused the response (larger than sluice keeps) */
+};
+
+/* ---- end causes: the access log's end= token --------------------------------
+ * X(id, token, what it means) */
+#define END_CAUSES(X)                                                                               \
+    X(RESPONDED, "responded", "the upstream's answer reached the client (any status it chose, a " \
+                              "whole stream included)")                                           \
+    X(CLIENT_CLOSED, "client_closed", "the client closed the connection first (status 499)")      \
+    X(REQUEST_TIMEOUT, "request_timeout",                                                          \
+      "`request_timeout` passed: 504, or an error event in a stream")                              \
+    X(RATE_LIMITED, "rate_limited", "the key's rpm, input_tpm or output_tpm refused it (429)")    \
+    X(QUOTA_EXHAUSTED, "quota_exhausted", "the key's quota refused it")                            \
+    X(LIMITER_UNAVAILABLE, "limiter_unavailable",                                                  \
+      "Redis was unreachable and `on_error = deny` (503)")                                         \
+    X(NO_BACKEND, "no_backend", "no backend for the model was available: breakers open (503)")    \
+    X(UPSTREAM_ERROR, "upstream_error",                                                            \
+      "the last attempt's error answer (a `breaker_status`) was passed through")                   \
+    X(UPSTREAM_RATE_LIMITED, "upstream_rate_limited",                                              \
+      "every upstream tried answered 429 (one 429 `upstream_rate_limited`), or the only one did") \
+    X(UPSTREAM_CONNECT_FAILED, "upstream_connect_failed", "no backend could be connected to (502)") \
+    X(UPSTREAM_TLS_FAILED, "upstream_tls_failed", "the last backend's TLS handshake failed (502)") \
+    X(UPSTREAM_TIMEOUT, "upstream_timeout", "the upstream did not answer within `timeout` (504)") \
+    X(UPSTREAM_BROKEN, "upstream_broken", "the upstream connection broke before a whole answer (502)") \
+    X(UPSTREAM_TOO_LARGE, "upstream_too_large", "the upstream's answer was larger than 256 MB (502)") \
+    X(STREAM_BROKEN, "stream_broken",                                                              \
+      "a relayed stream broke: the client got one error event and a clean end")                   \
+    X(INTERNAL_ERROR, "internal_error", "sluice could not start the upstream transfer (502)")
+
+enum end_cause {
+#define X(id, token, doc) END_##id,
+    END_CAUSES(X)
+#undef X
+        END__COUNT
+};
+
+/* ---- attempt outcomes: the sluice_upstream_attempts_total outcome label ------ */
+
+/* May another attempt follow this one (on the next backend, within max_attempts)? */
+enum up_retry {
+    RETRY_NO,  /* the upstream may be working on it, or it answered for good */
+    RETRY_YES, /* nothing reached the upstream, or it answered with a breaker_status */
+};
+
+/* X(id, label, breaker verdict, retry, error sluice answers with when this was
+ * the last attempt (ERR_NONE: the upstream's answer as it was), end cause,
+ * message of that error, what it means) */
+#define UP_OUTCOMES(X)                                                                              \
+    X(SUCCESS, "success", POOL_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                       \
+      "answered with a status that is not a failure (2xx, 1xx, 3xx)")                              \
+    X(PASSED, "client_error", POOL_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                   \
+      "answered 4xx or 5xx outside `breaker_status`: passed through")                              \
+    X(ERROR_STATUS, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_ERROR, NULL,       \
+      "answered a status in `breaker_status` (5xx by default)")                                    \
+    X(RATE_LIMITED, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_RATE_LIMITED, NULL, \
+      "answered 429 (in `breaker_status`)")                                                        \
+    X(CONNECT_FAILED, "connect_error", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,              \
+      UPSTREAM_CONNECT_FAILED, "Could not connect to any upstream.",                              \
+      "connection refused, unreachable or name not resolved: nothing was sent")                   \
+    X(TLS_FAILED, "connect_error", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,                  \
+      UPSTREAM_TLS_FAILED, "Could not connect to any upstream.",                                  \
+      "the TLS handshake failed: nothing was sent")                                                \
+    X(TIMEOUT, "timeout", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT,        \
+      "The upstream did not answer in time.", "no complete answer within `timeout`")              \
+    X(BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
+      "The upstream request failed.", "the connection broke while the request was under way")   \
+    X(TOO_LARGE, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \
+      "The upstream request failed.", "the answer was larger than sluice buffers (256 MB)")       \
+    X(STREAM_BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, STREAM_BROKEN,       \
+      "The upstream request failed.", "a stream broke after its first byte reached the client")  \
+    X(ABORTED, "aborted", POOL_NEUTRAL, RETRY_NO, ERR_NONE, CLIENT_CLOSED, NULL,                   \
+      "the client left first: the transfer was dropped")                                           \
+    X(NOT_STARTED, "not_started", POOL_NEUTRAL, RETRY_NO, ERR_UPSTREAM_FAILED, INTERNAL_ERROR,    \
+      "Could not start the upstream request.", "sluice could not start the transfer")
+
+enum up_outcome {
+#define X(id, label, verdict, retry, error, end, message, doc) UP_OUTCOME_##id,
+    UP_OUTCOMES(X)
+#undef X
+        UP_OUTCOME__COUNT
+};
+
+struct up_outcome_info {
+    const char *label;
+    enum pool_outcome verdict;
+    enum up_retry retry;
+    enum sl_error error;
+    enum end_cause end;
+    const char *message;
+    const char *doc;
+};
+
+const struct up_outcome_info *up_outcome_info(enum up_outcome o);
+const char *end_cause_token(enum end_cause c);
+const char *end_cause_doc(enum end_cause c);
+
+/* The one classification of an attempt: how the transfer ended, the status of
+ * a complete answer, whether its stream was being relayed, and the backend's
+ * breaker_status. */
+enum up_outcome up_classify(enum up_end how, int status, bool relaying,
+                            const struct cfg_statuses *breaker_status);
+
+#endif
