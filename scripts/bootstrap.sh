@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libevent-dev libcurl4-openssl-dev libhiredis-dev libcjson-dev libssl-dev libinih-dev
-  redis-server python3 python3-pytest curl
+  redis-server python3 python3-pytest curl openssl
 )
 
 missing=()

@@ -48,8 +48,12 @@ enum up_outcome up_classify(enum up_end how, int status, bool relaying,
         return status >= 400 ? UP_OUTCOME_PASSED : UP_OUTCOME_SUCCESS;
     case UP_CONNECT_FAILED:
         return UP_OUTCOME_CONNECT_FAILED;
+    case UP_CONNECT_TIMEOUT:
+        return UP_OUTCOME_CONNECT_TIMEOUT;
     case UP_TLS_FAILED:
         return UP_OUTCOME_TLS_FAILED;
+    case UP_NO_ANSWER:
+        return UP_OUTCOME_NO_ANSWER;
     case UP_TIMEOUT:
         return UP_OUTCOME_TIMEOUT;
     case UP_REFUSED:

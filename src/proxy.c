@@ -742,6 +742,20 @@ static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
         evbuffer_drain(r->body, evbuffer_get_length(r->body));
 }
 
+/* A failed attempt in the words that explain it: the outcome, and the status
+ * or curl's own description (printable, quoted, bounded). */
+static void log_failed_attempt(const struct sl_request *r, const char *backend, enum up_outcome o,
+                               int status, const char *why)
+{
+    char text[CURL_ERROR_SIZE];
+    size_t i = 0;
+    for (; why[i] && i + 1 < sizeof(text); i++)
+        text[i] = why[i] >= 0x20 && why[i] < 0x7f && why[i] != '"' ? why[i] : '\'';
+    text[i] = '\0';
+    log_warn("attempt backend=%s outcome=%s attempt=%d key=%s status=%d error=\"%s\"", backend,
+             up_outcome_info(o)->label, r->attempts, r->key->name, status, text);
+}
+
 /* The attempt ended: classify it, then retry elsewhere or end the request. */
 static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
@@ -754,6 +768,8 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
     int64_t retry_after = status && oi->verdict == POOL_FAILURE ? up_retry_after_ms(t) : -1;
     if (status && !relaying)
         keep_answer(r, t, status);
+    if (oi->verdict == POOL_FAILURE)
+        log_failed_attempt(r, be->name, o, status, up_error(t));
     attempt_end(r, o, retry_after, up_ttfb(t));
     if (relaying) {
         if (o != UP_OUTCOME_SUCCESS)

@@ -60,8 +60,10 @@ struct up_transfer {
     CURLU *own_url;        /* or one of its own */
     int status;
     bool headers_done;
+    int sends; /* times curl was about to send the request (CURLOPT_PREREQFUNCTION) */
     struct sl_buf headers; /* the final response's header lines */
     struct up_transfer *prev, *next;
+    char error[CURL_ERROR_SIZE]; /* curl's words for a failure */
 };
 
 static void check_done(struct up_multi *m);
@@ -192,8 +194,10 @@ static void release(struct up_transfer *t)
     if (m->neasy < EASY_POOL_MAX) {
         /* Kept as it is: every option up_start uses is either constant
          * (set when the handle was made) or set again for each transfer;
-         * the URL handle, which may be freed while this one waits, goes. */
+         * the URL handle and the error buffer, which may be freed while
+         * this one waits, go. */
         curl_easy_setopt(t->easy, CURLOPT_CURLU, NULL);
+        curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
         m->easy_pool[m->neasy++] = t->easy;
     } else {
         curl_easy_cleanup(t->easy);
@@ -202,25 +206,46 @@ static void release(struct up_transfer *t)
     free(t);
 }
 
-/* A transfer's result in the terms the rest of sluice uses. */
-static enum up_end transfer_end(CURLcode rc)
+static bool tls_failure(CURLcode rc)
 {
     switch (rc) {
-    case CURLE_OK:
-        return UP_ANSWERED;
-    case CURLE_COULDNT_CONNECT:
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
-        return UP_CONNECT_FAILED;
     case CURLE_SSL_CONNECT_ERROR:
-        return UP_TLS_FAILED;
-    case CURLE_OPERATION_TIMEDOUT:
-        return UP_TIMEOUT;
-    case CURLE_WRITE_ERROR:
-        return UP_REFUSED;
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        return true;
     default:
-        return UP_BROKEN;
+        return false;
     }
+}
+
+/* A transfer's result in the terms the rest of sluice uses. Whether the
+ * request left at all is known for certain: curl calls the pre-request
+ * callback once a connection is ready, right before it sends. */
+static enum up_end transfer_end(const struct up_transfer *t, CURLcode rc)
+{
+    if (rc == CURLE_OK)
+        return UP_ANSWERED;
+    if (rc == CURLE_WRITE_ERROR)
+        return UP_REFUSED;
+    if (t->sends == 0) { /* name lookup, connect or TLS handshake: nothing was sent */
+        if (rc == CURLE_OPERATION_TIMEDOUT)
+            return UP_CONNECT_TIMEOUT;
+        return tls_failure(rc) ? UP_TLS_FAILED : UP_CONNECT_FAILED;
+    }
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+        return UP_TIMEOUT;
+    return t->status ? UP_BROKEN : UP_NO_ANSWER;
 }
 
 static void check_done(struct up_multi *m)
@@ -237,7 +262,7 @@ static void check_done(struct up_multi *m)
             t->headers_done = true;
             t->cb->on_headers(t, t->arg);
         }
-        t->cb->on_done(t, transfer_end(rc), t->arg);
+        t->cb->on_done(t, transfer_end(t, rc), t->arg);
         release(t);
     }
 }
@@ -264,6 +289,17 @@ static size_t header_cb(char *line, size_t size, size_t n, void *arg)
     return len;
 }
 
+static int prereq_cb(void *arg, char *remote_ip, char *local_ip, int remote_port, int local_port)
+{
+    (void)remote_ip;
+    (void)local_ip;
+    (void)remote_port;
+    (void)local_port;
+    struct up_transfer *t = arg;
+    t->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 {
     struct up_transfer *t = arg;
@@ -279,6 +315,7 @@ static CURL *new_easy(struct up_multi *m)
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -350,6 +387,8 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     t->next = m->transfers;
@@ -446,6 +485,11 @@ int64_t up_retry_after_ms(const struct up_transfer *t)
         return -1;
     time_t now = time(NULL);
     return when > now ? (int64_t)(when - now) * 1000 : 0;
+}
+
+const char *up_error(const struct up_transfer *t)
+{
+    return t->error;
 }
 
 double up_ttfb(const struct up_transfer *t)

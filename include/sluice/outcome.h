@@ -17,12 +17,14 @@ struct cfg_statuses;
 
 /* How an upstream transfer ended, as far as the connection goes (upstream.c). */
 enum up_end {
-    UP_ANSWERED,       /* a complete response, whatever its status */
-    UP_CONNECT_FAILED, /* refused, unreachable, name not resolved */
-    UP_TLS_FAILED,     /* TLS handshake failed */
-    UP_TIMEOUT,        /* no complete response within the backend's timeout */
-    UP_BROKEN,         /* the connection failed while the request or response was under way */
-    UP_REFUSED,        /* sluice's data callback refused the response (larger than sluice keeps) */
+    UP_ANSWERED,        /* a complete response, whatever its status */
+    UP_CONNECT_FAILED,  /* refused, unreachable, name not resolved: nothing was sent */
+    UP_CONNECT_TIMEOUT, /* no connection within connect_timeout: nothing was sent */
+    UP_TLS_FAILED,      /* TLS handshake or certificate check failed: nothing was sent */
+    UP_NO_ANSWER,       /* sent; closed or reset before a response head */
+    UP_TIMEOUT,         /* sent; no complete response within the backend's timeout */
+    UP_BROKEN,          /* the response broke off after its head */
+    UP_REFUSED,         /* sluice's data callback refused the response (larger than sluice keeps) */
 };
 
 /* ---- end causes: the access log's end= token --------------------------------
@@ -42,10 +44,16 @@ enum up_end {
       "the last attempt's error answer (a `breaker_status`) was passed through")                   \
     X(UPSTREAM_RATE_LIMITED, "upstream_rate_limited",                                              \
       "every upstream tried answered 429 (one 429 `upstream_rate_limited`), or the only one did") \
-    X(UPSTREAM_CONNECT_FAILED, "upstream_connect_failed", "no backend could be connected to (502)") \
-    X(UPSTREAM_TLS_FAILED, "upstream_tls_failed", "the last backend's TLS handshake failed (502)") \
+    X(UPSTREAM_CONNECT_FAILED, "upstream_connect_failed",                                          \
+      "the last backend tried could not be connected to (502)")                                   \
+    X(UPSTREAM_CONNECT_TIMEOUT, "upstream_connect_timeout",                                        \
+      "the last backend tried did not accept a connection within `connect_timeout` (504)")        \
+    X(UPSTREAM_TLS_FAILED, "upstream_tls_failed",                                                  \
+      "the last backend's TLS handshake or certificate check failed (502)")                       \
+    X(UPSTREAM_NO_ANSWER, "upstream_no_answer",                                                    \
+      "the upstream closed the connection without answering, and the request was not sent again (502)") \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", "the upstream did not answer within `timeout` (504)") \
-    X(UPSTREAM_BROKEN, "upstream_broken", "the upstream connection broke before a whole answer (502)") \
+    X(UPSTREAM_BROKEN, "upstream_broken", "the upstream's answer broke off after its head (502)") \
     X(UPSTREAM_TOO_LARGE, "upstream_too_large", "the upstream's answer was larger than 256 MB (502)") \
     X(STREAM_BROKEN, "stream_broken",                                                              \
       "a relayed stream broke: the client got one error event and a clean end")                   \
@@ -78,16 +86,23 @@ enum up_retry {
       "answered a status in `breaker_status` (5xx by default)")                                    \
     X(RATE_LIMITED, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_RATE_LIMITED, NULL, \
       "answered 429 (in `breaker_status`)")                                                        \
-    X(CONNECT_FAILED, "connect_error", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,              \
+    X(CONNECT_FAILED, "connect_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,             \
       UPSTREAM_CONNECT_FAILED, "Could not connect to any upstream.",                              \
-      "connection refused, unreachable or name not resolved: nothing was sent")                   \
-    X(TLS_FAILED, "connect_error", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,                  \
-      UPSTREAM_TLS_FAILED, "Could not connect to any upstream.",                                  \
-      "the TLS handshake failed: nothing was sent")                                                \
+      "connection refused, host unreachable or name not resolved: nothing was sent")              \
+    X(CONNECT_TIMEOUT, "connect_timeout", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT,          \
+      UPSTREAM_CONNECT_TIMEOUT, "Could not connect to the upstream in time.",                     \
+      "no connection within `connect_timeout`: nothing was sent")                                 \
+    X(TLS_FAILED, "tls_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED, UPSTREAM_TLS_FAILED, \
+      "Could not connect securely to the upstream (TLS).",                                        \
+      "the TLS handshake or the certificate check failed: nothing was sent")                      \
+    X(NO_ANSWER, "no_answer", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_NO_ANSWER,   \
+      "The upstream closed the connection without answering.",                                    \
+      "sent, then the connection closed or reset before a response: the upstream may have "      \
+      "read it")                                                                                   \
     X(TIMEOUT, "timeout", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT,        \
-      "The upstream did not answer in time.", "no complete answer within `timeout`")              \
+      "The upstream did not answer in time.", "sent; no complete answer within `timeout`")        \
     X(BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
-      "The upstream request failed.", "the connection broke while the request was under way")   \
+      "The upstream request failed.", "the answer broke off after its head")                     \
     X(TOO_LARGE, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \
       "The upstream request failed.", "the answer was larger than sluice buffers (256 MB)")       \
     X(STREAM_BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, STREAM_BROKEN,       \

@@ -59,6 +59,8 @@ bool up_header(const struct up_transfer *t, const char *name, struct sl_str *val
 /* How long the upstream asks us to wait: retry-after-ms, else Retry-After
  * (delta-seconds or an HTTP-date), in ms; -1 if absent or unreadable. */
 int64_t up_retry_after_ms(const struct up_transfer *t);
+/* curl's own description of a failed transfer ("" if none). */
+const char *up_error(const struct up_transfer *t);
 /* Seconds from start to the first response byte; 0 before it. */
 double up_ttfb(const struct up_transfer *t);
 

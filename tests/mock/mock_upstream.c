@@ -15,6 +15,8 @@
  *   x-mock-chunk-delay-ms: 10     wait between streamed chunks
  *   x-mock-hang: 1                never answer
  *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
+ *   x-mock-stall-after: 3         send nothing more after 3 streamed chunks, connection open
+ *   x-mock-close: 1               read the request, then close the connection without answering
  *   x-mock-completion-tokens: 8   completion length (default 8, capped by max_tokens)
  *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
  *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
@@ -44,6 +46,8 @@ struct faults {
     int chunk_delay_ms;
     bool hang;
     int drop_after; /* -1 = never */
+    int stall_after; /* -1 = never */
+    bool close;
     int completion_tokens;
     int prompt_tokens; /* -1 = count words */
     bool no_usage;
@@ -66,6 +70,7 @@ static void faults_default(struct faults *f)
     memset(f, 0, sizeof(*f));
     f->fail_count = -1;
     f->drop_after = -1;
+    f->stall_after = -1;
     f->completion_tokens = 8;
     f->prompt_tokens = -1;
 }
@@ -309,6 +314,10 @@ static void pump(struct mock_req *m)
             http_stream_abort(m->req); /* no terminating chunk: a broken stream */
             break;
         }
+        if (m->f.stall_after >= 0 && m->sent >= m->f.stall_after) {
+            sl_buf_free(&b); /* silent until the client gives up */
+            return;
+        }
         b.len = 0;
         if (!next_event(m, &b)) {
             http_stream_end(m->req);
@@ -374,7 +383,7 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 
 static bool take_failure(void)
 {
-    if (!mock.config.status || mock.config.status == 200)
+    if ((!mock.config.status || mock.config.status == 200) && !mock.config.close)
         return false;
     if (mock.config.fail_count < 0)
         return true;
@@ -393,6 +402,8 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->chunk_delay_ms = header_int(req, "x-mock-chunk-delay-ms", f->chunk_delay_ms);
     f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
     f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
+    f->stall_after = header_int(req, "x-mock-stall-after", f->stall_after);
+    f->close = header_int(req, "x-mock-close", f->close) != 0;
     f->completion_tokens = header_int(req, "x-mock-completion-tokens", f->completion_tokens);
     f->prompt_tokens = header_int(req, "x-mock-prompt-tokens", f->prompt_tokens);
     f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
@@ -433,9 +444,17 @@ static void api_request(struct http_req *req, struct sl_str path)
     req->owner = m;
     req->on_abort = on_abort;
     m->f = mock.config;
-    if (!take_failure())
+    if (!take_failure()) {
         m->f.status = 0;
+        m->f.close = false;
+    }
     apply_header_faults(req, &m->f);
+    if (m->f.close) { /* read, then gone: no status line, no byte */
+        mock_req_free(m);
+        req->owner = NULL;
+        req->on_abort = NULL;
+        return http_stream_abort(req);
+    }
 
     if (sl_str_eq(path, "/chat/completions"))
         m->kind = K_CHAT;
@@ -502,6 +521,8 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "chunk-delay-ms") == 0) f->chunk_delay_ms = n;
         else if (strcmp(k, "hang") == 0) f->hang = n != 0;
         else if (strcmp(k, "drop-after") == 0) f->drop_after = n;
+        else if (strcmp(k, "stall-after") == 0) f->stall_after = n;
+        else if (strcmp(k, "close") == 0) f->close = n != 0;
         else if (strcmp(k, "completion-tokens") == 0) f->completion_tokens = n;
         else if (strcmp(k, "prompt-tokens") == 0) f->prompt_tokens = n;
         else if (strcmp(k, "no-usage") == 0) f->no_usage = n != 0;

@@ -1,0 +1,162 @@
+"""Failover on every fault where nothing was sent, a rejected backend
+credential treated as a broken backend, no silent duplicate of a request,
+stalled streams ended, and a log that explains each failure. Faults come
+from the mock upstream or from raw sockets in the test."""
+import json
+import re
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+from conftest import CLIENT_KEY, UPSTREAM_KEY, base_conf
+from test_operations import scrape, value
+from test_pool import pool_conf
+
+
+def access_lines(s):
+    return [line for line in s.log_text().splitlines() if " access " in line]
+
+
+def tokens(line):
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+class FullListener:
+    """A listening socket whose accept queue is full: the kernel drops further
+    SYNs, so a connection to it can only time out."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(0)
+        self.port = self.srv.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            try:
+                c.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fillers.append(c)
+        time.sleep(0.1)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def close(self):
+        for c in self.fillers:
+            c.close()
+        self.srv.close()
+
+
+class SelfSignedTLS:
+    """An HTTPS server with a self-signed certificate, which the system trust
+    store does not know. Counts handshakes completed and requests read."""
+
+    def __init__(self, tmp):
+        cert, key = tmp / "self.pem", tmp / "self.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.handshakes = 0
+        self.requests = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"https://127.0.0.1:{self.port}/v1"
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            try:
+                with self.ctx.wrap_socket(c, server_side=True) as t:
+                    self.handshakes += 1
+                    if t.recv(65536):
+                        self.requests += 1
+            except (ssl.SSLError, OSError):
+                c.close()
+
+    def close(self):
+        self.srv.close()
+
+
+# ---- nothing sent: always fail over -------------------------------------------
+
+def test_connect_timeout_fails_over_to_the_next_backend(start_mock, start_sluice):
+    dead = FullListener()
+    b = start_mock()
+    try:
+        s = start_sluice(pool_conf([("b", b, "priority = 2")]).replace(
+            "[backend b]", f"[backend dead]\nurl = {dead.url}\napi_key = x\npriority = 1\n"
+                           "connect_timeout = 300ms\n\n[backend b]"))
+        started = time.time()
+        r = s.chat()
+        assert r.status == 200 and r.json()["object"] == "chat.completion"
+        assert time.time() - started < 3
+        assert b.stats()["requests"] == 1
+        line = tokens(access_lines(s)[-1])
+        assert line["attempts"] == "2" and line["backend"] == "b" and line["end"] == "responded"
+        m = scrape(s)
+        assert value(m, "sluice_upstream_attempts_total", backend="dead", outcome="connect_timeout") == 1
+        assert value(m, "sluice_retries_total", backend="dead") == 1
+    finally:
+        dead.close()
+
+
+def test_connect_timeout_alone_is_504_and_the_log_says_why(start_sluice):
+    dead = FullListener()
+    try:
+        s = start_sluice(base_conf(dead.url, extra_backend="connect_timeout = 300ms"))
+        r = s.chat()
+        assert r.status == 504 and r.error()["code"] == "upstream_timeout"
+        line = tokens(access_lines(s)[-1])
+        assert line["status"] == "504" and line["backend"] == "main"
+        assert line["end"] == "upstream_connect_timeout" and line["outcome"] == "connect_timeout"
+    finally:
+        dead.close()
+
+
+def test_tls_verification_failure_fails_over(tmp, start_mock, start_sluice):
+    tls = SelfSignedTLS(tmp)
+    b = start_mock()
+    try:
+        s = start_sluice(pool_conf([("b", b, "priority = 2")]).replace(
+            "[backend b]", f"[backend selfsigned]\nurl = {tls.url}\napi_key = x\npriority = 1\n\n"
+                           "[backend b]"))
+        r = s.chat()
+        assert r.status == 200
+        assert b.stats()["requests"] == 1
+        assert tls.requests == 0  # the request never left: the certificate was refused first
+        m = scrape(s)
+        assert value(m, "sluice_upstream_attempts_total", backend="selfsigned", outcome="tls_failed") == 1
+        assert tokens(access_lines(s)[-1])["attempts"] == "2"
+        # The reason is in the log, curl's words included.
+        assert re.search(r"attempt backend=selfsigned outcome=tls_failed .*certificate", s.log_text())
+    finally:
+        tls.close()
+
+
+def test_tls_failure_alone_is_502(tmp, start_sluice):
+    tls = SelfSignedTLS(tmp)
+    try:
+        s = start_sluice(base_conf(tls.url))
+        r = s.chat()
+        assert r.status == 502 and r.error()["code"] == "upstream_failed"
+        assert tokens(access_lines(s)[-1])["end"] == "upstream_tls_failed"
+        assert tls.requests == 0
+    finally:
+        tls.close()
