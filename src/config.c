@@ -127,8 +127,9 @@ static const struct option options[] = {
       0, "window in which failures are counted" },
     { SCOPE_BACKEND, "breaker_trip", T_DURATION, BCK(breaker_trip_ms), "30s", 1, DAY_MS, NULL, 0,
       "how long an open breaker stays open" },
-    { SCOPE_BACKEND, "breaker_status", T_STATUS, BCK(breaker_status), "429, 500-599", 0, 0, NULL,
-      0, "statuses that count as failures" },
+    { SCOPE_BACKEND, "breaker_status", T_STATUS, BCK(breaker_status), "401, 403, 429, 500-599", 0,
+      0, NULL, 0,
+      "statuses that count as failures and go to the next backend (401/403: sluice's own 502)" },
     { SCOPE_BACKEND, "breaker_retry_after", T_BOOL, BCK(breaker_retry_after), "yes", 0, 0, NULL,
       0, "an upstream Retry-After sets the open time instead" },
 

@@ -26,6 +26,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_INTERNAL] = { 500, "server_error", "internal_error" },
     [ERR_NOT_IMPLEMENTED] = { 501, "invalid_request_error", "not_implemented" },
     [ERR_UPSTREAM_FAILED] = { 502, "server_error", "upstream_failed" },
+    [ERR_UPSTREAM_AUTH] = { 502, "server_error", "upstream_auth_error" },
     [ERR_NO_BACKEND] = { 503, "server_error", "no_backend_available" },
     [ERR_SHUTTING_DOWN] = { 503, "server_error", "shutting_down" },
     [ERR_LIMITER_DOWN] = { 503, "server_error", "rate_limiter_unavailable" },

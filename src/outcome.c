@@ -43,9 +43,11 @@ enum up_outcome up_classify(enum up_end how, int status, bool relaying,
 {
     switch (how) {
     case UP_ANSWERED:
-        if (cfg_status_in(breaker_status, status))
-            return status == 429 ? UP_OUTCOME_RATE_LIMITED : UP_OUTCOME_ERROR_STATUS;
-        return status >= 400 ? UP_OUTCOME_PASSED : UP_OUTCOME_SUCCESS;
+        if (!cfg_status_in(breaker_status, status))
+            return status >= 400 ? UP_OUTCOME_PASSED : UP_OUTCOME_SUCCESS;
+        if (status == 401 || status == 403)
+            return UP_OUTCOME_AUTH_REJECTED; /* our credential, not the client's key */
+        return status == 429 ? UP_OUTCOME_RATE_LIMITED : UP_OUTCOME_ERROR_STATUS;
     case UP_CONNECT_FAILED:
         return UP_OUTCOME_CONNECT_FAILED;
     case UP_CONNECT_TIMEOUT:

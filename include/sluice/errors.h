@@ -26,6 +26,7 @@ enum sl_error {
     ERR_INTERNAL,          /* 500 */
     ERR_NOT_IMPLEMENTED,   /* 501 */
     ERR_UPSTREAM_FAILED,   /* 502 */
+    ERR_UPSTREAM_AUTH,     /* 502 the upstream rejected the backend's credential */
     ERR_NO_BACKEND,        /* 503 */
     ERR_SHUTTING_DOWN,     /* 503 */
     ERR_LIMITER_DOWN,      /* 503 Redis unreachable and on_error = deny */

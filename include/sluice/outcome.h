@@ -42,6 +42,9 @@ enum up_end {
     X(NO_BACKEND, "no_backend", "no backend for the model was available: breakers open (503)")    \
     X(UPSTREAM_ERROR, "upstream_error",                                                            \
       "the last attempt's error answer (a `breaker_status`) was passed through")                   \
+    X(UPSTREAM_AUTH_ERROR, "upstream_auth_error",                                                  \
+      "the last backend tried rejected its credential (401/403): sluice's own 502, the upstream's " \
+      "answer withheld")                                                                           \
     X(UPSTREAM_RATE_LIMITED, "upstream_rate_limited",                                              \
       "every upstream tried answered 429 (one 429 `upstream_rate_limited`), or the only one did") \
     X(UPSTREAM_CONNECT_FAILED, "upstream_connect_failed",                                          \
@@ -84,6 +87,11 @@ enum up_retry {
       "answered 4xx or 5xx outside `breaker_status`: passed through")                              \
     X(ERROR_STATUS, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_ERROR, NULL,       \
       "answered a status in `breaker_status` (5xx by default)")                                    \
+    X(AUTH_REJECTED, "auth_rejected", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_AUTH,                 \
+      UPSTREAM_AUTH_ERROR,                                                                         \
+      "The upstream deployment rejected the gateway's own credential; this is not about your "   \
+      "API key.",                                                                                  \
+      "answered 401 or 403 (in `breaker_status`): the backend's credential was refused")         \
     X(RATE_LIMITED, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_RATE_LIMITED, NULL, \
       "answered 429 (in `breaker_status`)")                                                        \
     X(CONNECT_FAILED, "connect_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,             \

@@ -15,12 +15,26 @@ from test_operations import scrape, value
 from test_pool import pool_conf
 
 
-def access_lines(s):
-    return [line for line in s.log_text().splitlines() if " access " in line]
+def access_lines(s, count=1):
+    """The access log lines, once there are at least count: sluice writes a
+    request's line just after its answer is on its way."""
+    deadline = time.time() + 5
+    while True:
+        lines = [line for line in s.log_text().splitlines() if " access " in line]
+        if len(lines) >= count or time.time() > deadline:
+            return lines
+        time.sleep(0.02)
 
 
 def tokens(line):
     return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def last_access(s, count):
+    """The tokens of the count-th access log line."""
+    lines = access_lines(s, count)
+    assert len(lines) == count, lines
+    return tokens(lines[-1])
 
 
 class FullListener:
@@ -108,7 +122,7 @@ def test_connect_timeout_fails_over_to_the_next_backend(start_mock, start_sluice
         assert r.status == 200 and r.json()["object"] == "chat.completion"
         assert time.time() - started < 3
         assert b.stats()["requests"] == 1
-        line = tokens(access_lines(s)[-1])
+        line = last_access(s, 1)
         assert line["attempts"] == "2" and line["backend"] == "b" and line["end"] == "responded"
         m = scrape(s)
         assert value(m, "sluice_upstream_attempts_total", backend="dead", outcome="connect_timeout") == 1
@@ -123,7 +137,7 @@ def test_connect_timeout_alone_is_504_and_the_log_says_why(start_sluice):
         s = start_sluice(base_conf(dead.url, extra_backend="connect_timeout = 300ms"))
         r = s.chat()
         assert r.status == 504 and r.error()["code"] == "upstream_timeout"
-        line = tokens(access_lines(s)[-1])
+        line = last_access(s, 1)
         assert line["status"] == "504" and line["backend"] == "main"
         assert line["end"] == "upstream_connect_timeout" and line["outcome"] == "connect_timeout"
     finally:
@@ -143,7 +157,7 @@ def test_tls_verification_failure_fails_over(tmp, start_mock, start_sluice):
         assert tls.requests == 0  # the request never left: the certificate was refused first
         m = scrape(s)
         assert value(m, "sluice_upstream_attempts_total", backend="selfsigned", outcome="tls_failed") == 1
-        assert tokens(access_lines(s)[-1])["attempts"] == "2"
+        assert last_access(s, 1)["attempts"] == "2"
         # The reason is in the log, curl's words included.
         assert re.search(r"attempt backend=selfsigned outcome=tls_failed .*certificate", s.log_text())
     finally:
@@ -156,7 +170,41 @@ def test_tls_failure_alone_is_502(tmp, start_sluice):
         s = start_sluice(base_conf(tls.url))
         r = s.chat()
         assert r.status == 502 and r.error()["code"] == "upstream_failed"
-        assert tokens(access_lines(s)[-1])["end"] == "upstream_tls_failed"
+        assert last_access(s, 1)["end"] == "upstream_tls_failed"
         assert tls.requests == 0
     finally:
         tls.close()
+
+
+# ---- a rejected credential is a broken backend ------------------------------------
+
+def test_upstream_401_fails_over_and_opens_the_breaker(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    conf = pool_conf([("a", a, "priority = 1\nbreaker_failures = 1\nbreaker_trip = 60s"),
+                      ("b", b, "priority = 2")])
+    conf = conf.replace(f"url = {a.url}\napi_key = {UPSTREAM_KEY}", f"url = {a.url}\napi_key = revoked-key")
+    s = start_sluice(conf)
+    r = s.chat()
+    assert r.status == 200 and r.json()["object"] == "chat.completion"
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 1]
+    assert s.chat().status == 200
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 2]  # a's breaker is open
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="auth_rejected") == 1
+    assert value(m, "sluice_backend_state", backend="a") == 1
+
+
+def test_upstream_auth_failure_with_nothing_else_is_sluices_own_502(start_mock, start_sluice):
+    a = start_mock()
+    s = start_sluice(base_conf(a.url).replace(f"api_key = {UPSTREAM_KEY}", "api_key = revoked-key"))
+    r = s.chat()
+    assert r.status == 502
+    err = r.error()
+    assert err["code"] == "upstream_auth_error" and err["type"] == "server_error"
+    assert b"mock" not in r.body  # nothing of the upstream's answer reaches the client
+    assert "www-authenticate" not in r.headers
+    line = last_access(s, 1)
+    assert line["end"] == "upstream_auth_error" and line["outcome"] == "auth_rejected"
+    # 403 is the same: the backend's account may not do this.
+    r = s.chat(headers={"x-mock-status": "403"})
+    assert r.status == 502 and r.error()["code"] == "upstream_auth_error"

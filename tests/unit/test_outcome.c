@@ -35,6 +35,7 @@ static void test_classify(void)
     CHECK(up_classify(UP_ANSWERED, 429, false, bs) == UP_OUTCOME_RATE_LIMITED);
     CHECK(up_classify(UP_ANSWERED, 500, false, bs) == UP_OUTCOME_ERROR_STATUS);
     CHECK(up_classify(UP_ANSWERED, 503, false, bs) == UP_OUTCOME_ERROR_STATUS);
+    CHECK(up_classify(UP_ANSWERED, 401, false, bs) == UP_OUTCOME_PASSED); /* not listed here */
     CHECK(up_classify(UP_CONNECT_FAILED, 0, false, bs) == UP_OUTCOME_CONNECT_FAILED);
     CHECK(up_classify(UP_CONNECT_TIMEOUT, 0, false, bs) == UP_OUTCOME_CONNECT_TIMEOUT);
     CHECK(up_classify(UP_TLS_FAILED, 0, false, bs) == UP_OUTCOME_TLS_FAILED);
@@ -44,6 +45,18 @@ static void test_classify(void)
     CHECK(up_classify(UP_BROKEN, 0, false, bs) == UP_OUTCOME_BROKEN);
     CHECK(up_classify(UP_BROKEN, 0, true, bs) == UP_OUTCOME_STREAM_BROKEN);
     CHECK(up_classify(UP_REFUSED, 0, false, bs) == UP_OUTCOME_TOO_LARGE);
+    cfg_unref(c);
+
+    /* The default breaker_status: a refused backend credential is a failure. */
+    c = check_load_config("[backend a]\nurl = http://127.0.0.1:1/v1\n", NULL);
+    bs = &c->backends[0].breaker_status;
+    CHECK(up_classify(UP_ANSWERED, 401, false, bs) == UP_OUTCOME_AUTH_REJECTED);
+    CHECK(up_classify(UP_ANSWERED, 403, false, bs) == UP_OUTCOME_AUTH_REJECTED);
+    CHECK(up_classify(UP_ANSWERED, 404, false, bs) == UP_OUTCOME_PASSED);
+    CHECK(up_classify(UP_ANSWERED, 429, false, bs) == UP_OUTCOME_RATE_LIMITED);
+    CHECK(up_classify(UP_ANSWERED, 500, false, bs) == UP_OUTCOME_ERROR_STATUS);
+    CHECK(up_outcome_info(UP_OUTCOME_AUTH_REJECTED)->retry == RETRY_YES);
+    CHECK(err_info(up_outcome_info(UP_OUTCOME_AUTH_REJECTED)->error)->status == 502);
     cfg_unref(c);
 
     /* A status outside breaker_status is an answer, passed through. */
