@@ -132,6 +132,13 @@ static const struct option options[] = {
       "statuses that count as failures and go to the next backend (401/403: sluice's own 502)" },
     { SCOPE_BACKEND, "breaker_retry_after", T_BOOL, BCK(breaker_retry_after), "yes", 0, 0, NULL,
       0, "an upstream Retry-After sets the open time instead" },
+    { SCOPE_BACKEND, "keepalive_timeout", T_DURATION, BCK(keepalive_timeout_ms), "4s", 1000,
+      DAY_MS, NULL, 0,
+      "an idle upstream connection is not reused after this (whole seconds); keep it below "
+      "the upstream's own keep-alive timeout" },
+    { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
+      "yes: a request sent but never answered (connection closed first) is sent again, each "
+      "time a counted attempt; no: 502 (the upstream may have read it)" },
 
     { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED,
       "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },

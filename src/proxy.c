@@ -653,6 +653,7 @@ static void attempt_next(struct sl_request *r)
         .body_len = r->fwd_body.len ? r->fwd_body.len : r->req->body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
+        .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
     };
     r->xfer = up_start(r->w->up, &ur, &up_cb, r);
     if (!r->xfer) {
@@ -777,7 +778,7 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
         sse_flush(&r->sse, relay_event, r);
         return request_end(r, END_RESPONDED, NULL);
     }
-    if (oi->retry == RETRY_YES) {
+    if (oi->retry == RETRY_YES || (oi->retry == RETRY_UNANSWERED && be->resend_unanswered)) {
         mx_retry(be->name);
         if (!r->body)
             r->body = evbuffer_new();
@@ -786,7 +787,26 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
     end_attempts(r);
 }
 
-static const struct up_callbacks up_cb = { up_on_headers, up_on_data, up_on_done };
+/* curl wants to send the request again on a fresh connection: the kept-alive
+ * one it went out on closed without answering, so the upstream may have read
+ * it. Only with resend_unanswered and an attempt left; that transmission is
+ * an attempt like any other. Its breaker verdict is the transfer's, at its end. */
+static bool up_on_resend(struct up_transfer *t, void *arg)
+{
+    (void)t;
+    struct sl_request *r = arg;
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    if (!be->resend_unanswered || r->attempts >= r->gen->cfg->server.max_attempts)
+        return false;
+    log_failed_attempt(r, be->name, UP_OUTCOME_NO_ANSWER, 0,
+                       "kept-alive connection closed without answering; sent again");
+    mx_attempt(be->name, up_outcome_info(UP_OUTCOME_NO_ANSWER)->label, 0);
+    mx_retry(be->name);
+    r->attempts++;
+    return true;
+}
+
+static const struct up_callbacks up_cb = { up_on_headers, up_on_data, up_on_done, up_on_resend };
 
 /* ---- client events --------------------------------------------------------- */
 

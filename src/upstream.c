@@ -296,8 +296,9 @@ static int prereq_cb(void *arg, char *remote_ip, char *local_ip, int remote_port
     (void)remote_port;
     (void)local_port;
     struct up_transfer *t = arg;
-    t->sends++;
-    return CURL_PREREQFUNC_OK;
+    if (t->sends++ == 0 || t->cb->on_resend(t, t->arg))
+        return CURL_PREREQFUNC_OK;
+    return CURL_PREREQFUNC_ABORT; /* sent, unanswered, not sent again: UP_NO_ANSWER */
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
@@ -391,6 +392,8 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    /* curl reuses a connection idle for less than keepalive_s (it counts whole seconds). */
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, SL_MAX(r->keepalive_s - 1, 0L));
     t->next = m->transfers;
     if (m->transfers)
         m->transfers->prev = t;

@@ -73,8 +73,9 @@ enum end_cause {
 
 /* May another attempt follow this one (on the next backend, within max_attempts)? */
 enum up_retry {
-    RETRY_NO,  /* the upstream may be working on it, or it answered for good */
-    RETRY_YES, /* nothing reached the upstream, or it answered with a breaker_status */
+    RETRY_NO,         /* the upstream may be working on it, or it answered for good */
+    RETRY_YES,        /* nothing reached the upstream, or it answered with a breaker_status */
+    RETRY_UNANSWERED, /* it may have read it: only with the backend's resend_unanswered */
 };
 
 /* X(id, label, breaker verdict, retry, error sluice answers with when this was
@@ -103,7 +104,8 @@ enum up_retry {
     X(TLS_FAILED, "tls_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED, UPSTREAM_TLS_FAILED, \
       "Could not connect securely to the upstream (TLS).",                                        \
       "the TLS handshake or the certificate check failed: nothing was sent")                      \
-    X(NO_ANSWER, "no_answer", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_NO_ANSWER,   \
+    X(NO_ANSWER, "no_answer", POOL_FAILURE, RETRY_UNANSWERED, ERR_UPSTREAM_FAILED,                \
+      UPSTREAM_NO_ANSWER,                                                                          \
       "The upstream closed the connection without answering.",                                    \
       "sent, then the connection closed or reset before a response: the upstream may have "      \
       "read it")                                                                                   \

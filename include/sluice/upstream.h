@@ -30,6 +30,11 @@ struct up_callbacks {
     /* The transfer ended, how is said in curl's terms by upstream.c alone; t
      * is freed right after. */
     void (*on_done)(struct up_transfer *t, enum up_end how, void *arg);
+    /* curl is about to send the request again, on a fresh connection, after
+     * the kept-alive one it was sent on closed without answering. Return
+     * true to let it; false ends the transfer with UP_NO_ANSWER. Called from
+     * inside curl: count, decide, nothing more. */
+    bool (*on_resend)(struct up_transfer *t, void *arg);
 };
 
 struct up_request {
@@ -39,6 +44,7 @@ struct up_request {
     size_t body_len;
     long connect_timeout_ms;
     long timeout_ms;
+    long keepalive_s; /* an idle connection is reused only if idle for less than this */
 };
 
 struct up_multi *up_multi_new(struct event_base *base);

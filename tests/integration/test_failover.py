@@ -208,3 +208,82 @@ def test_upstream_auth_failure_with_nothing_else_is_sluices_own_502(start_mock, 
     # 403 is the same: the backend's account may not do this.
     r = s.chat(headers={"x-mock-status": "403"})
     assert r.status == 502 and r.error()["code"] == "upstream_auth_error"
+
+
+# ---- never a silent duplicate -------------------------------------------------------
+
+def prime(s, mock):
+    """One request, so sluice holds a kept-alive connection to the mock."""
+    assert s.chat().status == 200
+    mock.reset()
+
+
+def test_request_read_then_closed_on_a_reused_connection_is_not_resent(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    prime(s, mock)
+    r = s.chat(headers={"x-mock-close": "1"})
+    assert r.status == 502 and r.error()["code"] == "upstream_failed"
+    assert mock.stats()["requests"] == 1  # the upstream saw it exactly once
+    line = last_access(s, 2)
+    assert line["attempts"] == "1" and line["end"] == "upstream_no_answer"
+    assert line["outcome"] == "no_answer"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="no_answer") == 1
+    assert value(m, "sluice_retries_total", backend="main") == 0
+
+
+def test_not_resent_to_another_backend_either(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2")]))
+    prime(s, a)
+    assert s.chat(headers={"x-mock-close": "1"}).status == 502
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 0]
+
+
+def test_resend_unanswered_opt_in_counts_every_transmission(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="resend_unanswered = yes"))
+    prime(s, mock)
+    mock.configure(close=1, fail_count=1)  # the next request is read and dropped, once
+    r = s.chat()
+    assert r.status == 200
+    assert mock.stats()["requests"] == 2
+    line = last_access(s, 2)
+    assert line["attempts"] == "2" and line["end"] == "responded"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="no_answer") == 1
+    assert value(m, "sluice_retries_total", backend="main") == 1
+
+
+def test_resend_unanswered_goes_to_the_next_backend_on_a_fresh_connection(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nresend_unanswered = yes"),
+                                ("b", b, "priority = 2")]))
+    r = s.chat(headers={"x-mock-close": "1"})  # a fresh connection to a: curl does not resend
+    assert r.status == 502  # b got it too, and b also read it and closed
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 1]
+    assert last_access(s, 1)["attempts"] == "2"
+
+
+def test_idle_upstream_connections_are_retired_before_keepalive_timeout(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="keepalive_timeout = 1s"))
+    calls = [0]
+
+    def upstream_connections():  # each stats call is a connection of its own: not counted
+        calls[0] += 1
+        return mock.stats()["connections"] - calls[0]
+
+    before = upstream_connections()
+    c = s.conn()
+    for _ in range(3):
+        assert s.chat(conn=c).status == 200
+    assert upstream_connections() - before == 1  # kept alive while busy
+    time.sleep(0.5)
+    assert s.chat(conn=c).status == 200
+    assert upstream_connections() - before == 1  # idle 0.5 s: reused
+    time.sleep(1.2)
+    assert s.chat(conn=c).status == 200
+    assert upstream_connections() - before == 2  # idle past 1 s: a new one
+    c.close()

@@ -88,6 +88,7 @@ static void test_decisions(void)
     CHECK(up_outcome_info(UP_OUTCOME_TLS_FAILED)->retry == RETRY_YES);
     CHECK(up_outcome_info(UP_OUTCOME_TIMEOUT)->retry == RETRY_NO);
     CHECK(up_outcome_info(UP_OUTCOME_BROKEN)->retry == RETRY_NO);
+    CHECK(up_outcome_info(UP_OUTCOME_NO_ANSWER)->retry == RETRY_UNANSWERED);
     CHECK(err_info(up_outcome_info(UP_OUTCOME_CONNECT_TIMEOUT)->error)->status == 504);
     CHECK(err_info(up_outcome_info(UP_OUTCOME_TIMEOUT)->error)->status == 504);
     CHECK(err_info(up_outcome_info(UP_OUTCOME_BROKEN)->error)->status == 502);
@@ -116,9 +117,11 @@ static void outcome_row(enum up_outcome o, char *out, size_t n)
     else
         snprintf(client, sizeof(client), "%d `%s`", err_info(oi->error)->status,
                  err_info(oi->error)->code);
+    const char *retry = oi->retry == RETRY_YES          ? "yes"
+                        : oi->retry == RETRY_UNANSWERED ? "with `resend_unanswered`"
+                                                        : "no";
     snprintf(out, n, "| `%s` | %s | %s | %s | %s | `%s` |", oi->label, oi->doc,
-             verdict_word(oi->verdict), oi->retry == RETRY_YES ? "yes" : "no", client,
-             end_cause_token(oi->end));
+             verdict_word(oi->verdict), retry, client, end_cause_token(oi->end));
 }
 
 static void test_docs_list_every_member(void)
