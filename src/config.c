@@ -132,6 +132,9 @@ static const struct option options[] = {
       "statuses that count as failures and go to the next backend (401/403: sluice's own 502)" },
     { SCOPE_BACKEND, "breaker_retry_after", T_BOOL, BCK(breaker_retry_after), "yes", 0, 0, NULL,
       0, "an upstream Retry-After sets the open time instead" },
+    { SCOPE_BACKEND, "stream_idle_timeout", T_DURATION, BCK(stream_idle_timeout_ms), "60s", 1,
+      DAY_MS, NULL, 0,
+      "a stream that sends no byte for this long ends with an error event; counts for the breaker" },
     { SCOPE_BACKEND, "keepalive_timeout", T_DURATION, BCK(keepalive_timeout_ms), "4s", 1000,
       DAY_MS, NULL, 0,
       "an idle upstream connection is not reused after this (whole seconds); keep it below "

@@ -127,6 +127,8 @@ struct sl_request {
     int64_t start_us;
     double ttfb;
     struct event *deadline;
+    struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
+    int64_t last_data_ms;      /* RELAYING: when the upstream last sent a byte */
 };
 
 /* sluice's own answer, instead of an upstream's. */
@@ -139,6 +141,7 @@ struct own_answer {
 static void attempt_next(struct sl_request *r);
 static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own);
 static void on_admitted(const struct lim_decision *d, void *arg);
+static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
 
 static const struct up_callbacks up_cb;
 
@@ -152,6 +155,12 @@ static void set_phase(struct sl_request *r, enum phase to)
 #endif
     }
     r->phase = to;
+}
+
+static void arm_ms(struct event *ev, int64_t ms)
+{
+    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
+    evtimer_add(ev, &tv);
 }
 
 /* ---- answering the client ------------------------------------------------- */
@@ -400,10 +409,8 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     req->on_abort = on_client_abort;
     req->on_drain = on_client_drain;
     mx_inflight(1);
-    int64_t ms = r->gen->cfg->server.request_timeout_ms;
-    struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
     r->deadline = evtimer_new(w->base, on_deadline, r);
-    evtimer_add(r->deadline, &tv);
+    arm_ms(r->deadline, r->gen->cfg->server.request_timeout_ms);
     return r;
 }
 
@@ -670,7 +677,8 @@ static bool is_event_stream(struct up_transfer *t)
     return up_header(t, "content-type", &ct) && sl_str_casestarts(ct, "text/event-stream");
 }
 
-/* A 2xx event stream: the client gets its head now and its events as they come. */
+/* A 2xx event stream: the client gets its head now and its events as they
+ * come, as long as the upstream keeps sending. */
 static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
 {
     struct sl_buf h = { 0 };
@@ -679,6 +687,9 @@ static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
     r->status = status;
     http_stream_begin(r->req, status, h.data, h.len);
     sl_buf_free(&h);
+    r->last_data_ms = sl_now_ms();
+    r->stream_idle = evtimer_new(r->w->base, on_stream_idle, r);
+    arm_ms(r->stream_idle, r->gen->cfg->backends[r->pick.backend].stream_idle_timeout_ms);
 }
 
 static void up_on_headers(struct up_transfer *t, void *arg)
@@ -713,6 +724,7 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
     (void)t;
     struct sl_request *r = arg;
     if (r->phase == PHASE_RELAYING) {
+        r->last_data_ms = sl_now_ms();
         if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
             r->paused = true; /* resumed by on_client_drain */
             return UP_PAUSE;
@@ -836,8 +848,29 @@ static void on_client_drain(struct http_req *req)
     struct sl_request *r = req->owner;
     if (r->paused && r->xfer) {
         r->paused = false;
+        r->last_data_ms = sl_now_ms(); /* silence while paused was sluice's doing */
         up_resume(r->xfer);
     }
+}
+
+/* The timer is not moved for every chunk: when it fires it looks at when the
+ * last byte came, and sleeps again for the rest (nginx's lazy timers). */
+static void on_stream_idle(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    int64_t limit = r->gen->cfg->backends[r->pick.backend].stream_idle_timeout_ms;
+    int64_t idle = r->paused ? 0 : sl_now_ms() - r->last_data_ms;
+    if (r->paused)
+        r->last_data_ms = sl_now_ms();
+    if (idle < limit)
+        return arm_ms(r->stream_idle, limit - idle);
+    const struct up_outcome_info *oi = up_outcome_info(UP_OUTCOME_STREAM_STALLED);
+    log_failed_attempt(r, r->gen->cfg->backends[r->pick.backend].name, UP_OUTCOME_STREAM_STALLED,
+                       r->upstream_status, "the stream sent nothing for stream_idle_timeout");
+    attempt_stop(r, UP_OUTCOME_STREAM_STALLED);
+    request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -923,6 +956,8 @@ static void request_free(struct sl_request *r)
     if (r->xfer)
         up_cancel(r->xfer);
     event_free(r->deadline);
+    if (r->stream_idle)
+        event_free(r->stream_idle);
     if (r->body)
         evbuffer_free(r->body);
     if (r->kept_body)

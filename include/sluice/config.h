@@ -78,7 +78,8 @@ struct cfg_backend {
     int64_t breaker_trip_ms;
     struct cfg_statuses breaker_status;
     bool breaker_retry_after;
-    int64_t keepalive_timeout_ms; /* idle upstream connections are not reused after this */
+    int64_t stream_idle_timeout_ms; /* a relayed stream silent this long is ended */
+    int64_t keepalive_timeout_ms;   /* idle upstream connections are not reused after this */
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 

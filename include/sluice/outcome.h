@@ -60,6 +60,8 @@ enum up_end {
     X(UPSTREAM_TOO_LARGE, "upstream_too_large", "the upstream's answer was larger than 256 MB (502)") \
     X(STREAM_BROKEN, "stream_broken",                                                              \
       "a relayed stream broke: the client got one error event and a clean end")                   \
+    X(STREAM_STALLED, "stream_stalled",                                                            \
+      "a relayed stream sent nothing for `stream_idle_timeout`: one error event, a clean end")    \
     X(INTERNAL_ERROR, "internal_error", "sluice could not start the upstream transfer (502)")
 
 enum end_cause {
@@ -117,6 +119,10 @@ enum up_retry {
       "The upstream request failed.", "the answer was larger than sluice buffers (256 MB)")       \
     X(STREAM_BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, STREAM_BROKEN,       \
       "The upstream request failed.", "a stream broke after its first byte reached the client")  \
+    X(STREAM_STALLED, "stream_stalled", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT,             \
+      STREAM_STALLED,                                                                              \
+      "The upstream sent nothing for the backend's stream_idle_timeout; the stream was ended.",   \
+      "a stream sent no byte for `stream_idle_timeout`: the connection is closed")                \
     X(ABORTED, "aborted", POOL_NEUTRAL, RETRY_NO, ERR_NONE, CLIENT_CLOSED, NULL,                   \
       "the client left first: the transfer was dropped")                                           \
     X(NOT_STARTED, "not_started", POOL_NEUTRAL, RETRY_NO, ERR_UPSTREAM_FAILED, INTERNAL_ERROR,    \

@@ -287,3 +287,52 @@ def test_idle_upstream_connections_are_retired_before_keepalive_timeout(start_mo
     assert s.chat(conn=c).status == 200
     assert upstream_connections() - before == 2  # idle past 1 s: a new one
     c.close()
+
+
+# ---- a stalled stream ends ----------------------------------------------------------
+
+def test_stalled_stream_ends_with_one_error_event(start_mock, start_sluice):
+    mock = start_mock()
+    conf = base_conf(mock.url, extra_backend="stream_idle_timeout = 500ms\nbreaker_failures = 1",
+                     extra_server="admin_key = sk-admin-key-for-tests-0001",
+                     key_extra="output_tpm = 1000")
+    s = start_sluice(conf)
+    c = s.conn()
+    started = time.time()
+    c.request("POST", "/v1/chat/completions",
+              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
+              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-stall-after": "3",
+                       "x-mock-completion-tokens": "10"})
+    r = c.getresponse()
+    assert r.status == 200
+    body = r.read().decode()  # a clean chunked end
+    elapsed = time.time() - started
+    c.close()
+    assert 0.4 < elapsed < 3
+    events = [e for e in body.split("\n\n") if e.strip()]
+    assert len(events) == 4
+    err = json.loads(events[-1][len("data: "):])["error"]
+    assert err["code"] == "upstream_timeout" and "stream_idle_timeout" in err["message"]
+    time.sleep(0.2)
+    assert mock.stats()["aborted"] == 1 and mock.stats()["inflight"] == 0  # connection closed
+    line = last_access(s, 1)
+    assert line["end"] == "stream_stalled" and line["outcome"] == "stream_stalled"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="stream_stalled") == 1
+    assert value(m, "sluice_backend_state", backend="main") == 1  # counted for the breaker
+    # What was relayed is settled, once: 3 content events without a usage chunk.
+    v = s.request("GET", "/admin/keys/team-a", key="sk-admin-key-for-tests-0001").json()
+    assert v["output_tokens"]["used"] == 3
+
+
+def test_slow_but_steady_stream_is_not_cut(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="stream_idle_timeout = 500ms"))
+    c = s.conn()
+    c.request("POST", "/v1/chat/completions",
+              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
+              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-chunk-delay-ms": "300",
+                       "x-mock-completion-tokens": "6"})
+    body = c.getresponse().read().decode()  # 6 x 300 ms: longer than the idle timeout in all
+    c.close()
+    assert "data: [DONE]" in body and '"error"' not in body
