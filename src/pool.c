@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/log.h"
 #include "sluice/util.h"
 
 struct breaker {
@@ -88,18 +89,22 @@ bool pool_serves(const struct pool *p, const char *model, size_t len)
     return false;
 }
 
-/* Open breakers whose time is up become half-open. Under the lock. */
-static void advance(struct breaker *b, int64_t now)
+/* Open breakers whose time is up become half-open. Under the lock; each
+ * transition is logged once, where it happens. */
+static void advance(const struct pool *p, int i, int64_t now)
 {
+    struct breaker *b = &p->br[i];
     if (b->state == BREAKER_OPEN && now >= b->open_until) {
         b->state = BREAKER_HALF_OPEN;
         b->probe_in_flight = false;
+        log_info("breaker backend=%s open->half_open", p->cfg->backends[i].name);
     }
 }
 
-static bool available(struct breaker *b, int64_t now)
+static bool available(const struct pool *p, int i, int64_t now)
 {
-    advance(b, now);
+    struct breaker *b = &p->br[i];
+    advance(p, i, now);
     return b->state == BREAKER_CLOSED || (b->state == BREAKER_HALF_OPEN && !b->probe_in_flight);
 }
 
@@ -114,7 +119,7 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_backend *be = &c->backends[i];
         if (!is_tried(tried, i) && (prio < 0 || be->priority < prio) &&
-            cfg_models_match(&be->models, model, len) && available(&p->br[i], now))
+            cfg_models_match(&be->models, model, len) && available(p, i, now))
             prio = be->priority;
     }
     if (prio >= 0) {
@@ -122,7 +127,7 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct
         for (int i = 0; i < c->nbackends; i++) {
             const struct cfg_backend *be = &c->backends[i];
             if (be->priority != prio || is_tried(tried, i) ||
-                !cfg_models_match(&be->models, model, len) || !available(&p->br[i], now))
+                !cfg_models_match(&be->models, model, len) || !available(p, i, now))
                 continue;
             p->current[i] += be->weight;
             total += be->weight;
@@ -141,37 +146,46 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct
     return pick;
 }
 
-static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now, int64_t retry_after_ms)
+static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now,
+                 int64_t retry_after_ms, enum up_outcome why)
 {
     int64_t ms = be->breaker_trip_ms;
     if (retry_after_ms >= 0 && be->breaker_retry_after)
         ms = SL_MIN(SL_MAX(retry_after_ms, 1), POOL_MAX_OPEN_MS);
+    if (b->state != BREAKER_OPEN) /* a late failure may push an open breaker's time on */
+        log_info("breaker backend=%s %s->open reason=%s open_ms=%lld", be->name,
+                 b->state == BREAKER_CLOSED ? "closed" : "half_open", up_outcome_info(why)->label,
+                 (long long)ms);
     b->state = BREAKER_OPEN;
     b->open_until = now + ms;
     b->probe_in_flight = false;
     b->nfail = 0;
 }
 
-void pool_report(struct pool *p, const struct pool_pick *pick, enum pool_outcome outcome,
+void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome outcome,
                  int64_t retry_after_ms)
 {
     if (pick->backend < 0)
         return;
     const struct cfg_backend *be = &p->cfg->backends[pick->backend];
     struct breaker *b = &p->br[pick->backend];
+    enum up_verdict verdict = up_outcome_info(outcome)->verdict;
     int64_t now = pool_now_ms();
     pthread_mutex_lock(&p->lock);
-    if (outcome == POOL_NEUTRAL) {
+    if (verdict == VERDICT_NEUTRAL) {
         if (pick->probe)
             b->probe_in_flight = false;
-    } else if (outcome == POOL_SUCCESS) {
+    } else if (verdict == VERDICT_SUCCESS) {
         if (pick->probe || b->state == BREAKER_HALF_OPEN) {
+            if (b->state != BREAKER_CLOSED)
+                log_info("breaker backend=%s %s->closed", be->name,
+                         b->state == BREAKER_OPEN ? "open" : "half_open");
             b->state = BREAKER_CLOSED;
             b->probe_in_flight = false;
             b->nfail = 0;
         }
     } else if (pick->probe || b->state == BREAKER_HALF_OPEN) {
-        trip(b, be, now, retry_after_ms); /* the probe failed */
+        trip(b, be, now, retry_after_ms, outcome); /* the probe failed */
     } else if (b->state == BREAKER_CLOSED) {
         int64_t cap = be->breaker_failures;
         b->failures[b->next] = now;
@@ -180,7 +194,7 @@ void pool_report(struct pool *p, const struct pool_pick *pick, enum pool_outcome
         /* The oldest of the last `cap` failures is at failures[next] once full. */
         bool enough = b->nfail == cap && now - b->failures[b->next % cap] < be->breaker_window_ms;
         if (enough || (retry_after_ms >= 0 && be->breaker_retry_after))
-            trip(b, be, now, retry_after_ms);
+            trip(b, be, now, retry_after_ms, outcome);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -193,7 +207,7 @@ int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
         if (!cfg_models_match(&p->cfg->backends[i].models, model, len))
             continue;
         struct breaker *b = &p->br[i];
-        advance(b, now);
+        advance(p, i, now);
         int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
         if (best < 0 || wait < best)
             best = wait;
@@ -205,7 +219,7 @@ int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
 enum breaker_state pool_state(struct pool *p, int backend)
 {
     pthread_mutex_lock(&p->lock);
-    advance(&p->br[backend], pool_now_ms());
+    advance(p, backend, pool_now_ms());
     enum breaker_state s = p->br[backend].state;
     pthread_mutex_unlock(&p->lock);
     return s;

@@ -584,7 +584,7 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
     const struct up_outcome_info *oi = up_outcome_info(o);
     r->xfer = NULL; /* freed by the upstream module, or already cancelled */
     r->outcome = o;
-    pool_report(r->gen->pool, &r->pick, oi->verdict, retry_after_ms);
+    pool_report(r->gen->pool, &r->pick, o, retry_after_ms);
     mx_attempt(r->gen->cfg->backends[r->pick.backend].name, oi->label, ttfb);
     if (o != UP_OUTCOME_RATE_LIMITED)
         r->all_429 = false;
@@ -647,6 +647,8 @@ static void attempt_next(struct sl_request *r)
     if (r->pick.backend < 0)
         return end_attempts(r);
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
+    if (r->attempts) /* a retry after the last backend failed */
+        mx_retry(cfg->backends[r->backend].name);
     r->backend = r->pick.backend;
     r->attempts++;
     free_header_list(r->up_headers);
@@ -778,10 +780,10 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
     int status = how == UP_ANSWERED ? up_status(t) : 0;
     enum up_outcome o = up_classify(how, status, relaying, &be->breaker_status);
     const struct up_outcome_info *oi = up_outcome_info(o);
-    int64_t retry_after = status && oi->verdict == POOL_FAILURE ? up_retry_after_ms(t) : -1;
+    int64_t retry_after = status && oi->verdict == VERDICT_FAILURE ? up_retry_after_ms(t) : -1;
     if (status && !relaying)
         keep_answer(r, t, status);
-    if (oi->verdict == POOL_FAILURE)
+    if (oi->verdict == VERDICT_FAILURE)
         log_failed_attempt(r, be->name, o, status, up_error(t));
     attempt_end(r, o, retry_after, up_ttfb(t));
     if (relaying) {
@@ -791,7 +793,6 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
         return request_end(r, END_RESPONDED, NULL);
     }
     if (oi->retry == RETRY_YES || (oi->retry == RETRY_UNANSWERED && be->resend_unanswered)) {
-        mx_retry(be->name);
         if (!r->body)
             r->body = evbuffer_new();
         return attempt_next(r);

@@ -11,7 +11,6 @@
 #include <stdbool.h>
 
 #include "sluice/errors.h"
-#include "sluice/pool.h"
 
 struct cfg_statuses;
 
@@ -73,6 +72,13 @@ enum end_cause {
 
 /* ---- attempt outcomes: the sluice_upstream_attempts_total outcome label ------ */
 
+/* The breaker's verdict on an attempt. */
+enum up_verdict {
+    VERDICT_SUCCESS, /* an answer that is not a failure: closes a half-open breaker */
+    VERDICT_FAILURE, /* counts towards opening the breaker; a failed probe reopens it */
+    VERDICT_NEUTRAL, /* no verdict (the client left first): frees a probe slot */
+};
+
 /* May another attempt follow this one (on the next backend, within max_attempts)? */
 enum up_retry {
     RETRY_NO,         /* the upstream may be working on it, or it answered for good */
@@ -84,48 +90,48 @@ enum up_retry {
  * the last attempt (ERR_NONE: the upstream's answer as it was), end cause,
  * message of that error, what it means) */
 #define UP_OUTCOMES(X)                                                                              \
-    X(SUCCESS, "success", POOL_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                       \
+    X(SUCCESS, "success", VERDICT_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                       \
       "answered with a status that is not a failure (2xx, 1xx, 3xx)")                              \
-    X(PASSED, "client_error", POOL_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                   \
+    X(PASSED, "client_error", VERDICT_SUCCESS, RETRY_NO, ERR_NONE, RESPONDED, NULL,                   \
       "answered 4xx or 5xx outside `breaker_status`: passed through")                              \
-    X(ERROR_STATUS, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_ERROR, NULL,       \
+    X(ERROR_STATUS, "error_status", VERDICT_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_ERROR, NULL,       \
       "answered a status in `breaker_status` (5xx by default)")                                    \
-    X(AUTH_REJECTED, "auth_rejected", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_AUTH,                 \
+    X(AUTH_REJECTED, "auth_rejected", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_AUTH,                 \
       UPSTREAM_AUTH_ERROR,                                                                         \
       "The upstream deployment rejected the gateway's own credential; this is not about your "   \
       "API key.",                                                                                  \
       "answered 401 or 403 (in `breaker_status`): the backend's credential was refused")         \
-    X(RATE_LIMITED, "error_status", POOL_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_RATE_LIMITED, NULL, \
+    X(RATE_LIMITED, "rate_limited", VERDICT_FAILURE, RETRY_YES, ERR_NONE, UPSTREAM_RATE_LIMITED, NULL, \
       "answered 429 (in `breaker_status`)")                                                        \
-    X(CONNECT_FAILED, "connect_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,             \
+    X(CONNECT_FAILED, "connect_failed", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED,             \
       UPSTREAM_CONNECT_FAILED, "Could not connect to any upstream.",                              \
       "connection refused, host unreachable or name not resolved: nothing was sent")              \
-    X(CONNECT_TIMEOUT, "connect_timeout", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT,          \
+    X(CONNECT_TIMEOUT, "connect_timeout", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT,          \
       UPSTREAM_CONNECT_TIMEOUT, "Could not connect to the upstream in time.",                     \
       "no connection within `connect_timeout`: nothing was sent")                                 \
-    X(TLS_FAILED, "tls_failed", POOL_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED, UPSTREAM_TLS_FAILED, \
+    X(TLS_FAILED, "tls_failed", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_FAILED, UPSTREAM_TLS_FAILED, \
       "Could not connect securely to the upstream (TLS).",                                        \
       "the TLS handshake or the certificate check failed: nothing was sent")                      \
-    X(NO_ANSWER, "no_answer", POOL_FAILURE, RETRY_UNANSWERED, ERR_UPSTREAM_FAILED,                \
+    X(NO_ANSWER, "no_answer", VERDICT_FAILURE, RETRY_UNANSWERED, ERR_UPSTREAM_FAILED,                \
       UPSTREAM_NO_ANSWER,                                                                          \
       "The upstream closed the connection without answering.",                                    \
       "sent, then the connection closed or reset before a response: the upstream may have "      \
       "read it")                                                                                   \
-    X(TIMEOUT, "timeout", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT,        \
+    X(TIMEOUT, "timeout", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT,        \
       "The upstream did not answer in time.", "sent; no complete answer within `timeout`")        \
-    X(BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
+    X(BROKEN, "broken", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
       "The upstream request failed.", "the answer broke off after its head")                     \
-    X(TOO_LARGE, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \
+    X(TOO_LARGE, "too_large", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \
       "The upstream request failed.", "the answer was larger than sluice buffers (256 MB)")       \
-    X(STREAM_BROKEN, "broken", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, STREAM_BROKEN,       \
+    X(STREAM_BROKEN, "stream_broken", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, STREAM_BROKEN,       \
       "The upstream request failed.", "a stream broke after its first byte reached the client")  \
-    X(STREAM_STALLED, "stream_stalled", POOL_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT,             \
+    X(STREAM_STALLED, "stream_stalled", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT,             \
       STREAM_STALLED,                                                                              \
       "The upstream sent nothing for the backend's stream_idle_timeout; the stream was ended.",   \
       "a stream sent no byte for `stream_idle_timeout`: the connection is closed")                \
-    X(ABORTED, "aborted", POOL_NEUTRAL, RETRY_NO, ERR_NONE, CLIENT_CLOSED, NULL,                   \
+    X(ABORTED, "aborted", VERDICT_NEUTRAL, RETRY_NO, ERR_NONE, CLIENT_CLOSED, NULL,                   \
       "the client left first: the transfer was dropped")                                           \
-    X(NOT_STARTED, "not_started", POOL_NEUTRAL, RETRY_NO, ERR_UPSTREAM_FAILED, INTERNAL_ERROR,    \
+    X(NOT_STARTED, "not_started", VERDICT_NEUTRAL, RETRY_NO, ERR_UPSTREAM_FAILED, INTERNAL_ERROR,    \
       "Could not start the upstream request.", "sluice could not start the transfer")
 
 enum up_outcome {
@@ -137,7 +143,7 @@ enum up_outcome {
 
 struct up_outcome_info {
     const char *label;
-    enum pool_outcome verdict;
+    enum up_verdict verdict;
     enum up_retry retry;
     enum sl_error error;
     enum end_cause end;

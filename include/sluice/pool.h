@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/outcome.h"
+
 struct config;
 struct pool;
 
@@ -17,12 +19,6 @@ struct pool;
 #define POOL_MAX_OPEN_MS (10 * 60 * 1000) /* longest an upstream's Retry-After may open a breaker */
 
 enum breaker_state { BREAKER_CLOSED = 0, BREAKER_OPEN = 1, BREAKER_HALF_OPEN = 2 };
-
-enum pool_outcome {
-    POOL_SUCCESS, /* any answer that is not a failure: closes a half-open breaker */
-    POOL_FAILURE, /* connect error, timeout, broken response, a breaker_status */
-    POOL_NEUTRAL, /* no verdict (the client left first): frees a probe slot */
-};
 
 /* Backends already tried by one request. */
 struct pool_tried {
@@ -41,9 +37,11 @@ struct pool *pool_new(const struct config *cfg, struct pool *prev);
 void pool_free(struct pool *p);
 
 struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried);
-/* The outcome of an attempt. retry_after_ms >= 0 (an upstream's Retry-After,
- * with breaker_retry_after = yes) opens the breaker at once for that long. */
-void pool_report(struct pool *p, const struct pool_pick *pick, enum pool_outcome outcome,
+/* The outcome of an attempt: its verdict (outcome.h) moves the breaker, its
+ * label names the reason when that opens it (logged at info, as every
+ * transition is). retry_after_ms >= 0 (an upstream's Retry-After, with
+ * breaker_retry_after = yes) opens the breaker at once for that long. */
+void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome outcome,
                  int64_t retry_after_ms);
 /* Whether any backend serves the model at all. */
 bool pool_serves(const struct pool *p, const char *model, size_t len);

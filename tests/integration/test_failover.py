@@ -192,6 +192,7 @@ def test_upstream_401_fails_over_and_opens_the_breaker(start_mock, start_sluice)
     m = scrape(s)
     assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="auth_rejected") == 1
     assert value(m, "sluice_backend_state", backend="a") == 1
+    assert re.search(r"breaker backend=a closed->open reason=auth_rejected open_ms=60000", s.log_text())
 
 
 def test_upstream_auth_failure_with_nothing_else_is_sluices_own_502(start_mock, start_sluice):
@@ -336,3 +337,43 @@ def test_slow_but_steady_stream_is_not_cut(start_mock, start_sluice):
     body = c.getresponse().read().decode()  # 6 x 300 ms: longer than the idle timeout in all
     c.close()
     assert "data: [DONE]" in body and '"error"' not in body
+
+
+# ---- the breaker's transitions are logged once each ---------------------------------
+
+def test_breaker_transitions_are_logged(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(pool_conf([("a", a, "breaker_failures = 2\nbreaker_window = 5s\nbreaker_trip = 500ms"),
+                                ("b", b, "")], server="max_attempts = 1"))
+    a.configure(status=500)
+    c = s.conn()
+    for _ in range(6):
+        s.chat(conn=c)
+    a.reset()
+    time.sleep(0.6)
+    for _ in range(4):
+        assert s.chat(conn=c).status == 200
+    c.close()
+    log = s.log_text()
+    assert len(re.findall(r"breaker backend=a closed->open reason=error_status open_ms=500\b", log)) == 1
+    assert len(re.findall(r"breaker backend=a open->half_open\b", log)) == 1
+    assert len(re.findall(r"breaker backend=a half_open->closed\b", log)) == 1
+    assert "breaker backend=b" not in log
+    # With max_attempts = 1 nothing was retried, and nothing is counted as a retry.
+    m = scrape(s)
+    assert value(m, "sluice_retries_total", backend="a") == 0
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="error_status") == 2
+
+
+def test_upstream_429s_are_labelled_rate_limited(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(pool_conf([("a", a, ""), ("b", b, "")]))
+    a.configure(status=429, retry_after="20")
+    b.configure(status=429, retry_after="9")
+    assert s.chat().status == 429
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="rate_limited") == 1
+    assert value(m, "sluice_upstream_attempts_total", backend="b", outcome="rate_limited") == 1
+    assert value(m, "sluice_retries_total", backend="a") + value(m, "sluice_retries_total", backend="b") == 1
+    assert re.search(r"breaker backend=a closed->open reason=rate_limited open_ms=20000", s.log_text())
+    assert last_access(s, 1)["end"] == "upstream_rate_limited"

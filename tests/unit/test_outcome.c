@@ -77,11 +77,14 @@ static void test_decisions(void)
         /* sluice answers itself exactly when it has a message to say */
         CHECK((oi->error == ERR_NONE) == (oi->message == NULL));
         /* only failures are tried again */
-        CHECK(oi->retry == RETRY_NO || oi->verdict == POOL_FAILURE);
+        CHECK(oi->retry == RETRY_NO || oi->verdict == VERDICT_FAILURE);
+        /* one label per outcome: the metric and the log tell them apart */
+        for (int other = 0; other < o; other++)
+            CHECK(strcmp(oi->label, up_outcome_info(other)->label) != 0);
     }
-    CHECK(up_outcome_info(UP_OUTCOME_SUCCESS)->verdict == POOL_SUCCESS);
-    CHECK(up_outcome_info(UP_OUTCOME_PASSED)->verdict == POOL_SUCCESS);
-    CHECK(up_outcome_info(UP_OUTCOME_ABORTED)->verdict == POOL_NEUTRAL);
+    CHECK(up_outcome_info(UP_OUTCOME_SUCCESS)->verdict == VERDICT_SUCCESS);
+    CHECK(up_outcome_info(UP_OUTCOME_PASSED)->verdict == VERDICT_SUCCESS);
+    CHECK(up_outcome_info(UP_OUTCOME_ABORTED)->verdict == VERDICT_NEUTRAL);
     /* nothing was sent: always another attempt; sent: never by default */
     CHECK(up_outcome_info(UP_OUTCOME_CONNECT_FAILED)->retry == RETRY_YES);
     CHECK(up_outcome_info(UP_OUTCOME_CONNECT_TIMEOUT)->retry == RETRY_YES);
@@ -100,9 +103,9 @@ static void test_decisions(void)
     }
 }
 
-static const char *verdict_word(enum pool_outcome v)
+static const char *verdict_word(enum up_verdict v)
 {
-    return v == POOL_SUCCESS ? "success" : v == POOL_FAILURE ? "failure" : "none";
+    return v == VERDICT_SUCCESS ? "success" : v == VERDICT_FAILURE ? "failure" : "none";
 }
 
 /* The row docs/pool.md has for an outcome. */

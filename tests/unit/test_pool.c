@@ -33,7 +33,7 @@ static void fail_once(struct pool *p)
 {
     struct pool_pick pk;
     pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, -1);
+    pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, -1);
 }
 
 static void test_smooth_wrr(void)
@@ -74,7 +74,7 @@ static void test_breaker_cycle(void)
     struct pool_pick pk;
     for (int i = 0; i < 2; i++) {
         CHECK(pick(p, &pk) == 0);
-        pool_report(p, &pk, POOL_FAILURE, -1);
+        pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, -1);
     }
     CHECK(pool_state(p, 0) == BREAKER_CLOSED);
     fail_once(p);
@@ -87,13 +87,13 @@ static void test_breaker_cycle(void)
     struct pool_pick probe;
     CHECK(pick(p, &probe) == 0 && probe.probe);
     CHECK(pick(p, &pk) == -1); /* one probe at a time */
-    pool_report(p, &probe, POOL_NEUTRAL, -1);
+    pool_report(p, &probe, UP_OUTCOME_ABORTED, -1);
     CHECK(pick(p, &probe) == 0 && probe.probe); /* a probe without verdict frees the slot */
-    pool_report(p, &probe, POOL_FAILURE, -1);
+    pool_report(p, &probe, UP_OUTCOME_ERROR_STATUS, -1);
     CHECK(pool_state(p, 0) == BREAKER_OPEN); /* failed probe reopens */
     sleep_ms(160);
     CHECK(pick(p, &probe) == 0 && probe.probe);
-    pool_report(p, &probe, POOL_SUCCESS, -1);
+    pool_report(p, &probe, UP_OUTCOME_SUCCESS, -1);
     CHECK(pool_state(p, 0) == BREAKER_CLOSED);
     pool_free(p);
     cfg_unref(c);
@@ -120,9 +120,9 @@ static void test_retry_after(void)
     struct pool *p = pool_new(c, NULL);
     struct pool_tried tried = { { 0 } };
     struct pool_pick a = pool_pick(p, "m", 1, &tried), b = pool_pick(p, "m", 1, &tried);
-    pool_report(p, &a, POOL_FAILURE, 3600LL * 1000 * 24); /* a day: clamped */
+    pool_report(p, &a, UP_OUTCOME_ERROR_STATUS, 3600LL * 1000 * 24); /* a day: clamped */
     CHECK(pool_state(p, a.backend) == BREAKER_OPEN);
-    pool_report(p, &b, POOL_FAILURE, 5000); /* ignored: breaker_retry_after = no */
+    pool_report(p, &b, UP_OUTCOME_ERROR_STATUS, 5000); /* ignored: breaker_retry_after = no */
     CHECK(pool_state(p, b.backend) == BREAKER_CLOSED);
     int64_t wait = pool_next_available_ms(p, "m", 1);
     CHECK(wait == 0); /* b is still available */
@@ -132,7 +132,7 @@ static void test_retry_after(void)
     p = pool_new(c, NULL);
     struct pool_pick pk;
     pick(p, &pk);
-    pool_report(p, &pk, POOL_FAILURE, 3600LL * 1000 * 24);
+    pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, 3600LL * 1000 * 24);
     wait = pool_next_available_ms(p, "m", 1);
     CHECK(wait > POOL_MAX_OPEN_MS - 1000 && wait <= POOL_MAX_OPEN_MS);
     pool_free(p);
