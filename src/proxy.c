@@ -10,8 +10,10 @@
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
  *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING
  *        |             up_on_data      buffered whole, or relay_event per SSE event
+ *        |             up_on_resend    curl would send it again: resend_unanswered decides
  *        |             up_on_done      up_classify -> attempt_end -> may retry: attempt_next
  *   RELAYING                                                       -> else end_attempts
+ *        |             on_stream_idle  silent for stream_idle_timeout: stream_stalled
  *        |
  *   SETTLING         request_end: answer -> settle -> access log -> metrics
  *   DONE             request_free
