@@ -204,6 +204,22 @@ class Sluice:
         body = body or {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
         return self.request("POST", "/v1/chat/completions", body, **kw)
 
+    def stream(self, headers=None, body=None, timeout=30):
+        """A streamed chat request: (connection, response), the body not read yet."""
+        c = self.conn(timeout=timeout)
+        h = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
+        h.update(headers or {})
+        body = body or {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}
+        c.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=h)
+        return c, c.getresponse()
+
+    def stream_events(self, headers=None, body=None):
+        """A streamed chat request read to its end: (status, its SSE events as text)."""
+        c, r = self.stream(headers, body)
+        text = r.read().decode()
+        c.close()
+        return r.status, [e for e in text.split("\n\n") if e.strip()]
+
     def raw(self, data, read_timeout=5.0):
         """Sends raw bytes; returns everything read until the server closes or the timeout."""
         s = socket.create_connection(("127.0.0.1", self.port))

@@ -10,7 +10,7 @@ import subprocess
 import threading
 import time
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, base_conf
+from conftest import UPSTREAM_KEY, base_conf
 from test_operations import scrape, value
 from test_pool import pool_conf
 
@@ -35,6 +35,12 @@ def last_access(s, count):
     lines = access_lines(s, count)
     assert len(lines) == count, lines
     return tokens(lines[-1])
+
+
+def in_front_of(b, name, url, extra=""):
+    """A config with backend NAME at url (priority 1) in front of the mock b (priority 2)."""
+    return pool_conf([("b", b, "priority = 2")]).replace(
+        "[backend b]", f"[backend {name}]\nurl = {url}\napi_key = x\npriority = 1\n{extra}\n\n[backend b]")
 
 
 class FullListener:
@@ -114,9 +120,7 @@ def test_connect_timeout_fails_over_to_the_next_backend(start_mock, start_sluice
     dead = FullListener()
     b = start_mock()
     try:
-        s = start_sluice(pool_conf([("b", b, "priority = 2")]).replace(
-            "[backend b]", f"[backend dead]\nurl = {dead.url}\napi_key = x\npriority = 1\n"
-                           "connect_timeout = 300ms\n\n[backend b]"))
+        s = start_sluice(in_front_of(b, "dead", dead.url, "connect_timeout = 300ms"))
         started = time.time()
         r = s.chat()
         assert r.status == 200 and r.json()["object"] == "chat.completion"
@@ -148,9 +152,7 @@ def test_tls_verification_failure_fails_over(tmp, start_mock, start_sluice):
     tls = SelfSignedTLS(tmp)
     b = start_mock()
     try:
-        s = start_sluice(pool_conf([("b", b, "priority = 2")]).replace(
-            "[backend b]", f"[backend selfsigned]\nurl = {tls.url}\napi_key = x\npriority = 1\n\n"
-                           "[backend b]"))
+        s = start_sluice(in_front_of(b, "selfsigned", tls.url))
         r = s.chat()
         assert r.status == 200
         assert b.stats()["requests"] == 1
@@ -298,19 +300,10 @@ def test_stalled_stream_ends_with_one_error_event(start_mock, start_sluice):
                      extra_server="admin_key = sk-admin-key-for-tests-0001",
                      key_extra="output_tpm = 1000")
     s = start_sluice(conf)
-    c = s.conn()
     started = time.time()
-    c.request("POST", "/v1/chat/completions",
-              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
-              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-stall-after": "3",
-                       "x-mock-completion-tokens": "10"})
-    r = c.getresponse()
-    assert r.status == 200
-    body = r.read().decode()  # a clean chunked end
-    elapsed = time.time() - started
-    c.close()
-    assert 0.4 < elapsed < 3
-    events = [e for e in body.split("\n\n") if e.strip()]
+    status, events = s.stream_events({"x-mock-stall-after": "3", "x-mock-completion-tokens": "10"})
+    assert status == 200  # and a clean chunked end
+    assert 0.4 < time.time() - started < 3
     assert len(events) == 4
     err = json.loads(events[-1][len("data: "):])["error"]
     assert err["code"] == "upstream_timeout" and "stream_idle_timeout" in err["message"]
@@ -329,14 +322,9 @@ def test_stalled_stream_ends_with_one_error_event(start_mock, start_sluice):
 def test_slow_but_steady_stream_is_not_cut(start_mock, start_sluice):
     mock = start_mock()
     s = start_sluice(base_conf(mock.url, extra_backend="stream_idle_timeout = 500ms"))
-    c = s.conn()
-    c.request("POST", "/v1/chat/completions",
-              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
-              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-chunk-delay-ms": "300",
-                       "x-mock-completion-tokens": "6"})
-    body = c.getresponse().read().decode()  # 6 x 300 ms: longer than the idle timeout in all
-    c.close()
-    assert "data: [DONE]" in body and '"error"' not in body
+    # 6 x 300 ms: longer than the idle timeout in all
+    _, events = s.stream_events({"x-mock-chunk-delay-ms": "300", "x-mock-completion-tokens": "6"})
+    assert events[-1] == "data: [DONE]" and not any('"error"' in e for e in events)
 
 
 # ---- the breaker's transitions are logged once each ---------------------------------

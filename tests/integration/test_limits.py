@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLIENT_KEY, base_conf
+from conftest import base_conf
 
 # "abcdefgh" as the only user message: 3 + 2 + 3 = 8 estimated prompt tokens.
 EIGHT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "abcdefgh"}]}
@@ -116,14 +116,8 @@ def test_output_recorded_whole_and_streamed(mock, start_sluice, use_redis, reque
 
 
 def stream_chat(s, body, headers=None):
-    c = s.conn()
-    h = {"Authorization": f"Bearer {CLIENT_KEY}"}
-    h.update(headers or {})
-    c.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=h)
-    r = c.getresponse()
-    data = r.read().decode()
-    c.close()
-    return r.status, [e[6:] for e in data.split("\n\n") if e.startswith("data: ")]
+    status, events = s.stream_events(headers, body)
+    return status, [e[6:] for e in events if e.startswith("data: ")]
 
 
 def test_streaming_usage_counted_and_stripped_when_not_asked(mock, start_sluice):

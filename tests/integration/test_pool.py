@@ -1,7 +1,6 @@
 """The backend pool with several mock upstreams: priority failover and
 return, weight shares, breaker timing, Retry-After, transparent retries,
 no retry after the first byte or after a timeout, 503 and upstream 429s."""
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -146,14 +145,7 @@ def test_connect_error_is_retried(start_mock, start_sluice):
 def test_no_retry_after_first_byte(start_mock, start_sluice):
     a, b = mocks(start_mock, 2)
     s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2")]))
-    c = s.conn()
-    c.request("POST", "/v1/chat/completions",
-              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
-              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-drop-after": "2"})
-    r = c.getresponse()
-    body = r.read().decode()
-    c.close()
-    events = [e for e in body.split("\n\n") if e.strip()]
+    _, events = s.stream_events({"x-mock-drop-after": "2"})
     assert len(events) == 3 and '"error"' in events[-1]
     assert b.stats()["requests"] == 0
 

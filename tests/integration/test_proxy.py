@@ -69,11 +69,7 @@ def read_events(resp):
 
 
 def stream(sluice, body, headers=None):
-    c = sluice.conn(timeout=30)
-    h = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
-    h.update(headers or {})
-    c.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=h)
-    return c, c.getresponse()
+    return sluice.stream(headers, body)
 
 
 def test_streaming_is_relayed_chunk_by_chunk(sluice):

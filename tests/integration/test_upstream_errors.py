@@ -49,16 +49,10 @@ def test_upstream_errors_pass_through_unchanged(sluice):
 
 
 def test_broken_stream_ends_with_one_error_event(sluice):
-    c = sluice.conn()
-    c.request("POST", "/v1/chat/completions",
-              body=json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}),
-              headers={"Authorization": f"Bearer {CLIENT_KEY}", "x-mock-drop-after": "3",
-                       "x-mock-completion-tokens": "10"})
-    r = c.getresponse()
-    assert r.status == 200
-    body = r.read().decode()  # a clean chunked end: no protocol error for the client
-    c.close()
-    events = [e for e in body.split("\n\n") if e.strip()]
+    # read to a clean chunked end: no protocol error for the client
+    status, events = sluice.stream_events({"x-mock-drop-after": "3", "x-mock-completion-tokens": "10"})
+    assert status == 200
+    body = "\n\n".join(events)
     assert len(events) == 4
     err = json.loads(events[-1][len("data: "):])["error"]
     assert err["code"] == "upstream_failed"
