@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libevent-dev libcurl4-openssl-dev libhiredis-dev libcjson-dev libssl-dev libinih-dev
-  redis-server python3 python3-pytest curl openssl
+  redis-server python3 python3-pytest curl openssl nginx-light
 )
 
 missing=()
@@ -24,8 +24,10 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# Tests start their own redis-server on a free port; the packaged service is not needed.
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
-  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
-fi
+# Tests start their own redis-server and nginx on free ports; the packaged services are not needed.
+for service in redis-server nginx; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+    $SUDO systemctl disable --now "$service" >/dev/null 2>&1 || true
+  fi
+done
 echo "bootstrap: installed ${missing[*]}"

@@ -91,7 +91,7 @@ struct sl_request {
     const struct cfg_key *key;
     struct api_call call;
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
-    char path[128];
+    char path[SRV_MAX_API_PATH + 1]; /* plain: srv_plain_api_path() checked it */
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
@@ -433,6 +433,18 @@ static void refuse_early(struct http_req *req, const struct cfg_key *key, const 
     refuse_early_with(req, key, model, e, msg, param, NULL);
 }
 
+/* Whether a backend that may serve the model puts its name into the URL
+ * (azure without a fixed deployment). */
+static bool model_in_url(const struct config *c, const char *model, size_t len)
+{
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct cfg_backend *be = &c->backends[i];
+        if (be->type == BACKEND_AZURE && !be->deployment && cfg_models_match(&be->models, model, len))
+            return true;
+    }
+    return false;
+}
+
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
@@ -462,6 +474,14 @@ void proxy_handle(struct worker *w, struct http_req *req)
                  (int)SL_MIN(call.model_len, 128), call.model);
         cJSON_Delete(call.root);
         return refuse_early(req, key, model_label, ERR_MODEL_NOT_ALLOWED, msg, "model");
+    }
+    if (model_in_url(gen->cfg, call.model, call.model_len) &&
+        !srv_safe_segment(call.model, call.model_len)) {
+        cJSON_Delete(call.root);
+        return refuse_early(req, key, model_label, ERR_BAD_REQUEST,
+                            "This model name cannot be used in the upstream's URL: it must be "
+                            "letters, digits, '-', '_', '.', '~' or ':', and not '.' or '..'.",
+                            "model");
     }
     if (!pool_serves(gen->pool, call.model, call.model_len)) {
         snprintf(msg, sizeof(msg), "The model '%.*s' does not exist or you do not have access to it.",

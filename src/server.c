@@ -64,10 +64,79 @@ static void metrics(struct worker *w, struct http_req *req)
     sl_buf_free(&out);
 }
 
+/* ---- API paths ----------------------------------------------------------- */
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool srv_safe_segment(const char *p, size_t len)
+{
+    if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.' || c == '_' || c == '~' || c == ':';
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool srv_plain_api_path(struct http_req *req)
+{
+    /* Decoded in place: the path is the request's own copy of its head, and
+     * decoding never makes it longer. */
+    char *p = (char *)req->path.p;
+    size_t n = 0;
+    for (size_t i = 0; i < req->path.len; i++) {
+        char c = req->path.p[i];
+        if (c == '%') {
+            int hi = i + 2 < req->path.len ? hex_value(req->path.p[i + 1]) : -1;
+            int lo = hi >= 0 ? hex_value(req->path.p[i + 2]) : -1;
+            if (lo < 0)
+                return false;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        p[n++] = c;
+    }
+    req->path.len = n;
+    if (n < 5 || n > SRV_MAX_API_PATH || memcmp(p, "/v1/", 4) != 0)
+        return false;
+    for (size_t s = 4, i = 4; i <= n; i++) {
+        if (i == n || p[i] == '/') {
+            if (!srv_safe_segment(p + s, i - s))
+                return false;
+            s = i + 1;
+        }
+    }
+    return true;
+}
+
+static void not_a_plain_path(struct http_req *req)
+{
+    http_send_error(req, ERR_BAD_REQUEST,
+                    "The request path is not a plain /v1 path: after percent-decoding, each "
+                    "segment must be letters, digits, '-', '_', '.', '~' or ':', and not '.' or "
+                    "'..'.",
+                    NULL, NULL);
+}
+
 void srv_handle(struct http_req *req, void *arg)
 {
     struct worker *w = arg;
     struct sl_str path = req->path;
+    if (path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0) {
+        if (!srv_plain_api_path(req))
+            return not_a_plain_path(req);
+        path = req->path;
+    }
     if (sl_str_eq(path, "/healthz") || sl_str_eq(path, "/readyz") || sl_str_eq(path, "/metrics")) {
         if (!is_get(req))
             return method_not_allowed(req, "GET, HEAD");
@@ -83,7 +152,7 @@ void srv_handle(struct http_req *req, void *arg)
     }
     if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
         return admin_handle(w, req);
-    if (path.len > 4 && memcmp(path.p, "/v1/", 4) == 0) {
+    if (path.len > 4 && memcmp(path.p, "/v1/", 4) == 0) { /* plain, checked above */
         if (!sl_str_eq(req->method, "POST"))
             return method_not_allowed(req, "POST");
         return proxy_handle(w, req);

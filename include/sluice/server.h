@@ -25,8 +25,18 @@ struct api_call {
     char model_text[257];
 };
 
+#define SRV_MAX_API_PATH 255 /* longest /v1 path accepted (an OpenAI path is far shorter) */
+
 /* The http_handler for every client request; arg is the worker. */
 void srv_handle(struct http_req *req, void *arg);
+
+/* A path segment an upstream cannot resolve elsewhere: letters, digits, '-',
+ * '_', '.', '~', ':', and not "." or "..". Also the test for a model name
+ * that goes into a URL. */
+bool srv_safe_segment(const char *p, size_t len);
+/* Percent-decodes an API path in place, then checks it is /v1/ followed by
+ * safe segments only (no empty one). False: refuse it, forward nothing. */
+bool srv_plain_api_path(struct http_req *req);
 
 /* Parses and checks a POST /v1/... body and estimates its prompt. Returns 0,
  * or an error with a message in msg and the offending field in *param (or
