@@ -209,15 +209,26 @@ static void quota_route(struct worker *w, struct http_req *req, struct sl_str re
     lim_quota(&w->limiter, k->name, &lim, op, tokens, quota_ready, admin_req_new(w, req, k));
 }
 
-void admin_handle(struct worker *w, struct http_req *req)
+bool admin_head(struct worker *w, struct http_req *req)
 {
     const struct cfg_server *srv = &w->gen->cfg->server;
-    if (!srv->admin_enabled)
-        return http_send_error(req, ERR_NOT_FOUND, "The admin API is off (no admin_key).", NULL, NULL);
+    if (!srv->admin_enabled) {
+        http_send_error(req, ERR_NOT_FOUND, "The admin API is off (no admin_key).", NULL, NULL);
+        return false;
+    }
     struct sl_str secret;
-    if (!auth_presented_key(req, &secret) ||
-        !auth_digest_matches(srv->admin_digest, secret.p, secret.len))
-        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing admin key.", NULL, NULL);
+    if (auth_presented_key(req, &secret) != AUTH_ONE ||
+        !auth_digest_matches(srv->admin_digest, secret.p, secret.len)) {
+        http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing admin key.", NULL, NULL);
+        return false;
+    }
+    return true;
+}
+
+void admin_handle(struct worker *w, struct http_req *req)
+{
+    if (!admin_head(w, req))
+        return;
     struct sl_str p = req->path;
     static const char keys[] = "/admin/keys/", quota[] = "/admin/quota/";
     if (p.len > sizeof(keys) - 1 && memcmp(p.p, keys, sizeof(keys) - 1) == 0) {

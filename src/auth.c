@@ -49,25 +49,32 @@ void auth_free(struct auth_table *t)
     free(t);
 }
 
-bool auth_presented_key(const struct http_req *req, struct sl_str *out)
+enum auth_presented auth_presented_key(const struct http_req *req, struct sl_str *out)
 {
-    const struct sl_str *v = http_header(req, "authorization");
-    if (v) {
-        if (!sl_str_casestarts(*v, "bearer "))
-            return false;
-        struct sl_str k = { v->p + 7, v->len - 7 };
+    const struct http_header *found = NULL;
+    for (int i = 0; i < req->nheaders; i++) {
+        const struct http_header *h = &req->headers[i];
+        if (!sl_str_caseeq(h->name, "authorization") && !sl_str_caseeq(h->name, "api-key") &&
+            !sl_str_caseeq(h->name, "x-api-key"))
+            continue;
+        if (found)
+            return AUTH_SEVERAL;
+        found = h;
+    }
+    if (!found)
+        return AUTH_NONE;
+    struct sl_str k = found->value;
+    if (sl_str_caseeq(found->name, "authorization")) {
+        if (!sl_str_casestarts(k, "bearer "))
+            return AUTH_NONE;
+        k = (struct sl_str){ k.p + 7, k.len - 7 };
         while (k.len && (*k.p == ' ' || *k.p == '\t')) {
             k.p++;
             k.len--;
         }
-        *out = k;
-        return k.len > 0;
     }
-    if ((v = http_header(req, "api-key")) || (v = http_header(req, "x-api-key"))) {
-        *out = *v;
-        return v->len > 0;
-    }
-    return false;
+    *out = k;
+    return k.len > 0 ? AUTH_ONE : AUTH_NONE;
 }
 
 bool auth_digest_matches(const uint8_t digest[32], const char *secret, size_t len)

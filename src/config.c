@@ -89,6 +89,12 @@ static const struct option options[] = {
       "bearer key for /admin/*; absent = admin API off" },
     { SCOPE_SERVER, "max_attempts", T_INT, SRV(max_attempts), "3", 1, 10, NULL, 0,
       "upstream attempts per request (first + retries)" },
+    { SCOPE_SERVER, "max_connections", T_INT, SRV(max_connections), "0", 0, 10000000, NULL, 0,
+      "client connections held at once (shared out among workers); past it new ones wait in "
+      "the kernel's backlog; 0 = half the file-descriptor limit" },
+    { SCOPE_SERVER, "max_buffered", T_SIZE, SRV(max_buffered), "256m", 1 << 20, 1LL << 40, NULL,
+      0, "request-body bytes held in memory by all connections together; past it a new body "
+      "gets 503 with Retry-After (bodies over 64k may use 7/8 of it)" },
     { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
       "one line per request on stderr" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,

@@ -30,6 +30,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_NO_BACKEND] = { 503, "server_error", "no_backend_available" },
     [ERR_SHUTTING_DOWN] = { 503, "server_error", "shutting_down" },
     [ERR_LIMITER_DOWN] = { 503, "server_error", "rate_limiter_unavailable" },
+    [ERR_OVERLOADED] = { 503, "server_error", "overloaded" },
     [ERR_UPSTREAM_TIMEOUT] = { 504, "server_error", "upstream_timeout" },
     [ERR_HTTP_VERSION] = { 505, "invalid_request_error", "http_version_not_supported" },
 };

@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,9 +58,11 @@ struct http_server {
     struct event_base *base;
     struct http_limits limits;
     http_handler handler;
+    http_head_handler head_handler;
     void *arg;
     struct evconnlistener **listeners;
     int nlisteners;
+    bool accept_paused; /* at max_connections: new ones wait in the kernel's backlog */
     struct http_conn *conns; /* all open connections */
     int busy;
     int nconns;
@@ -69,6 +72,9 @@ struct http_server {
 };
 
 #define SPARE_REQS_MAX 256
+
+/* Request-body bytes held by every server (worker) of the process. */
+static atomic_llong buffered;
 
 #define OUTPUT_LOW_MARK (16 * 1024)
 #define CHUNK_LINE_MAX 1024
@@ -430,6 +436,8 @@ static struct http_req *req_new(struct http_conn *c)
 static void req_free(struct http_req *req)
 {
     struct http_server *srv = req->conn->srv;
+    if (req->body_charged)
+        atomic_fetch_sub(&buffered, req->body_charged);
     free(req->head);
     sl_buf_free(&req->body);
     if (srv->nspare >= SPARE_REQS_MAX) {
@@ -599,14 +607,44 @@ size_t http_pending_output(const struct http_req *req)
 /* ---- reading a request ---------------------------------------------------- */
 
 /* An error while the request is still being read: answer and close. */
-static void fail_request(struct http_conn *c, enum sl_error e, const char *why)
+static void fail_request_with(struct http_conn *c, enum sl_error e, const char *why,
+                              const char *headers)
 {
     if (!c->req)
         c->req = req_new(c);
     c->req->keepalive = false;
     evtimer_del(c->timer);
     log_debug("client request rejected: %s", why);
-    http_send_error(c->req, e, why, NULL, NULL);
+    http_send_error(c->req, e, why, NULL, headers);
+}
+
+static void fail_request(struct http_conn *c, enum sl_error e, const char *why)
+{
+    fail_request_with(c, e, why, NULL);
+}
+
+/* The body's buffer grew to cap bytes: charge max_buffered for it. A large
+ * body may use 7/8 of it, a small one all of it. False after answering 503. */
+static bool charge_body(struct http_conn *c, int64_t cap)
+{
+    struct http_req *req = c->req;
+    int64_t more = cap - req->body_charged, max = c->srv->limits.max_buffered;
+    if (more <= 0)
+        return true;
+    int64_t now = atomic_fetch_add(&buffered, more) + more;
+    req->body_charged += more; /* given back by req_free, refused or not */
+    if (!max || now <= (cap > HTTP_SMALL_BODY ? max - max / 8 : max))
+        return true;
+    fail_request_with(c, ERR_OVERLOADED,
+                      "The gateway holds as many request bodies as it may (max_buffered); try "
+                      "again shortly.",
+                      "Retry-After: 1\r\n");
+    return false;
+}
+
+int64_t http_buffered_bytes(void)
+{
+    return atomic_load(&buffered);
 }
 
 /* Looks for the end of the head in the input, checking each byte once for NUL
@@ -644,19 +682,24 @@ static ssize_t find_head_end(struct http_conn *c, struct evbuffer *in)
     return 0;
 }
 
-static void start_body(struct http_conn *c)
+/* False after failing (max_buffered). */
+static bool start_body(struct http_conn *c)
 {
     struct http_req *req = c->req;
     c->state = CONN_BODY;
     c->chunk = CH_SIZE;
     arm_timer(c, c->srv->limits.body_timeout_ms);
-    if (req->content_length > 0)
+    if (req->content_length > 0) {
+        if (!charge_body(c, req->content_length + 1))
+            return false;
         sl_buf_reserve(&req->body, (size_t)req->content_length);
+    }
     if (req->expect_continue && (req->chunked || req->content_length > 0)) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         evbuffer_add(c->out, cont, sizeof(cont) - 1);
         conn_flush(c);
     }
+    return true;
 }
 
 /* Returns 1 when the head is parsed, 0 to wait, -1 after failing. */
@@ -694,8 +737,15 @@ static int read_head(struct http_conn *c, struct evbuffer *in)
         fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
         return -1;
     }
-    start_body(c);
-    return 1;
+    if (c->srv->head_handler) {
+        bool keep = req->keepalive;
+        if (req->chunked || req->content_length > 0)
+            req->keepalive = false; /* answered now, the body stays unread: close after it */
+        if (!c->srv->head_handler(req, c->srv->arg))
+            return -1; /* answered and freed */
+        req->keepalive = keep;
+    }
+    return start_body(c) ? 1 : -1;
 }
 
 static bool body_append(struct http_conn *c, struct evbuffer *in, size_t n)
@@ -706,6 +756,8 @@ static bool body_append(struct http_conn *c, struct evbuffer *in, size_t n)
         return false;
     }
     sl_buf_reserve(&req->body, n);
+    if (!charge_body(c, (int64_t)req->body.cap))
+        return false;
     evbuffer_remove(in, req->body.data + req->body.len, n);
     req->body.len += n;
     req->body.data[req->body.len] = '\0';
@@ -976,6 +1028,13 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
 }
 
+static void set_accepting(struct http_server *srv, bool on)
+{
+    srv->accept_paused = !on;
+    for (int i = 0; i < srv->nlisteners; i++)
+        (on ? evconnlistener_enable : evconnlistener_disable)(srv->listeners[i]);
+}
+
 static void conn_free(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
@@ -994,6 +1053,8 @@ static void conn_free(struct http_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->nconns--;
+    if (srv->accept_paused && srv->nconns < srv->limits.max_connections)
+        set_accepting(srv, true);
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
@@ -1032,6 +1093,8 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
         srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    if (srv->limits.max_connections && srv->nconns >= srv->limits.max_connections)
+        set_accepting(srv, false); /* the next ones wait in the listen backlog */
     c->state = CONN_IDLE;
     event_add(c->rev, NULL);
     c->reading = true;
@@ -1066,6 +1129,11 @@ struct http_server *http_server_new(struct event_base *base, const struct http_l
     return srv;
 }
 
+void http_server_set_head_handler(struct http_server *srv, http_head_handler head)
+{
+    srv->head_handler = head;
+}
+
 int http_server_listen(struct http_server *srv, int fd)
 {
     struct evconnlistener *l =
@@ -1075,12 +1143,17 @@ int http_server_listen(struct http_server *srv, int fd)
     evconnlistener_set_error_cb(l, accept_error_cb);
     srv->listeners = sl_realloc(srv->listeners, sizeof(*srv->listeners) * (size_t)(srv->nlisteners + 1));
     srv->listeners[srv->nlisteners++] = l;
+    if (srv->accept_paused)
+        evconnlistener_disable(l);
     return 0;
 }
 
 void http_server_set_limits(struct http_server *srv, const struct http_limits *limits)
 {
     srv->limits = *limits;
+    bool full = limits->max_connections && srv->nconns >= limits->max_connections;
+    if (full != srv->accept_paused)
+        set_accepting(srv, !full);
 }
 
 void http_server_stop_accepting(struct http_server *srv)

@@ -445,19 +445,43 @@ static bool model_in_url(const struct config *c, const char *model, size_t len)
     return false;
 }
 
+/* The client's key, looked up as soon as its head is in: a request without
+ * a valid one is answered before its body is read. */
+bool proxy_head(struct worker *w, struct http_req *req)
+{
+    struct sl_str secret;
+    switch (auth_presented_key(req, &secret)) {
+    case AUTH_NONE:
+        refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY,
+                     "You didn't provide an API key. Provide it in the Authorization header "
+                     "(Authorization: Bearer KEY), api-key or x-api-key.",
+                     NULL);
+        return false;
+    case AUTH_SEVERAL:
+        refuse_early(req, NULL, NULL, ERR_BAD_REQUEST,
+                     "Send exactly one API key: in Authorization (Bearer), api-key or x-api-key, "
+                     "not several.",
+                     NULL);
+        return false;
+    case AUTH_ONE:
+        break;
+    }
+    const struct cfg_key *key = auth_lookup(w->gen->auth, secret.p, secret.len);
+    if (!key) {
+        refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL);
+        return false;
+    }
+    req->checked_key = key;
+    req->checked_generation = w->gen->id;
+    return true;
+}
+
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
-    struct sl_str secret;
-    if (!auth_presented_key(req, &secret))
-        return refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY,
-                            "You didn't provide an API key. Provide it in the Authorization "
-                            "header (Authorization: Bearer KEY), api-key or x-api-key.",
-                            NULL);
-    const struct cfg_key *key = auth_lookup(gen->auth, secret.p, secret.len);
-    if (!key)
-        return refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.",
-                            NULL);
+    if (req->checked_generation != gen->id && !proxy_head(w, req))
+        return; /* a reload came while the body was read: checked again, and refused */
+    const struct cfg_key *key = req->checked_key;
 
     struct api_call call;
     char msg[256];
@@ -1044,7 +1068,7 @@ void proxy_models(struct worker *w, struct http_req *req)
 {
     const struct config *c = w->gen->cfg;
     struct sl_str secret;
-    const struct cfg_key *key = auth_presented_key(req, &secret)
+    const struct cfg_key *key = auth_presented_key(req, &secret) == AUTH_ONE
                                     ? auth_lookup(w->gen->auth, secret.p, secret.len)
                                     : NULL;
     if (!key)

@@ -128,15 +128,36 @@ static void not_a_plain_path(struct http_req *req)
                     NULL, NULL);
 }
 
-void srv_handle(struct http_req *req, void *arg)
+static bool is_models_path(struct sl_str path)
+{
+    return path.len >= 10 && memcmp(path.p, "/v1/models", 10) == 0 &&
+           (path.len == 10 || path.p[10] == '/');
+}
+
+bool srv_head(struct http_req *req, void *arg)
 {
     struct worker *w = arg;
     struct sl_str path = req->path;
-    if (path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0) {
-        if (!srv_plain_api_path(req))
-            return not_a_plain_path(req);
-        path = req->path;
+    bool api = path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0;
+    if (api && !srv_plain_api_path(req)) {
+        not_a_plain_path(req);
+        return false;
     }
+    if (api && sl_str_eq(req->method, "POST") && !is_models_path(req->path))
+        return proxy_head(w, req);
+    bool body = req->chunked || req->content_length > 0;
+    if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
+        return !body || admin_head(w, req);
+    if (!body)
+        return true;
+    srv_handle(req, arg); /* nothing here reads a body: answered from the head alone */
+    return false;
+}
+
+void srv_handle(struct http_req *req, void *arg)
+{
+    struct worker *w = arg;
+    struct sl_str path = req->path; /* an API path is plain: srv_head checked it */
     if (sl_str_eq(path, "/healthz") || sl_str_eq(path, "/readyz") || sl_str_eq(path, "/metrics")) {
         if (!is_get(req))
             return method_not_allowed(req, "GET, HEAD");
@@ -144,8 +165,7 @@ void srv_handle(struct http_req *req, void *arg)
             return respond_json(req, 200, "{\"status\":\"ok\"}\n");
         return path.p[1] == 'r' ? readyz(w, req) : metrics(w, req);
     }
-    if (path.len >= 10 && memcmp(path.p, "/v1/models", 10) == 0 &&
-        (path.len == 10 || path.p[10] == '/')) {
+    if (is_models_path(path)) {
         if (!is_get(req))
             return method_not_allowed(req, "GET");
         return proxy_models(w, req);

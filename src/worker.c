@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -25,8 +26,10 @@
 
 struct generation *gen_new(struct config *cfg, struct generation *prev)
 {
+    static atomic_ullong last_id;
     struct generation *g = sl_calloc(1, sizeof(*g));
     atomic_init(&g->refs, 1);
+    g->id = atomic_fetch_add(&last_id, 1) + 1;
     g->cfg = cfg;
     g->auth = auth_build(cfg);
     g->pool = pool_new(cfg, prev ? prev->pool : NULL);
@@ -51,9 +54,27 @@ void gen_unref(struct generation *g)
 
 /* ---- workers ------------------------------------------------------------------ */
 
+/* Client connections per worker: max_connections shared out, or half the
+ * descriptors (the other half is for upstream connections, Redis, logs). */
+static int64_t connections_per_worker(const struct config *c)
+{
+    int64_t total = c->server.max_connections;
+    if (!total) {
+        struct rlimit rl;
+        total = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                    ? ((int64_t)rl.rlim_cur - 64) / 2
+                    : 10000;
+    }
+    int64_t workers = c->server.workers ? c->server.workers : sysconf(_SC_NPROCESSORS_ONLN);
+    workers = SL_MAX(workers, 1);
+    return SL_MAX((total + workers - 1) / workers, 16);
+}
+
 static struct http_limits limits_of(const struct config *c)
 {
     return (struct http_limits){
+        .max_connections = connections_per_worker(c),
+        .max_buffered = c->server.max_buffered,
         .max_header_size = c->server.max_header_size,
         .max_body_size = c->server.max_body_size,
         .header_timeout_ms = c->server.header_timeout_ms,
@@ -169,6 +190,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     }
     struct http_limits limits = limits_of(gen->cfg);
     w->http = http_server_new(w->base, &limits, srv_handle, w);
+    http_server_set_head_handler(w->http, srv_head);
     for (int i = 0; i < nfds; i++)
         http_server_listen(w->http, fds[i]);
     w->up = up_multi_new(w->base);

@@ -8,6 +8,10 @@
 struct worker;
 struct http_req;
 
+#include <stdbool.h>
+
+/* The admin key, checked before a body is read. False after answering. */
+bool admin_head(struct worker *w, struct http_req *req);
 void admin_handle(struct worker *w, struct http_req *req);
 
 #endif

@@ -19,8 +19,13 @@ struct auth_table;
 struct auth_table *auth_build(const struct config *cfg);
 void auth_free(struct auth_table *t);
 
-/* The key from Authorization: Bearer, api-key or x-api-key. False if none. */
-bool auth_presented_key(const struct http_req *req, struct sl_str *out);
+enum auth_presented {
+    AUTH_NONE,    /* no credential, an empty one, or Authorization without Bearer */
+    AUTH_ONE,     /* exactly one: *out is it */
+    AUTH_SEVERAL, /* more than one credential header: refused, never guessed between */
+};
+/* The key from exactly one of Authorization: Bearer, api-key or x-api-key. */
+enum auth_presented auth_presented_key(const struct http_req *req, struct sl_str *out);
 /* The configured key for a presented secret, or NULL. */
 const struct cfg_key *auth_lookup(const struct auth_table *t, const char *secret, size_t len);
 /* Constant-time check of a presented secret against a configured digest. */

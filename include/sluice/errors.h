@@ -30,6 +30,7 @@ enum sl_error {
     ERR_NO_BACKEND,        /* 503 */
     ERR_SHUTTING_DOWN,     /* 503 */
     ERR_LIMITER_DOWN,      /* 503 Redis unreachable and on_error = deny */
+    ERR_OVERLOADED,        /* 503 max_buffered reached */
     ERR_UPSTREAM_TIMEOUT,  /* 504 */
     ERR_HTTP_VERSION,      /* 505 */
     ERR__COUNT

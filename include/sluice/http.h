@@ -30,7 +30,13 @@ struct http_limits {
     int64_t body_timeout_ms;
     int64_t keepalive_timeout_ms;
     int64_t send_timeout_ms;
+    int64_t max_connections; /* this server's client connections at once; 0 = no cap */
+    int64_t max_buffered;    /* request-body bytes held by every server of the process; 0 = none */
 };
+
+/* Bodies larger than this may use only 7/8 of max_buffered: the last eighth
+ * is kept for ordinary requests, so a flood of uploads cannot lock them out. */
+#define HTTP_SMALL_BODY (64 * 1024)
 
 #define HTTP_MAX_HEADERS 100
 
@@ -52,6 +58,11 @@ struct http_req {
     bool streaming;
     uint64_t bytes_out;
 
+    /* Left by the head handler for the request handler; http.c never reads them. */
+    const void *checked_key;
+    uint64_t checked_generation;
+    int64_t body_charged; /* bytes of max_buffered this request's body holds */
+
     /* Set by the handler that keeps the request beyond its call. */
     void *owner;
     void (*on_abort)(struct http_req *req); /* client gone; req is freed right after */
@@ -65,9 +76,16 @@ struct http_req {
 /* Called once per complete request. The handler answers with http_respond*
  * or http_stream_*; either now or later from another event. */
 typedef void (*http_handler)(struct http_req *req, void *arg);
+/* Called once a request's head is parsed, before any of its body is read.
+ * Returns true to go on; false after answering the request itself
+ * (http_respond*, http_send_error). A request that has a body is then closed
+ * after that answer, the body never read (what arrives meanwhile is drained
+ * for a moment, so the client reads the answer rather than a reset). */
+typedef bool (*http_head_handler)(struct http_req *req, void *arg);
 
 struct http_server *http_server_new(struct event_base *base, const struct http_limits *limits,
                                     http_handler handler, void *arg);
+void http_server_set_head_handler(struct http_server *srv, http_head_handler head);
 /* Starts accepting on a listening socket (ownership of fd passes). */
 int http_server_listen(struct http_server *srv, int fd);
 void http_server_set_limits(struct http_server *srv, const struct http_limits *limits);
@@ -77,6 +95,8 @@ void http_server_stop_accepting(struct http_server *srv);
 int http_server_busy(const struct http_server *srv);
 /* Open client connections (busy, flushing or idle). */
 int http_server_connections(const struct http_server *srv);
+/* Request-body bytes held by every server of the process. */
+int64_t http_buffered_bytes(void);
 /* Connections accepted since start. */
 uint64_t http_server_accepted(const struct http_server *srv);
 /* Closes idle keep-alive connections (drain on shutdown). */

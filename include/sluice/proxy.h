@@ -3,10 +3,15 @@
 #ifndef SLUICE_PROXY_H
 #define SLUICE_PROXY_H
 
+#include <stdbool.h>
+
 struct worker;
 struct http_req;
 
-/* POST /v1/... */
+/* POST /v1/... once its head is in: the client's key. False after answering
+ * (401, or 400 for several credentials). */
+bool proxy_head(struct worker *w, struct http_req *req);
+/* POST /v1/... with its body. */
 void proxy_handle(struct worker *w, struct http_req *req);
 /* GET /v1/models and GET /v1/models/{model} */
 void proxy_models(struct worker *w, struct http_req *req);

@@ -27,6 +27,11 @@ struct api_call {
 
 #define SRV_MAX_API_PATH 255 /* longest /v1 path accepted (an OpenAI path is far shorter) */
 
+/* The http_head_handler: checks an API path and, for a request with a body,
+ * the credential of whoever may send one (an API key for POST /v1/..., the
+ * admin key for /admin/...) before any of it is read. Any other request with
+ * a body is answered from its head. arg is the worker. */
+bool srv_head(struct http_req *req, void *arg);
 /* The http_handler for every client request; arg is the worker. */
 void srv_handle(struct http_req *req, void *arg);
 

@@ -22,6 +22,7 @@ struct up_multi;
 
 struct generation {
     atomic_int refs;
+    uint64_t id; /* unique for the process's life: tells generations apart, addresses may not */
     struct config *cfg;
     struct auth_table *auth;
     struct pool *pool;

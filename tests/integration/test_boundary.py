@@ -135,3 +135,135 @@ def test_model_names_with_slashes_are_fine_where_they_stay_in_the_body(mock, sta
     s = start_sluice(base_conf(mock.url))
     assert s.chat(dict(CHAT, model="meta-llama/Llama-3-8B")).status == 200
     assert mock.last()["body"].count("meta-llama/Llama-3-8B") == 1
+
+
+# ---- memory before authentication ----------------------------------------------------
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def upload(port, body, key=None, results=None):
+    """POST a body over a raw socket, as fast as the gateway takes it; records the status."""
+    import socket as _socket
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n" + (f"Authorization: Bearer {key}\r\n" if key else "") +
+            "\r\n").encode()
+    status = None
+    try:
+        with _socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head)
+            try:
+                sock.sendall(body)
+            except OSError:
+                pass  # answered and closed before the body was in
+            out = b""
+            while b"\r\n" not in out:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
+            status = int(out.split(b" ", 2)[1]) if out.startswith(b"HTTP/1.1 ") else None
+    except OSError:
+        pass
+    if results is not None:
+        results.append(status)
+
+
+def flood(s, n, body, key=None):
+    """n uploads at once; the peak RSS growth of sluice meanwhile, the statuses,
+    and whether a normal client was served while it went on."""
+    import threading
+    before = rss_mb(s.proc.pid)
+    results, peak = [], [0.0]
+    threads = [threading.Thread(target=upload, args=(s.port, body, key, results)) for _ in range(n)]
+    for t in threads:
+        t.start()
+    served = []
+    while any(t.is_alive() for t in threads):
+        peak[0] = max(peak[0], rss_mb(s.proc.pid) - before)
+        if not served:
+            served.append(s.chat(CHAT).status)
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    return peak[0], results, served
+
+
+FOUR_MB = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 4_000_000}]}).encode()
+
+
+def test_unauthenticated_uploads_hold_no_memory(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url))
+    grown, statuses, served = flood(s, 200, FOUR_MB)
+    assert grown < 50, f"sluice grew by {grown:.0f} MB for 200 anonymous 4 MB uploads"
+    assert statuses.count(401) >= 190, statuses  # answered before their bodies (a few may be reset)
+    assert set(statuses) <= {401, None}
+    assert served == [200]
+    assert mock.stats()["requests"] == 1  # only the normal client's
+
+
+def test_authenticated_uploads_stay_within_max_buffered(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 64m"))
+    grown, statuses, served = flood(s, 200, FOUR_MB, key=CLIENT_KEY)
+    assert grown < 64 + 50, f"sluice grew by {grown:.0f} MB with max_buffered = 64m"
+    assert statuses.count(200) >= 14 and statuses.count(503) > 0, statuses
+    assert set(statuses) <= {200, 503}
+    assert served == [200]  # the last eighth of max_buffered is kept for small requests
+
+
+def test_503_for_a_body_past_max_buffered_says_when_to_retry(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 1m\nmax_body_size = 4m"))
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 1_000_000}]})
+    r = s.chat(json.loads(body))
+    assert r.status == 503 and r.error()["code"] == "overloaded"
+    assert r.headers["retry-after"] == "1"
+    assert s.chat(CHAT).status == 200  # a small body still fits
+    assert mock.stats()["requests"] == 1
+
+
+def test_max_connections_leaves_the_rest_in_the_backlog(mock, start_sluice):
+    import socket as _socket
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url, extra_server="max_connections = 20"))
+    held = [_socket.create_connection(("127.0.0.1", s.port)) for _ in range(20)]
+    time.sleep(0.2)
+    extra = _socket.create_connection(("127.0.0.1", s.port))  # the kernel completes the handshake
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    extra.settimeout(0.5)
+    try:
+        early = extra.recv(100)
+    except _socket.timeout:
+        early = None
+    assert early is None  # not accepted while 20 are held
+    held.pop().close()
+    extra.settimeout(5)
+    assert extra.recv(100).startswith(b"HTTP/1.1 200 ")  # accepted once one left
+    extra.close()
+    for c in held:
+        c.close()
+
+
+# ---- exactly one credential ------------------------------------------------------------
+
+def test_more_than_one_credential_is_400(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url))
+    for extra in ({"api-key": CLIENT_KEY}, {"x-api-key": CLIENT_KEY}, {"api-key": "sk-other"}):
+        r = s.chat(CHAT, headers=extra)  # Authorization: Bearer as well
+        assert r.status == 400 and r.error()["code"] == "invalid_request_error", extra
+        assert "exactly one" in r.error()["message"]
+    data = json.dumps(CHAT).encode()
+    status, _ = raw_post(s, "/v1/chat/completions")
+    assert status == 200
+    out = s.raw(f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CLIENT_KEY}\r\n"
+                f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+    assert out.startswith(b"HTTP/1.1 400 ")
+    assert mock.stats()["requests"] == 1

@@ -87,7 +87,8 @@ def test_body_too_large(mock, start_sluice):
     assert_openai_error(s.chat(big), 413, "request_too_large")
     # chunked bodies are capped as they arrive
     body = json.dumps(big).encode()
-    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" +
+    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n" +
                 b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413 ")
     assert mock.stats()["requests"] == 0
@@ -135,7 +136,8 @@ def test_a_request_sees_only_its_own_headers(sluice, mock):
     pad = b"".join(b"X-Pad-%d: %d\r\n" % (i, i) for i in range(60))
     first = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + pad + b"Authorization: Bearer " +
              CLIENT_KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-    second = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    # (without a body: a request with one and no key is answered before its body, then closed)
+    second = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
     last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     out = sluice.raw(first + second + last)
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
@@ -178,7 +180,8 @@ def test_slow_sender_deadlines(mock, start_sluice):
     assert 0.9 < elapsed < 2.5
     # A body that never completes.
     start = time.time()
-    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"model\"", 5)
+    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n{\"model\"", 5)
     assert out.startswith(b"HTTP/1.1 408 ")
     assert 0.9 < time.time() - start < 2.5
     # An idle kept-alive connection is closed without a word.

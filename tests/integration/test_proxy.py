@@ -30,7 +30,7 @@ def test_completions_embeddings_responses(sluice):
 
 def test_body_forwarded_byte_for_byte_and_credentials_swapped(sluice, mock):
     raw = '{"model": "gpt-4o",  "messages":[{"role":"user","content":"h\\u00e9llo \u2603"}], "user":"x"}'
-    r = sluice.request("POST", "/v1/chat/completions", raw.encode(), headers={
+    r = sluice.request("POST", "/v1/chat/completions", raw.encode(), key=None, headers={
         "OpenAI-Beta": "assistants=v2", "Connection": "keep-alive, X-Hop", "X-Hop": "secret-hop",
         "X-Api-Key": CLIENT_KEY, "Accept-Encoding": "gzip"})
     assert r.status == 200

@@ -65,19 +65,26 @@ static void test_many_keys(void)
     cfg_unref(c);
 }
 
-static int presented(const char *head, char *out)
+/* What auth_presented_key makes of a head; the key into out. -1: bad head. */
+static int presented_kind(const char *head, char *out)
 {
     struct http_req req;
     memset(&req, 0, sizeof(req));
     req.head = strdup(head);
     const char *why;
-    int ok = http_parse_head(&req, strlen(head), &why) == 0;
+    int kind = -1;
     struct sl_str k = { 0 };
-    ok = ok && auth_presented_key(&req, &k);
-    if (ok)
+    if (http_parse_head(&req, strlen(head), &why) == 0)
+        kind = (int)auth_presented_key(&req, &k);
+    if (kind == AUTH_ONE)
         snprintf(out, 64, "%.*s", (int)k.len, k.p);
     free(req.head);
-    return ok;
+    return kind;
+}
+
+static int presented(const char *head, char *out)
+{
+    return presented_kind(head, out) == AUTH_ONE;
 }
 
 static void test_presented(void)
@@ -88,6 +95,17 @@ static void test_presented(void)
     CHECK(presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nauthorization: bearer   xyz\r\n\r\n", k));
     CHECK_STR(k, "xyz");
     CHECK(presented("POST /v1/x HTTP/1.1\r\nHost: a\r\napi-key: az\r\n\r\n", k));
+    /* Exactly one credential, or none is taken. */
+    CHECK(!presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\n"
+                     "Authorization: Bearer b\r\n\r\n", k));
+    CHECK(!presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\n"
+                     "api-key: a\r\n\r\n", k));
+    CHECK(!presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nx-api-key: a\r\napi-key: b\r\n\r\n", k));
+    CHECK(!presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nAuthorization: Basic YTpi\r\n\r\n", k));
+    CHECK(presented_kind("POST /v1/x HTTP/1.1\r\nHost: a\r\napi-key: a\r\nAuthorization: Bearer a\r\n"
+                         "\r\n", k) == AUTH_SEVERAL);
+    CHECK(presented_kind("POST /v1/x HTTP/1.1\r\nHost: a\r\n\r\n", k) == AUTH_NONE);
+    CHECK(presented_kind("POST /v1/x HTTP/1.1\r\nHost: a\r\napi-key: \r\n\r\n", k) == AUTH_NONE);
     CHECK_STR(k, "az");
     CHECK(presented("POST /v1/x HTTP/1.1\r\nHost: a\r\nX-Api-Key: xk\r\n\r\n", k));
     CHECK_STR(k, "xk");
