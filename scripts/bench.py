@@ -160,6 +160,7 @@ http {{
 def sluice_conf(port, mock_port, redis_port=None, limits=False):
     text = (f"[server]\nlisten = 127.0.0.1:{port}\naccess_log = off\n"
             f"[backend mock]\nurl = http://127.0.0.1:{mock_port}/v1\napi_key = upstream\n"
+            f"forward_headers = x-mock-*\n"
             f"[key bench]\nkey = {KEY}\n")
     if limits:
         text += "rpm = 1000000000\ninput_tpm = 1000000000000\noutput_tpm = 1000000000000\n"

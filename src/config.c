@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sluice/headers.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/util.h"
@@ -30,11 +31,12 @@ enum opt_type {
     T_ENUM,    /* int, index into choices */
     T_MODELS,  /* struct cfg_models */
     T_STATUS,  /* struct cfg_statuses */
+    T_HEADERS, /* struct cfg_models: header names, a trailing * for a prefix */
     T_DIGEST,  /* uint8_t[32]: sha256:<hex> or a plain secret */
 };
 static const char *const type_names[] = { "integer", "duration", "size", "boolean", "string", "URL",
                                            "host:port", "one of", "model list", "status list",
-                                           "secret" };
+                                           "header list", "secret" };
 
 #define F_REQUIRED 1u /* must be set in its section */
 #define F_REPEAT 2u   /* may appear several times */
@@ -145,6 +147,13 @@ static const struct option options[] = {
       DAY_MS, NULL, 0,
       "an idle upstream connection is not reused after this (whole seconds); keep it below "
       "the upstream's own keep-alive timeout" },
+    { SCOPE_BACKEND, "forward_headers", T_HEADERS, BCK(forward_headers), NULL, 0, 0, NULL, 0,
+      "client headers forwarded beyond the allow-list of docs/http.md (x-foo, x-team-*); "
+      "credentials, cookies, OpenAI-Organization/-Project and X-Forwarded-* never are" },
+    { SCOPE_BACKEND, "organization", T_STRING, BCK(organization), NULL, 0, 0, NULL, 0,
+      "OpenAI-Organization sent upstream (the client's is never forwarded)" },
+    { SCOPE_BACKEND, "project", T_STRING, BCK(project), NULL, 0, 0, NULL, 0,
+      "OpenAI-Project sent upstream (the client's is never forwarded)" },
     { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
@@ -278,6 +287,40 @@ static bool parse_models(const char *v, struct cfg_models *m)
         free(m->names[i]);
     free(m->names);
     *m = out;
+    return true;
+}
+
+static bool is_token(const char *s)
+{
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+/* forward_headers: header names, each a token with an optional trailing *. */
+static bool parse_headers(struct parser *p, const struct option *o, const char *v,
+                          struct cfg_models *h)
+{
+    if (!parse_models(v, h) || h->any) {
+        PERR(p, "%s: '%s' is not a comma-separated list of header names", o->name, v);
+        return false;
+    }
+    for (int i = 0; i < h->n; i++) {
+        char name[CFG_NAME_MAX + 1];
+        snprintf(name, sizeof(name), "%s", h->names[i]);
+        size_t len = strlen(name);
+        if (len && name[len - 1] == '*')
+            name[--len] = '\0';
+        if (!len || !is_token(name)) {
+            PERR(p, "%s: '%s' is not a header name", o->name, h->names[i]);
+            return false;
+        }
+        if (hdr_never_forwarded((struct sl_str){ name, len })) { /* a prefix never opens them */
+            PERR(p, "%s: %s is never forwarded (docs/http.md)", o->name, h->names[i]);
+            return false;
+        }
+    }
     return true;
 }
 
@@ -486,6 +529,8 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
             return false;
         }
         return true;
+    case T_HEADERS:
+        return parse_headers(p, o, v, (struct cfg_models *)field);
     case T_STATUS:
         if (!parse_statuses(v, (struct cfg_statuses *)field)) {
             PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
@@ -798,6 +843,9 @@ static void config_free(struct config *c)
         free(be->api_version);
         free(be->deployment);
         models_free(&be->models);
+        models_free(&be->forward_headers);
+        free(be->organization);
+        free(be->project);
     }
     free(c->backends);
     for (int i = 0; i < c->nkeys; i++) {

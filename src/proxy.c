@@ -34,6 +34,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/headers.h"
 #include "sluice/http.h"
 #include "sluice/json_edit.h"
 #include "sluice/limit.h"
@@ -219,26 +220,29 @@ static void answer(struct sl_request *r, const struct own_answer *own)
     }
 }
 
-/* Headers from the upstream that must not reach the client as they are:
- * hop-by-hop ones, framing sluice sets, and the backend account's rate-limit
- * headers (the client gets its key's instead). */
-static bool not_relayed(struct sl_str name)
+/* The running attempt's backend credential, to be scrubbed from what its
+ * upstream sends back (an upstream error may echo the request's headers). */
+static const char *backend_secret(const struct sl_request *r, size_t *len)
 {
-    if (sl_str_casestarts(name, "x-ratelimit-"))
-        return true;
-    static const char *const names[] = { "connection", "keep-alive", "proxy-connection",
-                                         "transfer-encoding", "content-length", "upgrade",
-                                         "te", "trailer", "date", "server" };
-    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
-        if (sl_str_caseeq(name, names[i]))
-            return true;
-    return false;
+    const char *key = r->gen->cfg->backends[r->pick.backend].api_key;
+    *len = key ? strlen(key) : 0;
+    return key;
 }
 
-/* The upstream's response headers, filtered, as "Name: value\r\n" lines. */
+static void scrub(const struct sl_request *r, char *p, size_t len)
+{
+    size_t slen;
+    const char *secret = backend_secret(r, &slen);
+    if (hdr_scrub(p, len, secret, slen))
+        log_warn("backend %s: its credential came back in an answer and was removed",
+                 r->gen->cfg->backends[r->pick.backend].name);
+}
+
+/* The upstream's response headers, filtered and scrubbed, as "Name: value\r\n" lines. */
 static void client_headers(struct sl_request *r, struct up_transfer *t, struct sl_buf *out)
 {
     struct sl_str block = up_header_block(t);
+    size_t from = out->len;
     sl_buf_reserve(out, block.len + 768); /* the x-ratelimit lines included: one allocation */
     const char *p = block.p, *end = block.p + block.len;
     while (p < end) {
@@ -247,32 +251,17 @@ static void client_headers(struct sl_request *r, struct up_transfer *t, struct s
             eol = end;
         const char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p && !not_relayed((struct sl_str){ p, (size_t)(colon - p) })) {
+        if (colon && colon > p && !hdr_not_relayed((struct sl_str){ p, (size_t)(colon - p) })) {
             sl_buf_append(out, p, (size_t)(line_end - p));
             sl_buf_append(out, "\r\n", 2);
         }
         p = eol + 1;
     }
+    scrub(r, out->data + from, out->len - from);
     lim_headers(&r->ticket, &r->limits, out);
 }
 
 /* ---- request headers towards the upstream ------------------------------- */
-
-/* Client headers that are not forwarded: hop-by-hop ones, framing that curl
- * sets itself, the client's credentials, and Accept-Encoding (usage is read
- * from the response, which must come uncompressed). */
-static bool not_forwarded(struct sl_str name)
-{
-    static const char *const names[] = {
-        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te",
-        "trailer", "upgrade", "expect", "proxy-connection", "proxy-authorization",
-        "authorization", "api-key", "x-api-key", "accept-encoding", "content-type",
-    };
-    for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
-        if (sl_str_caseeq(name, names[i]))
-            return true;
-    return false;
-}
 
 /* Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
 static bool named_in_connection(const struct http_req *req, struct sl_str name)
@@ -314,7 +303,7 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     sl_buf_reserve(&text, 256);
     for (int i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (not_forwarded(h->name) || named_in_connection(req, h->name))
+        if (!hdr_forwarded(h->name, &be->forward_headers) || named_in_connection(req, h->name))
             continue;
         accept = accept || sl_str_caseeq(h->name, "accept");
         sl_buf_append(&text, h->name.p, h->name.len);
@@ -324,6 +313,11 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
         header_text(&text, &n, "Accept:", 7, "", 0); /* not curl's default "*\/\*" */
     header_text(&text, &n, "Content-Type: application/json", 30, "", 0);
     header_text(&text, &n, "Expect:", 7, "", 0); /* no 100-continue round trip */
+    if (be->organization)
+        header_text(&text, &n, "OpenAI-Organization: ", 21, be->organization,
+                    strlen(be->organization));
+    if (be->project)
+        header_text(&text, &n, "OpenAI-Project: ", 16, be->project, strlen(be->project));
     if (be->api_key) {
         const char *name = be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ";
         header_text(&text, &n, name, strlen(name), be->api_key, strlen(be->api_key));
@@ -751,20 +745,29 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     /* anything else is buffered and answered whole */
 }
 
-/* One complete SSE event from the upstream: count it, pass it on. */
+/* One complete SSE event from the upstream: count it, scrub it, pass it on. */
 static void relay_event(const char *event, size_t len, void *arg)
 {
     struct sl_request *r = arg;
+    struct sl_buf copy = { 0 };
+    size_t slen;
+    const char *secret = backend_secret(r, &slen);
+    if (slen >= HDR_MIN_SECRET && memmem(event, len, secret, slen)) { /* rare: scrub a copy */
+        sl_buf_append(&copy, event, len);
+        scrub(r, copy.data, len);
+        event = copy.data;
+    }
+    bool drop = false;
     struct sl_str data;
     if (sse_event_data(event, len, &data, &r->scratch)) {
-        if (tok_usage_from_sse_data(data.p, data.len, &r->usage)) {
-            if (r->strip_usage)
-                return; /* sluice asked for this chunk, the client did not */
-        } else if (!sl_str_eq(data, "[DONE]")) {
+        if (tok_usage_from_sse_data(data.p, data.len, &r->usage))
+            drop = r->strip_usage; /* sluice asked for this chunk, the client did not */
+        else if (!sl_str_eq(data, "[DONE]"))
             r->relayed_events++;
-        }
     }
-    http_stream_queue(r->req, event, len);
+    if (!drop)
+        http_stream_queue(r->req, event, len);
+    sl_buf_free(&copy);
 }
 
 static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, void *arg)
@@ -790,9 +793,11 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
  * if no other attempt follows. */
 static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
 {
+    char *body = (char *)evbuffer_pullup(r->body, -1);
+    size_t len = evbuffer_get_length(r->body);
+    scrub(r, body, len);
     if (status >= 200 && status <= 299)
-        tok_usage_from_body((const char *)evbuffer_pullup(r->body, -1),
-                            evbuffer_get_length(r->body), &r->usage);
+        tok_usage_from_body(body, len, &r->usage);
     r->kept_status = status;
     r->kept_headers.len = 0;
     client_headers(r, t, &r->kept_headers);

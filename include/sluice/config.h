@@ -82,6 +82,8 @@ struct cfg_backend {
     bool breaker_retry_after;
     int64_t stream_idle_timeout_ms; /* a relayed stream silent this long is ended */
     int64_t keepalive_timeout_ms;   /* idle upstream connections are not reused after this */
+    struct cfg_models forward_headers; /* client headers forwarded beyond the allow-list */
+    char *organization, *project;      /* OpenAI-Organization / OpenAI-Project sent upstream */
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 

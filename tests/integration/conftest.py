@@ -18,6 +18,8 @@ SLUICE = BUILD / "sluice"
 MOCK = BUILD / "sluice-mock"
 
 CLIENT_KEY = "sk-test-client-key-0001"
+# The mock's fault headers are not on sluice's allow-list: the test backends forward them.
+MOCK_HEADERS = "forward_headers = x-mock-*"
 OTHER_KEY = "sk-test-client-key-0002"
 UPSTREAM_KEY = "upstream-secret-credential"
 
@@ -261,6 +263,7 @@ listen = 127.0.0.1:{{port}}
 [backend main]
 url = {mock_url}
 api_key = {UPSTREAM_KEY}
+{MOCK_HEADERS}
 {extra_backend}
 
 [key team-a]

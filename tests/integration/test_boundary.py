@@ -1,13 +1,14 @@
 """The boundary: nothing a client sends reaches past /v1 of a backend, nothing
 an upstream says leaks back, no anonymous client holds memory. The paths
 are checked against a real nginx upstream that logs the URI it resolved."""
+import http.client
 import json
 import os
 import signal
 import subprocess
 import time
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, free_port, wait_port
+from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY, free_port, wait_port
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 ANSWER = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
@@ -267,3 +268,73 @@ def test_more_than_one_credential_is_400(mock, start_sluice):
                 f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
     assert out.startswith(b"HTTP/1.1 400 ")
     assert mock.stats()["requests"] == 1
+
+
+# ---- what goes upstream, what comes back -------------------------------------------------
+
+def test_client_headers_go_upstream_by_an_allow_list(mock, start_sluice):
+    from conftest import base_conf
+    conf = base_conf(mock.url, extra_backend="organization = org-operator\nproject = proj_operator")
+    s = start_sluice(conf.replace(MOCK_HEADERS, MOCK_HEADERS + ", X-Team"))
+    sent = {
+        # the allow-list
+        "OpenAI-Beta": "assistants=v2", "User-Agent": "OpenAI/Python 1.54.0", "X-Stainless-Lang": "python",
+        "Idempotency-Key": "idem-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        "tracestate": "vendor=x", "X-Request-Id": "req-1",
+        # the backend's forward_headers
+        "X-Team": "platform",
+        # never
+        "Cookie": "session=abc", "OpenAI-Organization": "org-client", "OpenAI-Project": "proj_client",
+        "Forwarded": "for=10.1.2.3", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Host": "evil",
+        "X-Real-IP": "10.1.2.3",
+        # not listed anywhere
+        "X-Custom": "dropped", "X-Internal-Route": "dropped",
+    }
+    assert s.chat(CHAT, headers=sent).status == 200
+    h = mock.last()["headers"]
+    for name in ("openai-beta", "user-agent", "x-stainless-lang", "idempotency-key", "traceparent",
+                 "tracestate", "x-request-id", "x-team"):
+        assert h.get(name) == sent[next(k for k in sent if k.lower() == name)], name
+    for name in ("cookie", "forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "x-custom",
+                 "x-internal-route"):
+        assert name not in h, name
+    assert h["openai-organization"] == "org-operator" and h["openai-project"] == "proj_operator"
+
+
+def test_forward_headers_cannot_open_the_never_list(tmp):
+    from conftest import SLUICE
+    for name in ("cookie", "openai-organization", "x-forwarded-for", "authorization", "Forwarded"):
+        conf = tmp / "bad.conf"
+        conf.write_text(f"[backend a]\nurl = http://127.0.0.1:1/v1\nforward_headers = x-ok, {name}\n"
+                        "[key k]\nkey = sk-aaaaaaaaaaaaaaaaaaaa\n")
+        r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
+        assert r.returncode == 1 and "never forwarded" in r.stdout + r.stderr, name
+
+
+def test_the_backend_credential_never_comes_back(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url))
+    r = s.chat(CHAT, headers={"x-mock-status": "500", "x-mock-echo": "1"})
+    assert r.status == 500  # the upstream's own answer, passed through...
+    assert UPSTREAM_KEY.encode() not in r.body  # ...without the key it echoed
+    assert "*" * len(UPSTREAM_KEY) in r.error()["message"]
+    assert UPSTREAM_KEY not in r.headers["x-echo-credential"]
+    status, events = s.stream_events({"x-mock-echo": "1", "x-mock-completion-tokens": "3"},
+                                     dict(CHAT, stream=True))
+    assert status == 200 and events[-1] == "data: [DONE]"
+    assert not any(UPSTREAM_KEY in e for e in events)
+    assert '"echo":"Bearer ' + "*" * len(UPSTREAM_KEY) in events[0]
+    assert "credential came back" in s.log_text()
+
+
+def test_upstream_cookies_stay_with_the_gateway(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url))
+    direct = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=10)
+    direct.request("POST", "/v1/chat/completions", body=json.dumps(CHAT),
+                   headers={"Authorization": f"Bearer {UPSTREAM_KEY}"})
+    assert direct.getresponse().getheader("set-cookie")  # the upstream does set one
+    direct.close()
+    r = s.chat(CHAT)
+    assert r.status == 200 and "set-cookie" not in r.headers
+    assert r.headers["x-request-id"] == "req-mock"  # other headers pass

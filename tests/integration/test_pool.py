@@ -4,13 +4,13 @@ no retry after the first byte or after a timeout, 503 and upstream 429s."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY
+from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY
 
 
 def pool_conf(backends, server="", key=""):
     text = f"[server]\nlisten = 127.0.0.1:{{port}}\n{server}\n"
     for name, mock, extra in backends:
-        text += f"[backend {name}]\nurl = {mock.url}\napi_key = {UPSTREAM_KEY}\n{extra}\n"
+        text += f"[backend {name}]\nurl = {mock.url}\napi_key = {UPSTREAM_KEY}\n{MOCK_HEADERS}\n{extra}\n"
     return text + f"[key k]\nkey = {CLIENT_KEY}\n{key}\n"
 
 

@@ -17,6 +17,9 @@
  *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
  *   x-mock-stall-after: 3         send nothing more after 3 streamed chunks, connection open
  *   x-mock-close: 1               read the request, then close the connection without answering
+ *   x-mock-echo: 1                repeat the request's credential in a response header and in
+ *                                 the error message (or a first stream event), as careless
+ *                                 upstreams do
  *   x-mock-completion-tokens: 8   completion length (default 8, capped by max_tokens)
  *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
  *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
@@ -48,6 +51,7 @@ struct faults {
     int drop_after; /* -1 = never */
     int stall_after; /* -1 = never */
     bool close;
+    bool echo;
     int completion_tokens;
     int prompt_tokens; /* -1 = count words */
     bool no_usage;
@@ -87,6 +91,7 @@ struct mock_req {
     int prompt_tokens, completion_tokens, n_inputs;
     int sent; /* streamed content chunks so far */
     bool head_sent;
+    char credential[256]; /* the request's Authorization or api-key, for echo */
 };
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -227,7 +232,11 @@ static void whole_response(struct mock_req *m)
     }
     usage_json(&b, m);
     sl_buf_appends(&b, "}\n");
-    reply_json(m->req, 200, b.data);
+    /* A cookie for the caller's session, as OpenAI's edge sets one. */
+    static const char h[] = "Content-Type: application/json\r\n"
+                            "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\n"
+                            "x-request-id: req-mock\r\n";
+    http_respond(m->req, 200, h, sizeof(h) - 1, b.data, b.len);
     sl_buf_free(&b);
     sl_buf_free(&text);
 }
@@ -338,13 +347,16 @@ static void error_response(struct mock_req *m)
 {
     struct sl_buf h = { 0 }, b = { 0 };
     sl_buf_appends(&h, json_ct);
+    if (m->f.echo)
+        sl_buf_printf(&h, "X-Echo-Credential: %s\r\n", m->credential);
     if (m->f.retry_after[0])
         sl_buf_printf(&h, "Retry-After: %s\r\n", m->f.retry_after);
     if (m->f.retry_after_ms[0])
         sl_buf_printf(&h, "retry-after-ms: %s\r\n", m->f.retry_after_ms);
-    sl_buf_printf(&b, "{\"error\":{\"message\":\"mock upstream error %d\",\"type\":\"%s\","
+    sl_buf_printf(&b, "{\"error\":{\"message\":\"mock upstream error %d%s%s\",\"type\":\"%s\","
                       "\"param\":null,\"code\":\"%s\"}}\n",
-                  m->f.status, m->f.status == 429 ? "requests" : "server_error",
+                  m->f.status, m->f.echo ? " for a request with credential " : "",
+                  m->f.echo ? m->credential : "", m->f.status == 429 ? "requests" : "server_error",
                   m->f.status == 429 ? "rate_limit_exceeded" : "mock_error");
     http_respond(m->req, m->f.status, h.data, h.len, b.data, b.len);
     sl_buf_free(&h);
@@ -368,6 +380,11 @@ static void respond_now(struct mock_req *m)
                                 "x-request-id: req-mock\r\n";
         http_stream_begin(m->req, 200, h, sizeof(h) - 1);
         m->head_sent = true;
+        if (m->f.echo) {
+            char ev[320];
+            int n = snprintf(ev, sizeof(ev), "data: {\"echo\":\"%s\"}\n\n", m->credential);
+            http_stream_write(m->req, ev, (size_t)n);
+        }
     }
     pump(m);
 }
@@ -404,6 +421,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
     f->stall_after = header_int(req, "x-mock-stall-after", f->stall_after);
     f->close = header_int(req, "x-mock-close", f->close) != 0;
+    f->echo = header_int(req, "x-mock-echo", f->echo) != 0;
     f->completion_tokens = header_int(req, "x-mock-completion-tokens", f->completion_tokens);
     f->prompt_tokens = header_int(req, "x-mock-prompt-tokens", f->prompt_tokens);
     f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
@@ -449,6 +467,11 @@ static void api_request(struct http_req *req, struct sl_str path)
         m->f.close = false;
     }
     apply_header_faults(req, &m->f);
+    const struct sl_str *cred = http_header(req, "authorization");
+    if (!cred)
+        cred = http_header(req, "api-key");
+    if (cred)
+        snprintf(m->credential, sizeof(m->credential), "%.*s", (int)cred->len, cred->p);
     if (m->f.close) { /* read, then gone: no status line, no byte */
         mock_req_free(m);
         req->owner = NULL;
