@@ -337,6 +337,10 @@ int srv_validate(const char *path, size_t path_len, const char *body, size_t len
                  struct api_call *call, char *msg, size_t msglen, const char **param)
 {
     *param = NULL;
+    if (!sl_utf8_valid(body, len)) { /* JSON is UTF-8 (RFC 8259); neither cJSON nor the scanner checks */
+        memset(call, 0, sizeof(*call));
+        FAIL(NULL, "The request body is not valid UTF-8.");
+    }
     if (endpoint_of(path, path_len) == API_CHAT && chat_body_scan(body, len, call))
         return 0;
     return srv_validate_tree(path, path_len, body, len, call, msg, msglen, param);

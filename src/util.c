@@ -308,3 +308,49 @@ void sl_buf_json_string(struct sl_buf *b, const char *s, size_t len)
     }
     sl_buf_append(b, "\"", 1);
 }
+
+bool sl_utf8_valid(const char *text, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)text, *end = p + len;
+    while (p < end) {
+        if (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (!(v & 0x8080808080808080ULL)) {
+                p += 8;
+                continue;
+            }
+        }
+        unsigned c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n;
+        unsigned lo = 0x80, hi = 0xbf; /* the allowed range of the second byte */
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 2;
+        else if (c >= 0xe0 && c <= 0xef) {
+            n = 3;
+            if (c == 0xe0)
+                lo = 0xa0; /* overlong */
+            else if (c == 0xed)
+                hi = 0x9f; /* surrogates */
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 4;
+            if (c == 0xf0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xf4)
+                hi = 0x8f; /* past U+10FFFF */
+        } else {
+            return false;
+        }
+        if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
+            return false;
+        for (size_t i = 2; i < n; i++)
+            if ((p[i] & 0xc0) != 0x80)
+                return false;
+        p += n;
+    }
+    return true;
+}

@@ -59,6 +59,10 @@ bool sl_parse_duration_ms(const char *s, int64_t *out); /* 100ms 2s 10m 1h; bare
 bool sl_parse_size(const char *s, int64_t *out);        /* 512 4k 4m */
 bool sl_parse_bool(const char *s, bool *out);           /* yes/no on/off true/false 1/0 */
 
+/* Whether the bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing past U+10FFFF). ASCII runs go 8 bytes at a time. */
+bool sl_utf8_valid(const char *p, size_t len);
+
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void sl_hex(const uint8_t *in, size_t n, char *out);
 bool sl_unhex(const char *hex, uint8_t *out, size_t n);

@@ -338,3 +338,18 @@ def test_upstream_cookies_stay_with_the_gateway(mock, start_sluice):
     r = s.chat(CHAT)
     assert r.status == 200 and "set-cookie" not in r.headers
     assert r.headers["x-request-id"] == "req-mock"  # other headers pass
+
+
+def test_raw_invalid_utf8_is_400_and_neither_counted_nor_forwarded(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url, key_extra="rpm = 10"))
+    for bad in (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"caf\xe9"):
+        body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"' + bad + b'"}]}'
+        r = s.request("POST", "/v1/chat/completions", body)
+        assert r.status == 400, bad
+        assert r.error()["type"] == "invalid_request_error" and "UTF-8" in r.error()["message"]
+    body = '{"model":"gpt-4o","messages":[{"role":"user","content":"caf\u00e9 \u2603"}]}'.encode()
+    r = s.request("POST", "/v1/chat/completions", body)
+    assert r.status == 200
+    assert r.headers["x-ratelimit-remaining-requests"] == "9"  # the refused ones took nothing
+    assert mock.stats()["requests"] == 1
