@@ -67,8 +67,12 @@ static const char *const key_modes[] = { "enforce", "shadow", NULL };
 #define DAY_MS (24LL * 3600 * 1000)
 
 static const struct option options[] = {
-    { SCOPE_SERVER, "listen", T_LISTEN, 0, "127.0.0.1:8080", 0, 0, NULL, F_REPEAT,
+    { SCOPE_SERVER, "listen", T_LISTEN, SRV(listen), "127.0.0.1:8080", 0, 0, NULL, F_REPEAT,
       "address to accept clients on; repeatable" },
+    { SCOPE_SERVER, "admin_listen", T_LISTEN, SRV(admin_listen), NULL, 0, 0, NULL, F_REPEAT,
+      "repeatable; when set, /metrics, /readyz and /admin/* are served only here (404 on listen)" },
+    { SCOPE_SERVER, "metrics_key", T_DIGEST, SRV(metrics_digest), NULL, 0, 0, NULL, 0,
+      "bearer key /metrics requires; absent = none" },
     { SCOPE_SERVER, "workers", T_INT, SRV(workers), "1", 0, 256, NULL, 0,
       "event-loop threads; 0 = one per core" },
     { SCOPE_SERVER, "max_body_size", T_SIZE, SRV(max_body_size), "4m", 1, 1LL << 31, NULL, 0,
@@ -538,14 +542,14 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
         }
         return true;
     case T_LISTEN: {
-        struct cfg_server *srv = obj;
+        struct cfg_listens *ls = (struct cfg_listens *)field;
         struct cfg_listen l;
         if (!parse_listen(v, &l)) {
             PERR(p, "%s: '%s' is not host:port", o->name, v);
             return false;
         }
-        srv->listen = sl_realloc(srv->listen, sizeof(l) * (size_t)(srv->nlisten + 1));
-        srv->listen[srv->nlisten++] = l;
+        ls->v = sl_realloc(ls->v, sizeof(l) * (size_t)(ls->n + 1));
+        ls->v[ls->n++] = l;
         return true;
     }
     case T_DIGEST:
@@ -753,8 +757,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
     char *v = resolve_value(p, value);
     if (!v)
         return 1;
-    if (o->type == T_LISTEN && !sec->set_at[idx])
-        p->cfg->server.nlisten = 0; /* the first listen replaces the default */
+    if (o->type == T_LISTEN && !sec->set_at[idx]) /* the first one replaces the default */
+        ((struct cfg_listens *)((char *)section_obj(p, sec) + o->offset))->n = 0;
     if (set_option(p, o, section_obj(p, sec), v))
         sec->set_at[idx] = p->lineno;
     free(v);
@@ -788,6 +792,7 @@ static void check_config(struct parser *p)
     }
     struct section *srv = find_scope(p, SCOPE_SERVER);
     c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
+    c->server.metrics_protected = srv && srv->set_at[find_option(SCOPE_SERVER, "metrics_key")];
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];
         if (be->type == BACKEND_AZURE && !be->api_version)
@@ -813,7 +818,7 @@ static void check_config(struct parser *p)
         add_error(p->errs, p->path, 0, "no [backend NAME] section: nowhere to send requests");
     if (c->nkeys == 0)
         log_warn("%s: no [key NAME] section: every API request will be refused", p->path);
-    if (c->server.nlisten == 0)
+    if (c->server.listen.n == 0)
         add_error(p->errs, p->path, 0, "no listen address");
 }
 
@@ -831,7 +836,8 @@ static void config_free(struct config *c)
     if (!c)
         return;
     free(c->path);
-    free(c->server.listen);
+    free(c->server.listen.v);
+    free(c->server.admin_listen.v);
     free(c->redis.url);
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];

@@ -49,9 +49,16 @@ struct http_conn {
     struct http_req *req;
     size_t head_scanned;  /* bytes of input already checked for the end of head */
     bool lingering;       /* our side is shut down; draining the client's */
+    int listener;         /* the kind of listener it was accepted on */
     enum chunk_state chunk;
     int64_t chunk_left;
     struct http_conn *prev, *next;
+};
+
+/* The accept callback's argument: the server, and what this listener is for. */
+struct listener_ctx {
+    struct http_server *srv;
+    int kind;
 };
 
 struct http_server {
@@ -61,6 +68,7 @@ struct http_server {
     http_head_handler head_handler;
     void *arg;
     struct evconnlistener **listeners;
+    struct listener_ctx **listener_ctxs; /* each listener's accept argument */
     int nlisteners;
     bool accept_paused; /* at max_connections: new ones wait in the kernel's backlog */
     struct http_conn *conns; /* all open connections */
@@ -429,6 +437,7 @@ static struct http_req *req_new(struct http_conn *c)
     }
     memset(req, 0, offsetof(struct http_req, headers));
     req->conn = c;
+    req->listener = c->listener;
     req->minor = 1; /* until the request line says otherwise, for error replies */
     return req;
 }
@@ -1074,13 +1083,15 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)l;
     (void)sa;
     (void)len;
-    struct http_server *srv = arg;
+    const struct listener_ctx *ctx = arg;
+    struct http_server *srv = ctx->srv;
     srv->accepted++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct http_conn *c = sl_calloc(1, sizeof(*c));
     c->srv = srv;
     c->fd = fd;
+    c->listener = ctx->kind;
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
@@ -1134,14 +1145,21 @@ void http_server_set_head_handler(struct http_server *srv, http_head_handler hea
     srv->head_handler = head;
 }
 
-int http_server_listen(struct http_server *srv, int fd)
+int http_server_listen(struct http_server *srv, int fd, int kind)
 {
+    struct listener_ctx *ctx = sl_malloc(sizeof(*ctx));
+    *ctx = (struct listener_ctx){ srv, kind };
     struct evconnlistener *l =
-        evconnlistener_new(srv->base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE, -1, fd);
-    if (!l)
+        evconnlistener_new(srv->base, accept_cb, ctx, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+    if (!l) {
+        free(ctx);
         return -1;
+    }
     evconnlistener_set_error_cb(l, accept_error_cb);
     srv->listeners = sl_realloc(srv->listeners, sizeof(*srv->listeners) * (size_t)(srv->nlisteners + 1));
+    srv->listener_ctxs =
+        sl_realloc(srv->listener_ctxs, sizeof(*srv->listener_ctxs) * (size_t)(srv->nlisteners + 1));
+    srv->listener_ctxs[srv->nlisteners] = ctx;
     srv->listeners[srv->nlisteners++] = l;
     if (srv->accept_paused)
         evconnlistener_disable(l);
@@ -1158,10 +1176,14 @@ void http_server_set_limits(struct http_server *srv, const struct http_limits *l
 
 void http_server_stop_accepting(struct http_server *srv)
 {
-    for (int i = 0; i < srv->nlisteners; i++)
+    for (int i = 0; i < srv->nlisteners; i++) {
         evconnlistener_free(srv->listeners[i]);
+        free(srv->listener_ctxs[i]);
+    }
     free(srv->listeners);
+    free(srv->listener_ctxs);
     srv->listeners = NULL;
+    srv->listener_ctxs = NULL;
     srv->nlisteners = 0;
 }
 

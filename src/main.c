@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -95,11 +96,17 @@ struct daemon {
 
 static bool same_listen(const struct cfg_server *a, const struct cfg_server *b)
 {
-    if (a->nlisten != b->nlisten || a->workers != b->workers)
+    if (a->workers != b->workers)
         return false;
-    for (int i = 0; i < a->nlisten; i++)
-        if (a->listen[i].port != b->listen[i].port || strcmp(a->listen[i].host, b->listen[i].host))
+    const struct cfg_listens *la[] = { &a->listen, &a->admin_listen };
+    const struct cfg_listens *lb[] = { &b->listen, &b->admin_listen };
+    for (int k = 0; k < 2; k++) {
+        if (la[k]->n != lb[k]->n)
             return false;
+        for (int i = 0; i < la[k]->n; i++)
+            if (la[k]->v[i].port != lb[k]->v[i].port || strcmp(la[k]->v[i].host, lb[k]->v[i].host))
+                return false;
+    }
     return true;
 }
 
@@ -165,17 +172,21 @@ static int start_workers(struct daemon *d)
     d->workers = sl_calloc((size_t)d->nworkers, sizeof(*d->workers));
     bool reuseport = d->nworkers > 1;
     for (int i = 0; i < d->nworkers; i++) {
-        int fds[64], nfds = 0;
-        for (int j = 0; j < cfg->server.nlisten && nfds < 64; j++) {
-            int fd = listen_socket(&cfg->server.listen[j], reuseport);
-            if (fd < 0) {
-                while (nfds)
-                    close(fds[--nfds]);
-                return -1;
+        int fds[64], kinds[64], nfds = 0;
+        const struct cfg_listens *lists[] = { &cfg->server.listen, &cfg->server.admin_listen };
+        for (int k = 0; k < 2; k++) {
+            for (int j = 0; j < lists[k]->n && nfds < 64; j++) {
+                int fd = listen_socket(&lists[k]->v[j], reuseport);
+                if (fd < 0) {
+                    while (nfds)
+                        close(fds[--nfds]);
+                    return -1;
+                }
+                kinds[nfds] = k == 0 ? HTTP_LISTENER_API : HTTP_LISTENER_OPERATOR;
+                fds[nfds++] = fd;
             }
-            fds[nfds++] = fd;
         }
-        d->workers[i] = worker_new(i, d->gen, d->local, fds, nfds);
+        d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, nfds);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;
@@ -210,9 +221,12 @@ static int run(const char *path)
                 worker_request_stop(d.workers[i]);
     } else {
         struct sl_buf addrs = { 0 };
-        for (int j = 0; j < cfg->server.nlisten; j++)
-            sl_buf_printf(&addrs, "%s%s:%d", j ? ", " : "", cfg->server.listen[j].host,
-                          cfg->server.listen[j].port);
+        for (int j = 0; j < cfg->server.listen.n; j++)
+            sl_buf_printf(&addrs, "%s%s:%d", j ? ", " : "", cfg->server.listen.v[j].host,
+                          cfg->server.listen.v[j].port);
+        for (int j = 0; j < cfg->server.admin_listen.n; j++)
+            sl_buf_printf(&addrs, ", %s:%d (operator endpoints)", cfg->server.admin_listen.v[j].host,
+                          cfg->server.admin_listen.v[j].port);
         log_info("sluice %s listening on %s (%d worker%s, %d backends, %d keys, limits %s)",
                  SLUICE_VERSION, addrs.data, d.nworkers, d.nworkers == 1 ? "" : "s",
                  cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");

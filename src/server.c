@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sluice/admin.h"
+#include "sluice/auth.h"
 #include "sluice/chat_body.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
@@ -58,6 +59,12 @@ static void readyz(struct worker *w, struct http_req *req)
 static void metrics(struct worker *w, struct http_req *req)
 {
     static const char ct[] = "Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n";
+    const struct cfg_server *srv = &w->gen->cfg->server;
+    struct sl_str secret;
+    if (srv->metrics_protected && (auth_presented_key(req, &secret) != AUTH_ONE ||
+                                   !auth_digest_matches(srv->metrics_digest, secret.p, secret.len)))
+        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing metrics key.", NULL,
+                               "WWW-Authenticate: Bearer realm=\"sluice metrics\"\r\n");
     struct sl_buf out = { 0 };
     mx_render(&out, w->gen);
     http_respond(req, 200, ct, sizeof(ct) - 1, out.data, out.len);
@@ -128,6 +135,26 @@ static void not_a_plain_path(struct http_req *req)
                     NULL, NULL);
 }
 
+static void not_found(struct http_req *req)
+{
+    char msg[160];
+    snprintf(msg, sizeof(msg), "Unknown request URL: %.*s %.*s.", (int)SL_MIN(req->method.len, 16),
+             req->method.p, (int)SL_MIN(req->path.len, 100), req->path.p);
+    http_send_error(req, ERR_NOT_FOUND, msg, NULL, NULL);
+}
+
+/* With admin_listen set, the operator endpoints are served only there, and
+ * only they (and /healthz) are; without it, everything is on listen. */
+static bool served_here(const struct worker *w, const struct http_req *req)
+{
+    if (!w->gen->cfg->server.admin_listen.n || sl_str_eq(req->path, "/healthz"))
+        return true;
+    struct sl_str p = req->path;
+    bool operator = sl_str_eq(p, "/metrics") || sl_str_eq(p, "/readyz") ||
+                    (p.len > 7 && memcmp(p.p, "/admin/", 7) == 0);
+    return operator == (req->listener == HTTP_LISTENER_OPERATOR);
+}
+
 static bool is_models_path(struct sl_str path)
 {
     return path.len >= 10 && memcmp(path.p, "/v1/models", 10) == 0 &&
@@ -138,6 +165,10 @@ bool srv_head(struct http_req *req, void *arg)
 {
     struct worker *w = arg;
     struct sl_str path = req->path;
+    if (!served_here(w, req)) {
+        not_found(req);
+        return false;
+    }
     bool api = path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0;
     if (api && !srv_plain_api_path(req)) {
         not_a_plain_path(req);
@@ -177,10 +208,7 @@ void srv_handle(struct http_req *req, void *arg)
             return method_not_allowed(req, "POST");
         return proxy_handle(w, req);
     }
-    char msg[160];
-    snprintf(msg, sizeof(msg), "Unknown request URL: %.*s %.*s.", (int)SL_MIN(req->method.len, 16),
-             req->method.p, (int)SL_MIN(path.len, 100), path.p);
-    http_send_error(req, ERR_NOT_FOUND, msg, NULL, NULL);
+    not_found(req);
 }
 
 /* ---- validation ------------------------------------------------------------- */

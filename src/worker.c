@@ -173,7 +173,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
-                          int nfds)
+                          const int *kinds, int nfds)
 {
     struct worker *w = sl_calloc(1, sizeof(*w));
     w->id = id;
@@ -192,7 +192,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     w->http = http_server_new(w->base, &limits, srv_handle, w);
     http_server_set_head_handler(w->http, srv_head);
     for (int i = 0; i < nfds; i++)
-        http_server_listen(w->http, fds[i]);
+        http_server_listen(w->http, fds[i], kinds[i]);
     w->up = up_multi_new(w->base);
     w->limiter.local = local;
     w->limiter.on_error = gen->cfg->redis.on_error;

@@ -22,6 +22,11 @@ struct cfg_listen {
     int port;
 };
 
+struct cfg_listens {
+    struct cfg_listen *v;
+    int n;
+};
+
 /* A model allow-list: `*` means any. */
 struct cfg_models {
     bool any;
@@ -35,8 +40,10 @@ struct cfg_statuses {
 };
 
 struct cfg_server {
-    struct cfg_listen *listen;
-    int nlisten;
+    struct cfg_listens listen;
+    struct cfg_listens admin_listen; /* n > 0: the operator endpoints only there */
+    bool metrics_protected;
+    uint8_t metrics_digest[32];
     int64_t workers;
     int64_t max_body_size;
     int64_t max_header_size;

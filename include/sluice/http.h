@@ -44,6 +44,7 @@ struct http_req {
     struct http_conn *conn;
     struct sl_str method, target, path, query; /* point into head */
     int minor;                                  /* HTTP/1.minor */
+    int listener;                               /* the kind of listener it came in on */
     int nheaders; /* headers[0..nheaders) */
     char *head; /* owned copy of the request line and headers */
     struct sl_buf body;
@@ -86,8 +87,10 @@ typedef bool (*http_head_handler)(struct http_req *req, void *arg);
 struct http_server *http_server_new(struct event_base *base, const struct http_limits *limits,
                                     http_handler handler, void *arg);
 void http_server_set_head_handler(struct http_server *srv, http_head_handler head);
+/* What a listener is for; its requests carry it (http_req.listener). */
+enum { HTTP_LISTENER_API = 0, HTTP_LISTENER_OPERATOR = 1 };
 /* Starts accepting on a listening socket (ownership of fd passes). */
-int http_server_listen(struct http_server *srv, int fd);
+int http_server_listen(struct http_server *srv, int fd, int kind);
 void http_server_set_limits(struct http_server *srv, const struct http_limits *limits);
 /* Stops accepting; open connections stay until their requests end. */
 void http_server_stop_accepting(struct http_server *srv);

@@ -56,7 +56,7 @@ struct worker {
 /* Creates a worker listening on the given sockets (their ownership passes);
  * local is the node's in-process limiter, shared by all workers. */
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
-                          int nfds);
+                          const int *kinds, int nfds);
 int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and finish in-flight requests within
  * shutdown_timeout; safe from any thread. */

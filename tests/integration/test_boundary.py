@@ -353,3 +353,54 @@ def test_raw_invalid_utf8_is_400_and_neither_counted_nor_forwarded(mock, start_s
     assert r.status == 200
     assert r.headers["x-ratelimit-remaining-requests"] == "9"  # the refused ones took nothing
     assert mock.stats()["requests"] == 1
+
+
+# ---- operator endpoints ---------------------------------------------------------------
+
+ADMIN_KEY = "sk-admin-key-for-tests-0001"
+METRICS_KEY = "sk-metrics-scraper-key-01"
+
+
+def get(port, path, key=None, method="GET", body=None):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    c.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_admin_listen_takes_the_operator_endpoints_off_the_api_listener(mock, start_sluice):
+    from conftest import base_conf
+    admin_port = free_port()
+    s = start_sluice(base_conf(mock.url, extra_server=f"admin_listen = 127.0.0.1:{admin_port}\n"
+                                                      f"admin_key = {ADMIN_KEY}\nmetrics_key = {METRICS_KEY}"))
+    wait_port(admin_port, s.proc)
+    api = s.port
+    for path in ("/metrics", "/readyz", "/admin/keys/team-a", "/admin/quota/team-a"):
+        assert get(api, path, ADMIN_KEY)[0] == 404, path
+    assert get(api, "/healthz")[0] == 200
+    assert s.chat(CHAT).status == 200
+    # The operator listener: its endpoints, and nothing of the API.
+    assert get(admin_port, "/healthz")[0] == 200
+    assert get(admin_port, "/readyz")[0] == 200
+    assert get(admin_port, "/admin/keys/team-a", ADMIN_KEY)[0] == 200
+    assert get(admin_port, "/metrics")[0] == 401
+    assert get(admin_port, "/metrics", "sk-wrong-metrics-key-000")[0] == 401
+    status, text = get(admin_port, "/metrics", METRICS_KEY)
+    assert status == 200 and b"sluice_requests_total" in text
+    assert get(admin_port, "/v1/chat/completions", CLIENT_KEY, "POST", CHAT)[0] == 404
+    assert get(admin_port, "/v1/models", CLIENT_KEY)[0] == 404
+    assert mock.stats()["requests"] == 1
+
+
+def test_metrics_key_without_admin_listen(mock, start_sluice):
+    from conftest import base_conf
+    s = start_sluice(base_conf(mock.url, extra_server=f"metrics_key = {METRICS_KEY}"))
+    assert get(s.port, "/metrics")[0] == 401
+    assert get(s.port, "/metrics", CLIENT_KEY)[0] == 401  # a client key is not the metrics key
+    assert get(s.port, "/metrics", METRICS_KEY)[0] == 200
+    assert get(s.port, "/readyz")[0] == 200

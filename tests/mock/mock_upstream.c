@@ -631,7 +631,7 @@ int main(int argc, char **argv)
                                   .keepalive_timeout_ms = 300000, .send_timeout_ms = 60000 };
     struct http_server *srv = http_server_new(mock.base, &limits, handle, NULL);
     mock.srv = srv;
-    http_server_listen(srv, fd);
+    http_server_listen(srv, fd, HTTP_LISTENER_API);
     struct event *sigterm = evsignal_new(mock.base, SIGTERM, on_signal, mock.base);
     struct event *sigint = evsignal_new(mock.base, SIGINT, on_signal, mock.base);
     evsignal_add(sigterm, NULL);

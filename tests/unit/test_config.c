@@ -48,9 +48,9 @@ static void test_valid(void)
     CHECK(e.n == 0);
     if (!c)
         return;
-    CHECK(c->server.nlisten == 2);
-    CHECK(c->server.listen[0].port == 9000);
-    CHECK_STR(c->server.listen[1].host, "::1");
+    CHECK(c->server.listen.n == 2);
+    CHECK(c->server.listen.v[0].port == 9000);
+    CHECK_STR(c->server.listen.v[1].host, "::1");
     CHECK(c->server.workers == 0);
     CHECK(c->server.max_body_size == 1024 * 1024);
     CHECK(c->server.request_timeout_ms == 90000);
@@ -88,7 +88,7 @@ static void test_defaults_without_sections(void)
     CHECK(c != NULL);
     if (!c)
         return;
-    CHECK(c->server.nlisten == 1 && c->server.listen[0].port == 8080);
+    CHECK(c->server.listen.n == 1 && c->server.listen.v[0].port == 8080);
     CHECK(!c->redis.enabled);
     CHECK(c->redis.on_error == REDIS_ON_ERROR_LOCAL);
     CHECK(c->server.max_body_size == 4 * 1024 * 1024);
