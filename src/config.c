@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "sluice/headers.h"
 #include "sluice/limit.h"
@@ -40,6 +43,7 @@ static const char *const type_names[] = { "integer", "duration", "size", "boolea
 
 #define F_REQUIRED 1u /* must be set in its section */
 #define F_REPEAT 2u   /* may appear several times */
+#define F_SECRET 4u   /* holds a secret (a sha256: digest of one is not one) */
 
 struct option {
     enum scope scope;
@@ -71,7 +75,7 @@ static const struct option options[] = {
       "address to accept clients on; repeatable" },
     { SCOPE_SERVER, "admin_listen", T_LISTEN, SRV(admin_listen), NULL, 0, 0, NULL, F_REPEAT,
       "repeatable; when set, /metrics, /readyz and /admin/* are served only here (404 on listen)" },
-    { SCOPE_SERVER, "metrics_key", T_DIGEST, SRV(metrics_digest), NULL, 0, 0, NULL, 0,
+    { SCOPE_SERVER, "metrics_key", T_DIGEST, SRV(metrics_digest), NULL, 0, 0, NULL, F_SECRET,
       "bearer key /metrics requires; absent = none" },
     { SCOPE_SERVER, "workers", T_INT, SRV(workers), "1", 0, 256, NULL, 0,
       "event-loop threads; 0 = one per core" },
@@ -91,7 +95,7 @@ static const struct option options[] = {
       "a client that reads nothing of its response for this long is disconnected" },
     { SCOPE_SERVER, "shutdown_timeout", T_DURATION, SRV(shutdown_timeout_ms), "30s", 0, DAY_MS,
       NULL, 0, "how long SIGTERM waits for in-flight requests" },
-    { SCOPE_SERVER, "admin_key", T_DIGEST, SRV(admin_digest), NULL, 0, 0, NULL, 0,
+    { SCOPE_SERVER, "admin_key", T_DIGEST, SRV(admin_digest), NULL, 0, 0, NULL, F_SECRET,
       "bearer key for /admin/*; absent = admin API off" },
     { SCOPE_SERVER, "max_attempts", T_INT, SRV(max_attempts), "3", 1, 10, NULL, 0,
       "upstream attempts per request (first + retries)" },
@@ -101,12 +105,15 @@ static const struct option options[] = {
     { SCOPE_SERVER, "max_buffered", T_SIZE, SRV(max_buffered), "256m", 1 << 20, 1LL << 40, NULL,
       0, "request-body bytes held in memory by all connections together; past it a new body "
       "gets 503 with Retry-After (bodies over 64k may use 7/8 of it)" },
+    { SCOPE_SERVER, "strict_permissions", T_BOOL, SRV(strict_permissions), "off", 0, 0, NULL, 0,
+      "on: a config or secret file others may write, or read while it holds a plain secret, is "
+      "an error instead of a warning" },
     { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
       "one line per request on stderr" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
       "least severe level logged" },
 
-    { SCOPE_REDIS, "url", T_STRING, RDS(url), "redis://127.0.0.1:6379/0", 0, 0, NULL, 0,
+    { SCOPE_REDIS, "url", T_STRING, RDS(url), "redis://127.0.0.1:6379/0", 0, 0, NULL, F_SECRET,
       "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
     { SCOPE_REDIS, "timeout", T_DURATION, RDS(timeout_ms), "100ms", 1, 60000, NULL, 0,
       "longest wait for one Redis call" },
@@ -117,7 +124,7 @@ static const struct option options[] = {
       "base URL; the request path after /v1 is appended" },
     { SCOPE_BACKEND, "type", T_ENUM, BCK(type), "openai", 0, 0, backend_types, 0,
       "openai (Authorization: Bearer) or azure (api-key header, deployment path)" },
-    { SCOPE_BACKEND, "api_key", T_STRING, BCK(api_key), NULL, 0, 0, NULL, 0,
+    { SCOPE_BACKEND, "api_key", T_STRING, BCK(api_key), NULL, 0, 0, NULL, F_SECRET,
       "the backend's credential; use env:NAME or file:/path" },
     { SCOPE_BACKEND, "api_version", T_STRING, BCK(api_version), NULL, 0, 0, NULL, 0,
       "azure only: api-version query parameter" },
@@ -162,7 +169,7 @@ static const struct option options[] = {
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
 
-    { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED,
+    { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED | F_SECRET,
       "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },
     { SCOPE_KEY, "rpm", T_INT, KEY(rpm), "0", 0, BIG, NULL, 0,
       "requests per minute; 0 = unlimited" },
@@ -235,6 +242,9 @@ struct parser {
     bool bad_section;
     char *linebuf;
     size_t linecap;
+    struct cfg_errors perms; /* permission problems: warnings, or errors when strict */
+    bool readable_by_others;
+    unsigned mode;
 };
 
 /* Backend and key arrays grow while parsing, so sections hold indexes for
@@ -402,11 +412,91 @@ static bool parse_digest(struct parser *p, const char *v, uint8_t out[32], const
     return true;
 }
 
+/* env: secrets are read once and kept here, and taken out of the process's
+ * environment, the copy /proc/PID/environ shows included: a reload finds
+ * them here, nothing else finds them at all. */
+static pthread_mutex_t env_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kept_env {
+    char *name, *value;
+} *env_kept;
+static int nenv_kept;
+
+static char *env_secret(const char *name)
+{
+    char *out = NULL;
+    pthread_mutex_lock(&env_lock);
+    for (int i = 0; i < nenv_kept && !out; i++)
+        if (strcmp(env_kept[i].name, name) == 0)
+            out = sl_strdup(env_kept[i].value);
+    const char *e = out ? NULL : getenv(name);
+    if (e && *e) {
+        out = sl_strdup(e);
+        env_kept = sl_realloc(env_kept, sizeof(*env_kept) * (size_t)(nenv_kept + 1));
+        env_kept[nenv_kept++] = (struct kept_env){ sl_strdup(name), sl_strdup(e) };
+        size_t n = strlen(name);
+        for (char **ev = environ; *ev; ev++)
+            if (strncmp(*ev, name, n) == 0 && (*ev)[n] == '=')
+                explicit_bzero(*ev + n + 1, strlen(*ev + n + 1));
+        unsetenv(name);
+    }
+    pthread_mutex_unlock(&env_lock);
+    return out;
+}
+
+void cfg_forget_environment(void)
+{
+    pthread_mutex_lock(&env_lock);
+    for (int i = 0; i < nenv_kept; i++) {
+        explicit_bzero(env_kept[i].value, strlen(env_kept[i].value));
+        free(env_kept[i].name);
+        free(env_kept[i].value);
+    }
+    free(env_kept);
+    env_kept = NULL;
+    nenv_kept = 0;
+    pthread_mutex_unlock(&env_lock);
+}
+
+/* Where a value came from: the file itself, the environment, or a file. */
+enum source { SRC_INLINE, SRC_ENV, SRC_FILE };
+
+/* A permission problem: a warning, or an error with strict_permissions. */
+static void perm_issue(struct parser *p, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void perm_issue(struct parser *p, int line, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    add_error(&p->perms, p->path, line, "%s", msg);
+}
+
+/* A file a value is read from: nobody else may write it, and nobody else
+ * may read it when it holds a plain secret. */
+static void check_value_file(struct parser *p, const char *path, bool plain_secret)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return;
+    unsigned mode = (unsigned)(st.st_mode & 07777);
+    if (st.st_mode & S_IWOTH)
+        perm_issue(p, p->lineno, "%s is writable by other users (mode %04o)", path, mode);
+    else if (plain_secret && (st.st_mode & S_IROTH))
+        perm_issue(p, p->lineno, "%s holds a secret and is readable by other users (mode %04o)",
+                   path, mode);
+}
+
 /* env:NAME, file:/path and cred:NAME (systemd's LoadCredential=, read from
  * $CREDENTIALS_DIRECTORY) indirections, for any value. Returns a malloc'd
- * string or NULL after reporting the error. */
-static char *resolve_value(struct parser *p, const char *v)
+ * string or NULL after reporting the error; *src says where it came from.
+ * secret: the option holds one, so an env: one is taken out of the
+ * environment and a file: one has its modes checked. */
+static char *resolve_value(struct parser *p, const char *v, bool secret, enum source *src)
 {
+    *src = SRC_INLINE;
     if (strncmp(v, "cred:", 5) == 0) {
         const char *dir = getenv("CREDENTIALS_DIRECTORY");
         if (!dir || !*dir) {
@@ -419,17 +509,18 @@ static char *resolve_value(struct parser *p, const char *v)
         }
         char path[4096];
         snprintf(path, sizeof(path), "file:%s/%s", dir, v + 5);
-        return resolve_value(p, path);
+        return resolve_value(p, path, secret, src);
     }
     if (strncmp(v, "env:", 4) == 0) {
-        const char *e = getenv(v + 4);
-        if (!e || !*e) {
+        *src = SRC_ENV;
+        const char *plain = secret ? NULL : getenv(v + 4);
+        char *e = secret ? env_secret(v + 4) : plain && *plain ? sl_strdup(plain) : NULL;
+        if (!e)
             PERR(p, "environment variable %s is not set", v + 4);
-            return NULL;
-        }
-        return sl_strdup(e);
+        return e;
     }
     if (strncmp(v, "file:", 5) == 0) {
+        *src = SRC_FILE;
         FILE *f = fopen(v + 5, "r");
         if (!f) {
             PERR(p, "cannot read %s: %s", v + 5, strerror(errno));
@@ -446,6 +537,7 @@ static char *resolve_value(struct parser *p, const char *v)
         }
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
             line[--n] = '\0';
+        check_value_file(p, v + 5, secret && strncmp(line, "sha256:", 7) != 0);
         return line;
     }
     return sl_strdup(v);
@@ -754,9 +846,16 @@ static int on_value(void *user, const char *section, const char *name, const cha
         PERR(p, "'%s' already set at line %d", name, sec->set_at[idx]);
         return 1;
     }
-    char *v = resolve_value(p, value);
+    bool secret = o->flags & F_SECRET;
+    enum source src;
+    char *v = resolve_value(p, value, secret, &src);
     if (!v)
         return 1;
+    bool plain = secret && strncmp(v, "sha256:", 7) != 0 &&
+                 (sec->scope != SCOPE_REDIS || strchr(v, '@')); /* a Redis URL: its password */
+    if (src == SRC_INLINE && plain && p->readable_by_others)
+        perm_issue(p, p->lineno, "%s holds a plain secret and the file is readable by other users "
+                   "(mode %04o); use env:, file: or cred:, or chmod o-r", name, p->mode);
     if (o->type == T_LISTEN && !sec->set_at[idx]) /* the first one replaces the default */
         ((struct cfg_listens *)((char *)section_obj(p, sec) + o->offset))->n = 0;
     if (set_option(p, o, section_obj(p, sec), v))
@@ -876,6 +975,14 @@ struct config *cfg_load(const char *path, struct cfg_errors *errs)
         config_free(c);
         return NULL;
     }
+    struct stat st;
+    if (fstat(fileno(p.fp), &st) == 0) {
+        p.mode = (unsigned)(st.st_mode & 07777);
+        p.readable_by_others = st.st_mode & S_IROTH;
+        if (st.st_mode & S_IWOTH)
+            perm_issue(&p, 0, "the configuration file is writable by other users (mode %04o)",
+                       p.mode);
+    }
     /* [server] and [redis] defaults apply even when the section is absent;
      * named sections get theirs the moment they open. */
     apply_defaults(&p, SCOPE_SERVER, &c->server);
@@ -886,6 +993,13 @@ struct config *cfg_load(const char *path, struct cfg_errors *errs)
 
     check_config(&p);
     free(p.sections);
+    for (int i = 0; i < p.perms.n; i++) { /* errors with strict_permissions, else warnings */
+        if (c->server.strict_permissions)
+            add_error(errs, path, 0, "%s (strict_permissions)", p.perms.lines[i]);
+        else
+            log_warn("%s", p.perms.lines[i]);
+    }
+    cfg_errors_free(&p.perms);
     if (errs->n > before) {
         config_free(c);
         return NULL;

@@ -8,6 +8,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,9 @@ static int start_workers(struct daemon *d)
 
 static int run(const char *path)
 {
+    /* No core dumps, no ptrace or /proc/PID/mem by other processes of the
+     * same user: the process holds every backend credential. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     struct config *cfg = load_or_report(path, false);
     if (!cfg)
         return 1;
@@ -255,6 +259,7 @@ static int run(const char *path)
     gen_unref(d.gen);
     lim_local_free(d.local);
     mx_shutdown();
+    cfg_forget_environment();
     curl_global_cleanup();
     libevent_global_shutdown();
     if (rc == 0)

@@ -59,6 +59,7 @@ struct cfg_server {
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
     bool access_log;
+    bool strict_permissions;
     int log_level; /* enum log_level */
 };
 
@@ -139,6 +140,9 @@ const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
 /* The model as a metric label: its name if the config lists it anywhere,
  * else "other" (client input never becomes a label of its own). */
 const char *cfg_model_label(const struct config *c, const char *model);
+
+/* Forgets the env: secrets kept for reloads (at exit, for leak checkers). */
+void cfg_forget_environment(void);
 
 /* Prints the option reference (markdown) generated from the option table. */
 void cfg_print_reference(void);

@@ -404,3 +404,78 @@ def test_metrics_key_without_admin_listen(mock, start_sluice):
     assert get(s.port, "/metrics", CLIENT_KEY)[0] == 401  # a client key is not the metrics key
     assert get(s.port, "/metrics", METRICS_KEY)[0] == 200
     assert get(s.port, "/readyz")[0] == 200
+
+
+# ---- secrets at rest -------------------------------------------------------------------
+
+def check_config(conf):
+    from conftest import SLUICE
+    r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_loose_permissions_are_reported_with_file_and_line(tmp):
+    secret = tmp / "upstream.key"
+    secret.write_text(UPSTREAM_KEY + "\n")
+    conf = tmp / "loose.conf"
+    conf.write_text(f"[server]\nlisten = 127.0.0.1:9\n\n[backend a]\nurl = http://127.0.0.1:1/v1\n"
+                    f"api_key = {UPSTREAM_KEY}\n\n[backend b]\nurl = http://127.0.0.1:2/v1\n"
+                    f"api_key = file:{secret}\n\n[key k]\nkey = sha256:{'ab' * 32}\n")
+    os.chmod(secret, 0o644)
+    os.chmod(conf, 0o666)
+    rc, out = check_config(conf)
+    assert rc == 0  # warnings by default
+    assert f"{conf}: the configuration file is writable by other users (mode 0666)" in out
+    assert f"{conf}:6: api_key holds a plain secret and the file is readable by other users" in out
+    assert f"{conf}:10: {secret} holds a secret and is readable by other users (mode 0644)" in out
+    conf.write_text(conf.read_text().replace("[server]\n", "[server]\nstrict_permissions = on\n"))
+    rc, out = check_config(conf)
+    assert rc == 1 and "(strict_permissions)" in out
+    os.chmod(secret, 0o600)
+    os.chmod(conf, 0o600)
+    rc, out = check_config(conf)
+    assert rc == 0 and "other users" not in out
+
+
+def test_env_secrets_leave_the_environment_and_survive_a_reload(mock, start_sluice):
+    from conftest import base_conf
+    conf = base_conf(mock.url).replace(f"api_key = {UPSTREAM_KEY}", "api_key = env:SLUICE_TEST_UPSTREAM_KEY")
+    s = start_sluice(conf, extra_env={"SLUICE_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+    assert s.chat(CHAT).status == 200  # the mock checks the key
+    with open(f"/proc/{s.proc.pid}/environ", "rb") as f:
+        environ = f.read()
+    assert UPSTREAM_KEY.encode() not in environ
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "reloaded" not in s.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reloaded" in s.log_text()
+    assert s.chat(CHAT).status == 200
+
+
+def test_the_process_is_not_dumpable(tmp, mock):
+    """Another process of the same user cannot read sluice's memory or
+    environment (/proc/PID/environ, like /proc/PID/mem, needs it dumpable)."""
+    import tempfile
+    from conftest import ENV, SLUICE, base_conf
+    as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    d = tempfile.mkdtemp(prefix="sluice-nodump-")
+    os.chmod(d, 0o755)
+    port = free_port()
+    conf = os.path.join(d, "sluice.conf")
+    with open(conf, "w") as f:
+        f.write(base_conf(mock.url).replace("{port}", str(port)))
+    os.chmod(conf, 0o644)
+    log = open(tmp / "nodump.log", "w")
+    proc = subprocess.Popen(as_other + [str(SLUICE), "-c", conf], stderr=log, stdout=subprocess.DEVNULL, env=ENV)
+    control = subprocess.Popen(as_other + ["sleep", "30"])
+    try:
+        wait_port(port, proc)
+        read = lambda pid: subprocess.run(as_other + ["cat", f"/proc/{pid}/environ"], capture_output=True)
+        assert read(control.pid).returncode == 0  # an ordinary process of that user: readable
+        r = read(proc.pid)
+        assert r.returncode != 0 and b"Permission denied" in r.stderr
+    finally:
+        control.kill()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
