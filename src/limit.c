@@ -13,6 +13,7 @@
 #include "sluice/util.h"
 
 atomic_ulong lim_redis_errors;
+atomic_ulong lim_degraded;
 
 int64_t lim_window_ms(void)
 {
@@ -105,6 +106,8 @@ static void decide_locally(const struct pending *p, struct lim_decision *d)
 static void fallback(const struct pending *p)
 {
     struct lim_decision d = { 0 };
+    if (p->kind == P_ADMIT)
+        atomic_fetch_add(&lim_degraded, 1);
     if (p->l->on_error == REDIS_ON_ERROR_LOCAL) {
         decide_locally(p, &d);
     } else if (p->l->on_error == REDIS_ON_ERROR_ALLOW && p->kind == P_ADMIT) {
@@ -123,6 +126,8 @@ static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
     if (ok) {
         struct lim_decision copy = *d;
         copy.input_reserved = d->admitted && p->kind == P_ADMIT ? p->cost : 0;
+        if (p->l->on_error == REDIS_ON_ERROR_LOCAL && d->admitted && p->kind == P_ADMIT)
+            lim_local_seed(p->l->local, p->key, d); /* where a Redis outage starts from */
         p->cb(&copy, p->arg);
     } else {
         fallback(p);

@@ -17,12 +17,24 @@ struct window {
     int64_t ring[LIM_RING];
 };
 
+/* The last state Redis reported for a key (on_error = local): while Redis is
+ * down, local decisions count it as if it had all come in the bucket it was
+ * reported in. It leaves the window no earlier than the admissions it sums
+ * did, so a node never admits more than the limit in any window. */
+struct seed {
+    int64_t bucket;
+    int64_t used[3];
+    char period[LIM_PERIOD_ID];
+    int64_t quota;
+};
+
 struct entry {
     char *name;
     pthread_mutex_t lock;
     struct window win[3]; /* requests, input, output */
     char period[LIM_PERIOD_ID]; /* the quota period `quota_used` belongs to */
     int64_t quota_used;
+    struct seed seed;
     struct entry *next;
 };
 
@@ -138,6 +150,32 @@ static int64_t reset_after(const struct lim_local *l, const struct window *w, in
     return w->total > 0 ? SL_MAX((w->newest + 1) * l->bucket_ms + l->window_ms - now, 0) : 0;
 }
 
+/* What the seed still adds to dimension d. */
+static int64_t seeded(const struct entry *e, int d, int64_t oldest)
+{
+    return e->seed.bucket >= oldest ? e->seed.used[d] : 0;
+}
+
+/* Milliseconds until the seed has left the window (0 if it has). */
+static int64_t seed_expires(const struct lim_local *l, const struct entry *e, int64_t oldest,
+                            int64_t now)
+{
+    return e->seed.bucket >= oldest ? (e->seed.bucket + 1) * l->bucket_ms + l->window_ms - now : 0;
+}
+
+void lim_local_seed(struct lim_local *l, const char *key, const struct lim_decision *d)
+{
+    struct entry *e = entry_for(l, key);
+    int64_t now = now_ms();
+    pthread_mutex_lock(&e->lock);
+    e->seed = (struct seed){ floor_div(now, l->bucket_ms),
+                             { d->used_requests, d->used_input, d->used_output },
+                             { 0 },
+                             d->used_quota };
+    memcpy(e->seed.period, d->period, sizeof(e->seed.period));
+    pthread_mutex_unlock(&e->lock);
+}
+
 /* The entry's quota counter for the current period (a new period starts at 0). */
 static int64_t *quota_counter(struct entry *e, const struct lim_limits *lim, int64_t now,
                               struct lim_decision *out)
@@ -166,8 +204,9 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
     pthread_mutex_lock(&e->lock);
     int64_t used[3];
     for (int d = 0; d < 3; d++)
-        used[d] = trim(&e->win[d], oldest);
+        used[d] = trim(&e->win[d], oldest) + seeded(e, d, oldest);
     int64_t *quota_used = quota_counter(e, lim, now, out);
+    int64_t quota_seed = e->seed.quota && strcmp(e->seed.period, out->period) == 0 ? e->seed.quota : 0;
     for (int d = 0; d < 3 && !out->dim; d++) {
         if (!limits[d])
             continue;
@@ -178,22 +217,25 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
         out->limit = limits[d];
         out->used = used[d];
         out->requested = wants[d];
+        int64_t need = d == 2 ? used[d] - limits[d] + 1 : used[d] + wants[d] - limits[d];
         if (d != 2 && wants[d] > limits[d])
             out->retry_ms = -1;
+        else if (seeded(e, d, oldest)) /* conservative: when the seed has gone as well */
+            out->retry_ms = SL_MAX(seed_expires(l, e, oldest, now),
+                                   free_after(l, &e->win[d], SL_MAX(need - seeded(e, d, oldest), 1),
+                                              oldest, cur, now));
         else
-            out->retry_ms = free_after(l, &e->win[d],
-                                       d == 2 ? used[d] - limits[d] + 1 : used[d] + wants[d] - limits[d],
-                                       oldest, cur, now);
+            out->retry_ms = free_after(l, &e->win[d], need, oldest, cur, now);
     }
-    if (!out->dim && lim->quota && *quota_used + cost > lim->quota) {
+    if (!out->dim && lim->quota && quota_seed + *quota_used + cost > lim->quota) {
         out->dim = LIM_DIM_QUOTA;
         out->limit = lim->quota;
-        out->used = *quota_used;
+        out->used = quota_seed + *quota_used;
         out->requested = cost;
         out->retry_ms = -1;
     }
     if (out->dim && !lim->shadow) {
-        out->used_quota = *quota_used;
+        out->used_quota = quota_seed + *quota_used;
         pthread_mutex_unlock(&e->lock);
         return;
     }
@@ -203,12 +245,12 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
         add(&e->win[1], cur, cost);
     if (lim->quota)
         *quota_used += cost;
-    out->used_quota = *quota_used;
+    out->used_quota = quota_seed + *quota_used;
     out->admitted = true;
     out->input_reserved = cost;
-    out->used_requests = e->win[0].total;
-    out->used_input = e->win[1].total;
-    out->used_output = e->win[2].total;
+    out->used_requests = e->win[0].total + seeded(e, 0, oldest);
+    out->used_input = e->win[1].total + seeded(e, 1, oldest);
+    out->used_output = e->win[2].total + seeded(e, 2, oldest);
     out->reset_requests_ms = reset_after(l, &e->win[0], now);
     out->reset_input_ms = reset_after(l, &e->win[1], now);
     out->reset_output_ms = reset_after(l, &e->win[2], now);
@@ -226,9 +268,9 @@ void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limit
     out->admitted = true;
     out->where = LIM_LOCAL;
     pthread_mutex_lock(&e->lock);
-    out->used_requests = trim(&e->win[0], oldest);
-    out->used_input = trim(&e->win[1], oldest);
-    out->used_output = trim(&e->win[2], oldest);
+    out->used_requests = trim(&e->win[0], oldest) + seeded(e, 0, oldest);
+    out->used_input = trim(&e->win[1], oldest) + seeded(e, 1, oldest);
+    out->used_output = trim(&e->win[2], oldest) + seeded(e, 2, oldest);
     out->reset_requests_ms = reset_after(l, &e->win[0], now);
     out->reset_input_ms = reset_after(l, &e->win[1], now);
     out->reset_output_ms = reset_after(l, &e->win[2], now);

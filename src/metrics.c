@@ -227,9 +227,13 @@ void mx_render(struct sl_buf *out, struct generation *gen)
     sl_buf_printf(out,
                   "# HELP sluice_redis_errors_total Redis calls that failed or timed out.\n"
                   "# TYPE sluice_redis_errors_total counter\nsluice_redis_errors_total %lu\n"
+                  "# HELP sluice_limiter_degraded_total Admissions decided without Redis while "
+                  "it was down ([redis] on_error).\n"
+                  "# TYPE sluice_limiter_degraded_total counter\nsluice_limiter_degraded_total %lu\n"
                   "# HELP sluice_inflight_requests API requests being handled.\n"
                   "# TYPE sluice_inflight_requests gauge\nsluice_inflight_requests %ld\n",
-                  (unsigned long)atomic_load(&lim_redis_errors), (long)atomic_load(&inflight));
+                  (unsigned long)atomic_load(&lim_redis_errors),
+                  (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight));
 }
 
 void mx_shutdown(void)

@@ -40,18 +40,22 @@ static void method_not_allowed(struct http_req *req, const char *allow)
     http_send_error(req, ERR_METHOD, msg, NULL, hdr);
 }
 
-/* Ready: Redis (if configured) answers, and some backend's breaker is not open. */
+/* Ready: Redis (if configured) answers, and some backend's breaker is not
+ * open. A Redis outage makes a node unready only with on_error = deny: with
+ * local or allow every node goes on serving, and a load balancer must not
+ * drain them all at once. */
 static void readyz(struct worker *w, struct http_req *req)
 {
     struct generation *g = w->gen;
-    bool redis_ok = !w->limiter.redis || lim_redis_up(w->limiter.redis);
+    bool redis_up = !w->limiter.redis || lim_redis_up(w->limiter.redis);
+    bool redis_ok = redis_up || g->cfg->redis.on_error != REDIS_ON_ERROR_DENY;
     bool backend_ok = false;
     for (int i = 0; i < g->cfg->nbackends && !backend_ok; i++)
         backend_ok = pool_state(g->pool, i) != BREAKER_OPEN;
     char body[128];
     snprintf(body, sizeof(body), "{\"status\":\"%s\",\"redis\":\"%s\",\"backends\":\"%s\"}\n",
              redis_ok && backend_ok ? "ready" : "not ready",
-             !w->limiter.redis ? "not configured" : redis_ok ? "up" : "down",
+             !w->limiter.redis ? "not configured" : redis_up ? "up" : "down",
              backend_ok ? "available" : "all open");
     respond_json(req, redis_ok && backend_ok ? 200 : 503, body);
 }

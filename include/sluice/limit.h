@@ -82,6 +82,9 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
                       bool release, int64_t quota_delta);
 void lim_local_quota(struct lim_local *l, const char *key, const struct lim_limits *lim,
                      enum lim_quota_op op, int64_t tokens, struct lim_decision *out);
+/* What Redis last reported for a key (used_*, used_quota of period): local
+ * decisions while Redis is down start from it (on_error = local). */
+void lim_local_seed(struct lim_local *l, const char *key, const struct lim_decision *d);
 
 /* ---- Redis, one connection per worker ---- */
 struct lim_redis;
@@ -137,5 +140,7 @@ void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, str
 
 /* Redis calls that failed or timed out, all workers. */
 extern atomic_ulong lim_redis_errors;
+/* Admissions decided without Redis while it was configured (on_error). */
+extern atomic_ulong lim_degraded;
 
 #endif

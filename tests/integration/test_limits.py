@@ -231,3 +231,43 @@ def test_redis_memory_per_key_is_bounded(mock, redis, start_sluice):
         assert int(redis.cli("HLEN", key)) <= 64  # buckets + 3 fields, whatever the rate
         assert 0 < int(redis.cli("PTTL", key)) <= 700
     assert int(redis.cli("DBSIZE")) == 3
+
+
+def test_redis_outage_starts_local_windows_from_what_redis_reported(mock, redis, start_sluice):
+    """rpm = 10: 6 admitted in Redis, then Redis dies. The node's local window
+    starts from Redis's 6, so only 4 more pass in that window, not 10."""
+    from test_operations import scrape, value
+    s = start_sluice(limited_conf(mock, "rpm = 10\nquota = 100000", redis, on_error="local"))
+    assert [s.chat(EIGHT).status for _ in range(6)] == [200] * 6
+    assert value(scrape(s), "sluice_limiter_degraded_total") == 0
+    redis.stop()
+    time.sleep(0.3)
+    statuses = [s.chat(EIGHT).status for _ in range(8)]
+    assert statuses == [200] * 4 + [429] * 4
+    r = s.chat(EIGHT)
+    assert r.status == 429 and int(r.headers["retry-after"]) > 1  # when Redis's 6 have aged out
+    assert value(scrape(s), "sluice_limiter_degraded_total") == 9
+    assert s.request("GET", "/readyz", key=None).status == 200  # local: the node goes on serving
+    assert s.request("GET", "/readyz", key=None).json()["redis"] == "down"
+
+
+def test_redis_outage_quota_starts_from_what_redis_reported(mock, redis, start_sluice):
+    mock.configure(prompt_tokens=8, completion_tokens=2)
+    s = start_sluice(limited_conf(mock, "quota = 60", redis, on_error="local"))
+    assert [s.chat(EIGHT).status for _ in range(4)] == [200] * 4  # 4 x 10 tokens in Redis
+    time.sleep(0.2)  # the settlements reach Redis
+    assert s.chat(EIGHT).status == 200  # 50: Redis reports it with this admission (+8 reserved)
+    redis.stop()
+    time.sleep(0.3)
+    assert [s.chat(EIGHT).status for _ in range(3)] == [200, 403, 403]  # not another 60
+
+
+def test_readyz_during_a_redis_outage_follows_on_error(mock, redis, start_sluice):
+    allow = start_sluice(limited_conf(mock, "rpm = 100", redis, on_error="allow"))
+    deny = start_sluice(limited_conf(mock, "rpm = 100", redis, on_error="deny").replace("team-a", "team-d"))
+    redis.stop()
+    time.sleep(0.3)
+    allow.chat()
+    deny.chat()  # each finds Redis down
+    assert allow.request("GET", "/readyz", key=None).status == 200
+    assert deny.request("GET", "/readyz", key=None).status == 503

@@ -76,7 +76,8 @@ def test_retries_and_breaker_state_in_metrics(start_mock, start_sluice):
 def test_readyz(start_mock, redis, start_sluice):
     m = start_mock()
     conf = base_conf(m.url, extra_backend="breaker_failures = 1\nbreaker_trip = 60s")
-    s = start_sluice(conf + f"\n[redis]\nurl = {redis.url}\n")
+    # on_error = deny: a Redis outage stops this node (with local or allow it does not)
+    s = start_sluice(conf + f"\n[redis]\nurl = {redis.url}\non_error = deny\n")
     assert s.request("GET", "/readyz", key=None).status == 200
     redis.stop()
     time.sleep(0.3)

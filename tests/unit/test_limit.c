@@ -224,8 +224,57 @@ static void test_period_end(void)
     CHECK(reset_ms == 1 && lim_period_end_s(reset_ms, end_s * 1000 + 7) == end_s);
 }
 
+/* A seed (what Redis last reported) counts in the local window until it
+ * would have left it: never more than the limit within any window. */
+static void test_seed_from_redis(void)
+{
+    struct lim_local *l = lim_local_new(600); /* 10 ms buckets */
+    struct lim_limits lim = { .rpm = 10, .input_tpm = 100 };
+    struct lim_decision redis = { .admitted = true, .used_requests = 6, .used_input = 60 };
+    lim_local_seed(l, "k", &redis);
+    struct lim_decision d;
+    int admitted = 0;
+    for (int i = 0; i < 10; i++) {
+        lim_local_admit(l, "k", &lim, 5, &d);
+        admitted += d.admitted;
+    }
+    CHECK(admitted == 4); /* 6 + 4 = 10 */
+    CHECK(!d.admitted && d.dim == LIM_DIM_REQUESTS && d.used == 10);
+    CHECK(d.retry_ms > 500 && d.retry_ms <= 620); /* when the seed has gone too */
+    lim_local_peek(l, "k", &lim, &d);
+    CHECK(d.used_requests == 10 && d.used_input == 60 + 4 * 5);
+    sleep_ms(640);
+    admitted = 0;
+    for (int i = 0; i < 12; i++) {
+        lim_local_admit(l, "k", &lim, 5, &d);
+        admitted += d.admitted;
+    }
+    CHECK(admitted == 10); /* a new window: the seed and the local ones have left it */
+    /* Input: 60 seeded of 100; 8 tokens each: 5 more fit. */
+    lim_local_seed(l, "j", &redis);
+    struct lim_limits tokens = { .input_tpm = 100 };
+    admitted = 0;
+    for (int i = 0; i < 8; i++) {
+        lim_local_admit(l, "j", &tokens, 8, &d);
+        admitted += d.admitted;
+    }
+    CHECK(admitted == 5);
+    /* A newer report replaces the older one (each is a total, not an increment). */
+    struct lim_decision later = { .admitted = true, .used_requests = 2 };
+    lim_local_seed(l, "m", &redis);
+    lim_local_seed(l, "m", &later);
+    admitted = 0;
+    for (int i = 0; i < 10; i++) {
+        lim_local_admit(l, "m", &lim, 0, &d);
+        admitted += d.admitted;
+    }
+    CHECK(admitted == 8);
+    lim_local_free(l);
+}
+
 int main(void)
 {
+    test_seed_from_redis();
     test_period_end();
     test_headers();
     test_rpm_exact_and_retry();
