@@ -40,7 +40,7 @@ def test_unit_verifies_and_is_hardened(tmp):
     text = UNIT.read_text()
     for line in ("Type=notify", "DynamicUser=yes", "NoNewPrivileges=yes", "ProtectSystem=strict",
                  "PrivateTmp=yes", "CapabilityBoundingSet=\n", "LoadCredential=", "ExecReload=",
-                 "WatchdogSec="):
+                 "WatchdogSec=", "LimitCORE=0\n"):
         assert line in text
 
 
