@@ -1,4 +1,5 @@
-/* The header lists of headers.h, each declared once. */
+/* The header lists of headers.h, each declared once. Names are compared
+ * length first: this runs for every header of every request and response. */
 #include "sluice/headers.h"
 
 #include <string.h>
@@ -6,66 +7,93 @@
 
 #include "sluice/config.h"
 
+struct pattern {
+    const char *name; /* lower case */
+    size_t len;
+    bool prefix; /* matches any name that starts with it */
+};
+
+#define NAME(s) { s, sizeof(s) - 1, false }
+#define PREFIX(s) { s, sizeof(s) - 1, true }
+
 /* What OpenAI's SDKs and tracing send that an upstream may use. */
-static const char *const forwarded[] = {
-    "accept",          "user-agent",  "openai-beta",  "idempotency-key", "x-stainless-*",
-    "traceparent",     "tracestate",  "baggage",      "x-request-id",    "x-client-request-id",
+static const struct pattern forwarded[] = {
+    NAME("accept"),      NAME("user-agent"), NAME("openai-beta"), NAME("idempotency-key"),
+    PREFIX("x-stainless-"), NAME("traceparent"), NAME("tracestate"), NAME("baggage"),
+    NAME("x-request-id"), NAME("x-client-request-id"),
 };
 
-static const char *const never_forwarded[] = {
+static const struct pattern never_forwarded[] = {
     /* the client's credentials and its standing at the upstream's account */
-    "authorization", "api-key", "x-api-key", "proxy-authorization", "cookie",
-    "openai-organization", "openai-project",
+    NAME("authorization"), NAME("api-key"), NAME("x-api-key"), NAME("proxy-authorization"),
+    NAME("cookie"), NAME("openai-organization"), NAME("openai-project"),
     /* proxy trails: who the client is is not the upstream's business */
-    "forwarded", "x-forwarded-*", "x-real-ip", "via",
+    NAME("forwarded"), PREFIX("x-forwarded-"), NAME("x-real-ip"), NAME("via"),
     /* sluice sets these, or they belong to one connection */
-    "host", "content-length", "transfer-encoding", "content-type", "accept-encoding",
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "expect",
+    NAME("host"), NAME("content-length"), NAME("transfer-encoding"), NAME("content-type"),
+    NAME("accept-encoding"), NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
+    NAME("te"), NAME("trailer"), NAME("upgrade"), NAME("expect"),
 };
 
-static const char *const not_relayed[] = {
+static const struct pattern not_relayed[] = {
     /* hop-by-hop and framing sluice sets */
-    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length",
-    "upgrade", "te", "trailer", "date", "server",
+    NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"), NAME("transfer-encoding"),
+    NAME("content-length"), NAME("upgrade"), NAME("te"), NAME("trailer"), NAME("date"),
+    NAME("server"),
     /* the backend account's own limits: the client gets its key's instead */
-    "x-ratelimit-*",
+    PREFIX("x-ratelimit-"),
     /* the upstream's cookies are for the gateway's account, not the client */
-    "set-cookie",
+    NAME("set-cookie"),
 };
 
-static bool matches(struct sl_str name, const char *pattern)
+static bool matches(struct sl_str name, const struct pattern *p)
 {
-    size_t n = strlen(pattern);
-    if (n && pattern[n - 1] == '*')
-        return name.len >= n - 1 && strncasecmp(name.p, pattern, n - 1) == 0;
-    return name.len == n && strncasecmp(name.p, pattern, n) == 0;
+    if (p->prefix ? name.len < p->len : name.len != p->len)
+        return false;
+    return ((unsigned char)name.p[0] | 0x20) == (unsigned char)p->name[0] &&
+           strncasecmp(name.p, p->name, p->len) == 0;
 }
 
-static bool in(struct sl_str name, const char *const *list, size_t n)
+static bool in(struct sl_str name, const struct pattern *list, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (matches(name, list[i]))
+        if (matches(name, &list[i]))
             return true;
     return false;
 }
 
+/* A forward_headers entry: a name, or a prefix ending in '*'. */
+static bool extra_matches(struct sl_str name, const char *entry)
+{
+    size_t n = strlen(entry);
+    bool prefix = n && entry[n - 1] == '*';
+    struct pattern p = { entry, prefix ? n - 1 : n, prefix };
+    return p.len && (prefix ? name.len >= p.len : name.len == p.len) &&
+           strncasecmp(name.p, p.name, p.len) == 0;
+}
+
 bool hdr_never_forwarded(struct sl_str name)
 {
-    return in(name, never_forwarded, SL_ARRAY_LEN(never_forwarded));
+    return name.len && in(name, never_forwarded, SL_ARRAY_LEN(never_forwarded));
 }
 
 bool hdr_forwarded(struct sl_str name, const struct cfg_models *extra)
 {
-    if (hdr_never_forwarded(name))
+    if (!name.len)
         return false;
     if (in(name, forwarded, SL_ARRAY_LEN(forwarded)))
-        return true;
-    return extra && in(name, (const char *const *)extra->names, (size_t)extra->n);
+        return true; /* the allow-list and the never-list do not meet (unit test) */
+    if (!extra || !extra->n)
+        return false;
+    for (int i = 0; i < extra->n; i++)
+        if (extra_matches(name, extra->names[i]))
+            return !hdr_never_forwarded(name);
+    return false;
 }
 
 bool hdr_not_relayed(struct sl_str name)
 {
-    return in(name, not_relayed, SL_ARRAY_LEN(not_relayed));
+    return name.len && in(name, not_relayed, SL_ARRAY_LEN(not_relayed));
 }
 
 bool hdr_scrub(char *p, size_t len, const char *secret, size_t secret_len)
@@ -80,4 +108,13 @@ bool hdr_scrub(char *p, size_t len, const char *secret, size_t secret_len)
         found = true;
     }
     return found;
+}
+
+void hdr_allow_list(const char *const **names, size_t *n)
+{
+    static const char *list[SL_ARRAY_LEN(forwarded)];
+    for (size_t i = 0; i < SL_ARRAY_LEN(forwarded); i++)
+        list[i] = forwarded[i].name;
+    *names = list;
+    *n = SL_ARRAY_LEN(forwarded);
 }

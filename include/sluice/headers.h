@@ -23,6 +23,9 @@ bool hdr_never_forwarded(struct sl_str name);
 /* Upstream response headers that do not reach the client as they are. */
 bool hdr_not_relayed(struct sl_str name);
 
+/* The allow-list's names (prefixes without their '*'), for tests. */
+void hdr_allow_list(const char *const **names, size_t *n);
+
 /* Credentials shorter than this are not scrubbed (they would match ordinary text). */
 #define HDR_MIN_SECRET 8
 /* Overwrites every occurrence of secret in p[0..len) with '*'; true if any. */

@@ -31,6 +31,18 @@ static void test_forwarded(void)
     CHECK(!hdr_forwarded(s("Content-Length"), &extra));
     CHECK(hdr_never_forwarded(s("x-forwarded-proto")));
     CHECK(!hdr_never_forwarded(s("x-forwarded")));
+    CHECK(!hdr_forwarded(s(""), &extra));
+    /* hdr_forwarded trusts the allow-list without looking at the never-list: they must not meet */
+    const char *const *allowed;
+    size_t n;
+    hdr_allow_list(&allowed, &n);
+    CHECK(n >= 9);
+    for (size_t i = 0; i < n; i++) {
+        CHECK(!hdr_never_forwarded(s(allowed[i])));
+        char longer[64];
+        snprintf(longer, sizeof(longer), "%sx", allowed[i]); /* what a prefix entry admits */
+        CHECK(!hdr_never_forwarded(s(longer)));
+    }
 }
 
 static void test_relayed(void)
