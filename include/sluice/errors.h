@@ -11,7 +11,7 @@ enum sl_error {
     ERR_BAD_HTTP,          /* 400 malformed HTTP framing; connection is closed */
     ERR_INVALID_API_KEY,   /* 401 */
     ERR_MODEL_NOT_ALLOWED, /* 403 */
-    ERR_QUOTA_EXHAUSTED,   /* 403 insufficient_quota */
+    ERR_QUOTA_EXHAUSTED,   /* 429 insufficient_quota (as OpenAI), x-should-retry: false */
     ERR_NOT_FOUND,         /* 404 unknown path */
     ERR_MODEL_NOT_FOUND,   /* 404 no backend serves the model */
     ERR_METHOD,            /* 405 */

@@ -28,7 +28,7 @@ def test_quota_charged_with_real_usage(mock, start_sluice, use_redis, request):
     # Each request reserves its estimate (9) and is charged 2 + 8 = 10 real tokens.
     assert [s.chat(HELLO).status for _ in range(3)] == [200, 200, 200]
     r = s.chat(HELLO)
-    assert r.status == 403
+    assert r.status == 429
     err = r.error()
     assert err["code"] == "insufficient_quota" and err["type"] == "insufficient_quota"
     assert r.headers["x-should-retry"] == "false"
@@ -44,7 +44,7 @@ def test_quota_shared_by_two_nodes(mock, redis, start_sluice):
     a = start_sluice(conf(mock, "quota = 100\nquota_period = day", redis))
     b = start_sluice(conf(mock, "quota = 100\nquota_period = day", redis))
     statuses = [(a if i % 2 else b).chat(HELLO).status for i in range(12)]
-    assert statuses == [200] * 10 + [403] * 2  # 10 x 10 tokens, whichever node served
+    assert statuses == [200] * 10 + [429] * 2  # 10 x 10 tokens, whichever node served
     assert quota(a).json()["used"] == 100 and quota(b).json()["used"] == 100
 
 
@@ -66,7 +66,7 @@ def test_period_rollover(mock, start_sluice, use_redis, period, request):
     offset = int(seconds_to_next(period) - 1.5)
     s = start_sluice(conf(mock, f"quota = 20\nquota_period = {period}", redis),
                      extra_env={"SLUICE_CLOCK_OFFSET_S": str(offset)})
-    assert [s.chat(HELLO).status for _ in range(3)] == [200, 200, 403]
+    assert [s.chat(HELLO).status for _ in range(3)] == [200, 200, 429]
     before = quota(s).json()
     assert before["used"] == 20 and before["reset_ms"] <= 2600  # the offset is whole seconds
     time.sleep(max(before["reset_ms"], 0) / 1000 + 0.3)
@@ -77,7 +77,7 @@ def test_period_rollover(mock, start_sluice, use_redis, period, request):
 
 def test_total_quota_never_resets_by_itself(mock, start_sluice):
     s = start_sluice(conf(mock, "quota = 10\nquota_period = total"))
-    assert [s.chat(HELLO).status for _ in range(2)] == [200, 403]
+    assert [s.chat(HELLO).status for _ in range(2)] == [200, 429]
     q = quota(s).json()
     assert q["period"] == "total" and q["reset_ms"] is None and q["resets_at"] is None
 
@@ -88,13 +88,13 @@ def test_admin_reset_and_delta(mock, start_sluice, use_redis, request):
     s = start_sluice(conf(mock, "quota = 30\nquota_period = day", redis))
     for _ in range(3):
         s.chat(HELLO)
-    assert s.chat(HELLO).status == 403
+    assert s.chat(HELLO).status == 429
     r = s.request("POST", "/admin/quota/team-a/reset", key=ADMIN)
     assert r.status == 200 and r.json()["used"] == 0
     assert s.chat(HELLO).status == 200
     r = s.request("POST", "/admin/quota/team-a/delta", {"tokens": 15}, key=ADMIN)
     assert r.json()["used"] == 25
-    assert s.chat(HELLO).status == 403  # 25 + 9 > 30
+    assert s.chat(HELLO).status == 429  # 25 + 9 > 30
     r = s.request("POST", "/admin/quota/team-a/delta", {"tokens": -1000}, key=ADMIN)
     assert r.json()["used"] == 0  # never below zero
     assert s.chat(HELLO).status == 200
