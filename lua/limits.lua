@@ -31,7 +31,10 @@ local mode = ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = math.floor(now / bucket_ms)
-local oldest = math.floor((now - window_ms) / bucket_ms) -- first bucket overlapping the window
+-- The window is the last window_ms / bucket_ms buckets, the current one
+-- included: bucket b counts until b * bucket_ms + window_ms, so no wait is
+-- ever longer than the window (Retry-After: 60 at most for a minute).
+local oldest = math.floor((now - window_ms) / bucket_ms) + 1
 local span = math.floor(window_ms / bucket_ms) + 2
 local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]) }
 local quota, period_kind = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -113,7 +116,7 @@ end
 
 local function reset_after(total, newest)
   if total <= 0 then return 0 end
-  return math.max((newest + 1) * bucket_ms + window_ms - now, 0)
+  return math.max(newest * bucket_ms + window_ms - now, 0)
 end
 
 -- ---- modes ----
@@ -169,7 +172,7 @@ local function free_after(d, need)
   local freed = 0
   for b = oldest, cur do
     freed = freed + (value(d, b) or 0)
-    if freed >= need then return (b + 1) * bucket_ms + window_ms - now end
+    if freed >= need then return b * bucket_ms + window_ms - now end
   end
   return window_ms
 end

@@ -104,6 +104,14 @@ static int64_t floor_div(int64_t a, int64_t b)
     return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
+/* The window is the last LIM_BUCKETS buckets, the current one included
+ * (lua/limits.lua): bucket b counts until b * bucket_ms + window_ms, so no
+ * wait is longer than the window. */
+static int64_t oldest_bucket(const struct lim_local *l, int64_t now)
+{
+    return floor_div(now - l->window_ms, l->bucket_ms) + 1;
+}
+
 /* Drops the buckets older than `oldest`; returns what is left in the window. */
 static int64_t trim(struct window *w, int64_t oldest)
 {
@@ -140,14 +148,14 @@ static int64_t free_after(const struct lim_local *l, const struct window *w, int
     for (int64_t b = oldest; b <= cur; b++) {
         freed += w->ring[b % LIM_RING];
         if (freed >= need)
-            return (b + 1) * l->bucket_ms + l->window_ms - now;
+            return b * l->bucket_ms + l->window_ms - now;
     }
     return l->window_ms;
 }
 
 static int64_t reset_after(const struct lim_local *l, const struct window *w, int64_t now)
 {
-    return w->total > 0 ? SL_MAX((w->newest + 1) * l->bucket_ms + l->window_ms - now, 0) : 0;
+    return w->total > 0 ? SL_MAX(w->newest * l->bucket_ms + l->window_ms - now, 0) : 0;
 }
 
 /* What the seed still adds to dimension d. */
@@ -160,7 +168,7 @@ static int64_t seeded(const struct entry *e, int d, int64_t oldest)
 static int64_t seed_expires(const struct lim_local *l, const struct entry *e, int64_t oldest,
                             int64_t now)
 {
-    return e->seed.bucket >= oldest ? (e->seed.bucket + 1) * l->bucket_ms + l->window_ms - now : 0;
+    return e->seed.bucket >= oldest ? e->seed.bucket * l->bucket_ms + l->window_ms - now : 0;
 }
 
 void lim_local_seed(struct lim_local *l, const char *key, const struct lim_decision *d)
@@ -194,7 +202,7 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
     struct entry *e = entry_for(l, key);
     int64_t now = now_ms();
     int64_t cur = floor_div(now, l->bucket_ms);
-    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    int64_t oldest = oldest_bucket(l, now);
     const int64_t limits[3] = { lim->rpm, lim->input_tpm, lim->output_tpm };
     const int64_t wants[3] = { 1, cost, 0 };
     memset(out, 0, sizeof(*out));
@@ -263,7 +271,7 @@ void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limit
     (void)lim;
     struct entry *e = entry_for(l, key);
     int64_t now = now_ms();
-    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    int64_t oldest = oldest_bucket(l, now);
     memset(out, 0, sizeof(*out));
     out->admitted = true;
     out->where = LIM_LOCAL;
@@ -301,7 +309,7 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
     struct entry *e = entry_for(l, key);
     int64_t now = now_ms();
     int64_t cur = floor_div(now, l->bucket_ms);
-    int64_t oldest = floor_div(now - l->window_ms, l->bucket_ms);
+    int64_t oldest = oldest_bucket(l, now);
     pthread_mutex_lock(&e->lock);
     for (int d = 0; d < 3; d++)
         trim(&e->win[d], oldest);

@@ -83,6 +83,20 @@ def test_429_shape_retry_after_and_sliding(mock, start_sluice, use_redis, reques
     assert s.chat().status == 200  # a client that waits Retry-After gets in
 
 
+@pytest.mark.parametrize("use_redis", [False, True])
+def test_retry_after_never_exceeds_the_window(mock, start_sluice, use_redis, request):
+    """With the real 60 s window: SDKs that cap waits at 60 s (LangChain) must
+    not be told 61. (A 3 s window above shows that waiting it is enough.)"""
+    redis = request.getfixturevalue("redis") if use_redis else None
+    s = start_sluice(limited_conf(mock, "rpm = 2", redis))
+    assert [s.chat().status for _ in range(2)] == [200, 200]
+    for _ in range(3):
+        r = s.chat()
+        assert r.status == 429
+        assert 59_000 <= int(r.headers["retry-after-ms"]) <= 60_000
+        assert int(r.headers["retry-after"]) <= 60
+
+
 def test_prompt_larger_than_window_is_not_retryable(mock, start_sluice):
     s = start_sluice(limited_conf(mock, "input_tpm = 10"))
     r = s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 200}]})
