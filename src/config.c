@@ -1064,8 +1064,47 @@ const char *cfg_model_label(const struct config *c, const char *model)
     return "other";
 }
 
+/* The page's prose: what the option table cannot say. */
+static const char reference_intro[] =
+    "# Configuration reference\n"
+    "\n"
+    "sluice reads one INI file (`sluice -c FILE`, default `/etc/sluice/sluice.conf`).\n"
+    "`sluice -t -c FILE` checks it and prints every problem as `file:line: message`,\n"
+    "exiting 0 or 1. This page is what `sluice -D` prints: it comes from the option\n"
+    "table in `src/config.c`, and a test keeps the copy in docs/ in step.\n"
+    "\n"
+    "## Syntax\n"
+    "\n"
+    "- Sections: `[server]`, `[redis]`, `[backend NAME]` (one per upstream\n"
+    "  deployment), `[key NAME]` (one per client key). Names are letters, digits,\n"
+    "  `-`, `_` and `.` (they become metric labels and log fields).\n"
+    "- `name = value`, one per line; lines may be at most 198 characters.\n"
+    "- Comments: lines starting with `;` or `#`; `;` after whitespace ends a value.\n"
+    "- Durations: `100ms`, `2s`, `10m`, `1h`; a bare number is seconds.\n"
+    "- Sizes: `512`, `512k`, `4m`.\n"
+    "- Booleans: `yes/no`, `on/off`, `true/false`, `1/0`.\n"
+    "- Any value may be `env:NAME` (read from the environment), `file:/path`\n"
+    "  (first line of the file) or `cred:NAME` (first line of\n"
+    "  `$CREDENTIALS_DIRECTORY/NAME`, i.e. a systemd `LoadCredential=`), so\n"
+    "  secrets need not sit in the file. A secret read with `env:` is taken out of\n"
+    "  the process's environment; `cred:` is the one to prefer.\n"
+    "- Client keys (`[key] key`, `[server] admin_key`, `metrics_key`) are\n"
+    "  `sha256:<64 hex>` — the SHA-256 of the key (`printf %s 'the-key' | sha256sum`).\n"
+    "  A plain key is accepted with a warning; sluice only ever keeps its digest.\n"
+    "- The file, and any file a secret is read from, should be readable by the\n"
+    "  service alone: other users' write access, or read access while a plain\n"
+    "  secret is inside, is a warning with file:line (an error with\n"
+    "  `strict_permissions = on`).\n"
+    "- Unknown sections or keys, repeated keys, missing required keys, out-of-range\n"
+    "  values and a config without any `[backend]` are errors.\n"
+    "\n"
+    "Without a `[redis]` section, limits are kept in-process (one node).\n"
+    "\n"
+    "## Options\n";
+
 void cfg_print_reference(void)
 {
+    fputs(reference_intro, stdout);
     for (int s = 0; s < SCOPE__COUNT; s++) {
         printf("\n### [%s]\n\n| key | type | default | meaning |\n|---|---|---|---|\n",
                scope_names[s]);

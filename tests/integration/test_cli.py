@@ -65,3 +65,22 @@ def test_docs_config_reference_matches_the_table():
     from conftest import ROOT
     generated = run("-D").stdout
     assert generated.strip() in (ROOT / "docs" / "config.md").read_text()
+    # the whole page, its syntax included, comes from the binary
+    assert generated == (ROOT / "docs" / "config.md").read_text()
+    assert "## Syntax" in generated and "cred:NAME" in generated
+
+
+def test_readme_links_resolve_inside_the_repository():
+    """Users get the repository, not the files around it: every link of the
+    README and docs/ resolves to a file of the repository."""
+    import re
+    from conftest import ROOT
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text, page.name
+        for target in re.findall(r"\]\(([^)#]+)", text):
+            if "://" in target:
+                continue
+            assert (page.parent / target).resolve().is_file(), (page.name, target)
+    assert "(docs/api.md)" in (ROOT / "README.md").read_text()

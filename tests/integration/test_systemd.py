@@ -102,6 +102,8 @@ def test_cmake_install_layout(tmp):
                 "etc/sluice/credentials", "usr/lib/systemd/system/sluice.service",
                 "usr/share/doc/sluice/operations.md"):
         assert (dest / rel).exists(), rel
+    for page in (ROOT / "docs").glob("*.md"):  # every page of docs/
+        assert (dest / "usr/share/doc/sluice" / page.name).read_text() == page.read_text(), page.name
     unit = (dest / "usr/lib/systemd/system/sluice.service").read_text()
     assert "ExecStart=/usr/bin/sluice -c /etc/sluice/sluice.conf" in unit
 
