@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config
   libevent-dev libcurl4-openssl-dev libhiredis-dev libcjson-dev libssl-dev libinih-dev
   redis-server python3 python3-pytest curl openssl nginx-light
+  ca-certificates   # https backends: without it every TLS check fails (it is only "recommended")
 )
 
 missing=()
@@ -20,7 +21,15 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 
 SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+  if ! command -v sudo >/dev/null 2>&1; then
+    echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
+    echo "bootstrap: installing them needs root, and sudo is not installed. Run this script as root," >&2
+    echo "  or as root: apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  SUDO="sudo"
+fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
