@@ -81,6 +81,8 @@ static const struct option options[] = {
       "event-loop threads; 0 = one per core" },
     { SCOPE_SERVER, "max_body_size", T_SIZE, SRV(max_body_size), "4m", 1, 1LL << 31, NULL, 0,
       "larger request bodies get 413" },
+    { SCOPE_SERVER, "max_upload_size", T_SIZE, SRV(max_upload_size), "25m", 1, 1LL << 32, NULL, 0,
+      "larger multipart/form-data bodies (audio, images, files) get 413" },
     { SCOPE_SERVER, "max_header_size", T_SIZE, SRV(max_header_size), "32k", 1024, 1 << 20, NULL,
       0, "larger request header sections get 413" },
     { SCOPE_SERVER, "request_timeout", T_DURATION, SRV(request_timeout_ms), "10m", 1, DAY_MS,
@@ -165,6 +167,9 @@ static const struct option options[] = {
       "OpenAI-Organization sent upstream (the client's is never forwarded)" },
     { SCOPE_BACKEND, "project", T_STRING, BCK(project), NULL, 0, 0, NULL, 0,
       "OpenAI-Project sent upstream (the client's is never forwarded)" },
+    { SCOPE_BACKEND, "stateful", T_BOOL, BCK(stateful), "no", 0, 0, NULL, 0,
+      "yes: files, batches, uploads, vector stores, stored responses and calls without a model "
+      "go here (else to the first backend by priority); one backend at most" },
     { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
@@ -892,6 +897,24 @@ static void check_config(struct parser *p)
     struct section *srv = find_scope(p, SCOPE_SERVER);
     c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
     c->server.metrics_protected = srv && srv->set_at[find_option(SCOPE_SERVER, "metrics_key")];
+    c->stateful_backend = -1;
+    for (int i = 0; i < c->nbackends; i++) {
+        if (!c->backends[i].stateful)
+            continue;
+        if (c->stateful_backend >= 0)
+            add_error(p->errs, p->path, c->backends[i].line,
+                      "[backend %s]: stateful = yes, but [backend %s] already is; one at most",
+                      c->backends[i].name, c->backends[c->stateful_backend].name);
+        else
+            c->stateful_backend = i;
+    }
+    if (c->stateful_backend < 0 && c->nbackends > 0) { /* else the first by priority */
+        int best = 0;
+        for (int i = 1; i < c->nbackends; i++)
+            if (c->backends[i].priority < c->backends[best].priority)
+                best = i;
+        c->stateful_backend = best;
+    }
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];
         if (be->type == BACKEND_AZURE && !be->api_version)

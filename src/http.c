@@ -742,10 +742,7 @@ static int read_head(struct http_conn *c, struct evbuffer *in)
         fail_request(c, rc, why);
         return -1;
     }
-    if (req->content_length > c->srv->limits.max_body_size) {
-        fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
-        return -1;
-    }
+    req->body_limit = c->srv->limits.max_body_size;
     if (c->srv->head_handler) {
         bool keep = req->keepalive;
         if (req->chunked || req->content_length > 0)
@@ -754,13 +751,17 @@ static int read_head(struct http_conn *c, struct evbuffer *in)
             return -1; /* answered and freed */
         req->keepalive = keep;
     }
+    if (req->content_length > req->body_limit) {
+        fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
+        return -1;
+    }
     return start_body(c) ? 1 : -1;
 }
 
 static bool body_append(struct http_conn *c, struct evbuffer *in, size_t n)
 {
     struct http_req *req = c->req;
-    if ((int64_t)(req->body.len + n) > c->srv->limits.max_body_size) {
+    if ((int64_t)(req->body.len + n) > req->body_limit) {
         fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
         return false;
     }
@@ -826,7 +827,7 @@ static int read_chunked(struct http_conn *c, struct evbuffer *in)
                 fail_request(c, ERR_BAD_HTTP, "malformed chunk size");
                 return -1;
             }
-            if (size > c->srv->limits.max_body_size) {
+            if (size > c->req->body_limit) {
                 fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
                 return -1;
             }

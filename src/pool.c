@@ -146,6 +146,34 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct
     return pick;
 }
 
+struct pool_pick pool_pick_backend(struct pool *p, int backend, struct pool_tried *tried)
+{
+    struct pool_pick pick = { -1, false };
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    if (!is_tried(tried, backend) && available(p, backend, now)) {
+        pick.backend = backend;
+        if (p->br[backend].state == BREAKER_HALF_OPEN) {
+            p->br[backend].probe_in_flight = true;
+            pick.probe = true;
+        }
+        tried->bits[backend / 64] |= 1ULL << (backend % 64);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return pick;
+}
+
+int64_t pool_backend_available_ms(struct pool *p, int backend)
+{
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    advance(p, backend, now);
+    const struct breaker *b = &p->br[backend];
+    int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
+    pthread_mutex_unlock(&p->lock);
+    return SL_MAX(wait, 0);
+}
+
 static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now,
                  int64_t retry_after_ms, enum up_outcome why)
 {

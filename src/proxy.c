@@ -311,7 +311,12 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     }
     if (!accept)
         header_text(&text, &n, "Accept:", 7, "", 0); /* not curl's default "*\/\*" */
-    header_text(&text, &n, "Content-Type: application/json", 30, "", 0);
+    if (r->call.body == API_BODY_JSON) {
+        header_text(&text, &n, "Content-Type: application/json", 30, "", 0);
+    } else if (r->call.body == API_BODY_MULTIPART) { /* its boundary: the body goes as it came */
+        const struct sl_str *ct = http_header(req, "content-type");
+        header_text(&text, &n, "Content-Type: ", 14, ct->p, ct->len);
+    }
     header_text(&text, &n, "Expect:", 7, "", 0); /* no 100-continue round trip */
     if (be->organization)
         header_text(&text, &n, "OpenAI-Organization: ", 21, be->organization,
@@ -354,7 +359,11 @@ static char *upstream_url(struct sl_request *r, const struct cfg_backend *be)
     struct sl_str rest = { req->path.p + 3, req->path.len - 3 }; /* after "/v1" */
     struct sl_buf url = { 0 };
     sl_buf_appends(&url, be->url);
-    if (be->type == BACKEND_AZURE) {
+    if (be->type == BACKEND_AZURE && r->call.stateful) { /* the account's: /openai/files, ... */
+        sl_buf_printf(&url, "/openai%.*s?api-version=%s", (int)rest.len, rest.p, be->api_version);
+        if (req->query.len)
+            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
+    } else if (be->type == BACKEND_AZURE) {
         const char *dep = be->deployment ? be->deployment : r->model;
         char *esc = curl_easy_escape(NULL, dep, 0);
         sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
@@ -427,6 +436,11 @@ static void refuse_early(struct http_req *req, const struct cfg_key *key, const 
     refuse_early_with(req, key, model, e, msg, param, NULL);
 }
 
+static const char *model_label_of(const struct config *c, const char *model)
+{
+    return model ? cfg_model_label(c, model) : "-";
+}
+
 /* Whether a backend that may serve the model puts its name into the URL
  * (azure without a fixed deployment). */
 static bool model_in_url(const struct config *c, const char *model, size_t len)
@@ -470,6 +484,38 @@ bool proxy_head(struct worker *w, struct http_req *req)
     return true;
 }
 
+/* What the call's model allows: the key's allow-list, a name that can go
+ * into an upstream URL, a backend that serves it (model-routed calls only).
+ * ERR_NONE, or the refusal with msg and *param. */
+static enum sl_error check_model(const struct generation *gen, const struct cfg_key *key,
+                                 const struct api_call *call, char *msg, size_t n,
+                                 const char **param)
+{
+    if (!call->model)
+        return ERR_NONE; /* the stateful backend's, whatever the key's models */
+    *param = "model";
+    if (!cfg_models_match(&key->models, call->model, call->model_len)) {
+        snprintf(msg, n, "This key may not use the model '%.*s'.",
+                 (int)SL_MIN(call->model_len, 128), call->model);
+        return ERR_MODEL_NOT_ALLOWED;
+    }
+    if (call->stateful)
+        return ERR_NONE;
+    if (model_in_url(gen->cfg, call->model, call->model_len) &&
+        !srv_safe_segment(call->model, call->model_len)) {
+        snprintf(msg, n, "This model name cannot be used in the upstream's URL: it must be "
+                         "letters, digits, '-', '_', '.', '~' or ':', and not '.' or '..'.");
+        return ERR_BAD_REQUEST;
+    }
+    if (!pool_serves(gen->pool, call->model, call->model_len)) {
+        snprintf(msg, n, "The model '%.*s' does not exist or you do not have access to it.",
+                 (int)SL_MIN(call->model_len, 128), call->model);
+        return ERR_MODEL_NOT_FOUND;
+    }
+    *param = NULL;
+    return ERR_NONE;
+}
+
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
@@ -479,50 +525,29 @@ void proxy_handle(struct worker *w, struct http_req *req)
 
     struct api_call call;
     char msg[256];
-    const char *param;
-    int e = srv_validate(req->path.p, req->path.len, req->body.data, req->body.len, &call, msg,
-                         sizeof(msg), &param);
+    const char *param = NULL, *headers = NULL;
+    int e = srv_read_call(req, &call, msg, sizeof(msg), &param);
+    const char *model_label = e ? "-" : model_label_of(gen->cfg, call.model);
+    if (!e)
+        e = check_model(gen, key, &call, msg, sizeof(msg), &param);
+    if (!e && key->max_prompt_tokens && call.estimate > key->max_prompt_tokens) {
+        mx_rate_limited(key->name, "prompt_tokens");
+        snprintf(msg, sizeof(msg),
+                 "The prompt is about %lld tokens; this key allows at most %lld per request.",
+                 (long long)call.estimate, (long long)key->max_prompt_tokens);
+        if (key->mode != KEY_MODE_SHADOW) {
+            e = ERR_PROMPT_TOO_LARGE;
+            headers = "x-should-retry: false\r\n";
+        } else {
+            log_info("shadow: key %s would be refused: %s", key->name, msg);
+        }
+    }
     if (e) {
         cJSON_Delete(call.root);
-        return refuse_early(req, key, NULL, e, msg, param);
-    }
-    const char *model_label = cfg_model_label(gen->cfg, call.model);
-    if (!cfg_models_match(&key->models, call.model, call.model_len)) {
-        snprintf(msg, sizeof(msg), "This key may not use the model '%.*s'.",
-                 (int)SL_MIN(call.model_len, 128), call.model);
-        cJSON_Delete(call.root);
-        return refuse_early(req, key, model_label, ERR_MODEL_NOT_ALLOWED, msg, "model");
-    }
-    if (model_in_url(gen->cfg, call.model, call.model_len) &&
-        !srv_safe_segment(call.model, call.model_len)) {
-        cJSON_Delete(call.root);
-        return refuse_early(req, key, model_label, ERR_BAD_REQUEST,
-                            "This model name cannot be used in the upstream's URL: it must be "
-                            "letters, digits, '-', '_', '.', '~' or ':', and not '.' or '..'.",
-                            "model");
-    }
-    if (!pool_serves(gen->pool, call.model, call.model_len)) {
-        snprintf(msg, sizeof(msg), "The model '%.*s' does not exist or you do not have access to it.",
-                 (int)SL_MIN(call.model_len, 128), call.model);
-        cJSON_Delete(call.root);
-        return refuse_early(req, key, model_label, ERR_MODEL_NOT_FOUND, msg, "model");
-    }
-    int64_t estimate = call.estimate;
-    if (key->max_prompt_tokens && estimate > key->max_prompt_tokens) {
-        mx_rate_limited(key->name, "prompt_tokens");
-        if (key->mode != KEY_MODE_SHADOW) {
-            snprintf(msg, sizeof(msg),
-                     "The prompt is about %lld tokens; this key allows at most %lld per request.",
-                     (long long)estimate, (long long)key->max_prompt_tokens);
-            cJSON_Delete(call.root);
-            return refuse_early_with(req, key, model_label, ERR_PROMPT_TOO_LARGE, msg, NULL,
-                                     "x-should-retry: false\r\n");
-        }
-        log_info("shadow: key %s would be refused: prompt of %lld tokens over max_prompt_tokens %lld",
-                 key->name, (long long)estimate, (long long)key->max_prompt_tokens);
+        return refuse_early_with(req, key, model_label, e, msg, param, headers);
     }
     struct sl_request *r = request_new(w, req, key, &call);
-    r->estimate = estimate;
+    r->estimate = call.estimate;
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
@@ -650,7 +675,9 @@ static void end_attempts(struct sl_request *r)
 {
     char headers[96];
     if (r->attempts == 0) {
-        int64_t ms = pool_next_available_ms(r->gen->pool, r->model, r->call.model_len);
+        int64_t ms = r->call.stateful
+                         ? pool_backend_available_ms(r->gen->pool, r->gen->cfg->stateful_backend)
+                         : pool_next_available_ms(r->gen->pool, r->model, r->call.model_len);
         snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n",
                  (long long)SL_MAX((ms + 999) / 1000, 1));
         return request_end(r, END_NO_BACKEND,
@@ -678,12 +705,19 @@ static void end_attempts(struct sl_request *r)
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
 }
 
+static enum up_method upstream_method(const struct http_req *req)
+{
+    return sl_str_eq(req->method, "GET")      ? UP_GET
+           : sl_str_eq(req->method, "DELETE") ? UP_DELETE
+                                              : UP_POST;
+}
+
 static void attempt_next(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
-    r->pick = r->attempts < cfg->server.max_attempts
-                  ? pool_pick(r->gen->pool, r->model, r->call.model_len, &r->tried)
-                  : (struct pool_pick){ -1, false };
+    r->pick = r->attempts >= cfg->server.max_attempts ? (struct pool_pick){ -1, false }
+              : r->call.stateful ? pool_pick_backend(r->gen->pool, cfg->stateful_backend, &r->tried)
+                                 : pool_pick(r->gen->pool, r->model, r->call.model_len, &r->tried);
     if (r->pick.backend < 0)
         return end_attempts(r);
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
@@ -696,6 +730,7 @@ static void attempt_next(struct sl_request *r)
     r->up_headers = upstream_headers(r, be);
     r->url = upstream_url(r, be);
     struct up_request ur = {
+        .method = upstream_method(r->req),
         .url = r->url,
         .headers = r->up_headers,
         .body = r->fwd_body.len ? r->fwd_body.data : r->req->body.data,
@@ -960,7 +995,7 @@ static void access_log(struct sl_request *r)
     if (!cfg->server.access_log)
         return;
     char model[65];
-    log_safe(r->model, model, sizeof(model));
+    log_safe(r->model ? r->model : "-", model, sizeof(model));
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
     log_info("access key=%s model=%s backend=%s status=%d end=%s attempts=%d outcome=%s "
              "stream=%d prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f "
@@ -1035,7 +1070,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     settle(r);
     access_log(r);
     const struct config *cfg = r->gen->cfg;
-    struct mx_request m = { r->key->name, cfg_model_label(cfg, r->model),
+    struct mx_request m = { r->key->name, model_label_of(cfg, r->model),
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
                             r->charged_output };

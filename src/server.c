@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sluice/admin.h"
 #include "sluice/auth.h"
@@ -13,6 +14,7 @@
 #include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
+#include "sluice/multipart.h"
 #include "sluice/pool.h"
 #include "sluice/proxy.h"
 #include "sluice/tokens.h"
@@ -178,8 +180,11 @@ bool srv_head(struct http_req *req, void *arg)
         not_a_plain_path(req);
         return false;
     }
-    if (api && sl_str_eq(req->method, "POST") && !is_models_path(req->path))
+    if (api && !(is_models_path(req->path) && is_get(req))) {
+        if (srv_is_upload(req))
+            req->body_limit = w->gen->cfg->server.max_upload_size;
         return proxy_head(w, req);
+    }
     bool body = req->chunked || req->content_length > 0;
     if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
         return !body || admin_head(w, req);
@@ -200,7 +205,7 @@ void srv_handle(struct http_req *req, void *arg)
             return respond_json(req, 200, "{\"status\":\"ok\"}\n");
         return path.p[1] == 'r' ? readyz(w, req) : metrics(w, req);
     }
-    if (is_models_path(path)) {
+    if (is_models_path(path) && (is_get(req) || path.len == 10)) {
         if (!is_get(req))
             return method_not_allowed(req, "GET");
         return proxy_models(w, req);
@@ -208,8 +213,9 @@ void srv_handle(struct http_req *req, void *arg)
     if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
         return admin_handle(w, req);
     if (path.len > 4 && memcmp(path.p, "/v1/", 4) == 0) { /* plain, checked above */
-        if (!sl_str_eq(req->method, "POST"))
-            return method_not_allowed(req, "POST");
+        if (!sl_str_eq(req->method, "POST") && !sl_str_eq(req->method, "GET") &&
+            !sl_str_eq(req->method, "DELETE"))
+            return method_not_allowed(req, "GET, POST, DELETE");
         return proxy_handle(w, req);
     }
     not_found(req);
@@ -291,14 +297,18 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
                       const char **param)
 {
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!model)
+    if ((!model || cJSON_IsNull(model)) && call->endpoint == API_OTHER)
+        model = NULL; /* a call that names no model: it goes to the stateful backend */
+    else if (!model)
         FAIL("model", "Missing required parameter: 'model'.");
-    if (!cJSON_IsString(model) || !model->valuestring[0])
+    else if (!cJSON_IsString(model) || !model->valuestring[0])
         FAIL("model", "'model' must be a non-empty string.");
-    call->model = model->valuestring;
-    call->model_len = strlen(model->valuestring);
-    if (call->model_len > 256)
-        FAIL("model", "'model' is longer than 256 characters.");
+    if (model) {
+        call->model = model->valuestring;
+        call->model_len = strlen(model->valuestring);
+        if (call->model_len > 256)
+            FAIL("model", "'model' is longer than 256 characters.");
+    }
 
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
     if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream))
@@ -363,6 +373,106 @@ int srv_validate_tree(const char *path, size_t path_len, const char *body, size_
     if (!rc)
         call->estimate = tok_estimate_prompt(call, len);
     return rc;
+}
+
+/* Resources that live on one upstream account (docs/http.md): every call
+ * about them goes to the stateful backend, whatever model it names. */
+static bool stateful_path(struct sl_str path)
+{
+    static const char *const prefixes[] = {
+        "/v1/files",     "/v1/batches",     "/v1/uploads",    "/v1/vector_stores",
+        "/v1/containers", "/v1/fine_tuning", "/v1/assistants", "/v1/threads",
+        "/v1/evals",     "/v1/conversations", "/v1/responses/", "/v1/chat/completions/",
+        "/v1/models/",
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(prefixes); i++) {
+        size_t n = strlen(prefixes[i]);
+        if (path.len >= n && memcmp(path.p, prefixes[i], n) == 0 &&
+            (prefixes[i][n - 1] == '/' || path.len == n || path.p[n] == '/'))
+            return true;
+    }
+    return false;
+}
+
+/* application/json, or any type ending in +json. */
+static bool is_json_type(struct sl_str ct)
+{
+    const char *semi = memchr(ct.p, ';', ct.len);
+    size_t n = semi ? (size_t)(semi - ct.p) : ct.len;
+    while (n && (ct.p[n - 1] == ' ' || ct.p[n - 1] == '\t'))
+        n--;
+    struct sl_str type = { ct.p, n };
+    return sl_str_caseeq(type, "application/json") ||
+           (n >= 5 && strncasecmp(ct.p + n - 5, "+json", 5) == 0);
+}
+
+bool srv_is_upload(const struct http_req *req)
+{
+    const struct sl_str *ct = http_header(req, "content-type");
+    return ct && mp_is_form(*ct);
+}
+
+/* A multipart/form-data body: forwarded as it is; its `model` field, if
+ * any, routes it. */
+static int read_multipart(const struct http_req *req, const struct sl_str *ct,
+                          struct api_call *call, char *msg, size_t msglen, const char **param)
+{
+    char boundary[MP_BOUNDARY_MAX + 1];
+    size_t blen;
+    if (!mp_boundary(*ct, boundary, &blen))
+        FAIL(NULL, "A multipart/form-data body needs a boundary parameter in its Content-Type.");
+    struct sl_str model;
+    enum mp_found f = mp_field(req->body.data, req->body.len, boundary, blen, "model", &model);
+    if (f == MP_MALFORMED)
+        FAIL(NULL, "The multipart/form-data body could not be read with its boundary.");
+    call->body = API_BODY_MULTIPART;
+    if (f == MP_FOUND) {
+        if (model.len == 0 || model.len >= sizeof(call->model_text))
+            FAIL("model", "'model' must be a non-empty string of at most 256 characters.");
+        if (!sl_utf8_valid(model.p, model.len))
+            FAIL("model", "'model' is not valid UTF-8.");
+        memcpy(call->model_text, model.p, model.len);
+        call->model_text[model.len] = '\0';
+        call->model = call->model_text;
+        call->model_len = model.len;
+    }
+    return 0;
+}
+
+int srv_read_call(const struct http_req *req, struct api_call *call, char *msg, size_t msglen,
+                  const char **param)
+{
+    memset(call, 0, sizeof(*call));
+    *param = NULL;
+    call->endpoint = endpoint_of(req->path.p, req->path.len);
+    bool stateful = stateful_path(req->path);
+    if (!sl_str_eq(req->method, "POST")) { /* GET, DELETE: reads and removals of stored things */
+        call->body = API_BODY_NONE;
+        call->stateful = true;
+        return 0;
+    }
+    const struct sl_str *ct = http_header(req, "content-type");
+    int e = 0;
+    if (ct && mp_is_form(*ct)) {
+        e = read_multipart(req, ct, call, msg, msglen, param);
+    } else if (req->body.len == 0 && call->endpoint == API_OTHER) {
+        call->body = API_BODY_NONE; /* POST /v1/batches/{id}/cancel and the like */
+    } else if (ct && !is_json_type(*ct)) {
+        snprintf(msg, msglen,
+                 "sluice forwards JSON and multipart/form-data bodies; this one is %.*s.",
+                 (int)SL_MIN(ct->len, 64), ct->p);
+        return ERR_UNSUPPORTED_MEDIA;
+    } else {
+        e = srv_validate(req->path.p, req->path.len, req->body.data, req->body.len, call, msg,
+                         msglen, param);
+        call->body = API_BODY_JSON;
+    }
+    if (e)
+        return e;
+    call->stateful = stateful || !call->model;
+    if (call->stateful || call->body != API_BODY_JSON)
+        call->estimate = 0; /* nothing a prompt estimate can read */
+    return 0;
 }
 
 int srv_validate(const char *path, size_t path_len, const char *body, size_t len,

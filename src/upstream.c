@@ -60,6 +60,7 @@ struct up_transfer {
     CURLU *own_url;        /* or one of its own */
     int status;
     bool headers_done;
+    bool not_post; /* the handle's method was changed: back to POST when it is kept */
     int sends; /* times curl was about to send the request (CURLOPT_PREREQFUNCTION) */
     struct sl_buf headers; /* the final response's header lines */
     struct up_transfer *prev, *next;
@@ -198,6 +199,10 @@ static void release(struct up_transfer *t)
          * this one waits, go. */
         curl_easy_setopt(t->easy, CURLOPT_CURLU, NULL);
         curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
+        if (t->not_post) {
+            curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, NULL);
+            curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
+        }
         m->easy_pool[m->neasy++] = t->easy;
     } else {
         curl_easy_cleanup(t->easy);
@@ -386,6 +391,12 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    if (r->method != UP_POST) {
+        t->not_post = true;
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+        if (r->method == UP_DELETE)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
+    }
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
     curl_easy_setopt(e, CURLOPT_PREREQDATA, t);

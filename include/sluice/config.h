@@ -46,6 +46,7 @@ struct cfg_server {
     uint8_t metrics_digest[32];
     int64_t workers;
     int64_t max_body_size;
+    int64_t max_upload_size;
     int64_t max_header_size;
     int64_t request_timeout_ms;
     int64_t header_timeout_ms;
@@ -92,6 +93,7 @@ struct cfg_backend {
     int64_t keepalive_timeout_ms;   /* idle upstream connections are not reused after this */
     struct cfg_models forward_headers; /* client headers forwarded beyond the allow-list */
     char *organization, *project;      /* OpenAI-Organization / OpenAI-Project sent upstream */
+    bool stateful;                     /* stored resources and model-less calls go here */
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 
@@ -117,6 +119,7 @@ struct config {
     int nbackends;
     struct cfg_key *keys;
     int nkeys;
+    int stateful_backend; /* index: the one marked stateful, else the first by priority */
     atomic_int refs;
 };
 

@@ -19,6 +19,7 @@ enum sl_error {
     ERR_BODY_TOO_LARGE,    /* 413 */
     ERR_HEAD_TOO_LARGE,    /* 413 header section too large */
     ERR_PROMPT_TOO_LARGE,  /* 413 */
+    ERR_UNSUPPORTED_MEDIA, /* 415 a body neither JSON nor multipart/form-data */
     ERR_EXPECTATION,       /* 417 */
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */

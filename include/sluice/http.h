@@ -63,6 +63,7 @@ struct http_req {
     const void *checked_key;
     uint64_t checked_generation;
     int64_t body_charged; /* bytes of max_buffered this request's body holds */
+    int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
 
     /* Set by the handler that keeps the request beyond its call. */
     void *owner;

@@ -37,6 +37,10 @@ struct pool *pool_new(const struct config *cfg, struct pool *prev);
 void pool_free(struct pool *p);
 
 struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried);
+/* That one backend (the stateful one), if available and not yet tried. */
+struct pool_pick pool_pick_backend(struct pool *p, int backend, struct pool_tried *tried);
+/* Milliseconds until that backend's breaker half-opens (0 if not open). */
+int64_t pool_backend_available_ms(struct pool *p, int backend);
 /* The outcome of an attempt: its verdict (outcome.h) moves the breaker, its
  * label names the reason when that opens it (logged at info, as every
  * transition is). retry_after_ms >= 0 (an upstream's Retry-After, with

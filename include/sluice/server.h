@@ -13,6 +13,7 @@ struct http_req;
 struct cJSON;
 
 enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS, API_RESPONSES, API_OTHER };
+enum api_body { API_BODY_JSON, API_BODY_MULTIPART, API_BODY_NONE };
 
 struct api_call {
     struct cJSON *root; /* owned; cJSON_Delete when done; NULL if read without cJSON */
@@ -22,6 +23,8 @@ struct api_call {
     bool stream;
     bool client_include_usage; /* stream_options.include_usage as the client sent it */
     int64_t estimate;          /* the prompt's tokens, estimated (tokens.h) */
+    enum api_body body;        /* what is forwarded: JSON, multipart as it came, or nothing */
+    bool stateful;             /* goes to the stateful backend: no model, or a stored resource */
     char model_text[257];
 };
 
@@ -42,6 +45,16 @@ bool srv_safe_segment(const char *p, size_t len);
 /* Percent-decodes an API path in place, then checks it is /v1/ followed by
  * safe segments only (no empty one). False: refuse it, forward nothing. */
 bool srv_plain_api_path(struct http_req *req);
+
+/* Reads any /v1 API request (but GET /v1/models): its body kind, the model
+ * it names (JSON "model", or a multipart form's model field), whether it
+ * goes to the stateful backend (GET and DELETE, stored resources, calls
+ * without a model; docs/http.md), and its prompt estimate. Returns 0 or an
+ * error, as srv_validate. */
+int srv_read_call(const struct http_req *req, struct api_call *call, char *msg, size_t msglen,
+                  const char **param);
+/* A multipart/form-data upload (the larger max_upload_size applies). */
+bool srv_is_upload(const struct http_req *req);
 
 /* Parses and checks a POST /v1/... body and estimates its prompt. Returns 0,
  * or an error with a message in msg and the offending field in *param (or

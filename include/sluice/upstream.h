@@ -37,7 +37,10 @@ struct up_callbacks {
     bool (*on_resend)(struct up_transfer *t, void *arg);
 };
 
+enum up_method { UP_POST, UP_GET, UP_DELETE };
+
 struct up_request {
+    enum up_method method;
     const char *url;
     struct curl_slist *headers; /* borrowed until on_done or up_cancel */
     const char *body;           /* borrowed likewise */

@@ -248,8 +248,9 @@ def test_routes_health_404_405(sluice):
     assert r.status == 200 and r.body == b""
     r = sluice.request("GET", "/nope", key=None)
     assert r.status == 404 and r.error()["code"] == "unknown_url"
-    r = sluice.request("GET", "/v1/chat/completions")
-    assert r.status == 405 and r.headers["allow"] == "POST"
+    # GET /v1/chat/completions is the SDK's chat.completions.list(): forwarded (issue #14)
+    r = sluice.request("PUT", "/v1/chat/completions")
+    assert r.status == 405 and r.headers["allow"] == "GET, POST, DELETE"
     r = sluice.request("DELETE", "/v1/models")
     assert r.status == 405
 

@@ -3,7 +3,12 @@
  * and responses (plain and Azure deployment paths), streams with an optional
  * usage chunk, reports deterministic usage, and injects faults on request.
  *
- *   sluice-mock --port N [--host ADDR] [--api-key KEY]
+ *   sluice-mock --port N [--host ADDR] [--api-key KEY] [--models a,b,c]
+ *
+ * Besides the generating endpoints: GET /v1/models (the --models list),
+ * files (upload, list, retrieve, content, delete, kept in memory), audio
+ * transcriptions and translations (multipart), and any other path answered
+ * with what arrived ({"object":"mock.echo","method":...,"path":...}).
  *
  * Faults per request (request headers) or for every request (POST
  * /_mock/config with the same names as JSON keys, without "x-mock-"):
@@ -38,6 +43,7 @@
 #include <unistd.h>
 
 #include "sluice/http.h"
+#include "sluice/multipart.h"
 #include "sluice/util.h"
 
 struct faults {
@@ -60,6 +66,7 @@ struct faults {
 static struct {
     struct event_base *base;
     const char *api_key;
+    const char *models; /* what GET /v1/models lists */
     struct faults config;
     long requests;
     long stream_requests;
@@ -151,7 +158,9 @@ static int words_in(const cJSON *v)
 static void record_last(const struct http_req *req)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "method", "POST");
+    char *method = sl_strndup(req->method.p, req->method.len);
+    cJSON_AddStringToObject(o, "method", method);
+    free(method);
     char *target = sl_strndup(req->target.p, req->target.len);
     cJSON_AddStringToObject(o, "target", target);
     free(target);
@@ -167,6 +176,7 @@ static void record_last(const struct http_req *req)
         free(value);
     }
     cJSON_AddStringToObject(o, "body", req->body.data ? req->body.data : "");
+    cJSON_AddNumberToObject(o, "body_length", (double)req->body.len);
     free(mock.last);
     mock.last = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -439,14 +449,11 @@ static bool authorized(const struct http_req *req)
     return v && v->len == n && memcmp(v->p, mock.api_key, n) == 0;
 }
 
+static void echo_request(struct http_req *req);
+static void error_response(struct mock_req *m);
+
 static void api_request(struct http_req *req, struct sl_str path)
 {
-    mock.requests++;
-    record_last(req);
-    if (!authorized(req))
-        return reply_json(req, 401, "{\"error\":{\"message\":\"mock: bad upstream credential\","
-                                    "\"type\":\"invalid_request_error\",\"param\":null,"
-                                    "\"code\":\"invalid_api_key\"}}\n");
     /* Azure: /openai/deployments/{deployment}/... */
     if (path.len > 20 && memcmp(path.p, "/openai/deployments/", 20) == 0) {
         const char *slash = memchr(path.p + 20, '/', path.len - 20);
@@ -488,7 +495,10 @@ static void api_request(struct http_req *req, struct sl_str path)
     else if (sl_str_eq(path, "/responses"))
         m->kind = K_RESPONSE;
     else {
-        reply_json(req, 404, "{\"error\":{\"message\":\"mock: unknown path\"}}\n");
+        if (m->f.status && m->f.status != 200)
+            error_response(m);
+        else
+            echo_request(req);
         return mock_req_free(m);
     }
     cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
@@ -521,6 +531,207 @@ static void api_request(struct http_req *req, struct sl_str path)
     if (m->f.delay_ms > 0)
         return arm(m, m->f.delay_ms);
     respond_now(m);
+}
+
+/* ---- models, files, audio and everything else ------------------------------------- */
+
+/* The models this upstream lists (--models), comma-separated. */
+static void models_list(struct http_req *req)
+{
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
+    char *copy = sl_strdup(mock.models), *save = NULL;
+    bool first = true;
+    for (char *m = strtok_r(copy, ",", &save); m; m = strtok_r(NULL, ",", &save)) {
+        sl_buf_printf(&b, "%s{\"id\":\"%s\",\"object\":\"model\",\"created\":1700000000,"
+                          "\"owned_by\":\"mock\"}",
+                      first ? "" : ",", m);
+        first = false;
+    }
+    free(copy);
+    sl_buf_appends(&b, "]}\n");
+    reply_json(req, 200, b.data);
+    sl_buf_free(&b);
+}
+
+static void model_one(struct http_req *req, struct sl_str id)
+{
+    char *copy = sl_strdup(mock.models), *save = NULL;
+    bool found = false;
+    for (char *m = strtok_r(copy, ",", &save); m && !found; m = strtok_r(NULL, ",", &save))
+        found = sl_str_eq(id, m);
+    free(copy);
+    char buf[512];
+    if (!found)
+        return reply_json(req, 404, "{\"error\":{\"message\":\"mock: no such model\",\"type\":"
+                                    "\"invalid_request_error\",\"param\":\"model\",\"code\":"
+                                    "\"model_not_found\"}}\n");
+    snprintf(buf, sizeof(buf), "{\"id\":\"%.*s\",\"object\":\"model\",\"created\":1700000000,"
+                               "\"owned_by\":\"mock\"}\n", (int)SL_MIN(id.len, 200), id.p);
+    reply_json(req, 200, buf);
+}
+
+/* Files, kept in memory: enough for the SDK's files.* calls. */
+struct mock_file {
+    char id[32], name[128], purpose[64];
+    struct sl_buf data;
+    struct mock_file *next;
+};
+static struct mock_file *files;
+static int files_made;
+
+static void file_json(struct sl_buf *b, const struct mock_file *f)
+{
+    sl_buf_printf(b, "{\"id\":\"%s\",\"object\":\"file\",\"bytes\":%zu,\"created_at\":1700000000,"
+                     "\"filename\":\"%s\",\"purpose\":\"%s\",\"status\":\"processed\"}",
+                  f->id, f->data.len, f->name, f->purpose);
+}
+
+struct upload {
+    struct sl_str purpose, name, data;
+    bool has_file;
+};
+
+static bool upload_part(const struct mp_part *part, void *arg)
+{
+    struct upload *u = arg;
+    if (part->name.p && sl_str_eq(part->name, "purpose"))
+        u->purpose = part->content;
+    if (part->name.p && sl_str_eq(part->name, "file") && part->has_filename) {
+        u->name = part->filename;
+        u->data = part->content;
+        u->has_file = true;
+    }
+    return true;
+}
+
+/* The parts of a multipart request, or a 400 answered. */
+static bool read_form(struct http_req *req, bool (*each)(const struct mp_part *, void *), void *arg)
+{
+    const struct sl_str *ct = http_header(req, "content-type");
+    char boundary[MP_BOUNDARY_MAX + 1];
+    size_t blen;
+    if (!ct || !mp_is_form(*ct) || !mp_boundary(*ct, boundary, &blen) ||
+        mp_each(req->body.data, req->body.len, boundary, blen, each, arg) == MP_MALFORMED) {
+        reply_json(req, 400, "{\"error\":{\"message\":\"mock: a multipart/form-data body was "
+                             "expected\",\"type\":\"invalid_request_error\"}}\n");
+        return false;
+    }
+    return true;
+}
+
+static void files_request(struct http_req *req, struct sl_str rest)
+{
+    struct sl_buf b = { 0 };
+    if (rest.len == 0 && sl_str_eq(req->method, "POST")) {
+        struct upload u = { { 0 }, { 0 }, { 0 }, false };
+        if (!read_form(req, upload_part, &u))
+            return;
+        if (!u.has_file || !u.purpose.len)
+            return reply_json(req, 400, "{\"error\":{\"message\":\"mock: file and purpose are "
+                                        "required\",\"type\":\"invalid_request_error\"}}\n");
+        struct mock_file *f = sl_calloc(1, sizeof(*f));
+        snprintf(f->id, sizeof(f->id), "file-mock%d", ++files_made);
+        snprintf(f->name, sizeof(f->name), "%.*s", (int)SL_MIN(u.name.len, 100), u.name.p);
+        snprintf(f->purpose, sizeof(f->purpose), "%.*s", (int)SL_MIN(u.purpose.len, 60), u.purpose.p);
+        sl_buf_append(&f->data, u.data.p, u.data.len);
+        f->next = files;
+        files = f;
+        file_json(&b, f);
+    } else if (rest.len == 0 && sl_str_eq(req->method, "GET")) {
+        sl_buf_appends(&b, "{\"object\":\"list\",\"has_more\":false,\"data\":[");
+        for (struct mock_file *f = files; f; f = f->next) {
+            file_json(&b, f);
+            if (f->next)
+                sl_buf_appends(&b, ",");
+        }
+        sl_buf_appends(&b, "]}");
+    } else {
+        struct sl_str id = { rest.p + 1, rest.len - 1 };
+        const char *slash = memchr(id.p, '/', id.len);
+        bool content = slash && sl_str_eq((struct sl_str){ slash, id.len - (size_t)(slash - id.p) }, "/content");
+        if (slash)
+            id.len = (size_t)(slash - id.p);
+        struct mock_file **at = &files;
+        while (*at && !sl_str_eq(id, (*at)->id))
+            at = &(*at)->next;
+        if (!*at)
+            return reply_json(req, 404, "{\"error\":{\"message\":\"mock: no such file\",\"type\":"
+                                        "\"invalid_request_error\"}}\n");
+        struct mock_file *f = *at;
+        if (content) {
+            static const char h[] = "Content-Type: application/octet-stream\r\n";
+            return http_respond(req, 200, h, sizeof(h) - 1, f->data.data, f->data.len);
+        }
+        if (sl_str_eq(req->method, "DELETE")) {
+            sl_buf_printf(&b, "{\"id\":\"%s\",\"object\":\"file\",\"deleted\":true}", f->id);
+            *at = f->next;
+            sl_buf_free(&f->data);
+            free(f);
+        } else {
+            file_json(&b, f);
+        }
+    }
+    sl_buf_appends(&b, "\n");
+    reply_json(req, 200, b.data);
+    sl_buf_free(&b);
+}
+
+struct transcription {
+    struct sl_str model, format;
+    size_t audio_bytes;
+    bool has_file;
+};
+
+static bool transcription_part(const struct mp_part *part, void *arg)
+{
+    struct transcription *t = arg;
+    if (!part->name.p)
+        return true;
+    if (sl_str_eq(part->name, "model"))
+        t->model = part->content;
+    else if (sl_str_eq(part->name, "response_format"))
+        t->format = part->content;
+    else if (sl_str_eq(part->name, "file") && part->has_filename) {
+        t->audio_bytes = part->content.len;
+        t->has_file = true;
+    }
+    return true;
+}
+
+/* audio.transcriptions/translations: {"text": ...}, or plain text. */
+static void transcription_request(struct http_req *req)
+{
+    struct transcription t = { { 0 }, { 0 }, 0, false };
+    if (!read_form(req, transcription_part, &t))
+        return;
+    if (!t.has_file || !t.model.len)
+        return reply_json(req, 400, "{\"error\":{\"message\":\"mock: file and model are required\","
+                                    "\"type\":\"invalid_request_error\"}}\n");
+    char text[160];
+    snprintf(text, sizeof(text), "mock transcription of %zu bytes by %.*s", t.audio_bytes,
+             (int)SL_MIN(t.model.len, 64), t.model.p);
+    if (sl_str_eq(t.format, "text")) {
+        static const char h[] = "Content-Type: text/plain; charset=utf-8\r\n";
+        return http_respond(req, 200, h, sizeof(h) - 1, text, strlen(text));
+    }
+    char body[256];
+    snprintf(body, sizeof(body), "{\"text\":\"%s\",\"usage\":{\"type\":\"duration\",\"seconds\":1}}\n",
+             text);
+    reply_json(req, 200, body);
+}
+
+/* Any other path: what arrived, so tests can see where a call went. */
+static void echo_request(struct http_req *req)
+{
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"object\":\"mock.echo\",\"method\":");
+    sl_buf_json_string(&b, req->method.p, req->method.len);
+    sl_buf_appends(&b, ",\"path\":");
+    sl_buf_json_string(&b, req->path.p, req->path.len);
+    sl_buf_printf(&b, ",\"body_length\":%zu}\n", req->body.len);
+    reply_json(req, 200, b.data);
+    sl_buf_free(&b);
 }
 
 static void set_config(struct http_req *req)
@@ -576,8 +787,26 @@ static void handle(struct http_req *req, void *arg)
         mock.requests = mock.stream_requests = mock.aborted = 0;
         return reply_json(req, 200, "{\"ok\":true}\n");
     }
+    mock.requests++;
+    record_last(req);
+    if (!authorized(req))
+        return reply_json(req, 401, "{\"error\":{\"message\":\"mock: bad upstream credential\","
+                                    "\"type\":\"invalid_request_error\",\"param\":null,"
+                                    "\"code\":\"invalid_api_key\"}}\n");
+    struct sl_str v1 = path.len >= 3 && memcmp(path.p, "/v1", 3) == 0
+                           ? (struct sl_str){ path.p + 3, path.len - 3 }
+                           : path;
+    if (sl_str_eq(v1, "/models") && sl_str_eq(req->method, "GET"))
+        return models_list(req);
+    if (v1.len > 8 && memcmp(v1.p, "/models/", 8) == 0 && sl_str_eq(req->method, "GET"))
+        return model_one(req, (struct sl_str){ v1.p + 8, v1.len - 8 });
+    if (sl_str_eq(v1, "/files") || (v1.len > 7 && memcmp(v1.p, "/files/", 7) == 0))
+        return files_request(req, (struct sl_str){ v1.p + 6, v1.len - 6 });
+    if (sl_str_eq(req->method, "POST") &&
+        (sl_str_eq(v1, "/audio/transcriptions") || sl_str_eq(v1, "/audio/translations")))
+        return transcription_request(req);
     if (!sl_str_eq(req->method, "POST"))
-        return reply_json(req, 405, "{\"error\":{\"message\":\"mock: POST only\"}}\n");
+        return echo_request(req);
     api_request(req, path);
 }
 
@@ -595,14 +824,18 @@ int main(int argc, char **argv)
     static const struct option longopts[] = { { "port", required_argument, NULL, 'p' },
                                               { "host", required_argument, NULL, 'H' },
                                               { "api-key", required_argument, NULL, 'k' },
+                                              { "models", required_argument, NULL, 'm' },
                                               { NULL, 0, NULL, 0 } };
-    while ((opt = getopt_long(argc, argv, "p:H:k:", longopts, NULL)) != -1) {
+    mock.models = "gpt-4o,gpt-4o-mini,text-embedding-3-small,whisper-1";
+    while ((opt = getopt_long(argc, argv, "p:H:k:m:", longopts, NULL)) != -1) {
         if (opt == 'p')
             port = atoi(optarg);
         else if (opt == 'H')
             host = optarg;
         else if (opt == 'k')
             mock.api_key = optarg;
+        else if (opt == 'm')
+            mock.models = optarg;
         else
             return 2;
     }

@@ -1,0 +1,190 @@
+"""Every call an SDK makes: multipart uploads forwarded byte for byte and
+routed by their model field, stored resources and calls without a model on
+the stateful backend, GET and DELETE, and a clear error for a body that is
+neither JSON nor multipart."""
+import json
+import struct
+import subprocess
+import uuid
+
+from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY, base_conf
+from test_operations import scrape, value
+
+
+def wav(seconds=0.1, rate=8000):
+    """A small valid WAV: silence, 16-bit mono."""
+    samples = b"\x00\x00" * int(seconds * rate)
+    return (b"RIFF" + struct.pack("<I", 36 + len(samples)) + b"WAVEfmt " +
+            struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data" +
+            struct.pack("<I", len(samples)) + samples)
+
+
+def multipart(fields, files):
+    """A multipart/form-data body as the SDKs send it: (content type, bytes)."""
+    boundary = "----formdata-test-" + uuid.uuid4().hex
+    out = b""
+    for name, val in fields.items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                f"{val}\r\n").encode()
+    for name, (filename, data, ctype) in files.items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                f"filename=\"{filename}\"\r\nContent-Type: {ctype}\r\n\r\n").encode() + data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return f"multipart/form-data; boundary={boundary}", out
+
+
+def upload(s, path, fields, files, key=CLIENT_KEY):
+    ctype, body = multipart(fields, files)
+    return s.request("POST", path, body, headers={"Content-Type": ctype}, key=key), body, ctype
+
+
+# ---- multipart ---------------------------------------------------------------------
+
+def test_audio_transcription_is_forwarded_byte_for_byte_and_routed_by_its_model(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, key_extra="rpm = 10"))
+    audio = wav()
+    r, body, ctype = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
+                            {"file": ("hello.wav", audio, "audio/wav")})
+    assert r.status == 200, r.body
+    assert r.json()["text"] == f"mock transcription of {len(audio)} bytes by whisper-1"
+    assert r.headers["x-ratelimit-remaining-requests"] == "9"  # counted in rpm
+    last = mock.last()
+    assert last["body_length"] == len(body)  # byte for byte, NULs included
+    assert last["headers"]["content-type"] == ctype  # its boundary with it
+    assert last["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    r, _, _ = upload(s, "/v1/audio/translations", {"model": "whisper-1", "response_format": "text"},
+                     {"file": ("x.wav", audio, "audio/wav")})
+    assert r.status == 200 and r.body.startswith(b"mock transcription")
+
+
+def test_the_form_model_is_checked_against_the_key(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url))
+    r, _, _ = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
+                     {"file": ("x.wav", wav(), "audio/wav")}, key="sk-test-client-key-0002")
+    assert r.status == 403 and r.error()["code"] == "model_not_allowed"  # team-b: gpt-4o-mini only
+    m = scrape(s)
+    assert value(m, "sluice_requests_total", key="team-b", model="other", backend="-", code="403") == 1
+    assert mock.stats()["requests"] == 0
+
+
+def test_uploads_have_their_own_size_limit(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, extra_server="max_body_size = 64k\nmax_upload_size = 1m"))
+    big = b"\x01" * 600_000
+    r, _, _ = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
+                     {"file": ("big.wav", big, "audio/wav")})
+    assert r.status == 200  # over max_body_size, within max_upload_size
+    r, _, _ = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
+                     {"file": ("bigger.wav", big * 2, "audio/wav")})
+    assert r.status == 413
+    r = s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 100_000}]})
+    assert r.status == 413  # a JSON body keeps max_body_size
+
+
+def test_bodies_neither_json_nor_multipart_get_a_clear_error(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url))
+    r = s.request("POST", "/v1/chat/completions", b"hello", headers={"Content-Type": "text/plain"})
+    assert r.status == 415 and r.error()["code"] == "unsupported_media_type"
+    assert "JSON" not in r.error()["message"] or "parse" not in r.error()["message"]
+    r = s.request("POST", "/v1/audio/transcriptions", b"--nope\r\n",
+                  headers={"Content-Type": "multipart/form-data; boundary=other"})
+    assert r.status == 400 and "multipart" in r.error()["message"]
+    r = s.request("POST", "/v1/audio/transcriptions", b"x", headers={"Content-Type": "multipart/form-data"})
+    assert r.status == 400 and "boundary" in r.error()["message"]
+    assert mock.stats()["requests"] == 0
+
+
+# ---- the stateful backend -------------------------------------------------------------
+
+def two_backends(a, b, stateful_b=True):
+    return f"""
+[server]
+listen = 127.0.0.1:{{port}}
+
+[backend a]
+url = {a.url}
+api_key = {UPSTREAM_KEY}
+priority = 1
+{MOCK_HEADERS}
+
+[backend b]
+url = {b.url}
+api_key = {UPSTREAM_KEY}
+priority = 2
+{"stateful = yes" if stateful_b else ""}
+{MOCK_HEADERS}
+
+[key k]
+key = {CLIENT_KEY}
+models = gpt-4o
+rpm = 100
+"""
+
+
+def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(two_backends(a, b))
+    r, _, _ = upload(s, "/v1/files", {"purpose": "batch"},
+                     {"file": ("in.jsonl", b'{"custom_id":"1"}\n', "application/jsonl")})
+    assert r.status == 200 and r.json()["object"] == "file"
+    file_id = r.json()["id"]
+    assert s.request("GET", "/v1/files").json()["data"][0]["id"] == file_id
+    assert s.request("GET", f"/v1/files/{file_id}").json()["filename"] == "in.jsonl"
+    assert s.request("GET", f"/v1/files/{file_id}/content").body == b'{"custom_id":"1"}\n'
+    # calls the mock answers with what arrived
+    for method, path, body in [("POST", "/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                                        "completion_window": "24h"}),
+                               ("POST", "/v1/batches/batch_1/cancel", None),
+                               ("GET", "/v1/batches?limit=2", None),
+                               ("GET", "/v1/responses/resp_123", None),
+                               ("DELETE", "/v1/responses/resp_123", None),
+                               ("GET", "/v1/chat/completions", None),
+                               ("POST", "/v1/vector_stores", {"name": "docs"}),
+                               ("POST", "/v1/moderations", {"input": "hello"}),
+                               ("POST", "/v1/fine_tuning/jobs", {"model": "gpt-4o", "training_file": file_id})]:
+        r = s.request(method, path, json.dumps(body).encode() if body is not None else None)
+        assert r.status == 200, (method, path, r.body)
+        assert r.json()["method"] == method and r.json()["path"] == path.split("?")[0], (method, path)
+    assert s.request("DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
+    assert a.stats()["requests"] == 0  # not one of them on the first backend
+    assert s.chat().status == 200  # a call with a model goes by the pool, as before
+    assert a.stats()["requests"] == 1
+    # Stored things never fail over: only b has them. Its 500 is the client's.
+    r = s.request("POST", "/v1/fine_tuning/jobs", json.dumps({"model": "gpt-4o"}).encode(),
+                  headers={"x-mock-status": "500"})
+    assert r.status == 500
+    assert a.stats()["requests"] == 1
+
+
+def test_without_a_stateful_backend_the_first_by_priority_is_it(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(two_backends(a, b, stateful_b=False).replace("priority = 1", "priority = 3"))
+    assert s.request("GET", "/v1/batches").status == 200
+    assert [a.stats()["requests"], b.stats()["requests"]] == [0, 1]  # b has priority 2 < 3
+
+
+def test_one_stateful_backend_at_most(start_mock, tmp):
+    from conftest import SLUICE
+    a, b = start_mock(), start_mock()
+    conf = tmp / "two.conf"
+    conf.write_text(two_backends(a, b).replace("priority = 1", "priority = 1\nstateful = yes")
+                    .replace("{port}", "9"))
+    r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
+    assert r.returncode == 1 and "one at most" in r.stdout + r.stderr
+
+
+def test_azure_stateful_calls_use_the_account_path(start_mock, start_sluice):
+    m = start_mock()
+    s = start_sluice(f"""
+[server]
+listen = 127.0.0.1:{{port}}
+[backend az]
+type = azure
+url = http://127.0.0.1:{m.port}
+api_key = {UPSTREAM_KEY}
+api_version = 2024-10-21
+[key k]
+key = {CLIENT_KEY}
+""")
+    assert s.request("GET", "/v1/batches?limit=1").status == 200
+    assert m.last()["target"] == "/openai/batches?api-version=2024-10-21&limit=1"
+    assert m.last()["headers"]["api-key"] == UPSTREAM_KEY
