@@ -167,6 +167,8 @@ static const struct option options[] = {
       "OpenAI-Organization sent upstream (the client's is never forwarded)" },
     { SCOPE_BACKEND, "project", T_STRING, BCK(project), NULL, 0, 0, NULL, 0,
       "OpenAI-Project sent upstream (the client's is never forwarded)" },
+    { SCOPE_BACKEND, "models_cache", T_DURATION, BCK(models_cache_ms), "5m", 1000, DAY_MS, NULL, 0,
+      "with models = *: how long the upstream's own GET /models list is kept for GET /v1/models" },
     { SCOPE_BACKEND, "stateful", T_BOOL, BCK(stateful), "no", 0, 0, NULL, 0,
       "yes: files, batches, uploads, vector stores, stored responses and calls without a model "
       "go here (else to the first backend by priority); one backend at most" },

@@ -14,6 +14,7 @@
 #include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
+#include "sluice/models.h"
 #include "sluice/multipart.h"
 #include "sluice/pool.h"
 #include "sluice/proxy.h"
@@ -208,7 +209,7 @@ void srv_handle(struct http_req *req, void *arg)
     if (is_models_path(path) && (is_get(req) || path.len == 10)) {
         if (!is_get(req))
             return method_not_allowed(req, "GET");
-        return proxy_models(w, req);
+        return models_handle(w, req);
     }
     if (path.len > 7 && memcmp(path.p, "/admin/", 7) == 0)
         return admin_handle(w, req);

@@ -17,6 +17,7 @@
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/log.h"
+#include "sluice/models.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
 #include "sluice/upstream.h"
@@ -194,6 +195,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     for (int i = 0; i < nfds; i++)
         http_server_listen(w->http, fds[i], kinds[i]);
     w->up = up_multi_new(w->base);
+    w->models = models_cache_new();
     w->limiter.local = local;
     w->limiter.on_error = gen->cfg->redis.on_error;
     if (gen->cfg->redis.enabled)
@@ -238,6 +240,7 @@ void worker_free(struct worker *w)
         return;
     http_server_free(w->http); /* aborts what is left, which cancels its transfers */
     lim_redis_free(w->limiter.redis); /* answers admissions still waiting */
+    models_cache_free(w->models);     /* before the curl multi its fetches run on */
     up_multi_free(w->up);
     event_free(w->stop_ev);
     event_free(w->drain_ev);

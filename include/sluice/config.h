@@ -94,6 +94,7 @@ struct cfg_backend {
     struct cfg_models forward_headers; /* client headers forwarded beyond the allow-list */
     char *organization, *project;      /* OpenAI-Organization / OpenAI-Project sent upstream */
     bool stateful;                     /* stored resources and model-less calls go here */
+    int64_t models_cache_ms;           /* models = *: how long the upstream's list is kept */
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 

@@ -13,7 +13,5 @@ struct http_req;
 bool proxy_head(struct worker *w, struct http_req *req);
 /* POST /v1/... with its body. */
 void proxy_handle(struct worker *w, struct http_req *req);
-/* GET /v1/models and GET /v1/models/{model} */
-void proxy_models(struct worker *w, struct http_req *req);
 
 #endif

@@ -40,6 +40,7 @@ struct worker {
     struct event_base *base;
     struct http_server *http;
     struct up_multi *up;
+    struct models_cache *models; /* upstream model lists (models.c) */
     struct limiter limiter;
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */

@@ -58,12 +58,14 @@ def sanitizer_errors(text):
 
 
 class Mock:
-    def __init__(self, tmp, api_key=UPSTREAM_KEY, port=None):
+    def __init__(self, tmp, api_key=UPSTREAM_KEY, port=None, models=None):
         self.port = port or free_port()
         self.log = tmp / f"mock-{self.port}.log"
         cmd = [str(MOCK), "--port", str(self.port)]
         if api_key:
             cmd += ["--api-key", api_key]
+        if models:  # what its GET /v1/models lists
+            cmd += ["--models", ",".join(models)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"), env=ENV)
         wait_port(self.port, self.proc)
 

@@ -188,3 +188,77 @@ key = {CLIENT_KEY}
     assert s.request("GET", "/v1/batches?limit=1").status == 200
     assert m.last()["target"] == "/openai/batches?api-version=2024-10-21&limit=1"
     assert m.last()["headers"]["api-key"] == UPSTREAM_KEY
+
+
+# ---- GET /v1/models --------------------------------------------------------------------
+
+def models_conf(a, b, key_models="*", extra_a=""):
+    return f"""
+[server]
+listen = 127.0.0.1:{{port}}
+
+[backend a]
+url = {a.url}
+api_key = {UPSTREAM_KEY}
+models = *
+models_cache = 1s
+{extra_a}
+
+[backend b]
+url = {b.url}
+api_key = {UPSTREAM_KEY}
+models = *
+
+[backend named]
+url = {b.url}
+api_key = {UPSTREAM_KEY}
+models = o3, gpt-4o
+
+[key k]
+key = {CLIENT_KEY}
+models = {key_models}
+"""
+
+
+def ids(r):
+    assert r.status == 200, r.body
+    return [m["id"] for m in r.json()["data"]]
+
+
+def test_models_lists_what_the_upstreams_of_star_backends_list(start_mock, start_sluice):
+    a = start_mock(models=["gpt-4o", "gpt-4o-mini", "whisper-1"])
+    b = start_mock(models=["gpt-4o", "llama-3-70b"])
+    s = start_sluice(models_conf(a, b))
+    got = ids(s.request("GET", "/v1/models"))
+    assert sorted(got) == ["gpt-4o", "gpt-4o-mini", "llama-3-70b", "o3", "whisper-1"]  # merged, once each
+    assert s.request("GET", "/v1/models/llama-3-70b").json()["id"] == "llama-3-70b"  # agrees with the list
+    assert s.request("GET", "/v1/models/not-listed").status == 404
+    assert a.last()["target"] == "/v1/models"
+    assert a.last()["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    fetched = a.stats()["requests"]
+    ids(s.request("GET", "/v1/models"))
+    assert a.stats()["requests"] == fetched  # kept for models_cache
+
+
+def test_models_list_is_filtered_by_the_key_and_refreshed(start_mock, start_sluice):
+    a = start_mock(models=["gpt-4o", "gpt-4o-mini"])
+    b = start_mock(models=["llama-3-70b"])
+    s = start_sluice(models_conf(a, b, key_models="gpt-4o-mini, llama-3-70b"))
+    assert sorted(ids(s.request("GET", "/v1/models"))) == ["gpt-4o-mini", "llama-3-70b"]
+    assert s.request("GET", "/v1/models/gpt-4o").status == 404  # not this key's
+    before = a.stats()["requests"]
+    import time
+    time.sleep(1.1)  # a's models_cache = 1s
+    ids(s.request("GET", "/v1/models"))
+    assert a.stats()["requests"] == before + 1
+
+
+def test_models_list_survives_an_upstream_that_cannot_answer(start_mock, start_sluice):
+    from conftest import free_port
+    a = start_mock(models=["gpt-4o-mini"])
+    b = start_mock(models=["llama-3-70b"])
+    s = start_sluice(models_conf(a, b).replace(f"url = {b.url}\napi_key = {UPSTREAM_KEY}\nmodels = *",
+                                              f"url = http://127.0.0.1:{free_port()}/v1\napi_key = x\nmodels = *"))
+    got = ids(s.request("GET", "/v1/models"))
+    assert sorted(got) == ["gpt-4o", "gpt-4o-mini", "o3"]  # what could be had
+    assert "model list could not be fetched" in s.log_text()
