@@ -110,6 +110,9 @@ static const struct option options[] = {
     { SCOPE_SERVER, "strict_permissions", T_BOOL, SRV(strict_permissions), "off", 0, 0, NULL, 0,
       "on: a config or secret file others may write, or read while it holds a plain secret, is "
       "an error instead of a warning" },
+    { SCOPE_SERVER, "max_model_labels", T_INT, SRV(max_model_labels), "100", 0, 100000, NULL, 0,
+      "distinct model names from clients that become metric labels (models = * backends); "
+      "later ones are counted as other" },
     { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
       "one line per request on stderr" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,

@@ -55,6 +55,74 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sl_buf text;
 static atomic_long inflight;
 
+/* Model names the config does not name, as clients sent them: the first
+ * max_model_labels distinct ones become labels (a set under the lock; the
+ * strings live until mx_shutdown). */
+static struct {
+    char **slots;
+    size_t cap, count;
+} seen_models;
+
+static bool label_safe(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("-._:/@+", c)))
+            return false;
+    }
+    return true;
+}
+
+const char *mx_model_label(const struct config *c, const char *model)
+{
+    if (!model)
+        return "-";
+    const char *named = cfg_model_label(c, model);
+    size_t n = strlen(model);
+    if (strcmp(named, "other") != 0 || c->server.max_model_labels == 0 || !label_safe(model, n))
+        return named;
+    uint64_t h = sl_hash(model, n);
+    const char *out = "other";
+    pthread_mutex_lock(&lock);
+    if (!seen_models.cap) {
+        seen_models.cap = 256;
+        seen_models.slots = sl_calloc(seen_models.cap, sizeof(char *));
+    }
+    size_t i = (size_t)h & (seen_models.cap - 1);
+    while (seen_models.slots[i] && strcmp(seen_models.slots[i], model) != 0)
+        i = (i + 1) & (seen_models.cap - 1);
+    if (seen_models.slots[i]) {
+        out = seen_models.slots[i];
+    } else if (seen_models.count < (size_t)c->server.max_model_labels) {
+        if ((seen_models.count + 1) * 2 > seen_models.cap) { /* grow, then find the slot again */
+            size_t cap = seen_models.cap * 2;
+            char **slots = sl_calloc(cap, sizeof(char *));
+            for (size_t k = 0; k < seen_models.cap; k++) {
+                char *name = seen_models.slots[k];
+                if (!name)
+                    continue;
+                size_t j = (size_t)sl_hash(name, strlen(name)) & (cap - 1);
+                while (slots[j])
+                    j = (j + 1) & (cap - 1);
+                slots[j] = name;
+            }
+            free(seen_models.slots);
+            seen_models.slots = slots;
+            seen_models.cap = cap;
+            i = (size_t)h & (cap - 1);
+            while (seen_models.slots[i])
+                i = (i + 1) & (cap - 1);
+        }
+        out = seen_models.slots[i] = sl_strdup(model);
+        seen_models.count++;
+    }
+    pthread_mutex_unlock(&lock);
+    return out; /* stable: kept until mx_shutdown */
+}
+
 static void table_put(struct family *f, struct series *s)
 {
     size_t i = (size_t)s->hash & (f->cap - 1);
@@ -251,6 +319,11 @@ void mx_shutdown(void)
         families[i].table = NULL;
         families[i].cap = families[i].count = 0;
     }
+    for (size_t i = 0; i < seen_models.cap; i++)
+        free(seen_models.slots[i]);
+    free(seen_models.slots);
+    seen_models.slots = NULL;
+    seen_models.cap = seen_models.count = 0;
     sl_buf_free(&text);
     pthread_mutex_unlock(&lock);
 }

@@ -436,11 +436,6 @@ static void refuse_early(struct http_req *req, const struct cfg_key *key, const 
     refuse_early_with(req, key, model, e, msg, param, NULL);
 }
 
-static const char *model_label_of(const struct config *c, const char *model)
-{
-    return model ? cfg_model_label(c, model) : "-";
-}
-
 /* Whether a backend that may serve the model puts its name into the URL
  * (azure without a fixed deployment). */
 static bool model_in_url(const struct config *c, const char *model, size_t len)
@@ -527,9 +522,13 @@ void proxy_handle(struct worker *w, struct http_req *req)
     char msg[256];
     const char *param = NULL, *headers = NULL;
     int e = srv_read_call(req, &call, msg, sizeof(msg), &param);
-    const char *model_label = e ? "-" : model_label_of(gen->cfg, call.model);
-    if (!e)
+    const char *model_label = "-";
+    if (!e) {
         e = check_model(gen, key, &call, msg, sizeof(msg), &param);
+        /* a name of its own only for a model the key may call and a backend serves */
+        model_label = e ? (call.model ? cfg_model_label(gen->cfg, call.model) : "-")
+                        : mx_model_label(gen->cfg, call.model);
+    }
     if (!e && key->max_prompt_tokens && call.estimate > key->max_prompt_tokens) {
         mx_rate_limited(key->name, "prompt_tokens");
         snprintf(msg, sizeof(msg),
@@ -1070,7 +1069,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     settle(r);
     access_log(r);
     const struct config *cfg = r->gen->cfg;
-    struct mx_request m = { r->key->name, model_label_of(cfg, r->model),
+    struct mx_request m = { r->key->name, mx_model_label(cfg, r->model),
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
                             r->charged_output };

@@ -57,6 +57,7 @@ struct cfg_server {
     bool admin_enabled;
     uint8_t admin_digest[32];
     int64_t max_attempts;
+    int64_t max_model_labels;
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
     bool access_log;

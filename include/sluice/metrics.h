@@ -9,6 +9,7 @@
 
 struct sl_buf;
 struct generation;
+struct config;
 
 /* Everything one finished request contributes. */
 struct mx_request {
@@ -21,6 +22,10 @@ struct mx_request {
 };
 
 void mx_request_done(const struct mx_request *m);
+/* The model as a label: its name if the config names it; else, for the first
+ * [server] max_model_labels distinct names clients sent (plain characters,
+ * 64 at most), that name; else "other". "-" for no model. */
+const char *mx_model_label(const struct config *c, const char *model);
 void mx_rate_limited(const char *key, const char *dimension);
 /* outcome: success, client_error, error_status, connect_error, timeout, broken, aborted */
 void mx_attempt(const char *backend, const char *outcome, double ttfb_s);

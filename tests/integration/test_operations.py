@@ -70,7 +70,8 @@ def test_retries_and_breaker_state_in_metrics(start_mock, start_sluice):
     assert value(m, "sluice_retries_total", backend="a") == 1
     assert value(m, "sluice_backend_state", backend="a") == 1
     assert value(m, "sluice_backend_state", backend="b") == 0
-    assert value(m, "sluice_requests_total", key="k", model="other", backend="b", code="200") == 1
+    # models = *: the name the client sent is the label (issue #14)
+    assert value(m, "sluice_requests_total", key="k", model="gpt-4o", backend="b", code="200") == 1
 
 
 def test_readyz(start_mock, redis, start_sluice):
@@ -272,8 +273,24 @@ def test_embeddings_and_responses_are_counted(mock, start_sluice):
     c.close()
     m = scrape(s)
     # embeddings: 3 prompt words; responses: 4 + 2 input, 5 + 6 output (streamed usage too)
-    assert value(m, "sluice_tokens_total", key="team-a", model="other", direction="input") == 3 + 4 + 2
-    assert value(m, "sluice_tokens_total", key="team-a", model="other", direction="output") == 5 + 6
+    assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="input") == 3 + 4 + 2
+    assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="output") == 5 + 6
     r = s.chat()
     assert r.headers["x-ratelimit-remaining-tokens"] == str(1000 - 9 - 9)  # 9 recorded + this one's 9
     assert r.headers["x-ratelimit-remaining-output-tokens"] == str(1000 - 11)
+
+
+def test_model_labels_for_star_backends_are_bounded(mock, start_sluice):
+    """models = *: the first max_model_labels distinct names clients call get
+    labels of their own, the rest count as other; names sluice refused never
+    become labels."""
+    s = start_sluice(base_conf(mock.url, extra_server="max_model_labels = 3"))
+    for name in ("llama-3-70b", "mistral-large", "meta-llama/Llama-3-8B", "qwen-72b", "phi-3", "llama-3-70b"):
+        assert s.chat({"model": name, "messages": [{"role": "user", "content": "x"}]}).status == 200
+    assert s.chat({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                  key=OTHER_KEY).status == 200  # a name the config lists is always its own
+    m = scrape(s)
+    for name, n in (("llama-3-70b", 2), ("mistral-large", 1), ("meta-llama/Llama-3-8B", 1), ("other", 2)):
+        assert value(m, "sluice_requests_total", key="team-a", model=name, backend="main", code="200") == n, name
+    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", backend="main", code="200") == 1
+    assert not any("qwen" in str(k) or "phi" in str(k) for k in m)
