@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install every Debian package that building, running and testing sluice needs.
-# Safe to run any number of times: apt-get skips what is already installed.
+# Install every Debian package that building, running and testing sluice needs,
+# and the npm packages of the SDK suite (tests/sdk, pinned by its lock file).
+# Safe to run any number of times: what is there already is skipped.
 set -euo pipefail
 
 packages=(
@@ -14,9 +15,24 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the SDK suite (tests/sdk); any Node >= 18 will do.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+
+# The official openai SDK at the version tests/sdk/package-lock.json pins.
+npm_packages() {
+  local sdk
+  sdk="$(dirname "$0")/../tests/sdk"
+  if [ ! -f "$sdk/node_modules/openai/package.json" ] ||
+     [ "$sdk/package-lock.json" -nt "$sdk/node_modules/.package-lock.json" ]; then
+    (cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    echo "bootstrap: installed the npm packages of tests/sdk (npm ci)"
+  fi
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "bootstrap: all ${#packages[@]} packages present"
+  npm_packages
   exit 0
 fi
 
@@ -40,3 +56,4 @@ for service in redis-server nginx; do
   fi
 done
 echo "bootstrap: installed ${missing[*]}"
+npm_packages

@@ -5,6 +5,10 @@
  *
  *   sluice-mock --port N [--host ADDR] [--api-key KEY] [--models a,b,c]
  *
+ * Answers as OpenAI's parsers expect: embeddings in floats or base64
+ * (encoding_format), complete Responses API objects and their full stream of
+ * events, a tool call for a chat request with tools (unless it answers a
+ * tool), usage chunks when asked.
  * Besides the generating endpoints: GET /v1/models (the --models list),
  * files (upload, list, retrieve, content, delete, kept in memory), audio
  * transcriptions and translations (multipart), and any other path answered
@@ -98,6 +102,9 @@ struct mock_req {
     int prompt_tokens, completion_tokens, n_inputs;
     int sent; /* streamed content chunks so far */
     bool head_sent;
+    bool base64;        /* embeddings: encoding_format "base64" */
+    bool done_sent;     /* a tool stream's [DONE] went out */
+    char tool[64];      /* chat with tools: answer with a call to this one */
     char credential[256]; /* the request's Authorization or api-key, for echo */
 };
 
@@ -188,10 +195,6 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
 {
     if (m->f.no_usage)
         sl_buf_appends(b, "null");
-    else if (m->kind == K_RESPONSE)
-        sl_buf_printf(b, "{\"input_tokens\":%d,\"output_tokens\":%d,\"total_tokens\":%d}",
-                      m->prompt_tokens, m->completion_tokens,
-                      m->prompt_tokens + m->completion_tokens);
     else if (m->kind == K_EMBEDDING)
         sl_buf_printf(b, "{\"prompt_tokens\":%d,\"total_tokens\":%d}", m->prompt_tokens,
                       m->prompt_tokens);
@@ -199,6 +202,71 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
         sl_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}",
                       m->prompt_tokens, m->completion_tokens,
                       m->prompt_tokens + m->completion_tokens);
+}
+
+static void text_of(struct sl_buf *b, int tokens);
+
+/* A chat request with tools whose last message is not a tool's answer gets
+ * a call to the first function: what a model does on a tool loop's first turn. */
+static void tool_to_call(struct mock_req *m, const cJSON *root)
+{
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (m->kind != K_CHAT || !cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0)
+        return;
+    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+    if (cJSON_IsString(role) && strcmp(role->valuestring, "tool") == 0)
+        return;
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (cJSON_IsString(name))
+        snprintf(m->tool, sizeof(m->tool), "%s", name->valuestring);
+}
+
+/* The float32 little-endian bytes of 0.1, 0.2, 0.3, in base64: an embedding
+ * as OpenAI sends it for encoding_format "base64". */
+static void base64_embedding(struct sl_buf *b)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const float v[3] = { 0.1f, 0.2f, 0.3f };
+    unsigned char raw[12];
+    memcpy(raw, v, sizeof(raw)); /* x86 and arm are little-endian */
+    sl_buf_appends(b, "\"");
+    for (size_t i = 0; i < sizeof(raw); i += 3) {
+        unsigned w = (unsigned)raw[i] << 16 | (unsigned)raw[i + 1] << 8 | raw[i + 2];
+        char q[4] = { abc[w >> 18], abc[(w >> 12) & 63], abc[(w >> 6) & 63], abc[w & 63] };
+        sl_buf_append(b, q, 4);
+    }
+    sl_buf_appends(b, "\"");
+}
+
+/* A complete Responses API object, as the SDK's parsers expect it. */
+static void response_object(struct sl_buf *b, const struct mock_req *m, const char *status,
+                            bool with_output)
+{
+    struct sl_buf text = { 0 };
+    text_of(&text, m->completion_tokens);
+    sl_buf_printf(b, "{\"id\":\"resp_mock\",\"object\":\"response\",\"created_at\":%ld,"
+                     "\"status\":\"%s\",\"error\":null,\"incomplete_details\":null,"
+                     "\"instructions\":null,\"model\":\"%s\",\"output\":[",
+                  (long)time(NULL), status, m->model);
+    if (with_output)
+        sl_buf_printf(b, "{\"type\":\"message\",\"id\":\"msg_mock\",\"status\":\"completed\","
+                         "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":"
+                         "\"%s\",\"annotations\":[]}]}",
+                      text.data ? text.data : "");
+    sl_buf_appends(b, "],\"parallel_tool_calls\":true,\"tool_choice\":\"auto\",\"tools\":[],"
+                      "\"usage\":");
+    if (with_output && !m->f.no_usage)
+        sl_buf_printf(b, "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_tokens\":0},"
+                         "\"output_tokens\":%d,\"output_tokens_details\":{\"reasoning_tokens\":0},"
+                         "\"total_tokens\":%d}",
+                      m->prompt_tokens, m->completion_tokens, m->prompt_tokens + m->completion_tokens);
+    else
+        sl_buf_appends(b, "null");
+    sl_buf_appends(b, "}");
+    sl_buf_free(&text);
 }
 
 static void text_of(struct sl_buf *b, int tokens)
@@ -214,10 +282,19 @@ static void whole_response(struct mock_req *m)
     long now = (long)time(NULL);
     switch (m->kind) {
     case K_CHAT:
-        sl_buf_printf(&b, "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%ld,"
-                          "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                          "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],\"usage\":",
-                      now, m->model, text.data ? text.data : "");
+        if (m->tool[0])
+            sl_buf_printf(&b, "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%ld,"
+                              "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                              "\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_mock\","
+                              "\"type\":\"function\",\"function\":{\"name\":\"%s\",\"arguments\":"
+                              "\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}],"
+                              "\"usage\":",
+                          now, m->model, m->tool);
+        else
+            sl_buf_printf(&b, "{\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion\",\"created\":%ld,"
+                              "\"model\":\"%s\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+                              "\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],\"usage\":",
+                          now, m->model, text.data ? text.data : "");
         break;
     case K_COMPLETION:
         sl_buf_printf(&b, "{\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"created\":%ld,"
@@ -227,21 +304,25 @@ static void whole_response(struct mock_req *m)
         break;
     case K_EMBEDDING:
         sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
-        for (int i = 0; i < m->n_inputs; i++)
-            sl_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":[0.1,0.2,0.3]}",
-                          i ? "," : "", i);
+        for (int i = 0; i < m->n_inputs; i++) {
+            sl_buf_printf(&b, "%s{\"object\":\"embedding\",\"index\":%d,\"embedding\":", i ? "," : "", i);
+            if (m->base64)
+                base64_embedding(&b);
+            else
+                sl_buf_appends(&b, "[0.1,0.2,0.3]");
+            sl_buf_appends(&b, "}");
+        }
         sl_buf_printf(&b, "],\"model\":\"%s\",\"usage\":", m->model);
         break;
     case K_RESPONSE:
-        sl_buf_printf(&b, "{\"id\":\"resp_mock\",\"object\":\"response\",\"created_at\":%ld,"
-                          "\"status\":\"completed\",\"model\":\"%s\",\"output\":[{\"type\":\"message\","
-                          "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":\"%s\"}]}],"
-                          "\"usage\":",
-                      now, m->model, text.data ? text.data : "");
+        response_object(&b, m, "completed", true);
         break;
     }
-    usage_json(&b, m);
-    sl_buf_appends(&b, "}\n");
+    if (m->kind != K_RESPONSE) {
+        usage_json(&b, m);
+        sl_buf_appends(&b, "}");
+    }
+    sl_buf_appends(&b, "\n");
     /* A cookie for the caller's session, as OpenAI's edge sets one. */
     static const char h[] = "Content-Type: application/json\r\n"
                             "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\n"
@@ -251,19 +332,104 @@ static void whole_response(struct mock_req *m)
     sl_buf_free(&text);
 }
 
+/* The Responses API's stream: created, the item and its part added, a
+ * delta per token, text and part and item done, completed with usage. */
+static bool next_response_event(struct mock_req *m, struct sl_buf *b, int i)
+{
+    int n = m->completion_tokens;
+    static const char item[] = "\"item_id\":\"msg_mock\",\"output_index\":0";
+    struct sl_buf text = { 0 };
+    text_of(&text, n);
+    const char *t = text.data ? text.data : "";
+#define EV(name) sl_buf_printf(b, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,", name, name, i)
+    if (i == 0) {
+        EV("response.created");
+        sl_buf_appends(b, "\"response\":");
+        response_object(b, m, "in_progress", false);
+    } else if (i == 1) {
+        EV("response.output_item.added");
+        sl_buf_appends(b, "\"output_index\":0,\"item\":{\"type\":\"message\",\"id\":\"msg_mock\","
+                          "\"status\":\"in_progress\",\"role\":\"assistant\",\"content\":[]}");
+    } else if (i == 2) {
+        EV("response.content_part.added");
+        sl_buf_printf(b, "%s,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"\","
+                         "\"annotations\":[]}", item);
+    } else if (i < 3 + n) {
+        EV("response.output_text.delta");
+        sl_buf_printf(b, "%s,\"content_index\":0,\"delta\":\"%stok%d\"", item, i > 3 ? " " : "", i - 3);
+    } else if (i == 3 + n) {
+        EV("response.output_text.done");
+        sl_buf_printf(b, "%s,\"content_index\":0,\"text\":\"%s\"", item, t);
+    } else if (i == 4 + n) {
+        EV("response.content_part.done");
+        sl_buf_printf(b, "%s,\"content_index\":0,\"part\":{\"type\":\"output_text\",\"text\":\"%s\","
+                         "\"annotations\":[]}", item, t);
+    } else if (i == 5 + n) {
+        EV("response.output_item.done");
+        sl_buf_printf(b, "\"output_index\":0,\"item\":{\"type\":\"message\",\"id\":\"msg_mock\","
+                         "\"status\":\"completed\",\"role\":\"assistant\",\"content\":[{\"type\":"
+                         "\"output_text\",\"text\":\"%s\",\"annotations\":[]}]}", t);
+    } else if (i == 6 + n) {
+        EV("response.completed");
+        sl_buf_appends(b, "\"response\":");
+        response_object(b, m, "completed", true);
+    } else {
+        sl_buf_free(&text);
+        return false;
+    }
+#undef EV
+    sl_buf_appends(b, "}\n\n");
+    sl_buf_free(&text);
+    return true;
+}
+
+/* A chat stream that calls a tool: the call's head, its arguments, usage if
+ * asked, [DONE]. */
+static bool next_tool_event(struct mock_req *m, struct sl_buf *b, int i)
+{
+    if (i == 0) {
+        sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"model\":"
+                         "\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":"
+                         "null,\"tool_calls\":[{\"index\":0,\"id\":\"call_mock\",\"type\":\"function\","
+                         "\"function\":{\"name\":\"%s\",\"arguments\":\"\"}}]},\"finish_reason\":null}]}\n\n",
+                      m->model, m->tool);
+        return true;
+    }
+    if (i == 1) {
+        sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"model\":"
+                         "\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,"
+                         "\"function\":{\"arguments\":\"{\\\"city\\\":\\\"Paris\\\"}\"}}]},"
+                         "\"finish_reason\":\"tool_calls\"}]}\n\n",
+                      m->model);
+        return true;
+    }
+    if (i == 2 && m->include_usage && !m->f.no_usage) {
+        sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"model\":"
+                         "\"%s\",\"choices\":[],\"usage\":", m->model);
+        usage_json(b, m);
+        sl_buf_appends(b, "}\n\n");
+        return true;
+    }
+    if (i <= 3 && !m->done_sent) {
+        m->done_sent = true;
+        sl_buf_appends(b, "data: [DONE]\n\n");
+        return true;
+    }
+    return false;
+}
+
 /* The next SSE event of a stream into b; false after the last one. */
 static bool next_event(struct mock_req *m, struct sl_buf *b)
 {
+    if (m->kind == K_RESPONSE)
+        return next_response_event(m, b, m->sent++);
+    if (m->tool[0])
+        return next_tool_event(m, b, m->sent++);
     int i = m->sent++;
     int n = m->completion_tokens;
-    bool resp = m->kind == K_RESPONSE;
     const char *usage_null = m->include_usage ? ",\"usage\":null" : "";
     if (i < n) {
-        if (resp)
-            sl_buf_printf(b, "event: response.output_text.delta\ndata: {\"type\":"
-                             "\"response.output_text.delta\",\"delta\":\"%stok%d\"}\n\n",
-                          i ? " " : "", i);
-        else if (m->kind == K_COMPLETION)
+        if (m->kind == K_COMPLETION)
             sl_buf_printf(b, "data: {\"id\":\"cmpl-mock\",\"object\":\"text_completion\",\"model\":"
                              "\"%s\",\"choices\":[{\"index\":0,\"text\":\"%stok%d\",\"finish_reason\":"
                              "%s}]%s}\n\n",
@@ -277,15 +443,6 @@ static bool next_event(struct mock_req *m, struct sl_buf *b)
         return true;
     }
     if (i == n) {
-        if (resp) {
-            sl_buf_printf(b, "event: response.completed\ndata: {\"type\":\"response.completed\","
-                             "\"response\":{\"id\":\"resp_mock\",\"status\":\"completed\",\"model\":"
-                             "\"%s\",\"usage\":",
-                          m->model);
-            usage_json(b, m);
-            sl_buf_appends(b, "}}\n\n");
-            return true;
-        }
         if (m->include_usage && !m->f.no_usage) {
             sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"%s\",\"model\":\"%s\","
                              "\"choices\":[],\"usage\":",
@@ -297,7 +454,7 @@ static bool next_event(struct mock_req *m, struct sl_buf *b)
         m->sent++;
         i++;
     }
-    if (i == n + 1 && !resp) {
+    if (i == n + 1) {
         sl_buf_appends(b, "data: [DONE]\n\n");
         return true;
     }
@@ -521,6 +678,9 @@ static void api_request(struct http_req *req, struct sl_str path)
     m->completion_tokens = m->kind == K_EMBEDDING ? 0 : m->f.completion_tokens;
     if (max >= 0 && m->completion_tokens > max)
         m->completion_tokens = max;
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
+    m->base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
+    tool_to_call(m, root);
     cJSON_Delete(root);
     if (m->stream)
         mock.stream_requests++;
