@@ -397,7 +397,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->gen = gen_ref(w->gen);
     r->key = key;
     r->call = *call; /* takes the parsed JSON */
-    if (!call->root) /* read in one pass: the name is in the call's own text */
+    if (!call->root && call->model) /* read in one pass, or a form field: the name is in the call */
         r->call.model = r->call.model_text;
     r->model = r->call.model;
     size_t plen = SL_MIN(req->path.len, sizeof(r->path) - 1);

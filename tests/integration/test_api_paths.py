@@ -146,6 +146,9 @@ def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_
         assert r.json()["method"] == method and r.json()["path"] == path.split("?")[0], (method, path)
     assert s.request("DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
     assert a.stats()["requests"] == 0  # not one of them on the first backend
+    m = scrape(s)  # calls without a model are counted as model "-"
+    assert value(m, "sluice_requests_total", key="k", model="-", backend="b", code="200") == 4 + 8 + 1
+    assert "model=- backend=b status=200" in s.log_text()
     assert s.chat().status == 200  # a call with a model goes by the pool, as before
     assert a.stats()["requests"] == 1
     # Stored things never fail over: only b has them. Its 500 is the client's.
