@@ -92,6 +92,7 @@ struct sl_request {
     const struct cfg_key *key;
     struct api_call call;
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
+    const char *model_label; /* for the metrics: lives as long as the generation r holds */
     char path[SRV_MAX_API_PATH + 1]; /* plain: srv_plain_api_path() checked it */
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
@@ -547,6 +548,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     }
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = call.estimate;
+    r->model_label = model_label;
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
@@ -1069,7 +1071,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     settle(r);
     access_log(r);
     const struct config *cfg = r->gen->cfg;
-    struct mx_request m = { r->key->name, mx_model_label(cfg, r->model),
+    struct mx_request m = { r->key->name, r->model_label,
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
                             r->charged_output };

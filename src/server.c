@@ -88,49 +88,63 @@ static int hex_value(char c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+/* Letters, digits and - . _ ~ : (a table: this runs over every API path). */
+static const bool segment_char[256] = {
+    ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, [':'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1, ['I'] = 1,
+    ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1,
+    ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1,
+    ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1,
+    ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 bool srv_safe_segment(const char *p, size_t len)
 {
     if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
         return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)p[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '-' || c == '.' || c == '_' || c == '~' || c == ':';
-        if (!ok)
+    for (size_t i = 0; i < len; i++)
+        if (!segment_char[(unsigned char)p[i]])
             return false;
-    }
     return true;
 }
 
 bool srv_plain_api_path(struct http_req *req)
 {
-    /* Decoded in place: the path is the request's own copy of its head, and
-     * decoding never makes it longer. */
     char *p = (char *)req->path.p;
-    size_t n = 0;
-    for (size_t i = 0; i < req->path.len; i++) {
-        char c = req->path.p[i];
-        if (c == '%') {
-            int hi = i + 2 < req->path.len ? hex_value(req->path.p[i + 1]) : -1;
-            int lo = hi >= 0 ? hex_value(req->path.p[i + 2]) : -1;
-            if (lo < 0)
-                return false;
-            c = (char)(hi * 16 + lo);
-            i += 2;
+    size_t n = req->path.len;
+    if (memchr(p, '%', n)) {
+        /* Decoded in place: the path is the request's own copy of its head,
+         * and decoding never makes it longer. */
+        size_t out = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = p[i];
+            if (c == '%') {
+                int hi = i + 2 < n ? hex_value(p[i + 1]) : -1;
+                int lo = hi >= 0 ? hex_value(p[i + 2]) : -1;
+                if (lo < 0)
+                    return false;
+                c = (char)(hi * 16 + lo);
+                i += 2;
+            }
+            p[out++] = c;
         }
-        p[n++] = c;
+        req->path.len = n = out;
     }
-    req->path.len = n;
     if (n < 5 || n > SRV_MAX_API_PATH || memcmp(p, "/v1/", 4) != 0)
         return false;
-    for (size_t s = 4, i = 4; i <= n; i++) {
-        if (i == n || p[i] == '/') {
-            if (!srv_safe_segment(p + s, i - s))
+    size_t seg = 4;
+    for (size_t i = 4; i < n; i++) {
+        if (p[i] == '/') {
+            if (!srv_safe_segment(p + seg, i - seg))
                 return false;
-            s = i + 1;
+            seg = i + 1;
+        } else if (!segment_char[(unsigned char)p[i]]) {
+            return false;
         }
     }
-    return true;
+    return srv_safe_segment(p + seg, n - seg);
 }
 
 static void not_a_plain_path(struct http_req *req)
@@ -446,7 +460,8 @@ int srv_read_call(const struct http_req *req, struct api_call *call, char *msg, 
     memset(call, 0, sizeof(*call));
     *param = NULL;
     call->endpoint = endpoint_of(req->path.p, req->path.len);
-    bool stateful = stateful_path(req->path);
+    /* the four generating endpoints are exact paths, never a stored resource */
+    bool stateful = call->endpoint == API_OTHER && stateful_path(req->path);
     if (!sl_str_eq(req->method, "POST")) { /* GET, DELETE: reads and removals of stored things */
         call->body = API_BODY_NONE;
         call->stateful = true;
