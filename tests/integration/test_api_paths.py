@@ -6,9 +6,11 @@ import json
 import struct
 import subprocess
 import uuid
+from types import SimpleNamespace
 
-from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY, base_conf
+from conftest import CLIENT_KEY, UPSTREAM_KEY, base_conf
 from test_operations import scrape, value
+from test_pool import pool_conf
 
 
 def wav(seconds=0.1, rate=8000):
@@ -96,28 +98,8 @@ def test_bodies_neither_json_nor_multipart_get_a_clear_error(mock, start_sluice)
 # ---- the stateful backend -------------------------------------------------------------
 
 def two_backends(a, b, stateful_b=True):
-    return f"""
-[server]
-listen = 127.0.0.1:{{port}}
-
-[backend a]
-url = {a.url}
-api_key = {UPSTREAM_KEY}
-priority = 1
-{MOCK_HEADERS}
-
-[backend b]
-url = {b.url}
-api_key = {UPSTREAM_KEY}
-priority = 2
-{"stateful = yes" if stateful_b else ""}
-{MOCK_HEADERS}
-
-[key k]
-key = {CLIENT_KEY}
-models = gpt-4o
-rpm = 100
-"""
+    return pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2\nstateful = yes" if stateful_b else "priority = 2")],
+                     key="models = gpt-4o\nrpm = 100")
 
 
 def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_mock, start_sluice):
@@ -195,32 +177,9 @@ key = {CLIENT_KEY}
 
 # ---- GET /v1/models --------------------------------------------------------------------
 
-def models_conf(a, b, key_models="*", extra_a=""):
-    return f"""
-[server]
-listen = 127.0.0.1:{{port}}
-
-[backend a]
-url = {a.url}
-api_key = {UPSTREAM_KEY}
-models = *
-models_cache = 1s
-{extra_a}
-
-[backend b]
-url = {b.url}
-api_key = {UPSTREAM_KEY}
-models = *
-
-[backend named]
-url = {b.url}
-api_key = {UPSTREAM_KEY}
-models = o3, gpt-4o
-
-[key k]
-key = {CLIENT_KEY}
-models = {key_models}
-"""
+def models_conf(a, b, key_models="*"):
+    return pool_conf([("a", a, "models = *\nmodels_cache = 1s"), ("b", b, "models = *"),
+                      ("named", b, "models = o3, gpt-4o")], key=f"models = {key_models}")
 
 
 def ids(r):
@@ -260,8 +219,9 @@ def test_models_list_survives_an_upstream_that_cannot_answer(start_mock, start_s
     from conftest import free_port
     a = start_mock(models=["gpt-4o-mini"])
     b = start_mock(models=["llama-3-70b"])
-    s = start_sluice(models_conf(a, b).replace(f"url = {b.url}\napi_key = {UPSTREAM_KEY}\nmodels = *",
-                                              f"url = http://127.0.0.1:{free_port()}/v1\napi_key = x\nmodels = *"))
+    dead = SimpleNamespace(url=f"http://127.0.0.1:{free_port()}/v1")
+    s = start_sluice(pool_conf([("a", a, "models = *\nmodels_cache = 1s"), ("b", dead, "models = *"),
+                                ("named", b, "models = o3, gpt-4o")]))
     got = ids(s.request("GET", "/v1/models"))
     assert sorted(got) == ["gpt-4o", "gpt-4o-mini", "o3"]  # what could be had
     assert "model list could not be fetched" in s.log_text()
