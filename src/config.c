@@ -20,8 +20,17 @@
 #include "sluice/log.h"
 #include "sluice/util.h"
 
-enum scope { SCOPE_SERVER, SCOPE_REDIS, SCOPE_BACKEND, SCOPE_KEY, SCOPE__COUNT };
-static const char *const scope_names[] = { "server", "redis", "backend NAME", "key NAME" };
+enum scope {
+    SCOPE_SERVER,
+    SCOPE_REDIS,
+    SCOPE_BACKEND,
+    SCOPE_KEY,
+    SCOPE_TEAM,
+    SCOPE_MODEL,
+    SCOPE__COUNT
+};
+static const char *const scope_names[] = { "server",   "redis",     "backend NAME",
+                                           "key NAME", "team NAME", "model NAME" };
 
 enum opt_type {
     T_INT,      /* int64_t within [min, max] */
@@ -36,10 +45,11 @@ enum opt_type {
     T_STATUS,  /* struct cfg_statuses */
     T_HEADERS, /* struct cfg_models: header names, a trailing * for a prefix */
     T_DIGEST,  /* uint8_t[32]: sha256:<hex> or a plain secret */
+    T_MONEY,   /* int64_t micro-dollars, from a decimal number of USD */
 };
 static const char *const type_names[] = { "integer", "duration", "size", "boolean", "string", "URL",
                                            "host:port", "one of", "model list", "status list",
-                                           "header list", "secret" };
+                                           "header list", "secret", "USD" };
 
 #define F_REQUIRED 1u /* must be set in its section */
 #define F_REPEAT 2u   /* may appear several times */
@@ -59,7 +69,7 @@ struct option {
 
 static const char *const backend_types[] = { "openai", "azure", NULL };
 static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
-static const char *const periods[] = { "none", "day", "month", "total", NULL };
+static const char *const periods[] = { "none", "day", "month", "total", "week", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const key_modes[] = { "enforce", "shadow", NULL };
 
@@ -67,6 +77,8 @@ static const char *const key_modes[] = { "enforce", "shadow", NULL };
 #define RDS(f) offsetof(struct cfg_redis, f)
 #define BCK(f) offsetof(struct cfg_backend, f)
 #define KEY(f) offsetof(struct cfg_key, f)
+#define MDL(f) offsetof(struct cfg_model, f)
+#define TEAM(f) offsetof(struct cfg_team, f)
 #define BIG INT64_MAX
 #define DAY_MS (24LL * 3600 * 1000)
 
@@ -113,6 +125,8 @@ static const struct option options[] = {
     { SCOPE_SERVER, "max_model_labels", T_INT, SRV(max_model_labels), "100", 0, 100000, NULL, 0,
       "distinct model names from clients that become metric labels (models = * backends); "
       "later ones are counted as other" },
+    { SCOPE_SERVER, "require_prices", T_BOOL, SRV(require_prices), "off", 0, 0, NULL, 0,
+      "on: every model a backend lists needs a [model] section with input and output prices" },
     { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
       "one line per request on stderr" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
@@ -179,6 +193,13 @@ static const struct option options[] = {
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
 
+    { SCOPE_MODEL, "input_price", T_MONEY, MDL(input_price), NULL, 0, BIG, NULL, 0,
+      "USD per 1M prompt tokens" },
+    { SCOPE_MODEL, "cached_input_price", T_MONEY, MDL(cached_input_price), NULL, 0, BIG, NULL, 0,
+      "USD per 1M prompt tokens the upstream reports as cached; unset = input_price" },
+    { SCOPE_MODEL, "output_price", T_MONEY, MDL(output_price), NULL, 0, BIG, NULL, 0,
+      "USD per 1M completion tokens, reasoning tokens included" },
+
     { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED | F_SECRET,
       "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },
     { SCOPE_KEY, "rpm", T_INT, KEY(rpm), "0", 0, BIG, NULL, 0,
@@ -192,11 +213,30 @@ static const struct option options[] = {
     { SCOPE_KEY, "quota", T_INT, KEY(quota), "0", 0, BIG, NULL, 0,
       "total tokens per quota_period; 0 = none" },
     { SCOPE_KEY, "quota_period", T_ENUM, KEY(quota_period), "month", 0, 0, periods, 0,
-      "day | month | total" },
+      "day | week | month | total (UTC calendar; week from Monday)" },
     { SCOPE_KEY, "max_prompt_tokens", T_INT, KEY(max_prompt_tokens), "0", 0, BIG, NULL, 0,
       "per-request prompt cap (413 above it); 0 = none" },
     { SCOPE_KEY, "mode", T_ENUM, KEY(mode), "enforce", 0, 0, key_modes, 0,
-      "shadow: limits, quota and prompt cap are computed and reported but never refuse" },
+      "shadow: limits, quota, budgets and prompt cap are computed and reported but never refuse" },
+    { SCOPE_KEY, "team", T_STRING, KEY(team_name), NULL, 0, 0, NULL, 0,
+      "a [team NAME] whose limits this key also counts against" },
+    { SCOPE_KEY, "budget", T_MONEY, KEY(budget), "0", 0, BIG, NULL, 0,
+      "USD per budget_period (docs/budgets.md); 0 = none" },
+    { SCOPE_KEY, "budget_period", T_ENUM, KEY(budget_period), "month", 0, 0, periods, 0,
+      "day | week | month | total (UTC calendar; week from Monday)" },
+    { SCOPE_KEY, "reserve_output_tokens", T_INT, KEY(reserve_output_tokens), "1000", 0, 10000000,
+      NULL, 0, "output tokens a budget reserves when the request sets no max_tokens" },
+
+    { SCOPE_TEAM, "rpm", T_INT, TEAM(rpm), "0", 0, BIG, NULL, 0,
+      "requests per minute of all the team's keys together; 0 = unlimited" },
+    { SCOPE_TEAM, "input_tpm", T_INT, TEAM(input_tpm), "0", 0, BIG, NULL, 0,
+      "prompt tokens per minute, all keys together; 0 = unlimited" },
+    { SCOPE_TEAM, "output_tpm", T_INT, TEAM(output_tpm), "0", 0, BIG, NULL, 0,
+      "completion tokens per minute, all keys together; 0 = unlimited" },
+    { SCOPE_TEAM, "budget", T_MONEY, TEAM(budget), "0", 0, BIG, NULL, 0,
+      "USD per budget_period, all keys together; 0 = none" },
+    { SCOPE_TEAM, "budget_period", T_ENUM, TEAM(budget_period), "month", 0, 0, periods, 0,
+      "day | week | month | total" },
 };
 #define NOPTIONS ((int)SL_ARRAY_LEN(options))
 
@@ -259,13 +299,48 @@ struct parser {
 
 /* Backend and key arrays grow while parsing, so sections hold indexes for
  * them; this turns a section into the address of its struct. */
+/* The named sections ([backend NAME], [key NAME], ...): the array of
+ * struct config each fills. Their structs start with char *name, int line. */
+struct named_scope {
+    enum scope scope;
+    const char *title;
+    size_t array, count; /* offsets in struct config: the array pointer and its length */
+    size_t size;         /* of one element */
+};
+
+#define NAMED(sc, t, arr, cnt, type)                                                               \
+    { sc, t, offsetof(struct config, arr), offsetof(struct config, cnt), sizeof(type) }
+static const struct named_scope named_scopes[] = {
+    NAMED(SCOPE_BACKEND, "backend", backends, nbackends, struct cfg_backend),
+    NAMED(SCOPE_KEY, "key", keys, nkeys, struct cfg_key),
+    NAMED(SCOPE_TEAM, "team", teams, nteams, struct cfg_team),
+    NAMED(SCOPE_MODEL, "model", models, nmodels, struct cfg_model),
+};
+#undef NAMED
+
+struct named_head {
+    char *name;
+    int line;
+};
+
+static const struct named_scope *named_scope_of(enum scope scope)
+{
+    for (size_t i = 0; i < SL_ARRAY_LEN(named_scopes); i++)
+        if (named_scopes[i].scope == scope)
+            return &named_scopes[i];
+    return NULL;
+}
+
+static void *named_element(const struct config *c, const struct named_scope *ns, intptr_t i)
+{
+    char *array = *(char *const *)((const char *)c + ns->array);
+    return array + (size_t)i * ns->size;
+}
+
 static void *section_obj(struct parser *p, struct section *sec)
 {
-    if (sec->scope == SCOPE_BACKEND)
-        return &p->cfg->backends[(intptr_t)sec->obj];
-    if (sec->scope == SCOPE_KEY)
-        return &p->cfg->keys[(intptr_t)sec->obj];
-    return sec->obj;
+    const struct named_scope *ns = named_scope_of(sec->scope);
+    return ns ? named_element(p->cfg, ns, (intptr_t)sec->obj) : sec->obj;
 }
 
 #define PERR(p, ...) add_error((p)->errs, (p)->path, (p)->lineno, __VA_ARGS__)
@@ -637,6 +712,13 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
         return true;
     case T_HEADERS:
         return parse_headers(p, o, v, (struct cfg_models *)field);
+    case T_MONEY:
+        if (!sl_parse_money(v, &n) || n > o->max) {
+            PERR(p, "%s: '%s' is not an amount of USD (digits, at most 6 decimals)", o->name, v);
+            return false;
+        }
+        *(int64_t *)field = n;
+        return true;
     case T_STATUS:
         if (!parse_statuses(v, (struct cfg_statuses *)field)) {
             PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
@@ -662,12 +744,15 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
 
 /* ---- sections ------------------------------------------------------------- */
 
-static bool valid_name(const char *s)
+/* Section names become metric labels and log fields. Model names may also
+ * hold ':' '/' '@' '+' (ft:gpt-4o:org:x, meta-llama/Llama-3-8B). */
+static bool valid_name(const char *s, enum scope scope)
 {
     if (!*s || strlen(s) > CFG_NAME_MAX)
         return false;
     for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+        if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.' &&
+            !(scope == SCOPE_MODEL && strchr(":/@+", *s)))
             return false;
     return true;
 }
@@ -687,9 +772,7 @@ static struct section *find_named(struct parser *p, enum scope scope, const char
         struct section *s = &p->sections[i];
         if (s->scope != scope)
             continue;
-        const char *n = scope == SCOPE_BACKEND ? ((struct cfg_backend *)section_obj(p, s))->name
-                                               : ((struct cfg_key *)section_obj(p, s))->name;
-        if (strcmp(n, name) == 0)
+        if (strcmp(((struct named_head *)section_obj(p, s))->name, name) == 0)
             return s;
     }
     return NULL;
@@ -731,16 +814,19 @@ static void open_section(struct parser *p, char *header)
         scope = SCOPE_SERVER;
     else if (strcmp(title, "redis") == 0)
         scope = SCOPE_REDIS;
-    else if (strcmp(title, "backend") == 0)
-        scope = SCOPE_BACKEND;
-    else if (strcmp(title, "key") == 0)
-        scope = SCOPE_KEY;
     else {
-        PERR(p, "unknown section [%s]", title);
-        return;
+        size_t i = 0;
+        while (i < SL_ARRAY_LEN(named_scopes) && strcmp(title, named_scopes[i].title) != 0)
+            i++;
+        if (i == SL_ARRAY_LEN(named_scopes)) {
+            PERR(p, "unknown section [%s]", title);
+            return;
+        }
+        scope = named_scopes[i].scope;
     }
-    bool named = scope == SCOPE_BACKEND || scope == SCOPE_KEY;
-    if (named && !valid_name(name)) {
+    const struct named_scope *ns = named_scope_of(scope);
+    bool named = ns != NULL;
+    if (named && !valid_name(name, scope)) {
         PERR(p, "[%s NAME] needs a name of letters, digits, '-', '_' or '.' (at most 64)", title);
         return;
     }
@@ -762,21 +848,16 @@ static void open_section(struct parser *p, char *header)
     } else if (scope == SCOPE_REDIS) {
         c->redis.enabled = true;
         obj = &c->redis;
-    } else if (scope == SCOPE_BACKEND) {
-        /* Sections point into these arrays by index later; store the index. */
-        c->backends = sl_realloc(c->backends, sizeof(*c->backends) * (size_t)(c->nbackends + 1));
-        struct cfg_backend *be = &c->backends[c->nbackends];
-        memset(be, 0, sizeof(*be));
-        be->name = sl_strdup(name);
-        be->line = p->lineno;
-        obj = (void *)(intptr_t)c->nbackends++;
     } else {
-        c->keys = sl_realloc(c->keys, sizeof(*c->keys) * (size_t)(c->nkeys + 1));
-        struct cfg_key *k = &c->keys[c->nkeys];
-        memset(k, 0, sizeof(*k));
-        k->name = sl_strdup(name);
-        k->line = p->lineno;
-        obj = (void *)(intptr_t)c->nkeys++;
+        /* The arrays grow, so sections hold an index into them, not a pointer. */
+        char **array = (char **)((char *)c + ns->array);
+        int *count = (int *)((char *)c + ns->count);
+        *array = sl_realloc(*array, ns->size * (size_t)(*count + 1));
+        struct named_head *h = named_element(c, ns, *count);
+        memset(h, 0, ns->size);
+        h->name = sl_strdup(name);
+        h->line = p->lineno;
+        obj = (void *)(intptr_t)(*count)++;
     }
     p->sections = sl_realloc(p->sections, sizeof(*p->sections) * (size_t)(p->nsections + 1));
     struct section *sec = &p->sections[p->nsections++];
@@ -889,6 +970,71 @@ static void check_required(struct parser *p)
     }
 }
 
+/* [model] prices left unset are -1 (cached: the input price). A model a
+ * backend lists without both prices costs nothing: said once, or an error
+ * with require_prices. */
+static void check_prices(struct parser *p)
+{
+    struct config *c = p->cfg;
+    for (int i = 0; i < p->nsections; i++) {
+        struct section *sec = &p->sections[i];
+        if (sec->scope != SCOPE_MODEL)
+            continue;
+        struct cfg_model *m = section_obj(p, sec);
+        if (!sec->set_at[find_option(SCOPE_MODEL, "input_price")])
+            m->input_price = -1;
+        if (!sec->set_at[find_option(SCOPE_MODEL, "output_price")])
+            m->output_price = -1;
+        if (!sec->set_at[find_option(SCOPE_MODEL, "cached_input_price")])
+            m->cached_input_price = m->input_price;
+    }
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct cfg_models *ms = &c->backends[i].models;
+        for (int j = 0; j < ms->n; j++) {
+            const char *name = ms->names[j];
+            bool listed_before = false;
+            for (int k = 0; k <= i && !listed_before; k++)
+                for (int l = 0; l < (k == i ? j : c->backends[k].models.n) && !listed_before; l++)
+                    listed_before = strcmp(c->backends[k].models.names[l], name) == 0;
+            const struct cfg_model *m = cfg_find_model(c, name);
+            if (listed_before || (m && m->input_price >= 0 && m->output_price >= 0))
+                continue;
+            if (c->server.require_prices)
+                add_error(p->errs, p->path, c->backends[i].line,
+                          "[backend %s] lists %s, which has no [model %s] with input_price and "
+                          "output_price (require_prices = on)",
+                          c->backends[i].name, name, name);
+            else
+                log_info("%s: model %s has no price for its input or output ([model %s] "
+                         "input_price, output_price): those tokens cost 0",
+                         p->path, name, name);
+        }
+    }
+}
+
+/* Periods, and each key's team. */
+static void check_budgets(struct parser *p)
+{
+    struct config *c = p->cfg;
+    for (int i = 0; i < c->nkeys; i++) {
+        struct cfg_key *k = &c->keys[i];
+        if (k->quota && k->quota_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, k->line,
+                      "[key %s]: quota needs quota_period = day, week, month or total", k->name);
+        if (k->budget && k->budget_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, k->line,
+                      "[key %s]: budget needs budget_period = day, week, month or total", k->name);
+        if (k->team_name && !(k->team = cfg_find_team(c, k->team_name)))
+            add_error(p->errs, p->path, k->line, "[key %s]: team %s has no [team %s] section",
+                      k->name, k->team_name, k->team_name);
+    }
+    for (int i = 0; i < c->nteams; i++)
+        if (c->teams[i].budget && c->teams[i].budget_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, c->teams[i].line,
+                      "[team %s]: budget needs budget_period = day, week, month or total",
+                      c->teams[i].name);
+}
+
 static void check_config(struct parser *p)
 {
     struct config *c = p->cfg;
@@ -929,10 +1075,8 @@ static void check_config(struct parser *p)
             add_error(p->errs, p->path, be->line,
                       "[backend %s]: api_version and deployment are for type = azure", be->name);
     }
-    for (int i = 0; i < c->nkeys; i++)
-        if (c->keys[i].quota && c->keys[i].quota_period == QUOTA_PERIOD_NONE)
-            add_error(p->errs, p->path, c->keys[i].line,
-                      "[key %s]: quota needs quota_period = day, month or total", c->keys[i].name);
+    check_prices(p);
+    check_budgets(p);
     for (int i = 0; i < c->nkeys; i++)
         for (int j = 0; j < i; j++)
             if (memcmp(c->keys[i].digest, c->keys[j].digest, 32) == 0)
@@ -983,9 +1127,16 @@ static void config_free(struct config *c)
     free(c->backends);
     for (int i = 0; i < c->nkeys; i++) {
         free(c->keys[i].name);
+        free(c->keys[i].team_name);
         models_free(&c->keys[i].models);
     }
     free(c->keys);
+    for (int i = 0; i < c->nteams; i++)
+        free(c->teams[i].name);
+    free(c->teams);
+    for (int i = 0; i < c->nmodels; i++)
+        free(c->models[i].name);
+    free(c->models);
     free(c);
 }
 
@@ -1064,12 +1215,22 @@ bool cfg_status_in(const struct cfg_statuses *s, int status)
     return (s->bits[(status - 100) / 64] >> ((status - 100) % 64)) & 1;
 }
 
+/* The named section (struct named_head first) of that scope and name, or NULL. */
+static const void *find_by_name(const struct config *c, enum scope scope, const char *name)
+{
+    const struct named_scope *ns = named_scope_of(scope);
+    int n = *(const int *)((const char *)c + ns->count);
+    for (int i = 0; i < n; i++) {
+        const struct named_head *h = named_element(c, ns, i);
+        if (strcmp(h->name, name) == 0)
+            return h;
+    }
+    return NULL;
+}
+
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
 {
-    for (int i = 0; i < c->nkeys; i++)
-        if (strcmp(c->keys[i].name, name) == 0)
-            return &c->keys[i];
-    return NULL;
+    return find_by_name(c, SCOPE_KEY, name);
 }
 
 static const char *listed_in(const struct cfg_models *m, const char *model)
@@ -1078,6 +1239,16 @@ static const char *listed_in(const struct cfg_models *m, const char *model)
         if (strcmp(m->names[i], model) == 0)
             return m->names[i];
     return NULL;
+}
+
+const struct cfg_team *cfg_find_team(const struct config *c, const char *name)
+{
+    return find_by_name(c, SCOPE_TEAM, name);
+}
+
+const struct cfg_model *cfg_find_model(const struct config *c, const char *name)
+{
+    return find_by_name(c, SCOPE_MODEL, name);
 }
 
 const char *cfg_model_label(const struct config *c, const char *model)
@@ -1104,8 +1275,12 @@ static const char reference_intro[] =
     "## Syntax\n"
     "\n"
     "- Sections: `[server]`, `[redis]`, `[backend NAME]` (one per upstream\n"
-    "  deployment), `[key NAME]` (one per client key). Names are letters, digits,\n"
-    "  `-`, `_` and `.` (they become metric labels and log fields).\n"
+    "  deployment), `[key NAME]` (one per client key), `[team NAME]` (limits and a\n"
+    "  budget shared by the keys that name it) and `[model NAME]` (a model's\n"
+    "  prices, docs/budgets.md). Names are letters, digits, `-`, `_` and `.` (they\n"
+    "  become metric labels and log fields); model names may also hold `:` `/` `@` `+`.\n"
+    "- Money is USD with at most 6 decimals (`2.50`, `0.000125`); sluice keeps it\n"
+    "  as whole micro-dollars.\n"
     "- `name = value`, one per line; lines may be at most 198 characters.\n"
     "- Comments: lines starting with `;` or `#`; `;` after whitespace ends a value.\n"
     "- Durations: `100ms`, `2s`, `10m`, `1h`; a bare number is seconds.\n"

@@ -30,10 +30,17 @@ static bool parse_usage_object_json(const char *text, size_t len, struct tok_usa
         int64_t prompt = 0, completion = 0;
         bool has_prompt = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
         bool has_completion = read_count(usage, "completion_tokens", "output_tokens", &completion);
+        const cJSON *details = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
+        if (!cJSON_IsObject(details))
+            details = cJSON_GetObjectItemCaseSensitive(usage, "input_tokens_details");
+        int64_t cached = 0;
+        if (cJSON_IsObject(details) && !read_count(details, "cached_tokens", "cached_tokens", &cached))
+            cached = 0;
         if ((ok = has_prompt || has_completion)) {
             u->seen = true;
             u->prompt = prompt;
             u->completion = completion;
+            u->cached = SL_MIN(cached, prompt);
         }
     }
     cJSON_Delete(usage);
@@ -47,12 +54,17 @@ static bool parse_usage_object_json(const char *text, size_t len, struct tok_usa
  * makes the reader give up and the cJSON path decide, so both always agree. */
 
 enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_NAMES };
-enum { U_ABSENT, U_NUMBER, U_OTHER };
+enum { U_ABSENT, U_NUMBER, U_OTHER, U_OBJECT };
+enum { D_PROMPT, D_INPUT, D_NAMES }; /* prompt_tokens_details, input_tokens_details */
 
 struct usage_scan {
     struct json_scan js;
     int kind[U_NAMES];
     int64_t value[U_NAMES];
+    int details_kind[D_NAMES];   /* of the first occurrence of each details member */
+    int cached_kind[D_NAMES];    /* its cached_tokens: the first occurrence in it */
+    int64_t cached[D_NAMES];
+    int in_details;              /* while inside the first occurrence of one: its index, else -1 */
 };
 
 /* An escape-free string (keys are compared as written). */
@@ -72,8 +84,16 @@ static int usage_name(struct sl_str k)
     return -1;
 }
 
+static int details_name(struct sl_str k)
+{
+    return sl_str_eq(k, "prompt_tokens_details") ? D_PROMPT
+           : sl_str_eq(k, "input_tokens_details") ? D_INPUT
+                                                  : -1;
+}
+
 /* An object of integers, strings and (up to depth 3) such objects. At depth 0
- * the four counts are noted, the first occurrence of each as cJSON finds it. */
+ * the four counts are noted, the first occurrence of each as cJSON finds it,
+ * and in the first details object of each kind its first cached_tokens. */
 static bool scan_object(struct usage_scan *s, int depth)
 {
     struct json_scan *js = &s->js;
@@ -87,17 +107,36 @@ static bool scan_object(struct usage_scan *s, int depth)
             return false;
         int name = depth == 0 ? usage_name(key) : -1;
         bool first = name >= 0 && s->kind[name] == U_ABSENT;
+        int dn = depth == 0 ? details_name(key) : -1;
+        bool first_details = dn >= 0 && s->details_kind[dn] == U_ABSENT;
+        int in = depth == 1 && s->in_details >= 0 && sl_str_eq(key, "cached_tokens") ? s->in_details : -1;
+        bool first_cached = in >= 0 && s->cached_kind[in] == U_ABSENT;
         int64_t v;
         char next = js_peek(js);
         if (next == '"' || next == '{') {
-            if (next == '"' ? !scan_plain_string(js, &str) : !scan_object(s, depth + 1))
+            if (next == '{' && first_details)
+                s->in_details = dn;
+            bool ok = next == '"' ? scan_plain_string(js, &str) : scan_object(s, depth + 1);
+            if (depth == 0)
+                s->in_details = -1;
+            if (!ok)
                 return false;
             if (first)
                 s->kind[name] = U_OTHER;
+            if (first_details)
+                s->details_kind[dn] = next == '{' ? U_OBJECT : U_OTHER;
+            if (first_cached)
+                s->cached_kind[in] = U_OTHER;
         } else if (js_integer(js, &v)) {
             if (first) {
                 s->kind[name] = U_NUMBER;
                 s->value[name] = v;
+            }
+            if (first_details)
+                s->details_kind[dn] = U_OTHER;
+            if (first_cached) {
+                s->cached_kind[in] = U_NUMBER;
+                s->cached[in] = v;
             }
         } else {
             return false;
@@ -118,17 +157,22 @@ static bool pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
 
 bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
 {
-    struct usage_scan s = { .js = { text, text + len } };
+    struct usage_scan s = { .js = { text, text + len }, .in_details = -1 };
     if (!scan_object(&s, 0) || !js_at_end(&s.js))
         return parse_usage_object_json(text, len, u);
-    int64_t prompt = 0, completion = 0;
+    int64_t prompt = 0, completion = 0, cached = 0;
     bool has_prompt = pick_count(&s, U_PROMPT, U_INPUT, &prompt);
     bool has_completion = pick_count(&s, U_COMPLETION, U_OUTPUT, &completion);
     if (!has_prompt && !has_completion)
         return false;
+    /* as cJSON: the prompt details if they are an object, else the input details */
+    int d = s.details_kind[D_PROMPT] == U_OBJECT ? D_PROMPT : D_INPUT;
+    if (s.details_kind[d] == U_OBJECT && s.cached_kind[d] == U_NUMBER && s.cached[d] >= 0)
+        cached = s.cached[d];
     u->seen = true;
     u->prompt = prompt;
     u->completion = completion;
+    u->cached = SL_MIN(cached, prompt);
     return true;
 }
 

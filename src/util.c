@@ -24,6 +24,15 @@ bool sl_str_caseeq(struct sl_str a, const char *lit)
     return a.len == n && strncasecmp(a.p, lit, n) == 0;
 }
 
+bool sl_str_after(struct sl_str a, const char *prefix, struct sl_str *rest)
+{
+    size_t n = strlen(prefix);
+    if (a.len <= n || memcmp(a.p, prefix, n) != 0)
+        return false;
+    *rest = (struct sl_str){ a.p + n, a.len - n };
+    return true;
+}
+
 bool sl_str_casestarts(struct sl_str a, const char *prefix)
 {
     size_t n = strlen(prefix);
@@ -192,6 +201,51 @@ bool sl_parse_size(const char *s, int64_t *out)
     static const char *const units[] = { "k", "m", "kb", "mb", NULL };
     static const int64_t mult[] = { 1024, 1024 * 1024, 1024, 1024 * 1024 };
     return parse_with_unit(s, units, mult, 1, out);
+}
+
+bool sl_parse_money(const char *s, int64_t *out)
+{
+    int64_t whole = 0, frac = 0;
+    int decimals = 0;
+    const char *p = s;
+    if (*p < '0' || *p > '9')
+        return false;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        if (whole > (INT64_MAX / 1000000 - 9) / 10)
+            return false;
+        whole = whole * 10 + (*p - '0');
+    }
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            if (++decimals > 6)
+                return false;
+            frac = frac * 10 + (*p - '0');
+        }
+        if (decimals == 0)
+            return false;
+    }
+    if (*p)
+        return false;
+    for (; decimals < 6; decimals++)
+        frac *= 10;
+    *out = whole * 1000000 + frac;
+    return true;
+}
+
+size_t sl_fmt_money(int64_t micro, char *out)
+{
+    char *p = out;
+    uint64_t m = micro < 0 ? -(uint64_t)micro : (uint64_t)micro;
+    if (micro < 0)
+        *p++ = '-';
+    p += sl_fmt_int((int64_t)(m / 1000000), p);
+    *p++ = '.';
+    uint64_t frac = m % 1000000;
+    for (int i = 5; i >= 0; i--, frac /= 10)
+        p[i] = (char)('0' + frac % 10);
+    p += 6;
+    *p = '\0';
+    return (size_t)(p - out);
 }
 
 bool sl_parse_bool(const char *s, bool *out)

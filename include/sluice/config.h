@@ -14,7 +14,15 @@
 
 enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
-enum quota_period { QUOTA_PERIOD_NONE, QUOTA_PERIOD_DAY, QUOTA_PERIOD_MONTH, QUOTA_PERIOD_TOTAL };
+/* Calendar periods of quotas and budgets, UTC; week is ISO (from Monday). The
+ * numbers are also lua/limits.lua's. */
+enum quota_period {
+    QUOTA_PERIOD_NONE,
+    QUOTA_PERIOD_DAY,
+    QUOTA_PERIOD_MONTH,
+    QUOTA_PERIOD_TOTAL,
+    QUOTA_PERIOD_WEEK,
+};
 enum key_mode { KEY_MODE_ENFORCE, KEY_MODE_SHADOW };
 
 struct cfg_listen {
@@ -58,6 +66,7 @@ struct cfg_server {
     uint8_t admin_digest[32];
     int64_t max_attempts;
     int64_t max_model_labels;
+    bool require_prices;
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
     bool access_log;
@@ -99,6 +108,25 @@ struct cfg_backend {
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 
+/* [model NAME]: what a model costs. Prices are micro-dollars per 1M tokens
+ * (so $2.50 is 2500000); -1 where the file gives none. */
+struct cfg_model {
+    char *name; /* first, as in every named section */
+    int line;
+    int64_t input_price;
+    int64_t cached_input_price; /* unset: the input price */
+    int64_t output_price;
+};
+
+/* [team NAME]: limits shared by the keys that name the team. */
+struct cfg_team {
+    char *name;
+    int line;
+    int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
+    int64_t budget;                     /* micro-dollars per budget_period; 0 = none */
+    enum quota_period budget_period;
+};
+
 struct cfg_key {
     char *name;
     int line;
@@ -111,6 +139,11 @@ struct cfg_key {
     enum quota_period quota_period;
     int64_t max_prompt_tokens; /* 0 = none */
     int mode;                  /* enum key_mode */
+    char *team_name;             /* as written; NULL = none */
+    const struct cfg_team *team; /* the [team] it names */
+    int64_t budget;              /* micro-dollars per budget_period; 0 = none */
+    enum quota_period budget_period;
+    int64_t reserve_output_tokens; /* reserved when the request sets no max tokens */
 };
 
 struct config {
@@ -121,6 +154,10 @@ struct config {
     int nbackends;
     struct cfg_key *keys;
     int nkeys;
+    struct cfg_model *models;
+    int nmodels;
+    struct cfg_team *teams;
+    int nteams;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
     atomic_int refs;
 };
@@ -142,6 +179,9 @@ void cfg_unref(struct config *c);
 bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len);
 bool cfg_status_in(const struct cfg_statuses *s, int status);
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
+const struct cfg_team *cfg_find_team(const struct config *c, const char *name);
+/* The [model NAME] section of a model, or NULL. */
+const struct cfg_model *cfg_find_model(const struct config *c, const char *name);
 /* The model as a metric label: its name if the config lists it anywhere,
  * else "other" (client input never becomes a label of its own). */
 const char *cfg_model_label(const struct config *c, const char *model);

@@ -12,7 +12,8 @@
 struct tok_usage {
     bool seen;
     int64_t prompt;     /* prompt_tokens / input_tokens */
-    int64_t completion; /* completion_tokens / output_tokens */
+    int64_t completion; /* completion_tokens / output_tokens (reasoning tokens included) */
+    int64_t cached;     /* of the prompt: {prompt,input}_tokens_details.cached_tokens */
 };
 
 struct api_call;

@@ -21,6 +21,8 @@ struct sl_str {
 bool sl_str_eq(struct sl_str a, const char *lit);
 bool sl_str_caseeq(struct sl_str a, const char *lit);
 bool sl_str_casestarts(struct sl_str a, const char *prefix);
+/* Whether a is prefix and more; *rest is the more. */
+bool sl_str_after(struct sl_str a, const char *prefix, struct sl_str *rest);
 
 /* Monotonic milliseconds / microseconds, for deadlines and latencies. */
 int64_t sl_now_ms(void);
@@ -58,6 +60,10 @@ bool sl_parse_int(const char *s, int64_t *out);
 bool sl_parse_duration_ms(const char *s, int64_t *out); /* 100ms 2s 10m 1h; bare number = seconds */
 bool sl_parse_size(const char *s, int64_t *out);        /* 512 4k 4m */
 bool sl_parse_bool(const char *s, bool *out);           /* yes/no on/off true/false 1/0 */
+bool sl_parse_money(const char *s, int64_t *out);       /* USD "2.50" -> micro-dollars 2500000 */
+/* Micro-dollars as USD with 6 decimals ("0.000123"): at most 28 bytes and a
+ * NUL; returns the length. */
+size_t sl_fmt_money(int64_t micro, char *out);
 
 /* Whether the bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
  * surrogates, nothing past U+10FFFF). ASCII runs go 8 bytes at a time. */

@@ -14,7 +14,9 @@ def test_chat_completion_round_trip(sluice, mock):
     body = r.json()
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"]["content"].startswith("tok0")
-    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10}
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 8, "total_tokens": 10,
+                             "prompt_tokens_details": {"cached_tokens": 0},
+                             "completion_tokens_details": {"reasoning_tokens": 0}}
     assert r.headers["content-type"] == "application/json"
     assert mock.stats()["requests"] == 1
 
@@ -95,7 +97,9 @@ def test_streaming_usage_chunk_passes_when_asked(sluice, tmp):
     events = [d for _, d in read_events(r)]
     c.close()
     usage = json.loads(events[-2])["usage"]
-    assert usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+                     "prompt_tokens_details": {"cached_tokens": 0},
+                     "completion_tokens_details": {"reasoning_tokens": 0}}
     time.sleep(0.1)
     assert "prompt_tokens=3 completion_tokens=4" in sluice.log_text()
 

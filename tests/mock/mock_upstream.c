@@ -32,6 +32,9 @@
  *   x-mock-completion-tokens: 8   completion length (default 8, capped by max_tokens)
  *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
  *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
+ *   x-mock-cached-tokens: 6       of the prompt, reported as cached (prompt_tokens_details)
+ *   x-mock-reasoning-tokens: 4    of the completion, reported as reasoning
+ *                                 (completion_tokens_details; included in completion_tokens)
  * Control: GET /_mock/stats, GET /_mock/last, POST /_mock/config, POST /_mock/reset. */
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -65,6 +68,7 @@ struct faults {
     int completion_tokens;
     int prompt_tokens; /* -1 = count words */
     bool no_usage;
+    int cached_tokens, reasoning_tokens;
 };
 
 static struct {
@@ -199,9 +203,13 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
         sl_buf_printf(b, "{\"prompt_tokens\":%d,\"total_tokens\":%d}", m->prompt_tokens,
                       m->prompt_tokens);
     else
-        sl_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d}",
+        sl_buf_printf(b, "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                         "\"prompt_tokens_details\":{\"cached_tokens\":%d},"
+                         "\"completion_tokens_details\":{\"reasoning_tokens\":%d}}",
                       m->prompt_tokens, m->completion_tokens,
-                      m->prompt_tokens + m->completion_tokens);
+                      m->prompt_tokens + m->completion_tokens,
+                      SL_MIN(m->f.cached_tokens, m->prompt_tokens),
+                      SL_MIN(m->f.reasoning_tokens, m->completion_tokens));
 }
 
 static void text_of(struct sl_buf *b, int tokens);
@@ -259,10 +267,12 @@ static void response_object(struct sl_buf *b, const struct mock_req *m, const ch
     sl_buf_appends(b, "],\"parallel_tool_calls\":true,\"tool_choice\":\"auto\",\"tools\":[],"
                       "\"usage\":");
     if (with_output && !m->f.no_usage)
-        sl_buf_printf(b, "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_tokens\":0},"
-                         "\"output_tokens\":%d,\"output_tokens_details\":{\"reasoning_tokens\":0},"
+        sl_buf_printf(b, "{\"input_tokens\":%d,\"input_tokens_details\":{\"cached_tokens\":%d},"
+                         "\"output_tokens\":%d,\"output_tokens_details\":{\"reasoning_tokens\":%d},"
                          "\"total_tokens\":%d}",
-                      m->prompt_tokens, m->completion_tokens, m->prompt_tokens + m->completion_tokens);
+                      m->prompt_tokens, SL_MIN(m->f.cached_tokens, m->prompt_tokens),
+                      m->completion_tokens, SL_MIN(m->f.reasoning_tokens, m->completion_tokens),
+                      m->prompt_tokens + m->completion_tokens);
     else
         sl_buf_appends(b, "null");
     sl_buf_appends(b, "}");
@@ -592,6 +602,8 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->completion_tokens = header_int(req, "x-mock-completion-tokens", f->completion_tokens);
     f->prompt_tokens = header_int(req, "x-mock-prompt-tokens", f->prompt_tokens);
     f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
+    f->cached_tokens = header_int(req, "x-mock-cached-tokens", f->cached_tokens);
+    f->reasoning_tokens = header_int(req, "x-mock-reasoning-tokens", f->reasoning_tokens);
 }
 
 static bool authorized(const struct http_req *req)
@@ -920,6 +932,8 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "completion-tokens") == 0) f->completion_tokens = n;
         else if (strcmp(k, "prompt-tokens") == 0) f->prompt_tokens = n;
         else if (strcmp(k, "no-usage") == 0) f->no_usage = n != 0;
+        else if (strcmp(k, "cached-tokens") == 0) f->cached_tokens = n;
+        else if (strcmp(k, "reasoning-tokens") == 0) f->reasoning_tokens = n;
     }
     cJSON_Delete(root);
     reply_json(req, 200, "{\"ok\":true}\n");

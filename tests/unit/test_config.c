@@ -81,6 +81,38 @@ static void test_valid(void)
     cfg_unref(c);
 }
 
+/* Prices, budgets and teams: money in micro-dollars, keys tied to their team. */
+static void test_money_and_teams(void)
+{
+    struct cfg_errors e = { 0 };
+    struct config *c = load("[backend a]\nurl = http://x/v1\nmodels = gpt-4o, m2\n"
+                            "[model gpt-4o]\ninput_price = 2.50\ncached_input_price = 1.25\n"
+                            "output_price = 10\n"
+                            "[model ft:gpt-4o:org:x]\ninput_price = 0.000001\n"
+                            "[team platform]\nrpm = 6000\nbudget = 500.00\nbudget_period = week\n"
+                            "[key a]\nkey = some-key-123\nteam = platform\nbudget = 25\n"
+                            "budget_period = day\n[key b]\nkey = other-key-123\n",
+                            &e);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    const struct cfg_model *m = cfg_find_model(c, "gpt-4o");
+    CHECK(m && m->input_price == 2500000 && m->cached_input_price == 1250000 &&
+          m->output_price == 10000000);
+    m = cfg_find_model(c, "ft:gpt-4o:org:x");
+    CHECK(m && m->input_price == 1 && m->cached_input_price == 1 && m->output_price == -1);
+    CHECK(!cfg_find_model(c, "m2"));
+    const struct cfg_team *t = cfg_find_team(c, "platform");
+    CHECK(t && t->rpm == 6000 && t->budget == 500000000 && t->budget_period == QUOTA_PERIOD_WEEK);
+    const struct cfg_key *k = cfg_find_key(c, "a");
+    CHECK(k->team == t && k->budget == 25000000 && k->budget_period == QUOTA_PERIOD_DAY &&
+          k->reserve_output_tokens == 1000);
+    k = cfg_find_key(c, "b");
+    CHECK(!k->team && k->budget == 0 && k->budget_period == QUOTA_PERIOD_MONTH);
+    cfg_unref(c);
+    cfg_errors_free(&e);
+}
+
 static void test_defaults_without_sections(void)
 {
     struct cfg_errors e = { 0 };
@@ -167,7 +199,20 @@ static void test_errors(void)
         { "[key k]\nkey = short\n", 2, "at least 8 characters" },
         { "[key k]\nkey = same-key-123\n[key j]\nkey = same-key-123\n", 3,
           "has the same key as [key k]" },
-        { "[key k]\nkey = some-key-123\nquota_period = week\n", 3, "not one of none, day, month, total" },
+        { "[key k]\nkey = some-key-123\nquota_period = fortnight\n", 3,
+          "not one of none, day, month, total, week" },
+        { "[key k]\nkey = some-key-123\nteam = nobody\n", 1,
+          "[key k]: team nobody has no [team nobody] section" },
+        { "[key k]\nkey = some-key-123\nbudget = 1.1234567\n", 3, "at most 6 decimals" },
+        { "[key k]\nkey = some-key-123\nbudget = -5\n", 3, "is not an amount of USD" },
+        { "[key k]\nkey = some-key-123\nbudget = 5\nbudget_period = none\n", 1,
+          "budget needs budget_period" },
+        { "[team t]\nquota = 5\n", 2, "unknown key 'quota' in [team NAME]" },
+        { "[team t]\nbudget = 1\nbudget_period = none\n", 1, "budget needs budget_period" },
+        { "[model gpt-4o]\ninput_price = $2\n", 2, "is not an amount of USD" },
+        { "[server]\nrequire_prices = on\n[backend a]\nurl = http://x\nmodels = m1, m2\n"
+          "[model m1]\ninput_price = 1\noutput_price = 2\n[model m2]\ninput_price = 1\n", 3,
+          "[backend a] lists m2, which has no [model m2] with input_price and output_price" },
         { "[redis]\non_error = panic\n", 2, "not one of local, allow, deny" },
         { "[server] trailing\n", 1, "unexpected text after section header" },
     };
@@ -231,6 +276,7 @@ static void test_values(void)
 
 int main(void)
 {
+    test_money_and_teams();
     log_set_level(LOG_ERROR);
     test_valid();
     test_defaults_without_sections();

@@ -133,10 +133,17 @@ static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
                 v[d] = (int64_t)n->valuedouble;
             }
         }
+        /* cached: the first prompt_tokens_details if an object, else input_tokens_details */
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "prompt_tokens_details");
+        if (!cJSON_IsObject(d))
+            d = cJSON_GetObjectItemCaseSensitive(root, "input_tokens_details");
+        const cJSON *c = cJSON_IsObject(d) ? cJSON_GetObjectItemCaseSensitive(d, "cached_tokens") : NULL;
+        int64_t cached = cJSON_IsNumber(c) && c->valuedouble >= 0 ? (int64_t)c->valuedouble : 0;
         if ((ok = has[0] || has[1])) {
             u->seen = true;
             u->prompt = v[0];
             u->completion = v[1];
+            u->cached = cached < v[0] ? cached : v[0];
         }
     }
     cJSON_Delete(root);
@@ -159,6 +166,12 @@ static void test_usage_reader_agrees_with_cjson(void)
         "\"prompt\\u005ftokens\":8", "\"note\":\"a \\\"q\\\" b\"", "\"list\":[1,2]",
         "\"output_tokens\":true", "\"completion_tokens\":0", "\"prompt_tokens\":-0",
         "\"note\":\"\t{}", /* unclosed: a reader must not read an object inside the string */
+        "\"prompt_tokens_details\":{\"cached_tokens\":6,\"audio_tokens\":0}",
+        "\"input_tokens_details\":{\"cached_tokens\":2}", "\"prompt_tokens_details\":null",
+        "\"prompt_tokens_details\":{\"cached_tokens\":-1}", "\"prompt_tokens_details\":7",
+        "\"input_tokens_details\":{\"x\":{\"cached_tokens\":9},\"cached_tokens\":\"3\"}",
+        "\"prompt_tokens_details\":{\"cached_tokens\":4,\"cached_tokens\":5}",
+        "\"cached_tokens\":11", "\"output_tokens_details\":{\"reasoning_tokens\":4}",
     };
     static const char mutations[] = " \t\n{}[]\",:-.0123456789eE\\u";
     int agreed = 0;
@@ -189,12 +202,13 @@ static void test_usage_reader_agrees_with_cjson(void)
         bool g = tok_usage_from_object(obj, n, &got);
         bool w = reference_usage(obj, n, &want);
         if (g == w && got.seen == want.seen && got.prompt == want.prompt &&
-            got.completion == want.completion)
+            got.completion == want.completion && got.cached == want.cached)
             agreed++;
         else
-            fprintf(stderr, "disagree on %.*s: got %d %lld %lld, cJSON %d %lld %lld\n", (int)n, obj,
-                    g, (long long)got.prompt, (long long)got.completion, w, (long long)want.prompt,
-                    (long long)want.completion);
+            fprintf(stderr, "disagree on %.*s: got %d %lld %lld %lld, cJSON %d %lld %lld %lld\n",
+                    (int)n, obj, g, (long long)got.prompt, (long long)got.completion,
+                    (long long)got.cached, w, (long long)want.prompt, (long long)want.completion,
+                    (long long)want.cached);
     }
     CHECK(agreed == 20000);
 }
