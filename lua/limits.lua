@@ -1,30 +1,38 @@
--- sluice rate limits and quotas of one key. Atomic; time comes from Redis.
--- See docs/limits.md and docs/quotas.md.
+-- sluice rate limits, quota and budget of one key and its team. Atomic;
+-- time comes from Redis. See docs/limits.md, docs/quotas.md, docs/budgets.md.
 --
 -- Windows: one bucketed sliding window per dimension, in a hash. Fields:
 --   <bucket index> -> amount, t = total in the window, o = oldest bucket
 --   counted, n = newest bucket written.
--- Quota: one counter per period, KEYS[4] .. ':' .. period id (d<day number>,
+-- Counters (the quota in tokens, budgets in micro-dollars): one per period,
+--   prefix .. ':' .. period id (d<day number>, w<day number of its Monday>,
 --   m<yyyymm>, total), expiring a day after its period ends.
 --
--- KEYS[1..3]: window hashes for requests, input tokens, output tokens;
--- KEYS[4]: quota key prefix. All share the key's hash tag.
--- ARGV[1] bucket_ms, [2] window_ms, [3] mode, [4..6] rpm, input_tpm,
---   output_tpm (0 = unlimited), [7] quota (0 = none), [8] period kind
---   (0 none, 1 day, 2 month, 3 total), [9] clock offset in seconds (tests),
---   then per mode:
--- batch  [10] n, then n operations of 7 arguments each (see the end), done in
---   order in one call. Replies: one per operation.
---   admission: checks all windows and the quota and only if all pass (or
---     force: shadow mode) records the request and reserves the cost. Reply
---     {admitted, dimension (4 = quota), limit, used, requested, retry_ms
---     (-1 = never), bucket, used_requests, reset_requests_ms, used_input,
---     reset_input_ms, used_output, reset_output_ms, used_quota,
---     quota_reset_ms, period id}.
+-- KEYS[1..3]: the key's window hashes for requests, input tokens, output
+-- tokens; KEYS[4], KEYS[5]: the key's quota and budget prefixes; with a team
+-- KEYS[6..8]: the team's windows, KEYS[9]: its budget prefix. All share one
+-- hash tag (the team's when there is one).
+-- ARGV[1] bucket_ms, [2] window_ms, [3] mode, then per mode:
+-- count ('cpeek', 'creset', 'cadd'): one counter alone, KEYS[1] its prefix;
+--   [4] period kind (1 day, 2 month, 3 total, 4 week), [5] clock offset in
+--   seconds (tests), [6] amount to add. Reply {used, reset_ms, period id}.
+-- batch: [4..6] rpm, input_tpm, output_tpm (0 = unlimited), [7] quota (0 =
+--   none), [8] its period kind, [9] clock offset, [10] budget (0 = none),
+--   [11] its period kind, [12..14] the team's rpm, input_tpm, output_tpm,
+--   [15] its budget, [16] its period kind, [17] n, then n operations of 10
+--   arguments each (see the end), done in order in one call. One reply each:
+--   admission: checks every window, the quota and both budgets, and only if
+--     all pass (or force: shadow mode) records the request and reserves the
+--     input tokens and the spend. Reply {admitted, dimension (4 quota,
+--     5 budget, 6..8 team windows, 9 team budget), limit, used, requested,
+--     retry_ms (-1 = never), bucket, used_requests, reset_requests_ms,
+--     used_input, reset_input_ms, used_output, reset_output_ms, used_quota,
+--     quota_reset_ms, spent, budget_reset_ms, team_requests, team_input,
+--     team_output, team_spent, team_budget_reset_ms, quota period id, budget
+--     period id, team budget period id}.
 --   peek: the same reply, recording nothing.
---   settlement: corrects the admission's bucket, records output, adds to
---     the admission's period's quota. Reply 1.
--- qpeek, qreset, qadd ([10] tokens): the quota alone: {used, reset_ms, period id}.
+--   settlement: corrects the admission's bucket, records output, adds to the
+--     admission's periods' quota and budgets. Reply 1.
 local bucket_ms = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local mode = ARGV[3]
@@ -36,10 +44,8 @@ local cur = math.floor(now / bucket_ms)
 -- ever longer than the window (Retry-After: 60 at most for a minute).
 local oldest = math.floor((now - window_ms) / bucket_ms) + 1
 local span = math.floor(window_ms / bucket_ms) + 2
-local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]) }
-local quota, period_kind = tonumber(ARGV[7]), tonumber(ARGV[8])
 
--- ---- quota periods (UTC calendar; H. Hinnant's civil date algorithms) ----
+-- ---- periods (UTC calendar; H. Hinnant's civil date algorithms) ----
 local function civil_from_days(z)
   z = z + 719468
   local era = math.floor(z / 146097)
@@ -62,34 +68,62 @@ local function days_from_civil(y, m)
 end
 
 -- The current period's id and its end (seconds), or nil end for "total".
-local function period()
-  local secs = math.floor(now / 1000) + tonumber(ARGV[9])
+local function period(kind, offset)
+  local secs = math.floor(now / 1000) + offset
   local day = math.floor(secs / 86400)
-  if period_kind == 1 then return 'd' .. day, (day + 1) * 86400 - tonumber(ARGV[9]) end
-  if period_kind == 2 then
+  if kind == 1 then return 'd' .. day, (day + 1) * 86400 - offset end
+  if kind == 4 then -- ISO week, from Monday; day 0 (1970-01-01) was a Thursday
+    local monday = day - (day + 3) % 7
+    return 'w' .. monday, (monday + 7) * 86400 - offset
+  end
+  if kind == 2 then
     local y, m = civil_from_days(day)
     local ny, nm = y, m + 1
     if nm == 13 then ny, nm = y + 1, 1 end
-    return 'm' .. (y * 100 + m), days_from_civil(ny, nm) * 86400 - tonumber(ARGV[9])
+    return 'm' .. (y * 100 + m), days_from_civil(ny, nm) * 86400 - offset
   end
   return 'total', nil
 end
 
--- The current period's counter: key, used, ms to reset, id, end, whether it
--- exists. Read from Redis only when `read`.
-local function quota_state(read)
-  local id, ends = period()
-  local key = KEYS[4] .. ':' .. id
+-- A counter of the current period: {key, used, reset_ms, id, ends, exists,
+-- dirty}. Read from Redis only when `read`.
+local function counter_open(prefix, kind, offset, read)
+  local id, ends = period(kind, offset)
+  local key = prefix .. ':' .. id
   local v = read and redis.call('GET', key)
-  return key, tonumber(v) or 0, ends and (ends * 1000 - now) or -1, id, ends, v ~= false
+  return { key = key, used = tonumber(v) or 0, reset_ms = ends and (ends * 1000 - now) or -1,
+           id = id, ends = ends, exists = v ~= false and v ~= nil, dirty = false }
 end
 
-local function quota_add(key, amount, ends)
+local function counter_add(key, amount, ends)
   local v = redis.call('INCRBY', key, amount)
   if v < 0 then redis.call('SET', key, 0, 'KEEPTTL'); v = 0 end
   if ends then redis.call('EXPIREAT', key, ends + 86400) end
   return v
 end
+
+-- ---- one counter alone (admin API) ----
+if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
+  local c = counter_open(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), true)
+  if mode == 'creset' then
+    redis.call('DEL', c.key)
+    c.used = 0
+  elseif mode == 'cadd' then
+    c.used = counter_add(c.key, tonumber(ARGV[6]), c.ends)
+  end
+  return { c.used, c.reset_ms, c.id }
+end
+
+local offset = tonumber(ARGV[9])
+local team = KEYS[6] ~= nil
+local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
+                 tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]) }
+local wkeys = { KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7], KEYS[8] }
+-- The counters: 1 quota, 2 budget, 3 the team's budget.
+local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), tonumber(ARGV[15]) }
+local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), tonumber(ARGV[16]) }
+local cprefix = { KEYS[4], KEYS[5], KEYS[9] }
+local cdims = { 4, 5, 9 }
 
 -- ---- windows ----
 -- Drops the buckets that left the window. Returns the total left, the newest
@@ -119,28 +153,17 @@ local function reset_after(total, newest)
   return math.max(newest * bucket_ms + window_ms - now, 0)
 end
 
--- ---- modes ----
-if mode == 'qpeek' or mode == 'qreset' or mode == 'qadd' then
-  local key, used, reset_ms, id, ends = quota_state(true)
-  if mode == 'qreset' then
-    redis.call('DEL', key)
-    used = 0
-  elseif mode == 'qadd' then
-    used = quota_add(key, tonumber(ARGV[10]), ends)
-  end
-  return { used, reset_ms, id }
-end
-
 -- ---- batch: admissions, peeks and settlements of this key, in order ----
 -- Each dimension's hash is read once (trimmed), changed in memory by every
--- operation in turn, and written once at the end; the quota counter likewise.
+-- operation in turn, and written once at the end; the counters likewise.
 -- The operations see each other exactly as if they had been separate calls.
 local W = {} -- per dimension: total, newest, fresh, pending bucket deltas, stored bucket cache
 local function win(d)
   local w = W[d]
   if not w then
-    local total, newest, fresh = trim(KEYS[d])
-    w = { total = total, newest = newest, fresh = fresh, delta = {}, seen = {}, dirty = false }
+    local total, newest, fresh = trim(wkeys[d])
+    w = { total = total, newest = newest, stored_newest = newest, fresh = fresh, delta = {},
+          seen = {}, dirty = false }
     W[d] = w
   end
   return w
@@ -151,7 +174,7 @@ local function value(d, b)
   local w = win(d)
   local v = w.seen[b]
   if v == nil then
-    v = tonumber(redis.call('HGET', KEYS[d], b)) or false
+    v = tonumber(redis.call('HGET', wkeys[d], b)) or false
     w.seen[b] = v
   end
   local p = w.delta[b]
@@ -177,66 +200,88 @@ local function free_after(d, need)
   return window_ms
 end
 
-local Q = nil -- the current period's quota counter
-local function quota_counter()
-  if not Q then
-    local key, used, reset_ms, id, ends, exists = quota_state(quota > 0)
-    Q = { key = key, used = used, reset_ms = reset_ms, id = id, ends = ends, exists = exists, dirty = false }
-  end
-  return Q
+local C = {} -- the counters of the current periods, read once
+local NONE = { used = 0, reset_ms = -1, id = '-' }
+local function counter(i)
+  if climits[i] <= 0 then return NONE end
+  if not C[i] then C[i] = counter_open(cprefix[i], ckinds[i], offset, true) end
+  return C[i]
 end
 
-local function admit(cost, force, peek)
-  local wants = { peek and 0 or 1, cost, 0 }
-  local used, newest = { 0, 0, 0 }, { 0, 0, 0 }
-  for d = 1, 3 do
-    if limits[d] > 0 then
-      local w = win(d)
-      used[d], newest[d] = w.total, w.newest
+-- The refusal of window d for `want` (nil if it has room): {0, dimension,
+-- limit, used, requested, retry_ms}. The output windows refuse only when
+-- already full: a request's output is known when it ends.
+local function window_refusal(d, want)
+  local lim = limits[d]
+  if lim <= 0 then return nil end
+  local used = win(d).total
+  local dim = d <= 3 and d or d + 2
+  if d % 3 == 0 then
+    if used < lim then return nil end
+    return { 0, dim, lim, used, want, free_after(d, used - lim + 1) }
+  end
+  if used + want <= lim then return nil end
+  if want > lim then return { 0, dim, lim, used, want, -1 } end
+  return { 0, dim, lim, used, want, free_after(d, used + want - lim) }
+end
+
+local function counter_refusal(i, want)
+  local lim = climits[i]
+  if lim <= 0 then return nil end
+  local c = counter(i)
+  if c.used + want <= lim then return nil end
+  return { 0, cdims[i], lim, c.used, want, -1 }
+end
+
+local function window_state(d)
+  if limits[d] <= 0 then return 0, 0 end
+  local w = win(d)
+  return w.total, reset_after(w.total, w.newest)
+end
+
+local function admit(cost, spend, force, peek)
+  local refusal = nil
+  if not peek then
+    -- in the order of the dimensions' numbers, as limit_local.c
+    refusal = window_refusal(1, 1) or window_refusal(2, cost) or window_refusal(3, 0)
+      or counter_refusal(1, cost) or counter_refusal(2, spend)
+    if not refusal and team then
+      refusal = window_refusal(4, 1) or window_refusal(5, cost) or window_refusal(6, 0)
+        or counter_refusal(3, spend)
     end
   end
-  local q = quota_counter()
-  local refusal = nil
-  for d = 1, 3 do
-    local lim = limits[d]
-    if lim > 0 and not peek and not refusal then
-      local over
-      if d == 3 then over = used[d] >= lim else over = used[d] + wants[d] > lim end
-      if over then
-        local retry
-        if d ~= 3 and wants[d] > lim then
-          retry = -1
-        elseif d == 3 then
-          retry = free_after(d, used[d] - lim + 1)
-        else
-          retry = free_after(d, used[d] + wants[d] - lim)
-        end
-        refusal = { 0, d, lim, used[d], wants[d], retry }
+  local q, b, tb = counter(1), counter(2), counter(3)
+  if refusal and not force then
+    return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
+             0, 0, 0, 0, 0, 0, q.used, q.reset_ms, b.used, b.reset_ms, 0, 0, 0, tb.used,
+             tb.reset_ms, q.id, b.id, tb.id }
+  end
+  if not peek then
+    for d = 1, team and 6 or 3 do
+      local want = (d == 1 or d == 4) and 1 or (d == 2 or d == 5) and cost or 0
+      if limits[d] > 0 and want > 0 then wadd(d, cur, want) end
+    end
+    local amounts = { cost, spend, spend }
+    for i = 1, 3 do
+      local c = counter(i)
+      if climits[i] > 0 and amounts[i] > 0 then
+        c.used, c.exists, c.dirty = c.used + amounts[i], true, true
       end
     end
   end
-  if quota > 0 and not peek and not refusal and q.used + cost > quota then
-    refusal = { 0, 4, quota, q.used, cost, -1 }
-  end
-  if refusal and not force then
-    return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
-             0, 0, 0, 0, 0, 0, q.used, q.reset_ms, q.id }
-  end
-  for d = 1, 2 do
-    if limits[d] > 0 and wants[d] > 0 then
-      wadd(d, cur, wants[d])
-      used[d], newest[d] = W[d].total, cur
-    end
-  end
-  if quota > 0 and cost > 0 and not peek then
-    q.used, q.exists, q.dirty = q.used + cost, true, true
-  end
   local r = refusal or { 1, 0, 0, 0, 0, 0 }
-  return { 1, r[2], r[3], r[4], r[5], r[6], cur,
-           used[1], reset_after(used[1], newest[1]),
-           used[2], reset_after(used[2], newest[2]),
-           used[3], reset_after(used[3], newest[3]),
-           q.used, q.reset_ms, q.id }
+  local ur, rr = window_state(1)
+  local ui, ri = window_state(2)
+  local uo, ro = window_state(3)
+  local tr, ti, to = 0, 0, 0
+  if team then
+    tr = window_state(4)
+    ti = window_state(5)
+    to = window_state(6)
+  end
+  return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro,
+           q.used, q.reset_ms, b.used, b.reset_ms, tr, ti, to, tb.used, tb.reset_ms,
+           q.id, b.id, tb.id }
 end
 
 -- Changes the admission's bucket by delta if it is still counted, never below zero.
@@ -248,52 +293,90 @@ local function adjust(d, bucket, delta)
   if delta ~= 0 then wadd(d, bucket, delta) end
 end
 
-local function settle(bucket, input_delta, output, release, quota_delta, period_id)
-  if release and limits[1] > 0 then adjust(1, bucket, -1) end
-  if input_delta ~= 0 and limits[2] > 0 then adjust(2, bucket, input_delta) end
-  if output > 0 and limits[3] > 0 then wadd(3, cur, output) end
-  if quota > 0 and quota_delta ~= 0 then
-    local q = quota_counter()
-    if period_id == q.id then
-      if q.exists then q.used, q.dirty = math.max(q.used + quota_delta, 0), true end
-    else -- the admission's period has ended since
-      local key = KEYS[4] .. ':' .. period_id
-      if redis.call('EXISTS', key) == 1 then quota_add(key, quota_delta, nil) end
-    end
+-- Adds to the counter of the admission's period, never below 0. A counter
+-- this call has read is changed in memory; any other is changed in place,
+-- without reading it first (a settlement alone costs one INCRBY).
+local function counter_settle(i, delta, period_id)
+  if climits[i] <= 0 or delta == 0 then return end
+  local c = C[i]
+  if c and period_id == c.id then
+    c.used, c.exists, c.dirty = math.max(c.used + delta, 0), true, true
+    return
   end
+  local id, ends = period(ckinds[i], offset)
+  local key = cprefix[i] .. ':' .. period_id
+  if period_id ~= id then -- the admission's period has ended since: only if it is still kept
+    if redis.call('EXISTS', key) == 1 then counter_add(key, delta, nil) end
+    return
+  end
+  local v = redis.call('INCRBY', key, delta)
+  if v < 0 then
+    redis.call('SET', key, 0, 'KEEPTTL')
+  end
+  if (v < 0 or v == delta) and ends then -- it may have been made just now: its expiry
+    redis.call('EXPIREAT', key, ends + 86400)
+  end
+end
+
+local function settle(bucket, input_delta, output, release, quota_delta, qid, spend_delta, bid, tid)
+  for base = 0, team and 3 or 0, 3 do
+    if release and limits[base + 1] > 0 then adjust(base + 1, bucket, -1) end
+    if input_delta ~= 0 and limits[base + 2] > 0 then adjust(base + 2, bucket, input_delta) end
+    if output > 0 and limits[base + 3] > 0 then wadd(base + 3, cur, output) end
+  end
+  counter_settle(1, quota_delta, qid)
+  counter_settle(2, spend_delta, bid)
+  counter_settle(3, spend_delta, tid)
   return 1
 end
 
--- ARGV[10] = number of operations, then 7 arguments each:
---   'a', cost, force, -, -, -, -            admission
---   'p', -, -, -, -, -, -                   peek
---   's', bucket, input delta, output, release, quota delta, period id   settlement
-local n = tonumber(ARGV[10])
+-- ARGV[17] = number of operations, then 10 arguments each:
+--   'a', cost, force, spend, -, -, -, -, -, -        admission
+--   'p', -, -, -, -, -, -, -, -, -                   peek
+--   's', bucket, input delta, output, release, quota delta, quota period id,
+--        spend delta, budget period id, team budget period id   settlement
+local n = tonumber(ARGV[17])
 local replies = {}
 for i = 0, n - 1 do
-  local a = 10 + i * 7
+  local a = 17 + i * 10
   local op = ARGV[a + 1]
   if op == 's' then
     replies[i + 1] = settle(tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                            ARGV[a + 5] == '1', tonumber(ARGV[a + 6]), ARGV[a + 7])
+                            ARGV[a + 5] == '1', tonumber(ARGV[a + 6]), ARGV[a + 7],
+                            tonumber(ARGV[a + 8]), ARGV[a + 9], ARGV[a + 10])
+  elseif op == 'a' then
+    replies[i + 1] = admit(tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4]), ARGV[a + 3] == '1', false)
   else
-    replies[i + 1] = admit(op == 'a' and tonumber(ARGV[a + 2]) or 0, op == 'a' and ARGV[a + 3] == '1', op == 'p')
+    replies[i + 1] = admit(0, 0, false, true)
   end
 end
 
+-- A hash lives window + 2 buckets past the first write into its newest
+-- bucket: until that bucket has left the window. Writes into a bucket it
+-- already has leave its expiry as it is.
 for d, w in pairs(W) do
   if w.dirty then
-    for b, v in pairs(w.delta) do redis.call('HINCRBY', KEYS[d], b, v) end
+    local key = wkeys[d]
+    for b, v in pairs(w.delta) do redis.call('HINCRBY', key, b, v) end
     if w.fresh then
-      redis.call('HSET', KEYS[d], 't', w.total, 'n', w.newest, 'o', oldest)
+      redis.call('HSET', key, 't', w.total, 'n', w.newest, 'o', oldest)
+    elseif w.newest ~= w.stored_newest then
+      redis.call('HSET', key, 't', w.total, 'n', w.newest)
     else
-      redis.call('HSET', KEYS[d], 't', w.total, 'n', w.newest)
+      redis.call('HSET', key, 't', w.total)
     end
-    redis.call('PEXPIRE', KEYS[d], window_ms + 2 * bucket_ms)
+    if w.fresh or w.newest ~= w.stored_newest then
+      redis.call('PEXPIRE', key, window_ms + 2 * bucket_ms)
+    end
   end
 end
-if Q and Q.dirty then
-  redis.call('SET', Q.key, Q.used, 'KEEPTTL')
-  if Q.ends then redis.call('EXPIREAT', Q.key, Q.ends + 86400) end
+for _, c in pairs(C) do
+  if c.dirty then
+    if c.ends then
+      redis.call('SET', c.key, c.used, 'EXAT', c.ends + 86400)
+    else
+      redis.call('SET', c.key, c.used)
+    end
+  end
 end
 return replies

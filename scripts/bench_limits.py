@@ -1,7 +1,9 @@
 """Cost of sluice's rate limits in Redis: CPU per admitted request (admission +
 settlement script calls, from INFO commandstats) and memory per key (MEMORY
 USAGE of the key's three hashes), against a private redis-server, the mock
-upstream and a Release build. Bounded: a fixed number of requests."""
+upstream and a Release build. Bounded: a fixed number of requests.
+BENCH_MONEY=1 adds what issue #15 brought: model prices, a budget on every
+key, and every key in one of 5 teams with its own rpm and budget."""
 import os
 import pathlib
 import sys
@@ -22,11 +24,24 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "6000"))
 # fills: the memory measured is a busy key's steady state, and the CPU
 # includes trimming expired buckets.
 WINDOW_MS = os.environ.get("BENCH_WINDOW_MS", "1200")
+MONEY = os.environ.get("BENCH_MONEY") == "1"
+TEAMS = 5
+
+
+def prefix(i):
+    """The Redis key prefix of key k{i} (limit_redis.c)."""
+    return f"sluice:{{t{i % TEAMS}}}:k:k{i}:" if MONEY else f"sluice:{{k{i}}}:"
 
 
 def config(mock, redis):
+    money = (f"team = t{{}}\nbudget = 1000000\nbudget_period = day\n" if MONEY else "")
     keys = "".join(f"\n[key k{i}]\nkey = {CLIENT_KEY}-{i:04d}\nrpm = 1000000\n"
-                   f"input_tpm = 100000000\noutput_tpm = 100000000\n" for i in range(KEYS))
+                   f"input_tpm = 100000000\noutput_tpm = 100000000\n" + money.format(i % TEAMS)
+                   for i in range(KEYS))
+    if MONEY:
+        keys += "\n[model gpt-4o]\ninput_price = 2.50\ncached_input_price = 1.25\noutput_price = 10\n"
+        keys += "".join(f"\n[team t{t}]\nrpm = 10000000\nbudget = 100000000\nbudget_period = month\n"
+                        for t in range(TEAMS))
     return (f"[server]\nlisten = 127.0.0.1:{{port}}\naccess_log = off\n"
             f"[backend mock]\nurl = {mock.url}\napi_key = {conftest.UPSTREAM_KEY}\n"
             f"[redis]\nurl = {redis.url}\ntimeout = 500ms\n{keys}")
@@ -69,17 +84,17 @@ def main():
         calls, usec = int(evalsha["calls"]), float(evalsha["usec"])
         per_key = []
         for i in range(KEYS):
-            total = sum(int(redis.cli("MEMORY", "USAGE", f"sluice:{{k{i}}}:{d}") or 0) for d in "rio")
+            total = sum(int(redis.cli("MEMORY", "USAGE", prefix(i) + d) or 0) for d in "rio")
             per_key.append(total)
         mem_after = int(info(redis, "memory")["used_memory"])
         print(f"requests admitted        {ok} of {REQUESTS} over {KEYS} keys in {elapsed:.1f}s "
-              f"(window {WINDOW_MS} ms, 60 buckets)")
+              f"(window {WINDOW_MS} ms, 60 buckets{'; prices, budgets, 5 teams' if MONEY else ''})")
         print(f"EVALSHA calls            {calls} ({calls / max(ok, 1):.2f} per request: admission + settlement)")
         print(f"Redis CPU per call       {usec / max(calls, 1):.1f} us")
         print(f"Redis CPU per request    {usec / max(ok, 1):.1f} us (admission + settlement)")
         print(f"memory per busy key      {sum(per_key) / KEYS:.0f} bytes (MEMORY USAGE of its 3 hashes)")
         print(f"used_memory growth/key   {(mem_after - mem_before) / KEYS:.0f} bytes (incl. Redis overheads)")
-        hlen = max(int(redis.cli("HLEN", f"sluice:{{k{i}}}:i")) for i in range(KEYS))
+        hlen = max(int(redis.cli("HLEN", prefix(i) + "i")) for i in range(KEYS))
         print(f"largest hash             {hlen} fields (bounded by 61 buckets + 3)")
     finally:
         s.stop()

@@ -18,11 +18,10 @@
 struct admin_req {
     struct http_req *req; /* NULL once the client left */
     struct generation *gen;
-    const struct cfg_key *key;
+    const struct cfg_key *key;   /* the key asked about, or */
+    const struct cfg_team *team; /* the team */
+    enum lim_counter which;      /* counter requests */
 };
-
-static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
-                                       const struct cfg_key *k);
 
 static const char json_ct[] = "Content-Type: application/json\r\n";
 
@@ -43,6 +42,17 @@ static void window_json(struct sl_buf *b, const char *name, int64_t limit, int64
     sl_buf_printf(b, "\"reset_ms\":%lld}%s", (long long)reset_ms, last ? "" : ",");
 }
 
+/* An amount of tokens, or of micro-dollars as USD (a JSON number, 6 decimals). */
+static void amount_json(struct sl_buf *b, const char *name, int64_t v, bool money)
+{
+    char text[32];
+    if (money)
+        sl_fmt_money(v, text);
+    else
+        text[sl_fmt_int(v, text)] = '\0';
+    sl_buf_printf(b, "\"%s\":%s,", name, text);
+}
+
 /* Ends an admin request: answers with body, or with 503 when body is NULL
  * (the limiter's state could not be read); drops the answer if the client
  * left meanwhile. */
@@ -61,135 +71,153 @@ static void admin_done(struct admin_req *a, const struct sl_buf *body)
     free(a);
 }
 
-/* {"key":"NAME", ... : every admin answer starts so. */
-static void open_key_json(struct sl_buf *b, const struct cfg_key *k)
-{
-    sl_buf_appends(b, "{\"key\":");
-    sl_buf_json_string(b, k->name, strlen(k->name));
-}
-
-/* Answers with {"key":"NAME", <fill>} once the limiter's state is read. */
-static void answer_key(struct admin_req *a, const struct lim_decision *d,
-                       void (*fill)(struct sl_buf *b, const struct cfg_key *k,
-                                    const struct lim_decision *d))
+/* Answers with {"key":"NAME", <fill>} (or "team") once the limiter's state is read. */
+static void answer(struct admin_req *a, const struct lim_decision *d,
+                   void (*fill)(struct sl_buf *b, const struct admin_req *a,
+                                const struct lim_decision *d))
 {
     if (!a->req || d->unavailable)
         return admin_done(a, NULL);
     struct sl_buf b = { 0 };
-    open_key_json(&b, a->key);
-    fill(&b, a->key, d);
+    const char *name = a->key ? a->key->name : a->team->name;
+    sl_buf_appends(&b, a->key ? "{\"key\":" : "{\"team\":");
+    sl_buf_json_string(&b, name, strlen(name));
+    fill(&b, a, d);
     sl_buf_appends(&b, "}\n");
     admin_done(a, &b);
     sl_buf_free(&b);
 }
 
-static void key_view_json(struct sl_buf *b, const struct cfg_key *k, const struct lim_decision *d)
-{
-    sl_buf_printf(b, ",\"source\":\"%s\",\"window_ms\":%lld,",
-                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
-    window_json(b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
-    window_json(b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
-    window_json(b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, true);
-}
-
-static void key_view_ready(const struct lim_decision *d, void *arg)
-{
-    answer_key(arg, d, key_view_json);
-}
-
 static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
-                                       const struct cfg_key *k)
+                                       const struct cfg_key *k, const struct cfg_team *t)
 {
     struct admin_req *a = sl_calloc(1, sizeof(*a));
     a->req = req;
     a->gen = gen_ref(w->gen);
     a->key = k;
+    a->team = t;
     req->owner = a;
     req->on_abort = on_abort;
     return a;
 }
 
-static const struct cfg_key *find_key(struct worker *w, struct sl_str name)
+/* ---- quotas and budgets ---------------------------------------------------------- */
+
+static const char *const period_words[] = { "none", "day", "month", "total", "week" };
+
+/* What one counter's limit is and its period, for the key or team asked about. */
+static void counter_limit(const struct admin_req *a, enum lim_counter which, int64_t *limit,
+                          int *period)
 {
-    char *n = sl_strndup(name.p, name.len);
-    const struct cfg_key *k = cfg_find_key(w->gen->cfg, n);
-    free(n);
-    return k;
+    if (which == LIM_QUOTA) {
+        *limit = a->key->quota;
+        *period = a->key->quota_period;
+    } else if (which == LIM_BUDGET) {
+        *limit = a->key->budget;
+        *period = a->key->budget_period;
+    } else {
+        const struct cfg_team *t = a->team ? a->team : a->key->team;
+        *limit = t->budget;
+        *period = t->budget_period;
+    }
 }
 
-static void key_view(struct worker *w, struct http_req *req, const struct cfg_key *k)
+/* "period", "period_id", used (tokens) or spent (USD), the limit, what is
+ * left, and when the period ends. */
+static void counter_json(struct sl_buf *b, const struct admin_req *a, enum lim_counter which,
+                         const struct lim_count *c)
 {
-    struct lim_limits lim = lim_limits_of(k);
-    lim_peek(&w->limiter, k->name, &lim, key_view_ready, admin_req_new(w, req, k));
-}
-
-/* ---- quotas ---------------------------------------------------------------- */
-
-static const char *const period_words[] = { "none", "day", "month", "total" };
-
-static void quota_json(struct sl_buf *b, const struct cfg_key *k, const struct lim_decision *d)
-{
-    sl_buf_printf(b, ",\"period\":\"%s\",\"period_id\":\"%s\",\"used\":%lld,",
-                  period_words[k->quota_period], d->period, (long long)d->used_quota);
-    if (k->quota)
-        sl_buf_printf(b, "\"quota\":%lld,\"remaining\":%lld,", (long long)k->quota,
-                      (long long)SL_MAX(k->quota - d->used_quota, 0));
-    else
-        sl_buf_appends(b, "\"quota\":null,\"remaining\":null,");
-    if (d->quota_reset_ms < 0) {
+    int64_t limit;
+    int period;
+    counter_limit(a, which, &limit, &period);
+    bool money = which != LIM_QUOTA;
+    sl_buf_printf(b, "\"period\":\"%s\",\"period_id\":\"%s\",", period_words[period], c->period);
+    amount_json(b, money ? "spent" : "used", c->used, money);
+    if (limit) {
+        amount_json(b, money ? "budget" : "quota", limit, money);
+        amount_json(b, "remaining", SL_MAX(limit - c->used, 0), money);
+    } else {
+        sl_buf_printf(b, "\"%s\":null,\"remaining\":null,", money ? "budget" : "quota");
+    }
+    if (c->reset_ms < 0) {
         sl_buf_appends(b, "\"reset_ms\":null,\"resets_at\":null");
         return;
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    time_t at = (time_t)lim_period_end_s(d->quota_reset_ms,
+    time_t at = (time_t)lim_period_end_s(c->reset_ms,
                                          (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
     struct tm tm;
     char when[32];
     gmtime_r(&at, &tm);
     strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    sl_buf_printf(b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"", (long long)d->quota_reset_ms, when);
+    sl_buf_printf(b, "\"reset_ms\":%lld,\"resets_at\":\"%s\"", (long long)c->reset_ms, when);
 }
 
-static void quota_ready(const struct lim_decision *d, void *arg)
+static void counter_fill(struct sl_buf *b, const struct admin_req *a, const struct lim_decision *d)
 {
-    answer_key(arg, d, quota_json);
+    sl_buf_appends(b, ",");
+    struct lim_count c = lim_count_of(d, a->which);
+    counter_json(b, a, a->which, &c);
 }
 
-/* {"tokens": N}: a whole number, positive (use more) or negative (give back). */
-static bool parse_delta(const struct http_req *req, int64_t *tokens, const char **why)
+static void counter_ready(const struct lim_decision *d, void *arg)
 {
+    answer(arg, d, counter_fill);
+}
+
+/* {"tokens": N} (a whole number) or {"usd": X} (at most 6 decimals):
+ * positive uses more, negative gives back. */
+static bool parse_delta(const struct http_req *req, bool money, int64_t *amount, const char **why)
+{
+    const char *field = money ? "usd" : "tokens";
     cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, "tokens");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(root, field);
+    double scaled = t && cJSON_IsNumber(t) ? t->valuedouble * (money ? 1e6 : 1) : 0.5;
+    bool in_range = scaled <= 1e15 && scaled >= -1e15;
+    int64_t whole = in_range ? (int64_t)(scaled + (scaled < 0 ? -0.5 : 0.5)) : 0;
+    double off = scaled - (double)whole;
     bool ok = false;
     if (!cJSON_IsObject(root))
-        *why = "The body must be a JSON object: {\"tokens\": N}.";
+        *why = money ? "The body must be a JSON object: {\"usd\": X}."
+                     : "The body must be a JSON object: {\"tokens\": N}.";
     else if (!t)
-        *why = "Missing required parameter: 'tokens'.";
-    else if (!cJSON_IsNumber(t) || t->valuedouble != (double)(long long)t->valuedouble ||
-             t->valuedouble > 1e15 || t->valuedouble < -1e15)
-        *why = "'tokens' must be a whole number between -1e15 and 1e15.";
+        *why = money ? "Missing required parameter: 'usd'." : "Missing required parameter: 'tokens'.";
+    else if (!cJSON_IsNumber(t) || !in_range || off > (money ? 1e-3 : 0) ||
+             off < (money ? -1e-3 : 0))
+        *why = money ? "'usd' must be a number between -1e9 and 1e9 with at most 6 decimals."
+                     : "'tokens' must be a whole number between -1e15 and 1e15.";
     else {
-        *tokens = (int64_t)t->valuedouble;
+        *amount = whole;
         ok = true;
     }
     cJSON_Delete(root);
     return ok;
 }
 
-/* /admin/quota/NAME[/reset|/delta] */
-static void quota_route(struct worker *w, struct http_req *req, struct sl_str rest)
+/* NAME[/reset|/delta] of a counter: GET reads it, POST .../reset sets it to
+ * 0, POST .../delta adds to it. */
+static void counter_route(struct worker *w, struct http_req *req, struct sl_str rest,
+                          enum lim_counter which)
 {
     const char *slash = memchr(rest.p, '/', rest.len);
     struct sl_str name = { rest.p, slash ? (size_t)(slash - rest.p) : rest.len };
     struct sl_str action = slash ? (struct sl_str){ slash + 1, rest.len - name.len - 1 }
                                  : (struct sl_str){ "", 0 };
-    const struct cfg_key *k = find_key(w, name);
-    if (!k)
-        return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+    const struct config *cfg = w->gen->cfg;
+    char *n = sl_strndup(name.p, name.len);
+    const struct cfg_key *k = which == LIM_TEAM_BUDGET ? NULL : cfg_find_key(cfg, n);
+    const struct cfg_team *t = which == LIM_TEAM_BUDGET ? cfg_find_team(cfg, n) : NULL;
+    free(n);
+    if (!k && !t)
+        return http_send_error(req, ERR_NOT_FOUND,
+                               which == LIM_TEAM_BUDGET ? "No team of that name."
+                                                        : "No key of that name.",
+                               NULL, NULL);
     enum lim_quota_op op;
-    int64_t tokens = 0;
+    int64_t amount = 0;
     const char *why;
+    bool money = which != LIM_QUOTA;
     if (action.len == 0) {
         if (!sl_str_eq(req->method, "GET"))
             return http_send_error(req, ERR_METHOD, "Use GET.", NULL, "Allow: GET\r\n");
@@ -197,16 +225,54 @@ static void quota_route(struct worker *w, struct http_req *req, struct sl_str re
     } else if (sl_str_eq(action, "reset") || sl_str_eq(action, "delta")) {
         if (!sl_str_eq(req->method, "POST"))
             return http_send_error(req, ERR_METHOD, "Use POST.", NULL, "Allow: POST\r\n");
-        if (!k->quota)
+        if (which == LIM_QUOTA && !k->quota)
             return http_send_error(req, ERR_BAD_REQUEST, "This key has no quota.", NULL, NULL);
+        if ((which == LIM_BUDGET && !k->budget) || (t && !t->budget))
+            return http_send_error(req, ERR_BAD_REQUEST,
+                                   t ? "This team has no budget." : "This key has no budget.",
+                                   NULL, NULL);
         op = action.p[0] == 'r' ? LIM_QUOTA_RESET : LIM_QUOTA_ADD;
-        if (op == LIM_QUOTA_ADD && !parse_delta(req, &tokens, &why))
-            return http_send_error(req, ERR_BAD_REQUEST, why, "tokens", NULL);
+        if (op == LIM_QUOTA_ADD && !parse_delta(req, money, &amount, &why))
+            return http_send_error(req, ERR_BAD_REQUEST, why, money ? "usd" : "tokens", NULL);
     } else {
-        return http_send_error(req, ERR_NOT_FOUND, "Unknown quota action (reset or delta).", NULL, NULL);
+        return http_send_error(req, ERR_NOT_FOUND, "Unknown action (reset or delta).", NULL, NULL);
     }
+    struct lim_limits lim = k ? lim_limits_of(k) : lim_team_limits_of(t);
+    struct admin_req *a = admin_req_new(w, req, k, t);
+    a->which = which;
+    lim_count(&w->limiter, k ? k->name : "", &lim, which, op, amount, counter_ready, a);
+}
+
+/* ---- keys ---------------------------------------------------------------------- */
+
+static void key_view_json(struct sl_buf *b, const struct admin_req *a,
+                          const struct lim_decision *d)
+{
+    const struct cfg_key *k = a->key;
+    sl_buf_printf(b, ",\"source\":\"%s\",\"window_ms\":%lld,",
+                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
+    window_json(b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
+    window_json(b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
+    window_json(b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, false);
+    sl_buf_appends(b, "\"team\":");
+    if (k->team)
+        sl_buf_json_string(b, k->team->name, strlen(k->team->name));
+    else
+        sl_buf_appends(b, "null");
+    sl_buf_appends(b, ",\"spend\":{");
+    counter_json(b, a, LIM_BUDGET, &d->budget);
+    sl_buf_appends(b, "}");
+}
+
+static void key_view_ready(const struct lim_decision *d, void *arg)
+{
+    answer(arg, d, key_view_json);
+}
+
+static void key_view(struct worker *w, struct http_req *req, const struct cfg_key *k)
+{
     struct lim_limits lim = lim_limits_of(k);
-    lim_quota(&w->limiter, k->name, &lim, op, tokens, quota_ready, admin_req_new(w, req, k));
+    lim_peek(&w->limiter, k->name, &lim, key_view_ready, admin_req_new(w, req, k, NULL));
 }
 
 bool admin_head(struct worker *w, struct http_req *req)
@@ -230,17 +296,22 @@ void admin_handle(struct worker *w, struct http_req *req)
     if (!admin_head(w, req))
         return;
     struct sl_str p = req->path;
-    static const char keys[] = "/admin/keys/", quota[] = "/admin/quota/";
-    if (p.len > sizeof(keys) - 1 && memcmp(p.p, keys, sizeof(keys) - 1) == 0) {
+    struct sl_str rest;
+    if (sl_str_after(p, "/admin/keys/", &rest)) {
         if (!sl_str_eq(req->method, "GET"))
             return http_send_error(req, ERR_METHOD, "Use GET.", NULL, "Allow: GET\r\n");
-        const struct cfg_key *k =
-            find_key(w, (struct sl_str){ p.p + sizeof(keys) - 1, p.len - sizeof(keys) + 1 });
+        char *n = sl_strndup(rest.p, rest.len);
+        const struct cfg_key *k = cfg_find_key(w->gen->cfg, n);
+        free(n);
         if (!k)
             return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
         return key_view(w, req, k);
     }
-    if (p.len > sizeof(quota) - 1 && memcmp(p.p, quota, sizeof(quota) - 1) == 0)
-        return quota_route(w, req, (struct sl_str){ p.p + sizeof(quota) - 1, p.len - sizeof(quota) + 1 });
+    if (sl_str_after(p, "/admin/quota/", &rest))
+        return counter_route(w, req, rest, LIM_QUOTA);
+    if (sl_str_after(p, "/admin/budgets/keys/", &rest))
+        return counter_route(w, req, rest, LIM_BUDGET);
+    if (sl_str_after(p, "/admin/budgets/teams/", &rest))
+        return counter_route(w, req, rest, LIM_TEAM_BUDGET);
     http_send_error(req, ERR_NOT_FOUND, "Unknown admin endpoint.", NULL, NULL);
 }

@@ -123,10 +123,15 @@ static bool scan_stream(struct json_scan *js, struct api_call *call)
 }
 
 /* max_tokens and the other counts: null or a non-negative integer. */
-static bool scan_count(struct json_scan *js)
+static bool scan_count(struct json_scan *js, struct api_call *call, bool is_n)
 {
     int64_t v;
-    return scan_null(js) || (js_integer(js, &v) && v >= 0);
+    if (scan_null(js))
+        return true;
+    if (!js_integer(js, &v) || v < 0)
+        return false;
+    srv_count_output(call, is_n, v);
+    return true;
 }
 
 enum member { M_MODEL, M_MESSAGES, M_STREAM, M_STREAM_OPTIONS, M_MAX_TOKENS,
@@ -159,7 +164,7 @@ static bool scan_member(struct chat_scan *c, enum member m, struct api_call *cal
     case M_MAX_COMPLETION_TOKENS:
     case M_MAX_OUTPUT_TOKENS:
     case M_N:
-        return scan_count(js);
+        return scan_count(js, call, m == M_N);
     case M_STREAM_OPTIONS: /* kept for the usage request: cJSON */
     case M_TOOLS:          /* counted as their JSON text: cJSON */
     case M_FUNCTIONS:

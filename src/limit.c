@@ -48,6 +48,10 @@ void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset
     if (kind == QUOTA_PERIOD_DAY) {
         snprintf(id, LIM_PERIOD_ID, "d%lld", (long long)day);
         *reset_ms = ((day + 1) * 86400 - off) * 1000 - now_ms;
+    } else if (kind == QUOTA_PERIOD_WEEK) { /* ISO: from Monday; day 0 was a Thursday */
+        int64_t monday = day - ((day + 3) % 7 + 7) % 7;
+        snprintf(id, LIM_PERIOD_ID, "w%lld", (long long)monday);
+        *reset_ms = ((monday + 7) * 86400 - off) * 1000 - now_ms;
     } else if (kind == QUOTA_PERIOD_MONTH) {
         struct tm tm;
         gmtime_r(&secs, &tm);
@@ -66,28 +70,67 @@ int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms)
     return (wall_now_ms + reset_ms + 500) / 1000;
 }
 
+static struct lim_team team_of(const struct cfg_team *t)
+{
+    struct lim_team lt = { .rpm = t->rpm,
+                           .input_tpm = t->input_tpm,
+                           .output_tpm = t->output_tpm,
+                           .budget = t->budget,
+                           .budget_period = t->budget_period };
+    snprintf(lt.name, sizeof(lt.name), "%s", t->name);
+    return lt;
+}
+
 struct lim_limits lim_limits_of(const struct cfg_key *k)
 {
-    return (struct lim_limits){ k->rpm,   k->input_tpm,   k->output_tpm,
-                                k->quota, k->quota_period, k->mode == KEY_MODE_SHADOW };
+    struct lim_limits lim = { .rpm = k->rpm,
+                              .input_tpm = k->input_tpm,
+                              .output_tpm = k->output_tpm,
+                              .quota = k->quota,
+                              .quota_period = k->quota_period,
+                              .budget = k->budget,
+                              .budget_period = k->budget_period,
+                              .shadow = k->mode == KEY_MODE_SHADOW };
+    if (k->team)
+        lim.team = team_of(k->team);
+    return lim;
+}
+
+struct lim_limits lim_team_limits_of(const struct cfg_team *t)
+{
+    return (struct lim_limits){ .team = team_of(t) };
 }
 
 bool lim_unlimited(const struct lim_limits *lim)
 {
-    return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota;
+    return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota && !lim->budget &&
+           !lim->team.name[0];
 }
 
-enum pending_kind { P_ADMIT, P_PEEK, P_QUOTA };
+struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which)
+{
+    if (which == LIM_BUDGET)
+        return d->budget;
+    if (which == LIM_TEAM_BUDGET)
+        return d->team_budget;
+    struct lim_count c = { d->used_quota, d->quota_reset_ms, { 0 } };
+    memcpy(c.period, d->period, sizeof(c.period));
+    return c;
+}
+
+enum pending_kind { P_ADMIT, P_PEEK, P_COUNT };
 
 struct pending {
     struct limiter *l;
     char *key;
     struct lim_limits lim;
-    int64_t cost; /* the input cost, or the tokens of a quota op */
+    int64_t cost;  /* the input cost, or the amount of a counter op */
+    int64_t spend; /* micro-dollars to reserve */
     lim_cb cb;
     void *arg;
     enum pending_kind kind;
-    enum lim_quota_op quota_op;
+    enum lim_counter counter;
+    enum lim_quota_op op;
 };
 
 /* In-process: the decision without Redis. */
@@ -95,10 +138,10 @@ static void decide_locally(const struct pending *p, struct lim_decision *d)
 {
     if (p->kind == P_PEEK)
         lim_local_peek(p->l->local, p->key, &p->lim, d);
-    else if (p->kind == P_QUOTA)
-        lim_local_quota(p->l->local, p->key, &p->lim, p->quota_op, p->cost, d);
+    else if (p->kind == P_COUNT)
+        lim_local_count(p->l->local, p->key, &p->lim, p->counter, p->op, p->cost, d);
     else
-        lim_local_admit(p->l->local, p->key, &p->lim, p->cost, d);
+        lim_local_admit(p->l->local, p->key, &p->lim, p->cost, p->spend, d);
 }
 
 /* Redis is down or failed: apply on_error. Reads (peek, quota) follow
@@ -125,9 +168,11 @@ static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
     struct pending *p = arg;
     if (ok) {
         struct lim_decision copy = *d;
-        copy.input_reserved = d->admitted && p->kind == P_ADMIT ? p->cost : 0;
-        if (p->l->on_error == REDIS_ON_ERROR_LOCAL && d->admitted && p->kind == P_ADMIT)
-            lim_local_seed(p->l->local, p->key, d); /* where a Redis outage starts from */
+        bool admitted = d->admitted && p->kind == P_ADMIT;
+        copy.input_reserved = admitted ? p->cost : 0;
+        copy.spend_reserved = admitted ? p->spend : 0;
+        if (p->l->on_error == REDIS_ON_ERROR_LOCAL && admitted)
+            lim_local_seed(p->l->local, p->key, &p->lim, d); /* where a Redis outage starts from */
         p->cb(&copy, p->arg);
     } else {
         fallback(p);
@@ -143,10 +188,11 @@ static void dispatch(struct pending *p)
     if (l->redis && lim_redis_up(l->redis)) {
         if (p->kind == P_PEEK)
             lim_redis_peek(l->redis, p->key, &p->lim, redis_answered, p);
-        else if (p->kind == P_QUOTA)
-            lim_redis_quota(l->redis, p->key, &p->lim, p->quota_op, p->cost, redis_answered, p);
+        else if (p->kind == P_COUNT)
+            lim_redis_count(l->redis, p->key, &p->lim, p->counter, p->op, p->cost,
+                            redis_answered, p);
         else
-            lim_redis_admit(l->redis, p->key, &p->lim, p->cost, redis_answered, p);
+            lim_redis_admit(l->redis, p->key, &p->lim, p->cost, p->spend, redis_answered, p);
         return;
     }
     struct lim_decision d;
@@ -164,19 +210,22 @@ static struct pending *pending_new(struct limiter *l, enum pending_kind kind, co
                                    const struct lim_limits *lim, int64_t cost, lim_cb cb, void *arg)
 {
     struct pending *p = sl_calloc(1, sizeof(*p));
-    *p = (struct pending){ l, sl_strdup(key), *lim, cost, cb, arg, kind, LIM_QUOTA_READ };
+    *p = (struct pending){ .l = l,      .key = sl_strdup(key), .lim = *lim, .cost = cost,
+                           .cb = cb,    .arg = arg,            .kind = kind };
     return p;
 }
 
 void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim, int64_t cost,
-               lim_cb cb, void *arg)
+               int64_t spend, lim_cb cb, void *arg)
 {
     if (lim_unlimited(lim)) {
         struct lim_decision d = { .admitted = true, .where = LIM_NOWHERE };
         cb(&d, arg);
         return;
     }
-    dispatch(pending_new(l, P_ADMIT, key, lim, cost, cb, arg));
+    struct pending *p = pending_new(l, P_ADMIT, key, lim, cost, cb, arg);
+    p->spend = spend;
+    dispatch(p);
 }
 
 void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, lim_cb cb,
@@ -185,30 +234,31 @@ void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, 
     dispatch(pending_new(l, P_PEEK, key, lim, 0, cb, arg));
 }
 
-void lim_quota(struct limiter *l, const char *key, const struct lim_limits *lim,
-               enum lim_quota_op op, int64_t tokens, lim_cb cb, void *arg)
+void lim_count(struct limiter *l, const char *key, const struct lim_limits *lim,
+               enum lim_counter which, enum lim_quota_op op, int64_t amount, lim_cb cb, void *arg)
 {
-    struct pending *p = pending_new(l, P_QUOTA, key, lim, tokens, cb, arg);
-    p->quota_op = op;
+    struct pending *p = pending_new(l, P_COUNT, key, lim, amount, cb, arg);
+    p->counter = which;
+    p->op = op;
     dispatch(p);
 }
 
 void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key,
-                const struct lim_limits *lim, int64_t input_delta, int64_t output, bool release,
-                int64_t quota_delta)
+                const struct lim_limits *lim, const struct lim_usage *u)
 {
-    if (!t->admitted || (!input_delta && !output && !release && !quota_delta))
+    if (!t->admitted ||
+        (!u->input_delta && !u->output && !u->release && !u->quota_delta && !u->spend_delta))
         return;
     if (t->where == LIM_LOCAL)
-        lim_local_settle(l->local, key, lim, t, input_delta, output, release, quota_delta);
+        lim_local_settle(l->local, key, lim, t, u);
     else if (t->where == LIM_REDIS && l->redis)
-        lim_redis_settle(l->redis, key, lim, t, input_delta, output, release, quota_delta);
+        lim_redis_settle(l->redis, key, lim, t, u);
 }
 
 /* The x-ratelimit header lines are written into one stack buffer, then
  * appended at once: they go on every limited response. */
 struct hline {
-    char text[768]; /* four sets of at most 181 bytes */
+    char text[960]; /* five sets of at most 181 bytes */
     size_t len;
 };
 
@@ -252,18 +302,26 @@ static void put_duration(struct hline *h, int64_t ms)
 
 /* At most 181 bytes: two lines of 37 + 20 + 2 (the longest name, the
  * longest int64) and a reset line of 33 + 28 + 2. */
+static void put_amount(struct hline *h, int64_t v, bool money)
+{
+    if (money)
+        h->len += sl_fmt_money(v, h->text + h->len);
+    else
+        put_int(h, v);
+}
+
 static void header_set(struct hline *h, const char *what, int64_t limit, int64_t used,
-                       int64_t reset_ms)
+                       int64_t reset_ms, bool money)
 {
     size_t wlen = strlen(what);
     PUT_LIT(h, "x-ratelimit-limit-");
     put(h, what, wlen);
     PUT_LIT(h, ": ");
-    put_int(h, limit);
+    put_amount(h, limit, money);
     PUT_LIT(h, "\r\nx-ratelimit-remaining-");
     put(h, what, wlen);
     PUT_LIT(h, ": ");
-    put_int(h, SL_MAX(limit - used, 0));
+    put_amount(h, SL_MAX(limit - used, 0), money);
     PUT_LIT(h, "\r\nx-ratelimit-reset-");
     put(h, what, wlen);
     PUT_LIT(h, ": ");
@@ -278,12 +336,16 @@ void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, str
     struct hline h;
     h.len = 0;
     if (lim->rpm)
-        header_set(&h, "requests", lim->rpm, d->used_requests, d->reset_requests_ms);
+        header_set(&h, "requests", lim->rpm, d->used_requests, d->reset_requests_ms, false);
     if (lim->input_tpm)
-        header_set(&h, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms);
+        header_set(&h, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms, false);
     if (lim->output_tpm)
-        header_set(&h, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms);
+        header_set(&h, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms,
+                   false);
     if (lim->quota)
-        header_set(&h, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0));
+        header_set(&h, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0), false);
+    if (lim->budget)
+        header_set(&h, "budget", lim->budget, d->budget.used, SL_MAX(d->budget.reset_ms, 0),
+                   true);
     sl_buf_append(out, h.text, h.len);
 }

@@ -1,8 +1,9 @@
-/* In-process sliding windows: the same bucketed algorithm as lua/admit.lua
- * and lua/settle.lua, for a single node (no [redis]) and for on_error =
+/* In-process sliding windows, quotas, budgets and teams: the same algorithm
+ * as lua/limits.lua, for a single node (no [redis]) and for on_error =
  * local. One entry per key name, kept across reloads; each entry has its own
  * mutex, so workers contend only on the same key. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,23 +18,26 @@ struct window {
     int64_t ring[LIM_RING];
 };
 
-/* The last state Redis reported for a key (on_error = local): while Redis is
- * down, local decisions count it as if it had all come in the bucket it was
- * reported in. It leaves the window no earlier than the admissions it sums
- * did, so a node never admits more than the limit in any window. */
+/* The last state Redis reported for a key or team (on_error = local): while
+ * Redis is down, local decisions count it as if it had all come in the bucket
+ * it was reported in. It leaves the window no earlier than the admissions it
+ * sums did, so a node never admits more than the limit in any window. */
 struct seed {
     int64_t bucket;
     int64_t used[3];
-    char period[LIM_PERIOD_ID];
-    int64_t quota;
+    struct counter {
+        char period[LIM_PERIOD_ID];
+        int64_t used;
+    } quota, budget;
 };
 
+/* A key's, or (name "@TEAM") a team's, state. */
 struct entry {
     char *name;
     pthread_mutex_t lock;
-    struct window win[3]; /* requests, input, output */
-    char period[LIM_PERIOD_ID]; /* the quota period `quota_used` belongs to */
-    int64_t quota_used;
+    struct window win[3];  /* requests, input, output */
+    struct counter quota;  /* tokens in the period `quota.period` */
+    struct counter budget; /* micro-dollars in the period `budget.period` */
     struct seed seed;
     struct entry *next;
 };
@@ -171,62 +175,98 @@ static int64_t seed_expires(const struct lim_local *l, const struct entry *e, in
     return e->seed.bucket >= oldest ? e->seed.bucket * l->bucket_ms + l->window_ms - now : 0;
 }
 
-void lim_local_seed(struct lim_local *l, const char *key, const struct lim_decision *d)
+/* A team's entry: its name behind '@', which no key name holds. */
+static struct entry *team_entry(struct lim_local *l, const char *team)
 {
+    char name[LIM_NAME + 1];
+    snprintf(name, sizeof(name), "@%s", team);
+    return entry_for(l, name);
+}
+
+void lim_local_seed(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                    const struct lim_decision *d)
+{
+    int64_t bucket = floor_div(now_ms(), l->bucket_ms);
     struct entry *e = entry_for(l, key);
-    int64_t now = now_ms();
     pthread_mutex_lock(&e->lock);
-    e->seed = (struct seed){ floor_div(now, l->bucket_ms),
-                             { d->used_requests, d->used_input, d->used_output },
-                             { 0 },
-                             d->used_quota };
-    memcpy(e->seed.period, d->period, sizeof(e->seed.period));
+    e->seed = (struct seed){ .bucket = bucket,
+                             .used = { d->used_requests, d->used_input, d->used_output },
+                             .quota.used = d->used_quota,
+                             .budget.used = d->budget.used };
+    memcpy(e->seed.quota.period, d->period, LIM_PERIOD_ID);
+    memcpy(e->seed.budget.period, d->budget.period, LIM_PERIOD_ID);
     pthread_mutex_unlock(&e->lock);
+    if (!lim->team.name[0])
+        return;
+    struct entry *t = team_entry(l, lim->team.name);
+    pthread_mutex_lock(&t->lock);
+    t->seed = (struct seed){ .bucket = bucket,
+                             .used = { d->team_requests, d->team_input, d->team_output },
+                             .budget.used = d->team_budget.used };
+    memcpy(t->seed.budget.period, d->team_budget.period, LIM_PERIOD_ID);
+    pthread_mutex_unlock(&t->lock);
 }
 
-/* The entry's quota counter for the current period (a new period starts at 0). */
-static int64_t *quota_counter(struct entry *e, const struct lim_limits *lim, int64_t now,
-                              struct lim_decision *out)
+/* The counter of the current period of `kind` (a new period starts at 0), and
+ * in *out the period, the time until it ends and what is used in it, the
+ * seed's part included. */
+static struct counter *counter_now(struct counter *c, const struct counter *seed, int kind,
+                                   int64_t now, struct lim_count *out)
 {
-    lim_period(lim->quota_period, now, out->period, &out->quota_reset_ms);
-    if (strcmp(e->period, out->period) != 0) {
-        memcpy(e->period, out->period, sizeof(e->period));
-        e->quota_used = 0;
+    lim_period(kind, now, out->period, &out->reset_ms);
+    if (strcmp(c->period, out->period) != 0) {
+        memcpy(c->period, out->period, sizeof(c->period));
+        c->used = 0;
     }
-    return &e->quota_used;
+    out->used = c->used + (strcmp(seed->period, out->period) == 0 ? seed->used : 0);
+    return c;
 }
 
-void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                     int64_t cost, struct lim_decision *out)
+/* Adds to the counter while it counts the admission's period (a new period
+ * since then wins; a reset does not, as in lua/limits.lua). Never below 0. */
+static void counter_settle(struct counter *c, const char *period, int64_t delta)
 {
-    struct entry *e = entry_for(l, key);
-    int64_t now = now_ms();
-    int64_t cur = floor_div(now, l->bucket_ms);
-    int64_t oldest = oldest_bucket(l, now);
-    const int64_t limits[3] = { lim->rpm, lim->input_tpm, lim->output_tpm };
-    const int64_t wants[3] = { 1, cost, 0 };
-    memset(out, 0, sizeof(*out));
-    out->where = LIM_LOCAL;
-    out->bucket = cur;
+    if (delta && strcmp(c->period, period) == 0)
+        c->used = SL_MAX(c->used + delta, 0);
+}
 
-    pthread_mutex_lock(&e->lock);
+/* An entry's windows as an admission finds them. */
+struct view {
+    struct entry *e;
+    int64_t limits[3];
     int64_t used[3];
+};
+
+static void view_open(struct view *v, struct entry *e, int64_t rpm, int64_t input_tpm,
+                      int64_t output_tpm, int64_t oldest)
+{
+    v->e = e;
+    v->limits[0] = rpm;
+    v->limits[1] = input_tpm;
+    v->limits[2] = output_tpm;
     for (int d = 0; d < 3; d++)
-        used[d] = trim(&e->win[d], oldest) + seeded(e, d, oldest);
-    int64_t *quota_used = quota_counter(e, lim, now, out);
-    int64_t quota_seed = e->seed.quota && strcmp(e->seed.period, out->period) == 0 ? e->seed.quota : 0;
-    for (int d = 0; d < 3 && !out->dim; d++) {
-        if (!limits[d])
+        v->used[d] = trim(&e->win[d], oldest) + seeded(e, d, oldest);
+}
+
+/* Whether the windows refuse `wants`; the refusal (dimension first + d) in out. */
+static bool windows_refuse(const struct lim_local *l, const struct view *v,
+                           const int64_t wants[3], int64_t oldest, int64_t cur, int64_t now,
+                           int first, struct lim_decision *out)
+{
+    const struct entry *e = v->e;
+    for (int d = 0; d < 3; d++) {
+        int64_t limit = v->limits[d], used = v->used[d];
+        if (!limit)
             continue;
-        bool over = d == 2 ? used[d] >= limits[d] : used[d] + wants[d] > limits[d];
+        bool over = d == 2 ? used >= limit : used + wants[d] > limit;
         if (!over)
             continue;
-        out->dim = (enum lim_dim)(d + 1);
-        out->limit = limits[d];
-        out->used = used[d];
+        out->dim = (enum lim_dim)(first + d);
+        out->limit = limit;
+        out->used = used;
         out->requested = wants[d];
-        int64_t need = d == 2 ? used[d] - limits[d] + 1 : used[d] + wants[d] - limits[d];
-        if (d != 2 && wants[d] > limits[d])
+        int64_t need = d == 2 ? used - limit + 1 : used + wants[d] - limit;
+        if (d != 2 && wants[d] > limit)
             out->retry_ms = -1;
         else if (seeded(e, d, oldest)) /* conservative: when the seed has gone as well */
             out->retry_ms = SL_MAX(seed_expires(l, e, oldest, now),
@@ -234,102 +274,213 @@ void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limi
                                               oldest, cur, now));
         else
             out->retry_ms = free_after(l, &e->win[d], need, oldest, cur, now);
+        return true;
     }
-    if (!out->dim && lim->quota && quota_seed + *quota_used + cost > lim->quota) {
-        out->dim = LIM_DIM_QUOTA;
-        out->limit = lim->quota;
-        out->used = quota_seed + *quota_used;
-        out->requested = cost;
-        out->retry_ms = -1;
+    return false;
+}
+
+/* Whether a quota or budget refuses `want`. */
+static bool counter_refuses(int64_t limit, const struct lim_count *c, int64_t want,
+                            enum lim_dim dim, struct lim_decision *out)
+{
+    if (!limit || c->used + want <= limit)
+        return false;
+    *out = (struct lim_decision){ .dim = dim, .limit = limit, .used = c->used, .requested = want,
+                                  .retry_ms = -1, .where = out->where, .bucket = out->bucket };
+    return true;
+}
+
+static void record(struct window *w, int64_t limit, int64_t bucket, int64_t amount)
+{
+    if (limit && amount)
+        add(w, bucket, amount);
+}
+
+/* The windows as they stand after the admission, for the headers. */
+static void view_report(const struct lim_local *l, const struct view *v, int64_t oldest,
+                        int64_t now, int64_t used[3], int64_t reset_ms[3])
+{
+    for (int d = 0; d < 3; d++) {
+        used[d] = v->e->win[d].total + seeded(v->e, d, oldest);
+        if (reset_ms)
+            reset_ms[d] = reset_after(l, &v->e->win[d], now);
     }
-    if (out->dim && !lim->shadow) {
-        out->used_quota = quota_seed + *quota_used;
-        pthread_mutex_unlock(&e->lock);
-        return;
-    }
-    if (lim->rpm)
-        add(&e->win[0], cur, 1);
-    if (lim->input_tpm && cost)
-        add(&e->win[1], cur, cost);
+}
+
+/* An admission, or with peek the state alone (nothing checked or recorded). */
+static void decide(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                   int64_t cost, int64_t spend, bool peek, struct lim_decision *out)
+{
+    struct entry *e = entry_for(l, key);
+    struct entry *te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
+    int64_t now = now_ms();
+    int64_t cur = floor_div(now, l->bucket_ms);
+    int64_t oldest = oldest_bucket(l, now);
+    const int64_t wants[3] = { 1, cost, 0 };
+    memset(out, 0, sizeof(*out));
+    out->where = LIM_LOCAL;
+    out->bucket = cur;
+
+    /* Always the key's lock first, then its team's: no two admissions wait on each other. */
+    pthread_mutex_lock(&e->lock);
+    if (te)
+        pthread_mutex_lock(&te->lock);
+    struct view kv, tv;
+    view_open(&kv, e, lim->rpm, lim->input_tpm, lim->output_tpm, oldest);
+    if (te)
+        view_open(&tv, te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm, oldest);
+    struct lim_count quota = { 0 }, budget = { 0 }, team_budget = { 0 };
+    struct counter *q = NULL, *b = NULL, *tb = NULL;
     if (lim->quota)
-        *quota_used += cost;
-    out->used_quota = quota_seed + *quota_used;
-    out->admitted = true;
-    out->input_reserved = cost;
-    out->used_requests = e->win[0].total + seeded(e, 0, oldest);
-    out->used_input = e->win[1].total + seeded(e, 1, oldest);
-    out->used_output = e->win[2].total + seeded(e, 2, oldest);
-    out->reset_requests_ms = reset_after(l, &e->win[0], now);
-    out->reset_input_ms = reset_after(l, &e->win[1], now);
-    out->reset_output_ms = reset_after(l, &e->win[2], now);
+        q = counter_now(&e->quota, &e->seed.quota, lim->quota_period, now, &quota);
+    if (lim->budget)
+        b = counter_now(&e->budget, &e->seed.budget, lim->budget_period, now, &budget);
+    if (te && lim->team.budget)
+        tb = counter_now(&te->budget, &te->seed.budget, lim->team.budget_period, now, &team_budget);
+    /* In the order of the dimensions' numbers, as lua/limits.lua. */
+    bool refused =
+        !peek && (windows_refuse(l, &kv, wants, oldest, cur, now, LIM_DIM_REQUESTS, out) ||
+        counter_refuses(lim->quota, &quota, cost, LIM_DIM_QUOTA, out) ||
+        counter_refuses(lim->budget, &budget, spend, LIM_DIM_BUDGET, out) ||
+        (te && (windows_refuse(l, &tv, wants, oldest, cur, now, LIM_DIM_TEAM_REQUESTS, out) ||
+                counter_refuses(lim->team.budget, &team_budget, spend, LIM_DIM_TEAM_BUDGET, out))));
+    if (!refused || lim->shadow) {
+        for (int d = 0; d < 2 && !peek; d++) { /* requests and input; output comes at settlement */
+            record(&e->win[d], kv.limits[d], cur, wants[d]);
+            if (te)
+                record(&te->win[d], tv.limits[d], cur, wants[d]);
+        }
+        if (q && !peek) {
+            q->used += cost;
+            quota.used += cost;
+        }
+        if (b && !peek) {
+            b->used += spend;
+            budget.used += spend;
+        }
+        if (tb && !peek) {
+            tb->used += spend;
+            team_budget.used += spend;
+        }
+        out->admitted = true;
+        out->input_reserved = peek ? 0 : cost;
+        out->spend_reserved = peek ? 0 : spend;
+        int64_t used[3], reset_ms[3];
+        view_report(l, &kv, oldest, now, used, reset_ms);
+        out->used_requests = used[0];
+        out->used_input = used[1];
+        out->used_output = used[2];
+        out->reset_requests_ms = reset_ms[0];
+        out->reset_input_ms = reset_ms[1];
+        out->reset_output_ms = reset_ms[2];
+        if (te) {
+            view_report(l, &tv, oldest, now, used, NULL);
+            out->team_requests = used[0];
+            out->team_input = used[1];
+            out->team_output = used[2];
+        }
+    }
+    if (te)
+        pthread_mutex_unlock(&te->lock);
     pthread_mutex_unlock(&e->lock);
+    out->used_quota = quota.used;
+    out->quota_reset_ms = quota.reset_ms;
+    memcpy(out->period, quota.period, sizeof(out->period));
+    out->budget = budget;
+    out->team_budget = team_budget;
+}
+
+void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     int64_t cost, int64_t spend, struct lim_decision *out)
+{
+    decide(l, key, lim, cost, spend, false, out);
 }
 
 void lim_local_peek(struct lim_local *l, const char *key, const struct lim_limits *lim,
                     struct lim_decision *out)
 {
-    (void)lim;
-    struct entry *e = entry_for(l, key);
-    int64_t now = now_ms();
-    int64_t oldest = oldest_bucket(l, now);
-    memset(out, 0, sizeof(*out));
-    out->admitted = true;
-    out->where = LIM_LOCAL;
-    pthread_mutex_lock(&e->lock);
-    out->used_requests = trim(&e->win[0], oldest) + seeded(e, 0, oldest);
-    out->used_input = trim(&e->win[1], oldest) + seeded(e, 1, oldest);
-    out->used_output = trim(&e->win[2], oldest) + seeded(e, 2, oldest);
-    out->reset_requests_ms = reset_after(l, &e->win[0], now);
-    out->reset_input_ms = reset_after(l, &e->win[1], now);
-    out->reset_output_ms = reset_after(l, &e->win[2], now);
-    pthread_mutex_unlock(&e->lock);
+    decide(l, key, lim, 0, 0, true, out);
 }
 
-void lim_local_quota(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                     enum lim_quota_op op, int64_t tokens, struct lim_decision *out)
+void lim_local_count(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                     enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                     struct lim_decision *out)
 {
-    struct entry *e = entry_for(l, key);
+    struct entry *e = which == LIM_TEAM_BUDGET ? team_entry(l, lim->team.name) : entry_for(l, key);
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
+    struct counter *c = which == LIM_QUOTA ? &e->quota : &e->budget;
+    struct counter *seed = which == LIM_QUOTA ? &e->seed.quota : &e->seed.budget;
+    int kind = which == LIM_QUOTA    ? lim->quota_period
+               : which == LIM_BUDGET ? lim->budget_period
+                                     : lim->team.budget_period;
+    struct lim_count n;
     pthread_mutex_lock(&e->lock);
-    int64_t *used = quota_counter(e, lim, now_ms(), out);
-    if (op == LIM_QUOTA_RESET)
-        *used = 0;
-    else if (op == LIM_QUOTA_ADD)
-        *used = SL_MAX(*used + tokens, 0);
-    out->used_quota = *used;
+    counter_now(c, seed, kind, now_ms(), &n);
+    if (op == LIM_QUOTA_RESET) {
+        c->used = 0;
+        seed->used = 0;
+    } else if (op == LIM_QUOTA_ADD) {
+        c->used = SL_MAX(c->used + amount, 0);
+    }
+    if (op != LIM_QUOTA_READ)
+        counter_now(c, seed, kind, now_ms(), &n);
     pthread_mutex_unlock(&e->lock);
+    if (which == LIM_QUOTA) {
+        out->used_quota = n.used;
+        out->quota_reset_ms = n.reset_ms;
+        memcpy(out->period, n.period, sizeof(out->period));
+    } else if (which == LIM_BUDGET) {
+        out->budget = n;
+    } else {
+        out->team_budget = n;
+    }
 }
 
-void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
-                      bool release, int64_t quota_delta)
+/* Corrects one entry's windows for a settled request. */
+static void settle_windows(struct entry *e, int64_t rpm, int64_t input_tpm, int64_t output_tpm,
+                           int64_t bucket, int64_t oldest, int64_t cur, const struct lim_usage *u)
 {
-    int64_t bucket = ticket->bucket;
-    struct entry *e = entry_for(l, key);
-    int64_t now = now_ms();
-    int64_t cur = floor_div(now, l->bucket_ms);
-    int64_t oldest = oldest_bucket(l, now);
-    pthread_mutex_lock(&e->lock);
     for (int d = 0; d < 3; d++)
         trim(&e->win[d], oldest);
     if (bucket >= oldest) { /* the reservation is still in the window: correct it there */
         struct window *in = &e->win[1];
-        if (lim->input_tpm && input_delta) {
-            int64_t delta = SL_MAX(input_delta, -in->ring[bucket % LIM_RING]);
+        if (input_tpm && u->input_delta) {
+            int64_t delta = SL_MAX(u->input_delta, -in->ring[bucket % LIM_RING]);
             in->ring[bucket % LIM_RING] += delta;
             in->total += delta;
         }
         struct window *rq = &e->win[0];
-        if (release && lim->rpm && rq->ring[bucket % LIM_RING] > 0) {
+        if (u->release && rpm && rq->ring[bucket % LIM_RING] > 0) {
             rq->ring[bucket % LIM_RING]--;
             rq->total--;
         }
     }
-    if (lim->output_tpm && output > 0)
-        add(&e->win[2], cur, output);
-    /* The admission's period only: a reset or a new period since then wins. */
-    if (lim->quota && quota_delta && strcmp(e->period, ticket->period) == 0)
-        e->quota_used = SL_MAX(e->quota_used + quota_delta, 0);
+    if (output_tpm && u->output > 0)
+        add(&e->win[2], cur, u->output);
+}
+
+void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                      const struct lim_decision *ticket, const struct lim_usage *u)
+{
+    struct entry *e = entry_for(l, key);
+    struct entry *te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
+    int64_t now = now_ms();
+    int64_t cur = floor_div(now, l->bucket_ms);
+    int64_t oldest = oldest_bucket(l, now);
+    pthread_mutex_lock(&e->lock);
+    settle_windows(e, lim->rpm, lim->input_tpm, lim->output_tpm, ticket->bucket, oldest, cur, u);
+    if (lim->quota)
+        counter_settle(&e->quota, ticket->period, u->quota_delta);
+    if (lim->budget)
+        counter_settle(&e->budget, ticket->budget.period, u->spend_delta);
     pthread_mutex_unlock(&e->lock);
+    if (!te)
+        return;
+    pthread_mutex_lock(&te->lock);
+    settle_windows(te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm, ticket->bucket,
+                   oldest, cur, u);
+    if (lim->team.budget)
+        counter_settle(&te->budget, ticket->team_budget.period, u->spend_delta);
+    pthread_mutex_unlock(&te->lock);
 }

@@ -22,8 +22,8 @@
 
 extern const char lua_limits[];
 
-enum { OP_BATCH, OP_QPEEK, OP_QRESET, OP_QADD };
-static const char *const op_modes[] = { "batch", "qpeek", "qreset", "qadd" };
+enum { OP_BATCH, OP_CPEEK, OP_CRESET, OP_CADD };
+static const char *const op_modes[] = { "batch", "cpeek", "creset", "cadd" };
 enum state { R_DOWN, R_CONNECTING, R_UP };
 
 #define BACKOFF_MIN_MS 100
@@ -312,8 +312,8 @@ bool lim_redis_up(const struct lim_redis *r)
  * that pass go in one script call, which does them in order, atomically. At
  * low load a call carries one operation and costs no extra round trip; under
  * load one call carries many, and Redis reads and writes each hash once per
- * call instead of once per operation. Quota operations of the admin API are
- * sent alone. */
+ * call instead of once per operation. Quota and budget operations of the
+ * admin API are sent alone. */
 
 #define BATCH_MAX 32
 #define FREE_CALLS 16
@@ -322,21 +322,22 @@ struct pend { /* one queued operation */
     char kind; /* 'a' admit, 'p' peek, 's' settle */
     lim_redis_cb cb;
     void *arg;
-    int64_t v[5];
-    char period[LIM_PERIOD_ID];
+    int64_t v[6]; /* admit: cost, force, spend; settle: see lim_redis_settle */
+    char period[3][LIM_PERIOD_ID]; /* settle: the quota's, the budget's, the team budget's */
 };
 
 struct call {
     struct lim_redis *r;
     struct call *next; /* in r->queue until flushed, or in r->free */
     struct event *timer;
-    int kind; /* OP_BATCH or a quota op */
+    int kind; /* OP_BATCH or a counter op */
     bool answered; /* the callers have their answers (reply, error or timeout) */
     bool resent;   /* NOSCRIPT already handled once */
     char key[(CFG_NAME_MAX + 1)];
     struct lim_limits lim;
-    int64_t tokens; /* OP_QADD */
-    lim_redis_cb cb; /* quota ops */
+    enum lim_counter which; /* counter ops */
+    int64_t amount;         /* OP_CADD */
+    lim_redis_cb cb;        /* counter ops */
     void *arg;
     int n;
     struct pend ops[BATCH_MAX];
@@ -363,7 +364,8 @@ static struct call *call_new(struct lim_redis *r, int kind, const char *key,
     c->answered = c->resent = false;
     snprintf(c->key, sizeof(c->key), "%s", key);
     c->lim = *lim;
-    c->tokens = 0;
+    c->which = LIM_QUOTA;
+    c->amount = 0;
     c->cb = NULL;
     c->arg = NULL;
     c->n = 0;
@@ -468,46 +470,88 @@ static void arg_int(struct call *c, int64_t v)
     arg_mem(c, d, sl_fmt_int(v, d));
 }
 
-/* EVALSHA of lua/limits.lua on the key's three hashes (sluice:{name}:r|i|o)
- * and quota prefix (sluice:{name}:q), and the arguments every call shares. */
-static void args_head(struct call *c)
+/* Redis key names. A key's counters share its name's hash tag, or its
+ * team's when it has one, so that the key's and the team's counters are in
+ * one Cluster slot: sluice:{KEY}:r, or sluice:{TEAM}:k:KEY:r and the team's
+ * sluice:{TEAM}:t:r. `what` is r, i, o (windows), q (quota) or b (budget). */
+static void arg_name(struct call *c, bool of_team, char what)
+{
+    char name[2 * LIM_NAME + 24];
+    const char *team = c->lim.team.name;
+    int n;
+    if (of_team)
+        n = snprintf(name, sizeof(name), "sluice:{%s}:t:%c", team, what);
+    else if (team[0])
+        n = snprintf(name, sizeof(name), "sluice:{%s}:k:%s:%c", team, c->key, what);
+    else
+        n = snprintf(name, sizeof(name), "sluice:{%s}:%c", c->key, what);
+    arg_mem(c, name, (size_t)n);
+}
+
+/* EVALSHA of lua/limits.lua: the command, the key names and the arguments. */
+static void args_build(struct call *c)
 {
     struct lim_redis *r = c->r;
+    const struct lim_limits *lim = &c->lim;
+    bool team = lim->team.name[0] != '\0';
     arg_str(c, "EVALSHA");
     arg_str(c, r->sha);
     c->script_args = c->text.len;
-    arg_str(c, "4");
-    static const char dims[4] = { 'r', 'i', 'o', 'q' };
-    for (int d = 0; d < 4; d++) {
-        char name[CFG_NAME_MAX + 16];
-        int n = snprintf(name, sizeof(name), "sluice:{%s}:%c", c->key, dims[d]);
-        arg_mem(c, name, (size_t)n);
+    if (c->kind != OP_BATCH) { /* one counter */
+        arg_str(c, "1");
+        arg_name(c, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
+        arg_int(c, r->bucket_ms);
+        arg_int(c, r->window_ms);
+        arg_str(c, op_modes[c->kind]);
+        arg_int(c, c->which == LIM_QUOTA    ? lim->quota_period
+                   : c->which == LIM_BUDGET ? lim->budget_period
+                                            : lim->team.budget_period);
+        arg_int(c, lim_clock_offset_s());
+        arg_int(c, c->amount);
+        return;
     }
+    arg_str(c, team ? "9" : "5");
+    static const char own[5] = { 'r', 'i', 'o', 'q', 'b' };
+    for (int i = 0; i < 5; i++)
+        arg_name(c, false, own[i]);
+    static const char shared[4] = { 'r', 'i', 'o', 'b' };
+    for (int i = 0; team && i < 4; i++)
+        arg_name(c, true, shared[i]);
     arg_int(c, r->bucket_ms);
     arg_int(c, r->window_ms);
-    arg_str(c, op_modes[c->kind]);
-    arg_int(c, c->lim.rpm);
-    arg_int(c, c->lim.input_tpm);
-    arg_int(c, c->lim.output_tpm);
-    arg_int(c, c->lim.quota);
-    arg_int(c, c->lim.quota_period);
-    arg_int(c, lim_clock_offset_s());
-}
-
-static void args_build(struct call *c)
-{
-    args_head(c);
-    if (c->kind == OP_QADD)
-        arg_int(c, c->tokens);
-    if (c->kind == OP_BATCH) {
-        arg_int(c, c->n);
-        for (int i = 0; i < c->n; i++) {
-            const struct pend *o = &c->ops[i];
-            arg_mem(c, &o->kind, 1);
-            for (int k = 0; k < 5; k++)
+    arg_str(c, op_modes[OP_BATCH]);
+    const int64_t limits[] = { lim->rpm,
+                               lim->input_tpm,
+                               lim->output_tpm,
+                               lim->quota,
+                               lim->quota_period,
+                               lim_clock_offset_s(),
+                               lim->budget,
+                               lim->budget_period,
+                               lim->team.rpm,
+                               lim->team.input_tpm,
+                               lim->team.output_tpm,
+                               lim->team.budget,
+                               lim->team.budget_period,
+                               c->n };
+    for (size_t i = 0; i < SL_ARRAY_LEN(limits); i++)
+        arg_int(c, limits[i]);
+    for (int i = 0; i < c->n; i++) { /* 10 arguments each */
+        const struct pend *o = &c->ops[i];
+        arg_mem(c, &o->kind, 1);
+        if (o->kind != 's') { /* cost, force, spend; the rest unused */
+            for (int k = 0; k < 3; k++)
                 arg_int(c, o->v[k]);
-            arg_str(c, o->kind == 's' && o->period[0] ? o->period : "-");
+            for (int k = 3; k < 9; k++)
+                arg_mem(c, "-", 1);
+            continue;
         }
+        for (int k = 0; k < 5; k++) /* bucket, input delta, output, release, quota delta */
+            arg_int(c, o->v[k]);
+        arg_str(c, o->period[0][0] ? o->period[0] : "-");
+        arg_int(c, o->v[5]); /* spend delta */
+        arg_str(c, o->period[1][0] ? o->period[1] : "-");
+        arg_str(c, o->period[2][0] ? o->period[2] : "-");
     }
 }
 
@@ -533,46 +577,69 @@ static int send_call(struct call *c)
     return redisAsyncFormattedCommand(c->r->ac, on_reply, c, b->data, b->len);
 }
 
-/* The script's reply: n integers, then the period id as a string. */
-static bool reply_ints(const redisReply *rep, size_t n, int64_t *v, char period[LIM_PERIOD_ID])
+/* The script's reply: n integers, then m period ids. */
+static bool reply_ints(const redisReply *rep, size_t n, int64_t *v, size_t m,
+                       char (*periods)[LIM_PERIOD_ID])
 {
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + 1)
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + m)
         return false;
     for (size_t i = 0; i < n; i++) {
         if (rep->element[i]->type != REDIS_REPLY_INTEGER)
             return false;
         v[i] = rep->element[i]->integer;
     }
-    const redisReply *id = rep->element[n];
-    if (id->type != REDIS_REPLY_STRING || id->len >= LIM_PERIOD_ID)
-        return false;
-    memcpy(period, id->str, id->len);
-    period[id->len] = '\0';
+    for (size_t i = 0; i < m; i++) {
+        const redisReply *id = rep->element[n + i];
+        if (id->type != REDIS_REPLY_STRING || id->len >= LIM_PERIOD_ID)
+            return false;
+        memcpy(periods[i], id->str, id->len);
+        periods[i][id->len] = '\0';
+    }
     return true;
 }
 
-static bool parse_quota(const redisReply *rep, struct lim_decision *d)
+static void count_from(struct lim_count *c, int64_t used, int64_t reset_ms,
+                       const char period[LIM_PERIOD_ID])
+{
+    c->used = used;
+    c->reset_ms = reset_ms;
+    memcpy(c->period, period, LIM_PERIOD_ID);
+}
+
+static bool parse_count(const redisReply *rep, enum lim_counter which, struct lim_decision *d)
 {
     int64_t v[2];
+    char id[1][LIM_PERIOD_ID];
     memset(d, 0, sizeof(*d));
-    if (!reply_ints(rep, 2, v, d->period))
+    if (!reply_ints(rep, 2, v, 1, id))
         return false;
-    d->used_quota = v[0];
-    d->quota_reset_ms = v[1];
+    struct lim_count *c = which == LIM_BUDGET ? &d->budget : &d->team_budget;
+    if (which == LIM_QUOTA) {
+        d->used_quota = v[0];
+        d->quota_reset_ms = v[1];
+        memcpy(d->period, id[0], LIM_PERIOD_ID);
+    } else {
+        count_from(c, v[0], v[1], id[0]);
+    }
     d->where = LIM_REDIS;
     return true;
 }
 
 static bool parse_decision(const redisReply *rep, struct lim_decision *d)
 {
-    int64_t v[15];
-    char period[LIM_PERIOD_ID];
-    if (!reply_ints(rep, 15, v, period))
+    int64_t v[22];
+    char ids[3][LIM_PERIOD_ID];
+    if (!reply_ints(rep, 22, v, 3, ids))
         return false;
     memset(d, 0, sizeof(*d));
-    memcpy(d->period, period, sizeof(period));
+    memcpy(d->period, ids[0], LIM_PERIOD_ID);
     d->used_quota = v[13];
     d->quota_reset_ms = v[14];
+    count_from(&d->budget, v[15], v[16], ids[1]);
+    d->team_requests = v[17];
+    d->team_input = v[18];
+    d->team_output = v[19];
+    count_from(&d->team_budget, v[20], v[21], ids[2]);
     d->admitted = v[0] == 1;
     d->dim = (enum lim_dim)v[1];
     d->limit = v[2];
@@ -595,7 +662,7 @@ static bool answer(struct call *c, const redisReply *rep)
 {
     struct lim_decision d[BATCH_MAX];
     if (c->kind != OP_BATCH) {
-        if (!parse_quota(rep, &d[0]))
+        if (!parse_count(rep, c->which, &d[0]))
             return false;
         c->answered = true;
         c->cb(true, &d[0], c->arg);
@@ -687,8 +754,13 @@ static void drop_queue(struct lim_redis *r)
 
 static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
 {
+    const struct lim_team *at = &a->team, *bt = &b->team;
     return a->rpm == b->rpm && a->input_tpm == b->input_tpm && a->output_tpm == b->output_tpm &&
-           a->quota == b->quota && a->quota_period == b->quota_period && a->shadow == b->shadow;
+           a->quota == b->quota && a->quota_period == b->quota_period &&
+           a->budget == b->budget && a->budget_period == b->budget_period &&
+           a->shadow == b->shadow && strcmp(at->name, bt->name) == 0 && at->rpm == bt->rpm &&
+           at->input_tpm == bt->input_tpm && at->output_tpm == bt->output_tpm &&
+           at->budget == bt->budget && at->budget_period == bt->budget_period;
 }
 
 /* Queues one operation in the key's batch of this loop pass. */
@@ -716,9 +788,9 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
 }
 
 void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     int64_t cost, lim_redis_cb cb, void *arg)
+                     int64_t cost, int64_t spend, lim_redis_cb cb, void *arg)
 {
-    struct pend o = { .kind = 'a', .cb = cb, .arg = arg, .v = { cost, lim->shadow ? 1 : 0 } };
+    struct pend o = { .kind = 'a', .cb = cb, .arg = arg, .v = { cost, lim->shadow ? 1 : 0, spend } };
     enqueue(r, key, lim, &o);
 }
 
@@ -730,21 +802,25 @@ void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limit
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                      const struct lim_decision *ticket, int64_t input_delta, int64_t output,
-                      bool release, int64_t quota_delta)
+                      const struct lim_decision *ticket, const struct lim_usage *u)
 {
     struct pend o = { .kind = 's',
-                      .v = { ticket->bucket, input_delta, output, release ? 1 : 0, quota_delta } };
-    memcpy(o.period, ticket->period, sizeof(o.period));
+                      .v = { ticket->bucket, u->input_delta, u->output, u->release ? 1 : 0,
+                             u->quota_delta, u->spend_delta } };
+    memcpy(o.period[0], ticket->period, LIM_PERIOD_ID);
+    memcpy(o.period[1], ticket->budget.period, LIM_PERIOD_ID);
+    memcpy(o.period[2], ticket->team_budget.period, LIM_PERIOD_ID);
     enqueue(r, key, lim, &o);
 }
 
-void lim_redis_quota(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     enum lim_quota_op what, int64_t tokens, lim_redis_cb cb, void *arg)
+void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                     lim_redis_cb cb, void *arg)
 {
-    int kind = what == LIM_QUOTA_RESET ? OP_QRESET : what == LIM_QUOTA_ADD ? OP_QADD : OP_QPEEK;
+    int kind = op == LIM_QUOTA_RESET ? OP_CRESET : op == LIM_QUOTA_ADD ? OP_CADD : OP_CPEEK;
     struct call *c = call_new(r, kind, key, lim);
-    c->tokens = tokens;
+    c->which = which;
+    c->amount = amount;
     c->cb = cb;
     c->arg = arg;
     send_now(c);

@@ -30,23 +30,29 @@ struct series {
 struct family {
     const char *name, *help;
     bool histogram;
+    bool usd; /* values are micro-dollars, shown as USD */
     struct series *head;
     struct series **table; /* open addressing by label text */
     size_t cap, count;
 };
 
 enum {
-    F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB, F__COUNT
+    F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
+    F__COUNT,
+    F_BUDGET_REMAINING = F__COUNT, /* a gauge, rendered for the config's budgets only */
+    F__ALL
 };
 
-static struct family families[F__COUNT] = {
+static struct family families[F__ALL] = {
     [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model, backend and status.", false },
     [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false },
     [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false },
+    [F_SPEND] = { "sluice_spend_usd_total", "What requests cost at their model's prices, in USD.", false, true },
     [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false },
     [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false },
     [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true },
     [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true },
+    [F_BUDGET_REMAINING] = { "sluice_budget_remaining_usd", "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", false, true },
 };
 
 /* Everything below is under the lock, the label text being built included:
@@ -131,11 +137,10 @@ static void table_put(struct family *f, struct series *s)
     f->table[i] = s;
 }
 
-/* The series for the label text in `text`, made on first use. */
-static struct series *series_for(struct family *f)
+/* The series for the label text in `text`, or NULL. */
+static struct series *series_find(struct family *f, uint64_t h)
 {
     const char *t = text.data ? text.data : "";
-    uint64_t h = sl_hash(t, text.len);
     if (f->cap) {
         for (size_t i = (size_t)h & (f->cap - 1); f->table[i]; i = (i + 1) & (f->cap - 1)) {
             struct series *s = f->table[i];
@@ -143,6 +148,17 @@ static struct series *series_for(struct family *f)
                 return s;
         }
     }
+    return NULL;
+}
+
+/* The series for the label text in `text`, made on first use. */
+static struct series *series_for(struct family *f)
+{
+    const char *t = text.data ? text.data : "";
+    uint64_t h = sl_hash(t, text.len);
+    struct series *found = series_find(f, h);
+    if (found)
+        return found;
     if (2 * (f->count + 1) > f->cap) { /* at most half full */
         free(f->table);
         f->cap = f->cap ? 2 * f->cap : 16;
@@ -213,8 +229,25 @@ void mx_request_done(const struct mx_request *m)
         label("direction", "output");
         series_for(&families[F_TOKENS])->value += (uint64_t)m->completion_tokens;
     }
+    if (m->cost > 0) {
+        text.len = 0;
+        label("key", m->key);
+        label("team", m->team);
+        label("model", m->model);
+        series_for(&families[F_SPEND])->value += (uint64_t)m->cost;
+    }
     text.len = 0;
     observe(series_for(&families[F_DURATION]), m->duration_s);
+    pthread_mutex_unlock(&lock);
+}
+
+void mx_budget_remaining(const char *scope, const char *name, int64_t micro)
+{
+    pthread_mutex_lock(&lock);
+    text.len = 0;
+    label("scope", scope);
+    label("name", name);
+    series_for(&families[F_BUDGET_REMAINING])->value = (uint64_t)SL_MAX(micro, 0);
     pthread_mutex_unlock(&lock);
 }
 
@@ -256,6 +289,17 @@ void mx_inflight(int delta)
     atomic_fetch_add(&inflight, delta);
 }
 
+static void render_value(struct sl_buf *out, const struct family *f, const struct series *s)
+{
+    const char *open = s->labels[0] ? "{" : "", *close = s->labels[0] ? "}" : "";
+    char usd[32];
+    if (f->usd)
+        sl_fmt_money((int64_t)s->value, usd);
+    else
+        usd[sl_fmt_int((int64_t)s->value, usd)] = '\0';
+    sl_buf_printf(out, "%s%s%s%s %s\n", f->name, open, s->labels, close, usd);
+}
+
 static void render_family(struct sl_buf *out, struct family *f)
 {
     sl_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", f->name, f->help, f->name,
@@ -264,8 +308,7 @@ static void render_family(struct sl_buf *out, struct family *f)
         const char *sep = s->labels[0] ? "," : "";
         const char *open = s->labels[0] ? "{" : "", *close = s->labels[0] ? "}" : "";
         if (!f->histogram) {
-            sl_buf_printf(out, "%s%s%s%s %llu\n", f->name, open, s->labels, close,
-                          (unsigned long long)s->value);
+            render_value(out, f, s);
             continue;
         }
         uint64_t cum = 0;
@@ -286,6 +329,21 @@ void mx_render(struct sl_buf *out, struct generation *gen)
     pthread_mutex_lock(&lock);
     for (int i = 0; i < F__COUNT; i++)
         render_family(out, &families[i]);
+    /* The budgets of the config in force; a series seen but no longer configured is left out. */
+    struct family *f = &families[F_BUDGET_REMAINING];
+    const struct config *c = gen->cfg;
+    sl_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
+    for (int i = 0; i < c->nkeys + c->nteams; i++) {
+        bool key = i < c->nkeys;
+        if (!(key ? c->keys[i].budget : c->teams[i - c->nkeys].budget))
+            continue;
+        text.len = 0;
+        label("scope", key ? "key" : "team");
+        label("name", key ? c->keys[i].name : c->teams[i - c->nkeys].name);
+        const struct series *s = series_find(f, sl_hash(text.data, text.len));
+        if (s)
+            render_value(out, f, s);
+    }
     pthread_mutex_unlock(&lock);
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
@@ -307,7 +365,7 @@ void mx_render(struct sl_buf *out, struct generation *gen)
 void mx_shutdown(void)
 {
     pthread_mutex_lock(&lock);
-    for (int i = 0; i < F__COUNT; i++) {
+    for (int i = 0; i < F__ALL; i++) {
         struct series *s = families[i].head, *next;
         for (; s; s = next) {
             next = s->next;

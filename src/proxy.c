@@ -43,6 +43,7 @@
 #include "sluice/outcome.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
+#include "sluice/spend.h"
 #include "sluice/sse.h"
 #include "sluice/tokens.h"
 #include "sluice/upstream.h"
@@ -99,6 +100,9 @@ struct sl_request {
 
     struct lim_limits limits;
     int64_t estimate;           /* prompt tokens reserved at admission */
+    const struct cfg_model *price; /* the model's [model] section, NULL: costs 0 */
+    int64_t spend_reserve;         /* micro-dollars the admission reserves (spend.h) */
+    int64_t cost;                  /* micro-dollars: what the request cost, at settlement */
     struct lim_decision ticket; /* the limiter's answer */
     int upstream_status;        /* the last response head's status; 0 before any */
     int64_t relayed_events;     /* content events streamed (usage fallback) */
@@ -426,7 +430,7 @@ static void refuse_early_with(struct http_req *req, const struct cfg_key *key, c
                               const char *headers)
 {
     struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", err_info(e)->status,
-                            (double)(sl_now_us() - req->start_us) / 1e6, 0, 0 };
+                            (double)(sl_now_us() - req->start_us) / 1e6, 0, 0, "", 0 };
     mx_request_done(&m);
     http_send_error(req, e, msg, param, headers);
 }
@@ -549,21 +553,63 @@ void proxy_handle(struct worker *w, struct http_req *req)
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = call.estimate;
     r->model_label = model_label;
-    lim_admit(&w->limiter, key->name, &r->limits, r->estimate, on_admitted, r);
+    r->price = r->model && gen->cfg->nmodels ? cfg_find_model(gen->cfg, r->model) : NULL;
+    r->spend_reserve = spend_reserve(r->price, key, &r->call);
+    lim_admit(&w->limiter, key->name, &r->limits, r->estimate, r->spend_reserve, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
 
 /* ---- admission -------------------------------------------------------------- */
 
-static const char *const dim_names[] = { "", "requests per minute", "input tokens per minute",
-                                          "output tokens per minute", "quota" };
-static const char *const dim_labels[] = { "", "requests", "input_tokens", "output_tokens", "quota" };
-static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)", "in total" };
+/* By enum lim_dim. */
+static const char *const dim_names[] = { "",
+                                         "requests per minute",
+                                         "input tokens per minute",
+                                         "output tokens per minute",
+                                         "quota",
+                                         "budget",
+                                         "requests per minute",
+                                         "input tokens per minute",
+                                         "output tokens per minute",
+                                         "budget" };
+static const char *const dim_labels[] = { "",       "requests",      "input_tokens",
+                                          "output_tokens", "quota",  "budget",
+                                          "team_requests", "team_input_tokens",
+                                          "team_output_tokens", "team_budget" };
+/* By enum quota_period. */
+static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)", "in total",
+                                            "this week (UTC, from Monday)" };
+
+/* "key NAME" or "team NAME (of key NAME)": whose limit refused. */
+static void whose(const struct sl_request *r, enum lim_dim dim, char *out, size_t n)
+{
+    if (dim >= LIM_DIM_TEAM_REQUESTS)
+        snprintf(out, n, "team %s (of key %s)", r->limits.team.name, r->key->name);
+    else
+        snprintf(out, n, "key %s", r->key->name);
+}
+
+/* 429 insufficient_quota for a spent budget of the key or its team. */
+static void refuse_budget(struct sl_request *r, const struct lim_decision *d)
+{
+    char msg[400], who[160], spent[32], budget[32], wants[32];
+    whose(r, d->dim, who, sizeof(who));
+    sl_fmt_money(d->used, spent);
+    sl_fmt_money(d->limit, budget);
+    sl_fmt_money(d->requested, wants);
+    int period = d->dim == LIM_DIM_BUDGET ? r->limits.budget_period : r->limits.team.budget_period;
+    snprintf(msg, sizeof(msg),
+             "You exceeded your current budget: %s has spent $%s of its $%s %s, and this request "
+             "may cost up to $%s.",
+             who, spent, budget, period_names[period], wants);
+    request_end(r, END_BUDGET_EXHAUSTED,
+                &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg, "x-should-retry: false\r\n" });
+}
 
 /* 429 (or 503 with on_error = deny) for a request the limiter refused. */
 static void refuse(struct sl_request *r, const struct lim_decision *d)
 {
-    char msg[320];
+    char msg[400], who[160];
     char headers[96];
     if (d->unavailable)
         return request_end(r, END_LIMITER_UNAVAILABLE,
@@ -582,23 +628,28 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
                            &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg,
                                                  "x-should-retry: false\r\n" });
     }
+    if (d->dim == LIM_DIM_BUDGET || d->dim == LIM_DIM_TEAM_BUDGET)
+        return refuse_budget(r, d);
+    whose(r, d->dim, who, sizeof(who));
     if (d->retry_ms < 0) {
         snprintf(msg, sizeof(msg),
-                 "Request too large for key %s on %s: Limit %lld, Requested %lld. The input must "
+                 "Request too large for %s on %s: Limit %lld, Requested %lld. The input must "
                  "be reduced in order to run successfully.",
-                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->requested);
+                 who, dim_names[d->dim], (long long)d->limit, (long long)d->requested);
         snprintf(headers, sizeof(headers), "x-should-retry: false\r\n");
     } else {
         int64_t secs = (d->retry_ms + 999) / 1000;
         snprintf(msg, sizeof(msg),
-                 "Rate limit reached for key %s on %s: Limit %lld, Used %lld, Requested %lld. "
+                 "Rate limit reached for %s on %s: Limit %lld, Used %lld, Requested %lld. "
                  "Please try again in %.3fs.",
-                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
+                 who, dim_names[d->dim], (long long)d->limit, (long long)d->used,
                  (long long)d->requested, (double)d->retry_ms / 1000.0);
         snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
                  (long long)SL_MAX(secs, 1), (long long)SL_MAX(d->retry_ms, 1));
     }
-    enum sl_error e = d->dim == LIM_DIM_REQUESTS ? ERR_RATE_LIMITED : ERR_RATE_LIMITED_TOKENS;
+    enum sl_error e = d->dim == LIM_DIM_REQUESTS || d->dim == LIM_DIM_TEAM_REQUESTS
+                          ? ERR_RATE_LIMITED
+                          : ERR_RATE_LIMITED_TOKENS;
     request_end(r, END_RATE_LIMITED, &(struct own_answer){ e, msg, headers });
 }
 
@@ -631,9 +682,17 @@ static void on_admitted(const struct lim_decision *d, void *arg)
         return refuse(r, d);
     if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
         mx_rate_limited(r->key->name, dim_labels[d->dim]);
-        log_info("shadow: key %s would be refused on %s (limit %lld, used %lld, requested %lld)",
-                 r->key->name, dim_names[d->dim], (long long)d->limit, (long long)d->used,
-                 (long long)d->requested);
+        char who[160], amounts[3][32];
+        whose(r, d->dim, who, sizeof(who));
+        const int64_t v[3] = { d->limit, d->used, d->requested };
+        bool money = d->dim == LIM_DIM_BUDGET || d->dim == LIM_DIM_TEAM_BUDGET;
+        for (int i = 0; i < 3; i++)
+            if (money)
+                sl_fmt_money(v[i], amounts[i]);
+            else
+                amounts[i][sl_fmt_int(v[i], amounts[i])] = '\0';
+        log_info("shadow: %s would be refused on %s (limit %s, used %s, requested %s%s)", who,
+                 dim_names[d->dim], amounts[0], amounts[1], amounts[2], money ? " USD" : "");
     }
     set_phase(r, PHASE_FORWARDING);
     ask_for_usage(r);
@@ -995,17 +1054,19 @@ static void access_log(struct sl_request *r)
     const struct config *cfg = r->gen->cfg;
     if (!cfg->server.access_log)
         return;
-    char model[65];
+    char model[65], cost[32];
     log_safe(r->model ? r->model : "-", model, sizeof(model));
+    sl_fmt_money(r->cost, cost);
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
-    log_info("access key=%s model=%s backend=%s status=%d end=%s attempts=%d outcome=%s "
-             "stream=%d prompt_tokens=%lld completion_tokens=%lld ttfb_ms=%.1f duration_ms=%.1f "
-             "path=%s",
-             r->key->name, model, r->backend >= 0 ? cfg->backends[r->backend].name : "-",
-             r->status, end_cause_token(r->end), r->attempts,
+    log_info("access key=%s team=%s model=%s backend=%s status=%d end=%s attempts=%d outcome=%s "
+             "stream=%d prompt_tokens=%lld completion_tokens=%lld cost_usd=%s ttfb_ms=%.1f "
+             "duration_ms=%.1f path=%s",
+             r->key->name, r->key->team ? r->key->team->name : "-", model,
+             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
+             end_cause_token(r->end), r->attempts,
              r->attempts ? up_outcome_info(r->outcome)->label : "-", r->call.stream,
-             (long long)r->usage.prompt, (long long)r->usage.completion, r->ttfb * 1000.0, dur_ms,
-             r->path);
+             (long long)r->usage.prompt, (long long)r->usage.completion, cost, r->ttfb * 1000.0,
+             dur_ms, r->path);
 }
 
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
@@ -1029,9 +1090,14 @@ static void settle(struct sl_request *r)
     } /* else the client left before the upstream answered: the estimate stands */
     r->charged_input = input;
     r->charged_output = output;
+    r->cost = spend_cost(r->price, input, r->usage.seen ? r->usage.cached : 0, output);
+    struct lim_usage u = { .input_delta = input - t->input_reserved,
+                           .output = output,
+                           .release = release,
+                           .quota_delta = input + output - t->input_reserved,
+                           .spend_delta = r->cost - t->spend_reserved };
     if (t->admitted && t->where != LIM_NOWHERE)
-        lim_settle(&r->w->limiter, t, r->key->name, &r->limits, input - t->input_reserved,
-                   output, release, input + output - t->input_reserved);
+        lim_settle(&r->w->limiter, t, r->key->name, &r->limits, &u);
 }
 
 static void request_free(struct sl_request *r)
@@ -1074,7 +1140,8 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     struct mx_request m = { r->key->name, r->model_label,
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
-                            r->charged_output };
+                            r->charged_output, r->key->team ? r->key->team->name : "",
+                            r->cost };
     mx_request_done(&m);
     mx_inflight(-1);
     set_phase(r, PHASE_DONE);

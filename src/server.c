@@ -264,8 +264,18 @@ static bool is_integer(const cJSON *n)
     return cJSON_IsNumber(n) && n->valuedouble == (double)(long long)n->valuedouble;
 }
 
+void srv_count_output(struct api_call *call, bool is_n, int64_t value)
+{
+    value = SL_MIN(value, 1000000000); /* beyond any model; keeps products in range */
+    if (is_n)
+        call->choices = value;
+    else
+        call->max_tokens = SL_MAX(call->max_tokens, value);
+}
+
 /* Optional non-negative integer fields. */
-static int check_counts(const cJSON *root, char *msg, size_t msglen, const char **param)
+static int check_counts(const cJSON *root, struct api_call *call, char *msg, size_t msglen,
+                        const char **param)
 {
     static const char *const names[] = { "max_tokens", "max_completion_tokens",
                                          "max_output_tokens", "n" };
@@ -275,6 +285,7 @@ static int check_counts(const cJSON *root, char *msg, size_t msglen, const char 
             continue;
         if (!is_integer(v) || v->valuedouble < 0)
             FAIL(names[i], "'%s' must be a non-negative integer.", names[i]);
+        srv_count_output(call, i == 3, (int64_t)SL_MIN(v->valuedouble, 1e12));
     }
     return 0;
 }
@@ -338,7 +349,7 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
             FAIL("stream_options.include_usage", "'stream_options.include_usage' must be a boolean.");
         call->client_include_usage = cJSON_IsTrue(inc);
     }
-    int rc = check_counts(root, msg, msglen, param);
+    int rc = check_counts(root, call, msg, msglen, param);
     if (rc)
         return rc;
 

@@ -20,6 +20,7 @@
 #include "sluice/models.h"
 #include "sluice/pool.h"
 #include "sluice/server.h"
+#include "sluice/spend.h"
 #include "sluice/upstream.h"
 #include "sluice/util.h"
 
@@ -116,6 +117,8 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     http_server_stop_accepting(w->http);
     event_del(w->heartbeat_ev); /* the loop must end once the connections are gone */
+    if (w->spend_ev)
+        event_del(w->spend_ev);
     w->drain_deadline_ms = sl_now_ms() + w->gen->cfg->server.shutdown_timeout_ms;
     drain_cb(-1, 0, w);
 }
@@ -173,6 +176,13 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     atomic_store(&w->heartbeat_ms, sl_now_ms());
 }
 
+static void spend_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    spend_refresh(arg);
+}
+
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
                           const int *kinds, int nfds)
 {
@@ -208,6 +218,11 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     w->heartbeat_ev = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, w);
     struct timeval tv = { HEARTBEAT_MS / 1000, (HEARTBEAT_MS % 1000) * 1000 };
     event_add(w->heartbeat_ev, &tv);
+    if (id == 0) { /* one worker reads the budgets for the whole node */
+        w->spend_ev = event_new(w->base, -1, EV_PERSIST, spend_cb, w);
+        struct timeval every = { SPEND_REFRESH_MS / 1000, (SPEND_REFRESH_MS % 1000) * 1000 };
+        event_add(w->spend_ev, &every);
+    }
     return w;
 }
 
@@ -246,6 +261,8 @@ void worker_free(struct worker *w)
     event_free(w->drain_ev);
     event_free(w->reload_ev);
     event_free(w->heartbeat_ev);
+    if (w->spend_ev)
+        event_free(w->spend_ev);
     if (w->pending)
         gen_unref(w->pending);
     pthread_mutex_destroy(&w->pending_lock);

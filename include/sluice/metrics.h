@@ -19,6 +19,8 @@ struct mx_request {
     int code;            /* what the client got */
     double duration_s;
     int64_t prompt_tokens, completion_tokens;
+    const char *team; /* the key's team, or "" */
+    int64_t cost;     /* micro-dollars */
 };
 
 void mx_request_done(const struct mx_request *m);
@@ -27,6 +29,8 @@ void mx_request_done(const struct mx_request *m);
  * 64 at most), that name; else "other". "-" for no model. */
 const char *mx_model_label(const struct config *c, const char *model);
 void mx_rate_limited(const char *key, const char *dimension);
+/* sluice_budget_remaining_usd{scope="key|team",name}: micro-dollars left. */
+void mx_budget_remaining(const char *scope, const char *name, int64_t micro);
 /* outcome: success, client_error, error_status, connect_error, timeout, broken, aborted */
 void mx_attempt(const char *backend, const char *outcome, double ttfb_s);
 void mx_retry(const char *backend);

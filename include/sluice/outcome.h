@@ -34,8 +34,10 @@ enum up_end {
     X(CLIENT_CLOSED, "client_closed", "the client closed the connection first (status 499)")      \
     X(REQUEST_TIMEOUT, "request_timeout",                                                          \
       "`request_timeout` passed: 504, or an error event in a stream")                              \
-    X(RATE_LIMITED, "rate_limited", "the key's rpm, input_tpm or output_tpm refused it (429)")    \
+    X(RATE_LIMITED, "rate_limited",                                                                \
+      "the rpm, input_tpm or output_tpm of the key or its team refused it (429)")                  \
     X(QUOTA_EXHAUSTED, "quota_exhausted", "the key's quota refused it")                            \
+    X(BUDGET_EXHAUSTED, "budget_exhausted", "the budget of the key or its team refused it (429)")  \
     X(LIMITER_UNAVAILABLE, "limiter_unavailable",                                                  \
       "Redis was unreachable and `on_error = deny` (503)")                                         \
     X(NO_BACKEND, "no_backend", "no backend for the model was available: breakers open (503)")    \

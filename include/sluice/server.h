@@ -23,10 +23,17 @@ struct api_call {
     bool stream;
     bool client_include_usage; /* stream_options.include_usage as the client sent it */
     int64_t estimate;          /* the prompt's tokens, estimated (tokens.h) */
+    int64_t max_tokens; /* the largest of max_tokens, max_completion_tokens and
+                           max_output_tokens; 0 = none given */
+    int64_t choices;    /* n; 0 = not given */
     enum api_body body;        /* what is forwarded: JSON, multipart as it came, or nothing */
     bool stateful;             /* goes to the stateful backend: no model, or a stored resource */
     char model_text[257];
 };
+
+/* Takes one of the body's counts (max_tokens, max_completion_tokens,
+ * max_output_tokens, n) into the call. */
+void srv_count_output(struct api_call *call, bool is_n, int64_t value);
 
 #define SRV_MAX_API_PATH 255 /* longest /v1 path accepted (an OpenAI path is far shorter) */
 

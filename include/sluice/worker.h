@@ -49,6 +49,7 @@ struct worker {
     struct generation *pending;
     atomic_llong heartbeat_ms; /* last time the loop ran, for the watchdog */
     struct event *heartbeat_ev;
+    struct event *spend_ev; /* worker 0: refreshes the budget gauges (spend.h) */
     struct event *drain_ev; /* polls for the end of in-flight requests */
     int64_t drain_deadline_ms;
     atomic_bool stop_requested;

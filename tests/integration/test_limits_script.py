@@ -9,71 +9,135 @@ from conftest import ROOT
 
 SCRIPT = (ROOT / "lua" / "limits.lua").read_text()
 BUCKET_MS, WINDOW_MS = 60000, 3600000  # minute buckets: a run never straddles one
-LIMITS = {"rpm": 12, "input_tpm": 150, "output_tpm": 60, "quota": 400, "period": 1}
+LIMITS = {"rpm": 12, "input_tpm": 150, "output_tpm": 60, "quota": 400, "period": 1,
+          "budget": 5000, "budget_period": 1}
+TEAM = {"rpm": 20, "input_tpm": 100, "output_tpm": 20, "budget": 3000, "budget_period": 4}
 # reply fields that do not depend on the millisecond the call ran
-STABLE = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13, 15]
+STABLE = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13, 15, 17, 18, 19, 20, 22, 23, 24]
 
 
-def batch(redis, sha, key, ops):
-    args = ["EVALSHA", sha, 4] + [f"sluice:{{{key}}}:{d}" for d in "rioq"]
+def names(key, team):
+    """The Redis keys sluice uses (limit_redis.c): the team's hash tag when there is one."""
+    own = f"sluice:{{{team}}}:k:{key}:" if team else f"sluice:{{{key}}}:"
+    keys = [own + d for d in "rioqb"]
+    if team:
+        keys += [f"sluice:{{{team}}}:t:{d}" for d in "riob"]
+    return keys
+
+
+def batch(redis, sha, key, ops, team=None, team_limits=TEAM):
+    t = team_limits if team else dict.fromkeys(TEAM, 0)
+    keys = names(key, team)
+    args = ["EVALSHA", sha, len(keys)] + keys
     args += [BUCKET_MS, WINDOW_MS, "batch", LIMITS["rpm"], LIMITS["input_tpm"], LIMITS["output_tpm"],
-             LIMITS["quota"], LIMITS["period"], 0, len(ops)]
+             LIMITS["quota"], LIMITS["period"], 0, LIMITS["budget"], LIMITS["budget_period"],
+             t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"], len(ops)]
     for op in ops:
         args += op
     return redis.call(*args)
 
 
-def operations(rng, bucket, period, n):
+def admission(cost, spend=0):
+    return ["a", cost, 0, spend] + ["-"] * 6
+
+
+def operations(rng, bucket, periods, n):
     ops = []
     for _ in range(n):
         r = rng.random()
         if r < 0.5:
-            ops.append(["a", rng.randint(1, 40), 0, 0, 0, 0, "-"])
+            ops.append(admission(rng.randint(1, 40), rng.randint(0, 600)))
         elif r < 0.6:
-            ops.append(["p", 0, 0, 0, 0, 0, "-"])
+            ops.append(["p"] + [0] * 3 + ["-"] * 6)
         else:  # a settlement of an admission made in this bucket
             release = rng.random() < 0.2
             ops.append(["s", bucket, rng.randint(-30, 30), 0 if release else rng.randint(0, 25),
-                        1 if release else 0, rng.randint(-20, 40), period])
+                        1 if release else 0, rng.randint(-20, 40), periods[0],
+                        rng.randint(-400, 300), periods[1], periods[2]])
     return ops
 
 
-def state(redis, key):
-    def fields(d):
-        flat = redis.call("HGETALL", f"sluice:{{{key}}}:{d}")
+def state(redis, key, team):
+    def fields(name):
+        flat = redis.call("HGETALL", name)
         return dict(zip(flat[::2], flat[1::2]))
-    hashes = {d: fields(d) for d in "rio"}
-    return hashes, redis.call("GET", f"sluice:{{{key}}}:q:d{int(time.time()) // 86400}")
+    keys = names(key, team)
+    day = int(time.time()) // 86400
+    week = day - (day + 3) % 7
+    hashes = [fields(k) for k in keys[:3]]
+    counters = [redis.call("GET", f"{keys[3]}:d{day}"), redis.call("GET", f"{keys[4]}:d{day}")]
+    if team:
+        hashes += [fields(k) for k in keys[5:8]]
+        counters.append(redis.call("GET", f"{keys[8]}:w{week}"))
+    return hashes, counters
 
 
 def test_a_batch_equals_the_same_operations_one_call_each(redis):
     sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     rng = random.Random(7)
-    for run in range(4):
+    for run in range(6):
+        team = f"team{run}" if run % 2 else None  # the key alone, and the key with its team
         secs = int(redis.call("TIME")[0])
         if secs % 60 > 55:  # about to enter a new bucket
             time.sleep(61 - secs % 60)
             secs = int(redis.call("TIME")[0])
-        bucket, period = secs * 1000 // BUCKET_MS, f"d{secs // 86400}"
-        ops = operations(rng, bucket, period, 60)
-        together = batch(redis, sha, f"together{run}", ops)
-        alone = [batch(redis, sha, f"alone{run}", [op])[0] for op in ops]
+        day = secs // 86400
+        bucket = secs * 1000 // BUCKET_MS
+        periods = [f"d{day}", f"d{day}", f"w{day - (day + 3) % 7}"]
+        ops = operations(rng, bucket, periods, 60)
+        together = batch(redis, sha, f"together{run}", ops, team and team + "t")
+        alone = [batch(redis, sha, f"alone{run}", [op], team and team + "a")[0] for op in ops]
         assert len(together) == len(ops)
         for op, t, a in zip(ops, together, alone):
             if op[0] == "s":
                 assert t == a == 1
             else:
                 assert [t[i] for i in STABLE] == [a[i] for i in STABLE], op
-        assert state(redis, f"together{run}") == state(redis, f"alone{run}")
+        assert state(redis, f"together{run}", team and team + "t") == \
+            state(redis, f"alone{run}", team and team + "a")
         decided = [t for op, t in zip(ops, together) if op[0] == "a"]
         # the sequence reaches every limit: both answers happen
         assert any(t[0] == 1 for t in decided) and any(t[0] == 0 for t in decided)
+        if team:  # and the team's own limits refuse some
+            assert any(t[1] >= 6 for t in decided if t[0] == 0), [t[:6] for t in decided]
 
 
 def test_a_batch_of_admissions_admits_exactly_the_limit(redis):
     sha = redis.call("SCRIPT", "LOAD", SCRIPT)
-    replies = batch(redis, sha, "exact", [["a", 1, 0, 0, 0, 0, "-"]] * 30)
+    replies = batch(redis, sha, "exact", [admission(1)] * 30)
     assert [r[0] for r in replies] == [1] * 12 + [0] * 18
     assert [r[7] for r in replies[:12]] == list(range(1, 13))  # used requests, this one included
     assert all(r[1] == 1 and r[3] == 12 and r[5] > 0 for r in replies[12:])  # refused on requests
     assert redis.call("HGET", "sluice:{exact}:r", "t") == "12"
+    # it expires once its newest bucket has left the window
+    assert WINDOW_MS < redis.call("PTTL", "sluice:{exact}:r") <= WINDOW_MS + 2 * BUCKET_MS
+
+
+def test_key_and_team_budgets_admit_exactly_what_fits(redis):
+    """Two keys of one team: each key's budget (5000) and the team's (8000) in
+    micro-dollars; a refusal by either reserves nothing in the other."""
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    wide = dict(TEAM, budget=8000)
+
+    def spend(key, n, amount=1000):
+        return batch(redis, sha, key, [["a", 0, 0, amount] + ["-"] * 6] * n, "tb", wide)
+    a = spend("ka", 7)
+    assert [r[0] for r in a] == [1] * 5 + [0] * 2
+    assert all(r[1] == 5 and r[3] == 5000 and r[4] == 1000 and r[5] == -1 for r in a[5:])
+    assert [r[20] for r in a[:5]] == [1000, 2000, 3000, 4000, 5000]  # the team's spend
+    b = spend("kb", 5)
+    assert [r[0] for r in b] == [1] * 3 + [0] * 2
+    assert all(r[1] == 9 and r[3] == 8000 for r in b[3:])
+    assert [r[15] for r in b[:3]] == [1000, 2000, 3000]  # kb's own spend
+    day = int(redis.call("TIME")[0]) // 86400
+    week = day - (day + 3) % 7
+    assert redis.call("GET", f"sluice:{{tb}}:k:kb:b:d{day}") == "3000"
+    assert redis.call("GET", f"sluice:{{tb}}:t:b:w{week}") == "8000"
+    # each counter is kept until a day after its period ends
+    ttl = redis.call("TTL", f"sluice:{{tb}}:t:b:w{week}")
+    assert abs(ttl - ((week + 8) * 86400 - int(redis.call("TIME")[0]))) <= 1
+    # settlement gives back what a request did not cost, to the key and the team
+    settle = ["s", 0, 0, 0, 0, 0, "-", -600, f"d{day}", f"w{week}"]
+    batch(redis, sha, "kb", [settle], "tb", wide)
+    assert redis.call("GET", f"sluice:{{tb}}:t:b:w{week}") == "7400"
+    assert [r[0] for r in spend("kb", 2, 600)] == [1, 0]

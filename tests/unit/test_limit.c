@@ -1,5 +1,6 @@
 /* The in-process windows: exact admission, refusal consumes nothing,
- * retry time, sliding, input correction, output semantics, release. */
+ * retry time, sliding, input correction, output semantics, release; budgets
+ * and teams (one admission over key and team, all or nothing). */
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,8 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/util.h"
+
+static const struct lim_limits nolim;
 
 static void sleep_ms(int64_t ms)
 {
@@ -23,7 +26,7 @@ static void test_rpm_exact_and_retry(void)
     struct lim_decision d;
     int admitted = 0;
     for (int i = 0; i < 8; i++) {
-        lim_local_admit(l, "k", &lim, 0, &d);
+        lim_local_admit(l, "k", &lim, 0, 0, &d);
         admitted += d.admitted;
     }
     CHECK(admitted == 5);
@@ -31,10 +34,10 @@ static void test_rpm_exact_and_retry(void)
     CHECK(d.retry_ms > 500 && d.retry_ms <= 620);
     int64_t start = sl_now_ms();
     sleep_ms(d.retry_ms);
-    lim_local_admit(l, "k", &lim, 0, &d);
+    lim_local_admit(l, "k", &lim, 0, 0, &d);
     CHECK(d.admitted); /* waiting retry_ms is enough */
     CHECK(sl_now_ms() - start < 700);
-    lim_local_admit(l, "other", &lim, 0, &d);
+    lim_local_admit(l, "other", &lim, 0, 0, &d);
     CHECK(d.admitted && d.used_requests == 1); /* keys are independent */
     lim_local_free(l);
 }
@@ -44,14 +47,14 @@ static void test_input_reservation_and_correction(void)
     struct lim_local *l = lim_local_new(60000);
     struct lim_limits lim = { .input_tpm = 100 };
     struct lim_decision a, b;
-    lim_local_admit(l, "k", &lim, 60, &a);
+    lim_local_admit(l, "k", &lim, 60, 0, &a);
     CHECK(a.admitted && a.used_input == 60 && a.input_reserved == 60);
-    lim_local_admit(l, "k", &lim, 60, &b);
+    lim_local_admit(l, "k", &lim, 60, 0, &b);
     CHECK(!b.admitted && b.dim == LIM_DIM_INPUT && b.used == 60 && b.requested == 60);
-    lim_local_settle(l, "k", &lim, &a, 20 - 60, 0, false, 0); /* the upstream said 20 */
-    lim_local_admit(l, "k", &lim, 60, &b);
+    lim_local_settle(l, "k", &lim, &a, &(struct lim_usage){ .input_delta = 20 - 60 }); /* the upstream said 20 */
+    lim_local_admit(l, "k", &lim, 60, 0, &b);
     CHECK(b.admitted && b.used_input == 80);
-    lim_local_admit(l, "k", &lim, 101, &b);
+    lim_local_admit(l, "k", &lim, 101, 0, &b);
     CHECK(!b.admitted && b.retry_ms == -1); /* can never fit */
     lim_local_free(l);
 }
@@ -63,11 +66,11 @@ static void test_output_semantics(void)
     struct lim_decision d;
     int admitted = 0;
     for (int i = 0; i < 5; i++) {
-        lim_local_admit(l, "k", &lim, 0, &d);
+        lim_local_admit(l, "k", &lim, 0, 0, &d);
         if (!d.admitted)
             break;
         admitted++;
-        lim_local_settle(l, "k", &lim, &d, 0, 8, false, 0);
+        lim_local_settle(l, "k", &lim, &d, &(struct lim_usage){ .output = 8 });
     }
     CHECK(admitted == 3); /* 0, 8, 16 are below 20; 24 is not */
     CHECK(d.dim == LIM_DIM_OUTPUT && d.used == 24);
@@ -79,10 +82,11 @@ static void test_release(void)
     struct lim_local *l = lim_local_new(60000);
     struct lim_limits lim = { .rpm = 1, .input_tpm = 10 };
     struct lim_decision d;
-    lim_local_admit(l, "k", &lim, 10, &d);
+    lim_local_admit(l, "k", &lim, 10, 0, &d);
     CHECK(d.admitted);
-    lim_local_settle(l, "k", &lim, &d, -10, 0, true, 0); /* the upstream never answered */
-    lim_local_admit(l, "k", &lim, 10, &d);
+    lim_local_settle(l, "k", &lim, &d, &(struct lim_usage){ .input_delta = -10, .release = true });
+    /* the upstream never answered */
+    lim_local_admit(l, "k", &lim, 10, 0, &d);
     CHECK(d.admitted);
     lim_local_free(l);
 }
@@ -98,7 +102,7 @@ static void *hammer(void *arg)
     struct lim_limits lim = { .rpm = 1000, .input_tpm = 5000 };
     for (int i = 0; i < 2000; i++) {
         struct lim_decision d;
-        lim_local_admit(h->l, "shared", &lim, 3, &d);
+        lim_local_admit(h->l, "shared", &lim, 3, 0, &d);
         h->admitted += d.admitted;
     }
     return NULL;
@@ -133,7 +137,7 @@ static void test_sliding_never_exceeds(void)
     int64_t end = sl_now_ms() + 900;
     while (sl_now_ms() < end && n < 400) {
         struct lim_decision d;
-        lim_local_admit(l, "k", &lim, 0, &d);
+        lim_local_admit(l, "k", &lim, 0, 0, &d);
         if (d.admitted)
             times[n++] = sl_now_ms();
         sleep_ms(2);
@@ -154,11 +158,12 @@ static void test_sliding_never_exceeds(void)
  * duration format. */
 static void test_headers(void)
 {
-    struct lim_limits lim = { .rpm = 600, .input_tpm = 1000, .output_tpm = 50, .quota = 9000 };
+    struct lim_limits lim = { .rpm = 600, .input_tpm = 1000, .output_tpm = 50, .quota = 9000,
+                              .budget = 25000000 };
     struct lim_decision d = { .admitted = true, .where = LIM_REDIS, .used_requests = 1,
                               .reset_requests_ms = 60500, .used_input = 1200, .reset_input_ms = 999,
                               .used_output = 7, .reset_output_ms = 1050, .used_quota = 10,
-                              .quota_reset_ms = 3723004 };
+                              .quota_reset_ms = 3723004, .budget = { 123, 86400000, "d1" } };
     struct sl_buf b = { 0 };
     lim_headers(&d, &lim, &b);
     sl_buf_append(&b, "", 1);
@@ -169,7 +174,9 @@ static void test_headers(void)
                       "x-ratelimit-limit-output-tokens: 50\r\nx-ratelimit-remaining-output-tokens: 43\r\n"
                       "x-ratelimit-reset-output-tokens: 1.05s\r\n"
                       "x-ratelimit-limit-quota: 9000\r\nx-ratelimit-remaining-quota: 8990\r\n"
-                      "x-ratelimit-reset-quota: 62m3.004s\r\n");
+                      "x-ratelimit-reset-quota: 62m3.004s\r\n"
+                      "x-ratelimit-limit-budget: 25.000000\r\n"
+                      "x-ratelimit-remaining-budget: 24.999877\r\nx-ratelimit-reset-budget: 1440m0s\r\n");
     const int64_t ms[] = { -5, 0, 1000, 60000, 61234 };
     const char *want[] = { "0ms", "0ms", "1s", "1m0s", "1m1.234s" };
     for (int i = 0; i < 5; i++) {
@@ -181,17 +188,19 @@ static void test_headers(void)
         const char *reset = strstr(b.data, "reset-requests: ");
         CHECK(reset && strncmp(reset + 16, want[i], strlen(want[i])) == 0 && reset[16 + strlen(want[i])] == '\r');
     }
-    /* the largest values fit: four sets of 181 bytes at most */
+    /* the largest values fit: five sets of 181 bytes at most */
     struct lim_limits huge = { .rpm = INT64_MAX, .input_tpm = INT64_MAX, .output_tpm = INT64_MAX,
-                               .quota = INT64_MAX };
+                               .quota = INT64_MAX, .budget = INT64_MAX };
     struct lim_decision far = { .admitted = true, .where = LIM_REDIS, .reset_requests_ms = INT64_MAX,
                                 .reset_input_ms = INT64_MAX, .reset_output_ms = INT64_MAX,
-                                .quota_reset_ms = INT64_MAX };
+                                .quota_reset_ms = INT64_MAX, .budget.reset_ms = INT64_MAX };
     b.len = 0;
     lim_headers(&far, &huge, &b);
     sl_buf_append(&b, "", 1);
-    CHECK(strlen(b.data) <= 4 * 181 && strstr(b.data, "x-ratelimit-remaining-output-tokens: 9223372036854775807\r\n") &&
-          strstr(b.data, "x-ratelimit-reset-quota: 153722867280912m55.807s\r\n"));
+    CHECK(strlen(b.data) <= 5 * 181 &&
+          strstr(b.data, "x-ratelimit-remaining-output-tokens: 9223372036854775807\r\n") &&
+          strstr(b.data, "x-ratelimit-reset-quota: 153722867280912m55.807s\r\n") &&
+          strstr(b.data, "x-ratelimit-remaining-budget: 9223372036854.775807\r\n"));
     struct lim_decision refused = { .admitted = false, .where = LIM_LOCAL };
     b.len = 0;
     lim_headers(&refused, &lim, &b);
@@ -231,11 +240,11 @@ static void test_seed_from_redis(void)
     struct lim_local *l = lim_local_new(600); /* 10 ms buckets */
     struct lim_limits lim = { .rpm = 10, .input_tpm = 100 };
     struct lim_decision redis = { .admitted = true, .used_requests = 6, .used_input = 60 };
-    lim_local_seed(l, "k", &redis);
+    lim_local_seed(l, "k", &nolim, &redis);
     struct lim_decision d;
     int admitted = 0;
     for (int i = 0; i < 10; i++) {
-        lim_local_admit(l, "k", &lim, 5, &d);
+        lim_local_admit(l, "k", &lim, 5, 0, &d);
         admitted += d.admitted;
     }
     CHECK(admitted == 4); /* 6 + 4 = 10 */
@@ -246,34 +255,164 @@ static void test_seed_from_redis(void)
     sleep_ms(640);
     admitted = 0;
     for (int i = 0; i < 12; i++) {
-        lim_local_admit(l, "k", &lim, 5, &d);
+        lim_local_admit(l, "k", &lim, 5, 0, &d);
         admitted += d.admitted;
     }
     CHECK(admitted == 10); /* a new window: the seed and the local ones have left it */
     /* Input: 60 seeded of 100; 8 tokens each: 5 more fit. */
-    lim_local_seed(l, "j", &redis);
+    lim_local_seed(l, "j", &nolim, &redis);
     struct lim_limits tokens = { .input_tpm = 100 };
     admitted = 0;
     for (int i = 0; i < 8; i++) {
-        lim_local_admit(l, "j", &tokens, 8, &d);
+        lim_local_admit(l, "j", &tokens, 8, 0, &d);
         admitted += d.admitted;
     }
     CHECK(admitted == 5);
     /* A newer report replaces the older one (each is a total, not an increment). */
     struct lim_decision later = { .admitted = true, .used_requests = 2 };
-    lim_local_seed(l, "m", &redis);
-    lim_local_seed(l, "m", &later);
+    lim_local_seed(l, "m", &nolim, &redis);
+    lim_local_seed(l, "m", &nolim, &later);
     admitted = 0;
     for (int i = 0; i < 10; i++) {
-        lim_local_admit(l, "m", &lim, 0, &d);
+        lim_local_admit(l, "m", &lim, 0, 0, &d);
         admitted += d.admitted;
     }
     CHECK(admitted == 8);
     lim_local_free(l);
 }
 
+/* A budget in micro-dollars: exactly what fits is admitted, a refusal
+ * reserves nothing, settlement replaces the reservation with the cost. */
+static void test_budget(void)
+{
+    struct lim_local *l = lim_local_new(60000);
+    struct lim_limits lim = { .budget = 10000, .budget_period = QUOTA_PERIOD_DAY };
+    struct lim_decision d, t[15];
+    int admitted = 0;
+    for (int i = 0; i < 15; i++) {
+        lim_local_admit(l, "k", &lim, 10, 1000, &t[i]);
+        admitted += t[i].admitted;
+    }
+    d = t[14];
+    CHECK(admitted == 10);
+    CHECK(!d.admitted && d.dim == LIM_DIM_BUDGET && d.used == 10000 && d.limit == 10000 &&
+          d.requested == 1000 && d.retry_ms == -1);
+    CHECK(t[0].spend_reserved == 1000 && t[0].budget.period[0] == 'd');
+    /* two cost 400 of their 1000: 1200 back, so one more fits (and no more) */
+    for (int i = 0; i < 2; i++)
+        lim_local_settle(l, "k", &lim, &t[i], &(struct lim_usage){ .spend_delta = 400 - 1000 });
+    lim_local_admit(l, "k", &lim, 10, 1000, &d);
+    CHECK(d.admitted && d.budget.used == 9800);
+    lim_local_admit(l, "k", &lim, 10, 1000, &d);
+    CHECK(!d.admitted && d.used == 9800);
+    /* a request that costs nothing passes a budget that is not overdrawn */
+    lim_local_admit(l, "k", &lim, 10, 0, &d);
+    CHECK(d.admitted);
+    /* the admin API: read, give back (never below 0), reset */
+    lim_local_count(l, "k", &lim, LIM_BUDGET, LIM_QUOTA_ADD, -2500, &d);
+    CHECK(d.budget.used == 7300);
+    lim_local_count(l, "k", &lim, LIM_BUDGET, LIM_QUOTA_ADD, -1000000, &d);
+    CHECK(d.budget.used == 0);
+    lim_local_count(l, "k", &lim, LIM_BUDGET, LIM_QUOTA_ADD, 700, &d);
+    lim_local_count(l, "k", &lim, LIM_BUDGET, LIM_QUOTA_READ, 0, &d);
+    CHECK(d.budget.used == 700 && d.budget.reset_ms > 0 && d.budget.reset_ms <= 86400000);
+    lim_local_count(l, "k", &lim, LIM_BUDGET, LIM_QUOTA_RESET, 0, &d);
+    CHECK(d.budget.used == 0);
+    lim_local_free(l);
+}
+
+/* Keys of a team count against its windows and budget as well as their
+ * own; a refusal by either consumes nothing anywhere. */
+static void test_team(void)
+{
+    struct lim_local *l = lim_local_new(60000);
+    struct lim_limits a = { .rpm = 2, .team = { "t", .rpm = 3, .budget = 5000,
+                                                 .budget_period = QUOTA_PERIOD_MONTH } };
+    struct lim_limits b = { .rpm = 10, .team = a.team };
+    struct lim_decision d;
+    lim_local_admit(l, "a", &a, 0, 1000, &d);
+    CHECK(d.admitted && d.team_requests == 1 && d.team_budget.used == 1000);
+    lim_local_admit(l, "a", &a, 0, 1000, &d);
+    CHECK(d.admitted);
+    lim_local_admit(l, "a", &a, 0, 1000, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_REQUESTS); /* the key's own rpm */
+    lim_local_admit(l, "b", &b, 0, 1000, &d);
+    CHECK(d.admitted && d.team_requests == 3 && d.used_requests == 1);
+    lim_local_admit(l, "b", &b, 0, 1000, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_TEAM_REQUESTS && d.used == 3 && d.limit == 3);
+    lim_local_peek(l, "b", &b, &d);
+    CHECK(d.used_requests == 1 && d.team_requests == 3 && d.team_budget.used == 3000);
+    /* the team's budget: 3000 of 5000 spent; a key without a rpm of its own */
+    struct lim_limits c = { .team = { "t", .budget = 5000, .budget_period = QUOTA_PERIOD_MONTH } };
+    lim_local_admit(l, "c", &c, 0, 2000, &d);
+    CHECK(d.admitted && d.team_budget.used == 5000);
+    lim_local_admit(l, "c", &c, 0, 1, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_TEAM_BUDGET && d.used == 5000 && d.requested == 1);
+    struct lim_limits team_only = lim_team_limits_of(&(struct cfg_team){ .name = "t", .budget = 5000,
+                                                     .budget_period = QUOTA_PERIOD_MONTH });
+    lim_local_count(l, "", &team_only, LIM_TEAM_BUDGET, LIM_QUOTA_READ, 0, &d);
+    CHECK(d.team_budget.used == 5000 && d.team_budget.period[0] == 'm');
+    lim_local_free(l);
+}
+
+struct team_hammer {
+    struct lim_local *l;
+    const char *key;
+    int admitted;
+};
+
+static void *team_hammer(void *arg)
+{
+    struct team_hammer *h = arg;
+    struct lim_limits lim = { .rpm = 900, .team = { "t", .rpm = 1000, .budget = 700000,
+                                                     .budget_period = QUOTA_PERIOD_TOTAL } };
+    for (int i = 0; i < 1000; i++) {
+        struct lim_decision d;
+        lim_local_admit(h->l, h->key, &lim, 0, 1000, &d);
+        h->admitted += d.admitted;
+    }
+    return NULL;
+}
+
+/* Four threads, two keys of one team: the team's budget admits exactly 700. */
+static void test_team_threads_exact(void)
+{
+    struct lim_local *l = lim_local_new(60000);
+    struct team_hammer h[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        h[i] = (struct team_hammer){ l, i % 2 ? "x" : "y", 0 };
+        pthread_create(&t[i], NULL, team_hammer, &h[i]);
+    }
+    int total = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        total += h[i].admitted;
+    }
+    CHECK(total == 700);
+    lim_local_free(l);
+}
+
+/* ISO weeks start on Monday 00:00 UTC. */
+static void test_week(void)
+{
+    char id[LIM_PERIOD_ID];
+    int64_t reset_ms;
+    int64_t monday = 20787; /* 2026-11-30, a Monday */
+    lim_period(QUOTA_PERIOD_WEEK, (monday + 1) * 86400000LL + 5000, id, &reset_ms); /* Tuesday */
+    CHECK(strcmp(id, "w20787") == 0 && reset_ms == 6 * 86400000LL - 5000);
+    lim_period(QUOTA_PERIOD_WEEK, monday * 86400000LL, id, &reset_ms);
+    CHECK(strcmp(id, "w20787") == 0 && reset_ms == 7 * 86400000LL);
+    lim_period(QUOTA_PERIOD_WEEK, monday * 86400000LL - 1, id, &reset_ms); /* Sunday night */
+    CHECK(strcmp(id, "w20780") == 0 && reset_ms == 1);
+}
+
 int main(void)
 {
+    test_budget();
+    test_team();
+    test_team_threads_exact();
+    test_week();
     test_seed_from_redis();
     test_period_end();
     test_headers();

@@ -2,6 +2,7 @@
  * (the lookup table grows), labels are escaped, histograms add up. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CHECK_WITH_CONFIG
 #include "check.h"
@@ -38,16 +39,16 @@ static void test_many_series(void)
             if (round > i % 7)
                 continue;
             snprintf(key, sizeof(key), "k%d", i);
-            struct mx_request m = { key, "gpt-4o", "main", 200, 0.003, 10, 1 };
+            struct mx_request m = { key, "gpt-4o", "main", 200, 0.003, 10, 1, "", 0 };
             mx_request_done(&m);
         }
     }
     for (int i = 0; i < NKEYS; i++) {
         snprintf(key, sizeof(key), "k%d", i);
-        struct mx_request m = { key, "gpt-4o", "-", 429, 0.0, 0, 0 };
+        struct mx_request m = { key, "gpt-4o", "-", 429, 0.0, 0, 0, "", 0 };
         mx_request_done(&m);
     }
-    struct mx_request q = { "odd", "a\"b\\c\nd", "main", 200, 2.0, 0, 0 };
+    struct mx_request q = { "odd", "a\"b\\c\nd", "main", 200, 2.0, 0, 0, "", 0 };
     mx_request_done(&q);
     mx_attempt("main", "success", 0.02);
     mx_attempt("main", "success", 0.2);
@@ -92,8 +93,40 @@ static void test_many_series(void)
     gen_unref(g);
 }
 
+/* Money: spend adds up exactly in micro-dollars and is shown in USD; the
+ * budget gauge shows the config's budgets only. */
+static void test_spend_and_budget_gauge(void)
+{
+    struct config *c = check_load_config("[backend main]\nurl = http://a\n[team t]\nbudget = 5\n"
+                                         "[key a]\nkey = sk-metrics-test\nteam = t\nbudget = 1\n"
+                                         "[key b]\nkey = sk-metrics-test-2\n",
+                                         NULL);
+    struct generation *g = gen_new(c, NULL);
+    for (int i = 0; i < 1000; i++) {
+        struct mx_request m = { "a", "gpt-4o", "main", 200, 0.01, 10, 1, "t", 2083 };
+        mx_request_done(&m);
+    }
+    struct mx_request free_one = { "b", "gpt-4o", "main", 200, 0.01, 10, 1, "", 0 };
+    mx_request_done(&free_one);
+    mx_budget_remaining("key", "a", 999877);
+    mx_budget_remaining("team", "t", 0);
+    mx_budget_remaining("key", "gone", 5); /* no longer configured: not shown */
+    struct sl_buf out = { 0 };
+    mx_render(&out, g);
+    CHECK(has_line(&out, "sluice_spend_usd_total{key=\"a\",team=\"t\",model=\"gpt-4o\"} 2.083000"));
+    CHECK(!strstr(out.data, "sluice_spend_usd_total{key=\"b\""));
+    CHECK(has_line(&out, "# TYPE sluice_budget_remaining_usd gauge"));
+    CHECK(has_line(&out, "sluice_budget_remaining_usd{scope=\"key\",name=\"a\"} 0.999877"));
+    CHECK(has_line(&out, "sluice_budget_remaining_usd{scope=\"team\",name=\"t\"} 0.000000"));
+    CHECK(!strstr(out.data, "name=\"gone\""));
+    sl_buf_free(&out);
+    mx_shutdown();
+    gen_unref(g);
+}
+
 int main(void)
 {
     test_many_series();
+    test_spend_and_budget_gauge();
     return check_done();
 }

@@ -1,0 +1,34 @@
+/* Money (docs/budgets.md): what a request costs at its model's [model]
+ * prices, what its admission reserves in the budgets, and the
+ * sluice_budget_remaining_usd gauges. Amounts are whole micro-dollars. */
+#ifndef SLUICE_SPEND_H
+#define SLUICE_SPEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cfg_model;
+struct cfg_key;
+struct api_call;
+struct worker;
+
+/* Prompt tokens (cached ones among them at the cached price) and completion
+ * tokens at the model's prices, rounded up to a micro-dollar; a price the
+ * model lacks (or no model) counts 0. */
+int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, int64_t completion);
+
+/* Whether the key's requests are held to a budget (its own or its team's). */
+bool spend_budgeted(const struct cfg_key *k);
+
+/* What an admission reserves: the estimated prompt at the input price plus
+ * the output the request allows (max_tokens or the like, times n) or else
+ * the key's reserve_output_tokens; 0 for a key without a budget. */
+int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
+                      const struct api_call *call);
+
+/* Reads every budget of the worker's config from the limiter into the
+ * gauges (worker 0, every SPEND_REFRESH_MS). */
+#define SPEND_REFRESH_MS 5000
+void spend_refresh(struct worker *w);
+
+#endif

@@ -1,0 +1,95 @@
+/* Costs, reservations and the budget gauges (spend.h). */
+#include "sluice/spend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sluice/config.h"
+#include "sluice/limit.h"
+#include "sluice/metrics.h"
+#include "sluice/server.h"
+#include "sluice/util.h"
+#include "sluice/worker.h"
+
+/* Tokens times a price per 1M tokens: 128-bit, as 10^7 tokens at $10^5 per
+ * 1M is already past 2^63 micro-dollars-per-million. */
+static __int128 at_price(int64_t tokens, int64_t price)
+{
+    return tokens > 0 && price > 0 ? (__int128)tokens * price : 0;
+}
+
+int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, int64_t completion)
+{
+    if (!m)
+        return 0;
+    cached = SL_MAX(SL_MIN(cached, prompt), 0);
+    __int128 sum = at_price(prompt - cached, m->input_price) +
+                   at_price(cached, m->cached_input_price) + at_price(completion, m->output_price);
+    __int128 micro = (sum + 999999) / 1000000; /* rounded up: never charge less than used */
+    return micro > INT64_MAX ? INT64_MAX : (int64_t)micro;
+}
+
+bool spend_budgeted(const struct cfg_key *k)
+{
+    return k->budget || (k->team && k->team->budget);
+}
+
+int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
+                      const struct api_call *call)
+{
+    if (!m || !spend_budgeted(k))
+        return 0;
+    int64_t output = 0;
+    if (call->endpoint != API_EMBEDDINGS) /* the one endpoint that never generates */
+        output = (call->max_tokens ? call->max_tokens : k->reserve_output_tokens) *
+                 SL_MAX(call->choices, 1);
+    return spend_cost(m, call->estimate, 0, output);
+}
+
+/* ---- gauges ---- */
+
+struct reading {
+    struct generation *gen; /* keeps the names alive */
+    const char *scope, *name;
+    int64_t budget;
+    enum lim_counter which;
+};
+
+static void read_done(const struct lim_decision *d, void *arg)
+{
+    struct reading *r = arg;
+    if (!d->unavailable) {
+        struct lim_count c = lim_count_of(d, r->which);
+        mx_budget_remaining(r->scope, r->name, SL_MAX(r->budget - c.used, 0));
+    }
+    gen_unref(r->gen);
+    free(r);
+}
+
+static void read_one(struct worker *w, const char *scope, const char *name,
+                     const struct lim_limits *lim, enum lim_counter which, int64_t budget)
+{
+    struct reading *r = sl_calloc(1, sizeof(*r));
+    *r = (struct reading){ gen_ref(w->gen), scope, name, budget, which };
+    lim_count(&w->limiter, which == LIM_BUDGET ? name : "", lim, which, LIM_QUOTA_READ, 0,
+              read_done, r);
+}
+
+void spend_refresh(struct worker *w)
+{
+    const struct config *c = w->gen->cfg;
+    for (int i = 0; i < c->nkeys; i++) {
+        const struct cfg_key *k = &c->keys[i];
+        if (!k->budget)
+            continue;
+        struct lim_limits lim = lim_limits_of(k);
+        read_one(w, "key", k->name, &lim, LIM_BUDGET, k->budget);
+    }
+    for (int i = 0; i < c->nteams; i++) {
+        const struct cfg_team *t = &c->teams[i];
+        if (!t->budget)
+            continue;
+        struct lim_limits lim = lim_team_limits_of(t);
+        read_one(w, "team", t->name, &lim, LIM_TEAM_BUDGET, t->budget);
+    }
+}
