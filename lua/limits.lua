@@ -18,9 +18,10 @@
 --   seconds (tests), [6] amount to add. Reply {used, reset_ms, period id}.
 -- batch: [4..6] rpm, input_tpm, output_tpm (0 = unlimited), [7] quota (0 =
 --   none), [8] its period kind, [9] clock offset, [10] budget (0 = none),
---   [11] its period kind, [12..14] the team's rpm, input_tpm, output_tpm,
---   [15] its budget, [16] its period kind, [17] n, then n operations of 10
---   arguments each (see the end), done in order in one call. One reply each:
+--   [11] its period kind; with a team [12..14] the team's rpm, input_tpm,
+--   output_tpm, [15] its budget, [16] its period kind; then n (ARGV[12], or
+--   ARGV[17] with a team) and n operations (see the end), done in order in
+--   one call. One reply each:
 --   admission: checks every window, the quota and both budgets, and only if
 --     all pass (or force: shadow mode) records the request and reserves the
 --     input tokens and the spend. Reply {admitted, dimension (4 quota,
@@ -29,7 +30,8 @@
 --     used_input, reset_input_ms, used_output, reset_output_ms, used_quota,
 --     quota_reset_ms, spent, budget_reset_ms, team_requests, team_input,
 --     team_output, team_spent, team_budget_reset_ms, quota period id, budget
---     period id, team budget period id}.
+--     period id, team budget period id}; for a key without budget or team
+--     only the first 15 numbers and the quota period id.
 --   peek: the same reply, recording nothing.
 --   settlement: corrects the admission's bucket, records output, adds to the
 --     admission's periods' quota and budgets. Reply 1.
@@ -116,12 +118,18 @@ end
 
 local offset = tonumber(ARGV[9])
 local team = KEYS[6] ~= nil
-local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]),
-                 tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]) }
+local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0 }
 local wkeys = { KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7], KEYS[8] }
 -- The counters: 1 quota, 2 budget, 3 the team's budget.
-local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), tonumber(ARGV[15]) }
-local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), tonumber(ARGV[16]) }
+local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0 }
+local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0 }
+local first_op = 12 -- where n is
+if team then
+  limits[4], limits[5], limits[6] = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
+  climits[3], ckinds[3] = tonumber(ARGV[15]), tonumber(ARGV[16])
+  first_op = 17
+end
+local compact = not team and climits[2] <= 0 -- the reply without budget and team fields
 local cprefix = { KEYS[4], KEYS[5], KEYS[9] }
 local cdims = { 4, 5, 9 }
 
@@ -252,6 +260,10 @@ local function admit(cost, spend, force, peek)
   end
   local q, b, tb = counter(1), counter(2), counter(3)
   if refusal and not force then
+    if compact then
+      return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
+               0, 0, 0, 0, 0, 0, q.used, q.reset_ms, q.id }
+    end
     return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
              0, 0, 0, 0, 0, 0, q.used, q.reset_ms, b.used, b.reset_ms, 0, 0, 0, tb.used,
              tb.reset_ms, q.id, b.id, tb.id }
@@ -273,6 +285,9 @@ local function admit(cost, spend, force, peek)
   local ur, rr = window_state(1)
   local ui, ri = window_state(2)
   local uo, ro = window_state(3)
+  if compact then
+    return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms, q.id }
+  end
   local tr, ti, to = 0, 0, 0
   if team then
     tr = window_state(4)
@@ -330,24 +345,27 @@ local function settle(bucket, input_delta, output, release, quota_delta, qid, sp
   return 1
 end
 
--- ARGV[17] = number of operations, then 10 arguments each:
---   'a', cost, force, spend, -, -, -, -, -, -        admission
---   'p', -, -, -, -, -, -, -, -, -                   peek
+-- ARGV[first_op] = number of operations, then each with its arguments:
+--   'a', cost, force, spend                          admission
+--   'p'                                              peek
 --   's', bucket, input delta, output, release, quota delta, quota period id,
 --        spend delta, budget period id, team budget period id   settlement
-local n = tonumber(ARGV[17])
+local n = tonumber(ARGV[first_op])
 local replies = {}
-for i = 0, n - 1 do
-  local a = 17 + i * 10
-  local op = ARGV[a + 1]
+local a = first_op + 1
+for i = 1, n do
+  local op = ARGV[a]
   if op == 's' then
-    replies[i + 1] = settle(tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
-                            ARGV[a + 5] == '1', tonumber(ARGV[a + 6]), ARGV[a + 7],
-                            tonumber(ARGV[a + 8]), ARGV[a + 9], ARGV[a + 10])
+    replies[i] = settle(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                        ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), ARGV[a + 6],
+                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9])
+    a = a + 10
   elseif op == 'a' then
-    replies[i + 1] = admit(tonumber(ARGV[a + 2]), tonumber(ARGV[a + 4]), ARGV[a + 3] == '1', false)
+    replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false)
+    a = a + 4
   else
-    replies[i + 1] = admit(0, 0, false, true)
+    replies[i] = admit(0, 0, false, true)
+    a = a + 1
   end
 end
 

@@ -82,6 +82,8 @@ def main():
         stats = info(redis, "commandstats")
         evalsha = dict(kv.split("=") for kv in stats.get("cmdstat_evalsha", "calls=0,usec=0").split(","))
         calls, usec = int(evalsha["calls"]), float(evalsha["usec"])
+        inner = {k[len("cmdstat_"):]: int(v.split(",")[0].split("=")[1]) for k, v in stats.items()
+                 if k.startswith("cmdstat_") and k not in ("cmdstat_evalsha", "cmdstat_info")}
         per_key = []
         for i in range(KEYS):
             total = sum(int(redis.cli("MEMORY", "USAGE", prefix(i) + d) or 0) for d in "rio")
@@ -92,6 +94,8 @@ def main():
         print(f"EVALSHA calls            {calls} ({calls / max(ok, 1):.2f} per request: admission + settlement)")
         print(f"Redis CPU per call       {usec / max(calls, 1):.1f} us")
         print(f"Redis CPU per request    {usec / max(ok, 1):.1f} us (admission + settlement)")
+        print(f"commands per request     {sum(inner.values()) / max(ok, 1):.2f} run by the scripts "
+              f"({', '.join(f'{k} {v / max(ok, 1):.2f}' for k, v in sorted(inner.items()))})")
         print(f"memory per busy key      {sum(per_key) / KEYS:.0f} bytes (MEMORY USAGE of its 3 hashes)")
         print(f"used_memory growth/key   {(mem_after - mem_before) / KEYS:.0f} bytes (incl. Redis overheads)")
         hlen = max(int(redis.cli("HLEN", prefix(i) + "i")) for i in range(KEYS))

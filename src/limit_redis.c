@@ -473,19 +473,45 @@ static void arg_int(struct call *c, int64_t v)
 /* Redis key names. A key's counters share its name's hash tag, or its
  * team's when it has one, so that the key's and the team's counters are in
  * one Cluster slot: sluice:{KEY}:r, or sluice:{TEAM}:k:KEY:r and the team's
- * sluice:{TEAM}:t:r. `what` is r, i, o (windows), q (quota) or b (budget). */
-static void arg_name(struct call *c, bool of_team, char what)
+ * sluice:{TEAM}:t:r. A name is the prefix and one letter: r, i, o
+ * (windows), q (quota) or b (budget). */
+struct names {
+    char own[2 * LIM_NAME + 16], team[LIM_NAME + 16];
+    size_t own_len, team_len;
+};
+
+static size_t put_str(char *out, const char *s)
 {
-    char name[2 * LIM_NAME + 24];
+    size_t n = strlen(s);
+    memcpy(out, s, n);
+    return n;
+}
+
+static void names_of(const struct call *c, struct names *n)
+{
     const char *team = c->lim.team.name;
-    int n;
-    if (of_team)
-        n = snprintf(name, sizeof(name), "sluice:{%s}:t:%c", team, what);
-    else if (team[0])
-        n = snprintf(name, sizeof(name), "sluice:{%s}:k:%s:%c", team, c->key, what);
-    else
-        n = snprintf(name, sizeof(name), "sluice:{%s}:%c", c->key, what);
-    arg_mem(c, name, (size_t)n);
+    char *p = n->own;
+    p += put_str(p, "sluice:{");
+    p += put_str(p, team[0] ? team : c->key);
+    p += put_str(p, team[0] ? "}:k:" : "}:");
+    if (team[0]) {
+        p += put_str(p, c->key);
+        *p++ = ':';
+    }
+    n->own_len = (size_t)(p - n->own);
+    p = n->team;
+    p += put_str(p, "sluice:{");
+    p += put_str(p, team);
+    p += put_str(p, "}:t:");
+    n->team_len = (size_t)(p - n->team);
+}
+
+static void arg_name(struct call *c, struct names *n, bool of_team, char what)
+{
+    char *name = of_team ? n->team : n->own;
+    size_t len = of_team ? n->team_len : n->own_len;
+    name[len] = what;
+    arg_mem(c, name, len + 1);
 }
 
 /* EVALSHA of lua/limits.lua: the command, the key names and the arguments. */
@@ -494,12 +520,14 @@ static void args_build(struct call *c)
     struct lim_redis *r = c->r;
     const struct lim_limits *lim = &c->lim;
     bool team = lim->team.name[0] != '\0';
+    struct names names;
+    names_of(c, &names);
     arg_str(c, "EVALSHA");
     arg_str(c, r->sha);
     c->script_args = c->text.len;
     if (c->kind != OP_BATCH) { /* one counter */
         arg_str(c, "1");
-        arg_name(c, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
+        arg_name(c, &names, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
         arg_int(c, r->bucket_ms);
         arg_int(c, r->window_ms);
         arg_str(c, op_modes[c->kind]);
@@ -513,45 +541,35 @@ static void args_build(struct call *c)
     arg_str(c, team ? "9" : "5");
     static const char own[5] = { 'r', 'i', 'o', 'q', 'b' };
     for (int i = 0; i < 5; i++)
-        arg_name(c, false, own[i]);
+        arg_name(c, &names, false, own[i]);
     static const char shared[4] = { 'r', 'i', 'o', 'b' };
     for (int i = 0; team && i < 4; i++)
-        arg_name(c, true, shared[i]);
+        arg_name(c, &names, true, shared[i]);
     arg_int(c, r->bucket_ms);
     arg_int(c, r->window_ms);
     arg_str(c, op_modes[OP_BATCH]);
-    const int64_t limits[] = { lim->rpm,
-                               lim->input_tpm,
-                               lim->output_tpm,
-                               lim->quota,
-                               lim->quota_period,
-                               lim_clock_offset_s(),
-                               lim->budget,
-                               lim->budget_period,
-                               lim->team.rpm,
-                               lim->team.input_tpm,
-                               lim->team.output_tpm,
-                               lim->team.budget,
-                               lim->team.budget_period,
-                               c->n };
-    for (size_t i = 0; i < SL_ARRAY_LEN(limits); i++)
+    const int64_t limits[] = { lim->rpm,         lim->input_tpm,      lim->output_tpm,
+                               lim->quota,       lim->quota_period,   lim_clock_offset_s(),
+                               lim->budget,      lim->budget_period,  lim->team.rpm,
+                               lim->team.input_tpm, lim->team.output_tpm, lim->team.budget,
+                               lim->team.budget_period };
+    for (size_t i = 0; i < (team ? SL_ARRAY_LEN(limits) : 8); i++) /* the team's only with one */
         arg_int(c, limits[i]);
-    for (int i = 0; i < c->n; i++) { /* 10 arguments each */
+    arg_int(c, c->n);
+    for (int i = 0; i < c->n; i++) {
         const struct pend *o = &c->ops[i];
         arg_mem(c, &o->kind, 1);
-        if (o->kind != 's') { /* cost, force, spend; the rest unused */
+        if (o->kind == 'a') { /* cost, force, spend */
             for (int k = 0; k < 3; k++)
                 arg_int(c, o->v[k]);
-            for (int k = 3; k < 9; k++)
-                arg_mem(c, "-", 1);
-            continue;
+        } else if (o->kind == 's') {
+            for (int k = 0; k < 5; k++) /* bucket, input delta, output, release, quota delta */
+                arg_int(c, o->v[k]);
+            arg_str(c, o->period[0][0] ? o->period[0] : "-");
+            arg_int(c, o->v[5]); /* spend delta */
+            arg_str(c, o->period[1][0] ? o->period[1] : "-");
+            arg_str(c, o->period[2][0] ? o->period[2] : "-");
         }
-        for (int k = 0; k < 5; k++) /* bucket, input delta, output, release, quota delta */
-            arg_int(c, o->v[k]);
-        arg_str(c, o->period[0][0] ? o->period[0] : "-");
-        arg_int(c, o->v[5]); /* spend delta */
-        arg_str(c, o->period[1][0] ? o->period[1] : "-");
-        arg_str(c, o->period[2][0] ? o->period[2] : "-");
     }
 }
 
@@ -625,21 +643,26 @@ static bool parse_count(const redisReply *rep, enum lim_counter which, struct li
     return true;
 }
 
+/* A decision: 22 numbers and 3 period ids, or for a key without budget or
+ * team 15 numbers and the quota's period id. */
 static bool parse_decision(const redisReply *rep, struct lim_decision *d)
 {
     int64_t v[22];
     char ids[3][LIM_PERIOD_ID];
-    if (!reply_ints(rep, 22, v, 3, ids))
+    bool compact = rep->type == REDIS_REPLY_ARRAY && rep->elements == 16;
+    if (!(compact ? reply_ints(rep, 15, v, 1, ids) : reply_ints(rep, 22, v, 3, ids)))
         return false;
     memset(d, 0, sizeof(*d));
     memcpy(d->period, ids[0], LIM_PERIOD_ID);
     d->used_quota = v[13];
     d->quota_reset_ms = v[14];
-    count_from(&d->budget, v[15], v[16], ids[1]);
-    d->team_requests = v[17];
-    d->team_input = v[18];
-    d->team_output = v[19];
-    count_from(&d->team_budget, v[20], v[21], ids[2]);
+    if (!compact) {
+        count_from(&d->budget, v[15], v[16], ids[1]);
+        d->team_requests = v[17];
+        d->team_input = v[18];
+        d->team_output = v[19];
+        count_from(&d->team_budget, v[20], v[21], ids[2]);
+    }
     d->admitted = v[0] == 1;
     d->dim = (enum lim_dim)v[1];
     d->limit = v[2];

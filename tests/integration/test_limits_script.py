@@ -25,20 +25,22 @@ def names(key, team):
     return keys
 
 
-def batch(redis, sha, key, ops, team=None, team_limits=TEAM):
-    t = team_limits if team else dict.fromkeys(TEAM, 0)
+def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
     keys = names(key, team)
     args = ["EVALSHA", sha, len(keys)] + keys
-    args += [BUCKET_MS, WINDOW_MS, "batch", LIMITS["rpm"], LIMITS["input_tpm"], LIMITS["output_tpm"],
-             LIMITS["quota"], LIMITS["period"], 0, LIMITS["budget"], LIMITS["budget_period"],
-             t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"], len(ops)]
+    args += [BUCKET_MS, WINDOW_MS, "batch", limits["rpm"], limits["input_tpm"], limits["output_tpm"],
+             limits["quota"], limits["period"], 0, limits["budget"], limits["budget_period"]]
+    if team:  # the team's limits only with a team
+        t = team_limits
+        args += [t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"]]
+    args.append(len(ops))
     for op in ops:
         args += op
     return redis.call(*args)
 
 
 def admission(cost, spend=0):
-    return ["a", cost, 0, spend] + ["-"] * 6
+    return ["a", cost, 0, spend]
 
 
 def operations(rng, bucket, periods, n):
@@ -48,7 +50,7 @@ def operations(rng, bucket, periods, n):
         if r < 0.5:
             ops.append(admission(rng.randint(1, 40), rng.randint(0, 600)))
         elif r < 0.6:
-            ops.append(["p"] + [0] * 3 + ["-"] * 6)
+            ops.append(["p"])
         else:  # a settlement of an admission made in this bucket
             release = rng.random() < 0.2
             ops.append(["s", bucket, rng.randint(-30, 30), 0 if release else rng.randint(0, 25),
@@ -120,7 +122,7 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     wide = dict(TEAM, budget=8000)
 
     def spend(key, n, amount=1000):
-        return batch(redis, sha, key, [["a", 0, 0, amount] + ["-"] * 6] * n, "tb", wide)
+        return batch(redis, sha, key, [admission(0, amount)] * n, "tb", wide)
     a = spend("ka", 7)
     assert [r[0] for r in a] == [1] * 5 + [0] * 2
     assert all(r[1] == 5 and r[3] == 5000 and r[4] == 1000 and r[5] == -1 for r in a[5:])
@@ -141,3 +143,17 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     batch(redis, sha, "kb", [settle], "tb", wide)
     assert redis.call("GET", f"sluice:{{tb}}:t:b:w{week}") == "7400"
     assert [r[0] for r in spend("kb", 2, 600)] == [1, 0]
+
+
+def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
+    """15 numbers and the quota's period id: the same numbers as the long reply."""
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    plain = dict(LIMITS, budget=0)
+    short = batch(redis, sha, "short", [admission(5), ["p"], admission(500)], limits=plain)
+    assert [len(r) for r in short] == [16, 16, 16]
+    assert short[0][:2] == [1, 0] and short[0][7] == 1 and short[0][9] == 5
+    assert short[2][:5] == [0, 2, 150, 5, 500]  # refused on input tokens
+    long = batch(redis, sha, "long", [admission(5), ["p"], admission(500)])
+    assert [len(r) for r in long] == [25, 25, 25]
+    same = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13]  # what does not depend on the millisecond
+    assert [[r[i] for i in same] for r in short] == [[r[i] for i in same] for r in long]
