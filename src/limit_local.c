@@ -296,6 +296,15 @@ static void record(struct window *w, int64_t limit, int64_t bucket, int64_t amou
         add(w, bucket, amount);
 }
 
+/* Adds an admission's reservation to a counter it has (c NULL: none) and to its report n. */
+static void charge(struct counter *c, struct lim_count *n, int64_t amount)
+{
+    if (!c)
+        return;
+    c->used += amount;
+    n->used += amount;
+}
+
 /* The windows as they stand after the admission, for the headers. */
 static void view_report(const struct lim_local *l, const struct view *v, int64_t oldest,
                         int64_t now, int64_t used[3], int64_t reset_ms[3])
@@ -338,33 +347,29 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
     if (te && lim->team.budget)
         tb = counter_now(&te->budget, &te->seed.budget, lim->team.budget_period, now, &team_budget);
     /* In the order of the dimensions' numbers, as lua/limits.lua. */
-    bool refused =
-        !peek && (windows_refuse(l, &kv, wants, oldest, cur, now, LIM_DIM_REQUESTS, out) ||
-        counter_refuses(lim->quota, &quota, cost, LIM_DIM_QUOTA, out) ||
-        counter_refuses(lim->budget, &budget, spend, LIM_DIM_BUDGET, out) ||
-        (te && (windows_refuse(l, &tv, wants, oldest, cur, now, LIM_DIM_TEAM_REQUESTS, out) ||
-                counter_refuses(lim->team.budget, &team_budget, spend, LIM_DIM_TEAM_BUDGET, out))));
-    if (!refused || lim->shadow) {
-        for (int d = 0; d < 2 && !peek; d++) { /* requests and input; output comes at settlement */
+    bool refused = false;
+    if (!peek)
+        refused =
+            windows_refuse(l, &kv, wants, oldest, cur, now, LIM_DIM_REQUESTS, out) ||
+            counter_refuses(lim->quota, &quota, cost, LIM_DIM_QUOTA, out) ||
+            counter_refuses(lim->budget, &budget, spend, LIM_DIM_BUDGET, out) ||
+            (te && (windows_refuse(l, &tv, wants, oldest, cur, now, LIM_DIM_TEAM_REQUESTS, out) ||
+                    counter_refuses(lim->team.budget, &team_budget, spend, LIM_DIM_TEAM_BUDGET,
+                                    out)));
+    if (!peek && (!refused || lim->shadow)) {
+        for (int d = 0; d < 2; d++) { /* requests and input; output comes at settlement */
             record(&e->win[d], kv.limits[d], cur, wants[d]);
             if (te)
                 record(&te->win[d], tv.limits[d], cur, wants[d]);
         }
-        if (q && !peek) {
-            q->used += cost;
-            quota.used += cost;
-        }
-        if (b && !peek) {
-            b->used += spend;
-            budget.used += spend;
-        }
-        if (tb && !peek) {
-            tb->used += spend;
-            team_budget.used += spend;
-        }
+        charge(q, &quota, cost);
+        charge(b, &budget, spend);
+        charge(tb, &team_budget, spend);
+        out->input_reserved = cost;
+        out->spend_reserved = spend;
+    }
+    if (!refused || lim->shadow) {
         out->admitted = true;
-        out->input_reserved = peek ? 0 : cost;
-        out->spend_reserved = peek ? 0 : spend;
         int64_t used[3], reset_ms[3];
         view_report(l, &kv, oldest, now, used, reset_ms);
         out->used_requests = used[0];
