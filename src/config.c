@@ -193,6 +193,12 @@ static const struct option options[] = {
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
 
+    { SCOPE_MODEL, "upstream", T_STRING, MDL(upstream), NULL, 0, 0, NULL, 0,
+      "the model name sent upstream (the body's model is rewritten); unset = NAME" },
+    { SCOPE_MODEL, "fallbacks", T_MODELS, MDL(fallbacks), NULL, 0, 0, NULL, 0,
+      "models tried in order when every backend of this one is exhausted (docs/pool.md)" },
+    { SCOPE_MODEL, "context_fallbacks", T_MODELS, MDL(context_fallbacks), NULL, 0, 0, NULL, 0,
+      "models tried in order when the upstream answers context_length_exceeded" },
     { SCOPE_MODEL, "input_price", T_MONEY, MDL(input_price), NULL, 0, BIG, NULL, 0,
       "USD per 1M prompt tokens" },
     { SCOPE_MODEL, "cached_input_price", T_MONEY, MDL(cached_input_price), NULL, 0, BIG, NULL, 0,
@@ -1012,6 +1018,43 @@ static void check_prices(struct parser *p)
     }
 }
 
+/* Whether some backend lists the model (or serves any). */
+static bool served(const struct config *c, const char *name)
+{
+    for (int i = 0; i < c->nbackends; i++)
+        if (cfg_models_match(&c->backends[i].models, name, strlen(name)))
+            return true;
+    return false;
+}
+
+/* [model] routing: the upstream name is served; fallbacks name models that
+ * are (after their own upstream name), never `*` or the model itself. */
+static void check_model_routes(struct parser *p)
+{
+    struct config *c = p->cfg;
+    for (int i = 0; i < c->nmodels; i++) {
+        const struct cfg_model *m = &c->models[i];
+        if (m->upstream && (!valid_name(m->upstream, SCOPE_MODEL) || !served(c, m->upstream)))
+            add_error(p->errs, p->path, m->line,
+                      "[model %s]: upstream %s must be a model name a backend lists", m->name,
+                      m->upstream);
+        const struct cfg_models *lists[2] = { &m->fallbacks, &m->context_fallbacks };
+        for (int l = 0; l < 2; l++) {
+            if (lists[l]->any)
+                add_error(p->errs, p->path, m->line, "[model %s]: %s cannot be *", m->name,
+                          l ? "context_fallbacks" : "fallbacks");
+            for (int j = 0; j < lists[l]->n; j++) {
+                const char *f = lists[l]->names[j];
+                if (strcmp(f, m->name) == 0 || !served(c, cfg_upstream_name(c, f)))
+                    add_error(p->errs, p->path, m->line,
+                              "[model %s]: %s names %s, which no backend serves%s", m->name,
+                              l ? "context_fallbacks" : "fallbacks", f,
+                              strcmp(f, m->name) == 0 ? " but this model itself" : "");
+            }
+        }
+    }
+}
+
 /* Periods, and each key's team. */
 static void check_budgets(struct parser *p)
 {
@@ -1076,6 +1119,7 @@ static void check_config(struct parser *p)
                       "[backend %s]: api_version and deployment are for type = azure", be->name);
     }
     check_prices(p);
+    check_model_routes(p);
     check_budgets(p);
     for (int i = 0; i < c->nkeys; i++)
         for (int j = 0; j < i; j++)
@@ -1134,8 +1178,12 @@ static void config_free(struct config *c)
     for (int i = 0; i < c->nteams; i++)
         free(c->teams[i].name);
     free(c->teams);
-    for (int i = 0; i < c->nmodels; i++)
+    for (int i = 0; i < c->nmodels; i++) {
         free(c->models[i].name);
+        free(c->models[i].upstream);
+        models_free(&c->models[i].fallbacks);
+        models_free(&c->models[i].context_fallbacks);
+    }
     free(c->models);
     free(c);
 }
@@ -1251,6 +1299,28 @@ const struct cfg_model *cfg_find_model(const struct config *c, const char *name)
     return find_by_name(c, SCOPE_MODEL, name);
 }
 
+const char *cfg_upstream_name(const struct config *c, const char *name)
+{
+    const struct cfg_model *m = c->nmodels ? cfg_find_model(c, name) : NULL;
+    return m && m->upstream ? m->upstream : name;
+}
+
+static bool priced(const struct cfg_model *m)
+{
+    return m && (m->input_price >= 0 || m->output_price >= 0);
+}
+
+const struct cfg_model *cfg_priced_model(const struct config *c, const char *name)
+{
+    if (!c->nmodels)
+        return NULL;
+    const struct cfg_model *m = cfg_find_model(c, name);
+    if (priced(m))
+        return m;
+    const struct cfg_model *up = m && m->upstream ? cfg_find_model(c, m->upstream) : NULL;
+    return priced(up) ? up : NULL;
+}
+
 const char *cfg_model_label(const struct config *c, const char *model)
 {
     const char *name;
@@ -1260,6 +1330,9 @@ const char *cfg_model_label(const struct config *c, const char *model)
     for (int i = 0; i < c->nkeys; i++)
         if ((name = listed_in(&c->keys[i].models, model)))
             return name;
+    const struct cfg_model *m = c->nmodels ? cfg_find_model(c, model) : NULL;
+    if (m)
+        return m->name;
     return "other";
 }
 

@@ -44,7 +44,7 @@ enum {
 };
 
 static struct family families[F__ALL] = {
-    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model, backend and status.", false },
+    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model asked for, model that answered, backend and status.", false },
     [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false },
     [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false },
     [F_SPEND] = { "sluice_spend_usd_total", "What requests cost at their model's prices, in USD.", false, true },
@@ -216,6 +216,7 @@ void mx_request_done(const struct mx_request *m)
     label("key", m->key);
     label("model", m->model);
     size_t base = text.len;
+    label("served_model", m->served_model);
     label("backend", m->backend);
     label("code", code);
     series_for(&families[F_REQUESTS])->value++;

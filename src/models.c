@@ -269,12 +269,21 @@ static void add_name(struct names *ns, const char *name)
     ns->v[ns->n++] = name;
 }
 
-/* What the key may call: names listed by backends, then those the upstreams
- * of * backends list, then names the key lists that a * backend serves. */
+/* What the key may call: [model] names (aliases and models with fallbacks
+ * answer even when no backend lists the name itself), names listed by
+ * backends, then those the upstreams of * backends list, then names the key
+ * lists that a * backend serves. */
 static void collect(struct models_request *mr, struct names *ns)
 {
     const struct config *c = mr->gen->cfg;
     const struct cfg_models *allowed = &mr->key->models;
+    for (int i = 0; i < c->nmodels; i++) {
+        const struct cfg_model *m = &c->models[i];
+        const char *up = m->upstream ? m->upstream : m->name;
+        if (cfg_models_match(allowed, m->name, strlen(m->name)) &&
+            (m->fallbacks.n || pool_serves(mr->gen->pool, up, strlen(up))))
+            add_name(ns, m->name);
+    }
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_models *m = &c->backends[i].models;
         for (int j = 0; j < m->n; j++)

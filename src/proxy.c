@@ -98,9 +98,18 @@ struct sl_request {
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
+    /* The model tried (docs/pool.md, "Models and fallbacks"); NULL for calls without one. */
+    const char *target;       /* its name for clients: the one sent, or a fallback */
+    const char *upstream;     /* its name upstream */
+    size_t upstream_len;
+    int next_fallback;        /* in the chain: fallbacks, or context_fallbacks once switched */
+    bool context_chain;
+    struct sl_buf model_body; /* the body with the model renamed, when upstream differs */
+    const char *served;        /* the target whose answer the client gets, and */
+    const char *served_upstream; /* its upstream name */
+
     struct lim_limits limits;
     int64_t estimate;           /* prompt tokens reserved at admission */
-    const struct cfg_model *price; /* the model's [model] section, NULL: costs 0 */
     int64_t spend_reserve;         /* micro-dollars the admission reserves (spend.h) */
     int64_t cost;                  /* micro-dollars: what the request cost, at settlement */
     struct lim_decision ticket; /* the limiter's answer */
@@ -149,6 +158,7 @@ struct own_answer {
 static void attempt_next(struct sl_request *r);
 static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own);
 static void on_admitted(const struct lim_decision *d, void *arg);
+static void set_target(struct sl_request *r, const char *name);
 static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
 
 static const struct up_callbacks up_cb;
@@ -263,6 +273,11 @@ static void client_headers(struct sl_request *r, struct up_transfer *t, struct s
         p = eol + 1;
     }
     scrub(r, out->data + from, out->len - from);
+    if (r->upstream) { /* what answered: a config name, or the client's own (checked) */
+        sl_buf_appends(out, "x-sluice-model: ");
+        sl_buf_append(out, r->upstream, r->upstream_len);
+        sl_buf_append(out, "\r\n", 2);
+    }
     lim_headers(&r->ticket, &r->limits, out);
 }
 
@@ -369,7 +384,7 @@ static char *upstream_url(struct sl_request *r, const struct cfg_backend *be)
         if (req->query.len)
             sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
     } else if (be->type == BACKEND_AZURE) {
-        const char *dep = be->deployment ? be->deployment : r->model;
+        const char *dep = be->deployment ? be->deployment : r->upstream;
         char *esc = curl_easy_escape(NULL, dep, 0);
         sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
                       rest.p, be->api_version);
@@ -429,7 +444,7 @@ static void refuse_early_with(struct http_req *req, const struct cfg_key *key, c
                               enum sl_error e, const char *msg, const char *param,
                               const char *headers)
 {
-    struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", err_info(e)->status,
+    struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", "-", err_info(e)->status,
                             (double)(sl_now_us() - req->start_us) / 1e6, 0, 0, "", 0 };
     mx_request_done(&m);
     http_send_error(req, e, msg, param, headers);
@@ -501,13 +516,16 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
     }
     if (call->stateful)
         return ERR_NONE;
-    if (model_in_url(gen->cfg, call->model, call->model_len) &&
-        !srv_safe_segment(call->model, call->model_len)) {
+    const struct config *cfg = gen->cfg;
+    const struct cfg_model *m = cfg->nmodels ? cfg_find_model(cfg, call->model) : NULL;
+    const char *up = m && m->upstream ? m->upstream : call->model; /* what goes upstream */
+    size_t up_len = m && m->upstream ? strlen(up) : call->model_len;
+    if (model_in_url(cfg, up, up_len) && !srv_safe_segment(up, up_len)) {
         snprintf(msg, n, "This model name cannot be used in the upstream's URL: it must be "
                          "letters, digits, '-', '_', '.', '~' or ':', and not '.' or '..'.");
         return ERR_BAD_REQUEST;
     }
-    if (!pool_serves(gen->pool, call->model, call->model_len)) {
+    if (!pool_serves(gen->pool, up, up_len) && !(m && m->fallbacks.n)) {
         snprintf(msg, n, "The model '%.*s' does not exist or you do not have access to it.",
                  (int)SL_MIN(call->model_len, 128), call->model);
         return ERR_MODEL_NOT_FOUND;
@@ -553,8 +571,8 @@ void proxy_handle(struct worker *w, struct http_req *req)
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = call.estimate;
     r->model_label = model_label;
-    r->price = r->model && gen->cfg->nmodels ? cfg_find_model(gen->cfg, r->model) : NULL;
-    r->spend_reserve = spend_reserve(r->price, key, &r->call);
+    r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
+                                : 0;
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, r->spend_reserve, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
@@ -696,6 +714,8 @@ static void on_admitted(const struct lim_decision *d, void *arg)
     }
     set_phase(r, PHASE_FORWARDING);
     ask_for_usage(r);
+    if (r->model && !r->call.stateful)
+        set_target(r, r->model);
     attempt_next(r);
 }
 
@@ -737,7 +757,7 @@ static void end_attempts(struct sl_request *r)
     if (r->attempts == 0) {
         int64_t ms = r->call.stateful
                          ? pool_backend_available_ms(r->gen->pool, r->gen->cfg->stateful_backend)
-                         : pool_next_available_ms(r->gen->pool, r->model, r->call.model_len);
+                         : pool_next_available_ms(r->gen->pool, r->upstream, r->upstream_len);
         snprintf(headers, sizeof(headers), "Retry-After: %lld\r\n",
                  (long long)SL_MAX((ms + 999) / 1000, 1));
         return request_end(r, END_NO_BACKEND,
@@ -772,12 +792,70 @@ static enum up_method upstream_method(const struct http_req *req)
                                               : UP_POST;
 }
 
+/* Makes `name` the model tried from now on: its upstream name, the body that
+ * names it, and all of its backends untried. */
+static void set_target(struct sl_request *r, const char *name)
+{
+    r->target = name;
+    r->upstream = cfg_upstream_name(r->gen->cfg, name);
+    r->upstream_len = strlen(r->upstream);
+    memset(&r->tried, 0, sizeof(r->tried));
+    r->model_body.len = 0;
+    if (r->call.body != API_BODY_JSON || strcmp(r->upstream, r->model) == 0)
+        return;
+    struct sl_buf value = { 0 };
+    sl_buf_json_string(&value, r->upstream, r->upstream_len);
+    const struct sl_buf *base = r->fwd_body.len ? &r->fwd_body : &r->req->body;
+    json_set_member(base->data, base->len, "model", value.data, &r->model_body);
+    sl_buf_free(&value);
+}
+
+/* The next model of the request's chain (fallbacks, or context_fallbacks
+ * after context_length_exceeded) that the key may call; NULL at its end. */
+static const char *next_fallback(struct sl_request *r)
+{
+    const struct cfg_model *m = cfg_find_model(r->gen->cfg, r->model);
+    const struct cfg_models *chain = !m ? NULL : r->context_chain ? &m->context_fallbacks
+                                                                  : &m->fallbacks;
+    while (chain && r->next_fallback < chain->n) {
+        const char *f = chain->names[r->next_fallback++];
+        if (cfg_models_match(&r->key->models, f, strlen(f)))
+            return f;
+    }
+    return NULL;
+}
+
+/* Moves on to the next model of the chain; false when none is left. */
+static bool fall_back(struct sl_request *r, const char *why)
+{
+    const char *f = r->gen->cfg->nmodels ? next_fallback(r) : NULL;
+    if (!f)
+        return false;
+    log_info("fallback key=%s from=%s to=%s reason=%s", r->key->name, r->target, f, why);
+    set_target(r, f);
+    return true;
+}
+
+/* A backend of the model, or of the next model of the chain when every one
+ * of this model's is tried or unavailable; {-1} when none is left. */
+static struct pool_pick pick_backend(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    if (r->attempts >= cfg->server.max_attempts)
+        return (struct pool_pick){ -1, false };
+    if (r->call.stateful)
+        return pool_pick_backend(r->gen->pool, cfg->stateful_backend, &r->tried);
+    struct pool_pick pick;
+    do
+        pick = pool_pick(r->gen->pool, r->upstream, r->upstream_len, &r->tried);
+    while (pick.backend < 0 && fall_back(r, "exhausted"));
+    return pick;
+}
+
 static void attempt_next(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
-    r->pick = r->attempts >= cfg->server.max_attempts ? (struct pool_pick){ -1, false }
-              : r->call.stateful ? pool_pick_backend(r->gen->pool, cfg->stateful_backend, &r->tried)
-                                 : pool_pick(r->gen->pool, r->model, r->call.model_len, &r->tried);
+    r->pick = pick_backend(r);
     if (r->pick.backend < 0)
         return end_attempts(r);
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
@@ -793,8 +871,12 @@ static void attempt_next(struct sl_request *r)
         .method = upstream_method(r->req),
         .url = r->url,
         .headers = r->up_headers,
-        .body = r->fwd_body.len ? r->fwd_body.data : r->req->body.data,
-        .body_len = r->fwd_body.len ? r->fwd_body.len : r->req->body.len,
+        .body = r->model_body.len ? r->model_body.data
+                : r->fwd_body.len ? r->fwd_body.data
+                                  : r->req->body.data,
+        .body_len = r->model_body.len ? r->model_body.len
+                    : r->fwd_body.len ? r->fwd_body.len
+                                      : r->req->body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
         .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
@@ -820,6 +902,8 @@ static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
 {
     struct sl_buf h = { 0 };
     client_headers(r, t, &h);
+    r->served = r->target;
+    r->served_upstream = r->upstream;
     set_phase(r, PHASE_RELAYING);
     r->status = status;
     http_stream_begin(r->req, status, h.data, h.len);
@@ -896,6 +980,8 @@ static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
     r->kept_status = status;
     r->kept_headers.len = 0;
     client_headers(r, t, &r->kept_headers);
+    r->served = r->target;
+    r->served_upstream = r->upstream;
     struct evbuffer *spare = r->kept_body; /* the next attempt's buffer, if one follows */
     r->kept_body = r->body;
     r->body = spare;
@@ -915,6 +1001,15 @@ static void log_failed_attempt(const struct sl_request *r, const char *backend, 
     text[i] = '\0';
     log_warn("attempt backend=%s outcome=%s attempt=%d key=%s status=%d error=\"%s\"", backend,
              up_outcome_info(o)->label, r->attempts, r->key->name, status, text);
+}
+
+/* An upstream's 400 context_length_exceeded, with an attempt left for another model. */
+static bool context_exceeded(const struct sl_request *r, enum up_outcome o, int status)
+{
+    static const char code[] = "context_length_exceeded";
+    return o == UP_OUTCOME_PASSED && status == 400 && r->target && r->kept_body &&
+           r->attempts < r->gen->cfg->server.max_attempts &&
+           evbuffer_search(r->kept_body, code, sizeof(code) - 1, NULL).pos >= 0;
 }
 
 /* The attempt ended: classify it, then retry elsewhere or end the request. */
@@ -938,7 +1033,15 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
         sse_flush(&r->sse, relay_event, r);
         return request_end(r, END_RESPONDED, NULL);
     }
-    if (oi->retry == RETRY_YES || (oi->retry == RETRY_UNANSWERED && be->resend_unanswered)) {
+    bool again = oi->retry == RETRY_YES || (oi->retry == RETRY_UNANSWERED && be->resend_unanswered);
+    if (!again && context_exceeded(r, o, status)) { /* a model with a larger context may answer */
+        if (!r->context_chain) { /* from now on the context_fallbacks, from their first */
+            r->context_chain = true;
+            r->next_fallback = 0;
+        }
+        again = fall_back(r, "context_length_exceeded");
+    }
+    if (again) {
         if (!r->body)
             r->body = evbuffer_new();
         return attempt_next(r);
@@ -1054,14 +1157,15 @@ static void access_log(struct sl_request *r)
     const struct config *cfg = r->gen->cfg;
     if (!cfg->server.access_log)
         return;
-    char model[65], cost[32];
+    char model[65], served[65], cost[32];
     log_safe(r->model ? r->model : "-", model, sizeof(model));
+    log_safe(r->served_upstream ? r->served_upstream : "-", served, sizeof(served));
     sl_fmt_money(r->cost, cost);
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
-    log_info("access key=%s team=%s model=%s backend=%s status=%d end=%s attempts=%d outcome=%s "
-             "stream=%d prompt_tokens=%lld completion_tokens=%lld cost_usd=%s ttfb_ms=%.1f "
-             "duration_ms=%.1f path=%s",
-             r->key->name, r->key->team ? r->key->team->name : "-", model,
+    log_info("access key=%s team=%s model=%s served_model=%s backend=%s status=%d end=%s "
+             "attempts=%d outcome=%s stream=%d prompt_tokens=%lld completion_tokens=%lld "
+             "cost_usd=%s ttfb_ms=%.1f duration_ms=%.1f path=%s",
+             r->key->name, r->key->team ? r->key->team->name : "-", model, served,
              r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
              end_cause_token(r->end), r->attempts,
              r->attempts ? up_outcome_info(r->outcome)->label : "-", r->call.stream,
@@ -1090,7 +1194,10 @@ static void settle(struct sl_request *r)
     } /* else the client left before the upstream answered: the estimate stands */
     r->charged_input = input;
     r->charged_output = output;
-    r->cost = spend_cost(r->price, input, r->usage.seen ? r->usage.cached : 0, output);
+    /* at the prices of the model that answered, else of the one tried last */
+    const char *priced = r->served ? r->served : r->target;
+    r->cost = spend_cost(priced ? cfg_priced_model(r->gen->cfg, priced) : NULL, input,
+                         r->usage.seen ? r->usage.cached : 0, output);
     struct lim_usage u = { .input_delta = input - t->input_reserved,
                            .output = output,
                            .release = release,
@@ -1120,6 +1227,7 @@ static void request_free(struct sl_request *r)
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->fwd_body);
+    sl_buf_free(&r->model_body);
     free_header_list(r->up_headers);
     free(r->url);
     cJSON_Delete(r->call.root);
@@ -1137,7 +1245,10 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     settle(r);
     access_log(r);
     const struct config *cfg = r->gen->cfg;
-    struct mx_request m = { r->key->name, r->model_label,
+    const char *served = !r->served_upstream             ? "-"
+                         : r->served_upstream == r->model ? r->model_label /* as it came */
+                                                          : mx_model_label(cfg, r->served_upstream);
+    struct mx_request m = { r->key->name, r->model_label, served,
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
                             r->charged_output, r->key->team ? r->key->team->name : "",

@@ -108,11 +108,15 @@ struct cfg_backend {
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
 };
 
-/* [model NAME]: what a model costs. Prices are micro-dollars per 1M tokens
+/* [model NAME]: a name clients may call, what it is called upstream, where
+ * to fall back, and what it costs. Prices are micro-dollars per 1M tokens
  * (so $2.50 is 2500000); -1 where the file gives none. */
 struct cfg_model {
     char *name; /* first, as in every named section */
     int line;
+    char *upstream;                    /* sent upstream instead of NAME; NULL = NAME */
+    struct cfg_models fallbacks;         /* tried in order when NAME's backends are exhausted */
+    struct cfg_models context_fallbacks; /* tried on context_length_exceeded */
     int64_t input_price;
     int64_t cached_input_price; /* unset: the input price */
     int64_t output_price;
@@ -182,6 +186,11 @@ const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
 const struct cfg_team *cfg_find_team(const struct config *c, const char *name);
 /* The [model NAME] section of a model, or NULL. */
 const struct cfg_model *cfg_find_model(const struct config *c, const char *name);
+/* The name a model goes upstream as: its [model] upstream, else itself. */
+const char *cfg_upstream_name(const struct config *c, const char *name);
+/* The [model] section whose prices apply to a model that answered as
+ * `name` (a [model] name with prices, else the one of its upstream name), or NULL. */
+const struct cfg_model *cfg_priced_model(const struct config *c, const char *name);
 /* The model as a metric label: its name if the config lists it anywhere,
  * else "other" (client input never becomes a label of its own). */
 const char *cfg_model_label(const struct config *c, const char *model);

@@ -15,6 +15,7 @@ struct config;
 struct mx_request {
     const char *key;     /* key name, or "-" before authentication */
     const char *model;   /* a configured model name, or "other" */
+    const char *served_model; /* the model that answered, as the upstream knows it, or "-" */
     const char *backend; /* the last backend tried, or "-" */
     int code;            /* what the client got */
     double duration_s;

@@ -65,7 +65,7 @@ def test_the_form_model_is_checked_against_the_key(mock, start_sluice):
                      {"file": ("x.wav", wav(), "audio/wav")}, key="sk-test-client-key-0002")
     assert r.status == 403 and r.error()["code"] == "model_not_allowed"  # team-b: gpt-4o-mini only
     m = scrape(s)
-    assert value(m, "sluice_requests_total", key="team-b", model="other", backend="-", code="403") == 1
+    assert value(m, "sluice_requests_total", key="team-b", model="other", served_model="-", backend="-", code="403") == 1
     assert mock.stats()["requests"] == 0
 
 
@@ -129,7 +129,7 @@ def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_
     assert s.request("DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
     assert a.stats()["requests"] == 0  # not one of them on the first backend
     m = scrape(s)  # calls without a model are counted as model "-"
-    assert value(m, "sluice_requests_total", key="k", model="-", backend="b", code="200") == 4 + 8 + 1
+    assert value(m, "sluice_requests_total", key="k", model="-", served_model="-", backend="b", code="200") == 4 + 8 + 1
     assert "model=- backend=b status=200" in s.log_text()
     assert s.chat().status == 200  # a call with a model goes by the pool, as before
     assert a.stats()["requests"] == 1

@@ -38,12 +38,12 @@ def test_metrics_match_traffic(mock, start_sluice):
            headers={"x-mock-status": "500"})
     assert codes == [200] * 5 + [429] * 2
     m = scrape(s)
-    assert value(m, "sluice_requests_total", key="team-a", model="gpt-4o", backend="main", code="200") == 5
-    assert value(m, "sluice_requests_total", key="team-a", model="gpt-4o", backend="-", code="429") == 2
-    assert value(m, "sluice_requests_total", key="-", model="-", backend="-", code="401") == 1
-    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", backend="main", code="200") == 1
-    assert value(m, "sluice_requests_total", key="team-b", model="other", backend="-", code="403") == 1
-    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", backend="main", code="500") == 1
+    assert value(m, "sluice_requests_total", key="team-a", model="gpt-4o", served_model="gpt-4o", backend="main", code="200") == 5
+    assert value(m, "sluice_requests_total", key="team-a", model="gpt-4o", served_model="-", backend="-", code="429") == 2
+    assert value(m, "sluice_requests_total", key="-", model="-", served_model="-", backend="-", code="401") == 1
+    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", served_model="gpt-4o-mini", backend="main", code="200") == 1
+    assert value(m, "sluice_requests_total", key="team-b", model="other", served_model="-", backend="-", code="403") == 1
+    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", served_model="gpt-4o-mini", backend="main", code="500") == 1
     assert not any("weird-model" in str(k) for k in m)  # client input never becomes a label
     assert value(m, "sluice_rate_limited_total", key="team-a", dimension="requests") == 2
     assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="input") == 5 * 2
@@ -71,7 +71,7 @@ def test_retries_and_breaker_state_in_metrics(start_mock, start_sluice):
     assert value(m, "sluice_backend_state", backend="a") == 1
     assert value(m, "sluice_backend_state", backend="b") == 0
     # models = *: the name the client sent is the label (issue #14)
-    assert value(m, "sluice_requests_total", key="k", model="gpt-4o", backend="b", code="200") == 1
+    assert value(m, "sluice_requests_total", key="k", model="gpt-4o", served_model="gpt-4o", backend="b", code="200") == 1
 
 
 def test_readyz(start_mock, redis, start_sluice):
@@ -291,6 +291,6 @@ def test_model_labels_for_star_backends_are_bounded(mock, start_sluice):
                   key=OTHER_KEY).status == 200  # a name the config lists is always its own
     m = scrape(s)
     for name, n in (("llama-3-70b", 2), ("mistral-large", 1), ("meta-llama/Llama-3-8B", 1), ("other", 2)):
-        assert value(m, "sluice_requests_total", key="team-a", model=name, backend="main", code="200") == n, name
-    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", backend="main", code="200") == 1
+        assert value(m, "sluice_requests_total", key="team-a", model=name, served_model=name, backend="main", code="200") == n, name
+    assert value(m, "sluice_requests_total", key="team-b", model="gpt-4o-mini", served_model="gpt-4o-mini", backend="main", code="200") == 1
     assert not any("qwen" in str(k) or "phi" in str(k) for k in m)

@@ -19,6 +19,8 @@
  *   x-mock-status: 429            answer with this status (OpenAI-style error)
  *   x-mock-retry-after: 5         Retry-After on that answer
  *   x-mock-retry-after-ms: 1500   retry-after-ms on that answer
+ *   x-mock-error-code: X          the error's code (default rate_limit_exceeded for 429, else
+ *                                 mock_error), e.g. context_length_exceeded
  *   x-mock-fail-count: N          (config only) only the next N requests fail
  *   x-mock-delay-ms: 200          wait before the response head
  *   x-mock-chunk-delay-ms: 10     wait between streamed chunks
@@ -57,6 +59,7 @@ struct faults {
     int status;
     char retry_after[32];
     char retry_after_ms[32];
+    char error_code[64];
     int fail_count; /* -1 = every request */
     int delay_ms;
     int chunk_delay_ms;
@@ -534,7 +537,9 @@ static void error_response(struct mock_req *m)
                       "\"param\":null,\"code\":\"%s\"}}\n",
                   m->f.status, m->f.echo ? " for a request with credential " : "",
                   m->f.echo ? m->credential : "", m->f.status == 429 ? "requests" : "server_error",
-                  m->f.status == 429 ? "rate_limit_exceeded" : "mock_error");
+                  m->f.error_code[0]     ? m->f.error_code
+                  : m->f.status == 429 ? "rate_limit_exceeded"
+                                       : "mock_error");
     http_respond(m->req, m->f.status, h.data, h.len, b.data, b.len);
     sl_buf_free(&h);
     sl_buf_free(&b);
@@ -592,6 +597,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->status = header_int(req, "x-mock-status", f->status);
     header_str(req, "x-mock-retry-after", f->retry_after, sizeof(f->retry_after));
     header_str(req, "x-mock-retry-after-ms", f->retry_after_ms, sizeof(f->retry_after_ms));
+    header_str(req, "x-mock-error-code", f->error_code, sizeof(f->error_code));
     f->delay_ms = header_int(req, "x-mock-delay-ms", f->delay_ms);
     f->chunk_delay_ms = header_int(req, "x-mock-chunk-delay-ms", f->chunk_delay_ms);
     f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
@@ -922,6 +928,7 @@ static void set_config(struct http_req *req)
         if (strcmp(k, "status") == 0) f->status = n;
         else if (strcmp(k, "retry-after") == 0 && cJSON_IsString(v)) snprintf(f->retry_after, sizeof(f->retry_after), "%s", v->valuestring);
         else if (strcmp(k, "retry-after-ms") == 0 && cJSON_IsString(v)) snprintf(f->retry_after_ms, sizeof(f->retry_after_ms), "%s", v->valuestring);
+        else if (strcmp(k, "error-code") == 0 && cJSON_IsString(v)) snprintf(f->error_code, sizeof(f->error_code), "%s", v->valuestring);
         else if (strcmp(k, "fail-count") == 0) f->fail_count = n;
         else if (strcmp(k, "delay-ms") == 0) f->delay_ms = n;
         else if (strcmp(k, "chunk-delay-ms") == 0) f->chunk_delay_ms = n;

@@ -39,16 +39,16 @@ static void test_many_series(void)
             if (round > i % 7)
                 continue;
             snprintf(key, sizeof(key), "k%d", i);
-            struct mx_request m = { key, "gpt-4o", "main", 200, 0.003, 10, 1, "", 0 };
+            struct mx_request m = { key, "gpt-4o", "gpt-4o", "main", 200, 0.003, 10, 1, "", 0 };
             mx_request_done(&m);
         }
     }
     for (int i = 0; i < NKEYS; i++) {
         snprintf(key, sizeof(key), "k%d", i);
-        struct mx_request m = { key, "gpt-4o", "-", 429, 0.0, 0, 0, "", 0 };
+        struct mx_request m = { key, "gpt-4o", "-", "-", 429, 0.0, 0, 0, "", 0 };
         mx_request_done(&m);
     }
-    struct mx_request q = { "odd", "a\"b\\c\nd", "main", 200, 2.0, 0, 0, "", 0 };
+    struct mx_request q = { "odd", "a\"b\\c\nd", "-", "main", 200, 2.0, 0, 0, "", 0 };
     mx_request_done(&q);
     mx_attempt("main", "success", 0.02);
     mx_attempt("main", "success", 0.2);
@@ -62,10 +62,10 @@ static void test_many_series(void)
         int ok = i % 7 + 1;
         total += ok + 1;
         snprintf(line, sizeof(line),
-                 "sluice_requests_total{key=\"k%d\",model=\"gpt-4o\",backend=\"main\",code=\"200\"} %d", i, ok);
+                 "sluice_requests_total{key=\"k%d\",model=\"gpt-4o\",served_model=\"gpt-4o\",backend=\"main\",code=\"200\"} %d", i, ok);
         missing += !has_line(&out, line);
         snprintf(line, sizeof(line),
-                 "sluice_requests_total{key=\"k%d\",model=\"gpt-4o\",backend=\"-\",code=\"429\"} 1", i);
+                 "sluice_requests_total{key=\"k%d\",model=\"gpt-4o\",served_model=\"-\",backend=\"-\",code=\"429\"} 1", i);
         missing += !has_line(&out, line);
         snprintf(line, sizeof(line), "sluice_tokens_total{key=\"k%d\",model=\"gpt-4o\",direction=\"input\"} %d",
                  i, 10 * ok);
@@ -75,7 +75,7 @@ static void test_many_series(void)
         missing += !has_line(&out, line);
     }
     CHECK(missing == 0);
-    CHECK(has_line(&out, "sluice_requests_total{key=\"odd\",model=\"abcd\",backend=\"main\",code=\"200\"} 1"));
+    CHECK(has_line(&out, "sluice_requests_total{key=\"odd\",model=\"abcd\",served_model=\"-\",backend=\"main\",code=\"200\"} 1"));
     snprintf(line, sizeof(line), "sluice_request_duration_seconds_count %lld", (long long)total + 1);
     CHECK(has_line(&out, line));
     snprintf(line, sizeof(line), "sluice_request_duration_seconds_bucket{le=\"0.005\"} %lld", (long long)total);
@@ -103,10 +103,10 @@ static void test_spend_and_budget_gauge(void)
                                          NULL);
     struct generation *g = gen_new(c, NULL);
     for (int i = 0; i < 1000; i++) {
-        struct mx_request m = { "a", "gpt-4o", "main", 200, 0.01, 10, 1, "t", 2083 };
+        struct mx_request m = { "a", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "t", 2083 };
         mx_request_done(&m);
     }
-    struct mx_request free_one = { "b", "gpt-4o", "main", 200, 0.01, 10, 1, "", 0 };
+    struct mx_request free_one = { "b", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "", 0 };
     mx_request_done(&free_one);
     mx_budget_remaining("key", "a", 999877);
     mx_budget_remaining("team", "t", 0);
