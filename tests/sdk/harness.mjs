@@ -86,15 +86,17 @@ export async function start(conf, env = {}) {
   };
 }
 
-// The value of one series in sluice's /metrics (0 if absent).
+// The sum of the series in sluice's /metrics that carry these labels
+// (other labels, such as served_model, may take any value; 0 if none).
 export async function metric(base, name, labels) {
   const text = await (await fetch(`${base}/metrics`)).text();
-  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`).sort().join(',');
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
   for (const line of text.split('\n')) {
     const m = line.match(/^([a-z_]+)(?:\{(.*)\})? (\S+)$/);
     if (!m || m[1] !== name) continue;
-    const got = (m[2] || '').split(/,(?=\w+=")/).filter(Boolean).sort().join(',');
-    if (got === want) return Number(m[3]);
+    const got = new Set((m[2] || '').split(/,(?=\w+=")/).filter(Boolean));
+    if (want.every((w) => got.has(w))) sum += Number(m[3]);
   }
-  return 0;
+  return sum;
 }
