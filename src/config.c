@@ -72,6 +72,7 @@ static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
 static const char *const periods[] = { "none", "day", "month", "total", "week", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const key_modes[] = { "enforce", "shadow", NULL };
+static const char *const balances[] = { "weighted", "latency", "least_inflight", NULL };
 
 #define SRV(f) offsetof(struct cfg_server, f)
 #define RDS(f) offsetof(struct cfg_redis, f)
@@ -131,6 +132,13 @@ static const struct option options[] = {
       "one line per request on stderr" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
       "least severe level logged" },
+    { SCOPE_SERVER, "balance", T_ENUM, SRV(balance), "weighted", 0, 0, balances, 0,
+      "how a backend is chosen within a priority group: weighted (smooth weighted round-robin), "
+      "latency (peak-EWMA time to first byte, two random choices by weight) or least_inflight "
+      "(fewest open requests per unit of weight); docs/pool.md" },
+    { SCOPE_SERVER, "balance_decay", T_DURATION, SRV(balance_decay_ms), "10s", 100, DAY_MS, NULL,
+      0, "balance = latency: the time over which a backend's latency estimate fades when no "
+      "answer refreshes it, so a slow backend that recovered is tried again" },
 
     { SCOPE_REDIS, "url", T_STRING, RDS(url), "redis://127.0.0.1:6379/0", 0, 0, NULL, F_SECRET,
       "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
@@ -192,6 +200,15 @@ static const struct option options[] = {
     { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
+    { SCOPE_BACKEND, "rpm", T_INT, BCK(rpm), "0", 0, BIG, NULL, 0,
+      "the deployment's own requests per minute: at it, the backend is skipped (shared by all "
+      "nodes with [redis]); 0 = unknown" },
+    { SCOPE_BACKEND, "tpm", T_INT, BCK(tpm), "0", 0, BIG, NULL, 0,
+      "the deployment's own tokens per minute (prompt + completion; the output a request may "
+      "generate is reserved); 0 = unknown" },
+    { SCOPE_BACKEND, "max_inflight", T_INT, BCK(max_inflight), "0", 0, 1000000, NULL, 0,
+      "requests this node has open at the backend at once (streams included); at it, the "
+      "backend is skipped; 0 = no cap" },
 
     { SCOPE_MODEL, "upstream", T_STRING, MDL(upstream), NULL, 0, 0, NULL, 0,
       "the model name sent upstream (the body's model is rewritten); unset = NAME" },
@@ -1350,7 +1367,8 @@ static const char reference_intro[] =
     "- Sections: `[server]`, `[redis]`, `[backend NAME]` (one per upstream\n"
     "  deployment), `[key NAME]` (one per client key), `[team NAME]` (limits and a\n"
     "  budget shared by the keys that name it) and `[model NAME]` (a model's\n"
-    "  prices, docs/budgets.md). Names are letters, digits, `-`, `_` and `.` (they\n"
+    "  prices, docs/budgets.md; its upstream name and fallbacks, docs/pool.md).\n"
+    "  Names are letters, digits, `-`, `_` and `.` (they\n"
     "  become metric labels and log fields); model names may also hold `:` `/` `@` `+`.\n"
     "- Money is USD with at most 6 decimals (`2.50`, `0.000125`); sluice keeps it\n"
     "  as whole micro-dollars.\n"

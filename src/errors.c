@@ -24,6 +24,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_RATE_LIMITED] = { 429, "requests", "rate_limit_exceeded" },
     [ERR_RATE_LIMITED_TOKENS] = { 429, "tokens", "rate_limit_exceeded" },
     [ERR_UPSTREAM_RATE_LIMITED] = { 429, "upstream", "upstream_rate_limited" },
+    [ERR_UPSTREAM_CAPACITY] = { 429, "upstream", "upstream_capacity" },
     [ERR_INTERNAL] = { 500, "server_error", "internal_error" },
     [ERR_NOT_IMPLEMENTED] = { 501, "invalid_request_error", "not_implemented" },
     [ERR_UPSTREAM_FAILED] = { 502, "server_error", "upstream_failed" },

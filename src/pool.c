@@ -1,9 +1,12 @@
-/* Priority groups, smooth weighted round-robin and a circuit breaker per
- * backend. All state is under one mutex, so every worker sees the same
- * breakers; the critical sections are a few dozen instructions. */
+/* Priority groups, the balance strategies and a circuit breaker per backend.
+ * All state is under one mutex, so every worker sees the same breakers; the
+ * critical sections are a few dozen instructions per candidate. In-flight
+ * counts are atomics in cells shared with the pools of older generations. */
 #include "sluice/pool.h"
 
+#include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +22,40 @@ struct breaker {
     int64_t nfail, next;
 };
 
+/* Requests open at one backend, counted across config generations. */
+struct slots {
+    atomic_int inflight;
+    atomic_int refs;
+};
+
+/* What the pool knows of one backend besides its breaker. */
+struct backend_state {
+    int64_t current;   /* smooth WRR running weight */
+    double est_us;     /* peak-EWMA time to first byte, as of stamp_us */
+    int64_t stamp_us;  /* 0: never observed */
+    int64_t requests_left, requests_reset; /* the upstream's own word (reset: ms, 0 = none) */
+    int64_t tokens_left, tokens_reset;
+    struct slots *slots;
+};
+
+/* The candidates of one model name: backends listing it, and those with `*`. */
+struct model_entry {
+    const char *name; /* borrowed from the config; NULL = empty slot */
+    size_t len;
+    int *backends;
+    int n;
+};
+
 struct pool {
     const struct config *cfg; /* borrowed: the pool lives and dies with its config */
     pthread_mutex_t lock;
-    int64_t *current; /* smooth WRR running weight per backend */
+    struct backend_state *be;
     struct breaker *br;
+    struct model_entry *index; /* open addressing, cap a power of two */
+    size_t cap;
+    int *any; /* backends with models = *: the candidates of every other name */
+    int nany;
+    uint64_t rng; /* xorshift64, for the latency strategy's two choices */
 };
 
 int64_t pool_now_ms(void)
@@ -31,22 +63,99 @@ int64_t pool_now_ms(void)
     return sl_now_ms();
 }
 
-/* A reload keeps what the old pool knew about a backend of the same name:
- * an open breaker stays open. Failure counts start afresh. */
-static void carry_over(struct pool *p, int i, struct pool *prev)
+/* ---- the model index ---- */
+
+static struct model_entry *entry_slot(const struct pool *p, const char *name, size_t len)
+{
+    size_t i = sl_hash(name, len) & (p->cap - 1);
+    while (p->index[i].name &&
+           !(p->index[i].len == len && memcmp(p->index[i].name, name, len) == 0))
+        i = (i + 1) & (p->cap - 1);
+    return &p->index[i];
+}
+
+static void index_add(struct pool *p, const char *name, int backend)
+{
+    struct model_entry *e = entry_slot(p, name, strlen(name));
+    if (!e->name) {
+        e->name = name;
+        e->len = strlen(name);
+        e->backends = sl_calloc((size_t)p->cfg->nbackends, sizeof(int));
+    }
+    if (e->n == 0 || e->backends[e->n - 1] != backend) /* a name listed twice */
+        e->backends[e->n++] = backend;
+}
+
+/* Each name's candidates in backend order: its own and the `*` backends. */
+static void index_build(struct pool *p)
+{
+    const struct config *c = p->cfg;
+    size_t names = 0;
+    for (int i = 0; i < c->nbackends; i++)
+        names += (size_t)c->backends[i].models.n;
+    p->cap = 8;
+    while (p->cap < names * 2)
+        p->cap *= 2;
+    p->index = sl_calloc(p->cap, sizeof(*p->index));
+    p->any = sl_calloc((size_t)c->nbackends + 1, sizeof(int));
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct cfg_models *m = &c->backends[i].models;
+        if (m->any) {
+            p->any[p->nany++] = i;
+            for (size_t k = 0; k < p->cap; k++) /* every name seen so far */
+                if (p->index[k].name)
+                    index_add(p, p->index[k].name, i);
+            continue;
+        }
+        for (int j = 0; j < m->n; j++) {
+            struct model_entry *e = entry_slot(p, m->names[j], strlen(m->names[j]));
+            bool fresh = !e->name;
+            index_add(p, m->names[j], i);
+            if (fresh) { /* the `*` backends before it serve it too, in order */
+                e = entry_slot(p, m->names[j], strlen(m->names[j]));
+                int own = e->backends[0];
+                e->n = 0;
+                for (int k = 0; k < p->nany; k++)
+                    e->backends[e->n++] = p->any[k];
+                e->backends[e->n++] = own;
+            }
+        }
+    }
+}
+
+/* The candidates of a model, in backend order. */
+static const int *candidates(const struct pool *p, const char *model, size_t len, int *n)
+{
+    const struct model_entry *e = entry_slot(p, model, len);
+    if (e->name) {
+        *n = e->n;
+        return e->backends;
+    }
+    *n = p->nany;
+    return p->any;
+}
+
+/* ---- life ---- */
+
+/* A reload keeps what the old pool knew about a backend of the same name: an
+ * open breaker stays open, the latency estimate and the upstream's word stay,
+ * and the in-flight cell is shared. Failure counts start afresh. */
+static bool carry_over(struct pool *p, int i, struct pool *prev)
 {
     const char *name = p->cfg->backends[i].name;
     for (int j = 0; j < prev->cfg->nbackends; j++) {
         if (strcmp(prev->cfg->backends[j].name, name) != 0)
             continue;
         pthread_mutex_lock(&prev->lock);
-        p->current[i] = prev->current[j];
+        p->be[i] = prev->be[j];
+        atomic_fetch_add(&p->be[i].slots->refs, 1);
         p->br[i].state = prev->br[j].state;
         p->br[i].open_until = prev->br[j].open_until;
         p->br[i].probe_in_flight = false;
         pthread_mutex_unlock(&prev->lock);
-        return;
+        return true;
     }
+    return false;
 }
 
 struct pool *pool_new(const struct config *cfg, struct pool *prev)
@@ -54,13 +163,17 @@ struct pool *pool_new(const struct config *cfg, struct pool *prev)
     struct pool *p = sl_calloc(1, sizeof(*p));
     p->cfg = cfg;
     pthread_mutex_init(&p->lock, NULL);
-    p->current = sl_calloc((size_t)cfg->nbackends, sizeof(int64_t));
+    p->be = sl_calloc((size_t)cfg->nbackends, sizeof(*p->be));
     p->br = sl_calloc((size_t)cfg->nbackends, sizeof(struct breaker));
+    p->rng = (uint64_t)sl_now_us() | 1;
     for (int i = 0; i < cfg->nbackends; i++) {
         p->br[i].failures = sl_calloc((size_t)cfg->backends[i].breaker_failures, sizeof(int64_t));
-        if (prev)
-            carry_over(p, i, prev);
+        if (!prev || !carry_over(p, i, prev)) {
+            p->be[i].slots = sl_calloc(1, sizeof(struct slots));
+            atomic_init(&p->be[i].slots->refs, 1);
+        }
     }
+    index_build(p);
     return p;
 }
 
@@ -68,11 +181,18 @@ void pool_free(struct pool *p)
 {
     if (!p)
         return;
-    for (int i = 0; i < p->cfg->nbackends; i++)
+    for (int i = 0; i < p->cfg->nbackends; i++) {
         free(p->br[i].failures);
+        if (atomic_fetch_sub(&p->be[i].slots->refs, 1) == 1)
+            free(p->be[i].slots);
+    }
+    for (size_t k = 0; k < p->cap; k++)
+        free(p->index[k].backends);
+    free(p->index);
+    free(p->any);
     free(p->br);
+    free(p->be);
     pthread_mutex_destroy(&p->lock);
-    free(p->current);
     free(p);
 }
 
@@ -81,13 +201,19 @@ static bool is_tried(const struct pool_tried *t, int i)
     return (t->bits[i / 64] >> (i % 64)) & 1;
 }
 
+static void mark_tried(struct pool_tried *t, int i)
+{
+    t->bits[i / 64] |= 1ULL << (i % 64);
+}
+
 bool pool_serves(const struct pool *p, const char *model, size_t len)
 {
-    for (int i = 0; i < p->cfg->nbackends; i++)
-        if (cfg_models_match(&p->cfg->backends[i].models, model, len))
-            return true;
-    return false;
+    int n;
+    candidates(p, model, len, &n);
+    return n > 0;
 }
+
+/* ---- availability ---- */
 
 /* Open breakers whose time is up become half-open. Under the lock; each
  * transition is logged once, where it happens. */
@@ -108,59 +234,238 @@ static bool available(const struct pool *p, int i, int64_t now)
     return b->state == BREAKER_CLOSED || (b->state == BREAKER_HALF_OPEN && !b->probe_in_flight);
 }
 
-struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, struct pool_tried *tried)
+/* 0 if the backend can take a request of `tokens` now, else the ms until it
+ * may (its upstream's reset, or POOL_INFLIGHT_WAIT_MS for max_inflight). */
+static int64_t full_for(const struct pool *p, int i, int64_t tokens, int64_t now)
+{
+    const struct backend_state *s = &p->be[i];
+    int64_t wait = 0;
+    if (s->requests_reset > now && s->requests_left <= 0)
+        wait = s->requests_reset - now;
+    if (s->tokens_reset > now && s->tokens_left < SL_MAX(tokens, 1))
+        wait = SL_MAX(wait, s->tokens_reset - now);
+    int64_t cap = p->cfg->backends[i].max_inflight;
+    if (!wait && cap && atomic_load(&s->slots->inflight) >= cap)
+        wait = POOL_INFLIGHT_WAIT_MS;
+    return wait;
+}
+
+/* Takes an in-flight slot, unless max_inflight is reached (by another pool
+ * generation since full_for looked). */
+static bool take_slot(const struct pool *p, int i)
+{
+    atomic_int *n = &p->be[i].slots->inflight;
+    int64_t cap = p->cfg->backends[i].max_inflight;
+    int v = atomic_load(n);
+    do
+        if (cap && v >= cap)
+            return false;
+    while (!atomic_compare_exchange_weak(n, &v, v + 1));
+    return true;
+}
+
+static void note_full(struct pool_pick *pick, int64_t wait)
+{
+    if (pick->full_ms < 0 || wait < pick->full_ms)
+        pick->full_ms = wait;
+}
+
+/* ---- strategies: one of n candidates (n >= 1), all in one priority group ---- */
+
+static int choose_weighted(struct pool *p, const int *c, int n)
+{
+    int64_t total = 0;
+    int best = c[0];
+    for (int k = 0; k < n; k++) {
+        int i = c[k];
+        p->be[i].current += p->cfg->backends[i].weight;
+        total += p->cfg->backends[i].weight;
+        if (p->be[i].current > p->be[best].current)
+            best = i;
+    }
+    p->be[best].current -= total;
+    return best;
+}
+
+/* The fewest open requests per unit of weight; among equals, weighted
+ * round-robin (which moves only there, so it owes nothing to the others). */
+static int choose_least_inflight(struct pool *p, const int *c, int n)
+{
+    int tied[POOL_MAX_BACKENDS], nt = 1;
+    tied[0] = c[0];
+    int64_t best_load = atomic_load(&p->be[c[0]].slots->inflight);
+    int64_t best_w = p->cfg->backends[c[0]].weight;
+    for (int k = 1; k < n; k++) {
+        int i = c[k];
+        int64_t w = p->cfg->backends[i].weight, load = atomic_load(&p->be[i].slots->inflight);
+        /* load / w against best_load / best_w */
+        if (load * best_w < best_load * w) {
+            nt = 0;
+            best_load = load;
+            best_w = w;
+        } else if (load * best_w > best_load * w) {
+            continue;
+        }
+        tied[nt++] = i;
+    }
+    return nt == 1 ? tied[0] : choose_weighted(p, tied, nt);
+}
+
+static uint64_t next_random(struct pool *p)
+{
+    uint64_t x = p->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return p->rng = x;
+}
+
+/* The latency estimate now: it fades towards 0 while no answer refreshes it,
+ * so an idle backend's cost falls until it is tried again. */
+static double estimate_now(const struct pool *p, int i, int64_t now_us)
+{
+    const struct backend_state *s = &p->be[i];
+    if (!s->stamp_us)
+        return 0;
+    double tau = (double)p->cfg->server.balance_decay_ms * 1000.0;
+    return s->est_us * exp(-(double)(now_us - s->stamp_us) / tau);
+}
+
+/* One candidate at random by weight, other than `not`. */
+static int weighted_random(struct pool *p, const int *c, int n, int not)
+{
+    int64_t total = 0;
+    for (int k = 0; k < n; k++)
+        if (c[k] != not)
+            total += p->cfg->backends[c[k]].weight;
+    int64_t r = (int64_t)(next_random(p) % (uint64_t)total);
+    for (int k = 0; k < n; k++) {
+        if (c[k] == not)
+            continue;
+        r -= p->cfg->backends[c[k]].weight;
+        if (r < 0)
+            return c[k];
+    }
+    return c[n - 1];
+}
+
+/* Peak-EWMA with two random choices: of two candidates drawn by weight, the
+ * one with the lower estimate x (open requests + 1) per unit of weight. */
+static int choose_latency(struct pool *p, const int *c, int n)
+{
+    if (n == 1)
+        return c[0];
+    int a = weighted_random(p, c, n, -1), b = weighted_random(p, c, n, a);
+    int64_t now = sl_now_us();
+    double ca = (estimate_now(p, a, now) + 1.0) * (atomic_load(&p->be[a].slots->inflight) + 1) /
+                (double)p->cfg->backends[a].weight;
+    double cb = (estimate_now(p, b, now) + 1.0) * (atomic_load(&p->be[b].slots->inflight) + 1) /
+                (double)p->cfg->backends[b].weight;
+    return cb < ca ? b : a;
+}
+
+static int choose(struct pool *p, const int *c, int n)
+{
+    switch (p->cfg->server.balance) {
+    case BALANCE_LATENCY:
+        return choose_latency(p, c, n);
+    case BALANCE_LEAST_INFLIGHT:
+        return choose_least_inflight(p, c, n);
+    default:
+        return choose_weighted(p, c, n);
+    }
+}
+
+/* ---- picks ---- */
+
+static void hand_over(struct pool *p, struct pool_pick *pick, int i, struct pool_tried *tried)
+{
+    pick->backend = i;
+    struct breaker *b = &p->br[i];
+    if (b->state == BREAKER_HALF_OPEN) {
+        b->probe_in_flight = true;
+        pick->probe = true;
+    }
+    mark_tried(tried, i);
+}
+
+struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, int64_t tokens,
+                           struct pool_tried *tried)
 {
     const struct config *c = p->cfg;
-    struct pool_pick pick = { -1, false };
-    int64_t now = pool_now_ms();
+    struct pool_pick pick = { -1, false, -1 };
+    int n, ok[POOL_MAX_BACKENDS], nok = 0;
+    const int *cand = candidates(p, model, len, &n);
+    int64_t now = pool_now_ms(), prio = -1;
     pthread_mutex_lock(&p->lock);
-    /* The lowest priority number that has an available, untried backend. */
-    int64_t prio = -1;
-    for (int i = 0; i < c->nbackends; i++) {
-        const struct cfg_backend *be = &c->backends[i];
-        if (!is_tried(tried, i) && (prio < 0 || be->priority < prio) &&
-            cfg_models_match(&be->models, model, len) && available(p, i, now))
-            prio = be->priority;
+    /* The candidates that can take it now, and the lowest priority among them. */
+    for (int k = 0; k < n; k++) {
+        int i = cand[k];
+        if (is_tried(tried, i) || !available(p, i, now))
+            continue;
+        int64_t wait = full_for(p, i, tokens, now);
+        if (wait) {
+            note_full(&pick, wait);
+            continue;
+        }
+        ok[nok++] = i;
+        if (prio < 0 || c->backends[i].priority < prio)
+            prio = c->backends[i].priority;
     }
-    if (prio >= 0) {
-        int64_t total = 0;
-        for (int i = 0; i < c->nbackends; i++) {
-            const struct cfg_backend *be = &c->backends[i];
-            if (be->priority != prio || is_tried(tried, i) ||
-                !cfg_models_match(&be->models, model, len) || !available(p, i, now))
-                continue;
-            p->current[i] += be->weight;
-            total += be->weight;
-            if (pick.backend < 0 || p->current[i] > p->current[pick.backend])
-                pick.backend = i;
+    while (nok) {
+        int group[POOL_MAX_BACKENDS], ng = 0;
+        for (int k = 0; k < nok; k++)
+            if (c->backends[ok[k]].priority == prio)
+                group[ng++] = ok[k];
+        int i = choose(p, group, ng);
+        if (take_slot(p, i)) {
+            hand_over(p, &pick, i, tried);
+            break;
         }
-        p->current[pick.backend] -= total;
-        struct breaker *b = &p->br[pick.backend];
-        if (b->state == BREAKER_HALF_OPEN) {
-            b->probe_in_flight = true;
-            pick.probe = true;
-        }
-        tried->bits[pick.backend / 64] |= 1ULL << (pick.backend % 64);
+        note_full(&pick, POOL_INFLIGHT_WAIT_MS); /* filled meanwhile: the next one */
+        int kept = 0;
+        prio = -1;
+        for (int k = 0; k < nok; k++)
+            if (ok[k] != i) {
+                ok[kept++] = ok[k];
+                if (prio < 0 || c->backends[ok[k]].priority < prio)
+                    prio = c->backends[ok[k]].priority;
+            }
+        nok = kept;
     }
     pthread_mutex_unlock(&p->lock);
     return pick;
 }
 
-struct pool_pick pool_pick_backend(struct pool *p, int backend, struct pool_tried *tried)
+struct pool_pick pool_pick_backend(struct pool *p, int backend, int64_t tokens,
+                                   struct pool_tried *tried)
 {
-    struct pool_pick pick = { -1, false };
+    struct pool_pick pick = { -1, false, -1 };
     int64_t now = pool_now_ms();
     pthread_mutex_lock(&p->lock);
     if (!is_tried(tried, backend) && available(p, backend, now)) {
-        pick.backend = backend;
-        if (p->br[backend].state == BREAKER_HALF_OPEN) {
-            p->br[backend].probe_in_flight = true;
-            pick.probe = true;
-        }
-        tried->bits[backend / 64] |= 1ULL << (backend % 64);
+        int64_t wait = full_for(p, backend, tokens, now);
+        if (wait)
+            note_full(&pick, wait);
+        else if (take_slot(p, backend))
+            hand_over(p, &pick, backend, tried);
+        else
+            note_full(&pick, POOL_INFLIGHT_WAIT_MS);
     }
     pthread_mutex_unlock(&p->lock);
     return pick;
+}
+
+void pool_unpick(struct pool *p, const struct pool_pick *pick)
+{
+    if (pick->backend < 0)
+        return;
+    atomic_fetch_sub(&p->be[pick->backend].slots->inflight, 1);
+    if (pick->probe) {
+        pthread_mutex_lock(&p->lock);
+        p->br[pick->backend].probe_in_flight = false;
+        pthread_mutex_unlock(&p->lock);
+    }
 }
 
 int64_t pool_backend_available_ms(struct pool *p, int backend)
@@ -173,6 +478,8 @@ int64_t pool_backend_available_ms(struct pool *p, int backend)
     pthread_mutex_unlock(&p->lock);
     return SL_MAX(wait, 0);
 }
+
+/* ---- what attempts tell ---- */
 
 static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now,
                  int64_t retry_after_ms, enum up_outcome why)
@@ -199,6 +506,7 @@ void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome o
     struct breaker *b = &p->br[pick->backend];
     enum up_verdict verdict = up_outcome_info(outcome)->verdict;
     int64_t now = pool_now_ms();
+    atomic_fetch_sub(&p->be[pick->backend].slots->inflight, 1);
     pthread_mutex_lock(&p->lock);
     if (verdict == VERDICT_NEUTRAL) {
         if (pick->probe)
@@ -227,13 +535,50 @@ void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome o
     pthread_mutex_unlock(&p->lock);
 }
 
+/* Peak-EWMA: a sample above the (faded) estimate replaces it at once; one
+ * below moves it by the share of the decay time since the last sample. */
+void pool_observe(struct pool *p, int backend, int64_t ttfb_us)
+{
+    if (p->cfg->server.balance != BALANCE_LATENCY || backend < 0)
+        return;
+    int64_t now = sl_now_us();
+    double rtt = (double)SL_MAX(ttfb_us, 0);
+    pthread_mutex_lock(&p->lock);
+    struct backend_state *s = &p->be[backend];
+    double tau = (double)p->cfg->server.balance_decay_ms * 1000.0;
+    double decay = s->stamp_us ? exp(-(double)(now - s->stamp_us) / tau) : 0.0;
+    if (!s->stamp_us || rtt > s->est_us * decay)
+        s->est_us = rtt;
+    else
+        s->est_us = s->est_us * decay + rtt * (1.0 - decay);
+    s->stamp_us = now;
+    pthread_mutex_unlock(&p->lock);
+}
+
+void pool_upstream_said(struct pool *p, int backend, const struct pool_upstream_limits *u)
+{
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    struct backend_state *s = &p->be[backend];
+    if (u->remaining_requests >= 0 && u->requests_reset_ms >= 0) {
+        s->requests_left = u->remaining_requests;
+        s->requests_reset = now + u->requests_reset_ms;
+    }
+    if (u->remaining_tokens >= 0 && u->tokens_reset_ms >= 0) {
+        s->tokens_left = u->remaining_tokens;
+        s->tokens_reset = now + u->tokens_reset_ms;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
 int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
 {
+    int n;
+    const int *cand = candidates(p, model, len, &n);
     int64_t now = pool_now_ms(), best = -1;
     pthread_mutex_lock(&p->lock);
-    for (int i = 0; i < p->cfg->nbackends; i++) {
-        if (!cfg_models_match(&p->cfg->backends[i].models, model, len))
-            continue;
+    for (int k = 0; k < n; k++) {
+        int i = cand[k];
         struct breaker *b = &p->br[i];
         advance(p, i, now);
         int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
@@ -251,4 +596,9 @@ enum breaker_state pool_state(struct pool *p, int backend)
     enum breaker_state s = p->br[backend].state;
     pthread_mutex_unlock(&p->lock);
     return s;
+}
+
+int pool_inflight(struct pool *p, int backend)
+{
+    return atomic_load(&p->be[backend].slots->inflight);
 }

@@ -8,6 +8,8 @@
  *   ADMITTING        lim_admit ....................> on_admitted
  *        |                                             | refused: request_end(rate_limited ...)
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
+ *        |             a backend with rpm/tpm: lim_admit its windows first
+ *        |               ........................> on_capacity: full -> attempt_next
  *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING
  *        |             up_on_data      buffered whole, or relay_event per SSE event
  *        |             up_on_resend    curl would send it again: resend_unanswered decides
@@ -118,6 +120,12 @@ struct sl_request {
     int64_t charged_input, charged_output; /* what the key was charged, for metrics */
 
     /* Attempts. */
+    int64_t capacity_tokens;   /* what a deployment's tpm is charged: prompt and output reserve */
+    int64_t full_ms;           /* the earliest a backend passed over as full frees; -1 none */
+    bool capacity_pending;     /* the limiter holds a backend's rpm/tpm check (on_capacity) */
+    bool orphaned;             /* ended while capacity_pending: on_capacity frees it */
+    int capacity_backend;      /* whose windows capacity_ticket is for; -1 none open */
+    struct lim_decision capacity_ticket;
     int backend; /* of the current or last attempt, -1 before */
     int attempts;
     struct pool_tried tried;
@@ -160,6 +168,8 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
 static void on_admitted(const struct lim_decision *d, void *arg);
 static void set_target(struct sl_request *r, const char *name);
 static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
+static void on_capacity(const struct lim_decision *d, void *arg);
+static void request_free(struct sl_request *r);
 
 static const struct up_callbacks up_cb;
 
@@ -424,6 +434,9 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
     r->backend = -1;
+    r->capacity_backend = -1;
+    r->full_ms = -1;
+    r->capacity_tokens = call->estimate + spend_output_reserve(key, call);
     r->start_us = req->start_us;
     r->limits = lim_limits_of(key);
     r->body = evbuffer_new();
@@ -721,6 +734,44 @@ static void on_admitted(const struct lim_decision *d, void *arg)
 
 /* ---- attempts ------------------------------------------------------------- */
 
+/* A backend's own rpm and tpm as limiter windows, under a name no key can
+ * have ('@' + the backend's name): docs/pool.md, "Capacity". */
+static struct lim_limits deployment_limits(const struct cfg_backend *be, char name[CFG_NAME_MAX + 2])
+{
+    name[0] = '@';
+    snprintf(name + 1, CFG_NAME_MAX + 1, "%s", be->name);
+    return (struct lim_limits){ .rpm = be->rpm, .input_tpm = be->tpm };
+}
+
+static bool never_sent(enum up_outcome o)
+{
+    return o == UP_OUTCOME_CONNECT_FAILED || o == UP_OUTCOME_CONNECT_TIMEOUT ||
+           o == UP_OUTCOME_TLS_FAILED || o == UP_OUTCOME_NOT_STARTED;
+}
+
+/* Corrects the open deployment-window reservation to what the attempt used:
+ * `tokens` (prompt and completion) instead of the reservation, and with
+ * release the request itself undone. */
+static void capacity_settle(struct sl_request *r, int64_t tokens, bool release)
+{
+    if (r->capacity_backend < 0)
+        return;
+    char name[CFG_NAME_MAX + 2];
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->capacity_backend];
+    struct lim_limits lim = deployment_limits(be, name);
+    const struct lim_decision *t = &r->capacity_ticket;
+    struct lim_usage u = { .input_delta = (release ? 0 : tokens) - t->input_reserved,
+                           .release = release };
+    lim_settle(&r->w->limiter, t, name, &lim, &u);
+    r->capacity_backend = -1;
+}
+
+static void note_full(struct sl_request *r, int64_t ms)
+{
+    if (ms >= 0 && (r->full_ms < 0 || ms < r->full_ms))
+        r->full_ms = ms;
+}
+
 /* The attempt is over, classified once: the breaker's verdict, the metrics,
  * and what the request's answer will be made of if none follows. */
 static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_after_ms,
@@ -730,6 +781,8 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
     r->xfer = NULL; /* freed by the upstream module, or already cancelled */
     r->outcome = o;
     pool_report(r->gen->pool, &r->pick, o, retry_after_ms);
+    if (o != UP_OUTCOME_SUCCESS && o != UP_OUTCOME_PASSED && o != UP_OUTCOME_ABORTED)
+        capacity_settle(r, 0, never_sent(o)); /* the deployment generated nothing for it */
     mx_attempt(r->gen->cfg->backends[r->pick.backend].name, oi->label, ttfb);
     if (o != UP_OUTCOME_RATE_LIMITED)
         r->all_429 = false;
@@ -754,6 +807,16 @@ static void attempt_stop(struct sl_request *r, enum up_outcome o)
 static void end_attempts(struct sl_request *r)
 {
     char headers[96];
+    if (r->attempts == 0 && r->full_ms >= 0) {
+        snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
+                 (long long)SL_MAX((r->full_ms + 999) / 1000, 1), (long long)SL_MAX(r->full_ms, 1));
+        return request_end(r, END_UPSTREAM_CAPACITY,
+                           &(struct own_answer){ ERR_UPSTREAM_CAPACITY,
+                                                 "Every upstream deployment for this model is at "
+                                                 "its capacity right now; try again after "
+                                                 "Retry-After.",
+                                                 headers });
+    }
     if (r->attempts == 0) {
         int64_t ms = r->call.stateful
                          ? pool_backend_available_ms(r->gen->pool, r->gen->cfg->stateful_backend)
@@ -837,27 +900,78 @@ static bool fall_back(struct sl_request *r, const char *why)
 }
 
 /* A backend of the model, or of the next model of the chain when every one
- * of this model's is tried or unavailable; {-1} when none is left. */
+ * of this model's is tried, unavailable or full; {-1} when none is left. */
 static struct pool_pick pick_backend(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
+    struct pool_pick pick = { -1, false, -1 };
     if (r->attempts >= cfg->server.max_attempts)
-        return (struct pool_pick){ -1, false };
-    if (r->call.stateful)
-        return pool_pick_backend(r->gen->pool, cfg->stateful_backend, &r->tried);
-    struct pool_pick pick;
-    do
-        pick = pool_pick(r->gen->pool, r->upstream, r->upstream_len, &r->tried);
-    while (pick.backend < 0 && fall_back(r, "exhausted"));
+        return pick;
+    if (r->call.stateful) {
+        pick = pool_pick_backend(r->gen->pool, cfg->stateful_backend, r->capacity_tokens,
+                                 &r->tried);
+        note_full(r, pick.full_ms);
+        return pick;
+    }
+    do {
+        pick = pool_pick(r->gen->pool, r->upstream, r->upstream_len, r->capacity_tokens,
+                         &r->tried);
+        note_full(r, pick.full_ms);
+    } while (pick.backend < 0 && fall_back(r, "exhausted"));
     return pick;
 }
 
+static void attempt_start(struct sl_request *r);
+
+/* The next backend: picked, then, if it has rpm or tpm of its own, admitted
+ * by its windows (on the limiter, shared by all nodes with Redis). */
 static void attempt_next(struct sl_request *r)
 {
-    const struct config *cfg = r->gen->cfg;
     r->pick = pick_backend(r);
     if (r->pick.backend < 0)
         return end_attempts(r);
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    if (!be->rpm && !be->tpm)
+        return attempt_start(r);
+    char name[CFG_NAME_MAX + 2];
+    struct lim_limits lim = deployment_limits(be, name);
+    r->capacity_pending = true;
+    lim_admit(&r->w->limiter, name, &lim, r->capacity_tokens, 0, on_capacity, r);
+}
+
+/* The backend's windows answered: go, or pass it over as full and pick again. */
+static void on_capacity(const struct lim_decision *d, void *arg)
+{
+    struct sl_request *r = arg;
+    r->capacity_pending = false;
+    if (r->orphaned) { /* the request ended while the limiter held it */
+        if (d->admitted) {
+            r->capacity_ticket = *d;
+            r->capacity_backend = r->pick.backend;
+            capacity_settle(r, 0, true);
+        }
+        pool_unpick(r->gen->pool, &r->pick);
+        return request_free(r);
+    }
+    if (d->admitted) {
+        r->capacity_ticket = *d;
+        r->capacity_backend = r->pick.backend;
+        return attempt_start(r);
+    }
+    if (d->unavailable) /* Redis down, on_error = deny: the key's limits decided already */
+        return attempt_start(r);
+    pool_unpick(r->gen->pool, &r->pick);
+    note_full(r, d->retry_ms >= 0 ? d->retry_ms : lim_window_ms());
+    log_debug("backend %s full on %s (limit %lld, used %lld)",
+              r->gen->cfg->backends[r->pick.backend].name,
+              d->dim == LIM_DIM_REQUESTS ? "rpm" : "tpm", (long long)d->limit, (long long)d->used);
+    attempt_next(r);
+}
+
+/* Sends the request to the picked backend. */
+static void attempt_start(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
     const struct cfg_backend *be = &cfg->backends[r->pick.backend];
     if (r->attempts) /* a retry after the last backend failed */
         mx_retry(cfg->backends[r->backend].name);
@@ -913,10 +1027,43 @@ static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
     arm_ms(r->stream_idle, r->gen->cfg->backends[r->pick.backend].stream_idle_timeout_ms);
 }
 
+/* The upstream's own count of what is left, x-ratelimit-remaining-* with
+ * its x-ratelimit-reset-*: at zero the backend is full until the reset. */
+static void read_upstream_limits(struct sl_request *r, struct up_transfer *t)
+{
+    struct sl_str v;
+    struct pool_upstream_limits u = { -1, -1, -1, -1 };
+    static const char *const names[2][2] = {
+        { "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests" },
+        { "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens" },
+    };
+    int64_t *out[2][2] = { { &u.remaining_requests, &u.requests_reset_ms },
+                           { &u.remaining_tokens, &u.tokens_reset_ms } };
+    bool any = false;
+    for (int i = 0; i < 2; i++) {
+        char num[24];
+        if (!up_header(t, names[i][0], &v) || v.len == 0 || v.len >= sizeof(num))
+            continue;
+        memcpy(num, v.p, v.len);
+        num[v.len] = '\0';
+        int64_t n, reset;
+        if (!sl_parse_int(num, &n) || n < 0 || !up_header(t, names[i][1], &v) ||
+            !sl_parse_reset_ms(v, &reset))
+            continue;
+        *out[i][0] = n;
+        *out[i][1] = SL_MIN(reset, POOL_MAX_OPEN_MS);
+        any = true;
+    }
+    if (any)
+        pool_upstream_said(r->gen->pool, r->pick.backend, &u);
+}
+
 static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
     r->ttfb = up_ttfb(t);
+    pool_observe(r->gen->pool, r->pick.backend, (int64_t)(r->ttfb * 1e6));
+    read_upstream_limits(r, t);
     int status = up_status(t);
     r->upstream_status = status;
     if (r->req && status >= 200 && status <= 299 && is_event_stream(t))
@@ -1205,10 +1352,15 @@ static void settle(struct sl_request *r)
                            .spend_delta = r->cost - t->spend_reserved };
     if (t->admitted && t->where != LIM_NOWHERE)
         lim_settle(&r->w->limiter, t, r->key->name, &r->limits, &u);
+    capacity_settle(r, input + output, release);
 }
 
 static void request_free(struct sl_request *r)
 {
+    if (r->capacity_pending) { /* on_capacity comes, and frees it */
+        r->orphaned = true;
+        return;
+    }
     if (r->req) { /* not answered: only on internal paths that forgot to */
         r->req->owner = NULL;
         r->req->on_abort = NULL;

@@ -34,16 +34,20 @@ bool spend_budgeted(const struct cfg_key *k)
     return k->budget || (k->team && k->team->budget);
 }
 
+int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *call)
+{
+    if (call->endpoint == API_EMBEDDINGS) /* the one endpoint that never generates */
+        return 0;
+    return (call->max_tokens ? call->max_tokens : k->reserve_output_tokens) *
+           SL_MAX(call->choices, 1);
+}
+
 int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
                       const struct api_call *call)
 {
     if (!m || !spend_budgeted(k))
         return 0;
-    int64_t output = 0;
-    if (call->endpoint != API_EMBEDDINGS) /* the one endpoint that never generates */
-        output = (call->max_tokens ? call->max_tokens : k->reserve_output_tokens) *
-                 SL_MAX(call->choices, 1);
-    return spend_cost(m, call->estimate, 0, output);
+    return spend_cost(m, call->estimate, 0, spend_output_reserve(k, call));
 }
 
 /* ---- gauges ---- */

@@ -196,6 +196,39 @@ bool sl_parse_duration_ms(const char *s, int64_t *out)
     return parse_with_unit(s, units, mult, 1000, out);
 }
 
+bool sl_parse_reset_ms(struct sl_str v, int64_t *out)
+{
+    const char *p = v.p, *end = v.p + v.len;
+    double total = 0;
+    if (p == end)
+        return false;
+    while (p < end) {
+        double n = 0, scale = 1;
+        const char *digits = p;
+        for (; p < end && *p >= '0' && *p <= '9'; p++)
+            n = n * 10 + (*p - '0');
+        if (p < end && *p == '.')
+            for (p++; p < end && *p >= '0' && *p <= '9'; p++)
+                n += (*p - '0') * (scale /= 10);
+        if (p == digits || n > 1e9)
+            return false;
+        double mult = 1000; /* a bare number: seconds */
+        if (end - p >= 2 && p[0] == 'm' && p[1] == 's') {
+            mult = 1;
+            p += 2;
+        } else if (p < end && (*p == 'h' || *p == 'm' || *p == 's')) {
+            mult = *p == 'h' ? 3600000 : *p == 'm' ? 60000 : 1000;
+            p++;
+        } else if (p < end || digits != v.p) {
+            return false; /* a unit is missing or unknown */
+        }
+        total += n * mult;
+    }
+    int64_t ms = (int64_t)total;
+    *out = (double)ms < total ? ms + 1 : ms;
+    return true;
+}
+
 bool sl_parse_size(const char *s, int64_t *out)
 {
     static const char *const units[] = { "k", "m", "kb", "mb", NULL };

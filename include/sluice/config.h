@@ -24,6 +24,8 @@ enum quota_period {
     QUOTA_PERIOD_WEEK,
 };
 enum key_mode { KEY_MODE_ENFORCE, KEY_MODE_SHADOW };
+/* How the pool chooses within a priority group (docs/pool.md, "Balancing"). */
+enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_LEAST_INFLIGHT };
 
 struct cfg_listen {
     char host[64];
@@ -72,6 +74,8 @@ struct cfg_server {
     bool access_log;
     bool strict_permissions;
     int log_level; /* enum log_level */
+    int balance;   /* enum balance */
+    int64_t balance_decay_ms; /* latency: how fast an unrefreshed estimate fades */
 };
 
 struct cfg_redis {
@@ -106,6 +110,8 @@ struct cfg_backend {
     bool stateful;                     /* stored resources and model-less calls go here */
     int64_t models_cache_ms;           /* models = *: how long the upstream's list is kept */
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
+    int64_t rpm, tpm;     /* the deployment's own windows; 0 = unknown (docs/pool.md, "Capacity") */
+    int64_t max_inflight; /* requests this node has open at it at once; 0 = no cap */
 };
 
 /* [model NAME]: a name clients may call, what it is called upstream, where

@@ -24,6 +24,7 @@ enum sl_error {
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
     ERR_UPSTREAM_RATE_LIMITED, /* 429 every upstream tried answered 429 */
+    ERR_UPSTREAM_CAPACITY, /* 429 every backend of the model is at its capacity */
     ERR_INTERNAL,          /* 500 */
     ERR_NOT_IMPLEMENTED,   /* 501 */
     ERR_UPSTREAM_FAILED,   /* 502 */

@@ -48,6 +48,9 @@ enum up_end {
       "answer withheld")                                                                           \
     X(UPSTREAM_RATE_LIMITED, "upstream_rate_limited",                                              \
       "every upstream tried answered 429 (one 429 `upstream_rate_limited`), or the only one did") \
+    X(UPSTREAM_CAPACITY, "upstream_capacity",                                                      \
+      "every backend for the model was full: its rpm, tpm or max_inflight, or its upstream's "    \
+      "own remaining count (429 with the earliest Retry-After)")                                  \
     X(UPSTREAM_CONNECT_FAILED, "upstream_connect_failed",                                          \
       "the last backend tried could not be connected to (502)")                                   \
     X(UPSTREAM_CONNECT_TIMEOUT, "upstream_connect_timeout",                                        \

@@ -20,9 +20,13 @@ int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, in
 /* Whether the key's requests are held to a budget (its own or its team's). */
 bool spend_budgeted(const struct cfg_key *k);
 
+/* The output tokens a request may generate, as reserved: what it allows
+ * (max_tokens or the like, times n) or else the key's reserve_output_tokens;
+ * 0 for embeddings. */
+int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *call);
+
 /* What an admission reserves: the estimated prompt at the input price plus
- * the output the request allows (max_tokens or the like, times n) or else
- * the key's reserve_output_tokens; 0 for a key without a budget. */
+ * spend_output_reserve() at the output price; 0 for a key without a budget. */
 int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
                       const struct api_call *call);
 

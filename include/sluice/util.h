@@ -61,6 +61,10 @@ bool sl_parse_duration_ms(const char *s, int64_t *out); /* 100ms 2s 10m 1h; bare
 bool sl_parse_size(const char *s, int64_t *out);        /* 512 4k 4m */
 bool sl_parse_bool(const char *s, bool *out);           /* yes/no on/off true/false 1/0 */
 bool sl_parse_money(const char *s, int64_t *out);       /* USD "2.50" -> micro-dollars 2500000 */
+/* A duration as OpenAI's x-ratelimit-reset-* headers write it: parts of
+ * digits (a fraction allowed) and a unit h, m, s or ms, as "6m0s", "1.5s",
+ * "20ms"; a bare number is seconds. Milliseconds, rounded up. */
+bool sl_parse_reset_ms(struct sl_str v, int64_t *out);
 /* Micro-dollars as USD with 6 decimals ("0.000123"): at most 28 bytes and a
  * NUL; returns the length. */
 size_t sl_fmt_money(int64_t micro, char *out);

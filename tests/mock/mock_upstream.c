@@ -36,6 +36,7 @@
  *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
  *   x-mock-cached-tokens: 6       of the prompt, reported as cached (prompt_tokens_details)
  *   x-mock-reasoning-tokens: 4    of the completion, reported as reasoning
+ *   x-mock-header: N: V           (config "header") one more header line on a 200 answer
  *                                 (completion_tokens_details; included in completion_tokens)
  * Control: GET /_mock/stats, GET /_mock/last, POST /_mock/config, POST /_mock/reset. */
 #include <cjson/cJSON.h>
@@ -72,6 +73,7 @@ struct faults {
     int prompt_tokens; /* -1 = count words */
     bool no_usage;
     int cached_tokens, reasoning_tokens;
+    char header[160]; /* "Name: value" added to a 200 answer's head, or "" */
 };
 
 static struct {
@@ -83,6 +85,7 @@ static struct {
     long stream_requests;
     long aborted;
     long inflight;
+    long max_inflight; /* the most requests open at once since start or reset */
     char *last; /* JSON of the last API request */
     struct http_server *srv;
 } mock;
@@ -337,10 +340,13 @@ static void whole_response(struct mock_req *m)
     }
     sl_buf_appends(&b, "\n");
     /* A cookie for the caller's session, as OpenAI's edge sets one. */
-    static const char h[] = "Content-Type: application/json\r\n"
-                            "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\n"
-                            "x-request-id: req-mock\r\n";
-    http_respond(m->req, 200, h, sizeof(h) - 1, b.data, b.len);
+    char h[320];
+    int hlen = snprintf(h, sizeof(h),
+                        "Content-Type: application/json\r\n"
+                        "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\n"
+                        "x-request-id: req-mock\r\n%s%s",
+                        m->f.header, m->f.header[0] ? "\r\n" : "");
+    http_respond(m->req, 200, h, (size_t)hlen, b.data, b.len);
     sl_buf_free(&b);
     sl_buf_free(&text);
 }
@@ -558,9 +564,12 @@ static void respond_now(struct mock_req *m)
         return;
     }
     if (!m->head_sent) {
-        static const char h[] = "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                                "x-request-id: req-mock\r\n";
-        http_stream_begin(m->req, 200, h, sizeof(h) - 1);
+        char h[320];
+        int hlen = snprintf(h, sizeof(h),
+                            "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                            "x-request-id: req-mock\r\n%s%s",
+                            m->f.header, m->f.header[0] ? "\r\n" : "");
+        http_stream_begin(m->req, 200, h, (size_t)hlen);
         m->head_sent = true;
         if (m->f.echo) {
             char ev[320];
@@ -610,6 +619,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
     f->cached_tokens = header_int(req, "x-mock-cached-tokens", f->cached_tokens);
     f->reasoning_tokens = header_int(req, "x-mock-reasoning-tokens", f->reasoning_tokens);
+    header_str(req, "x-mock-header", f->header, sizeof(f->header));
 }
 
 static bool authorized(const struct http_req *req)
@@ -639,7 +649,8 @@ static void api_request(struct http_req *req, struct sl_str path)
         path = (struct sl_str){ path.p + 3, path.len - 3 };
     }
     struct mock_req *m = sl_calloc(1, sizeof(*m));
-    mock.inflight++;
+    if (++mock.inflight > mock.max_inflight)
+        mock.max_inflight = mock.inflight;
     m->req = req;
     req->owner = m;
     req->on_abort = on_abort;
@@ -941,6 +952,7 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "no-usage") == 0) f->no_usage = n != 0;
         else if (strcmp(k, "cached-tokens") == 0) f->cached_tokens = n;
         else if (strcmp(k, "reasoning-tokens") == 0) f->reasoning_tokens = n;
+        else if (strcmp(k, "header") == 0 && cJSON_IsString(v)) snprintf(f->header, sizeof(f->header), "%s", v->valuestring);
     }
     cJSON_Delete(root);
     reply_json(req, 200, "{\"ok\":true}\n");
@@ -954,8 +966,8 @@ static void handle(struct http_req *req, void *arg)
         char buf[256];
         snprintf(buf, sizeof(buf),
                  "{\"requests\":%ld,\"stream_requests\":%ld,\"aborted\":%ld,\"inflight\":%ld,"
-                 "\"connections\":%llu}\n",
-                 mock.requests, mock.stream_requests, mock.aborted, mock.inflight,
+                 "\"max_inflight\":%ld,\"connections\":%llu}\n",
+                 mock.requests, mock.stream_requests, mock.aborted, mock.inflight, mock.max_inflight,
                  (unsigned long long)http_server_accepted(mock.srv));
         return reply_json(req, 200, buf);
     }
@@ -966,6 +978,7 @@ static void handle(struct http_req *req, void *arg)
     if (sl_str_eq(path, "/_mock/reset")) {
         faults_default(&mock.config);
         mock.requests = mock.stream_requests = mock.aborted = 0;
+        mock.max_inflight = mock.inflight;
         return reply_json(req, 200, "{\"ok\":true}\n");
     }
     mock.requests++;

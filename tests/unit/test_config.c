@@ -257,6 +257,17 @@ static void test_values(void)
     CHECK(sl_parse_duration_ms("100ms", &v) && v == 100);
     CHECK(sl_parse_duration_ms("2s", &v) && v == 2000);
     CHECK(sl_parse_duration_ms("10m", &v) && v == 600000);
+    /* OpenAI's reset durations */
+    CHECK(sl_parse_reset_ms(SL_STR("6m0s"), &v) && v == 360000);
+    CHECK(sl_parse_reset_ms(SL_STR("1.5s"), &v) && v == 1500);
+    CHECK(sl_parse_reset_ms(SL_STR("20ms"), &v) && v == 20);
+    CHECK(sl_parse_reset_ms(SL_STR("1h2m3s"), &v) && v == 3723000);
+    CHECK(sl_parse_reset_ms(SL_STR("2"), &v) && v == 2000);
+    CHECK(sl_parse_reset_ms(SL_STR("0.0005s"), &v) && v == 1);
+    CHECK(!sl_parse_reset_ms(SL_STR(""), &v));
+    CHECK(!sl_parse_reset_ms(SL_STR("5x"), &v));
+    CHECK(!sl_parse_reset_ms(SL_STR("1m5"), &v));
+    CHECK(!sl_parse_reset_ms(SL_STR("s"), &v));
     CHECK(sl_parse_duration_ms("1h", &v) && v == 3600000);
     CHECK(sl_parse_duration_ms("5", &v) && v == 5000);
     CHECK(!sl_parse_duration_ms("5 s", &v));
