@@ -5,6 +5,7 @@ import json
 import re
 
 from conftest import CLIENT_KEY
+from test_failover import access_lines
 from test_pool import pool_conf
 
 CHAT = {"messages": [{"role": "user", "content": "hello there"}]}
@@ -16,10 +17,6 @@ def chat(s, model, **kw):
 
 def last_model(mock):
     return json.loads(mock.last()["body"])["model"]
-
-
-def access_lines(s):
-    return [l for l in s.log_text().splitlines() if " access " in l]
 
 
 def test_alias_is_sent_under_its_upstream_name(start_mock, start_sluice):
@@ -35,7 +32,7 @@ def test_alias_is_sent_under_its_upstream_name(start_mock, start_sluice):
     assert body["messages"] == CHAT["messages"]
     # the upstream name itself is callable too
     assert chat(s, "gpt-4o-mini").headers["x-sluice-model"] == "gpt-4o-mini"
-    lines = access_lines(s)
+    lines = access_lines(s, 2)
     assert " model=fast served_model=gpt-4o-mini " in lines[0]
     assert " model=gpt-4o-mini served_model=gpt-4o-mini " in lines[1]
     metrics = s.request("GET", "/metrics", key=None).body.decode()
@@ -84,7 +81,7 @@ def test_fallback_when_every_breaker_is_open(start_mock, start_sluice):
     before = a.stats()["requests"]
     r = chat(s, "gpt-4o")
     assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o-mini"
-    assert a.stats()["requests"] == before and " attempts=1 " in access_lines(s)[-1]
+    assert a.stats()["requests"] == before and " attempts=1 " in access_lines(s, 4)[-1]
 
 
 def test_context_fallback_on_context_length_exceeded(start_mock, start_sluice):
