@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY
+from test_failover import access_lines
 
 ADMIN = "sk-admin-key-for-tests-0001"
 THIRD_KEY = "sk-third-client-key-0003"
@@ -124,7 +125,7 @@ def test_cost_in_log_metrics_headers_and_budget(mock, start_sluice, use_redis, r
     assert r.json()["usage"]["input_tokens_details"]["cached_tokens"] == 400
     # 1500 + 500 + 20 x 10 = 2200
     settle_wait(lambda: spent(s, "keys", "a") == 3 * 2080 + 2200)
-    lines = [l for l in s.log_text().splitlines() if " access " in l]
+    lines = access_lines(s, 4)
     assert len(lines) == 4
     assert all(" team=- " in l for l in lines)
     assert [re.search(r" cost_usd=(\S+) ", l).group(1) for l in lines] == \
