@@ -328,16 +328,18 @@ struct named_scope {
     enum scope scope;
     const char *title;
     size_t array, count; /* offsets in struct config: the array pointer and its length */
+    size_t names;        /* and the index of its names */
     size_t size;         /* of one element */
 };
 
-#define NAMED(sc, t, arr, cnt, type)                                                               \
-    { sc, t, offsetof(struct config, arr), offsetof(struct config, cnt), sizeof(type) }
+#define NAMED(sc, t, arr, cnt, idx, type)                                                          \
+    { sc, t, offsetof(struct config, arr), offsetof(struct config, cnt),                            \
+      offsetof(struct config, idx), sizeof(type) }
 static const struct named_scope named_scopes[] = {
-    NAMED(SCOPE_BACKEND, "backend", backends, nbackends, struct cfg_backend),
-    NAMED(SCOPE_KEY, "key", keys, nkeys, struct cfg_key),
-    NAMED(SCOPE_TEAM, "team", teams, nteams, struct cfg_team),
-    NAMED(SCOPE_MODEL, "model", models, nmodels, struct cfg_model),
+    NAMED(SCOPE_BACKEND, "backend", backends, nbackends, backend_names, struct cfg_backend),
+    NAMED(SCOPE_KEY, "key", keys, nkeys, key_names, struct cfg_key),
+    NAMED(SCOPE_TEAM, "team", teams, nteams, team_names, struct cfg_team),
+    NAMED(SCOPE_MODEL, "model", models, nmodels, model_names, struct cfg_model),
 };
 #undef NAMED
 
@@ -358,6 +360,11 @@ static void *named_element(const struct config *c, const struct named_scope *ns,
 {
     char *array = *(char *const *)((const char *)c + ns->array);
     return array + (size_t)i * ns->size;
+}
+
+static struct sl_names *names_of(const struct config *c, const struct named_scope *ns)
+{
+    return (struct sl_names *)((const char *)c + ns->names);
 }
 
 static void *section_obj(struct parser *p, struct section *sec)
@@ -789,18 +796,6 @@ static void apply_defaults(struct parser *p, enum scope scope, void *obj)
     }
 }
 
-static struct section *find_named(struct parser *p, enum scope scope, const char *name)
-{
-    for (int i = 0; i < p->nsections; i++) {
-        struct section *s = &p->sections[i];
-        if (s->scope != scope)
-            continue;
-        if (strcmp(((struct named_head *)section_obj(p, s))->name, name) == 0)
-            return s;
-    }
-    return NULL;
-}
-
 static struct section *find_scope(struct parser *p, enum scope scope)
 {
     for (int i = 0; i < p->nsections; i++)
@@ -857,15 +852,16 @@ static void open_section(struct parser *p, char *header)
         PERR(p, "[%s] takes no name", title);
         return;
     }
-    struct section *prev = named ? find_named(p, scope, name) : find_scope(p, scope);
-    if (prev) {
+    struct config *c = p->cfg;
+    const struct section *prev = named ? NULL : find_scope(p, scope);
+    int had = named ? sl_names_find(names_of(c, ns), name, strlen(name)) : -1;
+    if (prev || had >= 0) {
         PERR(p, "section [%s%s%s] already defined at line %d", title, named ? " " : "", name,
-             prev->line);
+             prev ? prev->line : ((struct named_head *)named_element(c, ns, had))->line);
         return;
     }
 
     void *obj;
-    struct config *c = p->cfg;
     if (scope == SCOPE_SERVER) {
         obj = &c->server;
     } else if (scope == SCOPE_REDIS) {
@@ -875,14 +871,15 @@ static void open_section(struct parser *p, char *header)
         /* The arrays grow, so sections hold an index into them, not a pointer. */
         char **array = (char **)((char *)c + ns->array);
         int *count = (int *)((char *)c + ns->count);
-        *array = sl_realloc(*array, ns->size * (size_t)(*count + 1));
+        *array = sl_grow(*array, ns->size, *count);
         struct named_head *h = named_element(c, ns, *count);
         memset(h, 0, ns->size);
         h->name = sl_strdup(name);
         h->line = p->lineno;
+        sl_names_add(names_of(c, ns), h->name, strlen(h->name), *count, NULL);
         obj = (void *)(intptr_t)(*count)++;
     }
-    p->sections = sl_realloc(p->sections, sizeof(*p->sections) * (size_t)(p->nsections + 1));
+    p->sections = sl_grow(p->sections, sizeof(*p->sections), p->nsections);
     struct section *sec = &p->sections[p->nsections++];
     memset(sec, 0, sizeof(*sec));
     sec->scope = scope;
@@ -1095,6 +1092,29 @@ static void check_budgets(struct parser *p)
                       c->teams[i].name);
 }
 
+/* The model names the config names (backends' and keys' lists, [model]
+ * sections), each once, for cfg_model_label: O(1) per request. */
+static void add_label(struct config *c, const char *name)
+{
+    if (sl_names_find(&c->label_names, name, strlen(name)) >= 0)
+        return;
+    c->labels = sl_grow(c->labels, sizeof(*c->labels), c->nlabels);
+    c->labels[c->nlabels] = name;
+    sl_names_add(&c->label_names, name, strlen(name), c->nlabels++, NULL);
+}
+
+static void index_labels(struct config *c)
+{
+    for (int i = 0; i < c->nbackends; i++)
+        for (int j = 0; j < c->backends[i].models.n; j++)
+            add_label(c, c->backends[i].models.names[j]);
+    for (int i = 0; i < c->nkeys; i++)
+        for (int j = 0; j < c->keys[i].models.n; j++)
+            add_label(c, c->keys[i].models.names[j]);
+    for (int i = 0; i < c->nmodels; i++)
+        add_label(c, c->models[i].name);
+}
+
 static void check_config(struct parser *p)
 {
     struct config *c = p->cfg;
@@ -1138,12 +1158,13 @@ static void check_config(struct parser *p)
     check_prices(p);
     check_model_routes(p);
     check_budgets(p);
-    for (int i = 0; i < c->nkeys; i++)
-        for (int j = 0; j < i; j++)
-            if (memcmp(c->keys[i].digest, c->keys[j].digest, 32) == 0)
-                add_error(p->errs, p->path, c->keys[i].line,
-                          "[key %s] has the same key as [key %s]", c->keys[i].name,
-                          c->keys[j].name);
+    struct sl_names digests = { 0 };
+    for (int i = 0, j; i < c->nkeys; i++)
+        if (!sl_names_add(&digests, c->keys[i].digest, 32, i, &j))
+            add_error(p->errs, p->path, c->keys[i].line,
+                      "[key %s] has the same key as [key %s]", c->keys[i].name, c->keys[j].name);
+    sl_names_free(&digests);
+    index_labels(c);
     if (c->nbackends > 256)
         add_error(p->errs, p->path, 0, "at most 256 [backend] sections are supported");
     if (c->nbackends == 0)
@@ -1202,6 +1223,10 @@ static void config_free(struct config *c)
         models_free(&c->models[i].context_fallbacks);
     }
     free(c->models);
+    for (size_t i = 0; i < SL_ARRAY_LEN(named_scopes); i++)
+        sl_names_free(names_of(c, &named_scopes[i]));
+    sl_names_free(&c->label_names);
+    free(c->labels);
     free(c);
 }
 
@@ -1284,26 +1309,13 @@ bool cfg_status_in(const struct cfg_statuses *s, int status)
 static const void *find_by_name(const struct config *c, enum scope scope, const char *name)
 {
     const struct named_scope *ns = named_scope_of(scope);
-    int n = *(const int *)((const char *)c + ns->count);
-    for (int i = 0; i < n; i++) {
-        const struct named_head *h = named_element(c, ns, i);
-        if (strcmp(h->name, name) == 0)
-            return h;
-    }
-    return NULL;
+    int i = sl_names_find(names_of(c, ns), name, strlen(name));
+    return i < 0 ? NULL : named_element(c, ns, i);
 }
 
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
 {
     return find_by_name(c, SCOPE_KEY, name);
-}
-
-static const char *listed_in(const struct cfg_models *m, const char *model)
-{
-    for (int i = 0; i < m->n; i++)
-        if (strcmp(m->names[i], model) == 0)
-            return m->names[i];
-    return NULL;
 }
 
 const struct cfg_team *cfg_find_team(const struct config *c, const char *name)
@@ -1340,17 +1352,8 @@ const struct cfg_model *cfg_priced_model(const struct config *c, const char *nam
 
 const char *cfg_model_label(const struct config *c, const char *model)
 {
-    const char *name;
-    for (int i = 0; i < c->nbackends; i++)
-        if ((name = listed_in(&c->backends[i].models, model)))
-            return name;
-    for (int i = 0; i < c->nkeys; i++)
-        if ((name = listed_in(&c->keys[i].models, model)))
-            return name;
-    const struct cfg_model *m = c->nmodels ? cfg_find_model(c, model) : NULL;
-    if (m)
-        return m->name;
-    return "other";
+    int i = sl_names_find(&c->label_names, model, strlen(model));
+    return i < 0 ? "other" : c->labels[i];
 }
 
 /* The page's prose: what the option table cannot say. */

@@ -35,19 +35,19 @@ struct seed {
 struct entry {
     char *name;
     pthread_mutex_t lock;
-    struct window win[3];  /* requests, input, output */
+    struct window *win;    /* [3]: requests, input, output; allocated by the first
+                              admission (an entry Redis only seeds has none) */
     struct counter quota;  /* tokens in the period `quota.period` */
     struct counter budget; /* micro-dollars in the period `budget.period` */
     struct seed seed;
-    struct entry *next;
 };
-
-#define NSLOTS 1024
 
 struct lim_local {
     int64_t window_ms, bucket_ms;
     pthread_mutex_t table_lock;
-    struct entry *slots[NSLOTS];
+    struct entry **entries; /* in creation order (sl_grow) */
+    int nentries;
+    struct sl_names index; /* name -> position in entries: O(1) with 100,000 keys */
 };
 
 struct lim_local *lim_local_new(int64_t window_ms)
@@ -63,37 +63,45 @@ void lim_local_free(struct lim_local *l)
 {
     if (!l)
         return;
-    for (int i = 0; i < NSLOTS; i++) {
-        struct entry *e = l->slots[i], *next;
-        for (; e; e = next) {
-            next = e->next;
-            pthread_mutex_destroy(&e->lock);
-            free(e->name);
-            free(e);
-        }
+    for (int i = 0; i < l->nentries; i++) {
+        struct entry *e = l->entries[i];
+        pthread_mutex_destroy(&e->lock);
+        free(e->win);
+        free(e->name);
+        free(e);
     }
+    free(l->entries);
+    sl_names_free(&l->index);
     pthread_mutex_destroy(&l->table_lock);
     free(l);
 }
 
 static struct entry *entry_for(struct lim_local *l, const char *name)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    size_t len = strlen(name);
     pthread_mutex_lock(&l->table_lock);
-    struct entry **slot = &l->slots[h % NSLOTS], *e = *slot;
-    while (e && strcmp(e->name, name) != 0)
-        e = e->next;
-    if (!e) {
+    int i = sl_names_find(&l->index, name, len);
+    struct entry *e;
+    if (i >= 0) {
+        e = l->entries[i];
+    } else {
         e = sl_calloc(1, sizeof(*e));
         e->name = sl_strdup(name);
         pthread_mutex_init(&e->lock, NULL);
-        e->next = *slot;
-        *slot = e;
+        l->entries = sl_grow(l->entries, sizeof(*l->entries), l->nentries);
+        l->entries[l->nentries] = e;
+        sl_names_add(&l->index, e->name, len, l->nentries++, NULL);
     }
     pthread_mutex_unlock(&l->table_lock);
     return e;
+}
+
+/* The entry's windows, made on first use; under its lock. */
+static struct window *windows(struct entry *e)
+{
+    if (!e->win)
+        e->win = sl_calloc(3, sizeof(*e->win));
+    return e->win;
 }
 
 static int64_t now_ms(void)
@@ -245,7 +253,7 @@ static void view_open(struct view *v, struct entry *e, int64_t rpm, int64_t inpu
     v->limits[1] = input_tpm;
     v->limits[2] = output_tpm;
     for (int d = 0; d < 3; d++)
-        v->used[d] = trim(&e->win[d], oldest) + seeded(e, d, oldest);
+        v->used[d] = trim(&windows(e)[d], oldest) + seeded(e, d, oldest);
 }
 
 /* Whether the windows refuse `wants`; the refusal (dimension first + d) in out. */
@@ -447,7 +455,7 @@ static void settle_windows(struct entry *e, int64_t rpm, int64_t input_tpm, int6
                            int64_t bucket, int64_t oldest, int64_t cur, const struct lim_usage *u)
 {
     for (int d = 0; d < 3; d++)
-        trim(&e->win[d], oldest);
+        trim(&windows(e)[d], oldest);
     if (bucket >= oldest) { /* the reservation is still in the window: correct it there */
         struct window *in = &e->win[1];
         if (input_tpm && u->input_delta) {

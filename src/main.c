@@ -5,9 +5,11 @@
 #include <event2/thread.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +95,12 @@ struct daemon {
     int nworkers;
     struct event *watchdog_ev;
     int64_t watchdog_usec;
+    /* Replaced generations, held until no worker or request uses them: the
+     * main thread frees them (reap_cb), so freeing a 100,000-key config never
+     * stalls a worker. */
+    struct generation **retired;
+    int nretired;
+    struct event *reap_ev;
 };
 
 static bool same_listen(const struct cfg_server *a, const struct cfg_server *b)
@@ -126,11 +134,40 @@ static void reload(struct daemon *d)
     struct generation *g = gen_new(cfg, d->gen);
     for (int i = 0; i < d->nworkers; i++)
         worker_set_generation(d->workers[i], g);
-    gen_unref(d->gen);
+    d->retired = sl_grow(d->retired, sizeof(*d->retired), d->nretired);
+    d->retired[d->nretired++] = d->gen; /* with the main thread's reference */
     d->gen = g;
     log_set_level((enum log_level)cfg->server.log_level);
     log_info("reloaded %s: %d backends, %d keys", d->path, cfg->nbackends, cfg->nkeys);
     notify("READY=1");
+}
+
+/* Frees the retired generations only the main thread still holds: nothing
+ * can take a new reference to one (workers take theirs from their current
+ * generation), so a count of one is final. */
+static void reap(struct daemon *d, bool all)
+{
+    int kept = 0;
+    for (int i = 0; i < d->nretired; i++) {
+        if (all || atomic_load(&d->retired[i]->refs) == 1)
+            gen_unref(d->retired[i]);
+        else
+            d->retired[kept++] = d->retired[i];
+    }
+    if (kept < d->nretired)
+        malloc_trim(0); /* a big config's pages go back to the system, not only to malloc */
+    d->nretired = kept;
+    if (!kept) { /* sl_grow's capacity follows the count: start again from none */
+        free(d->retired);
+        d->retired = NULL;
+    }
+}
+
+static void reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    reap(arg, false);
 }
 
 /* Pets systemd's watchdog only while every worker's loop is turning. */
@@ -242,6 +279,8 @@ static int run(const char *path)
                                   (suseconds_t)(d.watchdog_usec / 2 % 1000000) };
             event_add(d.watchdog_ev, &tv);
         }
+        d.reap_ev = event_new(d.base, -1, EV_PERSIST, reap_cb, &d);
+        event_add(d.reap_ev, &(struct timeval){ .tv_sec = 1 });
         notify("READY=1");
         event_base_dispatch(d.base);
     }
@@ -255,7 +294,10 @@ static int run(const char *path)
         event_free(sigev[i]);
     if (d.watchdog_ev)
         event_free(d.watchdog_ev);
+    if (d.reap_ev)
+        event_free(d.reap_ev);
     event_base_free(d.base);
+    reap(&d, true);
     gen_unref(d.gen);
     lim_local_free(d.local);
     mx_shutdown();

@@ -17,12 +17,14 @@ static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
                                            1, 2.5, 5, 10, 30, 60, 120, 300 };
 #define NBUCKETS (sizeof(duration_buckets) / sizeof(duration_buckets[0]))
 
+/* One allocation each (a busy node has one per key, model and status): the
+ * struct, then a histogram's buckets, then the label text. */
 struct series {
     char *labels; /* `a="x",b="y"` */
     size_t len;
     uint64_t hash;
     uint64_t value;
-    uint64_t buckets[NBUCKETS]; /* histograms: cumulative at render time */
+    uint64_t *buckets; /* histograms only: cumulative at render time */
     double sum;
     struct series *next; /* in creation order, newest first: for rendering */
 };
@@ -166,8 +168,11 @@ static struct series *series_for(struct family *f)
         for (struct series *s = f->head; s; s = s->next)
             table_put(f, s);
     }
-    struct series *s = sl_calloc(1, sizeof(*s));
-    s->labels = sl_strndup(t, text.len);
+    size_t nbuckets = f->histogram ? NBUCKETS : 0;
+    struct series *s = sl_calloc(1, sizeof(*s) + nbuckets * sizeof(uint64_t) + text.len + 1);
+    s->buckets = nbuckets ? (uint64_t *)(s + 1) : NULL;
+    s->labels = (char *)(s + 1) + nbuckets * sizeof(uint64_t);
+    memcpy(s->labels, t, text.len);
     s->len = text.len;
     s->hash = h;
     s->next = f->head;
@@ -370,7 +375,6 @@ void mx_shutdown(void)
         struct series *s = families[i].head, *next;
         for (; s; s = next) {
             next = s->next;
-            free(s->labels);
             free(s);
         }
         families[i].head = NULL;

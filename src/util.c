@@ -356,6 +356,59 @@ uint64_t sl_hash(const void *data, size_t len)
     return h;
 }
 
+void *sl_grow(void *array, size_t size, int count)
+{
+    if (count & (count - 1))
+        return array;
+    return sl_realloc(array, size * (size_t)(count ? count * 2 : 1));
+}
+
+static struct sl_name_slot *names_slot(struct sl_name_slot *slots, size_t cap, const void *name,
+                                       size_t len)
+{
+    size_t i = (size_t)sl_hash(name, len) & (cap - 1);
+    while (slots[i].name && !(slots[i].len == len && memcmp(slots[i].name, name, len) == 0))
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+bool sl_names_add(struct sl_names *m, const void *name, size_t len, int value, int *had)
+{
+    if ((m->count + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        struct sl_name_slot *slots = sl_calloc(cap, sizeof(*slots));
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].name)
+                *names_slot(slots, cap, m->slots[i].name, m->slots[i].len) = m->slots[i];
+        free(m->slots);
+        m->slots = slots;
+        m->cap = cap;
+    }
+    struct sl_name_slot *s = names_slot(m->slots, m->cap, name, len);
+    if (s->name) {
+        if (had)
+            *had = s->value;
+        return false;
+    }
+    *s = (struct sl_name_slot){ name, len, value };
+    m->count++;
+    return true;
+}
+
+int sl_names_find(const struct sl_names *m, const void *name, size_t len)
+{
+    if (!m->cap)
+        return -1;
+    const struct sl_name_slot *s = names_slot(m->slots, m->cap, name, len);
+    return s->name ? s->value : -1;
+}
+
+void sl_names_free(struct sl_names *m)
+{
+    free(m->slots);
+    *m = (struct sl_names){ 0 };
+}
+
 size_t sl_fmt_int(int64_t v, char out[24])
 {
     char tmp[24], *p = tmp + sizeof(tmp);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/util.h"
+
 enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
 /* Calendar periods of quotas and budgets, UTC; week is ISO (from Monday). The
@@ -168,6 +170,12 @@ struct config {
     int nmodels;
     struct cfg_team *teams;
     int nteams;
+    /* each array's names -> index, so finding one is O(1) with 100,000 keys */
+    struct sl_names backend_names, key_names, model_names, team_names;
+    /* the model names it names (cfg_model_label), each once */
+    struct sl_names label_names;
+    const char **labels;
+    int nlabels;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
     atomic_int refs;
 };

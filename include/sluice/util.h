@@ -50,6 +50,27 @@ void sl_buf_int(struct sl_buf *b, int64_t v);
 /* FNV-1a of the bytes: for hash tables, not for anything an attacker picks
  * the collisions of beyond a slower lookup. */
 uint64_t sl_hash(const void *data, size_t len);
+/* Room for one more element in an array of count elements of size bytes,
+ * grown only by this: its capacity is the power of two at or above count, so
+ * it doubles when count reaches one (amortized O(1) appends). */
+void *sl_grow(void *array, size_t size, int count);
+/* A map from names (any bytes; not copied: they must outlive the map) to
+ * ints, by open addressing; it grows to stay at most half full, so adding and
+ * finding are O(1). For config names (100,000 keys) and digests. */
+struct sl_names {
+    struct sl_name_slot {
+        const char *name; /* NULL: empty */
+        size_t len;
+        int value;
+    } *slots;
+    size_t cap, count;
+};
+/* Adds name -> value; when the name is there already, returns false and sets
+ * *had (may be NULL) to the value it has. */
+bool sl_names_add(struct sl_names *m, const void *name, size_t len, int value, int *had);
+/* The value of name, or -1. */
+int sl_names_find(const struct sl_names *m, const void *name, size_t len);
+void sl_names_free(struct sl_names *m);
 /* v in decimal into out; returns the length (at most 20), no terminator. */
 size_t sl_fmt_int(int64_t v, char out[24]);
 /* Appends s as a quoted, escaped JSON string. */

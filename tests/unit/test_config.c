@@ -285,9 +285,35 @@ static void test_values(void)
     CHECK(!sl_parse_bool("nah", &b));
 }
 
+/* A model's metric label is the config's own name for it, found by the name
+ * index: backends' and keys' lists and [model] sections; others are "other". */
+static void test_model_labels(void)
+{
+    struct cfg_errors e = { 0 };
+    struct config *c = load("[backend a]\nurl = http://127.0.0.1:1/v1/\nmodels = gpt-4o, gpt-4o-mini\n"
+                            "[key k]\nkey = sk-test-aaaaaaaaaaaaaaaa\nmodels = fast, gpt-4o\n"
+                            "[model fast]\nupstream = gpt-4o-mini\n[model o1]\n",
+                            &e);
+    CHECK(c && e.n == 0);
+    if (!c)
+        return;
+    const char *names[] = { "gpt-4o", "gpt-4o-mini", "fast", "o1" };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const char *label = cfg_model_label(c, names[i]);
+        CHECK_STR(label, names[i]);
+        CHECK(label != names[i]); /* the config's copy, which lives as long as it does */
+    }
+    CHECK_STR(cfg_model_label(c, "gpt-4"), "other");
+    CHECK_STR(cfg_model_label(c, "gpt-4o-mini-2024"), "other");
+    CHECK_STR(cfg_model_label(c, ""), "other");
+    cfg_unref(c);
+    cfg_errors_free(&e);
+}
+
 int main(void)
 {
     test_money_and_teams();
+    test_model_labels();
     log_set_level(LOG_ERROR);
     test_valid();
     test_defaults_without_sections();

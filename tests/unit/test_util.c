@@ -1,4 +1,5 @@
-/* util: the UTF-8 check against a plain decoder, on valid and broken text. */
+/* util: the UTF-8 check against a plain decoder, on valid and broken text;
+ * the name map against a linear search of the same names. */
 #include <stdlib.h>
 
 #include "check.h"
@@ -96,9 +97,56 @@ static void test_random(void)
     CHECK(valid > 20000 && valid < 180000); /* both kinds were seen */
 }
 
+/* 20,000 names (some of them prefixes of others, some with NUL bytes inside)
+ * added in random order with duplicates: the map agrees with a linear search
+ * on every name added and on names never added, through every growth. */
+static void test_names(void)
+{
+    enum { N = 20000 };
+    static char names[N][16];
+    static size_t lens[N];
+    static int first[N]; /* the value the first add of a name gave it */
+    for (int i = 0; i < N; i++) {
+        lens[i] = (size_t)snprintf(names[i], sizeof(names[i]), "k%d", i / 2);
+        if (i % 2) /* "k7" and "k7\0x": equal up to the shorter length */
+            names[i][lens[i]++] = '\0', names[i][lens[i]++] = 'x';
+    }
+    struct sl_names m = { 0 };
+    int *order = NULL;
+    for (int i = 0; i < N + N / 4; i++) {
+        order = sl_grow(order, sizeof(*order), i);
+        order[i] = i < N ? i : (int)check_below(N); /* the last quarter: names again */
+    }
+    int agreed = 0, refused_again = 0;
+    for (int k = 0; k < N + N / 4; k++) {
+        int i = order[k], had = -1;
+        bool added = sl_names_add(&m, names[i], lens[i], k, &had);
+        if (k < N) {
+            agreed += added;
+            first[i] = k;
+        } else {
+            refused_again += !added && had == first[i];
+        }
+    }
+    CHECK(agreed == N);
+    CHECK(refused_again == N / 4);
+    CHECK(m.count == N && m.cap >= 2 * m.count);
+    int found = 0;
+    for (int i = 0; i < N; i++)
+        found += sl_names_find(&m, names[i], lens[i]) == first[i];
+    CHECK(found == N);
+    CHECK(sl_names_find(&m, "k10000", 6) == -1);
+    CHECK(sl_names_find(&m, "k1", 1) == -1); /* "k", a prefix of names */
+    CHECK(sl_names_find(&m, "", 0) == -1);
+    free(order);
+    sl_names_free(&m);
+    CHECK(m.cap == 0 && sl_names_find(&m, "k1", 2) == -1);
+}
+
 int main(void)
 {
     test_known();
     test_random();
+    test_names();
     return check_done();
 }
