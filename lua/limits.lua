@@ -8,33 +8,41 @@
 --   prefix .. ':' .. period id (d<day number>, w<day number of its Monday>,
 --   m<yyyymm>, total), expiring a day after its period ends.
 --
+-- max_inflight slots: a sorted set of leases (member: the lease's name,
+--   score: when it expires, ms); expired ones are dropped before counting.
+--
 -- KEYS[1..3]: the key's window hashes for requests, input tokens, output
 -- tokens; KEYS[4], KEYS[5]: the key's quota and budget prefixes; with a team
--- KEYS[6..8]: the team's windows, KEYS[9]: its budget prefix. All share one
--- hash tag (the team's when there is one).
+-- KEYS[6..8]: the team's windows, KEYS[9]: its budget prefix; then the
+-- key's lease set (KEYS[6], or KEYS[10] with a team) and the team's
+-- (KEYS[11]). All share one hash tag (the team's when there is one).
 -- ARGV[1] bucket_ms, [2] window_ms, [3] mode, then per mode:
 -- count ('cpeek', 'creset', 'cadd'): one counter alone, KEYS[1] its prefix;
 --   [4] period kind (1 day, 2 month, 3 total, 4 week), [5] clock offset in
 --   seconds (tests), [6] amount to add. Reply {used, reset_ms, period id}.
 -- batch: [4..6] rpm, input_tpm, output_tpm (0 = unlimited), [7] quota (0 =
 --   none), [8] its period kind, [9] clock offset, [10] budget (0 = none),
---   [11] its period kind; with a team [12..14] the team's rpm, input_tpm,
---   output_tpm, [15] its budget, [16] its period kind; then n (ARGV[12], or
---   ARGV[17] with a team) and n operations (see the end), done in order in
+--   [11] its period kind, [12] max_inflight (0 = none), [13] lease ms; with
+--   a team [14..16] the team's rpm, input_tpm, output_tpm, [17] its budget,
+--   [18] its period kind, [19] its max_inflight; then n (ARGV[14], or
+--   ARGV[20] with a team) and n operations (see the end), done in order in
 --   one call. One reply each:
---   admission: checks every window, the quota and both budgets, and only if
---     all pass (or force: shadow mode) records the request and reserves the
---     input tokens and the spend. Reply {admitted, dimension (4 quota,
---     5 budget, 6..8 team windows, 9 team budget), limit, used, requested,
---     retry_ms (-1 = never), bucket, used_requests, reset_requests_ms,
---     used_input, reset_input_ms, used_output, reset_output_ms, used_quota,
---     quota_reset_ms, spent, budget_reset_ms, team_requests, team_input,
---     team_output, team_spent, team_budget_reset_ms, quota period id, budget
---     period id, team budget period id}; for a key without budget or team
---     only the first 15 numbers and the quota period id.
+--   admission: checks every window, the quota, both budgets and the
+--     max_inflight slots, and only if all pass (or force: shadow mode)
+--     records the request, reserves the input tokens and the spend and takes
+--     a slot. Reply {admitted, dimension (4 quota, 5 budget, 6..8 team
+--     windows, 9 team budget, 10 slots, 11 team slots), limit, used,
+--     requested, retry_ms (-1 = never), bucket, used_requests,
+--     reset_requests_ms, used_input, reset_input_ms, used_output,
+--     reset_output_ms, used_quota, quota_reset_ms, spent, budget_reset_ms,
+--     team_requests, team_input, team_output, team_spent,
+--     team_budget_reset_ms, slots taken, team slots taken, quota period id,
+--     budget period id, team budget period id}; for a key without budget or
+--     team only the first 15 numbers, the slots taken and the quota period id.
 --   peek: the same reply, recording nothing.
 --   settlement: corrects the admission's bucket, records output, adds to the
---     admission's periods' quota and budgets. Reply 1.
+--     admission's periods' quota and budgets, frees the slot. Reply 1.
+--   renewal: the lease's slot expires lease ms from now. Reply 1.
 local bucket_ms = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local mode = ARGV[3]
@@ -117,17 +125,23 @@ if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
 end
 
 local offset = tonumber(ARGV[9])
-local team = KEYS[6] ~= nil
+local team = KEYS[11] ~= nil
 local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0 }
 local wkeys = { KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7], KEYS[8] }
 -- The counters: 1 quota, 2 budget, 3 the team's budget.
 local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0 }
 local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0 }
-local first_op = 12 -- where n is
+-- The slots: 1 the key's, 2 the team's.
+local slimits = { tonumber(ARGV[12]), 0 }
+local skeys = { KEYS[6], nil }
+local lease_ms = tonumber(ARGV[13])
+local first_op = 14 -- where n is
 if team then
-  limits[4], limits[5], limits[6] = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
-  climits[3], ckinds[3] = tonumber(ARGV[15]), tonumber(ARGV[16])
-  first_op = 17
+  limits[4], limits[5], limits[6] = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  climits[3], ckinds[3] = tonumber(ARGV[17]), tonumber(ARGV[18])
+  slimits[2] = tonumber(ARGV[19])
+  skeys = { KEYS[10], KEYS[11] }
+  first_op = 20
 end
 local compact = not team and climits[2] <= 0 -- the reply without budget and team fields
 local cprefix = { KEYS[4], KEYS[5], KEYS[9] }
@@ -233,6 +247,44 @@ local function window_refusal(d, want)
   return { 0, dim, lim, used, want, free_after(d, used + want - lim) }
 end
 
+-- ---- max_inflight slots ----
+local S = {} -- per slot set: the leases it holds, once counted
+local function slots(i)
+  if slimits[i] <= 0 then return 0 end
+  if not S[i] then
+    redis.call('ZREMRANGEBYSCORE', skeys[i], '-inf', now) -- leases nobody renewed
+    S[i] = redis.call('ZCARD', skeys[i])
+  end
+  return S[i]
+end
+
+-- Full: refused, and only a slot freeing helps (Retry-After 1 s).
+local function slot_refusal(i)
+  local lim = slimits[i]
+  if lim <= 0 or slots(i) < lim then return nil end
+  return { 0, 9 + i, lim, S[i], 1, 1000 }
+end
+
+-- Takes (or with xx renews) the lease's slot in every set with a limit.
+local function slot_put(lease, xx)
+  for i = 1, 2 do
+    if slimits[i] > 0 then
+      local added = xx and redis.call('ZADD', skeys[i], 'XX', now + lease_ms, lease)
+        or redis.call('ZADD', skeys[i], now + lease_ms, lease)
+      if added == 1 then S[i] = slots(i) + 1 end
+      redis.call('PEXPIRE', skeys[i], lease_ms) -- the set goes with its last lease
+    end
+  end
+end
+
+local function slot_free(lease)
+  for i = 1, 2 do
+    if slimits[i] > 0 and redis.call('ZREM', skeys[i], lease) == 1 and S[i] then
+      S[i] = S[i] - 1
+    end
+  end
+end
+
 local function counter_refusal(i, want)
   local lim = climits[i]
   if lim <= 0 then return nil end
@@ -247,7 +299,7 @@ local function window_state(d)
   return w.total, reset_after(w.total, w.newest)
 end
 
-local function admit(cost, spend, force, peek)
+local function admit(cost, spend, force, peek, lease)
   local refusal = nil
   if not peek then
     -- in the order of the dimensions' numbers, as limit_local.c
@@ -257,18 +309,20 @@ local function admit(cost, spend, force, peek)
       refusal = window_refusal(4, 1) or window_refusal(5, cost) or window_refusal(6, 0)
         or counter_refusal(3, spend)
     end
+    refusal = refusal or slot_refusal(1) or slot_refusal(2)
   end
   local q, b, tb = counter(1), counter(2), counter(3)
   if refusal and not force then
     if compact then
       return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
-               0, 0, 0, 0, 0, 0, q.used, q.reset_ms, q.id }
+               0, 0, 0, 0, 0, 0, q.used, q.reset_ms, slots(1), q.id }
     end
     return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
              0, 0, 0, 0, 0, 0, q.used, q.reset_ms, b.used, b.reset_ms, 0, 0, 0, tb.used,
-             tb.reset_ms, q.id, b.id, tb.id }
+             tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }
   end
   if not peek then
+    if lease ~= '-' then slot_put(lease, false) end
     for d = 1, team and 6 or 3 do
       local want = (d == 1 or d == 4) and 1 or (d == 2 or d == 5) and cost or 0
       if limits[d] > 0 and want > 0 then wadd(d, cur, want) end
@@ -286,7 +340,8 @@ local function admit(cost, spend, force, peek)
   local ui, ri = window_state(2)
   local uo, ro = window_state(3)
   if compact then
-    return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms, q.id }
+    return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms,
+             slots(1), q.id }
   end
   local tr, ti, to = 0, 0, 0
   if team then
@@ -296,7 +351,7 @@ local function admit(cost, spend, force, peek)
   end
   return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro,
            q.used, q.reset_ms, b.used, b.reset_ms, tr, ti, to, tb.used, tb.reset_ms,
-           q.id, b.id, tb.id }
+           slots(1), slots(2), q.id, b.id, tb.id }
 end
 
 -- Changes the admission's bucket by delta if it is still counted, never below zero.
@@ -333,7 +388,9 @@ local function counter_settle(i, delta, period_id)
   end
 end
 
-local function settle(bucket, input_delta, output, release, quota_delta, qid, spend_delta, bid, tid)
+local function settle(bucket, input_delta, output, release, quota_delta, qid, spend_delta, bid, tid,
+                      lease)
+  if lease ~= '-' then slot_free(lease) end
   for base = 0, team and 3 or 0, 3 do
     if release and limits[base + 1] > 0 then adjust(base + 1, bucket, -1) end
     if input_delta ~= 0 and limits[base + 2] > 0 then adjust(base + 2, bucket, input_delta) end
@@ -345,11 +402,13 @@ local function settle(bucket, input_delta, output, release, quota_delta, qid, sp
   return 1
 end
 
--- ARGV[first_op] = number of operations, then each with its arguments:
---   'a', cost, force, spend                          admission
+-- ARGV[first_op] = number of operations, then each with its arguments
+-- (lease: the slot's name, '-' for none):
+--   'a', cost, force, spend, lease                   admission
 --   'p'                                              peek
 --   's', bucket, input delta, output, release, quota delta, quota period id,
---        spend delta, budget period id, team budget period id   settlement
+--        spend delta, budget period id, team budget period id, lease   settlement
+--   'r', lease                                       renewal
 local n = tonumber(ARGV[first_op])
 local replies = {}
 local a = first_op + 1
@@ -358,11 +417,16 @@ for i = 1, n do
   if op == 's' then
     replies[i] = settle(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
                         ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), ARGV[a + 6],
-                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9])
-    a = a + 10
+                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10])
+    a = a + 11
   elseif op == 'a' then
-    replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false)
-    a = a + 4
+    replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false,
+                       ARGV[a + 4])
+    a = a + 5
+  elseif op == 'r' then
+    if ARGV[a + 1] ~= '-' then slot_put(ARGV[a + 1], true) end
+    replies[i] = 1
+    a = a + 2
   else
     replies[i] = admit(0, 0, false, true)
     a = a + 1

@@ -249,6 +249,9 @@ static const struct option options[] = {
       "day | week | month | total (UTC calendar; week from Monday)" },
     { SCOPE_KEY, "reserve_output_tokens", T_INT, KEY(reserve_output_tokens), "1000", 0, 10000000,
       NULL, 0, "output tokens a budget reserves when the request sets no max_tokens" },
+    { SCOPE_KEY, "max_inflight", T_INT, KEY(max_inflight), "0", 0, 1000000, NULL, 0,
+      "requests of this key open at once, streams included, across all nodes (docs/limits.md); "
+      "0 = no cap" },
 
     { SCOPE_TEAM, "rpm", T_INT, TEAM(rpm), "0", 0, BIG, NULL, 0,
       "requests per minute of all the team's keys together; 0 = unlimited" },
@@ -260,6 +263,8 @@ static const struct option options[] = {
       "USD per budget_period, all keys together; 0 = none" },
     { SCOPE_TEAM, "budget_period", T_ENUM, TEAM(budget_period), "month", 0, 0, periods, 0,
       "day | week | month | total" },
+    { SCOPE_TEAM, "max_inflight", T_INT, TEAM(max_inflight), "0", 0, 1000000, NULL, 0,
+      "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
 };
 #define NOPTIONS ((int)SL_ARRAY_LEN(options))
 

@@ -23,6 +23,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_EXPECTATION] = { 417, "invalid_request_error", "expectation_failed" },
     [ERR_RATE_LIMITED] = { 429, "requests", "rate_limit_exceeded" },
     [ERR_RATE_LIMITED_TOKENS] = { 429, "tokens", "rate_limit_exceeded" },
+    [ERR_RATE_LIMITED_CONCURRENCY] = { 429, "concurrency", "rate_limit_exceeded" },
     [ERR_UPSTREAM_RATE_LIMITED] = { 429, "upstream", "upstream_rate_limited" },
     [ERR_UPSTREAM_CAPACITY] = { 429, "upstream", "upstream_capacity" },
     [ERR_INTERNAL] = { 500, "server_error", "internal_error" },

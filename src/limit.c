@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sluice/config.h"
 #include "sluice/util.h"
@@ -22,6 +24,36 @@ int64_t lim_window_ms(void)
     if (v && sl_parse_int(v, &ms) && ms >= LIM_BUCKETS && ms <= 3600000)
         return ms;
     return 60000;
+}
+
+int64_t lim_lease_ms(void)
+{
+    const char *v = getenv("SLUICE_LEASE_MS");
+    int64_t ms;
+    if (v && sl_parse_int(v, &ms) && ms >= 300 && ms <= 3600000)
+        return ms;
+    return 30000;
+}
+
+static atomic_llong last_lease;
+static uint64_t node_id;
+
+static void make_node_id(void)
+{
+    if (getrandom(&node_id, sizeof(node_id), 0) != (ssize_t)sizeof(node_id))
+        node_id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+}
+
+int64_t lim_lease_new(void)
+{
+    return atomic_fetch_add(&last_lease, 1) + 1;
+}
+
+void lim_lease_name(int64_t lease, char out[LIM_LEASE_NAME])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, make_node_id);
+    snprintf(out, LIM_LEASE_NAME, "%016llx-%lld", (unsigned long long)node_id, (long long)lease);
 }
 
 static int64_t clock_offset_s;
@@ -76,7 +108,8 @@ static struct lim_team team_of(const struct cfg_team *t)
                            .input_tpm = t->input_tpm,
                            .output_tpm = t->output_tpm,
                            .budget = t->budget,
-                           .budget_period = t->budget_period };
+                           .budget_period = t->budget_period,
+                           .max_inflight = t->max_inflight };
     snprintf(lt.name, sizeof(lt.name), "%s", t->name);
     return lt;
 }
@@ -90,7 +123,8 @@ struct lim_limits lim_limits_of(const struct cfg_key *k)
                               .quota_period = k->quota_period,
                               .budget = k->budget,
                               .budget_period = k->budget_period,
-                              .shadow = k->mode == KEY_MODE_SHADOW };
+                              .shadow = k->mode == KEY_MODE_SHADOW,
+                              .max_inflight = k->max_inflight };
     if (k->team)
         lim.team = team_of(k->team);
     return lim;
@@ -104,7 +138,7 @@ struct lim_limits lim_team_limits_of(const struct cfg_team *t)
 bool lim_unlimited(const struct lim_limits *lim)
 {
     return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota && !lim->budget &&
-           !lim->team.name[0];
+           !lim->max_inflight && !lim->team.name[0];
 }
 
 struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which)
@@ -246,8 +280,8 @@ void lim_count(struct limiter *l, const char *key, const struct lim_limits *lim,
 void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key,
                 const struct lim_limits *lim, const struct lim_usage *u)
 {
-    if (!t->admitted ||
-        (!u->input_delta && !u->output && !u->release && !u->quota_delta && !u->spend_delta))
+    if (!t->admitted || (!u->input_delta && !u->output && !u->release && !u->quota_delta &&
+                         !u->spend_delta && !t->lease))
         return;
     if (t->where == LIM_LOCAL)
         lim_local_settle(l->local, key, lim, t, u);
@@ -255,10 +289,17 @@ void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key
         lim_redis_settle(l->redis, key, lim, t, u);
 }
 
+void lim_renew(struct limiter *l, const struct lim_decision *t, const char *key,
+               const struct lim_limits *lim)
+{
+    if (t->admitted && t->lease && t->where == LIM_REDIS && l->redis)
+        lim_redis_renew(l->redis, key, lim, t);
+}
+
 /* The x-ratelimit header lines are written into one stack buffer, then
  * appended at once: they go on every limited response. */
 struct hline {
-    char text[960]; /* five sets of at most 181 bytes */
+    char text[1100]; /* five sets of at most 181 bytes, and the inflight pair (< 100) */
     size_t len;
 };
 
@@ -347,5 +388,12 @@ void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, str
     if (lim->budget)
         header_set(&h, "budget", lim->budget, d->budget.used, SL_MAX(d->budget.reset_ms, 0),
                    true);
+    if (lim->max_inflight) { /* no reset: a slot frees when a request ends */
+        PUT_LIT(&h, "x-ratelimit-limit-inflight: ");
+        put_int(&h, lim->max_inflight);
+        PUT_LIT(&h, "\r\nx-ratelimit-remaining-inflight: ");
+        put_int(&h, SL_MAX(lim->max_inflight - d->used_inflight, 0));
+        PUT_LIT(&h, "\r\n");
+    }
     sl_buf_append(out, h.text, h.len);
 }

@@ -39,6 +39,7 @@ struct entry {
                               admission (an entry Redis only seeds has none) */
     struct counter quota;  /* tokens in the period `quota.period` */
     struct counter budget; /* micro-dollars in the period `budget.period` */
+    int64_t inflight;      /* requests holding a max_inflight slot */
     struct seed seed;
 };
 
@@ -304,6 +305,17 @@ static void record(struct window *w, int64_t limit, int64_t bucket, int64_t amou
         add(w, bucket, amount);
 }
 
+/* max_inflight: refused when every slot is taken; a refused request can
+ * only wait for one to free, so Retry-After is 1 s. */
+static bool inflight_refuses(int64_t limit, int64_t open, enum lim_dim dim, struct lim_decision *out)
+{
+    if (!limit || open < limit)
+        return false;
+    *out = (struct lim_decision){ .dim = dim, .limit = limit, .used = open, .requested = 1,
+                                  .retry_ms = 1000, .where = out->where, .bucket = out->bucket };
+    return true;
+}
+
 /* Adds an admission's reservation to a counter it has (c NULL: none) and to its report n. */
 static void charge(struct counter *c, struct lim_count *n, int64_t amount)
 {
@@ -363,7 +375,10 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
             counter_refuses(lim->budget, &budget, spend, LIM_DIM_BUDGET, out) ||
             (te && (windows_refuse(l, &tv, wants, oldest, cur, now, LIM_DIM_TEAM_REQUESTS, out) ||
                     counter_refuses(lim->team.budget, &team_budget, spend, LIM_DIM_TEAM_BUDGET,
-                                    out)));
+                                    out))) ||
+            inflight_refuses(lim->max_inflight, e->inflight, LIM_DIM_INFLIGHT, out) ||
+            (te && inflight_refuses(lim->team.max_inflight, te->inflight, LIM_DIM_TEAM_INFLIGHT,
+                                    out));
     if (!peek && (!refused || lim->shadow)) {
         for (int d = 0; d < 2; d++) { /* requests and input; output comes at settlement */
             record(&e->win[d], kv.limits[d], cur, wants[d]);
@@ -373,6 +388,13 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
         charge(q, &quota, cost);
         charge(b, &budget, spend);
         charge(tb, &team_budget, spend);
+        bool slot = lim->max_inflight || (te && lim->team.max_inflight);
+        if (slot) {
+            out->lease = lim_lease_new();
+            e->inflight += lim->max_inflight ? 1 : 0;
+            if (te)
+                te->inflight += lim->team.max_inflight ? 1 : 0;
+        }
         out->input_reserved = cost;
         out->spend_reserved = spend;
     }
@@ -386,6 +408,8 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
         out->reset_requests_ms = reset_ms[0];
         out->reset_input_ms = reset_ms[1];
         out->reset_output_ms = reset_ms[2];
+        out->used_inflight = e->inflight;
+        out->team_inflight = te ? te->inflight : 0;
         if (te) {
             view_report(l, &tv, oldest, now, used, NULL);
             out->team_requests = used[0];
@@ -487,6 +511,8 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
         counter_settle(&e->quota, ticket->period, u->quota_delta);
     if (lim->budget)
         counter_settle(&e->budget, ticket->budget.period, u->spend_delta);
+    if (ticket->lease && lim->max_inflight && e->inflight > 0)
+        e->inflight--;
     pthread_mutex_unlock(&e->lock);
     if (!te)
         return;
@@ -495,5 +521,7 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
                    oldest, cur, u);
     if (lim->team.budget)
         counter_settle(&te->budget, ticket->team_budget.period, u->spend_delta);
+    if (ticket->lease && lim->team.max_inflight && te->inflight > 0)
+        te->inflight--;
     pthread_mutex_unlock(&te->lock);
 }

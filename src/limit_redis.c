@@ -43,6 +43,7 @@ struct lim_redis {
     struct redis_url url;
     int64_t timeout_ms;
     int64_t window_ms, bucket_ms;
+    int64_t lease_ms;
     int worker_id;
     redisAsyncContext *ac;
     enum state state;
@@ -272,6 +273,7 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->timeout_ms = cfg->timeout_ms;
     r->window_ms = window_ms;
     r->bucket_ms = SL_MAX(window_ms / LIM_BUCKETS, 1);
+    r->lease_ms = lim_lease_ms();
     r->worker_id = worker_id;
     r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
     r->drop_ev = event_new(base, -1, 0, drop_cb, r);
@@ -319,10 +321,11 @@ bool lim_redis_up(const struct lim_redis *r)
 #define FREE_CALLS 16
 
 struct pend { /* one queued operation */
-    char kind; /* 'a' admit, 'p' peek, 's' settle */
+    char kind; /* 'a' admit, 'p' peek, 's' settle, 'r' renew a lease */
     lim_redis_cb cb;
     void *arg;
     int64_t v[6]; /* admit: cost, force, spend; settle: see lim_redis_settle */
+    int64_t lease; /* admit, settle, renew: the max_inflight slot (0: none) */
     char period[3][LIM_PERIOD_ID]; /* settle: the quota's, the budget's, the team budget's */
 };
 
@@ -538,22 +541,26 @@ static void args_build(struct call *c)
         arg_int(c, c->amount);
         return;
     }
-    arg_str(c, team ? "9" : "5");
+    arg_str(c, team ? "11" : "6");
     static const char own[5] = { 'r', 'i', 'o', 'q', 'b' };
     for (int i = 0; i < 5; i++)
         arg_name(c, &names, false, own[i]);
     static const char shared[4] = { 'r', 'i', 'o', 'b' };
     for (int i = 0; team && i < 4; i++)
         arg_name(c, &names, true, shared[i]);
+    arg_name(c, &names, false, 'f'); /* the max_inflight leases, a sorted set */
+    if (team)
+        arg_name(c, &names, true, 'f');
     arg_int(c, r->bucket_ms);
     arg_int(c, r->window_ms);
     arg_str(c, op_modes[OP_BATCH]);
-    const int64_t limits[] = { lim->rpm,         lim->input_tpm,      lim->output_tpm,
-                               lim->quota,       lim->quota_period,   lim_clock_offset_s(),
-                               lim->budget,      lim->budget_period,  lim->team.rpm,
-                               lim->team.input_tpm, lim->team.output_tpm, lim->team.budget,
-                               lim->team.budget_period };
-    for (size_t i = 0; i < (team ? SL_ARRAY_LEN(limits) : 8); i++) /* the team's only with one */
+    const int64_t limits[] = { lim->rpm,          lim->input_tpm,       lim->output_tpm,
+                               lim->quota,        lim->quota_period,    lim_clock_offset_s(),
+                               lim->budget,       lim->budget_period,   lim->max_inflight,
+                               r->lease_ms,       lim->team.rpm,        lim->team.input_tpm,
+                               lim->team.output_tpm, lim->team.budget,  lim->team.budget_period,
+                               lim->team.max_inflight };
+    for (size_t i = 0; i < (team ? SL_ARRAY_LEN(limits) : 10); i++) /* the team's only with one */
         arg_int(c, limits[i]);
     arg_int(c, c->n);
     for (int i = 0; i < c->n; i++) {
@@ -569,6 +576,12 @@ static void args_build(struct call *c)
             arg_int(c, o->v[5]); /* spend delta */
             arg_str(c, o->period[1][0] ? o->period[1] : "-");
             arg_str(c, o->period[2][0] ? o->period[2] : "-");
+        }
+        if (o->kind != 'p') { /* the lease, last */
+            char name[LIM_LEASE_NAME] = "-";
+            if (o->lease)
+                lim_lease_name(o->lease, name);
+            arg_str(c, name);
         }
     }
 }
@@ -643,16 +656,18 @@ static bool parse_count(const redisReply *rep, enum lim_counter which, struct li
     return true;
 }
 
-/* A decision: 22 numbers and 3 period ids, or for a key without budget or
- * team 15 numbers and the quota's period id. */
+/* A decision: 24 numbers and 3 period ids, or for a key without budget or
+ * team 16 numbers and the quota's period id. */
 static bool parse_decision(const redisReply *rep, struct lim_decision *d)
 {
-    int64_t v[22];
+    int64_t v[24];
     char ids[3][LIM_PERIOD_ID];
-    bool compact = rep->type == REDIS_REPLY_ARRAY && rep->elements == 16;
-    if (!(compact ? reply_ints(rep, 15, v, 1, ids) : reply_ints(rep, 22, v, 3, ids)))
+    bool compact = rep->type == REDIS_REPLY_ARRAY && rep->elements == 17;
+    if (!(compact ? reply_ints(rep, 16, v, 1, ids) : reply_ints(rep, 24, v, 3, ids)))
         return false;
     memset(d, 0, sizeof(*d));
+    d->used_inflight = v[compact ? 15 : 22];
+    d->team_inflight = compact ? 0 : v[23];
     memcpy(d->period, ids[0], LIM_PERIOD_ID);
     d->used_quota = v[13];
     d->quota_reset_ms = v[14];
@@ -693,9 +708,13 @@ static bool answer(struct call *c, const redisReply *rep)
     }
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != (size_t)c->n)
         return false;
-    for (int i = 0; i < c->n; i++)
-        if (c->ops[i].kind != 's' && !parse_decision(rep->element[i], &d[i]))
+    for (int i = 0; i < c->n; i++) {
+        const struct pend *o = &c->ops[i];
+        if (o->kind != 's' && o->kind != 'r' && !parse_decision(rep->element[i], &d[i]))
             return false;
+        if (o->kind == 'a' && d[i].admitted)
+            d[i].lease = o->lease;
+    }
     c->answered = true;
     for (int i = 0; i < c->n; i++)
         if (c->ops[i].cb)
@@ -781,7 +800,8 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
     return a->rpm == b->rpm && a->input_tpm == b->input_tpm && a->output_tpm == b->output_tpm &&
            a->quota == b->quota && a->quota_period == b->quota_period &&
            a->budget == b->budget && a->budget_period == b->budget_period &&
-           a->shadow == b->shadow && strcmp(at->name, bt->name) == 0 && at->rpm == bt->rpm &&
+           a->shadow == b->shadow && a->max_inflight == b->max_inflight &&
+           at->max_inflight == bt->max_inflight && strcmp(at->name, bt->name) == 0 && at->rpm == bt->rpm &&
            at->input_tpm == bt->input_tpm && at->output_tpm == bt->output_tpm &&
            at->budget == bt->budget && at->budget_period == bt->budget_period;
 }
@@ -814,6 +834,8 @@ void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limi
                      int64_t cost, int64_t spend, lim_redis_cb cb, void *arg)
 {
     struct pend o = { .kind = 'a', .cb = cb, .arg = arg, .v = { cost, lim->shadow ? 1 : 0, spend } };
+    if (lim->max_inflight || lim->team.max_inflight) /* the slot's name, before Redis decides */
+        o.lease = lim_lease_new();
     enqueue(r, key, lim, &o);
 }
 
@@ -829,10 +851,18 @@ void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_lim
 {
     struct pend o = { .kind = 's',
                       .v = { ticket->bucket, u->input_delta, u->output, u->release ? 1 : 0,
-                             u->quota_delta, u->spend_delta } };
+                             u->quota_delta, u->spend_delta },
+                      .lease = ticket->lease };
     memcpy(o.period[0], ticket->period, LIM_PERIOD_ID);
     memcpy(o.period[1], ticket->budget.period, LIM_PERIOD_ID);
     memcpy(o.period[2], ticket->team_budget.period, LIM_PERIOD_ID);
+    enqueue(r, key, lim, &o);
+}
+
+void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     const struct lim_decision *ticket)
+{
+    struct pend o = { .kind = 'r', .lease = ticket->lease };
     enqueue(r, key, lim, &o);
 }
 

@@ -41,7 +41,8 @@ struct family {
 enum {
     F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
     F__COUNT,
-    F_BUDGET_REMAINING = F__COUNT, /* a gauge, rendered for the config's budgets only */
+    F_BUDGET_REMAINING = F__COUNT, /* gauges, rendered for the config's keys that have them */
+    F_KEY_INFLIGHT,
     F__ALL
 };
 
@@ -54,6 +55,7 @@ static struct family families[F__ALL] = {
     [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false },
     [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true },
     [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true },
+    [F_KEY_INFLIGHT] = { "sluice_inflight", "Requests of a key with max_inflight open on this node (the limit counts every node's).", false },
     [F_BUDGET_REMAINING] = { "sluice_budget_remaining_usd", "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", false, true },
 };
 
@@ -290,6 +292,15 @@ void mx_retry(const char *backend)
     count2(F_RETRIES, "backend", backend, NULL, NULL);
 }
 
+void mx_key_inflight(const char *key, int delta)
+{
+    pthread_mutex_lock(&lock);
+    text.len = 0;
+    label("key", key);
+    series_for(&families[F_KEY_INFLIGHT])->value += (uint64_t)(int64_t)delta;
+    pthread_mutex_unlock(&lock);
+}
+
 void mx_inflight(int delta)
 {
     atomic_fetch_add(&inflight, delta);
@@ -349,6 +360,17 @@ void mx_render(struct sl_buf *out, struct generation *gen)
         const struct series *s = series_find(f, sl_hash(text.data, text.len));
         if (s)
             render_value(out, f, s);
+    }
+    f = &families[F_KEY_INFLIGHT];
+    sl_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
+    for (int i = 0; i < c->nkeys; i++) {
+        if (!c->keys[i].max_inflight)
+            continue;
+        text.len = 0;
+        label("key", c->keys[i].name);
+        const struct series *s = series_find(f, sl_hash(text.data, text.len));
+        sl_buf_printf(out, "%s{%.*s} %lld\n", f->name, (int)text.len, text.data,
+                      s ? (long long)(int64_t)s->value : 0LL);
     }
     pthread_mutex_unlock(&lock);
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"

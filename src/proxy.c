@@ -154,6 +154,7 @@ struct sl_request {
     struct event *deadline;
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
     int64_t last_data_ms;      /* RELAYING: when the upstream last sent a byte */
+    struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
 };
 
 /* sluice's own answer, instead of an upstream's. */
@@ -602,11 +603,14 @@ static const char *const dim_names[] = { "",
                                          "requests per minute",
                                          "input tokens per minute",
                                          "output tokens per minute",
-                                         "budget" };
+                                         "budget",
+                                         "requests open at once",
+                                         "requests open at once" };
 static const char *const dim_labels[] = { "",       "requests",      "input_tokens",
                                           "output_tokens", "quota",  "budget",
                                           "team_requests", "team_input_tokens",
-                                          "team_output_tokens", "team_budget" };
+                                          "team_output_tokens", "team_budget",
+                                          "inflight", "team_inflight" };
 /* By enum quota_period. */
 static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)", "in total",
                                             "this week (UTC, from Monday)" };
@@ -614,7 +618,7 @@ static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)
 /* "key NAME" or "team NAME (of key NAME)": whose limit refused. */
 static void whose(const struct sl_request *r, enum lim_dim dim, char *out, size_t n)
 {
-    if (dim >= LIM_DIM_TEAM_REQUESTS)
+    if ((dim >= LIM_DIM_TEAM_REQUESTS && dim <= LIM_DIM_TEAM_BUDGET) || dim == LIM_DIM_TEAM_INFLIGHT)
         snprintf(out, n, "team %s (of key %s)", r->limits.team.name, r->key->name);
     else
         snprintf(out, n, "key %s", r->key->name);
@@ -662,6 +666,15 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
     if (d->dim == LIM_DIM_BUDGET || d->dim == LIM_DIM_TEAM_BUDGET)
         return refuse_budget(r, d);
     whose(r, d->dim, who, sizeof(who));
+    if (d->dim == LIM_DIM_INFLIGHT || d->dim == LIM_DIM_TEAM_INFLIGHT) {
+        snprintf(msg, sizeof(msg),
+                 "Too many concurrent requests for %s: Limit %lld, Open %lld. Please try again "
+                 "in 1s.",
+                 who, (long long)d->limit, (long long)d->used);
+        return request_end(r, END_RATE_LIMITED,
+                           &(struct own_answer){ ERR_RATE_LIMITED_CONCURRENCY, msg,
+                                                 "Retry-After: 1\r\nretry-after-ms: 1000\r\n" });
+    }
     if (d->retry_ms < 0) {
         snprintf(msg, sizeof(msg),
                  "Request too large for %s on %s: Limit %lld, Requested %lld. The input must "
@@ -703,10 +716,34 @@ static void ask_for_usage(struct sl_request *r)
     free(value);
 }
 
+static void renew_lease(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    lim_renew(&r->w->limiter, &r->ticket, r->key->name, &r->limits);
+}
+
+/* A max_inflight slot taken: counted in sluice_inflight{key}, and in Redis
+ * renewed every third of its lease until settlement frees it. */
+static void hold_slot(struct sl_request *r)
+{
+    if (r->limits.max_inflight)
+        mx_key_inflight(r->key->name, 1);
+    if (r->ticket.where != LIM_REDIS)
+        return;
+    r->lease_renew = event_new(r->w->base, -1, EV_PERSIST, renew_lease, r);
+    int64_t every = lim_lease_ms() / 3;
+    event_add(r->lease_renew, &(struct timeval){ (time_t)(every / 1000),
+                                                 (suseconds_t)(every % 1000) * 1000 });
+}
+
 static void on_admitted(const struct lim_decision *d, void *arg)
 {
     struct sl_request *r = arg;
     r->ticket = *d;
+    if (d->admitted && d->lease)
+        hold_slot(r);
     if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
         return request_end(r, r->end, NULL);
     if (!d->admitted)
@@ -1352,6 +1389,8 @@ static void settle(struct sl_request *r)
                            .spend_delta = r->cost - t->spend_reserved };
     if (t->admitted && t->where != LIM_NOWHERE)
         lim_settle(&r->w->limiter, t, r->key->name, &r->limits, &u);
+    if (t->admitted && t->lease && r->limits.max_inflight)
+        mx_key_inflight(r->key->name, -1);
     capacity_settle(r, input + output, release);
 }
 
@@ -1371,6 +1410,8 @@ static void request_free(struct sl_request *r)
     event_free(r->deadline);
     if (r->stream_idle)
         event_free(r->stream_idle);
+    if (r->lease_renew)
+        event_free(r->lease_renew);
     if (r->body)
         evbuffer_free(r->body);
     if (r->kept_body)

@@ -137,6 +137,7 @@ struct cfg_team {
     int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
     int64_t budget;                     /* micro-dollars per budget_period; 0 = none */
     enum quota_period budget_period;
+    int64_t max_inflight;               /* requests open at once, all keys; 0 = no cap */
 };
 
 struct cfg_key {
@@ -156,6 +157,7 @@ struct cfg_key {
     int64_t budget;              /* micro-dollars per budget_period; 0 = none */
     enum quota_period budget_period;
     int64_t reserve_output_tokens; /* reserved when the request sets no max tokens */
+    int64_t max_inflight;          /* requests open at once, across nodes; 0 = no cap */
 };
 
 struct config {

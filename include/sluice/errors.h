@@ -23,6 +23,7 @@ enum sl_error {
     ERR_EXPECTATION,       /* 417 */
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
+    ERR_RATE_LIMITED_CONCURRENCY, /* 429 rate_limit_exceeded, type "concurrency": max_inflight */
     ERR_UPSTREAM_RATE_LIMITED, /* 429 every upstream tried answered 429 */
     ERR_UPSTREAM_CAPACITY, /* 429 every backend of the model is at its capacity */
     ERR_INTERNAL,          /* 500 */

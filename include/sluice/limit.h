@@ -30,6 +30,8 @@ enum lim_dim {
     LIM_DIM_TEAM_INPUT = 7,
     LIM_DIM_TEAM_OUTPUT = 8,
     LIM_DIM_TEAM_BUDGET = 9,
+    LIM_DIM_INFLIGHT = 10,      /* max_inflight: requests open at once */
+    LIM_DIM_TEAM_INFLIGHT = 11,
 };
 #define LIM_NAME 65 /* a key's or team's name and its NUL (CFG_NAME_MAX + 1) */
 enum lim_where { LIM_NOWHERE, LIM_LOCAL, LIM_REDIS }; /* where an admission was recorded */
@@ -40,6 +42,7 @@ struct lim_team {
     int64_t rpm, input_tpm, output_tpm;
     int64_t budget; /* micro-dollars per period; 0 = none */
     int budget_period;
+    int64_t max_inflight; /* 0 = no cap */
 };
 
 struct lim_limits {
@@ -49,6 +52,7 @@ struct lim_limits {
     int64_t budget;                     /* micro-dollars per period; 0 = none */
     int budget_period;
     bool shadow; /* count, but never refuse */
+    int64_t max_inflight; /* requests open at once, across nodes; 0 = no cap */
     struct lim_team team;
 };
 
@@ -80,6 +84,8 @@ struct lim_decision {
     int64_t bucket;         /* the admission's bucket */
     int64_t input_reserved; /* the estimate reserved */
     int64_t spend_reserved; /* micro-dollars reserved in the budgets */
+    int64_t used_inflight, team_inflight; /* requests open, this one included */
+    int64_t lease; /* the slot max_inflight gave this request (0: none): settlement frees it */
 };
 
 /* What settles an admitted request (lim_settle). */
@@ -106,6 +112,17 @@ void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset
  * Periods end on whole seconds, so the sum is rounded to the nearest one: the decision
  * may have been made on another clock reading or on Redis. */
 int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms);
+
+/* max_inflight slots are leases: in Redis each expires lease_ms after it was
+ * taken or last renewed (lim_renew, every third of it while the request
+ * runs), so the slots of a node that died free themselves. 30 s, or
+ * SLUICE_LEASE_MS for tests (docs/testing.md). */
+int64_t lim_lease_ms(void);
+/* A new lease, unique within the process; lim_lease_name makes it unique
+ * across nodes (a random node id and the number). */
+int64_t lim_lease_new(void);
+#define LIM_LEASE_NAME 40
+void lim_lease_name(int64_t lease, char out[LIM_LEASE_NAME]);
 
 /* Quota and budget operations of the admin API. */
 enum lim_quota_op { LIM_QUOTA_READ, LIM_QUOTA_RESET, LIM_QUOTA_ADD };
@@ -143,6 +160,9 @@ void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limit
                     lim_redis_cb cb, void *arg);
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                       const struct lim_decision *ticket, const struct lim_usage *u);
+/* Extends the ticket's lease by lease_ms from now. */
+void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     const struct lim_decision *ticket);
 void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      enum lim_counter which, enum lim_quota_op op, int64_t amount,
                      lim_redis_cb cb, void *arg);
@@ -171,6 +191,11 @@ void lim_admit(struct limiter *l, const char *key, const struct lim_limits *lim,
  * the quota and budgets of the admission's periods changed by the deltas. */
 void lim_settle(struct limiter *l, const struct lim_decision *ticket, const char *key,
                 const struct lim_limits *lim, const struct lim_usage *u);
+/* Keeps an open request's max_inflight slot (ticket->lease) alive: a request
+ * calls it every lim_lease_ms() / 3 while it runs. Redis only (an in-process
+ * slot dies with the process). */
+void lim_renew(struct limiter *l, const struct lim_decision *ticket, const char *key,
+               const struct lim_limits *lim);
 /* Reads, resets or adds to a counter of the current period: the key's quota
  * or budget, or (LIM_TEAM_BUDGET) its team's budget. The answer has it in
  * lim_count_of(d, which) (or unavailable). */

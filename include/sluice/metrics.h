@@ -36,6 +36,8 @@ void mx_budget_remaining(const char *scope, const char *name, int64_t micro);
 void mx_attempt(const char *backend, const char *outcome, double ttfb_s);
 void mx_retry(const char *backend);
 void mx_inflight(int delta);
+/* Requests of a key with max_inflight open on this node: sluice_inflight{key}. */
+void mx_key_inflight(const char *key, int delta);
 
 /* The exposition text for GET /metrics. */
 void mx_render(struct sl_buf *out, struct generation *gen);

@@ -13,7 +13,8 @@ LIMITS = {"rpm": 12, "input_tpm": 150, "output_tpm": 60, "quota": 400, "period":
           "budget": 5000, "budget_period": 1}
 TEAM = {"rpm": 20, "input_tpm": 100, "output_tpm": 20, "budget": 3000, "budget_period": 4}
 # reply fields that do not depend on the millisecond the call ran
-STABLE = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13, 15, 17, 18, 19, 20, 22, 23, 24]
+STABLE = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13, 15, 17, 18, 19, 20, 22, 23, 24, 25, 26]
+LEASE_MS = 30000
 
 
 def names(key, team):
@@ -22,6 +23,9 @@ def names(key, team):
     keys = [own + d for d in "rioqb"]
     if team:
         keys += [f"sluice:{{{team}}}:t:{d}" for d in "riob"]
+    keys.append(own + "f")  # the max_inflight leases
+    if team:
+        keys.append(f"sluice:{{{team}}}:t:f")
     return keys
 
 
@@ -29,18 +33,20 @@ def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
     keys = names(key, team)
     args = ["EVALSHA", sha, len(keys)] + keys
     args += [BUCKET_MS, WINDOW_MS, "batch", limits["rpm"], limits["input_tpm"], limits["output_tpm"],
-             limits["quota"], limits["period"], 0, limits["budget"], limits["budget_period"]]
+             limits["quota"], limits["period"], 0, limits["budget"], limits["budget_period"],
+             limits.get("max_inflight", 0), limits.get("lease_ms", LEASE_MS)]
     if team:  # the team's limits only with a team
         t = team_limits
-        args += [t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"]]
+        args += [t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"],
+                 t.get("max_inflight", 0)]
     args.append(len(ops))
     for op in ops:
         args += op
     return redis.call(*args)
 
 
-def admission(cost, spend=0):
-    return ["a", cost, 0, spend]
+def admission(cost, spend=0, lease="-"):
+    return ["a", cost, 0, spend, lease]
 
 
 def operations(rng, bucket, periods, n):
@@ -55,7 +61,7 @@ def operations(rng, bucket, periods, n):
             release = rng.random() < 0.2
             ops.append(["s", bucket, rng.randint(-30, 30), 0 if release else rng.randint(0, 25),
                         1 if release else 0, rng.randint(-20, 40), periods[0],
-                        rng.randint(-400, 300), periods[1], periods[2]])
+                        rng.randint(-400, 300), periods[1], periods[2], "-"])
     return ops
 
 
@@ -139,21 +145,62 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     ttl = redis.call("TTL", f"sluice:{{tb}}:t:b:w{week}")
     assert abs(ttl - ((week + 8) * 86400 - int(redis.call("TIME")[0]))) <= 1
     # settlement gives back what a request did not cost, to the key and the team
-    settle = ["s", 0, 0, 0, 0, 0, "-", -600, f"d{day}", f"w{week}"]
+    settle = ["s", 0, 0, 0, 0, 0, "-", -600, f"d{day}", f"w{week}", "-"]
     batch(redis, sha, "kb", [settle], "tb", wide)
     assert redis.call("GET", f"sluice:{{tb}}:t:b:w{week}") == "7400"
     assert [r[0] for r in spend("kb", 2, 600)] == [1, 0]
 
 
 def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
-    """15 numbers and the quota's period id: the same numbers as the long reply."""
+    """16 numbers and the quota's period id: the same numbers as the long reply."""
     sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     plain = dict(LIMITS, budget=0)
     short = batch(redis, sha, "short", [admission(5), ["p"], admission(500)], limits=plain)
-    assert [len(r) for r in short] == [16, 16, 16]
+    assert [len(r) for r in short] == [17, 17, 17]
     assert short[0][:2] == [1, 0] and short[0][7] == 1 and short[0][9] == 5
     assert short[2][:5] == [0, 2, 150, 5, 500]  # refused on input tokens
     long = batch(redis, sha, "long", [admission(5), ["p"], admission(500)])
-    assert [len(r) for r in long] == [25, 25, 25]
+    assert [len(r) for r in long] == [27, 27, 27]
     same = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13]  # what does not depend on the millisecond
     assert [[r[i] for i in same] for r in short] == [[r[i] for i in same] for r in long]
+
+
+def test_max_inflight_slots_are_leases(redis):
+    """Slots of the key and of its team: taken at admission (in the same
+    atomic call as every other limit), freed at settlement, kept by renewal,
+    and gone by themselves once a lease is not renewed."""
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    lim = dict(LIMITS, rpm=0, input_tpm=0, output_tpm=0, quota=0, budget=0, max_inflight=2,
+               lease_ms=600)
+    team = dict(TEAM, rpm=0, input_tpm=0, output_tpm=0, budget=0, max_inflight=3)
+
+    def admit(key, lease):
+        return batch(redis, sha, key, [admission(1, 0, lease)], "tf", team, lim)[0]
+
+    def settle(key, lease):
+        return batch(redis, sha, key, [["s", 0, 0, 0, 0, 0, "-", 0, "-", "-", lease]], "tf", team, lim)
+
+    a = [admit("ka", f"n-{i}") for i in range(3)]
+    assert [r[0] for r in a] == [1, 1, 0]
+    assert a[1][22:24] == [2, 2]  # slots taken: the key's, the team's
+    assert a[2][1:6] == [10, 2, 2, 1, 1000]  # the key's slots, Retry-After 1 s
+    b = [admit("kb", f"n-{i}") for i in range(3, 5)]
+    assert [r[0] for r in b] == [1, 0]
+    assert b[1][1:4] == [11, 3, 3]  # the team's three are taken: one of kb, two of ka
+    settle("ka", "n-0")
+    assert admit("kb", "n-5")[0] == 1  # the freed team slot
+    # a settlement of a lease already gone frees nothing twice
+    settle("ka", "n-0")
+    assert admit("kb", "n-6")[0] == 0
+    # renewals keep n-1 and n-5; n-3 (kb) is not renewed and expires with its lease
+    time.sleep(0.4)
+    for key, lease in (("ka", "n-1"), ("kb", "n-5")):
+        batch(redis, sha, key, [["r", lease]], "tf", team, lim)
+    time.sleep(0.35)
+    r = admit("kb", "n-7")
+    assert r[0] == 1 and r[22:24] == [2, 3]  # n-5 and n-7 of kb; n-1, n-5, n-7 of the team
+    assert redis.call("ZSCORE", "sluice:{tf}:t:f", "n-3") is None
+    assert 0 < redis.call("PTTL", "sluice:{tf}:k:kb:f") <= 600
+    # a peek counts without taking one
+    peek = batch(redis, sha, "ka", [["p"]], "tf", team, lim)[0]
+    assert peek[0] == 1 and peek[22:24] == [1, 3]

@@ -2,6 +2,7 @@
  * retry time, sliding, input correction, output semantics, release; budgets
  * and teams (one admission over key and team, all or nothing). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -407,8 +408,66 @@ static void test_week(void)
     CHECK(strcmp(id, "w20780") == 0 && reset_ms == 1);
 }
 
+/* max_inflight in-process: 4 threads take and give back slots of one key
+ * whose team has fewer slots than the key; at no moment do more requests
+ * hold a slot than the smaller limit, and every slot comes back. */
+static atomic_int holding, most, wrong; /* CHECK counts are not thread-safe: wrong is */
+
+static void *inflight_hammer(void *arg)
+{
+    struct lim_local *l = arg;
+    struct lim_limits lim = { .max_inflight = 5, .team = { .name = "t", .max_inflight = 3 } };
+    for (int i = 0; i < 3000; i++) {
+        struct lim_decision d;
+        lim_local_admit(l, "k", &lim, 0, 0, &d);
+        if (!d.admitted) {
+            if (!(d.dim == LIM_DIM_TEAM_INFLIGHT && d.retry_ms == 1000 && d.limit == 3))
+                atomic_fetch_add(&wrong, 1);
+            continue;
+        }
+        if (!(d.lease > 0 && d.used_inflight <= 3 && d.team_inflight <= 3))
+            atomic_fetch_add(&wrong, 1);
+        int now = atomic_fetch_add(&holding, 1) + 1, seen = atomic_load(&most);
+        while (now > seen && !atomic_compare_exchange_weak(&most, &seen, now))
+            ;
+        atomic_fetch_sub(&holding, 1);
+        lim_local_settle(l, "k", &lim, &d, &(struct lim_usage){ 0 });
+    }
+    return NULL;
+}
+
+static void test_inflight_threads(void)
+{
+    struct lim_local *l = lim_local_new(60000);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, inflight_hammer, l);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    CHECK(atomic_load(&wrong) == 0);
+    CHECK(atomic_load(&most) >= 1 && atomic_load(&most) <= 3);
+    /* all given back: three at once again, the fourth refused on the team's */
+    struct lim_limits lim = { .max_inflight = 5, .team = { .name = "t", .max_inflight = 3 } };
+    struct lim_decision d[4];
+    for (int i = 0; i < 4; i++)
+        lim_local_admit(l, "k", &lim, 0, 0, &d[i]);
+    CHECK(d[0].admitted && d[1].admitted && d[2].admitted && !d[3].admitted);
+    CHECK(d[2].used_inflight == 3 && d[2].team_inflight == 3 && d[3].used == 3);
+    /* the key's own limit, alone */
+    struct lim_limits own = { .max_inflight = 2 };
+    struct lim_decision e[3];
+    for (int i = 0; i < 3; i++)
+        lim_local_admit(l, "k2", &own, 0, 0, &e[i]);
+    CHECK(e[0].admitted && e[1].admitted && !e[2].admitted && e[2].dim == LIM_DIM_INFLIGHT);
+    lim_local_settle(l, "k2", &own, &e[0], &(struct lim_usage){ 0 });
+    lim_local_admit(l, "k2", &own, 0, 0, &e[2]);
+    CHECK(e[2].admitted && e[2].used_inflight == 2);
+    lim_local_free(l);
+}
+
 int main(void)
 {
+    test_inflight_threads();
     test_budget();
     test_team();
     test_team_threads_exact();
