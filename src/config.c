@@ -252,6 +252,9 @@ static const struct option options[] = {
     { SCOPE_KEY, "max_inflight", T_INT, KEY(max_inflight), "0", 0, 1000000, NULL, 0,
       "requests of this key open at once, streams included, across all nodes (docs/limits.md); "
       "0 = no cap" },
+    { SCOPE_KEY, "queue_timeout", T_DURATION, KEY(queue_timeout_ms), "0s", 0, 3600000, NULL, 0,
+      "a request refused on requests, tokens or max_inflight waits up to this long for room "
+      "(FIFO per key), instead of 429; 0 = never waits" },
 
     { SCOPE_TEAM, "rpm", T_INT, TEAM(rpm), "0", 0, BIG, NULL, 0,
       "requests per minute of all the team's keys together; 0 = unlimited" },

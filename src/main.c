@@ -24,6 +24,7 @@
 #include "sluice/metrics.h"
 #include "sluice/notify.h"
 #include "sluice/util.h"
+#include "sluice/waitq.h"
 #include "sluice/worker.h"
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
@@ -301,6 +302,7 @@ static int run(const char *path)
     gen_unref(d.gen);
     lim_local_free(d.local);
     mx_shutdown();
+    waitq_shutdown();
     cfg_forget_environment();
     curl_global_cleanup();
     libevent_global_shutdown();

@@ -11,6 +11,7 @@
 #include "sluice/limit.h"
 #include "sluice/pool.h"
 #include "sluice/util.h"
+#include "sluice/waitq.h"
 #include "sluice/worker.h"
 
 static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -40,6 +41,7 @@ struct family {
 
 enum {
     F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
+    F_QUEUE_WAIT,
     F__COUNT,
     F_BUDGET_REMAINING = F__COUNT, /* gauges, rendered for the config's keys that have them */
     F_KEY_INFLIGHT,
@@ -54,6 +56,7 @@ static struct family families[F__ALL] = {
     [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false },
     [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false },
     [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true },
+    [F_QUEUE_WAIT] = { "sluice_queue_wait_seconds", "Time requests waited for room (queue_timeout), admitted or not.", true },
     [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true },
     [F_KEY_INFLIGHT] = { "sluice_inflight", "Requests of a key with max_inflight open on this node (the limit counts every node's).", false },
     [F_BUDGET_REMAINING] = { "sluice_budget_remaining_usd", "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", false, true },
@@ -292,6 +295,14 @@ void mx_retry(const char *backend)
     count2(F_RETRIES, "backend", backend, NULL, NULL);
 }
 
+void mx_queue_wait(double seconds)
+{
+    pthread_mutex_lock(&lock);
+    text.len = 0;
+    observe(series_for(&families[F_QUEUE_WAIT]), seconds);
+    pthread_mutex_unlock(&lock);
+}
+
 void mx_key_inflight(const char *key, int delta)
 {
     pthread_mutex_lock(&lock);
@@ -385,9 +396,12 @@ void mx_render(struct sl_buf *out, struct generation *gen)
                   "it was down ([redis] on_error).\n"
                   "# TYPE sluice_limiter_degraded_total counter\nsluice_limiter_degraded_total %lu\n"
                   "# HELP sluice_inflight_requests API requests being handled.\n"
-                  "# TYPE sluice_inflight_requests gauge\nsluice_inflight_requests %ld\n",
+                  "# TYPE sluice_inflight_requests gauge\nsluice_inflight_requests %ld\n"
+                  "# HELP sluice_queued_requests Requests waiting for room (queue_timeout).\n"
+                  "# TYPE sluice_queued_requests gauge\nsluice_queued_requests %ld\n",
                   (unsigned long)atomic_load(&lim_redis_errors),
-                  (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight));
+                  (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight),
+                  waitq_count());
 }
 
 void mx_shutdown(void)

@@ -7,6 +7,8 @@
  *        |
  *   ADMITTING        lim_admit ....................> on_admitted
  *        |                                             | refused: request_end(rate_limited ...)
+ *   QUEUED             refused but may wait (queue_timeout): wait_for_room, in the key's
+ *        |             line (waitq.h); on_wait: the head asks again -> ADMITTING
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
  *        |             a backend with rpm/tpm: lim_admit its windows first
  *        |               ........................> on_capacity: full -> attempt_next
@@ -49,6 +51,7 @@
 #include "sluice/sse.h"
 #include "sluice/tokens.h"
 #include "sluice/upstream.h"
+#include "sluice/waitq.h"
 #include "sluice/worker.h"
 
 #define STREAM_HIGH_MARK (256 * 1024)     /* pause the upstream above this much unsent output */
@@ -57,6 +60,7 @@
 
 #define PHASES(X)                                                                                   \
     X(ADMITTING)  /* the limiter holds the request; on_admitted comes next */                     \
+    X(QUEUED)     /* refused for now, waits in its key's line for room (queue_timeout) */         \
     X(FORWARDING) /* attempts run one after another; nothing sent to the client yet */            \
     X(RELAYING)   /* a stream is being relayed: the client has its head */                        \
     X(ABANDONED)  /* ended while ADMITTING: answered, waits for on_admitted */                    \
@@ -78,11 +82,13 @@ static const char *const phase_names[] = {
 /* The transitions set_phase() allows: to -> the phases it may come from. */
 #define FROM(p) (1u << PHASE_##p)
 static const unsigned phase_from[] = {
-    [PHASE_ADMITTING] = 0,
+    [PHASE_ADMITTING] = FROM(QUEUED),
+    [PHASE_QUEUED] = FROM(ADMITTING),
     [PHASE_FORWARDING] = FROM(ADMITTING),
     [PHASE_RELAYING] = FROM(FORWARDING),
     [PHASE_ABANDONED] = FROM(ADMITTING),
-    [PHASE_SETTLING] = FROM(ADMITTING) | FROM(FORWARDING) | FROM(RELAYING) | FROM(ABANDONED),
+    [PHASE_SETTLING] = FROM(ADMITTING) | FROM(QUEUED) | FROM(FORWARDING) | FROM(RELAYING) |
+                       FROM(ABANDONED),
     [PHASE_DONE] = FROM(SETTLING),
 };
 #undef FROM
@@ -155,6 +161,13 @@ struct sl_request {
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
     int64_t last_data_ms;      /* RELAYING: when the upstream last sent a byte */
     struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
+
+    /* Waiting for room (QUEUED; queue_timeout). */
+    struct waiter waiter;  /* its place in the key's line, while in one */
+    struct event *wait_ev; /* the head's time to ask again, a wake, or the end of its patience */
+    int64_t wait_until_ms; /* patience ends (0: not worked out yet) */
+    int64_t queued_since_us;
+    int64_t queued_us;     /* in the line, all told */
 };
 
 /* sluice's own answer, instead of an upstream's. */
@@ -167,6 +180,7 @@ struct own_answer {
 static void attempt_next(struct sl_request *r);
 static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own);
 static void on_admitted(const struct lim_decision *d, void *arg);
+static void wait_for_room(struct sl_request *r, int64_t retry_ms);
 static void set_target(struct sl_request *r, const char *name);
 static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
 static void on_capacity(const struct lim_decision *d, void *arg);
@@ -587,6 +601,10 @@ void proxy_handle(struct worker *w, struct http_req *req)
     r->model_label = model_label;
     r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
                                 : 0;
+    if (key->queue_timeout_ms && waitq_busy(key->name)) {
+        wait_for_room(r, -1); /* FIFO: behind the key's requests already waiting */
+        return;
+    }
     lim_admit(&w->limiter, key->name, &r->limits, r->estimate, r->spend_reserve, on_admitted, r);
     /* r may be gone here: on_admitted can run before lim_admit returns */
 }
@@ -738,6 +756,93 @@ static void hold_slot(struct sl_request *r)
                                                  (suseconds_t)(every % 1000) * 1000 });
 }
 
+/* ---- waiting for room ---------------------------------------------------------- */
+
+/* When the request stops waiting: queue_timeout after it came, and within the
+ * client's own timeout when it sends one (x-stainless-timeout, seconds, from
+ * the OpenAI SDKs). */
+static int64_t wait_until(struct sl_request *r)
+{
+    if (r->wait_until_ms)
+        return r->wait_until_ms;
+    int64_t patience = r->key->queue_timeout_ms;
+    const struct sl_str *t = r->req ? http_header(r->req, "x-stainless-timeout") : NULL;
+    char text[32];
+    if (t && t->len && t->len < sizeof(text)) {
+        memcpy(text, t->p, t->len);
+        text[t->len] = '\0';
+        char *end;
+        double secs = strtod(text, &end);
+        if (*end == '\0' && secs >= 0 && secs < 1e9)
+            patience = SL_MIN(patience, (int64_t)(secs * 1000.0));
+    }
+    r->wait_until_ms = r->start_us / 1000 + patience;
+    return r->wait_until_ms;
+}
+
+/* A refusal a wait can fix: a window or the slots, with room coming (by the
+ * limiter's retry time) before the request's patience ends. */
+static bool may_wait(struct sl_request *r, const struct lim_decision *d)
+{
+    if (!r->key->queue_timeout_ms || d->unavailable || d->retry_ms < 0 || !r->req)
+        return false;
+    enum lim_dim dim = d->dim;
+    bool waitable = (dim >= LIM_DIM_REQUESTS && dim <= LIM_DIM_OUTPUT) ||
+                    (dim >= LIM_DIM_TEAM_REQUESTS && dim <= LIM_DIM_TEAM_OUTPUT) ||
+                    dim == LIM_DIM_INFLIGHT || dim == LIM_DIM_TEAM_INFLIGHT;
+    return waitable && sl_now_ms() + d->retry_ms <= wait_until(r);
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg);
+
+/* Into the key's line (or on in it): the head asks again after retry_ms
+ * (< 0: now), the others when they become the head, or give up when their
+ * patience ends. No worker is held: the request is a timer. */
+static void wait_for_room(struct sl_request *r, int64_t retry_ms)
+{
+    if (!r->wait_ev)
+        r->wait_ev = event_new(r->w->base, -1, 0, on_wait, r);
+    bool head;
+    if (!r->waiter.line) {
+        head = waitq_join(&r->waiter, r->key->name, r->wait_ev);
+        r->queued_since_us = sl_now_us();
+    } else {
+        head = waitq_is_head(&r->waiter);
+    }
+    set_phase(r, PHASE_QUEUED);
+    int64_t now = sl_now_ms(), until = wait_until(r);
+    int64_t at = head ? (retry_ms < 0 ? now : now + retry_ms) : until;
+    arm_ms(r->wait_ev, SL_MAX(SL_MIN(at, until) - now, 0));
+}
+
+/* Out of the line, whichever way the wait ended; the next one is woken. */
+static void stop_waiting(struct sl_request *r)
+{
+    if (!r->waiter.line)
+        return;
+    waitq_leave(&r->waiter);
+    int64_t waited = sl_now_us() - r->queued_since_us;
+    r->queued_us += waited;
+    mx_queue_wait((double)waited / 1e6);
+}
+
+static void on_wait(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    if (r->phase != PHASE_QUEUED)
+        return; /* a wake that came as it left */
+    int64_t now = sl_now_ms();
+    if (!waitq_is_head(&r->waiter) && now < wait_until(r))
+        return arm_ms(r->wait_ev, wait_until(r) - now); /* woken, but someone is ahead */
+    /* the head, or out of patience: asks the limiter (once more: a 429 now if no room) */
+    set_phase(r, PHASE_ADMITTING);
+    lim_admit(&r->w->limiter, r->key->name, &r->limits, r->estimate, r->spend_reserve,
+              on_admitted, r);
+    /* r may be gone here */
+}
+
 static void on_admitted(const struct lim_decision *d, void *arg)
 {
     struct sl_request *r = arg;
@@ -747,7 +852,8 @@ static void on_admitted(const struct lim_decision *d, void *arg)
     if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
         return request_end(r, r->end, NULL);
     if (!d->admitted)
-        return refuse(r, d);
+        return may_wait(r, d) ? wait_for_room(r, d->retry_ms) : refuse(r, d);
+    stop_waiting(r);
     if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
         mx_rate_limited(r->key->name, dim_labels[d->dim]);
         char who[160], amounts[3][32];
@@ -1261,6 +1367,7 @@ static const struct up_callbacks up_cb = { up_on_headers, up_on_data, up_on_done
 static void abandon(struct sl_request *r, enum end_cause cause, const struct own_answer *own)
 {
     r->end = cause;
+    stop_waiting(r);
     answer(r, own);
     event_del(r->deadline);
     set_phase(r, PHASE_ABANDONED);
@@ -1348,13 +1455,13 @@ static void access_log(struct sl_request *r)
     double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
     log_info("access key=%s team=%s model=%s served_model=%s backend=%s status=%d end=%s "
              "attempts=%d outcome=%s stream=%d prompt_tokens=%lld completion_tokens=%lld "
-             "cost_usd=%s ttfb_ms=%.1f duration_ms=%.1f path=%s",
+             "cost_usd=%s ttfb_ms=%.1f duration_ms=%.1f queued_ms=%lld path=%s",
              r->key->name, r->key->team ? r->key->team->name : "-", model, served,
              r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
              end_cause_token(r->end), r->attempts,
              r->attempts ? up_outcome_info(r->outcome)->label : "-", r->call.stream,
              (long long)r->usage.prompt, (long long)r->usage.completion, cost, r->ttfb * 1000.0,
-             dur_ms, r->path);
+             dur_ms, (long long)(r->queued_us / 1000), r->path);
 }
 
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
@@ -1391,6 +1498,8 @@ static void settle(struct sl_request *r)
         lim_settle(&r->w->limiter, t, r->key->name, &r->limits, &u);
     if (t->admitted && t->lease && r->limits.max_inflight)
         mx_key_inflight(r->key->name, -1);
+    if (t->admitted && t->lease && r->key->queue_timeout_ms)
+        waitq_poke(r->key->name); /* a slot freed here: the key's first waiter asks now */
     capacity_settle(r, input + output, release);
 }
 
@@ -1412,6 +1521,9 @@ static void request_free(struct sl_request *r)
         event_free(r->stream_idle);
     if (r->lease_renew)
         event_free(r->lease_renew);
+    stop_waiting(r); /* already out, but for paths that end without request_end */
+    if (r->wait_ev)
+        event_free(r->wait_ev);
     if (r->body)
         evbuffer_free(r->body);
     if (r->kept_body)

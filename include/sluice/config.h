@@ -158,6 +158,7 @@ struct cfg_key {
     enum quota_period budget_period;
     int64_t reserve_output_tokens; /* reserved when the request sets no max tokens */
     int64_t max_inflight;          /* requests open at once, across nodes; 0 = no cap */
+    int64_t queue_timeout_ms;      /* how long a refused request may wait for room; 0 = never */
 };
 
 struct config {

@@ -38,6 +38,8 @@ void mx_retry(const char *backend);
 void mx_inflight(int delta);
 /* Requests of a key with max_inflight open on this node: sluice_inflight{key}. */
 void mx_key_inflight(const char *key, int delta);
+/* One request's wait for room (queue_timeout): sluice_queue_wait_seconds. */
+void mx_queue_wait(double seconds);
 
 /* The exposition text for GET /metrics. */
 void mx_render(struct sl_buf *out, struct generation *gen);
