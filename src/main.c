@@ -28,7 +28,10 @@
 #include "sluice/worker.h"
 
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
-#define LISTEN_BACKLOG 1024
+/* Connections the kernel holds before sluice accepts them: a burst of new
+ * clients (thousands of streams opened at once) would otherwise see SYNs dropped
+ * and retried a second later. The kernel caps it at net.core.somaxconn. */
+#define LISTEN_BACKLOG 4096
 
 static void usage(FILE *out)
 {
