@@ -811,7 +811,7 @@ static void wait_for_room(struct sl_request *r, int64_t retry_ms)
     }
     set_phase(r, PHASE_QUEUED);
     int64_t now = sl_now_ms(), until = wait_until(r);
-    int64_t at = head ? (retry_ms < 0 ? now : now + retry_ms) : until;
+    int64_t at = head ? (retry_ms < 0 ? now : now + SL_MAX(retry_ms, 1)) : until;
     arm_ms(r->wait_ev, SL_MAX(SL_MIN(at, until) - now, 0));
 }
 
