@@ -72,8 +72,9 @@ static atomic_long inflight;
  * max_model_labels distinct ones become labels (a set under the lock; the
  * strings live until mx_shutdown). */
 static struct {
-    char **slots;
-    size_t cap, count;
+    struct sl_names index; /* name -> position in names */
+    char **names;          /* copies, in the order seen (sl_grow) */
+    int n;
 } seen_models;
 
 static bool label_safe(const char *s, size_t n)
@@ -97,40 +98,17 @@ const char *mx_model_label(const struct config *c, const char *model)
     size_t n = strlen(model);
     if (strcmp(named, "other") != 0 || c->server.max_model_labels == 0 || !label_safe(model, n))
         return named;
-    uint64_t h = sl_hash(model, n);
     const char *out = "other";
     pthread_mutex_lock(&lock);
-    if (!seen_models.cap) {
-        seen_models.cap = 256;
-        seen_models.slots = sl_calloc(seen_models.cap, sizeof(char *));
-    }
-    size_t i = (size_t)h & (seen_models.cap - 1);
-    while (seen_models.slots[i] && strcmp(seen_models.slots[i], model) != 0)
-        i = (i + 1) & (seen_models.cap - 1);
-    if (seen_models.slots[i]) {
-        out = seen_models.slots[i];
-    } else if (seen_models.count < (size_t)c->server.max_model_labels) {
-        if ((seen_models.count + 1) * 2 > seen_models.cap) { /* grow, then find the slot again */
-            size_t cap = seen_models.cap * 2;
-            char **slots = sl_calloc(cap, sizeof(char *));
-            for (size_t k = 0; k < seen_models.cap; k++) {
-                char *name = seen_models.slots[k];
-                if (!name)
-                    continue;
-                size_t j = (size_t)sl_hash(name, strlen(name)) & (cap - 1);
-                while (slots[j])
-                    j = (j + 1) & (cap - 1);
-                slots[j] = name;
-            }
-            free(seen_models.slots);
-            seen_models.slots = slots;
-            seen_models.cap = cap;
-            i = (size_t)h & (cap - 1);
-            while (seen_models.slots[i])
-                i = (i + 1) & (cap - 1);
-        }
-        out = seen_models.slots[i] = sl_strdup(model);
-        seen_models.count++;
+    int i = sl_names_find(&seen_models.index, model, n);
+    if (i >= 0) {
+        out = seen_models.names[i];
+    } else if (seen_models.n < c->server.max_model_labels) {
+        char *copy = sl_strdup(model);
+        seen_models.names = sl_grow(seen_models.names, sizeof(*seen_models.names), seen_models.n);
+        seen_models.names[seen_models.n] = copy;
+        sl_names_add(&seen_models.index, copy, n, seen_models.n++, NULL);
+        out = copy;
     }
     pthread_mutex_unlock(&lock);
     return out; /* stable: kept until mx_shutdown */
@@ -418,11 +396,12 @@ void mx_shutdown(void)
         families[i].table = NULL;
         families[i].cap = families[i].count = 0;
     }
-    for (size_t i = 0; i < seen_models.cap; i++)
-        free(seen_models.slots[i]);
-    free(seen_models.slots);
-    seen_models.slots = NULL;
-    seen_models.cap = seen_models.count = 0;
+    for (int i = 0; i < seen_models.n; i++)
+        free(seen_models.names[i]);
+    free(seen_models.names);
+    sl_names_free(&seen_models.index);
+    seen_models.names = NULL;
+    seen_models.n = 0;
     sl_buf_free(&text);
     pthread_mutex_unlock(&lock);
 }

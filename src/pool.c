@@ -40,8 +40,7 @@ struct backend_state {
 
 /* The candidates of one model name: backends listing it, and those with `*`. */
 struct model_entry {
-    const char *name; /* borrowed from the config; NULL = empty slot */
-    size_t len;
+    const char *name; /* borrowed from the config */
     int *backends;
     int n;
 };
@@ -51,8 +50,9 @@ struct pool {
     pthread_mutex_t lock;
     struct backend_state *be;
     struct breaker *br;
-    struct model_entry *index; /* open addressing, cap a power of two */
-    size_t cap;
+    struct sl_names index;     /* model name -> position in entries */
+    struct model_entry *entries; /* sl_grow */
+    int nentries;
     int *any; /* backends with models = *: the candidates of every other name */
     int nany;
     uint64_t rng; /* xorshift64, for the latency strategy's two choices */
@@ -65,22 +65,20 @@ int64_t pool_now_ms(void)
 
 /* ---- the model index ---- */
 
-static struct model_entry *entry_slot(const struct pool *p, const char *name, size_t len)
+static struct model_entry *entry_of(const struct pool *p, const char *name, size_t len)
 {
-    size_t i = sl_hash(name, len) & (p->cap - 1);
-    while (p->index[i].name &&
-           !(p->index[i].len == len && memcmp(p->index[i].name, name, len) == 0))
-        i = (i + 1) & (p->cap - 1);
-    return &p->index[i];
+    int i = sl_names_find(&p->index, name, len);
+    return i < 0 ? NULL : &p->entries[i];
 }
 
 static void index_add(struct pool *p, const char *name, int backend)
 {
-    struct model_entry *e = entry_slot(p, name, strlen(name));
-    if (!e->name) {
-        e->name = name;
-        e->len = strlen(name);
-        e->backends = sl_calloc((size_t)p->cfg->nbackends, sizeof(int));
+    struct model_entry *e = entry_of(p, name, strlen(name));
+    if (!e) {
+        p->entries = sl_grow(p->entries, sizeof(*p->entries), p->nentries);
+        e = &p->entries[p->nentries];
+        *e = (struct model_entry){ name, sl_calloc((size_t)p->cfg->nbackends, sizeof(int)), 0 };
+        sl_names_add(&p->index, name, strlen(name), p->nentries++, NULL);
     }
     if (e->n == 0 || e->backends[e->n - 1] != backend) /* a name listed twice */
         e->backends[e->n++] = backend;
@@ -90,29 +88,20 @@ static void index_add(struct pool *p, const char *name, int backend)
 static void index_build(struct pool *p)
 {
     const struct config *c = p->cfg;
-    size_t names = 0;
-    for (int i = 0; i < c->nbackends; i++)
-        names += (size_t)c->backends[i].models.n;
-    p->cap = 8;
-    while (p->cap < names * 2)
-        p->cap *= 2;
-    p->index = sl_calloc(p->cap, sizeof(*p->index));
     p->any = sl_calloc((size_t)c->nbackends + 1, sizeof(int));
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_models *m = &c->backends[i].models;
         if (m->any) {
             p->any[p->nany++] = i;
-            for (size_t k = 0; k < p->cap; k++) /* every name seen so far */
-                if (p->index[k].name)
-                    index_add(p, p->index[k].name, i);
+            for (int k = 0; k < p->nentries; k++) /* every name seen so far */
+                index_add(p, p->entries[k].name, i);
             continue;
         }
         for (int j = 0; j < m->n; j++) {
-            struct model_entry *e = entry_slot(p, m->names[j], strlen(m->names[j]));
-            bool fresh = !e->name;
+            bool fresh = !entry_of(p, m->names[j], strlen(m->names[j]));
             index_add(p, m->names[j], i);
             if (fresh) { /* the `*` backends before it serve it too, in order */
-                e = entry_slot(p, m->names[j], strlen(m->names[j]));
+                struct model_entry *e = entry_of(p, m->names[j], strlen(m->names[j]));
                 int own = e->backends[0];
                 e->n = 0;
                 for (int k = 0; k < p->nany; k++)
@@ -126,8 +115,8 @@ static void index_build(struct pool *p)
 /* The candidates of a model, in backend order. */
 static const int *candidates(const struct pool *p, const char *model, size_t len, int *n)
 {
-    const struct model_entry *e = entry_slot(p, model, len);
-    if (e->name) {
+    const struct model_entry *e = entry_of(p, model, len);
+    if (e) {
         *n = e->n;
         return e->backends;
     }
@@ -186,9 +175,10 @@ void pool_free(struct pool *p)
         if (atomic_fetch_sub(&p->be[i].slots->refs, 1) == 1)
             free(p->be[i].slots);
     }
-    for (size_t k = 0; k < p->cap; k++)
-        free(p->index[k].backends);
-    free(p->index);
+    for (int k = 0; k < p->nentries; k++)
+        free(p->entries[k].backends);
+    free(p->entries);
+    sl_names_free(&p->index);
     free(p->any);
     free(p->br);
     free(p->be);
