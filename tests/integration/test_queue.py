@@ -134,3 +134,24 @@ def test_a_client_that_leaves_while_waiting_frees_its_place(start_mock, start_sl
     st, took, _ = timed(s)  # the next one is not held behind it
     assert st == 200 and took < 2.9
     assert mock.stats()["requests"] == 2
+
+
+def test_waiting_does_not_poll_redis(start_mock, start_sluice, redis):
+    """The 5 that wait ask Redis again only when room frees: over the ~2 s
+    wait the script is called about once per request on each side
+    (admission, settlement) plus one retry each, not once per loop pass."""
+    mock = start_mock()
+    nodes = [start_sluice(conf(mock, redis, "rpm = 10\nqueue_timeout = 3s"), extra_env=WINDOW)
+             for _ in range(2)]
+    redis.call("CONFIG", "RESETSTAT")
+    results = burst([lambda i=i: timed(nodes[i % 2]) for i in range(15)])
+    assert [st for st, _, _ in results] == [200] * 15
+    assert sorted(t for _, t, _ in results)[-1] > 1.5  # some did wait
+    time.sleep(0.3)  # the last settlements
+    stats = redis.call("INFO", "commandstats")
+    calls = int(re.search(r"cmdstat_evalsha:calls=(\d+)", stats).group(1))
+    # at most 15 admissions + 15 settlements (fewer: one loop pass's operations
+    # of a key share a call) + the waiting ones' refusals and retries (a node's
+    # head asks at the limiter's time, the next once when woken); polling
+    # every loop pass or millisecond would be hundreds
+    assert calls <= 60, calls
