@@ -12,6 +12,8 @@ const KEY = 'sk-sdk-test-key-000001';
 const LIMITED = 'sk-sdk-test-key-000002'; // rpm = 1
 const NARROW = 'sk-sdk-test-key-000003'; // gpt-4o-mini only
 const SPENT = 'sk-sdk-test-key-000004'; // a quota of 12 tokens
+const PATIENT = 'sk-sdk-test-key-000005'; // rpm = 1, waits up to 5 s for room
+const SINGLE = 'sk-sdk-test-key-000006'; // one request open at a time
 
 const conf = (mockUrl) => `
 [server]
@@ -20,6 +22,7 @@ listen = 127.0.0.1:{port}
 [backend mock]
 url = ${mockUrl}
 api_key = ${UPSTREAM_KEY}
+forward_headers = x-mock-*
 
 [key main]
 key = ${KEY}
@@ -36,6 +39,15 @@ models = gpt-4o-mini
 key = ${SPENT}
 quota = 12
 quota_period = day
+
+[key patient]
+key = ${PATIENT}
+rpm = 1
+queue_timeout = 5s
+
+[key single]
+key = ${SINGLE}
+max_inflight = 1
 `;
 
 // A small valid WAV: 0.1 s of 16-bit mono silence.
@@ -201,6 +213,43 @@ describe('the official openai SDK through sluice', () => {
     assert.equal(err.type, 'insufficient_quota');
     const refused = await metric(s.url, 'sluice_requests_total', { key: 'spent', model: 'gpt-4o', backend: '-', code: '429' });
     assert.equal(refused - before, 1); // maxRetries 3, yet asked once: x-should-retry: false
+  });
+
+  test('queue_timeout: the SDK call waits for room, within the SDK\'s own timeout', async () => {
+    const patient = new OpenAI({ baseURL: s.baseURL, apiKey: PATIENT, maxRetries: 0 });
+    await patient.chat.completions.create({ model: 'gpt-4o', messages: hello });
+    // the SDK sends X-Stainless-Timeout: 1; room comes in about 1.2 s: 429 at once
+    let started = Date.now();
+    const err = await patient.chat.completions
+      .create({ model: 'gpt-4o', messages: hello }, { timeout: 1000 })
+      .catch((e) => e);
+    assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+    assert.ok(Date.now() - started < 900, String(Date.now() - started));
+    // the default timeout (10 minutes): it waits for the window, then 200
+    started = Date.now();
+    const r = await patient.chat.completions.create({ model: 'gpt-4o', messages: hello });
+    assert.equal(r.object, 'chat.completion');
+    assert.ok(Date.now() - started > 300 && Date.now() - started < 2500, String(Date.now() - started));
+  });
+
+  test('max_inflight: RateLimitError of type concurrency while a stream is open', async () => {
+    const single = new OpenAI({ baseURL: s.baseURL, apiKey: SINGLE, maxRetries: 0 });
+    const stream = await single.chat.completions.create(
+      { model: 'gpt-4o', messages: hello, stream: true },
+      { headers: { 'x-mock-chunk-delay-ms': '100' } },
+    );
+    const chunks = stream[Symbol.asyncIterator]();
+    await chunks.next(); // open, holding the key's one slot
+    const err = await single.chat.completions.create({ model: 'gpt-4o', messages: hello }).catch((e) => e);
+    assert.ok(err instanceof OpenAI.RateLimitError, String(err));
+    assert.equal(err.type, 'concurrency');
+    assert.equal(err.code, 'rate_limit_exceeded');
+    assert.equal(err.headers.get('retry-after'), '1');
+    while (!(await chunks.next()).done); // the stream ends: the slot is free
+    const { data, response } = await single.chat.completions.create({ model: 'gpt-4o', messages: hello }).withResponse();
+    assert.equal(data.object, 'chat.completion');
+    assert.equal(response.headers.get('x-ratelimit-limit-inflight'), '1');
+    assert.equal(response.headers.get('x-ratelimit-remaining-inflight'), '0');
   });
 
   test('withResponse() reads the x-ratelimit-* headers', async () => {
