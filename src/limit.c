@@ -26,13 +26,20 @@ int64_t lim_window_ms(void)
     return 60000;
 }
 
-int64_t lim_lease_ms(void)
+static int64_t lease_ms;
+
+static void read_lease_ms(void)
 {
     const char *v = getenv("SLUICE_LEASE_MS");
     int64_t ms;
-    if (v && sl_parse_int(v, &ms) && ms >= 300 && ms <= 3600000)
-        return ms;
-    return 30000;
+    lease_ms = v && sl_parse_int(v, &ms) && ms >= 300 && ms <= 3600000 ? ms : 30000;
+}
+
+int64_t lim_lease_ms(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, read_lease_ms); /* read once: every leased request asks */
+    return lease_ms;
 }
 
 static atomic_llong last_lease;

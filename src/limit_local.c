@@ -307,7 +307,8 @@ static void record(struct window *w, int64_t limit, int64_t bucket, int64_t amou
 
 /* max_inflight: refused when every slot is taken; a refused request can
  * only wait for one to free, so Retry-After is 1 s. */
-static bool inflight_refuses(int64_t limit, int64_t open, enum lim_dim dim, struct lim_decision *out)
+static bool inflight_refuses(int64_t limit, int64_t open, enum lim_dim dim,
+                             struct lim_decision *out)
 {
     if (!limit || open < limit)
         return false;

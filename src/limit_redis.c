@@ -801,7 +801,8 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
            a->quota == b->quota && a->quota_period == b->quota_period &&
            a->budget == b->budget && a->budget_period == b->budget_period &&
            a->shadow == b->shadow && a->max_inflight == b->max_inflight &&
-           at->max_inflight == bt->max_inflight && strcmp(at->name, bt->name) == 0 && at->rpm == bt->rpm &&
+           at->max_inflight == bt->max_inflight && strcmp(at->name, bt->name) == 0 &&
+           at->rpm == bt->rpm &&
            at->input_tpm == bt->input_tpm && at->output_tpm == bt->output_tpm &&
            at->budget == bt->budget && at->budget_period == bt->budget_period;
 }
