@@ -11,11 +11,15 @@
 #include "sluice/limit.h"
 #include "sluice/util.h"
 
+/* A window's LIM_RING slots follow it, each 2, 4 or 8 bytes wide: as narrow
+ * as the largest count it has held allows, widened when a count would not
+ * fit. Most keys' buckets fit 16 bits, so 100,000 busy keys take a quarter of
+ * the memory 64-bit slots would; every width is exact. */
 struct window {
     int64_t first;  /* oldest bucket still counted; valid when total > 0 */
     int64_t newest; /* newest bucket written */
     int64_t total;
-    int64_t ring[LIM_RING];
+    int64_t width; /* bytes per slot */
 };
 
 /* The last state Redis reported for a key or team (on_error = local): while
@@ -35,8 +39,8 @@ struct seed {
 struct entry {
     char *name;
     pthread_mutex_t lock;
-    struct window *win;    /* [3]: requests, input, output; allocated by the first
-                              admission (an entry Redis only seeds has none) */
+    struct window *win[3]; /* requests, input, output; each made when it is first
+                              counted in (an entry Redis only seeds has none) */
     struct counter quota;  /* tokens in the period `quota.period` */
     struct counter budget; /* micro-dollars in the period `budget.period` */
     int64_t inflight;      /* requests holding a max_inflight slot */
@@ -67,7 +71,8 @@ void lim_local_free(struct lim_local *l)
     for (int i = 0; i < l->nentries; i++) {
         struct entry *e = l->entries[i];
         pthread_mutex_destroy(&e->lock);
-        free(e->win);
+        for (int d = 0; d < 3; d++)
+            free(e->win[d]);
         free(e->name);
         free(e);
     }
@@ -97,12 +102,55 @@ static struct entry *entry_for(struct lim_local *l, const char *name)
     return e;
 }
 
-/* The entry's windows, made on first use; under its lock. */
-static struct window *windows(struct entry *e)
+static struct window *window_new(int64_t width)
 {
-    if (!e->win)
-        e->win = sl_calloc(3, sizeof(*e->win));
-    return e->win;
+    struct window *w = sl_calloc(1, sizeof(*w) + LIM_RING * (size_t)width);
+    w->width = width;
+    return w;
+}
+
+static int64_t slot(const struct window *w, int64_t b)
+{
+    size_t i = (size_t)(b % LIM_RING);
+    switch (w->width) {
+    case 2: return ((const uint16_t *)(w + 1))[i];
+    case 4: return ((const uint32_t *)(w + 1))[i];
+    default: return ((const int64_t *)(w + 1))[i];
+    }
+}
+
+/* Stores v (0 or more, and fitting the width) in bucket b's slot. */
+static void slot_put(struct window *w, int64_t b, int64_t v)
+{
+    size_t i = (size_t)(b % LIM_RING);
+    switch (w->width) {
+    case 2: ((uint16_t *)(w + 1))[i] = (uint16_t)v; break;
+    case 4: ((uint32_t *)(w + 1))[i] = (uint32_t)v; break;
+    default: ((int64_t *)(w + 1))[i] = v; break;
+    }
+}
+
+/* Stores v in bucket b's slot of *wp, made (16 bits wide) or widened first
+ * when it does not hold v; under the entry's lock. */
+static void slot_set(struct window **wp, int64_t b, int64_t v)
+{
+    struct window *w = *wp;
+    int64_t max = !w ? -1 : w->width == 2 ? UINT16_MAX : w->width == 4 ? UINT32_MAX : INT64_MAX;
+    if (v > max) {
+        struct window *wide = window_new(v <= UINT16_MAX ? 2 : v <= UINT32_MAX ? 4 : 8);
+        if (w) {
+            wide->first = w->first;
+            wide->newest = w->newest;
+            wide->total = w->total;
+            for (int64_t i = 0; i < LIM_RING; i++)
+                slot_put(wide, i, slot(w, i));
+            free(w);
+        } else {
+            wide->first = wide->newest = b;
+        }
+        *wp = w = wide;
+    }
+    slot_put(w, b, v);
 }
 
 static int64_t now_ms(void)
@@ -128,26 +176,30 @@ static int64_t oldest_bucket(const struct lim_local *l, int64_t now)
 /* Drops the buckets older than `oldest`; returns what is left in the window. */
 static int64_t trim(struct window *w, int64_t oldest)
 {
+    if (!w)
+        return 0;
     if (w->total == 0) {
         w->first = oldest;
         return 0;
     }
     if (oldest - w->first >= LIM_RING) {
-        memset(w->ring, 0, sizeof(w->ring));
+        memset(w + 1, 0, LIM_RING * (size_t)w->width);
         w->total = 0;
     } else {
         for (int64_t b = w->first; b < oldest; b++) {
-            w->total -= w->ring[b % LIM_RING];
-            w->ring[b % LIM_RING] = 0;
+            w->total -= slot(w, b);
+            slot_put(w, b, 0);
         }
     }
     w->first = oldest;
     return w->total;
 }
 
-static void add(struct window *w, int64_t bucket, int64_t amount)
+/* Counts amount (0 or more) in the bucket; makes the window if need be. */
+static void add(struct window **wp, int64_t bucket, int64_t amount)
 {
-    w->ring[bucket % LIM_RING] += amount;
+    slot_set(wp, bucket, (*wp ? slot(*wp, bucket) : 0) + amount);
+    struct window *w = *wp;
     w->total += amount;
     if (bucket > w->newest)
         w->newest = bucket;
@@ -158,8 +210,8 @@ static int64_t free_after(const struct lim_local *l, const struct window *w, int
                           int64_t oldest, int64_t cur, int64_t now)
 {
     int64_t freed = 0;
-    for (int64_t b = oldest; b <= cur; b++) {
-        freed += w->ring[b % LIM_RING];
+    for (int64_t b = oldest; w && b <= cur; b++) {
+        freed += slot(w, b);
         if (freed >= need)
             return b * l->bucket_ms + l->window_ms - now;
     }
@@ -168,7 +220,7 @@ static int64_t free_after(const struct lim_local *l, const struct window *w, int
 
 static int64_t reset_after(const struct lim_local *l, const struct window *w, int64_t now)
 {
-    return w->total > 0 ? SL_MAX(w->newest * l->bucket_ms + l->window_ms - now, 0) : 0;
+    return w && w->total > 0 ? SL_MAX(w->newest * l->bucket_ms + l->window_ms - now, 0) : 0;
 }
 
 /* What the seed still adds to dimension d. */
@@ -254,7 +306,7 @@ static void view_open(struct view *v, struct entry *e, int64_t rpm, int64_t inpu
     v->limits[1] = input_tpm;
     v->limits[2] = output_tpm;
     for (int d = 0; d < 3; d++)
-        v->used[d] = trim(&windows(e)[d], oldest) + seeded(e, d, oldest);
+        v->used[d] = trim(e->win[d], oldest) + seeded(e, d, oldest);
 }
 
 /* Whether the windows refuse `wants`; the refusal (dimension first + d) in out. */
@@ -279,10 +331,10 @@ static bool windows_refuse(const struct lim_local *l, const struct view *v,
             out->retry_ms = -1;
         else if (seeded(e, d, oldest)) /* conservative: when the seed has gone as well */
             out->retry_ms = SL_MAX(seed_expires(l, e, oldest, now),
-                                   free_after(l, &e->win[d], SL_MAX(need - seeded(e, d, oldest), 1),
+                                   free_after(l, e->win[d], SL_MAX(need - seeded(e, d, oldest), 1),
                                               oldest, cur, now));
         else
-            out->retry_ms = free_after(l, &e->win[d], need, oldest, cur, now);
+            out->retry_ms = free_after(l, e->win[d], need, oldest, cur, now);
         return true;
     }
     return false;
@@ -299,10 +351,10 @@ static bool counter_refuses(int64_t limit, const struct lim_count *c, int64_t wa
     return true;
 }
 
-static void record(struct window *w, int64_t limit, int64_t bucket, int64_t amount)
+static void record(struct window **wp, int64_t limit, int64_t bucket, int64_t amount)
 {
     if (limit && amount)
-        add(w, bucket, amount);
+        add(wp, bucket, amount);
 }
 
 /* max_inflight: refused when every slot is taken; a refused request can
@@ -331,9 +383,10 @@ static void view_report(const struct lim_local *l, const struct view *v, int64_t
                         int64_t now, int64_t used[3], int64_t reset_ms[3])
 {
     for (int d = 0; d < 3; d++) {
-        used[d] = v->e->win[d].total + seeded(v->e, d, oldest);
+        const struct window *w = v->e->win[d];
+        used[d] = (w ? w->total : 0) + seeded(v->e, d, oldest);
         if (reset_ms)
-            reset_ms[d] = reset_after(l, &v->e->win[d], now);
+            reset_ms[d] = reset_after(l, w, now);
     }
 }
 
@@ -480,17 +533,17 @@ static void settle_windows(struct entry *e, int64_t rpm, int64_t input_tpm, int6
                            int64_t bucket, int64_t oldest, int64_t cur, const struct lim_usage *u)
 {
     for (int d = 0; d < 3; d++)
-        trim(&windows(e)[d], oldest);
+        trim(e->win[d], oldest);
     if (bucket >= oldest) { /* the reservation is still in the window: correct it there */
-        struct window *in = &e->win[1];
-        if (input_tpm && u->input_delta) {
-            int64_t delta = SL_MAX(u->input_delta, -in->ring[bucket % LIM_RING]);
-            in->ring[bucket % LIM_RING] += delta;
-            in->total += delta;
+        if (input_tpm && u->input_delta && e->win[1]) {
+            int64_t held = slot(e->win[1], bucket);
+            int64_t delta = SL_MAX(u->input_delta, -held);
+            slot_set(&e->win[1], bucket, held + delta);
+            e->win[1]->total += delta;
         }
-        struct window *rq = &e->win[0];
-        if (u->release && rpm && rq->ring[bucket % LIM_RING] > 0) {
-            rq->ring[bucket % LIM_RING]--;
+        struct window *rq = e->win[0];
+        if (u->release && rpm && rq && slot(rq, bucket) > 0) {
+            slot_put(rq, bucket, slot(rq, bucket) - 1);
             rq->total--;
         }
     }

@@ -60,6 +60,33 @@ static void test_input_reservation_and_correction(void)
     lim_local_free(l);
 }
 
+/* Slots start 16 bits wide and widen to 32 and 64 when a count would not
+ * fit: the counts, the correction and the sliding stay exact across. */
+static void test_wide_counts(void)
+{
+    struct lim_local *l = lim_local_new(600); /* 10 ms buckets */
+    const int64_t big = 5000000000; /* over 32 bits */
+    struct lim_limits lim = { .rpm = 100, .input_tpm = 3 * big, .output_tpm = 3 * big };
+    struct lim_decision a, b, c;
+    lim_local_admit(l, "k", &lim, 60000, 0, &a);
+    lim_local_admit(l, "k", &lim, 10000, 0, &b); /* same bucket: 70,000 > 16 bits */
+    CHECK(a.admitted && b.admitted && b.used_input == 70000);
+    lim_local_admit(l, "k", &lim, big, 0, &c); /* over 32 bits */
+    CHECK(c.admitted && c.used_input == big + 70000 && c.used_requests == 3);
+    lim_local_settle(l, "k", &lim, &c, &(struct lim_usage){ .input_delta = 1, .output = big });
+    lim_local_settle(l, "k", &lim, &a, &(struct lim_usage){ .input_delta = -60000, .release = true });
+    lim_local_peek(l, "k", &lim, &a);
+    CHECK(a.used_input == big + 10001 && a.used_output == big && a.used_requests == 2);
+    lim_local_admit(l, "k", &lim, 2 * big - 10001, 0, &b);
+    CHECK(b.admitted && b.used_input == 3 * big);
+    lim_local_admit(l, "k", &lim, 1, 0, &b);
+    CHECK(!b.admitted && b.dim == LIM_DIM_INPUT && b.used == 3 * big);
+    sleep_ms(650); /* the whole window */
+    lim_local_admit(l, "k", &lim, 1, 0, &b);
+    CHECK(b.admitted && b.used_input == 1 && b.used_output == 0 && b.used_requests == 1);
+    lim_local_free(l);
+}
+
 static void test_output_semantics(void)
 {
     struct lim_local *l = lim_local_new(60000);
@@ -478,6 +505,7 @@ int main(void)
     test_rpm_exact_and_retry();
     test_input_reservation_and_correction();
     test_output_semantics();
+    test_wide_counts();
     test_release();
     test_threads_exact();
     test_sliding_never_exceeds();
