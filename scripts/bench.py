@@ -5,7 +5,9 @@ Starts the C mock upstream, a redis-server, nginx as a plain reverse proxy
 one EVALSHA per request (when Debian's lua module is installed), and sluice
 (Release) without limits and with Redis limits in all three dimensions. Runs
 wrk against each for a bounded time, a 1-connection probe for added latency,
-a streaming comparison, and 1,000 concurrent open streams for memory. All
+a streaming comparison, TLS (keep-alive, and a new handshake per request)
+with the same certificate in nginx and sluice, and 1,000 concurrent open
+streams for memory. All
 loads run once per round (BENCH_ROUNDS, 3); it prints the medians, each
 server's CPU per request, and the ratios to nginx taken within each round.
 Loopback only; every load is bounded."""
@@ -74,9 +76,9 @@ def rss_mb(pid):
     return 0.0
 
 
-def wrk(port, script, conns=CONNS, seconds=DURATION, path="/v1/chat/completions"):
+def wrk(port, script, conns=CONNS, seconds=DURATION, path="/v1/chat/completions", scheme="http"):
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", str(script),
-                          f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
+                          f"{scheme}://127.0.0.1:{port}{path}"], capture_output=True, text=True).stdout
 
     def latency(pct):
         m = re.search(rf"\s{pct}%\s+([0-9.]+)(us|ms|s)\b", out)
@@ -127,9 +129,21 @@ WINDOW_SCRIPT = ("local cur = tonumber(redis.call('GET', KEYS[1]) or 0) "
                  "redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], 120) return 1")
 
 
-def nginx_conf(port, mock_port, limiter=None):
+def make_cert():
+    """A self-signed P-256 certificate for both servers' TLS listeners."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", str(tmp / "tls.key"), "-out", str(tmp / "tls.pem"), "-days", "2",
+                    "-subj", "/CN=localhost"], check=True, capture_output=True)
+    return tmp / "tls.pem", tmp / "tls.key"
+
+
+def nginx_conf(port, mock_port, limiter=None, tls=None):
     load = ""
     access = ""
+    listen = f"listen 127.0.0.1:{port};"
+    if tls:  # as sluice's: TLS 1.2/1.3, a shared session cache, tickets on
+        listen = (f"listen 127.0.0.1:{port} ssl; ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]}; "
+                  f"ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:SSL:10m;")
     if limiter:
         load = "".join(f"load_module {m};\n" for m in LUA_MODULES)
         access = "access_by_lua_block {" + limiter + "}"
@@ -143,7 +157,7 @@ http {{
   access_log off;
   upstream mock {{ server 127.0.0.1:{mock_port}; keepalive 128; }}
   server {{
-    listen 127.0.0.1:{port};
+    {listen}
     location / {{
       {access}
       proxy_pass http://mock;
@@ -157,8 +171,9 @@ http {{
 """
 
 
-def sluice_conf(port, mock_port, redis_port=None, limits=False):
-    text = (f"[server]\nlisten = 127.0.0.1:{port}\naccess_log = off\n"
+def sluice_conf(port, mock_port, redis_port=None, limits=False, tls=None):
+    listen = f"127.0.0.1:{port} tls\ntls_cert = {tls[0]}\ntls_key = {tls[1]}" if tls else f"127.0.0.1:{port}"
+    text = (f"[server]\nlisten = {listen}\naccess_log = off\n"
             f"[backend mock]\nurl = http://127.0.0.1:{mock_port}/v1\napi_key = upstream\n"
             f"forward_headers = x-mock-*\n"
             f"[key bench]\nkey = {KEY}\n")
@@ -193,31 +208,40 @@ def main():
     start([str(BUILD / "sluice-mock"), "--port", str(mock_port)], mock_port)
     start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
           redis_port)
-    ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis")}
+    ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis", "nginx_tls",
+                                            "sluice_tls")}
     (tmp / "nginx.conf").write_text(nginx_conf(ports["nginx"], mock_port))
-    start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
+    ngx = start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
+    cert = make_cert()
+    (tmp / "nginx-tls.conf").write_text(nginx_conf(ports["nginx_tls"], mock_port, tls=cert))
+    ngx_tls = start(["nginx", "-c", str(tmp / "nginx-tls.conf")], ports["nginx_tls"])
     have_lua = all(os.path.exists(m) for m in LUA_MODULES)
     if have_lua:
         sha = subprocess.run(["redis-cli", "-p", str(redis_port), "SCRIPT", "LOAD", WINDOW_SCRIPT],
                              capture_output=True, text=True).stdout.strip()
         limiter = NGINX_LIMITER.replace("__REDIS_PORT__", str(redis_port)).replace("__SHA__", sha)
         (tmp / "nginx-lua.conf").write_text(nginx_conf(ports["nginx_lua"], mock_port, limiter))
-        start(["nginx", "-c", str(tmp / "nginx-lua.conf")], ports["nginx_lua"])
+        ngx_lua = start(["nginx", "-c", str(tmp / "nginx-lua.conf")], ports["nginx_lua"])
     sl = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice"], mock_port))], ports["sluice"])
     slr = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_redis"], mock_port, redis_port, True))],
                 ports["sluice_redis"])
+    slt = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_tls"], mock_port, tls=cert))],
+                ports["sluice_tls"])
 
     chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
     stream = lua_script("stream", '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello"}]}',
                         'wrk.headers["x-mock-completion-tokens"] = "20"\n')
+    # A new connection, so a full TLS handshake, for every request.
+    handshake = lua_script("handshake", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}',
+                           'wrk.headers["Connection"] = "close"\n')
     hz = os.sysconf("SC_CLK_TCK")
 
-    def run(port, script, pid=None, **kw):
+    def run(port, script, pid=None, scheme="http", **kw):
         for _ in range(2):  # warm connections and caches
-            subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"http://127.0.0.1:{port}/v1/chat/completions"],
+            subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"{scheme}://127.0.0.1:{port}/v1/chat/completions"],
                            capture_output=True)
         before = cpu_ticks(pid) if pid else 0
-        r = wrk(port, script, **kw)
+        r = wrk(port, script, scheme=scheme, **kw)
         done = r["rps"] * DURATION
         r["cpu_us"] = (cpu_ticks(pid) - before) * 1e6 / hz / done if pid and done else float("nan")
         r["rss"] = rss_mb(pid) if pid else float("nan")
@@ -226,18 +250,23 @@ def main():
     # Each round runs every load once, in turn, so slow spells of the machine
     # hit all of them; ratios are taken within a round, then the median.
     loads = [("direct to mock", mock_port, chat, None),
-             ("nginx proxy", ports["nginx"], chat, procs[2].pid)]
+             ("nginx proxy", ports["nginx"], chat, ngx.pid)]
     if have_lua:
-        loads.append(("nginx + Lua limiter (EVALSHA)", ports["nginx_lua"], chat, procs[3].pid))
+        loads.append(("nginx + Lua limiter (EVALSHA)", ports["nginx_lua"], chat, ngx_lua.pid))
     loads += [("sluice, no limits", ports["sluice"], chat, sl.pid),
               ("sluice, Redis limits (3 dims)", ports["sluice_redis"], chat, slr.pid),
-              ("nginx proxy, streaming (20 chunks)", ports["nginx"], stream, procs[2].pid),
-              ("sluice, streaming (20 chunks)", ports["sluice"], stream, sl.pid)]
+              ("nginx proxy, streaming (20 chunks)", ports["nginx"], stream, ngx.pid),
+              ("sluice, streaming (20 chunks)", ports["sluice"], stream, sl.pid),
+              ("nginx, TLS keep-alive", ports["nginx_tls"], chat, ngx_tls.pid, "https"),
+              ("sluice, TLS keep-alive", ports["sluice_tls"], chat, slt.pid, "https"),
+              ("nginx, TLS handshake per request", ports["nginx_tls"], handshake, ngx_tls.pid, "https"),
+              ("sluice, TLS handshake per request", ports["sluice_tls"], handshake, slt.pid, "https")]
+    loads = [load if len(load) == 5 else load + ("http",) for load in loads]
     probes = (("direct", mock_port), ("nginx", ports["nginx"]), ("sluice", ports["sluice"]),
               ("sluice_redis", ports["sluice_redis"]))
     rounds = []
     for _ in range(ROUNDS):
-        got = {name: run(port, script, pid) for name, port, script, pid in loads}
+        got = {name: run(port, script, pid, scheme) for name, port, script, pid, scheme in loads}
         for name, port in probes:
             got["probe " + name] = wrk(port, chat, conns=1, seconds=max(DURATION // 2, 3))
         rounds.append(got)
@@ -265,8 +294,10 @@ def main():
           f"loopback, {os.cpu_count()} cores shared by all processes; medians of the rounds, ratios taken "
           f"within each round (range in brackets)\n")
     print(f"{'scenario':38} {'req/s':>7} {'p50':>7} {'p99':>7} {'CPU/req':>8} {'RSS MB':>6}  vs nginx")
-    for name, _, _, pid in loads:
-        base = "nginx proxy, streaming (20 chunks)" if "streaming" in name else "nginx proxy"
+    bases = {"streaming": "nginx proxy, streaming (20 chunks)", "TLS keep-alive": "nginx, TLS keep-alive",
+             "TLS handshake": "nginx, TLS handshake per request"}
+    for name, _, _, pid, _ in loads:
+        base = next((b for k, b in bases.items() if k in name), "nginx proxy")
         mid, lo, hi = ratio(name, base)
         bad = sum(r[name]["non2xx"] for r in rounds)
         note = f"  ({bad} non-2xx!)" if bad else ""

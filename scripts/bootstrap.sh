@@ -9,6 +9,8 @@ packages=(
   libevent-dev libcurl4-openssl-dev libhiredis-dev libcjson-dev libssl-dev libinih-dev
   redis-server python3 python3-pytest curl openssl nginx-light
   ca-certificates   # https backends: without it every TLS check fails (it is only "recommended")
+  prometheus        # promtool: the suite checks and unit-tests conf/prometheus/sluice-alerts.yml
+  chromium          # headless, for the status page's test (tests/integration/test_status_page.py)
 )
 
 missing=()

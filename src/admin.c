@@ -12,6 +12,7 @@
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
+#include "sluice/status.h"
 #include "sluice/util.h"
 #include "sluice/worker.h"
 
@@ -293,6 +294,8 @@ bool admin_head(struct worker *w, struct http_req *req)
 
 void admin_handle(struct worker *w, struct http_req *req)
 {
+    if (status_handle(w, req)) /* the status page has its own access rule */
+        return;
     if (!admin_head(w, req))
         return;
     struct sl_str p = req->path;

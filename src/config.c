@@ -18,6 +18,7 @@
 #include "sluice/headers.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
+#include "sluice/tls.h"
 #include "sluice/util.h"
 
 enum scope {
@@ -46,10 +47,11 @@ enum opt_type {
     T_HEADERS, /* struct cfg_models: header names, a trailing * for a prefix */
     T_DIGEST,  /* uint8_t[32]: sha256:<hex> or a plain secret */
     T_MONEY,   /* int64_t micro-dollars, from a decimal number of USD */
+    T_PEM,     /* char*: the path of a PEM file; /path, file:/path or cred:NAME */
 };
 static const char *const type_names[] = { "integer", "duration", "size", "boolean", "string", "URL",
                                            "host:port", "one of", "model list", "status list",
-                                           "header list", "secret", "USD" };
+                                           "header list", "secret", "USD", "PEM file" };
 
 #define F_REQUIRED 1u /* must be set in its section */
 #define F_REPEAT 2u   /* may appear several times */
@@ -72,6 +74,7 @@ static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
 static const char *const periods[] = { "none", "day", "month", "total", "week", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const key_modes[] = { "enforce", "shadow", NULL };
+static const char *const access_formats[] = { "text", "json", NULL };
 static const char *const balances[] = { "weighted", "latency", "least_inflight", NULL };
 
 #define SRV(f) offsetof(struct cfg_server, f)
@@ -85,7 +88,14 @@ static const char *const balances[] = { "weighted", "latency", "least_inflight",
 
 static const struct option options[] = {
     { SCOPE_SERVER, "listen", T_LISTEN, SRV(listen), "127.0.0.1:8080", 0, 0, NULL, F_REPEAT,
-      "address to accept clients on; repeatable" },
+      "address to accept clients on; repeatable; `host:port tls` serves TLS (tls_cert, tls_key)" },
+    { SCOPE_SERVER, "tls_cert", T_PEM, SRV(tls_cert), NULL, 0, 0, NULL, 0,
+      "for `listen = host:port tls`: the certificate chain, server first (PEM); reread on SIGHUP" },
+    { SCOPE_SERVER, "tls_key", T_PEM, SRV(tls_key), NULL, 0, 0, NULL, F_SECRET,
+      "the private key of tls_cert (PEM); reread on SIGHUP" },
+    { SCOPE_SERVER, "tls_client_ca", T_PEM, SRV(tls_client_ca), NULL, 0, 0, NULL, 0,
+      "CA certificates (PEM): clients on tls listeners must present a certificate they signed "
+      "(mTLS)" },
     { SCOPE_SERVER, "admin_listen", T_LISTEN, SRV(admin_listen), NULL, 0, 0, NULL, F_REPEAT,
       "repeatable; when set, /metrics, /readyz and /admin/* are served only here (404 on listen)" },
     { SCOPE_SERVER, "metrics_key", T_DIGEST, SRV(metrics_digest), NULL, 0, 0, NULL, F_SECRET,
@@ -130,6 +140,11 @@ static const struct option options[] = {
       "on: every model a backend lists needs a [model] section with input and output prices" },
     { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
       "one line per request on stderr" },
+    { SCOPE_SERVER, "access_log_format", T_ENUM, SRV(access_log_format), "text", 0, 0,
+      access_formats, 0, "text (key=value after the time and level) or json (one object per line)" },
+    { SCOPE_SERVER, "usage_log", T_STRING, SRV(usage_log), NULL, 0, 0, NULL, 0,
+      "a file that gets one JSON record per finished request, appended by a thread of its own; "
+      "reopened on SIGHUP and SIGUSR1 (logrotate)" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
       "least severe level logged" },
     { SCOPE_SERVER, "balance", T_ENUM, SRV(balance), "weighted", 0, 0, balances, 0,
@@ -197,6 +212,15 @@ static const struct option options[] = {
     { SCOPE_BACKEND, "stateful", T_BOOL, BCK(stateful), "no", 0, 0, NULL, 0,
       "yes: files, batches, uploads, vector stores, stored responses and calls without a model "
       "go here (else to the first backend by priority); one backend at most" },
+    { SCOPE_BACKEND, "ca_file", T_PEM, BCK(ca_file), NULL, 0, 0, NULL, 0,
+      "https: CA certificates (PEM) to trust for this backend instead of the system's" },
+    { SCOPE_BACKEND, "client_cert", T_PEM, BCK(client_cert), NULL, 0, 0, NULL, 0,
+      "https: a client certificate (PEM) presented to the backend (upstream mTLS)" },
+    { SCOPE_BACKEND, "client_key", T_PEM, BCK(client_key), NULL, 0, 0, NULL, F_SECRET,
+      "the private key of client_cert (PEM)" },
+    { SCOPE_BACKEND, "tls_verify", T_BOOL, BCK(tls_verify), "yes", 0, 0, NULL, 0,
+      "no: the backend's certificate and name are not checked (logged as a warning at every "
+      "load; for tests only)" },
     { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
       "yes: a request sent but never answered (connection closed first) is sent again, each "
       "time a counted attempt; no: 502 (the upstream may have read it)" },
@@ -491,8 +515,23 @@ static bool parse_statuses(const char *v, struct cfg_statuses *st)
     return true;
 }
 
-static bool parse_listen(const char *v, struct cfg_listen *l)
+/* host:port, optionally followed by `tls`. */
+static bool parse_listen(const char *value, struct cfg_listen *l)
 {
+    char v[128];
+    const char *sp = strpbrk(value, " \t");
+    size_t vlen = sp ? (size_t)(sp - value) : strlen(value);
+    if (vlen >= sizeof(v))
+        return false;
+    memcpy(v, value, vlen);
+    v[vlen] = '\0';
+    l->tls = false;
+    if (sp) {
+        sp += strspn(sp, " \t");
+        if (strcmp(sp, "tls") != 0)
+            return false;
+        l->tls = true;
+    }
     const char *colon = strrchr(v, ':');
     if (!colon)
         return false;
@@ -612,6 +651,42 @@ static void check_value_file(struct parser *p, const char *path, bool plain_secr
                    path, mode);
 }
 
+/* cred:NAME as a path in $CREDENTIALS_DIRECTORY (systemd's LoadCredential=),
+ * after prefix; reported when it cannot be one. */
+static bool cred_path(struct parser *p, const char *v, const char *prefix, char *out, size_t n)
+{
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (!dir || !*dir) {
+        PERR(p, "%s: CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)", v);
+        return false;
+    }
+    if (!v[5] || strchr(v + 5, '/')) {
+        PERR(p, "%s: a credential name, not a path", v);
+        return false;
+    }
+    snprintf(out, n, "%s%s/%s", prefix, dir, v + 5);
+    return true;
+}
+
+/* A PEM file's path: /path, file:/path or cred:NAME. OpenSSL reads the
+ * whole file, so it is not resolved as a value (its first line). */
+static char *pem_path(struct parser *p, const struct option *o, const char *v)
+{
+    char path[4096];
+    if (strncmp(v, "cred:", 5) == 0) {
+        if (!cred_path(p, v, "", path, sizeof(path)))
+            return NULL;
+    } else {
+        snprintf(path, sizeof(path), "%s", strncmp(v, "file:", 5) == 0 ? v + 5 : v);
+    }
+    if (access(path, R_OK) != 0) {
+        PERR(p, "%s: cannot read %s: %s", o->name, path, strerror(errno));
+        return NULL;
+    }
+    check_value_file(p, path, o->flags & F_SECRET);
+    return sl_strdup(path);
+}
+
 /* env:NAME, file:/path and cred:NAME (systemd's LoadCredential=, read from
  * $CREDENTIALS_DIRECTORY) indirections, for any value. Returns a malloc'd
  * string or NULL after reporting the error; *src says where it came from.
@@ -621,17 +696,9 @@ static char *resolve_value(struct parser *p, const char *v, bool secret, enum so
 {
     *src = SRC_INLINE;
     if (strncmp(v, "cred:", 5) == 0) {
-        const char *dir = getenv("CREDENTIALS_DIRECTORY");
-        if (!dir || !*dir) {
-            PERR(p, "%s: CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)", v);
-            return NULL;
-        }
-        if (!v[5] || strchr(v + 5, '/')) {
-            PERR(p, "%s: a credential name, not a path", v);
-            return NULL;
-        }
         char path[4096];
-        snprintf(path, sizeof(path), "file:%s/%s", dir, v + 5);
+        if (!cred_path(p, v, "file:", path, sizeof(path)))
+            return NULL;
         return resolve_value(p, path, secret, src);
     }
     if (strncmp(v, "env:", 4) == 0) {
@@ -767,7 +834,7 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
         struct cfg_listens *ls = (struct cfg_listens *)field;
         struct cfg_listen l;
         if (!parse_listen(v, &l)) {
-            PERR(p, "%s: '%s' is not host:port", o->name, v);
+            PERR(p, "%s: '%s' is not host:port or host:port tls", o->name, v);
             return false;
         }
         ls->v = sl_realloc(ls->v, sizeof(l) * (size_t)(ls->n + 1));
@@ -776,6 +843,14 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
     }
     case T_DIGEST:
         return parse_digest(p, v, (uint8_t *)field, o->name);
+    case T_PEM: {
+        char *path = pem_path(p, o, v);
+        if (!path)
+            return false;
+        free(*(char **)field);
+        *(char **)field = path;
+        return true;
+    }
     }
     return false;
 }
@@ -966,8 +1041,8 @@ static int on_value(void *user, const char *section, const char *name, const cha
         return 1;
     }
     bool secret = o->flags & F_SECRET;
-    enum source src;
-    char *v = resolve_value(p, value, secret, &src);
+    enum source src = SRC_FILE;
+    char *v = o->type == T_PEM ? sl_strdup(value) : resolve_value(p, value, secret, &src);
     if (!v)
         return 1;
     bool plain = secret && strncmp(v, "sha256:", 7) != 0 &&
@@ -1123,6 +1198,38 @@ static void index_labels(struct config *c)
         add_label(c, c->models[i].name);
 }
 
+/* With a listener marked tls: the context, made now so `sluice -t` and a
+ * reload report a bad certificate or key (a failed reload keeps the old). */
+static void check_tls(struct parser *p)
+{
+    struct config *c = p->cfg;
+    const struct cfg_server *s = &c->server;
+    bool any = false;
+    for (int i = 0; i < s->listen.n; i++)
+        any |= s->listen.v[i].tls;
+    for (int i = 0; i < s->admin_listen.n; i++)
+        any |= s->admin_listen.v[i].tls;
+    if (!any)
+        return;
+    if (!s->tls_cert || !s->tls_key) {
+        add_error(p->errs, p->path, 0, "a listener marked tls needs tls_cert and tls_key in [server]");
+        return;
+    }
+    char err[512];
+    c->tls = tls_server_new(s->tls_cert, s->tls_key, s->tls_client_ca, err, sizeof(err));
+    if (!c->tls) {
+        add_error(p->errs, p->path, 0, "%s", err);
+        return;
+    }
+    int days;
+    if (tls_cert_days_left(s->tls_cert, &days) && days < 0)
+        log_warn("%s: tls_cert %s expired %d day%s ago", p->path, s->tls_cert, -days,
+                 days == -1 ? "" : "s");
+    else if (tls_cert_days_left(s->tls_cert, &days) && days < 14)
+        log_warn("%s: tls_cert %s expires in %d day%s", p->path, s->tls_cert, days,
+                 days == 1 ? "" : "s");
+}
+
 static void check_config(struct parser *p)
 {
     struct config *c = p->cfg;
@@ -1162,6 +1269,17 @@ static void check_config(struct parser *p)
         if (be->type != BACKEND_AZURE && (be->api_version || be->deployment))
             add_error(p->errs, p->path, be->line,
                       "[backend %s]: api_version and deployment are for type = azure", be->name);
+        bool https = be->url && strncmp(be->url, "https://", 8) == 0;
+        if (!https && (be->ca_file || be->client_cert || be->client_key || !be->tls_verify))
+            add_error(p->errs, p->path, be->line,
+                      "[backend %s]: ca_file, client_cert, client_key and tls_verify are for "
+                      "https:// URLs", be->name);
+        if (!be->client_cert != !be->client_key)
+            add_error(p->errs, p->path, be->line,
+                      "[backend %s]: client_cert and client_key go together", be->name);
+        if (https && !be->tls_verify)
+            log_warn("%s:%d: [backend %s] tls_verify = no: its certificate is not checked, "
+                     "anyone on the path can read the API key", p->path, be->line, be->name);
     }
     check_prices(p);
     check_model_routes(p);
@@ -1181,6 +1299,7 @@ static void check_config(struct parser *p)
         log_warn("%s: no [key NAME] section: every API request will be refused", p->path);
     if (c->server.listen.n == 0)
         add_error(p->errs, p->path, 0, "no listen address");
+    check_tls(p);
 }
 
 /* ---- load / free --------------------------------------------------------------- */
@@ -1199,6 +1318,11 @@ static void config_free(struct config *c)
     free(c->path);
     free(c->server.listen.v);
     free(c->server.admin_listen.v);
+    free(c->server.usage_log);
+    free(c->server.tls_cert);
+    free(c->server.tls_key);
+    free(c->server.tls_client_ca);
+    tls_ctx_free(c->tls);
     free(c->redis.url);
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];
@@ -1213,6 +1337,9 @@ static void config_free(struct config *c)
         models_free(&be->forward_headers);
         free(be->organization);
         free(be->project);
+        free(be->ca_file);
+        free(be->client_cert);
+        free(be->client_key);
     }
     free(c->backends);
     for (int i = 0; i < c->nkeys; i++) {

@@ -6,7 +6,9 @@
  * connection. Nor are bufferevents used: they ask the kernel how much is
  * readable before every read and wait for writability before every write;
  * here a response is written at once, and EPOLLOUT is watched only while
- * the socket is full (as nginx does). */
+ * the socket is full (as nginx does). On a tls listener the same reads and
+ * writes go through the connection's SSL (conn_recv, conn_send); the
+ * handshake happens in the first reads, under the header deadline. */
 #include "sluice/http.h"
 
 #include <event2/buffer.h>
@@ -14,6 +16,8 @@
 #include <event2/listener.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -50,6 +54,8 @@ struct http_conn {
     size_t head_scanned;  /* bytes of input already checked for the end of head */
     bool lingering;       /* our side is shut down; draining the client's */
     int listener;         /* the kind of listener it was accepted on */
+    SSL *ssl;             /* on a tls listener */
+    bool tls_read_wants_write; /* a TLS read waits for the socket to take a write */
     enum chunk_state chunk;
     int64_t chunk_left;
     struct http_conn *prev, *next;
@@ -59,6 +65,7 @@ struct http_conn {
 struct listener_ctx {
     struct http_server *srv;
     int kind;
+    bool tls;
 };
 
 struct http_server {
@@ -75,6 +82,7 @@ struct http_server {
     int busy;
     int nconns;
     uint64_t accepted;
+    SSL_CTX *tls; /* for connections on tls listeners; the config's */
     struct http_req *spare_reqs; /* freed requests, kept for the next ones */
     int nspare;
 };
@@ -474,6 +482,8 @@ static void conn_linger(struct http_conn *c)
     if (c->dead)
         return; /* the reaper frees it */
     c->lingering = true;
+    if (c->ssl)
+        SSL_shutdown(c->ssl); /* close_notify; the client's is not waited for */
     shutdown(c->fd, SHUT_WR);
     arm_timer(c, LINGER_MS);
 }
@@ -936,6 +946,73 @@ static size_t read_limit(const struct http_conn *c)
     return (size_t)c->srv->limits.max_header_size + 65536;
 }
 
+/* A TLS failure, for the debug log (a scanner's or a misconfigured
+ * client's handshake is not worth more). */
+static void tls_log_failure(int err)
+{
+    unsigned long e = ERR_get_error();
+    char reason[256] = "connection closed";
+    if (e)
+        ERR_error_string_n(e, reason, sizeof(reason));
+    else if (err == SSL_ERROR_SYSCALL && errno)
+        snprintf(reason, sizeof(reason), "%s", strerror(errno));
+    ERR_clear_error();
+    log_debug("TLS: %s", reason);
+}
+
+/* recv, or SSL_read on a tls listener: > 0 bytes, 0 at the end or on an
+ * error, -1 with errno EAGAIN when nothing can be read now. */
+static ssize_t conn_recv(struct http_conn *c, void *buf, size_t len)
+{
+    if (!c->ssl)
+        return recv(c->fd, buf, len, 0);
+    ERR_clear_error();
+    int n = SSL_read(c->ssl, buf, (int)len);
+    if (n > 0) {
+        if (SSL_pending(c->ssl) > 0) /* decrypted bytes the socket no longer signals */
+            event_active(c->rev, EV_READ, 0);
+        return n;
+    }
+    int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+        if (err == SSL_ERROR_WANT_WRITE && !c->tls_read_wants_write) {
+            c->tls_read_wants_write = true; /* conn_write_cb reads again */
+            event_add(c->wev, NULL);
+        }
+        errno = EAGAIN;
+        return -1;
+    }
+    if (err != SSL_ERROR_ZERO_RETURN)
+        tls_log_failure(err);
+    return 0;
+}
+
+/* Writes from the head of the output: evbuffer_write, or one TLS record of
+ * up to 16 KB (head and body coalesced) on a tls listener. As
+ * evbuffer_write: bytes written, or -1 with errno EAGAIN when the socket is
+ * full, or another errno on failure. */
+static int conn_send(struct http_conn *c)
+{
+    if (!c->ssl)
+        return evbuffer_write(c->out, c->fd);
+    size_t len = SL_MIN(evbuffer_get_length(c->out), (size_t)16384);
+    unsigned char *data = evbuffer_pullup(c->out, (ssize_t)len);
+    ERR_clear_error();
+    int n = SSL_write(c->ssl, data, (int)len);
+    if (n > 0) {
+        evbuffer_drain(c->out, (size_t)n);
+        return n;
+    }
+    int err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        errno = EAGAIN; /* a write waiting for a read retries at the next flush */
+        return -1;
+    }
+    tls_log_failure(err);
+    errno = EPIPE;
+    return -1;
+}
+
 /* One recv per readiness: a short read means nothing more is waiting. */
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -944,7 +1021,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(c->in, READ_CHUNK, &v, 1) < 1)
         return conn_free(c);
-    ssize_t n = recv(fd, v.iov_base, SL_MIN(v.iov_len, (size_t)READ_CHUNK), 0);
+    ssize_t n = conn_recv(c, v.iov_base, SL_MIN(v.iov_len, (size_t)READ_CHUNK));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0)
@@ -980,7 +1057,7 @@ static void conn_flush(struct http_conn *c)
     if (c->dead)
         return;
     while (evbuffer_get_length(c->out) > 0) {
-        int n = evbuffer_write(c->out, c->fd);
+        int n = conn_send(c);
         if (n > 0)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -991,7 +1068,7 @@ static void conn_flush(struct http_conn *c)
         event_active(c->reaper, EV_READ, 0);
         return;
     }
-    bool pending = evbuffer_get_length(c->out) > 0;
+    bool pending = evbuffer_get_length(c->out) > 0 || c->tls_read_wants_write;
     if (pending) { /* (re)armed on every flush: send_timeout counts from the last progress */
         int64_t ms = c->srv->limits.send_timeout_ms;
         struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000) };
@@ -1010,6 +1087,10 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
     if (what & EV_TIMEOUT) {
         log_debug("client did not read its response within send_timeout");
         return conn_free(c);
+    }
+    if (c->tls_read_wants_write) { /* the TLS read that waited for this goes on */
+        c->tls_read_wants_write = false;
+        event_active(c->rev, EV_READ, 0);
     }
     conn_flush(c);
     if (c->dead)
@@ -1072,6 +1153,7 @@ static void conn_free(struct http_conn *c)
     event_free(c->reaper);
     evbuffer_free(c->in);
     evbuffer_free(c->out);
+    SSL_free(c->ssl);
     evutil_closesocket(c->fd);
     free(c);
 }
@@ -1086,6 +1168,17 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     (void)len;
     const struct listener_ctx *ctx = arg;
     struct http_server *srv = ctx->srv;
+    SSL *ssl = NULL;
+    if (ctx->tls) {
+        ssl = srv->tls ? SSL_new(srv->tls) : NULL;
+        if (!ssl || SSL_set_fd(ssl, fd) != 1) {
+            log_error("TLS listener without a usable TLS context; connection closed");
+            SSL_free(ssl);
+            evutil_closesocket(fd);
+            return;
+        }
+        SSL_set_accept_state(ssl);
+    }
     srv->accepted++;
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1093,6 +1186,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
     c->srv = srv;
     c->fd = fd;
     c->listener = ctx->kind;
+    c->ssl = ssl;
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
@@ -1146,10 +1240,17 @@ void http_server_set_head_handler(struct http_server *srv, http_head_handler hea
     srv->head_handler = head;
 }
 
-int http_server_listen(struct http_server *srv, int fd, int kind)
+void http_server_set_tls(struct http_server *srv, struct ssl_ctx_st *ctx)
+{
+    SSL_CTX_up_ref(ctx); /* the server's own reference: it outlives the config's */
+    SSL_CTX_free(srv->tls);
+    srv->tls = ctx;
+}
+
+int http_server_listen(struct http_server *srv, int fd, int kind, bool tls)
 {
     struct listener_ctx *ctx = sl_malloc(sizeof(*ctx));
-    *ctx = (struct listener_ctx){ srv, kind };
+    *ctx = (struct listener_ctx){ srv, kind, tls };
     struct evconnlistener *l =
         evconnlistener_new(srv->base, accept_cb, ctx, LEV_OPT_CLOSE_ON_FREE, -1, fd);
     if (!l) {
@@ -1227,5 +1328,6 @@ void http_server_free(struct http_server *srv)
         srv->spare_reqs = req->next_spare;
         free(req);
     }
+    SSL_CTX_free(srv->tls);
     free(srv);
 }

@@ -23,6 +23,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/notify.h"
+#include "sluice/usage.h"
 #include "sluice/util.h"
 #include "sluice/waitq.h"
 #include "sluice/worker.h"
@@ -117,7 +118,8 @@ static bool same_listen(const struct cfg_server *a, const struct cfg_server *b)
         if (la[k]->n != lb[k]->n)
             return false;
         for (int i = 0; i < la[k]->n; i++)
-            if (la[k]->v[i].port != lb[k]->v[i].port || strcmp(la[k]->v[i].host, lb[k]->v[i].host))
+            if (la[k]->v[i].port != lb[k]->v[i].port || la[k]->v[i].tls != lb[k]->v[i].tls ||
+                strcmp(la[k]->v[i].host, lb[k]->v[i].host))
                 return false;
     }
     return true;
@@ -142,6 +144,7 @@ static void reload(struct daemon *d)
     d->retired[d->nretired++] = d->gen; /* with the main thread's reference */
     d->gen = g;
     log_set_level((enum log_level)cfg->server.log_level);
+    usage_log_set(cfg->server.usage_log); /* reopened: SIGHUP is logrotate's other signal */
     log_info("reloaded %s: %d backends, %d keys", d->path, cfg->nbackends, cfg->nkeys);
     notify("READY=1");
 }
@@ -197,6 +200,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct daemon *d = arg;
     if (sig == SIGHUP)
         return reload(d);
+    if (sig == SIGUSR1) { /* logrotate moved the usage log: write a new one */
+        usage_log_set(d->gen->cfg->server.usage_log);
+        return;
+    }
     notify("STOPPING=1");
     log_info("%s: no longer accepting; finishing in-flight requests (shutdown_timeout %llds)",
              sig == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -215,6 +222,7 @@ static int start_workers(struct daemon *d)
     bool reuseport = d->nworkers > 1;
     for (int i = 0; i < d->nworkers; i++) {
         int fds[64], kinds[64], nfds = 0;
+        bool tls[64];
         const struct cfg_listens *lists[] = { &cfg->server.listen, &cfg->server.admin_listen };
         for (int k = 0; k < 2; k++) {
             for (int j = 0; j < lists[k]->n && nfds < 64; j++) {
@@ -225,10 +233,11 @@ static int start_workers(struct daemon *d)
                     return -1;
                 }
                 kinds[nfds] = k == 0 ? HTTP_LISTENER_API : HTTP_LISTENER_OPERATOR;
+                tls[nfds] = lists[k]->v[j].tls;
                 fds[nfds++] = fd;
             }
         }
-        d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, nfds);
+        d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, tls, nfds);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;
@@ -252,12 +261,14 @@ static int run(const char *path)
 
     struct daemon d = { .base = event_base_new(), .path = path, .gen = gen_new(cfg, NULL),
                         .local = lim_local_new(lim_window_ms()) };
-    int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    struct event *sigev[3];
-    for (int i = 0; i < 3; i++) {
+    int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+    struct event *sigev[4];
+    for (int i = 0; i < 4; i++) {
         sigev[i] = evsignal_new(d.base, sigs[i], on_signal, &d);
         evsignal_add(sigev[i], NULL);
     }
+    if (cfg->server.usage_log)
+        usage_log_set(cfg->server.usage_log);
     int rc = 0;
     if (start_workers(&d) != 0) {
         rc = 1;
@@ -267,8 +278,8 @@ static int run(const char *path)
     } else {
         struct sl_buf addrs = { 0 };
         for (int j = 0; j < cfg->server.listen.n; j++)
-            sl_buf_printf(&addrs, "%s%s:%d", j ? ", " : "", cfg->server.listen.v[j].host,
-                          cfg->server.listen.v[j].port);
+            sl_buf_printf(&addrs, "%s%s:%d%s", j ? ", " : "", cfg->server.listen.v[j].host,
+                          cfg->server.listen.v[j].port, cfg->server.listen.v[j].tls ? " (tls)" : "");
         for (int j = 0; j < cfg->server.admin_listen.n; j++)
             sl_buf_printf(&addrs, ", %s:%d (operator endpoints)", cfg->server.admin_listen.v[j].host,
                           cfg->server.admin_listen.v[j].port);
@@ -294,8 +305,9 @@ static int run(const char *path)
         worker_free(d.workers[i]);
     }
     free(d.workers);
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         event_free(sigev[i]);
+    usage_log_close(); /* after the workers: their last records are written */
     if (d.watchdog_ev)
         event_free(d.watchdog_ev);
     if (d.reap_ev)

@@ -10,6 +10,7 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/pool.h"
+#include "sluice/usage.h"
 #include "sluice/util.h"
 #include "sluice/waitq.h"
 #include "sluice/worker.h"
@@ -350,6 +351,19 @@ void mx_render(struct sl_buf *out, struct generation *gen)
         if (s)
             render_value(out, f, s);
     }
+    sl_buf_appends(out, "# HELP sluice_budget_usd The budget of a key or team per period, in USD "
+                        "(as configured; with sluice_budget_remaining_usd, the share left).\n"
+                        "# TYPE sluice_budget_usd gauge\n");
+    for (int i = 0; i < c->nkeys + c->nteams; i++) {
+        bool key = i < c->nkeys;
+        int64_t budget = key ? c->keys[i].budget : c->teams[i - c->nkeys].budget;
+        if (!budget)
+            continue;
+        char usd[32];
+        sl_fmt_money(budget, usd);
+        sl_buf_printf(out, "sluice_budget_usd{scope=\"%s\",name=\"%s\"} %s\n", key ? "key" : "team",
+                      key ? c->keys[i].name : c->teams[i - c->nkeys].name, usd);
+    }
     f = &families[F_KEY_INFLIGHT];
     sl_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
     for (int i = 0; i < c->nkeys; i++) {
@@ -376,10 +390,100 @@ void mx_render(struct sl_buf *out, struct generation *gen)
                   "# HELP sluice_inflight_requests API requests being handled.\n"
                   "# TYPE sluice_inflight_requests gauge\nsluice_inflight_requests %ld\n"
                   "# HELP sluice_queued_requests Requests waiting for room (queue_timeout).\n"
-                  "# TYPE sluice_queued_requests gauge\nsluice_queued_requests %ld\n",
+                  "# TYPE sluice_queued_requests gauge\nsluice_queued_requests %ld\n"
+                  "# HELP sluice_usage_records_dropped_total Usage log records dropped because "
+                  "16 MB were already waiting for the disk.\n"
+                  "# TYPE sluice_usage_records_dropped_total counter\n"
+                  "sluice_usage_records_dropped_total %llu\n",
                   (unsigned long)atomic_load(&lim_redis_errors),
                   (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight),
-                  waitq_count());
+                  waitq_count(), (unsigned long long)usage_log_dropped());
+}
+
+/* The value of label `name` in a series' label text, or an empty string. */
+static struct sl_str label_value(const struct series *s, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = s->labels; p && *p;) {
+        const char *eq = strchr(p, '=');
+        if (!eq || eq[1] != '"')
+            break;
+        const char *end = strchr(eq + 2, '"');
+        if (!end)
+            break;
+        if ((size_t)(eq - p) == n && memcmp(p, name, n) == 0)
+            return (struct sl_str){ eq + 2, (size_t)(end - eq - 2) };
+        p = end[1] == ',' ? end + 2 : end + 1;
+    }
+    return (struct sl_str){ "", 0 };
+}
+
+/* histogram_quantile over one series' buckets: linear within the bucket. */
+static double quantile(const struct series *s, double q)
+{
+    if (!s || s->value == 0)
+        return 0;
+    double want = q * (double)s->value, cum = 0, lower = 0;
+    for (size_t i = 0; i < NBUCKETS; i++) {
+        double next = cum + (double)s->buckets[i];
+        if (next >= want && s->buckets[i])
+            return lower + (duration_buckets[i] - lower) * (want - cum) / (double)s->buckets[i];
+        cum = next;
+        lower = duration_buckets[i];
+    }
+    return duration_buckets[NBUCKETS - 1]; /* in +Inf: the last finite bound, as Prometheus */
+}
+
+void mx_backend_stats(const char *backend, struct mx_backend_stats *out)
+{
+    *out = (struct mx_backend_stats){ 0 };
+    pthread_mutex_lock(&lock);
+    for (const struct series *s = families[F_ATTEMPTS].head; s; s = s->next) {
+        if (!sl_str_eq(label_value(s, "backend"), backend))
+            continue;
+        out->attempts += s->value;
+        if (!sl_str_eq(label_value(s, "outcome"), "success"))
+            out->failures += s->value;
+    }
+    text.len = 0;
+    label("backend", backend);
+    const struct series *t = series_find(&families[F_TTFB], sl_hash(text.data, text.len));
+    out->ttfb_p50 = quantile(t, 0.5);
+    out->ttfb_p99 = quantile(t, 0.99);
+    pthread_mutex_unlock(&lock);
+}
+
+int mx_busiest_keys(const struct config *c, int max, int *keys, uint64_t *requests)
+{
+    uint64_t *count = sl_calloc((size_t)c->nkeys + 1, sizeof(*count));
+    pthread_mutex_lock(&lock);
+    for (const struct series *s = families[F_REQUESTS].head; s; s = s->next) {
+        struct sl_str k = label_value(s, "key");
+        int i = sl_names_find(&c->key_names, k.p, k.len);
+        if (i >= 0)
+            count[i] += s->value;
+    }
+    pthread_mutex_unlock(&lock);
+    int n = 0;
+    for (int i = 0; i < c->nkeys; i++) { /* insertion into the top `max`, busiest first */
+        if (!count[i] || (n == max && count[i] <= requests[n - 1]))
+            continue;
+        int j = n < max ? n++ : n - 1;
+        while (j > 0 && requests[j - 1] < count[i]) {
+            keys[j] = keys[j - 1];
+            requests[j] = requests[j - 1];
+            j--;
+        }
+        keys[j] = i;
+        requests[j] = count[i];
+    }
+    free(count);
+    return n;
+}
+
+long mx_inflight_now(void)
+{
+    return atomic_load(&inflight);
 }
 
 void mx_shutdown(void)

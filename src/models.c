@@ -230,7 +230,11 @@ static bool start_fetch(struct models_request *mr, int backend)
                              .headers = f->headers,
                              .connect_timeout_ms = (long)be->connect_timeout_ms,
                              .timeout_ms = (long)SL_MIN(be->timeout_ms, FETCH_TIMEOUT_MS),
-                             .keepalive_s = (long)(be->keepalive_timeout_ms / 1000) };
+                             .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
+                             .ca_file = be->ca_file,
+                             .client_cert = be->client_cert,
+                             .client_key = be->client_key,
+                             .insecure = !be->tls_verify };
     f->xfer = up_start(mr->w->up, &ur, &fetch_cb, f);
     if (!f->xfer) {
         fetch_free(f);

@@ -51,6 +51,7 @@
 #include "sluice/sse.h"
 #include "sluice/tokens.h"
 #include "sluice/upstream.h"
+#include "sluice/usage.h"
 #include "sluice/waitq.h"
 #include "sluice/worker.h"
 
@@ -1135,6 +1136,10 @@ static void attempt_start(struct sl_request *r)
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
         .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
+        .ca_file = be->ca_file,
+        .client_cert = be->client_cert,
+        .client_key = be->client_key,
+        .insecure = !be->tls_verify,
     };
     r->xfer = up_start(r->w->up, &ur, &up_cb, r);
     if (!r->xfer) {
@@ -1433,33 +1438,50 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 /* Client-supplied text for the log: printable ASCII only, bounded, so a
  * model name cannot forge or split log lines. */
-static void log_safe(const char *in, char *out, size_t n)
-{
-    size_t i = 0;
-    for (; in[i] && i + 1 < n; i++)
-        out[i] = in[i] > 0x20 && in[i] < 0x7f ? in[i] : '?';
-    out[i] = '\0';
-}
-
-static void access_log(struct sl_request *r)
+/* The finished request as the access and usage logs record it. */
+static void record_of(const struct sl_request *r, struct usage_record *u)
 {
     const struct config *cfg = r->gen->cfg;
-    if (!cfg->server.access_log)
+    int64_t now = sl_now_us();
+    *u = (struct usage_record){
+        .end_us = sl_wall_us(),
+        .key = r->key->name,
+        .team = r->key->team ? r->key->team->name : "-",
+        .model = r->model ? r->model : "-",
+        .served_model = r->served_upstream ? r->served_upstream : "-",
+        .backend = r->backend >= 0 ? cfg->backends[r->backend].name : "-",
+        .path = r->path,
+        .end = end_cause_token(r->end),
+        .outcome = r->attempts ? up_outcome_info(r->outcome)->label : "-",
+        .status = r->status,
+        .attempts = r->attempts,
+        .stream = r->call.stream,
+        .input_tokens = r->usage.prompt,
+        .cached_tokens = r->usage.seen ? r->usage.cached : 0,
+        .output_tokens = r->usage.completion,
+        .cost = r->cost,
+        .ttfb_ms = r->ttfb * 1000.0,
+        .duration_ms = (double)(now - r->start_us) / 1000.0,
+        .queued_ms = (double)(r->queued_us / 1000),
+    };
+}
+
+/* The access log line and the usage log record. */
+static void log_request(const struct sl_request *r)
+{
+    const struct cfg_server *srv = &r->gen->cfg->server;
+    if (!srv->access_log && !srv->usage_log)
         return;
-    char model[65], served[65], cost[32];
-    log_safe(r->model ? r->model : "-", model, sizeof(model));
-    log_safe(r->served_upstream ? r->served_upstream : "-", served, sizeof(served));
-    sl_fmt_money(r->cost, cost);
-    double dur_ms = (double)(sl_now_us() - r->start_us) / 1000.0;
-    log_info("access key=%s team=%s model=%s served_model=%s backend=%s status=%d end=%s "
-             "attempts=%d outcome=%s stream=%d prompt_tokens=%lld completion_tokens=%lld "
-             "cost_usd=%s ttfb_ms=%.1f duration_ms=%.1f queued_ms=%lld path=%s",
-             r->key->name, r->key->team ? r->key->team->name : "-", model, served,
-             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
-             end_cause_token(r->end), r->attempts,
-             r->attempts ? up_outcome_info(r->outcome)->label : "-", r->call.stream,
-             (long long)r->usage.prompt, (long long)r->usage.completion, cost, r->ttfb * 1000.0,
-             dur_ms, (long long)(r->queued_us / 1000), r->path);
+    struct usage_record u;
+    record_of(r, &u);
+    if (srv->access_log) {
+        struct sl_buf line = { 0 };
+        usage_access_line(&u, (enum access_format)srv->access_log_format, &line);
+        log_line(line.data, line.len);
+        sl_buf_free(&line);
+    }
+    if (srv->usage_log)
+        usage_log_write(&u);
 }
 
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
@@ -1546,7 +1568,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     answer(r, own);
     set_phase(r, PHASE_SETTLING);
     settle(r);
-    access_log(r);
+    log_request(r);
     const struct config *cfg = r->gen->cfg;
     const char *served = !r->served_upstream             ? "-"
                          : r->served_upstream == r->model ? r->model_label /* as it came */

@@ -49,6 +49,7 @@ struct up_multi {
     struct up_transfer *transfers;  /* running, for cleanup */
     bool proxy_env; /* a proxy variable is set: curl reads them for each transfer */
     struct url_slot urls[URL_SLOTS];
+    char *system_ca, *system_capath; /* curl's built-in trust, for backends without ca_file */
 };
 
 struct up_transfer {
@@ -405,6 +406,14 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     /* curl reuses a connection idle for less than keepalive_s (it counts whole seconds). */
     curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, SL_MAX(r->keepalive_s - 1, 0L));
+    if (strncmp(r->url, "https:", 6) == 0) { /* set each time: a pooled handle keeps the last ones */
+        curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_file ? r->ca_file : m->system_ca);
+        curl_easy_setopt(e, CURLOPT_CAPATH, r->ca_file ? NULL : m->system_capath);
+        curl_easy_setopt(e, CURLOPT_SSLCERT, r->client_cert);
+        curl_easy_setopt(e, CURLOPT_SSLKEY, r->client_key);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, r->insecure ? 0L : 1L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, r->insecure ? 0L : 2L);
+    }
     t->next = m->transfers;
     if (m->transfers)
         m->transfers->prev = t;
@@ -542,6 +551,13 @@ struct up_multi *up_multi_new(struct event_base *base)
     curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
     /* Idle upstream connections kept for reuse. */
     curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, 1024L);
+    CURL *probe = curl_easy_init();
+    char *ca = NULL, *capath = NULL;
+    curl_easy_getinfo(probe, CURLINFO_CAINFO, &ca);
+    curl_easy_getinfo(probe, CURLINFO_CAPATH, &capath);
+    m->system_ca = ca ? sl_strdup(ca) : NULL;
+    m->system_capath = capath ? sl_strdup(capath) : NULL;
+    curl_easy_cleanup(probe);
     return m;
 }
 
@@ -561,6 +577,8 @@ void up_multi_free(struct up_multi *m)
         curl_url_cleanup(m->urls[i].parsed);
     }
     free(m->socks);
+    free(m->system_ca);
+    free(m->system_capath);
     event_free(m->timer);
     event_free(m->kick);
     free(m);

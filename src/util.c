@@ -53,6 +53,13 @@ int64_t sl_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+int64_t sl_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 static void *oom(size_t n)
 {
     fprintf(stderr, "sluice: out of memory allocating %zu bytes\n", n);

@@ -146,6 +146,8 @@ static void reload_cb(evutil_socket_t fd, short what, void *arg)
     w->gen = g;
     struct http_limits limits = limits_of(g->cfg);
     http_server_set_limits(w->http, &limits);
+    if (g->cfg->tls) /* new certificates for new connections; a config without any keeps the old */
+        http_server_set_tls(w->http, g->cfg->tls);
     w->limiter.on_error = g->cfg->redis.on_error;
     if (!same_redis(&old->cfg->redis, &g->cfg->redis)) {
         lim_redis_free(w->limiter.redis);
@@ -184,7 +186,7 @@ static void spend_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
-                          const int *kinds, int nfds)
+                          const int *kinds, const bool *tls, int nfds)
 {
     struct worker *w = sl_calloc(1, sizeof(*w));
     w->id = id;
@@ -203,7 +205,9 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     w->http = http_server_new(w->base, &limits, srv_handle, w);
     http_server_set_head_handler(w->http, srv_head);
     for (int i = 0; i < nfds; i++)
-        http_server_listen(w->http, fds[i], kinds[i]);
+        http_server_listen(w->http, fds[i], kinds[i], tls[i]);
+    if (gen->cfg->tls)
+        http_server_set_tls(w->http, gen->cfg->tls);
     w->up = up_multi_new(w->base);
     w->models = models_cache_new();
     w->limiter.local = local;

@@ -32,6 +32,7 @@ enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_LEAST_INFLIGHT };
 struct cfg_listen {
     char host[64];
     int port;
+    bool tls; /* `host:port tls`: TLS with [server] tls_cert and tls_key */
 };
 
 struct cfg_listens {
@@ -74,10 +75,13 @@ struct cfg_server {
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
     bool access_log;
+    int access_log_format; /* enum access_format (usage.h) */
+    char *usage_log;       /* path of the usage log (usage.h); NULL: none */
     bool strict_permissions;
     int log_level; /* enum log_level */
     int balance;   /* enum balance */
     int64_t balance_decay_ms; /* latency: how fast an unrefreshed estimate fades */
+    char *tls_cert, *tls_key, *tls_client_ca; /* paths of PEM files */
 };
 
 struct cfg_redis {
@@ -114,6 +118,9 @@ struct cfg_backend {
     bool resend_unanswered;       /* a request sent but not answered may be sent again */
     int64_t rpm, tpm;     /* the deployment's own windows; 0 = unknown (docs/pool.md, "Capacity") */
     int64_t max_inflight; /* requests this node has open at it at once; 0 = no cap */
+    char *ca_file;        /* https: the CAs to trust instead of the system's (PEM path) */
+    char *client_cert, *client_key; /* https: upstream mTLS (PEM paths) */
+    bool tls_verify;      /* no: the upstream's certificate is not checked (warned) */
 };
 
 /* [model NAME]: a name clients may call, what it is called upstream, where
@@ -180,6 +187,7 @@ struct config {
     const char **labels;
     int nlabels;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
+    struct ssl_ctx_st *tls; /* for the listeners marked tls (tls.h); NULL without one */
     atomic_int refs;
 };
 

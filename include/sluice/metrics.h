@@ -41,6 +41,21 @@ void mx_key_inflight(const char *key, int delta);
 /* One request's wait for room (queue_timeout): sluice_queue_wait_seconds. */
 void mx_queue_wait(double seconds);
 
+/* For the status page (status.c): a backend's attempts, those whose
+ * outcome was not success, and its time to first byte's p50 and p99 in
+ * seconds (estimated from the histogram as Prometheus' histogram_quantile
+ * does; 0 without samples). */
+struct mx_backend_stats {
+    uint64_t attempts, failures;
+    double ttfb_p50, ttfb_p99;
+};
+void mx_backend_stats(const char *backend, struct mx_backend_stats *out);
+/* The config's keys with the most requests answered (at most max, busiest
+ * first): their indexes in c->keys and counts. Returns how many. */
+int mx_busiest_keys(const struct config *c, int max, int *keys, uint64_t *requests);
+/* API requests being handled on this node (sluice_inflight_requests). */
+long mx_inflight_now(void);
+
 /* The exposition text for GET /metrics. */
 void mx_render(struct sl_buf *out, struct generation *gen);
 /* Frees the registry (at exit, for leak checkers). */

@@ -48,6 +48,10 @@ struct up_request {
     long connect_timeout_ms;
     long timeout_ms;
     long keepalive_s; /* an idle connection is reused only if idle for less than this */
+    /* https only: trust (NULL: the system's CAs), a client certificate, and
+     * insecure to skip checking the upstream's certificate */
+    const char *ca_file, *client_cert, *client_key;
+    bool insecure;
 };
 
 struct up_multi *up_multi_new(struct event_base *base);

@@ -27,6 +27,8 @@ bool sl_str_after(struct sl_str a, const char *prefix, struct sl_str *rest);
 /* Monotonic milliseconds / microseconds, for deadlines and latencies. */
 int64_t sl_now_ms(void);
 int64_t sl_now_us(void);
+/* Wall-clock microseconds since the epoch, for records and traces. */
+int64_t sl_wall_us(void);
 
 /* Exit on allocation failure: a gateway that cannot allocate a few bytes cannot serve. */
 void *sl_malloc(size_t n);

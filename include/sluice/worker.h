@@ -55,10 +55,11 @@ struct worker {
     atomic_bool stop_requested;
 };
 
-/* Creates a worker listening on the given sockets (their ownership passes);
+/* Creates a worker listening on the given sockets (their ownership passes;
+ * tls[i]: socket i is a tls listener);
  * local is the node's in-process limiter, shared by all workers. */
 struct worker *worker_new(int id, struct generation *gen, struct lim_local *local, const int *fds,
-                          const int *kinds, int nfds);
+                          const int *kinds, const bool *tls, int nfds);
 int worker_start(struct worker *w);
 /* Asks the worker to stop accepting and finish in-flight requests within
  * shutdown_timeout; safe from any thread. */

@@ -7,6 +7,7 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -58,10 +59,18 @@ def sanitizer_errors(text):
 
 
 class Mock:
-    def __init__(self, tmp, api_key=UPSTREAM_KEY, port=None, models=None):
+    def __init__(self, tmp, api_key=UPSTREAM_KEY, port=None, models=None, tls=None, client_ca=None,
+                 own_cert=None):
+        """tls=(cert, key): an https upstream; client_ca: it requires client
+        certificates, and own_cert=(cert, key) is the one the test presents."""
         self.port = port or free_port()
         self.log = tmp / f"mock-{self.port}.log"
+        self.tls, self.own_cert = tls, own_cert
         cmd = [str(MOCK), "--port", str(self.port)]
+        if tls:
+            cmd += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        if client_ca:
+            cmd += ["--tls-client-ca", str(client_ca)]
         if api_key:
             cmd += ["--api-key", api_key]
         if models:  # what its GET /v1/models lists
@@ -71,10 +80,16 @@ class Mock:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}/v1"
 
     def _call(self, method, path, body=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        if self.tls:  # the test's own look at the mock: no need to check its certificate
+            ctx = ssl._create_unverified_context()
+            if self.own_cert:
+                ctx.load_cert_chain(*map(str, self.own_cert))
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=10, context=ctx)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         c.request(method, path, body=json.dumps(body) if body is not None else None)
         r = c.getresponse()
         data = json.loads(r.read())

@@ -54,6 +54,7 @@
 
 #include "sluice/http.h"
 #include "sluice/multipart.h"
+#include "sluice/tls.h"
 #include "sluice/util.h"
 
 struct faults {
@@ -1019,9 +1020,13 @@ int main(int argc, char **argv)
                                               { "host", required_argument, NULL, 'H' },
                                               { "api-key", required_argument, NULL, 'k' },
                                               { "models", required_argument, NULL, 'm' },
+                                              { "tls-cert", required_argument, NULL, 'c' },
+                                              { "tls-key", required_argument, NULL, 'K' },
+                                              { "tls-client-ca", required_argument, NULL, 'C' },
                                               { NULL, 0, NULL, 0 } };
     mock.models = "gpt-4o,gpt-4o-mini,text-embedding-3-small,whisper-1";
-    while ((opt = getopt_long(argc, argv, "p:H:k:m:", longopts, NULL)) != -1) {
+    const char *tls_cert = NULL, *tls_key = NULL, *tls_ca = NULL;
+    while ((opt = getopt_long(argc, argv, "p:H:k:m:c:K:C:", longopts, NULL)) != -1) {
         if (opt == 'p')
             port = atoi(optarg);
         else if (opt == 'H')
@@ -1030,11 +1035,18 @@ int main(int argc, char **argv)
             mock.api_key = optarg;
         else if (opt == 'm')
             mock.models = optarg;
+        else if (opt == 'c')
+            tls_cert = optarg;
+        else if (opt == 'K')
+            tls_key = optarg;
+        else if (opt == 'C')
+            tls_ca = optarg;
         else
             return 2;
     }
     if (port <= 0) {
-        fprintf(stderr, "usage: sluice-mock --port N [--host ADDR] [--api-key KEY]\n");
+        fprintf(stderr, "usage: sluice-mock --port N [--host ADDR] [--api-key KEY] "
+                        "[--tls-cert PEM --tls-key PEM [--tls-client-ca PEM]]\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -1058,7 +1070,17 @@ int main(int argc, char **argv)
                                   .keepalive_timeout_ms = 300000, .send_timeout_ms = 60000 };
     struct http_server *srv = http_server_new(mock.base, &limits, handle, NULL);
     mock.srv = srv;
-    http_server_listen(srv, fd, HTTP_LISTENER_API);
+    struct ssl_ctx_st *tls = NULL;
+    if (tls_cert) { /* an https upstream, for the backends' ca_file and client_cert */
+        char err[512];
+        tls = tls_server_new(tls_cert, tls_key ? tls_key : tls_cert, tls_ca, err, sizeof(err));
+        if (!tls) {
+            fprintf(stderr, "sluice-mock: %s\n", err);
+            return 1;
+        }
+        http_server_set_tls(srv, tls);
+    }
+    http_server_listen(srv, fd, HTTP_LISTENER_API, tls != NULL);
     struct event *sigterm = evsignal_new(mock.base, SIGTERM, on_signal, mock.base);
     struct event *sigint = evsignal_new(mock.base, SIGINT, on_signal, mock.base);
     evsignal_add(sigterm, NULL);
@@ -1066,6 +1088,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "sluice-mock listening on %s:%d\n", host, port);
     event_base_dispatch(mock.base);
     http_server_free(srv);
+    tls_ctx_free(tls);
     event_free(sigterm);
     event_free(sigint);
     event_base_free(mock.base);

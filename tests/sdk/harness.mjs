@@ -53,8 +53,8 @@ function stopped(proc) {
 const sanitizerMarks = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runtime error:'];
 
 // A running mock and sluice; `conf(mockUrl)` gives sluice's configuration
-// with {port} where its listen port goes.
-export async function start(conf, env = {}) {
+// with {port} where its listen port goes (https: that listener is marked tls).
+export async function start(conf, env = {}, { https = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-sdk-'));
   const mockPort = await freePort();
   const mock = spawn(join(build, 'sluice-mock'), ['--port', String(mockPort), '--api-key', UPSTREAM_KEY],
@@ -71,8 +71,8 @@ export async function start(conf, env = {}) {
   });
   await waitPort(port, sluice);
   return {
-    baseURL: `http://127.0.0.1:${port}/v1`,
-    url: `http://127.0.0.1:${port}`,
+    baseURL: https ? `https://localhost:${port}/v1` : `http://127.0.0.1:${port}/v1`,
+    url: https ? `https://localhost:${port}` : `http://127.0.0.1:${port}`,
     log: () => readFileSync(logPath, 'utf8'),
     async stop() {
       const code = await stopped(sluice);
