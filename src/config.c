@@ -28,10 +28,12 @@ enum scope {
     SCOPE_KEY,
     SCOPE_TEAM,
     SCOPE_MODEL,
+    SCOPE_TELEMETRY,
     SCOPE__COUNT
 };
-static const char *const scope_names[] = { "server",   "redis",     "backend NAME",
-                                           "key NAME", "team NAME", "model NAME" };
+static const char *const scope_names[] = { "server",    "redis",      "backend NAME",
+                                           "key NAME",  "team NAME",  "model NAME",
+                                           "telemetry" };
 
 enum opt_type {
     T_INT,      /* int64_t within [min, max] */
@@ -48,10 +50,11 @@ enum opt_type {
     T_DIGEST,  /* uint8_t[32]: sha256:<hex> or a plain secret */
     T_MONEY,   /* int64_t micro-dollars, from a decimal number of USD */
     T_PEM,     /* char*: the path of a PEM file; /path, file:/path or cred:NAME */
+    T_RATIO,   /* int64_t parts per million, from a decimal number 0 to 1 */
 };
 static const char *const type_names[] = { "integer", "duration", "size", "boolean", "string", "URL",
                                            "host:port", "one of", "model list", "status list",
-                                           "header list", "secret", "USD", "PEM file" };
+                                           "header list", "secret", "USD", "PEM file", "ratio" };
 
 #define F_REQUIRED 1u /* must be set in its section */
 #define F_REPEAT 2u   /* may appear several times */
@@ -79,6 +82,7 @@ static const char *const balances[] = { "weighted", "latency", "least_inflight",
 
 #define SRV(f) offsetof(struct cfg_server, f)
 #define RDS(f) offsetof(struct cfg_redis, f)
+#define TEL(f) offsetof(struct cfg_telemetry, f)
 #define BCK(f) offsetof(struct cfg_backend, f)
 #define KEY(f) offsetof(struct cfg_key, f)
 #define MDL(f) offsetof(struct cfg_model, f)
@@ -161,6 +165,20 @@ static const struct option options[] = {
       "longest wait for one Redis call" },
     { SCOPE_REDIS, "on_error", T_ENUM, RDS(on_error), "local", 0, 0, on_error_modes, 0,
       "what requests get while Redis is down" },
+
+    { SCOPE_TELEMETRY, "otlp_endpoint", T_URL, TEL(otlp_endpoint), NULL, 0, 0, NULL, F_REQUIRED,
+      "an OTLP/HTTP collector's base URL (http://127.0.0.1:4318); traces are posted to "
+      "/v1/traces as JSON" },
+    { SCOPE_TELEMETRY, "sample_ratio", T_RATIO, TEL(sample_ppm), "1", 0, 1000000, NULL, 0,
+      "share of traces started here that are recorded (0 to 1); a client's traceparent decides "
+      "for its own" },
+    { SCOPE_TELEMETRY, "service_name", T_STRING, TEL(service_name), "sluice", 0, 0, NULL, 0,
+      "the service.name resource attribute" },
+    { SCOPE_TELEMETRY, "max_queue", T_INT, TEL(max_queue), "2048", 1, 1000000, NULL, 0,
+      "spans each worker holds for export; past it new ones are dropped and counted "
+      "(sluice_trace_spans_dropped_total)" },
+    { SCOPE_TELEMETRY, "flush_interval", T_DURATION, TEL(flush_ms), "1s", 10, 60000, NULL, 0,
+      "the longest a span waits before its batch is posted (512 spans go at once)" },
 
     { SCOPE_BACKEND, "url", T_URL, BCK(url), NULL, 0, 0, NULL, F_REQUIRED,
       "base URL; the request path after /v1 is appended" },
@@ -817,6 +835,13 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
         return true;
     case T_HEADERS:
         return parse_headers(p, o, v, (struct cfg_models *)field);
+    case T_RATIO:
+        if (!sl_parse_money(v, &n) || n > o->max) {
+            PERR(p, "%s: '%s' is not a ratio from 0 to 1 (at most 6 decimals)", o->name, v);
+            return false;
+        }
+        *(int64_t *)field = n;
+        return true;
     case T_MONEY:
         if (!sl_parse_money(v, &n) || n > o->max) {
             PERR(p, "%s: '%s' is not an amount of USD (digits, at most 6 decimals)", o->name, v);
@@ -915,6 +940,8 @@ static void open_section(struct parser *p, char *header)
         scope = SCOPE_SERVER;
     else if (strcmp(title, "redis") == 0)
         scope = SCOPE_REDIS;
+    else if (strcmp(title, "telemetry") == 0)
+        scope = SCOPE_TELEMETRY;
     else {
         size_t i = 0;
         while (i < SL_ARRAY_LEN(named_scopes) && strcmp(title, named_scopes[i].title) != 0)
@@ -950,6 +977,9 @@ static void open_section(struct parser *p, char *header)
     } else if (scope == SCOPE_REDIS) {
         c->redis.enabled = true;
         obj = &c->redis;
+    } else if (scope == SCOPE_TELEMETRY) {
+        c->telemetry.enabled = true;
+        obj = &c->telemetry;
     } else {
         /* The arrays grow, so sections hold an index into them, not a pointer. */
         char **array = (char **)((char *)c + ns->array);
@@ -1324,6 +1354,8 @@ static void config_free(struct config *c)
     free(c->server.tls_client_ca);
     tls_ctx_free(c->tls);
     free(c->redis.url);
+    free(c->telemetry.otlp_endpoint);
+    free(c->telemetry.service_name);
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];
         free(be->name);
@@ -1391,6 +1423,7 @@ struct config *cfg_load(const char *path, struct cfg_errors *errs)
      * named sections get theirs the moment they open. */
     apply_defaults(&p, SCOPE_SERVER, &c->server);
     apply_defaults(&p, SCOPE_REDIS, &c->redis);
+    apply_defaults(&p, SCOPE_TELEMETRY, &c->telemetry);
     ini_parse_stream(read_line, &p, on_value, &p);
     fclose(p.fp);
     free(p.linebuf);
@@ -1505,7 +1538,8 @@ static const char reference_intro[] =
     "- Sections: `[server]`, `[redis]`, `[backend NAME]` (one per upstream\n"
     "  deployment), `[key NAME]` (one per client key), `[team NAME]` (limits and a\n"
     "  budget shared by the keys that name it) and `[model NAME]` (a model's\n"
-    "  prices, docs/budgets.md; its upstream name and fallbacks, docs/pool.md).\n"
+    "  prices, docs/budgets.md; its upstream name and fallbacks, docs/pool.md);\n"
+    "  `[telemetry]` sends traces to an OTLP collector (docs/operations.md).\n"
     "  Names are letters, digits, `-`, `_` and `.` (they\n"
     "  become metric labels and log fields); model names may also hold `:` `/` `@` `+`.\n"
     "- Money is USD with at most 6 decimals (`2.50`, `0.000125`); sluice keeps it\n"

@@ -10,6 +10,7 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/pool.h"
+#include "sluice/telemetry.h"
 #include "sluice/usage.h"
 #include "sluice/util.h"
 #include "sluice/waitq.h"
@@ -394,10 +395,18 @@ void mx_render(struct sl_buf *out, struct generation *gen)
                   "# HELP sluice_usage_records_dropped_total Usage log records dropped because "
                   "16 MB were already waiting for the disk.\n"
                   "# TYPE sluice_usage_records_dropped_total counter\n"
-                  "sluice_usage_records_dropped_total %llu\n",
+                  "sluice_usage_records_dropped_total %llu\n"
+                  "# HELP sluice_trace_spans_exported_total Spans the OTLP collector accepted.\n"
+                  "# TYPE sluice_trace_spans_exported_total counter\n"
+                  "sluice_trace_spans_exported_total %llu\n"
+                  "# HELP sluice_trace_spans_dropped_total Spans dropped: the export queue was "
+                  "full (max_queue) or the collector failed.\n"
+                  "# TYPE sluice_trace_spans_dropped_total counter\n"
+                  "sluice_trace_spans_dropped_total %llu\n",
                   (unsigned long)atomic_load(&lim_redis_errors),
                   (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight),
-                  waitq_count(), (unsigned long long)usage_log_dropped());
+                  waitq_count(), (unsigned long long)usage_log_dropped(),
+                  (unsigned long long)tel_exported(), (unsigned long long)tel_dropped());
 }
 
 /* The value of label `name` in a series' label text, or an empty string. */

@@ -163,19 +163,6 @@ static size_t on_data(struct up_transfer *t, const char *data, size_t len, void 
     return len;
 }
 
-static void on_headers(struct up_transfer *t, void *arg)
-{
-    (void)t;
-    (void)arg;
-}
-
-static bool on_resend(struct up_transfer *t, void *arg)
-{
-    (void)t;
-    (void)arg;
-    return true; /* a GET: sending it again is harmless */
-}
-
 static void on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
     struct fetch *f = arg;
@@ -197,7 +184,9 @@ static void on_done(struct up_transfer *t, enum up_end how, void *arg)
     }
 }
 
-static const struct up_callbacks fetch_cb = { on_headers, on_data, on_done, on_resend };
+/* A GET: sending it again is harmless. */
+static const struct up_callbacks fetch_cb = { up_ignore_headers, on_data, on_done,
+                                              up_resend_always };
 
 static void on_client_abort(struct http_req *req)
 {

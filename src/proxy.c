@@ -49,6 +49,7 @@
 #include "sluice/server.h"
 #include "sluice/spend.h"
 #include "sluice/sse.h"
+#include "sluice/telemetry.h"
 #include "sluice/tokens.h"
 #include "sluice/upstream.h"
 #include "sluice/usage.h"
@@ -94,6 +95,8 @@ static const unsigned phase_from[] = {
 };
 #undef FROM
 
+#define MAX_TRACED_ATTEMPTS 16
+
 struct sl_request {
     struct worker *w;
     enum phase phase;
@@ -104,6 +107,7 @@ struct sl_request {
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
     const char *model_label; /* for the metrics: lives as long as the generation r holds */
     char path[SRV_MAX_API_PATH + 1]; /* plain: srv_plain_api_path() checked it */
+    char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
@@ -169,6 +173,18 @@ struct sl_request {
     int64_t wait_until_ms; /* patience ends (0: not worked out yet) */
     int64_t queued_since_us;
     int64_t queued_us;     /* in the line, all told */
+
+    /* Tracing ([telemetry]; trace_request). Times are monotonic. */
+    struct tel_ctx trace;
+    int64_t admit_start_us, admit_end_us; /* the first admission's call to the limiter */
+    struct traced_attempt {
+        int backend;
+        int64_t start_us, end_us;
+        enum up_outcome outcome;
+        int status;
+        uint8_t span_id[8]; /* sent upstream as the traceparent's parent */
+    } *traced;              /* [MAX_TRACED_ATTEMPTS], made by the first attempt traced */
+    int ntraced;
 };
 
 /* sluice's own answer, instead of an upstream's. */
@@ -347,9 +363,11 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     const struct http_req *req = r->req;
     bool accept = false;
     sl_buf_reserve(&text, 256);
+    bool tracing = r->gen->cfg->telemetry.enabled; /* our traceparent replaces the client's */
     for (int i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (!hdr_forwarded(h->name, &be->forward_headers) || named_in_connection(req, h->name))
+        if (!hdr_forwarded(h->name, &be->forward_headers) || named_in_connection(req, h->name) ||
+            (tracing && sl_str_caseeq(h->name, "traceparent")))
             continue;
         accept = accept || sl_str_caseeq(h->name, "accept");
         sl_buf_append(&text, h->name.p, h->name.len);
@@ -364,6 +382,13 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
         header_text(&text, &n, "Content-Type: ", 14, ct->p, ct->len);
     }
     header_text(&text, &n, "Expect:", 7, "", 0); /* no 100-continue round trip */
+    if (tracing) { /* the attempt's span is the upstream's parent */
+        char tp[80];
+        bool own = r->ntraced && r->attempts == r->ntraced;
+        tel_traceparent_header(&r->trace, own ? r->traced[r->ntraced - 1].span_id : r->trace.span_id,
+                               tp);
+        header_text(&text, &n, tp, strlen(tp), "", 0);
+    }
     if (be->organization)
         header_text(&text, &n, "OpenAI-Organization: ", 21, be->organization,
                     strlen(be->organization));
@@ -449,6 +474,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     size_t plen = SL_MIN(req->path.len, sizeof(r->path) - 1);
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
+    memcpy(r->method, req->method.p, SL_MIN(req->method.len, sizeof(r->method) - 1));
     r->backend = -1;
     r->capacity_backend = -1;
     r->full_ms = -1;
@@ -465,6 +491,8 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     mx_inflight(1);
     r->deadline = evtimer_new(w->base, on_deadline, r);
     arm_ms(r->deadline, r->gen->cfg->server.request_timeout_ms);
+    if (r->gen->cfg->telemetry.enabled)
+        tel_context(req, r->gen->cfg->telemetry.sample_ppm, &r->trace);
     return r;
 }
 
@@ -602,6 +630,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     r->model_label = model_label;
     r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
                                 : 0;
+    r->admit_start_us = sl_now_us();
     if (key->queue_timeout_ms && waitq_busy(key->name)) {
         wait_for_room(r, -1); /* FIFO: behind the key's requests already waiting */
         return;
@@ -846,6 +875,7 @@ static void on_admitted(const struct lim_decision *d, void *arg)
 {
     struct sl_request *r = arg;
     r->ticket = *d;
+    r->admit_end_us = sl_now_us();
     if (d->admitted && d->lease)
         hold_slot(r);
     if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
@@ -922,6 +952,11 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
     const struct up_outcome_info *oi = up_outcome_info(o);
     r->xfer = NULL; /* freed by the upstream module, or already cancelled */
     r->outcome = o;
+    if (r->ntraced && r->ntraced <= MAX_TRACED_ATTEMPTS && r->attempts == r->ntraced) {
+        struct traced_attempt *ta = &r->traced[r->ntraced - 1];
+        ta->end_us = sl_now_us();
+        ta->outcome = o;
+    }
     pool_report(r->gen->pool, &r->pick, o, retry_after_ms);
     if (o != UP_OUTCOME_SUCCESS && o != UP_OUTCOME_PASSED && o != UP_OUTCOME_ABORTED)
         capacity_settle(r, 0, never_sent(o)); /* the deployment generated nothing for it */
@@ -1119,6 +1154,13 @@ static void attempt_start(struct sl_request *r)
         mx_retry(cfg->backends[r->backend].name);
     r->backend = r->pick.backend;
     r->attempts++;
+    if (cfg->telemetry.enabled && r->ntraced < MAX_TRACED_ATTEMPTS) {
+        if (!r->traced)
+            r->traced = sl_calloc(MAX_TRACED_ATTEMPTS, sizeof(*r->traced));
+        struct traced_attempt *ta = &r->traced[r->ntraced++];
+        *ta = (struct traced_attempt){ .backend = r->backend, .start_us = sl_now_us() };
+        tel_new_span_id(ta->span_id);
+    }
     free_header_list(r->up_headers);
     free(r->url);
     r->up_headers = upstream_headers(r, be);
@@ -1212,6 +1254,8 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     read_upstream_limits(r, t);
     int status = up_status(t);
     r->upstream_status = status;
+    if (r->ntraced && r->attempts == r->ntraced)
+        r->traced[r->ntraced - 1].status = status;
     if (r->req && status >= 200 && status <= 299 && is_event_stream(t))
         relay_begin(r, t, status);
     /* anything else is buffered and answered whole */
@@ -1484,6 +1528,108 @@ static void log_request(const struct sl_request *r)
         usage_log_write(&u);
 }
 
+/* The GenAI operation of an API path (OpenTelemetry's gen_ai.operation.name), or NULL. */
+static const char *genai_operation(const char *path)
+{
+    static const struct {
+        const char *path, *op;
+    } ops[] = { { "/v1/chat/completions", "chat" }, { "/v1/responses", "chat" },
+                { "/v1/completions", "text_completion" }, { "/v1/embeddings", "embeddings" } };
+    for (size_t i = 0; i < SL_ARRAY_LEN(ops); i++)
+        if (strcmp(path, ops[i].path) == 0)
+            return ops[i].op;
+    return NULL;
+}
+
+#define ATTR_S(k, v) ((struct tel_attr){ .key = (k), .type = TEL_STR, .s = (v) })
+#define ATTR_I(k, v) ((struct tel_attr){ .key = (k), .type = TEL_INT, .i = (int64_t)(v) })
+
+/* The request's trace ([telemetry], sampled): its server span with the
+ * OpenTelemetry GenAI attributes, the limiter's span, and a client span per
+ * upstream attempt (whose id the upstream got as its traceparent parent). */
+static void trace_request(const struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    if (!cfg->telemetry.enabled || !r->trace.sampled)
+        return;
+    int64_t to_wall = sl_wall_us() - sl_now_us(); /* monotonic -> wall clock */
+    const char *op = genai_operation(r->path);
+    char name[sizeof(r->method) + sizeof(r->path) + 1];
+    if (op && r->model)
+        snprintf(name, sizeof(name), "%s %.64s", op, r->model);
+    else
+        snprintf(name, sizeof(name), "%s %s", r->method, r->path);
+    struct tel_attr root[20];
+    int n = 0;
+    root[n++] = ATTR_S("gen_ai.operation.name", op ? op : "other");
+    root[n++] = ATTR_S("gen_ai.provider.name", "openai");
+    root[n++] = ATTR_S("gen_ai.system", "openai");
+    if (r->model)
+        root[n++] = ATTR_S("gen_ai.request.model", r->model);
+    if (r->served_upstream)
+        root[n++] = ATTR_S("gen_ai.response.model", r->served_upstream);
+    if (r->usage.seen) {
+        root[n++] = ATTR_I("gen_ai.usage.input_tokens", r->usage.prompt);
+        root[n++] = ATTR_I("gen_ai.usage.output_tokens", r->usage.completion);
+    }
+    root[n++] = ATTR_S("http.request.method", r->method);
+    root[n++] = ATTR_S("url.path", r->path);
+    root[n++] = ATTR_I("http.response.status_code", r->status);
+    root[n++] = ATTR_S("sluice.key", r->key->name);
+    if (r->key->team)
+        root[n++] = ATTR_S("sluice.team", r->key->team->name);
+    if (r->backend >= 0)
+        root[n++] = ATTR_S("sluice.backend", cfg->backends[r->backend].name);
+    root[n++] = ATTR_I("sluice.attempts", r->attempts);
+    root[n++] = ATTR_S("sluice.end", end_cause_token(r->end));
+    root[n++] = (struct tel_attr){ .key = "sluice.cost_usd", .type = TEL_DOUBLE, .d = (double)r->cost / 1e6 };
+    root[n++] = (struct tel_attr){ .key = "sluice.stream", .type = TEL_BOOL, .i = r->call.stream };
+    struct tel_span spans[2 + MAX_TRACED_ATTEMPTS];
+    int ns = 0;
+    const uint8_t *parent = r->trace.has_parent ? r->trace.parent_id : NULL;
+    spans[ns++] = (struct tel_span){ .name = name, .kind = TEL_SERVER, .span_id = r->trace.span_id,
+                                     .parent_id = parent, .start_us = r->start_us + to_wall,
+                                     .end_us = sl_now_us() + to_wall, .error = r->status >= 500,
+                                     .attrs = root, .nattrs = n };
+    uint8_t limiter_id[8];
+    struct tel_attr lim[4];
+    int nl = 0;
+    if (r->admit_end_us) {
+        static const char *const where[] = { "none", "local", "redis" };
+        tel_new_span_id(limiter_id);
+        lim[nl++] = ATTR_S("sluice.limiter", where[r->ticket.where]);
+        lim[nl++] = (struct tel_attr){ .key = "sluice.admitted", .type = TEL_BOOL, .i = r->ticket.admitted };
+        if (!r->ticket.admitted || r->ticket.dim)
+            lim[nl++] = ATTR_S("sluice.rate_limited.dimension", dims[r->ticket.dim].label);
+        lim[nl++] = ATTR_I("sluice.queued_ms", r->queued_us / 1000);
+        spans[ns++] = (struct tel_span){ .name = "sluice.limiter", .kind = TEL_INTERNAL,
+                                         .span_id = limiter_id, .parent_id = r->trace.span_id,
+                                         .start_us = r->admit_start_us + to_wall,
+                                         .end_us = r->admit_end_us + to_wall,
+                                         .error = r->ticket.unavailable, .attrs = lim, .nattrs = nl };
+    }
+    char names[MAX_TRACED_ATTEMPTS][80];
+    struct tel_attr at[MAX_TRACED_ATTEMPTS][4];
+    for (int i = 0; i < r->ntraced; i++) {
+        const struct traced_attempt *ta = &r->traced[i];
+        const char *backend = cfg->backends[ta->backend].name;
+        snprintf(names[i], sizeof(names[i]), "upstream %s", backend);
+        int k = 0;
+        at[i][k++] = ATTR_S("sluice.backend", backend);
+        at[i][k++] = ATTR_I("sluice.attempt", i + 1);
+        at[i][k++] = ATTR_S("sluice.outcome", up_outcome_info(ta->outcome)->label);
+        if (ta->status)
+            at[i][k++] = ATTR_I("http.response.status_code", ta->status);
+        spans[ns++] = (struct tel_span){ .name = names[i], .kind = TEL_CLIENT, .span_id = ta->span_id,
+                                         .parent_id = r->trace.span_id,
+                                         .start_us = ta->start_us + to_wall,
+                                         .end_us = (ta->end_us ? ta->end_us : sl_now_us()) + to_wall,
+                                         .error = ta->outcome != UP_OUTCOME_SUCCESS,
+                                         .attrs = at[i], .nattrs = k };
+    }
+    tel_export(r->w->tel, &cfg->telemetry, &r->trace, spans, ns);
+}
+
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
  * metrics, and corrects the limiter's reservation to it. */
 static void settle(struct sl_request *r)
@@ -1553,6 +1699,7 @@ static void request_free(struct sl_request *r)
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->fwd_body);
     sl_buf_free(&r->model_body);
+    free(r->traced);
     free_header_list(r->up_headers);
     free(r->url);
     cJSON_Delete(r->call.root);
@@ -1569,6 +1716,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     set_phase(r, PHASE_SETTLING);
     settle(r);
     log_request(r);
+    trace_request(r);
     const struct config *cfg = r->gen->cfg;
     const char *served = !r->served_upstream             ? "-"
                          : r->served_upstream == r->model ? r->model_label /* as it came */

@@ -313,6 +313,19 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
     return t->cb->on_data(t, data, size * n, t->arg);
 }
 
+void up_ignore_headers(struct up_transfer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+bool up_resend_always(struct up_transfer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    return true;
+}
+
 /* A handle with the options that never change between transfers. */
 static CURL *new_easy(struct up_multi *m)
 {

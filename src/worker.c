@@ -21,6 +21,7 @@
 #include "sluice/pool.h"
 #include "sluice/server.h"
 #include "sluice/spend.h"
+#include "sluice/telemetry.h"
 #include "sluice/upstream.h"
 #include "sluice/util.h"
 
@@ -209,6 +210,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     if (gen->cfg->tls)
         http_server_set_tls(w->http, gen->cfg->tls);
     w->up = up_multi_new(w->base);
+    w->tel = tel_exporter_new(w->base, w->up);
     w->models = models_cache_new();
     w->limiter.local = local;
     w->limiter.on_error = gen->cfg->redis.on_error;
@@ -260,6 +262,7 @@ void worker_free(struct worker *w)
     http_server_free(w->http); /* aborts what is left, which cancels its transfers */
     lim_redis_free(w->limiter.redis); /* answers admissions still waiting */
     models_cache_free(w->models);     /* before the curl multi its fetches run on */
+    tel_exporter_free(w->tel);        /* likewise its export */
     up_multi_free(w->up);
     event_free(w->stop_ev);
     event_free(w->drain_ev);

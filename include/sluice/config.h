@@ -84,6 +84,16 @@ struct cfg_server {
     char *tls_cert, *tls_key, *tls_client_ca; /* paths of PEM files */
 };
 
+/* [telemetry]: traces over OTLP/HTTP (telemetry.h). */
+struct cfg_telemetry {
+    bool enabled;          /* the section is there */
+    char *otlp_endpoint;   /* the collector's base URL; /v1/traces is appended */
+    int64_t sample_ppm;    /* traces started here that are sampled, per million */
+    char *service_name;
+    int64_t max_queue;     /* spans waiting per worker; past it they are dropped */
+    int64_t flush_ms;
+};
+
 struct cfg_redis {
     bool enabled; /* false: no [redis] section, limits kept in-process */
     char *url;
@@ -172,6 +182,7 @@ struct config {
     char *path;
     struct cfg_server server;
     struct cfg_redis redis;
+    struct cfg_telemetry telemetry;
     struct cfg_backend *backends;
     int nbackends;
     struct cfg_key *keys;

@@ -37,6 +37,11 @@ struct up_callbacks {
     bool (*on_resend)(struct up_transfer *t, void *arg);
 };
 
+/* Callbacks for transfers that need no more: a response head not looked
+ * at (on_headers), and a request safe to send twice (on_resend). */
+void up_ignore_headers(struct up_transfer *t, void *arg);
+bool up_resend_always(struct up_transfer *t, void *arg);
+
 enum up_method { UP_POST, UP_GET, UP_DELETE };
 
 struct up_request {

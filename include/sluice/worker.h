@@ -41,6 +41,7 @@ struct worker {
     struct http_server *http;
     struct up_multi *up;
     struct models_cache *models; /* upstream model lists (models.c) */
+    struct tel_exporter *tel;    /* spans for [telemetry] (telemetry.h) */
     struct limiter limiter;
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */

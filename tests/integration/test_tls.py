@@ -337,3 +337,40 @@ def test_backend_tls_options_are_checked(tmp, mock, pki):
     assert rc != 0 and "are for https:// URLs" in out
     rc, out = check(f"ca_file = {tmp}/nope.pem")
     assert rc != 0 and "cannot read" in out
+
+
+def rss_kb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def test_back_pressure_over_tls(mock, pki, start_sluice):
+    """A TLS client that stops reading a 40 MB stream: sluice pauses the
+    upstream instead of buffering it, then delivers every byte."""
+    s = start_sluice(tls_conf(mock, pki))
+    raw = socket.create_connection(("127.0.0.1", s.port))
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    t = client_ctx(pki).wrap_socket(raw, server_hostname="localhost")
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+    before = rss_kb(s.proc.pid)
+    t.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + CLIENT_KEY.encode() +
+              b"\r\nConnection: close\r\nx-mock-completion-tokens: 250000\r\nContent-Length: " +
+              str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(1.5)  # the mock has written all it can; we read nothing
+    grown_mb = (rss_kb(s.proc.pid) - before) / 1024
+    assert grown_mb < 16, f"sluice buffered {grown_mb:.1f} MB for a TLS client that does not read"
+    total, tail = 0, b""
+    t.settimeout(30)
+    while True:
+        try:
+            chunk = t.recv(1 << 20)
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        total += len(chunk)
+        tail = (tail + chunk)[-64:]
+    t.close()
+    assert total > 30_000_000 and b"data: [DONE]" in tail
