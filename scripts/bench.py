@@ -89,15 +89,22 @@ def wrk(port, script, conns=CONNS, seconds=DURATION, path="/v1/chat/completions"
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
+    p999 = re.search(r"^p99\.9_us (\d+)$", out, re.M)  # from the scripts' done() hook
     return {"rps": rps, "p50": latency(50), "p99": latency(99),
+            "p999": float(p999.group(1)) if p999 else float("nan"),
             "non2xx": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else ""}
+
+
+# wrk's --latency table stops at the 99th percentile: the 99.9th comes from here.
+P999_HOOK = ('done = function(summary, latency, requests)\n'
+             '  io.write(string.format("p99.9_us %d\\n", latency:percentile(99.9)))\nend\n')
 
 
 def lua_script(name, body, extra_headers=""):
     path = tmp / f"{name}.lua"
     path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
                     f'wrk.headers["Content-Type"] = "application/json"\n'
-                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n{extra_headers}')
+                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n{extra_headers}{P999_HOOK}')
     return path
 
 
@@ -293,7 +300,7 @@ def main():
     print(f"\nsluice benchmark, {ROUNDS} rounds of {DURATION}s per load, wrk -t1 -c{CONNS}, small chat requests, "
           f"loopback, {os.cpu_count()} cores shared by all processes; medians of the rounds, ratios taken "
           f"within each round (range in brackets)\n")
-    print(f"{'scenario':38} {'req/s':>7} {'p50':>7} {'p99':>7} {'CPU/req':>8} {'RSS MB':>6}  vs nginx")
+    print(f"{'scenario':38} {'req/s':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'CPU/req':>8} {'RSS MB':>6}  vs nginx")
     bases = {"streaming": "nginx proxy, streaming (20 chunks)", "TLS keep-alive": "nginx, TLS keep-alive",
              "TLS handshake": "nginx, TLS handshake per request"}
     for name, _, _, pid, _ in loads:
@@ -303,10 +310,12 @@ def main():
         note = f"  ({bad} non-2xx!)" if bad else ""
         cpu = f"{med(name, 'cpu_us'):.1f}us" if pid else "-"
         print(f"{name:38} {med(name, 'rps'):7.0f} {med(name, 'p50'):6.0f}u {med(name, 'p99'):6.0f}u "
+              f"{med(name, 'p999'):6.0f}u "
               f"{cpu:>8} {med(name, 'rss'):6.1f}  {mid:.2f} [{lo:.2f}-{hi:.2f}]{note}")
     print("\n1-connection probe (p50 latency, us):")
     for name, _ in probes:
         print(f"  {name:14} p50 {med('probe ' + name, 'p50'):7.0f}  p99 {med('probe ' + name, 'p99'):7.0f}  "
+              f"p99.9 {med('probe ' + name, 'p999'):7.0f}  "
               f"({med('probe ' + name, 'rps'):.0f} req/s)")
     by_nginx, by_sluice, by_redis = added("nginx"), added("sluice"), added("sluice_redis")
     print(f"  added by nginx: {by_nginx[0]:.0f} us; by sluice: {by_sluice[0]:.0f} us [{by_sluice[1]:.0f}-{by_sluice[2]:.0f}]; "

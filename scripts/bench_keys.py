@@ -43,6 +43,9 @@ request = function()
   wrk.headers["Authorization"] = string.format("Bearer sk-bench-%06d", i)
   return wrk.format()
 end
+done = function(summary, latency, requests)
+  io.write(string.format("p99.9_us %d\n", latency:percentile(99.9)))
+end
 """
 RANDOM, IN_TURN = "math.random(0, __KEYS__ - 1)", "(n + __FROM__) % __KEYS__"
 
@@ -67,7 +70,8 @@ def wrk(port, script, seconds):
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
     return {"requests": total, "rps": float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1)),
-            "p99": ms(r"\s99%"), "max": ms(r"Latency\s+[0-9.]+\w+\s+[0-9.]+\w+"),
+            "p99": ms(r"\s99%"), "p999": float(re.search(r"^p99\.9_us (\d+)$", out, re.M).group(1)) / 1000,
+            "max": ms(r"Latency\s+[0-9.]+\w+\s+[0-9.]+\w+"),
             "failed": int(bad.group(1)) if bad else 0, "errors": errors.group(1) if errors else "none"}
 
 
@@ -119,9 +123,9 @@ for _ in range({RELOADS}):
         print(f"start-up                 {startup:.2f} s until the listener answers")
         print(f"RSS                      {rss_idle:.1f} MB started, {rss_busy:.1f} MB once every key "
               f"has been used ({used} requests, each key in turn)")
-        print(f"load without reloads     {quiet['rps']:.0f} req/s, p99 {quiet['p99']:.2f} ms, "
+        print(f"load without reloads     {quiet['rps']:.0f} req/s, p99 {quiet['p99']:.2f} ms, p99.9 {quiet['p999']:.2f} ms, "
               f"max {quiet['max']:.2f} ms, failed {quiet['failed']}, socket errors {quiet['errors']}")
-        print(f"load with {reloads} reloads      {loaded['rps']:.0f} req/s, p99 {loaded['p99']:.2f} ms, "
+        print(f"load with {reloads} reloads      {loaded['rps']:.0f} req/s, p99 {loaded['p99']:.2f} ms, p99.9 {loaded['p999']:.2f} ms, "
               f"max {loaded['max']:.2f} ms, failed {loaded['failed']}, socket errors {loaded['errors']}")
         print(f"RSS after the reloads    {rss_mb(proc.pid):.1f} MB")
     finally:
