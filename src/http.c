@@ -82,7 +82,7 @@ struct http_server {
     int busy;
     int nconns;
     uint64_t accepted;
-    SSL_CTX *tls; /* for connections on tls listeners; the config's */
+    SSL_CTX *tls; /* for new connections on tls listeners (a reference of its own) */
     struct http_req *spare_reqs; /* freed requests, kept for the next ones */
     int nspare;
 };
@@ -915,6 +915,8 @@ static void conn_process(struct http_conn *c)
     if (!c->reading && !c->dead && c->state != CONN_HANDLING) {
         event_add(c->rev, NULL); /* the backlog that paused reading is being served */
         c->reading = true;
+        if (c->ssl && SSL_pending(c->ssl) > 0) /* already decrypted: no readiness will say so */
+            event_active(c->rev, EV_READ, 0);
     }
     for (;;) {
         int rc;

@@ -16,6 +16,11 @@ void log_set_level(enum log_level level)
     min_level = level;
 }
 
+bool log_enabled(enum log_level level)
+{
+    return level >= min_level;
+}
+
 static void write_all(const char *p, size_t n)
 {
     while (n > 0) {

@@ -1480,9 +1480,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 
 /* ---- the end ---------------------------------------------------------------- */
 
-/* Client-supplied text for the log: printable ASCII only, bounded, so a
- * model name cannot forge or split log lines. */
-/* The finished request as the access and usage logs record it. */
+/* The finished request as the access and usage logs record it (usage.c
+ * makes client-supplied text safe for each). */
 static void record_of(const struct sl_request *r, struct usage_record *u)
 {
     const struct config *cfg = r->gen->cfg;
@@ -1514,11 +1513,11 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
 static void log_request(const struct sl_request *r)
 {
     const struct cfg_server *srv = &r->gen->cfg->server;
-    if (!srv->access_log && !srv->usage_log)
+    if (!(srv->access_log && log_enabled(LOG_INFO)) && !srv->usage_log)
         return;
     struct usage_record u;
     record_of(r, &u);
-    if (srv->access_log) {
+    if (srv->access_log && log_enabled(LOG_INFO)) { /* its lines are info, as always */
         struct sl_buf line = { 0 };
         usage_access_line(&u, (enum access_format)srv->access_log_format, &line);
         log_line(line.data, line.len);

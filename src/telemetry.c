@@ -128,6 +128,15 @@ struct tel_exporter {
 
 static void flush(struct tel_exporter *e);
 
+/* The queue is posted flush_interval after its first span at the latest. */
+static void arm_timer(struct tel_exporter *e)
+{
+    if (evtimer_pending(e->timer, NULL))
+        return;
+    struct timeval tv = { (time_t)(e->flush_ms / 1000), (suseconds_t)(e->flush_ms % 1000 * 1000) };
+    evtimer_add(e->timer, &tv);
+}
+
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -194,6 +203,8 @@ static void on_done(struct up_transfer *t, enum up_end how, void *arg)
     e->sending = 0;
     if (e->queued >= BATCH_SPANS)
         flush(e);
+    else if (e->queued) /* what came while this one was out goes at its time */
+        arm_timer(e);
 }
 
 /* Sent twice at worst, a batch is taken twice: no harm to a trace. */
@@ -312,8 +323,6 @@ void tel_export(struct tel_exporter *e, const struct cfg_telemetry *cfg, const s
     e->queued += n;
     if (e->queued >= BATCH_SPANS)
         flush(e);
-    else if (!evtimer_pending(e->timer, NULL)) {
-        struct timeval tv = { (time_t)(e->flush_ms / 1000), (suseconds_t)(e->flush_ms % 1000 * 1000) };
-        evtimer_add(e->timer, &tv);
-    }
+    else
+        arm_timer(e);
 }

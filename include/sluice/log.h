@@ -3,11 +3,14 @@
 #ifndef SLUICE_LOG_H
 #define SLUICE_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 
 void log_set_level(enum log_level level);
+/* Whether lines of this level are written. */
+bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Writes an already formatted line (the access log); adds the newline. */
 void log_line(const char *line, size_t len);

@@ -245,3 +245,20 @@ def test_collector_down_or_slow_never_holds_a_request(mock, start_sluice):
         assert s2.chat().status == 200
     time.sleep(1.5)
     assert s2.log_text().count("telemetry: export to") == 1
+
+
+def test_spans_queued_during_a_slow_export_follow_it(mock, start_sluice):
+    """Spans that arrive while a post is out (its timer fired meanwhile) go
+    as soon as that post is back, with no further request to push them."""
+    slow = Collector(delay=1.5)
+    try:
+        s = start_sluice(tel_conf(mock, f"http://127.0.0.1:{slow.port}").replace("rpm = 2", "rpm = 1000"))
+        assert s.chat().status == 200
+        time.sleep(0.5)  # its 3 spans are out, the collector holds the post for 1.5 s
+        for _ in range(5):
+            assert s.chat().status == 200
+        time.sleep(0.5)  # their flush time passes while the first post is still out
+        spans = slow.wait(18, timeout=8)
+        assert len(spans) == 18 and slow.posts == 2
+    finally:
+        slow.stop()
