@@ -835,16 +835,11 @@ static bool set_option(struct parser *p, const struct option *o, void *obj, cons
         return true;
     case T_HEADERS:
         return parse_headers(p, o, v, (struct cfg_models *)field);
-    case T_RATIO:
-        if (!sl_parse_money(v, &n) || n > o->max) {
-            PERR(p, "%s: '%s' is not a ratio from 0 to 1 (at most 6 decimals)", o->name, v);
-            return false;
-        }
-        *(int64_t *)field = n;
-        return true;
+    case T_RATIO: /* millionths, as money is */
     case T_MONEY:
         if (!sl_parse_money(v, &n) || n > o->max) {
-            PERR(p, "%s: '%s' is not an amount of USD (digits, at most 6 decimals)", o->name, v);
+            PERR(p, "%s: '%s' is not %s (digits, at most 6 decimals)", o->name, v,
+                 o->type == T_RATIO ? "a ratio from 0 to 1" : "an amount of USD");
             return false;
         }
         *(int64_t *)field = n;
@@ -1252,10 +1247,12 @@ static void check_tls(struct parser *p)
         return;
     }
     int days;
-    if (tls_cert_days_left(s->tls_cert, &days) && days < 0)
+    if (!tls_cert_days_left(s->tls_cert, &days))
+        return;
+    if (days < 0)
         log_warn("%s: tls_cert %s expired %d day%s ago", p->path, s->tls_cert, -days,
                  days == -1 ? "" : "s");
-    else if (tls_cert_days_left(s->tls_cert, &days) && days < 14)
+    else if (days < 14)
         log_warn("%s: tls_cert %s expires in %d day%s", p->path, s->tls_cert, days,
                  days == 1 ? "" : "s");
 }
