@@ -438,6 +438,7 @@ static struct http_req *req_new(struct http_conn *c)
     struct http_server *srv = c->srv;
     struct http_req *req = srv->spare_reqs;
     if (req) {
+        SL_SPARE_UNPOISON(req, sizeof(*req));
         srv->spare_reqs = req->next_spare;
         srv->nspare--;
     } else {
@@ -464,6 +465,7 @@ static void req_free(struct http_req *req)
     req->next_spare = srv->spare_reqs;
     srv->spare_reqs = req;
     srv->nspare++;
+    SL_SPARE_POISON(req, sizeof(*req));
 }
 
 static void arm_timer(struct http_conn *c, int64_t ms)
@@ -1327,6 +1329,7 @@ void http_server_free(struct http_server *srv)
         conn_free(srv->conns);
     while (srv->spare_reqs) {
         struct http_req *req = srv->spare_reqs;
+        SL_SPARE_UNPOISON(req, sizeof(*req));
         srv->spare_reqs = req->next_spare;
         free(req);
     }

@@ -182,19 +182,22 @@ static void observe(struct series *s, double v)
  * fixed words, so they need no escaping beyond a guard against quotes. */
 static void label(const char *name, const char *value)
 {
+    size_t nlen = strlen(name), vlen = strlen(value), plain = strcspn(value, "\"\\\n");
+    sl_buf_reserve(&text, nlen + vlen + 4);
+    char *p = text.data + text.len;
     if (text.len)
-        sl_buf_append(&text, ",", 1);
-    sl_buf_appends(&text, name);
-    sl_buf_append(&text, "=\"", 2);
-    size_t start = 0, i = 0;
-    for (; value[i]; i++) {
-        if (value[i] == '"' || value[i] == '\\' || value[i] == '\n') {
-            sl_buf_append(&text, value + start, i - start);
-            start = i + 1;
-        }
-    }
-    sl_buf_append(&text, value + start, i - start);
-    sl_buf_append(&text, "\"", 1);
+        *p++ = ',';
+    memcpy(p, name, nlen);
+    p += nlen;
+    *p++ = '=';
+    *p++ = '"';
+    memcpy(p, value, plain); /* a '"', '\\' or newline is left out */
+    p += plain;
+    for (size_t i = plain; i < vlen; i++)
+        if (value[i] != '"' && value[i] != '\\' && value[i] != '\n')
+            *p++ = value[i];
+    *p++ = '"';
+    text.len = (size_t)(p - text.data);
 }
 
 void mx_request_done(const struct mx_request *m)

@@ -98,6 +98,15 @@ static const unsigned phase_from[] = {
 #define MAX_TRACED_ATTEMPTS 16
 
 struct sl_request {
+    /* Kept while the struct waits on its worker's spare list for the next
+     * request: the deadline's timer and the answer's buffers, emptied. */
+    struct event *deadline;
+    struct evbuffer *body;      /* the running attempt's buffered response */
+    struct evbuffer *kept_body; /* the last complete upstream answer's body (kept_status) */
+    struct sl_buf kept_headers; /* and its headers as the client gets them */
+    struct sl_request *next_spare;
+
+    /* ---- zeroed for each request from here ---- */
     struct worker *w;
     enum phase phase;
     struct http_req *req; /* the client's; NULL once answered or after the client left */
@@ -149,10 +158,7 @@ struct sl_request {
     char *url;
 
     /* The answer. */
-    struct evbuffer *body;    /* the running attempt's buffered response */
-    int kept_status;          /* the last complete upstream answer (0: none yet), */
-    struct sl_buf kept_headers; /* its headers as the client gets them, */
-    struct evbuffer *kept_body; /* and its body */
+    int kept_status;          /* the last complete upstream answer (0: none yet) */
     bool paused;              /* RELAYING: the upstream waits for the client to read */
     struct sse_parser sse;
     struct sl_buf scratch;
@@ -162,7 +168,6 @@ struct sl_request {
     enum end_cause end;
     int64_t start_us;
     double ttfb;
-    struct event *deadline;
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
     int64_t last_data_ms;      /* RELAYING: when the upstream last sent a byte */
     struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
@@ -354,6 +359,16 @@ static void header_text(struct sl_buf *text, int *n, const char *a, size_t alen,
     (*n)++;
 }
 
+/* The body the attempt sends: renamed model, changed by sluice, or as it came. */
+static struct sl_str forwarded_body(const struct sl_request *r)
+{
+    if (r->model_body.len)
+        return (struct sl_str){ r->model_body.data, r->model_body.len };
+    if (r->fwd_body.len)
+        return (struct sl_str){ r->fwd_body.data, r->fwd_body.len };
+    return (struct sl_str){ r->req->body.data, r->req->body.len };
+}
+
 /* The request's headers for curl as one allocation: the list nodes, then
  * their text (curl only reads the list). Freed with free_header_list. */
 static struct curl_slist *upstream_headers(struct sl_request *r, const struct cfg_backend *be)
@@ -381,7 +396,11 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
         const struct sl_str *ct = http_header(req, "content-type");
         header_text(&text, &n, "Content-Type: ", 14, ct->p, ct->len);
     }
-    header_text(&text, &n, "Expect:", 7, "", 0); /* no 100-continue round trip */
+    /* No 100-continue round trip. curl (7.69 and later; sluice needs 7.80)
+     * asks for one only above 1 MiB, and each line on the list costs a
+     * comparison for every header curl looks for. */
+    if (forwarded_body(r).len > 1024 * 1024)
+        header_text(&text, &n, "Expect:", 7, "", 0);
     if (tracing) { /* the attempt's span is the upstream's parent */
         char tp[80];
         bool own = r->ntraced && r->attempts == r->ntraced;
@@ -458,10 +477,25 @@ static void on_client_abort(struct http_req *req);
 static void on_client_drain(struct http_req *req);
 static void on_deadline(evutil_socket_t fd, short what, void *arg);
 
+#define SPARE_REQUESTS_MAX 256 /* per worker */
+
+/* A request struct zeroed but for what it keeps (above): from the worker's
+ * spare list, else a new one with its timer and buffer. */
 static struct sl_request *request_new(struct worker *w, struct http_req *req,
                                       const struct cfg_key *key, struct api_call *call)
 {
-    struct sl_request *r = sl_calloc(1, sizeof(*r));
+    struct sl_request *r = w->spare_requests;
+    if (r) {
+        SL_SPARE_UNPOISON(r, sizeof(*r));
+        w->spare_requests = r->next_spare;
+        w->nspare_requests--;
+        memset(&r->w, 0, sizeof(*r) - offsetof(struct sl_request, w));
+    } else {
+        r = sl_calloc(1, sizeof(*r));
+        r->deadline = evtimer_new(w->base, on_deadline, r);
+    }
+    if (!r->body)
+        r->body = evbuffer_new();
     r->w = w;
     r->phase = PHASE_ADMITTING;
     r->req = req;
@@ -481,7 +515,6 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->capacity_tokens = call->estimate + spend_output_reserve(key, call);
     r->start_us = req->start_us;
     r->limits = lim_limits_of(key);
-    r->body = evbuffer_new();
     r->all_429 = true;
     r->min_retry_after_ms = -1;
     sse_init(&r->sse, MAX_SSE_EVENT);
@@ -489,7 +522,6 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     req->on_abort = on_client_abort;
     req->on_drain = on_client_drain;
     mx_inflight(1);
-    r->deadline = evtimer_new(w->base, on_deadline, r);
     arm_ms(r->deadline, r->gen->cfg->server.request_timeout_ms);
     if (r->gen->cfg->telemetry.enabled)
         tel_context(req, r->gen->cfg->telemetry.sample_ppm, &r->trace);
@@ -1165,16 +1197,13 @@ static void attempt_start(struct sl_request *r)
     free(r->url);
     r->up_headers = upstream_headers(r, be);
     r->url = upstream_url(r, be);
+    struct sl_str body = forwarded_body(r);
     struct up_request ur = {
         .method = upstream_method(r->req),
         .url = r->url,
         .headers = r->up_headers,
-        .body = r->model_body.len ? r->model_body.data
-                : r->fwd_body.len ? r->fwd_body.data
-                                  : r->req->body.data,
-        .body_len = r->model_body.len ? r->model_body.len
-                    : r->fwd_body.len ? r->fwd_body.len
-                                      : r->req->body.len,
+        .body = body.p,
+        .body_len = body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
         .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
@@ -1668,6 +1697,46 @@ static void settle(struct sl_request *r)
     capacity_settle(r, input + output, release);
 }
 
+/* What a request struct keeps, freed with it. */
+static void request_struct_free(struct sl_request *r)
+{
+    event_free(r->deadline);
+    if (r->body)
+        evbuffer_free(r->body);
+    if (r->kept_body)
+        evbuffer_free(r->kept_body);
+    sl_buf_free(&r->kept_headers);
+    free(r);
+}
+
+/* A finished request's struct goes on its worker's spare list, emptied. */
+static void spare_request(struct sl_request *r)
+{
+    struct worker *w = r->w;
+    if (w->nspare_requests >= SPARE_REQUESTS_MAX || r->kept_headers.cap > 16384)
+        return request_struct_free(r);
+    if (r->body)
+        evbuffer_drain(r->body, evbuffer_get_length(r->body));
+    if (r->kept_body)
+        evbuffer_drain(r->kept_body, evbuffer_get_length(r->kept_body));
+    r->kept_headers.len = 0;
+    r->next_spare = w->spare_requests;
+    w->spare_requests = r;
+    w->nspare_requests++;
+    SL_SPARE_POISON(r, sizeof(*r));
+}
+
+void proxy_worker_free(struct worker *w)
+{
+    while (w->spare_requests) {
+        struct sl_request *r = w->spare_requests;
+        SL_SPARE_UNPOISON(r, sizeof(*r));
+        w->spare_requests = r->next_spare;
+        request_struct_free(r);
+    }
+    w->nspare_requests = 0;
+}
+
 static void request_free(struct sl_request *r)
 {
     if (r->capacity_pending) { /* on_capacity comes, and frees it */
@@ -1681,7 +1750,7 @@ static void request_free(struct sl_request *r)
     }
     if (r->xfer)
         up_cancel(r->xfer);
-    event_free(r->deadline);
+    event_del(r->deadline);
     if (r->stream_idle)
         event_free(r->stream_idle);
     if (r->lease_renew)
@@ -1689,11 +1758,6 @@ static void request_free(struct sl_request *r)
     stop_waiting(r); /* already out, but for paths that end without request_end */
     if (r->wait_ev)
         event_free(r->wait_ev);
-    if (r->body)
-        evbuffer_free(r->body);
-    if (r->kept_body)
-        evbuffer_free(r->kept_body);
-    sl_buf_free(&r->kept_headers);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
     sl_buf_free(&r->fwd_body);
@@ -1703,7 +1767,7 @@ static void request_free(struct sl_request *r)
     free(r->url);
     cJSON_Delete(r->call.root);
     gen_unref(r->gen);
-    free(r);
+    spare_request(r);
 }
 
 /* Every request ends here, once, with its cause: the last answer, the

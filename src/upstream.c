@@ -5,6 +5,7 @@
 #include "sluice/upstream.h"
 
 #include <event2/event.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -44,7 +45,7 @@ struct up_multi {
     struct event *kick; /* curl's "timeout 0": later in this loop pass, not after a poll */
     struct sock **socks; /* by fd */
     int nsocks;
-    CURL *easy_pool[EASY_POOL_MAX]; /* reset handles ready for reuse */
+    struct up_transfer *easy_pool[EASY_POOL_MAX]; /* handles ready for reuse, with their structs */
     int neasy;
     struct up_transfer *transfers;  /* running, for cleanup */
     bool proxy_env; /* a proxy variable is set: curl reads them for each transfer */
@@ -52,9 +53,15 @@ struct up_multi {
     char *system_ca, *system_capath; /* curl's built-in trust, for backends without ca_file */
 };
 
+/* A transfer and its easy handle live and are pooled together: the options
+ * that point at the struct are set once, when the handle is made. */
 struct up_transfer {
     struct up_multi *m;
     CURL *easy;
+    long connect_timeout_ms, timeout_ms, maxage_s; /* as last set on the handle */
+    struct sl_buf headers; /* the final response's header lines (memory kept) */
+    char error[CURL_ERROR_SIZE]; /* curl's words for a failure */
+    /* ---- zeroed for each transfer from here ---- */
     const struct up_callbacks *cb;
     void *arg;
     struct url_slot *slot; /* the parsed URL, shared */
@@ -63,9 +70,7 @@ struct up_transfer {
     bool headers_done;
     bool not_post; /* the handle's method was changed: back to POST when it is kept */
     int sends; /* times curl was about to send the request (CURLOPT_PREREQFUNCTION) */
-    struct sl_buf headers; /* the final response's header lines */
     struct up_transfer *prev, *next;
-    char error[CURL_ERROR_SIZE]; /* curl's words for a failure */
 };
 
 static void check_done(struct up_multi *m);
@@ -168,6 +173,13 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 /* ---- transfers ------------------------------------------------------------- */
 
+static void transfer_free(struct up_transfer *t)
+{
+    curl_easy_cleanup(t->easy);
+    sl_buf_free(&t->headers);
+    free(t);
+}
+
 static void unlink_transfer(struct up_transfer *t)
 {
     struct up_multi *m = t->m;
@@ -195,21 +207,18 @@ static void release(struct up_transfer *t)
     put_url(t);
     if (m->neasy < EASY_POOL_MAX) {
         /* Kept as it is: every option up_start uses is either constant
-         * (set when the handle was made) or set again for each transfer;
-         * the URL handle and the error buffer, which may be freed while
-         * this one waits, go. */
+         * (set when the handle was made), set again for each transfer, or
+         * set when it differs from the last; the URL handle, which may be
+         * freed while this one waits, goes. */
         curl_easy_setopt(t->easy, CURLOPT_CURLU, NULL);
-        curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, NULL);
         if (t->not_post) {
             curl_easy_setopt(t->easy, CURLOPT_CUSTOMREQUEST, NULL);
             curl_easy_setopt(t->easy, CURLOPT_POST, 1L);
         }
-        m->easy_pool[m->neasy++] = t->easy;
+        m->easy_pool[m->neasy++] = t;
     } else {
-        curl_easy_cleanup(t->easy);
+        transfer_free(t);
     }
-    sl_buf_free(&t->headers);
-    free(t);
 }
 
 static bool tls_failure(CURLcode rc)
@@ -326,12 +335,22 @@ bool up_resend_always(struct up_transfer *t, void *arg)
     return true;
 }
 
-/* A handle with the options that never change between transfers. */
-static CURL *new_easy(struct up_multi *m)
+/* A transfer struct and its handle, with the options that never change
+ * between transfers. */
+static struct up_transfer *new_transfer(struct up_multi *m)
 {
     CURL *e = curl_easy_init();
     if (!e)
         return NULL;
+    struct up_transfer *t = sl_calloc(1, sizeof(*t));
+    t->m = m;
+    t->easy = e;
+    t->connect_timeout_ms = t->timeout_ms = t->maxage_s = -1; /* set at the first transfer */
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
     curl_easy_setopt(e, CURLOPT_POST, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
@@ -347,7 +366,16 @@ static CURL *new_easy(struct up_multi *m)
         curl_easy_setopt(e, CURLOPT_PROXY, "");
         curl_easy_setopt(e, CURLOPT_NOPROXY, "");
     }
-    return e;
+    return t;
+}
+
+/* Sets a numeric option only when it differs from what the handle has. */
+static void set_long(CURL *e, CURLoption opt, long *have, long want)
+{
+    if (*have != want) {
+        *have = want;
+        curl_easy_setopt(e, opt, want);
+    }
 }
 
 static CURLU *parse_url(const char *url)
@@ -390,18 +418,16 @@ static void set_url(struct up_multi *m, struct up_transfer *t, const char *url)
 struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
                              const struct up_callbacks *cb, void *arg)
 {
-    struct up_transfer *t = sl_calloc(1, sizeof(*t));
-    t->m = m;
+    struct up_transfer *t = m->neasy ? m->easy_pool[--m->neasy] : new_transfer(m);
+    if (!t)
+        return NULL;
+    memset(&t->cb, 0, sizeof(*t) - offsetof(struct up_transfer, cb));
+    t->headers.len = 0;
+    t->error[0] = '\0';
     t->cb = cb;
     t->arg = arg;
-    t->easy = m->neasy ? m->easy_pool[--m->neasy] : new_easy(m);
-    if (!t->easy) {
-        free(t);
-        return NULL;
-    }
     CURL *e = t->easy;
     set_url(m, t, r->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, t);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
@@ -411,14 +437,10 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
         if (r->method == UP_DELETE)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "DELETE");
     }
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
-    curl_easy_setopt(e, CURLOPT_PREREQDATA, t);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+    set_long(e, CURLOPT_CONNECTTIMEOUT_MS, &t->connect_timeout_ms, r->connect_timeout_ms);
+    set_long(e, CURLOPT_TIMEOUT_MS, &t->timeout_ms, r->timeout_ms);
     /* curl reuses a connection idle for less than keepalive_s (it counts whole seconds). */
-    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, SL_MAX(r->keepalive_s - 1, 0L));
+    set_long(e, CURLOPT_MAXAGE_CONN, &t->maxage_s, SL_MAX(r->keepalive_s - 1, 0L));
     if (strncmp(r->url, "https:", 6) == 0) { /* set each time: a pooled handle keeps the last ones */
         curl_easy_setopt(e, CURLOPT_CAINFO, r->ca_file ? r->ca_file : m->system_ca);
         curl_easy_setopt(e, CURLOPT_CAPATH, r->ca_file ? NULL : m->system_capath);
@@ -434,8 +456,7 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     if (curl_multi_add_handle(m->multi, e) != CURLM_OK) {
         unlink_transfer(t);
         put_url(t);
-        curl_easy_cleanup(e);
-        free(t);
+        transfer_free(t);
         return NULL;
     }
     return t;
@@ -581,7 +602,7 @@ void up_multi_free(struct up_multi *m)
     while (m->transfers)
         release(m->transfers);
     for (int i = 0; i < m->neasy; i++)
-        curl_easy_cleanup(m->easy_pool[i]);
+        transfer_free(m->easy_pool[i]);
     curl_multi_cleanup(m->multi); /* closes the connections: close_cb frees their events */
     for (int i = 0; i < m->nsocks; i++)
         sock_free(m, i);

@@ -19,6 +19,7 @@
 #include "sluice/log.h"
 #include "sluice/models.h"
 #include "sluice/pool.h"
+#include "sluice/proxy.h"
 #include "sluice/server.h"
 #include "sluice/spend.h"
 #include "sluice/telemetry.h"
@@ -264,6 +265,7 @@ void worker_free(struct worker *w)
     models_cache_free(w->models);     /* before the curl multi its fetches run on */
     tel_exporter_free(w->tel);        /* likewise its export */
     up_multi_free(w->up);
+    proxy_worker_free(w);
     event_free(w->stop_ev);
     event_free(w->drain_ev);
     event_free(w->reload_ev);

@@ -13,5 +13,7 @@ struct http_req;
 bool proxy_head(struct worker *w, struct http_req *req);
 /* POST /v1/... with its body. */
 void proxy_handle(struct worker *w, struct http_req *req);
+/* Frees the request structs the worker keeps for reuse; after its last request ended. */
+void proxy_worker_free(struct worker *w);
 
 #endif

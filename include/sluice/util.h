@@ -11,6 +11,17 @@
 #define SL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SL_MAX(a, b) ((a) > (b) ? (a) : (b))
 
+/* A struct kept on a spare list for reuse is poisoned there under
+ * AddressSanitizer, so a use after "free" is still caught. */
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#define SL_SPARE_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define SL_SPARE_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define SL_SPARE_POISON(p, n) ((void)(p), (void)(n))
+#define SL_SPARE_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* A borrowed slice of bytes; never owns memory. */
 struct sl_str {
     const char *p;

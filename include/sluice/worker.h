@@ -19,6 +19,7 @@ struct event_base;
 struct event;
 struct http_server;
 struct up_multi;
+struct sl_request;
 
 struct generation {
     atomic_int refs;
@@ -54,6 +55,8 @@ struct worker {
     struct event *drain_ev; /* polls for the end of in-flight requests */
     int64_t drain_deadline_ms;
     atomic_bool stop_requested;
+    struct sl_request *spare_requests; /* finished request structs, for reuse (proxy.c) */
+    int nspare_requests;
 };
 
 /* Creates a worker listening on the given sockets (their ownership passes;
