@@ -102,11 +102,26 @@ static void conn_flush(struct http_conn *c);
 
 /* ---- character classes --------------------------------------------------- */
 
+/* RFC 9110 tchar: letters, digits and !#$%&'*+-.^_`|~ (a table: every
+ * header name's every byte is checked). */
+static const bool tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1, ['~'] = 1,
+    ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1, ['7'] = 1,
+    ['8'] = 1, ['9'] = 1,
+    ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, ['H'] = 1,
+    ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, ['O'] = 1, ['P'] = 1,
+    ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, ['V'] = 1, ['W'] = 1, ['X'] = 1,
+    ['Y'] = 1, ['Z'] = 1,
+    ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, ['h'] = 1,
+    ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, ['o'] = 1, ['p'] = 1,
+    ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, ['v'] = 1, ['w'] = 1, ['x'] = 1,
+    ['y'] = 1, ['z'] = 1,
+};
+
 static bool is_tchar(unsigned char ch)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch && strchr(extra, ch));
+    return tchar[ch];
 }
 
 /* field-value: VCHAR, obs-text, SP, HTAB. */
@@ -676,13 +691,16 @@ static ssize_t find_head_end(struct http_conn *c, struct evbuffer *in)
     size_t limit = (size_t)c->srv->limits.max_header_size;
     size_t scan = SL_MIN(avail, limit + 4);
     const unsigned char *p = evbuffer_pullup(in, (ssize_t)scan);
-    for (size_t i = c->head_scanned; i < scan; i++) {
-        if (p[i] == '\0') {
+    for (size_t i = c->head_scanned; i < scan; i++) { /* line by line, each checked for NUL */
+        const unsigned char *lf = memchr(p + i, '\n', scan - i);
+        size_t to = lf ? (size_t)(lf - p) : scan;
+        if (memchr(p + i, '\0', to - i)) {
             fail_request(c, ERR_BAD_HTTP, "NUL byte in the request head");
             return -1;
         }
-        if (p[i] != '\n')
-            continue;
+        if (!lf)
+            break;
+        i = to;
         if (i == 0 || p[i - 1] != '\r') {
             fail_request(c, ERR_BAD_HTTP, "bare LF in the request head (lines end in CRLF)");
             return -1;

@@ -155,20 +155,29 @@ static bool pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
     return true;
 }
 
-bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
+/* The usage object at the start of text by the scanner, the counts taken
+ * as cJSON would: false if it is outside the scanner's subset (cJSON
+ * decides then). *end is where the object ends. */
+static bool scan_usage(const char *text, size_t len, struct usage_scan *s, const char **end)
 {
-    struct usage_scan s = { .js = { text, text + len }, .in_details = -1 };
-    if (!scan_object(&s, 0) || !js_at_end(&s.js))
-        return parse_usage_object_json(text, len, u);
+    *s = (struct usage_scan){ .js = { text, text + len }, .in_details = -1 };
+    if (!scan_object(s, 0))
+        return false;
+    *end = s->js.p;
+    return true;
+}
+
+static bool usage_counts(const struct usage_scan *s, struct tok_usage *u)
+{
     int64_t prompt = 0, completion = 0, cached = 0;
-    bool has_prompt = pick_count(&s, U_PROMPT, U_INPUT, &prompt);
-    bool has_completion = pick_count(&s, U_COMPLETION, U_OUTPUT, &completion);
+    bool has_prompt = pick_count(s, U_PROMPT, U_INPUT, &prompt);
+    bool has_completion = pick_count(s, U_COMPLETION, U_OUTPUT, &completion);
     if (!has_prompt && !has_completion)
         return false;
     /* as cJSON: the prompt details if they are an object, else the input details */
-    int d = s.details_kind[D_PROMPT] == U_OBJECT ? D_PROMPT : D_INPUT;
-    if (s.details_kind[d] == U_OBJECT && s.cached_kind[d] == U_NUMBER && s.cached[d] >= 0)
-        cached = s.cached[d];
+    int d = s->details_kind[D_PROMPT] == U_OBJECT ? D_PROMPT : D_INPUT;
+    if (s->details_kind[d] == U_OBJECT && s->cached_kind[d] == U_NUMBER && s->cached[d] >= 0)
+        cached = s->cached[d];
     u->seen = true;
     u->prompt = prompt;
     u->completion = completion;
@@ -176,10 +185,21 @@ bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
     return true;
 }
 
-/* The span of the first "usage": {...} object in the text, found without
- * parsing the rest (a response can be megabytes; its usage is a few bytes).
- * Strings are skipped so a "usage" inside generated text does not count. */
-static bool find_usage_object(const char *data, size_t len, const char **obj, size_t *obj_len)
+bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
+{
+    struct usage_scan s;
+    const char *end;
+    if (!scan_usage(text, len, &s, &end))
+        return parse_usage_object_json(text, len, u);
+    struct json_scan rest = { end, text + len };
+    return js_at_end(&rest) ? usage_counts(&s, u) : parse_usage_object_json(text, len, u);
+}
+
+/* Where the value of the first "usage" key in the text starts, if it is an
+ * object ('{' at *obj), found without parsing the rest (a response can be
+ * megabytes; its usage is a few bytes). Strings are skipped so a "usage"
+ * inside generated text does not count. */
+static bool find_usage_object(const char *data, size_t len, size_t *obj)
 {
     size_t i = 0;
     while (i < len) {
@@ -213,30 +233,42 @@ static bool find_usage_object(const char *data, size_t len, const char **obj, si
         j = json_skip_ws(data, j + 1, len);
         if (j >= len || data[j] != '{')
             continue;
-        int depth = 0;
-        for (size_t k = j; k < len; k++) {
-            if (data[k] == '"') {
-                for (k++; k < len && data[k] != '"'; k++)
-                    if (data[k] == '\\')
-                        k++;
-            } else if (data[k] == '{') {
-                depth++;
-            } else if (data[k] == '}' && --depth == 0) {
-                *obj = data + j;
-                *obj_len = k - j + 1;
-                return true;
-            }
+        *obj = j;
+        return true;
+    }
+    return false;
+}
+
+/* The length of the object at data[0] == '{' by its braces (strings
+ * skipped), for cJSON when the scanner declined it. */
+static bool object_len(const char *data, size_t len, size_t *n)
+{
+    int depth = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (data[k] == '"') {
+            for (k++; k < len && data[k] != '"'; k++)
+                if (data[k] == '\\')
+                    k++;
+        } else if (data[k] == '{') {
+            depth++;
+        } else if (data[k] == '}' && --depth == 0) {
+            *n = k + 1;
+            return true;
         }
-        return false;
     }
     return false;
 }
 
 bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u)
 {
-    const char *obj;
-    size_t obj_len;
-    return find_usage_object(body, len, &obj, &obj_len) && tok_usage_from_object(obj, obj_len, u);
+    size_t at, n;
+    struct usage_scan s;
+    const char *end;
+    if (!find_usage_object(body, len, &at))
+        return false;
+    if (scan_usage(body + at, len - at, &s, &end)) /* where the scanner ends is where the braces do */
+        return usage_counts(&s, u);
+    return object_len(body + at, len - at, &n) && parse_usage_object_json(body + at, n, u);
 }
 
 bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)

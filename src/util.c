@@ -354,13 +354,24 @@ void sl_sha256(const void *data, size_t len, uint8_t out[32])
         SHA256(data, len, out);
 }
 
+/* Eight bytes per step (metric label texts are ~100 bytes, hashed several
+ * times per request), then a final mix so the low bits, which pick a table
+ * slot, depend on every input bit. */
 uint64_t sl_hash(const void *data, size_t len)
 {
     const unsigned char *p = data;
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ len, w;
+    for (; len >= 8; p += 8, len -= 8) {
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    w = 0;
+    memcpy(&w, p, len);
+    h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 29;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    return h ^ (h >> 32);
 }
 
 void *sl_grow(void *array, size_t size, int count)

@@ -60,8 +60,9 @@ void sl_buf_printf(struct sl_buf *b, const char *fmt, ...) __attribute__((format
 void sl_buf_free(struct sl_buf *b);
 /* Appends v in decimal (no printf: this is on every response's path). */
 void sl_buf_int(struct sl_buf *b, int64_t v);
-/* FNV-1a of the bytes: for hash tables, not for anything an attacker picks
- * the collisions of beyond a slower lookup. */
+/* A fast 64-bit hash of the bytes (eight at a time, then mixed): for hash
+ * tables, not for anything an attacker picks the collisions of beyond a
+ * slower lookup. */
 uint64_t sl_hash(const void *data, size_t len);
 /* Room for one more element in an array of count elements of size bytes,
  * grown only by this: its capacity is the power of two at or above count, so

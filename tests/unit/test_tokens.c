@@ -151,9 +151,36 @@ static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
 }
 
 
+/* The span of the object at p[0] == '{' by its braces, strings skipped: how
+ * a response body's usage object was cut out before the scanner read it in
+ * place. 0 if the braces do not close. */
+static size_t braces_span(const char *p, size_t len)
+{
+    int depth = 0;
+    for (size_t k = 0; k < len; k++) {
+        if (p[k] == '"') {
+            for (k++; k < len && p[k] != '"'; k++)
+                k += p[k] == '\\';
+        } else if (p[k] == '{') {
+            depth++;
+        } else if (p[k] == '}' && --depth == 0) {
+            return k + 1;
+        }
+    }
+    return 0;
+}
+
+static bool same_usage(bool g, const struct tok_usage *got, bool w, const struct tok_usage *want)
+{
+    return g == w && got->seen == want->seen && got->prompt == want->prompt &&
+           got->completion == want->completion && got->cached == want->cached;
+}
+
 /* Random usage objects, well formed and then mutated a byte or two: the fast
  * reader and cJSON must agree on every one (the fast reader hands what it does
- * not know to cJSON, so a disagreement is a bug in what it accepts). */
+ * not know to cJSON, so a disagreement is a bug in what it accepts). Each is
+ * also read inside a response body, where the reader scans it in place: the
+ * same answer as cJSON on the object cut out by its braces. */
 static void test_usage_reader_agrees_with_cjson(void)
 {
     static const char *const parts[] = {
@@ -174,7 +201,7 @@ static void test_usage_reader_agrees_with_cjson(void)
         "\"cached_tokens\":11", "\"output_tokens_details\":{\"reasoning_tokens\":4}",
     };
     static const char mutations[] = " \t\n{}[]\",:-.0123456789eE\\u";
-    int agreed = 0;
+    int agreed = 0, bodies = 0;
     for (int round = 0; round < 20000; round++) {
         char obj[512];
         size_t n = 0;
@@ -201,8 +228,18 @@ static void test_usage_reader_agrees_with_cjson(void)
         struct tok_usage got = { 0 }, want = { 0 };
         bool g = tok_usage_from_object(obj, n, &got);
         bool w = reference_usage(obj, n, &want);
-        if (g == w && got.seen == want.seen && got.prompt == want.prompt &&
-            got.completion == want.completion && got.cached == want.cached)
+        char body[640];
+        static const char head[] = "{\"id\":\"c\\\"1\",\"usage\":";
+        int bn = snprintf(body, sizeof(body), "%s%.*s,\"z\":\"}{\"}", head, (int)n, obj);
+        struct tok_usage in_body = { 0 }, body_want = { 0 };
+        bool b = tok_usage_from_body(body, (size_t)bn, &in_body);
+        size_t span = obj[0] == '{' ? braces_span(body + strlen(head), (size_t)bn - strlen(head)) : 0;
+        bool bw = span && reference_usage(body + strlen(head), span, &body_want);
+        if (obj[0] == '{')
+            bodies += same_usage(b, &in_body, bw, &body_want);
+        else
+            bodies++; /* the next "usage" is not this object: nothing to compare */
+        if (same_usage(g, &got, w, &want))
             agreed++;
         else
             fprintf(stderr, "disagree on %.*s: got %d %lld %lld %lld, cJSON %d %lld %lld %lld\n",
@@ -211,6 +248,7 @@ static void test_usage_reader_agrees_with_cjson(void)
                     (long long)want.cached);
     }
     CHECK(agreed == 20000);
+    CHECK(bodies == 20000);
 }
 
 int main(void)
