@@ -99,9 +99,9 @@ def main():
         stats = info(redis, "commandstats")
         evalsha = dict(kv.split("=") for kv in stats.get("cmdstat_evalsha", "calls=0,usec=0").split(","))
         calls, usec = int(evalsha["calls"]), float(evalsha["usec"])
-        skip = ("cmdstat_evalsha", "cmdstat_info", "cmdstat_memory", "cmdstat_hlen")  # not the scripts'
+        skip = ("evalsha", "info", "memory", "hlen", "config")  # not the scripts' (Redis 7: "memory|usage")
         inner = {k[len("cmdstat_"):]: int(v.split(",")[0].split("=")[1]) for k, v in stats.items()
-                 if k.startswith("cmdstat_") and k not in skip}
+                 if k.startswith("cmdstat_") and k[len("cmdstat_"):].split("|")[0] not in skip}
         mem_after = int(info(redis, "memory")["used_memory"])
         print(f"requests admitted        {ok} of {REQUESTS} over {KEYS} keys in {elapsed:.1f}s "
               f"(window {WINDOW_MS} ms, 60 buckets{'; prices, budgets, 5 teams' if MONEY else ''})")
