@@ -281,18 +281,19 @@ def main():
     def med(name, field):
         return median([r[name][field] for r in rounds])
 
+    def spread(each):
+        """(median, lowest, highest, every round's value in order)"""
+        return median(each), min(each), max(each), each
+
     def ratio(name, base, field="rps"):
-        each = [r[name][field] / r[base][field] for r in rounds]
-        return median(each), min(each), max(each)
+        return spread([r[name][field] / r[base][field] for r in rounds])
 
     def added(name):
-        each = [r["probe " + name]["p50"] - r["probe direct"]["p50"] for r in rounds]
-        return median(each), min(each), max(each)
+        return spread([r["probe " + name]["p50"] - r["probe direct"]["p50"] for r in rounds])
 
     def over_nginx(name, field):
         """The 1-connection probe's field, sluice's minus nginx's, within each round."""
-        each = [r["probe " + name][field] - r["probe nginx"][field] for r in rounds]
-        return median(each), min(each), max(each)
+        return spread([r["probe " + name][field] - r["probe nginx"][field] for r in rounds])
 
     socks = open_streams(ports["sluice"], STREAMS, 20)
     time.sleep(3)
@@ -310,7 +311,7 @@ def main():
              "TLS handshake": "nginx, TLS handshake per request"}
     for name, _, _, pid, _ in loads:
         base = next((b for k, b in bases.items() if k in name), "nginx proxy")
-        mid, lo, hi = ratio(name, base)
+        mid, lo, hi, _ = ratio(name, base)
         bad = sum(r[name]["non2xx"] for r in rounds)
         note = f"  ({bad} non-2xx!)" if bad else ""
         cpu = f"{med(name, 'cpu_us'):.1f}us" if pid else "-"
@@ -340,7 +341,8 @@ def main():
     ]
     for name, got, want, at_most in checks:
         ok = got[0] <= want if at_most else got[0] >= want
-        print(f"  {'met ' if ok else 'MISS'} {name}: {got[0]:.2f} [{got[1]:.2f} to {got[2]:.2f}]")
+        print(f"  {'met ' if ok else 'MISS'} {name}: {got[0]:.2f} [{got[1]:.2f} to {got[2]:.2f}]; "
+              f"rounds: {', '.join(f'{v:.2f}' for v in got[3])}")
     print(f"  {'met ' if open_rss < 50 else 'MISS'} RSS < 50 MB with {STREAMS} open streams (issue #7): {open_rss:.1f} MB")
 
 if __name__ == "__main__":
