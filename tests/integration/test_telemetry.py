@@ -175,7 +175,12 @@ def test_a_trace_per_request_with_genai_attributes(mock, collector, start_sluice
     lim = next(x for x in refused if x["name"] == "sluice.limiter")["attrs"]
     assert lim["sluice.admitted"] is False and lim["sluice.rate_limited.dimension"] == "requests"
     assert not [x for x in refused if x["kind"] == 3]
-    assert "sluice_trace_spans_exported_total 8" in s.request("GET", "/metrics", key=None).body.decode()
+    # Counted when the collector's answer reaches sluice, which is after the
+    # collector has the spans: wait for it, bounded.
+    deadline = time.time() + 5
+    while "sluice_trace_spans_exported_total 8" not in (text := s.request("GET", "/metrics", key=None).body.decode()):
+        assert time.time() < deadline, text[-400:]
+        time.sleep(0.02)
 
 
 def test_traceparent_is_continued_and_sent_upstream(mock, collector, start_sluice):
