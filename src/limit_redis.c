@@ -445,7 +445,13 @@ static void resp_bulk(struct sl_buf *b, const char *s, size_t len)
     sl_buf_reserve(b, len + 32);
     char *p = b->data + b->len;
     *p++ = '$';
-    p += sl_fmt_int((int64_t)len, p);
+    if (len < 100) { /* nearly every argument: one or two digits, written here */
+        if (len >= 10)
+            *p++ = (char)('0' + len / 10);
+        *p++ = (char)('0' + len % 10);
+    } else {
+        p += sl_fmt_int((int64_t)len, p);
+    }
     *p++ = '\r';
     *p++ = '\n';
     memcpy(p, s, len);
@@ -467,34 +473,10 @@ static void arg_str(struct call *c, const char *s)
     arg_mem(c, s, strlen(s));
 }
 
-/* Most arguments are integers: the digits are written once, straight after
- * their length (at most 20, so one or two digits of it). */
 static void arg_int(struct call *c, int64_t v)
 {
-    char d[24], *end = d + sizeof(d), *digits = end;
-    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
-    do
-        *--digits = (char)('0' + u % 10);
-    while (u /= 10);
-    if (v < 0)
-        *--digits = '-';
-    size_t n = (size_t)(end - digits);
-    struct sl_buf *b = &c->text;
-    sl_buf_reserve(b, n + 8);
-    char *p = b->data + b->len;
-    *p++ = '$';
-    if (n >= 10)
-        *p++ = (char)('0' + n / 10);
-    *p++ = (char)('0' + n % 10);
-    *p++ = '\r';
-    *p++ = '\n';
-    for (size_t i = 0; i < n; i++)
-        *p++ = digits[i];
-    *p++ = '\r';
-    *p++ = '\n';
-    *p = '\0';
-    b->len = (size_t)(p - b->data);
-    c->argc++;
+    char d[24];
+    arg_mem(c, d, sl_fmt_int(v, d));
 }
 
 /* Redis key names. A key's counters share its name's hash tag, or its
