@@ -81,13 +81,7 @@ static size_t escape_len(const char *p, const char *end)
 }
 
 /* The bytes a string's plain run stops at: its end, an escape, a control. */
-static const bool string_stop[256] = {
-    [0x00] = 1, [0x01] = 1, [0x02] = 1, [0x03] = 1, [0x04] = 1, [0x05] = 1, [0x06] = 1, [0x07] = 1,
-    [0x08] = 1, [0x09] = 1, [0x0a] = 1, [0x0b] = 1, [0x0c] = 1, [0x0d] = 1, [0x0e] = 1, [0x0f] = 1,
-    [0x10] = 1, [0x11] = 1, [0x12] = 1, [0x13] = 1, [0x14] = 1, [0x15] = 1, [0x16] = 1, [0x17] = 1,
-    [0x18] = 1, [0x19] = 1, [0x1a] = 1, [0x1b] = 1, [0x1c] = 1, [0x1d] = 1, [0x1e] = 1, [0x1f] = 1,
-    ['"'] = 1,  ['\\'] = 1,
-};
+static const bool string_stop[256] = { [0x00 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1 };
 
 bool js_string(struct json_scan *s, struct sl_str *raw, bool *escaped)
 {

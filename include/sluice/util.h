@@ -8,6 +8,9 @@
 #include <stdint.h>
 
 #define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* Letters and digits, as designators of a 256-entry character table (GNU C
+ * ranges): static const bool t[256] = { SL_ALNUM_CHARS, ['-'] = 1 }. */
+#define SL_ALNUM_CHARS ['0' ... '9'] = 1, ['A' ... 'Z'] = 1, ['a' ... 'z'] = 1
 #define SL_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SL_MAX(a, b) ((a) > (b) ? (a) : (b))
 
