@@ -18,10 +18,10 @@ if [ -n "${SLUICE_BUILD:-}" ] && [ -x "$SLUICE_BUILD/sluice" ] && [ -x "$SLUICE_
   say "using the build in $bin"
 else
   bin=build
-  say "installing what is missing (scripts/bootstrap.sh)"
-  bash scripts/bootstrap.sh >/dev/null
+  say "installing what building and running sluice need (scripts/bootstrap.sh)"
+  bash scripts/bootstrap.sh
   say "building into build/ (scripts/build.sh; a minute the first time)"
-  scripts/build.sh build >/dev/null
+  scripts/build.sh build >/dev/null || die "the build failed (above)"
 fi
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -80,4 +80,5 @@ curl -sSfN "$URL" -H "Authorization: Bearer $KEY" -H 'Content-Type: application/
   die "the streamed request through sluice failed"
 echo
 echo "sluice is serving on http://127.0.0.1:$SLUICE_PORT (key: $KEY). Ctrl-C stops it."
+echo "Next, a gateway of your own: README.md, \"Your own gateway\" (docs/operations.md has every step)."
 wait

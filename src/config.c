@@ -149,6 +149,9 @@ static const struct option options[] = {
     { SCOPE_SERVER, "usage_log", T_STRING, SRV(usage_log), NULL, 0, 0, NULL, 0,
       "a file that gets one JSON record per finished request, appended by a thread of its own; "
       "reopened on SIGHUP and SIGUSR1 (logrotate)" },
+    { SCOPE_SERVER, "pid_file", T_STRING, SRV(pid_file), NULL, 0, 0, NULL, 0,
+      "a file that holds sluice's PID while it runs (written at start, removed at exit), for "
+      "`kill -HUP $(cat FILE)` outside systemd; a change takes effect at the next restart" },
     { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
       "least severe level logged" },
     { SCOPE_SERVER, "balance", T_ENUM, SRV(balance), "weighted", 0, 0, balances, 0,
@@ -669,20 +672,47 @@ static void check_value_file(struct parser *p, const char *path, bool plain_secr
                    path, mode);
 }
 
+/* -C: where cred: values are read outside systemd (cfg_set_credentials). */
+static const char *credentials_spec;
+
+void cfg_set_credentials(const char *spec)
+{
+    credentials_spec = spec;
+}
+
 /* cred:NAME as a path in $CREDENTIALS_DIRECTORY (systemd's LoadCredential=),
- * after prefix; reported when it cannot be one. */
+ * or outside systemd in the folder -C names, after prefix; reported when it
+ * cannot be one. */
 static bool cred_path(struct parser *p, const char *v, const char *prefix, char *out, size_t n)
 {
-    const char *dir = getenv("CREDENTIALS_DIRECTORY");
-    if (!dir || !*dir) {
-        PERR(p, "%s: CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)", v);
-        return false;
-    }
-    if (!v[5] || strchr(v + 5, '/')) {
+    const char *name = v + 5, *dir = getenv("CREDENTIALS_DIRECTORY");
+    if (!*name || strchr(name, '/')) {
         PERR(p, "%s: a credential name, not a path", v);
         return false;
     }
-    snprintf(out, n, "%s%s/%s", prefix, dir, v + 5);
+    if (dir && *dir) {
+        snprintf(out, n, "%s%s/%s", prefix, dir, name);
+        return true;
+    }
+    if (!credentials_spec) {
+        PERR(p, "%s: CREDENTIALS_DIRECTORY is not set (systemd's LoadCredential= sets it); "
+                "outside systemd, name the folder as the unit does: sluice -C "
+                "sluice:/etc/sluice/credentials",
+             v);
+        return false;
+    }
+    const char *colon = credentials_spec[0] == '/' ? NULL : strchr(credentials_spec, ':');
+    if (!colon) { /* -C DIR: the names are the file names */
+        snprintf(out, n, "%s%s/%s", prefix, credentials_spec, name);
+        return true;
+    }
+    size_t idlen = (size_t)(colon - credentials_spec);
+    if (strncmp(name, credentials_spec, idlen) != 0 || name[idlen] != '_' || !name[idlen + 1]) {
+        PERR(p, "%s: -C %s loads credentials named %.*s_FILE", v, credentials_spec, (int)idlen,
+             credentials_spec);
+        return false;
+    }
+    snprintf(out, n, "%s%s/%s", prefix, colon + 1, name + idlen + 1);
     return true;
 }
 
@@ -1346,6 +1376,7 @@ static void config_free(struct config *c)
     free(c->server.listen.v);
     free(c->server.admin_listen.v);
     free(c->server.usage_log);
+    free(c->server.pid_file);
     free(c->server.tls_cert);
     free(c->server.tls_key);
     free(c->server.tls_client_ca);
@@ -1550,7 +1581,9 @@ static const char reference_intro[] =
     "  (first line of the file) or `cred:NAME` (first line of\n"
     "  `$CREDENTIALS_DIRECTORY/NAME`, i.e. a systemd `LoadCredential=`), so\n"
     "  secrets need not sit in the file. A secret read with `env:` is taken out of\n"
-    "  the process's environment; `cred:` is the one to prefer.\n"
+    "  the process's environment; `cred:` is the one to prefer. Outside systemd,\n"
+    "  `sluice -C ID:DIR` reads `cred:ID_FILE` from `DIR/FILE`, as the unit's\n"
+    "  `LoadCredential=ID:DIR` does (`-C sluice:/etc/sluice/credentials`).\n"
     "- Client keys (`[key] key`, `[server] admin_key`, `metrics_key`) are\n"
     "  `sha256:<64 hex>` — the SHA-256 of the key (`printf %s 'the-key' | sha256sum`).\n"
     "  A plain key is accepted with a warning; sluice only ever keeps its digest.\n"

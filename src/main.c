@@ -28,7 +28,11 @@
 #include "sluice/waitq.h"
 #include "sluice/worker.h"
 
+#ifdef SLUICE_DEFAULT_CONFIG /* CMake's SLUICE_CONF_DIR */
+#define DEFAULT_CONFIG SLUICE_DEFAULT_CONFIG
+#else
 #define DEFAULT_CONFIG "/etc/sluice/sluice.conf"
+#endif
 /* Connections the kernel holds before sluice accepts them: a burst of new
  * clients (thousands of streams opened at once) would otherwise see SYNs dropped
  * and retried a second later. The kernel caps it at net.core.somaxconn. */
@@ -39,7 +43,10 @@ static void usage(FILE *out)
     fprintf(out, "usage: sluice [-c FILE]     run with that configuration (default %s)\n"
                  "       sluice -t [-c FILE]  check the configuration and exit 0 or 1\n"
                  "       sluice -V            print the version\n"
-                 "       sluice -D            print the configuration reference\n",
+                 "       sluice -D            print the configuration reference\n"
+                 "  -C ID:DIR | DIR  outside systemd: where cred:NAME values are read, as the\n"
+                 "                   unit's LoadCredential=ID:DIR loads them (cred:ID_FILE is\n"
+                 "                   DIR/FILE); e.g. -C sluice:/etc/sluice/credentials\n",
             DEFAULT_CONFIG);
 }
 
@@ -108,6 +115,40 @@ struct daemon {
     struct event *reap_ev;
 };
 
+/* [server] pid_file: the PID, written whole (a temporary file renamed over
+ * the name), so `kill -HUP $(cat FILE)` never reads half a number. */
+static int write_pid_file(const char *path)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.%d.tmp", path, (int)getpid()) >= (int)sizeof(tmp)) {
+        log_error("pid_file %s: path too long", path);
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (fd < 0 || write(fd, line, (size_t)n) != n || close(fd) != 0 || rename(tmp, path) != 0) {
+        log_error("pid_file %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes the pid file at exit, unless another sluice has written its own PID there since. */
+static void remove_pid_file(const char *path)
+{
+    char line[32] = { 0 };
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, line, sizeof(line) - 1);
+    close(fd);
+    if (n > 0 && strtol(line, NULL, 10) == (long)getpid())
+        unlink(path);
+}
+
 static bool same_listen(const struct cfg_server *a, const struct cfg_server *b)
 {
     if (a->workers != b->workers)
@@ -137,6 +178,9 @@ static void reload(struct daemon *d)
     }
     if (!same_listen(&cfg->server, &d->gen->cfg->server))
         log_warn("reload: listen and workers changes take effect at the next restart");
+    const char *was = d->gen->cfg->server.pid_file, *now = cfg->server.pid_file;
+    if ((was == NULL) != (now == NULL) || (was && strcmp(was, now)))
+        log_warn("reload: a pid_file change takes effect at the next restart");
     struct generation *g = gen_new(cfg, d->gen);
     for (int i = 0; i < d->nworkers; i++)
         worker_set_generation(d->workers[i], g);
@@ -269,8 +313,10 @@ static int run(const char *path)
     }
     if (cfg->server.usage_log)
         usage_log_set(cfg->server.usage_log);
+    /* Kept from start to exit: a reload does not move it. */
+    char *pid_file = cfg->server.pid_file ? sl_strdup(cfg->server.pid_file) : NULL;
     int rc = 0;
-    if (start_workers(&d) != 0) {
+    if ((pid_file && write_pid_file(pid_file) != 0) || start_workers(&d) != 0) {
         rc = 1;
         for (int i = 0; i < d.nworkers; i++)
             if (d.workers[i])
@@ -316,6 +362,9 @@ static int run(const char *path)
     reap(&d, true);
     gen_unref(d.gen);
     lim_local_free(d.local);
+    if (pid_file)
+        remove_pid_file(pid_file);
+    free(pid_file);
     mx_shutdown();
     waitq_shutdown();
     cfg_forget_environment();
@@ -331,10 +380,13 @@ int main(int argc, char **argv)
     const char *path = DEFAULT_CONFIG;
     bool test = false;
     int opt;
-    while ((opt = getopt(argc, argv, "c:tVDh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:C:tVDh")) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
+            break;
+        case 'C':
+            cfg_set_credentials(optarg);
             break;
         case 't':
             test = true;

@@ -82,6 +82,7 @@ struct cfg_server {
     int balance;   /* enum balance */
     int64_t balance_decay_ms; /* latency: how fast an unrefreshed estimate fades */
     char *tls_cert, *tls_key, *tls_client_ca; /* paths of PEM files */
+    char *pid_file;        /* holds the PID while sluice runs; NULL: none */
 };
 
 /* [telemetry]: traces over OTLP/HTTP (telemetry.h). */
@@ -230,6 +231,12 @@ const struct cfg_model *cfg_priced_model(const struct config *c, const char *nam
 /* The model as a metric label: its name if the config lists it anywhere,
  * else "other" (client input never becomes a label of its own). */
 const char *cfg_model_label(const struct config *c, const char *model);
+
+/* Where cred:NAME values are read when $CREDENTIALS_DIRECTORY is not set
+ * (outside systemd): "ID:DIR" as in the unit's LoadCredential=ID:DIR (cred:ID_X
+ * is DIR/X), or "DIR" (cred:X is DIR/X). Set once, from the command line,
+ * before the first cfg_load; the string must outlive every load. */
+void cfg_set_credentials(const char *spec);
 
 /* Forgets the env: secrets kept for reloads (at exit, for leak checkers). */
 void cfg_forget_environment(void);

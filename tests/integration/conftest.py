@@ -190,14 +190,14 @@ class Response:
 
 
 class Sluice:
-    def __init__(self, tmp, conf, extra_env=None):
+    def __init__(self, tmp, conf, extra_env=None, extra_args=()):
         self.port = free_port()
         self.conf = tmp / f"sluice-{self.port}.conf"
         self.conf.write_text(conf.replace("{port}", str(self.port)))
         self.log = tmp / f"sluice-{self.port}.log"
         env = dict(ENV)
         env.update(extra_env or {})
-        self.proc = subprocess.Popen([str(SLUICE), "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen([str(SLUICE), "-c", str(self.conf), *extra_args], stdout=subprocess.DEVNULL,
                                      stderr=open(self.log, "w"), env=env)
         wait_port(self.port, self.proc)
 
@@ -292,6 +292,14 @@ key = {OTHER_KEY}
 models = gpt-4o-mini
 {extra}
 """
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    """Test folders go under the build, not /tmp: a run leaves nothing in /tmp,
+    and what a failed test wrote stays for a look until the next run."""
+    if not config.option.basetemp:
+        config.option.basetemp = str(BUILD / "pytest-tmp")
 
 
 @pytest.fixture

@@ -456,26 +456,35 @@ def test_env_secrets_leave_the_environment_and_survive_a_reload(mock, start_slui
 def test_the_process_is_not_dumpable(tmp, mock):
     """Another process of the same user cannot read sluice's memory or
     environment (/proc/PID/environ, like /proc/PID/mem, needs it dumpable)."""
+    import shutil
     import tempfile
     from conftest import ENV, SLUICE, base_conf
     as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    # The other user must reach the binary and the config: a clone under
+    # /root (mode 0700) is out of its reach, so both go to a folder it can read.
     d = tempfile.mkdtemp(prefix="sluice-nodump-")
-    os.chmod(d, 0o755)
-    port = free_port()
-    conf = os.path.join(d, "sluice.conf")
-    with open(conf, "w") as f:
-        f.write(base_conf(mock.url).replace("{port}", str(port)))
-    os.chmod(conf, 0o644)
-    log = open(tmp / "nodump.log", "w")
-    proc = subprocess.Popen(as_other + [str(SLUICE), "-c", conf], stderr=log, stdout=subprocess.DEVNULL, env=ENV)
-    control = subprocess.Popen(as_other + ["sleep", "30"])
     try:
-        wait_port(port, proc)
-        read = lambda pid: subprocess.run(as_other + ["cat", f"/proc/{pid}/environ"], capture_output=True)
-        assert read(control.pid).returncode == 0  # an ordinary process of that user: readable
-        r = read(proc.pid)
-        assert r.returncode != 0 and b"Permission denied" in r.stderr
+        os.chmod(d, 0o755)
+        binary = os.path.join(d, "sluice")
+        shutil.copy2(SLUICE, binary)
+        port = free_port()
+        conf = os.path.join(d, "sluice.conf")
+        with open(conf, "w") as f:
+            f.write(base_conf(mock.url).replace("{port}", str(port)))
+        os.chmod(conf, 0o644)
+        log = open(tmp / "nodump.log", "w")
+        proc = subprocess.Popen(as_other + [binary, "-c", conf], stderr=log, stdout=subprocess.DEVNULL, env=ENV)
+        control = subprocess.Popen(as_other + ["sleep", "30"])
+        try:
+            wait_port(port, proc)
+            read = lambda pid: subprocess.run(as_other + ["cat", f"/proc/{pid}/environ"], capture_output=True)
+            assert read(control.pid).returncode == 0  # an ordinary process of that user: readable
+            r = read(proc.pid)
+            assert r.returncode != 0 and b"Permission denied" in r.stderr
+        finally:
+            control.kill()
+            control.wait(10)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
     finally:
-        control.kill()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+        shutil.rmtree(d)

@@ -69,11 +69,15 @@ def test_bootstrap_without_root_or_sudo_says_what_to_do():
         with open(query, "w") as f:
             f.write("#!/bin/sh\necho 'deinstall ok config-files'\n")  # every package missing
         os.chmod(query, 0o755)
-        for tool in ("grep", "id"):
+        for tool in ("grep", "id", "dirname", "mktemp", "rm"):
             os.symlink(shutil.which(tool), os.path.join(fakebin, tool))
+        # A copy the other user can read: a clone under /root (0700) is out of its reach.
+        script = os.path.join(fakebin, "bootstrap.sh")
+        shutil.copy(ROOT / "scripts" / "bootstrap.sh", script)
+        os.chmod(script, 0o755)
         as_user = ([shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"]
                    if os.geteuid() == 0 else [])
-        r = subprocess.run(as_user + ["/bin/bash", str(ROOT / "scripts" / "bootstrap.sh")],
+        r = subprocess.run(as_user + ["/bin/bash", script, "--tests"],
                            env={"PATH": fakebin}, capture_output=True, text=True, timeout=30)
     finally:
         shutil.rmtree(fakebin)
@@ -81,3 +85,95 @@ def test_bootstrap_without_root_or_sudo_says_what_to_do():
     assert "sudo: command not found" not in r.stderr
     assert "sudo is not installed" in r.stderr and "apt-get install" in r.stderr
     assert "ca-certificates" in r.stderr  # among what it would install
+
+
+def bootstrap_copy(tmp):
+    """scripts/bootstrap.sh and tests/sdk's package files in a folder of their
+    own (no node_modules there), as a fresh clone has them."""
+    import shutil
+    (tmp / "scripts").mkdir()
+    (tmp / "tests" / "sdk").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "bootstrap.sh", tmp / "scripts" / "bootstrap.sh")
+    for f in ("package.json", "package-lock.json"):
+        shutil.copy(ROOT / "tests" / "sdk" / f, tmp / "tests" / "sdk" / f)
+    return tmp / "scripts" / "bootstrap.sh"
+
+
+def test_bootstrap_names_an_unreachable_npm_registry_in_one_line(tmp):
+    """The npm registry cannot be reached: one line naming it and what to do,
+    not npm's stack trace, and soon."""
+    import shutil
+    if not shutil.which("npm"):
+        import pytest
+        pytest.fail("npm is missing: scripts/bootstrap.sh --tests installs it")
+    script = bootstrap_copy(tmp)
+    closed = free_port()
+    env = dict(os.environ, npm_config_registry=f"http://127.0.0.1:{closed}/", HOME=str(tmp))
+    start = time.time()
+    r = subprocess.run(["/bin/bash", str(script), "--tests"], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1
+    assert time.time() - start < 60
+    assert f"the npm registry http://127.0.0.1:{closed}/ cannot be reached" in r.stderr, r.stderr
+    assert "npm_config_registry" in r.stderr
+    assert "npm ERR!" not in r.stderr and "    at " not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp / "tests" / "sdk" / "node_modules" / "openai").exists()
+
+
+def test_bootstrap_names_an_unreachable_debian_archive_in_one_line(tmp):
+    """apt cannot reach the archive: one line naming it and what to do. (apt
+    itself is stood in for by a script that fails as apt-get does offline.)"""
+    fakebin = tmp / "bin"
+    fakebin.mkdir()
+    (fakebin / "dpkg-query").write_text("#!/bin/sh\necho 'deinstall ok config-files'\n")
+    (fakebin / "id").write_text("#!/bin/sh\necho 0\n")  # as root: no sudo
+    (fakebin / "apt-get").write_text(
+        "#!/bin/sh\n"
+        "echo \"W: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  "
+        "Temporary failure resolving 'deb.debian.org'\"\n"
+        "echo 'W: Some index files failed to download. They have been ignored, or old ones used instead.'\n"
+        "[ \"$1\" = update ] && exit 0\n"
+        "echo 'E: Unable to locate package libevent-dev'; exit 100\n")
+    for f in fakebin.iterdir():
+        f.chmod(0o755)
+    script = bootstrap_copy(tmp)
+    env = dict(os.environ, PATH=f"{fakebin}:{os.environ['PATH']}")
+    r = subprocess.run(["/bin/bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "the Debian archive cannot be reached" in r.stderr, r.stderr
+    assert "/etc/apt/sources.list" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "reading the package lists" in r.stdout  # it said what it was doing first
+
+
+def test_quickstart_installs_only_what_building_and_running_need():
+    """The quick start's bootstrap asks for no test tool; the test command's does."""
+    import tempfile
+    import shutil
+    fakebin = tempfile.mkdtemp(prefix="sluice-pkgs-")  # an unprivileged user must reach it
+    try:
+        os.chmod(fakebin, 0o755)
+        query = os.path.join(fakebin, "dpkg-query")
+        with open(query, "w") as f:
+            f.write("#!/bin/sh\necho 'deinstall ok config-files'\n")
+        os.chmod(query, 0o755)
+        for tool in ("grep", "id", "dirname", "mktemp", "rm"):
+            os.symlink(shutil.which(tool), os.path.join(fakebin, tool))
+        script = os.path.join(fakebin, "bootstrap.sh")
+        shutil.copy(ROOT / "scripts" / "bootstrap.sh", script)
+        as_user = ([shutil.which("setpriv"), "--reuid=65534", "--regid=65534", "--clear-groups"]
+                   if os.geteuid() == 0 else [])
+        wanted = {}
+        for mode in ([], ["--tests"]):
+            r = subprocess.run(as_user + ["/bin/bash", script, *mode], env={"PATH": fakebin},
+                               capture_output=True, text=True, timeout=30)
+            line = next(l for l in r.stderr.splitlines() if "apt-get install" in l)
+            wanted[tuple(mode)] = set(line.split("--no-install-recommends")[1].split())
+    finally:
+        shutil.rmtree(fakebin)
+    run, tests = wanted[()], wanted[("--tests",)]
+    assert {"gcc", "cmake", "libevent-dev", "libcurl4-openssl-dev", "ca-certificates", "curl"} <= run
+    for tool in ("redis-server", "nginx-light", "chromium", "prometheus", "npm", "nodejs", "python3-pytest"):
+        assert tool not in run and tool in tests, tool
+    assert run < tests

@@ -87,25 +87,54 @@ def test_cred_values(mock, tmp):
         assert s.stop() == 0
 
 
-def test_cmake_install_layout(tmp):
+def install_table():
+    """docs/operations.md's table of what cmake --install puts where: rows of
+    (path with the default prefix, path with -DCMAKE_INSTALL_PREFIX=/usr)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    table = text[text.index("| path (default prefix) |"):]
+    rows = []
+    for line in table.splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        default = cells[0].strip("`")
+        usr = default if cells[1] == "the same" else cells[1].strip("`")
+        rows.append((default, usr))
+    return rows
+
+
+def test_cmake_install_layout_is_what_the_docs_say(tmp):
+    """cmake --install, with the default prefix and with --prefix /usr, puts
+    every file where docs/operations.md's table says, and the unit it writes
+    names the installed sluice and /etc/sluice."""
+    rows = install_table()
+    assert len(rows) >= 6, rows
     build = tmp / "b"
-    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_INSTALL_PREFIX=/usr"],
-                   check=True, capture_output=True)
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build)], check=True, capture_output=True)
     # Installing needs only the binary, not the tests.
     subprocess.run(["cmake", "--build", str(build), "--target", "sluice", "-j2"], check=True,
                    capture_output=True)
-    dest = tmp / "root"
-    env = dict(os.environ, DESTDIR=str(dest))
-    r = subprocess.run(["cmake", "--install", str(build)], env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    for rel in ("usr/bin/sluice", "usr/bin/sluice-keygen", "etc/sluice/sluice.conf.example",
-                "etc/sluice/credentials", "usr/lib/systemd/system/sluice.service",
-                "usr/share/doc/sluice/operations.md"):
-        assert (dest / rel).exists(), rel
-    for page in (ROOT / "docs").glob("*.md"):  # every page of docs/
-        assert (dest / "usr/share/doc/sluice" / page.name).read_text() == page.read_text(), page.name
-    unit = (dest / "usr/lib/systemd/system/sluice.service").read_text()
-    assert "ExecStart=/usr/bin/sluice -c /etc/sluice/sluice.conf" in unit
+    for column, prefix in ((0, None), (1, "/usr")):
+        dest = tmp / f"root{column}"
+        env = dict(os.environ, DESTDIR=str(dest))
+        cmd = ["cmake", "--install", str(build)] + (["--prefix", prefix] if prefix else [])
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        paths = [row[column] for row in rows]
+        for path in paths:
+            assert (dest / path.lstrip("/")).exists(), (prefix, path)
+        bindir = os.path.dirname(next(p for p in paths if p.endswith("/sluice")))
+        docdir = next(p for p in paths if p.endswith("/doc/sluice/")).rstrip("/")
+        for page in (ROOT / "docs").glob("*.md"):  # every page of docs/
+            assert (dest / docdir.lstrip("/") / page.name).read_text() == page.read_text(), page.name
+        unit = (dest / next(p for p in paths if p.endswith(".service")).lstrip("/")).read_text()
+        assert f"ExecStart={bindir}/sluice -c /etc/sluice/sluice.conf" in unit
+        assert f"ExecStartPre={bindir}/sluice -t -c /etc/sluice/sluice.conf" in unit
+        assert f"Documentation=file:{docdir}/operations.md" in unit
+        assert "LoadCredential=sluice:/etc/sluice/credentials" in unit
+        # The installed binary's own default is the documented file.
+        r = subprocess.run([str(dest / bindir.lstrip("/") / "sluice"), "-h"], capture_output=True, text=True)
+        assert "default /etc/sluice/sluice.conf" in r.stdout
 
 
 def test_keygen_line_is_accepted(tmp, mock):

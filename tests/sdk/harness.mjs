@@ -1,12 +1,17 @@
 // Starts the mock upstream and sluice on free loopback ports for the SDK
 // suite, as tests/integration/conftest.py does for pytest, and stops them by
 // PID. SLUICE_BUILD names the build directory (default: build/).
+import { File } from 'node:buffer';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+// File uploads in the SDK need the File global, which Node has from 20 on. On
+// Debian's Node 18 the SDK's documented way is to take it from node:buffer.
+if (typeof globalThis.File === 'undefined') globalThis.File = File;
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const build = resolve(process.env.SLUICE_BUILD || join(root, 'build'));
@@ -71,8 +76,9 @@ export async function start(conf, env = {}, { https = false } = {}) {
   });
   await waitPort(port, sluice);
   return {
-    baseURL: https ? `https://localhost:${port}/v1` : `http://127.0.0.1:${port}/v1`,
-    url: https ? `https://localhost:${port}` : `http://127.0.0.1:${port}`,
+    // The address sluice listens on ("localhost" may resolve to ::1 first).
+    baseURL: `${https ? 'https' : 'http'}://127.0.0.1:${port}/v1`,
+    url: `${https ? 'https' : 'http'}://127.0.0.1:${port}`,
     log: () => readFileSync(logPath, 'utf8'),
     async stop() {
       const code = await stopped(sluice);
