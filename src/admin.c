@@ -10,11 +10,12 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/status.h"
 #include "sluice/util.h"
-#include "sluice/worker.h"
+#include "sluice/worker-t.h"
 
 struct admin_req {
     struct http_req *req; /* NULL once the client left */

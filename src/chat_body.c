@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "sluice/json_scan.h"
-#include "sluice/server.h"
+#include "sluice/api_call.h"
 #include "sluice/tokens.h"
 #include "sluice/util.h"
 
@@ -130,7 +130,7 @@ static bool scan_count(struct json_scan *js, struct api_call *call, bool is_n)
         return true;
     if (!js_integer(js, &v) || v < 0)
         return false;
-    srv_count_output(call, is_n, v);
+    api_count_output(call, is_n, v);
     return true;
 }
 

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "sluice/headers.h"
-#include "sluice/limit.h"
+#include "sluice/redis_url.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
 #include "sluice/util.h"
@@ -1293,7 +1293,8 @@ static void check_config(struct parser *p)
     check_required(p);
     struct section *rds = find_scope(p, SCOPE_REDIS);
     const char *why;
-    if (rds && !lim_redis_url_ok(c->redis.url, &why)) {
+    struct redis_url url;
+    if (rds && !redis_url_parse(c->redis.url, &url, &why)) {
         int url_line = rds->set_at[find_option(SCOPE_REDIS, "url")];
         add_error(p->errs, p->path, url_line ? url_line : rds->line, "url: %s", why);
     }

@@ -5,7 +5,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "sluice/config.h"
 
 struct pattern {
     const char *name; /* lower case */
@@ -77,16 +76,14 @@ bool hdr_never_forwarded(struct sl_str name)
     return name.len && in(name, never_forwarded, SL_ARRAY_LEN(never_forwarded));
 }
 
-bool hdr_forwarded(struct sl_str name, const struct cfg_models *extra)
+bool hdr_forwarded(struct sl_str name, char *const *extra, int nextra)
 {
     if (!name.len)
         return false;
     if (in(name, forwarded, SL_ARRAY_LEN(forwarded)))
         return true; /* the allow-list and the never-list do not meet (unit test) */
-    if (!extra || !extra->n)
-        return false;
-    for (int i = 0; i < extra->n; i++)
-        if (extra_matches(name, extra->names[i]))
+    for (int i = 0; i < nextra; i++)
+        if (extra_matches(name, extra[i]))
             return !hdr_never_forwarded(name);
     return false;
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"

@@ -14,7 +14,7 @@
 #include "sluice/usage.h"
 #include "sluice/util.h"
 #include "sluice/waitq.h"
-#include "sluice/worker.h"
+#include "sluice/generation.h"
 
 static const double duration_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                            1, 2.5, 5, 10, 30, 60, 120, 300 };

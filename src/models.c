@@ -4,6 +4,7 @@
  * backend's models_cache, per worker (no locks, at most one fetch per worker
  * and backend at a time is not promised: a second request may fetch too).
  * Everything is merged, deduplicated and filtered by the key's allow-list. */
+#include "sluice/generation.h"
 #include "sluice/models.h"
 
 #include <cjson/cJSON.h>
@@ -17,7 +18,7 @@
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/upstream.h"
-#include "sluice/worker.h"
+#include "sluice/worker-t.h"
 
 #define FETCH_TIMEOUT_MS 10000 /* a models list that takes longer is not waited for */
 

@@ -27,6 +27,7 @@
  * happens while the limiter still holds the request (ADMITTING), it is
  * answered at once and waits, ABANDONED, for on_admitted to settle and free
  * it. struct sl_request owns everything the request allocated. */
+#include "sluice/generation.h"
 #include "sluice/proxy.h"
 
 #include <cjson/cJSON.h>
@@ -46,7 +47,8 @@
 #include "sluice/metrics.h"
 #include "sluice/outcome.h"
 #include "sluice/pool.h"
-#include "sluice/server.h"
+#include "sluice/api_call.h"
+#include "sluice/api_read.h"
 #include "sluice/spend.h"
 #include "sluice/sse.h"
 #include "sluice/telemetry.h"
@@ -54,7 +56,7 @@
 #include "sluice/upstream.h"
 #include "sluice/usage.h"
 #include "sluice/waitq.h"
-#include "sluice/worker.h"
+#include "sluice/worker-t.h"
 
 #define STREAM_HIGH_MARK (256 * 1024)     /* pause the upstream above this much unsent output */
 #define MAX_RESPONSE_SIZE (256LL << 20)   /* a buffered upstream response larger than this fails */
@@ -115,7 +117,7 @@ struct sl_request {
     struct api_call call;
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
     const char *model_label; /* for the metrics: lives as long as the generation r holds */
-    char path[SRV_MAX_API_PATH + 1]; /* plain: srv_plain_api_path() checked it */
+    char path[API_MAX_PATH + 1]; /* plain: api_plain_path() checked it */
     char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
     struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
@@ -381,7 +383,7 @@ static struct curl_slist *upstream_headers(struct sl_request *r, const struct cf
     bool tracing = r->gen->cfg->telemetry.enabled; /* our traceparent replaces the client's */
     for (int i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
-        if (!hdr_forwarded(h->name, &be->forward_headers) || named_in_connection(req, h->name) ||
+        if (!hdr_forwarded(h->name, be->forward_headers.names, be->forward_headers.n) || named_in_connection(req, h->name) ||
             (tracing && sl_str_caseeq(h->name, "traceparent")))
             continue;
         accept = accept || sl_str_caseeq(h->name, "accept");
@@ -609,7 +611,7 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
     const struct cfg_model *m = cfg->nmodels ? cfg_find_model(cfg, call->model) : NULL;
     const char *up = m && m->upstream ? m->upstream : call->model; /* what goes upstream */
     size_t up_len = m && m->upstream ? strlen(up) : call->model_len;
-    if (model_in_url(cfg, up, up_len) && !srv_safe_segment(up, up_len)) {
+    if (model_in_url(cfg, up, up_len) && !api_safe_segment(up, up_len)) {
         snprintf(msg, n, "This model name cannot be used in the upstream's URL: it must be "
                          "letters, digits, '-', '_', '.', '~' or ':', and not '.' or '..'.");
         return ERR_BAD_REQUEST;
@@ -633,7 +635,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     struct api_call call;
     char msg[256];
     const char *param = NULL, *headers = NULL;
-    int e = srv_read_call(req, &call, msg, sizeof(msg), &param);
+    int e = api_read_call(req, &call, msg, sizeof(msg), &param);
     const char *model_label = "-";
     if (!e) {
         e = check_model(gen, key, &call, msg, sizeof(msg), &param);

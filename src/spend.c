@@ -1,4 +1,5 @@
 /* Costs, reservations and the budget gauges (spend.h). */
+#include "sluice/generation.h"
 #include "sluice/spend.h"
 
 #include <stdlib.h>
@@ -7,9 +8,9 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
-#include "sluice/server.h"
+#include "sluice/api_call.h"
 #include "sluice/util.h"
-#include "sluice/worker.h"
+#include "sluice/worker-t.h"
 
 /* Tokens times a price per 1M tokens: 128-bit, as 10^7 tokens at $10^5 per
  * 1M is already past 2^63 micro-dollars-per-million. */

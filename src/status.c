@@ -4,6 +4,7 @@
  * teams from the limiter, with one peek per key, all at once; the answer
  * goes when the last peek is back. The page is one HTML file with its
  * style and script inline: no external assets. */
+#include "sluice/generation.h"
 #include "sluice/status.h"
 
 #include <openssl/evp.h>
@@ -20,7 +21,7 @@
 #include "sluice/pool.h"
 #include "sluice/util.h"
 #include "sluice/waitq.h"
-#include "sluice/worker.h"
+#include "sluice/worker-t.h"
 
 #define STATUS_KEYS 50
 

@@ -280,7 +280,7 @@ bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)
 
 #include <stdlib.h>
 
-#include "sluice/server.h"
+#include "sluice/api_call.h"
 
 #define IMAGE_HIGH 765
 #define IMAGE_LOW 85

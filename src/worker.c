@@ -1,5 +1,5 @@
-/* Worker threads and config generations. Each worker runs its own event
- * loop; the main thread only handles signals and asks workers to stop. */
+/* Worker threads. Each worker runs its own event loop; the main thread only
+ * handles signals and asks workers to stop. */
 #include "sluice/worker.h"
 
 #include <errno.h>
@@ -15,6 +15,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/log.h"
 #include "sluice/models.h"
@@ -25,38 +26,6 @@
 #include "sluice/telemetry.h"
 #include "sluice/upstream.h"
 #include "sluice/util.h"
-
-/* ---- generations -------------------------------------------------------------- */
-
-struct generation *gen_new(struct config *cfg, struct generation *prev)
-{
-    static atomic_ullong last_id;
-    struct generation *g = sl_calloc(1, sizeof(*g));
-    atomic_init(&g->refs, 1);
-    g->id = atomic_fetch_add(&last_id, 1) + 1;
-    g->cfg = cfg;
-    g->auth = auth_build(cfg);
-    g->pool = pool_new(cfg, prev ? prev->pool : NULL);
-    return g;
-}
-
-struct generation *gen_ref(struct generation *g)
-{
-    atomic_fetch_add(&g->refs, 1);
-    return g;
-}
-
-void gen_unref(struct generation *g)
-{
-    if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
-        return;
-    pool_free(g->pool);
-    auth_free(g->auth);
-    cfg_unref(g->cfg);
-    free(g);
-}
-
-/* ---- workers ------------------------------------------------------------------ */
 
 /* Client connections per worker: max_connections shared out, or half the
  * descriptors (the other half is for upstream connections, Redis, logs). */

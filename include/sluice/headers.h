@@ -10,12 +10,11 @@
 
 #include "sluice/util.h"
 
-struct cfg_models;
-
 /* Whether a client header goes upstream: on sluice's allow-list or the
- * backend's forward_headers (extra: may be NULL), and not never-forwarded.
- * Names match case-insensitively; a trailing '*' in a list matches a prefix. */
-bool hdr_forwarded(struct sl_str name, const struct cfg_models *extra);
+ * backend's forward_headers (extra[0..nextra), may be empty), and not
+ * never-forwarded. Names match case-insensitively; a trailing '*' in a list
+ * matches a prefix. */
+bool hdr_forwarded(struct sl_str name, char *const *extra, int nextra);
 /* Client headers no configuration forwards: credentials, the upstream account
  * (OpenAI-Organization, OpenAI-Project), cookies, proxy trails (Forwarded,
  * X-Forwarded-*), and what sluice sets itself (framing, encodings, hop-by-hop). */

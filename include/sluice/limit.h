@@ -166,8 +166,6 @@ void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limi
 void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      enum lim_counter which, enum lim_quota_op op, int64_t amount,
                      lim_redis_cb cb, void *arg);
-/* Validates a [redis] url; false with a reason. */
-bool lim_redis_url_ok(const char *url, const char **why);
 
 /* ---- the limiter a worker uses ---- */
 struct limiter {

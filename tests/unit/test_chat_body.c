@@ -8,7 +8,8 @@
 
 #include "check.h"
 #include "sluice/chat_body.h"
-#include "sluice/server.h"
+#include "sluice/api_call.h"
+#include "sluice/api_read.h"
 #include "sluice/util.h"
 
 static const char *pick(const char *const *list, size_t n)
@@ -158,7 +159,7 @@ static int compare(const char *body, size_t len)
     const char *param;
     memset(&fast, 0xA5, sizeof(fast));
     bool took = chat_body_scan(body, len, &fast);
-    int rc = srv_validate_tree(path, sizeof(path) - 1, body, len, &tree, msg, sizeof(msg), &param);
+    int rc = api_validate_tree(path, sizeof(path) - 1, body, len, &tree, msg, sizeof(msg), &param);
     int verdict = 0;
     if (took) {
         verdict = rc == 0 && fast.root == NULL && fast.endpoint == API_CHAT &&
@@ -189,7 +190,7 @@ static void test_agrees_with_cjson(void)
         struct api_call tree;
         char msg[256];
         const char *param;
-        if (srv_validate_tree(path, sizeof(path) - 1, b.data, b.len, &tree, msg, sizeof(msg),
+        if (api_validate_tree(path, sizeof(path) - 1, b.data, b.len, &tree, msg, sizeof(msg),
                               &param) == 0)
             valid++;
         cJSON_Delete(tree.root);

@@ -9,7 +9,7 @@
 #include "sluice/config.h"
 #include "sluice/metrics.h"
 #include "sluice/util.h"
-#include "sluice/worker.h"
+#include "sluice/generation.h"
 
 #define NKEYS 300
 

@@ -4,7 +4,8 @@
 #include "check.h"
 #include <cjson/cJSON.h>
 
-#include "sluice/server.h"
+#include "sluice/api_call.h"
+#include "sluice/api_read.h"
 #include "sluice/tokens.h"
 #include "sluice/util.h"
 
@@ -60,15 +61,15 @@ static void test_usage_inside_strings(void)
     CHECK(!tok_usage_from_body(open, strlen(open), &n)); /* "usage" outside quotes is no key */
 }
 
-/* The estimate srv_validate makes (the one-pass reader for a chat body of the
+/* The estimate api_validate makes (the one-pass reader for a chat body of the
  * common shape), checked against the cJSON path's. */
 static int64_t estimate(const char *path, const char *body)
 {
     struct api_call call, tree;
     char msg[256], tree_msg[256];
     const char *param, *tree_param;
-    int rc = srv_validate(path, strlen(path), body, strlen(body), &call, msg, sizeof(msg), &param);
-    int tree_rc = srv_validate_tree(path, strlen(path), body, strlen(body), &tree, tree_msg,
+    int rc = api_validate(path, strlen(path), body, strlen(body), &call, msg, sizeof(msg), &param);
+    int tree_rc = api_validate_tree(path, strlen(path), body, strlen(body), &tree, tree_msg,
                                     sizeof(tree_msg), &tree_param);
     CHECK(rc == tree_rc);
     if (rc) {

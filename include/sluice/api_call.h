@@ -1,0 +1,51 @@
+/* The parsed API call: what sluice read of a /v1 request (its endpoint, the
+ * model it names, whether it streams, its prompt estimate and output counts),
+ * and the rules of a plain API path. Everything that reads a request decides
+ * from this one reading (api_read.h fills it). */
+#ifndef SLUICE_API_CALL_H
+#define SLUICE_API_CALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cJSON;
+struct http_req;
+
+enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS, API_RESPONSES, API_OTHER };
+enum api_body { API_BODY_JSON, API_BODY_MULTIPART, API_BODY_NONE };
+
+struct api_call {
+    struct cJSON *root; /* owned; cJSON_Delete when done; NULL if read without cJSON */
+    enum api_endpoint endpoint;
+    const char *model; /* points into root or model_text */
+    size_t model_len;
+    bool stream;
+    bool client_include_usage; /* stream_options.include_usage as the client sent it */
+    int64_t estimate;          /* the prompt's tokens, estimated (tokens.h) */
+    int64_t max_tokens; /* the largest of max_tokens, max_completion_tokens and
+                           max_output_tokens; 0 = none given */
+    int64_t choices;    /* n; 0 = not given */
+    enum api_body body;        /* what is forwarded: JSON, multipart as it came, or nothing */
+    bool stateful;             /* goes to the stateful backend: no model, or a stored resource */
+    char model_text[257];
+};
+
+/* The endpoint a /v1 path names (API_OTHER for any other path). */
+enum api_endpoint api_endpoint_of(const char *path, size_t len);
+
+/* Takes one of the body's counts (max_tokens, max_completion_tokens,
+ * max_output_tokens, n) into the call. */
+void api_count_output(struct api_call *call, bool is_n, int64_t value);
+
+#define API_MAX_PATH 255 /* longest /v1 path accepted (an OpenAI path is far shorter) */
+
+/* A path segment an upstream cannot resolve elsewhere: letters, digits, '-',
+ * '_', '.', '~', ':', and not "." or "..". Also the test for a model name
+ * that goes into a URL. */
+bool api_safe_segment(const char *p, size_t len);
+/* Percent-decodes an API path in place, then checks it is /v1/ followed by
+ * safe segments only (no empty one). False: refuse it, forward nothing. */
+bool api_plain_path(struct http_req *req);
+
+#endif

@@ -1,0 +1,91 @@
+/* The parsed API call's own rules: endpoints by path, output counts, plain
+ * API paths and safe path segments. */
+#include "sluice/api_call.h"
+
+#include <string.h>
+
+#include "sluice/http.h"
+#include "sluice/util.h"
+
+enum api_endpoint api_endpoint_of(const char *path, size_t len)
+{
+    struct sl_str p = { path, len };
+    if (sl_str_eq(p, "/v1/chat/completions"))
+        return API_CHAT;
+    if (sl_str_eq(p, "/v1/completions"))
+        return API_COMPLETIONS;
+    if (sl_str_eq(p, "/v1/embeddings"))
+        return API_EMBEDDINGS;
+    if (sl_str_eq(p, "/v1/responses"))
+        return API_RESPONSES;
+    return API_OTHER;
+}
+
+void api_count_output(struct api_call *call, bool is_n, int64_t value)
+{
+    value = SL_MIN(value, 1000000000); /* beyond any model; keeps products in range */
+    if (is_n)
+        call->choices = value;
+    else
+        call->max_tokens = SL_MAX(call->max_tokens, value);
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Letters, digits and - . _ ~ : (a table: this runs over every API path). */
+static const bool segment_char[256] = {
+    SL_ALNUM_CHARS, ['-'] = 1, ['.'] = 1, ['_'] = 1, ['~'] = 1, [':'] = 1,
+};
+
+bool api_safe_segment(const char *p, size_t len)
+{
+    if (len == 0 || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.'))
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!segment_char[(unsigned char)p[i]])
+            return false;
+    return true;
+}
+
+bool api_plain_path(struct http_req *req)
+{
+    char *p = (char *)req->path.p;
+    size_t n = req->path.len;
+    if (memchr(p, '%', n)) {
+        /* Decoded in place: the path is the request's own copy of its head,
+         * and decoding never makes it longer. */
+        size_t out = 0;
+        for (size_t i = 0; i < n; i++) {
+            char c = p[i];
+            if (c == '%') {
+                int hi = i + 2 < n ? hex_value(p[i + 1]) : -1;
+                int lo = hi >= 0 ? hex_value(p[i + 2]) : -1;
+                if (lo < 0)
+                    return false;
+                c = (char)(hi * 16 + lo);
+                i += 2;
+            }
+            p[out++] = c;
+        }
+        req->path.len = n = out;
+    }
+    if (n < 5 || n > API_MAX_PATH || memcmp(p, "/v1/", 4) != 0)
+        return false;
+    size_t seg = 4;
+    for (size_t i = 4; i < n; i++) {
+        if (p[i] == '/') {
+            if (!api_safe_segment(p + seg, i - seg))
+                return false;
+            seg = i + 1;
+        } else if (!segment_char[(unsigned char)p[i]]) {
+            return false;
+        }
+    }
+    return api_safe_segment(p + seg, n - seg);
+}
