@@ -180,8 +180,9 @@ run_as=root
 if [ "$user" = yes ]; then
   run_as=dev
   say "adding the user dev, with sudo"
-  chroot "$root" /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo >/dev/null &&
-    useradd -m -s /bin/bash dev && echo "dev ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/dev' >/dev/null
+  chroot "$root" /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo &&
+    useradd -m -s /bin/bash dev && echo "dev ALL=(ALL) NOPASSWD:ALL" >/etc/sudoers.d/dev' \
+    >"$work/user.log" 2>&1 || { cat "$work/user.log" >&2; say "could not add the user"; exit 1; }
   chroot "$root" chown -R dev:dev "$path"
   case $path in /home/dev/*) chroot "$root" chown dev:dev /home/dev ;; esac
 fi

@@ -153,7 +153,7 @@ def test_pid_file_names_this_sluice(tmp, mock, start_sluice):
     pid_file.parent.mkdir()
     s = start_sluice(base_conf(mock.url, extra_server=f"pid_file = {pid_file}"))
     assert pid_file.read_text() == f"{s.proc.pid}\n"
-    subprocess.run(["/bin/sh", "-c", f'kill -HUP "$(cat {pid_file})"'], check=True)
+    subprocess.run(["/bin/sh", "-c", 'kill -HUP "$(cat "$1")"', "sh", str(pid_file)], check=True)
     deadline = time.time() + 5
     while "reloaded" not in s.log_text() and time.time() < deadline:
         time.sleep(0.05)

@@ -1,6 +1,7 @@
 """The systemd side: the unit verifies and scores well, sd_notify messages
 arrive at their moments, the watchdog is fed, install puts files in place."""
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -17,11 +18,13 @@ needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze is not installed")
 
 
-def unit_for_this_build(tmp):
-    etc = tmp / "etc" / "sluice"
+def unit_for_this_build(tmp, etc_root):
+    """The unit, naming this build's sluice (quoted: the clone's path may hold
+    a space) and a configuration folder under etc_root."""
+    etc = etc_root / "etc" / "sluice"
     (etc / "credentials").mkdir(parents=True)
     shutil.copy(ROOT / "conf" / "sluice.conf.example", etc / "sluice.conf")
-    text = UNIT.read_text().replace("/usr/bin/sluice", str(SLUICE)).replace("/etc/sluice", str(etc))
+    text = UNIT.read_text().replace("/usr/bin/sluice", f'"{SLUICE}"').replace("/etc/sluice", str(etc))
     path = tmp / "sluice.service"
     path.write_text(text)
     return path
@@ -29,7 +32,18 @@ def unit_for_this_build(tmp):
 
 @needs_analyze
 def test_unit_verifies_and_is_hardened(tmp):
-    unit = unit_for_this_build(tmp)
+    import tempfile
+    # The configuration folder's path goes into LoadCredential= and -c, which take
+    # no quotes: a folder of its own without spaces, whatever the clone's path.
+    etc_root = pathlib.Path(tempfile.mkdtemp(prefix="sluice-unit-"))
+    try:
+        unit = unit_for_this_build(tmp, etc_root)
+        verify_and_rate(unit)
+    finally:
+        shutil.rmtree(etc_root)
+
+
+def verify_and_rate(unit):
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(unit)],
