@@ -1,113 +1,18 @@
-/* The limiter a worker calls: Redis when configured and reachable, else what
- * [redis] on_error says (the in-process windows, allow, or deny); without
- * [redis], the in-process windows. Also the x-ratelimit-* headers. */
+/* The limiter a worker calls: the shared limiter (Redis) when configured and
+ * reachable, else what [redis] on_error says (the in-process windows, allow,
+ * or deny); without [redis], the in-process windows. Each is called through
+ * its operations table. Also the x-ratelimit-* headers. */
 #include "sluice/limit.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "sluice/config.h"
+#include "sluice/limit_local.h"
 #include "sluice/util.h"
 
-atomic_ulong lim_redis_errors;
 atomic_ulong lim_degraded;
-
-int64_t lim_window_ms(void)
-{
-    const char *v = getenv("SLUICE_WINDOW_MS");
-    int64_t ms;
-    if (v && sl_parse_int(v, &ms) && ms >= LIM_BUCKETS && ms <= 3600000)
-        return ms;
-    return 60000;
-}
-
-static int64_t lease_ms;
-
-static void read_lease_ms(void)
-{
-    const char *v = getenv("SLUICE_LEASE_MS");
-    int64_t ms;
-    lease_ms = v && sl_parse_int(v, &ms) && ms >= 300 && ms <= 3600000 ? ms : 30000;
-}
-
-int64_t lim_lease_ms(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, read_lease_ms); /* read once: every leased request asks */
-    return lease_ms;
-}
-
-static atomic_llong last_lease;
-static uint64_t node_id;
-
-static void make_node_id(void)
-{
-    if (getrandom(&node_id, sizeof(node_id), 0) != (ssize_t)sizeof(node_id))
-        node_id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-}
-
-int64_t lim_lease_new(void)
-{
-    return atomic_fetch_add(&last_lease, 1) + 1;
-}
-
-void lim_lease_name(int64_t lease, char out[LIM_LEASE_NAME])
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, make_node_id);
-    snprintf(out, LIM_LEASE_NAME, "%016llx-%lld", (unsigned long long)node_id, (long long)lease);
-}
-
-static int64_t clock_offset_s;
-
-static void read_clock_offset(void)
-{
-    const char *v = getenv("SLUICE_CLOCK_OFFSET_S");
-    int64_t s;
-    clock_offset_s = v && sl_parse_int(v, &s) ? s : 0;
-}
-
-int64_t lim_clock_offset_s(void)
-{
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, read_clock_offset); /* the environment is read once */
-    return clock_offset_s;
-}
-
-void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms)
-{
-    int64_t off = lim_clock_offset_s();
-    time_t secs = (time_t)(now_ms / 1000 + off);
-    int64_t day = (int64_t)(secs >= 0 ? secs / 86400 : (secs - 86399) / 86400);
-    if (kind == QUOTA_PERIOD_DAY) {
-        snprintf(id, LIM_PERIOD_ID, "d%lld", (long long)day);
-        *reset_ms = ((day + 1) * 86400 - off) * 1000 - now_ms;
-    } else if (kind == QUOTA_PERIOD_WEEK) { /* ISO: from Monday; day 0 was a Thursday */
-        int64_t monday = day - ((day + 3) % 7 + 7) % 7;
-        snprintf(id, LIM_PERIOD_ID, "w%lld", (long long)monday);
-        *reset_ms = ((monday + 7) * 86400 - off) * 1000 - now_ms;
-    } else if (kind == QUOTA_PERIOD_MONTH) {
-        struct tm tm;
-        gmtime_r(&secs, &tm);
-        snprintf(id, LIM_PERIOD_ID, "m%d", (tm.tm_year + 1900) * 100 + tm.tm_mon + 1);
-        struct tm next = { .tm_year = tm.tm_mon == 11 ? tm.tm_year + 1 : tm.tm_year,
-                           .tm_mon = (tm.tm_mon + 1) % 12, .tm_mday = 1 };
-        *reset_ms = ((int64_t)timegm(&next) - off) * 1000 - now_ms;
-    } else {
-        snprintf(id, LIM_PERIOD_ID, "total");
-        *reset_ms = -1;
-    }
-}
-
-int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms)
-{
-    return (wall_now_ms + reset_ms + 500) / 1000;
-}
 
 static struct lim_team team_of(const struct cfg_team *t)
 {
@@ -142,22 +47,7 @@ struct lim_limits lim_team_limits_of(const struct cfg_team *t)
     return (struct lim_limits){ .team = team_of(t) };
 }
 
-bool lim_unlimited(const struct lim_limits *lim)
-{
-    return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota && !lim->budget &&
-           !lim->max_inflight && !lim->team.name[0];
-}
 
-struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which)
-{
-    if (which == LIM_BUDGET)
-        return d->budget;
-    if (which == LIM_TEAM_BUDGET)
-        return d->team_budget;
-    struct lim_count c = { d->used_quota, d->quota_reset_ms, { 0 } };
-    memcpy(c.period, d->period, sizeof(c.period));
-    return c;
-}
 
 enum pending_kind { P_ADMIT, P_PEEK, P_COUNT };
 
@@ -174,77 +64,83 @@ struct pending {
     enum lim_quota_op op;
 };
 
-/* In-process: the decision without Redis. */
-static void decide_locally(const struct pending *p, struct lim_decision *d)
+/* The answer of the limiter that decided; frees p. */
+static void answered(const struct pending *p, const struct lim_decision *d)
 {
-    if (p->kind == P_PEEK)
-        lim_local_peek(p->l->local, p->key, &p->lim, d);
-    else if (p->kind == P_COUNT)
-        lim_local_count(p->l->local, p->key, &p->lim, p->counter, p->op, p->cost, d);
-    else
-        lim_local_admit(p->l->local, p->key, &p->lim, p->cost, p->spend, d);
+    p->cb(d, p->arg);
+    free(p->key);
+    free((void *)p);
 }
 
-/* Redis is down or failed: apply on_error. Reads (peek, quota) follow
- * local; allow and deny apply to admissions. */
-static void fallback(const struct pending *p)
+/* Asks a limiter what p asks; cb gets the answer (with p). */
+static void ask(const struct lim_backend *b, struct pending *p, lim_answer cb)
 {
-    struct lim_decision d = { 0 };
+    if (p->kind == P_PEEK)
+        b->ops->peek(b->self, p->key, &p->lim, cb, p);
+    else if (p->kind == P_COUNT)
+        b->ops->count(b->self, p->key, &p->lim, p->counter, p->op, p->cost, cb, p);
+    else
+        b->ops->admit(b->self, p->key, &p->lim, p->cost, p->spend, cb, p);
+}
+
+static void local_answered(bool ok, const struct lim_decision *d, void *arg)
+{
+    (void)ok; /* the in-process windows always decide */
+    answered(arg, d);
+}
+
+/* The shared limiter is down or failed: apply on_error. Reads (peek, quota)
+ * follow local; allow and deny apply to admissions. */
+static void fallback(struct pending *p)
+{
     if (p->kind == P_ADMIT)
         atomic_fetch_add(&lim_degraded, 1);
-    if (p->l->on_error == REDIS_ON_ERROR_LOCAL) {
-        decide_locally(p, &d);
-    } else if (p->l->on_error == REDIS_ON_ERROR_ALLOW && p->kind == P_ADMIT) {
+    if (p->l->on_error == REDIS_ON_ERROR_LOCAL)
+        return ask(&p->l->local, p, local_answered);
+    struct lim_decision d = { 0 };
+    if (p->l->on_error == REDIS_ON_ERROR_ALLOW && p->kind == P_ADMIT) {
         d.admitted = true;
         d.where = LIM_NOWHERE;
     } else {
         d.unavailable = true;
         d.retry_ms = 1000;
     }
-    p->cb(&d, p->arg);
+    answered(p, &d);
 }
 
-static void redis_answered(bool ok, const struct lim_decision *d, void *arg)
+static void shared_answered(bool ok, const struct lim_decision *d, void *arg)
 {
     struct pending *p = arg;
-    if (ok) {
-        struct lim_decision copy = *d;
-        bool admitted = d->admitted && p->kind == P_ADMIT;
-        copy.input_reserved = admitted ? p->cost : 0;
-        copy.spend_reserved = admitted ? p->spend : 0;
-        if (p->l->on_error == REDIS_ON_ERROR_LOCAL && admitted)
-            lim_local_seed(p->l->local, p->key, &p->lim, d); /* where a Redis outage starts from */
-        p->cb(&copy, p->arg);
-    } else {
-        fallback(p);
-    }
-    free(p->key);
-    free(p);
+    if (!ok)
+        return fallback(p);
+    struct lim_decision copy = *d;
+    bool admitted = d->admitted && p->kind == P_ADMIT;
+    copy.input_reserved = admitted ? p->cost : 0;
+    copy.spend_reserved = admitted ? p->spend : 0;
+    if (p->l->on_error == REDIS_ON_ERROR_LOCAL && admitted)
+        lim_local_seed(p->l->local.self, p->key, &p->lim, d); /* where an outage starts from */
+    answered(p, &copy);
 }
 
-/* Redis if configured and up, else in-process or on_error. */
+bool lim_shared_configured(const struct limiter *l)
+{
+    return l->shared.ops != NULL;
+}
+
+bool lim_shared_up(const struct limiter *l)
+{
+    return l->shared.ops && l->shared.ops->up(l->shared.self);
+}
+
+/* The shared limiter if configured and up, else in-process or on_error. */
 static void dispatch(struct pending *p)
 {
     struct limiter *l = p->l;
-    if (l->redis && lim_redis_up(l->redis)) {
-        if (p->kind == P_PEEK)
-            lim_redis_peek(l->redis, p->key, &p->lim, redis_answered, p);
-        else if (p->kind == P_COUNT)
-            lim_redis_count(l->redis, p->key, &p->lim, p->counter, p->op, p->cost,
-                            redis_answered, p);
-        else
-            lim_redis_admit(l->redis, p->key, &p->lim, p->cost, p->spend, redis_answered, p);
-        return;
-    }
-    struct lim_decision d;
-    if (l->redis) {
-        fallback(p);
-    } else {
-        decide_locally(p, &d);
-        p->cb(&d, p->arg);
-    }
-    free(p->key);
-    free(p);
+    if (!l->shared.ops)
+        return ask(&l->local, p, local_answered);
+    if (l->shared.ops->up(l->shared.self))
+        return ask(&l->shared, p, shared_answered);
+    fallback(p);
 }
 
 static struct pending *pending_new(struct limiter *l, enum pending_kind kind, const char *key,
@@ -284,23 +180,33 @@ void lim_count(struct limiter *l, const char *key, const struct lim_limits *lim,
     dispatch(p);
 }
 
+/* The limiter that recorded an admission (its ticket's `where`), or NULL. */
+static const struct lim_backend *recorded_by(const struct limiter *l, const struct lim_decision *t)
+{
+    if (l->local.ops && t->where == l->local.ops->where)
+        return &l->local;
+    if (l->shared.ops && t->where == l->shared.ops->where)
+        return &l->shared;
+    return NULL;
+}
+
 void lim_settle(struct limiter *l, const struct lim_decision *t, const char *key,
                 const struct lim_limits *lim, const struct lim_usage *u)
 {
     if (!t->admitted || (!u->input_delta && !u->output && !u->release && !u->quota_delta &&
                          !u->spend_delta && !t->lease))
         return;
-    if (t->where == LIM_LOCAL)
-        lim_local_settle(l->local, key, lim, t, u);
-    else if (t->where == LIM_REDIS && l->redis)
-        lim_redis_settle(l->redis, key, lim, t, u);
+    const struct lim_backend *b = recorded_by(l, t);
+    if (b)
+        b->ops->settle(b->self, key, lim, t, u);
 }
 
 void lim_renew(struct limiter *l, const struct lim_decision *t, const char *key,
                const struct lim_limits *lim)
 {
-    if (t->admitted && t->lease && t->where == LIM_REDIS && l->redis)
-        lim_redis_renew(l->redis, key, lim, t);
+    const struct lim_backend *b = t->admitted && t->lease ? recorded_by(l, t) : NULL;
+    if (b && b->ops->renew)
+        b->ops->renew(b->self, key, lim, t);
 }
 
 /* The x-ratelimit header lines are written into one stack buffer, then

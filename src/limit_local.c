@@ -8,7 +8,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "sluice/limit.h"
+#include "sluice/limit_local.h"
 #include "sluice/util.h"
 
 /* A window's LIM_RING slots follow it, each 2, 4 or 8 bytes wide: as narrow
@@ -579,3 +579,52 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
         te->inflight--;
     pthread_mutex_unlock(&te->lock);
 }
+
+/* ---- the operations table: the in-process windows answer at once ---- */
+
+static bool local_up(const void *self)
+{
+    (void)self;
+    return true;
+}
+
+static void local_admit(void *self, const char *key, const struct lim_limits *lim, int64_t cost,
+                        int64_t spend, lim_answer cb, void *arg)
+{
+    struct lim_decision d;
+    lim_local_admit(self, key, lim, cost, spend, &d);
+    cb(true, &d, arg);
+}
+
+static void local_peek(void *self, const char *key, const struct lim_limits *lim, lim_answer cb,
+                       void *arg)
+{
+    struct lim_decision d;
+    lim_local_peek(self, key, lim, &d);
+    cb(true, &d, arg);
+}
+
+static void local_count(void *self, const char *key, const struct lim_limits *lim,
+                        enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                        lim_answer cb, void *arg)
+{
+    struct lim_decision d;
+    lim_local_count(self, key, lim, which, op, amount, &d);
+    cb(true, &d, arg);
+}
+
+static void local_settle(void *self, const char *key, const struct lim_limits *lim,
+                         const struct lim_decision *ticket, const struct lim_usage *u)
+{
+    lim_local_settle(self, key, lim, ticket, u);
+}
+
+const struct lim_ops lim_local_ops = {
+    .where = LIM_LOCAL,
+    .up = local_up,
+    .admit = local_admit,
+    .peek = local_peek,
+    .count = local_count,
+    .settle = local_settle,
+    .renew = NULL, /* an in-process slot dies with the process */
+};

@@ -15,7 +15,8 @@
 #include <string.h>
 
 #include "sluice/config.h"
-#include "sluice/limit.h"
+#include "sluice/limit_redis.h"
+#include "sluice/limit_script.h"
 #include "sluice/log.h"
 #include "sluice/redis_reply.h"
 #include "sluice/redis_url.h"
@@ -53,6 +54,8 @@ struct lim_redis {
     struct reply_pool *replies; /* every connection's reply objects */
     char sha[41];
 };
+
+atomic_ulong lim_redis_errors;
 
 /* ---- connection ------------------------------------------------------------------ */
 
@@ -237,10 +240,13 @@ bool lim_redis_up(const struct lim_redis *r)
 #define FREE_CALLS 16
 
 struct pend { /* one queued operation */
-    char kind; /* 'a' admit, 'p' peek, 's' settle, 'r' renew a lease */
-    lim_redis_cb cb;
+    char kind; /* LS_OP_ADMIT, LS_OP_PEEK, LS_OP_SETTLE or LS_OP_RENEW */
+    lim_answer cb;
     void *arg;
-    int64_t v[6]; /* admit: cost, force, spend; settle: see lim_redis_settle */
+    int64_t cost, spend; /* admit */
+    bool force;          /* admit: shadow mode, recorded even when refused */
+    int64_t bucket;      /* settle: the admission's */
+    struct lim_usage usage; /* settle */
     int64_t lease; /* admit, settle, renew: the max_inflight slot (0: none) */
     char period[3][LIM_PERIOD_ID]; /* settle: the quota's, the budget's, the team budget's */
 };
@@ -256,7 +262,7 @@ struct call {
     struct lim_limits lim;
     enum lim_counter which; /* counter ops */
     int64_t amount;         /* OP_CADD */
-    lim_redis_cb cb;        /* counter ops */
+    lim_answer cb;        /* counter ops */
     void *arg;
     int n;
     struct pend ops[BATCH_MAX];
@@ -439,7 +445,118 @@ static void arg_name(struct call *c, struct names *n, bool of_team, char what)
     arg_mem(c, name, len + 1);
 }
 
-/* EVALSHA of lua/limits.lua: the command, the key names and the arguments. */
+static void arg_lease(struct call *c, int64_t lease)
+{
+    char name[LIM_LEASE_NAME] = "-";
+    if (lease)
+        lim_lease_name(lease, name);
+    arg_str(c, name);
+}
+
+static void arg_period(struct call *c, const char *id)
+{
+    arg_str(c, id[0] ? id : "-");
+}
+
+/* One argument of an operation, by its name in limit_script.h. */
+static void admit_arg(struct call *c, const struct pend *o, enum ls_admit_arg a)
+{
+    switch (a) {
+    case LS_A_COST:
+        return arg_int(c, o->cost);
+    case LS_A_FORCE:
+        return arg_int(c, o->force);
+    case LS_A_SPEND:
+        return arg_int(c, o->spend);
+    case LS_A_LEASE:
+    case LS_NADMIT_ARGS:
+        return arg_lease(c, o->lease);
+    }
+}
+
+static void settle_arg(struct call *c, const struct pend *o, enum ls_settle_arg a)
+{
+    const struct lim_usage *u = &o->usage;
+    switch (a) {
+    case LS_S_BUCKET:
+        return arg_int(c, o->bucket);
+    case LS_S_INPUT_DELTA:
+        return arg_int(c, u->input_delta);
+    case LS_S_OUTPUT:
+        return arg_int(c, u->output);
+    case LS_S_RELEASE:
+        return arg_int(c, u->release);
+    case LS_S_QUOTA_DELTA:
+        return arg_int(c, u->quota_delta);
+    case LS_S_QUOTA_PERIOD:
+        return arg_period(c, o->period[0]);
+    case LS_S_SPEND_DELTA:
+        return arg_int(c, u->spend_delta);
+    case LS_S_BUDGET_PERIOD:
+        return arg_period(c, o->period[1]);
+    case LS_S_TEAM_BUDGET_PERIOD:
+        return arg_period(c, o->period[2]);
+    case LS_S_LEASE:
+    case LS_NSETTLE_ARGS:
+        return arg_lease(c, o->lease);
+    }
+}
+
+static void op_args(struct call *c, const struct pend *o)
+{
+    arg_mem(c, &o->kind, 1);
+    if (o->kind == LS_OP_ADMIT)
+        for (int a = 0; a < LS_NADMIT_ARGS; a++)
+            admit_arg(c, o, (enum ls_admit_arg)a);
+    else if (o->kind == LS_OP_SETTLE)
+        for (int a = 0; a < LS_NSETTLE_ARGS; a++)
+            settle_arg(c, o, (enum ls_settle_arg)a);
+    else if (o->kind == LS_OP_RENEW)
+        arg_lease(c, o->lease); /* LS_RENEW_ARGS: the lease alone */
+}
+
+/* The key names of a batch, in LS_KEYS_SOLO's or LS_KEYS_TEAM's order. */
+static void key_args(struct call *c, struct names *names, bool team)
+{
+#define KEY_ARG(name, letter, of_team) arg_name(c, names, of_team, letter);
+#define ONE(name, letter, of_team) +1
+    if (team) {
+        arg_int(c, 0 LS_KEYS_TEAM(ONE));
+        LS_KEYS_TEAM(KEY_ARG)
+    } else {
+        arg_int(c, 0 LS_KEYS_SOLO(ONE));
+        LS_KEYS_SOLO(KEY_ARG)
+    }
+#undef ONE
+#undef KEY_ARG
+}
+
+/* One counter alone (the admin API): COUNT_ARGS. */
+static void count_args(struct call *c, struct names *names)
+{
+    struct lim_redis *r = c->r;
+    const struct lim_limits *lim = &c->lim;
+    arg_int(c, 1);
+    arg_name(c, names, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
+    int64_t v[LS_NCOUNT_ARGS] = {
+        [LS_CARG_BUCKET_MS] = r->bucket_ms,
+        [LS_CARG_WINDOW_MS] = r->window_ms,
+        [LS_CARG_PERIOD] = c->which == LIM_QUOTA    ? lim->quota_period
+                           : c->which == LIM_BUDGET ? lim->budget_period
+                                                    : lim->team.budget_period,
+        [LS_CARG_CLOCK_OFFSET] = lim_clock_offset_s(),
+        [LS_CARG_AMOUNT] = c->amount,
+    };
+    for (int a = 0; a < LS_NCOUNT_ARGS; a++) {
+        if (a == LS_CARG_MODE)
+            arg_str(c, op_modes[c->kind]);
+        else
+            arg_int(c, v[a]);
+    }
+}
+
+/* EVALSHA of lua/limits.lua: the command, the key names and the arguments,
+ * by limit_script.h's lists. */
 static void args_build(struct call *c)
 {
     struct lim_redis *r = c->r;
@@ -450,62 +567,38 @@ static void args_build(struct call *c)
     arg_str(c, "EVALSHA");
     arg_str(c, r->sha);
     c->script_args = c->text.len;
-    if (c->kind != OP_BATCH) { /* one counter */
-        arg_str(c, "1");
-        arg_name(c, &names, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
-        arg_int(c, r->bucket_ms);
-        arg_int(c, r->window_ms);
-        arg_str(c, op_modes[c->kind]);
-        arg_int(c, c->which == LIM_QUOTA    ? lim->quota_period
-                   : c->which == LIM_BUDGET ? lim->budget_period
-                                            : lim->team.budget_period);
-        arg_int(c, lim_clock_offset_s());
-        arg_int(c, c->amount);
-        return;
+    if (c->kind != OP_BATCH)
+        return count_args(c, &names);
+    key_args(c, &names, team);
+    const int64_t v[LS_NARGS_TEAM] = {
+        [LS_ARG_BUCKET_MS] = r->bucket_ms,
+        [LS_ARG_WINDOW_MS] = r->window_ms,
+        [LS_ARG_RPM] = lim->rpm,
+        [LS_ARG_INPUT_TPM] = lim->input_tpm,
+        [LS_ARG_OUTPUT_TPM] = lim->output_tpm,
+        [LS_ARG_QUOTA] = lim->quota,
+        [LS_ARG_QUOTA_PERIOD] = lim->quota_period,
+        [LS_ARG_CLOCK_OFFSET] = lim_clock_offset_s(),
+        [LS_ARG_BUDGET] = lim->budget,
+        [LS_ARG_BUDGET_PERIOD] = lim->budget_period,
+        [LS_ARG_MAX_INFLIGHT] = lim->max_inflight,
+        [LS_ARG_LEASE_MS] = r->lease_ms,
+        [LS_ARG_TEAM_RPM] = lim->team.rpm,
+        [LS_ARG_TEAM_INPUT_TPM] = lim->team.input_tpm,
+        [LS_ARG_TEAM_OUTPUT_TPM] = lim->team.output_tpm,
+        [LS_ARG_TEAM_BUDGET] = lim->team.budget,
+        [LS_ARG_TEAM_BUDGET_PERIOD] = lim->team.budget_period,
+        [LS_ARG_TEAM_MAX_INFLIGHT] = lim->team.max_inflight,
+    };
+    for (int a = 0; a < (team ? LS_NARGS_TEAM : LS_NARGS_SOLO); a++) { /* the team's only with one */
+        if (a == LS_ARG_MODE)
+            arg_str(c, op_modes[OP_BATCH]);
+        else
+            arg_int(c, v[a]);
     }
-    arg_str(c, team ? "11" : "6");
-    static const char own[5] = { 'r', 'i', 'o', 'q', 'b' };
-    for (int i = 0; i < 5; i++)
-        arg_name(c, &names, false, own[i]);
-    static const char shared[4] = { 'r', 'i', 'o', 'b' };
-    for (int i = 0; team && i < 4; i++)
-        arg_name(c, &names, true, shared[i]);
-    arg_name(c, &names, false, 'f'); /* the max_inflight leases, a sorted set */
-    if (team)
-        arg_name(c, &names, true, 'f');
-    arg_int(c, r->bucket_ms);
-    arg_int(c, r->window_ms);
-    arg_str(c, op_modes[OP_BATCH]);
-    const int64_t limits[] = { lim->rpm,          lim->input_tpm,       lim->output_tpm,
-                               lim->quota,        lim->quota_period,    lim_clock_offset_s(),
-                               lim->budget,       lim->budget_period,   lim->max_inflight,
-                               r->lease_ms,       lim->team.rpm,        lim->team.input_tpm,
-                               lim->team.output_tpm, lim->team.budget,  lim->team.budget_period,
-                               lim->team.max_inflight };
-    for (size_t i = 0; i < (team ? SL_ARRAY_LEN(limits) : 10); i++) /* the team's only with one */
-        arg_int(c, limits[i]);
     arg_int(c, c->n);
-    for (int i = 0; i < c->n; i++) {
-        const struct pend *o = &c->ops[i];
-        arg_mem(c, &o->kind, 1);
-        if (o->kind == 'a') { /* cost, force, spend */
-            for (int k = 0; k < 3; k++)
-                arg_int(c, o->v[k]);
-        } else if (o->kind == 's') {
-            for (int k = 0; k < 5; k++) /* bucket, input delta, output, release, quota delta */
-                arg_int(c, o->v[k]);
-            arg_str(c, o->period[0][0] ? o->period[0] : "-");
-            arg_int(c, o->v[5]); /* spend delta */
-            arg_str(c, o->period[1][0] ? o->period[1] : "-");
-            arg_str(c, o->period[2][0] ? o->period[2] : "-");
-        }
-        if (o->kind != 'p') { /* the lease, last */
-            char name[LIM_LEASE_NAME] = "-";
-            if (o->lease)
-                lim_lease_name(o->lease, name);
-            arg_str(c, name);
-        }
-    }
+    for (int i = 0; i < c->n; i++)
+        op_args(c, &c->ops[i]);
 }
 
 /* ---- replies ---- */
@@ -530,23 +623,41 @@ static int send_call(struct call *c)
     return redisAsyncFormattedCommand(c->r->ac, on_reply, c, b->data, b->len);
 }
 
-/* The script's reply: n integers, then m period ids. */
-static bool reply_ints(const redisReply *rep, size_t n, int64_t *v, size_t m,
-                       char (*periods)[LIM_PERIOD_ID])
+/* A reply's slots (limit_script.h): a period id rather than a number, and
+ * whether the compact reply has it. */
+struct slot {
+    bool text, compact;
+};
+#define SLOT_ROW(NAME, name, text, compact) { text, compact },
+static const struct slot decision_slots[LS_NREPLY] = { LS_REPLY(SLOT_ROW) };
+static const struct slot count_slots[LS_NCOUNT_REPLY] = { LS_COUNT_REPLY(SLOT_ROW) };
+#undef SLOT_ROW
+#define ONE_COMPACT(NAME, name, text, compact) +(compact)
+enum { NCOMPACT_REPLY = 0 LS_REPLY(ONE_COMPACT) };
+#undef ONE_COMPACT
+
+/* The reply's slots by name: numbers into v, period ids into ids; a compact
+ * reply leaves the slots it lacks 0 (or ""). */
+static bool reply_slots(const redisReply *rep, const struct slot *slots, int n, bool compact,
+                        int64_t *v, char (*ids)[LIM_PERIOD_ID])
 {
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != n + m)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (rep->element[i]->type != REDIS_REPLY_INTEGER)
+    size_t k = 0;
+    for (int i = 0; i < n; i++) {
+        v[i] = 0;
+        ids[i][0] = '\0';
+        if (compact && !slots[i].compact)
+            continue;
+        const redisReply *e = rep->element[k++];
+        if (slots[i].text) {
+            if (e->type != REDIS_REPLY_STRING || e->len >= LIM_PERIOD_ID)
+                return false;
+            memcpy(ids[i], e->str, e->len);
+            ids[i][e->len] = '\0';
+        } else if (e->type == REDIS_REPLY_INTEGER) {
+            v[i] = e->integer;
+        } else {
             return false;
-        v[i] = rep->element[i]->integer;
-    }
-    for (size_t i = 0; i < m; i++) {
-        const redisReply *id = rep->element[n + i];
-        if (id->type != REDIS_REPLY_STRING || id->len >= LIM_PERIOD_ID)
-            return false;
-        memcpy(periods[i], id->str, id->len);
-        periods[i][id->len] = '\0';
+        }
     }
     return true;
 }
@@ -561,58 +672,59 @@ static void count_from(struct lim_count *c, int64_t used, int64_t reset_ms,
 
 static bool parse_count(const redisReply *rep, enum lim_counter which, struct lim_decision *d)
 {
-    int64_t v[2];
-    char id[1][LIM_PERIOD_ID];
+    int64_t v[LS_NCOUNT_REPLY];
+    char ids[LS_NCOUNT_REPLY][LIM_PERIOD_ID];
     memset(d, 0, sizeof(*d));
-    if (!reply_ints(rep, 2, v, 1, id))
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != LS_NCOUNT_REPLY ||
+        !reply_slots(rep, count_slots, LS_NCOUNT_REPLY, false, v, ids))
         return false;
     struct lim_count *c = which == LIM_BUDGET ? &d->budget : &d->team_budget;
     if (which == LIM_QUOTA) {
-        d->used_quota = v[0];
-        d->quota_reset_ms = v[1];
-        memcpy(d->period, id[0], LIM_PERIOD_ID);
+        d->used_quota = v[LS_C_USED];
+        d->quota_reset_ms = v[LS_C_RESET_MS];
+        memcpy(d->period, ids[LS_C_PERIOD], LIM_PERIOD_ID);
     } else {
-        count_from(c, v[0], v[1], id[0]);
+        count_from(c, v[LS_C_USED], v[LS_C_RESET_MS], ids[LS_C_PERIOD]);
     }
     d->where = LIM_REDIS;
     return true;
 }
 
-/* A decision: 24 numbers and 3 period ids, or for a key without budget or
- * team 16 numbers and the quota's period id. */
+/* A decision: REPLY, or COMPACT_REPLY for a key without budget or team. */
 static bool parse_decision(const redisReply *rep, struct lim_decision *d)
 {
-    int64_t v[24];
-    char ids[3][LIM_PERIOD_ID];
-    bool compact = rep->type == REDIS_REPLY_ARRAY && rep->elements == 17;
-    if (!(compact ? reply_ints(rep, 16, v, 1, ids) : reply_ints(rep, 24, v, 3, ids)))
+    int64_t v[LS_NREPLY];
+    char ids[LS_NREPLY][LIM_PERIOD_ID];
+    if (rep->type != REDIS_REPLY_ARRAY ||
+        (rep->elements != LS_NREPLY && rep->elements != NCOMPACT_REPLY))
+        return false;
+    if (!reply_slots(rep, decision_slots, LS_NREPLY, rep->elements == NCOMPACT_REPLY, v, ids))
         return false;
     memset(d, 0, sizeof(*d));
-    d->used_inflight = v[compact ? 15 : 22];
-    d->team_inflight = compact ? 0 : v[23];
-    memcpy(d->period, ids[0], LIM_PERIOD_ID);
-    d->used_quota = v[13];
-    d->quota_reset_ms = v[14];
-    if (!compact) {
-        count_from(&d->budget, v[15], v[16], ids[1]);
-        d->team_requests = v[17];
-        d->team_input = v[18];
-        d->team_output = v[19];
-        count_from(&d->team_budget, v[20], v[21], ids[2]);
-    }
-    d->admitted = v[0] == 1;
-    d->dim = (enum lim_dim)v[1];
-    d->limit = v[2];
-    d->used = v[3];
-    d->requested = v[4];
-    d->retry_ms = v[5];
-    d->bucket = v[6];
-    d->used_requests = v[7];
-    d->reset_requests_ms = v[8];
-    d->used_input = v[9];
-    d->reset_input_ms = v[10];
-    d->used_output = v[11];
-    d->reset_output_ms = v[12];
+    d->admitted = v[LS_R_ADMITTED] == 1;
+    d->dim = (enum lim_dim)v[LS_R_DIMENSION];
+    d->limit = v[LS_R_LIMIT];
+    d->used = v[LS_R_USED];
+    d->requested = v[LS_R_REQUESTED];
+    d->retry_ms = v[LS_R_RETRY_MS];
+    d->bucket = v[LS_R_BUCKET];
+    d->used_requests = v[LS_R_USED_REQUESTS];
+    d->reset_requests_ms = v[LS_R_RESET_REQUESTS_MS];
+    d->used_input = v[LS_R_USED_INPUT];
+    d->reset_input_ms = v[LS_R_RESET_INPUT_MS];
+    d->used_output = v[LS_R_USED_OUTPUT];
+    d->reset_output_ms = v[LS_R_RESET_OUTPUT_MS];
+    d->used_quota = v[LS_R_USED_QUOTA];
+    d->quota_reset_ms = v[LS_R_QUOTA_RESET_MS];
+    memcpy(d->period, ids[LS_R_QUOTA_PERIOD], LIM_PERIOD_ID);
+    count_from(&d->budget, v[LS_R_SPENT], v[LS_R_BUDGET_RESET_MS], ids[LS_R_BUDGET_PERIOD]);
+    d->team_requests = v[LS_R_TEAM_REQUESTS];
+    d->team_input = v[LS_R_TEAM_INPUT];
+    d->team_output = v[LS_R_TEAM_OUTPUT];
+    count_from(&d->team_budget, v[LS_R_TEAM_SPENT], v[LS_R_TEAM_BUDGET_RESET_MS],
+               ids[LS_R_TEAM_BUDGET_PERIOD]);
+    d->used_inflight = v[LS_R_SLOTS];
+    d->team_inflight = v[LS_R_TEAM_SLOTS];
     d->where = LIM_REDIS;
     return true;
 }
@@ -632,9 +744,10 @@ static bool answer(struct call *c, const redisReply *rep)
         return false;
     for (int i = 0; i < c->n; i++) {
         const struct pend *o = &c->ops[i];
-        if (o->kind != 's' && o->kind != 'r' && !parse_decision(rep->element[i], &d[i]))
+        if (o->kind != LS_OP_SETTLE && o->kind != LS_OP_RENEW &&
+            !parse_decision(rep->element[i], &d[i]))
             return false;
-        if (o->kind == 'a' && d[i].admitted)
+        if (o->kind == LS_OP_ADMIT && d[i].admitted)
             d[i].lease = o->lease;
     }
     c->answered = true;
@@ -754,27 +867,26 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
 }
 
 void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     int64_t cost, int64_t spend, lim_redis_cb cb, void *arg)
+                     int64_t cost, int64_t spend, lim_answer cb, void *arg)
 {
-    struct pend o = { .kind = 'a', .cb = cb, .arg = arg, .v = { cost, lim->shadow ? 1 : 0, spend } };
+    struct pend o = { .kind = LS_OP_ADMIT, .cb = cb, .arg = arg, .cost = cost,
+                      .force = lim->shadow, .spend = spend };
     if (lim->max_inflight || lim->team.max_inflight) /* the slot's name, before Redis decides */
         o.lease = lim_lease_new();
     enqueue(r, key, lim, &o);
 }
 
 void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                    lim_redis_cb cb, void *arg)
+                    lim_answer cb, void *arg)
 {
-    struct pend o = { .kind = 'p', .cb = cb, .arg = arg };
+    struct pend o = { .kind = LS_OP_PEEK, .cb = cb, .arg = arg };
     enqueue(r, key, lim, &o);
 }
 
 void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                       const struct lim_decision *ticket, const struct lim_usage *u)
 {
-    struct pend o = { .kind = 's',
-                      .v = { ticket->bucket, u->input_delta, u->output, u->release ? 1 : 0,
-                             u->quota_delta, u->spend_delta },
+    struct pend o = { .kind = LS_OP_SETTLE, .bucket = ticket->bucket, .usage = *u,
                       .lease = ticket->lease };
     memcpy(o.period[0], ticket->period, LIM_PERIOD_ID);
     memcpy(o.period[1], ticket->budget.period, LIM_PERIOD_ID);
@@ -785,13 +897,13 @@ void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_lim
 void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      const struct lim_decision *ticket)
 {
-    struct pend o = { .kind = 'r', .lease = ticket->lease };
+    struct pend o = { .kind = LS_OP_RENEW, .lease = ticket->lease };
     enqueue(r, key, lim, &o);
 }
 
 void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                      enum lim_counter which, enum lim_quota_op op, int64_t amount,
-                     lim_redis_cb cb, void *arg)
+                     lim_answer cb, void *arg)
 {
     int kind = op == LIM_QUOTA_RESET ? OP_CRESET : op == LIM_QUOTA_ADD ? OP_CADD : OP_CPEEK;
     struct call *c = call_new(r, kind, key, lim);
@@ -801,3 +913,51 @@ void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limi
     c->arg = arg;
     send_now(c);
 }
+
+/* ---- the operations table over a struct lim_redis ---- */
+
+static bool redis_up(const void *self)
+{
+    return lim_redis_up(self);
+}
+
+static void redis_admit(void *self, const char *key, const struct lim_limits *lim, int64_t cost,
+                        int64_t spend, lim_answer cb, void *arg)
+{
+    lim_redis_admit(self, key, lim, cost, spend, cb, arg);
+}
+
+static void redis_peek(void *self, const char *key, const struct lim_limits *lim, lim_answer cb,
+                       void *arg)
+{
+    lim_redis_peek(self, key, lim, cb, arg);
+}
+
+static void redis_count(void *self, const char *key, const struct lim_limits *lim,
+                        enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                        lim_answer cb, void *arg)
+{
+    lim_redis_count(self, key, lim, which, op, amount, cb, arg);
+}
+
+static void redis_settle(void *self, const char *key, const struct lim_limits *lim,
+                         const struct lim_decision *ticket, const struct lim_usage *u)
+{
+    lim_redis_settle(self, key, lim, ticket, u);
+}
+
+static void redis_renew(void *self, const char *key, const struct lim_limits *lim,
+                        const struct lim_decision *ticket)
+{
+    lim_redis_renew(self, key, lim, ticket);
+}
+
+const struct lim_ops lim_redis_ops = {
+    .where = LIM_REDIS,
+    .up = redis_up,
+    .admit = redis_admit,
+    .peek = redis_peek,
+    .count = redis_count,
+    .settle = redis_settle,
+    .renew = redis_renew,
+};

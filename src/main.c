@@ -21,6 +21,7 @@
 #include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/limit.h"
+#include "sluice/limit_local.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/notify.h"

@@ -9,6 +9,7 @@
 
 #include "sluice/config.h"
 #include "sluice/limit.h"
+#include "sluice/limit_redis.h"
 #include "sluice/pool.h"
 #include "sluice/telemetry.h"
 #include "sluice/usage.h"

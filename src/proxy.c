@@ -675,34 +675,10 @@ void proxy_handle(struct worker *w, struct http_req *req)
 
 /* ---- admission -------------------------------------------------------------- */
 
-/* What each limiter dimension is called (the message, the metric label),
- * whose it is, and whether waiting can fix a refusal on it (queue_timeout:
- * the windows and the slots; never a spent quota or budget). By enum lim_dim. */
-static const struct dim_info {
-    const char *name, *label;
-    bool team, waitable;
-} dims[] = {
-    [LIM_DIM_NONE] = { "", "", false, false },
-    [LIM_DIM_REQUESTS] = { "requests per minute", "requests", false, true },
-    [LIM_DIM_INPUT] = { "input tokens per minute", "input_tokens", false, true },
-    [LIM_DIM_OUTPUT] = { "output tokens per minute", "output_tokens", false, true },
-    [LIM_DIM_QUOTA] = { "quota", "quota", false, false },
-    [LIM_DIM_BUDGET] = { "budget", "budget", false, false },
-    [LIM_DIM_TEAM_REQUESTS] = { "requests per minute", "team_requests", true, true },
-    [LIM_DIM_TEAM_INPUT] = { "input tokens per minute", "team_input_tokens", true, true },
-    [LIM_DIM_TEAM_OUTPUT] = { "output tokens per minute", "team_output_tokens", true, true },
-    [LIM_DIM_TEAM_BUDGET] = { "budget", "team_budget", true, false },
-    [LIM_DIM_INFLIGHT] = { "requests open at once", "inflight", false, true },
-    [LIM_DIM_TEAM_INFLIGHT] = { "requests open at once", "team_inflight", true, true },
-};
-/* By enum quota_period. */
-static const char *const period_names[] = { "", "today (UTC)", "this month (UTC)", "in total",
-                                            "this week (UTC, from Monday)" };
-
 /* "key NAME" or "team NAME (of key NAME)": whose limit refused. */
 static void whose(const struct sl_request *r, enum lim_dim dim, char *out, size_t n)
 {
-    if (dims[dim].team)
+    if (lim_dim_info(dim)->team)
         snprintf(out, n, "team %s (of key %s)", r->limits.team.name, r->key->name);
     else
         snprintf(out, n, "key %s", r->key->name);
@@ -720,7 +696,7 @@ static void refuse_budget(struct sl_request *r, const struct lim_decision *d)
     snprintf(msg, sizeof(msg),
              "You exceeded your current budget: %s has spent $%s of its $%s %s, and this request "
              "may cost up to $%s.",
-             who, spent, budget, period_names[period], wants);
+             who, spent, budget, lim_period_text(period), wants);
     request_end(r, END_BUDGET_EXHAUSTED,
                 &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg, "x-should-retry: false\r\n" });
 }
@@ -736,13 +712,13 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
                                                  "The rate limiter is unavailable; the request "
                                                  "was not forwarded.",
                                                  "Retry-After: 1\r\n" });
-    mx_rate_limited(r->key->name, dims[d->dim].label);
+    mx_rate_limited(r->key->name, lim_dim_info(d->dim)->label);
     if (d->dim == LIM_DIM_QUOTA) {
         snprintf(msg, sizeof(msg),
                  "You exceeded your current quota: key %s has used %lld of %lld tokens %s and "
                  "this request needs about %lld more.",
                  r->key->name, (long long)d->used, (long long)d->limit,
-                 period_names[r->limits.quota_period], (long long)d->requested);
+                 lim_period_text(r->limits.quota_period), (long long)d->requested);
         return request_end(r, END_QUOTA_EXHAUSTED,
                            &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg,
                                                  "x-should-retry: false\r\n" });
@@ -763,14 +739,14 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
         snprintf(msg, sizeof(msg),
                  "Request too large for %s on %s: Limit %lld, Requested %lld. The input must "
                  "be reduced in order to run successfully.",
-                 who, dims[d->dim].name, (long long)d->limit, (long long)d->requested);
+                 who, lim_dim_info(d->dim)->text, (long long)d->limit, (long long)d->requested);
         snprintf(headers, sizeof(headers), "x-should-retry: false\r\n");
     } else {
         int64_t secs = (d->retry_ms + 999) / 1000;
         snprintf(msg, sizeof(msg),
                  "Rate limit reached for %s on %s: Limit %lld, Used %lld, Requested %lld. "
                  "Please try again in %.3fs.",
-                 who, dims[d->dim].name, (long long)d->limit, (long long)d->used,
+                 who, lim_dim_info(d->dim)->text, (long long)d->limit, (long long)d->used,
                  (long long)d->requested, (double)d->retry_ms / 1000.0);
         snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
                  (long long)SL_MAX(secs, 1), (long long)SL_MAX(d->retry_ms, 1));
@@ -852,7 +828,7 @@ static bool may_wait(struct sl_request *r, const struct lim_decision *d)
 {
     if (!r->key->queue_timeout_ms || d->unavailable || d->retry_ms < 0 || !r->req)
         return false;
-    return dims[d->dim].waitable && sl_now_ms() + d->retry_ms <= wait_until(r);
+    return lim_dim_info(d->dim)->waitable && sl_now_ms() + d->retry_ms <= wait_until(r);
 }
 
 static void on_wait(evutil_socket_t fd, short what, void *arg);
@@ -918,7 +894,7 @@ static void on_admitted(const struct lim_decision *d, void *arg)
         return may_wait(r, d) ? wait_for_room(r, d->retry_ms) : refuse(r, d);
     stop_waiting(r);
     if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
-        mx_rate_limited(r->key->name, dims[d->dim].label);
+        mx_rate_limited(r->key->name, lim_dim_info(d->dim)->label);
         char who[160], amounts[3][32];
         whose(r, d->dim, who, sizeof(who));
         const int64_t v[3] = { d->limit, d->used, d->requested };
@@ -929,7 +905,7 @@ static void on_admitted(const struct lim_decision *d, void *arg)
             else
                 amounts[i][sl_fmt_int(v[i], amounts[i])] = '\0';
         log_info("shadow: %s would be refused on %s (limit %s, used %s, requested %s%s)", who,
-                 dims[d->dim].name, amounts[0], amounts[1], amounts[2], money ? " USD" : "");
+                 lim_dim_info(d->dim)->text, amounts[0], amounts[1], amounts[2], money ? " USD" : "");
     }
     set_phase(r, PHASE_FORWARDING);
     ask_for_usage(r);
@@ -1630,7 +1606,7 @@ static void trace_request(const struct sl_request *r)
         lim[nl++] = ATTR_S("sluice.limiter", where[r->ticket.where]);
         lim[nl++] = (struct tel_attr){ .key = "sluice.admitted", .type = TEL_BOOL, .i = r->ticket.admitted };
         if (!r->ticket.admitted || r->ticket.dim)
-            lim[nl++] = ATTR_S("sluice.rate_limited.dimension", dims[r->ticket.dim].label);
+            lim[nl++] = ATTR_S("sluice.rate_limited.dimension", lim_dim_info(r->ticket.dim)->label);
         lim[nl++] = ATTR_I("sluice.queued_ms", r->queued_us / 1000);
         spans[ns++] = (struct tel_span){ .name = "sluice.limiter", .kind = TEL_INTERNAL,
                                          .span_id = limiter_id, .parent_id = r->trace.span_id,

@@ -49,7 +49,8 @@ static void method_not_allowed(struct http_req *req, const char *allow)
 static void readyz(struct worker *w, struct http_req *req)
 {
     struct generation *g = w->gen;
-    bool redis_up = !w->limiter.redis || lim_redis_up(w->limiter.redis);
+    bool configured = lim_shared_configured(&w->limiter);
+    bool redis_up = !configured || lim_shared_up(&w->limiter);
     bool redis_ok = redis_up || g->cfg->redis.on_error != REDIS_ON_ERROR_DENY;
     bool backend_ok = false;
     for (int i = 0; i < g->cfg->nbackends && !backend_ok; i++)
@@ -57,7 +58,7 @@ static void readyz(struct worker *w, struct http_req *req)
     char body[128];
     snprintf(body, sizeof(body), "{\"status\":\"%s\",\"redis\":\"%s\",\"backends\":\"%s\"}\n",
              redis_ok && backend_ok ? "ready" : "not ready",
-             !w->limiter.redis ? "not configured" : redis_up ? "up" : "down",
+             !configured ? "not configured" : redis_up ? "up" : "down",
              backend_ok ? "available" : "all open");
     respond_json(req, redis_ok && backend_ok ? 200 : 503, body);
 }

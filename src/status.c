@@ -98,11 +98,11 @@ static const char *const states[] = { "closed", "open", "half-open" };
 static void node_json(struct sl_buf *b, struct worker *w)
 {
     const struct config *c = w->gen->cfg;
-    bool redis = w->limiter.redis != NULL;
+    bool redis = lim_shared_configured(&w->limiter);
     sl_buf_printf(b, "\"node\":{\"version\":\"%s\",\"uptime_s\":%lld,\"limiter\":\"%s\",", SLUICE_VERSION,
                   (long long)((sl_now_us() - started_us) / 1000000), redis ? "redis" : "in-process");
     sl_buf_printf(b, "\"redis\":\"%s\",\"inflight\":%ld,\"queued\":%ld,\"keys\":%d,\"teams\":%d,",
-                  !redis ? "not configured" : lim_redis_up(w->limiter.redis) ? "up" : "down",
+                  !redis ? "not configured" : lim_shared_up(&w->limiter) ? "up" : "down",
                   mx_inflight_now(), waitq_count(), c->nkeys, c->nteams);
     sl_buf_printf(b, "\"window_ms\":%lld,\"time_ms\":%lld}", (long long)lim_window_ms(),
                   (long long)(sl_wall_us() / 1000));

@@ -17,6 +17,8 @@
 #include "sluice/config.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
+#include "sluice/limit_local.h"
+#include "sluice/limit_redis.h"
 #include "sluice/log.h"
 #include "sluice/models.h"
 #include "sluice/pool.h"
@@ -102,6 +104,16 @@ static bool same_redis(const struct cfg_redis *a, const struct cfg_redis *b)
 
 /* Runs in the worker's thread: new requests start on the new generation;
  * requests in flight keep theirs. */
+/* The worker's connection to the limiter all nodes share: Redis with
+ * [redis], else none. */
+static struct lim_backend shared_limiter(struct worker *w, const struct generation *g)
+{
+    if (!g->cfg->redis.enabled)
+        return (struct lim_backend){ NULL, NULL };
+    return (struct lim_backend){ &lim_redis_ops,
+                                 lim_redis_new(w->base, &g->cfg->redis, lim_window_ms(), w->id) };
+}
+
 static void reload_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -121,10 +133,8 @@ static void reload_cb(evutil_socket_t fd, short what, void *arg)
         http_server_set_tls(w->http, g->cfg->tls);
     w->limiter.on_error = g->cfg->redis.on_error;
     if (!same_redis(&old->cfg->redis, &g->cfg->redis)) {
-        lim_redis_free(w->limiter.redis);
-        w->limiter.redis = g->cfg->redis.enabled
-                               ? lim_redis_new(w->base, &g->cfg->redis, lim_window_ms(), w->id)
-                               : NULL;
+        lim_redis_free(w->limiter.shared.self);
+        w->limiter.shared = shared_limiter(w, g);
     }
     gen_unref(old);
 }
@@ -182,10 +192,9 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     w->up = up_multi_new(w->base);
     w->tel = tel_exporter_new(w->base, w->up);
     w->models = models_cache_new();
-    w->limiter.local = local;
+    w->limiter.local = (struct lim_backend){ &lim_local_ops, local };
     w->limiter.on_error = gen->cfg->redis.on_error;
-    if (gen->cfg->redis.enabled)
-        w->limiter.redis = lim_redis_new(w->base, &gen->cfg->redis, lim_window_ms(), id);
+    w->limiter.shared = shared_limiter(w, gen);
     w->stop_ev = event_new(w->base, -1, 0, stop_cb, w);
     w->drain_ev = evtimer_new(w->base, drain_cb, w);
     w->reload_ev = event_new(w->base, -1, 0, reload_cb, w);
@@ -230,7 +239,7 @@ void worker_free(struct worker *w)
     if (!w)
         return;
     http_server_free(w->http); /* aborts what is left, which cancels its transfers */
-    lim_redis_free(w->limiter.redis); /* answers admissions still waiting */
+    lim_redis_free(w->limiter.shared.self); /* answers admissions still waiting */
     models_cache_free(w->models);     /* before the curl multi its fetches run on */
     tel_exporter_free(w->tel);        /* likewise its export */
     up_multi_free(w->up);

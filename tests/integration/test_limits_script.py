@@ -3,17 +3,46 @@
 one loop pass) answers and leaves exactly what the same operations sent one
 call each would."""
 import random
+import re
 import time
 
 from conftest import ROOT
 
 SCRIPT = (ROOT / "lua" / "limits.lua").read_text()
+CONTRACT = (ROOT / "include" / "sluice" / "limit_script.h").read_text()
+
+
+def contract(macro):
+    """One list of the script's contract (include/sluice/limit_script.h), in
+    order: its rows' (name, the numbers after it)."""
+    m = re.search(r"#define %s\(X\)((?:.*\\\n)*.*)" % macro, CONTRACT)
+    return [(name, [int(n) for n in rest.split(",") if n.strip().isdigit()])
+            for name, rest in re.findall(r"X\((?:[A-Z_]+, )?([a-z_]+)([^)]*)\)", m.group(1))]
+
+
+REPLY = [name for name, _ in contract("LS_REPLY")]
+COMPACT = [name for name, (text, compact) in contract("LS_REPLY") if compact]
+BATCH_ARGS = [name for name, _ in contract("LS_BATCH_ARGS")]
+TEAM_ARGS = [name for name, _ in contract("LS_TEAM_ARGS")]
+SETTLE_ARGS = [name for name, _ in contract("LS_SETTLE_ARGS")]
+
+
+def slot(reply, name):
+    """A reply's slot by its name, from the long reply or the compact one."""
+    return reply[(COMPACT if len(reply) == len(COMPACT) else REPLY).index(name)]
+
+
+def slots(reply, *names):
+    return [slot(reply, n) for n in names]
 BUCKET_MS, WINDOW_MS = 60000, 3600000  # minute buckets: a run never straddles one
 LIMITS = {"rpm": 12, "input_tpm": 150, "output_tpm": 60, "quota": 400, "period": 1,
           "budget": 5000, "budget_period": 1}
 TEAM = {"rpm": 20, "input_tpm": 100, "output_tpm": 20, "budget": 3000, "budget_period": 4}
-# reply fields that do not depend on the millisecond the call ran
-STABLE = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13, 15, 17, 18, 19, 20, 22, 23, 24, 25, 26]
+# reply slots that do not depend on the millisecond the call ran
+STABLE = ["admitted", "dimension", "limit", "used", "requested", "bucket", "used_requests",
+          "used_input", "used_output", "used_quota", "spent", "team_requests", "team_input",
+          "team_output", "team_spent", "slots", "team_slots", "quota_period", "budget_period",
+          "team_budget_period"]
 LEASE_MS = 30000
 
 
@@ -31,14 +60,21 @@ def names(key, team):
 
 def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
     keys = names(key, team)
-    args = ["EVALSHA", sha, len(keys)] + keys
-    args += [BUCKET_MS, WINDOW_MS, "batch", limits["rpm"], limits["input_tpm"], limits["output_tpm"],
-             limits["quota"], limits["period"], 0, limits["budget"], limits["budget_period"],
-             limits.get("max_inflight", 0), limits.get("lease_ms", LEASE_MS)]
+    value = {"bucket_ms": BUCKET_MS, "window_ms": WINDOW_MS, "mode": "batch",
+             "rpm": limits["rpm"], "input_tpm": limits["input_tpm"],
+             "output_tpm": limits["output_tpm"], "quota": limits["quota"],
+             "quota_period": limits["period"], "clock_offset": 0, "budget": limits["budget"],
+             "budget_period": limits["budget_period"],
+             "max_inflight": limits.get("max_inflight", 0),
+             "lease_ms": limits.get("lease_ms", LEASE_MS)}
     if team:  # the team's limits only with a team
         t = team_limits
-        args += [t["rpm"], t["input_tpm"], t["output_tpm"], t["budget"], t["budget_period"],
-                 t.get("max_inflight", 0)]
+        value.update(team_rpm=t["rpm"], team_input_tpm=t["input_tpm"],
+                     team_output_tpm=t["output_tpm"], team_budget=t["budget"],
+                     team_budget_period=t["budget_period"],
+                     team_max_inflight=t.get("max_inflight", 0))
+    args = ["EVALSHA", sha, len(keys)] + keys
+    args += [value[name] for name in BATCH_ARGS + (TEAM_ARGS if team else [])]
     args.append(len(ops))
     for op in ops:
         args += op
@@ -47,6 +83,12 @@ def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
 
 def admission(cost, spend=0, lease="-"):
     return ["a", cost, 0, spend, lease]
+
+
+def settlement(**given):
+    """A settlement operation; what is not given is 0 (a period id or lease: '-')."""
+    return ["s"] + [given.get(name, "-" if "period" in name or name == "lease" else 0)
+                    for name in SETTLE_ARGS]
 
 
 def operations(rng, bucket, periods, n):
@@ -59,9 +101,11 @@ def operations(rng, bucket, periods, n):
             ops.append(["p"])
         else:  # a settlement of an admission made in this bucket
             release = rng.random() < 0.2
-            ops.append(["s", bucket, rng.randint(-30, 30), 0 if release else rng.randint(0, 25),
-                        1 if release else 0, rng.randint(-20, 40), periods[0],
-                        rng.randint(-400, 300), periods[1], periods[2], "-"])
+            ops.append(settlement(bucket=bucket, input_delta=rng.randint(-30, 30),
+                                  output=0 if release else rng.randint(0, 25),
+                                  release=1 if release else 0, quota_delta=rng.randint(-20, 40),
+                                  quota_period=periods[0], spend_delta=rng.randint(-400, 300),
+                                  budget_period=periods[1], team_budget_period=periods[2]))
     return ops
 
 
@@ -100,22 +144,26 @@ def test_a_batch_equals_the_same_operations_one_call_each(redis):
             if op[0] == "s":
                 assert t == a == 1
             else:
-                assert [t[i] for i in STABLE] == [a[i] for i in STABLE], op
+                assert slots(t, *STABLE) == slots(a, *STABLE), op
         assert state(redis, f"together{run}", team and team + "t") == \
             state(redis, f"alone{run}", team and team + "a")
         decided = [t for op, t in zip(ops, together) if op[0] == "a"]
         # the sequence reaches every limit: both answers happen
-        assert any(t[0] == 1 for t in decided) and any(t[0] == 0 for t in decided)
+        assert any(slot(t, "admitted") == 1 for t in decided)
+        assert any(slot(t, "admitted") == 0 for t in decided)
         if team:  # and the team's own limits refuse some
-            assert any(t[1] >= 6 for t in decided if t[0] == 0), [t[:6] for t in decided]
+            assert any(slot(t, "dimension") >= 6 for t in decided if slot(t, "admitted") == 0)
 
 
 def test_a_batch_of_admissions_admits_exactly_the_limit(redis):
     sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     replies = batch(redis, sha, "exact", [admission(1)] * 30)
-    assert [r[0] for r in replies] == [1] * 12 + [0] * 18
-    assert [r[7] for r in replies[:12]] == list(range(1, 13))  # used requests, this one included
-    assert all(r[1] == 1 and r[3] == 12 and r[5] > 0 for r in replies[12:])  # refused on requests
+    assert [slot(r, "admitted") for r in replies] == [1] * 12 + [0] * 18
+    # used requests, this one included
+    assert [slot(r, "used_requests") for r in replies[:12]] == list(range(1, 13))
+    # refused on requests
+    assert all(slots(r, "dimension", "used") == [1, 12] and slot(r, "retry_ms") > 0
+               for r in replies[12:])
     assert redis.call("HGET", "sluice:{exact}:r", "t") == "12"
     # it expires once its newest bucket has left the window
     assert WINDOW_MS < redis.call("PTTL", "sluice:{exact}:r") <= WINDOW_MS + 2 * BUCKET_MS
@@ -130,13 +178,14 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     def spend(key, n, amount=1000):
         return batch(redis, sha, key, [admission(0, amount)] * n, "tb", wide)
     a = spend("ka", 7)
-    assert [r[0] for r in a] == [1] * 5 + [0] * 2
-    assert all(r[1] == 5 and r[3] == 5000 and r[4] == 1000 and r[5] == -1 for r in a[5:])
-    assert [r[20] for r in a[:5]] == [1000, 2000, 3000, 4000, 5000]  # the team's spend
+    assert [slot(r, "admitted") for r in a] == [1] * 5 + [0] * 2
+    assert all(slots(r, "dimension", "used", "requested", "retry_ms") == [5, 5000, 1000, -1]
+               for r in a[5:])
+    assert [slot(r, "team_spent") for r in a[:5]] == [1000, 2000, 3000, 4000, 5000]
     b = spend("kb", 5)
-    assert [r[0] for r in b] == [1] * 3 + [0] * 2
-    assert all(r[1] == 9 and r[3] == 8000 for r in b[3:])
-    assert [r[15] for r in b[:3]] == [1000, 2000, 3000]  # kb's own spend
+    assert [slot(r, "admitted") for r in b] == [1] * 3 + [0] * 2
+    assert all(slots(r, "dimension", "used") == [9, 8000] for r in b[3:])
+    assert [slot(r, "spent") for r in b[:3]] == [1000, 2000, 3000]  # kb's own spend
     day = int(redis.call("TIME")[0]) // 86400
     week = day - (day + 3) % 7
     assert redis.call("GET", f"sluice:{{tb}}:k:kb:b:d{day}") == "3000"
@@ -145,24 +194,27 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     ttl = redis.call("TTL", f"sluice:{{tb}}:t:b:w{week}")
     assert abs(ttl - ((week + 8) * 86400 - int(redis.call("TIME")[0]))) <= 1
     # settlement gives back what a request did not cost, to the key and the team
-    settle = ["s", 0, 0, 0, 0, 0, "-", -600, f"d{day}", f"w{week}", "-"]
+    settle = settlement(spend_delta=-600, budget_period=f"d{day}", team_budget_period=f"w{week}")
     batch(redis, sha, "kb", [settle], "tb", wide)
     assert redis.call("GET", f"sluice:{{tb}}:t:b:w{week}") == "7400"
-    assert [r[0] for r in spend("kb", 2, 600)] == [1, 0]
+    assert [slot(r, "admitted") for r in spend("kb", 2, 600)] == [1, 0]
 
 
 def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
-    """16 numbers and the quota's period id: the same numbers as the long reply."""
+    """The compact reply (16 numbers and the quota's period id): the same
+    numbers as the long reply."""
     sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     plain = dict(LIMITS, budget=0)
     short = batch(redis, sha, "short", [admission(5), ["p"], admission(500)], limits=plain)
-    assert [len(r) for r in short] == [17, 17, 17]
-    assert short[0][:2] == [1, 0] and short[0][7] == 1 and short[0][9] == 5
-    assert short[2][:5] == [0, 2, 150, 5, 500]  # refused on input tokens
+    assert [len(r) for r in short] == [len(COMPACT)] * 3 == [17] * 3
+    assert slots(short[0], "admitted", "dimension", "used_requests", "used_input") == [1, 0, 1, 5]
+    # refused on input tokens
+    assert slots(short[2], "admitted", "dimension", "limit", "used", "requested") == [0, 2, 150, 5, 500]
     long = batch(redis, sha, "long", [admission(5), ["p"], admission(500)])
-    assert [len(r) for r in long] == [27, 27, 27]
-    same = [0, 1, 2, 3, 4, 6, 7, 9, 11, 13]  # what does not depend on the millisecond
-    assert [[r[i] for i in same] for r in short] == [[r[i] for i in same] for r in long]
+    assert [len(r) for r in long] == [len(REPLY)] * 3 == [27] * 3
+    same = ["admitted", "dimension", "limit", "used", "requested", "bucket", "used_requests",
+            "used_input", "used_output", "used_quota"]  # what does not depend on the millisecond
+    assert [slots(r, *same) for r in short] == [slots(r, *same) for r in long]
 
 
 def test_max_inflight_slots_are_leases(redis):
@@ -178,29 +230,32 @@ def test_max_inflight_slots_are_leases(redis):
         return batch(redis, sha, key, [admission(1, 0, lease)], "tf", team, lim)[0]
 
     def settle(key, lease):
-        return batch(redis, sha, key, [["s", 0, 0, 0, 0, 0, "-", 0, "-", "-", lease]], "tf", team, lim)
+        return batch(redis, sha, key, [settlement(lease=lease)], "tf", team, lim)
 
     a = [admit("ka", f"n-{i}") for i in range(3)]
-    assert [r[0] for r in a] == [1, 1, 0]
-    assert a[1][22:24] == [2, 2]  # slots taken: the key's, the team's
-    assert a[2][1:6] == [10, 2, 2, 1, 1000]  # the key's slots, Retry-After 1 s
+    assert [slot(r, "admitted") for r in a] == [1, 1, 0]
+    assert slots(a[1], "slots", "team_slots") == [2, 2]  # slots taken: the key's, the team's
+    # the key's slots, Retry-After 1 s
+    assert slots(a[2], "dimension", "limit", "used", "requested", "retry_ms") == [10, 2, 2, 1, 1000]
     b = [admit("kb", f"n-{i}") for i in range(3, 5)]
-    assert [r[0] for r in b] == [1, 0]
-    assert b[1][1:4] == [11, 3, 3]  # the team's three are taken: one of kb, two of ka
+    assert [slot(r, "admitted") for r in b] == [1, 0]
+    # the team's three are taken: one of kb, two of ka
+    assert slots(b[1], "dimension", "limit", "used") == [11, 3, 3]
     settle("ka", "n-0")
-    assert admit("kb", "n-5")[0] == 1  # the freed team slot
+    assert slot(admit("kb", "n-5"), "admitted") == 1  # the freed team slot
     # a settlement of a lease already gone frees nothing twice
     settle("ka", "n-0")
-    assert admit("kb", "n-6")[0] == 0
+    assert slot(admit("kb", "n-6"), "admitted") == 0
     # renewals keep n-1 and n-5; n-3 (kb) is not renewed and expires with its lease
     time.sleep(0.4)
     for key, lease in (("ka", "n-1"), ("kb", "n-5")):
         batch(redis, sha, key, [["r", lease]], "tf", team, lim)
     time.sleep(0.35)
     r = admit("kb", "n-7")
-    assert r[0] == 1 and r[22:24] == [2, 3]  # n-5 and n-7 of kb; n-1, n-5, n-7 of the team
+    # n-5 and n-7 of kb; n-1, n-5, n-7 of the team
+    assert slots(r, "admitted", "slots", "team_slots") == [1, 2, 3]
     assert redis.call("ZSCORE", "sluice:{tf}:t:f", "n-3") is None
     assert 0 < redis.call("PTTL", "sluice:{tf}:k:kb:f") <= 600
     # a peek counts without taking one
     peek = batch(redis, sha, "ka", [["p"]], "tf", team, lim)[0]
-    assert peek[0] == 1 and peek[22:24] == [1, 3]
+    assert slots(peek, "admitted", "slots", "team_slots") == [1, 1, 3]

@@ -10,6 +10,7 @@
 #include "check.h"
 #include "sluice/config.h"
 #include "sluice/limit.h"
+#include "sluice/limit_local.h"
 #include "sluice/util.h"
 
 static const struct lim_limits nolim;

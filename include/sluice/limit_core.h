@@ -1,0 +1,173 @@
+/* The limiter's words, shared by the two limiters (limit_local.c keeps the
+ * windows in-process, limit_redis.c in Redis) and by the facade a worker
+ * calls (limit.h): limits, dimensions, decisions and settlements, periods,
+ * the window's clock, leases, and the operations table each limiter fills.
+ * Both implement the same bucketed window (docs/limits.md): one call on the
+ * way in checks every dimension of key and team and reserves, all or
+ * nothing; one on the way out records real usage. */
+#ifndef SLUICE_LIMIT_CORE_H
+#define SLUICE_LIMIT_CORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LIM_BUCKETS 60   /* buckets per window */
+#define LIM_RING 64      /* ring slots: more than the 61 buckets a window can touch */
+
+/* The limiter's dimensions, declared once: the code (also lua/limits.lua's),
+ * the metric label (sluice_rate_limited_total{dimension}), what a refusal's
+ * message calls it, whether it is the team's, and whether waiting
+ * (queue_timeout) can fix a refusal on it: the windows and the slots, never a
+ * spent quota or budget. */
+#define LIM_DIMS(X)                                                                                \
+    X(NONE, 0, "", "", false, false)                                                               \
+    X(REQUESTS, 1, "requests", "requests per minute", false, true)                                 \
+    X(INPUT, 2, "input_tokens", "input tokens per minute", false, true)                            \
+    X(OUTPUT, 3, "output_tokens", "output tokens per minute", false, true)                         \
+    X(QUOTA, 4, "quota", "quota", false, false)                                                    \
+    X(BUDGET, 5, "budget", "budget", false, false)                                                 \
+    X(TEAM_REQUESTS, 6, "team_requests", "requests per minute", true, true)                        \
+    X(TEAM_INPUT, 7, "team_input_tokens", "input tokens per minute", true, true)                   \
+    X(TEAM_OUTPUT, 8, "team_output_tokens", "output tokens per minute", true, true)                \
+    X(TEAM_BUDGET, 9, "team_budget", "budget", true, false)                                        \
+    X(INFLIGHT, 10, "inflight", "requests open at once", false, true)                              \
+    X(TEAM_INFLIGHT, 11, "team_inflight", "requests open at once", true, true)
+
+enum lim_dim {
+#define LIM_DIM_ENUM(name, code, label, text, team, waitable) LIM_DIM_##name = code,
+    LIM_DIMS(LIM_DIM_ENUM)
+#undef LIM_DIM_ENUM
+};
+
+struct lim_dim_info {
+    const char *label, *text;
+    bool team, waitable;
+};
+/* The row of LIM_DIMS for d. */
+const struct lim_dim_info *lim_dim_info(enum lim_dim d);
+/* How a refusal's message names a quota period (enum quota_period): "today
+ * (UTC)", "this month (UTC)", ... */
+const char *lim_period_text(int kind);
+#define LIM_NAME 65 /* a key's or team's name and its NUL (CFG_NAME_MAX + 1) */
+enum lim_where { LIM_NOWHERE, LIM_LOCAL, LIM_REDIS }; /* where an admission was recorded */
+
+/* A team's limits; every key of the team counts against them too. */
+struct lim_team {
+    char name[LIM_NAME]; /* "" = the key has no team */
+    int64_t rpm, input_tpm, output_tpm;
+    int64_t budget; /* micro-dollars per period; 0 = none */
+    int budget_period;
+    int64_t max_inflight; /* 0 = no cap */
+};
+
+struct lim_limits {
+    int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
+    int64_t quota;                      /* tokens per period; 0 = none */
+    int quota_period;                   /* enum quota_period */
+    int64_t budget;                     /* micro-dollars per period; 0 = none */
+    int budget_period;
+    bool shadow; /* count, but never refuse */
+    int64_t max_inflight; /* requests open at once, across nodes; 0 = no cap */
+    struct lim_team team;
+};
+
+#define LIM_PERIOD_ID 24 /* "d20419", "w20416", "m202611", "total" */
+
+/* A counter per calendar period: a quota (tokens) or a budget (micro-dollars). */
+struct lim_count {
+    int64_t used;     /* in the current period, this request's reservation included */
+    int64_t reset_ms; /* until the period ends; -1 for "total" */
+    char period[LIM_PERIOD_ID];
+};
+enum lim_counter { LIM_QUOTA, LIM_BUDGET, LIM_TEAM_BUDGET };
+
+/* The answer to an admission, and the ticket its settlement needs. */
+struct lim_decision {
+    bool admitted; /* in shadow mode also when dim says what would have refused */
+    bool unavailable; /* Redis unreachable and on_error = deny */
+    enum lim_dim dim; /* the dimension that refused */
+    int64_t limit, used, requested;
+    int64_t retry_ms; /* when the refused request would fit; -1 = never */
+    int64_t used_requests, used_input, used_output; /* in the window, this request included */
+    int64_t reset_requests_ms, reset_input_ms, reset_output_ms;
+    int64_t used_quota;     /* in the current period, this request's reservation included */
+    int64_t quota_reset_ms; /* until the period ends; -1 for "total" */
+    char period[LIM_PERIOD_ID];
+    struct lim_count budget, team_budget;
+    int64_t team_requests, team_input, team_output; /* the team's windows */
+    enum lim_where where;
+    int64_t bucket;         /* the admission's bucket */
+    int64_t input_reserved; /* the estimate reserved */
+    int64_t spend_reserved; /* micro-dollars reserved in the budgets */
+    int64_t used_inflight, team_inflight; /* requests open, this one included */
+    int64_t lease; /* the slot max_inflight gave this request (0: none): settlement frees it */
+};
+
+/* What settles an admitted request (lim_settle). */
+struct lim_usage {
+    int64_t input_delta; /* real prompt tokens minus the reservation */
+    int64_t output;      /* completion tokens */
+    bool release;        /* undo the request itself: it was never forwarded */
+    int64_t quota_delta; /* tokens, to the admission's quota period */
+    int64_t spend_delta; /* micro-dollars, to the admission's budget periods */
+};
+
+/* The counter `which` of a decision. */
+struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which);
+
+typedef void (*lim_cb)(const struct lim_decision *d, void *arg);
+/* A limiter's answer; ok=false when it could not decide (Redis failed or
+ * timed out). */
+typedef void (*lim_answer)(bool ok, const struct lim_decision *d, void *arg);
+
+/* Window length: 60 s, or SLUICE_WINDOW_MS for tests (docs/testing.md). */
+int64_t lim_window_ms(void);
+/* Seconds added to the clock for quota periods: SLUICE_CLOCK_OFFSET_S (tests). */
+int64_t lim_clock_offset_s(void);
+/* The current quota period's id and the ms until it ends (-1 for total). */
+void lim_period(int kind, int64_t now_ms, char id[LIM_PERIOD_ID], int64_t *reset_ms);
+/* The Unix second a period ends, from a decision's reset_ms and the wall clock (ms) now.
+ * Periods end on whole seconds, so the sum is rounded to the nearest one: the decision
+ * may have been made on another clock reading or on Redis. */
+int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms);
+
+/* max_inflight slots are leases: in Redis each expires lease_ms after it was
+ * taken or last renewed (lim_renew, every third of it while the request
+ * runs), so the slots of a node that died free themselves. 30 s, or
+ * SLUICE_LEASE_MS for tests (docs/testing.md). */
+int64_t lim_lease_ms(void);
+/* A new lease, unique within the process; lim_lease_name makes it unique
+ * across nodes (a random node id and the number). */
+int64_t lim_lease_new(void);
+#define LIM_LEASE_NAME 40
+void lim_lease_name(int64_t lease, char out[LIM_LEASE_NAME]);
+
+/* Quota and budget operations of the admin API. */
+enum lim_quota_op { LIM_QUOTA_READ, LIM_QUOTA_RESET, LIM_QUOTA_ADD };
+
+bool lim_unlimited(const struct lim_limits *lim);
+
+/* One limiter, as the facade (limit.h) calls it: the in-process windows
+ * (lim_local_ops) or Redis (lim_redis_ops). `self` is the limiter's own
+ * state. Answers may come before the call returns (in-process) or later
+ * (Redis). */
+struct lim_ops {
+    enum lim_where where; /* what its decisions record, so settlement returns to it */
+    bool (*up)(const void *self);
+    void (*admit)(void *self, const char *key, const struct lim_limits *lim, int64_t cost,
+                  int64_t spend, lim_answer cb, void *arg);
+    /* The windows as they stand, recording nothing. */
+    void (*peek)(void *self, const char *key, const struct lim_limits *lim, lim_answer cb,
+                 void *arg);
+    void (*count)(void *self, const char *key, const struct lim_limits *lim,
+                  enum lim_counter which, enum lim_quota_op op, int64_t amount, lim_answer cb,
+                  void *arg);
+    void (*settle)(void *self, const char *key, const struct lim_limits *lim,
+                   const struct lim_decision *ticket, const struct lim_usage *u);
+    /* Extends the ticket's lease by lim_lease_ms() from now; NULL where a slot
+     * dies with the process anyway. */
+    void (*renew)(void *self, const char *key, const struct lim_limits *lim,
+                  const struct lim_decision *ticket);
+};
+
+#endif

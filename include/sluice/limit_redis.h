@@ -1,0 +1,39 @@
+/* The limiter in Redis, one connection per worker: lua/limits.lua decides
+ * every dimension of a key and its team in one atomic call, so all nodes
+ * share one set of counters. Calls of one loop pass for one key travel in
+ * one script call. */
+#ifndef SLUICE_LIMIT_REDIS_H
+#define SLUICE_LIMIT_REDIS_H
+
+#include <stdatomic.h>
+
+#include "sluice/limit_core.h"
+
+struct event_base;
+struct cfg_redis;
+
+struct lim_redis;
+struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis *cfg,
+                                int64_t window_ms, int worker_id);
+void lim_redis_free(struct lim_redis *r);
+bool lim_redis_up(const struct lim_redis *r);
+void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     int64_t cost, int64_t spend, lim_answer cb, void *arg);
+void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                    lim_answer cb, void *arg);
+void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                      const struct lim_decision *ticket, const struct lim_usage *u);
+/* Extends the ticket's lease by lease_ms from now. */
+void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     const struct lim_decision *ticket);
+void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
+                     enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                     lim_answer cb, void *arg);
+
+/* The operations table over a struct lim_redis (self). */
+extern const struct lim_ops lim_redis_ops;
+
+/* Redis calls that failed or timed out, all workers. */
+extern atomic_ulong lim_redis_errors;
+
+#endif
