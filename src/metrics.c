@@ -10,6 +10,7 @@
 #include "sluice/config.h"
 #include "sluice/limit.h"
 #include "sluice/limit_redis.h"
+#include "sluice/outcome.h"
 #include "sluice/pool.h"
 #include "sluice/telemetry.h"
 #include "sluice/usage.h"
@@ -455,7 +456,12 @@ void mx_backend_stats(const char *backend, struct mx_backend_stats *out)
         if (!sl_str_eq(label_value(s, "backend"), backend))
             continue;
         out->attempts += s->value;
-        if (!sl_str_eq(label_value(s, "outcome"), "success"))
+        /* what the breaker counts: a client error passed through or a client
+         * that left is an attempt, not a failure */
+        struct sl_str label = label_value(s, "outcome");
+        enum up_outcome o;
+        if (up_outcome_of_label(label.p, label.len, &o) &&
+            up_outcome_info(o)->verdict == VERDICT_FAILURE)
             out->failures += s->value;
     }
     text.len = 0;

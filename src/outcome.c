@@ -2,6 +2,8 @@
  * upstream attempt. */
 #include "sluice/outcome.h"
 
+#include <string.h>
+
 #include "sluice/config.h"
 
 static const struct up_outcome_info outcomes[UP_OUTCOME__COUNT] = {
@@ -26,6 +28,17 @@ static const char *const end_docs[END__COUNT] = {
 const struct up_outcome_info *up_outcome_info(enum up_outcome o)
 {
     return &outcomes[o];
+}
+
+bool up_outcome_of_label(const char *label, size_t len, enum up_outcome *out)
+{
+    for (int o = 0; o < UP_OUTCOME__COUNT; o++) {
+        if (strlen(outcomes[o].label) == len && memcmp(outcomes[o].label, label, len) == 0) {
+            *out = (enum up_outcome)o;
+            return true;
+        }
+    }
+    return false;
 }
 
 const char *end_cause_token(enum end_cause c)

@@ -9,6 +9,7 @@
 #define SLUICE_OUTCOME_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "sluice/errors.h"
 
@@ -157,6 +158,8 @@ struct up_outcome_info {
 };
 
 const struct up_outcome_info *up_outcome_info(enum up_outcome o);
+/* The outcome whose label (the metric's outcome label) this is; false if none. */
+bool up_outcome_of_label(const char *label, size_t len, enum up_outcome *out);
 const char *end_cause_token(enum end_cause c);
 const char *end_cause_doc(enum end_cause c);
 

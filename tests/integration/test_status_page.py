@@ -108,6 +108,32 @@ def test_json_shows_breakers_attempts_and_live_windows(limiter, mock, start_slui
     assert be["attempts"] == 7 and be["failures"] == 2
 
 
+def test_failures_are_what_the_breaker_counts(mock, start_sluice):
+    """The status page's failures follow each outcome's breaker verdict
+    (outcome.h): a client error passed through and a request the client left
+    are attempts, not failures; an error status is one."""
+    import socket
+    import time
+    admin = free_port()
+    s = start_sluice(conf(mock, admin))
+    assert s.chat(headers={"x-mock-status": "400"}).status == 400  # client_error: passed through
+    c = socket.create_connection(("127.0.0.1", s.port))  # aborted: the client leaves first
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              + CLIENT_KEY.encode() + b"\r\nContent-Type: application/json\r\nx-mock-delay-ms: 2000"
+              b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.3)
+    c.close()
+    deadline = time.time() + 5
+    while status_json(admin)["backends"][0]["attempts"] < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    be = status_json(admin)["backends"][0]
+    assert be["attempts"] == 2 and be["failures"] == 0, be
+    assert s.chat(headers={"x-mock-status": "503"}).status == 503  # error_status: a failure
+    be = status_json(admin)["backends"][0]
+    assert be["attempts"] == 3 and be["failures"] == 1, be
+
+
 def png_pixels(path):
     """(width, rows of RGB tuples) of an 8-bit RGB or RGBA PNG, decoded here (stdlib only)."""
     data = path.read_bytes()
