@@ -39,9 +39,9 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/forward.h"
 #include "sluice/headers.h"
 #include "sluice/http.h"
-#include "sluice/json_edit.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -119,7 +119,7 @@ struct sl_request {
     const char *model_label; /* for the metrics: lives as long as the generation r holds */
     char path[API_MAX_PATH + 1]; /* plain: api_plain_path() checked it */
     char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
-    struct sl_buf fwd_body; /* the body as forwarded, when sluice had to change it */
+    struct fwd_body fwd;    /* the body's forms: as it came, or sluice's copies (forward.h) */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
     /* The model tried (docs/pool.md, "Models and fallbacks"); NULL for calls without one. */
@@ -128,7 +128,6 @@ struct sl_request {
     size_t upstream_len;
     int next_fallback;        /* in the chain: fallbacks, or context_fallbacks once switched */
     bool context_chain;
-    struct sl_buf model_body; /* the body with the model renamed, when upstream differs */
     const char *served;        /* the target whose answer the client gets, and */
     const char *served_upstream; /* its upstream name */
 
@@ -330,149 +329,6 @@ static void client_headers(struct sl_request *r, struct up_transfer *t, struct s
     lim_headers(&r->ticket, &r->limits, out);
 }
 
-/* ---- request headers towards the upstream ------------------------------- */
-
-/* Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
-static bool named_in_connection(const struct http_req *req, struct sl_str name)
-{
-    const struct sl_str *conn = http_header(req, "connection");
-    if (!conn)
-        return false;
-    const char *p = conn->p, *end = conn->p + conn->len;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ','))
-            p++;
-        const char *s = p;
-        while (p < end && *p != ',' && *p != ' ')
-            p++;
-        if ((size_t)(p - s) == name.len && strncasecmp(s, name.p, name.len) == 0)
-            return true;
-    }
-    return false;
-}
-
-/* One line, NUL-terminated, into the block's text. */
-static void header_text(struct sl_buf *text, int *n, const char *a, size_t alen, const char *b,
-                        size_t blen)
-{
-    sl_buf_append(text, a, alen);
-    sl_buf_append(text, b, blen);
-    sl_buf_append(text, "", 1);
-    (*n)++;
-}
-
-/* The body the attempt sends: renamed model, changed by sluice, or as it came. */
-static struct sl_str forwarded_body(const struct sl_request *r)
-{
-    if (r->model_body.len)
-        return (struct sl_str){ r->model_body.data, r->model_body.len };
-    if (r->fwd_body.len)
-        return (struct sl_str){ r->fwd_body.data, r->fwd_body.len };
-    return (struct sl_str){ r->req->body.data, r->req->body.len };
-}
-
-/* The request's headers for curl as one allocation: the list nodes, then
- * their text (curl only reads the list). Freed with free_header_list. */
-static struct curl_slist *upstream_headers(struct sl_request *r, const struct cfg_backend *be)
-{
-    struct sl_buf text = { 0 };
-    int n = 0;
-    const struct http_req *req = r->req;
-    bool accept = false;
-    sl_buf_reserve(&text, 256);
-    bool tracing = r->gen->cfg->telemetry.enabled; /* our traceparent replaces the client's */
-    for (int i = 0; i < req->nheaders; i++) {
-        const struct http_header *h = &req->headers[i];
-        if (!hdr_forwarded(h->name, be->forward_headers.names, be->forward_headers.n) || named_in_connection(req, h->name) ||
-            (tracing && sl_str_caseeq(h->name, "traceparent")))
-            continue;
-        accept = accept || sl_str_caseeq(h->name, "accept");
-        sl_buf_append(&text, h->name.p, h->name.len);
-        header_text(&text, &n, ": ", 2, h->value.p, h->value.len);
-    }
-    if (!accept)
-        header_text(&text, &n, "Accept:", 7, "", 0); /* not curl's default "*\/\*" */
-    if (r->call.body == API_BODY_JSON) {
-        header_text(&text, &n, "Content-Type: application/json", 30, "", 0);
-    } else if (r->call.body == API_BODY_MULTIPART) { /* its boundary: the body goes as it came */
-        const struct sl_str *ct = http_header(req, "content-type");
-        header_text(&text, &n, "Content-Type: ", 14, ct->p, ct->len);
-    }
-    /* No 100-continue round trip. curl (7.69 and later; sluice needs 7.80)
-     * asks for one only above 1 MiB, and each line on the list costs a
-     * comparison for every header curl looks for. */
-    if (forwarded_body(r).len > 1024 * 1024)
-        header_text(&text, &n, "Expect:", 7, "", 0);
-    if (tracing) { /* the attempt's span is the upstream's parent */
-        char tp[80];
-        bool own = r->ntraced && r->attempts == r->ntraced;
-        tel_traceparent_header(&r->trace, own ? r->traced[r->ntraced - 1].span_id : r->trace.span_id,
-                               tp);
-        header_text(&text, &n, tp, strlen(tp), "", 0);
-    }
-    if (be->organization)
-        header_text(&text, &n, "OpenAI-Organization: ", 21, be->organization,
-                    strlen(be->organization));
-    if (be->project)
-        header_text(&text, &n, "OpenAI-Project: ", 16, be->project, strlen(be->project));
-    if (be->api_key) {
-        const char *name = be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ";
-        header_text(&text, &n, name, strlen(name), be->api_key, strlen(be->api_key));
-    }
-    struct curl_slist *list = sl_malloc((size_t)n * sizeof(*list) + text.len);
-    char *p = memcpy((char *)(list + n), text.data, text.len);
-    for (int i = 0; i < n; i++) {
-        list[i].data = p;
-        list[i].next = i + 1 < n ? &list[i + 1] : NULL;
-        p += strlen(p) + 1;
-    }
-    explicit_bzero(text.data, text.len); /* the backend's credential */
-    sl_buf_free(&text);
-    return list;
-}
-
-static void free_header_list(struct curl_slist *list)
-{
-    if (!list)
-        return;
-    size_t n = 1;
-    while (list[n - 1].next)
-        n++;
-    const char *last = list[n - 1].data;
-    explicit_bzero(list, (size_t)(last + strlen(last) + 1 - (const char *)list));
-    free(list);
-}
-
-/* openai: base + path after /v1 (+ query). azure: base +
- * /openai/deployments/{deployment}/... ?api-version=... (+ the client's query). */
-static char *upstream_url(struct sl_request *r, const struct cfg_backend *be)
-{
-    const struct http_req *req = r->req;
-    struct sl_str rest = { req->path.p + 3, req->path.len - 3 }; /* after "/v1" */
-    struct sl_buf url = { 0 };
-    sl_buf_appends(&url, be->url);
-    if (be->type == BACKEND_AZURE && r->call.stateful) { /* the account's: /openai/files, ... */
-        sl_buf_printf(&url, "/openai%.*s?api-version=%s", (int)rest.len, rest.p, be->api_version);
-        if (req->query.len)
-            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
-    } else if (be->type == BACKEND_AZURE) {
-        const char *dep = be->deployment ? be->deployment : r->upstream;
-        char *esc = curl_easy_escape(NULL, dep, 0);
-        sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
-                      rest.p, be->api_version);
-        curl_free(esc);
-        if (req->query.len)
-            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
-    } else {
-        sl_buf_append(&url, rest.p, rest.len);
-        if (req->query.len) {
-            sl_buf_append(&url, "?", 1);
-            sl_buf_append(&url, req->query.p, req->query.len);
-        }
-    }
-    return url.data;
-}
-
 /* ---- the request's life ------------------------------------------------------ */
 
 static void on_client_abort(struct http_req *req);
@@ -501,6 +357,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->w = w;
     r->phase = PHASE_ADMITTING;
     r->req = req;
+    r->fwd.client = (struct sl_str){ req->body.data, req->body.len };
     r->gen = gen_ref(w->gen);
     r->key = key;
     r->call = *call; /* takes the parsed JSON */
@@ -757,25 +614,6 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
     request_end(r, END_RATE_LIMITED, &(struct own_answer){ e, msg, headers });
 }
 
-/* For a client that streams without asking for usage, sluice asks for the
- * usage chunk itself (and drops it again on the way back). */
-static void ask_for_usage(struct sl_request *r)
-{
-    const struct api_call *c = &r->call;
-    if (!c->stream || c->client_include_usage ||
-        (c->endpoint != API_CHAT && c->endpoint != API_COMPLETIONS))
-        return;
-    cJSON *opts = cJSON_GetObjectItemCaseSensitive(c->root, "stream_options");
-    cJSON *copy = cJSON_IsObject(opts) ? cJSON_Duplicate(opts, 1) : cJSON_CreateObject();
-    cJSON_DeleteItemFromObjectCaseSensitive(copy, "include_usage");
-    cJSON_AddTrueToObject(copy, "include_usage");
-    char *value = cJSON_PrintUnformatted(copy);
-    cJSON_Delete(copy);
-    if (json_set_member(r->req->body.data, r->req->body.len, "stream_options", value, &r->fwd_body))
-        r->strip_usage = true;
-    free(value);
-}
-
 static void renew_lease(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -908,7 +746,7 @@ static void on_admitted(const struct lim_decision *d, void *arg)
                  lim_dim_info(d->dim)->text, amounts[0], amounts[1], amounts[2], money ? " USD" : "");
     }
     set_phase(r, PHASE_FORWARDING);
-    ask_for_usage(r);
+    r->strip_usage = fwd_ask_for_usage(&r->fwd, &r->call);
     if (r->model && !r->call.stateful)
         set_target(r, r->model);
     attempt_next(r);
@@ -1050,14 +888,7 @@ static void set_target(struct sl_request *r, const char *name)
     r->upstream = cfg_upstream_name(r->gen->cfg, name);
     r->upstream_len = strlen(r->upstream);
     memset(&r->tried, 0, sizeof(r->tried));
-    r->model_body.len = 0;
-    if (r->call.body != API_BODY_JSON || strcmp(r->upstream, r->model) == 0)
-        return;
-    struct sl_buf value = { 0 };
-    sl_buf_json_string(&value, r->upstream, r->upstream_len);
-    const struct sl_buf *base = r->fwd_body.len ? &r->fwd_body : &r->req->body;
-    json_set_member(base->data, base->len, "model", value.data, &r->model_body);
-    sl_buf_free(&value);
+    fwd_rename_model(&r->fwd, &r->call, r->upstream, r->upstream_len);
 }
 
 /* The next model of the request's chain (fallbacks, or context_fallbacks
@@ -1171,11 +1002,19 @@ static void attempt_start(struct sl_request *r)
         *ta = (struct traced_attempt){ .backend = r->backend, .start_us = sl_now_us() };
         tel_new_span_id(ta->span_id);
     }
-    free_header_list(r->up_headers);
+    fwd_headers_free(r->up_headers);
     free(r->url);
-    r->up_headers = upstream_headers(r, be);
-    r->url = upstream_url(r, be);
-    struct sl_str body = forwarded_body(r);
+    struct sl_str body = fwd_body_sent(&r->fwd);
+    char traceparent[80];
+    if (cfg->telemetry.enabled) { /* the attempt's span is the upstream's parent */
+        bool own = r->ntraced && r->attempts == r->ntraced;
+        tel_traceparent_header(&r->trace,
+                               own ? r->traced[r->ntraced - 1].span_id : r->trace.span_id,
+                               traceparent);
+    }
+    r->up_headers = fwd_headers(r->req, be, r->call.body, body.len,
+                                cfg->telemetry.enabled ? traceparent : NULL);
+    r->url = fwd_url(r->req, be, r->call.stateful, r->upstream);
     struct up_request ur = {
         .method = upstream_method(r->req),
         .url = r->url,
@@ -1738,10 +1577,9 @@ static void request_free(struct sl_request *r)
         event_free(r->wait_ev);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
-    sl_buf_free(&r->fwd_body);
-    sl_buf_free(&r->model_body);
+    fwd_body_free(&r->fwd);
     free(r->traced);
-    free_header_list(r->up_headers);
+    fwd_headers_free(r->up_headers);
     free(r->url);
     cJSON_Delete(r->call.root);
     gen_unref(r->gen);
