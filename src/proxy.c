@@ -10,8 +10,8 @@
  *   QUEUED             refused but may wait (queue_timeout): wait_for_room, in the key's
  *        |             line (waitq.h); on_wait: the head asks again -> ADMITTING
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
- *        |             a backend with rpm/tpm: lim_admit its windows first
- *        |               ........................> on_capacity: full -> attempt_next
+ *        |           a backend with rpm/tpm: its windows first (forward.c builds what is sent)
+ *   CAPACITY           lim_admit .....................> on_capacity: FORWARDING; full -> attempt_next
  *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING
  *        |             up_on_data      buffered whole, or relay_event per SSE event
  *        |             up_on_resend    curl would send it again: resend_unanswered decides
@@ -19,14 +19,17 @@
  *   RELAYING                                                       -> else end_attempts
  *        |             on_stream_idle  silent for stream_idle_timeout: stream_stalled
  *        |
- *   SETTLING         request_end: answer -> settle -> access log -> metrics
+ *   SETTLING         request_end: answer -> settle -> access log -> trace -> metrics
  *   DONE             request_free
  *
  * Out of band: on_client_abort (client_closed) and on_deadline
  * (request_timeout) stop the running attempt and end the request. If that
  * happens while the limiter still holds the request (ADMITTING), it is
  * answered at once and waits, ABANDONED, for on_admitted to settle and free
- * it. struct sl_request owns everything the request allocated. */
+ * it; if it happens while the limiter holds a backend's capacity check
+ * (CAPACITY), the request is settled at once and waits, DETACHED, for
+ * on_capacity to free it. struct sl_request owns everything the request
+ * allocated; struct attempt is the current (or last) upstream attempt. */
 #include "sluice/generation.h"
 #include "sluice/proxy.h"
 
@@ -66,9 +69,11 @@
     X(ADMITTING)  /* the limiter holds the request; on_admitted comes next */                     \
     X(QUEUED)     /* refused for now, waits in its key's line for room (queue_timeout) */         \
     X(FORWARDING) /* attempts run one after another; nothing sent to the client yet */            \
+    X(CAPACITY)   /* the limiter holds the picked backend's rpm/tpm check; on_capacity next */    \
     X(RELAYING)   /* a stream is being relayed: the client has its head */                        \
     X(ABANDONED)  /* ended while ADMITTING: answered, waits for on_admitted */                    \
     X(SETTLING)   /* answered: usage settled, logged, counted */                                  \
+    X(DETACHED)   /* settled while CAPACITY: waits for on_capacity to free it */                  \
     X(DONE)
 
 enum phase {
@@ -88,16 +93,33 @@ static const char *const phase_names[] = {
 static const unsigned phase_from[] = {
     [PHASE_ADMITTING] = FROM(QUEUED),
     [PHASE_QUEUED] = FROM(ADMITTING),
-    [PHASE_FORWARDING] = FROM(ADMITTING),
+    [PHASE_FORWARDING] = FROM(ADMITTING) | FROM(CAPACITY),
+    [PHASE_CAPACITY] = FROM(FORWARDING),
     [PHASE_RELAYING] = FROM(FORWARDING),
     [PHASE_ABANDONED] = FROM(ADMITTING),
-    [PHASE_SETTLING] = FROM(ADMITTING) | FROM(QUEUED) | FROM(FORWARDING) | FROM(RELAYING) |
-                       FROM(ABANDONED),
-    [PHASE_DONE] = FROM(SETTLING),
+    [PHASE_SETTLING] = FROM(ADMITTING) | FROM(QUEUED) | FROM(FORWARDING) | FROM(CAPACITY) |
+                       FROM(RELAYING) | FROM(ABANDONED),
+    [PHASE_DETACHED] = FROM(SETTLING),
+    [PHASE_DONE] = FROM(SETTLING) | FROM(DETACHED),
 };
 #undef FROM
 
 #define MAX_TRACED_ATTEMPTS 16
+
+/* One upstream attempt, from the pick of its backend (and the check of that
+ * backend's own rpm/tpm) to its outcome: the state nginx keeps in
+ * ngx_http_upstream_state_t. The request keeps the current or last one. */
+struct attempt {
+    struct pool_pick pick;      /* its backend, for the breaker's verdict */
+    int capacity_backend;       /* whose rpm/tpm windows `capacity` holds; -1 none */
+    struct lim_decision capacity; /* the deployment windows' ticket */
+    struct up_transfer *xfer;   /* while it runs (upstream.c frees it) */
+    struct curl_slist *headers; /* what it sent (forward.h): the header list and the URL */
+    char *url;
+    bool paused;                /* RELAYING: the upstream waits for the client to read */
+    int64_t last_data_ms;       /* RELAYING: when the upstream last sent a byte */
+    enum up_outcome outcome;    /* once it ended */
+};
 
 struct sl_request {
     /* Kept while the struct waits on its worker's spare list for the next
@@ -140,27 +162,18 @@ struct sl_request {
     int64_t relayed_events;     /* content events streamed (usage fallback) */
     int64_t charged_input, charged_output; /* what the key was charged, for metrics */
 
-    /* Attempts. */
+    /* Attempts, all told. */
     int64_t capacity_tokens;   /* what a deployment's tpm is charged: prompt and output reserve */
     int64_t full_ms;           /* the earliest a backend passed over as full frees; -1 none */
-    bool capacity_pending;     /* the limiter holds a backend's rpm/tpm check (on_capacity) */
-    bool orphaned;             /* ended while capacity_pending: on_capacity frees it */
-    int capacity_backend;      /* whose windows capacity_ticket is for; -1 none open */
-    struct lim_decision capacity_ticket;
-    int backend; /* of the current or last attempt, -1 before */
+    int backend;               /* of the current or last attempt, -1 before */
     int attempts;
     struct pool_tried tried;
-    struct pool_pick pick;     /* the current attempt's, for the breaker's verdict */
-    struct up_transfer *xfer;  /* the running attempt */
-    enum up_outcome outcome;   /* of the last attempt that ended */
     bool all_429;              /* every attempt so far was answered 429 */
     int64_t min_retry_after_ms; /* smallest Retry-After among them, -1 none */
-    struct curl_slist *up_headers;
-    char *url;
+    struct attempt at;         /* the current attempt, or the last */
 
     /* The answer. */
     int kept_status;          /* the last complete upstream answer (0: none yet) */
-    bool paused;              /* RELAYING: the upstream waits for the client to read */
     struct sse_parser sse;
     struct sl_buf scratch;
     struct tok_usage usage;
@@ -170,7 +183,6 @@ struct sl_request {
     int64_t start_us;
     double ttfb;
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
-    int64_t last_data_ms;      /* RELAYING: when the upstream last sent a byte */
     struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
 
     /* Waiting for room (QUEUED; queue_timeout). */
@@ -287,7 +299,7 @@ static void answer(struct sl_request *r, const struct own_answer *own)
  * upstream sends back (an upstream error may echo the request's headers). */
 static const char *backend_secret(const struct sl_request *r, size_t *len)
 {
-    const char *key = r->gen->cfg->backends[r->pick.backend].api_key;
+    const char *key = r->gen->cfg->backends[r->at.pick.backend].api_key;
     *len = key ? strlen(key) : 0;
     return key;
 }
@@ -298,7 +310,7 @@ static void scrub(const struct sl_request *r, char *p, size_t len)
     const char *secret = backend_secret(r, &slen);
     if (hdr_scrub(p, len, secret, slen))
         log_warn("backend %s: its credential came back in an answer and was removed",
-                 r->gen->cfg->backends[r->pick.backend].name);
+                 r->gen->cfg->backends[r->at.pick.backend].name);
 }
 
 /* The upstream's response headers, filtered and scrubbed, as "Name: value\r\n" lines. */
@@ -369,7 +381,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->path[plen] = '\0';
     memcpy(r->method, req->method.p, SL_MIN(req->method.len, sizeof(r->method) - 1));
     r->backend = -1;
-    r->capacity_backend = -1;
+    r->at.capacity_backend = -1;
     r->full_ms = -1;
     r->capacity_tokens = call->estimate + spend_output_reserve(key, call);
     r->start_us = req->start_us;
@@ -774,16 +786,16 @@ static bool never_sent(enum up_outcome o)
  * release the request itself undone. */
 static void capacity_settle(struct sl_request *r, int64_t tokens, bool release)
 {
-    if (r->capacity_backend < 0)
+    if (r->at.capacity_backend < 0)
         return;
     char name[CFG_NAME_MAX + 2];
-    const struct cfg_backend *be = &r->gen->cfg->backends[r->capacity_backend];
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->at.capacity_backend];
     struct lim_limits lim = deployment_limits(be, name);
-    const struct lim_decision *t = &r->capacity_ticket;
+    const struct lim_decision *t = &r->at.capacity;
     struct lim_usage u = { .input_delta = (release ? 0 : tokens) - t->input_reserved,
                            .release = release };
     lim_settle(&r->w->limiter, t, name, &lim, &u);
-    r->capacity_backend = -1;
+    r->at.capacity_backend = -1;
 }
 
 static void note_full(struct sl_request *r, int64_t ms)
@@ -798,17 +810,17 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
                         double ttfb)
 {
     const struct up_outcome_info *oi = up_outcome_info(o);
-    r->xfer = NULL; /* freed by the upstream module, or already cancelled */
-    r->outcome = o;
+    r->at.xfer = NULL; /* freed by the upstream module, or already cancelled */
+    r->at.outcome = o;
     if (r->ntraced && r->ntraced <= MAX_TRACED_ATTEMPTS && r->attempts == r->ntraced) {
         struct traced_attempt *ta = &r->traced[r->ntraced - 1];
         ta->end_us = sl_now_us();
         ta->outcome = o;
     }
-    pool_report(r->gen->pool, &r->pick, o, retry_after_ms);
+    pool_report(r->gen->pool, &r->at.pick, o, retry_after_ms);
     if (o != UP_OUTCOME_SUCCESS && o != UP_OUTCOME_PASSED && o != UP_OUTCOME_ABORTED)
         capacity_settle(r, 0, never_sent(o)); /* the deployment generated nothing for it */
-    mx_attempt(r->gen->cfg->backends[r->pick.backend].name, oi->label, ttfb);
+    mx_attempt(r->gen->cfg->backends[r->at.pick.backend].name, oi->label, ttfb);
     if (o != UP_OUTCOME_RATE_LIMITED)
         r->all_429 = false;
     else if (retry_after_ms >= 0 &&
@@ -820,9 +832,9 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
  * deadline). */
 static void attempt_stop(struct sl_request *r, enum up_outcome o)
 {
-    if (!r->xfer)
+    if (!r->at.xfer)
         return;
-    up_cancel(r->xfer);
+    up_cancel(r->at.xfer);
     attempt_end(r, o, -1, 0);
 }
 
@@ -867,7 +879,7 @@ static void end_attempts(struct sl_request *r)
                                                  "try again after Retry-After.",
                                                  headers });
     }
-    const struct up_outcome_info *oi = up_outcome_info(r->outcome);
+    const struct up_outcome_info *oi = up_outcome_info(r->at.outcome);
     if (oi->error == ERR_NONE)
         return request_end(r, oi->end, NULL); /* the upstream's answer as it was */
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
@@ -945,15 +957,15 @@ static void attempt_start(struct sl_request *r);
  * by its windows (on the limiter, shared by all nodes with Redis). */
 static void attempt_next(struct sl_request *r)
 {
-    r->pick = pick_backend(r);
-    if (r->pick.backend < 0)
+    r->at.pick = pick_backend(r);
+    if (r->at.pick.backend < 0)
         return end_attempts(r);
-    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
     if (!be->rpm && !be->tpm)
         return attempt_start(r);
     char name[CFG_NAME_MAX + 2];
     struct lim_limits lim = deployment_limits(be, name);
-    r->capacity_pending = true;
+    set_phase(r, PHASE_CAPACITY);
     lim_admit(&r->w->limiter, name, &lim, r->capacity_tokens, 0, on_capacity, r);
 }
 
@@ -961,27 +973,28 @@ static void attempt_next(struct sl_request *r)
 static void on_capacity(const struct lim_decision *d, void *arg)
 {
     struct sl_request *r = arg;
-    r->capacity_pending = false;
-    if (r->orphaned) { /* the request ended while the limiter held it */
+    if (r->phase == PHASE_DETACHED) { /* the request ended while the limiter held it */
         if (d->admitted) {
-            r->capacity_ticket = *d;
-            r->capacity_backend = r->pick.backend;
+            r->at.capacity = *d;
+            r->at.capacity_backend = r->at.pick.backend;
             capacity_settle(r, 0, true);
         }
-        pool_unpick(r->gen->pool, &r->pick);
+        pool_unpick(r->gen->pool, &r->at.pick);
+        set_phase(r, PHASE_DONE);
         return request_free(r);
     }
+    set_phase(r, PHASE_FORWARDING);
     if (d->admitted) {
-        r->capacity_ticket = *d;
-        r->capacity_backend = r->pick.backend;
+        r->at.capacity = *d;
+        r->at.capacity_backend = r->at.pick.backend;
         return attempt_start(r);
     }
     if (d->unavailable) /* Redis down, on_error = deny: the key's limits decided already */
         return attempt_start(r);
-    pool_unpick(r->gen->pool, &r->pick);
+    pool_unpick(r->gen->pool, &r->at.pick);
     note_full(r, d->retry_ms >= 0 ? d->retry_ms : lim_window_ms());
     log_debug("backend %s full on %s (limit %lld, used %lld)",
-              r->gen->cfg->backends[r->pick.backend].name,
+              r->gen->cfg->backends[r->at.pick.backend].name,
               d->dim == LIM_DIM_REQUESTS ? "rpm" : "tpm", (long long)d->limit, (long long)d->used);
     attempt_next(r);
 }
@@ -990,10 +1003,10 @@ static void on_capacity(const struct lim_decision *d, void *arg)
 static void attempt_start(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
-    const struct cfg_backend *be = &cfg->backends[r->pick.backend];
+    const struct cfg_backend *be = &cfg->backends[r->at.pick.backend];
     if (r->attempts) /* a retry after the last backend failed */
         mx_retry(cfg->backends[r->backend].name);
-    r->backend = r->pick.backend;
+    r->backend = r->at.pick.backend;
     r->attempts++;
     if (cfg->telemetry.enabled && r->ntraced < MAX_TRACED_ATTEMPTS) {
         if (!r->traced)
@@ -1002,8 +1015,8 @@ static void attempt_start(struct sl_request *r)
         *ta = (struct traced_attempt){ .backend = r->backend, .start_us = sl_now_us() };
         tel_new_span_id(ta->span_id);
     }
-    fwd_headers_free(r->up_headers);
-    free(r->url);
+    fwd_headers_free(r->at.headers);
+    free(r->at.url);
     struct sl_str body = fwd_body_sent(&r->fwd);
     char traceparent[80];
     if (cfg->telemetry.enabled) { /* the attempt's span is the upstream's parent */
@@ -1012,13 +1025,13 @@ static void attempt_start(struct sl_request *r)
                                own ? r->traced[r->ntraced - 1].span_id : r->trace.span_id,
                                traceparent);
     }
-    r->up_headers = fwd_headers(r->req, be, r->call.body, body.len,
+    r->at.headers = fwd_headers(r->req, be, r->call.body, body.len,
                                 cfg->telemetry.enabled ? traceparent : NULL);
-    r->url = fwd_url(r->req, be, r->call.stateful, r->upstream);
+    r->at.url = fwd_url(r->req, be, r->call.stateful, r->upstream);
     struct up_request ur = {
         .method = upstream_method(r->req),
-        .url = r->url,
-        .headers = r->up_headers,
+        .url = r->at.url,
+        .headers = r->at.headers,
         .body = body.p,
         .body_len = body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
@@ -1029,8 +1042,8 @@ static void attempt_start(struct sl_request *r)
         .client_key = be->client_key,
         .insecure = !be->tls_verify,
     };
-    r->xfer = up_start(r->w->up, &ur, &up_cb, r);
-    if (!r->xfer) {
+    r->at.xfer = up_start(r->w->up, &ur, &up_cb, r);
+    if (!r->at.xfer) {
         attempt_end(r, UP_OUTCOME_NOT_STARTED, -1, 0);
         end_attempts(r);
     }
@@ -1056,9 +1069,9 @@ static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
     r->status = status;
     http_stream_begin(r->req, status, h.data, h.len);
     sl_buf_free(&h);
-    r->last_data_ms = sl_now_ms();
+    r->at.last_data_ms = sl_now_ms();
     r->stream_idle = evtimer_new(r->w->base, on_stream_idle, r);
-    arm_ms(r->stream_idle, r->gen->cfg->backends[r->pick.backend].stream_idle_timeout_ms);
+    arm_ms(r->stream_idle, r->gen->cfg->backends[r->at.pick.backend].stream_idle_timeout_ms);
 }
 
 /* The upstream's own count of what is left, x-ratelimit-remaining-* with
@@ -1089,14 +1102,14 @@ static void read_upstream_limits(struct sl_request *r, struct up_transfer *t)
         any = true;
     }
     if (any)
-        pool_upstream_said(r->gen->pool, r->pick.backend, &u);
+        pool_upstream_said(r->gen->pool, r->at.pick.backend, &u);
 }
 
 static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
     r->ttfb = up_ttfb(t);
-    pool_observe(r->gen->pool, r->pick.backend, (int64_t)(r->ttfb * 1e6));
+    pool_observe(r->gen->pool, r->at.pick.backend, (int64_t)(r->ttfb * 1e6));
     read_upstream_limits(r, t);
     int status = up_status(t);
     r->upstream_status = status;
@@ -1137,9 +1150,9 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
     (void)t;
     struct sl_request *r = arg;
     if (r->phase == PHASE_RELAYING) {
-        r->last_data_ms = sl_now_ms();
+        r->at.last_data_ms = sl_now_ms();
         if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
-            r->paused = true; /* resumed by on_client_drain */
+            r->at.paused = true; /* resumed by on_client_drain */
             return UP_PAUSE;
         }
         sse_feed(&r->sse, data, len, relay_event, r);
@@ -1199,7 +1212,7 @@ static bool context_exceeded(const struct sl_request *r, enum up_outcome o, int 
 static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
     struct sl_request *r = arg;
-    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
     bool relaying = r->phase == PHASE_RELAYING;
     int status = how == UP_ANSWERED ? up_status(t) : 0;
     enum up_outcome o = up_classify(how, status, relaying, &be->breaker_status);
@@ -1240,7 +1253,7 @@ static bool up_on_resend(struct up_transfer *t, void *arg)
 {
     (void)t;
     struct sl_request *r = arg;
-    const struct cfg_backend *be = &r->gen->cfg->backends[r->pick.backend];
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
     if (!be->resend_unanswered || r->attempts >= r->gen->cfg->server.max_attempts)
         return false;
     log_failed_attempt(r, be->name, UP_OUTCOME_NO_ANSWER, 0,
@@ -1280,10 +1293,10 @@ static void on_client_abort(struct http_req *req)
 static void on_client_drain(struct http_req *req)
 {
     struct sl_request *r = req->owner;
-    if (r->paused && r->xfer) {
-        r->paused = false;
-        r->last_data_ms = sl_now_ms(); /* silence while paused was sluice's doing */
-        up_resume(r->xfer);
+    if (r->at.paused && r->at.xfer) {
+        r->at.paused = false;
+        r->at.last_data_ms = sl_now_ms(); /* silence while paused was sluice's doing */
+        up_resume(r->at.xfer);
     }
 }
 
@@ -1294,14 +1307,14 @@ static void on_stream_idle(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct sl_request *r = arg;
-    int64_t limit = r->gen->cfg->backends[r->pick.backend].stream_idle_timeout_ms;
-    int64_t idle = r->paused ? 0 : sl_now_ms() - r->last_data_ms;
-    if (r->paused)
-        r->last_data_ms = sl_now_ms();
+    int64_t limit = r->gen->cfg->backends[r->at.pick.backend].stream_idle_timeout_ms;
+    int64_t idle = r->at.paused ? 0 : sl_now_ms() - r->at.last_data_ms;
+    if (r->at.paused)
+        r->at.last_data_ms = sl_now_ms();
     if (idle < limit)
         return arm_ms(r->stream_idle, limit - idle);
     const struct up_outcome_info *oi = up_outcome_info(UP_OUTCOME_STREAM_STALLED);
-    log_failed_attempt(r, r->gen->cfg->backends[r->pick.backend].name, UP_OUTCOME_STREAM_STALLED,
+    log_failed_attempt(r, r->gen->cfg->backends[r->at.pick.backend].name, UP_OUTCOME_STREAM_STALLED,
                        r->upstream_status, "the stream sent nothing for stream_idle_timeout");
     attempt_stop(r, UP_OUTCOME_STREAM_STALLED);
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
@@ -1341,7 +1354,7 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
         .backend = r->backend >= 0 ? cfg->backends[r->backend].name : "-",
         .path = r->path,
         .end = end_cause_token(r->end),
-        .outcome = r->attempts ? up_outcome_info(r->outcome)->label : "-",
+        .outcome = r->attempts ? up_outcome_info(r->at.outcome)->label : "-",
         .status = r->status,
         .attempts = r->attempts,
         .stream = r->call.stream,
@@ -1556,17 +1569,13 @@ void proxy_worker_free(struct worker *w)
 
 static void request_free(struct sl_request *r)
 {
-    if (r->capacity_pending) { /* on_capacity comes, and frees it */
-        r->orphaned = true;
-        return;
-    }
     if (r->req) { /* not answered: only on internal paths that forgot to */
         r->req->owner = NULL;
         r->req->on_abort = NULL;
         r->req->on_drain = NULL;
     }
-    if (r->xfer)
-        up_cancel(r->xfer);
+    if (r->at.xfer)
+        up_cancel(r->at.xfer);
     event_del(r->deadline);
     if (r->stream_idle)
         event_free(r->stream_idle);
@@ -1579,8 +1588,8 @@ static void request_free(struct sl_request *r)
     sl_buf_free(&r->scratch);
     fwd_body_free(&r->fwd);
     free(r->traced);
-    fwd_headers_free(r->up_headers);
-    free(r->url);
+    fwd_headers_free(r->at.headers);
+    free(r->at.url);
     cJSON_Delete(r->call.root);
     gen_unref(r->gen);
     spare_request(r);
@@ -1590,6 +1599,7 @@ static void request_free(struct sl_request *r)
  * limiter's settlement, the access log line, the metrics. */
 static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own)
 {
+    bool held = r->phase == PHASE_CAPACITY; /* the limiter still holds a backend's check */
     r->end = cause;
     answer(r, own);
     set_phase(r, PHASE_SETTLING);
@@ -1607,6 +1617,8 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
                             r->cost };
     mx_request_done(&m);
     mx_inflight(-1);
+    if (held) /* on_capacity comes, and frees it */
+        return set_phase(r, PHASE_DETACHED);
     set_phase(r, PHASE_DONE);
     request_free(r);
 }

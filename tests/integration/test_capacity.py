@@ -175,3 +175,32 @@ def test_least_inflight_prefers_the_backend_with_fewer_open(start_mock, start_sl
     for _ in range(100):
         assert s.chat(CHAT, conn=c).status == 200
     assert fast.stats()["requests"] - fast_c == 50 and slow.stats()["requests"] - slow_c == 50
+
+
+def test_client_that_leaves_while_redis_holds_the_capacity_check(start_mock, start_sluice, redis):
+    """Redis holds a backend's rpm check (CLIENT PAUSE) while the client
+    leaves: the request is answered and settled at once, waits DETACHED for
+    the limiter's answer, then gives the backend's admission back and is
+    freed (a clean exit and sanitizer log are the fixture's checks)."""
+    import socket
+    a = start_mock()
+    conf = pool_conf([("a", a, "rpm = 5")]) + "\n[redis]\nurl = " + redis.url + "\ntimeout = 2s\n"
+    s = start_sluice(conf)
+    assert s.chat(CHAT).status == 200  # connected, the script loaded
+    redis.call("CLIENT", "PAUSE", 700, "ALL")
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hello there"}]}'
+    c = socket.create_connection(("127.0.0.1", s.port))
+    c.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+              b"sk-test-client-key-0001\r\nContent-Type: application/json\r\nContent-Length: "
+              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    time.sleep(0.2)
+    c.close()  # gone while the check waits
+    time.sleep(1.2)  # the pause ends, the check is answered: admitted, then given back
+    assert a.stats()["requests"] == 1
+    text = s.log_text()
+    assert "end=client_closed" in text and "status=499" in text
+    # the backend's window holds only the first request: the second's admission was undone
+    for _ in range(4):
+        assert s.chat(CHAT).status == 200
+    assert a.stats()["requests"] == 5
+    assert s.chat(CHAT).status == 429  # the sixth is over rpm = 5
