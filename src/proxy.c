@@ -52,6 +52,7 @@
 #include "sluice/pool.h"
 #include "sluice/api_call.h"
 #include "sluice/api_read.h"
+#include "sluice/spans.h"
 #include "sluice/spend.h"
 #include "sluice/sse.h"
 #include "sluice/telemetry.h"
@@ -103,8 +104,6 @@ static const unsigned phase_from[] = {
     [PHASE_DONE] = FROM(SETTLING) | FROM(DETACHED),
 };
 #undef FROM
-
-#define MAX_TRACED_ATTEMPTS 16
 
 /* One upstream attempt, from the pick of its backend (and the check of that
  * backend's own rpm/tpm) to its outcome: the state nginx keeps in
@@ -195,13 +194,7 @@ struct sl_request {
     /* Tracing ([telemetry]; trace_request). Times are monotonic. */
     struct tel_ctx trace;
     int64_t admit_start_us, admit_end_us; /* the first admission's call to the limiter */
-    struct traced_attempt {
-        int backend;
-        int64_t start_us, end_us;
-        enum up_outcome outcome;
-        int status;
-        uint8_t span_id[8]; /* sent upstream as the traceparent's parent */
-    } *traced;              /* [MAX_TRACED_ATTEMPTS], made by the first attempt traced */
+    struct span_attempt *traced; /* [SPANS_MAX_ATTEMPTS], made by the first attempt traced */
     int ntraced;
 };
 
@@ -812,8 +805,8 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
     const struct up_outcome_info *oi = up_outcome_info(o);
     r->at.xfer = NULL; /* freed by the upstream module, or already cancelled */
     r->at.outcome = o;
-    if (r->ntraced && r->ntraced <= MAX_TRACED_ATTEMPTS && r->attempts == r->ntraced) {
-        struct traced_attempt *ta = &r->traced[r->ntraced - 1];
+    if (r->ntraced && r->ntraced <= SPANS_MAX_ATTEMPTS && r->attempts == r->ntraced) {
+        struct span_attempt *ta = &r->traced[r->ntraced - 1];
         ta->end_us = sl_now_us();
         ta->outcome = o;
     }
@@ -1008,11 +1001,11 @@ static void attempt_start(struct sl_request *r)
         mx_retry(cfg->backends[r->backend].name);
     r->backend = r->at.pick.backend;
     r->attempts++;
-    if (cfg->telemetry.enabled && r->ntraced < MAX_TRACED_ATTEMPTS) {
+    if (cfg->telemetry.enabled && r->ntraced < SPANS_MAX_ATTEMPTS) {
         if (!r->traced)
-            r->traced = sl_calloc(MAX_TRACED_ATTEMPTS, sizeof(*r->traced));
-        struct traced_attempt *ta = &r->traced[r->ntraced++];
-        *ta = (struct traced_attempt){ .backend = r->backend, .start_us = sl_now_us() };
+            r->traced = sl_calloc(SPANS_MAX_ATTEMPTS, sizeof(*r->traced));
+        struct span_attempt *ta = &r->traced[r->ntraced++];
+        *ta = (struct span_attempt){ .backend = r->backend, .start_us = sl_now_us() };
         tel_new_span_id(ta->span_id);
     }
     fwd_headers_free(r->at.headers);
@@ -1386,106 +1379,39 @@ static void log_request(const struct sl_request *r)
         usage_log_write(&u);
 }
 
-/* The GenAI operation of an API path (OpenTelemetry's gen_ai.operation.name), or NULL. */
-static const char *genai_operation(const char *path)
-{
-    static const struct {
-        const char *path, *op;
-    } ops[] = { { "/v1/chat/completions", "chat" }, { "/v1/responses", "chat" },
-                { "/v1/completions", "text_completion" }, { "/v1/embeddings", "embeddings" } };
-    for (size_t i = 0; i < SL_ARRAY_LEN(ops); i++)
-        if (strcmp(path, ops[i].path) == 0)
-            return ops[i].op;
-    return NULL;
-}
-
-#define ATTR_S(k, v) ((struct tel_attr){ .key = (k), .type = TEL_STR, .s = (v) })
-#define ATTR_I(k, v) ((struct tel_attr){ .key = (k), .type = TEL_INT, .i = (int64_t)(v) })
-
-/* The request's trace ([telemetry], sampled): its server span with the
- * OpenTelemetry GenAI attributes, the limiter's span, and a client span per
- * upstream attempt (whose id the upstream got as its traceparent parent). */
+/* The request's trace ([telemetry], sampled): spans.c makes its spans. */
 static void trace_request(const struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
     if (!cfg->telemetry.enabled || !r->trace.sampled)
         return;
-    int64_t to_wall = sl_wall_us() - sl_now_us(); /* monotonic -> wall clock */
-    const char *op = genai_operation(r->path);
-    char name[sizeof(r->method) + sizeof(r->path) + 1];
-    if (op && r->model)
-        snprintf(name, sizeof(name), "%s %.64s", op, r->model);
-    else
-        snprintf(name, sizeof(name), "%s %s", r->method, r->path);
-    struct tel_attr root[20];
-    int n = 0;
-    root[n++] = ATTR_S("gen_ai.operation.name", op ? op : "other");
-    root[n++] = ATTR_S("gen_ai.provider.name", "openai");
-    root[n++] = ATTR_S("gen_ai.system", "openai");
-    if (r->model)
-        root[n++] = ATTR_S("gen_ai.request.model", r->model);
-    if (r->served_upstream)
-        root[n++] = ATTR_S("gen_ai.response.model", r->served_upstream);
-    if (r->usage.seen) {
-        root[n++] = ATTR_I("gen_ai.usage.input_tokens", r->usage.prompt);
-        root[n++] = ATTR_I("gen_ai.usage.output_tokens", r->usage.completion);
-    }
-    root[n++] = ATTR_S("http.request.method", r->method);
-    root[n++] = ATTR_S("url.path", r->path);
-    root[n++] = ATTR_I("http.response.status_code", r->status);
-    root[n++] = ATTR_S("sluice.key", r->key->name);
-    if (r->key->team)
-        root[n++] = ATTR_S("sluice.team", r->key->team->name);
-    if (r->backend >= 0)
-        root[n++] = ATTR_S("sluice.backend", cfg->backends[r->backend].name);
-    root[n++] = ATTR_I("sluice.attempts", r->attempts);
-    root[n++] = ATTR_S("sluice.end", end_cause_token(r->end));
-    root[n++] = (struct tel_attr){ .key = "sluice.cost_usd", .type = TEL_DOUBLE, .d = (double)r->cost / 1e6 };
-    root[n++] = (struct tel_attr){ .key = "sluice.stream", .type = TEL_BOOL, .i = r->call.stream };
-    struct tel_span spans[2 + MAX_TRACED_ATTEMPTS];
-    int ns = 0;
-    const uint8_t *parent = r->trace.has_parent ? r->trace.parent_id : NULL;
-    spans[ns++] = (struct tel_span){ .name = name, .kind = TEL_SERVER, .span_id = r->trace.span_id,
-                                     .parent_id = parent, .start_us = r->start_us + to_wall,
-                                     .end_us = sl_now_us() + to_wall, .error = r->status >= 500,
-                                     .attrs = root, .nattrs = n };
-    uint8_t limiter_id[8];
-    struct tel_attr lim[4];
-    int nl = 0;
-    if (r->admit_end_us) {
-        static const char *const where[] = { "none", "local", "redis" };
-        tel_new_span_id(limiter_id);
-        lim[nl++] = ATTR_S("sluice.limiter", where[r->ticket.where]);
-        lim[nl++] = (struct tel_attr){ .key = "sluice.admitted", .type = TEL_BOOL, .i = r->ticket.admitted };
-        if (!r->ticket.admitted || r->ticket.dim)
-            lim[nl++] = ATTR_S("sluice.rate_limited.dimension", lim_dim_info(r->ticket.dim)->label);
-        lim[nl++] = ATTR_I("sluice.queued_ms", r->queued_us / 1000);
-        spans[ns++] = (struct tel_span){ .name = "sluice.limiter", .kind = TEL_INTERNAL,
-                                         .span_id = limiter_id, .parent_id = r->trace.span_id,
-                                         .start_us = r->admit_start_us + to_wall,
-                                         .end_us = r->admit_end_us + to_wall,
-                                         .error = r->ticket.unavailable, .attrs = lim, .nattrs = nl };
-    }
-    char names[MAX_TRACED_ATTEMPTS][80];
-    struct tel_attr at[MAX_TRACED_ATTEMPTS][4];
-    for (int i = 0; i < r->ntraced; i++) {
-        const struct traced_attempt *ta = &r->traced[i];
-        const char *backend = cfg->backends[ta->backend].name;
-        snprintf(names[i], sizeof(names[i]), "upstream %s", backend);
-        int k = 0;
-        at[i][k++] = ATTR_S("sluice.backend", backend);
-        at[i][k++] = ATTR_I("sluice.attempt", i + 1);
-        at[i][k++] = ATTR_S("sluice.outcome", up_outcome_info(ta->outcome)->label);
-        if (ta->status)
-            at[i][k++] = ATTR_I("http.response.status_code", ta->status);
-        spans[ns++] = (struct tel_span){ .name = names[i], .kind = TEL_CLIENT, .span_id = ta->span_id,
-                                         .parent_id = r->trace.span_id,
-                                         .start_us = ta->start_us + to_wall,
-                                         .end_us = (ta->end_us ? ta->end_us : sl_now_us()) + to_wall,
-                                         .error = ta->outcome != UP_OUTCOME_SUCCESS,
-                                         .attrs = at[i], .nattrs = k };
-    }
-    tel_export(r->w->tel, &cfg->telemetry, &r->trace, spans, ns);
+    struct span_request sr = {
+        .cfg = cfg,
+        .trace = &r->trace,
+        .method = r->method,
+        .path = r->path,
+        .model = r->model,
+        .served_model = r->served_upstream,
+        .key = r->key->name,
+        .team = r->key->team ? r->key->team->name : NULL,
+        .backend = r->backend >= 0 ? cfg->backends[r->backend].name : NULL,
+        .end = end_cause_token(r->end),
+        .status = r->status,
+        .attempts = r->attempts,
+        .stream = r->call.stream,
+        .usage_seen = r->usage.seen,
+        .input_tokens = r->usage.prompt,
+        .output_tokens = r->usage.completion,
+        .cost = r->cost,
+        .start_us = r->start_us,
+        .admit_start_us = r->admit_start_us,
+        .admit_end_us = r->admit_end_us,
+        .ticket = &r->ticket,
+        .queued_ms = r->queued_us / 1000,
+        .traced = r->traced,
+        .ntraced = r->ntraced,
+    };
+    spans_export(r->w->tel, &sr);
 }
 
 /* Works out what the request used (docs/limits.md, "Settlement"), for the
