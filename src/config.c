@@ -91,228 +91,299 @@ static const char *const balances[] = { "weighted", "latency", "least_inflight",
 #define DAY_MS (24LL * 3600 * 1000)
 
 static const struct option options[] = {
-    { SCOPE_SERVER, "listen", T_LISTEN, SRV(listen), "127.0.0.1:8080", 0, 0, NULL, F_REPEAT,
-      "address to accept clients on; repeatable; `host:port tls` serves TLS (tls_cert, tls_key)" },
-    { SCOPE_SERVER, "tls_cert", T_PEM, SRV(tls_cert), NULL, 0, 0, NULL, 0,
-      "for `listen = host:port tls`: the certificate chain, server first (PEM); reread on SIGHUP" },
-    { SCOPE_SERVER, "tls_key", T_PEM, SRV(tls_key), NULL, 0, 0, NULL, F_SECRET,
-      "the private key of tls_cert (PEM); reread on SIGHUP" },
-    { SCOPE_SERVER, "tls_client_ca", T_PEM, SRV(tls_client_ca), NULL, 0, 0, NULL, 0,
-      "CA certificates (PEM): clients on tls listeners must present a certificate they signed "
-      "(mTLS)" },
-    { SCOPE_SERVER, "admin_listen", T_LISTEN, SRV(admin_listen), NULL, 0, 0, NULL, F_REPEAT,
-      "repeatable; when set, /metrics, /readyz and /admin/* are served only here (404 on listen)" },
-    { SCOPE_SERVER, "metrics_key", T_DIGEST, SRV(metrics_digest), NULL, 0, 0, NULL, F_SECRET,
-      "bearer key /metrics requires; absent = none" },
-    { SCOPE_SERVER, "workers", T_INT, SRV(workers), "1", 0, 256, NULL, 0,
-      "event-loop threads; 0 = one per core" },
-    { SCOPE_SERVER, "max_body_size", T_SIZE, SRV(max_body_size), "4m", 1, 1LL << 31, NULL, 0,
-      "larger request bodies get 413" },
-    { SCOPE_SERVER, "max_upload_size", T_SIZE, SRV(max_upload_size), "25m", 1, 1LL << 32, NULL, 0,
-      "larger multipart/form-data bodies (audio, images, files) get 413" },
-    { SCOPE_SERVER, "max_header_size", T_SIZE, SRV(max_header_size), "32k", 1024, 1 << 20, NULL,
-      0, "larger request header sections get 413" },
-    { SCOPE_SERVER, "request_timeout", T_DURATION, SRV(request_timeout_ms), "10m", 1, DAY_MS,
-      NULL, 0, "whole-request limit towards the client" },
-    { SCOPE_SERVER, "header_timeout", T_DURATION, SRV(header_timeout_ms), "10s", 1, DAY_MS, NULL,
-      0, "total time a client has to send its request line and headers" },
-    { SCOPE_SERVER, "body_timeout", T_DURATION, SRV(body_timeout_ms), "60s", 1, DAY_MS, NULL, 0,
-      "total time a client has to send its request body" },
-    { SCOPE_SERVER, "keepalive_timeout", T_DURATION, SRV(keepalive_timeout_ms), "75s", 1, DAY_MS,
-      NULL, 0, "idle time before a kept-alive client connection is closed" },
-    { SCOPE_SERVER, "send_timeout", T_DURATION, SRV(send_timeout_ms), "60s", 1, DAY_MS, NULL, 0,
-      "a client that reads nothing of its response for this long is disconnected" },
-    { SCOPE_SERVER, "shutdown_timeout", T_DURATION, SRV(shutdown_timeout_ms), "30s", 0, DAY_MS,
-      NULL, 0, "how long SIGTERM waits for in-flight requests" },
-    { SCOPE_SERVER, "admin_key", T_DIGEST, SRV(admin_digest), NULL, 0, 0, NULL, F_SECRET,
-      "bearer key for /admin/*; absent = admin API off" },
-    { SCOPE_SERVER, "max_attempts", T_INT, SRV(max_attempts), "3", 1, 10, NULL, 0,
-      "upstream attempts per request (first + retries)" },
-    { SCOPE_SERVER, "max_connections", T_INT, SRV(max_connections), "0", 0, 10000000, NULL, 0,
-      "client connections held at once (shared out among workers); past it new ones wait in "
-      "the kernel's backlog; 0 = half the file-descriptor limit" },
-    { SCOPE_SERVER, "max_buffered", T_SIZE, SRV(max_buffered), "256m", 1 << 20, 1LL << 40, NULL,
-      0, "request-body bytes held in memory by all connections together; past it a new body "
-      "gets 503 with Retry-After (bodies over 64k may use 7/8 of it)" },
-    { SCOPE_SERVER, "strict_permissions", T_BOOL, SRV(strict_permissions), "off", 0, 0, NULL, 0,
-      "on: a config or secret file others may write, or read while it holds a plain secret, is "
-      "an error instead of a warning" },
-    { SCOPE_SERVER, "max_model_labels", T_INT, SRV(max_model_labels), "100", 0, 100000, NULL, 0,
-      "distinct model names from clients that become metric labels (models = * backends); "
-      "later ones are counted as other" },
-    { SCOPE_SERVER, "require_prices", T_BOOL, SRV(require_prices), "off", 0, 0, NULL, 0,
-      "on: every model a backend lists needs a [model] section with input and output prices" },
-    { SCOPE_SERVER, "access_log", T_BOOL, SRV(access_log), "on", 0, 0, NULL, 0,
-      "one line per request on stderr" },
-    { SCOPE_SERVER, "access_log_format", T_ENUM, SRV(access_log_format), "text", 0, 0,
-      access_formats, 0, "text (key=value after the time and level) or json (one object per line)" },
-    { SCOPE_SERVER, "usage_log", T_STRING, SRV(usage_log), NULL, 0, 0, NULL, 0,
-      "a file that gets one JSON record per finished request, appended by a thread of its own; "
-      "reopened on SIGHUP and SIGUSR1 (logrotate)" },
-    { SCOPE_SERVER, "pid_file", T_STRING, SRV(pid_file), NULL, 0, 0, NULL, 0,
-      "a file that holds sluice's PID while it runs (written at start, removed at exit), for "
-      "`kill -HUP $(cat FILE)` outside systemd; a change takes effect at the next restart" },
-    { SCOPE_SERVER, "log_level", T_ENUM, SRV(log_level), "info", 0, 0, log_levels, 0,
-      "least severe level logged" },
-    { SCOPE_SERVER, "balance", T_ENUM, SRV(balance), "weighted", 0, 0, balances, 0,
-      "how a backend is chosen within a priority group: weighted (smooth weighted round-robin), "
-      "latency (peak-EWMA time to first byte, two random choices by weight) or least_inflight "
-      "(fewest open requests per unit of weight); docs/pool.md" },
-    { SCOPE_SERVER, "balance_decay", T_DURATION, SRV(balance_decay_ms), "10s", 100, DAY_MS, NULL,
-      0, "balance = latency: the time over which a backend's latency estimate fades when no "
-      "answer refreshes it, so a slow backend that recovered is tried again" },
-
-    { SCOPE_REDIS, "url", T_STRING, RDS(url), "redis://127.0.0.1:6379/0", 0, 0, NULL, F_SECRET,
-      "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
-    { SCOPE_REDIS, "timeout", T_DURATION, RDS(timeout_ms), "100ms", 1, 60000, NULL, 0,
-      "longest wait for one Redis call" },
-    { SCOPE_REDIS, "on_error", T_ENUM, RDS(on_error), "local", 0, 0, on_error_modes, 0,
-      "what requests get while Redis is down" },
-
-    { SCOPE_TELEMETRY, "otlp_endpoint", T_URL, TEL(otlp_endpoint), NULL, 0, 0, NULL, F_REQUIRED,
-      "an OTLP/HTTP collector's base URL (http://127.0.0.1:4318); traces are posted to "
-      "/v1/traces as JSON" },
-    { SCOPE_TELEMETRY, "sample_ratio", T_RATIO, TEL(sample_ppm), "1", 0, 1000000, NULL, 0,
-      "share of traces started here that are recorded (0 to 1); a client's traceparent decides "
-      "for its own" },
-    { SCOPE_TELEMETRY, "service_name", T_STRING, TEL(service_name), "sluice", 0, 0, NULL, 0,
-      "the service.name resource attribute" },
-    { SCOPE_TELEMETRY, "max_queue", T_INT, TEL(max_queue), "2048", 1, 1000000, NULL, 0,
-      "spans each worker holds for export; past it new ones are dropped and counted "
-      "(sluice_trace_spans_dropped_total)" },
-    { SCOPE_TELEMETRY, "flush_interval", T_DURATION, TEL(flush_ms), "1s", 10, 60000, NULL, 0,
-      "the longest a span waits before its batch is posted (512 spans go at once)" },
-
-    { SCOPE_BACKEND, "url", T_URL, BCK(url), NULL, 0, 0, NULL, F_REQUIRED,
-      "base URL; the request path after /v1 is appended" },
-    { SCOPE_BACKEND, "type", T_ENUM, BCK(type), "openai", 0, 0, backend_types, 0,
-      "openai (Authorization: Bearer) or azure (api-key header, deployment path)" },
-    { SCOPE_BACKEND, "api_key", T_STRING, BCK(api_key), NULL, 0, 0, NULL, F_SECRET,
-      "the backend's credential; use env:NAME or file:/path" },
-    { SCOPE_BACKEND, "api_version", T_STRING, BCK(api_version), NULL, 0, 0, NULL, 0,
-      "azure only: api-version query parameter" },
-    { SCOPE_BACKEND, "deployment", T_STRING, BCK(deployment), NULL, 0, 0, NULL, 0,
-      "azure only: deployment name; default = the request's model" },
-    { SCOPE_BACKEND, "models", T_MODELS, BCK(models), "*", 0, 0, NULL, 0,
-      "models this backend serves; * = any" },
-    { SCOPE_BACKEND, "priority", T_INT, BCK(priority), "1", 0, 1000, NULL, 0,
-      "lower number = tried first" },
-    { SCOPE_BACKEND, "weight", T_INT, BCK(weight), "1", 1, 1000, NULL, 0,
-      "share of traffic within its priority group" },
-    { SCOPE_BACKEND, "connect_timeout", T_DURATION, BCK(connect_timeout_ms), "2s", 1, 600000,
-      NULL, 0, "TCP+TLS connect limit" },
-    { SCOPE_BACKEND, "timeout", T_DURATION, BCK(timeout_ms), "10m", 1, DAY_MS, NULL, 0,
-      "first byte and whole response" },
-    { SCOPE_BACKEND, "breaker_failures", T_INT, BCK(breaker_failures), "3", 1, 10000, NULL, 0,
-      "failures within breaker_window that open the breaker" },
-    { SCOPE_BACKEND, "breaker_window", T_DURATION, BCK(breaker_window_ms), "10s", 1, DAY_MS, NULL,
-      0, "window in which failures are counted" },
-    { SCOPE_BACKEND, "breaker_trip", T_DURATION, BCK(breaker_trip_ms), "30s", 1, DAY_MS, NULL, 0,
-      "how long an open breaker stays open" },
-    { SCOPE_BACKEND, "breaker_status", T_STATUS, BCK(breaker_status), "401, 403, 429, 500-599", 0,
-      0, NULL, 0,
-      "statuses that count as failures and go to the next backend (401/403: sluice's own 502)" },
-    { SCOPE_BACKEND, "breaker_retry_after", T_BOOL, BCK(breaker_retry_after), "yes", 0, 0, NULL,
-      0, "an upstream Retry-After sets the open time instead" },
-    { SCOPE_BACKEND, "stream_idle_timeout", T_DURATION, BCK(stream_idle_timeout_ms), "60s", 1,
-      DAY_MS, NULL, 0,
-      "a stream that sends no byte for this long ends with an error event; counts for the breaker" },
-    { SCOPE_BACKEND, "keepalive_timeout", T_DURATION, BCK(keepalive_timeout_ms), "4s", 1000,
-      DAY_MS, NULL, 0,
-      "an idle upstream connection is not reused after this (whole seconds); keep it below "
-      "the upstream's own keep-alive timeout" },
-    { SCOPE_BACKEND, "forward_headers", T_HEADERS, BCK(forward_headers), NULL, 0, 0, NULL, 0,
-      "client headers forwarded beyond the allow-list of docs/http.md (x-foo, x-team-*); "
-      "credentials, cookies, OpenAI-Organization/-Project and X-Forwarded-* never are" },
-    { SCOPE_BACKEND, "organization", T_STRING, BCK(organization), NULL, 0, 0, NULL, 0,
-      "OpenAI-Organization sent upstream (the client's is never forwarded)" },
-    { SCOPE_BACKEND, "project", T_STRING, BCK(project), NULL, 0, 0, NULL, 0,
-      "OpenAI-Project sent upstream (the client's is never forwarded)" },
-    { SCOPE_BACKEND, "models_cache", T_DURATION, BCK(models_cache_ms), "5m", 1000, DAY_MS, NULL, 0,
-      "with models = *: how long the upstream's own GET /models list is kept for GET /v1/models" },
-    { SCOPE_BACKEND, "stateful", T_BOOL, BCK(stateful), "no", 0, 0, NULL, 0,
-      "yes: files, batches, uploads, vector stores, stored responses and calls without a model "
-      "go here (else to the first backend by priority); one backend at most" },
-    { SCOPE_BACKEND, "ca_file", T_PEM, BCK(ca_file), NULL, 0, 0, NULL, 0,
-      "https: CA certificates (PEM) to trust for this backend instead of the system's" },
-    { SCOPE_BACKEND, "client_cert", T_PEM, BCK(client_cert), NULL, 0, 0, NULL, 0,
-      "https: a client certificate (PEM) presented to the backend (upstream mTLS)" },
-    { SCOPE_BACKEND, "client_key", T_PEM, BCK(client_key), NULL, 0, 0, NULL, F_SECRET,
-      "the private key of client_cert (PEM)" },
-    { SCOPE_BACKEND, "tls_verify", T_BOOL, BCK(tls_verify), "yes", 0, 0, NULL, 0,
-      "no: the backend's certificate and name are not checked (logged as a warning at every "
-      "load; for tests only)" },
-    { SCOPE_BACKEND, "resend_unanswered", T_BOOL, BCK(resend_unanswered), "no", 0, 0, NULL, 0,
-      "yes: a request sent but never answered (connection closed first) is sent again, each "
-      "time a counted attempt; no: 502 (the upstream may have read it)" },
-    { SCOPE_BACKEND, "rpm", T_INT, BCK(rpm), "0", 0, BIG, NULL, 0,
-      "the deployment's own requests per minute: at it, the backend is skipped (shared by all "
-      "nodes with [redis]); 0 = unknown" },
-    { SCOPE_BACKEND, "tpm", T_INT, BCK(tpm), "0", 0, BIG, NULL, 0,
-      "the deployment's own tokens per minute (prompt + completion; the output a request may "
-      "generate is reserved); 0 = unknown" },
-    { SCOPE_BACKEND, "max_inflight", T_INT, BCK(max_inflight), "0", 0, 1000000, NULL, 0,
-      "requests this node has open at the backend at once (streams included); at it, the "
-      "backend is skipped; 0 = no cap" },
-
-    { SCOPE_MODEL, "upstream", T_STRING, MDL(upstream), NULL, 0, 0, NULL, 0,
-      "the model name sent upstream (the body's model is rewritten); unset = NAME" },
-    { SCOPE_MODEL, "fallbacks", T_MODELS, MDL(fallbacks), NULL, 0, 0, NULL, 0,
-      "models tried in order when every backend of this one is exhausted (docs/pool.md)" },
-    { SCOPE_MODEL, "context_fallbacks", T_MODELS, MDL(context_fallbacks), NULL, 0, 0, NULL, 0,
-      "models tried in order when the upstream answers context_length_exceeded" },
-    { SCOPE_MODEL, "input_price", T_MONEY, MDL(input_price), NULL, 0, BIG, NULL, 0,
-      "USD per 1M prompt tokens" },
-    { SCOPE_MODEL, "cached_input_price", T_MONEY, MDL(cached_input_price), NULL, 0, BIG, NULL, 0,
-      "USD per 1M prompt tokens the upstream reports as cached; unset = input_price" },
-    { SCOPE_MODEL, "output_price", T_MONEY, MDL(output_price), NULL, 0, BIG, NULL, 0,
-      "USD per 1M completion tokens, reasoning tokens included" },
-
-    { SCOPE_KEY, "key", T_DIGEST, KEY(digest), NULL, 0, 0, NULL, F_REQUIRED | F_SECRET,
-      "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },
-    { SCOPE_KEY, "rpm", T_INT, KEY(rpm), "0", 0, BIG, NULL, 0,
-      "requests per minute; 0 = unlimited" },
-    { SCOPE_KEY, "input_tpm", T_INT, KEY(input_tpm), "0", 0, BIG, NULL, 0,
-      "prompt tokens per minute; 0 = unlimited" },
-    { SCOPE_KEY, "output_tpm", T_INT, KEY(output_tpm), "0", 0, BIG, NULL, 0,
-      "completion tokens per minute; 0 = unlimited" },
-    { SCOPE_KEY, "models", T_MODELS, KEY(models), "*", 0, 0, NULL, 0,
-      "models this key may call; * = any" },
-    { SCOPE_KEY, "quota", T_INT, KEY(quota), "0", 0, BIG, NULL, 0,
-      "total tokens per quota_period; 0 = none" },
-    { SCOPE_KEY, "quota_period", T_ENUM, KEY(quota_period), "month", 0, 0, periods, 0,
-      "day | week | month | total (UTC calendar; week from Monday)" },
-    { SCOPE_KEY, "max_prompt_tokens", T_INT, KEY(max_prompt_tokens), "0", 0, BIG, NULL, 0,
-      "per-request prompt cap (413 above it); 0 = none" },
-    { SCOPE_KEY, "mode", T_ENUM, KEY(mode), "enforce", 0, 0, key_modes, 0,
-      "shadow: limits, quota, budgets and prompt cap are computed and reported but never refuse" },
-    { SCOPE_KEY, "team", T_STRING, KEY(team_name), NULL, 0, 0, NULL, 0,
-      "a [team NAME] whose limits this key also counts against" },
-    { SCOPE_KEY, "budget", T_MONEY, KEY(budget), "0", 0, BIG, NULL, 0,
-      "USD per budget_period (docs/budgets.md); 0 = none" },
-    { SCOPE_KEY, "budget_period", T_ENUM, KEY(budget_period), "month", 0, 0, periods, 0,
-      "day | week | month | total (UTC calendar; week from Monday)" },
-    { SCOPE_KEY, "reserve_output_tokens", T_INT, KEY(reserve_output_tokens), "1000", 0, 10000000,
-      NULL, 0, "output tokens a budget reserves when the request sets no max_tokens" },
-    { SCOPE_KEY, "max_inflight", T_INT, KEY(max_inflight), "0", 0, 1000000, NULL, 0,
-      "requests of this key open at once, streams included, across all nodes (docs/limits.md); "
-      "0 = no cap" },
-    { SCOPE_KEY, "queue_timeout", T_DURATION, KEY(queue_timeout_ms), "0s", 0, 3600000, NULL, 0,
-      "a request refused on requests, tokens or max_inflight waits up to this long for room "
-      "(FIFO per key), instead of 429; 0 = never waits" },
-
-    { SCOPE_TEAM, "rpm", T_INT, TEAM(rpm), "0", 0, BIG, NULL, 0,
-      "requests per minute of all the team's keys together; 0 = unlimited" },
-    { SCOPE_TEAM, "input_tpm", T_INT, TEAM(input_tpm), "0", 0, BIG, NULL, 0,
-      "prompt tokens per minute, all keys together; 0 = unlimited" },
-    { SCOPE_TEAM, "output_tpm", T_INT, TEAM(output_tpm), "0", 0, BIG, NULL, 0,
-      "completion tokens per minute, all keys together; 0 = unlimited" },
-    { SCOPE_TEAM, "budget", T_MONEY, TEAM(budget), "0", 0, BIG, NULL, 0,
-      "USD per budget_period, all keys together; 0 = none" },
-    { SCOPE_TEAM, "budget_period", T_ENUM, TEAM(budget_period), "month", 0, 0, periods, 0,
-      "day | week | month | total" },
-    { SCOPE_TEAM, "max_inflight", T_INT, TEAM(max_inflight), "0", 0, 1000000, NULL, 0,
-      "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
+    { .scope = SCOPE_SERVER, .name = "listen", .type = T_LISTEN, .offset = SRV(listen),
+      .def = "127.0.0.1:8080", .flags = F_REPEAT,
+      .doc = "address to accept clients on; repeatable; `host:port tls` serves TLS (tls_cert, tls_key)" },
+    { .scope = SCOPE_SERVER, .name = "tls_cert", .type = T_PEM, .offset = SRV(tls_cert),
+      .doc = "for `listen = host:port tls`: the certificate chain, server first (PEM); reread on SIGHUP" },
+    { .scope = SCOPE_SERVER, .name = "tls_key", .type = T_PEM, .offset = SRV(tls_key),
+      .flags = F_SECRET,
+      .doc = "the private key of tls_cert (PEM); reread on SIGHUP" },
+    { .scope = SCOPE_SERVER, .name = "tls_client_ca", .type = T_PEM, .offset = SRV(tls_client_ca),
+      .doc = "CA certificates (PEM): clients on tls listeners must present a certificate they signed "
+             "(mTLS)" },
+    { .scope = SCOPE_SERVER, .name = "admin_listen", .type = T_LISTEN, .offset = SRV(admin_listen),
+      .flags = F_REPEAT,
+      .doc = "repeatable; when set, /metrics, /readyz and /admin/* are served only here (404 on listen)" },
+    { .scope = SCOPE_SERVER, .name = "metrics_key", .type = T_DIGEST, .offset = SRV(metrics_digest),
+      .flags = F_SECRET,
+      .doc = "bearer key /metrics requires; absent = none" },
+    { .scope = SCOPE_SERVER, .name = "workers", .type = T_INT, .offset = SRV(workers),
+      .def = "1", .max = 256,
+      .doc = "event-loop threads; 0 = one per core" },
+    { .scope = SCOPE_SERVER, .name = "max_body_size", .type = T_SIZE, .offset = SRV(max_body_size),
+      .def = "4m", .min = 1, .max = 1LL << 31,
+      .doc = "larger request bodies get 413" },
+    { .scope = SCOPE_SERVER, .name = "max_upload_size", .type = T_SIZE, .offset = SRV(max_upload_size),
+      .def = "25m", .min = 1, .max = 1LL << 32,
+      .doc = "larger multipart/form-data bodies (audio, images, files) get 413" },
+    { .scope = SCOPE_SERVER, .name = "max_header_size", .type = T_SIZE, .offset = SRV(max_header_size),
+      .def = "32k", .min = 1024, .max = 1 << 20,
+      .doc = "larger request header sections get 413" },
+    { .scope = SCOPE_SERVER, .name = "request_timeout", .type = T_DURATION, .offset = SRV(request_timeout_ms),
+      .def = "10m", .min = 1, .max = DAY_MS,
+      .doc = "whole-request limit towards the client" },
+    { .scope = SCOPE_SERVER, .name = "header_timeout", .type = T_DURATION, .offset = SRV(header_timeout_ms),
+      .def = "10s", .min = 1, .max = DAY_MS,
+      .doc = "total time a client has to send its request line and headers" },
+    { .scope = SCOPE_SERVER, .name = "body_timeout", .type = T_DURATION, .offset = SRV(body_timeout_ms),
+      .def = "60s", .min = 1, .max = DAY_MS,
+      .doc = "total time a client has to send its request body" },
+    { .scope = SCOPE_SERVER, .name = "keepalive_timeout", .type = T_DURATION, .offset = SRV(keepalive_timeout_ms),
+      .def = "75s", .min = 1, .max = DAY_MS,
+      .doc = "idle time before a kept-alive client connection is closed" },
+    { .scope = SCOPE_SERVER, .name = "send_timeout", .type = T_DURATION, .offset = SRV(send_timeout_ms),
+      .def = "60s", .min = 1, .max = DAY_MS,
+      .doc = "a client that reads nothing of its response for this long is disconnected" },
+    { .scope = SCOPE_SERVER, .name = "shutdown_timeout", .type = T_DURATION, .offset = SRV(shutdown_timeout_ms),
+      .def = "30s", .max = DAY_MS,
+      .doc = "how long SIGTERM waits for in-flight requests" },
+    { .scope = SCOPE_SERVER, .name = "admin_key", .type = T_DIGEST, .offset = SRV(admin_digest),
+      .flags = F_SECRET,
+      .doc = "bearer key for /admin/*; absent = admin API off" },
+    { .scope = SCOPE_SERVER, .name = "max_attempts", .type = T_INT, .offset = SRV(max_attempts),
+      .def = "3", .min = 1, .max = 10,
+      .doc = "upstream attempts per request (first + retries)" },
+    { .scope = SCOPE_SERVER, .name = "max_connections", .type = T_INT, .offset = SRV(max_connections),
+      .def = "0", .max = 10000000,
+      .doc = "client connections held at once (shared out among workers); past it new ones wait in "
+             "the kernel's backlog; 0 = half the file-descriptor limit" },
+    { .scope = SCOPE_SERVER, .name = "max_buffered", .type = T_SIZE, .offset = SRV(max_buffered),
+      .def = "256m", .min = 1 << 20, .max = 1LL << 40,
+      .doc = "request-body bytes held in memory by all connections together; past it a new body "
+             "gets 503 with Retry-After (bodies over 64k may use 7/8 of it)" },
+    { .scope = SCOPE_SERVER, .name = "strict_permissions", .type = T_BOOL, .offset = SRV(strict_permissions),
+      .def = "off",
+      .doc = "on: a config or secret file others may write, or read while it holds a plain secret, is "
+             "an error instead of a warning" },
+    { .scope = SCOPE_SERVER, .name = "max_model_labels", .type = T_INT, .offset = SRV(max_model_labels),
+      .def = "100", .max = 100000,
+      .doc = "distinct model names from clients that become metric labels (models = * backends); "
+             "later ones are counted as other" },
+    { .scope = SCOPE_SERVER, .name = "require_prices", .type = T_BOOL, .offset = SRV(require_prices),
+      .def = "off",
+      .doc = "on: every model a backend lists needs a [model] section with input and output prices" },
+    { .scope = SCOPE_SERVER, .name = "access_log", .type = T_BOOL, .offset = SRV(access_log),
+      .def = "on",
+      .doc = "one line per request on stderr" },
+    { .scope = SCOPE_SERVER, .name = "access_log_format", .type = T_ENUM, .offset = SRV(access_log_format),
+      .def = "text", .choices = access_formats,
+      .doc = "text (key=value after the time and level) or json (one object per line)" },
+    { .scope = SCOPE_SERVER, .name = "usage_log", .type = T_STRING, .offset = SRV(usage_log),
+      .doc = "a file that gets one JSON record per finished request, appended by a thread of its own; "
+             "reopened on SIGHUP and SIGUSR1 (logrotate)" },
+    { .scope = SCOPE_SERVER, .name = "pid_file", .type = T_STRING, .offset = SRV(pid_file),
+      .doc = "a file that holds sluice's PID while it runs (written at start, removed at exit), for "
+             "`kill -HUP $(cat FILE)` outside systemd; a change takes effect at the next restart" },
+    { .scope = SCOPE_SERVER, .name = "log_level", .type = T_ENUM, .offset = SRV(log_level),
+      .def = "info", .choices = log_levels,
+      .doc = "least severe level logged" },
+    { .scope = SCOPE_SERVER, .name = "balance", .type = T_ENUM, .offset = SRV(balance),
+      .def = "weighted", .choices = balances,
+      .doc = "how a backend is chosen within a priority group: weighted (smooth weighted round-robin), "
+             "latency (peak-EWMA time to first byte, two random choices by weight) or least_inflight "
+             "(fewest open requests per unit of weight); docs/pool.md" },
+    { .scope = SCOPE_SERVER, .name = "balance_decay", .type = T_DURATION, .offset = SRV(balance_decay_ms),
+      .def = "10s", .min = 100, .max = DAY_MS,
+      .doc = "balance = latency: the time over which a backend's latency estimate fades when no "
+             "answer refreshes it, so a slow backend that recovered is tried again" },
+    { .scope = SCOPE_REDIS, .name = "url", .type = T_STRING, .offset = RDS(url),
+      .def = "redis://127.0.0.1:6379/0", .flags = F_SECRET,
+      .doc = "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
+    { .scope = SCOPE_REDIS, .name = "timeout", .type = T_DURATION, .offset = RDS(timeout_ms),
+      .def = "100ms", .min = 1, .max = 60000,
+      .doc = "longest wait for one Redis call" },
+    { .scope = SCOPE_REDIS, .name = "on_error", .type = T_ENUM, .offset = RDS(on_error),
+      .def = "local", .choices = on_error_modes,
+      .doc = "what requests get while Redis is down" },
+    { .scope = SCOPE_TELEMETRY, .name = "otlp_endpoint", .type = T_URL, .offset = TEL(otlp_endpoint),
+      .flags = F_REQUIRED,
+      .doc = "an OTLP/HTTP collector's base URL (http://127.0.0.1:4318); traces are posted to "
+             "/v1/traces as JSON" },
+    { .scope = SCOPE_TELEMETRY, .name = "sample_ratio", .type = T_RATIO, .offset = TEL(sample_ppm),
+      .def = "1", .max = 1000000,
+      .doc = "share of traces started here that are recorded (0 to 1); a client's traceparent decides "
+             "for its own" },
+    { .scope = SCOPE_TELEMETRY, .name = "service_name", .type = T_STRING, .offset = TEL(service_name),
+      .def = "sluice",
+      .doc = "the service.name resource attribute" },
+    { .scope = SCOPE_TELEMETRY, .name = "max_queue", .type = T_INT, .offset = TEL(max_queue),
+      .def = "2048", .min = 1, .max = 1000000,
+      .doc = "spans each worker holds for export; past it new ones are dropped and counted "
+             "(sluice_trace_spans_dropped_total)" },
+    { .scope = SCOPE_TELEMETRY, .name = "flush_interval", .type = T_DURATION, .offset = TEL(flush_ms),
+      .def = "1s", .min = 10, .max = 60000,
+      .doc = "the longest a span waits before its batch is posted (512 spans go at once)" },
+    { .scope = SCOPE_BACKEND, .name = "url", .type = T_URL, .offset = BCK(url),
+      .flags = F_REQUIRED,
+      .doc = "base URL; the request path after /v1 is appended" },
+    { .scope = SCOPE_BACKEND, .name = "type", .type = T_ENUM, .offset = BCK(type),
+      .def = "openai", .choices = backend_types,
+      .doc = "openai (Authorization: Bearer) or azure (api-key header, deployment path)" },
+    { .scope = SCOPE_BACKEND, .name = "api_key", .type = T_STRING, .offset = BCK(api_key),
+      .flags = F_SECRET,
+      .doc = "the backend's credential; use env:NAME or file:/path" },
+    { .scope = SCOPE_BACKEND, .name = "api_version", .type = T_STRING, .offset = BCK(api_version),
+      .doc = "azure only: api-version query parameter" },
+    { .scope = SCOPE_BACKEND, .name = "deployment", .type = T_STRING, .offset = BCK(deployment),
+      .doc = "azure only: deployment name; default = the request's model" },
+    { .scope = SCOPE_BACKEND, .name = "models", .type = T_MODELS, .offset = BCK(models),
+      .def = "*",
+      .doc = "models this backend serves; * = any" },
+    { .scope = SCOPE_BACKEND, .name = "priority", .type = T_INT, .offset = BCK(priority),
+      .def = "1", .max = 1000,
+      .doc = "lower number = tried first" },
+    { .scope = SCOPE_BACKEND, .name = "weight", .type = T_INT, .offset = BCK(weight),
+      .def = "1", .min = 1, .max = 1000,
+      .doc = "share of traffic within its priority group" },
+    { .scope = SCOPE_BACKEND, .name = "connect_timeout", .type = T_DURATION, .offset = BCK(connect_timeout_ms),
+      .def = "2s", .min = 1, .max = 600000,
+      .doc = "TCP+TLS connect limit" },
+    { .scope = SCOPE_BACKEND, .name = "timeout", .type = T_DURATION, .offset = BCK(timeout_ms),
+      .def = "10m", .min = 1, .max = DAY_MS,
+      .doc = "first byte and whole response" },
+    { .scope = SCOPE_BACKEND, .name = "breaker_failures", .type = T_INT, .offset = BCK(breaker_failures),
+      .def = "3", .min = 1, .max = 10000,
+      .doc = "failures within breaker_window that open the breaker" },
+    { .scope = SCOPE_BACKEND, .name = "breaker_window", .type = T_DURATION, .offset = BCK(breaker_window_ms),
+      .def = "10s", .min = 1, .max = DAY_MS,
+      .doc = "window in which failures are counted" },
+    { .scope = SCOPE_BACKEND, .name = "breaker_trip", .type = T_DURATION, .offset = BCK(breaker_trip_ms),
+      .def = "30s", .min = 1, .max = DAY_MS,
+      .doc = "how long an open breaker stays open" },
+    { .scope = SCOPE_BACKEND, .name = "breaker_status", .type = T_STATUS, .offset = BCK(breaker_status),
+      .def = "401, 403, 429, 500-599",
+      .doc = "statuses that count as failures and go to the next backend (401/403: sluice's own 502)" },
+    { .scope = SCOPE_BACKEND, .name = "breaker_retry_after", .type = T_BOOL, .offset = BCK(breaker_retry_after),
+      .def = "yes",
+      .doc = "an upstream Retry-After sets the open time instead" },
+    { .scope = SCOPE_BACKEND, .name = "stream_idle_timeout", .type = T_DURATION, .offset = BCK(stream_idle_timeout_ms),
+      .def = "60s", .min = 1, .max = DAY_MS,
+      .doc = "a stream that sends no byte for this long ends with an error event; counts for the breaker" },
+    { .scope = SCOPE_BACKEND, .name = "keepalive_timeout", .type = T_DURATION, .offset = BCK(keepalive_timeout_ms),
+      .def = "4s", .min = 1000, .max = DAY_MS,
+      .doc = "an idle upstream connection is not reused after this (whole seconds); keep it below "
+             "the upstream's own keep-alive timeout" },
+    { .scope = SCOPE_BACKEND, .name = "forward_headers", .type = T_HEADERS, .offset = BCK(forward_headers),
+      .doc = "client headers forwarded beyond the allow-list of docs/http.md (x-foo, x-team-*); "
+             "credentials, cookies, OpenAI-Organization/-Project and X-Forwarded-* never are" },
+    { .scope = SCOPE_BACKEND, .name = "organization", .type = T_STRING, .offset = BCK(organization),
+      .doc = "OpenAI-Organization sent upstream (the client's is never forwarded)" },
+    { .scope = SCOPE_BACKEND, .name = "project", .type = T_STRING, .offset = BCK(project),
+      .doc = "OpenAI-Project sent upstream (the client's is never forwarded)" },
+    { .scope = SCOPE_BACKEND, .name = "models_cache", .type = T_DURATION, .offset = BCK(models_cache_ms),
+      .def = "5m", .min = 1000, .max = DAY_MS,
+      .doc = "with models = *: how long the upstream's own GET /models list is kept for GET /v1/models" },
+    { .scope = SCOPE_BACKEND, .name = "stateful", .type = T_BOOL, .offset = BCK(stateful),
+      .def = "no",
+      .doc = "yes: files, batches, uploads, vector stores, stored responses and calls without a model "
+             "go here (else to the first backend by priority); one backend at most" },
+    { .scope = SCOPE_BACKEND, .name = "ca_file", .type = T_PEM, .offset = BCK(ca_file),
+      .doc = "https: CA certificates (PEM) to trust for this backend instead of the system's" },
+    { .scope = SCOPE_BACKEND, .name = "client_cert", .type = T_PEM, .offset = BCK(client_cert),
+      .doc = "https: a client certificate (PEM) presented to the backend (upstream mTLS)" },
+    { .scope = SCOPE_BACKEND, .name = "client_key", .type = T_PEM, .offset = BCK(client_key),
+      .flags = F_SECRET,
+      .doc = "the private key of client_cert (PEM)" },
+    { .scope = SCOPE_BACKEND, .name = "tls_verify", .type = T_BOOL, .offset = BCK(tls_verify),
+      .def = "yes",
+      .doc = "no: the backend's certificate and name are not checked (logged as a warning at every "
+             "load; for tests only)" },
+    { .scope = SCOPE_BACKEND, .name = "resend_unanswered", .type = T_BOOL, .offset = BCK(resend_unanswered),
+      .def = "no",
+      .doc = "yes: a request sent but never answered (connection closed first) is sent again, each "
+             "time a counted attempt; no: 502 (the upstream may have read it)" },
+    { .scope = SCOPE_BACKEND, .name = "rpm", .type = T_INT, .offset = BCK(rpm),
+      .def = "0", .max = BIG,
+      .doc = "the deployment's own requests per minute: at it, the backend is skipped (shared by all "
+             "nodes with [redis]); 0 = unknown" },
+    { .scope = SCOPE_BACKEND, .name = "tpm", .type = T_INT, .offset = BCK(tpm),
+      .def = "0", .max = BIG,
+      .doc = "the deployment's own tokens per minute (prompt + completion; the output a request may "
+             "generate is reserved); 0 = unknown" },
+    { .scope = SCOPE_BACKEND, .name = "max_inflight", .type = T_INT, .offset = BCK(max_inflight),
+      .def = "0", .max = 1000000,
+      .doc = "requests this node has open at the backend at once (streams included); at it, the "
+             "backend is skipped; 0 = no cap" },
+    { .scope = SCOPE_MODEL, .name = "upstream", .type = T_STRING, .offset = MDL(upstream),
+      .doc = "the model name sent upstream (the body's model is rewritten); unset = NAME" },
+    { .scope = SCOPE_MODEL, .name = "fallbacks", .type = T_MODELS, .offset = MDL(fallbacks),
+      .doc = "models tried in order when every backend of this one is exhausted (docs/pool.md)" },
+    { .scope = SCOPE_MODEL, .name = "context_fallbacks", .type = T_MODELS, .offset = MDL(context_fallbacks),
+      .doc = "models tried in order when the upstream answers context_length_exceeded" },
+    { .scope = SCOPE_MODEL, .name = "input_price", .type = T_MONEY, .offset = MDL(input_price),
+      .max = BIG,
+      .doc = "USD per 1M prompt tokens" },
+    { .scope = SCOPE_MODEL, .name = "cached_input_price", .type = T_MONEY, .offset = MDL(cached_input_price),
+      .max = BIG,
+      .doc = "USD per 1M prompt tokens the upstream reports as cached; unset = input_price" },
+    { .scope = SCOPE_MODEL, .name = "output_price", .type = T_MONEY, .offset = MDL(output_price),
+      .max = BIG,
+      .doc = "USD per 1M completion tokens, reasoning tokens included" },
+    { .scope = SCOPE_KEY, .name = "key", .type = T_DIGEST, .offset = KEY(digest),
+      .flags = F_REQUIRED | F_SECRET,
+      .doc = "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },
+    { .scope = SCOPE_KEY, .name = "rpm", .type = T_INT, .offset = KEY(rpm),
+      .def = "0", .max = BIG,
+      .doc = "requests per minute; 0 = unlimited" },
+    { .scope = SCOPE_KEY, .name = "input_tpm", .type = T_INT, .offset = KEY(input_tpm),
+      .def = "0", .max = BIG,
+      .doc = "prompt tokens per minute; 0 = unlimited" },
+    { .scope = SCOPE_KEY, .name = "output_tpm", .type = T_INT, .offset = KEY(output_tpm),
+      .def = "0", .max = BIG,
+      .doc = "completion tokens per minute; 0 = unlimited" },
+    { .scope = SCOPE_KEY, .name = "models", .type = T_MODELS, .offset = KEY(models),
+      .def = "*",
+      .doc = "models this key may call; * = any" },
+    { .scope = SCOPE_KEY, .name = "quota", .type = T_INT, .offset = KEY(quota),
+      .def = "0", .max = BIG,
+      .doc = "total tokens per quota_period; 0 = none" },
+    { .scope = SCOPE_KEY, .name = "quota_period", .type = T_ENUM, .offset = KEY(quota_period),
+      .def = "month", .choices = periods,
+      .doc = "day | week | month | total (UTC calendar; week from Monday)" },
+    { .scope = SCOPE_KEY, .name = "max_prompt_tokens", .type = T_INT, .offset = KEY(max_prompt_tokens),
+      .def = "0", .max = BIG,
+      .doc = "per-request prompt cap (413 above it); 0 = none" },
+    { .scope = SCOPE_KEY, .name = "mode", .type = T_ENUM, .offset = KEY(mode),
+      .def = "enforce", .choices = key_modes,
+      .doc = "shadow: limits, quota, budgets and prompt cap are computed and reported but never refuse" },
+    { .scope = SCOPE_KEY, .name = "team", .type = T_STRING, .offset = KEY(team_name),
+      .doc = "a [team NAME] whose limits this key also counts against" },
+    { .scope = SCOPE_KEY, .name = "budget", .type = T_MONEY, .offset = KEY(budget),
+      .def = "0", .max = BIG,
+      .doc = "USD per budget_period (docs/budgets.md); 0 = none" },
+    { .scope = SCOPE_KEY, .name = "budget_period", .type = T_ENUM, .offset = KEY(budget_period),
+      .def = "month", .choices = periods,
+      .doc = "day | week | month | total (UTC calendar; week from Monday)" },
+    { .scope = SCOPE_KEY, .name = "reserve_output_tokens", .type = T_INT, .offset = KEY(reserve_output_tokens),
+      .def = "1000", .max = 10000000,
+      .doc = "output tokens a budget reserves when the request sets no max_tokens" },
+    { .scope = SCOPE_KEY, .name = "max_inflight", .type = T_INT, .offset = KEY(max_inflight),
+      .def = "0", .max = 1000000,
+      .doc = "requests of this key open at once, streams included, across all nodes (docs/limits.md); "
+             "0 = no cap" },
+    { .scope = SCOPE_KEY, .name = "queue_timeout", .type = T_DURATION, .offset = KEY(queue_timeout_ms),
+      .def = "0s", .max = 3600000,
+      .doc = "a request refused on requests, tokens or max_inflight waits up to this long for room "
+             "(FIFO per key), instead of 429; 0 = never waits" },
+    { .scope = SCOPE_TEAM, .name = "rpm", .type = T_INT, .offset = TEAM(rpm),
+      .def = "0", .max = BIG,
+      .doc = "requests per minute of all the team's keys together; 0 = unlimited" },
+    { .scope = SCOPE_TEAM, .name = "input_tpm", .type = T_INT, .offset = TEAM(input_tpm),
+      .def = "0", .max = BIG,
+      .doc = "prompt tokens per minute, all keys together; 0 = unlimited" },
+    { .scope = SCOPE_TEAM, .name = "output_tpm", .type = T_INT, .offset = TEAM(output_tpm),
+      .def = "0", .max = BIG,
+      .doc = "completion tokens per minute, all keys together; 0 = unlimited" },
+    { .scope = SCOPE_TEAM, .name = "budget", .type = T_MONEY, .offset = TEAM(budget),
+      .def = "0", .max = BIG,
+      .doc = "USD per budget_period, all keys together; 0 = none" },
+    { .scope = SCOPE_TEAM, .name = "budget_period", .type = T_ENUM, .offset = TEAM(budget_period),
+      .def = "month", .choices = periods,
+      .doc = "day | week | month | total" },
+    { .scope = SCOPE_TEAM, .name = "max_inflight", .type = T_INT, .offset = TEAM(max_inflight),
+      .def = "0", .max = 1000000,
+      .doc = "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
 };
 #define NOPTIONS ((int)SL_ARRAY_LEN(options))
 
@@ -350,8 +421,9 @@ void cfg_errors_free(struct cfg_errors *errs)
 
 struct section {
     enum scope scope;
-    void *obj; /* the struct the option offsets point into */
-    int line;  /* line of the [header] */
+    void *single; /* [server], [redis], [telemetry]: the struct the option offsets point into */
+    int index;    /* a named section: its element's index (the arrays grow, so not a pointer) */
+    int line;     /* line of the [header] */
     int set_at[SL_ARRAY_LEN(options)]; /* line each option was set on, 0 = not set */
 };
 
@@ -409,7 +481,7 @@ static const struct named_scope *named_scope_of(enum scope scope)
     return NULL;
 }
 
-static void *named_element(const struct config *c, const struct named_scope *ns, intptr_t i)
+static void *named_element(const struct config *c, const struct named_scope *ns, int i)
 {
     char *array = *(char *const *)((const char *)c + ns->array);
     return array + (size_t)i * ns->size;
@@ -423,7 +495,7 @@ static struct sl_names *names_of(const struct config *c, const struct named_scop
 static void *section_obj(struct parser *p, struct section *sec)
 {
     const struct named_scope *ns = named_scope_of(sec->scope);
-    return ns ? named_element(p->cfg, ns, (intptr_t)sec->obj) : sec->obj;
+    return ns ? named_element(p->cfg, ns, sec->index) : sec->single;
 }
 
 #define PERR(p, ...) add_error((p)->errs, (p)->path, (p)->lineno, __VA_ARGS__)
@@ -790,119 +862,150 @@ static int find_option(enum scope scope, const char *name)
 }
 
 /* Stores value v for option o into obj. Reports and returns false on error. */
+/* One setter per option type: parses v into the option's field, or reports
+ * why it cannot (file:line) and returns false. */
+typedef bool setter(struct parser *p, const struct option *o, void *field, const char *v);
+
+/* T_INT, T_DURATION, T_SIZE: a number within the option's bounds. */
+static bool set_number(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    int64_t n = 0;
+    bool ok = o->type == T_INT        ? sl_parse_int(v, &n)
+              : o->type == T_DURATION ? sl_parse_duration_ms(v, &n)
+                                      : sl_parse_size(v, &n);
+    if (!ok) {
+        PERR(p, "%s: '%s' is not a %s", o->name, v, type_names[o->type]);
+        return false;
+    }
+    if (n < o->min || n > o->max) {
+        PERR(p, "%s: %s is out of range [%lld, %lld]", o->name, v, (long long)o->min,
+             (long long)o->max);
+        return false;
+    }
+    *(int64_t *)field = n;
+    return true;
+}
+
+static bool set_bool(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    if (!sl_parse_bool(v, (bool *)field)) {
+        PERR(p, "%s: '%s' is not yes/no, on/off or true/false", o->name, v);
+        return false;
+    }
+    return true;
+}
+
+/* T_STRING, T_URL (http or https, without trailing slashes). */
+static bool set_string(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    if (o->type == T_URL && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+        PERR(p, "%s: '%s' must start with http:// or https://", o->name, v);
+        return false;
+    }
+    if (!*v) {
+        PERR(p, "%s: empty value", o->name);
+        return false;
+    }
+    char *s = sl_strdup(v);
+    if (o->type == T_URL)
+        for (size_t len = strlen(s); len > 0 && s[len - 1] == '/'; len--)
+            s[len - 1] = '\0';
+    free(*(char **)field);
+    *(char **)field = s;
+    return true;
+}
+
+static bool set_enum(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    for (int i = 0; o->choices[i]; i++) {
+        if (strcasecmp(o->choices[i], v) == 0) {
+            *(int *)field = i;
+            return true;
+        }
+    }
+    struct sl_buf list = { 0 };
+    for (int i = 0; o->choices[i]; i++)
+        sl_buf_printf(&list, "%s%s", i ? ", " : "", o->choices[i]);
+    PERR(p, "%s: '%s' is not one of %s", o->name, v, list.data);
+    sl_buf_free(&list);
+    return false;
+}
+
+static bool set_models(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    if (!parse_models(v, field)) {
+        PERR(p, "%s: '%s' is not a comma-separated list of model names or *", o->name, v);
+        return false;
+    }
+    return true;
+}
+
+static bool set_headers(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    return parse_headers(p, o, v, field);
+}
+
+/* T_MONEY (micro-dollars) and T_RATIO (millionths, as money is). */
+static bool set_money(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    int64_t n;
+    if (!sl_parse_money(v, &n) || n > o->max) {
+        PERR(p, "%s: '%s' is not %s (digits, at most 6 decimals)", o->name, v,
+             o->type == T_RATIO ? "a ratio from 0 to 1" : "an amount of USD");
+        return false;
+    }
+    *(int64_t *)field = n;
+    return true;
+}
+
+static bool set_statuses(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    if (!parse_statuses(v, field)) {
+        PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
+        return false;
+    }
+    return true;
+}
+
+static bool set_listen(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    struct cfg_listens *ls = field;
+    struct cfg_listen l;
+    if (!parse_listen(v, &l)) {
+        PERR(p, "%s: '%s' is not host:port or host:port tls", o->name, v);
+        return false;
+    }
+    ls->v = sl_realloc(ls->v, sizeof(l) * (size_t)(ls->n + 1));
+    ls->v[ls->n++] = l;
+    return true;
+}
+
+static bool set_digest(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    return parse_digest(p, v, field, o->name);
+}
+
+static bool set_pem(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    char *path = pem_path(p, o, v);
+    if (!path)
+        return false;
+    free(*(char **)field);
+    *(char **)field = path;
+    return true;
+}
+
+static setter *const setters[] = {
+    [T_INT] = set_number,     [T_DURATION] = set_number, [T_SIZE] = set_number,
+    [T_BOOL] = set_bool,      [T_STRING] = set_string,   [T_URL] = set_string,
+    [T_LISTEN] = set_listen,  [T_ENUM] = set_enum,       [T_MODELS] = set_models,
+    [T_STATUS] = set_statuses, [T_HEADERS] = set_headers, [T_DIGEST] = set_digest,
+    [T_MONEY] = set_money,    [T_PEM] = set_pem,         [T_RATIO] = set_money,
+};
+
 static bool set_option(struct parser *p, const struct option *o, void *obj, const char *v)
 {
-    char *field = (char *)obj + o->offset;
-    int64_t n = 0;
-    bool ok = true, b;
-    switch (o->type) {
-    case T_INT:
-        ok = sl_parse_int(v, &n);
-        goto bounds;
-    case T_DURATION:
-        ok = sl_parse_duration_ms(v, &n);
-        goto bounds;
-    case T_SIZE:
-        ok = sl_parse_size(v, &n);
-    bounds:
-        if (!ok) {
-            PERR(p, "%s: '%s' is not a %s", o->name, v, type_names[o->type]);
-            return false;
-        }
-        if (n < o->min || n > o->max) {
-            PERR(p, "%s: %s is out of range [%lld, %lld]", o->name, v, (long long)o->min,
-                 (long long)o->max);
-            return false;
-        }
-        *(int64_t *)field = n;
-        return true;
-    case T_BOOL:
-        if (!sl_parse_bool(v, &b)) {
-            PERR(p, "%s: '%s' is not yes/no, on/off or true/false", o->name, v);
-            return false;
-        }
-        *(bool *)field = b;
-        return true;
-    case T_URL:
-        if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
-            PERR(p, "%s: '%s' must start with http:// or https://", o->name, v);
-            return false;
-        }
-        /* fallthrough */
-    case T_STRING: {
-        if (!*v) {
-            PERR(p, "%s: empty value", o->name);
-            return false;
-        }
-        char *s = sl_strdup(v);
-        if (o->type == T_URL)
-            for (size_t len = strlen(s); len > 0 && s[len - 1] == '/'; len--)
-                s[len - 1] = '\0';
-        free(*(char **)field);
-        *(char **)field = s;
-        return true;
-    }
-    case T_ENUM:
-        for (int i = 0; o->choices[i]; i++) {
-            if (strcasecmp(o->choices[i], v) == 0) {
-                *(int *)field = i;
-                return true;
-            }
-        }
-        {
-            struct sl_buf list = { 0 };
-            for (int i = 0; o->choices[i]; i++)
-                sl_buf_printf(&list, "%s%s", i ? ", " : "", o->choices[i]);
-            PERR(p, "%s: '%s' is not one of %s", o->name, v, list.data);
-            sl_buf_free(&list);
-        }
-        return false;
-    case T_MODELS:
-        if (!parse_models(v, (struct cfg_models *)field)) {
-            PERR(p, "%s: '%s' is not a comma-separated list of model names or *", o->name, v);
-            return false;
-        }
-        return true;
-    case T_HEADERS:
-        return parse_headers(p, o, v, (struct cfg_models *)field);
-    case T_RATIO: /* millionths, as money is */
-    case T_MONEY:
-        if (!sl_parse_money(v, &n) || n > o->max) {
-            PERR(p, "%s: '%s' is not %s (digits, at most 6 decimals)", o->name, v,
-                 o->type == T_RATIO ? "a ratio from 0 to 1" : "an amount of USD");
-            return false;
-        }
-        *(int64_t *)field = n;
-        return true;
-    case T_STATUS:
-        if (!parse_statuses(v, (struct cfg_statuses *)field)) {
-            PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
-            return false;
-        }
-        return true;
-    case T_LISTEN: {
-        struct cfg_listens *ls = (struct cfg_listens *)field;
-        struct cfg_listen l;
-        if (!parse_listen(v, &l)) {
-            PERR(p, "%s: '%s' is not host:port or host:port tls", o->name, v);
-            return false;
-        }
-        ls->v = sl_realloc(ls->v, sizeof(l) * (size_t)(ls->n + 1));
-        ls->v[ls->n++] = l;
-        return true;
-    }
-    case T_DIGEST:
-        return parse_digest(p, v, (uint8_t *)field, o->name);
-    case T_PEM: {
-        char *path = pem_path(p, o, v);
-        if (!path)
-            return false;
-        free(*(char **)field);
-        *(char **)field = path;
-        return true;
-    }
-    }
-    return false;
+    return setters[o->type](p, o, (char *)obj + o->offset, v);
 }
 
 /* ---- sections ------------------------------------------------------------- */
@@ -937,95 +1040,130 @@ static struct section *find_scope(struct parser *p, enum scope scope)
     return NULL;
 }
 
-/* Called by the line reader for every [header]. */
-static void open_section(struct parser *p, char *header)
+/* "[title name]  ; comment" -> title and name, trimmed in place; false
+ * (reported) for anything else. */
+static bool read_header(struct parser *p, char *header, char **title, char **name)
 {
-    p->cur = NULL;
-    p->bad_section = true;
     char *end = strchr(header, ']');
     if (!end) {
         PERR(p, "section header without ']'");
-        return;
+        return false;
     }
     *end = '\0';
     char *rest = trim(end + 1);
     if (*rest && *rest != ';' && *rest != '#') {
         PERR(p, "unexpected text after section header");
-        return;
+        return false;
     }
-    char *title = trim(header + 1), *name = title;
-    while (*name && !isspace((unsigned char)*name))
-        name++;
-    if (*name)
-        *name++ = '\0';
-    name = trim(name);
+    char *t = trim(header + 1), *n = t;
+    while (*n && !isspace((unsigned char)*n))
+        n++;
+    if (*n)
+        *n++ = '\0';
+    *title = t;
+    *name = trim(n);
+    return true;
+}
 
-    enum scope scope;
-    if (strcmp(title, "server") == 0)
-        scope = SCOPE_SERVER;
-    else if (strcmp(title, "redis") == 0)
-        scope = SCOPE_REDIS;
-    else if (strcmp(title, "telemetry") == 0)
-        scope = SCOPE_TELEMETRY;
-    else {
-        size_t i = 0;
-        while (i < SL_ARRAY_LEN(named_scopes) && strcmp(title, named_scopes[i].title) != 0)
-            i++;
-        if (i == SL_ARRAY_LEN(named_scopes)) {
-            PERR(p, "unknown section [%s]", title);
-            return;
+/* The scope a section's title names; false (reported) for none. */
+static bool scope_of_title(struct parser *p, const char *title, enum scope *scope)
+{
+    static const struct {
+        const char *title;
+        enum scope scope;
+    } singles[] = { { "server", SCOPE_SERVER }, { "redis", SCOPE_REDIS },
+                    { "telemetry", SCOPE_TELEMETRY } };
+    for (size_t i = 0; i < SL_ARRAY_LEN(singles); i++) {
+        if (strcmp(title, singles[i].title) == 0) {
+            *scope = singles[i].scope;
+            return true;
         }
-        scope = named_scopes[i].scope;
     }
-    const struct named_scope *ns = named_scope_of(scope);
-    bool named = ns != NULL;
-    if (named && !valid_name(name, scope)) {
-        PERR(p, "[%s NAME] needs a name of letters, digits, '-', '_' or '.' (at most 64)", title);
-        return;
+    for (size_t i = 0; i < SL_ARRAY_LEN(named_scopes); i++) {
+        if (strcmp(title, named_scopes[i].title) == 0) {
+            *scope = named_scopes[i].scope;
+            return true;
+        }
     }
-    if (!named && *name) {
-        PERR(p, "[%s] takes no name", title);
-        return;
-    }
-    struct config *c = p->cfg;
-    const struct section *prev = named ? NULL : find_scope(p, scope);
-    int had = named ? sl_names_find(names_of(c, ns), name, strlen(name)) : -1;
-    if (prev || had >= 0) {
-        PERR(p, "section [%s%s%s] already defined at line %d", title, named ? " " : "", name,
-             prev ? prev->line : ((struct named_head *)named_element(c, ns, had))->line);
-        return;
-    }
+    PERR(p, "unknown section [%s]", title);
+    return false;
+}
 
-    void *obj;
-    if (scope == SCOPE_SERVER) {
-        obj = &c->server;
-    } else if (scope == SCOPE_REDIS) {
-        c->redis.enabled = true;
-        obj = &c->redis;
-    } else if (scope == SCOPE_TELEMETRY) {
-        c->telemetry.enabled = true;
-        obj = &c->telemetry;
-    } else {
-        /* The arrays grow, so sections hold an index into them, not a pointer. */
-        char **array = (char **)((char *)c + ns->array);
-        int *count = (int *)((char *)c + ns->count);
-        *array = sl_grow(*array, ns->size, *count);
-        struct named_head *h = named_element(c, ns, *count);
-        memset(h, 0, ns->size);
-        h->name = sl_strdup(name);
-        h->line = p->lineno;
-        sl_names_add(names_of(c, ns), h->name, strlen(h->name), *count, NULL);
-        obj = (void *)(intptr_t)(*count)++;
+/* The section's name is right for its scope and not taken; false (reported) if not. */
+static bool new_section_name(struct parser *p, enum scope scope, const char *title,
+                             const char *name)
+{
+    const struct named_scope *ns = named_scope_of(scope);
+    if (ns && !valid_name(name, scope)) {
+        PERR(p, "[%s NAME] needs a name of letters, digits, '-', '_' or '.' (at most 64)", title);
+        return false;
     }
+    if (!ns && *name) {
+        PERR(p, "[%s] takes no name", title);
+        return false;
+    }
+    const struct section *prev = ns ? NULL : find_scope(p, scope);
+    int had = ns ? sl_names_find(names_of(p->cfg, ns), name, strlen(name)) : -1;
+    if (prev || had >= 0) {
+        PERR(p, "section [%s%s%s] already defined at line %d", title, ns ? " " : "", name,
+             prev ? prev->line : ((struct named_head *)named_element(p->cfg, ns, had))->line);
+        return false;
+    }
+    return true;
+}
+
+/* A new element of a named scope's array, found by its name; its index. */
+static int add_named(struct parser *p, const struct named_scope *ns, const char *name)
+{
+    struct config *c = p->cfg;
+    char **array = (char **)((char *)c + ns->array);
+    int *count = (int *)((char *)c + ns->count);
+    *array = sl_grow(*array, ns->size, *count);
+    struct named_head *h = named_element(c, ns, *count);
+    memset(h, 0, ns->size);
+    h->name = sl_strdup(name);
+    h->line = p->lineno;
+    sl_names_add(names_of(c, ns), h->name, strlen(h->name), *count, NULL);
+    return (*count)++;
+}
+
+/* The struct of [server], [redis] or [telemetry] (the last two: now enabled). */
+static void *single_section(struct config *c, enum scope scope)
+{
+    if (scope == SCOPE_REDIS) {
+        c->redis.enabled = true;
+        return &c->redis;
+    }
+    if (scope == SCOPE_TELEMETRY) {
+        c->telemetry.enabled = true;
+        return &c->telemetry;
+    }
+    return &c->server;
+}
+
+/* Called by the line reader for every [header]. */
+static void open_section(struct parser *p, char *header)
+{
+    p->cur = NULL;
+    p->bad_section = true;
+    char *title, *name;
+    enum scope scope;
+    if (!read_header(p, header, &title, &name) || !scope_of_title(p, title, &scope) ||
+        !new_section_name(p, scope, title, name))
+        return;
+    const struct named_scope *ns = named_scope_of(scope);
     p->sections = sl_grow(p->sections, sizeof(*p->sections), p->nsections);
     struct section *sec = &p->sections[p->nsections++];
     memset(sec, 0, sizeof(*sec));
     sec->scope = scope;
-    sec->obj = obj;
+    if (ns)
+        sec->index = add_named(p, ns, name);
+    else
+        sec->single = single_section(p->cfg, scope);
     sec->line = p->lineno;
     p->cur = sec;
     p->bad_section = false;
-    if (named)
+    if (ns)
         apply_defaults(p, scope, section_obj(p, sec));
 }
 
@@ -1287,10 +1425,10 @@ static void check_tls(struct parser *p)
                  days == 1 ? "" : "s");
 }
 
-static void check_config(struct parser *p)
+/* [redis] url, and whether admin_key and metrics_key were set. */
+static void check_server_and_redis(struct parser *p)
 {
     struct config *c = p->cfg;
-    check_required(p);
     struct section *rds = find_scope(p, SCOPE_REDIS);
     const char *why;
     struct redis_url url;
@@ -1301,6 +1439,15 @@ static void check_config(struct parser *p)
     struct section *srv = find_scope(p, SCOPE_SERVER);
     c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
     c->server.metrics_protected = srv && srv->set_at[find_option(SCOPE_SERVER, "metrics_key")];
+    if (c->server.listen.n == 0)
+        add_error(p->errs, p->path, 0, "no listen address");
+}
+
+/* The backend stateful calls go to: the one marked stateful = yes (one at
+ * most), else the first by priority. */
+static void pick_stateful_backend(struct parser *p)
+{
+    struct config *c = p->cfg;
     c->stateful_backend = -1;
     for (int i = 0; i < c->nbackends; i++) {
         if (!c->backends[i].stateful)
@@ -1312,51 +1459,70 @@ static void check_config(struct parser *p)
         else
             c->stateful_backend = i;
     }
-    if (c->stateful_backend < 0 && c->nbackends > 0) { /* else the first by priority */
-        int best = 0;
-        for (int i = 1; i < c->nbackends; i++)
-            if (c->backends[i].priority < c->backends[best].priority)
-                best = i;
-        c->stateful_backend = best;
-    }
-    for (int i = 0; i < c->nbackends; i++) {
-        struct cfg_backend *be = &c->backends[i];
-        if (be->type == BACKEND_AZURE && !be->api_version)
-            add_error(p->errs, p->path, be->line, "[backend %s] of type azure needs api_version",
-                      be->name);
-        if (be->type != BACKEND_AZURE && (be->api_version || be->deployment))
-            add_error(p->errs, p->path, be->line,
-                      "[backend %s]: api_version and deployment are for type = azure", be->name);
-        bool https = be->url && strncmp(be->url, "https://", 8) == 0;
-        if (!https && (be->ca_file || be->client_cert || be->client_key || !be->tls_verify))
-            add_error(p->errs, p->path, be->line,
-                      "[backend %s]: ca_file, client_cert, client_key and tls_verify are for "
-                      "https:// URLs", be->name);
-        if (!be->client_cert != !be->client_key)
-            add_error(p->errs, p->path, be->line,
-                      "[backend %s]: client_cert and client_key go together", be->name);
-        if (https && !be->tls_verify)
-            log_warn("%s:%d: [backend %s] tls_verify = no: its certificate is not checked, "
-                     "anyone on the path can read the API key", p->path, be->line, be->name);
-    }
-    check_prices(p);
-    check_model_routes(p);
-    check_budgets(p);
+    if (c->stateful_backend >= 0 || c->nbackends == 0)
+        return;
+    int best = 0;
+    for (int i = 1; i < c->nbackends; i++)
+        if (c->backends[i].priority < c->backends[best].priority)
+            best = i;
+    c->stateful_backend = best;
+}
+
+/* What a backend's type and URL allow. */
+static void check_backend(struct parser *p, const struct cfg_backend *be)
+{
+    if (be->type == BACKEND_AZURE && !be->api_version)
+        add_error(p->errs, p->path, be->line, "[backend %s] of type azure needs api_version",
+                  be->name);
+    if (be->type != BACKEND_AZURE && (be->api_version || be->deployment))
+        add_error(p->errs, p->path, be->line,
+                  "[backend %s]: api_version and deployment are for type = azure", be->name);
+    bool https = be->url && strncmp(be->url, "https://", 8) == 0;
+    if (!https && (be->ca_file || be->client_cert || be->client_key || !be->tls_verify))
+        add_error(p->errs, p->path, be->line,
+                  "[backend %s]: ca_file, client_cert, client_key and tls_verify are for "
+                  "https:// URLs",
+                  be->name);
+    if (!be->client_cert != !be->client_key)
+        add_error(p->errs, p->path, be->line,
+                  "[backend %s]: client_cert and client_key go together", be->name);
+    if (https && !be->tls_verify)
+        log_warn("%s:%d: [backend %s] tls_verify = no: its certificate is not checked, "
+                 "anyone on the path can read the API key",
+                 p->path, be->line, be->name);
+}
+
+/* No two keys with one secret; at least one backend, at most 256. */
+static void check_counts_and_keys(struct parser *p)
+{
+    struct config *c = p->cfg;
     struct sl_names digests = { 0 };
     for (int i = 0, j; i < c->nkeys; i++)
         if (!sl_names_add(&digests, c->keys[i].digest, 32, i, &j))
             add_error(p->errs, p->path, c->keys[i].line,
                       "[key %s] has the same key as [key %s]", c->keys[i].name, c->keys[j].name);
     sl_names_free(&digests);
-    index_labels(c);
     if (c->nbackends > 256)
         add_error(p->errs, p->path, 0, "at most 256 [backend] sections are supported");
     if (c->nbackends == 0)
         add_error(p->errs, p->path, 0, "no [backend NAME] section: nowhere to send requests");
     if (c->nkeys == 0)
         log_warn("%s: no [key NAME] section: every API request will be refused", p->path);
-    if (c->server.listen.n == 0)
-        add_error(p->errs, p->path, 0, "no listen address");
+}
+
+/* Everything that spans options or sections, once the whole file is read. */
+static void check_config(struct parser *p)
+{
+    check_required(p);
+    check_server_and_redis(p);
+    pick_stateful_backend(p);
+    for (int i = 0; i < p->cfg->nbackends; i++)
+        check_backend(p, &p->cfg->backends[i]);
+    check_prices(p);
+    check_model_routes(p);
+    check_budgets(p);
+    check_counts_and_keys(p);
+    index_labels(p->cfg);
     check_tls(p);
 }
 
