@@ -72,6 +72,33 @@ static struct config *check_load_config(const char *text, struct cfg_errors *err
 }
 #endif
 
+#ifdef CHECK_WITH_REQUEST
+#include "sluice/http.h"
+
+/* A client request as http.c would hand it over: method, path, query and
+ * headers ("Name: value", NULL-terminated) point into static text; body is
+ * copied into the request's buffer. */
+static void check_request(struct http_req *req, const char *method, const char *path,
+                          const char *query, const char *const *headers, const char *body)
+{
+    memset(req, 0, sizeof(*req));
+    req->method = (struct sl_str){ method, strlen(method) };
+    req->path = (struct sl_str){ path, strlen(path) };
+    req->query = (struct sl_str){ query ? query : "", query ? strlen(query) : 0 };
+    for (int i = 0; headers && headers[i] && i < HTTP_MAX_HEADERS; i++) {
+        const char *colon = strchr(headers[i], ':');
+        const char *v = colon + 1;
+        while (*v == ' ')
+            v++;
+        req->headers[i].name = (struct sl_str){ headers[i], (size_t)(colon - headers[i]) };
+        req->headers[i].value = (struct sl_str){ v, strlen(v) };
+        req->nheaders = i + 1;
+    }
+    if (body)
+        sl_buf_append(&req->body, body, strlen(body));
+}
+#endif
+
 static int check_done(void)
 {
     printf("%d passed, %d failed\n", check_passed, check_failed);

@@ -1,0 +1,71 @@
+/* The parsed API call's rules: endpoints by path, output counts, plain API
+ * paths (percent-decoded in place) and the segments an upstream cannot
+ * resolve elsewhere. */
+#define CHECK_WITH_REQUEST
+#include "check.h"
+#include "sluice/api_call.h"
+
+static bool plain(const char *path, char *decoded, size_t n)
+{
+    static char copy[512];
+    snprintf(copy, sizeof(copy), "%s", path); /* decoded in place: the request's own copy */
+    struct http_req req;
+    check_request(&req, "POST", copy, NULL, NULL, NULL);
+    bool ok = api_plain_path(&req);
+    snprintf(decoded, n, "%.*s", (int)req.path.len, req.path.p);
+    return ok;
+}
+
+static void test_paths(void)
+{
+    char out[512];
+    CHECK(plain("/v1/chat/completions", out, sizeof(out)) && strcmp(out, "/v1/chat/completions") == 0);
+    CHECK(plain("/v1/files/file-abc_1.2~x:y", out, sizeof(out)));
+    CHECK(plain("/v1/chat%2Fcompletions", out, sizeof(out)) && strcmp(out, "/v1/chat/completions") == 0);
+    CHECK(!plain("/v1/files/..", out, sizeof(out)));
+    CHECK(!plain("/v1/files/%2e%2e/x", out, sizeof(out)));   /* ".." after decoding */
+    CHECK(!plain("/v1/files/%2E%2E%2Fadmin", out, sizeof(out)));
+    CHECK(!plain("/v1//files", out, sizeof(out)));          /* an empty segment */
+    CHECK(!plain("/v1/files/", out, sizeof(out)));
+    CHECK(!plain("/v1/a%2", out, sizeof(out)));             /* a cut escape */
+    CHECK(!plain("/v1/a%zz", out, sizeof(out)));
+    CHECK(!plain("/v1/a b", out, sizeof(out)));
+    CHECK(!plain("/v1/a%00b", out, sizeof(out)));
+    CHECK(!plain("/v2/chat", out, sizeof(out)));
+    CHECK(!plain("/v1/", out, sizeof(out)));
+    char longest[API_MAX_PATH + 2];
+    memset(longest, 'a', sizeof(longest) - 1);
+    memcpy(longest, "/v1/", 4);
+    longest[API_MAX_PATH] = '\0';
+    CHECK(plain(longest, out, sizeof(out)));
+    longest[API_MAX_PATH] = 'a';
+    longest[API_MAX_PATH + 1] = '\0';
+    CHECK(!plain(longest, out, sizeof(out)));
+    CHECK(api_safe_segment("gpt-4o", 6) && api_safe_segment("ft:gpt-4o:org:x", 15));
+    CHECK(!api_safe_segment(".", 1) && !api_safe_segment("..", 2) && !api_safe_segment("", 0));
+    CHECK(!api_safe_segment("a/b", 3) && !api_safe_segment("a?b", 3) && !api_safe_segment("a#", 2));
+}
+
+static void test_endpoints_and_counts(void)
+{
+    CHECK(api_endpoint_of("/v1/chat/completions", 20) == API_CHAT);
+    CHECK(api_endpoint_of("/v1/completions", 15) == API_COMPLETIONS);
+    CHECK(api_endpoint_of("/v1/embeddings", 14) == API_EMBEDDINGS);
+    CHECK(api_endpoint_of("/v1/responses", 13) == API_RESPONSES);
+    CHECK(api_endpoint_of("/v1/responses/resp_1", 20) == API_OTHER); /* a stored one */
+    CHECK(api_endpoint_of("/v1/chat/completions/x", 22) == API_OTHER);
+    struct api_call call = { 0 };
+    api_count_output(&call, false, 100);
+    api_count_output(&call, false, 40); /* the largest of the max-token fields */
+    api_count_output(&call, true, 3);
+    CHECK(call.max_tokens == 100 && call.choices == 3);
+    api_count_output(&call, false, (int64_t)1e15); /* capped: products stay in range */
+    CHECK(call.max_tokens == 1000000000);
+}
+
+int main(void)
+{
+    test_paths();
+    test_endpoints_and_counts();
+    return check_done();
+}

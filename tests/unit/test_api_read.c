@@ -1,0 +1,68 @@
+/* Reading the API call a request makes: the body's kind and the model it
+ * names (JSON, a form's field, none), what goes to the stateful backend,
+ * and the refusals (415, bad JSON, invalid UTF-8, a form without boundary). */
+#include <cjson/cJSON.h>
+
+#define CHECK_WITH_REQUEST
+#include "check.h"
+#include "sluice/api_call.h"
+#include "sluice/api_read.h"
+#include "sluice/errors.h"
+
+static int read_call(const char *method, const char *path, const char *ct, const char *body,
+                     struct api_call *call, const char **param)
+{
+    char line[200], msg[256];
+    snprintf(line, sizeof(line), "Content-Type: %s", ct ? ct : "");
+    const char *headers[] = { line, NULL };
+    struct http_req req;
+    check_request(&req, method, path, NULL, ct ? headers : NULL, body);
+    int e = api_read_call(&req, call, msg, sizeof(msg), param);
+    sl_buf_free(&req.body);
+    return e;
+}
+
+int main(void)
+{
+    struct api_call c;
+    const char *param;
+    CHECK(read_call("POST", "/v1/chat/completions", "application/json",
+                    "{\"model\":\"gpt-4o\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                    &c, &param) == 0);
+    CHECK(c.body == API_BODY_JSON && !c.stateful && c.estimate > 0);
+    CHECK(c.model_len == 6 && memcmp(c.model, "gpt-4o", 6) == 0);
+    cJSON_Delete(c.root);
+    /* a stored resource: the stateful backend, whatever model it names */
+    CHECK(read_call("POST", "/v1/files", "application/json", "{\"model\":\"x\"}", &c, &param) == 0);
+    CHECK(c.stateful && c.estimate == 0);
+    cJSON_Delete(c.root);
+    CHECK(read_call("GET", "/v1/files/file-1", NULL, NULL, &c, &param) == 0);
+    CHECK(c.stateful && c.body == API_BODY_NONE && !c.model);
+    CHECK(read_call("POST", "/v1/batches/b1/cancel", NULL, "", &c, &param) == 0);
+    CHECK(c.body == API_BODY_NONE && c.stateful);
+    /* a form: its model field routes it, the body goes as it came */
+    const char *form = "--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n"
+                       "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+                       "Content-Type: audio/wav\r\n\r\nRIFF\r\n--XyZ--\r\n";
+    CHECK(read_call("POST", "/v1/audio/transcriptions", "multipart/form-data; boundary=XyZ", form,
+                    &c, &param) == 0);
+    CHECK(c.body == API_BODY_MULTIPART && !c.stateful && strcmp(c.model, "whisper-1") == 0);
+    CHECK(read_call("POST", "/v1/audio/transcriptions", "multipart/form-data", form, &c,
+                    &param) == ERR_BAD_REQUEST); /* no boundary */
+    /* refusals */
+    CHECK(read_call("POST", "/v1/chat/completions", "text/plain", "hi", &c, &param) ==
+          ERR_UNSUPPORTED_MEDIA);
+    CHECK(read_call("POST", "/v1/chat/completions", "application/json", "{\"model\":", &c,
+                    &param) == ERR_BAD_REQUEST);
+    CHECK(read_call("POST", "/v1/chat/completions", "application/json",
+                    "{\"model\":\"\xff\",\"messages\":[]}", &c, &param) == ERR_BAD_REQUEST);
+    CHECK(read_call("POST", "/v1/chat/completions", "application/json",
+                    "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}", &c, &param) ==
+          ERR_BAD_REQUEST);
+    CHECK(param && strcmp(param, "model") == 0);
+    cJSON_Delete(c.root);
+    CHECK(read_call("POST", "/v1/embeddings", "application/vnd.api+json",
+                    "{\"model\":\"e\",\"input\":\"x\"}", &c, &param) == 0); /* +json is JSON */
+    cJSON_Delete(c.root);
+    return check_done();
+}

@@ -1,0 +1,43 @@
+/* Money: a request's cost at its model's prices (cached prompt tokens at
+ * theirs, rounded up to a micro-dollar, never overflowing) and what an
+ * admission reserves. */
+#include <stdint.h>
+
+#include "check.h"
+#include "sluice/api_call.h"
+#include "sluice/config.h"
+#include "sluice/spend.h"
+
+int main(void)
+{
+    /* $2.50, $1.25 cached, $10.00 per 1M tokens, in micro-dollars per 1M */
+    struct cfg_model m = { .input_price = 2500000, .cached_input_price = 1250000,
+                           .output_price = 10000000 };
+    CHECK(spend_cost(&m, 1000000, 0, 0) == 2500000);
+    CHECK(spend_cost(&m, 1000, 0, 100) == 2500 + 1000);
+    CHECK(spend_cost(&m, 1000, 400, 0) == 1500 + 500); /* the cached part at its price */
+    CHECK(spend_cost(&m, 1000, 5000, 0) == 1250);      /* cached is at most the prompt */
+    CHECK(spend_cost(&m, 1, 0, 0) == 3);                /* 2.5 micro-dollars, rounded up */
+    CHECK(spend_cost(&m, 0, 0, 0) == 0 && spend_cost(NULL, 100, 0, 100) == 0);
+    CHECK(spend_cost(&m, -5, 0, -5) == 0);              /* nothing negative is charged */
+    struct cfg_model dear = { .input_price = INT64_MAX, .output_price = INT64_MAX };
+    CHECK(spend_cost(&dear, INT64_MAX, 0, INT64_MAX) == INT64_MAX); /* saturates */
+
+    struct cfg_team team = { .budget = 5000000 };
+    struct cfg_key k = { .reserve_output_tokens = 1000 }, tk = { .team = &team };
+    CHECK(!spend_budgeted(&k) && spend_budgeted(&tk));
+    k.budget = 1000000;
+    CHECK(spend_budgeted(&k));
+    struct api_call call = { .endpoint = API_CHAT, .estimate = 2000 };
+    CHECK(spend_output_reserve(&k, &call) == 1000); /* no max tokens: the key's reserve */
+    call.max_tokens = 300;
+    call.choices = 2;
+    CHECK(spend_output_reserve(&k, &call) == 600); /* max tokens times n */
+    CHECK(spend_reserve(&m, &k, &call) == 5000 + 6000);
+    CHECK(spend_reserve(NULL, &k, &call) == 0);
+    struct cfg_key unbudgeted = { 0 };
+    CHECK(spend_reserve(&m, &unbudgeted, &call) == 0);
+    call.endpoint = API_EMBEDDINGS;
+    CHECK(spend_output_reserve(&k, &call) == 0);
+    return check_done();
+}
