@@ -105,6 +105,8 @@ npm_packages() {
         --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=5000) >"$log" 2>&1; then
     if unreachable "$log"; then
       say "the npm registry $registry cannot be reached: the SDK tests need the openai package from it; check the network or a proxy (npm_config_https_proxy), or point npm_config_registry at a mirror, then run this again" >&2
+    elif grep -qE "SELF_SIGNED_CERT|UNABLE_TO_VERIFY|unable to get local issuer|CERT_HAS_EXPIRED|ERR_TLS_CERT" "$log"; then
+      say "the npm registry $registry answered with a certificate Node.js does not trust (an intercepting proxy?): point NODE_EXTRA_CA_CERTS or npm_config_cafile at that CA's PEM file, then run this again" >&2
     else
       tail -n 20 "$log" >&2
       say "npm ci in tests/sdk failed (above)" >&2

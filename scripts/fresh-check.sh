@@ -84,13 +84,14 @@ printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' >"$
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 # This machine's way out, which any machine on its network has too: the local
 # CAs of an intercepting proxy (ca-certificates adds them to the store when
-# it is installed) and the proxy variables, passed on below.
+# it is installed; NODE_EXTRA_CA_CERTS, if set here, points a Node.js that
+# does not read the store at it) and the proxy variables, passed on below.
 if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
   mkdir -p "$root/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
 fi
 proxy_env=()
-for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+for v in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY NODE_EXTRA_CA_CERTS; do
   [ -n "${!v:-}" ] && proxy_env+=("$v=${!v}")
 done
 if [ -n "$node_bin" ]; then

@@ -177,3 +177,24 @@ def test_quickstart_installs_only_what_building_and_running_need():
     for tool in ("redis-server", "nginx-light", "chromium", "prometheus", "npm", "nodejs", "python3-pytest"):
         assert tool not in run and tool in tests, tool
     assert run < tests
+
+
+def test_bootstrap_names_an_untrusted_registry_certificate_in_one_line(tmp):
+    """The registry answers through a proxy whose CA Node.js does not trust:
+    one line saying so and what to set, not npm's error block. (npm itself
+    is stood in for by a script that fails as npm does then.)"""
+    fakebin = tmp / "bin"
+    fakebin.mkdir()
+    (fakebin / "npm").write_text(
+        "#!/bin/sh\n[ \"$1\" = config ] && { echo https://registry.npmjs.org/; exit 0; }\n"
+        "echo 'npm ERR! code SELF_SIGNED_CERT_IN_CHAIN' >&2\n"
+        "echo 'npm ERR! request to https://registry.npmjs.org/openai failed, reason: "
+        "self-signed certificate in certificate chain' >&2\nexit 1\n")
+    (fakebin / "npm").chmod(0o755)
+    script = bootstrap_copy(tmp)
+    env = dict(os.environ, PATH=f"{fakebin}:{os.environ['PATH']}")
+    r = subprocess.run(["/bin/bash", str(script), "--tests"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 1
+    assert "certificate Node.js does not trust" in r.stderr and "NODE_EXTRA_CA_CERTS" in r.stderr
+    assert "npm ERR!" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
