@@ -25,8 +25,8 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
-import conftest  # noqa: E402  (the test harness's port helpers)
-from conftest import free_port  # noqa: E402
+import harness  # noqa: E402  (the test harness: ports, processes)
+from harness import free_port  # noqa: E402
 BUILD = pathlib.Path(os.environ.get("SLUICE_BUILD", ROOT / "build-release")).resolve()
 DURATION = int(os.environ.get("BENCH_SECONDS", "10"))
 ROUNDS = max(int(os.environ.get("BENCH_ROUNDS", "5")), 1)
@@ -40,7 +40,7 @@ procs = []
 
 
 def wait_port(port, timeout=10):
-    conftest.wait_port(port, procs[-1], timeout)
+    harness.wait_port(port, procs[-1], timeout)
 
 
 def start(cmd, port, env=None):

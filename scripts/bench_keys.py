@@ -20,8 +20,8 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("SLUICE_BUILD", str(ROOT / "build-release"))
 
-import conftest  # noqa: E402
-from conftest import Mock, Redis, free_port, wait_port  # noqa: E402
+import harness  # noqa: E402
+from harness import Mock, Redis, free_port, wait_port  # noqa: E402
 from gen_keys import config  # noqa: E402
 
 KEYS = int(os.environ.get("BENCH_KEYS", "100000"))
@@ -78,8 +78,8 @@ def wrk(port, script, seconds):
 def start(path, port):
     began = time.monotonic()
     log = open(path.with_suffix(".log"), "w")
-    proc = subprocess.Popen([str(conftest.SLUICE), "-c", str(path)], stdout=subprocess.DEVNULL,
-                            stderr=log, env=conftest.ENV)
+    proc = subprocess.Popen([str(harness.SLUICE), "-c", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=log, env=harness.ENV)
     wait_port(port, proc)
     return proc, time.monotonic() - began
 
@@ -92,7 +92,7 @@ def scenario(tmp, mock, redis, label):
     checks = []
     for _ in range(3):
         began = time.monotonic()
-        subprocess.run([str(conftest.SLUICE), "-t", "-c", str(path)], check=True,
+        subprocess.run([str(harness.SLUICE), "-t", "-c", str(path)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         checks.append(time.monotonic() - began)
     proc, startup = start(path, port)

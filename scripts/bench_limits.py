@@ -16,8 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 os.environ.setdefault("SLUICE_BUILD", str(ROOT / "build-release"))
 
-import conftest  # noqa: E402
-from conftest import CLIENT_KEY, Mock, Redis, Sluice  # noqa: E402
+import harness  # noqa: E402
+from harness import CLIENT_KEY, Mock, Redis, Sluice  # noqa: E402
 
 KEYS = int(os.environ.get("BENCH_KEYS", "20"))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", "6000"))
@@ -44,7 +44,7 @@ def config(mock, redis):
         keys += "".join(f"\n[team t{t}]\nrpm = 10000000\nbudget = 100000000\nbudget_period = month\n"
                         for t in range(TEAMS))
     return (f"[server]\nlisten = 127.0.0.1:{{port}}\naccess_log = off\n"
-            f"[backend mock]\nurl = {mock.url}\napi_key = {conftest.UPSTREAM_KEY}\n"
+            f"[backend mock]\nurl = {mock.url}\napi_key = {harness.UPSTREAM_KEY}\n"
             f"[redis]\nurl = {redis.url}\ntimeout = 500ms\n{keys}")
 
 

@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from types import SimpleNamespace
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, base_conf
+from harness import CLIENT_KEY, UPSTREAM_KEY, base_conf
 from test_operations import scrape, value
 from test_pool import pool_conf
 
@@ -148,7 +148,7 @@ def test_without_a_stateful_backend_the_first_by_priority_is_it(start_mock, star
 
 
 def test_one_stateful_backend_at_most(start_mock, tmp):
-    from conftest import SLUICE
+    from harness import SLUICE
     a, b = start_mock(), start_mock()
     conf = tmp / "two.conf"
     conf.write_text(two_backends(a, b).replace("priority = 1", "priority = 1\nstateful = yes")
@@ -216,7 +216,7 @@ def test_models_list_is_filtered_by_the_key_and_refreshed(start_mock, start_slui
 
 
 def test_models_list_survives_an_upstream_that_cannot_answer(start_mock, start_sluice):
-    from conftest import free_port
+    from harness import free_port
     a = start_mock(models=["gpt-4o-mini"])
     b = start_mock(models=["llama-3-70b"])
     dead = SimpleNamespace(url=f"http://127.0.0.1:{free_port()}/v1")

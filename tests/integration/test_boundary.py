@@ -1,14 +1,21 @@
-"""The boundary: nothing a client sends reaches past /v1 of a backend, nothing
-an upstream says leaks back, no anonymous client holds memory. The paths
-are checked against a real nginx upstream that logs the URI it resolved."""
+"""The boundary, in one place: nothing a client sends reaches past /v1 of a
+backend, nothing an upstream says leaks back, no anonymous client holds
+memory, and a client that gets it wrong (each auth failure, each class of
+bad input and bad HTTP framing) gets a clear error while nothing of it
+reaches the upstream. The paths are checked against a real nginx upstream
+that logs the URI it resolved."""
 import http.client
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 
-from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY, free_port, wait_port
+import pytest
+
+from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port, wait_port
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 ANSWER = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
@@ -132,7 +139,7 @@ def test_model_names_never_climb_out_of_an_azure_url(tmp, start_sluice):
 
 
 def test_model_names_with_slashes_are_fine_where_they_stay_in_the_body(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     assert s.chat(dict(CHAT, model="meta-llama/Llama-3-8B")).status == 200
     assert mock.last()["body"].count("meta-llama/Llama-3-8B") == 1
@@ -199,7 +206,7 @@ FOUR_MB = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content"
 
 
 def test_unauthenticated_uploads_hold_no_memory(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     grown, statuses, served = flood(s, 200, FOUR_MB)
     assert grown < 50, f"sluice grew by {grown:.0f} MB for 200 anonymous 4 MB uploads"
@@ -210,7 +217,7 @@ def test_unauthenticated_uploads_hold_no_memory(mock, start_sluice):
 
 
 def test_authenticated_uploads_stay_within_max_buffered(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 64m"))
     grown, statuses, served = flood(s, 200, FOUR_MB, key=CLIENT_KEY)
     assert grown < 64 + 50, f"sluice grew by {grown:.0f} MB with max_buffered = 64m"
@@ -220,7 +227,7 @@ def test_authenticated_uploads_stay_within_max_buffered(mock, start_sluice):
 
 
 def test_503_for_a_body_past_max_buffered_says_when_to_retry(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 1m\nmax_body_size = 4m"))
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 1_000_000}]})
     r = s.chat(json.loads(body))
@@ -232,7 +239,7 @@ def test_503_for_a_body_past_max_buffered_says_when_to_retry(mock, start_sluice)
 
 def test_max_connections_leaves_the_rest_in_the_backlog(mock, start_sluice):
     import socket as _socket
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, extra_server="max_connections = 20"))
     held = [_socket.create_connection(("127.0.0.1", s.port)) for _ in range(20)]
     time.sleep(0.2)
@@ -255,7 +262,7 @@ def test_max_connections_leaves_the_rest_in_the_backlog(mock, start_sluice):
 # ---- exactly one credential ------------------------------------------------------------
 
 def test_more_than_one_credential_is_400(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     for extra in ({"api-key": CLIENT_KEY}, {"x-api-key": CLIENT_KEY}, {"api-key": "sk-other"}):
         r = s.chat(CHAT, headers=extra)  # Authorization: Bearer as well
@@ -273,7 +280,7 @@ def test_more_than_one_credential_is_400(mock, start_sluice):
 # ---- what goes upstream, what comes back -------------------------------------------------
 
 def test_client_headers_go_upstream_by_an_allow_list(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     conf = base_conf(mock.url, extra_backend="organization = org-operator\nproject = proj_operator")
     s = start_sluice(conf.replace(MOCK_HEADERS, MOCK_HEADERS + ", X-Team"))
     sent = {
@@ -302,7 +309,7 @@ def test_client_headers_go_upstream_by_an_allow_list(mock, start_sluice):
 
 
 def test_forward_headers_cannot_open_the_never_list(tmp):
-    from conftest import SLUICE
+    from harness import SLUICE
     for name in ("cookie", "openai-organization", "x-forwarded-for", "authorization", "Forwarded"):
         conf = tmp / "bad.conf"
         conf.write_text(f"[backend a]\nurl = http://127.0.0.1:1/v1\nforward_headers = x-ok, {name}\n"
@@ -312,7 +319,7 @@ def test_forward_headers_cannot_open_the_never_list(tmp):
 
 
 def test_the_backend_credential_never_comes_back(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     r = s.chat(CHAT, headers={"x-mock-status": "500", "x-mock-echo": "1"})
     assert r.status == 500  # the upstream's own answer, passed through...
@@ -328,7 +335,7 @@ def test_the_backend_credential_never_comes_back(mock, start_sluice):
 
 
 def test_upstream_cookies_stay_with_the_gateway(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     direct = http.client.HTTPConnection("127.0.0.1", mock.port, timeout=10)
     direct.request("POST", "/v1/chat/completions", body=json.dumps(CHAT),
@@ -341,7 +348,7 @@ def test_upstream_cookies_stay_with_the_gateway(mock, start_sluice):
 
 
 def test_raw_invalid_utf8_is_400_and_neither_counted_nor_forwarded(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, key_extra="rpm = 10"))
     for bad in (b"\xff", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"caf\xe9"):
         body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"' + bad + b'"}]}'
@@ -374,7 +381,7 @@ def get(port, path, key=None, method="GET", body=None):
 
 
 def test_admin_listen_takes_the_operator_endpoints_off_the_api_listener(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     admin_port = free_port()
     s = start_sluice(base_conf(mock.url, extra_server=f"admin_listen = 127.0.0.1:{admin_port}\n"
                                                       f"admin_key = {ADMIN_KEY}\nmetrics_key = {METRICS_KEY}"))
@@ -398,7 +405,7 @@ def test_admin_listen_takes_the_operator_endpoints_off_the_api_listener(mock, st
 
 
 def test_metrics_key_without_admin_listen(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, extra_server=f"metrics_key = {METRICS_KEY}"))
     assert get(s.port, "/metrics")[0] == 401
     assert get(s.port, "/metrics", CLIENT_KEY)[0] == 401  # a client key is not the metrics key
@@ -409,7 +416,7 @@ def test_metrics_key_without_admin_listen(mock, start_sluice):
 # ---- secrets at rest -------------------------------------------------------------------
 
 def check_config(conf):
-    from conftest import SLUICE
+    from harness import SLUICE
     r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
     return r.returncode, r.stdout + r.stderr
 
@@ -438,7 +445,7 @@ def test_loose_permissions_are_reported_with_file_and_line(tmp):
 
 
 def test_env_secrets_leave_the_environment_and_survive_a_reload(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     conf = base_conf(mock.url).replace(f"api_key = {UPSTREAM_KEY}", "api_key = env:SLUICE_TEST_UPSTREAM_KEY")
     s = start_sluice(conf, extra_env={"SLUICE_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     assert s.chat(CHAT).status == 200  # the mock checks the key
@@ -465,7 +472,7 @@ def test_the_process_is_not_dumpable(tmp, mock):
     environment (/proc/PID/environ, like /proc/PID/mem, needs it dumpable)."""
     import shutil
     import tempfile
-    from conftest import ENV, SLUICE, base_conf
+    from harness import ENV, SLUICE, base_conf
     as_other = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
     # The other user must reach the binary and the config: a clone under
     # /root (mode 0700) is out of its reach, so both go to a folder it can read.
@@ -495,3 +502,187 @@ def test_the_process_is_not_dumpable(tmp, mock):
             proc.wait(10)
     finally:
         shutil.rmtree(d)
+
+
+# ---- what a client that gets it wrong sees (was test_client_errors.py) ----
+
+GOOD = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def assert_openai_error(r, status, code=None, param=None):
+    assert r.status == status, r.body
+    err = r.error()
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    if code:
+        assert err["code"] == code
+    if param:
+        assert err["param"] == param
+    return err
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer sk-not-a-real-key-123"},
+    {"Authorization": "Basic c2s6c2s="},
+    {"Authorization": "Bearer "},
+    {"api-key": "sk-not-a-real-key-123"},
+    {"x-api-key": ""},
+])
+def test_auth_failures(sluice, mock, headers):
+    r = sluice.request("POST", "/v1/chat/completions", GOOD, headers=headers, key=None)
+    err = assert_openai_error(r, 401, "invalid_api_key")
+    assert "sk-not-a-real" not in err["message"]
+    assert mock.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize("header", ["api-key", "x-api-key"])
+def test_alternative_key_headers(sluice, header):
+    assert sluice.request("POST", "/v1/chat/completions", GOOD, headers={header: CLIENT_KEY}, key=None).status == 200
+
+
+def test_model_not_allowed(sluice, mock):
+    r = sluice.chat(key=OTHER_KEY)
+    assert_openai_error(r, 403, "model_not_allowed", "model")
+    assert mock.stats()["requests"] == 0
+    assert sluice.chat({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]},
+                       key=OTHER_KEY).status == 200
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/chat/completions", "{not json", None),
+    ("/v1/chat/completions", "[1,2]", None),
+    ("/v1/chat/completions", "", None),
+    ("/v1/chat/completions", '{"messages":[]}', "model"),
+    ("/v1/chat/completions", '{"model":5,"messages":[]}', "model"),
+    ("/v1/chat/completions", '{"model":"","messages":[]}', "model"),
+    ("/v1/chat/completions", '{"model":"gpt-4o"}', "messages"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","messages":"hi"}', "messages"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","messages":[]}', "messages"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","messages":["hi"]}', "messages"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","messages":[{"role":"user","content":5}]}', "messages"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","stream":"yes","messages":[{"role":"user","content":"x"}]}', "stream"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","max_tokens":-1,"messages":[{"role":"user","content":"x"}]}', "max_tokens"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","max_tokens":1.5,"messages":[{"role":"user","content":"x"}]}', "max_tokens"),
+    ("/v1/chat/completions", '{"model":"gpt-4o","stream_options":[],"messages":[{"role":"user","content":"x"}]}', "stream_options"),
+    ("/v1/completions", '{"model":"gpt-4o"}', "prompt"),
+    ("/v1/completions", '{"model":"gpt-4o","prompt":7}', "prompt"),
+    ("/v1/embeddings", '{"model":"gpt-4o"}', "input"),
+    ("/v1/embeddings", '{"model":"gpt-4o","input":{}}', "input"),
+    ("/v1/responses", '{"model":"gpt-4o","input":3}', "input"),
+])
+def test_bad_bodies(sluice, mock, path, body, param):
+    r = sluice.request("POST", path, body.encode())
+    assert_openai_error(r, 400, "invalid_request_error", param)
+    assert r.error()["type"] == "invalid_request_error"
+    assert mock.stats()["requests"] == 0
+
+
+def test_body_too_large(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, extra_server="max_body_size = 1k"))
+    big = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 2000}]}
+    assert_openai_error(s.chat(big), 413, "request_too_large")
+    # chunked bodies are capped as they arrive
+    body = json.dumps(big).encode()
+    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n" +
+                b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 ")
+    assert mock.stats()["requests"] == 0
+
+
+def test_header_section_too_large(sluice, mock):
+    out = sluice.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 413 ")
+    assert b"headers_too_large" in out
+    assert mock.stats()["requests"] == 0
+
+
+def framing(extra_headers, body=b'{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}'):
+    return (b"POST /v1/chat/completions HTTP/1.1\r\n" + extra_headers +
+            b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("name,request_bytes", [
+    ("duplicate content-length", framing(b"Host: x\r\nContent-Length: 61\r\nContent-Length: 61\r\n")),
+    ("space before colon", framing(b"Host: x\r\nContent-Length : 61\r\n")),
+    ("unknown transfer-encoding", framing(b"Host: x\r\nTransfer-Encoding: gzip\r\n")),
+    ("te and cl", framing(b"Host: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 61\r\n")),
+    ("missing host", framing(b"Content-Length: 61\r\n")),
+    ("nul in header", framing(b"Host: x\r\nX-A: a\x00b\r\nContent-Length: 61\r\n")),
+    ("nul line", framing(b"Host: x\r\n\x00\r\nContent-Length: 61\r\n")),
+    ("bare lf", framing(b"Host: x\nContent-Length: 61\r\n")),
+    ("obs-fold", framing(b"Host: x\r\nX-A: a\r\n b\r\nContent-Length: 61\r\n")),
+    ("bad chunk size", framing(b"Host: x\r\nTransfer-Encoding: chunked\r\n", b"zz\r\nabc\r\n0\r\n\r\n")),
+    ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+])
+def test_bad_framing_gets_400_and_close(sluice, mock, name, request_bytes):
+    out = sluice.raw(request_bytes + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 400 "), out[:200]
+    assert b"Connection: close" in out
+    assert out.count(b"HTTP/1.1") == 1  # nothing after it was served: the connection was closed
+    body = out.split(b"\r\n\r\n", 1)[1]
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert mock.stats()["requests"] == 0
+
+
+def test_a_request_sees_only_its_own_headers(sluice, mock):
+    """Requests on one connection, one after the other: the second carries no key
+    and must not be served with the first one's (request structs are reused)."""
+    body = json.dumps(GOOD).encode()
+    pad = b"".join(b"X-Pad-%d: %d\r\n" % (i, i) for i in range(60))
+    first = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n" + pad + b"Authorization: Bearer " +
+             CLIENT_KEY.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    # (without a body: a request with one and no key is answered before its body, then closed)
+    second = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    out = sluice.raw(first + second + last)
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", out)]
+    assert statuses == [200, 401, 200], out[:600]
+    assert mock.stats()["requests"] == 1
+
+
+def test_unsupported_version(sluice):
+    assert sluice.raw(b"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 505 ")
+
+
+def test_slow_sender_deadlines(mock, start_sluice):
+    s = start_sluice(base_conf(mock.url, extra_server="header_timeout = 1s\nbody_timeout = 1s\nkeepalive_timeout = 1s"))
+    # Headers trickling in: one byte every 200 ms never finishes the head.
+    sock = socket.create_connection(("127.0.0.1", s.port))
+    start = time.time()
+    sock.settimeout(0.2)
+    out = b""
+    for ch in b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n":
+        try:
+            sock.sendall(bytes([ch]))
+            data = sock.recv(4096)
+            if not data:
+                break
+            out += data
+            break
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+    sock.settimeout(3)
+    try:
+        while (data := sock.recv(4096)):
+            out += data
+    except OSError:
+        pass
+    elapsed = time.time() - start
+    sock.close()
+    assert out.startswith(b"HTTP/1.1 408 "), out
+    assert 0.9 < elapsed < 2.5
+    # A body that never completes.
+    start = time.time()
+    out = s.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+                b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n\r\n{\"model\"", 5)
+    assert out.startswith(b"HTTP/1.1 408 ")
+    assert 0.9 < time.time() - start < 2.5
+    # An idle kept-alive connection is closed without a word.
+    start = time.time()
+    assert s.raw(b"", 5) == b""
+    assert 0.9 < time.time() - start < 2.5
+    assert mock.stats()["requests"] == 0

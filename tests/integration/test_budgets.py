@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY
+from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY
 from test_failover import access_lines
 
 ADMIN = "sk-admin-key-for-tests-0001"
@@ -149,7 +149,7 @@ def test_unpriced_model_costs_nothing_and_is_named_at_start(mock, start_sluice):
 
 def test_require_prices_refuses_a_config_with_an_unpriced_model(mock, start_sluice, tmp):
     import subprocess
-    from conftest import SLUICE
+    from harness import SLUICE
     text = conf(mock, {"a": ""}, server="require_prices = on").replace("{port}", "8080")
     path = tmp / "strict.conf"
     path.write_text(text.replace("[backend main]", "[backend main]\nmodels = gpt-4o, o3"))

@@ -4,7 +4,7 @@ import signal
 import subprocess
 import time
 
-from conftest import CLIENT_KEY, ENV, SLUICE, base_conf
+from harness import CLIENT_KEY, ENV, SLUICE, base_conf
 
 
 def run(*args):
@@ -62,7 +62,7 @@ def test_sigterm_lets_streams_finish(sluice):
 
 
 def test_docs_config_reference_matches_the_table():
-    from conftest import ROOT
+    from harness import ROOT
     generated = run("-D").stdout
     assert generated.strip() in (ROOT / "docs" / "config.md").read_text()
     # the whole page, its syntax included, comes from the binary
@@ -74,7 +74,7 @@ def test_readme_links_resolve_inside_the_repository():
     """Users get the repository, not the files around it: every link of the
     README and docs/ resolves to a file of the repository."""
     import re
-    from conftest import ROOT
+    from harness import ROOT
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     for page in pages:
         text = page.read_text()
@@ -131,7 +131,7 @@ def test_cred_values_checked_outside_systemd(tmp):
 def test_cred_values_serve_outside_systemd(tmp, mock):
     """The daemon itself, started by hand with -C, reads the secret and uses it
     (the mock answers 401 to any other credential); a reload reads it again."""
-    from conftest import Sluice
+    from harness import Sluice
     conf, creds = cred_conf(tmp, mock.url)
     text = conf.read_text().replace("127.0.0.1:8080", "127.0.0.1:{port}")
     s = Sluice(tmp, text, extra_args=["-C", f"sluice:{creds}"])

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, base_conf
+from harness import ROOT, base_conf
 
 RULES = ROOT / "conf" / "prometheus" / "sluice-alerts.yml"
 RULE_TESTS = ROOT / "conf" / "prometheus" / "sluice-alerts.test.yml"

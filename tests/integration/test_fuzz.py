@@ -5,7 +5,7 @@ import json
 import random
 import socket
 
-from conftest import CLIENT_KEY
+from harness import CLIENT_KEY
 
 
 def valid_requests():
@@ -42,7 +42,7 @@ def mutate(rng, data):
 
 
 def test_mutated_requests_never_break_sluice(mock, start_sluice):
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url, extra_server="header_timeout = 1s\nbody_timeout = 1s"))
     rng = random.Random(20261122)
     seeds = valid_requests()
@@ -71,7 +71,7 @@ def test_mutated_requests_never_break_sluice(mock, start_sluice):
 def test_mutated_bodies_get_proper_answers(mock, start_sluice):
     """Valid framing, mutated JSON: every answer is a client error or a real
     answer from the upstream, never a crash or a 5xx of sluice's own."""
-    from conftest import base_conf
+    from harness import base_conf
     s = start_sluice(base_conf(mock.url))
     rng = random.Random(7)
     body = json.dumps({"model": "gpt-4o", "max_tokens": 3, "stream": False,

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY, Sluice
+from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY, Sluice
 from test_operations import scrape, value
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}], "stream": True}

@@ -5,7 +5,7 @@ include/sluice/ by layer, and no #include points up a layer or closes a loop
 HAProxy keeps them) is a module of its own."""
 import re
 
-from conftest import ROOT
+from harness import ROOT
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"sluice/([A-Za-z0-9_-]+)\.h"', re.M)
 

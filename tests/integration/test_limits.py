@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import base_conf
+from harness import base_conf
 
 # "abcdefgh" as the only user message: 3 + 2 + 3 = 8 estimated prompt tokens.
 EIGHT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "abcdefgh"}]}
@@ -183,7 +183,7 @@ def test_refused_request_consumes_nothing(mock, start_sluice):
 
 
 def test_failed_upstream_releases_reservation(start_sluice):
-    from conftest import free_port
+    from harness import free_port
     s = start_sluice(base_conf(f"http://127.0.0.1:{free_port()}/v1", key_extra="rpm = 1\ninput_tpm = 8"))
     assert [s.chat(EIGHT).status for _ in range(3)] == [502, 502, 502]  # never 429
 

@@ -6,7 +6,7 @@ import random
 import re
 import time
 
-from conftest import ROOT
+from harness import ROOT
 
 SCRIPT = (ROOT / "lua" / "limits.lua").read_text()
 CONTRACT = (ROOT / "include" / "sluice" / "limit_script.h").read_text()

@@ -6,7 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port
+from harness import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port
 
 
 def scrape(s):

@@ -5,7 +5,7 @@ import socket
 import threading
 import time
 
-from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
+from harness import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
 
 
 def test_chat_completion_round_trip(sluice, mock):

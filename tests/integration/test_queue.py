@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY
+from harness import CLIENT_KEY, MOCK_HEADERS, UPSTREAM_KEY
 from test_failover import access_lines
 from test_operations import scrape, value
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from conftest import CLIENT_KEY, base_conf
+from harness import CLIENT_KEY, base_conf
 
 ADMIN = "sk-admin-key-for-tests-0001"
 HELLO = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}  # estimate 9

@@ -4,7 +4,7 @@ small, and what the response, the log and the metrics say answered."""
 import json
 import re
 
-from conftest import CLIENT_KEY
+from harness import CLIENT_KEY
 from test_failover import access_lines
 from test_pool import pool_conf
 
@@ -133,7 +133,7 @@ def test_model_with_fallbacks_only(start_mock, start_sluice):
 
 def test_routing_config_errors(start_mock, tmp):
     import subprocess
-    from conftest import SLUICE
+    from harness import SLUICE
     m = start_mock()
     cases = [("[model fast]\nupstream = nowhere\n", "upstream nowhere must be a model name a backend lists"),
              ("[model gpt-4o]\nfallbacks = nowhere\n", "fallbacks names nowhere, which no backend serves"),

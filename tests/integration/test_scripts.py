@@ -6,7 +6,7 @@ import socket
 import subprocess
 import time
 
-from conftest import BUILD, ROOT, free_port
+from harness import BUILD, ROOT, free_port
 
 SCRIPT = ROOT / "scripts" / "quickstart.sh"
 

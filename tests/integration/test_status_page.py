@@ -12,7 +12,7 @@ import zlib
 
 import pytest
 
-from conftest import CLIENT_KEY, base_conf, free_port
+from harness import CLIENT_KEY, base_conf, free_port
 
 ADMIN_KEY = "sk-admin-status-0001"
 RED = (247, 181, 181)  # tr.open td in src/status.html

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, SLUICE, Sluice, base_conf
+from harness import ROOT, SLUICE, Sluice, base_conf
 
 UNIT = ROOT / "conf" / "sluice.service"
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import base_conf
+from harness import base_conf
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 HEX16 = re.compile(r"^[0-9a-f]{16}$")

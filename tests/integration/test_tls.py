@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import CLIENT_KEY, SLUICE, ENV, base_conf, free_port, wait_port
+from harness import CLIENT_KEY, SLUICE, ENV, base_conf, free_port, wait_port
 
 
 def openssl(*args, cwd):

@@ -6,7 +6,7 @@ import signal
 import threading
 import time
 
-from conftest import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
+from harness import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
 
 FIELDS = {"time", "key", "team", "model", "served_model", "backend", "status", "end", "outcome",
           "attempts", "stream", "input_tokens", "cached_tokens", "output_tokens", "cost_usd",

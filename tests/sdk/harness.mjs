@@ -1,5 +1,5 @@
 // Starts the mock upstream and sluice on free loopback ports for the SDK
-// suite, as tests/integration/conftest.py does for pytest, and stops them by
+// suite, as tests/integration/harness.py does for pytest, and stops them by
 // PID. SLUICE_BUILD names the build directory (default: build/).
 import { File } from 'node:buffer';
 import { spawn } from 'node:child_process';
