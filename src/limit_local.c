@@ -391,94 +391,130 @@ static void view_report(const struct lim_local *l, const struct view *v, int64_t
 }
 
 /* An admission, or with peek the state alone (nothing checked or recorded). */
+/* One decision's view of a key and its team, under both locks. */
+struct deciding {
+    struct lim_local *l;
+    const struct lim_limits *lim;
+    struct entry *e, *te; /* te: the team's, or NULL */
+    int64_t now, cur, oldest;
+    int64_t wants[3]; /* requests, input, output of this request */
+    struct view kv, tv;
+    struct counter *q, *b, *tb; /* quota, budget, team budget (NULL: none) */
+    struct lim_count quota, budget, team_budget;
+};
+
+static void counters_open(struct deciding *x)
+{
+    const struct lim_limits *lim = x->lim;
+    if (lim->quota)
+        x->q = counter_now(&x->e->quota, &x->e->seed.quota, lim->quota_period, x->now, &x->quota);
+    if (lim->budget)
+        x->b = counter_now(&x->e->budget, &x->e->seed.budget, lim->budget_period, x->now,
+                           &x->budget);
+    if (x->te && lim->team.budget)
+        x->tb = counter_now(&x->te->budget, &x->te->seed.budget, lim->team.budget_period, x->now,
+                            &x->team_budget);
+}
+
+/* The first dimension that refuses, in the order of the dimensions'
+ * numbers (as lua/limits.lua); false if none does. */
+static bool refuses(struct deciding *x, int64_t cost, int64_t spend, struct lim_decision *out)
+{
+    const struct lim_limits *lim = x->lim;
+    struct lim_local *l = x->l;
+    return windows_refuse(l, &x->kv, x->wants, x->oldest, x->cur, x->now, LIM_DIM_REQUESTS,
+                          out) ||
+           counter_refuses(lim->quota, &x->quota, cost, LIM_DIM_QUOTA, out) ||
+           counter_refuses(lim->budget, &x->budget, spend, LIM_DIM_BUDGET, out) ||
+           (x->te && (windows_refuse(l, &x->tv, x->wants, x->oldest, x->cur, x->now,
+                                     LIM_DIM_TEAM_REQUESTS, out) ||
+                      counter_refuses(lim->team.budget, &x->team_budget, spend,
+                                      LIM_DIM_TEAM_BUDGET, out))) ||
+           inflight_refuses(lim->max_inflight, x->e->inflight, LIM_DIM_INFLIGHT, out) ||
+           (x->te && inflight_refuses(lim->team.max_inflight, x->te->inflight,
+                                      LIM_DIM_TEAM_INFLIGHT, out));
+}
+
+/* The admission recorded: the request and its input in the windows (output
+ * comes at settlement), the quota and budgets charged, a slot taken. */
+static void record_admission(struct deciding *x, int64_t cost, int64_t spend,
+                             struct lim_decision *out)
+{
+    const struct lim_limits *lim = x->lim;
+    for (int d = 0; d < 2; d++) {
+        record(&x->e->win[d], x->kv.limits[d], x->cur, x->wants[d]);
+        if (x->te)
+            record(&x->te->win[d], x->tv.limits[d], x->cur, x->wants[d]);
+    }
+    charge(x->q, &x->quota, cost);
+    charge(x->b, &x->budget, spend);
+    charge(x->tb, &x->team_budget, spend);
+    if (lim->max_inflight || (x->te && lim->team.max_inflight)) {
+        out->lease = lim_lease_new();
+        x->e->inflight += lim->max_inflight ? 1 : 0;
+        if (x->te)
+            x->te->inflight += lim->team.max_inflight ? 1 : 0;
+    }
+    out->input_reserved = cost;
+    out->spend_reserved = spend;
+}
+
+/* The windows as they stand now, into an admitted decision. */
+static void report(struct deciding *x, struct lim_decision *out)
+{
+    int64_t used[3], reset_ms[3];
+    out->admitted = true;
+    view_report(x->l, &x->kv, x->oldest, x->now, used, reset_ms);
+    out->used_requests = used[0];
+    out->used_input = used[1];
+    out->used_output = used[2];
+    out->reset_requests_ms = reset_ms[0];
+    out->reset_input_ms = reset_ms[1];
+    out->reset_output_ms = reset_ms[2];
+    out->used_inflight = x->e->inflight;
+    out->team_inflight = x->te ? x->te->inflight : 0;
+    if (x->te) {
+        view_report(x->l, &x->tv, x->oldest, x->now, used, NULL);
+        out->team_requests = used[0];
+        out->team_input = used[1];
+        out->team_output = used[2];
+    }
+}
+
 static void decide(struct lim_local *l, const char *key, const struct lim_limits *lim,
                    int64_t cost, int64_t spend, bool peek, struct lim_decision *out)
 {
-    struct entry *e = entry_for(l, key);
-    struct entry *te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
-    int64_t now = now_ms();
-    int64_t cur = floor_div(now, l->bucket_ms);
-    int64_t oldest = oldest_bucket(l, now);
-    const int64_t wants[3] = { 1, cost, 0 };
+    struct deciding x = { .l = l, .lim = lim, .now = now_ms(), .wants = { 1, cost, 0 } };
+    x.e = entry_for(l, key);
+    x.te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
+    x.cur = floor_div(x.now, l->bucket_ms);
+    x.oldest = oldest_bucket(l, x.now);
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
-    out->bucket = cur;
+    out->bucket = x.cur;
 
     /* Always the key's lock first, then its team's: no two admissions wait on each other. */
-    pthread_mutex_lock(&e->lock);
-    if (te)
-        pthread_mutex_lock(&te->lock);
-    struct view kv, tv;
-    view_open(&kv, e, lim->rpm, lim->input_tpm, lim->output_tpm, oldest);
-    if (te)
-        view_open(&tv, te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm, oldest);
-    struct lim_count quota = { 0 }, budget = { 0 }, team_budget = { 0 };
-    struct counter *q = NULL, *b = NULL, *tb = NULL;
-    if (lim->quota)
-        q = counter_now(&e->quota, &e->seed.quota, lim->quota_period, now, &quota);
-    if (lim->budget)
-        b = counter_now(&e->budget, &e->seed.budget, lim->budget_period, now, &budget);
-    if (te && lim->team.budget)
-        tb = counter_now(&te->budget, &te->seed.budget, lim->team.budget_period, now, &team_budget);
-    /* In the order of the dimensions' numbers, as lua/limits.lua. */
-    bool refused = false;
-    if (!peek)
-        refused =
-            windows_refuse(l, &kv, wants, oldest, cur, now, LIM_DIM_REQUESTS, out) ||
-            counter_refuses(lim->quota, &quota, cost, LIM_DIM_QUOTA, out) ||
-            counter_refuses(lim->budget, &budget, spend, LIM_DIM_BUDGET, out) ||
-            (te && (windows_refuse(l, &tv, wants, oldest, cur, now, LIM_DIM_TEAM_REQUESTS, out) ||
-                    counter_refuses(lim->team.budget, &team_budget, spend, LIM_DIM_TEAM_BUDGET,
-                                    out))) ||
-            inflight_refuses(lim->max_inflight, e->inflight, LIM_DIM_INFLIGHT, out) ||
-            (te && inflight_refuses(lim->team.max_inflight, te->inflight, LIM_DIM_TEAM_INFLIGHT,
-                                    out));
-    if (!peek && (!refused || lim->shadow)) {
-        for (int d = 0; d < 2; d++) { /* requests and input; output comes at settlement */
-            record(&e->win[d], kv.limits[d], cur, wants[d]);
-            if (te)
-                record(&te->win[d], tv.limits[d], cur, wants[d]);
-        }
-        charge(q, &quota, cost);
-        charge(b, &budget, spend);
-        charge(tb, &team_budget, spend);
-        bool slot = lim->max_inflight || (te && lim->team.max_inflight);
-        if (slot) {
-            out->lease = lim_lease_new();
-            e->inflight += lim->max_inflight ? 1 : 0;
-            if (te)
-                te->inflight += lim->team.max_inflight ? 1 : 0;
-        }
-        out->input_reserved = cost;
-        out->spend_reserved = spend;
-    }
-    if (!refused || lim->shadow) {
-        out->admitted = true;
-        int64_t used[3], reset_ms[3];
-        view_report(l, &kv, oldest, now, used, reset_ms);
-        out->used_requests = used[0];
-        out->used_input = used[1];
-        out->used_output = used[2];
-        out->reset_requests_ms = reset_ms[0];
-        out->reset_input_ms = reset_ms[1];
-        out->reset_output_ms = reset_ms[2];
-        out->used_inflight = e->inflight;
-        out->team_inflight = te ? te->inflight : 0;
-        if (te) {
-            view_report(l, &tv, oldest, now, used, NULL);
-            out->team_requests = used[0];
-            out->team_input = used[1];
-            out->team_output = used[2];
-        }
-    }
-    if (te)
-        pthread_mutex_unlock(&te->lock);
-    pthread_mutex_unlock(&e->lock);
-    out->used_quota = quota.used;
-    out->quota_reset_ms = quota.reset_ms;
-    memcpy(out->period, quota.period, sizeof(out->period));
-    out->budget = budget;
-    out->team_budget = team_budget;
+    pthread_mutex_lock(&x.e->lock);
+    if (x.te)
+        pthread_mutex_lock(&x.te->lock);
+    view_open(&x.kv, x.e, lim->rpm, lim->input_tpm, lim->output_tpm, x.oldest);
+    if (x.te)
+        view_open(&x.tv, x.te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm,
+                  x.oldest);
+    counters_open(&x);
+    bool refused = !peek && refuses(&x, cost, spend, out);
+    if (!peek && (!refused || lim->shadow))
+        record_admission(&x, cost, spend, out);
+    if (!refused || lim->shadow)
+        report(&x, out);
+    if (x.te)
+        pthread_mutex_unlock(&x.te->lock);
+    pthread_mutex_unlock(&x.e->lock);
+    out->used_quota = x.quota.used;
+    out->quota_reset_ms = x.quota.reset_ms;
+    memcpy(out->period, x.quota.period, sizeof(out->period));
+    out->budget = x.budget;
+    out->team_budget = x.team_budget;
 }
 
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,

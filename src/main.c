@@ -292,6 +292,57 @@ static int start_workers(struct daemon *d)
     return 0;
 }
 
+/* "sluice VERSION listening on ..." with every address, once it does. */
+static void log_listening(const struct config *cfg, int nworkers)
+{
+    struct sl_buf addrs = { 0 };
+    for (int j = 0; j < cfg->server.listen.n; j++)
+        sl_buf_printf(&addrs, "%s%s:%d%s", j ? ", " : "", cfg->server.listen.v[j].host,
+                      cfg->server.listen.v[j].port, cfg->server.listen.v[j].tls ? " (tls)" : "");
+    for (int j = 0; j < cfg->server.admin_listen.n; j++)
+        sl_buf_printf(&addrs, ", %s:%d (operator endpoints)", cfg->server.admin_listen.v[j].host,
+                      cfg->server.admin_listen.v[j].port);
+    log_info("sluice %s listening on %s (%d worker%s, %d backends, %d keys, limits %s)",
+             SLUICE_VERSION, addrs.data, nworkers, nworkers == 1 ? "" : "s", cfg->nbackends,
+             cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
+    sl_buf_free(&addrs);
+}
+
+/* The main thread's timers: systemd's watchdog (at half its interval) and
+ * the reaping of retired generations (every second). */
+static void start_timers(struct daemon *d)
+{
+    d->watchdog_usec = notify_watchdog_usec();
+    if (d->watchdog_usec) {
+        d->watchdog_ev = event_new(d->base, -1, EV_PERSIST, watchdog_cb, d);
+        struct timeval tv = { (time_t)(d->watchdog_usec / 2000000),
+                              (suseconds_t)(d->watchdog_usec / 2 % 1000000) };
+        event_add(d->watchdog_ev, &tv);
+    }
+    d->reap_ev = event_new(d->base, -1, EV_PERSIST, reap_cb, d);
+    event_add(d->reap_ev, &(struct timeval){ .tv_sec = 1 });
+}
+
+/* After the loop: workers joined and freed, then what they used. */
+static void stop_all(struct daemon *d)
+{
+    for (int i = 0; i < d->nworkers; i++) {
+        if (d->workers[i] && d->workers[i]->thread)
+            worker_join(d->workers[i]);
+        worker_free(d->workers[i]);
+    }
+    free(d->workers);
+    usage_log_close(); /* after the workers: their last records are written */
+    if (d->watchdog_ev)
+        event_free(d->watchdog_ev);
+    if (d->reap_ev)
+        event_free(d->reap_ev);
+    event_base_free(d->base);
+    reap(d, true);
+    gen_unref(d->gen);
+    lim_local_free(d->local);
+}
+
 static int run(const char *path)
 {
     /* No core dumps, no ptrace or /proc/PID/mem by other processes of the
@@ -324,46 +375,14 @@ static int run(const char *path)
             if (d.workers[i])
                 worker_request_stop(d.workers[i]);
     } else {
-        struct sl_buf addrs = { 0 };
-        for (int j = 0; j < cfg->server.listen.n; j++)
-            sl_buf_printf(&addrs, "%s%s:%d%s", j ? ", " : "", cfg->server.listen.v[j].host,
-                          cfg->server.listen.v[j].port, cfg->server.listen.v[j].tls ? " (tls)" : "");
-        for (int j = 0; j < cfg->server.admin_listen.n; j++)
-            sl_buf_printf(&addrs, ", %s:%d (operator endpoints)", cfg->server.admin_listen.v[j].host,
-                          cfg->server.admin_listen.v[j].port);
-        log_info("sluice %s listening on %s (%d worker%s, %d backends, %d keys, limits %s)",
-                 SLUICE_VERSION, addrs.data, d.nworkers, d.nworkers == 1 ? "" : "s",
-                 cfg->nbackends, cfg->nkeys, cfg->redis.enabled ? "in Redis" : "in-process");
-        sl_buf_free(&addrs);
-        d.watchdog_usec = notify_watchdog_usec();
-        if (d.watchdog_usec) {
-            d.watchdog_ev = event_new(d.base, -1, EV_PERSIST, watchdog_cb, &d);
-            struct timeval tv = { (time_t)(d.watchdog_usec / 2000000),
-                                  (suseconds_t)(d.watchdog_usec / 2 % 1000000) };
-            event_add(d.watchdog_ev, &tv);
-        }
-        d.reap_ev = event_new(d.base, -1, EV_PERSIST, reap_cb, &d);
-        event_add(d.reap_ev, &(struct timeval){ .tv_sec = 1 });
+        log_listening(cfg, d.nworkers);
+        start_timers(&d);
         notify("READY=1");
         event_base_dispatch(d.base);
     }
-    for (int i = 0; i < d.nworkers; i++) {
-        if (d.workers[i] && d.workers[i]->thread)
-            worker_join(d.workers[i]);
-        worker_free(d.workers[i]);
-    }
-    free(d.workers);
     for (int i = 0; i < 4; i++)
         event_free(sigev[i]);
-    usage_log_close(); /* after the workers: their last records are written */
-    if (d.watchdog_ev)
-        event_free(d.watchdog_ev);
-    if (d.reap_ev)
-        event_free(d.reap_ev);
-    event_base_free(d.base);
-    reap(&d, true);
-    gen_unref(d.gen);
-    lim_local_free(d.local);
+    stop_all(&d);
     if (pid_file)
         remove_pid_file(pid_file);
     free(pid_file);

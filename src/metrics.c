@@ -337,14 +337,11 @@ static void render_family(struct sl_buf *out, struct family *f)
     }
 }
 
-void mx_render(struct sl_buf *out, struct generation *gen)
+/* The budgets of the config in force, and their remaining gauges (a series
+ * seen but no longer configured is left out). Under the lock. */
+static void render_budgets(struct sl_buf *out, const struct config *c)
 {
-    pthread_mutex_lock(&lock);
-    for (int i = 0; i < F__COUNT; i++)
-        render_family(out, &families[i]);
-    /* The budgets of the config in force; a series seen but no longer configured is left out. */
     struct family *f = &families[F_BUDGET_REMAINING];
-    const struct config *c = gen->cfg;
     sl_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
     for (int i = 0; i < c->nkeys + c->nteams; i++) {
         bool key = i < c->nkeys;
@@ -370,7 +367,12 @@ void mx_render(struct sl_buf *out, struct generation *gen)
         sl_buf_printf(out, "sluice_budget_usd{scope=\"%s\",name=\"%s\"} %s\n", key ? "key" : "team",
                       key ? c->keys[i].name : c->teams[i - c->nkeys].name, usd);
     }
-    f = &families[F_KEY_INFLIGHT];
+}
+
+/* sluice_inflight{key} for every key with max_inflight, 0 when none is open. Under the lock. */
+static void render_key_inflight(struct sl_buf *out, const struct config *c)
+{
+    struct family *f = &families[F_KEY_INFLIGHT];
     sl_buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n", f->name, f->help, f->name);
     for (int i = 0; i < c->nkeys; i++) {
         if (!c->keys[i].max_inflight)
@@ -381,7 +383,12 @@ void mx_render(struct sl_buf *out, struct generation *gen)
         sl_buf_printf(out, "%s{%.*s} %lld\n", f->name, (int)text.len, text.data,
                       s ? (long long)(int64_t)s->value : 0LL);
     }
-    pthread_mutex_unlock(&lock);
+}
+
+/* The gauges and counters kept outside the registry: breakers, Redis,
+ * requests in flight and waiting, usage log and trace exports. */
+static void render_node(struct sl_buf *out, struct generation *gen)
+{
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
     for (int i = 0; i < gen->cfg->nbackends; i++)
@@ -412,6 +419,17 @@ void mx_render(struct sl_buf *out, struct generation *gen)
                   (unsigned long)atomic_load(&lim_degraded), (long)atomic_load(&inflight),
                   waitq_count(), (unsigned long long)usage_log_dropped(),
                   (unsigned long long)tel_exported(), (unsigned long long)tel_dropped());
+}
+
+void mx_render(struct sl_buf *out, struct generation *gen)
+{
+    pthread_mutex_lock(&lock);
+    for (int i = 0; i < F__COUNT; i++)
+        render_family(out, &families[i]);
+    render_budgets(out, gen->cfg);
+    render_key_inflight(out, gen->cfg);
+    pthread_mutex_unlock(&lock);
+    render_node(out, gen);
 }
 
 /* The value of label `name` in a series' label text, or an empty string. */
