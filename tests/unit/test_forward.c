@@ -47,6 +47,7 @@ static void test_url(void)
     u = fwd_url(&req, &az, false, "gpt-4o");
     CHECK(strstr(u, "/openai/deployments/dep/chat/completions?") != NULL);
     free(u);
+    sl_buf_free(&req.body);
     check_request(&req, "GET", "/v1/files/file-1", NULL, NULL, NULL);
     u = fwd_url(&req, &az, true, NULL); /* the account's own, not a deployment's */
     CHECK_STR(u, "https://res.openai.azure.com/openai/files/file-1?api-version=2024-06-01");
@@ -85,6 +86,7 @@ static void test_headers(void)
     CHECK(strstr(text, "OpenAI-Organization: org-1|") != NULL);
     fwd_headers_free(l);
     /* no Accept from the client: an empty one, not curl's default */
+    sl_buf_free(&req.body);
     static const char *const bare[] = { "X-Team: red", NULL };
     check_request(&req, "GET", "/v1/models", NULL, bare, NULL);
     l = fwd_headers(&req, &oa, API_BODY_NONE, 0, NULL);
