@@ -866,9 +866,10 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
     c->ops[c->n++] = *o;
 }
 
-void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     int64_t cost, int64_t spend, lim_answer cb, void *arg)
+static void redis_admit(void *self, const char *key, const struct lim_limits *lim, int64_t cost,
+                        int64_t spend, lim_answer cb, void *arg)
 {
+    struct lim_redis *r = self;
     struct pend o = { .kind = LS_OP_ADMIT, .cb = cb, .arg = arg, .cost = cost,
                       .force = lim->shadow, .spend = spend };
     if (lim->max_inflight || lim->team.max_inflight) /* the slot's name, before Redis decides */
@@ -876,16 +877,18 @@ void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limi
     enqueue(r, key, lim, &o);
 }
 
-void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                    lim_answer cb, void *arg)
+static void redis_peek(void *self, const char *key, const struct lim_limits *lim, lim_answer cb,
+                       void *arg)
 {
+    struct lim_redis *r = self;
     struct pend o = { .kind = LS_OP_PEEK, .cb = cb, .arg = arg };
     enqueue(r, key, lim, &o);
 }
 
-void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                      const struct lim_decision *ticket, const struct lim_usage *u)
+static void redis_settle(void *self, const char *key, const struct lim_limits *lim,
+                         const struct lim_decision *ticket, const struct lim_usage *u)
 {
+    struct lim_redis *r = self;
     struct pend o = { .kind = LS_OP_SETTLE, .bucket = ticket->bucket, .usage = *u,
                       .lease = ticket->lease };
     memcpy(o.period[0], ticket->period, LIM_PERIOD_ID);
@@ -894,17 +897,20 @@ void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_lim
     enqueue(r, key, lim, &o);
 }
 
-void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     const struct lim_decision *ticket)
+/* Extends the ticket's lease by lease_ms from now. */
+static void redis_renew(void *self, const char *key, const struct lim_limits *lim,
+                        const struct lim_decision *ticket)
 {
+    struct lim_redis *r = self;
     struct pend o = { .kind = LS_OP_RENEW, .lease = ticket->lease };
     enqueue(r, key, lim, &o);
 }
 
-void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     enum lim_counter which, enum lim_quota_op op, int64_t amount,
-                     lim_answer cb, void *arg)
+static void redis_count(void *self, const char *key, const struct lim_limits *lim,
+                        enum lim_counter which, enum lim_quota_op op, int64_t amount,
+                        lim_answer cb, void *arg)
 {
+    struct lim_redis *r = self;
     int kind = op == LIM_QUOTA_RESET ? OP_CRESET : op == LIM_QUOTA_ADD ? OP_CADD : OP_CPEEK;
     struct call *c = call_new(r, kind, key, lim);
     c->which = which;
@@ -919,37 +925,6 @@ void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limi
 static bool redis_up(const void *self)
 {
     return lim_redis_up(self);
-}
-
-static void redis_admit(void *self, const char *key, const struct lim_limits *lim, int64_t cost,
-                        int64_t spend, lim_answer cb, void *arg)
-{
-    lim_redis_admit(self, key, lim, cost, spend, cb, arg);
-}
-
-static void redis_peek(void *self, const char *key, const struct lim_limits *lim, lim_answer cb,
-                       void *arg)
-{
-    lim_redis_peek(self, key, lim, cb, arg);
-}
-
-static void redis_count(void *self, const char *key, const struct lim_limits *lim,
-                        enum lim_counter which, enum lim_quota_op op, int64_t amount,
-                        lim_answer cb, void *arg)
-{
-    lim_redis_count(self, key, lim, which, op, amount, cb, arg);
-}
-
-static void redis_settle(void *self, const char *key, const struct lim_limits *lim,
-                         const struct lim_decision *ticket, const struct lim_usage *u)
-{
-    lim_redis_settle(self, key, lim, ticket, u);
-}
-
-static void redis_renew(void *self, const char *key, const struct lim_limits *lim,
-                        const struct lim_decision *ticket)
-{
-    lim_redis_renew(self, key, lim, ticket);
 }
 
 const struct lim_ops lim_redis_ops = {

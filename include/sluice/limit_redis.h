@@ -17,20 +17,8 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
                                 int64_t window_ms, int worker_id);
 void lim_redis_free(struct lim_redis *r);
 bool lim_redis_up(const struct lim_redis *r);
-void lim_redis_admit(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     int64_t cost, int64_t spend, lim_answer cb, void *arg);
-void lim_redis_peek(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                    lim_answer cb, void *arg);
-void lim_redis_settle(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                      const struct lim_decision *ticket, const struct lim_usage *u);
-/* Extends the ticket's lease by lease_ms from now. */
-void lim_redis_renew(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     const struct lim_decision *ticket);
-void lim_redis_count(struct lim_redis *r, const char *key, const struct lim_limits *lim,
-                     enum lim_counter which, enum lim_quota_op op, int64_t amount,
-                     lim_answer cb, void *arg);
-
-/* The operations table over a struct lim_redis (self). */
+/* Everything else (admit, peek, count, settle, renew) through the
+ * operations table over a struct lim_redis (self). */
 extern const struct lim_ops lim_redis_ops;
 
 /* Redis calls that failed or timed out, all workers. */

@@ -10,19 +10,15 @@
 
 /* The Redis keys of a batch (KEYS), in order: (name, letter, the team's).
  * A key's names end in its letter (limit_redis.c, names_of). */
-#define LS_KEYS_SOLO(X)                                                                            \
+#define LS_KEYS_OWN(X)                                                                             \
     X(requests, 'r', 0)                                                                            \
     X(input, 'i', 0)                                                                               \
     X(output, 'o', 0)                                                                              \
     X(quota, 'q', 0)                                                                               \
-    X(budget, 'b', 0)                                                                              \
-    X(slots, 'f', 0)
+    X(budget, 'b', 0)
+#define LS_KEYS_SOLO(X) LS_KEYS_OWN(X) X(slots, 'f', 0)
 #define LS_KEYS_TEAM(X)                                                                            \
-    X(requests, 'r', 0)                                                                            \
-    X(input, 'i', 0)                                                                               \
-    X(output, 'o', 0)                                                                              \
-    X(quota, 'q', 0)                                                                               \
-    X(budget, 'b', 0)                                                                              \
+    LS_KEYS_OWN(X)                                                                                 \
     X(team_requests, 'r', 1)                                                                       \
     X(team_input, 'i', 1)                                                                          \
     X(team_output, 'o', 1)                                                                         \

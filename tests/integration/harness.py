@@ -53,6 +53,18 @@ def wait_port(port, proc, timeout=10.0):
     raise RuntimeError(f"port {port} never opened")
 
 
+def rss_kb(pid):
+    """A process's resident memory in kB (VmRSS), 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def sanitizer_errors(text):
     marks = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
     return [line for line in text.splitlines() if any(m in line for m in marks)]

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port, wait_port
+from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY, base_conf, free_port, rss_kb, wait_port
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 ANSWER = '{"id":"x","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1}}'
@@ -147,14 +147,6 @@ def test_model_names_with_slashes_are_fine_where_they_stay_in_the_body(mock, sta
 
 # ---- memory before authentication ----------------------------------------------------
 
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def upload(port, body, key=None, results=None):
     """POST a body over a raw socket, as fast as the gateway takes it; records the status."""
     import socket as _socket
@@ -186,14 +178,14 @@ def flood(s, n, body, key=None):
     """n uploads at once; the peak RSS growth of sluice meanwhile, the statuses,
     and whether a normal client was served while it went on."""
     import threading
-    before = rss_mb(s.proc.pid)
+    before = rss_kb(s.proc.pid) / 1024
     results, peak = [], [0.0]
     threads = [threading.Thread(target=upload, args=(s.port, body, key, results)) for _ in range(n)]
     for t in threads:
         t.start()
     served = []
     while any(t.is_alive() for t in threads):
-        peak[0] = max(peak[0], rss_mb(s.proc.pid) - before)
+        peak[0] = max(peak[0], rss_kb(s.proc.pid) / 1024 - before)
         if not served:
             served.append(s.chat(CHAT).status)
         time.sleep(0.02)

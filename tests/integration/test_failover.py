@@ -15,7 +15,7 @@ import subprocess
 import threading
 import time
 
-from harness import CLIENT_KEY, UPSTREAM_KEY, base_conf, free_port
+from harness import CLIENT_KEY, UPSTREAM_KEY, base_conf, free_port, rss_kb
 from test_operations import scrape, value
 from test_pool import counts, mocks, pool_conf
 
@@ -527,14 +527,6 @@ def test_client_disconnect_aborts_upstream(sluice, mock):
     assert st["aborted"] == 2 and st["inflight"] == 0
     time.sleep(0.1)
     assert sluice.log_text().count("status=499") == 2
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_slow_reader_back_pressure(sluice, mock):

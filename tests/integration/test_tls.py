@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from harness import CLIENT_KEY, SLUICE, ENV, base_conf, free_port, wait_port
+from harness import CLIENT_KEY, ENV, SLUICE, base_conf, free_port, rss_kb, wait_port
 
 
 def openssl(*args, cwd):
@@ -337,13 +337,6 @@ def test_backend_tls_options_are_checked(tmp, mock, pki):
     assert rc != 0 and "are for https:// URLs" in out
     rc, out = check(f"ca_file = {tmp}/nope.pem")
     assert rc != 0 and "cannot read" in out
-
-
-def rss_kb(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def test_back_pressure_over_tls(mock, pki, start_sluice):
