@@ -4,7 +4,7 @@
 # Installs what it needs (nginx-light, wrk, nginx's Lua module) from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/bootstrap.sh >/dev/null
+bash scripts/bootstrap.sh --tests >/dev/null  # redis-server, python3: the benchmarks use the test harness
 need=()
 for p in nginx-light wrk libnginx-mod-http-lua; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
