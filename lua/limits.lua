@@ -11,16 +11,43 @@
 -- max_inflight slots: a sorted set of leases (member: the lease's name,
 --   score: when it expires, ms); expired ones are dropped before counting.
 --
--- The calls and replies are declared below by name, in order (the contract:
--- include/sluice/limit_script.h declares the same lists, and
--- tests/unit/test_limit_script.c fails when the two disagree). KEYS share
--- one hash tag (the team's when there is one). Modes:
--- count ('cpeek', 'creset', 'cadd'): one counter alone (COUNT_KEYS,
---   COUNT_ARGS; period kind 1 day, 2 month, 3 total, 4 week; the clock
---   offset is for tests). Reply COUNT_REPLY.
--- batch: BATCH_KEYS (the key alone) or TEAM_KEYS, BATCH_ARGS then with a
---   team TEAM_ARGS, then the number of operations and the operations, each
---   its letter and OP_ARGS[letter], done in order in one call. One reply each:
+-- The calls and replies, by position. The lists below are the contract: each
+-- names the positions of one call or reply, in order, and
+-- include/sluice/limit_script.h declares the same lists, which limit_redis.c
+-- writes and reads by name (tests/unit/test_limit_script.c fails when the two
+-- disagree; tests/integration/test_limits_script.py drives this script by the
+-- header's names). They are comments, not tables: a table built on every call
+-- would cost Redis CPU on every request. KEYS share one hash tag (the team's
+-- when there is one).
+--
+--: COUNT_KEYS counter
+--: COUNT_ARGS bucket_ms window_ms mode period clock_offset amount
+--: COUNT_REPLY used reset_ms period
+--: BATCH_KEYS requests input output quota budget slots
+--: TEAM_KEYS requests input output quota budget team_requests team_input team_output
+--:   team_budget slots team_slots
+--: BATCH_ARGS bucket_ms window_ms mode rpm input_tpm output_tpm quota quota_period
+--:   clock_offset budget budget_period max_inflight lease_ms
+--: TEAM_ARGS team_rpm team_input_tpm team_output_tpm team_budget team_budget_period
+--:   team_max_inflight
+--: OP_ARGS.a cost force spend lease
+--: OP_ARGS.s bucket input_delta output release quota_delta quota_period spend_delta
+--:   budget_period team_budget_period lease
+--: OP_ARGS.r lease
+--: REPLY admitted dimension limit used requested retry_ms bucket used_requests
+--:   reset_requests_ms used_input reset_input_ms used_output reset_output_ms used_quota
+--:   quota_reset_ms spent budget_reset_ms team_requests team_input team_output team_spent
+--:   team_budget_reset_ms slots team_slots quota_period budget_period team_budget_period
+--: COMPACT_REPLY admitted dimension limit used requested retry_ms bucket used_requests
+--:   reset_requests_ms used_input reset_input_ms used_output reset_output_ms used_quota
+--:   quota_reset_ms slots quota_period
+--
+-- Modes (ARGV's mode):
+-- count ('cpeek', 'creset', 'cadd'): one counter alone (the admin API);
+--   period kind 1 day, 2 month, 3 total, 4 week; the clock offset is for tests.
+-- batch: BATCH_KEYS (the key alone) or TEAM_KEYS; BATCH_ARGS, with a team
+--   TEAM_ARGS, then the number of operations and the operations, each its
+--   letter and OP_ARGS[letter], done in order in one call. One reply each:
 --   admission ('a'): checks every window, the quota, both budgets and the
 --     max_inflight slots, and only if all pass (or force: shadow mode)
 --     records the request, reserves the input tokens and the spend and takes
@@ -32,50 +59,9 @@
 --     to the admission's periods' quota and budgets, frees the slot. Reply 1.
 --   renewal ('r'): the lease's slot expires lease ms from now. Reply 1.
 --   A lease is the slot's name, '-' for none.
-
--- ---- the contract ----
-local COUNT_KEYS = { 'counter' }
-local BATCH_KEYS = { 'requests', 'input', 'output', 'quota', 'budget', 'slots' }
-local TEAM_KEYS = { 'requests', 'input', 'output', 'quota', 'budget', 'team_requests',
-  'team_input', 'team_output', 'team_budget', 'slots', 'team_slots' }
-local COUNT_ARGS = { 'bucket_ms', 'window_ms', 'mode', 'period', 'clock_offset', 'amount' }
-local BATCH_ARGS = { 'bucket_ms', 'window_ms', 'mode', 'rpm', 'input_tpm', 'output_tpm', 'quota',
-  'quota_period', 'clock_offset', 'budget', 'budget_period', 'max_inflight', 'lease_ms' }
-local TEAM_ARGS = { 'team_rpm', 'team_input_tpm', 'team_output_tpm', 'team_budget',
-  'team_budget_period', 'team_max_inflight' }
-local OP_ARGS = {
-  a = { 'cost', 'force', 'spend', 'lease' },
-  p = {},
-  s = { 'bucket', 'input_delta', 'output', 'release', 'quota_delta', 'quota_period',
-        'spend_delta', 'budget_period', 'team_budget_period', 'lease' },
-  r = { 'lease' },
-}
-local REPLY = { 'admitted', 'dimension', 'limit', 'used', 'requested', 'retry_ms', 'bucket',
-  'used_requests', 'reset_requests_ms', 'used_input', 'reset_input_ms', 'used_output',
-  'reset_output_ms', 'used_quota', 'quota_reset_ms', 'spent', 'budget_reset_ms', 'team_requests',
-  'team_input', 'team_output', 'team_spent', 'team_budget_reset_ms', 'slots', 'team_slots',
-  'quota_period', 'budget_period', 'team_budget_period' }
-local COMPACT_REPLY = { 'admitted', 'dimension', 'limit', 'used', 'requested', 'retry_ms',
-  'bucket', 'used_requests', 'reset_requests_ms', 'used_input', 'reset_input_ms', 'used_output',
-  'reset_output_ms', 'used_quota', 'quota_reset_ms', 'slots', 'quota_period' }
-local COUNT_REPLY = { 'used', 'reset_ms', 'period' }
-
--- KEYS and ARGV by name; the first `from` - 1 arguments are taken.
-local function named(list, values, from)
-  local out = {}
-  for i = 1, #list do out[list[i]] = values[from + i - 1] end
-  return out
-end
-
--- The mode is where both lists put it.
-local function position(list, name)
-  for i = 1, #list do if list[i] == name then return i end end
-end
-local mode = ARGV[position(BATCH_ARGS, 'mode')]
-assert(position(COUNT_ARGS, 'mode') == position(BATCH_ARGS, 'mode'))
-local arg = named(mode == 'batch' and BATCH_ARGS or COUNT_ARGS, ARGV, 1)
-local bucket_ms = tonumber(arg.bucket_ms)
-local window_ms = tonumber(arg.window_ms)
+local bucket_ms = tonumber(ARGV[1])
+local window_ms = tonumber(ARGV[2])
+local mode = ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local cur = math.floor(now / bucket_ms)
@@ -144,41 +130,37 @@ end
 
 -- ---- one counter alone (admin API) ----
 if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
-  local key = named(COUNT_KEYS, KEYS, 1)
-  local c = counter_open(key.counter, tonumber(arg.period), tonumber(arg.clock_offset), true)
+  local c = counter_open(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), true)
   if mode == 'creset' then
     redis.call('DEL', c.key)
     c.used = 0
   elseif mode == 'cadd' then
-    c.used = counter_add(c.key, tonumber(arg.amount), c.ends)
+    c.used = counter_add(c.key, tonumber(ARGV[6]), c.ends)
   end
-  local f = { used = c.used, reset_ms = c.reset_ms, period = c.id }
-  local out = {}
-  for i = 1, #COUNT_REPLY do out[i] = f[COUNT_REPLY[i]] end
-  return out
+  return { c.used, c.reset_ms, c.id }
 end
 
-local team = #KEYS == #TEAM_KEYS
-local key = named(team and TEAM_KEYS or BATCH_KEYS, KEYS, 1)
-if team then
-  for name, v in pairs(named(TEAM_ARGS, ARGV, #BATCH_ARGS + 1)) do arg[name] = v end
-end
-local function num(name) return tonumber(arg[name]) or 0 end
-local offset = num('clock_offset')
-local limits = { num('rpm'), num('input_tpm'), num('output_tpm'), num('team_rpm'),
-  num('team_input_tpm'), num('team_output_tpm') }
-local wkeys = { key.requests, key.input, key.output, key.team_requests, key.team_input,
-  key.team_output }
+local offset = tonumber(ARGV[9])
+local team = KEYS[11] ~= nil
+local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0 }
+local wkeys = { KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7], KEYS[8] }
 -- The counters: 1 quota, 2 budget, 3 the team's budget.
-local climits = { num('quota'), num('budget'), num('team_budget') }
-local ckinds = { num('quota_period'), num('budget_period'), num('team_budget_period') }
+local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0 }
+local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0 }
 -- The slots: 1 the key's, 2 the team's.
-local slimits = { num('max_inflight'), num('team_max_inflight') }
-local skeys = { key.slots, key.team_slots }
-local lease_ms = num('lease_ms')
-local first_op = #BATCH_ARGS + (team and #TEAM_ARGS or 0) + 1 -- where n is
+local slimits = { tonumber(ARGV[12]), 0 }
+local skeys = { KEYS[6], nil }
+local lease_ms = tonumber(ARGV[13])
+local first_op = 14 -- where n is
+if team then
+  limits[4], limits[5], limits[6] = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
+  climits[3], ckinds[3] = tonumber(ARGV[17]), tonumber(ARGV[18])
+  slimits[2] = tonumber(ARGV[19])
+  skeys = { KEYS[10], KEYS[11] }
+  first_op = 20
+end
 local compact = not team and climits[2] <= 0 -- the reply without budget and team fields
-local cprefix = { key.quota, key.budget, key.team_budget }
+local cprefix = { KEYS[4], KEYS[5], KEYS[9] }
 local cdims = { 4, 5, 9 }
 
 -- ---- windows ----
@@ -333,13 +315,6 @@ local function window_state(d)
   return w.total, reset_after(w.total, w.newest)
 end
 
--- An admission's or a peek's reply, in the order of REPLY (COMPACT_REPLY).
-local function reply(fields)
-  local names, out = compact and COMPACT_REPLY or REPLY, {}
-  for i = 1, #names do out[i] = fields[names[i]] end
-  return out
-end
-
 local function admit(cost, spend, force, peek, lease)
   local refusal = nil
   if not peek then
@@ -354,14 +329,13 @@ local function admit(cost, spend, force, peek, lease)
   end
   local q, b, tb = counter(1), counter(2), counter(3)
   if refusal and not force then
-    return reply({ admitted = 0, dimension = refusal[2], limit = refusal[3], used = refusal[4],
-                   requested = refusal[5], retry_ms = refusal[6], bucket = cur,
-                   used_requests = 0, reset_requests_ms = 0, used_input = 0, reset_input_ms = 0,
-                   used_output = 0, reset_output_ms = 0, used_quota = q.used,
-                   quota_reset_ms = q.reset_ms, spent = b.used, budget_reset_ms = b.reset_ms,
-                   team_requests = 0, team_input = 0, team_output = 0, team_spent = tb.used,
-                   team_budget_reset_ms = tb.reset_ms, slots = slots(1), team_slots = slots(2),
-                   quota_period = q.id, budget_period = b.id, team_budget_period = tb.id })
+    if compact then
+      return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
+               0, 0, 0, 0, 0, 0, q.used, q.reset_ms, slots(1), q.id }
+    end
+    return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
+             0, 0, 0, 0, 0, 0, q.used, q.reset_ms, b.used, b.reset_ms, 0, 0, 0, tb.used,
+             tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }
   end
   if not peek then
     if lease ~= '-' then slot_put(lease, false) end
@@ -381,20 +355,19 @@ local function admit(cost, spend, force, peek, lease)
   local ur, rr = window_state(1)
   local ui, ri = window_state(2)
   local uo, ro = window_state(3)
+  if compact then
+    return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms,
+             slots(1), q.id }
+  end
   local tr, ti, to = 0, 0, 0
   if team then
     tr = window_state(4)
     ti = window_state(5)
     to = window_state(6)
   end
-  return reply({ admitted = 1, dimension = r[2], limit = r[3], used = r[4], requested = r[5],
-                 retry_ms = r[6], bucket = cur, used_requests = ur, reset_requests_ms = rr,
-                 used_input = ui, reset_input_ms = ri, used_output = uo, reset_output_ms = ro,
-                 used_quota = q.used, quota_reset_ms = q.reset_ms, spent = b.used,
-                 budget_reset_ms = b.reset_ms, team_requests = tr, team_input = ti,
-                 team_output = to, team_spent = tb.used, team_budget_reset_ms = tb.reset_ms,
-                 slots = slots(1), team_slots = slots(2), quota_period = q.id,
-                 budget_period = b.id, team_budget_period = tb.id })
+  return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro,
+           q.used, q.reset_ms, b.used, b.reset_ms, tr, ti, to, tb.used, tb.reset_ms,
+           slots(1), slots(2), q.id, b.id, tb.id }
 end
 
 -- Changes the admission's bucket by delta if it is still counted, never below zero.
@@ -445,26 +418,35 @@ local function settle(bucket, input_delta, output, release, quota_delta, qid, sp
   return 1
 end
 
--- ARGV[first_op] = number of operations, then each: its letter and OP_ARGS[letter].
+-- ARGV[first_op] = number of operations, then each with its arguments
+-- (lease: the slot's name, '-' for none):
+--   'a', cost, force, spend, lease                   admission
+--   'p'                                              peek
+--   's', bucket, input delta, output, release, quota delta, quota period id,
+--        spend delta, budget period id, team budget period id, lease   settlement
+--   'r', lease                                       renewal
 local n = tonumber(ARGV[first_op])
 local replies = {}
-local at = first_op + 1
+local a = first_op + 1
 for i = 1, n do
-  local op = ARGV[at]
-  local o = named(OP_ARGS[op] or OP_ARGS.p, ARGV, at + 1)
+  local op = ARGV[a]
   if op == 's' then
-    replies[i] = settle(tonumber(o.bucket), tonumber(o.input_delta), tonumber(o.output),
-                        o.release == '1', tonumber(o.quota_delta), o.quota_period,
-                        tonumber(o.spend_delta), o.budget_period, o.team_budget_period, o.lease)
+    replies[i] = settle(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+                        ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), ARGV[a + 6],
+                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10])
+    a = a + 11
   elseif op == 'a' then
-    replies[i] = admit(tonumber(o.cost), tonumber(o.spend), o.force == '1', false, o.lease)
+    replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false,
+                       ARGV[a + 4])
+    a = a + 5
   elseif op == 'r' then
-    if o.lease ~= '-' then slot_put(o.lease, true) end
+    if ARGV[a + 1] ~= '-' then slot_put(ARGV[a + 1], true) end
     replies[i] = 1
+    a = a + 2
   else
     replies[i] = admit(0, 0, false, true)
+    a = a + 1
   end
-  at = at + 1 + #(OP_ARGS[op] or OP_ARGS.p)
 end
 
 -- A hash lives window + 2 buckets past the first write into its newest

@@ -1,10 +1,11 @@
 /* The contract between sluice and lua/limits.lua, declared once: the key
  * names, arguments and operations each call sends, and the slots of each
  * reply, in their order. limit_redis.c writes calls and reads replies by
- * these names; lua/limits.lua declares the same lists (BATCH_ARGS, ...) and
- * uses them by name; tests/unit/test_limit_script.c fails when the two
- * disagree, and the script's own tests (test_limits_script.py) read their
- * positions from here. */
+ * these names; lua/limits.lua lists the same in its "--:" comment lines (its
+ * code reads them by position: a table of names built on every call costs
+ * Redis CPU on every request); tests/unit/test_limit_script.c fails when the
+ * two lists disagree, and the script's own tests (test_limits_script.py)
+ * drive it by the positions of the names here. */
 #ifndef SLUICE_LIMIT_SCRIPT_H
 #define SLUICE_LIMIT_SCRIPT_H
 

@@ -1,6 +1,9 @@
 /* lua/limits.lua against limit_script.h: every list of the contract (key
- * names, arguments, operations, reply slots) names the same things in the
- * same order on both sides, so one slot off fails here, not in production. */
+ * names, arguments, operations, reply slots), as the script declares it in
+ * its "--:" lines and as the header does, names the same things in the same
+ * order, so a list changed on one side only fails here, not in production.
+ * (That the script's code reads and writes those positions is what
+ * test_limits_script.py checks, driving it by the header's names.) */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,28 +19,40 @@ struct list {
     int n;
 };
 
-/* The quoted names of the Lua table that follows `after` (up to its '}'),
- * copied into store; n = -1 if there is no such table. */
-static struct list lua_list(const char *text, const char *after, char *store)
+/* The names of one list of the contract in lua/limits.lua: the words after
+ * "--: NAME", continued on the lines that start "--:   ", copied into
+ * store; n = -1 if there is no such list. */
+static struct list lua_list(const char *text, const char *name, char *store)
 {
     struct list l = { .n = -1 };
-    const char *p = strstr(text, after);
-    if (!p || !(p = strchr(p, '{')))
+    char head[64];
+    snprintf(head, sizeof(head), "\n--: %s ", name);
+    const char *p = strstr(text, head);
+    if (!p)
         return l;
-    const char *end = strchr(p, '}');
     l.n = 0;
-    for (const char *q = p; q && q < end && l.n < MAX_NAMES; q++) {
-        if (*q != '\'')
-            continue;
-        const char *close = strchr(q + 1, '\'');
-        size_t len = (size_t)(close - q - 1);
-        memcpy(store, q + 1, len);
-        store[len] = '\0';
-        l.v[l.n++] = store;
-        store += len + 1;
-        q = close;
+    p += strlen(head);
+    for (;;) {
+        const char *eol = strchr(p, '\n');
+        if (!eol)
+            return l;
+        while (p < eol && l.n < MAX_NAMES) {
+            while (p < eol && *p == ' ')
+                p++;
+            const char *w = p;
+            while (p < eol && *p != ' ')
+                p++;
+            if (p > w) {
+                memcpy(store, w, (size_t)(p - w));
+                store[p - w] = '\0';
+                l.v[l.n++] = store;
+                store += p - w + 1;
+            }
+        }
+        if (strncmp(eol + 1, "--:   ", 6) != 0) /* the list goes on on the next line */
+            return l;
+        p = eol + 1 + 6;
     }
-    return l;
 }
 
 /* Whether the two lists name the same things in the same order; says where not. */
@@ -95,24 +110,20 @@ static bool contract_holds(const char *lua)
     for (int i = 0; i < LS_NREPLY; i++)
         if (reply_or_null[i])
             compact[ncompact++] = reply_or_null[i];
-    char letter[2][8] = { { LS_OP_ADMIT, ' ', '=', ' ', '{', 0 }, { LS_OP_SETTLE, ' ', '=', ' ', '{', 0 } };
-    char renew[8] = { LS_OP_RENEW, ' ', '=', ' ', '{', 0 };
-    const char *ops = strstr(lua, "local OP_ARGS = {");
-    bool ok = ops != NULL;
-#define SAME(what, lua_list_, c) ok = ok && same(what, lua_list_, c, (int)(sizeof(c) / sizeof(c[0])))
-    SAME("BATCH_KEYS", lua_list(lua, "local BATCH_KEYS =", store), solo_keys);
-    SAME("TEAM_KEYS", lua_list(lua, "local TEAM_KEYS =", store), team_keys);
-    SAME("BATCH_ARGS", lua_list(lua, "local BATCH_ARGS =", store), batch_args);
-    SAME("TEAM_ARGS", lua_list(lua, "local TEAM_ARGS =", store), team_args);
-    SAME("COUNT_ARGS", lua_list(lua, "local COUNT_ARGS =", store), count_args);
-    SAME("OP_ARGS.a", lua_list(ops ? ops : "", letter[0], store), admit_args);
-    SAME("OP_ARGS.s", lua_list(ops ? ops : "", letter[1], store), settle_args);
-    SAME("OP_ARGS.r", lua_list(ops ? ops : "", renew, store), renew_args);
-    SAME("REPLY", lua_list(lua, "local REPLY =", store), reply);
-    SAME("COUNT_REPLY", lua_list(lua, "local COUNT_REPLY =", store), count_reply);
+    bool ok = true;
+#define SAME(name, c) ok = ok && same(name, lua_list(lua, name, store), c, (int)(sizeof(c) / sizeof(c[0])))
+    SAME("BATCH_KEYS", solo_keys);
+    SAME("TEAM_KEYS", team_keys);
+    SAME("BATCH_ARGS", batch_args);
+    SAME("TEAM_ARGS", team_args);
+    SAME("COUNT_ARGS", count_args);
+    SAME("OP_ARGS.a", admit_args);
+    SAME("OP_ARGS.s", settle_args);
+    SAME("OP_ARGS.r", renew_args);
+    SAME("REPLY", reply);
+    SAME("COUNT_REPLY", count_reply);
 #undef SAME
-    return ok && same("COMPACT_REPLY", lua_list(lua, "local COMPACT_REPLY =", store), compact,
-                      ncompact);
+    return ok && same("COMPACT_REPLY", lua_list(lua, "COMPACT_REPLY", store), compact, ncompact);
 }
 
 int main(void)
@@ -125,22 +136,22 @@ int main(void)
 
     /* The check itself: a script with two reply slots swapped, or one
      * argument missing, disagrees. */
-    static char swapped[1 << 16];
-    strcpy(swapped, lua);
-    char *slot = strstr(strstr(swapped, "local REPLY ="), "'used_requests'");
-    CHECK(slot && memcmp(slot + 16, " 'reset_requests_ms'", 20) == 0);
+    static char changed[1 << 16];
+    strcpy(changed, lua);
+    char *slot = strstr(strstr(changed, "\n--: REPLY "), "used_requests\n--:   reset_requests_ms");
+    CHECK(slot != NULL);
     if (slot) {
-        memcpy(slot + 1, "reset_requests_ms', 'used_requests", 34); /* same length, swapped */
+        memcpy(slot, "reset_requests_ms\n--:   used_requests", 37); /* same length, swapped */
         fprintf(stderr, "(a disagreement, on purpose:)\n");
-        CHECK(!contract_holds(swapped));
+        CHECK(!contract_holds(changed));
     }
-    strcpy(swapped, lua);
-    char *arg = strstr(strstr(swapped, "local BATCH_ARGS ="), "'lease_ms'");
+    strcpy(changed, lua);
+    char *arg = strstr(strstr(changed, "\n--: BATCH_ARGS "), " lease_ms");
     CHECK(arg != NULL);
     if (arg) {
-        memset(arg, ' ', 10);
+        memset(arg, ' ', 9);
         fprintf(stderr, "(a disagreement, on purpose:)\n");
-        CHECK(!contract_holds(swapped));
+        CHECK(!contract_holds(changed));
     }
     return check_done();
 }
