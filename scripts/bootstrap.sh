@@ -29,6 +29,7 @@ if [ "$tests" = yes ]; then
     prometheus        # promtool: checks and unit-tests conf/prometheus/sluice-alerts.yml
     chromium          # headless, for the status page's test
     systemd           # systemd-analyze verify/security on conf/sluice.service
+    iproute2          # ss: the listening socket's backlog
   )
 fi
 

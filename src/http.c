@@ -1263,8 +1263,10 @@ int http_server_listen(struct http_server *srv, int fd, int kind, bool tls)
 {
     struct listener_ctx *ctx = sl_malloc(sizeof(*ctx));
     *ctx = (struct listener_ctx){ srv, kind, tls };
+    /* Backlog 0: the socket listens already, with the backlog its maker
+     * chose (main.c's 4096); -1 would make libevent listen() again with 128. */
     struct evconnlistener *l =
-        evconnlistener_new(srv->base, accept_cb, ctx, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        evconnlistener_new(srv->base, accept_cb, ctx, LEV_OPT_CLOSE_ON_FREE, 0, fd);
     if (!l) {
         free(ctx);
         return -1;

@@ -90,8 +90,9 @@ struct http_server *http_server_new(struct event_base *base, const struct http_l
 void http_server_set_head_handler(struct http_server *srv, http_head_handler head);
 /* What a listener is for; its requests carry it (http_req.listener). */
 enum { HTTP_LISTENER_API = 0, HTTP_LISTENER_OPERATOR = 1 };
-/* Starts accepting on a listening socket (ownership of fd passes); with tls,
- * its connections speak TLS with the context of http_server_set_tls. */
+/* Starts accepting on a socket that listens already (ownership of fd
+ * passes; its backlog stays the one it was given); with tls, its
+ * connections speak TLS with the context of http_server_set_tls. */
 int http_server_listen(struct http_server *srv, int fd, int kind, bool tls);
 /* The TLS context new connections on tls listeners take (tls.h; the server
  * and each connection hold a reference of their own). */

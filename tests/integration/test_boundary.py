@@ -251,6 +251,23 @@ def test_max_connections_leaves_the_rest_in_the_backlog(mock, start_sluice):
         c.close()
 
 
+def test_the_listen_backlog_is_what_sluice_asks_for(mock, start_sluice):
+    """A burst of new clients waits in the kernel's accept queue, not in SYN
+    retries: the listening socket keeps the backlog sluice asked for (4096,
+    or the kernel's somaxconn if lower) — libevent must not listen() again
+    with its own default of 128 (issue #28, finding 5)."""
+    import shutil
+    from harness import base_conf
+    assert shutil.which("ss"), "ss is missing: scripts/bootstrap.sh --tests installs iproute2"
+    s = start_sluice(base_conf(mock.url, extra_server="max_connections = 50"))
+    with open("/proc/sys/net/core/somaxconn") as f:
+        want = min(4096, int(f.read()))
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{s.port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out and out[0] == "LISTEN", out
+    assert int(out[2]) == want, out  # Send-Q of a listening socket: its backlog
+
+
 # ---- exactly one credential ------------------------------------------------------------
 
 def test_more_than_one_credential_is_400(mock, start_sluice):
