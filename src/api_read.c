@@ -5,6 +5,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -89,6 +90,9 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
         call->model_len = strlen(model->valuestring);
         if (call->model_len > 256)
             FAIL("model", "'model' is longer than 256 characters.");
+        for (size_t i = 0; i < call->model_len; i++)
+            if ((unsigned char)call->model[i] < 0x20 || call->model[i] == 0x7f)
+                FAIL("model", "'model' must not contain control characters.");
     }
 
     const cJSON *stream = cJSON_GetObjectItemCaseSensitive(root, "stream");
@@ -137,6 +141,58 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
     return 0;
 }
 
+/* Whether the JSON text escapes a NUL (\\u0000) anywhere: cJSON ends the
+ * string there, so what sluice read would not be what the upstream reads. */
+static bool escapes_nul(const char *body, size_t len)
+{
+    for (const char *p = body, *end = body + len; (p = memchr(p, '\\', (size_t)(end - p)));) {
+        size_t run = 0;
+        while (p + run < end && p[run] == '\\')
+            run++;
+        p += run;
+        if (run % 2 && end - p >= 5 && memcmp(p, "u0000", 5) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+/* A member name an object of the tree has twice (names as cJSON unescaped
+ * them), or NULL. Small objects by comparison, large ones sorted. */
+static const char *repeated_member(const cJSON *item, int depth)
+{
+    if (depth > 64)
+        return NULL; /* cJSON's own nesting limit is lower */
+    int n = 0;
+    for (const cJSON *c = item->child; c; c = c->next)
+        n++;
+    if (cJSON_IsObject(item) && n > 1) {
+        const cJSON *small[16], **all = n <= 16 ? small : sl_malloc((size_t)n * sizeof(*all));
+        int k = 0;
+        for (const cJSON *c = item->child; c; c = c->next)
+            all[k++] = c;
+        qsort(all, (size_t)n, sizeof(*all), by_name);
+        const char *dup = NULL;
+        for (int i = 1; i < n && !dup; i++)
+            if (strcmp(all[i - 1]->string, all[i]->string) == 0)
+                dup = all[i]->string;
+        if (all != small)
+            free(all);
+        if (dup)
+            return dup;
+    }
+    for (const cJSON *c = item->child; c; c = c->next) {
+        const char *dup = repeated_member(c, depth + 1);
+        if (dup)
+            return dup;
+    }
+    return NULL;
+}
+
 int api_validate_tree(const char *path, size_t path_len, const char *body, size_t len,
                       struct api_call *call, char *msg, size_t msglen, const char **param)
 {
@@ -150,6 +206,18 @@ int api_validate_tree(const char *path, size_t path_len, const char *body, size_
                    "object.");
     }
     call->root = root;
+    if (escapes_nul(body, len))
+        FAIL(NULL, "The request body escapes a NUL character (\\u0000): sluice does not forward "
+                   "a body that parsers read differently.");
+    const char *dup = repeated_member(root, 0);
+    if (dup) {
+        snprintf(msg, msglen,
+                 "The request body gives the member '%.64s' twice in one object; send each "
+                 "member once.",
+                 dup);
+        *param = NULL;
+        return ERR_BAD_REQUEST;
+    }
     int rc = check_body(root, call, msg, msglen, param);
     if (!rc)
         call->estimate = tok_estimate_prompt(call, len);

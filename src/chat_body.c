@@ -1,5 +1,5 @@
 /* The one-pass reader of chat completion bodies (chat_body.h). Every check
- * of server.c's cJSON path that the common shape can fail makes this reader
+ * of api_read.c's cJSON path that the common shape can fail makes this reader
  * give up instead, so the messages and the estimate stay exactly theirs. */
 #include "sluice/chat_body.h"
 
@@ -19,10 +19,13 @@ struct chat_scan {
 };
 
 /* A member's name: escape-free (cJSON compares names unescaped), then ':'. */
-static bool scan_name(struct json_scan *js, struct sl_str *name)
+/* A member name, not escaped and not one the object already has (a
+ * repeated one is refused on the cJSON path). */
+static bool scan_name(struct json_scan *js, struct js_keys *keys, struct sl_str *name)
 {
     bool escaped;
-    return js_string(js, name, &escaped) && !escaped && js_take(js, ':');
+    return js_string(js, name, &escaped) && !escaped && js_key_new(keys, *name) &&
+           js_take(js, ':');
 }
 
 /* A string value; false if the value is not a string. */
@@ -52,12 +55,14 @@ static bool scan_message(struct chat_scan *c)
     struct json_scan *js = &c->js;
     bool role = false, content = false, name = false;
     int64_t n = TOK_PER_MESSAGE;
+    struct js_keys keys;
+    keys.n = 0;
     if (!js_take(js, '{'))
         return false;
     do {
         struct sl_str key, raw;
         bool escaped;
-        if (!scan_name(js, &key))
+        if (!scan_name(js, &keys, &key))
             return false;
         if (sl_str_eq(key, "role")) {
             if (role || !scan_string_value(js, &raw, &escaped))
@@ -110,6 +115,9 @@ static bool scan_model(struct json_scan *js, struct api_call *call)
         memcpy(call->model_text, raw.p, raw.len);
     call->model_text[call->model_len] = '\0';
     call->model = call->model_text;
+    for (size_t i = 0; i < call->model_len; i++)
+        if ((unsigned char)call->model_text[i] < 0x20 || call->model_text[i] == 0x7f)
+            return false; /* refused on the cJSON path, with its message */
     return true;
 }
 
@@ -180,15 +188,15 @@ static bool scan_body(struct chat_scan *c, struct api_call *call)
 {
     struct json_scan *js = &c->js;
     unsigned seen = 0;
+    struct js_keys keys;
+    keys.n = 0;
     if (!js_take(js, '{'))
         return false;
     do {
         struct sl_str name;
-        if (!scan_name(js, &name))
+        if (!scan_name(js, &keys, &name)) /* a repeated member: refused on the cJSON path */
             return false;
         enum member m = member_of(name);
-        if (m != M_OTHER && (seen & (1u << m)))
-            return false; /* cJSON reads the first of duplicates */
         seen |= 1u << m;
         if (!scan_member(c, m, call))
             return false;

@@ -182,6 +182,17 @@ static bool skip_number(struct json_scan *s)
     return true;
 }
 
+bool js_key_new(struct js_keys *k, struct sl_str raw)
+{
+    if (k->n == JS_KEYS_MAX)
+        return false;
+    for (int i = 0; i < k->n; i++)
+        if (k->v[i].len == raw.len && memcmp(k->v[i].p, raw.p, raw.len) == 0)
+            return false;
+    k->v[k->n++] = raw;
+    return true;
+}
+
 bool js_skip_value(struct json_scan *s, int depth)
 {
     skip_ws(s);
@@ -193,15 +204,19 @@ bool js_skip_value(struct json_scan *s, int depth)
     switch (*s->p) {
     case '"':
         return js_string(s, &raw, &escaped);
-    case '{':
+    case '{': {
+        struct js_keys keys;
+        keys.n = 0;
         s->p++;
         if (js_take(s, '}'))
             return true;
         do {
-            if (!js_string(s, &raw, &escaped) || !js_take(s, ':') || !js_skip_value(s, depth + 1))
+            if (!js_string(s, &raw, &escaped) || escaped || !js_key_new(&keys, raw) ||
+                !js_take(s, ':') || !js_skip_value(s, depth + 1))
                 return false;
         } while (js_take(s, ','));
         return js_take(s, '}');
+    }
     case '[':
         s->p++;
         if (js_take(s, ']'))

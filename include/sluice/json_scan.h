@@ -36,8 +36,20 @@ bool js_string(struct json_scan *s, struct sl_str *raw, bool *escaped);
 bool js_integer(struct json_scan *s, int64_t *out);
 /* true, false or null; which one in *lit ('t', 'f', 'n'). */
 bool js_literal(struct json_scan *s, char *lit);
-/* Any value, skipped. depth counts the containers around it. */
+/* Any value, skipped. depth counts the containers around it. An object
+ * whose member names repeat (or are escaped, or more than JS_KEYS_MAX) is
+ * not taken: the cJSON path decides about it (a repeated name is refused). */
 bool js_skip_value(struct json_scan *s, int depth);
+
+#define JS_KEYS_MAX 32
+/* The member names of one object read so far (raw, not escaped). */
+struct js_keys {
+    struct sl_str v[JS_KEYS_MAX];
+    int n;
+};
+/* Takes one more member name: false if it repeats one of the object's, or
+ * past JS_KEYS_MAX names (then the cJSON path decides). */
+bool js_key_new(struct js_keys *k, struct sl_str raw);
 /* The text of a string taken by js_string, unescaped into out (room for
  * raw.len bytes; the result is never longer). Returns its length. */
 size_t js_unescape(struct sl_str raw, char *out);

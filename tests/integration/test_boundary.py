@@ -268,6 +268,42 @@ def test_the_listen_backlog_is_what_sluice_asks_for(mock, start_sluice):
     assert int(out[2]) == want, out  # Send-Q of a listening socket: its backlog
 
 
+# ---- one reading of the body decides (issue #28, finding 1) ----------------------------
+
+def test_a_body_that_parsers_read_differently_is_refused(mock, start_sluice):
+    """A key allowed only gpt-4o-mini cannot reach gpt-4o by naming the model
+    twice (a parser that keeps the last reads gpt-4o), by escaping a member's
+    name, or by a NUL that ends the string for sluice but not for the
+    upstream; a count given twice cannot reserve the smaller one. Each is 400,
+    and nothing reaches the upstream."""
+    from harness import OTHER_KEY, base_conf
+    s = start_sluice(base_conf(mock.url))
+    msgs = '[{"role":"user","content":"hi"}]'
+    bodies = {
+        "model twice": '{"model":"gpt-4o-mini","messages":%s,"model":"gpt-4o"}' % msgs,
+        "escaped name": '{"model":"gpt-4o-mini","mod\\u0065l":"gpt-4o","messages":%s}' % msgs,
+        "NUL in model": '{"model":"gpt-4o-mini\\u0000x","messages":%s}' % msgs,
+        "count twice": '{"model":"gpt-4o-mini","max_tokens":1,"messages":%s,"max_tokens":100000}'
+                       % msgs,
+        "nested twice": '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a",'
+                        '"content":"b"}]}',
+        "control in model": '{"model":"gpt-4o-mini\\r\\nx","messages":%s}' % msgs,
+    }
+    for what, body in bodies.items():
+        r = s.request("POST", "/v1/chat/completions", body, key=OTHER_KEY)
+        assert r.status == 400, (what, r.status, r.body)
+        assert r.error()["type"] == "invalid_request_error", what
+    r = s.request("POST", "/v1/embeddings", '{"model":"gpt-4o-mini","input":"x","input":"y"}',
+                  key=OTHER_KEY)
+    assert r.status == 400 and "'input' twice" in r.error()["message"]
+    assert mock.stats()["requests"] == 0
+    # the same names in different objects, and the body as sent: fine
+    ok = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a"},{"role":"user",' \
+         '"content":"b"}]}'
+    assert s.request("POST", "/v1/chat/completions", ok, key=OTHER_KEY).status == 200
+    assert mock.last()["body"] == ok
+
+
 # ---- exactly one credential ------------------------------------------------------------
 
 def test_more_than_one_credential_is_400(mock, start_sluice):
