@@ -274,6 +274,8 @@ static int read_multipart(const struct http_req *req, const struct sl_str *ct,
     enum mp_found f = mp_field(req->body.data, req->body.len, boundary, blen, "model", &model);
     if (f == MP_MALFORMED)
         FAIL(NULL, "The multipart/form-data body could not be read with its boundary.");
+    if (f == MP_REPEATED)
+        FAIL("model", "The multipart/form-data body gives 'model' more than once; send it once.");
     call->body = API_BODY_MULTIPART;
     if (f == MP_FOUND) {
         if (model.len == 0 || model.len >= sizeof(call->model_text))

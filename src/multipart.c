@@ -123,21 +123,31 @@ enum mp_found mp_each(const char *body, size_t len, const char *boundary, size_t
 struct field_search {
     const char *name;
     struct sl_str *value;
+    int parts; /* named so, file parts included */
+    bool file;  /* the first was a file */
 };
 
 static bool is_field(const struct mp_part *part, void *arg)
 {
     struct field_search *f = arg;
-    if (part->has_filename || !part->name.p || part->name.len != strlen(f->name) ||
+    if (!part->name.p || part->name.len != strlen(f->name) ||
         memcmp(part->name.p, f->name, part->name.len) != 0)
         return true; /* go on */
-    *f->value = part->content;
-    return false;
+    if (f->parts++ == 0) {
+        *f->value = part->content;
+        f->file = part->has_filename;
+    }
+    return f->parts < 2; /* a second one: enough to know */
 }
 
 enum mp_found mp_field(const char *body, size_t len, const char *boundary, size_t blen,
                        const char *name, struct sl_str *value)
 {
-    struct field_search f = { name, value };
-    return mp_each(body, len, boundary, blen, is_field, &f);
+    struct field_search f = { name, value, 0, false };
+    enum mp_found r = mp_each(body, len, boundary, blen, is_field, &f);
+    if (r == MP_MALFORMED)
+        return r;
+    if (f.parts > 1)
+        return MP_REPEATED;
+    return f.parts == 1 && !f.file ? MP_FOUND : MP_ABSENT;
 }

@@ -17,7 +17,7 @@ bool mp_is_form(struct sl_str content_type);
 /* The boundary parameter (quoted or not) into out (MP_BOUNDARY_MAX + 1). */
 bool mp_boundary(struct sl_str content_type, char *out, size_t *len);
 
-enum mp_found { MP_MALFORMED = -1, MP_ABSENT = 0, MP_FOUND = 1 };
+enum mp_found { MP_MALFORMED = -1, MP_ABSENT = 0, MP_FOUND = 1, MP_REPEATED = 2 };
 
 struct mp_part {
     struct sl_str name;     /* Content-Disposition's name (p NULL if none) */
@@ -30,8 +30,10 @@ struct mp_part {
  * with that boundary. Parts point into body. */
 enum mp_found mp_each(const char *body, size_t len, const char *boundary, size_t blen,
                       bool (*each)(const struct mp_part *part, void *arg), void *arg);
-/* The value of the first part named `name` (no file parts), pointing into
- * body. MP_MALFORMED when the body is not multipart with that boundary. */
+/* The value of the one field named `name` (a part without a filename),
+ * pointing into body. MP_REPEATED when two or more parts have that name
+ * (parsers differ on which one they keep), MP_MALFORMED when the body is not
+ * multipart with that boundary. */
 enum mp_found mp_field(const char *body, size_t len, const char *boundary, size_t blen,
                        const char *name, struct sl_str *value);
 

@@ -69,6 +69,29 @@ def test_the_form_model_is_checked_against_the_key(mock, start_sluice):
     assert mock.stats()["requests"] == 0
 
 
+def test_a_form_that_gives_model_twice_is_refused(mock, start_sluice):
+    """A whisper-1-only key posts model=whisper-1 then model=gpt-4o-transcribe:
+    sluice would check the first, a Starlette-style parser (vLLM) read the
+    second. 400, nothing forwarded (issue #28, finding 2)."""
+    s = start_sluice(base_conf(mock.url, extra="[key whisper]\nkey = sk-test-whisper-only-1\n"
+                                               "models = whisper-1\n"))
+    boundary = "----formdata-twice"
+    body = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{m}\r\n".encode()
+        for m in ("whisper-1", "gpt-4o-transcribe"))
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n"
+             f"Content-Type: audio/wav\r\n\r\n").encode() + wav() + f"\r\n--{boundary}--\r\n".encode()
+    r = s.request("POST", "/v1/audio/transcriptions", body,
+                  headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+                  key="sk-test-whisper-only-1")
+    assert r.status == 400 and r.error()["param"] == "model", r.body
+    assert "more than once" in r.error()["message"]
+    assert mock.stats()["requests"] == 0
+    r, _, _ = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
+                     {"file": ("a.wav", wav(), "audio/wav")}, key="sk-test-whisper-only-1")
+    assert r.status == 200  # once is fine
+
+
 def test_uploads_have_their_own_size_limit(mock, start_sluice):
     s = start_sluice(base_conf(mock.url, extra_server="max_body_size = 64k\nmax_upload_size = 1m"))
     big = b"\x01" * 600_000
