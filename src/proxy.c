@@ -1419,6 +1419,10 @@ static void trace_request(const struct sl_request *r)
 static void settle(struct sl_request *r)
 {
     const struct lim_decision *t = &r->ticket;
+    if (r->usage.invalid) /* tokens.h: negative, fractional, not a number, or 2^53 and more */
+        log_warn("upstream usage not used: key=%s backend=%s sent a count sluice cannot take; "
+                 "the estimate stays charged",
+                 r->key->name, r->backend >= 0 ? r->gen->cfg->backends[r->backend].name : "-");
     int64_t input = r->estimate, output = 0;
     bool release = false;
     int up = r->upstream_status;

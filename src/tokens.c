@@ -10,14 +10,39 @@
 #include "sluice/json_scan.h"
 #include "sluice/util.h"
 
-static bool read_count(const cJSON *obj, const char *a, const char *b, int64_t *out)
+enum count { C_ABSENT, C_VALID, C_INVALID };
+
+/* A count: the first name unless it is absent or null, else the second. */
+static enum count read_count(const cJSON *obj, const char *a, const char *b, int64_t *out)
 {
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(obj, a);
-    if (!cJSON_IsNumber(n))
+    if (!n || cJSON_IsNull(n))
         n = cJSON_GetObjectItemCaseSensitive(obj, b);
-    if (!cJSON_IsNumber(n) || n->valuedouble < 0)
+    if (!n || cJSON_IsNull(n))
+        return C_ABSENT;
+    double v = cJSON_IsNumber(n) ? n->valuedouble : -1;
+    if (!(v >= 0 && v < (double)TOK_COUNT_LIMIT && v == (double)(int64_t)v))
+        return C_INVALID;
+    *out = (int64_t)v;
+    return C_VALID;
+}
+
+/* The counts into u: true when the object had usage (then seen, or invalid). */
+static bool take_counts(enum count p, int64_t prompt, enum count c, int64_t completion,
+                        enum count k, int64_t cached, struct tok_usage *u)
+{
+    if (p == C_INVALID || c == C_INVALID || k == C_INVALID) {
+        u->seen = false;
+        u->invalid = true;
+        return true;
+    }
+    if (p != C_VALID && c != C_VALID)
         return false;
-    *out = (int64_t)n->valuedouble;
+    u->seen = true;
+    u->invalid = false; /* a later usage object, this time usable */
+    u->prompt = p == C_VALID ? prompt : 0;
+    u->completion = c == C_VALID ? completion : 0;
+    u->cached = k == C_VALID ? SL_MIN(cached, u->prompt) : 0;
     return true;
 }
 
@@ -27,21 +52,16 @@ static bool parse_usage_object_json(const char *text, size_t len, struct tok_usa
     cJSON *usage = cJSON_ParseWithLength(text, len);
     bool ok = false;
     if (cJSON_IsObject(usage)) {
-        int64_t prompt = 0, completion = 0;
-        bool has_prompt = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
-        bool has_completion = read_count(usage, "completion_tokens", "output_tokens", &completion);
+        int64_t prompt = 0, completion = 0, cached = 0;
+        enum count p = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
+        enum count c = read_count(usage, "completion_tokens", "output_tokens", &completion);
         const cJSON *details = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
         if (!cJSON_IsObject(details))
             details = cJSON_GetObjectItemCaseSensitive(usage, "input_tokens_details");
-        int64_t cached = 0;
-        if (cJSON_IsObject(details) && !read_count(details, "cached_tokens", "cached_tokens", &cached))
-            cached = 0;
-        if ((ok = has_prompt || has_completion)) {
-            u->seen = true;
-            u->prompt = prompt;
-            u->completion = completion;
-            u->cached = SL_MIN(cached, prompt);
-        }
+        enum count k = cJSON_IsObject(details)
+                           ? read_count(details, "cached_tokens", "cached_tokens", &cached)
+                           : C_ABSENT;
+        ok = take_counts(p, prompt, c, completion, k, cached, u);
     }
     cJSON_Delete(usage);
     return ok;
@@ -145,14 +165,17 @@ static bool scan_object(struct usage_scan *s, int depth)
     return js_take(js, '}');
 }
 
-/* As read_count: the first name if it holds a number, else the second. */
-static bool pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
+/* As read_count: the first name unless absent, else the second (null is
+ * not in the scanner's subset: cJSON decides those). */
+static enum count pick_count(const struct usage_scan *s, int a, int b, int64_t *out)
 {
-    int i = s->kind[a] == U_NUMBER ? a : b;
-    if (s->kind[i] != U_NUMBER || s->value[i] < 0)
-        return false;
+    int i = s->kind[a] != U_ABSENT ? a : b;
+    if (s->kind[i] == U_ABSENT)
+        return C_ABSENT;
+    if (s->kind[i] != U_NUMBER || s->value[i] < 0) /* at most 15 digits: below 2^53 */
+        return C_INVALID;
     *out = s->value[i];
-    return true;
+    return C_VALID;
 }
 
 /* The usage object at the start of text by the scanner, the counts taken
@@ -170,19 +193,16 @@ static bool scan_usage(const char *text, size_t len, struct usage_scan *s, const
 static bool usage_counts(const struct usage_scan *s, struct tok_usage *u)
 {
     int64_t prompt = 0, completion = 0, cached = 0;
-    bool has_prompt = pick_count(s, U_PROMPT, U_INPUT, &prompt);
-    bool has_completion = pick_count(s, U_COMPLETION, U_OUTPUT, &completion);
-    if (!has_prompt && !has_completion)
-        return false;
+    enum count p = pick_count(s, U_PROMPT, U_INPUT, &prompt);
+    enum count c = pick_count(s, U_COMPLETION, U_OUTPUT, &completion);
     /* as cJSON: the prompt details if they are an object, else the input details */
     int d = s->details_kind[D_PROMPT] == U_OBJECT ? D_PROMPT : D_INPUT;
-    if (s->details_kind[d] == U_OBJECT && s->cached_kind[d] == U_NUMBER && s->cached[d] >= 0)
+    enum count k = C_ABSENT;
+    if (s->details_kind[d] == U_OBJECT && s->cached_kind[d] != U_ABSENT) {
+        k = s->cached_kind[d] == U_NUMBER && s->cached[d] >= 0 ? C_VALID : C_INVALID;
         cached = s->cached[d];
-    u->seen = true;
-    u->prompt = prompt;
-    u->completion = completion;
-    u->cached = SL_MIN(cached, prompt);
-    return true;
+    }
+    return take_counts(p, prompt, c, completion, k, cached, u);
 }
 
 bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)

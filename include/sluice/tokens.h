@@ -9,8 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Usage numbers must be whole, 0 up to (not including) 2^53, where a
+ * double stops telling integers apart: anything else (negative, fractional,
+ * not a number, larger) makes the usage invalid — seen stays false, so the
+ * estimate stays charged and no counter moves by them. */
+#define TOK_COUNT_LIMIT (1LL << 53)
+
 struct tok_usage {
     bool seen;
+    bool invalid; /* a usage object came, with a number sluice cannot use */
     int64_t prompt;     /* prompt_tokens / input_tokens */
     int64_t completion; /* completion_tokens / output_tokens (reasoning tokens included) */
     int64_t cached;     /* of the prompt: {prompt,input}_tokens_details.cached_tokens */
@@ -27,6 +34,8 @@ int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len);
 enum { TOK_PER_MESSAGE = 3, TOK_PER_NAME = 1, TOK_REPLY_PRIMING = 3 };
 int64_t tok_estimate_text(const char *s, size_t len);
 
+/* Each returns true when it found a usage object: with seen and the counts,
+ * or invalid. */
 /* From a complete JSON response body. */
 bool tok_usage_from_body(const char *body, size_t len, struct tok_usage *u);
 /* From the text of a usage object itself ({"prompt_tokens": ...}). */

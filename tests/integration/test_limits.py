@@ -288,3 +288,27 @@ def test_readyz_during_a_redis_outage_follows_on_error(mock, redis, start_sluice
     deny.chat()  # each finds Redis down
     assert allow.request("GET", "/readyz", key=None).status == 200
     assert deny.request("GET", "/readyz", key=None).status == 503
+
+
+@pytest.mark.parametrize("limiter", ["local", "redis"])
+def test_usage_numbers_sluice_cannot_take_move_no_counter(limiter, mock, start_sluice, request):
+    """An upstream reporting prompt_tokens 1e30 (or -5, 1.5, "12"): the
+    estimate stays charged, no window or quota moves by it, the log says so
+    once, and the access log shows no absurd number (issue #28, finding 7;
+    before, the in-process input window went to -9.2e18 and let every
+    prompt through)."""
+    redis = request.getfixturevalue("redis") if limiter == "redis" else None
+    extra = f"[redis]\nurl = {redis.url}\n" if redis else ""
+    s = start_sluice(base_conf(mock.url, key_extra="input_tpm = 20000\nquota = 1000000", extra=extra))
+    prompt = {"model": "gpt-4o", "messages": [{"role": "user", "content": "word " * 3000}]}
+    for bad in ('{"prompt_tokens":1e30,"completion_tokens":1}', '{"prompt_tokens":-5}',
+                '{"prompt_tokens":1.5}', '{"prompt_tokens":"12"}'):
+        r = s.chat(prompt, headers={"x-mock-usage": bad})
+        assert r.status == 200, r.body
+    # four prompts of ~3,756 estimated tokens each stay charged as estimated: a fifth fits in
+    # 20,000, a sixth does not (before: the window went negative and let every prompt through)
+    statuses = [s.chat(prompt).status for _ in range(2)]
+    assert statuses == [200, 429], statuses
+    text = s.log_text()
+    assert text.count("upstream usage not used: key=team-a") == 4
+    assert "-9223372036854775808" not in text

@@ -37,6 +37,7 @@
  *   x-mock-cached-tokens: 6       of the prompt, reported as cached (prompt_tokens_details)
  *   x-mock-reasoning-tokens: 4    of the completion, reported as reasoning
  *   x-mock-header: N: V           (config "header") one more header line on a 200 answer
+ *   x-mock-usage: {...}           the usage object's text exactly as given (invalid numbers too)
  *                                 (completion_tokens_details; included in completion_tokens)
  * Control: GET /_mock/stats, GET /_mock/last, POST /_mock/config, POST /_mock/reset. */
 #include <cjson/cJSON.h>
@@ -75,6 +76,7 @@ struct faults {
     bool no_usage;
     int cached_tokens, reasoning_tokens;
     char header[160]; /* "Name: value" added to a 200 answer's head, or "" */
+    char usage[160];  /* the usage object's text as given (any JSON), or "" */
 };
 
 static struct {
@@ -204,7 +206,9 @@ static void record_last(const struct http_req *req)
 
 static void usage_json(struct sl_buf *b, const struct mock_req *m)
 {
-    if (m->f.no_usage)
+    if (m->f.usage[0])
+        sl_buf_appends(b, m->f.usage);
+    else if (m->f.no_usage)
         sl_buf_appends(b, "null");
     else if (m->kind == K_EMBEDDING)
         sl_buf_printf(b, "{\"prompt_tokens\":%d,\"total_tokens\":%d}", m->prompt_tokens,
@@ -621,6 +625,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->cached_tokens = header_int(req, "x-mock-cached-tokens", f->cached_tokens);
     f->reasoning_tokens = header_int(req, "x-mock-reasoning-tokens", f->reasoning_tokens);
     header_str(req, "x-mock-header", f->header, sizeof(f->header));
+    header_str(req, "x-mock-usage", f->usage, sizeof(f->usage));
 }
 
 static bool authorized(const struct http_req *req)

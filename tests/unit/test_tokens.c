@@ -115,36 +115,45 @@ static void test_estimates(void)
     CHECK(estimate("/v1/chat/completions", b) == estimate("/v1/chat/completions", b));
 }
 
-/* The usage reader as it was before the allocation-free fast path: the oracle. */
+/* The usage rules written plainly on cJSON: the oracle. A count is the first
+ * name unless absent or null, else the second; whole and below 2^53, or the
+ * usage is invalid (seen false); the cached count likewise, in the prompt
+ * details if they are an object, else the input details. */
+static int oracle_count(const cJSON *o, const char *a, const char *b, int64_t *v)
+{
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(o, a);
+    if (!n || cJSON_IsNull(n))
+        n = cJSON_GetObjectItemCaseSensitive(o, b);
+    if (!n || cJSON_IsNull(n))
+        return 0; /* absent */
+    if (!cJSON_IsNumber(n) || n->valuedouble < 0 || n->valuedouble >= 9007199254740992.0 ||
+        n->valuedouble != (double)(int64_t)n->valuedouble)
+        return -1; /* invalid */
+    *v = (int64_t)n->valuedouble;
+    return 1;
+}
+
 static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
 {
     cJSON *root = cJSON_ParseWithLength(obj, len);
     bool ok = false;
     if (cJSON_IsObject(root)) {
-        const char *names[2][2] = { { "prompt_tokens", "input_tokens" },
-                                    { "completion_tokens", "output_tokens" } };
-        int64_t v[2] = { 0, 0 };
-        bool has[2] = { false, false };
-        for (int d = 0; d < 2; d++) {
-            const cJSON *n = cJSON_GetObjectItemCaseSensitive(root, names[d][0]);
-            if (!cJSON_IsNumber(n))
-                n = cJSON_GetObjectItemCaseSensitive(root, names[d][1]);
-            if (cJSON_IsNumber(n) && n->valuedouble >= 0) {
-                has[d] = true;
-                v[d] = (int64_t)n->valuedouble;
-            }
-        }
-        /* cached: the first prompt_tokens_details if an object, else input_tokens_details */
+        int64_t prompt = 0, completion = 0, cached = 0;
+        int p = oracle_count(root, "prompt_tokens", "input_tokens", &prompt);
+        int c = oracle_count(root, "completion_tokens", "output_tokens", &completion);
         const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "prompt_tokens_details");
         if (!cJSON_IsObject(d))
             d = cJSON_GetObjectItemCaseSensitive(root, "input_tokens_details");
-        const cJSON *c = cJSON_IsObject(d) ? cJSON_GetObjectItemCaseSensitive(d, "cached_tokens") : NULL;
-        int64_t cached = cJSON_IsNumber(c) && c->valuedouble >= 0 ? (int64_t)c->valuedouble : 0;
-        if ((ok = has[0] || has[1])) {
+        int k = cJSON_IsObject(d) ? oracle_count(d, "cached_tokens", "cached_tokens", &cached) : 0;
+        if (p < 0 || c < 0 || k < 0) {
+            ok = true;
+            u->invalid = true;
+        } else if (p > 0 || c > 0) {
+            ok = true;
             u->seen = true;
-            u->prompt = v[0];
-            u->completion = v[1];
-            u->cached = cached < v[0] ? cached : v[0];
+            u->prompt = prompt;
+            u->completion = completion;
+            u->cached = k > 0 ? (cached < prompt ? cached : prompt) : 0;
         }
     }
     cJSON_Delete(root);
@@ -173,8 +182,9 @@ static size_t braces_span(const char *p, size_t len)
 
 static bool same_usage(bool g, const struct tok_usage *got, bool w, const struct tok_usage *want)
 {
-    return g == w && got->seen == want->seen && got->prompt == want->prompt &&
-           got->completion == want->completion && got->cached == want->cached;
+    return g == w && got->seen == want->seen && got->invalid == want->invalid &&
+           got->prompt == want->prompt && got->completion == want->completion &&
+           got->cached == want->cached;
 }
 
 /* Random usage objects, well formed and then mutated a byte or two: the fast
@@ -252,8 +262,32 @@ static void test_usage_reader_agrees_with_cjson(void)
     CHECK(bodies == 20000);
 }
 
+/* Numbers sluice cannot use make the usage invalid: nothing is taken from it. */
+static void test_invalid_numbers(void)
+{
+    const char *bad[] = { "{\"usage\":{\"prompt_tokens\":1e30,\"completion_tokens\":2}}",
+                          "{\"usage\":{\"prompt_tokens\":-5,\"completion_tokens\":2}}",
+                          "{\"usage\":{\"prompt_tokens\":1.5,\"completion_tokens\":2}}",
+                          "{\"usage\":{\"prompt_tokens\":\"12\",\"completion_tokens\":2}}",
+                          "{\"usage\":{\"prompt_tokens\":9007199254740993,\"completion_tokens\":2}}",
+                          "{\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,"
+                          "\"prompt_tokens_details\":{\"cached_tokens\":-1}}}" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tok_usage u = { 0 };
+        CHECK(tok_usage_from_body(bad[i], strlen(bad[i]), &u) && u.invalid && !u.seen);
+    }
+    struct tok_usage u = { 0 };
+    const char *edge = "{\"usage\":{\"prompt_tokens\":9007199254740991,\"completion_tokens\":0}}";
+    CHECK(tok_usage_from_body(edge, strlen(edge), &u) && u.seen && u.prompt == 9007199254740991LL);
+    const char *over = "{\"usage\":{\"prompt_tokens\":9007199254740992,\"completion_tokens\":0}}";
+    CHECK(tok_usage_from_body(over, strlen(over), &u) && u.invalid && !u.seen);
+    const char *nulls = "{\"usage\":{\"prompt_tokens\":null,\"input_tokens\":4}}";
+    CHECK(tok_usage_from_body(nulls, strlen(nulls), &u) && u.seen && u.prompt == 4);
+}
+
 int main(void)
 {
+    test_invalid_numbers();
     test_bodies();
     test_stream_events();
     test_usage_inside_strings();
