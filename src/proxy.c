@@ -1193,12 +1193,21 @@ static void log_failed_attempt(const struct sl_request *r, const char *backend, 
 }
 
 /* An upstream's 400 context_length_exceeded, with an attempt left for another model. */
+/* A 400 whose error's code (not its message) is context_length_exceeded. */
 static bool context_exceeded(const struct sl_request *r, enum up_outcome o, int status)
 {
-    static const char code[] = "context_length_exceeded";
-    return o == UP_OUTCOME_PASSED && status == 400 && r->target && r->kept_body &&
-           r->attempts < r->gen->cfg->server.max_attempts &&
-           evbuffer_search(r->kept_body, code, sizeof(code) - 1, NULL).pos >= 0;
+    if (o != UP_OUTCOME_PASSED || status != 400 || !r->target || !r->kept_body ||
+        r->attempts >= r->gen->cfg->server.max_attempts)
+        return false;
+    size_t len = evbuffer_get_length(r->kept_body);
+    if (len > 65536) /* an error answer is small; this one is not one to read */
+        return false;
+    cJSON *root = cJSON_ParseWithLength((const char *)evbuffer_pullup(r->kept_body, -1), len);
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(root, "error"), "code");
+    bool exceeded = cJSON_IsString(code) && strcmp(code->valuestring, "context_length_exceeded") == 0;
+    cJSON_Delete(root);
+    return exceeded;
 }
 
 /* The attempt ended: classify it, then retry elsewhere or end the request. */

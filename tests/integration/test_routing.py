@@ -97,6 +97,14 @@ def test_context_fallback_on_context_length_exceeded(start_mock, start_sluice):
     r = chat(s, "gpt-4o")
     assert r.status == 400 and r.error()["code"] == "mock_error"
     assert r.headers["x-sluice-model"] == "gpt-4o" and b.stats()["requests"] == before
+    # the code decides, not the message: a 400 invalid_value that mentions context_length_exceeded
+    # in its text is the client's too (issue #28, finding 10)
+    a.configure(status=400)
+    r = s.chat({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]},
+               headers={"x-mock-error-code": "invalid_value",
+                        "x-mock-error-message": "not context_length_exceeded but "})
+    assert r.status == 400 and r.error()["code"] == "invalid_value"
+    assert b.stats()["requests"] == before
 
 
 def test_no_fallback_after_the_first_byte(start_mock, start_sluice):

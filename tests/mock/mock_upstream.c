@@ -19,6 +19,7 @@
  *   x-mock-status: 429            answer with this status (OpenAI-style error)
  *   x-mock-retry-after: 5         Retry-After on that answer
  *   x-mock-retry-after-ms: 1500   retry-after-ms on that answer
+ *   x-mock-error-message: X       the error's message (then the status), instead of the mock's
  *   x-mock-error-code: X          the error's code (default rate_limit_exceeded for 429, else
  *                                 mock_error), e.g. context_length_exceeded
  *   x-mock-fail-count: N          (config only) only the next N requests fail
@@ -63,6 +64,7 @@ struct faults {
     char retry_after[32];
     char retry_after_ms[32];
     char error_code[64];
+    char error_message[128]; /* the error's message instead of the mock's own */
     int fail_count; /* -1 = every request */
     int delay_ms;
     int chunk_delay_ms;
@@ -544,8 +546,9 @@ static void error_response(struct mock_req *m)
         sl_buf_printf(&h, "Retry-After: %s\r\n", m->f.retry_after);
     if (m->f.retry_after_ms[0])
         sl_buf_printf(&h, "retry-after-ms: %s\r\n", m->f.retry_after_ms);
-    sl_buf_printf(&b, "{\"error\":{\"message\":\"mock upstream error %d%s%s\",\"type\":\"%s\","
+    sl_buf_printf(&b, "{\"error\":{\"message\":\"%s%d%s%s\",\"type\":\"%s\","
                       "\"param\":null,\"code\":\"%s\"}}\n",
+                  m->f.error_message[0] ? m->f.error_message : "mock upstream error ",
                   m->f.status, m->f.echo ? " for a request with credential " : "",
                   m->f.echo ? m->credential : "", m->f.status == 429 ? "requests" : "server_error",
                   m->f.error_code[0]     ? m->f.error_code
@@ -612,6 +615,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     header_str(req, "x-mock-retry-after", f->retry_after, sizeof(f->retry_after));
     header_str(req, "x-mock-retry-after-ms", f->retry_after_ms, sizeof(f->retry_after_ms));
     header_str(req, "x-mock-error-code", f->error_code, sizeof(f->error_code));
+    header_str(req, "x-mock-error-message", f->error_message, sizeof(f->error_message));
     f->delay_ms = header_int(req, "x-mock-delay-ms", f->delay_ms);
     f->chunk_delay_ms = header_int(req, "x-mock-chunk-delay-ms", f->chunk_delay_ms);
     f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
