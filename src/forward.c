@@ -5,6 +5,7 @@
 #include "sluice/forward.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,41 @@ void fwd_headers_free(struct curl_slist *list)
 
 /* ---- the URL ---- */
 
+/* A query parameter's name, percent-decoded and lowercased, into out. */
+static void param_name(const char *p, size_t len, char *out, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < len && p[i] != '=' && k + 1 < n; i++) {
+        char c = p[i];
+        if (c == '%' && i + 2 < len && isxdigit((unsigned char)p[i + 1]) &&
+            isxdigit((unsigned char)p[i + 2])) {
+            char hex[3] = { p[i + 1], p[i + 2], 0 };
+            c = (char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        out[k++] = (char)tolower((unsigned char)c);
+    }
+    out[k] = '\0';
+}
+
+/* The client's query after sluice's own Azure parameters: every parameter
+ * but api-version and api-key, which only the backend's settings give. */
+static void azure_client_query(struct sl_buf *url, struct sl_str query)
+{
+    const char *p = query.p, *end = query.p + query.len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        size_t len = amp ? (size_t)(amp - p) : (size_t)(end - p);
+        char name[32];
+        param_name(p, len, name, sizeof(name));
+        if (len && strcmp(name, "api-version") != 0 && strcmp(name, "api-key") != 0) {
+            sl_buf_append(url, "&", 1);
+            sl_buf_append(url, p, len);
+        }
+        p += len + 1;
+    }
+}
+
 /* openai: base + path after /v1 (+ query). azure: base +
  * /openai/deployments/{deployment}/... ?api-version=... (+ the client's query). */
 char *fwd_url(const struct http_req *req, const struct cfg_backend *be, bool stateful,
@@ -174,16 +210,14 @@ char *fwd_url(const struct http_req *req, const struct cfg_backend *be, bool sta
     sl_buf_appends(&url, be->url);
     if (be->type == BACKEND_AZURE && stateful) { /* the account's: /openai/files, ... */
         sl_buf_printf(&url, "/openai%.*s?api-version=%s", (int)rest.len, rest.p, be->api_version);
-        if (req->query.len)
-            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
+        azure_client_query(&url, req->query);
     } else if (be->type == BACKEND_AZURE) {
         const char *dep = be->deployment ? be->deployment : upstream_model;
         char *esc = curl_easy_escape(NULL, dep, 0);
         sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
                       rest.p, be->api_version);
         curl_free(esc);
-        if (req->query.len)
-            sl_buf_printf(&url, "&%.*s", (int)req->query.len, req->query.p);
+        azure_client_query(&url, req->query);
     } else {
         sl_buf_append(&url, rest.p, rest.len);
         if (req->query.len) {

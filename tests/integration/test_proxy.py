@@ -188,6 +188,11 @@ key = {CLIENT_KEY}
     r = s.request("POST", "/v1/embeddings?x=1", {"model": "fixed-model", "input": "a"})
     assert r.status == 200
     assert m.last()["target"] == "/openai/deployments/prod-4o/embeddings?api-version=2024-10-21&x=1"
+    # the client's query sets neither api-version nor a credential (issue #28, finding 10)
+    r = s.request("POST", "/v1/embeddings?api-version=2099-01-01&x=2&api%2Dkey=leak",
+                  {"model": "fixed-model", "input": "a"})
+    assert r.status == 200
+    assert m.last()["target"] == "/openai/deployments/prod-4o/embeddings?api-version=2024-10-21&x=2"
 
 
 def test_upstream_connections_are_reused(sluice, mock):

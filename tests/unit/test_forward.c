@@ -43,6 +43,14 @@ static void test_url(void)
     CHECK_STR(u, "https://res.openai.azure.com/openai/deployments/gpt%204o%2Fx/chat/completions"
                  "?api-version=2024-06-01&a=1");
     free(u);
+    /* the client's query cannot set api-version or add api-key (issue #28, finding 10) */
+    struct http_req q;
+    check_request(&q, "POST", "/v1/chat/completions",
+                  "x=1&api-version=2099-01-01&API%2Dkey=stolen&Api-Key&y=2&&", NULL, NULL);
+    u = fwd_url(&q, &az, false, "gpt-4o");
+    CHECK_STR(u, "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
+                 "?api-version=2024-06-01&x=1&y=2");
+    free(u);
     az.deployment = "dep";
     u = fwd_url(&req, &az, false, "gpt-4o");
     CHECK(strstr(u, "/openai/deployments/dep/chat/completions?") != NULL);
