@@ -173,6 +173,7 @@ static void reload(struct daemon *d)
 {
     notify("RELOADING=1");
     struct config *cfg = load_or_report(d->path, true);
+    mx_reload(cfg != NULL);
     if (!cfg) {
         log_error("reload of %s failed; still serving the previous configuration", d->path);
         notify("READY=1");
@@ -351,6 +352,7 @@ static int run(const char *path)
     struct config *cfg = load_or_report(path, false);
     if (!cfg)
         return 1;
+    mx_config_loaded();
     log_set_level((enum log_level)cfg->server.log_level);
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);

@@ -297,6 +297,24 @@ void mx_key_inflight(const char *key, int delta)
     pthread_mutex_unlock(&lock);
 }
 
+static atomic_ullong reloads_ok, reloads_failed;
+static atomic_llong last_reload_ok_s;
+
+void mx_config_loaded(void)
+{
+    atomic_store(&last_reload_ok_s, (long long)(sl_wall_us() / 1000000));
+}
+
+void mx_reload(bool ok)
+{
+    if (!ok) {
+        atomic_fetch_add(&reloads_failed, 1);
+        return;
+    }
+    atomic_fetch_add(&reloads_ok, 1);
+    mx_config_loaded();
+}
+
 void mx_inflight(int delta)
 {
     atomic_fetch_add(&inflight, delta);
@@ -386,9 +404,21 @@ static void render_key_inflight(struct sl_buf *out, const struct config *c)
 }
 
 /* The gauges and counters kept outside the registry: breakers, Redis,
- * requests in flight and waiting, usage log and trace exports. */
+ * requests in flight and waiting, usage log and trace exports, reloads. */
 static void render_node(struct sl_buf *out, struct generation *gen)
 {
+    sl_buf_printf(out,
+                  "# HELP sluice_config_reloads_total SIGHUP reloads, by result.\n"
+                  "# TYPE sluice_config_reloads_total counter\n"
+                  "sluice_config_reloads_total{result=\"ok\"} %llu\n"
+                  "sluice_config_reloads_total{result=\"failed\"} %llu\n"
+                  "# HELP sluice_config_last_reload_success_timestamp_seconds When the "
+                  "configuration in force was loaded (start or reload), Unix seconds.\n"
+                  "# TYPE sluice_config_last_reload_success_timestamp_seconds gauge\n"
+                  "sluice_config_last_reload_success_timestamp_seconds %lld\n",
+                  (unsigned long long)atomic_load(&reloads_ok),
+                  (unsigned long long)atomic_load(&reloads_failed),
+                  (long long)atomic_load(&last_reload_ok_s));
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
     for (int i = 0; i < gen->cfg->nbackends; i++)

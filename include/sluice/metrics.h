@@ -5,6 +5,7 @@
 #ifndef SLUICE_METRICS_H
 #define SLUICE_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct sl_buf;
@@ -36,6 +37,10 @@ void mx_budget_remaining(const char *scope, const char *name, int64_t micro);
 void mx_attempt(const char *backend, const char *outcome, double ttfb_s);
 void mx_retry(const char *backend);
 void mx_inflight(int delta);
+/* A SIGHUP reload's result (sluice_config_reloads_total; a good one also sets
+ * the time the configuration in force was loaded), and the first load. */
+void mx_reload(bool ok);
+void mx_config_loaded(void);
 /* Requests of a key with max_inflight open on this node: sluice_inflight{key}. */
 void mx_key_inflight(const char *key, int delta);
 /* One request's wait for room (queue_timeout): sluice_queue_wait_seconds. */

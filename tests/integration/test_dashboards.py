@@ -24,7 +24,7 @@ def promtool(*args, cwd=None):
 
 def test_alert_rules_check_and_unit_tests():
     r = promtool("check", "rules", str(RULES))
-    assert r.returncode == 0 and "SUCCESS: 7 rules found" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "SUCCESS: 8 rules found" in r.stdout, r.stdout + r.stderr
     r = promtool("test", "rules", str(RULE_TESTS), cwd=RULE_TESTS.parent)
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
 

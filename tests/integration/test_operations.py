@@ -120,6 +120,8 @@ def test_reload_good_and_bad_under_traffic(mock, start_sluice):
     t.start()
     try:
         assert [s.chat().status for _ in range(3)] == [200] * 3
+        started = value(scrape(s), "sluice_config_last_reload_success_timestamp_seconds")
+        assert abs(started - time.time()) < 60
         new_key = "sk-added-by-reload-0001"
         good = base_conf(mock.url, key_extra="rpm = 5") + f"\n[key added]\nkey = {new_key}\n"
         s.conf.write_text(good.replace("{port}", str(s.port)))
@@ -136,6 +138,11 @@ def test_reload_good_and_bad_under_traffic(mock, start_sluice):
         s.conf.write_text(base_conf(mock.url).replace("{port}", str(s.port)))
         hup_and_wait(s, "reloaded")
         assert s.chat(key=new_key).status == 401  # removed keys stop at once
+        # failed reloads are counted (issue #28, finding 10): an alert can see them
+        m = scrape(s)
+        assert value(m, "sluice_config_reloads_total", result="ok") == 2
+        assert value(m, "sluice_config_reloads_total", result="failed") == 1
+        assert value(m, "sluice_config_last_reload_success_timestamp_seconds") >= started
     finally:
         stop.set()
         t.join()
