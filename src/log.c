@@ -57,7 +57,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
 
 void log_line(const char *line, size_t len)
 {
-    char buf[2048];
+    char buf[4096]; /* PIPE_BUF: one write stays whole on a pipe; the longest access line is ~1.5k */
     if (len + 1 > sizeof(buf))
         len = sizeof(buf) - 1;
     memcpy(buf, line, len);

@@ -121,3 +121,27 @@ def test_a_stuck_writer_does_not_hold_up_requests(tmp, mock, start_sluice):
     lines = got.splitlines()
     assert len(lines) == n and all(json.loads(line)["status"] == 200 for line in lines)
     assert "sluice_usage_records_dropped_total 0" in s.request("GET", "/metrics", key=None).body.decode()
+
+
+def test_json_access_lines_stay_whole_for_the_longest_names(mock, start_sluice):
+    """The longest model name a client may send, every character escaped in
+    JSON, and the longest path: each access line is still one JSON object
+    with its status and cost (issue #28, finding 10: a 256-character name of
+    U+0001 cut the line at 2,047 bytes; a control character is now refused
+    with 400 before any line is written)."""
+    s = start_sluice(base_conf(mock.url, extra_server="access_log_format = json",
+                               extra="[model gpt-4o]\ninput_price = 1\noutput_price = 1\n"))
+    quotes = '"' * 256  # 512 bytes once escaped
+    assert s.chat(body={"model": quotes, "messages": [{"role": "user", "content": "hi"}]}).status == 200
+    ctrl = "\u0001" * 256
+    assert s.chat(body={"model": ctrl, "messages": [{"role": "user", "content": "hi"}]}).status == 400
+    long_path = "/v1/" + "a" * 250
+    assert s.request("POST", long_path, {"model": "gpt-4o", "x": 1}).status == 200
+    deadline = time.time() + 5
+    lines = []
+    while len(lines) < 2 and time.time() < deadline:
+        lines = [json.loads(line) for line in s.log_text().splitlines() if line.startswith("{")]
+        time.sleep(0.05)
+    assert [r["status"] for r in lines] == [200, 200]
+    assert lines[0]["model"] == quotes and "cost_usd" in lines[0]
+    assert lines[1]["path"] == long_path
