@@ -138,6 +138,20 @@ static void *section_obj(struct parser *p, struct section *sec)
 
 #define PERR(p, ...) add_error((p)->errs, (p)->path, (p)->lineno, __VA_ARGS__)
 
+/* A value as an error message may show it: as it is, unless it looks like a
+ * secret put in the wrong option (a key: "sk-..." or a long run of letters,
+ * digits, '-' and '_'), which is described instead of echoed. */
+static const char *shown(const char *v, char *buf, size_t n)
+{
+    size_t len = strlen(v), plain = strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                               "0123456789-_");
+    if (strncmp(v, "sk-", 3) != 0 && !(len >= 16 && plain == len))
+        return v;
+    snprintf(buf, n, "<a %zu-character value, not shown: it may be a secret>", len);
+    return buf;
+}
+#define SHOWN(v) shown((v), (char[80]){ 0 }, 80)
+
 /* ---- value parsers ---------------------------------------------------------- */
 
 static char *trim(char *s)
@@ -195,7 +209,7 @@ static bool parse_headers(struct parser *p, const struct option *o, const char *
                           struct cfg_models *h)
 {
     if (!parse_models(v, h) || h->any) {
-        PERR(p, "%s: '%s' is not a comma-separated list of header names", o->name, v);
+        PERR(p, "%s: '%s' is not a comma-separated list of header names", o->name, SHOWN(v));
         return false;
     }
     for (int i = 0; i < h->n; i++) {
@@ -512,7 +526,7 @@ static bool set_number(struct parser *p, const struct option *o, void *field, co
               : o->type == T_DURATION ? sl_parse_duration_ms(v, &n)
                                       : sl_parse_size(v, &n);
     if (!ok) {
-        PERR(p, "%s: '%s' is not a %s", o->name, v, cfg_type_names[o->type]);
+        PERR(p, "%s: '%s' is not a %s", o->name, SHOWN(v), cfg_type_names[o->type]);
         return false;
     }
     if (n < o->min || n > o->max) {
@@ -527,7 +541,7 @@ static bool set_number(struct parser *p, const struct option *o, void *field, co
 static bool set_bool(struct parser *p, const struct option *o, void *field, const char *v)
 {
     if (!sl_parse_bool(v, (bool *)field)) {
-        PERR(p, "%s: '%s' is not yes/no, on/off or true/false", o->name, v);
+        PERR(p, "%s: '%s' is not yes/no, on/off or true/false", o->name, SHOWN(v));
         return false;
     }
     return true;
@@ -537,7 +551,7 @@ static bool set_bool(struct parser *p, const struct option *o, void *field, cons
 static bool set_string(struct parser *p, const struct option *o, void *field, const char *v)
 {
     if (o->type == T_URL && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
-        PERR(p, "%s: '%s' must start with http:// or https://", o->name, v);
+        PERR(p, "%s: '%s' must start with http:// or https://", o->name, SHOWN(v));
         return false;
     }
     if (!*v) {
@@ -564,7 +578,7 @@ static bool set_enum(struct parser *p, const struct option *o, void *field, cons
     struct sl_buf list = { 0 };
     for (int i = 0; o->choices[i]; i++)
         sl_buf_printf(&list, "%s%s", i ? ", " : "", o->choices[i]);
-    PERR(p, "%s: '%s' is not one of %s", o->name, v, list.data);
+    PERR(p, "%s: '%s' is not one of %s", o->name, SHOWN(v), list.data);
     sl_buf_free(&list);
     return false;
 }
@@ -572,7 +586,7 @@ static bool set_enum(struct parser *p, const struct option *o, void *field, cons
 static bool set_models(struct parser *p, const struct option *o, void *field, const char *v)
 {
     if (!parse_models(v, field)) {
-        PERR(p, "%s: '%s' is not a comma-separated list of model names or *", o->name, v);
+        PERR(p, "%s: '%s' is not a comma-separated list of model names or *", o->name, SHOWN(v));
         return false;
     }
     return true;
@@ -588,7 +602,7 @@ static bool set_money(struct parser *p, const struct option *o, void *field, con
 {
     int64_t n;
     if (!sl_parse_money(v, &n) || n > o->max) {
-        PERR(p, "%s: '%s' is not %s (digits, at most 6 decimals)", o->name, v,
+        PERR(p, "%s: '%s' is not %s (digits, at most 6 decimals)", o->name, SHOWN(v),
              o->type == T_RATIO ? "a ratio from 0 to 1" : "an amount of USD");
         return false;
     }
@@ -599,7 +613,7 @@ static bool set_money(struct parser *p, const struct option *o, void *field, con
 static bool set_statuses(struct parser *p, const struct option *o, void *field, const char *v)
 {
     if (!parse_statuses(v, field)) {
-        PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, v);
+        PERR(p, "%s: '%s' is not a list of statuses or ranges (100-599)", o->name, SHOWN(v));
         return false;
     }
     return true;
@@ -610,7 +624,7 @@ static bool set_listen(struct parser *p, const struct option *o, void *field, co
     struct cfg_listens *ls = field;
     struct cfg_listen l;
     if (!parse_listen(v, &l)) {
-        PERR(p, "%s: '%s' is not host:port or host:port tls", o->name, v);
+        PERR(p, "%s: '%s' is not host:port or host:port tls", o->name, SHOWN(v));
         return false;
     }
     ls->v = sl_realloc(ls->v, sizeof(l) * (size_t)(ls->n + 1));
@@ -1139,6 +1153,22 @@ static void check_counts_and_keys(struct parser *p)
         if (!sl_names_add(&digests, c->keys[i].digest, 32, i, &j))
             add_error(p->errs, p->path, c->keys[i].line,
                       "[key %s] has the same key as [key %s]", c->keys[i].name, c->keys[j].name);
+    /* an operator's key that is also a client's would give that client the operator's view */
+    struct section *srv = find_scope(p, SCOPE_SERVER);
+    const struct {
+        bool set;
+        const uint8_t *digest;
+        const char *name;
+    } operator_keys[] = { { c->server.admin_enabled, c->server.admin_digest, "admin_key" },
+                          { c->server.metrics_protected, c->server.metrics_digest, "metrics_key" } };
+    for (size_t k = 0; k < SL_ARRAY_LEN(operator_keys); k++) {
+        int i = operator_keys[k].set ? sl_names_find(&digests, operator_keys[k].digest, 32) : -1;
+        if (i >= 0)
+            add_error(p->errs, p->path,
+                      srv ? srv->set_at[find_option(SCOPE_SERVER, operator_keys[k].name)] : 0,
+                      "%s is the key of [key %s]; an operator's key must be its own",
+                      operator_keys[k].name, c->keys[i].name);
+    }
     sl_names_free(&digests);
     if (c->nbackends > 256)
         add_error(p->errs, p->path, 0, "at most 256 [backend] sections are supported");

@@ -180,3 +180,23 @@ def test_pid_file_of_another_sluice_is_left_alone(tmp, mock, start_sluice):
     assert pid_file.read_text() == f"{second.proc.pid}\n"
     assert second.stop() == 0
     assert not pid_file.exists()
+
+
+def test_config_test_keeps_secrets_out_of_its_messages(tmp):
+    """A key pasted into the wrong option is named, not echoed; an admin or
+    metrics key equal to a client's key is refused (issue #28, finding 10)."""
+    secret = "sk-proj-AbCdEf0123456789ZyXwVuTsRq"
+    conf = tmp / "misplaced.conf"
+    conf.write_text("[server]\nlisten = 127.0.0.1:8080\nadmin_key = sk-shared-key-for-both-01\n"
+                    "metrics_key = sk-shared-key-for-both-01\n"
+                    f"[backend a]\nurl = {secret}\ntimeout = {secret}\nstream = x\n"
+                    "[key k]\nkey = sk-shared-key-for-both-01\n")
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 1
+    assert secret not in r.stderr and secret not in r.stdout
+    assert f"{conf}:6: url: '<a {len(secret)}-character value, not shown" in r.stderr
+    assert f"{conf}:3: admin_key is the key of [key k]" in r.stderr
+    assert f"{conf}:4: metrics_key is the key of [key k]" in r.stderr
+    # harmless values are still shown: the messages stay useful
+    conf.write_text("[backend a]\nurl = http://x/v1\ntimeout = soon\n")
+    assert "timeout: 'soon' is not a duration" in run("-t", "-c", str(conf)).stderr
