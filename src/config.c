@@ -1212,6 +1212,7 @@ static void config_free(struct config *c)
     free(c->server.admin_listen.v);
     free(c->server.usage_log);
     free(c->server.pid_file);
+    models_free(&c->server.admin_hosts);
     free(c->server.tls_cert);
     free(c->server.tls_key);
     free(c->server.tls_client_ca);

@@ -114,6 +114,11 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_SERVER, .name = "usage_log", .type = T_STRING, .offset = SRV(usage_log),
       .doc = "a file that gets one JSON record per finished request, appended by a thread of its own; "
              "reopened on SIGHUP and SIGUSR1 (logrotate)" },
+    { .scope = SCOPE_SERVER, .name = "admin_hosts", .type = T_MODELS, .offset = SRV(admin_hosts),
+      .def = "localhost",
+      .doc = "Host names the operator endpoints (/admin/*, /metrics, /readyz) answer; an IP "
+             "address always is; others get 421 (a web page that rebinds its DNS name to this "
+             "node cannot read them); * = any" },
     { .scope = SCOPE_SERVER, .name = "pid_file", .type = T_STRING, .offset = SRV(pid_file),
       .doc = "a file that holds sluice's PID while it runs (written at start, removed at exit), for "
              "`kill -HUP $(cat FILE)` outside systemd; a change takes effect at the next restart" },

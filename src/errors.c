@@ -21,6 +21,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_PROMPT_TOO_LARGE] = { 413, "invalid_request_error", "prompt_too_large" },
     [ERR_UNSUPPORTED_MEDIA] = { 415, "invalid_request_error", "unsupported_media_type" },
     [ERR_EXPECTATION] = { 417, "invalid_request_error", "expectation_failed" },
+    [ERR_MISDIRECTED] = { 421, "invalid_request_error", "misdirected_request" },
     [ERR_RATE_LIMITED] = { 429, "requests", "rate_limit_exceeded" },
     [ERR_RATE_LIMITED_TOKENS] = { 429, "tokens", "rate_limit_exceeded" },
     [ERR_RATE_LIMITED_CONCURRENCY] = { 429, "concurrency", "rate_limit_exceeded" },

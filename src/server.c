@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 
 #include "sluice/admin.h"
 #include "sluice/api_call.h"
@@ -95,16 +96,46 @@ static void not_found(struct http_req *req)
     http_send_error(req, ERR_NOT_FOUND, msg, NULL, NULL);
 }
 
+static bool is_operator_path(struct sl_str p)
+{
+    return sl_str_eq(p, "/metrics") || sl_str_eq(p, "/readyz") ||
+           (p.len > 7 && memcmp(p.p, "/admin/", 7) == 0);
+}
+
+/* The operator endpoints answer only a Host in admin_hosts, or an IP address:
+ * a page that rebinds its own DNS name to this node cannot read them. */
+static bool operator_host_ok(const struct worker *w, const struct http_req *req)
+{
+    const struct cfg_models *hosts = &w->gen->cfg->server.admin_hosts;
+    const struct sl_str *h = http_header(req, "host");
+    if (hosts->any)
+        return true;
+    if (!h || h->len == 0 || h->len > 255)
+        return false;
+    char host[256];
+    memcpy(host, h->p, h->len);
+    host[h->len] = '\0';
+    if (host[0] == '[') /* [v6]:port */
+        return strchr(host, ']') != NULL;
+    char *colon = strchr(host, ':');
+    if (colon)
+        *colon = '\0';
+    struct in_addr v4;
+    if (inet_pton(AF_INET, host, &v4) == 1)
+        return true;
+    for (int i = 0; i < hosts->n; i++)
+        if (strcasecmp(hosts->names[i], host) == 0)
+            return true;
+    return false;
+}
+
 /* With admin_listen set, the operator endpoints are served only there, and
  * only they (and /healthz) are; without it, everything is on listen. */
 static bool served_here(const struct worker *w, const struct http_req *req)
 {
     if (!w->gen->cfg->server.admin_listen.n || sl_str_eq(req->path, "/healthz"))
         return true;
-    struct sl_str p = req->path;
-    bool operator = sl_str_eq(p, "/metrics") || sl_str_eq(p, "/readyz") ||
-                    (p.len > 7 && memcmp(p.p, "/admin/", 7) == 0);
-    return operator == (req->listener == HTTP_LISTENER_OPERATOR);
+    return is_operator_path(req->path) == (req->listener == HTTP_LISTENER_OPERATOR);
 }
 
 static bool is_models_path(struct sl_str path)
@@ -119,6 +150,13 @@ bool srv_head(struct http_req *req, void *arg)
     struct sl_str path = req->path;
     if (!served_here(w, req)) {
         not_found(req);
+        return false;
+    }
+    if (is_operator_path(path) && !operator_host_ok(w, req)) {
+        http_send_error(req, ERR_MISDIRECTED,
+                        "This Host is not one the operator endpoints answer ([server] "
+                        "admin_hosts).",
+                        NULL, NULL);
         return false;
     }
     bool api = path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0;

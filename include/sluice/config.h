@@ -83,6 +83,7 @@ struct cfg_server {
     int64_t balance_decay_ms; /* latency: how fast an unrefreshed estimate fades */
     char *tls_cert, *tls_key, *tls_client_ca; /* paths of PEM files */
     char *pid_file;        /* holds the PID while sluice runs; NULL: none */
+    struct cfg_models admin_hosts; /* Host names the operator endpoints answer (IP literals always) */
 };
 
 /* [telemetry]: traces over OTLP/HTTP (telemetry.h). */

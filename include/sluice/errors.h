@@ -21,6 +21,7 @@ enum sl_error {
     ERR_PROMPT_TOO_LARGE,  /* 413 */
     ERR_UNSUPPORTED_MEDIA, /* 415 a body neither JSON nor multipart/form-data */
     ERR_EXPECTATION,       /* 417 */
+    ERR_MISDIRECTED,       /* 421 an operator endpoint asked for under a Host not in admin_hosts */
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
     ERR_RATE_LIMITED_CONCURRENCY, /* 429 rate_limit_exceeded, type "concurrency": max_inflight */

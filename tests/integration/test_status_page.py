@@ -72,6 +72,26 @@ def test_who_may_see_it(mock, start_sluice):
     assert get(s3.port, "/admin/status")[0] == 404
 
 
+def test_operator_endpoints_answer_only_their_hosts(mock, start_sluice):
+    """A web page whose DNS name was rebound to this node (Host: its own name)
+    cannot read the operator endpoints: 421 unless the Host is an IP address
+    or in admin_hosts (localhost by default) — issue #28, finding 10."""
+    admin = free_port()
+    s = start_sluice(conf(mock, admin))
+    for path in ("/admin/status.json", "/metrics", "/readyz"):
+        status, _, body = get(admin, path, {"Host": f"rebound.example:{admin}"})
+        assert status == 421 and b"misdirected_request" in body, (path, status)
+        assert get(admin, path, {"Host": f"localhost:{admin}"})[0] == 200
+        assert get(admin, path, {"Host": f"127.0.0.1:{admin}"})[0] == 200
+        assert get(admin, path, {"Host": f"[::1]:{admin}"})[0] == 200
+    assert s.chat(headers={"Host": "rebound.example"}).status == 200  # the API is not affected
+    s.stop()
+    s2 = start_sluice(conf(mock, admin).replace("[server]\n", "[server]\nadmin_hosts = ops.internal\n"))
+    assert get(admin, "/metrics", {"Host": "ops.internal"})[0] == 200
+    assert get(admin, "/metrics", {"Host": "localhost"})[0] == 421
+    s2.stop()
+
+
 def status_json(port):
     status, _, body = get(port, "/admin/status.json")
     assert status == 200

@@ -69,7 +69,7 @@ static int ask(struct served *s, const char *method, const char *path, const cha
 {
     char req[8192];
     int n = snprintf(req, sizeof(req),
-                     "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s",
+                     "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s",
                      method, path, headers ? headers : "", body ? strlen(body) : 0,
                      body ? body : "");
     int c = socket(AF_INET, SOCK_STREAM, 0);
