@@ -225,6 +225,20 @@ def test_models_lists_what_the_upstreams_of_star_backends_list(start_mock, start
     assert a.stats()["requests"] == fetched  # kept for models_cache
 
 
+def test_a_long_upstream_model_list_is_merged_once_each_in_order(start_mock, start_sluice):
+    # Two upstreams of 12,000 ids each, half shared: the merged list has each
+    # id once, in order of first appearance (sluice indexes the names by hash;
+    # it used to compare every new name with every kept one).
+    a_ids = [f"m{i:05d}" for i in range(12000)]
+    b_ids = [f"m{i:05d}" for i in range(6000, 18000)]
+    s = start_sluice(models_conf(start_mock(models=a_ids), start_mock(models=b_ids)))
+    got = ids(s.request("GET", "/v1/models"))
+    assert sorted(got[:2]) == ["gpt-4o", "o3"]  # the named backend's first
+    assert got[2:] == [f"m{i:05d}" for i in range(18000)]
+    assert s.request("GET", "/v1/models/m17999").json()["id"] == "m17999"
+    assert s.request("GET", "/v1/models/m18000").status == 404
+
+
 def test_models_list_is_filtered_by_the_key_and_refreshed(start_mock, start_sluice):
     a = start_mock(models=["gpt-4o", "gpt-4o-mini"])
     b = start_mock(models=["llama-3-70b"])
