@@ -30,6 +30,7 @@ if [ "$tests" = yes ]; then
     chromium          # headless, for the status page's test
     systemd           # systemd-analyze verify/security on conf/sluice.service
     iproute2          # ss: the listening socket's backlog
+    clang libclang-rt-dev  # the libFuzzer targets (scripts/fuzz.sh), with ASan + UBSan
   )
 fi
 

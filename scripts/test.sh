@@ -3,9 +3,10 @@
 # (scripts/bootstrap.sh --tests), build, run the C unit tests (ctest), the
 # integration tests (pytest against the real binary) and the official openai
 # SDK against it (node --test, tests/sdk), then the same again under
-# AddressSanitizer + UBSan.
+# AddressSanitizer + UBSan, and every libFuzzer target of tests/fuzz for a
+# few seconds on its corpus (scripts/fuzz.sh all, SLUICE_FUZZ_SECONDS each).
 #   scripts/test.sh           everything
-#   scripts/test.sh --quick   skip the sanitizer pass
+#   scripts/test.sh --quick   skip the sanitizer pass and the fuzz targets
 # Every runner runs even when an earlier one fails. The last line sums up
 # every runner's counts and names the runners that failed; the exit status is
 # non-zero when anything failed.
@@ -89,8 +90,21 @@ run_suite() { # build dir, then cmake args
   record "$dir sdk" "$rc" "$pass" "$fail"
 }
 
+run_fuzz() {
+  local out=$scratch/out rc text pass fail
+  echo "== the libFuzzer targets (tests/fuzz, ${SLUICE_FUZZ_SECONDS:-10} s each)"
+  scripts/fuzz.sh all "${SLUICE_FUZZ_SECONDS:-10}" 2>&1 | tee "$out"
+  rc=${PIPESTATUS[0]}
+  text=$(grep -E '^== fuzz: ' "$out" | tail -n 1)
+  pass=$(count "targets passed" "$text")
+  fail=$(count failed "$text")
+  [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
+  record "fuzz" "$rc" "$pass" "$fail"
+}
+
 if [ "$quick" = no ]; then
   BUILD_TYPE=Debug run_suite build-asan -DSLUICE_SANITIZE=ON
 fi
 run_suite build
+[ "$quick" = no ] && run_fuzz
 finish

@@ -4,6 +4,7 @@
 #include "sluice/api_read.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +25,11 @@
         return ERR_BAD_REQUEST;                                                                    \
     } while (0)
 
+/* A whole number an int64 holds (casting anything larger is undefined). */
 static bool is_integer(const cJSON *n)
 {
-    return cJSON_IsNumber(n) && n->valuedouble == (double)(long long)n->valuedouble;
+    double v = cJSON_IsNumber(n) ? n->valuedouble : 0.5;
+    return v >= -9223372036854775808.0 && v < 9223372036854775808.0 && v == floor(v);
 }
 
 /* Optional non-negative integer fields. */

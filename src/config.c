@@ -440,6 +440,52 @@ static bool cred_path(struct parser *p, const char *v, const char *prefix, char 
     return true;
 }
 
+/* Whether path is a regular file (or a link to one); reported if not: a
+ * device, FIFO or socket would block or never end. */
+static bool regular_file(struct parser *p, const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        PERR(p, "cannot read %s: %s", path, strerror(errno));
+        return false;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        PERR(p, "%s is not a regular file", path);
+        return false;
+    }
+    return true;
+}
+
+#define VALUE_LINE_MAX 65536 /* a secret or a value is far shorter */
+
+/* The first line of a regular file, without its line end (a file: value). */
+static char *first_line(struct parser *p, const char *path)
+{
+    if (!regular_file(p, path))
+        return NULL;
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        PERR(p, "cannot read %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *line = sl_malloc(VALUE_LINE_MAX + 2);
+    size_t n = fgets(line, VALUE_LINE_MAX + 2, f) ? strlen(line) : 0;
+    fclose(f);
+    if (n > VALUE_LINE_MAX) {
+        free(line);
+        PERR(p, "%s: its first line is longer than %d bytes", path, VALUE_LINE_MAX);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    if (n == 0) {
+        free(line);
+        PERR(p, "%s is empty", path);
+        return NULL;
+    }
+    return line;
+}
+
 /* A PEM file's path: /path, file:/path or cred:NAME. OpenSSL reads the
  * whole file, so it is not resolved as a value (its first line). */
 static char *pem_path(struct parser *p, const struct option *o, const char *v)
@@ -455,6 +501,8 @@ static char *pem_path(struct parser *p, const struct option *o, const char *v)
         PERR(p, "%s: cannot read %s: %s", o->name, path, strerror(errno));
         return NULL;
     }
+    if (!regular_file(p, path))
+        return NULL;
     check_value_file(p, path, o->flags & F_SECRET);
     return sl_strdup(path);
 }
@@ -483,23 +531,9 @@ static char *resolve_value(struct parser *p, const char *v, bool secret, enum so
     }
     if (strncmp(v, "file:", 5) == 0) {
         *src = SRC_FILE;
-        FILE *f = fopen(v + 5, "r");
-        if (!f) {
-            PERR(p, "cannot read %s: %s", v + 5, strerror(errno));
-            return NULL;
-        }
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t n = getline(&line, &cap, f);
-        fclose(f);
-        if (n <= 0) {
-            free(line);
-            PERR(p, "%s is empty", v + 5);
-            return NULL;
-        }
-        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-            line[--n] = '\0';
-        check_value_file(p, v + 5, secret && strncmp(line, "sha256:", 7) != 0);
+        char *line = first_line(p, v + 5);
+        if (line)
+            check_value_file(p, v + 5, secret && strncmp(line, "sha256:", 7) != 0);
         return line;
     }
     return sl_strdup(v);

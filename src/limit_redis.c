@@ -691,7 +691,7 @@ static bool parse_count(const redisReply *rep, enum lim_counter which, struct li
 }
 
 /* A decision: REPLY, or COMPACT_REPLY for a key without budget or team. */
-static bool parse_decision(const redisReply *rep, struct lim_decision *d)
+bool lim_redis_read_decision(const struct redisReply *rep, struct lim_decision *d)
 {
     int64_t v[LS_NREPLY];
     char ids[LS_NREPLY][LIM_PERIOD_ID];
@@ -700,6 +700,8 @@ static bool parse_decision(const redisReply *rep, struct lim_decision *d)
         return false;
     if (!reply_slots(rep, decision_slots, LS_NREPLY, rep->elements == NCOMPACT_REPLY, v, ids))
         return false;
+    if (v[LS_R_DIMENSION] < LIM_DIM_NONE || v[LS_R_DIMENSION] > LIM_DIM_TEAM_INFLIGHT)
+        return false; /* not the script's */
     memset(d, 0, sizeof(*d));
     d->admitted = v[LS_R_ADMITTED] == 1;
     d->dim = (enum lim_dim)v[LS_R_DIMENSION];
@@ -745,7 +747,7 @@ static bool answer(struct call *c, const redisReply *rep)
     for (int i = 0; i < c->n; i++) {
         const struct pend *o = &c->ops[i];
         if (o->kind != LS_OP_SETTLE && o->kind != LS_OP_RENEW &&
-            !parse_decision(rep->element[i], &d[i]))
+            !lim_redis_read_decision(rep->element[i], &d[i]))
             return false;
         if (o->kind == LS_OP_ADMIT && d[i].admitted)
             d[i].lease = o->lease;

@@ -53,17 +53,17 @@ enum {
 };
 
 static struct family families[F__ALL] = {
-    [F_REQUESTS] = { "sluice_requests_total", "API requests answered, by key, model asked for, model that answered, backend and status.", false },
-    [F_RATE_LIMITED] = { "sluice_rate_limited_total", "Requests refused by a key's rate limit, by dimension.", false },
-    [F_TOKENS] = { "sluice_tokens_total", "Tokens counted against keys (input = prompt, output = completion).", false },
-    [F_SPEND] = { "sluice_spend_usd_total", "What requests cost at their model's prices, in USD.", false, true },
-    [F_ATTEMPTS] = { "sluice_upstream_attempts_total", "Upstream attempts by backend and outcome.", false },
-    [F_RETRIES] = { "sluice_retries_total", "Requests retried on another backend, by the backend that failed.", false },
-    [F_DURATION] = { "sluice_request_duration_seconds", "Time from the request's first byte to its end.", true },
-    [F_QUEUE_WAIT] = { "sluice_queue_wait_seconds", "Time requests waited for room (queue_timeout), admitted or not.", true },
-    [F_TTFB] = { "sluice_upstream_ttfb_seconds", "Time from sending to an upstream to its first response byte.", true },
-    [F_KEY_INFLIGHT] = { "sluice_inflight", "Requests of a key with max_inflight open on this node (the limit counts every node's).", false },
-    [F_BUDGET_REMAINING] = { "sluice_budget_remaining_usd", "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", false, true },
+    [F_REQUESTS] = { .name = "sluice_requests_total", .help = "API requests answered, by key, model asked for, model that answered, backend and status." },
+    [F_RATE_LIMITED] = { .name = "sluice_rate_limited_total", .help = "Requests refused by a key's rate limit, by dimension." },
+    [F_TOKENS] = { .name = "sluice_tokens_total", .help = "Tokens counted against keys (input = prompt, output = completion)." },
+    [F_SPEND] = { .name = "sluice_spend_usd_total", .help = "What requests cost at their model's prices, in USD.", .usd = true },
+    [F_ATTEMPTS] = { .name = "sluice_upstream_attempts_total", .help = "Upstream attempts by backend and outcome." },
+    [F_RETRIES] = { .name = "sluice_retries_total", .help = "Requests retried on another backend, by the backend that failed." },
+    [F_DURATION] = { .name = "sluice_request_duration_seconds", .help = "Time from the request's first byte to its end.", .histogram = true },
+    [F_QUEUE_WAIT] = { .name = "sluice_queue_wait_seconds", .help = "Time requests waited for room (queue_timeout), admitted or not.", .histogram = true },
+    [F_TTFB] = { .name = "sluice_upstream_ttfb_seconds", .help = "Time from sending to an upstream to its first response byte.", .histogram = true },
+    [F_KEY_INFLIGHT] = { .name = "sluice_inflight", .help = "Requests of a key with max_inflight open on this node (the limit counts every node's)." },
+    [F_BUDGET_REMAINING] = { .name = "sluice_budget_remaining_usd", .help = "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", .usd = true },
 };
 
 /* Everything below is under the lock, the label text being built included:

@@ -230,6 +230,8 @@ bool sl_parse_reset_ms(struct sl_str v, int64_t *out)
             return false; /* a unit is missing or unknown */
         }
         total += n * mult;
+        if (total > 1e15) /* 30,000 years: not a reset time (and an int64 holds it) */
+            return false;
     }
     int64_t ms = (int64_t)total;
     *out = (double)ms < total ? ms + 1 : ms;

@@ -21,6 +21,12 @@ bool lim_redis_up(const struct lim_redis *r);
  * operations table over a struct lim_redis (self). */
 extern const struct lim_ops lim_redis_ops;
 
+/* Reads one decision of the script's reply (limit_script.h: REPLY, or
+ * COMPACT_REPLY for a key without budget or team); false if the reply is not
+ * one. Exposed for the RESP fuzz target. */
+struct redisReply;
+bool lim_redis_read_decision(const struct redisReply *rep, struct lim_decision *d);
+
 /* Redis calls that failed or timed out, all workers. */
 extern atomic_ulong lim_redis_errors;
 

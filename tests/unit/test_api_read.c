@@ -49,6 +49,25 @@ int main(void)
     CHECK(c.body == API_BODY_MULTIPART && !c.stateful && strcmp(c.model, "whisper-1") == 0);
     CHECK(read_call("POST", "/v1/audio/transcriptions", "multipart/form-data", form, &c,
                     &param) == ERR_BAD_REQUEST); /* no boundary */
+    /* counts beyond any integer type (found by tests/fuzz/fuzz_json: casting
+     * 1e92 to an integer is undefined): not integers, refused by name */
+    static const char *const huge[] = {
+        "{\"model\":\"m\",\"prompt\":\"p\",\"max_tokens\":1e92}",
+        "{\"model\":\"m\",\"prompt\":\"p\",\"n\":9223372036854775808}",
+        "{\"model\":\"m\",\"prompt\":\"p\",\"max_completion_tokens\":-1e300}",
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(huge); i++) {
+        param = NULL;
+        CHECK(read_call("POST", "/v1/completions", "application/json", huge[i], &c, &param) ==
+              ERR_BAD_REQUEST);
+        CHECK(param && (strcmp(param, "max_tokens") == 0 || strcmp(param, "n") == 0 ||
+                        strcmp(param, "max_completion_tokens") == 0));
+        cJSON_Delete(c.root);
+    }
+    CHECK(read_call("POST", "/v1/completions", "application/json",
+                    "{\"model\":\"m\",\"prompt\":\"p\",\"max_tokens\":4e15}", &c, &param) == 0);
+    CHECK(c.max_tokens == 1000000000); /* large but whole: taken, capped (api_count_output) */
+    cJSON_Delete(c.root);
     /* refusals */
     CHECK(read_call("POST", "/v1/chat/completions", "text/plain", "hi", &c, &param) ==
           ERR_UNSUPPORTED_MEDIA);

@@ -162,6 +162,28 @@ static void test_secrets(void)
     CHECK(has_error(&e, 3, "SLUICE_NOT_SET_ANYWHERE is not set"));
     CHECK(has_error(&e, 4, "cannot read /nonexistent/x"));
     cfg_errors_free(&e);
+
+    /* A device or a FIFO would block or never end; a line of a megabyte is
+     * no secret: each is an error, read no further. */
+    char big_file[] = "/tmp/sluice-big-XXXXXX";
+    fd = mkstemp(big_file);
+    static char big[1 << 20];
+    memset(big, 'k', sizeof(big));
+    if (write(fd, big, sizeof(big)) < 0)
+        perror("write");
+    close(fd);
+    snprintf(text, sizeof(text),
+             "[backend a]\nurl = http://h/v1\napi_key = file:/dev/zero\n"
+             "[backend b]\nurl = http://h/v1\napi_key = file:%s\n"
+             "[server]\ntls_cert = /dev/zero\n",
+             big_file);
+    c = load(text, &e);
+    unlink(big_file);
+    CHECK(c == NULL);
+    CHECK(has_error(&e, 3, "/dev/zero is not a regular file"));
+    CHECK(has_error(&e, 6, "its first line is longer than 65536 bytes"));
+    CHECK(has_error(&e, 8, "/dev/zero is not a regular file"));
+    cfg_errors_free(&e);
 }
 
 struct bad_case {
@@ -268,6 +290,12 @@ static void test_values(void)
     CHECK(!sl_parse_reset_ms(SL_STR("5x"), &v));
     CHECK(!sl_parse_reset_ms(SL_STR("1m5"), &v));
     CHECK(!sl_parse_reset_ms(SL_STR("s"), &v));
+    /* an upstream's header that adds up past any int64 (casting it is undefined) */
+    static char huge[10 * 3000 + 1];
+    for (int i = 0; i < 3000; i++)
+        memcpy(huge + 10 * i, "999999999h", 10);
+    CHECK(!sl_parse_reset_ms((struct sl_str){ huge, strlen(huge) }, &v));
+    CHECK(sl_parse_reset_ms(SL_STR("999999999m"), &v) && v == INT64_C(59999999940000));
     CHECK(sl_parse_duration_ms("1h", &v) && v == 3600000);
     CHECK(sl_parse_duration_ms("5", &v) && v == 5000);
     CHECK(!sl_parse_duration_ms("5 s", &v));

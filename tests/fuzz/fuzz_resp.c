@@ -1,0 +1,83 @@
+/* libFuzzer target: bytes from Redis as the limiter reads them: hiredis's
+ * RESP reader building its replies from sluice's reply pool (redis_reply.h),
+ * then the limit script's decisions read out of them (limit_redis.h). What
+ * must hold: the pool builds the same replies as hiredis's own allocator,
+ * fed in pieces; every node goes back to the pool; a decision read from any
+ * reply names a dimension sluice knows. */
+#include <hiredis/hiredis.h>
+#include <string.h>
+
+#include "fuzz.h"
+#include "sluice/limit_redis.h"
+#include "sluice/log.h"
+#include "sluice/redis_reply.h"
+
+static bool same(const redisReply *a, const redisReply *b)
+{
+    if (!a || !b || a->type != b->type)
+        return false;
+    switch (a->type) {
+    case REDIS_REPLY_INTEGER:
+        return a->integer == b->integer;
+    case REDIS_REPLY_NIL:
+        return true;
+    case REDIS_REPLY_ARRAY:
+        if (a->elements != b->elements)
+            return false;
+        for (size_t i = 0; i < a->elements; i++)
+            if (!same(a->element[i], b->element[i]))
+                return false;
+        return true;
+    default:
+        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0 && a->str[a->len] == '\0';
+    }
+}
+
+static void decisions(const redisReply *r)
+{
+    struct lim_decision d;
+    if (lim_redis_read_decision(r, &d))
+        FUZZ_ASSERT((unsigned)d.dim <= LIM_DIM_TEAM_INFLIGHT);
+    if (r->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i < r->elements; i++)
+            decisions(r->element[i]);
+}
+
+static struct reply_pool *pool;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    log_set_level(LOG_OFF);
+    if (!pool)
+        pool = reply_pool_new();
+    redisReader *ours = redisReaderCreate(), *theirs = redisReaderCreate();
+    reply_pool_attach(pool, ours);
+    size_t pos = 0, piece = 1;
+    bool failed_ours = false, failed_theirs = false;
+    while (pos < size && !failed_ours && !failed_theirs) {
+        size_t n = piece < size - pos ? piece : size - pos;
+        piece = piece * 3 % 67 + 1;
+        failed_ours = redisReaderFeed(ours, (const char *)data + pos, n) != REDIS_OK;
+        failed_theirs = redisReaderFeed(theirs, (const char *)data + pos, n) != REDIS_OK;
+        pos += n;
+        for (;;) {
+            void *a = NULL, *b = NULL;
+            failed_ours = failed_ours || redisReaderGetReply(ours, &a) != REDIS_OK;
+            failed_theirs = failed_theirs || redisReaderGetReply(theirs, &b) != REDIS_OK;
+            FUZZ_ASSERT(failed_ours == failed_theirs);
+            FUZZ_ASSERT(!a == !b);
+            if (a) {
+                FUZZ_ASSERT(same(a, b));
+                decisions(a);
+                ours->fn->freeObject(a);
+                freeReplyObject(b);
+            }
+            if (!a || failed_ours)
+                break;
+        }
+    }
+    redisReaderFree(ours);
+    redisReaderFree(theirs);
+    FUZZ_ASSERT(reply_pool_live(pool) == 0);
+    return 0;
+}

@@ -1,0 +1,39 @@
+/* libFuzzer target: an upstream's usage numbers, from a whole JSON response,
+ * a usage object, or one SSE event's data (tokens.h). What must hold: usage
+ * that is seen is whole numbers from 0 up to 2^53 (what a limit, a quota or
+ * a price may add), and invalid usage is never also seen. */
+#include <string.h>
+
+#include "fuzz.h"
+#include "sluice/log.h"
+#include "sluice/tokens.h"
+
+#define MAX_USAGE (INT64_C(1) << 53)
+
+static void check(bool found, const struct tok_usage *u)
+{
+    if (!found)
+        return;
+    FUZZ_ASSERT(!(u->seen && u->invalid));
+    if (u->seen) {
+        FUZZ_ASSERT(u->prompt >= 0 && u->prompt < MAX_USAGE);
+        FUZZ_ASSERT(u->completion >= 0 && u->completion < MAX_USAGE);
+        FUZZ_ASSERT(u->cached >= 0 && u->cached < MAX_USAGE);
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    log_set_level(LOG_OFF);
+    char *text = malloc(size + 1);
+    memcpy(text, data, size);
+    text[size] = '\0';
+    struct tok_usage u = { 0 };
+    check(tok_usage_from_body(text, size, &u), &u);
+    struct tok_usage o = { 0 };
+    check(tok_usage_from_object(text, size, &o), &o);
+    struct tok_usage s = { 0 };
+    check(tok_usage_from_sse_data(text, size, &s), &s);
+    free(text);
+    return 0;
+}
