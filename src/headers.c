@@ -19,7 +19,7 @@ struct pattern {
 static const struct pattern forwarded[] = {
     NAME("accept"),      NAME("user-agent"), NAME("openai-beta"), NAME("idempotency-key"),
     PREFIX("x-stainless-"), NAME("traceparent"), NAME("tracestate"), NAME("baggage"),
-    NAME("x-request-id"), NAME("x-client-request-id"),
+    NAME("x-client-request-id"),
 };
 
 static const struct pattern never_forwarded[] = {
@@ -29,7 +29,7 @@ static const struct pattern never_forwarded[] = {
     /* proxy trails: who the client is is not the upstream's business */
     NAME("forwarded"), PREFIX("x-forwarded-"), NAME("x-real-ip"), NAME("via"),
     /* sluice sets these, or they belong to one connection */
-    NAME("host"), NAME("content-length"), NAME("transfer-encoding"), NAME("content-type"),
+    NAME("x-request-id"), NAME("host"), NAME("content-length"), NAME("transfer-encoding"), NAME("content-type"),
     NAME("accept-encoding"), NAME("connection"), NAME("keep-alive"), NAME("proxy-connection"),
     NAME("te"), NAME("trailer"), NAME("upgrade"), NAME("expect"),
 };
@@ -43,6 +43,8 @@ static const struct pattern not_relayed[] = {
     PREFIX("x-ratelimit-"),
     /* the upstream's cookies are for the gateway's account, not the client */
     NAME("set-cookie"),
+    /* sluice's own goes back; the upstream's as x-upstream-request-id */
+    NAME("x-request-id"),
 };
 
 static bool matches(struct sl_str name, const struct pattern *p)

@@ -24,8 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sluice/log.h"
 
@@ -78,6 +80,7 @@ struct http_server {
     struct listener_ctx **listener_ctxs; /* each listener's accept argument */
     int nlisteners;
     bool accept_paused; /* at max_connections: new ones wait in the kernel's backlog */
+    bool request_ids;   /* X-Request-Id on every response */
     struct http_conn *conns; /* all open connections */
     int busy;
     int nconns;
@@ -412,18 +415,67 @@ static const char *date_header(void)
     return buf;
 }
 
+bool http_request_id_valid(const char *p, size_t len)
+{
+    if (len == 0 || len > HTTP_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '.' || ch == '_' || ch == ':' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* 32 hex digits: a random 64-bit start per thread, then a counter through
+ * splitmix64 — unique across nodes and restarts, no system call per id. */
+static void new_request_id(char out[HTTP_REQUEST_ID_MAX + 1])
+{
+    static _Thread_local uint64_t state;
+    static const char hex[] = "0123456789abcdef";
+    if (!state && getrandom(&state, sizeof(state), 0) != (ssize_t)sizeof(state))
+        state = (uint64_t)sl_wall_us() ^ ((uint64_t)getpid() << 32);
+    for (int half = 0; half < 2; half++) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        for (int i = 0; i < 16; i++)
+            out[half * 16 + i] = hex[(z >> (60 - 4 * i)) & 15];
+    }
+    out[32] = '\0';
+}
+
+const char *http_request_id(struct http_req *req)
+{
+    if (!req->request_id[0]) {
+        const struct sl_str *v = http_header(req, "x-request-id");
+        if (v && http_request_id_valid(v->p, v->len)) {
+            memcpy(req->request_id, v->p, v->len);
+            req->request_id[v->len] = '\0';
+        } else {
+            new_request_id(req->request_id);
+        }
+    }
+    return req->request_id;
+}
+
 static void write_status_and_headers(struct http_req *req, int status, const char *headers,
                                      size_t hlen, const char *framing)
 {
     struct evbuffer *out = req->conn->out;
-    char line[256] = "HTTP/1.x ";
+    bool ids = req->conn->srv->request_ids;
+    char line[512] = "HTTP/1.x ";
     size_t n = 9;
     line[7] = (char)('0' + req->minor);
     n += sl_fmt_int(status, line + n);
     const char *parts[] = { " ", http_reason(status), "\r\n", date_header(), framing,
                             !req->keepalive    ? "Connection: close\r\n"
                             : req->minor == 0 ? "Connection: keep-alive\r\n"
-                                              : "" };
+                                              : "",
+                            ids ? "X-Request-Id: " : "", ids ? http_request_id(req) : "",
+                            ids ? "\r\n" : "" };
     for (size_t i = 0; i < SL_ARRAY_LEN(parts); i++) {
         size_t len = SL_MIN(strlen(parts[i]), sizeof(line) - n);
         memcpy(line + n, parts[i], len);
@@ -759,6 +811,7 @@ static int read_head(struct http_conn *c, struct evbuffer *in)
     const char *why = NULL;
     int rc = http_parse_head(req, (size_t)len, &why);
     if (rc) {
+        new_request_id(req->request_id); /* none of a head that did not parse */
         fail_request(c, rc, why);
         return -1;
     }
@@ -1250,6 +1303,11 @@ struct http_server *http_server_new(struct event_base *base, const struct http_l
 void http_server_set_head_handler(struct http_server *srv, http_head_handler head)
 {
     srv->head_handler = head;
+}
+
+void http_server_send_request_ids(struct http_server *srv)
+{
+    srv->request_ids = true;
 }
 
 void http_server_set_tls(struct http_server *srv, struct ssl_ctx_st *ctx)

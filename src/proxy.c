@@ -140,6 +140,7 @@ struct sl_request {
     const char *model_label; /* for the metrics: lives as long as the generation r holds */
     char path[API_MAX_PATH + 1]; /* plain: api_plain_path() checked it */
     char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
+    char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's, for the logs */
     struct fwd_body fwd;    /* the body's forms: as it came, or sluice's copies (forward.h) */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
@@ -319,8 +320,13 @@ static void client_headers(struct sl_request *r, struct up_transfer *t, struct s
             eol = end;
         const char *line_end = eol > p && eol[-1] == '\r' ? eol - 1 : eol;
         const char *colon = memchr(p, ':', (size_t)(line_end - p));
-        if (colon && colon > p && !hdr_not_relayed((struct sl_str){ p, (size_t)(colon - p) })) {
+        struct sl_str name = { p, colon ? (size_t)(colon - p) : 0 };
+        if (name.len && !hdr_not_relayed(name)) {
             sl_buf_append(out, p, (size_t)(line_end - p));
+            sl_buf_append(out, "\r\n", 2);
+        } else if (sl_str_caseeq(name, "x-request-id")) { /* the client gets sluice's */
+            sl_buf_appends(out, "x-upstream-request-id");
+            sl_buf_append(out, colon, (size_t)(line_end - colon));
             sl_buf_append(out, "\r\n", 2);
         }
         p = eol + 1;
@@ -373,6 +379,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
     memcpy(r->method, req->method.p, SL_MIN(req->method.len, sizeof(r->method) - 1));
+    memcpy(r->request_id, http_request_id(req), sizeof(r->request_id)); /* set: it goes upstream */
     r->backend = -1;
     r->at.capacity_backend = -1;
     r->full_ms = -1;
@@ -1355,6 +1362,7 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
         .served_model = r->served_upstream ? r->served_upstream : "-",
         .backend = r->backend >= 0 ? cfg->backends[r->backend].name : "-",
         .path = r->path,
+        .request_id = r->request_id,
         .end = end_cause_token(r->end),
         .outcome = r->attempts ? up_outcome_info(r->at.outcome)->label : "-",
         .status = r->status,

@@ -52,6 +52,8 @@ void usage_json(const struct usage_record *u, struct sl_buf *b)
     sl_buf_printf(b, ",\"cost_usd\":%s,\"ttfb_ms\":%.1f,\"duration_ms\":%.1f,\"queued_ms\":%.0f",
                   cost, u->ttfb_ms, u->duration_ms, u->queued_ms);
     field_str(b, "path", u->path);
+    if (u->request_id)
+        field_str(b, "request_id", u->request_id);
     sl_buf_append(b, "}", 1);
 }
 
@@ -89,6 +91,8 @@ void usage_access_line(const struct usage_record *u, enum access_format f, struc
                   (long long)u->input_tokens, (long long)u->output_tokens, cost, u->ttfb_ms,
                   u->duration_ms, u->queued_ms);
     text_value(b, "path", u->path, 0);
+    if (u->request_id)
+        text_value(b, "request_id", u->request_id, 0);
 }
 
 /* ---- the usage log --------------------------------------------------------- */

@@ -185,6 +185,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     struct http_limits limits = limits_of(gen->cfg);
     w->http = http_server_new(w->base, &limits, srv_handle, w);
     http_server_set_head_handler(w->http, srv_head);
+    http_server_send_request_ids(w->http);
     for (int i = 0; i < nfds; i++)
         http_server_listen(w->http, fds[i], kinds[i], tls[i]);
     if (gen->cfg->tls)

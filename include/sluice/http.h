@@ -39,6 +39,7 @@ struct http_limits {
 #define HTTP_SMALL_BODY (64 * 1024)
 
 #define HTTP_MAX_HEADERS 100
+#define HTTP_REQUEST_ID_MAX 128
 
 struct http_req {
     struct http_conn *conn;
@@ -62,6 +63,7 @@ struct http_req {
     /* Left by the head handler for the request handler; http.c never reads them. */
     const void *checked_key;
     uint64_t checked_generation;
+    char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's; "" until first asked */
     int64_t body_charged; /* bytes of max_buffered this request's body holds */
     int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
 
@@ -88,6 +90,8 @@ typedef bool (*http_head_handler)(struct http_req *req, void *arg);
 struct http_server *http_server_new(struct event_base *base, const struct http_limits *limits,
                                     http_handler handler, void *arg);
 void http_server_set_head_handler(struct http_server *srv, http_head_handler head);
+/* Every response of this server carries X-Request-Id (http_request_id). */
+void http_server_send_request_ids(struct http_server *srv);
 /* What a listener is for; its requests carry it (http_req.listener). */
 enum { HTTP_LISTENER_API = 0, HTTP_LISTENER_OPERATOR = 1 };
 /* Starts accepting on a socket that listens already (ownership of fd
@@ -112,6 +116,14 @@ uint64_t http_server_accepted(const struct http_server *srv);
 /* Closes idle keep-alive connections (drain on shutdown). */
 void http_server_close_idle(struct http_server *srv);
 void http_server_free(struct http_server *srv);
+
+/* The request's id: the client's X-Request-Id when it is 1-128 characters
+ * of [A-Za-z0-9._:-], else 32 hex digits made here (another value could
+ * inject markup or log lines wherever an id is shown). The same on every
+ * call. */
+const char *http_request_id(struct http_req *req);
+/* Whether a client's X-Request-Id value may be used as it is. */
+bool http_request_id_valid(const char *p, size_t len);
 
 /* Value of the first header with this name (case-insensitive), or NULL. */
 const struct sl_str *http_header(const struct http_req *req, const char *name);

@@ -13,6 +13,7 @@ struct usage_record {
     int64_t end_us;  /* wall clock, microseconds since the epoch */
     const char *key, *team, *model, *served_model, *backend; /* "-" when none */
     const char *path;
+    const char *request_id; /* X-Request-Id: [A-Za-z0-9._:-], 1-128 (http.h) */
     const char *end;     /* the end cause's token */
     const char *outcome; /* the last attempt's outcome, "-" when none */
     int status, attempts;

@@ -68,6 +68,7 @@ static void start(void)
     };
     srv = http_server_new(base, &limits, handle, NULL);
     http_server_set_head_handler(srv, head);
+    http_server_send_request_ids(srv);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0);
     addr.sun_family = AF_UNIX;
     int n = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1, "sluice-fuzz-http-%d", (int)getpid());

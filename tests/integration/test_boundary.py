@@ -332,7 +332,7 @@ def test_client_headers_go_upstream_by_an_allow_list(mock, start_sluice):
         # the allow-list
         "OpenAI-Beta": "assistants=v2", "User-Agent": "OpenAI/Python 1.54.0", "X-Stainless-Lang": "python",
         "Idempotency-Key": "idem-1", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
-        "tracestate": "vendor=x", "X-Request-Id": "req-1",
+        "tracestate": "vendor=x", "X-Request-Id": "req-1",  # valid: kept (sluice sends it)
         # the backend's forward_headers
         "X-Team": "platform",
         # never
@@ -351,6 +351,40 @@ def test_client_headers_go_upstream_by_an_allow_list(mock, start_sluice):
                  "x-internal-route"):
         assert name not in h, name
     assert h["openai-organization"] == "org-operator" and h["openai-project"] == "proj_operator"
+
+
+def test_request_ids_are_the_clients_when_plain_else_sluices(mock, start_sluice):
+    # X-Request-Id: kept when it is 1-128 of [A-Za-z0-9._:-], else sluice makes
+    # one; the same id goes upstream, back to the client (sluice's own
+    # errors included) and into the access log. The upstream's own id comes
+    # back as x-upstream-request-id.
+    from harness import base_conf
+    s = start_sluice(base_conf(mock.url, extra_server="access_log_format = json"))
+    r = s.chat(CHAT, headers={"X-Request-Id": "req-1.a_b:c"})
+    assert r.status == 200 and r.headers["x-request-id"] == "req-1.a_b:c"
+    assert mock.last()["headers"]["x-request-id"] == "req-1.a_b:c"
+    assert r.headers["x-upstream-request-id"] == "req-mock"
+    made = []
+    for bad in ("abc<script>", "x" * 129, "two words", "a/b"):
+        r = s.chat(CHAT, headers={"X-Request-Id": bad})
+        rid = r.headers["x-request-id"]
+        assert r.status == 200 and re.fullmatch(r"[0-9a-f]{32}", rid), (bad, rid)
+        assert mock.last()["headers"]["x-request-id"] == rid  # the same one upstream
+        made.append(rid)
+    r = s.chat(CHAT)  # none sent
+    made.append(r.headers["x-request-id"])
+    assert len(set(made)) == len(made)
+    r = s.chat(CHAT, key="sk-wrong", headers={"X-Request-Id": "req-401"})
+    assert r.status == 401 and r.headers["x-request-id"] == "req-401"
+    assert re.fullmatch(r"[0-9a-f]{32}", s.request("GET", "/healthz").headers["x-request-id"])
+    deadline = time.time() + 5
+    ids = []
+    while len(ids) < 6 and time.time() < deadline:
+        ids = [json.loads(line)["request_id"] for line in s.log_text().splitlines()
+               if line.startswith("{")]
+        time.sleep(0.05)
+    assert ids == ["req-1.a_b:c"] + made
+    assert "<script>" not in s.log_text()
 
 
 def test_forward_headers_cannot_open_the_never_list(tmp):
@@ -389,7 +423,7 @@ def test_upstream_cookies_stay_with_the_gateway(mock, start_sluice):
     direct.close()
     r = s.chat(CHAT)
     assert r.status == 200 and "set-cookie" not in r.headers
-    assert r.headers["x-request-id"] == "req-mock"  # other headers pass
+    assert r.headers["x-upstream-request-id"] == "req-mock"  # other headers pass (this one renamed)
 
 
 def test_raw_invalid_utf8_is_400_and_neither_counted_nor_forwarded(mock, start_sluice):

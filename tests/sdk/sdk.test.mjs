@@ -86,6 +86,7 @@ describe('the official openai SDK through sluice', () => {
     assert.equal(r.object, 'chat.completion');
     assert.equal(r.choices[0].message.content, 'tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7');
     assert.equal(r.usage.completion_tokens, 8);
+    assert.match(r._request_id, /^[0-9a-f]{32}$/); // sluice's id, as the SDK reads it
   });
 
   test('chat.completions.create streamed, with the final usage chunk', async () => {

@@ -50,6 +50,7 @@ static struct served *serve(const char *conf)
                                   .max_connections = 64 };
     w->http = http_server_new(w->base, &limits, srv_handle, w);
     http_server_set_head_handler(w->http, srv_head);
+    http_server_send_request_ids(w->http);
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     socklen_t len = sizeof(a);

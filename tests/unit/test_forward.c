@@ -79,6 +79,20 @@ static void test_headers(void)
     CHECK_STR(text, "Accept: application/json|traceparent: 00-client|"
                     "Content-Type: application/json|Authorization: Bearer upstream-secret|");
     fwd_headers_free(l);
+    /* the request's id (http_request_id) goes up as X-Request-Id, never the client's header */
+    static const char *const with_id[] = { "X-Request-Id: <script>", NULL };
+    struct http_req idreq;
+    check_request(&idreq, "POST", "/v1/chat/completions", NULL, with_id, "{}");
+    const char *id = http_request_id(&idreq);
+    CHECK(strlen(id) == 32);
+    l = fwd_headers(&idreq, &oa, API_BODY_JSON, 2, NULL);
+    lines(l, text, sizeof(text));
+    CHECK(strstr(text, "<script>") == NULL);
+    char want[64];
+    snprintf(want, sizeof(want), "|X-Request-Id: %s|", id);
+    CHECK(strstr(text, want) != NULL);
+    fwd_headers_free(l);
+    sl_buf_free(&idreq.body);
     /* tracing: sluice's traceparent instead of the client's; a large body: no 100-continue */
     l = fwd_headers(&req, &oa, API_BODY_JSON, 2 << 20, "traceparent: 00-sluice");
     lines(l, text, sizeof(text));

@@ -49,7 +49,9 @@ static void test_relayed(void)
     CHECK(hdr_not_relayed(s("Transfer-Encoding")));
     CHECK(hdr_not_relayed(s("x-ratelimit-remaining-requests")));
     CHECK(hdr_not_relayed(s("Set-Cookie")));
-    CHECK(!hdr_not_relayed(s("x-request-id")));
+    CHECK(hdr_not_relayed(s("x-request-id"))); /* sluice's goes back (as x-upstream-request-id) */
+    CHECK(hdr_never_forwarded(s("X-Request-Id"))); /* sluice sends its own */
+    CHECK(!hdr_forwarded(s("x-request-id"), NULL, 0));
     CHECK(!hdr_not_relayed(s("openai-processing-ms")));
 }
 

@@ -115,10 +115,51 @@ static void test_dots_allowed_inside_names(void)
     free(req.head);
 }
 
+/* X-Request-Id: the client's when it is 1-128 of [A-Za-z0-9._:-], else 32 hex made here. */
+static void test_request_id(void)
+{
+    static const struct {
+        const char *value;
+        bool kept;
+    } cases[] = {
+        { "req-1", true }, { "a.b_c:d-E9", true }, { "abc<script>", false }, { "", false },
+        { "two words", false }, { "caf\xc3\xa9", false }, { "a/b", false }, { "%41", false },
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(cases); i++) {
+        char head[256];
+        snprintf(head, sizeof(head), "GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Request-Id: %s\r\n\r\n",
+                 cases[i].value);
+        struct http_req req;
+        const char *why;
+        CHECK(parse(head, &req, &why) == 0);
+        const char *id = http_request_id(&req);
+        if (cases[i].kept) {
+            CHECK_STR(id, cases[i].value);
+        } else {
+            CHECK(strlen(id) == 32 && strspn(id, "0123456789abcdef") == 32);
+        }
+        CHECK(http_request_id(&req) == id); /* the same on every call */
+        free(req.head);
+    }
+    char longest[HTTP_REQUEST_ID_MAX + 2];
+    memset(longest, 'x', sizeof(longest));
+    CHECK(http_request_id_valid(longest, HTTP_REQUEST_ID_MAX));
+    CHECK(!http_request_id_valid(longest, HTTP_REQUEST_ID_MAX + 1));
+    /* none sent: made here, different each time */
+    struct http_req a, b;
+    const char *why;
+    CHECK(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &a, &why) == 0);
+    CHECK(parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &b, &why) == 0);
+    CHECK(strcmp(http_request_id(&a), http_request_id(&b)) != 0);
+    free(a.head);
+    free(b.head);
+}
+
 int main(void)
 {
     test_valid();
     test_rejections();
     test_dots_allowed_inside_names();
+    test_request_id();
     return check_done();
 }
