@@ -454,6 +454,7 @@ const char *http_request_id(struct http_req *req)
         if (v && http_request_id_valid(v->p, v->len)) {
             memcpy(req->request_id, v->p, v->len);
             req->request_id[v->len] = '\0';
+            req->request_id_sent = true;
         } else {
             new_request_id(req->request_id);
         }

@@ -379,7 +379,8 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     memcpy(r->path, req->path.p, plen);
     r->path[plen] = '\0';
     memcpy(r->method, req->method.p, SL_MIN(req->method.len, sizeof(r->method) - 1));
-    memcpy(r->request_id, http_request_id(req), sizeof(r->request_id)); /* set: it goes upstream */
+    const char *rid = http_request_id(req); /* made now: the forwarding reads it */
+    memcpy(r->request_id, rid, strlen(rid) + 1);
     r->backend = -1;
     r->at.capacity_backend = -1;
     r->full_ms = -1;

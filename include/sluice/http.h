@@ -64,6 +64,7 @@ struct http_req {
     const void *checked_key;
     uint64_t checked_generation;
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's; "" until first asked */
+    bool request_id_sent; /* it is the client's own X-Request-Id */
     int64_t body_charged; /* bytes of max_buffered this request's body holds */
     int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
 
