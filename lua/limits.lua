@@ -30,7 +30,7 @@
 --:   clock_offset budget budget_period max_inflight lease_ms
 --: TEAM_ARGS team_rpm team_input_tpm team_output_tpm team_budget team_budget_period
 --:   team_max_inflight
---: OP_ARGS.a cost force spend lease
+--: OP_ARGS.a cost force spend lease deadline
 --: OP_ARGS.s bucket input_delta output release quota_delta quota_period spend_delta
 --:   budget_period team_budget_period lease
 --: OP_ARGS.r lease
@@ -54,6 +54,10 @@
 --     a slot. Reply REPLY (dimension 1..3 the key's windows, 4 quota, 5
 --     budget, 6..8 team windows, 9 team budget, 10 slots, 11 team slots;
 --     retry_ms -1 = never), or COMPACT_REPLY for a key without budget or team.
+--     Its deadline (ms in Redis's clock, 0 none) is when sluice gives up
+--     waiting and decides without Redis: an admission run after it (Redis
+--     was paused or slow) records nothing, and the call answers the error
+--     LATE once its other operations are done.
 --   peek ('p'): the same reply, recording nothing.
 --   settlement ('s'): corrects the admission's bucket, records output, adds
 --     to the admission's periods' quota and budgets, frees the slot. Reply 1.
@@ -420,13 +424,14 @@ end
 
 -- ARGV[first_op] = number of operations, then each with its arguments
 -- (lease: the slot's name, '-' for none):
---   'a', cost, force, spend, lease                   admission
+--   'a', cost, force, spend, lease, deadline         admission
 --   'p'                                              peek
 --   's', bucket, input delta, output, release, quota delta, quota period id,
 --        spend delta, budget period id, team budget period id, lease   settlement
 --   'r', lease                                       renewal
 local n = tonumber(ARGV[first_op])
 local replies = {}
+local late = false
 local a = first_op + 1
 for i = 1, n do
   local op = ARGV[a]
@@ -436,9 +441,14 @@ for i = 1, n do
                         tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10])
     a = a + 11
   elseif op == 'a' then
-    replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false,
-                       ARGV[a + 4])
-    a = a + 5
+    local deadline = tonumber(ARGV[a + 5])
+    if deadline > 0 and now > deadline then
+      late, replies[i] = true, 0
+    else
+      replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false,
+                         ARGV[a + 4])
+    end
+    a = a + 6
   elseif op == 'r' then
     if ARGV[a + 1] ~= '-' then slot_put(ARGV[a + 1], true) end
     replies[i] = 1
@@ -476,5 +486,8 @@ for _, c in pairs(C) do
       redis.call('SET', c.key, c.used)
     end
   end
+end
+if late then
+  return redis.error_reply('LATE an admission ran after its deadline: it recorded nothing')
 end
 return replies

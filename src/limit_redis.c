@@ -53,7 +53,15 @@ struct lim_redis {
     struct sl_buf resp; /* a call's command in RESP, before hiredis copies it */
     struct reply_pool *replies; /* every connection's reply objects */
     char sha[41];
+    /* Redis's clock minus ours (us), from TIME at each connection and every
+     * CLOCK_REFRESH_MS: admissions carry their deadline in Redis's clock. */
+    int64_t clock_offset_us;
+    bool clock_known;
+    int64_t time_sent_us;
+    struct event *clock_ev;
 };
+
+#define CLOCK_REFRESH_MS 30000
 
 atomic_ulong lim_redis_errors;
 
@@ -119,6 +127,39 @@ static void check_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* TIME's answer: the offset of Redis's clock from ours, taken at the middle
+ * of the round trip (its error is at most half of it). */
+static void time_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct lim_redis *r = priv;
+    const redisReply *rep = reply;
+    int64_t now = sl_wall_us(), secs, micros;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING ||
+        !sl_parse_int(rep->element[0]->str, &secs) || !sl_parse_int(rep->element[1]->str, &micros))
+        return; /* the connection is failing: its calls fail too */
+    r->clock_offset_us = secs * 1000000 + micros - (r->time_sent_us + now) / 2;
+    r->clock_known = true;
+}
+
+static void ask_time(struct lim_redis *r, redisAsyncContext *ac)
+{
+    r->time_sent_us = sl_wall_us();
+    redisAsyncCommand(ac, time_reply, r, "TIME");
+}
+
+static void clock_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct lim_redis *r = arg;
+    if (r->ac && r->state == R_UP)
+        ask_time(r, r->ac);
+    struct timeval tv = { CLOCK_REFRESH_MS / 1000, 0 };
+    evtimer_add(r->clock_ev, &tv);
+}
+
 static void connect_now(struct lim_redis *r)
 {
     redisAsyncContext *ac = r->url.path[0] ? redisAsyncConnectUnix(r->url.path)
@@ -146,6 +187,7 @@ static void connect_now(struct lim_redis *r)
     /* Loaded ahead of any EVALSHA on this connection: a NOSCRIPT retry would
      * otherwise let a later call overtake the one retried. */
     redisAsyncCommand(ac, check_setup_reply, NULL, "SCRIPT LOAD %s", lua_limits);
+    ask_time(r, ac);
     r->ac = ac;
     r->state = R_CONNECTING;
 }
@@ -197,6 +239,9 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
     r->drop_ev = event_new(base, -1, 0, drop_cb, r);
     r->flush_ev = event_new(base, -1, 0, flush_cb, r);
+    r->clock_ev = evtimer_new(base, clock_cb, r);
+    struct timeval tv = { CLOCK_REFRESH_MS / 1000, 0 };
+    evtimer_add(r->clock_ev, &tv);
     r->queue_tail = &r->queue;
     r->replies = reply_pool_new();
     sha1_hex(lua_limits, r->sha);
@@ -215,6 +260,7 @@ void lim_redis_free(struct lim_redis *r)
     event_free(r->reconnect_ev);
     event_free(r->drop_ev);
     event_free(r->flush_ev);
+    event_free(r->clock_ev);
     free_list(r->free);
     sl_buf_free(&r->resp);
     reply_pool_free(r->replies);
@@ -265,6 +311,7 @@ struct call {
     lim_answer cb;        /* counter ops */
     void *arg;
     int n;
+    int64_t deadline_ms; /* when the timer gives up, in Redis's clock (0: unknown) */
     struct pend ops[BATCH_MAX];
     int argc;
     size_t script_args; /* where the arguments after EVALSHA's sha begin in text */
@@ -469,8 +516,10 @@ static void admit_arg(struct call *c, const struct pend *o, enum ls_admit_arg a)
     case LS_A_SPEND:
         return arg_int(c, o->spend);
     case LS_A_LEASE:
-    case LS_NADMIT_ARGS:
         return arg_lease(c, o->lease);
+    case LS_A_DEADLINE:
+    case LS_NADMIT_ARGS:
+        return arg_int(c, c->deadline_ms);
     }
 }
 
@@ -789,6 +838,11 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
 static void send_now(struct call *c)
 {
     struct lim_redis *r = c->r;
+    /* The moment call_timeout gives up, in Redis's clock: an admission run
+     * later (a paused or stalled Redis) must not take what sluice already
+     * decided without it. */
+    c->deadline_ms =
+        r->clock_known ? (sl_wall_us() + r->clock_offset_us) / 1000 + r->timeout_ms : 0;
     args_build(c);
     if (r->state != R_UP || send_call(c) != REDIS_OK) {
         fail_call(c);

@@ -60,8 +60,11 @@
     X(CLOCK_OFFSET, clock_offset)                                                                  \
     X(AMOUNT, amount)
 
-/* The operations of a batch: the letter, then its arguments in order. */
-#define LS_ADMIT_ARGS(X) X(COST, cost) X(FORCE, force) X(SPEND, spend) X(LEASE, lease)
+/* The operations of a batch: the letter, then its arguments in order. An
+ * admission's deadline is when sluice stops waiting for the answer, in
+ * Redis's clock (ms; 0: none): one that runs later records nothing, and the
+ * call answers the error LATE (after its settlements are done). */
+#define LS_ADMIT_ARGS(X) X(COST, cost) X(FORCE, force) X(SPEND, spend) X(LEASE, lease) X(DEADLINE, deadline)
 #define LS_SETTLE_ARGS(X)                                                                          \
     X(BUCKET, bucket)                                                                              \
     X(INPUT_DELTA, input_delta)                                                                    \

@@ -124,3 +124,24 @@ def test_a_dead_nodes_slots_free_within_the_lease(start_mock, start_sluice, redi
     finally:
         if a.proc.poll() is None:
             a.proc.kill()
+
+
+def test_an_admission_redis_runs_after_the_timeout_takes_no_slot(start_mock, start_sluice, redis):
+    """Redis paused past [redis] timeout while a node admits: the node gives
+    up and decides in process (on_error = local), and the admission, run by
+    Redis once the pause ends, is past the deadline it carries: it takes no
+    slot, so the other node is not refused for a lease's length."""
+    mock = start_mock()
+    c = conf(mock, redis, "max_inflight = 1").replace("timeout = 500ms", "timeout = 200ms")
+    a, b = start_sluice(c), start_sluice(c)
+    for node in (a, b):  # connected, their clocks read
+        assert stream(node, headers={})[0] == 200
+    assert redis.call("ZCARD", "sluice:{team-a}:f") == 0
+    redis.call("CLIENT", "PAUSE", "1500", "ALL")
+    paused = time.time()
+    status = stream(a, headers={})[0]  # decided in process after 200 ms
+    assert status == 200 and time.time() - paused < 1.2
+    while time.time() - paused < 1.8:  # the pause ends; Redis runs what it held
+        time.sleep(0.05)
+    assert redis.call("ZCARD", "sluice:{team-a}:f") == 0  # no slot left by the late admission
+    assert stream(b, headers={})[0] == 200  # so the other node admits at once

@@ -25,6 +25,7 @@ COMPACT = [name for name, (text, compact) in contract("LS_REPLY") if compact]
 BATCH_ARGS = [name for name, _ in contract("LS_BATCH_ARGS")]
 TEAM_ARGS = [name for name, _ in contract("LS_TEAM_ARGS")]
 SETTLE_ARGS = [name for name, _ in contract("LS_SETTLE_ARGS")]
+ADMIT_ARGS = [name for name, _ in contract("LS_ADMIT_ARGS")]
 
 
 def slot(reply, name):
@@ -81,8 +82,9 @@ def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
     return redis.call(*args)
 
 
-def admission(cost, spend=0, lease="-"):
-    return ["a", cost, 0, spend, lease]
+def admission(cost, spend=0, lease="-", deadline=0):
+    given = {"cost": cost, "force": 0, "spend": spend, "lease": lease, "deadline": deadline}
+    return ["a"] + [given[name] for name in ADMIT_ARGS]
 
 
 def settlement(**given):
@@ -259,3 +261,30 @@ def test_max_inflight_slots_are_leases(redis):
     # a peek counts without taking one
     peek = batch(redis, sha, "ka", [["p"]], "tf", team, lim)[0]
     assert slots(peek, "admitted", "slots", "team_slots") == [1, 1, 3]
+
+
+def test_an_admission_after_its_deadline_records_nothing(redis):
+    """sluice gives up on a call after [redis] timeout and decides without
+    Redis; the call carries that moment (in Redis's clock), and an admission
+    that runs later — Redis was paused — takes no slot and records nothing,
+    while a settlement in the same call is still done. The call answers LATE."""
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    lim = dict(LIMITS, max_inflight=1, lease_ms=60000)
+    now_ms = int(redis.call("TIME")[0]) * 1000
+    keys = names("late", None)
+    first = batch(redis, sha, "late", [admission(7, 0, "n-1", deadline=now_ms + 60000)], limits=lim)
+    assert slot(first[0], "admitted") == 1 and slot(first[0], "used_input") == 7
+    before = {k: redis.call("HGETALL", k) for k in keys[:3]}
+    try:
+        batch(redis, sha, "late", [settlement(lease="n-1", output=3, bucket=slot(first[0], "bucket")),
+                                   admission(5, 0, "n-2", deadline=now_ms - 1)], limits=lim)
+        raise AssertionError("a late admission must not be answered")
+    except RuntimeError as e:
+        assert str(e).startswith("LATE")
+    assert redis.call("ZCARD", keys[-1]) == 0  # n-1 freed by the settlement, n-2 never taken
+    after = {k: redis.call("HGETALL", k) for k in keys[:3]}
+    assert after[keys[0]] == before[keys[0]] and after[keys[1]] == before[keys[1]]  # no request, no input
+    assert after[keys[2]] != before[keys[2]]  # the settlement's 3 output tokens
+    # one in time still admits (the slot is free)
+    ok = batch(redis, sha, "late", [admission(5, 0, "n-3", deadline=now_ms + 60000)], limits=lim)
+    assert slot(ok[0], "admitted") == 1
