@@ -94,6 +94,10 @@ const struct option cfg_options[] = {
       .def = "256m", .min = 1 << 20, .max = 1LL << 40,
       .doc = "request-body bytes held in memory by all connections together; past it a new body "
              "gets 503 with Retry-After (bodies over 64k may use 7/8 of it)" },
+    { .scope = SCOPE_SERVER, .name = "max_buffered_per_key", .type = T_SIZE,
+      .offset = SRV(max_buffered_per_key), .def = "0", .max = 1LL << 40,
+      .doc = "what the request bodies of one API key may hold of max_buffered together (one body "
+             "alone may be larger); past it that key gets 503 with Retry-After; 0 = max_buffered / 4" },
     { .scope = SCOPE_SERVER, .name = "strict_permissions", .type = T_BOOL, .offset = SRV(strict_permissions),
       .def = "off",
       .doc = "on: a config or secret file others may write, or read while it holds a plain secret, is "

@@ -6,6 +6,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/http.h"
 #include "sluice/pool.h"
 #include "sluice/util.h"
 
@@ -18,6 +19,9 @@ struct generation *gen_new(struct config *cfg, struct generation *prev)
     g->cfg = cfg;
     g->auth = auth_build(cfg);
     g->pool = pool_new(cfg, prev ? prev->pool : NULL);
+    g->key_shares = sl_calloc((size_t)cfg->nkeys + 1, sizeof(*g->key_shares));
+    for (int i = 0; i < cfg->nkeys; i++)
+        g->key_shares[i] = http_share_named(cfg->keys[i].name);
     return g;
 }
 
@@ -32,6 +36,7 @@ void gen_unref(struct generation *g)
     if (!g || atomic_fetch_sub(&g->refs, 1) != 1)
         return;
     pool_free(g->pool);
+    free(g->key_shares);
     auth_free(g->auth);
     cfg_unref(g->cfg);
     free(g);

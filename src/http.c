@@ -19,6 +19,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -94,6 +95,16 @@ struct http_server {
 
 /* Request-body bytes held by every server (worker) of the process. */
 static atomic_llong buffered;
+
+struct http_share {
+    atomic_llong held; /* body bytes of the requests given this share */
+    struct http_share *next;
+    char name[];
+};
+
+#define SHARE_BUCKETS 1024
+static struct http_share *shares[SHARE_BUCKETS];
+static pthread_mutex_t shares_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define OUTPUT_LOW_MARK (16 * 1024)
 #define CHUNK_LINE_MAX 1024
@@ -512,8 +523,11 @@ static struct http_req *req_new(struct http_conn *c)
 static void req_free(struct http_req *req)
 {
     struct http_server *srv = req->conn->srv;
-    if (req->body_charged)
+    if (req->body_charged) {
         atomic_fetch_sub(&buffered, req->body_charged);
+        if (req->share)
+            atomic_fetch_sub(&req->share->held, req->body_charged);
+    }
     free(req->head);
     sl_buf_free(&req->body);
     if (srv->nspare >= SPARE_REQS_MAX) {
@@ -703,15 +717,29 @@ static void fail_request(struct http_conn *c, enum sl_error e, const char *why)
 }
 
 /* The body's buffer grew to cap bytes: charge max_buffered for it. A large
- * body may use 7/8 of it, a small one all of it. False after answering 503. */
+ * body may use 7/8 of it, a small one all of it; the bodies of one share
+ * (one key's) max_buffered_share, or one body alone of any size. False after
+ * answering 503. */
 static bool charge_body(struct http_conn *c, int64_t cap)
 {
     struct http_req *req = c->req;
-    int64_t more = cap - req->body_charged, max = c->srv->limits.max_buffered;
+    const struct http_limits *lim = &c->srv->limits;
+    int64_t more = cap - req->body_charged, max = lim->max_buffered;
     if (more <= 0)
         return true;
     int64_t now = atomic_fetch_add(&buffered, more) + more;
     req->body_charged += more; /* given back by req_free, refused or not */
+    if (req->share) {
+        int64_t held = atomic_fetch_add(&req->share->held, more) + more;
+        int64_t share_max = lim->max_buffered_share ? lim->max_buffered_share : max / 4;
+        if (share_max && held > share_max && held > req->body_charged) {
+            fail_request_with(c, ERR_OVERLOADED,
+                              "This key's requests hold as many bodies as one key may "
+                              "(max_buffered_per_key); try again shortly.",
+                              "Retry-After: 1\r\n");
+            return false;
+        }
+    }
     if (!max || now <= (cap > HTTP_SMALL_BODY ? max - max / 8 : max))
         return true;
     fail_request_with(c, ERR_OVERLOADED,
@@ -719,6 +747,29 @@ static bool charge_body(struct http_conn *c, int64_t cap)
                       "again shortly.",
                       "Retry-After: 1\r\n");
     return false;
+}
+
+struct http_share *http_share_named(const char *name)
+{
+    size_t len = strlen(name);
+    struct http_share **bucket = &shares[sl_hash(name, len) % SHARE_BUCKETS], *s;
+    pthread_mutex_lock(&shares_lock);
+    for (s = *bucket; s && strcmp(s->name, name) != 0; s = s->next)
+        ;
+    if (!s) { /* kept for the process's life: requests may hold it past any reload */
+        s = sl_calloc(1, sizeof(*s) + len + 1);
+        memcpy(s->name, name, len + 1);
+        s->next = *bucket;
+        *bucket = s;
+    }
+    pthread_mutex_unlock(&shares_lock);
+    return s;
+}
+
+void http_req_share(struct http_req *req, struct http_share *share)
+{
+    if (!req->share && !req->body_charged)
+        req->share = share;
 }
 
 int64_t http_buffered_bytes(void)

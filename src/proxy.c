@@ -457,6 +457,7 @@ bool proxy_head(struct worker *w, struct http_req *req)
     }
     req->checked_key = key;
     req->checked_generation = w->gen->id;
+    http_req_share(req, w->gen->key_shares[key - w->gen->cfg->keys]);
     return true;
 }
 

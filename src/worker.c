@@ -50,6 +50,7 @@ static struct http_limits limits_of(const struct config *c)
     return (struct http_limits){
         .max_connections = connections_per_worker(c),
         .max_buffered = c->server.max_buffered,
+        .max_buffered_share = c->server.max_buffered_per_key,
         .max_header_size = c->server.max_header_size,
         .max_body_size = c->server.max_body_size,
         .header_timeout_ms = c->server.header_timeout_ms,

@@ -74,6 +74,7 @@ struct cfg_server {
     bool require_prices;
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
+    int64_t max_buffered_per_key; /* one key's share of it; 0 = max_buffered / 4 */
     bool access_log;
     int access_log_format; /* enum access_format (usage.h) */
     char *usage_log;       /* path of the usage log (usage.h); NULL: none */

@@ -17,6 +17,7 @@ struct generation {
     struct config *cfg;
     struct auth_table *auth;
     struct pool *pool;
+    struct http_share **key_shares; /* cfg->keys[i]'s part of max_buffered */
 };
 
 /* Takes the config's reference; prev (may be NULL) is the generation it

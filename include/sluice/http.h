@@ -32,7 +32,15 @@ struct http_limits {
     int64_t send_timeout_ms;
     int64_t max_connections; /* this server's client connections at once; 0 = no cap */
     int64_t max_buffered;    /* request-body bytes held by every server of the process; 0 = none */
+    int64_t max_buffered_share; /* what the bodies given one share may hold; 0 = max_buffered / 4 */
 };
+
+/* A named part of max_buffered (one API key's, say): the bodies of the
+ * requests given it hold at most max_buffered_share together, so one client's
+ * flood leaves the rest for others. One share per name, kept for the
+ * process's life: a request keeps its own across reloads. */
+struct http_share;
+struct http_share *http_share_named(const char *name);
 
 /* Bodies larger than this may use only 7/8 of max_buffered: the last eighth
  * is kept for ordinary requests, so a flood of uploads cannot lock them out. */
@@ -66,6 +74,7 @@ struct http_req {
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's; "" until first asked */
     bool request_id_sent; /* it is the client's own X-Request-Id */
     int64_t body_charged; /* bytes of max_buffered this request's body holds */
+    struct http_share *share; /* which also holds them, if any (http_req_share) */
     int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
 
     /* Set by the handler that keeps the request beyond its call. */
@@ -112,6 +121,9 @@ int http_server_busy(const struct http_server *srv);
 int http_server_connections(const struct http_server *srv);
 /* Request-body bytes held by every server of the process. */
 int64_t http_buffered_bytes(void);
+/* From the head handler: the request's body counts against share too. The
+ * first share given stays (a reload checking the key again changes nothing). */
+void http_req_share(struct http_req *req, struct http_share *share);
 /* Connections accepted since start. */
 uint64_t http_server_accepted(const struct http_server *srv);
 /* Closes idle keep-alive connections (drain on shutdown). */

@@ -210,7 +210,7 @@ def test_unauthenticated_uploads_hold_no_memory(mock, start_sluice):
 
 def test_authenticated_uploads_stay_within_max_buffered(mock, start_sluice):
     from harness import base_conf
-    s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 64m"))
+    s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 64m\nmax_buffered_per_key = 64m"))
     grown, statuses, served = flood(s, 200, FOUR_MB, key=CLIENT_KEY)
     assert grown < 64 + 50, f"sluice grew by {grown:.0f} MB with max_buffered = 64m"
     assert statuses.count(200) >= 14 and statuses.count(503) > 0, statuses
@@ -227,6 +227,43 @@ def test_503_for_a_body_past_max_buffered_says_when_to_retry(mock, start_sluice)
     assert r.headers["retry-after"] == "1"
     assert s.chat(CHAT).status == 200  # a small body still fits
     assert mock.stats()["requests"] == 1
+
+
+def test_one_keys_bodies_leave_max_buffered_to_the_others(mock, start_sluice):
+    """Key A's twenty 100 KB bodies being read (slow clients, or a queue)
+    hold at most max_buffered_per_key (max_buffered / 4 = 512 KiB here): the
+    sixth gets 503 naming it, and key B's 600 KB call still fits in
+    max_buffered. Before the per-key share A held all 2 MB and B got 503
+    (issue #28, finding 8). A's share comes back when its requests end."""
+    s = start_sluice(base_conf(mock.url, extra_server="max_buffered = 2m"))
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 100000\r\nAuthorization: Bearer {CLIENT_KEY}\r\n\r\n").encode()
+    held, refused = [], []
+    try:
+        for _ in range(20):
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+            c.sendall(head + b'{"model":"gpt-4o","messages":[')  # the rest never comes
+            c.settimeout(0.3)
+            try:
+                refused.append(c.recv(65536))
+                c.close()
+            except socket.timeout:
+                held.append(c)
+        # each holds its buffer (100,001 bytes or a little more): 4 or 5 fit in 512 KiB
+        assert 4 <= len(held) <= 5, (len(held), refused[:1])
+        assert all(r.startswith(b"HTTP/1.1 503 ") and b"max_buffered_per_key" in r and
+                   b"Retry-After: 1" in r for r in refused), refused[:1]
+        big = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 600_000}]}
+        r = s.chat(big, key=OTHER_KEY)
+        assert r.status == 200, r.body[:200]
+    finally:
+        for c in held:
+            c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and s.chat({**big, "model": "gpt-4o"}).status != 200:
+        time.sleep(0.05)
+    assert s.chat({**big, "model": "gpt-4o"}).status == 200  # A's share is free again
+    assert mock.stats()["requests"] >= 3
 
 
 def test_max_connections_leaves_the_rest_in_the_backlog(mock, start_sluice):
