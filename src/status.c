@@ -59,17 +59,18 @@ static bool presented_admin_key(const struct http_req *req, const uint8_t digest
     return ok;
 }
 
-/* On the operator listener (admin_listen) the page is open unless an
- * admin_key is set; elsewhere it needs the admin key. */
+/* The page and its JSON show key names and spend: only with the admin key,
+ * on any listener (without admin_key they are off). */
 static bool allowed(struct worker *w, struct http_req *req)
 {
     const struct cfg_server *srv = &w->gen->cfg->server;
-    bool operator_listener = srv->admin_listen.n && req->listener == HTTP_LISTENER_OPERATOR;
-    if (!srv->admin_enabled && !operator_listener) {
-        http_send_error(req, ERR_NOT_FOUND, "The admin API is off (no admin_key).", NULL, NULL);
+    if (!srv->admin_enabled) {
+        http_send_error(req, ERR_NOT_FOUND,
+                        "The status page is off: it needs an admin_key ([server] admin_key).", NULL,
+                        NULL);
         return false;
     }
-    if (srv->admin_enabled && !presented_admin_key(req, srv->admin_digest)) {
+    if (!presented_admin_key(req, srv->admin_digest)) {
         http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing admin key.", NULL,
                         "WWW-Authenticate: Basic realm=\"sluice status\", charset=\"UTF-8\"\r\n");
         return false;

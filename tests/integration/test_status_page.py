@@ -18,7 +18,7 @@ ADMIN_KEY = "sk-admin-status-0001"
 RED = (247, 181, 181)  # tr.open td in src/status.html
 
 
-def conf(mock, admin_port=None, admin_key=False, redis=None, key_extra="rpm = 100\ninput_tpm = 100000"):
+def conf(mock, admin_port=None, admin_key=True, redis=None, key_extra="rpm = 100\ninput_tpm = 100000"):
     server = f"admin_listen = 127.0.0.1:{admin_port}\n" if admin_port else ""
     if admin_key:
         server += f"admin_key = {ADMIN_KEY}\n"
@@ -30,10 +30,13 @@ def conf(mock, admin_port=None, admin_key=False, redis=None, key_extra="rpm = 10
                      key_extra=key_extra + "\nteam = platform\nquota = 1000000\nbudget = 5", extra=extra)
 
 
+AS_ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def get(port, path, headers=None):
     import http.client
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("GET", path, headers=headers or {})
+    c.request("GET", path, headers=AS_ADMIN if headers is None else headers)
     r = c.getresponse()
     body = r.read()
     c.close()
@@ -47,17 +50,26 @@ def basic(user, password):
 def test_who_may_see_it(mock, start_sluice):
     admin = free_port()
     s = start_sluice(conf(mock, admin))
-    status, headers, body = get(admin, "/admin/status")  # operator listener, no admin_key: open
+    status, headers, body = get(admin, "/admin/status")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b"<script>" in body and b"status.json" in body
     assert "default-src 'none'" in headers["Content-Security-Policy"]
     assert not re.search(rb"(src|href)=\"https?://", body)  # no external assets
     assert get(admin, "/admin/status.json")[0] == 200
+    assert get(admin, "/admin/status.json", {})[0] == 401  # the operator listener too
     assert get(s.port, "/admin/status")[0] == 404  # not on the API listener
     s.stop()
-    # With an admin key: required everywhere, as Bearer or as a browser's Basic password.
-    s2 = start_sluice(conf(mock, admin_key=True))
-    status, headers, _ = get(s2.port, "/admin/status")
+    # Without admin_key the page and its JSON are off, even on admin_listen:
+    # they show key names and spend (issue #28, finding 10).
+    s1 = start_sluice(conf(mock, admin, admin_key=False))
+    for path in ("/admin/status", "/admin/status.json"):
+        status, _, body = get(admin, path, {})
+        assert status == 404 and b"admin_key" in body, (path, status, body)
+    assert get(admin, "/metrics", {})[0] == 200  # the rest of the operator listener stays
+    s1.stop()
+    # The admin key is required everywhere, as Bearer or as a browser's Basic password.
+    s2 = start_sluice(conf(mock))
+    status, headers, _ = get(s2.port, "/admin/status", {})
     assert status == 401 and headers["WWW-Authenticate"].startswith("Basic realm=")
     assert get(s2.port, "/admin/status.json", {"Authorization": f"Bearer {ADMIN_KEY}"})[0] == 200
     assert get(s2.port, "/admin/status", basic("ops", ADMIN_KEY))[0] == 200
@@ -68,7 +80,7 @@ def test_who_may_see_it(mock, start_sluice):
     assert get(s2.port, "/admin/status.json", {"Authorization": f"Bearer {CLIENT_KEY}"})[0] == 401
     s2.stop()
     # No admin_listen and no admin_key: the admin API is off.
-    s3 = start_sluice(conf(mock))
+    s3 = start_sluice(conf(mock, admin_key=False))
     assert get(s3.port, "/admin/status")[0] == 404
 
 
@@ -81,9 +93,9 @@ def test_operator_endpoints_answer_only_their_hosts(mock, start_sluice):
     for path in ("/admin/status.json", "/metrics", "/readyz"):
         status, _, body = get(admin, path, {"Host": f"rebound.example:{admin}"})
         assert status == 421 and b"misdirected_request" in body, (path, status)
-        assert get(admin, path, {"Host": f"localhost:{admin}"})[0] == 200
-        assert get(admin, path, {"Host": f"127.0.0.1:{admin}"})[0] == 200
-        assert get(admin, path, {"Host": f"[::1]:{admin}"})[0] == 200
+        assert get(admin, path, {**AS_ADMIN, "Host": f"localhost:{admin}"})[0] == 200
+        assert get(admin, path, {**AS_ADMIN, "Host": f"127.0.0.1:{admin}"})[0] == 200
+        assert get(admin, path, {**AS_ADMIN, "Host": f"[::1]:{admin}"})[0] == 200
     assert s.chat(headers={"Host": "rebound.example"}).status == 200  # the API is not affected
     s.stop()
     s2 = start_sluice(conf(mock, admin).replace("[server]\n", "[server]\nadmin_hosts = ops.internal\n"))
@@ -212,7 +224,7 @@ def answered(dom):
 def test_page_in_headless_chromium(tmp, mock, start_sluice):
     admin = free_port()
     s = start_sluice(conf(mock, admin))
-    url = f"http://127.0.0.1:{admin}/admin/status"
+    url = f"http://ops:{ADMIN_KEY}@127.0.0.1:{admin}/admin/status"  # Basic, as a browser sends it
     for _ in range(3):
         assert s.chat().status == 200
     dom = chromium(tmp, url)
