@@ -21,6 +21,63 @@ enum api_endpoint api_endpoint_of(const char *path, size_t len)
     return API_OTHER;
 }
 
+/* POSTs by exact path (or by family: the path or below it). */
+static const struct endpoint {
+    const char *path;
+    bool family;
+    enum api_kind kind;
+    enum api_unit unit;
+} post_endpoints[] = {
+    { "/v1/chat/completions", false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { "/v1/completions", false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { "/v1/embeddings", false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { "/v1/responses", false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { "/v1/images/generations", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { "/v1/images/edits", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { "/v1/images/variations", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { "/v1/audio/speech", false, API_KIND_PER_REQUEST, API_UNIT_CHARACTER },
+    { "/v1/audio/transcriptions", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { "/v1/audio/translations", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { "/v1/moderations", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { "/v1/files", true, API_KIND_FREE, API_UNIT_REQUEST },
+    { "/v1/uploads", true, API_KIND_FREE, API_UNIT_REQUEST },
+};
+
+/* Stored resources and lists: reading or removing them is free, and so is
+ * cancelling a job (POST .../cancel). */
+static const char *const stored_families[] = {
+    "/v1/models",     "/v1/files",       "/v1/uploads",       "/v1/batches",
+    "/v1/vector_stores", "/v1/containers", "/v1/fine_tuning", "/v1/assistants",
+    "/v1/threads",    "/v1/evals",       "/v1/conversations", "/v1/responses",
+    "/v1/chat/completions",
+};
+
+static bool in_family(struct sl_str path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return path.len >= n && memcmp(path.p, prefix, n) == 0 && (path.len == n || path.p[n] == '/');
+}
+
+enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_unit *unit)
+{
+    *unit = API_UNIT_REQUEST;
+    bool post = sl_str_eq(method, "POST");
+    if (post) {
+        for (size_t i = 0; i < SL_ARRAY_LEN(post_endpoints); i++) {
+            const struct endpoint *e = &post_endpoints[i];
+            if (e->family ? in_family(path, e->path) : sl_str_eq(path, e->path)) {
+                *unit = e->unit;
+                return e->kind;
+            }
+        }
+    }
+    bool read = !post || (path.len > 7 && memcmp(path.p + path.len - 7, "/cancel", 7) == 0);
+    for (size_t i = 0; read && i < SL_ARRAY_LEN(stored_families); i++)
+        if (in_family(path, stored_families[i]))
+            return API_KIND_FREE;
+    return API_KIND_UNKNOWN;
+}
+
 void api_count_output(struct api_call *call, bool is_n, int64_t value)
 {
     value = SL_MIN(value, 1000000000); /* beyond any model; keeps products in range */

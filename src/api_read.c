@@ -280,6 +280,18 @@ static int read_multipart(const struct http_req *req, const struct sl_str *ct,
     if (f == MP_REPEATED)
         FAIL("model", "The multipart/form-data body gives 'model' more than once; send it once.");
     call->body = API_BODY_MULTIPART;
+    if (call->unit == API_UNIT_IMAGE) { /* an image edit or variation: n of them */
+        struct sl_str n;
+        enum mp_found fn = mp_field(req->body.data, req->body.len, boundary, blen, "n", &n);
+        if (fn == MP_REPEATED)
+            FAIL("n", "The multipart/form-data body gives 'n' more than once; send it once.");
+        int64_t v = 0;
+        for (size_t i = 0; fn == MP_FOUND && i < n.len && v <= 1000000; i++)
+            v = n.p[i] >= '0' && n.p[i] <= '9' ? v * 10 + (n.p[i] - '0') : INT64_MAX;
+        if (fn == MP_FOUND && (n.len == 0 || v > 1000000))
+            FAIL("n", "'n' must be a whole number.");
+        call->choices = v;
+    }
     if (f == MP_FOUND) {
         if (model.len == 0 || model.len >= sizeof(call->model_text))
             FAIL("model", "'model' must be a non-empty string of at most 256 characters.");
@@ -293,11 +305,24 @@ static int read_multipart(const struct http_req *req, const struct sl_str *ct,
     return 0;
 }
 
-int api_read_call(const struct http_req *req, struct api_call *call, char *msg, size_t msglen,
-                  const char **param)
+/* How many units a call priced per request uses (api_call.h). */
+static int64_t count_units(const struct api_call *call)
 {
-    memset(call, 0, sizeof(*call));
-    *param = NULL;
+    if (call->unit == API_UNIT_IMAGE)
+        return SL_MAX(call->choices, 1);
+    if (call->unit != API_UNIT_CHARACTER)
+        return 1;
+    const cJSON *input = call->root ? cJSON_GetObjectItemCaseSensitive(call->root, "input") : NULL;
+    int64_t chars = 0; /* code points: the bytes that do not continue one */
+    for (const char *p = cJSON_IsString(input) ? input->valuestring : ""; *p; p++)
+        chars += ((unsigned char)*p & 0xC0) != 0x80;
+    return chars;
+}
+
+static int read_call(const struct http_req *req, struct api_call *call, enum api_unit unit,
+                     char *msg, size_t msglen, const char **param)
+{
+    call->unit = unit; /* multipart images read their n */
     call->endpoint = api_endpoint_of(req->path.p, req->path.len);
     /* the four generating endpoints are exact paths, never a stored resource */
     bool stateful = call->endpoint == API_OTHER && stateful_path(req->path);
@@ -328,6 +353,20 @@ int api_read_call(const struct http_req *req, struct api_call *call, char *msg, 
     if (call->stateful || call->body != API_BODY_JSON)
         call->estimate = 0; /* nothing a prompt estimate can read */
     return 0;
+}
+
+int api_read_call(const struct http_req *req, struct api_call *call, char *msg, size_t msglen,
+                  const char **param)
+{
+    memset(call, 0, sizeof(*call));
+    *param = NULL;
+    enum api_unit unit;
+    enum api_kind kind = api_kind_of(req->method, req->path, &unit);
+    int e = read_call(req, call, unit, msg, msglen, param);
+    call->kind = kind;
+    call->unit = unit;
+    call->units = count_units(call);
+    return e;
 }
 
 int api_validate(const char *path, size_t path_len, const char *body, size_t len,

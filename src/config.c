@@ -780,7 +780,15 @@ static bool new_section_name(struct parser *p, enum scope scope, const char *tit
                              const char *name)
 {
     const struct named_scope *ns = named_scope_of(scope);
-    if (ns && !valid_name(name, scope)) {
+    char plain[CFG_NAME_MAX + 2];
+    const char *checked = name;
+    size_t len = strlen(name);
+    if (scope == SCOPE_MODEL && len > 1 && len <= CFG_NAME_MAX && name[len - 1] == '*') {
+        memcpy(plain, name, len - 1); /* [model NAME*]: the prices of every model NAME starts */
+        plain[len - 1] = '\0';
+        checked = plain;
+    }
+    if (ns && !valid_name(checked, scope)) {
         PERR(p, "[%s NAME] needs a name of letters, digits, '-', '_' or '.' (at most 64)", title);
         return false;
     }
@@ -967,8 +975,16 @@ static void check_prices(struct parser *p)
             m->input_price = -1;
         if (!sec->set_at[find_option(SCOPE_MODEL, "output_price")])
             m->output_price = -1;
+        if (!sec->set_at[find_option(SCOPE_MODEL, "request_price")])
+            m->request_price = -1;
         if (!sec->set_at[find_option(SCOPE_MODEL, "cached_input_price")])
             m->cached_input_price = m->input_price;
+    }
+    for (int i = 0; i < c->nmodels; i++) {
+        if (!cfg_model_is_prefix(&c->models[i]))
+            continue;
+        c->prefix_models = sl_grow(c->prefix_models, sizeof(int), c->nprefix_models);
+        c->prefix_models[c->nprefix_models++] = i;
     }
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_models *ms = &c->backends[i].models;
@@ -978,8 +994,8 @@ static void check_prices(struct parser *p)
             for (int k = 0; k <= i && !listed_before; k++)
                 for (int l = 0; l < (k == i ? j : c->backends[k].models.n) && !listed_before; l++)
                     listed_before = strcmp(c->backends[k].models.names[l], name) == 0;
-            const struct cfg_model *m = cfg_find_model(c, name);
-            if (listed_before || (m && m->input_price >= 0 && m->output_price >= 0))
+            const struct cfg_model *pm = cfg_priced_model(c, name);
+            if (listed_before || cfg_prices_tokens(pm) || (pm && pm->request_price >= 0))
                 continue;
             if (c->server.require_prices)
                 add_error(p->errs, p->path, c->backends[i].line,
@@ -1010,6 +1026,12 @@ static void check_model_routes(struct parser *p)
     struct config *c = p->cfg;
     for (int i = 0; i < c->nmodels; i++) {
         const struct cfg_model *m = &c->models[i];
+        if (cfg_model_is_prefix(m)) {
+            if (m->upstream || m->fallbacks.n || m->context_fallbacks.n)
+                add_error(p->errs, p->path, m->line,
+                          "[model %s] holds prices only (no upstream or fallbacks)", m->name);
+            continue;
+        }
         if (m->upstream && (!valid_name(m->upstream, SCOPE_MODEL) || !served(c, m->upstream)))
             add_error(p->errs, p->path, m->line,
                       "[model %s]: upstream %s must be a model name a backend lists", m->name,
@@ -1054,6 +1076,45 @@ static void check_budgets(struct parser *p)
                       c->teams[i].name);
 }
 
+/* A budget that reaches models without a price: said at load (and by
+ * sluice -t), as such calls are refused (unpriced_models = deny) or free. */
+static void check_budget_reach(struct parser *p)
+{
+    const struct config *c = p->cfg;
+    const char *fate = c->server.unpriced_models ? "cost nothing (unpriced_models = allow)"
+                                                 : "are refused (unpriced_models = deny)";
+    for (int i = 0; i < c->nkeys; i++) {
+        const struct cfg_key *k = &c->keys[i];
+        if (!k->budget && !(k->team && k->team->budget))
+            continue;
+        for (int b = 0; b < c->nbackends && k->models.any; b++)
+            if (c->backends[b].models.any) {
+                log_warn("%s: [key %s] has a budget and may call any model of [backend %s] "
+                         "(models = *): those without a price ([model NAME] or [model NAME*]) %s",
+                         p->path, k->name, c->backends[b].name, fate);
+                break;
+            }
+        /* the models it may name: its own list, or every one a backend lists */
+        for (int b = k->models.any ? 0 : -1; b < (k->models.any ? c->nbackends : 0); b++) {
+            const struct cfg_models *ms = b < 0 ? &k->models : &c->backends[b].models;
+            for (int j = 0; j < ms->n; j++) {
+                const char *name = ms->names[j];
+                const struct cfg_model *pm = cfg_priced_model(c, name);
+                bool said = false;
+                for (int e = 0; e < b && !said; e++)
+                    for (int l = 0; l < c->backends[e].models.n && !said; l++)
+                        said = strcmp(c->backends[e].models.names[l], name) == 0;
+                for (int l = 0; l < j && !said; l++)
+                    said = strcmp(ms->names[l], name) == 0;
+                if (!said && !cfg_prices_tokens(pm) && !(pm && pm->request_price >= 0))
+                    log_warn("%s: [key %s] has a budget and may call %s, which has no price: its "
+                             "calls %s",
+                             p->path, k->name, name, fate);
+            }
+        }
+    }
+}
+
 /* The model names the config names (backends' and keys' lists, [model]
  * sections), each once, for cfg_model_label: O(1) per request. */
 static void add_label(struct config *c, const char *name)
@@ -1074,7 +1135,8 @@ static void index_labels(struct config *c)
         for (int j = 0; j < c->keys[i].models.n; j++)
             add_label(c, c->keys[i].models.names[j]);
     for (int i = 0; i < c->nmodels; i++)
-        add_label(c, c->models[i].name);
+        if (!cfg_model_is_prefix(&c->models[i]))
+            add_label(c, c->models[i].name);
 }
 
 /* With a listener marked tls: the context, made now so `sluice -t` and a
@@ -1127,6 +1189,17 @@ static void check_server_and_redis(struct parser *p)
     c->server.metrics_protected = srv && srv->set_at[find_option(SCOPE_SERVER, "metrics_key")];
     if (c->server.listen.n == 0)
         add_error(p->errs, p->path, 0, "no listen address");
+    const struct cfg_models *pass = &c->server.passthrough_paths;
+    for (int i = 0; i < pass->n; i++) {
+        const char *path = pass->names[i];
+        size_t n = strlen(path);
+        if (n < 5 || strncmp(path, "/v1/", 4) != 0 || path[n - 1] == '/' || strstr(path, "//"))
+            add_error(p->errs, p->path, srv->set_at[find_option(SCOPE_SERVER, "passthrough_paths")],
+                      "passthrough_paths: '%s' is not a /v1 path such as /v1/foo", path);
+    }
+    if (pass->any)
+        add_error(p->errs, p->path, srv->set_at[find_option(SCOPE_SERVER, "passthrough_paths")],
+                  "passthrough_paths: name the /v1 paths; * would let any endpoint go unaccounted");
 }
 
 /* The backend stateful calls go to: the one marked stateful = yes (one at
@@ -1223,6 +1296,7 @@ static void check_config(struct parser *p)
     check_prices(p);
     check_model_routes(p);
     check_budgets(p);
+    check_budget_reach(p);
     check_counts_and_keys(p);
     index_labels(p->cfg);
     check_tls(p);
@@ -1247,6 +1321,8 @@ static void config_free(struct config *c)
     free(c->server.usage_log);
     free(c->server.pid_file);
     models_free(&c->server.admin_hosts);
+    models_free(&c->server.passthrough_paths);
+    free(c->prefix_models);
     free(c->server.tls_cert);
     free(c->server.tls_key);
     free(c->server.tls_client_ca);
@@ -1402,7 +1478,29 @@ const char *cfg_upstream_name(const struct config *c, const char *name)
 
 static bool priced(const struct cfg_model *m)
 {
-    return m && (m->input_price >= 0 || m->output_price >= 0);
+    return m && (m->input_price >= 0 || m->output_price >= 0 || m->request_price >= 0);
+}
+
+bool cfg_model_is_prefix(const struct cfg_model *m)
+{
+    size_t n = strlen(m->name);
+    return n > 1 && m->name[n - 1] == '*';
+}
+
+/* The [model NAME*] with the longest NAME that name starts with, or NULL. */
+static const struct cfg_model *priced_prefix(const struct config *c, const char *name)
+{
+    const struct cfg_model *best = NULL;
+    size_t best_len = 0;
+    for (int i = 0; i < c->nprefix_models; i++) {
+        const struct cfg_model *m = &c->models[c->prefix_models[i]];
+        size_t n = strlen(m->name) - 1;
+        if (n > best_len && strncmp(name, m->name, n) == 0) {
+            best = m;
+            best_len = n;
+        }
+    }
+    return best;
 }
 
 const struct cfg_model *cfg_priced_model(const struct config *c, const char *name)
@@ -1413,7 +1511,17 @@ const struct cfg_model *cfg_priced_model(const struct config *c, const char *nam
     if (priced(m))
         return m;
     const struct cfg_model *up = m && m->upstream ? cfg_find_model(c, m->upstream) : NULL;
-    return priced(up) ? up : NULL;
+    if (priced(up))
+        return up;
+    const struct cfg_model *pre = priced_prefix(c, name);
+    if (!pre && m && m->upstream)
+        pre = priced_prefix(c, m->upstream);
+    return pre;
+}
+
+bool cfg_prices_tokens(const struct cfg_model *m)
+{
+    return m && m->input_price >= 0 && m->output_price >= 0;
 }
 
 const char *cfg_model_label(const struct config *c, const char *model)

@@ -20,6 +20,7 @@ static const char *const periods[] = { "none", "day", "month", "total", "week", 
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const key_modes[] = { "enforce", "shadow", NULL };
 static const char *const access_formats[] = { "text", "json", NULL };
+static const char *const unpriced_choices[] = { "deny", "allow", NULL };
 static const char *const balances[] = { "weighted", "latency", "least_inflight", NULL };
 
 #define SRV(f) offsetof(struct cfg_server, f)
@@ -123,6 +124,16 @@ const struct option cfg_options[] = {
       .doc = "Host names the operator endpoints (/admin/*, /metrics, /readyz) answer; an IP "
              "address always is; others get 421 (a web page that rebinds its DNS name to this "
              "node cannot read them); * = any" },
+    { .scope = SCOPE_SERVER, .name = "passthrough_paths", .type = T_MODELS,
+      .offset = SRV(passthrough_paths),
+      .doc = "/v1 paths sluice has no usage reader for (each with what is below it) that keys with "
+             "token limits, quotas or budgets may still call, charged the request_price of the "
+             "model the body names; other such paths get 404 for those keys" },
+    { .scope = SCOPE_SERVER, .name = "unpriced_models", .type = T_ENUM,
+      .offset = SRV(unpriced_models), .def = "deny", .choices = unpriced_choices,
+      .doc = "deny: a key or team with a budget may call only models priced for the call ([model "
+             "NAME] or [model NAME*] input_price and output_price, or request_price), others get "
+             "403 model_not_allowed; allow: they cost 0" },
     { .scope = SCOPE_SERVER, .name = "pid_file", .type = T_STRING, .offset = SRV(pid_file),
       .doc = "a file that holds sluice's PID while it runs (written at start, removed at exit), for "
              "`kill -HUP $(cat FILE)` outside systemd; a change takes effect at the next restart" },
@@ -271,6 +282,11 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_MODEL, .name = "output_price", .type = T_MONEY, .offset = MDL(output_price),
       .max = BIG,
       .doc = "USD per 1M completion tokens, reasoning tokens included" },
+    { .scope = SCOPE_MODEL, .name = "request_price", .type = T_MONEY, .offset = MDL(request_price),
+      .max = BIG,
+      .doc = "USD per unit of an endpoint without token usage: an image (n of them per call), a "
+             "transcription, a moderation, a passthrough_paths call; speech is charged per 1M "
+             "input characters at input_price" },
     { .scope = SCOPE_KEY, .name = "key", .type = T_DIGEST, .offset = KEY(digest),
       .flags = F_REQUIRED | F_SECRET,
       .doc = "sha256:<64 hex> of the client key (a plain key is accepted with a warning)" },

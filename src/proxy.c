@@ -461,6 +461,67 @@ bool proxy_head(struct worker *w, struct http_req *req)
     return true;
 }
 
+/* Whether the path is one of passthrough_paths, or below one. */
+static bool passthrough(const struct config *cfg, struct sl_str path)
+{
+    const struct cfg_models *pass = &cfg->server.passthrough_paths;
+    for (int i = 0; i < pass->n; i++) {
+        size_t n = strlen(pass->names[i]);
+        if (path.len >= n && memcmp(path.p, pass->names[i], n) == 0 &&
+            (path.len == n || path.p[n] == '/'))
+            return true;
+    }
+    return false;
+}
+
+/* An endpoint outside sluice's table (api_call.h) is refused for a key
+ * counted in tokens or money, unless the operator lists it: then it is
+ * charged as one request. ERR_NONE, or the refusal with msg. */
+static enum sl_error check_endpoint(const struct generation *gen, const struct cfg_key *key,
+                                    const struct http_req *req, struct api_call *call, char *msg,
+                                    size_t n)
+{
+    if (call->kind != API_KIND_UNKNOWN)
+        return ERR_NONE;
+    if (passthrough(gen->cfg, req->path)) {
+        call->kind = API_KIND_PER_REQUEST;
+        call->unit = API_UNIT_REQUEST;
+        call->units = 1;
+        return ERR_NONE;
+    }
+    if (!spend_accounted(key))
+        return ERR_NONE;
+    snprintf(msg, n,
+             "sluice cannot count the tokens or cost of %.*s %.*s, and this key has token limits, "
+             "a quota or a budget; the operator may allow it in passthrough_paths.",
+             (int)SL_MIN(req->method.len, 16), req->method.p, (int)SL_MIN(req->path.len, 128),
+             req->path.p);
+    return ERR_NOT_FOUND;
+}
+
+/* A key or team with a budget calls only what has a price for the call
+ * (unpriced_models = deny): no model, or one without it, is refused. */
+static enum sl_error check_price(const struct config *cfg, const struct cfg_key *key,
+                                 const struct api_call *call, char *msg, size_t n,
+                                 const char **param)
+{
+    if (cfg->server.unpriced_models || !spend_budgeted(key))
+        return ERR_NONE;
+    const struct cfg_model *m = call->model ? cfg_priced_model(cfg, call->model) : NULL;
+    const char *missing = spend_missing_price(m, call);
+    if (!missing)
+        return ERR_NONE;
+    *param = "model";
+    if (!call->model)
+        snprintf(msg, n, "This key has a budget and the call names no model, so it has no price "
+                         "(%s); name a priced model.", missing);
+    else
+        snprintf(msg, n, "This key has a budget and the model '%.*s' has no %s ([model] section); "
+                         "it may call only priced models.",
+                 (int)SL_MIN(call->model_len, 128), call->model, missing);
+    return ERR_MODEL_NOT_ALLOWED;
+}
+
 /* What the call's model allows: the key's allow-list, a name that can go
  * into an upstream URL, a backend that serves it (model-routed calls only).
  * ERR_NONE, or the refusal with msg and *param. */
@@ -508,8 +569,12 @@ void proxy_handle(struct worker *w, struct http_req *req)
     const char *param = NULL, *headers = NULL;
     int e = api_read_call(req, &call, msg, sizeof(msg), &param);
     const char *model_label = "-";
+    if (!e)
+        e = check_endpoint(gen, key, req, &call, msg, sizeof(msg));
     if (!e) {
         e = check_model(gen, key, &call, msg, sizeof(msg), &param);
+        if (!e)
+            e = check_price(gen->cfg, key, &call, msg, sizeof(msg), &param);
         /* a name of its own only for a model the key may call and a backend serves */
         model_label = e ? (call.model ? cfg_model_label(gen->cfg, call.model) : "-")
                         : mx_model_label(gen->cfg, call.model);
@@ -1460,8 +1525,12 @@ static void settle(struct sl_request *r)
     r->charged_output = output;
     /* at the prices of the model that answered, else of the one tried last */
     const char *priced = r->served ? r->served : r->target;
-    r->cost = spend_cost(priced ? cfg_priced_model(r->gen->cfg, priced) : NULL, input,
-                         r->usage.seen ? r->usage.cached : 0, output);
+    const struct cfg_model *prices = priced ? cfg_priced_model(r->gen->cfg, priced) : NULL;
+    if (r->call.kind == API_KIND_PER_REQUEST) /* served, or the client left while it was */
+        r->cost = (up >= 200 && up <= 299) || (!up && !release) ? spend_per_request(prices, &r->call)
+                                                                : 0;
+    else
+        r->cost = spend_cost(prices, input, r->usage.seen ? r->usage.cached : 0, output);
     struct lim_usage u = { .input_delta = input - t->input_reserved,
                            .output = output,
                            .release = release,

@@ -35,6 +35,42 @@ bool spend_budgeted(const struct cfg_key *k)
     return k->budget || (k->team && k->team->budget);
 }
 
+bool spend_accounted(const struct cfg_key *k)
+{
+    const struct cfg_team *t = k->team;
+    return k->input_tpm || k->output_tpm || k->quota || k->budget || k->max_prompt_tokens ||
+           (t && (t->input_tpm || t->output_tpm || t->budget));
+}
+
+int64_t spend_per_request(const struct cfg_model *m, const struct api_call *call)
+{
+    if (!m || call->kind != API_KIND_PER_REQUEST)
+        return 0;
+    if (call->unit == API_UNIT_CHARACTER)
+        return spend_cost(m, call->units, 0, 0);
+    __int128 micro = at_price(call->units, m->request_price);
+    return micro > INT64_MAX ? INT64_MAX : (int64_t)micro;
+}
+
+const char *spend_missing_price(const struct cfg_model *m, const struct api_call *call)
+{
+    switch (call->kind) {
+    case API_KIND_USAGE:
+        if (call->endpoint == API_EMBEDDINGS)
+            return m && m->input_price >= 0 ? NULL : "input_price";
+        return m && m->input_price >= 0 && m->output_price >= 0 ? NULL
+                                                                 : "input_price and output_price";
+    case API_KIND_PER_REQUEST:
+        if (call->unit == API_UNIT_CHARACTER)
+            return m && m->input_price >= 0 ? NULL : "input_price";
+        return m && m->request_price >= 0 ? NULL : "request_price";
+    case API_KIND_FREE:
+    case API_KIND_UNKNOWN:
+        break;
+    }
+    return NULL;
+}
+
 int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *call)
 {
     if (call->endpoint == API_EMBEDDINGS) /* the one endpoint that never generates */
@@ -48,6 +84,8 @@ int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
 {
     if (!m || !spend_budgeted(k))
         return 0;
+    if (call->kind == API_KIND_PER_REQUEST)
+        return spend_per_request(m, call);
     return spend_cost(m, call->estimate, 0, spend_output_reserve(k, call));
 }
 

@@ -9,11 +9,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sluice/util.h"
+
 struct cJSON;
 struct http_req;
 
 enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS, API_RESPONSES, API_OTHER };
 enum api_body { API_BODY_JSON, API_BODY_MULTIPART, API_BODY_NONE };
+
+/* What sluice can account for of a call: the one table of /v1 endpoints it
+ * knows (api_kind_of, docs/http.md "Endpoints"). */
+enum api_kind {
+    API_KIND_UNKNOWN,     /* no reader: refused for keys with token limits, quotas or budgets,
+                             unless in passthrough_paths (then charged as one request) */
+    API_KIND_USAGE,       /* chat, completions, embeddings, responses: the usage is read */
+    API_KIND_PER_REQUEST, /* images, audio, moderations: request_price per unit */
+    API_KIND_FREE,        /* files, uploads, models, reads and removals of stored resources */
+};
+enum api_unit {
+    API_UNIT_REQUEST,   /* one per call */
+    API_UNIT_IMAGE,     /* n, default 1 */
+    API_UNIT_CHARACTER, /* of the input (speech), at the input price per 1M */
+};
 
 struct api_call {
     struct cJSON *root; /* owned; cJSON_Delete when done; NULL if read without cJSON */
@@ -28,11 +45,16 @@ struct api_call {
     int64_t choices;    /* n; 0 = not given */
     enum api_body body;        /* what is forwarded: JSON, multipart as it came, or nothing */
     bool stateful;             /* goes to the stateful backend: no model, or a stored resource */
+    enum api_kind kind;
+    enum api_unit unit;
+    int64_t units; /* API_KIND_PER_REQUEST: how many of unit */
     char model_text[257];
 };
 
 /* The endpoint a /v1 path names (API_OTHER for any other path). */
 enum api_endpoint api_endpoint_of(const char *path, size_t len);
+/* What a call of this method on this (plain) /v1 path is, and its unit. */
+enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_unit *unit);
 
 /* Takes one of the body's counts (max_tokens, max_completion_tokens,
  * max_output_tokens, n) into the call. */

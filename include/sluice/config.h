@@ -84,6 +84,8 @@ struct cfg_server {
     int64_t balance_decay_ms; /* latency: how fast an unrefreshed estimate fades */
     char *tls_cert, *tls_key, *tls_client_ca; /* paths of PEM files */
     char *pid_file;        /* holds the PID while sluice runs; NULL: none */
+    struct cfg_models passthrough_paths; /* /v1 paths without a reader that accounted keys may call */
+    int unpriced_models;   /* 1 = allow: a budgeted key may call a model without a price */
     struct cfg_models admin_hosts; /* Host names the operator endpoints answer (IP literals always) */
 };
 
@@ -148,6 +150,7 @@ struct cfg_model {
     int64_t input_price;
     int64_t cached_input_price; /* unset: the input price */
     int64_t output_price;
+    int64_t request_price; /* per unit of an endpoint without token usage; unset: -1 */
 };
 
 /* [team NAME]: limits shared by the keys that name the team. */
@@ -192,6 +195,8 @@ struct config {
     int nkeys;
     struct cfg_model *models;
     int nmodels;
+    int *prefix_models; /* the indexes of the [model NAME*] sections */
+    int nprefix_models;
     struct cfg_team *teams;
     int nteams;
     /* each array's names -> index, so finding one is O(1) with 100,000 keys */
@@ -228,8 +233,13 @@ const struct cfg_model *cfg_find_model(const struct config *c, const char *name)
 /* The name a model goes upstream as: its [model] upstream, else itself. */
 const char *cfg_upstream_name(const struct config *c, const char *name);
 /* The [model] section whose prices apply to a model that answered as
- * `name` (a [model] name with prices, else the one of its upstream name), or NULL. */
+ * `name`: a [model] name with prices, else the one of its upstream name,
+ * else the [model NAME*] with the longest NAME it starts with; or NULL. */
 const struct cfg_model *cfg_priced_model(const struct config *c, const char *name);
+/* A [model NAME*] section: prices for every model that starts with NAME. */
+bool cfg_model_is_prefix(const struct cfg_model *m);
+/* Whether the model has both token prices (input_price and output_price). */
+bool cfg_prices_tokens(const struct cfg_model *m);
 /* The model as a metric label: its name if the config lists it anywhere,
  * else "other" (client input never becomes a label of its own). */
 const char *cfg_model_label(const struct config *c, const char *model);

@@ -19,14 +19,30 @@ int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, in
 
 /* Whether the key's requests are held to a budget (its own or its team's). */
 bool spend_budgeted(const struct cfg_key *k);
+/* Whether they are counted in tokens or money at all (token limits, a quota,
+ * a budget, of the key or its team): such keys call only endpoints sluice
+ * can account for (api_call.h). */
+bool spend_accounted(const struct cfg_key *k);
+
+/* What a call priced per request costs (API_KIND_PER_REQUEST): its units at
+ * the model's request_price, or speech's characters at its input_price per
+ * 1M; 0 for any other call or a price the model lacks. */
+int64_t spend_per_request(const struct cfg_model *m, const struct api_call *call);
 
 /* The output tokens a request may generate, as reserved: what it allows
  * (max_tokens or the like, times n) or else the key's reserve_output_tokens;
  * 0 for embeddings. */
 int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *call);
 
+/* The price a call lacks at the model's prices (m may be NULL): "input_price
+ * and output_price" for a call whose usage is read (input_price for
+ * embeddings), "request_price" or speech's "input_price" for one priced per
+ * request; NULL when it has its price or costs nothing anyway. */
+const char *spend_missing_price(const struct cfg_model *m, const struct api_call *call);
+
 /* What an admission reserves: the estimated prompt at the input price plus
- * spend_output_reserve() at the output price; 0 for a key without a budget. */
+ * spend_output_reserve() at the output price, or spend_per_request(); 0 for
+ * a key without a budget. */
 int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
                       const struct api_call *call);
 

@@ -135,16 +135,80 @@ def test_cost_in_log_metrics_headers_and_budget(mock, start_sluice, use_redis, r
     assert "# TYPE sluice_spend_usd_total counter" in metrics
 
 
-def test_unpriced_model_costs_nothing_and_is_named_at_start(mock, start_sluice):
-    s = start_sluice(conf(mock, {"a": "budget = 0.000001"}).replace(
+def test_a_budgeted_key_calls_only_priced_models(mock, start_sluice):
+    """A `models = *` backend serves any name: a key whose budget refuses
+    gpt-4o must not reach gpt-4o-2024-08-06 or o1 at $0 (issue #28, finding
+    4). Unpriced models get 403 naming the missing price; [model NAME*]
+    prices dated variants (the longest NAME wins); images need a priced
+    model too."""
+    s = start_sluice(conf(mock, {"a": "budget = 0.000001", "b": "rpm = 100"}) + """
+[model gpt-4o-mini*]
+input_price = 0.15
+output_price = 0.60
+
+[model gpt-4o*]
+input_price = 5.00
+output_price = 20.00
+""")
+    assert "[key a] has a budget and may call any model of [backend main] (models = *)" in s.log_text()
+    for model in ("o1", "unlisted-model"):
+        r = s.chat({"model": model, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status == 403 and r.error()["code"] == "model_not_allowed", r.body
+        assert f"'{model}' has no input_price and output_price" in r.error()["message"]
+    r = s.request("POST", "/v1/images/generations", {"prompt": "a cat", "n": 10})
+    assert r.status == 403 and "names no model" in r.error()["message"]
+    assert mock.stats()["requests"] == 0
+    # Dated variants are priced by the prefix sections: refused by the budget, not free.
+    for model in ("gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18"):
+        r = s.chat({"model": model, "messages": [{"role": "user", "content": "x"}]})
+        assert r.status == 429 and r.error()["code"] == "insufficient_quota", (model, r.body)
+    # A key without a budget calls anything, as before.
+    r = s.chat({"model": "o1", "messages": [{"role": "user", "content": "x"}]}, key=OTHER_KEY)
+    assert r.status == 200
+
+
+def test_longest_prefix_prices_a_variant(mock, start_sluice):
+    s = start_sluice(conf(mock, {"a": "budget = 1.00"}) + """
+[model gpt-4o-mini*]
+input_price = 0
+output_price = 1.00
+
+[model gpt-4o*]
+input_price = 0
+output_price = 100.00
+""")
+    mini = {"model": "gpt-4o-mini-2024-07-18", "max_tokens": 100, "messages": [{"role": "user", "content": "x"}]}
+    assert s.chat(mini, headers=FULL).status == 200
+    settle_wait(lambda: spent(s, "keys", "a") == 100)  # 100 tokens at $1 per 1M, not $100
+    big = {**mini, "model": "gpt-4o-2024-08-06"}
+    assert s.chat(big, headers=FULL).status == 200
+    settle_wait(lambda: spent(s, "keys", "a") == 100 + 10000)
+
+
+def test_unpriced_models_allow_lets_them_cost_nothing(mock, start_sluice):
+    s = start_sluice(conf(mock, {"a": "budget = 0.000001"}, server="unpriced_models = allow").replace(
         "[backend main]", "[backend other]\nurl = http://127.0.0.1:1/v1\nmodels = llama-3\n\n"
                           "[backend main]"))
     assert "model llama-3 has no price" in s.log_text()
+    assert "[key a] has a budget and may call llama-3, which has no price: its calls cost nothing" in s.log_text()
     r = s.chat({"model": "unlisted-model", "messages": [{"role": "user", "content": "x"}]})
     assert r.status == 200  # costs 0: passes a budget of one micro-dollar, again and again
     assert s.chat({"model": "unlisted-model", "messages": [{"role": "user", "content": "x"}]}).status == 200
     assert " cost_usd=0.000000 " in s.log_text()
     assert spent(s, "keys", "a") == 0
+
+
+def test_sluice_t_names_the_unpriced_models_a_budget_reaches(mock, tmp):
+    import subprocess
+    from harness import SLUICE
+    text = conf(mock, {"a": "budget = 5\nmodels = gpt-4o, o3", "b": "models = o3"}).replace("{port}", "8080")
+    path = tmp / "reach.conf"
+    path.write_text(text.replace("[backend main]", "[backend main]\nmodels = gpt-4o, o3, o4"))
+    out = subprocess.run([str(SLUICE), "-t", "-c", str(path)], capture_output=True, text=True)
+    said = out.stdout + out.stderr
+    assert out.returncode == 0, said
+    assert "[key a] has a budget and may call o3, which has no price: its calls are refused" in said
+    assert "may call gpt-4o," not in said and "[key b]" not in said and "may call o4" not in said
 
 
 def test_require_prices_refuses_a_config_with_an_unpriced_model(mock, start_sluice, tmp):

@@ -63,9 +63,45 @@ static void test_endpoints_and_counts(void)
     CHECK(call.max_tokens == 1000000000);
 }
 
+static enum api_kind kind(const char *method, const char *path, enum api_unit *unit)
+{
+    return api_kind_of((struct sl_str){ method, strlen(method) }, (struct sl_str){ path, strlen(path) },
+                       unit);
+}
+
+/* The one table of /v1 endpoints: usage read, priced per request, free, or unknown. */
+static void test_endpoint_table(void)
+{
+    enum api_unit u;
+    CHECK(kind("POST", "/v1/chat/completions", &u) == API_KIND_USAGE);
+    CHECK(kind("POST", "/v1/responses", &u) == API_KIND_USAGE);
+    CHECK(kind("POST", "/v1/images/generations", &u) == API_KIND_PER_REQUEST && u == API_UNIT_IMAGE);
+    CHECK(kind("POST", "/v1/images/edits", &u) == API_KIND_PER_REQUEST && u == API_UNIT_IMAGE);
+    CHECK(kind("POST", "/v1/audio/speech", &u) == API_KIND_PER_REQUEST && u == API_UNIT_CHARACTER);
+    CHECK(kind("POST", "/v1/audio/transcriptions", &u) == API_KIND_PER_REQUEST && u == API_UNIT_REQUEST);
+    CHECK(kind("POST", "/v1/moderations", &u) == API_KIND_PER_REQUEST);
+    CHECK(kind("POST", "/v1/files", &u) == API_KIND_FREE);
+    CHECK(kind("POST", "/v1/uploads/upload_1/parts", &u) == API_KIND_FREE);
+    CHECK(kind("POST", "/v1/batches/batch_1/cancel", &u) == API_KIND_FREE);
+    CHECK(kind("GET", "/v1/models", &u) == API_KIND_FREE);
+    CHECK(kind("GET", "/v1/responses/resp_1", &u) == API_KIND_FREE);
+    CHECK(kind("DELETE", "/v1/chat/completions/c_1", &u) == API_KIND_FREE);
+    CHECK(kind("GET", "/v1/vector_stores/vs_1/files", &u) == API_KIND_FREE);
+    /* what costs money sluice cannot see, and anything else */
+    CHECK(kind("POST", "/v1/batches", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/threads/t/runs", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/messages", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/responses/resp_1", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("GET", "/v1/realtime/sessions", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/filesx", &u) == API_KIND_UNKNOWN); /* a family is a whole segment */
+    CHECK(kind("GET", "/v1/modelsx", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/cancel", &u) == API_KIND_UNKNOWN);
+}
+
 int main(void)
 {
     test_paths();
     test_endpoints_and_counts();
+    test_endpoint_table();
     return check_done();
 }

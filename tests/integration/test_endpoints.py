@@ -1,0 +1,139 @@
+"""sluice's one table of /v1 endpoints (issue #28, finding 9): the calls it
+reads usage from, the ones priced per request (request_price), free
+management, and every other path, which a key counted in tokens or money may
+call only when the operator lists it in passthrough_paths — charged
+request_price there. Nothing costs money unaccounted."""
+import json
+
+import pytest
+
+import test_budgets as budgets
+from harness import CLIENT_KEY, OTHER_KEY
+from test_budgets import THIRD_KEY, spent
+
+PRICES = """
+[model gpt-image-1]
+request_price = 0.04
+
+[model tts-1]
+input_price = 15.00
+
+[model claude-x]
+request_price = 0.50
+"""
+
+
+def conf(mock, server="", a="budget = 1.00", b="rpm = 100", c="team = t"):
+    """Key a has a budget, b only a request limit, c a team with token limits."""
+    return budgets.conf(mock, {"a": a, "b": b, "c": c}, teams="[team t]\ninput_tpm = 100000",
+                        server=server) + PRICES
+
+
+CLAUDE = {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_path_sluice_cannot_account_for_is_404_for_keys_counted_in_tokens_or_money(mock, start_sluice):
+    """Claude Code sends POST /v1/messages?beta=true: an OpenAI-type backend
+    serving it (vLLM, another gateway) would be used with no token counted.
+    A key with a budget, or whose team has token limits, gets 404 naming the
+    path, and nothing goes upstream; a key limited only in requests may."""
+    s = start_sluice(conf(mock))
+    for key in (CLIENT_KEY, THIRD_KEY):
+        r = s.request("POST", "/v1/messages?beta=true", CLAUDE, key=key)
+        assert r.status == 404, r.body
+        err = r.error()
+        assert err["code"] == "unknown_url" and "POST /v1/messages" in err["message"]
+        assert "passthrough_paths" in err["message"]
+    assert mock.stats()["requests"] == 0
+    r = s.request("POST", "/v1/messages?beta=true", CLAUDE, key=OTHER_KEY)
+    assert r.status == 200 and r.json()["path"] == "/v1/messages"
+    # Creating a batch or a vector store costs money sluice cannot see; a GET
+    # of an unknown path is refused too.
+    for method, path, body in [("POST", "/v1/batches", {"input_file_id": "f", "endpoint": "/v1/chat/completions",
+                                                        "completion_window": "24h"}),
+                               ("POST", "/v1/vector_stores", {"name": "docs"}),
+                               ("POST", "/v1/threads/t1/runs", {"assistant_id": "a"}),
+                               ("GET", "/v1/realtime/sessions", None)]:
+        r = s.request(method, path, json.dumps(body).encode() if body else None)
+        assert r.status == 404 and path in r.error()["message"], (method, path, r.body)
+    assert mock.stats()["requests"] == 1
+
+
+def test_management_and_known_endpoints_stay_open(mock, start_sluice):
+    """Reads and removals of stored resources, files, uploads and cancels are
+    free; chat and the per-request endpoints are accounted."""
+    s = start_sluice(conf(mock))
+    for method, path, body in [("GET", "/v1/batches?limit=2", None),
+                               ("GET", "/v1/responses/resp_1", None),
+                               ("DELETE", "/v1/responses/resp_1", None),
+                               ("GET", "/v1/chat/completions", None),
+                               ("GET", "/v1/vector_stores/vs_1/files", None),
+                               ("POST", "/v1/batches/batch_1/cancel", None),
+                               ("POST", "/v1/uploads", {"purpose": "batch", "filename": "x.jsonl",
+                                                        "bytes": 10, "mime_type": "text/jsonl"}),
+                               ("GET", "/v1/models", None)]:
+        r = s.request(method, path, json.dumps(body).encode() if body else None)
+        assert r.status == 200, (method, path, r.body)
+    assert s.chat().status == 200
+    assert spent(s, "keys", "a") > 0  # the chat call's tokens; the rest cost nothing
+
+
+@pytest.mark.parametrize("use_redis", [False, True])
+def test_per_request_endpoints_are_charged_request_price(mock, start_sluice, use_redis, request):
+    """Three images at $0.04 cost $0.12; 1,000 characters of speech at $15
+    per 1M characters cost $0.015; a failed call costs nothing. The budget
+    reserves the price at admission, so a fourth call past it is refused."""
+    redis = f"\n[redis]\nurl = {request.getfixturevalue('redis').url}\n" if use_redis else ""
+    s = start_sluice(conf(mock, a="budget = 0.20") + redis)
+    r = s.request("POST", "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cat", "n": 3})
+    assert r.status == 200, r.body
+    assert spent(s, "keys", "a") == 120000
+    r = s.request("POST", "/v1/audio/speech", {"model": "tts-1", "voice": "alloy", "input": "é" * 1000})
+    assert r.status == 200, r.body
+    assert spent(s, "keys", "a") == 120000 + 15000
+    r = s.request("POST", "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a dog"},
+                  headers={"x-mock-status": "500", "x-mock-fail-count": "9"})
+    assert r.status >= 500
+    assert spent(s, "keys", "a") == 135000  # failed: nothing charged
+    r = s.request("POST", "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cow", "n": 2})
+    assert r.status == 429 and r.error()["code"] == "insufficient_quota"  # $0.08 > $0.065 left
+    assert s.request("POST", "/v1/images/generations", {"model": "gpt-image-1", "prompt": "a cow"}).status == 200
+    assert spent(s, "keys", "a") == 175000
+
+
+def test_image_edits_count_the_n_of_their_form(mock, start_sluice):
+    from test_api_paths import upload
+    s = start_sluice(conf(mock))
+    png = b"\x89PNG\r\n\x1a\n" + bytes(100)
+    r, _, _ = upload(s, "/v1/images/edits", {"model": "gpt-image-1", "prompt": "hat", "n": "3"},
+                     {"image": ("a.png", png, "image/png")})
+    assert r.status == 200, r.body
+    assert spent(s, "keys", "a") == 120000
+    r, _, _ = upload(s, "/v1/images/edits", {"model": "gpt-image-1", "prompt": "hat", "n": "x"},
+                     {"image": ("a.png", png, "image/png")})
+    assert r.status == 400 and r.error()["param"] == "n"
+
+
+def test_passthrough_paths_are_charged_request_price(mock, start_sluice):
+    s = start_sluice(conf(mock, server="passthrough_paths = /v1/messages", a="budget = 1.00"))
+    for _ in range(2):
+        r = s.request("POST", "/v1/messages?beta=true", CLAUDE)
+        assert r.status == 200, r.body
+    assert spent(s, "keys", "a") == 1000000  # two calls at $0.50
+    r = s.request("POST", "/v1/messages", CLAUDE)
+    assert r.status == 429 and r.error()["code"] == "insufficient_quota"
+    assert mock.stats()["requests"] == 2
+    # Only the listed path (and below it): others are still refused.
+    assert s.request("POST", "/v1/messages_x", CLAUDE, key=THIRD_KEY).status == 404
+    assert s.request("POST", "/v1/messages/count_tokens", CLAUDE, key=THIRD_KEY).status == 200
+
+
+def test_passthrough_paths_must_name_v1_paths(tmp):
+    import subprocess
+    from harness import SLUICE
+    for bad, why in [("*", "name the /v1 paths"), ("/v2/x", "not a /v1 path"), ("/v1/", "not a /v1 path")]:
+        conf = tmp / "p.conf"
+        conf.write_text(f"[server]\nlisten = 127.0.0.1:9\npassthrough_paths = {bad}\n"
+                        f"[backend b]\nurl = http://127.0.0.1:9\n[key k]\nkey = {CLIENT_KEY}\n")
+        r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
+        assert r.returncode == 1 and why in r.stdout + r.stderr, (bad, r.stdout + r.stderr)
