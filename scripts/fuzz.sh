@@ -13,6 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 dir=${SLUICE_FUZZ_BUILD:-build-fuzz}
+[[ $dir = /* ]] || dir=$root/$dir
 targets=()
 for f in tests/fuzz/fuzz_*.c; do t=${f##*/fuzz_}; targets+=("${t%.c}"); done
 
@@ -38,14 +39,14 @@ CC=clang cmake -S . -B "$dir" -DSLUICE_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo
 mkdir -p "$dir/artifacts"
 passed=0 failed=() total_runs=0
 for t in "${run[@]}"; do
-  corpus=$root/$dir/corpus/$t
+  corpus=$dir/corpus/$t
   mkdir -p "$corpus"
   log=$work/$t.log
   # Findings go to the corpus in build-fuzz, never to the seeds in the repository.
   (cd "$work" && ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 \
      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     "$root/$dir/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-       -max_len=65536 -print_final_stats=1 -artifact_prefix="$root/$dir/artifacts/$t-" \
+     "$dir/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+       -max_len=65536 -print_final_stats=1 -artifact_prefix="$dir/artifacts/$t-" \
        "$corpus" "$root/tests/fuzz/corpus/$t") >"$log" 2>&1
   rc=$?
   runs=$(sed -nE 's/^stat::number_of_executed_units: *([0-9]+)$/\1/p' "$log" | tail -n 1)
