@@ -198,3 +198,20 @@ def test_bootstrap_names_an_untrusted_registry_certificate_in_one_line(tmp):
     assert r.returncode == 1
     assert "certificate Node.js does not trust" in r.stderr and "NODE_EXTRA_CA_CERTS" in r.stderr
     assert "npm ERR!" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_soak_runs_mixed_traffic_through_reloads_and_accounts_for_every_request():
+    """scripts/soak.py, shortened: every kind of request and fault answered,
+    nothing lost or left in flight, a reload every few seconds (the 10-minute
+    run is scripts/soak.sh; its output goes in the issue note)."""
+    e = dict(os.environ, SLUICE_BUILD=str(BUILD), SOAK_SECONDS="12", SOAK_SAMPLE_SECONDS="4",
+             SOAK_HUP_SECONDS="3", SOAK_CLIENTS="6")
+    r = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "soak.py")], env=e,
+                       capture_output=True, text=True, timeout=180)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0 and "== soak: passed" in out, out[-3000:]
+    assert "minute 3:" in out  # sampled as it went
+    for kind in ("plain", "stream", "multipart", "queue", "5xx", "reset", "cut stream", "stall"):
+        assert f"  {kind} " in out, (kind, out[-2000:])
+    reloads = int(out.rsplit(" reloads", 1)[0].rsplit(", ", 1)[1])
+    assert reloads >= 3, out[-500:]
