@@ -401,20 +401,42 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
 }
 
 /* An API request answered before it became a struct sl_request. */
-static void refuse_early_with(struct http_req *req, const struct cfg_key *key, const char *model,
-                              enum sl_error e, const char *msg, const char *param,
-                              const char *headers)
+static void write_record(const struct cfg_server *srv, const struct usage_record *u);
+
+/* A request refused before admission: counted, logged with end=refused, answered. */
+static void refuse_early_with(struct worker *w, struct http_req *req, const struct cfg_key *key,
+                              const char *model, enum sl_error e, const char *msg,
+                              const char *param, const char *headers)
 {
-    struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", "-", err_info(e)->status,
-                            (double)(sl_now_us() - req->start_us) / 1e6, 0, 0, "", 0 };
+    int status = err_info(e)->status;
+    double secs = (double)(sl_now_us() - req->start_us) / 1e6;
+    struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", "-", status, secs,
+                            0, 0, "", 0 };
     mx_request_done(&m);
+    char path[API_MAX_PATH + 1];
+    snprintf(path, sizeof(path), "%.*s", (int)SL_MIN(req->path.len, API_MAX_PATH), req->path.p);
+    struct usage_record u = {
+        .end_us = sl_wall_us(),
+        .key = key ? key->name : "-",
+        .team = key && key->team ? key->team->name : "-",
+        .model = model ? model : "-",
+        .served_model = "-",
+        .backend = "-",
+        .path = path,
+        .request_id = http_request_id(req),
+        .end = end_cause_token(END_REFUSED),
+        .outcome = "-",
+        .status = status,
+        .duration_ms = secs * 1000.0,
+    };
+    write_record(&w->gen->cfg->server, &u);
     http_send_error(req, e, msg, param, headers);
 }
 
-static void refuse_early(struct http_req *req, const struct cfg_key *key, const char *model,
-                         enum sl_error e, const char *msg, const char *param)
+static void refuse_early(struct worker *w, struct http_req *req, const struct cfg_key *key,
+                         const char *model, enum sl_error e, const char *msg, const char *param)
 {
-    refuse_early_with(req, key, model, e, msg, param, NULL);
+    refuse_early_with(w, req, key, model, e, msg, param, NULL);
 }
 
 /* Whether a backend that may serve the model puts its name into the URL
@@ -436,13 +458,13 @@ bool proxy_head(struct worker *w, struct http_req *req)
     struct sl_str secret;
     switch (auth_presented_key(req, &secret)) {
     case AUTH_NONE:
-        refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY,
+        refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY,
                      "You didn't provide an API key. Provide it in the Authorization header "
                      "(Authorization: Bearer KEY), api-key or x-api-key.",
                      NULL);
         return false;
     case AUTH_SEVERAL:
-        refuse_early(req, NULL, NULL, ERR_BAD_REQUEST,
+        refuse_early(w, req, NULL, NULL, ERR_BAD_REQUEST,
                      "Send exactly one API key: in Authorization (Bearer), api-key or x-api-key, "
                      "not several.",
                      NULL);
@@ -452,7 +474,7 @@ bool proxy_head(struct worker *w, struct http_req *req)
     }
     const struct cfg_key *key = auth_lookup(w->gen->auth, secret.p, secret.len);
     if (!key) {
-        refuse_early(req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL);
+        refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL);
         return false;
     }
     req->checked_key = key;
@@ -593,7 +615,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     }
     if (e) {
         cJSON_Delete(call.root);
-        return refuse_early_with(req, key, model_label, e, msg, param, headers);
+        return refuse_early_with(w, req, key, model_label, e, msg, param, headers);
     }
     struct sl_request *r = request_new(w, req, key, &call);
     r->estimate = call.estimate;
@@ -1446,6 +1468,18 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
 }
 
 /* The access log line and the usage log record. */
+static void write_record(const struct cfg_server *srv, const struct usage_record *u)
+{
+    if (srv->access_log && log_enabled(LOG_INFO)) { /* its lines are info, as always */
+        struct sl_buf line = { 0 };
+        usage_access_line(u, (enum access_format)srv->access_log_format, &line);
+        log_line(line.data, line.len);
+        sl_buf_free(&line);
+    }
+    if (srv->usage_log)
+        usage_log_write(u);
+}
+
 static void log_request(const struct sl_request *r)
 {
     const struct cfg_server *srv = &r->gen->cfg->server;
@@ -1453,14 +1487,7 @@ static void log_request(const struct sl_request *r)
         return;
     struct usage_record u;
     record_of(r, &u);
-    if (srv->access_log && log_enabled(LOG_INFO)) { /* its lines are info, as always */
-        struct sl_buf line = { 0 };
-        usage_access_line(&u, (enum access_format)srv->access_log_format, &line);
-        log_line(line.data, line.len);
-        sl_buf_free(&line);
-    }
-    if (srv->usage_log)
-        usage_log_write(&u);
+    write_record(srv, &u);
 }
 
 /* The request's trace ([telemetry], sampled): spans.c makes its spans. */

@@ -35,6 +35,9 @@ enum up_end {
     X(CLIENT_CLOSED, "client_closed", "the client closed the connection first (status 499)")      \
     X(REQUEST_TIMEOUT, "request_timeout",                                                          \
       "`request_timeout` passed: 504, or an error event in a stream")                              \
+    X(REFUSED, "refused",                                                                          \
+      "refused before admission: no valid key, a bad request, or a model, price or endpoint the "   \
+      "key may not use (the 4xx's error code says which)")                                         \
     X(RATE_LIMITED, "rate_limited",                                                                \
       "the rpm, input_tpm or output_tpm of the key or its team refused it (429)")                  \
     X(QUOTA_EXHAUSTED, "quota_exhausted", "the key's quota refused it")                            \

@@ -416,11 +416,11 @@ def test_request_ids_are_the_clients_when_plain_else_sluices(mock, start_sluice)
     assert re.fullmatch(r"[0-9a-f]{32}", s.request("GET", "/healthz").headers["x-request-id"])
     deadline = time.time() + 5
     ids = []
-    while len(ids) < 6 and time.time() < deadline:
+    while len(ids) < 7 and time.time() < deadline:
         ids = [json.loads(line)["request_id"] for line in s.log_text().splitlines()
                if line.startswith("{")]
         time.sleep(0.05)
-    assert ids == ["req-1.a_b:c"] + made
+    assert ids == ["req-1.a_b:c"] + made + ["req-401"]  # the refusal has its line too
     assert "<script>" not in s.log_text()
 
 

@@ -137,3 +137,26 @@ def test_passthrough_paths_must_name_v1_paths(tmp):
                         f"[backend b]\nurl = http://127.0.0.1:9\n[key k]\nkey = {CLIENT_KEY}\n")
         r = subprocess.run([str(SLUICE), "-t", "-c", str(conf)], capture_output=True, text=True)
         assert r.returncode == 1 and why in r.stdout + r.stderr, (bad, r.stdout + r.stderr)
+
+
+def test_refusals_before_admission_are_in_the_access_and_usage_logs(mock, start_sluice, tmp):
+    """A 401, an unknown endpoint and an unpriced model leave an access line
+    (end=refused) and a usage record, with the request id: an operator sees
+    who probed what, not only a counter."""
+    usage = tmp / "usage.jsonl"
+    s = start_sluice(conf(mock, server=f"usage_log = {usage}"))
+    assert s.chat(key="sk-not-a-key", headers={"X-Request-Id": "probe-1"}).status == 401
+    assert s.request("POST", "/v1/messages", CLAUDE, headers={"X-Request-Id": "probe-2"}).status == 404
+    r = s.chat({"model": "o1", "messages": [{"role": "user", "content": "x"}]},
+               headers={"X-Request-Id": "probe-3"})
+    assert r.status == 403
+    lines = [l for l in s.log_text().splitlines() if " access " in l]
+    assert len(lines) == 3, lines
+    assert " key=- " in lines[0] and " status=401 end=refused " in lines[0] and "request_id=probe-1" in lines[0]
+    assert " key=a " in lines[1] and " status=404 end=refused " in lines[1] and "path=/v1/messages" in lines[1]
+    assert " key=a " in lines[2] and " status=403 end=refused " in lines[2] and "request_id=probe-3" in lines[2]
+    assert "sk-not-a-key" not in s.log_text()
+    s.stop()
+    records = [json.loads(l) for l in usage.read_text().splitlines()]
+    assert [(r["status"], r["end"], r["request_id"]) for r in records] == [
+        (401, "refused", "probe-1"), (404, "refused", "probe-2"), (403, "refused", "probe-3")]

@@ -128,7 +128,7 @@ def test_json_access_lines_stay_whole_for_the_longest_names(mock, start_sluice):
     JSON, and the longest path: each access line is still one JSON object
     with its status and cost (issue #28, finding 10: a 256-character name of
     U+0001 cut the line at 2,047 bytes; a control character is now refused
-    with 400 before any line is written)."""
+    with 400, and its line has no model)."""
     s = start_sluice(base_conf(mock.url, extra_server="access_log_format = json",
                                extra="[model gpt-4o]\ninput_price = 1\noutput_price = 1\n"))
     quotes = '"' * 256  # 512 bytes once escaped
@@ -139,9 +139,10 @@ def test_json_access_lines_stay_whole_for_the_longest_names(mock, start_sluice):
     assert s.request("POST", long_path, {"model": "gpt-4o", "x": 1}).status == 200
     deadline = time.time() + 5
     lines = []
-    while len(lines) < 2 and time.time() < deadline:
+    while len(lines) < 3 and time.time() < deadline:
         lines = [json.loads(line) for line in s.log_text().splitlines() if line.startswith("{")]
         time.sleep(0.05)
-    assert [r["status"] for r in lines] == [200, 200]
+    assert [(r["status"], r["end"]) for r in lines] == [(200, "responded"), (400, "refused"), (200, "responded")]
     assert lines[0]["model"] == quotes and "cost_usd" in lines[0]
-    assert lines[1]["path"] == long_path
+    assert lines[1]["model"] == "-"
+    assert lines[2]["path"] == long_path
