@@ -113,6 +113,45 @@ static void test_money_and_teams(void)
     cfg_errors_free(&e);
 }
 
+/* [model NAME*] prices the models NAME starts (the longest wins); it holds
+ * prices only; passthrough_paths are /v1 paths. */
+static void test_price_prefixes_and_passthrough(void)
+{
+    struct cfg_errors e = { 0 };
+    struct config *c = load("[backend a]\nurl = http://x/v1\n"
+                            "[server]\npassthrough_paths = /v1/messages, /v1/x/y\n"
+                            "[model gpt-4o*]\ninput_price = 5\noutput_price = 20\n"
+                            "[model gpt-4o-mini*]\ninput_price = 0.15\noutput_price = 0.6\n"
+                            "[model gpt-4o-mini]\nrequest_price = 0.04\n"
+                            "[model dall-e-3]\nrequest_price = 0.04\n",
+                            &e);
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    const struct cfg_model *m = cfg_priced_model(c, "gpt-4o-2024-08-06");
+    CHECK(m && strcmp(m->name, "gpt-4o*") == 0 && cfg_prices_tokens(m) && m->request_price == -1);
+    m = cfg_priced_model(c, "gpt-4o-mini-2024-07-18");
+    CHECK(m && strcmp(m->name, "gpt-4o-mini*") == 0 && m->input_price == 150000);
+    m = cfg_priced_model(c, "gpt-4o-mini"); /* its own section first, even with only request_price */
+    CHECK(m && strcmp(m->name, "gpt-4o-mini") == 0 && !cfg_prices_tokens(m));
+    CHECK(cfg_priced_model(c, "o1") == NULL && cfg_priced_model(c, "gpt-4") == NULL);
+    CHECK(cfg_model_is_prefix(cfg_find_model(c, "gpt-4o*")) &&
+          !cfg_model_is_prefix(cfg_find_model(c, "dall-e-3")));
+    CHECK(strcmp(cfg_model_label(c, "gpt-4o-2024-08-06"), "other") == 0); /* no label of its own */
+    CHECK(c->server.passthrough_paths.n == 2 && c->server.unpriced_models == 0);
+    cfg_unref(c);
+    cfg_errors_free(&e);
+
+    c = load("[backend a]\nurl = http://x/v1\n[model gpt*]\nupstream = gpt-4o\ninput_price = 1\n"
+             "[model *]\ninput_price = 1\n[server]\npassthrough_paths = /v2/x, /v1/\n",
+             &e);
+    CHECK(c == NULL);
+    CHECK(has_error(&e, 0, "[model gpt*] holds prices only"));
+    CHECK(has_error(&e, 0, "[model NAME] needs a name"));
+    CHECK(has_error(&e, 0, "'/v2/x' is not a /v1 path") && has_error(&e, 0, "'/v1/' is not a /v1 path"));
+    cfg_errors_free(&e);
+}
+
 static void test_defaults_without_sections(void)
 {
     struct cfg_errors e = { 0 };
@@ -341,6 +380,7 @@ static void test_model_labels(void)
 int main(void)
 {
     test_money_and_teams();
+    test_price_prefixes_and_passthrough();
     test_model_labels();
     log_set_level(LOG_ERROR);
     test_valid();
