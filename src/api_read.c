@@ -280,6 +280,9 @@ static int read_multipart(const struct http_req *req, const struct sl_str *ct,
     if (f == MP_REPEATED)
         FAIL("model", "The multipart/form-data body gives 'model' more than once; send it once.");
     call->body = API_BODY_MULTIPART;
+    struct sl_str purpose; /* a file's: what the stateful backend keeps it for */
+    if (mp_field(req->body.data, req->body.len, boundary, blen, "purpose", &purpose) == MP_REPEATED)
+        FAIL("purpose", "The multipart/form-data body gives 'purpose' more than once; send it once.");
     if (call->unit == API_UNIT_IMAGE) { /* an image edit or variation: n of them */
         struct sl_str n;
         enum mp_found fn = mp_field(req->body.data, req->body.len, boundary, blen, "n", &n);

@@ -90,6 +90,15 @@ def test_a_form_that_gives_model_twice_is_refused(mock, start_sluice):
     r, _, _ = upload(s, "/v1/audio/transcriptions", {"model": "whisper-1"},
                      {"file": ("a.wav", wav(), "audio/wav")}, key="sk-test-whisper-only-1")
     assert r.status == 200  # once is fine
+    # A file's purpose given twice: the stateful backend would keep one sluice never chose.
+    body = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n{p}\r\n".encode()
+        for p in ("batch", "fine-tune"))
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n"
+             f"Content-Type: application/jsonl\r\n\r\n{{}}\r\n--{boundary}--\r\n").encode()
+    r = s.request("POST", "/v1/files", body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status == 400 and r.error()["param"] == "purpose", r.body
+    assert mock.stats()["requests"] == 1
 
 
 def test_uploads_have_their_own_size_limit(mock, start_sluice):
