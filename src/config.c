@@ -1077,42 +1077,81 @@ static void check_budgets(struct parser *p)
 }
 
 /* A budget that reaches models without a price: said at load (and by
- * sluice -t), as such calls are refused (unpriced_models = deny) or free. */
+ * sluice -t), as such calls are refused (unpriced_models = deny) or free.
+ * One line for the keys that may call any model of a models = * backend, one
+ * per unpriced model: 100,000 keys do not make 100,000 lines. */
+struct reach {
+    const char *model; /* NULL: any model of a models = * backend */
+    const char *first; /* the first key that reaches it */
+    int keys;
+};
+
+static void add_reach(struct reach **r, int *n, const char *model, const char *key)
+{
+    for (int i = 0; i < *n; i++)
+        if ((*r)[i].model == model || ((*r)[i].model && model && strcmp((*r)[i].model, model) == 0)) {
+            (*r)[i].keys++;
+            return;
+        }
+    *r = sl_grow(*r, sizeof(**r), *n);
+    (*r)[(*n)++] = (struct reach){ model, key, 1 };
+}
+
+/* Whether a name the key may call lacks every price (said once per key). */
+static bool unpriced_name(const struct config *c, const struct cfg_models *ms, int j, int b)
+{
+    const char *name = ms->names[j];
+    for (int e = 0; e < b; e++) /* listed by an earlier backend: already seen */
+        for (int l = 0; l < c->backends[e].models.n; l++)
+            if (strcmp(c->backends[e].models.names[l], name) == 0)
+                return false;
+    for (int l = 0; l < j; l++)
+        if (strcmp(ms->names[l], name) == 0)
+            return false;
+    const struct cfg_model *pm = cfg_priced_model(c, name);
+    return !cfg_prices_tokens(pm) && !(pm && pm->request_price >= 0);
+}
+
 static void check_budget_reach(struct parser *p)
 {
     const struct config *c = p->cfg;
-    const char *fate = c->server.unpriced_models ? "cost nothing (unpriced_models = allow)"
-                                                 : "are refused (unpriced_models = deny)";
+    struct reach *r = NULL;
+    int n = 0;
     for (int i = 0; i < c->nkeys; i++) {
         const struct cfg_key *k = &c->keys[i];
         if (!k->budget && !(k->team && k->team->budget))
             continue;
         for (int b = 0; b < c->nbackends && k->models.any; b++)
             if (c->backends[b].models.any) {
-                log_warn("%s: [key %s] has a budget and may call any model of [backend %s] "
-                         "(models = *): those without a price ([model NAME] or [model NAME*]) %s",
-                         p->path, k->name, c->backends[b].name, fate);
+                add_reach(&r, &n, NULL, k->name);
                 break;
             }
         /* the models it may name: its own list, or every one a backend lists */
         for (int b = k->models.any ? 0 : -1; b < (k->models.any ? c->nbackends : 0); b++) {
             const struct cfg_models *ms = b < 0 ? &k->models : &c->backends[b].models;
-            for (int j = 0; j < ms->n; j++) {
-                const char *name = ms->names[j];
-                const struct cfg_model *pm = cfg_priced_model(c, name);
-                bool said = false;
-                for (int e = 0; e < b && !said; e++)
-                    for (int l = 0; l < c->backends[e].models.n && !said; l++)
-                        said = strcmp(c->backends[e].models.names[l], name) == 0;
-                for (int l = 0; l < j && !said; l++)
-                    said = strcmp(ms->names[l], name) == 0;
-                if (!said && !cfg_prices_tokens(pm) && !(pm && pm->request_price >= 0))
-                    log_warn("%s: [key %s] has a budget and may call %s, which has no price: its "
-                             "calls %s",
-                             p->path, k->name, name, fate);
-            }
+            for (int j = 0; j < ms->n; j++)
+                if (unpriced_name(c, ms, j, b))
+                    add_reach(&r, &n, ms->names[j], k->name);
         }
     }
+    const char *fate = c->server.unpriced_models ? "cost nothing (unpriced_models = allow)"
+                                                 : "are refused (unpriced_models = deny)";
+    for (int i = 0; i < n; i++) {
+        char who[CFG_NAME_MAX + 80];
+        if (r[i].keys > 1)
+            snprintf(who, sizeof(who), "[key %s] and %d other key%s with a budget may", r[i].first,
+                     r[i].keys - 1, r[i].keys > 2 ? "s" : "");
+        else
+            snprintf(who, sizeof(who), "[key %s] has a budget and may", r[i].first);
+        if (!r[i].model)
+            log_warn("%s: %s call any model of a models = * backend: those without a price "
+                     "([model NAME] or [model NAME*]) %s",
+                     p->path, who, fate);
+        else
+            log_warn("%s: %s call %s, which has no price: its calls %s", p->path, who, r[i].model,
+                     fate);
+    }
+    free(r);
 }
 
 /* The model names the config names (backends' and keys' lists, [model]

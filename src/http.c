@@ -102,7 +102,7 @@ struct http_share {
     char name[];
 };
 
-#define SHARE_BUCKETS 1024
+#define SHARE_BUCKETS 65536 /* 100,000 keys: about 1.5 names a bucket */
 static struct http_share *shares[SHARE_BUCKETS];
 static pthread_mutex_t shares_lock = PTHREAD_MUTEX_INITIALIZER;
 
