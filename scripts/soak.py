@@ -39,6 +39,17 @@ CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there
 
 
 def config(mock, redis, generation):
+    # Two backends on the one mock: failover and two breakers (short, so a burst of
+    # faults opens them for a moment only).
+    backends = "".join(f"""[backend {name}]
+url = {mock.url}
+api_key = {harness.UPSTREAM_KEY}
+timeout = 3s
+breaker_failures = 50
+breaker_window = 1s
+breaker_trip = 500ms
+{harness.MOCK_HEADERS}
+""" for name in ("a", "b"))
     # Each reload changes the limited key's rpm, so every SIGHUP makes a new generation.
     return f"""
 [server]
@@ -48,23 +59,7 @@ max_upload_size = 2m
 [redis]
 url = {redis.url}
 timeout = 500ms
-[backend a]
-url = {mock.url}
-api_key = {harness.UPSTREAM_KEY}
-timeout = 3s
-breaker_failures = 50
-breaker_window = 1s
-breaker_trip = 500ms
-{harness.MOCK_HEADERS}
-[backend b]
-url = {mock.url}
-api_key = {harness.UPSTREAM_KEY}
-timeout = 3s
-breaker_failures = 50
-breaker_window = 1s
-breaker_trip = 500ms
-{harness.MOCK_HEADERS}
-[model gpt-4o]
+{backends}[model gpt-4o]
 input_price = 2.50
 output_price = 10.00
 [model whisper-1]
