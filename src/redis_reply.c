@@ -25,6 +25,8 @@ struct node {
 struct reply_pool {
     struct node *spare;
     size_t nspare, live;
+    size_t elems;   /* array slots allocated outside the nodes, in live replies */
+    size_t refused; /* arrays refused as too large */
     bool closed; /* reply_pool_free was called; the last live node frees it */
 };
 
@@ -72,10 +74,17 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 
 static void *create_array(const redisReadTask *task, int elements)
 {
+    struct reply_pool *p = task->privdata;
+    size_t count = elements > 0 ? (size_t)elements : 0;
+    if (count > REPLY_ARRAY_MAX || (count > INLINE_ELEMS && p->elems + count > REPLY_ELEMS_MAX)) {
+        p->refused++; /* a few header bytes must not make gigabytes: the reader fails */
+        return NULL;
+    }
     redisReply *r = node_new(task, REDIS_REPLY_ARRAY);
     struct node *n = (struct node *)r;
-    size_t count = elements > 0 ? (size_t)elements : 0;
     r->elements = count;
+    if (count > INLINE_ELEMS)
+        p->elems += count;
     if (count) {
         r->element = count <= INLINE_ELEMS ? n->in.elems : sl_malloc(count * sizeof(redisReply *));
         memset(r->element, 0, count * sizeof(redisReply *)); /* a partial reply is freed too */
@@ -104,8 +113,10 @@ static void free_object(void *obj)
     if (r->type == REDIS_REPLY_ARRAY) {
         for (size_t i = 0; i < r->elements; i++)
             free_object(r->element[i]);
-        if (r->element != n->in.elems)
+        if (r->elements > INLINE_ELEMS) {
+            n->pool->elems -= r->elements;
             free(r->element);
+        }
     } else if (r->str && r->str != n->in.text) {
         free(r->str);
     }
@@ -155,4 +166,9 @@ size_t reply_pool_spare(const struct reply_pool *p)
 size_t reply_pool_live(const struct reply_pool *p)
 {
     return p->live;
+}
+
+size_t reply_pool_refused(const struct reply_pool *p)
+{
+    return p->refused;
 }

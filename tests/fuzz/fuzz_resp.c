@@ -2,8 +2,9 @@
  * RESP reader building its replies from sluice's reply pool (redis_reply.h),
  * then the limit script's decisions read out of them (limit_redis.h). What
  * must hold: the pool builds the same replies as hiredis's own allocator,
- * fed in pieces; every node goes back to the pool; a decision read from any
- * reply names a dimension sluice knows. */
+ * fed in pieces, except that it refuses an array too large (REPLY_ARRAY_MAX)
+ * where hiredis's own would try to allocate it; every node goes back to the
+ * pool; a decision read from any reply names a dimension sluice knows. */
 #include <hiredis/hiredis.h>
 #include <string.h>
 
@@ -62,7 +63,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         pos += n;
         for (;;) {
             void *a = NULL, *b = NULL;
+            size_t refused = reply_pool_refused(pool);
             failed_ours = failed_ours || redisReaderGetReply(ours, &a) != REDIS_OK;
+            if (reply_pool_refused(pool) != refused) { /* an array too large: ours fails, */
+                FUZZ_ASSERT(failed_ours && !a);    /* and hiredis's own is not asked to */
+                failed_theirs = true;                /* allocate it (it might not fail) */
+                break;
+            }
             failed_theirs = failed_theirs || redisReaderGetReply(theirs, &b) != REDIS_OK;
             FUZZ_ASSERT(failed_ours == failed_theirs);
             FUZZ_ASSERT(!a == !b);

@@ -178,9 +178,53 @@ static void test_partial_and_late_free(void)
     redisReaderFree(rd);
 }
 
+/* A few header bytes cannot make gigabytes (fuzz_resp found *330685477):
+ * an array past REPLY_ARRAY_MAX, or past REPLY_ELEMS_MAX slots alive, fails
+ * the reader; what is alive stays counted right. */
+static void test_huge_arrays_refused(void)
+{
+    struct reply_pool *pool = reply_pool_new();
+    redisReader *rd = redisReaderCreate();
+    reply_pool_attach(pool, rd);
+    const char *huge = "*1\r\n*330685477\r\n";
+    redisReaderFeed(rd, huge, strlen(huge));
+    void *reply = NULL;
+    CHECK(redisReaderGetReply(rd, &reply) == REDIS_ERR && !reply && reply_pool_refused(pool) == 1);
+    redisReaderFree(rd);
+    CHECK(reply_pool_live(pool) == 0);
+
+    /* arrays each allowed, together past the total: the one past it is refused */
+    rd = redisReaderCreate();
+    reply_pool_attach(pool, rd);
+    int fit = REPLY_ELEMS_MAX / REPLY_ARRAY_MAX;
+    struct sl_buf b = { 0 };
+    sl_buf_printf(&b, "*%d\r\n", fit + 1);
+    for (int i = 0; i < fit; i++) {
+        sl_buf_printf(&b, "*%d\r\n", REPLY_ARRAY_MAX);
+        for (int j = 0; j < REPLY_ARRAY_MAX; j++)
+            sl_buf_append(&b, ":1\r\n", 4);
+    }
+    sl_buf_printf(&b, "*%d\r\n", REPLY_ARRAY_MAX);
+    redisReaderFeed(rd, b.data, b.len);
+    CHECK(redisReaderGetReply(rd, &reply) == REDIS_ERR && !reply && reply_pool_refused(pool) == 2);
+    redisReaderFree(rd);
+    CHECK(reply_pool_live(pool) == 0);
+    sl_buf_free(&b);
+    /* and once they are freed, the same arrays fit again */
+    rd = redisReaderCreate();
+    reply_pool_attach(pool, rd);
+    const char *ok = "*3\r\n:1\r\n:2\r\n:3\r\n";
+    redisReaderFeed(rd, ok, strlen(ok));
+    CHECK(redisReaderGetReply(rd, &reply) == REDIS_OK && reply);
+    rd->fn->freeObject(reply);
+    redisReaderFree(rd);
+    reply_pool_free(pool);
+}
+
 int main(void)
 {
     test_same_as_hiredis();
+    test_huge_arrays_refused();
     test_nodes_reused();
     test_partial_and_late_free();
     return check_done();
