@@ -13,6 +13,7 @@ import os
 import pathlib
 import random
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -255,8 +256,10 @@ def main():
     if failures:
         for f in failures:
             print(f"soak: {f}")
+        print(f"soak: the logs are kept in {tmp}")
         print(f"== soak: FAILED ({summary})")
         return 1
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"== soak: passed ({summary})")
     return 0
 
