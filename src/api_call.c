@@ -78,6 +78,55 @@ enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_uni
     return API_KIND_UNKNOWN;
 }
 
+/* Families whose second segment is a stored resource's id; the ones with a
+ * list (GET of the family itself) and a creation (POST to it). Fine-tuned
+ * models (ft:...) belong to whoever made the job. */
+static const struct family {
+    const char *path;
+    bool list, create;
+} families[] = {
+    { "/v1/files", true, true },          { "/v1/uploads", false, true },
+    { "/v1/batches", true, true },        { "/v1/vector_stores", true, true },
+    { "/v1/containers", true, true },     { "/v1/assistants", true, true },
+    { "/v1/threads", false, true },       { "/v1/evals", true, true },
+    { "/v1/conversations", false, true }, { "/v1/responses", false, false },
+    { "/v1/chat/completions", true, false }, { "/v1/fine_tuning/jobs", true, true },
+    { "/v1/models", false, false },
+};
+
+void api_resource_of(struct sl_str method, struct sl_str path, struct api_resource *res)
+{
+    memset(res, 0, sizeof(*res));
+    for (size_t i = 0; i < SL_ARRAY_LEN(families); i++) {
+        const struct family *f = &families[i];
+        if (!in_family(path, f->path))
+            continue;
+        size_t n = strlen(f->path);
+        if (path.len == n) { /* the family itself */
+            if (f->list && sl_str_eq(method, "GET"))
+                res->what = API_RES_LIST;
+            else if (f->create && sl_str_eq(method, "POST"))
+                res->what = API_RES_CREATE;
+            return;
+        }
+        const char *id = path.p + n + 1, *end = memchr(id, '/', path.len - n - 1);
+        size_t len = end ? (size_t)(end - id) : path.len - n - 1;
+        if (i == SL_ARRAY_LEN(families) - 1 && (len < 3 || memcmp(id, "ft:", 3) != 0))
+            return; /* a base model is nobody's */
+        if (f->create && len == 4 && memcmp(id, "runs", 4) == 0 && !end &&
+            sl_str_eq(method, "POST")) { /* POST /v1/threads/runs: a thread and its run */
+            res->what = API_RES_CREATE;
+            return;
+        }
+        if (len > API_RES_ID_MAX)
+            len = API_RES_ID_MAX; /* longer than any id: its cut matches no record */
+        memcpy(res->id, id, len);
+        res->what = API_RES_ONE;
+        res->deletes = !end && sl_str_eq(method, "DELETE");
+        return;
+    }
+}
+
 void api_count_output(struct api_call *call, bool is_n, int64_t value)
 {
     value = SL_MIN(value, 1000000000); /* beyond any model; keeps products in range */

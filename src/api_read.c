@@ -102,6 +102,8 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
     if (stream && !cJSON_IsNull(stream) && !cJSON_IsBool(stream))
         FAIL("stream", "'stream' must be a boolean.");
     call->stream = cJSON_IsTrue(stream);
+    const cJSON *store = cJSON_GetObjectItemCaseSensitive(root, "store");
+    call->store = cJSON_IsBool(store) ? (signed char)cJSON_IsTrue(store) : -1;
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     if (opts && !cJSON_IsNull(opts)) {
         if (!cJSON_IsObject(opts))

@@ -144,14 +144,14 @@ static bool scan_count(struct json_scan *js, struct api_call *call, bool is_n)
 
 enum member { M_MODEL, M_MESSAGES, M_STREAM, M_STREAM_OPTIONS, M_MAX_TOKENS,
               M_MAX_COMPLETION_TOKENS, M_MAX_OUTPUT_TOKENS, M_N, M_TOOLS, M_FUNCTIONS,
-              M_RESPONSE_FORMAT, M_OTHER };
+              M_RESPONSE_FORMAT, M_STORE, M_OTHER };
 
 static enum member member_of(struct sl_str name)
 {
     static const char *const names[] = { "model", "messages", "stream", "stream_options",
                                          "max_tokens", "max_completion_tokens",
                                          "max_output_tokens", "n", "tools", "functions",
-                                         "response_format" };
+                                         "response_format", "store" };
     for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
         if (sl_str_eq(name, names[i]))
             return (enum member)i;
@@ -168,6 +168,13 @@ static bool scan_member(struct chat_scan *c, enum member m, struct api_call *cal
         return scan_messages(c);
     case M_STREAM:
         return scan_stream(js, call);
+    case M_STORE: {
+        char lit;
+        if (!js_literal(js, &lit))
+            return false;
+        call->store = lit == 't' ? 1 : lit == 'f' ? 0 : -1;
+        return true;
+    }
     case M_MAX_TOKENS:
     case M_MAX_COMPLETION_TOKENS:
     case M_MAX_OUTPUT_TOKENS:
@@ -208,7 +215,7 @@ static bool scan_body(struct chat_scan *c, struct api_call *call)
 bool chat_body_scan(const char *body, size_t len, struct api_call *call)
 {
     struct chat_scan c = { .js = { body, body + len } };
-    struct api_call out = { .endpoint = API_CHAT };
+    struct api_call out = { .endpoint = API_CHAT, .store = -1 };
     bool ok = scan_body(&c, &out);
     sl_buf_free(&c.scratch);
     if (!ok)

@@ -351,6 +351,10 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_TEAM, .name = "max_inflight", .type = T_INT, .offset = TEAM(max_inflight),
       .def = "0", .max = 1000000,
       .doc = "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
+    { .scope = SCOPE_TEAM, .name = "share_resources", .type = T_BOOL, .offset = TEAM(share_resources),
+      .def = "no",
+      .doc = "yes: the stored resources (files, batches, responses...) one of the team's keys "
+             "creates belong to the team, and its other keys may use them; no: to that key alone" },
 };
 const int cfg_noptions = (int)SL_ARRAY_LEN(cfg_options);
 _Static_assert(SL_ARRAY_LEN(cfg_options) <= CFG_MAX_OPTIONS, "raise CFG_MAX_OPTIONS");

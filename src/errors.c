@@ -14,6 +14,7 @@ static const struct sl_error_info table[ERR__COUNT] = {
     [ERR_QUOTA_EXHAUSTED] = { 429, "insufficient_quota", "insufficient_quota" },
     [ERR_NOT_FOUND] = { 404, "invalid_request_error", "unknown_url" },
     [ERR_MODEL_NOT_FOUND] = { 404, "invalid_request_error", "model_not_found" },
+    [ERR_RESOURCE_NOT_FOUND] = { 404, "invalid_request_error", "not_found" },
     [ERR_METHOD] = { 405, "invalid_request_error", "method_not_allowed" },
     [ERR_REQUEST_TIMEOUT] = { 408, "invalid_request_error", "request_timeout" },
     [ERR_BODY_TOO_LARGE] = { 413, "invalid_request_error", "request_too_large" },

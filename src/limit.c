@@ -10,6 +10,7 @@
 
 #include "sluice/config.h"
 #include "sluice/limit_local.h"
+#include "sluice/log.h"
 #include "sluice/util.h"
 
 atomic_ulong lim_degraded;
@@ -178,6 +179,30 @@ void lim_count(struct limiter *l, const char *key, const struct lim_limits *lim,
     p->counter = which;
     p->op = op;
     dispatch(p);
+}
+
+/* Where the owner records live: Redis when configured (up or not), else the process. */
+static const struct lim_backend *owners_home(const struct limiter *l)
+{
+    return l->shared.ops ? &l->shared : &l->local;
+}
+
+void lim_owners(struct limiter *l, const char *const *ids, int n, lim_owners_cb cb, void *arg)
+{
+    const struct lim_backend *b = owners_home(l);
+    if (!b->ops->up(b->self))
+        return cb(false, NULL, arg);
+    b->ops->owners(b->self, ids, n, cb, arg);
+}
+
+void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s)
+{
+    const struct lim_backend *b = owners_home(l);
+    if (!b->ops->up(b->self)) {
+        log_warn("redis is down: the owner record of %s was not %s", id, owner ? "made" : "removed");
+        return;
+    }
+    b->ops->own(b->self, id, owner, ttl_s);
 }
 
 /* The limiter that recorded an admission (its ticket's `where`), or NULL. */

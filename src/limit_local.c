@@ -47,8 +47,19 @@ struct entry {
     struct seed seed;
 };
 
+/* A stored resource's owner (lim_ops.own), in a chained hash table. */
+struct owner_rec {
+    struct owner_rec *next;
+    int64_t expires_ms; /* 0: never */
+    char *owner;
+    char id[];
+};
+
 struct lim_local {
     int64_t window_ms, bucket_ms;
+    pthread_mutex_t owners_lock;
+    struct owner_rec **owners; /* nbuckets chains */
+    size_t nbuckets, nowners;
     pthread_mutex_t table_lock;
     struct entry **entries; /* in creation order (sl_grow) */
     int nentries;
@@ -61,6 +72,7 @@ struct lim_local *lim_local_new(int64_t window_ms)
     l->window_ms = window_ms;
     l->bucket_ms = SL_MAX(window_ms / LIM_BUCKETS, 1);
     pthread_mutex_init(&l->table_lock, NULL);
+    pthread_mutex_init(&l->owners_lock, NULL);
     return l;
 }
 
@@ -78,6 +90,14 @@ void lim_local_free(struct lim_local *l)
     }
     free(l->entries);
     sl_names_free(&l->index);
+    for (size_t b = 0; b < l->nbuckets; b++)
+        for (struct owner_rec *o = l->owners[b], *next; o; o = next) {
+            next = o->next;
+            free(o->owner);
+            free(o);
+        }
+    free(l->owners);
+    pthread_mutex_destroy(&l->owners_lock);
     pthread_mutex_destroy(&l->table_lock);
     free(l);
 }
@@ -655,6 +675,95 @@ static void local_settle(void *self, const char *key, const struct lim_limits *l
     lim_local_settle(self, key, lim, ticket, u);
 }
 
+/* ---- owners of stored resources ---- */
+
+/* The record of id, unlinked first when it has expired. Under owners_lock. */
+static struct owner_rec **owner_slot(struct lim_local *l, const char *id, int64_t now_ms)
+{
+    if (!l->nbuckets)
+        return NULL;
+    struct owner_rec **at = &l->owners[sl_hash(id, strlen(id)) & (l->nbuckets - 1)];
+    while (*at) {
+        struct owner_rec *o = *at;
+        if (o->expires_ms && o->expires_ms <= now_ms) { /* gone upstream too: forget it */
+            *at = o->next;
+            free(o->owner);
+            free(o);
+            l->nowners--;
+            continue;
+        }
+        if (strcmp(o->id, id) == 0)
+            return at;
+        at = &o->next;
+    }
+    return at;
+}
+
+static void owners_grow(struct lim_local *l)
+{
+    size_t n = l->nbuckets ? l->nbuckets * 2 : 1024;
+    struct owner_rec **t = sl_calloc(n, sizeof(*t));
+    for (size_t b = 0; b < l->nbuckets; b++)
+        for (struct owner_rec *o = l->owners[b], *next; o; o = next) {
+            next = o->next;
+            struct owner_rec **head = &t[sl_hash(o->id, strlen(o->id)) & (n - 1)];
+            o->next = *head;
+            *head = o;
+        }
+    free(l->owners);
+    l->owners = t;
+    l->nbuckets = n;
+}
+
+static void local_owners(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg)
+{
+    struct lim_local *l = self;
+    n = SL_MIN(n, LIM_OWNERS_MAX);
+    const char **found = sl_calloc((size_t)n + 1, sizeof(*found));
+    char **copies = sl_calloc((size_t)n + 1, sizeof(*copies));
+    int64_t now = sl_wall_us() / 1000;
+    pthread_mutex_lock(&l->owners_lock);
+    for (int i = 0; i < n; i++) {
+        struct owner_rec **at = owner_slot(l, ids[i], now);
+        copies[i] = at && *at ? sl_strdup((*at)->owner) : NULL; /* another thread may remove it */
+        found[i] = copies[i];
+    }
+    pthread_mutex_unlock(&l->owners_lock);
+    cb(true, found, arg);
+    for (int i = 0; i < n; i++)
+        free(copies[i]);
+    free(copies);
+    free(found);
+}
+
+static void local_own(void *self, const char *id, const char *owner, int64_t ttl_s)
+{
+    struct lim_local *l = self;
+    int64_t now = sl_wall_us() / 1000;
+    pthread_mutex_lock(&l->owners_lock);
+    if (owner && l->nowners >= l->nbuckets * 2)
+        owners_grow(l);
+    struct owner_rec **at = owner_slot(l, id, now);
+    if (at && *at) { /* replaced or removed */
+        struct owner_rec *o = *at;
+        *at = o->next;
+        free(o->owner);
+        free(o);
+        l->nowners--;
+    }
+    if (owner) {
+        size_t len = strlen(id);
+        struct owner_rec *o = sl_malloc(sizeof(*o) + len + 1);
+        memcpy(o->id, id, len + 1);
+        o->owner = sl_strdup(owner);
+        o->expires_ms = ttl_s ? now + ttl_s * 1000 : 0;
+        o->next = *at;
+        *at = o;
+        l->nowners++;
+    }
+    pthread_mutex_unlock(&l->owners_lock);
+}
+
 const struct lim_ops lim_local_ops = {
     .where = LIM_LOCAL,
     .up = local_up,
@@ -663,4 +772,6 @@ const struct lim_ops lim_local_ops = {
     .count = local_count,
     .settle = local_settle,
     .renew = NULL, /* an in-process slot dies with the process */
+    .owners = local_owners,
+    .own = local_own,
 };

@@ -983,6 +983,109 @@ static bool redis_up(const void *self)
     return lim_redis_up(self);
 }
 
+/* ---- owners of stored resources: plain commands ---- */
+
+/* sluice:own:{ID}: one record per resource, in the id's own Cluster slot. */
+#define OWN_PREFIX "sluice:own:{"
+
+struct owners_call {
+    struct lim_redis *r;
+    lim_owners_cb cb; /* NULL once answered */
+    void *arg;
+    struct event *timer;
+};
+
+static void owners_answer(struct owners_call *q, bool ok, const char *const *owners)
+{
+    lim_owners_cb cb = q->cb;
+    q->cb = NULL;
+    if (cb)
+        cb(ok, owners, q->arg);
+}
+
+static void owners_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct owners_call *q = arg;
+    atomic_fetch_add(&lim_redis_errors, 1);
+    owners_answer(q, false, NULL);
+    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
+}
+
+static void owners_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct owners_call *q = priv;
+    const redisReply *rep = reply;
+    bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements <= LIM_OWNERS_MAX;
+    const char **owners = sl_calloc(ok ? rep->elements + 1 : 1, sizeof(*owners));
+    for (size_t i = 0; ok && i < rep->elements; i++) {
+        const redisReply *e = rep->element[i];
+        ok = e->type == REDIS_REPLY_NIL || e->type == REDIS_REPLY_STRING;
+        owners[i] = e->type == REDIS_REPLY_STRING ? e->str : NULL;
+    }
+    if (!ok && q->cb)
+        atomic_fetch_add(&lim_redis_errors, 1);
+    owners_answer(q, ok, owners);
+    free(owners);
+    if (q->timer)
+        event_free(q->timer);
+    free(q);
+}
+
+static void redis_owners(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg)
+{
+    struct lim_redis *r = self;
+    n = SL_MIN(n, LIM_OWNERS_MAX);
+    struct sl_buf *b = &r->resp;
+    b->len = 0;
+    sl_buf_printf(b, "*%d\r\n", n + 1);
+    resp_bulk(b, "MGET", 4);
+    for (int i = 0; i < n; i++) {
+        size_t len = strlen(ids[i]);
+        sl_buf_printf(b, "$%zu\r\n" OWN_PREFIX, len + strlen(OWN_PREFIX) + 1);
+        sl_buf_append(b, ids[i], len);
+        sl_buf_append(b, "}\r\n", 3);
+    }
+    struct owners_call *q = sl_calloc(1, sizeof(*q));
+    *q = (struct owners_call){ r, cb, arg, NULL };
+    if (r->state != R_UP || redisAsyncFormattedCommand(r->ac, owners_reply, q, b->data, b->len) != REDIS_OK) {
+        atomic_fetch_add(&lim_redis_errors, 1);
+        free(q);
+        return cb(false, NULL, arg);
+    }
+    q->timer = evtimer_new(r->base, owners_timeout, q);
+    struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
+    evtimer_add(q->timer, &tv);
+}
+
+static void own_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    const redisReply *rep = reply;
+    if (!rep || rep->type == REDIS_REPLY_ERROR) {
+        atomic_fetch_add(&lim_redis_errors, 1);
+        log_warn("redis: an owner record of %s was not written%s%s", (char *)priv,
+                 rep ? ": " : "", rep ? rep->str : "");
+    }
+    free(priv);
+}
+
+static void redis_own(void *self, const char *id, const char *owner, int64_t ttl_s)
+{
+    struct lim_redis *r = self;
+    char key[256], ttl[24];
+    snprintf(key, sizeof(key), OWN_PREFIX "%s}", id);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s);
+    const char *argv[5] = { owner ? "SET" : "DEL", key, owner, "EX", ttl };
+    int argc = !owner ? 2 : ttl_s ? 5 : 3;
+    char *what = sl_strdup(id);
+    if (r->state != R_UP ||
+        redisAsyncCommandArgv(r->ac, own_reply, what, argc, argv, NULL) != REDIS_OK)
+        own_reply(NULL, NULL, what);
+}
+
 const struct lim_ops lim_redis_ops = {
     .where = LIM_REDIS,
     .up = redis_up,
@@ -991,4 +1094,6 @@ const struct lim_ops lim_redis_ops = {
     .count = redis_count,
     .settle = redis_settle,
     .renew = redis_renew,
+    .owners = redis_owners,
+    .own = redis_own,
 };

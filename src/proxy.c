@@ -49,6 +49,7 @@
 #include "sluice/log.h"
 #include "sluice/metrics.h"
 #include "sluice/outcome.h"
+#include "sluice/owners.h"
 #include "sluice/pool.h"
 #include "sluice/api_call.h"
 #include "sluice/api_read.h"
@@ -72,7 +73,8 @@
     X(FORWARDING) /* attempts run one after another; nothing sent to the client yet */            \
     X(CAPACITY)   /* the limiter holds the picked backend's rpm/tpm check; on_capacity next */    \
     X(RELAYING)   /* a stream is being relayed: the client has its head */                        \
-    X(ABANDONED)  /* ended while ADMITTING: answered, waits for on_admitted */                    \
+    X(FILTERING)  /* a list answer waits for its items' owners (owners.h); on_list_owners next */ \
+    X(ABANDONED)  /* ended while ADMITTING or FILTERING: answered, waits for the limiter */      \
     X(SETTLING)   /* answered: usage settled, logged, counted */                                  \
     X(DETACHED)   /* settled while CAPACITY: waits for on_capacity to free it */                  \
     X(DONE)
@@ -97,9 +99,10 @@ static const unsigned phase_from[] = {
     [PHASE_FORWARDING] = FROM(ADMITTING) | FROM(CAPACITY),
     [PHASE_CAPACITY] = FROM(FORWARDING),
     [PHASE_RELAYING] = FROM(FORWARDING),
-    [PHASE_ABANDONED] = FROM(ADMITTING),
+    [PHASE_FILTERING] = FROM(FORWARDING),
+    [PHASE_ABANDONED] = FROM(ADMITTING) | FROM(FILTERING),
     [PHASE_SETTLING] = FROM(ADMITTING) | FROM(QUEUED) | FROM(FORWARDING) | FROM(CAPACITY) |
-                       FROM(RELAYING) | FROM(ABANDONED),
+                       FROM(RELAYING) | FROM(FILTERING) | FROM(ABANDONED),
     [PHASE_DETACHED] = FROM(SETTLING),
     [PHASE_DONE] = FROM(SETTLING) | FROM(DETACHED),
 };
@@ -142,6 +145,11 @@ struct sl_request {
     char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's, for the logs */
     struct fwd_body fwd;    /* the body's forms: as it came, or sluice's copies (forward.h) */
+    struct api_resource res;   /* the stored resource it is about (owners.h) */
+    char owner[OWNER_MAX];     /* whose its creations are, and whose it may use */
+    struct cJSON *list;        /* FILTERING: the list answer being cut, */
+    int nlist;                 /* and how many of its items were looked up */
+    bool stream_owned;         /* RELAYING: the stored answer's id was recorded */
     bool strip_usage;       /* the usage chunk was asked for by sluice, not the client */
 
     /* The model tried (docs/pool.md, "Models and fallbacks"); NULL for calls without one. */
@@ -209,6 +217,10 @@ struct own_answer {
 static void attempt_next(struct sl_request *r);
 static void request_end(struct sl_request *r, enum end_cause cause, const struct own_answer *own);
 static void on_admitted(const struct lim_decision *d, void *arg);
+static void filter_list(struct sl_request *r);
+static void owners_unknown(struct sl_request *r);
+static void on_owners(bool ok, const char *const *owners, void *arg);
+static void admit(struct sl_request *r);
 static void wait_for_room(struct sl_request *r, int64_t retry_ms);
 static void set_target(struct sl_request *r, const char *name);
 static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
@@ -622,16 +634,60 @@ void proxy_handle(struct worker *w, struct http_req *req)
     r->model_label = model_label;
     r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
                                 : 0;
-    r->admit_start_us = sl_now_us();
-    if (key->queue_timeout_ms && waitq_busy(key->name)) {
-        wait_for_room(r, -1); /* FIFO: behind the key's requests already waiting */
-        return;
-    }
-    lim_admit(&w->limiter, key->name, &r->limits, r->estimate, r->spend_reserve, on_admitted, r);
-    /* r may be gone here: on_admitted can run before lim_admit returns */
+    api_resource_of(req->method, req->path, &r->res);
+    if (r->res.what != API_RES_NONE || r->call.endpoint == API_RESPONSES || r->call.store == 1)
+        owners_identity(key, r->owner); /* only where records are read or made */
+    const char *ids[OWNERS_REFS];
+    int n = owners_refs(&r->call, &r->res, ids);
+    if (n) /* the stored resources it names must be the caller's */
+        return lim_owners(&w->limiter, ids, n, on_owners, r);
+    admit(r);
 }
 
 /* ---- admission -------------------------------------------------------------- */
+
+static void admit(struct sl_request *r)
+{
+    r->admit_start_us = sl_now_us();
+    if (r->key->queue_timeout_ms && waitq_busy(r->key->name)) {
+        wait_for_room(r, -1); /* FIFO: behind the key's requests already waiting */
+        return;
+    }
+    lim_admit(&r->w->limiter, r->key->name, &r->limits, r->estimate, r->spend_reserve,
+              on_admitted, r);
+    /* r may be gone here: on_admitted can run before lim_admit returns */
+}
+
+/* Redis is configured but did not answer: ownership is never guessed. */
+static void owners_unknown(struct sl_request *r)
+{
+    request_end(r, END_LIMITER_UNAVAILABLE,
+                &(struct own_answer){ ERR_LIMITER_DOWN,
+                                      "Who owns stored resources cannot be read right now; try "
+                                      "again shortly.",
+                                      "Retry-After: 1\r\n" });
+}
+
+/* The owners of the ids the call names: all the caller's, or 404 naming the
+ * first that is not (one that does not exist reads the same). */
+static void on_owners(bool ok, const char *const *owners, void *arg)
+{
+    struct sl_request *r = arg;
+    if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
+        return request_end(r, r->end, NULL);
+    if (!ok)
+        return owners_unknown(r);
+    const char *ids[OWNERS_REFS];
+    int n = owners_refs(&r->call, &r->res, ids);
+    for (int i = 0; i < n; i++) {
+        if (owners[i] && strcmp(owners[i], r->owner) == 0)
+            continue;
+        char msg[API_RES_ID_MAX + 64];
+        snprintf(msg, sizeof(msg), "No such stored resource: '%s'.", ids[i]);
+        return request_end(r, END_REFUSED, &(struct own_answer){ ERR_RESOURCE_NOT_FOUND, msg, NULL });
+    }
+    admit(r);
+}
 
 /* "key NAME" or "team NAME (of key NAME)": whose limit refused. */
 static void whose(const struct sl_request *r, enum lim_dim dim, char *out, size_t n)
@@ -927,6 +983,32 @@ static void attempt_stop(struct sl_request *r, enum up_outcome o)
     attempt_end(r, o, -1, 0);
 }
 
+static void on_list_owners(bool ok, const char *const *owners, void *arg)
+{
+    struct sl_request *r = arg;
+    if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, meanwhile */
+        return request_end(r, r->end, NULL);
+    if (!ok)
+        return owners_unknown(r);
+    owners_cut_list(r->list, owners, r->nlist, r->owner, r->kept_body);
+    request_end(r, END_RESPONDED, NULL);
+}
+
+/* A list answer: its items' owners are looked up, then it is cut to the caller's. */
+static void filter_list(struct sl_request *r)
+{
+    const char **ids = sl_malloc(LIM_OWNERS_MAX * sizeof(*ids));
+    size_t len = evbuffer_get_length(r->kept_body);
+    r->nlist = owners_list_ids((const char *)evbuffer_pullup(r->kept_body, -1), len, &r->list, ids);
+    if (r->nlist <= 0) { /* not a list after all, or an empty one: nothing to show or hide */
+        free(ids);
+        return request_end(r, END_RESPONDED, NULL);
+    }
+    set_phase(r, PHASE_FILTERING);
+    lim_owners(&r->w->limiter, ids, r->nlist, on_list_owners, r);
+    free(ids); /* the limiter copied what it needs: MGET's text, or its answer already */
+}
+
 /* No further attempt: nothing was available at all (503 with the time until
  * the first breaker half-opens), every backend tried answered 429 (one 429
  * with the smallest Retry-After), or what the last attempt came to. */
@@ -969,6 +1051,9 @@ static void end_attempts(struct sl_request *r)
                                                  headers });
     }
     const struct up_outcome_info *oi = up_outcome_info(r->at.outcome);
+    if (oi->error == ERR_NONE && oi->end == END_RESPONDED && owners_is_list(&r->res) &&
+        r->kept_status == 200 && r->kept_body)
+        return filter_list(r); /* only the caller's own are shown */
     if (oi->error == ERR_NONE)
         return request_end(r, oi->end, NULL); /* the upstream's answer as it was */
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
@@ -1224,6 +1309,8 @@ static void relay_event(const char *event, size_t len, void *arg)
     bool drop = false;
     struct sl_str data;
     if (sse_event_data(event, len, &data, &r->scratch)) {
+        if (!r->stream_owned) /* a stored response's id comes in its first event */
+            r->stream_owned = owners_stream_event(&r->w->limiter, &r->call, r->owner, data.p, data.len);
         if (tok_usage_from_sse_data(data.p, data.len, &r->usage))
             drop = r->strip_usage; /* sluice asked for this chunk, the client did not */
         else if (!sl_str_eq(data, "[DONE]"))
@@ -1382,7 +1469,7 @@ static void on_client_abort(struct http_req *req)
     struct sl_request *r = req->owner;
     r->req = NULL; /* http.c frees it right after this */
     r->status = 499; /* nginx's "client closed request" */
-    if (r->phase == PHASE_ADMITTING)
+    if (r->phase == PHASE_ADMITTING || r->phase == PHASE_FILTERING)
         return abandon(r, END_CLIENT_CLOSED, NULL);
     attempt_stop(r, UP_OUTCOME_ABORTED);
     request_end(r, END_CLIENT_CLOSED, NULL);
@@ -1423,7 +1510,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct sl_request *r = arg;
-    if (r->phase == PHASE_ADMITTING)
+    if (r->phase == PHASE_ADMITTING || r->phase == PHASE_FILTERING)
         return abandon(r, END_REQUEST_TIMEOUT,
                        &(struct own_answer){ ERR_UPSTREAM_TIMEOUT,
                                              "The rate limiter did not answer in time.", NULL });
@@ -1646,6 +1733,13 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
 {
     bool held = r->phase == PHASE_CAPACITY; /* the limiter still holds a backend's check */
     r->end = cause;
+    if (cause == END_RESPONDED && r->phase != PHASE_RELAYING && r->kept_status >= 200 &&
+        r->kept_status <= 299 && r->kept_body) /* what it created is the caller's from now on */
+        owners_after(&r->w->limiter, &r->call, &r->res, r->owner,
+                     (const char *)evbuffer_pullup(r->kept_body, -1),
+                     evbuffer_get_length(r->kept_body));
+    cJSON_Delete(r->list);
+    r->list = NULL;
     answer(r, own);
     set_phase(r, PHASE_SETTLING);
     settle(r);

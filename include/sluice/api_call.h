@@ -39,6 +39,7 @@ struct api_call {
     size_t model_len;
     bool stream;
     bool client_include_usage; /* stream_options.include_usage as the client sent it */
+    signed char store;         /* "store": 1 true, 0 false, -1 not given (or null) */
     int64_t estimate;          /* the prompt's tokens, estimated (tokens.h) */
     int64_t max_tokens; /* the largest of max_tokens, max_completion_tokens and
                            max_output_tokens; 0 = none given */
@@ -55,6 +56,18 @@ struct api_call {
 enum api_endpoint api_endpoint_of(const char *path, size_t len);
 /* What a call of this method on this (plain) /v1 path is, and its unit. */
 enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_unit *unit);
+
+/* The stored resource a call is about (docs/http.md "Stored resources"):
+ * one by its id, a family's list, or the creation of one (its id comes in
+ * the answer). */
+enum api_res { API_RES_NONE, API_RES_ONE, API_RES_LIST, API_RES_CREATE };
+#define API_RES_ID_MAX 128
+struct api_resource {
+    enum api_res what;
+    bool deletes;                 /* DELETE of the one named: its record goes with it */
+    char id[API_RES_ID_MAX + 1];  /* API_RES_ONE: the id in the path */
+};
+void api_resource_of(struct sl_str method, struct sl_str path, struct api_resource *res);
 
 /* Takes one of the body's counts (max_tokens, max_completion_tokens,
  * max_output_tokens, n) into the call. */

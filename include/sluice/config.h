@@ -161,6 +161,7 @@ struct cfg_team {
     int64_t budget;                     /* micro-dollars per budget_period; 0 = none */
     enum quota_period budget_period;
     int64_t max_inflight;               /* requests open at once, all keys; 0 = no cap */
+    bool share_resources;               /* its keys' stored resources are the team's */
 };
 
 struct cfg_key {

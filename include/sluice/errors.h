@@ -14,6 +14,7 @@ enum sl_error {
     ERR_QUOTA_EXHAUSTED,   /* 429 insufficient_quota (as OpenAI), x-should-retry: false */
     ERR_NOT_FOUND,         /* 404 unknown path */
     ERR_MODEL_NOT_FOUND,   /* 404 no backend serves the model */
+    ERR_RESOURCE_NOT_FOUND, /* 404 a stored resource that is not the caller's (or does not exist) */
     ERR_METHOD,            /* 405 */
     ERR_REQUEST_TIMEOUT,   /* 408 client too slow to send its request */
     ERR_BODY_TOO_LARGE,    /* 413 */

@@ -62,6 +62,12 @@ void lim_count(struct limiter *l, const char *key, const struct lim_limits *lim,
 void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, lim_cb cb,
               void *arg);
 
+/* Stored resources' owner records, where the limits live (Redis, or the
+ * process). A lookup while Redis is configured but down fails (ok=false):
+ * ownership is never guessed. A record made then is lost (logged). */
+void lim_owners(struct limiter *l, const char *const *ids, int n, lim_owners_cb cb, void *arg);
+void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s);
+
 /* x-ratelimit-* header lines for an admitted request (budget in USD). */
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);
 

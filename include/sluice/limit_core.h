@@ -147,6 +147,12 @@ enum lim_quota_op { LIM_QUOTA_READ, LIM_QUOTA_RESET, LIM_QUOTA_ADD };
 
 bool lim_unlimited(const struct lim_limits *lim);
 
+/* Owners of stored resources (docs/http.md "Stored resources"): ok=false when
+ * the limiter could not answer; owners[i] is the record of ids[i], NULL if
+ * none. Both point into the caller's or the limiter's memory for the call only. */
+typedef void (*lim_owners_cb)(bool ok, const char *const *owners, void *arg);
+#define LIM_OWNERS_MAX 10000 /* ids in one lookup (a list of files holds up to 10,000) */
+
 /* One limiter, as the facade (limit.h) calls it: the in-process windows
  * (lim_local_ops) or Redis (lim_redis_ops). `self` is the limiter's own
  * state. Answers may come before the call returns (in-process) or later
@@ -168,6 +174,10 @@ struct lim_ops {
      * dies with the process anyway. */
     void (*renew)(void *self, const char *key, const struct lim_limits *lim,
                   const struct lim_decision *ticket);
+    /* The owner records of n ids. */
+    void (*owners)(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg);
+    /* Records id's owner (ttl_s 0: until removed), or removes it (owner NULL). */
+    void (*own)(void *self, const char *id, const char *owner, int64_t ttl_s);
 };
 
 #endif

@@ -35,7 +35,8 @@ static bool repeats(const cJSON *node)
 static bool same_reading(const struct api_call *a, const struct api_call *b)
 {
     return a->model_len == b->model_len && memcmp(a->model, b->model, a->model_len) == 0 &&
-           a->stream == b->stream && a->client_include_usage == b->client_include_usage &&
+           a->stream == b->stream && a->store == b->store &&
+           a->client_include_usage == b->client_include_usage &&
            a->estimate == b->estimate && a->max_tokens == b->max_tokens &&
            a->choices == b->choices && a->endpoint == b->endpoint;
 }

@@ -144,13 +144,17 @@ def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_
     assert s.request("GET", "/v1/files").json()["data"][0]["id"] == file_id
     assert s.request("GET", f"/v1/files/{file_id}").json()["filename"] == "in.jsonl"
     assert s.request("GET", f"/v1/files/{file_id}/content").body == b'{"custom_id":"1"}\n'
-    # calls the mock answers with what arrived
-    for method, path, body in [("POST", "/v1/batches", {"input_file_id": file_id, "endpoint": "/v1/chat/completions",
-                                                        "completion_window": "24h"}),
-                               ("POST", "/v1/batches/batch_1/cancel", None),
+    # calls the mock answers with what arrived (and an id: echo-N)
+    r = s.request("POST", "/v1/batches", json.dumps({"input_file_id": file_id, "endpoint": "/v1/chat/completions",
+                                                      "completion_window": "24h"}).encode())
+    assert r.status == 200 and r.json()["path"] == "/v1/batches"
+    batch = r.json()["id"]  # the key's own from now on (test_resources.py)
+    r = s.request("POST", "/v1/threads", b"{}")
+    thread = r.json()["id"]
+    for method, path, body in [("POST", f"/v1/batches/{batch}/cancel", None),
                                ("GET", "/v1/batches?limit=2", None),
-                               ("GET", "/v1/responses/resp_123", None),
-                               ("DELETE", "/v1/responses/resp_123", None),
+                               ("GET", f"/v1/threads/{thread}", None),
+                               ("DELETE", f"/v1/threads/{thread}", None),
                                ("GET", "/v1/chat/completions", None),
                                ("POST", "/v1/vector_stores", {"name": "docs"}),
                                ("POST", "/v1/moderations", {"input": "hello"}),
@@ -161,7 +165,7 @@ def test_stored_resources_and_model_less_calls_go_to_the_stateful_backend(start_
     assert s.request("DELETE", f"/v1/files/{file_id}").json()["deleted"] is True
     assert a.stats()["requests"] == 0  # not one of them on the first backend
     m = scrape(s)  # calls without a model are counted as model "-"
-    assert value(m, "sluice_requests_total", key="k", model="-", served_model="-", backend="b", code="200") == 4 + 8 + 1
+    assert value(m, "sluice_requests_total", key="k", model="-", served_model="-", backend="b", code="200") == 4 + 2 + 7 + 1
     assert "model=- backend=b status=200" in s.log_text()
     assert s.chat().status == 200  # a call with a model goes by the pool, as before
     assert a.stats()["requests"] == 1

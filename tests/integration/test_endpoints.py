@@ -63,19 +63,22 @@ def test_management_and_known_endpoints_stay_open(mock, start_sluice):
     """Reads and removals of stored resources, files, uploads and cancels are
     free; chat and the per-request endpoints are accounted."""
     s = start_sluice(conf(mock))
+    resp = s.request("POST", "/v1/responses", {"model": "gpt-4o", "input": "hi"}).json()["id"]
     for method, path, body in [("GET", "/v1/batches?limit=2", None),
-                               ("GET", "/v1/responses/resp_1", None),
-                               ("DELETE", "/v1/responses/resp_1", None),
+                               ("GET", f"/v1/responses/{resp}", None),
+                               ("DELETE", f"/v1/responses/{resp}", None),
                                ("GET", "/v1/chat/completions", None),
-                               ("GET", "/v1/vector_stores/vs_1/files", None),
-                               ("POST", "/v1/batches/batch_1/cancel", None),
                                ("POST", "/v1/uploads", {"purpose": "batch", "filename": "x.jsonl",
                                                         "bytes": 10, "mime_type": "text/jsonl"}),
                                ("GET", "/v1/models", None)]:
         r = s.request(method, path, json.dumps(body).encode() if body else None)
         assert r.status == 200, (method, path, r.body)
+    # another key's (or nobody's) stored resources: free to ask about, and not found
+    for method, path in [("GET", "/v1/vector_stores/vs_1/files"), ("POST", "/v1/batches/batch_1/cancel")]:
+        r = s.request(method, path)
+        assert r.status == 404 and r.error()["code"] == "not_found", (method, path, r.body)
     assert s.chat().status == 200
-    assert spent(s, "keys", "a") > 0  # the chat call's tokens; the rest cost nothing
+    assert spent(s, "keys", "a") > 0  # the calls' tokens; the rest cost nothing
 
 
 @pytest.mark.parametrize("use_redis", [False, True])

@@ -12,7 +12,7 @@
  * Besides the generating endpoints: GET /v1/models (the --models list),
  * files (upload, list, retrieve, content, delete, kept in memory), audio
  * transcriptions and translations (multipart), and any other path answered
- * with what arrived ({"object":"mock.echo","method":...,"path":...}).
+ * with what arrived ({"id":"echo-N","object":"mock.echo","method":...,"path":...}).
  *
  * Faults per request (request headers) or for every request (POST
  * /_mock/config with the same names as JSON keys, without "x-mock-"):
@@ -920,11 +920,13 @@ static void transcription_request(struct http_req *req)
     reply_json(req, 200, body);
 }
 
-/* Any other path: what arrived, so tests can see where a call went. */
+/* Any other path: what arrived, so tests can see where a call went, with an
+ * id of its own (what a creation answers with: echo-1, echo-2...). */
 static void echo_request(struct http_req *req)
 {
+    static int echoes;
     struct sl_buf b = { 0 };
-    sl_buf_appends(&b, "{\"object\":\"mock.echo\",\"method\":");
+    sl_buf_printf(&b, "{\"id\":\"echo-%d\",\"object\":\"mock.echo\",\"method\":", ++echoes);
     sl_buf_json_string(&b, req->method.p, req->method.len);
     sl_buf_appends(&b, ",\"path\":");
     sl_buf_json_string(&b, req->path.p, req->path.len);
