@@ -118,6 +118,8 @@ void api_resource_of(struct sl_str method, struct sl_str path, struct api_resour
             res->what = API_RES_CREATE;
             return;
         }
+        if (len == 0 || memchr(id, '\0', len))
+            return; /* not a plain path (api_plain_path refuses it before) */
         if (len > API_RES_ID_MAX)
             len = API_RES_ID_MAX; /* longer than any id: its cut matches no record */
         memcpy(res->id, id, len);

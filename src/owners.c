@@ -109,8 +109,13 @@ void owners_after(struct limiter *l, const struct api_call *call, const struct a
     }
     if (stored_answer(call)) {
         char id[API_RES_ID_MAX + 1];
-        if (top_string(body, len, "id", id, sizeof(id)))
+        if (top_string(body, len, "id", id, sizeof(id))) {
             lim_own(l, id, me, STORED_TTL_S);
+            return;
+        }
+        cJSON *root = cJSON_ParseWithLength(body, len); /* past what the one pass reads */
+        own_string(l, cJSON_GetObjectItemCaseSensitive(root, "id"), me, STORED_TTL_S);
+        cJSON_Delete(root);
         return;
     }
     if (res->what != API_RES_CREATE && res->what != API_RES_ONE)
