@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "sluice/limit_local.h"
+#include "sluice/log.h"
 #include "sluice/util.h"
 
 /* A window's LIM_RING slots follow it, each 2, 4 or 8 bytes wide: as narrow
@@ -59,7 +60,8 @@ struct lim_local {
     int64_t window_ms, bucket_ms;
     pthread_mutex_t owners_lock;
     struct owner_rec **owners; /* nbuckets chains */
-    size_t nbuckets, nowners;
+    size_t nbuckets, nowners, owners_max;
+    int64_t owners_full_said_ms; /* when the last "full" warning was logged */
     pthread_mutex_t table_lock;
     struct entry **entries; /* in creation order (sl_grow) */
     int nentries;
@@ -73,6 +75,7 @@ struct lim_local *lim_local_new(int64_t window_ms)
     l->bucket_ms = SL_MAX(window_ms / LIM_BUCKETS, 1);
     pthread_mutex_init(&l->table_lock, NULL);
     pthread_mutex_init(&l->owners_lock, NULL);
+    l->owners_max = LIM_LOCAL_OWNERS_MAX;
     return l;
 }
 
@@ -736,11 +739,47 @@ static void local_owners(void *self, const char *const *ids, int n, lim_owners_c
     free(found);
 }
 
+void lim_local_owners_max(struct lim_local *l, size_t max)
+{
+    l->owners_max = max;
+}
+
+/* Full: the expired records go (one sweep); false if it is full still. Under owners_lock. */
+static bool owners_room(struct lim_local *l, int64_t now)
+{
+    if (l->nowners < l->owners_max)
+        return true;
+    for (size_t b = 0; b < l->nbuckets; b++)
+        for (struct owner_rec **at = &l->owners[b]; *at;)
+            if ((*at)->expires_ms && (*at)->expires_ms <= now) {
+                struct owner_rec *o = *at;
+                *at = o->next;
+                free(o->owner);
+                free(o);
+                l->nowners--;
+            } else {
+                at = &(*at)->next;
+            }
+    if (l->nowners < l->owners_max)
+        return true;
+    if (now - l->owners_full_said_ms >= 60000) {
+        l->owners_full_said_ms = now;
+        log_warn("%zu owner records of stored resources held in process: new ones are not kept "
+                 "(what they name is nobody's through sluice); with [redis] they live there",
+                 l->nowners);
+    }
+    return false;
+}
+
 static void local_own(void *self, const char *id, const char *owner, int64_t ttl_s)
 {
     struct lim_local *l = self;
     int64_t now = sl_wall_us() / 1000;
     pthread_mutex_lock(&l->owners_lock);
+    if (owner && !owners_room(l, now)) {
+        pthread_mutex_unlock(&l->owners_lock);
+        return;
+    }
     if (owner && l->nowners >= l->nbuckets * 2)
         owners_grow(l);
     struct owner_rec **at = owner_slot(l, id, now);

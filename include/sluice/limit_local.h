@@ -5,11 +5,18 @@
 #ifndef SLUICE_LIMIT_LOCAL_H
 #define SLUICE_LIMIT_LOCAL_H
 
+#include <stddef.h>
+
 #include "sluice/limit_core.h"
 
 struct lim_local;
 struct lim_local *lim_local_new(int64_t window_ms);
 void lim_local_free(struct lim_local *l);
+/* Owner records kept in the process at most (LIM_LOCAL_OWNERS_MAX; tests
+ * lower it): past it, expired ones are swept, then new records are dropped
+ * with a warning rather than let memory grow without end. */
+#define LIM_LOCAL_OWNERS_MAX (1 << 20)
+void lim_local_owners_max(struct lim_local *l, size_t max);
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
                      int64_t cost, int64_t spend, struct lim_decision *out);
 /* The windows as they stand, recording nothing (used_*, reset_*). */

@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <event2/buffer.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "sluice/api_call.h"
@@ -163,6 +164,30 @@ static void test_cut_list(void)
     evbuffer_free(out);
 }
 
+/* The in-process table does not grow without end: past its cap the
+ * expired records are swept, then new ones are dropped. */
+static void test_cap(struct lim_local *local)
+{
+    struct lim_local *small = lim_local_new(60000);
+    struct limiter keep = lim;
+    lim.local = (struct lim_backend){ &lim_local_ops, small };
+    lim_local_owners_max(small, 2);
+    lim_own(&lim, "old", "k:a", 1); /* kept a second */
+    lim_own(&lim, "b", "k:a", 0);
+    struct timespec ts = { 1, 100 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    lim_own(&lim, "c", "k:a", 0); /* full: "old" has expired and makes room */
+    lim_own(&lim, "d", "k:a", 0); /* full still: dropped */
+    CHECK(strcmp(owner_of("old"), "-") == 0 && strcmp(owner_of("b"), "k:a") == 0);
+    CHECK(strcmp(owner_of("c"), "k:a") == 0 && strcmp(owner_of("d"), "-") == 0);
+    lim_own(&lim, "b", NULL, 0); /* removing always works, and makes room */
+    lim_own(&lim, "d", "k:a", 0);
+    CHECK(strcmp(owner_of("d"), "k:a") == 0);
+    lim = keep;
+    lim_local_free(small);
+    (void)local;
+}
+
 int main(void)
 {
     struct lim_local *local = lim_local_new(60000);
@@ -171,6 +196,7 @@ int main(void)
     test_references();
     test_records();
     test_cut_list();
+    test_cap(local);
     lim_local_free(local);
     return check_done();
 }
