@@ -22,39 +22,45 @@ enum api_endpoint api_endpoint_of(const char *path, size_t len)
 }
 
 /* POSTs by exact path (or by family: the path or below it). */
+#define PATH(p) p, sizeof(p) - 1
+
 static const struct endpoint {
     const char *path;
+    size_t len;
     bool family;
     enum api_kind kind;
     enum api_unit unit;
 } post_endpoints[] = {
-    { "/v1/chat/completions", false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { "/v1/completions", false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { "/v1/embeddings", false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { "/v1/responses", false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { "/v1/images/generations", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { "/v1/images/edits", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { "/v1/images/variations", false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { "/v1/audio/speech", false, API_KIND_PER_REQUEST, API_UNIT_CHARACTER },
-    { "/v1/audio/transcriptions", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { "/v1/audio/translations", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { "/v1/moderations", false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { "/v1/files", true, API_KIND_FREE, API_UNIT_REQUEST },
-    { "/v1/uploads", true, API_KIND_FREE, API_UNIT_REQUEST },
+    { PATH("/v1/chat/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { PATH("/v1/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { PATH("/v1/embeddings"), false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { PATH("/v1/responses"), false, API_KIND_USAGE, API_UNIT_REQUEST },
+    { PATH("/v1/images/generations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { PATH("/v1/images/edits"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { PATH("/v1/images/variations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
+    { PATH("/v1/audio/speech"), false, API_KIND_PER_REQUEST, API_UNIT_CHARACTER },
+    { PATH("/v1/audio/transcriptions"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { PATH("/v1/audio/translations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { PATH("/v1/moderations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
+    { PATH("/v1/files"), true, API_KIND_FREE, API_UNIT_REQUEST },
+    { PATH("/v1/uploads"), true, API_KIND_FREE, API_UNIT_REQUEST },
 };
 
 /* Stored resources and lists: reading or removing them is free, and so is
  * cancelling a job (POST .../cancel). */
-static const char *const stored_families[] = {
-    "/v1/models",     "/v1/files",       "/v1/uploads",       "/v1/batches",
-    "/v1/vector_stores", "/v1/containers", "/v1/fine_tuning", "/v1/assistants",
-    "/v1/threads",    "/v1/evals",       "/v1/conversations", "/v1/responses",
-    "/v1/chat/completions",
+static const struct prefix {
+    const char *path;
+    size_t len;
+} stored_families[] = {
+    { PATH("/v1/models") },     { PATH("/v1/files") },      { PATH("/v1/uploads") },
+    { PATH("/v1/batches") },    { PATH("/v1/vector_stores") }, { PATH("/v1/containers") },
+    { PATH("/v1/fine_tuning") }, { PATH("/v1/assistants") }, { PATH("/v1/threads") },
+    { PATH("/v1/evals") },      { PATH("/v1/conversations") }, { PATH("/v1/responses") },
+    { PATH("/v1/chat/completions") },
 };
 
-static bool in_family(struct sl_str path, const char *prefix)
+static bool in_family(struct sl_str path, const char *prefix, size_t n)
 {
-    size_t n = strlen(prefix);
     return path.len >= n && memcmp(path.p, prefix, n) == 0 && (path.len == n || path.p[n] == '/');
 }
 
@@ -65,7 +71,8 @@ enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_uni
     if (post) {
         for (size_t i = 0; i < SL_ARRAY_LEN(post_endpoints); i++) {
             const struct endpoint *e = &post_endpoints[i];
-            if (e->family ? in_family(path, e->path) : sl_str_eq(path, e->path)) {
+            if (e->family ? in_family(path, e->path, e->len)
+                          : path.len == e->len && memcmp(path.p, e->path, e->len) == 0) {
                 *unit = e->unit;
                 return e->kind;
             }
@@ -73,7 +80,7 @@ enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_uni
     }
     bool read = !post || (path.len > 7 && memcmp(path.p + path.len - 7, "/cancel", 7) == 0);
     for (size_t i = 0; read && i < SL_ARRAY_LEN(stored_families); i++)
-        if (in_family(path, stored_families[i]))
+        if (in_family(path, stored_families[i].path, stored_families[i].len))
             return API_KIND_FREE;
     return API_KIND_UNKNOWN;
 }
@@ -83,15 +90,16 @@ enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_uni
  * models (ft:...) belong to whoever made the job. */
 static const struct family {
     const char *path;
+    size_t len;
     bool list, create;
 } families[] = {
-    { "/v1/files", true, true },          { "/v1/uploads", false, true },
-    { "/v1/batches", true, true },        { "/v1/vector_stores", true, true },
-    { "/v1/containers", true, true },     { "/v1/assistants", true, true },
-    { "/v1/threads", false, true },       { "/v1/evals", true, true },
-    { "/v1/conversations", false, true }, { "/v1/responses", false, false },
-    { "/v1/chat/completions", true, false }, { "/v1/fine_tuning/jobs", true, true },
-    { "/v1/models", false, false },
+    { PATH("/v1/files"), true, true },          { PATH("/v1/uploads"), false, true },
+    { PATH("/v1/batches"), true, true },        { PATH("/v1/vector_stores"), true, true },
+    { PATH("/v1/containers"), true, true },     { PATH("/v1/assistants"), true, true },
+    { PATH("/v1/threads"), false, true },       { PATH("/v1/evals"), true, true },
+    { PATH("/v1/conversations"), false, true }, { PATH("/v1/responses"), false, false },
+    { PATH("/v1/chat/completions"), true, false }, { PATH("/v1/fine_tuning/jobs"), true, true },
+    { PATH("/v1/models"), false, false },
 };
 
 void api_resource_of(struct sl_str method, struct sl_str path, struct api_resource *res)
@@ -99,9 +107,9 @@ void api_resource_of(struct sl_str method, struct sl_str path, struct api_resour
     memset(res, 0, sizeof(*res));
     for (size_t i = 0; i < SL_ARRAY_LEN(families); i++) {
         const struct family *f = &families[i];
-        if (!in_family(path, f->path))
+        if (!in_family(path, f->path, f->len))
             continue;
-        size_t n = strlen(f->path);
+        size_t n = f->len;
         if (path.len == n) { /* the family itself */
             if (f->list && sl_str_eq(method, "GET"))
                 res->what = API_RES_LIST;

@@ -634,7 +634,8 @@ void proxy_handle(struct worker *w, struct http_req *req)
     r->model_label = model_label;
     r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
                                 : 0;
-    api_resource_of(req->method, req->path, &r->res);
+    if (r->call.kind != API_KIND_USAGE) /* the generating endpoints name no stored resource */
+        api_resource_of(req->method, req->path, &r->res);
     if (r->res.what != API_RES_NONE || r->call.endpoint == API_RESPONSES || r->call.store == 1)
         owners_identity(key, r->owner); /* only where records are read or made */
     const char *ids[OWNERS_REFS];
