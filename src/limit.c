@@ -195,14 +195,22 @@ void lim_owners(struct limiter *l, const char *const *ids, int n, lim_owners_cb 
     b->ops->owners(b->self, ids, n, cb, arg);
 }
 
-void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s)
+void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t ttl_s,
+                  lim_done_cb done, void *arg)
 {
     const struct lim_backend *b = owners_home(l);
     if (!b->ops->up(b->self)) {
         log_warn("redis is down: the owner record of %s was not %s", id, owner ? "made" : "removed");
+        if (done)
+            done(false, arg);
         return;
     }
-    b->ops->own(b->self, id, owner, ttl_s);
+    b->ops->own(b->self, id, owner, ttl_s, done, arg);
+}
+
+void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s)
+{
+    lim_own_then(l, id, owner, ttl_s, NULL, NULL);
 }
 
 /* The limiter that recorded an admission (its ticket's `where`), or NULL. */

@@ -771,13 +771,16 @@ static bool owners_room(struct lim_local *l, int64_t now)
     return false;
 }
 
-static void local_own(void *self, const char *id, const char *owner, int64_t ttl_s)
+static void local_own(void *self, const char *id, const char *owner, int64_t ttl_s,
+                      lim_done_cb done, void *arg)
 {
     struct lim_local *l = self;
     int64_t now = sl_wall_us() / 1000;
     pthread_mutex_lock(&l->owners_lock);
     if (owner && !owners_room(l, now)) {
         pthread_mutex_unlock(&l->owners_lock);
+        if (done)
+            done(false, arg);
         return;
     }
     if (owner && l->nowners >= l->nbuckets * 2)
@@ -801,6 +804,8 @@ static void local_own(void *self, const char *id, const char *owner, int64_t ttl
         l->nowners++;
     }
     pthread_mutex_unlock(&l->owners_lock);
+    if (done)
+        done(true, arg);
 }
 
 const struct lim_ops lim_local_ops = {

@@ -1060,19 +1060,52 @@ static void redis_owners(void *self, const char *const *ids, int n, lim_owners_c
     evtimer_add(q->timer, &tv);
 }
 
+/* A record being written: done runs at the reply, or at the timeout. */
+struct own_call {
+    struct lim_redis *r;
+    lim_done_cb done; /* may be NULL */
+    void *arg;
+    bool answered;
+    struct event *timer;
+    char id[];
+};
+
+static void own_answer(struct own_call *q, bool ok)
+{
+    if (q->answered)
+        return;
+    q->answered = true;
+    lim_done_cb done = q->done;
+    if (!ok) {
+        atomic_fetch_add(&lim_redis_errors, 1);
+        log_warn("redis: the owner record of %s was not written", q->id);
+    }
+    if (done)
+        done(ok, q->arg);
+}
+
+static void own_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct own_call *q = arg;
+    own_answer(q, false);
+    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
+}
+
 static void own_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
     const redisReply *rep = reply;
-    if (!rep || rep->type == REDIS_REPLY_ERROR) {
-        atomic_fetch_add(&lim_redis_errors, 1);
-        log_warn("redis: an owner record of %s was not written%s%s", (char *)priv,
-                 rep ? ": " : "", rep ? rep->str : "");
-    }
-    free(priv);
+    struct own_call *q = priv;
+    own_answer(q, rep && rep->type != REDIS_REPLY_ERROR); /* unless the timeout did */
+    if (q->timer)
+        event_free(q->timer);
+    free(q);
 }
 
-static void redis_own(void *self, const char *id, const char *owner, int64_t ttl_s)
+static void redis_own(void *self, const char *id, const char *owner, int64_t ttl_s,
+                      lim_done_cb done, void *arg)
 {
     struct lim_redis *r = self;
     char key[256], ttl[24];
@@ -1080,10 +1113,21 @@ static void redis_own(void *self, const char *id, const char *owner, int64_t ttl
     snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s);
     const char *argv[5] = { owner ? "SET" : "DEL", key, owner, "EX", ttl };
     int argc = !owner ? 2 : ttl_s ? 5 : 3;
-    char *what = sl_strdup(id);
+    size_t len = strlen(id);
+    struct own_call *q = sl_calloc(1, sizeof(*q) + len + 1);
+    q->r = r;
+    q->done = done;
+    q->arg = arg;
+    memcpy(q->id, id, len + 1);
     if (r->state != R_UP ||
-        redisAsyncCommandArgv(r->ac, own_reply, what, argc, argv, NULL) != REDIS_OK)
-        own_reply(NULL, NULL, what);
+        redisAsyncCommandArgv(r->ac, own_reply, q, argc, argv, NULL) != REDIS_OK) {
+        own_answer(q, false);
+        free(q);
+        return;
+    }
+    q->timer = evtimer_new(r->base, own_timeout, q);
+    struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
+    evtimer_add(q->timer, &tv);
 }
 
 const struct lim_ops lim_redis_ops = {

@@ -69,10 +69,35 @@ static bool top_string(const char *body, size_t len, const char *name, char *out
     return false;
 }
 
-static void own_string(struct limiter *l, const cJSON *v, const char *me, int64_t ttl_s)
+/* The records one answer makes: done runs once all are written. */
+struct batch {
+    struct limiter *l;
+    int left; /* records not written yet, and one for owners_after itself */
+    void (*done)(void *arg);
+    void *arg;
+};
+
+static void batch_one(bool ok, void *arg)
+{
+    (void)ok; /* one not written is logged by the limiter; the answer goes out anyway */
+    struct batch *b = arg;
+    if (--b->left)
+        return;
+    if (b->done)
+        b->done(b->arg);
+    free(b);
+}
+
+static void own_id(struct batch *b, const char *id, const char *owner, int64_t ttl_s)
+{
+    b->left++;
+    lim_own_then(b->l, id, owner, ttl_s, batch_one, b);
+}
+
+static void own_string(struct batch *b, const cJSON *v, const char *me, int64_t ttl_s)
 {
     if (cJSON_IsString(v) && v->valuestring[0] && strlen(v->valuestring) <= API_RES_ID_MAX)
-        lim_own(l, v->valuestring, me, ttl_s);
+        own_id(b, v->valuestring, me, ttl_s);
 }
 
 /* Whether the call's answer is stored upstream: a response (store defaults to
@@ -95,26 +120,30 @@ bool owners_stream_event(struct limiter *l, const struct api_call *call, const c
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id"); /* a chat chunk's */
     if (!id) /* a Responses event: response.created carries the response */
         id = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "response"), "id");
-    own_string(l, id, me, STORED_TTL_S);
+    struct batch *b = sl_calloc(1, sizeof(*b));
+    *b = (struct batch){ l, 1, NULL, NULL };
+    own_string(b, id, me, STORED_TTL_S); /* not waited for: the stream goes on */
+    batch_one(true, b);
     cJSON_Delete(root);
     return true;
 }
 
-void owners_after(struct limiter *l, const struct api_call *call, const struct api_resource *res,
-                  const char *me, const char *body, size_t len)
+/* What a successful answer makes or removes, into b. */
+static void records_of(struct batch *b, const struct api_call *call, const struct api_resource *res,
+                       const char *me, const char *body, size_t len)
 {
     if (res->deletes) {
-        lim_own(l, res->id, NULL, 0);
+        own_id(b, res->id, NULL, 0);
         return;
     }
     if (stored_answer(call)) {
         char id[API_RES_ID_MAX + 1];
         if (top_string(body, len, "id", id, sizeof(id))) {
-            lim_own(l, id, me, STORED_TTL_S);
+            own_id(b, id, me, STORED_TTL_S);
             return;
         }
         cJSON *root = cJSON_ParseWithLength(body, len); /* past what the one pass reads */
-        own_string(l, cJSON_GetObjectItemCaseSensitive(root, "id"), me, STORED_TTL_S);
+        own_string(b, cJSON_GetObjectItemCaseSensitive(root, "id"), me, STORED_TTL_S);
         cJSON_Delete(root);
         return;
     }
@@ -126,16 +155,29 @@ void owners_after(struct limiter *l, const struct api_call *call, const struct a
         return;
     }
     if (res->what == API_RES_CREATE)
-        own_string(l, cJSON_GetObjectItemCaseSensitive(root, "id"), me, 0);
+        own_string(b, cJSON_GetObjectItemCaseSensitive(root, "id"), me, 0);
     /* what an answer brings into being: an upload's file, a run's thread, a job's model */
-    own_string(l, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "file"), "id"),
+    own_string(b, cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "file"), "id"),
                me, 0);
     if (res->what == API_RES_CREATE)
-        own_string(l, cJSON_GetObjectItemCaseSensitive(root, "thread_id"), me, 0);
+        own_string(b, cJSON_GetObjectItemCaseSensitive(root, "thread_id"), me, 0);
     const cJSON *object = cJSON_GetObjectItemCaseSensitive(root, "object");
     if (cJSON_IsString(object) && strcmp(object->valuestring, "fine_tuning.job") == 0)
-        own_string(l, cJSON_GetObjectItemCaseSensitive(root, "fine_tuned_model"), me, 0);
+        own_string(b, cJSON_GetObjectItemCaseSensitive(root, "fine_tuned_model"), me, 0);
     cJSON_Delete(root);
+}
+
+bool owners_after(struct limiter *l, const struct api_call *call, const struct api_resource *res,
+                  const char *me, const char *body, size_t len, void (*done)(void *arg), void *arg)
+{
+    struct batch *b = sl_calloc(1, sizeof(*b));
+    *b = (struct batch){ l, 1, done, arg };
+    records_of(b, call, res, me, body, len);
+    bool any = b->left > 1;
+    if (!any)
+        b->done = NULL; /* nothing to wait for: the caller goes on by itself */
+    batch_one(true, b);
+    return any;
 }
 
 bool owners_is_list(const struct api_resource *res)

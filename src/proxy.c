@@ -73,7 +73,8 @@
     X(FORWARDING) /* attempts run one after another; nothing sent to the client yet */            \
     X(CAPACITY)   /* the limiter holds the picked backend's rpm/tpm check; on_capacity next */    \
     X(RELAYING)   /* a stream is being relayed: the client has its head */                        \
-    X(FILTERING)  /* a list answer waits for its items' owners (owners.h); on_list_owners next */ \
+    X(FILTERING)  /* owners.h: a list answer waits for its items' owners, a creation for its     \
+                     records to be written; on_list_owners or on_recorded next */                \
     X(ABANDONED)  /* ended while ADMITTING or FILTERING: answered, waits for the limiter */      \
     X(SETTLING)   /* answered: usage settled, logged, counted */                                  \
     X(DETACHED)   /* settled while CAPACITY: waits for on_capacity to free it */                  \
@@ -995,6 +996,13 @@ static void on_list_owners(bool ok, const char *const *owners, void *arg)
     request_end(r, END_RESPONDED, NULL);
 }
 
+/* The records an answer made are written: the client may learn their ids now. */
+static void on_recorded(void *arg)
+{
+    struct sl_request *r = arg;
+    request_end(r, r->phase == PHASE_ABANDONED ? r->end : END_RESPONDED, NULL);
+}
+
 /* A list answer: its items' owners are looked up, then it is cut to the caller's. */
 static void filter_list(struct sl_request *r)
 {
@@ -1052,9 +1060,17 @@ static void end_attempts(struct sl_request *r)
                                                  headers });
     }
     const struct up_outcome_info *oi = up_outcome_info(r->at.outcome);
-    if (oi->error == ERR_NONE && oi->end == END_RESPONDED && owners_is_list(&r->res) &&
-        r->kept_status == 200 && r->kept_body)
-        return filter_list(r); /* only the caller's own are shown */
+    if (oi->error == ERR_NONE && oi->end == END_RESPONDED && r->kept_status >= 200 &&
+        r->kept_status <= 299 && r->kept_body) {
+        if (owners_is_list(&r->res) && r->kept_status == 200)
+            return filter_list(r); /* only the caller's own are shown */
+        set_phase(r, PHASE_FILTERING); /* what it created is the caller's before it is told */
+        if (owners_after(&r->w->limiter, &r->call, &r->res, r->owner,
+                         (const char *)evbuffer_pullup(r->kept_body, -1),
+                         evbuffer_get_length(r->kept_body), on_recorded, r))
+            return; /* on_recorded answers */
+        return request_end(r, END_RESPONDED, NULL);
+    }
     if (oi->error == ERR_NONE)
         return request_end(r, oi->end, NULL); /* the upstream's answer as it was */
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
@@ -1734,11 +1750,6 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
 {
     bool held = r->phase == PHASE_CAPACITY; /* the limiter still holds a backend's check */
     r->end = cause;
-    if (cause == END_RESPONDED && r->phase != PHASE_RELAYING && r->kept_status >= 200 &&
-        r->kept_status <= 299 && r->kept_body) /* what it created is the caller's from now on */
-        owners_after(&r->w->limiter, &r->call, &r->res, r->owner,
-                     (const char *)evbuffer_pullup(r->kept_body, -1),
-                     evbuffer_get_length(r->kept_body));
     cJSON_Delete(r->list);
     r->list = NULL;
     answer(r, own);

@@ -67,6 +67,9 @@ void lim_peek(struct limiter *l, const char *key, const struct lim_limits *lim, 
  * ownership is never guessed. A record made then is lost (logged). */
 void lim_owners(struct limiter *l, const char *const *ids, int n, lim_owners_cb cb, void *arg);
 void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s);
+/* The same, and done runs once the record is written (ok=false if it was not). */
+void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t ttl_s,
+                  lim_done_cb done, void *arg);
 
 /* x-ratelimit-* header lines for an admitted request (budget in USD). */
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);

@@ -151,6 +151,7 @@ bool lim_unlimited(const struct lim_limits *lim);
  * the limiter could not answer; owners[i] is the record of ids[i], NULL if
  * none. Both point into the caller's or the limiter's memory for the call only. */
 typedef void (*lim_owners_cb)(bool ok, const char *const *owners, void *arg);
+typedef void (*lim_done_cb)(bool ok, void *arg);
 #define LIM_OWNERS_MAX 10000 /* ids in one lookup (a list of files holds up to 10,000) */
 
 /* One limiter, as the facade (limit.h) calls it: the in-process windows
@@ -176,8 +177,10 @@ struct lim_ops {
                   const struct lim_decision *ticket);
     /* The owner records of n ids. */
     void (*owners)(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg);
-    /* Records id's owner (ttl_s 0: until removed), or removes it (owner NULL). */
-    void (*own)(void *self, const char *id, const char *owner, int64_t ttl_s);
+    /* Records id's owner (ttl_s 0: until removed), or removes it (owner NULL);
+     * done (may be NULL) runs once it is written, ok=false if it was not. */
+    void (*own)(void *self, const char *id, const char *owner, int64_t ttl_s, lim_done_cb done,
+                void *arg);
 };
 
 #endif

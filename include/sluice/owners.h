@@ -33,9 +33,12 @@ int owners_refs(const struct api_call *call, const struct api_resource *res,
  * the caller's (a creation's `id`, an upload's `file.id`, a fine-tuning
  * job's `fine_tuned_model`, a run's `thread_id`, a stored response or chat
  * completion's `id`, kept 30 days as upstream keeps them); a DELETE's id
- * loses its record. */
-void owners_after(struct limiter *l, const struct api_call *call, const struct api_resource *res,
-                  const char *me, const char *body, size_t len);
+ * loses its record. True if it writes records: done(arg) then runs once
+ * they are written (or failed, logged), so the client learns an id only
+ * when every node can find its owner. False: nothing to write, done is not
+ * called. */
+bool owners_after(struct limiter *l, const struct api_call *call, const struct api_resource *res,
+                  const char *me, const char *body, size_t len, void (*done)(void *arg), void *arg);
 
 /* A streamed answer's event: a stored response's (or chat completion's) id
  * in its first event becomes the caller's. True once nothing more is to be

@@ -55,7 +55,7 @@ static void stored_response(const char *body, size_t len)
     static unsigned run;
     char me[32];
     snprintf(me, sizeof(me), "k:run%u", ++run);
-    owners_after(&lim, &call, &res, me, body, len);
+    owners_after(&lim, &call, &res, me, body, len, NULL, NULL);
     if (want) /* a valid object with a plain first id: recorded, for this caller */
         FUZZ_ASSERT(strcmp(owner_of(want), me) == 0);
     cJSON_Delete(root);
@@ -66,7 +66,7 @@ static void creation(const char *body, size_t len, bool one)
     struct api_call call = { .kind = API_KIND_FREE, .endpoint = API_OTHER, .store = -1 };
     struct api_resource res = { .what = one ? API_RES_ONE : API_RES_CREATE };
     strcpy(res.id, "x");
-    owners_after(&lim, &call, &res, "k:c", body, len);
+    owners_after(&lim, &call, &res, "k:c", body, len, NULL, NULL);
     struct api_call stream = { .kind = API_KIND_USAGE, .endpoint = API_CHAT, .store = 1 };
     owners_stream_event(&lim, &stream, "k:s", body, len);
 }

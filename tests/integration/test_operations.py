@@ -176,8 +176,13 @@ def test_workers_share_limits_breakers_and_metrics(mock, start_sluice):
     with ThreadPoolExecutor(32) as pool:
         statuses = list(pool.map(one, range(120)))
     assert statuses.count(200) == 40 and statuses.count(429) == 80
-    m = scrape(s)
-    total = sum(v for (name, labels), v in m.items() if name == "sluice_requests_total")
+    deadline = time.time() + 5  # a request is counted just after its answer leaves
+    while True:
+        m = scrape(s)
+        total = sum(v for (name, labels), v in m.items() if name == "sluice_requests_total")
+        if total == 120 or time.time() > deadline:
+            break
+        time.sleep(0.05)
     assert total == 120
     assert mock.stats()["requests"] == 40
     assert "2 workers" in s.log_text()

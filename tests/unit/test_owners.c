@@ -96,33 +96,33 @@ static void test_records(void)
     struct api_call call = { .kind = API_KIND_FREE, .endpoint = API_OTHER, .store = -1 };
     struct api_resource r = res_of("POST", "/v1/files");
     const char made[] = "{\"id\":\"file-7\",\"object\":\"file\"}";
-    owners_after(&lim, &call, &r, "k:a", made, sizeof(made) - 1);
+    owners_after(&lim, &call, &r, "k:a", made, sizeof(made) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("file-7"), "k:a") == 0);
     r = res_of("POST", "/v1/uploads/upload_1/complete");
     const char done[] = "{\"id\":\"upload_1\",\"file\":{\"id\":\"file-8\"}}";
-    owners_after(&lim, &call, &r, "k:a", done, sizeof(done) - 1);
+    owners_after(&lim, &call, &r, "k:a", done, sizeof(done) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("file-8"), "k:a") == 0);
     CHECK(strcmp(owner_of("upload_1"), "-") == 0); /* made by the POST that created it */
     r = res_of("GET", "/v1/fine_tuning/jobs/ftjob-1");
     const char job[] = "{\"object\":\"fine_tuning.job\",\"id\":\"ftjob-1\",\"fine_tuned_model\":\"ft:m:o:x\"}";
-    owners_after(&lim, &call, &r, "t:t", job, sizeof(job) - 1);
+    owners_after(&lim, &call, &r, "t:t", job, sizeof(job) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("ft:m:o:x"), "t:t") == 0);
     r = res_of("DELETE", "/v1/files/file-7");
-    owners_after(&lim, &call, &r, "k:a", "{}", 2);
+    owners_after(&lim, &call, &r, "k:a", "{}", 2, NULL, NULL);
     CHECK(strcmp(owner_of("file-7"), "-") == 0);
     /* a stored response: by its first member id, read without a tree */
     struct api_call resp = { .kind = API_KIND_USAGE, .endpoint = API_RESPONSES, .store = -1 };
     r = res_of("POST", "/v1/responses");
     const char answer[] = "{ \"id\" : \"resp_5\", \"output\":[{\"id\":\"msg_1\"}]}";
-    owners_after(&lim, &resp, &r, "k:b", answer, sizeof(answer) - 1);
+    owners_after(&lim, &resp, &r, "k:b", answer, sizeof(answer) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("resp_5"), "k:b") == 0);
     resp.store = 0; /* store: false keeps nothing upstream */
     const char unstored[] = "{\"id\":\"resp_6\"}";
-    owners_after(&lim, &resp, &r, "k:b", unstored, sizeof(unstored) - 1);
+    owners_after(&lim, &resp, &r, "k:b", unstored, sizeof(unstored) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("resp_6"), "-") == 0);
     struct api_call chat = { .kind = API_KIND_USAGE, .endpoint = API_CHAT, .store = -1 };
     const char completion[] = "{\"id\":\"chatcmpl-1\"}";
-    owners_after(&lim, &chat, &r, "k:b", completion, sizeof(completion) - 1);
+    owners_after(&lim, &chat, &r, "k:b", completion, sizeof(completion) - 1, NULL, NULL);
     CHECK(strcmp(owner_of("chatcmpl-1"), "-") == 0); /* not stored unless asked */
     chat.store = 1;
     const char chunk[] = "{\"id\":\"chatcmpl-2\",\"choices\":[]}";
