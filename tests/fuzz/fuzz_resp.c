@@ -12,27 +12,7 @@
 #include "sluice/limit_redis.h"
 #include "sluice/log.h"
 #include "sluice/redis_reply.h"
-
-static bool same(const redisReply *a, const redisReply *b)
-{
-    if (!a || !b || a->type != b->type)
-        return false;
-    switch (a->type) {
-    case REDIS_REPLY_INTEGER:
-        return a->integer == b->integer;
-    case REDIS_REPLY_NIL:
-        return true;
-    case REDIS_REPLY_ARRAY:
-        if (a->elements != b->elements)
-            return false;
-        for (size_t i = 0; i < a->elements; i++)
-            if (!same(a->element[i], b->element[i]))
-                return false;
-        return true;
-    default:
-        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0 && a->str[a->len] == '\0';
-    }
-}
+#include "../unit/reply_same.h"
 
 static void decisions(const redisReply *r)
 {

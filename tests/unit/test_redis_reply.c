@@ -7,6 +7,7 @@
 
 #include "check.h"
 #include "sluice/redis_reply.h"
+#include "reply_same.h"
 #include "sluice/util.h"
 
 static void gen_bulk(struct sl_buf *b, size_t len)
@@ -47,27 +48,6 @@ static void gen_value(struct sl_buf *b, int depth)
         for (size_t i = 0; i < n; i++)
             gen_value(b, depth + 1);
     }
-    }
-}
-
-static bool same(const redisReply *a, const redisReply *b)
-{
-    if (!a || !b || a->type != b->type)
-        return false;
-    switch (a->type) {
-    case REDIS_REPLY_INTEGER:
-        return a->integer == b->integer;
-    case REDIS_REPLY_NIL:
-        return true;
-    case REDIS_REPLY_ARRAY:
-        if (a->elements != b->elements)
-            return false;
-        for (size_t i = 0; i < a->elements; i++)
-            if (!same(a->element[i], b->element[i]))
-                return false;
-        return true;
-    default:
-        return a->len == b->len && memcmp(a->str, b->str, a->len) == 0 && a->str[a->len] == '\0';
     }
 }
 
