@@ -24,26 +24,29 @@ enum api_endpoint api_endpoint_of(const char *path, size_t len)
 /* POSTs by exact path (or by family: the path or below it). */
 #define PATH(p) p, sizeof(p) - 1
 
+/* stateless: running it twice stores nothing (resend_unanswered = stateless
+ * may send it once more); chat completions and responses ask the body's store. */
 static const struct endpoint {
     const char *path;
     size_t len;
     bool family;
     enum api_kind kind;
     enum api_unit unit;
+    bool stateless;
 } post_endpoints[] = {
-    { PATH("/v1/chat/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { PATH("/v1/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { PATH("/v1/embeddings"), false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { PATH("/v1/responses"), false, API_KIND_USAGE, API_UNIT_REQUEST },
-    { PATH("/v1/images/generations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { PATH("/v1/images/edits"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { PATH("/v1/images/variations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE },
-    { PATH("/v1/audio/speech"), false, API_KIND_PER_REQUEST, API_UNIT_CHARACTER },
-    { PATH("/v1/audio/transcriptions"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { PATH("/v1/audio/translations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { PATH("/v1/moderations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST },
-    { PATH("/v1/files"), true, API_KIND_FREE, API_UNIT_REQUEST },
-    { PATH("/v1/uploads"), true, API_KIND_FREE, API_UNIT_REQUEST },
+    { PATH("/v1/chat/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/embeddings"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/responses"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/images/generations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },
+    { PATH("/v1/images/edits"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },
+    { PATH("/v1/images/variations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },
+    { PATH("/v1/audio/speech"), false, API_KIND_PER_REQUEST, API_UNIT_CHARACTER, true },
+    { PATH("/v1/audio/transcriptions"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST, true },
+    { PATH("/v1/audio/translations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST, true },
+    { PATH("/v1/moderations"), false, API_KIND_PER_REQUEST, API_UNIT_REQUEST, true },
+    { PATH("/v1/files"), true, API_KIND_FREE, API_UNIT_REQUEST, false },
+    { PATH("/v1/uploads"), true, API_KIND_FREE, API_UNIT_REQUEST, false },
 };
 
 /* Stored resources and lists: reading or removing them is free, and so is
@@ -83,6 +86,22 @@ enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_uni
         if (in_family(path, stored_families[i].path, stored_families[i].len))
             return API_KIND_FREE;
     return API_KIND_UNKNOWN;
+}
+
+bool api_stateless(const struct api_call *call, struct sl_str method, struct sl_str path)
+{
+    if (!sl_str_eq(method, "POST") || call->stateful)
+        return false;
+    if (call->endpoint == API_RESPONSES) /* stored unless the body says store: false */
+        return call->store == 0;
+    if ((call->endpoint == API_CHAT || call->endpoint == API_COMPLETIONS) && call->store == 1)
+        return false; /* a stored completion */
+    for (size_t i = 0; i < SL_ARRAY_LEN(post_endpoints); i++) {
+        const struct endpoint *e = &post_endpoints[i];
+        if (!e->family && path.len == e->len && memcmp(path.p, e->path, e->len) == 0)
+            return e->stateless;
+    }
+    return false;
 }
 
 /* Families whose second segment is a stored resource's id; the ones with a

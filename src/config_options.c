@@ -22,6 +22,7 @@ static const char *const key_modes[] = { "enforce", "shadow", NULL };
 static const char *const access_formats[] = { "text", "json", NULL };
 static const char *const unpriced_choices[] = { "deny", "allow", NULL };
 static const char *const balances[] = { "weighted", "latency", "least_inflight", NULL };
+static const char *const resend_modes[] = { "no", "yes", "stateless", NULL };
 
 #define SRV(f) offsetof(struct cfg_server, f)
 #define RDS(f) offsetof(struct cfg_redis, f)
@@ -203,7 +204,18 @@ const struct option cfg_options[] = {
       .doc = "TCP+TLS connect limit" },
     { .scope = SCOPE_BACKEND, .name = "timeout", .type = T_DURATION, .offset = BCK(timeout_ms),
       .def = "10m", .min = 1, .max = DAY_MS,
-      .doc = "first byte and whole response" },
+      .doc = "the whole response, streams included" },
+    { .scope = SCOPE_BACKEND, .name = "first_byte_timeout", .type = T_DURATION, .offset = BCK(first_byte_timeout_ms),
+      .def = "60s", .min = 1, .max = DAY_MS,
+      .doc = "request sent -> response head: when it passes and nothing reached the client, the "
+             "attempt fails over as a connect error does (timeout stays the whole-response limit); "
+             "a non-streamed answer's head comes with the whole answer, so keep it above the longest "
+             "non-streamed generation" },
+    { .scope = SCOPE_BACKEND, .name = "max_retry_wait", .type = T_DURATION, .offset = BCK(max_retry_wait_ms),
+      .def = "5s", .min = 0, .max = 600000,
+      .doc = "a 429 or 5xx whose Retry-After is at most this is waited out, and the request sent to "
+             "the same backend once more, before a fallback model is tried (within the client's "
+             "x-stainless-timeout and request_timeout); 0 = never wait" },
     { .scope = SCOPE_BACKEND, .name = "breaker_failures", .type = T_INT, .offset = BCK(breaker_failures),
       .def = "3", .min = 1, .max = 10000,
       .doc = "failures within breaker_window that open the breaker" },
@@ -251,10 +263,13 @@ const struct option cfg_options[] = {
       .def = "yes",
       .doc = "no: the backend's certificate and name are not checked (logged as a warning at every "
              "load; for tests only)" },
-    { .scope = SCOPE_BACKEND, .name = "resend_unanswered", .type = T_BOOL, .offset = BCK(resend_unanswered),
-      .def = "no",
-      .doc = "yes: a request sent but never answered (connection closed first) is sent again, each "
-             "time a counted attempt; no: 502 (the upstream may have read it)" },
+    { .scope = SCOPE_BACKEND, .name = "resend_unanswered", .type = T_ENUM, .offset = BCK(resend_unanswered),
+      .def = "stateless", .choices = resend_modes,
+      .doc = "a request sent but never answered (the connection closed or reset before any response "
+             "byte): stateless = sent once more when its path is stateless inference (chat "
+             "completions, completions, embeddings, responses with store false, moderations, audio); "
+             "yes = sent again whatever the path, each time a counted attempt; no = 502 (the "
+             "upstream may have read it)" },
     { .scope = SCOPE_BACKEND, .name = "rpm", .type = T_INT, .offset = BCK(rpm),
       .def = "0", .max = BIG,
       .doc = "the deployment's own requests per minute: at it, the backend is skipped (shared by all "

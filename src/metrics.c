@@ -405,6 +405,22 @@ static void render_key_inflight(struct sl_buf *out, const struct config *c)
 
 /* The gauges and counters kept outside the registry: breakers, Redis,
  * requests in flight and waiting, usage log and trace exports, reloads. */
+#define MODEL_BREAKERS_SHOWN 4096
+
+/* The (backend, model) breakers that have opened since the config loaded. */
+static void model_breakers(struct sl_buf *out, struct generation *gen)
+{
+    struct pool_model_breaker *mb = sl_malloc(MODEL_BREAKERS_SHOWN * sizeof(*mb));
+    int n = SL_MIN(pool_model_breakers(gen->pool, mb, MODEL_BREAKERS_SHOWN), MODEL_BREAKERS_SHOWN);
+    sl_buf_appends(out, "# HELP sluice_backend_model_state Circuit breaker of a backend for one model "
+                        "(shown once it has opened): 0 closed, 1 open, 2 half-open.\n"
+                        "# TYPE sluice_backend_model_state gauge\n");
+    for (int k = 0; k < n; k++)
+        sl_buf_printf(out, "sluice_backend_model_state{backend=\"%s\",model=\"%s\"} %d\n",
+                      gen->cfg->backends[mb[k].backend].name, mb[k].model, (int)mb[k].state);
+    free(mb);
+}
+
 static void render_node(struct sl_buf *out, struct generation *gen)
 {
     sl_buf_printf(out,
@@ -424,6 +440,7 @@ static void render_node(struct sl_buf *out, struct generation *gen)
     for (int i = 0; i < gen->cfg->nbackends; i++)
         sl_buf_printf(out, "sluice_backend_state{backend=\"%s\"} %d\n", gen->cfg->backends[i].name,
                       (int)pool_state(gen->pool, i));
+    model_breakers(out, gen);
     sl_buf_printf(out,
                   "# HELP sluice_redis_errors_total Redis calls that failed or timed out.\n"
                   "# TYPE sluice_redis_errors_total counter\nsluice_redis_errors_total %lu\n"

@@ -71,6 +71,8 @@ enum up_outcome up_classify(enum up_end how, int status, bool relaying,
         return UP_OUTCOME_NO_ANSWER;
     case UP_TIMEOUT:
         return UP_OUTCOME_TIMEOUT;
+    case UP_FIRST_BYTE_TIMEOUT:
+        return UP_OUTCOME_FIRST_BYTE_TIMEOUT;
     case UP_REFUSED:
         return UP_OUTCOME_TOO_LARGE;
     case UP_BROKEN:

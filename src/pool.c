@@ -1,5 +1,7 @@
-/* Priority groups, the balance strategies and a circuit breaker per backend.
- * All state is under one mutex, so every worker sees the same breakers; the
+/* Priority groups, the balance strategies and the circuit breakers: one per
+ * (backend, model), which the model's failures move, and one per backend,
+ * which connection-level failures (and calls without a model) move; a
+ * backend takes a model's request while both let it. All state is under one mutex, so every worker sees the same breakers; the
  * critical sections are a few dozen instructions per candidate. In-flight
  * counts are atomics in cells shared with the pools of older generations. */
 #include "sluice/pool.h"
@@ -18,8 +20,14 @@ struct breaker {
     enum breaker_state state;
     int64_t open_until; /* ms, while open */
     bool probe_in_flight;
+    bool tripped;      /* has opened since the pool was made: its gauge is shown */
     int64_t *failures; /* ring of the last breaker_failures failure times */
     int64_t nfail, next;
+};
+
+/* Whose breaker it is, for the log lines: the backend, and the model or NULL. */
+struct breaker_of {
+    const char *backend, *model;
 };
 
 /* Requests open at one backend, counted across config generations. */
@@ -38,10 +46,12 @@ struct backend_state {
     struct slots *slots;
 };
 
-/* The candidates of one model name: backends listing it, and those with `*`. */
+/* The candidates of one model name: backends listing it, and those with `*`,
+ * each with the breaker of that (backend, model) pair. */
 struct model_entry {
     const char *name; /* borrowed from the config */
     int *backends;
+    struct breaker *br; /* [n], made once the index is complete */
     int n;
 };
 
@@ -55,6 +65,7 @@ struct pool {
     int nentries;
     int *any; /* backends with models = *: the candidates of every other name */
     int nany;
+    struct model_entry other; /* names no backend or [model] lists: one breaker set, on `*` */
     uint64_t rng; /* xorshift64, for the latency strategy's two choices */
 };
 
@@ -77,7 +88,7 @@ static void index_add(struct pool *p, const char *name, int backend)
     if (!e) {
         p->entries = sl_grow(p->entries, sizeof(*p->entries), p->nentries);
         e = &p->entries[p->nentries];
-        *e = (struct model_entry){ name, sl_calloc((size_t)p->cfg->nbackends, sizeof(int)), 0 };
+        *e = (struct model_entry){ name, sl_calloc((size_t)p->cfg->nbackends, sizeof(int)), NULL, 0 };
         sl_names_add(&p->index, name, strlen(name), p->nentries++, NULL);
     }
     if (e->n == 0 || e->backends[e->n - 1] != backend) /* a name listed twice */
@@ -112,19 +123,61 @@ static void index_build(struct pool *p)
     }
 }
 
-/* The candidates of a model, in backend order. */
-static const int *candidates(const struct pool *p, const char *model, size_t len, int *n)
+/* The names of [model] sections and what they send upstream, served by the
+ * `*` backends, get breakers of their own too. */
+static void index_name(struct pool *p, const char *name)
 {
-    const struct model_entry *e = entry_of(p, model, len);
-    if (e) {
-        *n = e->n;
-        return e->backends;
+    if (!name || entry_of(p, name, strlen(name)) || !p->nany)
+        return;
+    for (int k = 0; k < p->nany; k++)
+        index_add(p, name, p->any[k]);
+}
+
+static void index_models(struct pool *p)
+{
+    const struct config *c = p->cfg;
+    for (int m = 0; m < c->nmodels; m++) {
+        const struct cfg_model *cm = &c->models[m];
+        index_name(p, cm->name);
+        index_name(p, cm->upstream);
+        for (int j = 0; j < cm->fallbacks.n; j++)
+            index_name(p, cm->fallbacks.names[j]);
+        for (int j = 0; j < cm->context_fallbacks.n; j++)
+            index_name(p, cm->context_fallbacks.names[j]);
     }
-    *n = p->nany;
-    return p->any;
+}
+
+static void breakers_new(struct pool *p, struct model_entry *e)
+{
+    e->br = sl_calloc((size_t)SL_MAX(e->n, 1), sizeof(*e->br));
+    for (int k = 0; k < e->n; k++)
+        e->br[k].failures =
+            sl_calloc((size_t)p->cfg->backends[e->backends[k]].breaker_failures, sizeof(int64_t));
+}
+
+static void breakers_free(struct model_entry *e)
+{
+    for (int k = 0; e->br && k < e->n; k++)
+        free(e->br[k].failures);
+    free(e->br);
+}
+
+/* The candidates of a model, in backend order, with their breakers. */
+static struct model_entry *candidates(struct pool *p, const char *model, size_t len)
+{
+    struct model_entry *e = entry_of(p, model, len);
+    return e ? e : &p->other;
 }
 
 /* ---- life ---- */
+
+static void carry_breaker(struct breaker *to, const struct breaker *from)
+{
+    to->state = from->state;
+    to->open_until = from->open_until;
+    to->tripped = from->tripped;
+    to->probe_in_flight = false;
+}
 
 /* A reload keeps what the old pool knew about a backend of the same name: an
  * open breaker stays open, the latency estimate and the upstream's word stay,
@@ -138,13 +191,27 @@ static bool carry_over(struct pool *p, int i, struct pool *prev)
         pthread_mutex_lock(&prev->lock);
         p->be[i] = prev->be[j];
         atomic_fetch_add(&p->be[i].slots->refs, 1);
-        p->br[i].state = prev->br[j].state;
-        p->br[i].open_until = prev->br[j].open_until;
-        p->br[i].probe_in_flight = false;
+        carry_breaker(&p->br[i], &prev->br[j]);
         pthread_mutex_unlock(&prev->lock);
         return true;
     }
     return false;
+}
+
+/* A reload keeps the open breakers of (backend, model) pairs of the same names. */
+static void carry_over_models(struct pool *p, struct model_entry *e, struct pool *prev)
+{
+    struct model_entry *old = e == &p->other ? &prev->other : entry_of(prev, e->name, strlen(e->name));
+    if (!old)
+        return;
+    pthread_mutex_lock(&prev->lock);
+    for (int k = 0; k < e->n; k++) {
+        const char *name = p->cfg->backends[e->backends[k]].name;
+        for (int j = 0; j < old->n; j++)
+            if (strcmp(prev->cfg->backends[old->backends[j]].name, name) == 0)
+                carry_breaker(&e->br[k], &old->br[j]);
+    }
+    pthread_mutex_unlock(&prev->lock);
 }
 
 struct pool *pool_new(const struct config *cfg, struct pool *prev)
@@ -163,6 +230,13 @@ struct pool *pool_new(const struct config *cfg, struct pool *prev)
         }
     }
     index_build(p);
+    index_models(p);
+    p->other = (struct model_entry){ "*", p->any, NULL, p->nany };
+    for (int k = 0; k < p->nentries; k++)
+        breakers_new(p, &p->entries[k]);
+    breakers_new(p, &p->other);
+    for (int k = 0; prev && k <= p->nentries; k++)
+        carry_over_models(p, k < p->nentries ? &p->entries[k] : &p->other, prev);
     return p;
 }
 
@@ -175,8 +249,11 @@ void pool_free(struct pool *p)
         if (atomic_fetch_sub(&p->be[i].slots->refs, 1) == 1)
             free(p->be[i].slots);
     }
-    for (int k = 0; k < p->nentries; k++)
+    for (int k = 0; k < p->nentries; k++) {
+        breakers_free(&p->entries[k]);
         free(p->entries[k].backends);
+    }
+    breakers_free(&p->other);
     free(p->entries);
     sl_names_free(&p->index);
     free(p->any);
@@ -198,30 +275,49 @@ static void mark_tried(struct pool_tried *t, int i)
 
 bool pool_serves(const struct pool *p, const char *model, size_t len)
 {
-    int n;
-    candidates(p, model, len, &n);
-    return n > 0;
+    const struct model_entry *e = entry_of(p, model, len);
+    return e ? e->n > 0 : p->nany > 0;
 }
 
 /* ---- availability ---- */
 
-/* Open breakers whose time is up become half-open. Under the lock; each
+/* An open breaker whose time is up becomes half-open. Under the lock; each
  * transition is logged once, where it happens. */
-static void advance(const struct pool *p, int i, int64_t now)
+static void advance(struct breaker *b, struct breaker_of who, int64_t now)
 {
-    struct breaker *b = &p->br[i];
     if (b->state == BREAKER_OPEN && now >= b->open_until) {
         b->state = BREAKER_HALF_OPEN;
         b->probe_in_flight = false;
-        log_info("breaker backend=%s open->half_open", p->cfg->backends[i].name);
+        log_info("breaker backend=%s%s%s open->half_open", who.backend, who.model ? " model=" : "",
+                 who.model ? who.model : "");
     }
 }
 
-static bool available(const struct pool *p, int i, int64_t now)
+static bool lets_through(struct breaker *b, struct breaker_of who, int64_t now)
 {
-    struct breaker *b = &p->br[i];
-    advance(p, i, now);
+    advance(b, who, now);
     return b->state == BREAKER_CLOSED || (b->state == BREAKER_HALF_OPEN && !b->probe_in_flight);
+}
+
+static struct breaker_of whose(const struct pool *p, int i, const struct model_entry *e)
+{
+    return (struct breaker_of){ p->cfg->backends[i].name, e ? e->name : NULL };
+}
+
+/* Candidate k of e (or backend i alone when e is NULL) may take a request:
+ * the backend's breaker and the pair's both let it through. */
+static bool available(const struct pool *p, int i, struct model_entry *e, int k, int64_t now)
+{
+    if (!lets_through(&p->br[i], whose(p, i, NULL), now))
+        return false;
+    return !e || lets_through(&e->br[k], whose(p, i, e), now);
+}
+
+/* ms until the breaker lets requests through again (0: now or half-open). */
+static int64_t open_left(struct breaker *b, struct breaker_of who, int64_t now)
+{
+    advance(b, who, now);
+    return b->state == BREAKER_OPEN ? SL_MAX(b->open_until - now, 0) : 0;
 }
 
 /* 0 if the backend can take a request of `tokens` now, else the ms until it
@@ -368,36 +464,51 @@ static int choose(struct pool *p, const int *c, int n)
 
 /* ---- picks ---- */
 
-static void hand_over(struct pool *p, struct pool_pick *pick, int i, struct pool_tried *tried)
+static void hand_over(struct pool *p, struct pool_pick *pick, int i, struct model_entry *e, int k,
+                      struct pool_tried *tried)
 {
     pick->backend = i;
+    pick->model = e ? (e == &p->other ? p->nentries : (int)(e - p->entries)) : -1;
+    pick->slot = k;
     struct breaker *b = &p->br[i];
     if (b->state == BREAKER_HALF_OPEN) {
         b->probe_in_flight = true;
         pick->probe = true;
     }
+    if (e && e->br[k].state == BREAKER_HALF_OPEN) {
+        e->br[k].probe_in_flight = true;
+        pick->probe_model = true;
+    }
     mark_tried(tried, i);
 }
+
+static struct model_entry *entry_at(struct pool *p, int model)
+{
+    return model < 0 ? NULL : model == p->nentries ? &p->other : &p->entries[model];
+}
+
+#define NO_PICK { -1, false, -1, -1, -1, false }
 
 struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, int64_t tokens,
                            struct pool_tried *tried)
 {
     const struct config *c = p->cfg;
-    struct pool_pick pick = { -1, false, -1 };
-    int n, ok[POOL_MAX_BACKENDS], nok = 0;
-    const int *cand = candidates(p, model, len, &n);
+    struct pool_pick pick = NO_PICK;
+    int ok[POOL_MAX_BACKENDS], slot[POOL_MAX_BACKENDS], nok = 0;
+    struct model_entry *e = candidates(p, model, len);
     int64_t now = pool_now_ms(), prio = -1;
     pthread_mutex_lock(&p->lock);
     /* The candidates that can take it now, and the lowest priority among them. */
-    for (int k = 0; k < n; k++) {
-        int i = cand[k];
-        if (is_tried(tried, i) || !available(p, i, now))
+    for (int k = 0; k < e->n; k++) {
+        int i = e->backends[k];
+        if (is_tried(tried, i) || !available(p, i, e, k, now))
             continue;
         int64_t wait = full_for(p, i, tokens, now);
         if (wait) {
             note_full(&pick, wait);
             continue;
         }
+        slot[i] = k;
         ok[nok++] = i;
         if (prio < 0 || c->backends[i].priority < prio)
             prio = c->backends[i].priority;
@@ -409,7 +520,7 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, int64_
                 group[ng++] = ok[k];
         int i = choose(p, group, ng);
         if (take_slot(p, i)) {
-            hand_over(p, &pick, i, tried);
+            hand_over(p, &pick, i, e, slot[i], tried);
             break;
         }
         note_full(&pick, POOL_INFLIGHT_WAIT_MS); /* filled meanwhile: the next one */
@@ -427,18 +538,19 @@ struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, int64_
     return pick;
 }
 
-struct pool_pick pool_pick_backend(struct pool *p, int backend, int64_t tokens,
-                                   struct pool_tried *tried)
+/* Takes backend i for candidate k of e (e NULL: the backend alone). */
+static struct pool_pick pick_one(struct pool *p, int i, struct model_entry *e, int k,
+                                 int64_t tokens, struct pool_tried *tried)
 {
-    struct pool_pick pick = { -1, false, -1 };
+    struct pool_pick pick = NO_PICK;
     int64_t now = pool_now_ms();
     pthread_mutex_lock(&p->lock);
-    if (!is_tried(tried, backend) && available(p, backend, now)) {
-        int64_t wait = full_for(p, backend, tokens, now);
+    if (!is_tried(tried, i) && available(p, i, e, k, now)) {
+        int64_t wait = full_for(p, i, tokens, now);
         if (wait)
             note_full(&pick, wait);
-        else if (take_slot(p, backend))
-            hand_over(p, &pick, backend, tried);
+        else if (take_slot(p, i))
+            hand_over(p, &pick, i, e, k, tried);
         else
             note_full(&pick, POOL_INFLIGHT_WAIT_MS);
     }
@@ -446,14 +558,31 @@ struct pool_pick pool_pick_backend(struct pool *p, int backend, int64_t tokens,
     return pick;
 }
 
+struct pool_pick pool_pick_backend(struct pool *p, int backend, int64_t tokens,
+                                   struct pool_tried *tried)
+{
+    return pick_one(p, backend, NULL, -1, tokens, tried);
+}
+
+struct pool_pick pool_pick_again(struct pool *p, const struct pool_pick *last, int64_t tokens,
+                                 struct pool_tried *tried)
+{
+    int i = last->backend;
+    tried->bits[i / 64] &= ~(1ULL << (i % 64));
+    return pick_one(p, i, entry_at(p, last->model), last->slot, tokens, tried);
+}
+
 void pool_unpick(struct pool *p, const struct pool_pick *pick)
 {
     if (pick->backend < 0)
         return;
     atomic_fetch_sub(&p->be[pick->backend].slots->inflight, 1);
-    if (pick->probe) {
+    if (pick->probe || pick->probe_model) {
         pthread_mutex_lock(&p->lock);
-        p->br[pick->backend].probe_in_flight = false;
+        if (pick->probe)
+            p->br[pick->backend].probe_in_flight = false;
+        if (pick->probe_model)
+            entry_at(p, pick->model)->br[pick->slot].probe_in_flight = false;
         pthread_mutex_unlock(&p->lock);
     }
 }
@@ -462,56 +591,50 @@ int64_t pool_backend_available_ms(struct pool *p, int backend)
 {
     int64_t now = pool_now_ms();
     pthread_mutex_lock(&p->lock);
-    advance(p, backend, now);
-    const struct breaker *b = &p->br[backend];
-    int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
+    int64_t wait = open_left(&p->br[backend], whose(p, backend, NULL), now);
     pthread_mutex_unlock(&p->lock);
-    return SL_MAX(wait, 0);
+    return wait;
 }
 
 /* ---- what attempts tell ---- */
 
-static void trip(struct breaker *b, const struct cfg_backend *be, int64_t now,
-                 int64_t retry_after_ms, enum up_outcome why)
+static void trip(struct breaker *b, struct breaker_of who, const struct cfg_backend *be,
+                 int64_t now, int64_t retry_after_ms, enum up_outcome why)
 {
     int64_t ms = be->breaker_trip_ms;
     if (retry_after_ms >= 0 && be->breaker_retry_after)
         ms = SL_MIN(SL_MAX(retry_after_ms, 1), POOL_MAX_OPEN_MS);
     if (b->state != BREAKER_OPEN) /* a late failure may push an open breaker's time on */
-        log_info("breaker backend=%s %s->open reason=%s open_ms=%lld", be->name,
+        log_info("breaker backend=%s%s%s %s->open reason=%s open_ms=%lld", who.backend,
+                 who.model ? " model=" : "", who.model ? who.model : "",
                  b->state == BREAKER_CLOSED ? "closed" : "half_open", up_outcome_info(why)->label,
                  (long long)ms);
     b->state = BREAKER_OPEN;
     b->open_until = now + ms;
     b->probe_in_flight = false;
+    b->tripped = true;
     b->nfail = 0;
 }
 
-void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome outcome,
-                 int64_t retry_after_ms)
+/* One breaker's verdict on an attempt (probe: the attempt was its probe). */
+static void judge(struct breaker *b, struct breaker_of who, const struct cfg_backend *be,
+                  bool probe, enum up_verdict verdict, enum up_outcome outcome,
+                  int64_t retry_after_ms, int64_t now)
 {
-    if (pick->backend < 0)
-        return;
-    const struct cfg_backend *be = &p->cfg->backends[pick->backend];
-    struct breaker *b = &p->br[pick->backend];
-    enum up_verdict verdict = up_outcome_info(outcome)->verdict;
-    int64_t now = pool_now_ms();
-    atomic_fetch_sub(&p->be[pick->backend].slots->inflight, 1);
-    pthread_mutex_lock(&p->lock);
     if (verdict == VERDICT_NEUTRAL) {
-        if (pick->probe)
+        if (probe)
             b->probe_in_flight = false;
     } else if (verdict == VERDICT_SUCCESS) {
-        if (pick->probe || b->state == BREAKER_HALF_OPEN) {
+        if (probe || b->state == BREAKER_HALF_OPEN) {
             if (b->state != BREAKER_CLOSED)
-                log_info("breaker backend=%s %s->closed", be->name,
-                         b->state == BREAKER_OPEN ? "open" : "half_open");
+                log_info("breaker backend=%s%s%s %s->closed", who.backend, who.model ? " model=" : "",
+                         who.model ? who.model : "", b->state == BREAKER_OPEN ? "open" : "half_open");
             b->state = BREAKER_CLOSED;
             b->probe_in_flight = false;
             b->nfail = 0;
         }
-    } else if (pick->probe || b->state == BREAKER_HALF_OPEN) {
-        trip(b, be, now, retry_after_ms, outcome); /* the probe failed */
+    } else if (probe || b->state == BREAKER_HALF_OPEN) {
+        trip(b, who, be, now, retry_after_ms, outcome); /* the probe failed */
     } else if (b->state == BREAKER_CLOSED) {
         int64_t cap = be->breaker_failures;
         b->failures[b->next] = now;
@@ -520,7 +643,42 @@ void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome o
         /* The oldest of the last `cap` failures is at failures[next] once full. */
         bool enough = b->nfail == cap && now - b->failures[b->next % cap] < be->breaker_window_ms;
         if (enough || (retry_after_ms >= 0 && be->breaker_retry_after))
-            trip(b, be, now, retry_after_ms, outcome);
+            trip(b, who, be, now, retry_after_ms, outcome);
+    }
+}
+
+/* Failures of the connection itself (none made, or closed before any answer)
+ * or of the backend's own credential: the backend cannot serve any model. */
+static bool backend_level(enum up_outcome o)
+{
+    return o == UP_OUTCOME_CONNECT_FAILED || o == UP_OUTCOME_CONNECT_TIMEOUT ||
+           o == UP_OUTCOME_TLS_FAILED || o == UP_OUTCOME_NO_ANSWER ||
+           o == UP_OUTCOME_AUTH_REJECTED;
+}
+
+void pool_report(struct pool *p, const struct pool_pick *pick, enum up_outcome outcome,
+                 int64_t retry_after_ms)
+{
+    if (pick->backend < 0)
+        return;
+    int i = pick->backend;
+    const struct cfg_backend *be = &p->cfg->backends[i];
+    enum up_verdict verdict = up_outcome_info(outcome)->verdict;
+    int64_t now = pool_now_ms();
+    atomic_fetch_sub(&p->be[i].slots->inflight, 1);
+    pthread_mutex_lock(&p->lock);
+    struct model_entry *e = entry_at(p, pick->model);
+    if (!e || backend_level(outcome)) {
+        judge(&p->br[i], whose(p, i, NULL), be, pick->probe, verdict, outcome, retry_after_ms, now);
+        if (e) /* the model was never asked: its probe slot is free again */
+            judge(&e->br[pick->slot], whose(p, i, e), be, pick->probe_model, VERDICT_NEUTRAL,
+                  outcome, -1, now);
+    } else {
+        /* the connection worked: a success for the backend, the verdict for the model */
+        judge(&p->br[i], whose(p, i, NULL), be, pick->probe,
+              verdict == VERDICT_NEUTRAL ? VERDICT_NEUTRAL : VERDICT_SUCCESS, outcome, -1, now);
+        judge(&e->br[pick->slot], whose(p, i, e), be, pick->probe_model, verdict, outcome,
+              retry_after_ms, now);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -563,15 +721,13 @@ void pool_upstream_said(struct pool *p, int backend, const struct pool_upstream_
 
 int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
 {
-    int n;
-    const int *cand = candidates(p, model, len, &n);
+    struct model_entry *e = candidates(p, model, len);
     int64_t now = pool_now_ms(), best = -1;
     pthread_mutex_lock(&p->lock);
-    for (int k = 0; k < n; k++) {
-        int i = cand[k];
-        struct breaker *b = &p->br[i];
-        advance(p, i, now);
-        int64_t wait = b->state == BREAKER_OPEN ? b->open_until - now : 0;
+    for (int k = 0; k < e->n; k++) {
+        int i = e->backends[k];
+        int64_t wait = SL_MAX(open_left(&p->br[i], whose(p, i, NULL), now),
+                              open_left(&e->br[k], whose(p, i, e), now));
         if (best < 0 || wait < best)
             best = wait;
     }
@@ -582,10 +738,47 @@ int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len)
 enum breaker_state pool_state(struct pool *p, int backend)
 {
     pthread_mutex_lock(&p->lock);
-    advance(p, backend, pool_now_ms());
-    enum breaker_state s = p->br[backend].state;
+    struct breaker *b = &p->br[backend];
+    advance(b, whose(p, backend, NULL), pool_now_ms());
+    enum breaker_state s = b->state;
     pthread_mutex_unlock(&p->lock);
     return s;
+}
+
+enum breaker_state pool_pair_state(struct pool *p, int backend, const char *model, size_t len)
+{
+    struct model_entry *e = candidates(p, model, len);
+    enum breaker_state s = BREAKER_CLOSED;
+    pthread_mutex_lock(&p->lock);
+    for (int k = 0; k < e->n; k++)
+        if (e->backends[k] == backend) {
+            advance(&e->br[k], whose(p, backend, e), pool_now_ms());
+            s = e->br[k].state;
+        }
+    pthread_mutex_unlock(&p->lock);
+    return s;
+}
+
+int pool_model_breakers(struct pool *p, struct pool_model_breaker *out, int max)
+{
+    int n = 0;
+    int64_t now = pool_now_ms();
+    pthread_mutex_lock(&p->lock);
+    for (int m = 0; m <= p->nentries; m++) {
+        struct model_entry *e = m < p->nentries ? &p->entries[m] : &p->other;
+        for (int k = 0; k < e->n; k++) {
+            struct breaker *b = &e->br[k];
+            int i = e->backends[k];
+            int64_t left = open_left(b, whose(p, i, e), now);
+            if (!b->tripped)
+                continue;
+            if (n < max)
+                out[n] = (struct pool_model_breaker){ i, e->name, b->state, left };
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return n;
 }
 
 int pool_inflight(struct pool *p, int backend)

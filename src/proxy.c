@@ -122,6 +122,7 @@ struct attempt {
     bool paused;                /* RELAYING: the upstream waits for the client to read */
     int64_t last_data_ms;       /* RELAYING: when the upstream last sent a byte */
     enum up_outcome outcome;    /* once it ended */
+    const char *target;         /* the model it was for (struct sl_request's target) */
 };
 
 struct sl_request {
@@ -178,6 +179,11 @@ struct sl_request {
     int attempts;
     struct pool_tried tried;
     bool all_429;              /* every attempt so far was answered 429 */
+    int resent;                /* times an unanswered request was sent again */
+    bool retried_same;         /* the target's backend was given its second chance */
+    int64_t retry_after_ms;    /* the last attempt's Retry-After; -1 none */
+    struct event *retry_ev;    /* waiting out that Retry-After before the same backend again */
+    struct pool_pick last_pick; /* the last attempt's, reported */
     int64_t min_retry_after_ms; /* smallest Retry-After among them, -1 none */
     struct attempt at;         /* the current attempt, or the last */
 
@@ -402,6 +408,7 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->limits = lim_limits_of(key);
     r->all_429 = true;
     r->min_retry_after_ms = -1;
+    r->retry_after_ms = -1;
     sse_init(&r->sse, MAX_SSE_EVENT);
     req->owner = r;
     req->on_abort = on_client_abort;
@@ -797,14 +804,17 @@ static void hold_slot(struct sl_request *r)
 
 /* ---- waiting for room ---------------------------------------------------------- */
 
-/* When the request stops waiting: queue_timeout after it came, and within the
- * client's own timeout when it sends one (x-stainless-timeout, seconds, from
- * the OpenAI SDKs). */
-static int64_t wait_until(struct sl_request *r)
+/* How long before the client's own timer the request gives up waiting, so
+ * the client still gets the answer (the SDK's timer started before sluice's). */
+#define CLIENT_MARGIN_MS 250
+
+/* The latest the request may still be waiting (queued, or for a backend's
+ * Retry-After): request_timeout after it came, and a margin before the
+ * client's own timeout when it sends one (x-stainless-timeout, seconds,
+ * from the OpenAI SDKs). */
+static int64_t client_deadline(struct sl_request *r)
 {
-    if (r->wait_until_ms)
-        return r->wait_until_ms;
-    int64_t patience = r->key->queue_timeout_ms;
+    int64_t start = r->start_us / 1000, until = start + r->gen->cfg->server.request_timeout_ms;
     const struct sl_str *t = r->req ? http_header(r->req, "x-stainless-timeout") : NULL;
     char text[32];
     if (t && t->len && t->len < sizeof(text)) {
@@ -812,10 +822,20 @@ static int64_t wait_until(struct sl_request *r)
         text[t->len] = '\0';
         char *end;
         double secs = strtod(text, &end);
-        if (*end == '\0' && secs >= 0 && secs < 1e9)
-            patience = SL_MIN(patience, (int64_t)(secs * 1000.0));
+        if (*end == '\0' && secs >= 0 && secs < 1e9) {
+            int64_t ms = (int64_t)(secs * 1000.0);
+            until = SL_MIN(until, start + ms - SL_MIN(CLIENT_MARGIN_MS, ms / 10));
+        }
     }
-    r->wait_until_ms = r->start_us / 1000 + patience;
+    return until;
+}
+
+/* When the request stops waiting in its key's line: queue_timeout after it
+ * came, and before the client's deadline. */
+static int64_t wait_until(struct sl_request *r)
+{
+    if (!r->wait_until_ms)
+        r->wait_until_ms = SL_MIN(r->start_us / 1000 + r->key->queue_timeout_ms, client_deadline(r));
     return r->wait_until_ms;
 }
 
@@ -964,6 +984,8 @@ static void attempt_end(struct sl_request *r, enum up_outcome o, int64_t retry_a
         ta->end_us = sl_now_us();
         ta->outcome = o;
     }
+    r->retry_after_ms = retry_after_ms;
+    r->last_pick = r->at.pick;
     pool_report(r->gen->pool, &r->at.pick, o, retry_after_ms);
     if (o != UP_OUTCOME_SUCCESS && o != UP_OUTCOME_PASSED && o != UP_OUTCOME_ABORTED)
         capacity_settle(r, 0, never_sent(o)); /* the deployment generated nothing for it */
@@ -1091,6 +1113,7 @@ static void set_target(struct sl_request *r, const char *name)
     r->upstream = cfg_upstream_name(r->gen->cfg, name);
     r->upstream_len = strlen(r->upstream);
     memset(&r->tried, 0, sizeof(r->tried));
+    r->retried_same = false;
     fwd_rename_model(&r->fwd, &r->call, r->upstream, r->upstream_len);
 }
 
@@ -1120,12 +1143,49 @@ static bool fall_back(struct sl_request *r, const char *why)
     return true;
 }
 
-/* A backend of the model, or of the next model of the chain when every one
- * of this model's is tried, unavailable or full; {-1} when none is left. */
-static struct pool_pick pick_backend(struct sl_request *r)
+/* The second chance of the backend that just failed, when no other backend
+ * of the model is left (docs/pool.md, "The order of rescue"): after its
+ * Retry-After when that is at most max_retry_wait, or at once after a
+ * 500/502/503 without one or a request unanswered that may go again. Once
+ * per model, within the client's deadline. The ms to wait first, or -1. */
+static int64_t second_chance(struct sl_request *r)
+{
+    if (r->retried_same || r->attempts == 0 || r->at.target != r->target || r->call.stateful)
+        return -1;
+    const struct cfg_backend *be = &r->gen->cfg->backends[r->last_pick.backend];
+    enum up_outcome o = r->at.outcome;
+    int st = r->upstream_status;
+    int64_t wait;
+    if ((o == UP_OUTCOME_RATE_LIMITED || o == UP_OUTCOME_ERROR_STATUS) && r->retry_after_ms >= 0)
+        wait = r->retry_after_ms <= be->max_retry_wait_ms ? r->retry_after_ms : -1;
+    else if (o == UP_OUTCOME_ERROR_STATUS && (st == 500 || st == 502 || st == 503))
+        wait = 0;
+    else if (o == UP_OUTCOME_NO_ANSWER) /* up_on_done let it go again (may_resend) */
+        wait = 0;
+    else
+        wait = -1;
+    if (wait < 0 || sl_now_ms() + wait > client_deadline(r))
+        return -1;
+    return wait;
+}
+
+/* The backend that just failed, once more. */
+static struct pool_pick pick_same(struct sl_request *r)
+{
+    r->retried_same = true;
+    struct pool_pick pick = pool_pick_again(r->gen->pool, &r->last_pick, r->capacity_tokens,
+                                            &r->tried);
+    note_full(r, pick.full_ms);
+    return pick;
+}
+
+/* A backend of the model; when every one is tried, unavailable or full, the
+ * one that failed last gets its second chance (at once, or *wait_ms later),
+ * else the next model of the chain; {-1} when none is left. */
+static struct pool_pick pick_backend(struct sl_request *r, int64_t *wait_ms)
 {
     const struct config *cfg = r->gen->cfg;
-    struct pool_pick pick = { -1, false, -1 };
+    struct pool_pick pick = { .backend = -1, .full_ms = -1 };
     if (r->attempts >= cfg->server.max_attempts)
         return pick;
     if (r->call.stateful) {
@@ -1138,19 +1198,58 @@ static struct pool_pick pick_backend(struct sl_request *r)
         pick = pool_pick(r->gen->pool, r->upstream, r->upstream_len, r->capacity_tokens,
                          &r->tried);
         note_full(r, pick.full_ms);
-    } while (pick.backend < 0 && fall_back(r, "exhausted"));
+        if (pick.backend >= 0)
+            return pick;
+        int64_t wait = second_chance(r);
+        if (wait > 0) {
+            *wait_ms = wait;
+            return pick;
+        }
+        if (wait == 0 && (pick = pick_same(r)).backend >= 0)
+            return pick;
+    } while (fall_back(r, "exhausted"));
     return pick;
 }
 
 static void attempt_start(struct sl_request *r);
+static void attempt_go(struct sl_request *r);
+
+/* The Retry-After of the backend's answer is over: the same backend again
+ * (its breaker, opened for that long, lets one through), else on. */
+static void on_retry_wait(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    r->at.pick = pick_same(r);
+    if (r->at.pick.backend < 0)
+        return attempt_next(r);
+    attempt_go(r);
+}
 
 /* The next backend: picked, then, if it has rpm or tpm of its own, admitted
  * by its windows (on the limiter, shared by all nodes with Redis). */
 static void attempt_next(struct sl_request *r)
 {
-    r->at.pick = pick_backend(r);
+    int64_t wait = 0;
+    r->at.pick = pick_backend(r, &wait);
+    if (wait > 0) {
+        log_info("retry key=%s backend=%s model=%s after_ms=%lld", r->key->name,
+                 r->gen->cfg->backends[r->last_pick.backend].name, r->target, (long long)wait);
+        r->retried_same = true;
+        r->at.pick = r->last_pick; /* reported already: kept for the logs' backend */
+        if (!r->retry_ev)
+            r->retry_ev = evtimer_new(r->w->base, on_retry_wait, r);
+        return arm_ms(r->retry_ev, wait + 2); /* the breaker's open time is over by then */
+    }
     if (r->at.pick.backend < 0)
         return end_attempts(r);
+    attempt_go(r);
+}
+
+/* The picked backend: its own rpm/tpm first, if it has them, then the attempt. */
+static void attempt_go(struct sl_request *r)
+{
     const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
     if (!be->rpm && !be->tpm)
         return attempt_start(r);
@@ -1198,6 +1297,7 @@ static void attempt_start(struct sl_request *r)
     if (r->attempts) /* a retry after the last backend failed */
         mx_retry(cfg->backends[r->backend].name);
     r->backend = r->at.pick.backend;
+    r->at.target = r->target;
     r->attempts++;
     if (cfg->telemetry.enabled && r->ntraced < SPANS_MAX_ATTEMPTS) {
         if (!r->traced)
@@ -1227,6 +1327,7 @@ static void attempt_start(struct sl_request *r)
         .body_len = body.len,
         .connect_timeout_ms = (long)be->connect_timeout_ms,
         .timeout_ms = (long)be->timeout_ms,
+        .first_byte_timeout_ms = (long)be->first_byte_timeout_ms,
         .keepalive_s = (long)(be->keepalive_timeout_ms / 1000),
         .ca_file = be->ca_file,
         .client_cert = be->client_cert,
@@ -1410,6 +1511,19 @@ static bool context_exceeded(const struct sl_request *r, enum up_outcome o, int 
     return exceeded;
 }
 
+/* A request sent and not answered (the connection broke before any response
+ * byte) may go again: always with resend_unanswered = yes, once for a
+ * stateless inference call with stateless; within max_attempts. */
+static bool may_resend(const struct sl_request *r, const struct cfg_backend *be)
+{
+    if (r->attempts >= r->gen->cfg->server.max_attempts)
+        return false;
+    if (be->resend_unanswered == RESEND_YES)
+        return true;
+    return be->resend_unanswered == RESEND_STATELESS && r->resent == 0 && r->req &&
+           api_stateless(&r->call, r->req->method, r->req->path);
+}
+
 /* The attempt ended: classify it, then retry elsewhere or end the request. */
 static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
@@ -1431,7 +1545,10 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
         sse_flush(&r->sse, relay_event, r);
         return request_end(r, END_RESPONDED, NULL);
     }
-    bool again = oi->retry == RETRY_YES || (oi->retry == RETRY_UNANSWERED && be->resend_unanswered);
+    bool resend = oi->retry == RETRY_UNANSWERED && may_resend(r, be);
+    if (resend)
+        r->resent++;
+    bool again = oi->retry == RETRY_YES || resend;
     if (!again && context_exceeded(r, o, status)) { /* a model with a larger context may answer */
         if (!r->context_chain) { /* from now on the context_fallbacks, from their first */
             r->context_chain = true;
@@ -1456,8 +1573,9 @@ static bool up_on_resend(struct up_transfer *t, void *arg)
     (void)t;
     struct sl_request *r = arg;
     const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
-    if (!be->resend_unanswered || r->attempts >= r->gen->cfg->server.max_attempts)
+    if (!may_resend(r, be))
         return false;
+    r->resent++;
     log_failed_attempt(r, be->name, UP_OUTCOME_NO_ANSWER, 0,
                        "kept-alive connection closed without answering; sent again");
     mx_attempt(be->name, up_outcome_info(UP_OUTCOME_NO_ANSWER)->label, 0);
@@ -1733,6 +1851,8 @@ static void request_free(struct sl_request *r)
     stop_waiting(r); /* already out, but for paths that end without request_end */
     if (r->wait_ev)
         event_free(r->wait_ev);
+    if (r->retry_ev)
+        event_free(r->retry_ev);
     sse_free(&r->sse);
     sl_buf_free(&r->scratch);
     fwd_body_free(&r->fwd);

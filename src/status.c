@@ -109,9 +109,31 @@ static void node_json(struct sl_buf *b, struct worker *w)
                   (long long)(sl_wall_us() / 1000));
 }
 
+#define SHOWN_MODEL_BREAKERS 256
+
+/* The backend's (backend, model) breakers that have opened: "models":[...]. */
+static void model_breakers_json(struct sl_buf *b, int backend, const struct pool_model_breaker *mb,
+                                int n)
+{
+    sl_buf_appends(b, ",\"models\":[");
+    bool first = true;
+    for (int k = 0; k < n; k++) {
+        if (mb[k].backend != backend)
+            continue;
+        sl_buf_appends(b, first ? "{\"model\":" : ",{\"model\":");
+        sl_buf_json_string(b, mb[k].model, strlen(mb[k].model));
+        sl_buf_printf(b, ",\"state\":\"%s\",\"open_left_ms\":%lld}", states[mb[k].state],
+                      (long long)mb[k].open_left_ms);
+        first = false;
+    }
+    sl_buf_appends(b, "]");
+}
+
 static void backends_json(struct sl_buf *b, struct worker *w)
 {
     const struct config *c = w->gen->cfg;
+    struct pool_model_breaker *mb = sl_malloc(SHOWN_MODEL_BREAKERS * sizeof(*mb));
+    int nmb = SL_MIN(pool_model_breakers(w->gen->pool, mb, SHOWN_MODEL_BREAKERS), SHOWN_MODEL_BREAKERS);
     sl_buf_appends(b, ",\"backends\":[");
     for (int i = 0; i < c->nbackends; i++) {
         const struct cfg_backend *be = &c->backends[i];
@@ -126,10 +148,13 @@ static void backends_json(struct sl_buf *b, struct worker *w)
         sl_buf_printf(b, "\"inflight\":%d,\"max_inflight\":%lld,\"attempts\":%llu,\"failures\":%llu,",
                       pool_inflight(w->gen->pool, i), (long long)be->max_inflight,
                       (unsigned long long)st.attempts, (unsigned long long)st.failures);
-        sl_buf_printf(b, "\"ttfb_p50_ms\":%.1f,\"ttfb_p99_ms\":%.1f}", st.ttfb_p50 * 1000,
+        sl_buf_printf(b, "\"ttfb_p50_ms\":%.1f,\"ttfb_p99_ms\":%.1f", st.ttfb_p50 * 1000,
                       st.ttfb_p99 * 1000);
+        model_breakers_json(b, i, mb, nmb);
+        sl_buf_appends(b, "}");
     }
     sl_buf_appends(b, "]");
+    free(mb);
 }
 
 static void window_json(struct sl_buf *b, const char *name, int64_t limit, int64_t used)

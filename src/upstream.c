@@ -6,6 +6,7 @@
 
 #include <event2/event.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -59,6 +60,7 @@ struct up_transfer {
     struct up_multi *m;
     CURL *easy;
     long connect_timeout_ms, timeout_ms, maxage_s; /* as last set on the handle */
+    struct event *first_byte; /* request sent -> response head (first_byte_timeout) */
     struct sl_buf headers; /* the final response's header lines (memory kept) */
     char error[CURL_ERROR_SIZE]; /* curl's words for a failure */
     /* ---- zeroed for each transfer from here ---- */
@@ -70,6 +72,7 @@ struct up_transfer {
     bool headers_done;
     bool not_post; /* the handle's method was changed: back to POST when it is kept */
     int sends; /* times curl was about to send the request (CURLOPT_PREREQFUNCTION) */
+    long first_byte_ms; /* 0: no deadline for the response head */
     struct up_transfer *prev, *next;
 };
 
@@ -175,6 +178,7 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 static void transfer_free(struct up_transfer *t)
 {
+    event_free(t->first_byte);
     curl_easy_cleanup(t->easy);
     sl_buf_free(&t->headers);
     free(t);
@@ -202,6 +206,7 @@ static void put_url(struct up_transfer *t)
 static void release(struct up_transfer *t)
 {
     struct up_multi *m = t->m;
+    evtimer_del(t->first_byte);
     curl_multi_remove_handle(m->multi, t->easy);
     unlink_transfer(t);
     put_url(t);
@@ -296,6 +301,7 @@ static size_t header_cb(char *line, size_t size, size_t n, void *arg)
     if (len <= 2 && (line[0] == '\r' || line[0] == '\n')) {
         if (t->status >= 200 && !t->headers_done) {
             t->headers_done = true;
+            evtimer_del(t->first_byte);
             t->cb->on_headers(t, t->arg);
         }
         return len;
@@ -311,9 +317,27 @@ static int prereq_cb(void *arg, char *remote_ip, char *local_ip, int remote_port
     (void)remote_port;
     (void)local_port;
     struct up_transfer *t = arg;
-    if (t->sends++ == 0 || t->cb->on_resend(t, t->arg))
+    if (t->sends++ == 0 || t->cb->on_resend(t, t->arg)) {
+        if (t->first_byte_ms > 0) { /* from this transmission to the response head */
+            struct timeval tv = { t->first_byte_ms / 1000, (t->first_byte_ms % 1000) * 1000 };
+            evtimer_add(t->first_byte, &tv);
+        }
         return CURL_PREREQFUNC_OK;
+    }
     return CURL_PREREQFUNC_ABORT; /* sent, unanswered, not sent again: UP_NO_ANSWER */
+}
+
+/* The request went out first_byte_timeout ago and no response head came:
+ * the transfer ends here, outside curl's callbacks, as curl's own would. */
+static void first_byte_cb(evutil_socket_t fd, short kind, void *arg)
+{
+    (void)fd;
+    (void)kind;
+    struct up_transfer *t = arg;
+    snprintf(t->error, sizeof(t->error), "no response head within first_byte_timeout (%ld ms)",
+             t->first_byte_ms);
+    t->cb->on_done(t, UP_FIRST_BYTE_TIMEOUT, t->arg);
+    release(t);
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
@@ -346,6 +370,7 @@ static struct up_transfer *new_transfer(struct up_multi *m)
     t->m = m;
     t->easy = e;
     t->connect_timeout_ms = t->timeout_ms = t->maxage_s = -1; /* set at the first transfer */
+    t->first_byte = evtimer_new(m->base, first_byte_cb, t);
     curl_easy_setopt(e, CURLOPT_PRIVATE, t);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
@@ -426,6 +451,7 @@ struct up_transfer *up_start(struct up_multi *m, const struct up_request *r,
     t->error[0] = '\0';
     t->cb = cb;
     t->arg = arg;
+    t->first_byte_ms = r->first_byte_timeout_ms;
     CURL *e = t->easy;
     set_url(m, t, r->url);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->body);

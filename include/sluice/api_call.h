@@ -57,6 +57,11 @@ enum api_endpoint api_endpoint_of(const char *path, size_t len);
 /* What a call of this method on this (plain) /v1 path is, and its unit. */
 enum api_kind api_kind_of(struct sl_str method, struct sl_str path, enum api_unit *unit);
 
+/* Whether running this call twice stores nothing: chat completions and
+ * completions without store: true, responses with store: false, embeddings,
+ * moderations, audio (resend_unanswered = stateless, docs/pool.md). */
+bool api_stateless(const struct api_call *call, struct sl_str method, struct sl_str path);
+
 /* The stored resource a call is about (docs/http.md "Stored resources"):
  * one by its id, a family's list, or the creation of one (its id comes in
  * the answer). */

@@ -28,6 +28,8 @@ enum quota_period {
 enum key_mode { KEY_MODE_ENFORCE, KEY_MODE_SHADOW };
 /* How the pool chooses within a priority group (docs/pool.md, "Balancing"). */
 enum balance { BALANCE_WEIGHTED, BALANCE_LATENCY, BALANCE_LEAST_INFLIGHT };
+/* resend_unanswered: never, always (within max_attempts), or once for stateless inference. */
+enum resend { RESEND_NO, RESEND_YES, RESEND_STATELESS };
 
 struct cfg_listen {
     char host[64];
@@ -119,6 +121,8 @@ struct cfg_backend {
     int64_t weight;
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
+    int64_t first_byte_timeout_ms; /* request sent -> response head; past it, fail over */
+    int64_t max_retry_wait_ms;     /* a Retry-After up to this is waited out on the same backend */
     int64_t breaker_failures;
     int64_t breaker_window_ms;
     int64_t breaker_trip_ms;
@@ -130,7 +134,7 @@ struct cfg_backend {
     char *organization, *project;      /* OpenAI-Organization / OpenAI-Project sent upstream */
     bool stateful;                     /* stored resources and model-less calls go here */
     int64_t models_cache_ms;           /* models = *: how long the upstream's list is kept */
-    bool resend_unanswered;       /* a request sent but not answered may be sent again */
+    int resend_unanswered;        /* enum resend: may a request sent but not answered go again */
     int64_t rpm, tpm;     /* the deployment's own windows; 0 = unknown (docs/pool.md, "Capacity") */
     int64_t max_inflight; /* requests this node has open at it at once; 0 = no cap */
     char *ca_file;        /* https: the CAs to trust instead of the system's (PEM path) */

@@ -23,6 +23,7 @@ enum up_end {
     UP_TLS_FAILED,      /* TLS handshake or certificate check failed: nothing was sent */
     UP_NO_ANSWER,       /* sent; closed or reset before a response head */
     UP_TIMEOUT,         /* sent; no complete response within the backend's timeout */
+    UP_FIRST_BYTE_TIMEOUT, /* sent; no response head within first_byte_timeout */
     UP_BROKEN,          /* the response broke off after its head */
     UP_REFUSED,         /* sluice's data callback refused the response (larger than sluice keeps) */
 };
@@ -64,6 +65,8 @@ enum up_end {
     X(UPSTREAM_NO_ANSWER, "upstream_no_answer",                                                    \
       "the upstream closed the connection without answering, and the request was not sent again (502)") \
     X(UPSTREAM_TIMEOUT, "upstream_timeout", "the upstream did not answer within `timeout` (504)") \
+    X(UPSTREAM_FIRST_BYTE_TIMEOUT, "upstream_first_byte_timeout",                                  \
+      "the last backend tried sent no response head within `first_byte_timeout` (504)")           \
     X(UPSTREAM_BROKEN, "upstream_broken", "the upstream's answer broke off after its head (502)") \
     X(UPSTREAM_TOO_LARGE, "upstream_too_large", "the upstream's answer was larger than 256 MB (502)") \
     X(STREAM_BROKEN, "stream_broken",                                                              \
@@ -128,6 +131,9 @@ enum up_retry {
       "read it")                                                                                   \
     X(TIMEOUT, "timeout", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_TIMEOUT, UPSTREAM_TIMEOUT,        \
       "The upstream did not answer in time.", "sent; no complete answer within `timeout`")        \
+    X(FIRST_BYTE_TIMEOUT, "first_byte_timeout", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT,   \
+      UPSTREAM_FIRST_BYTE_TIMEOUT, "The upstream did not start answering in time.",               \
+      "sent; no response head within `first_byte_timeout`: the next backend gets it")             \
     X(BROKEN, "broken", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
       "The upstream request failed.", "the answer broke off after its head")                     \
     X(TOO_LARGE, "too_large", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \

@@ -1,4 +1,5 @@
-/* Backend selection, circuit breakers and what each backend can take now.
+/* Backend selection, circuit breakers (per backend and model, and per
+ * backend for its connection) and what each backend can take now.
  * Among the backends that serve a model (an index built per config: the
  * candidates of one model, not every backend), were not yet tried for this
  * request, are available (breaker closed, or half-open with its probe slot
@@ -36,10 +37,12 @@ struct pool_tried {
 /* What a pick hands over; report() or unpick() needs it back. */
 struct pool_pick {
     int backend; /* -1: none available */
-    bool probe;  /* this request is the half-open probe */
+    bool probe;  /* this request is the probe of the backend's half-open breaker */
     /* With backend -1: ms until the first candidate passed over as full may
      * take requests again; -1 when none was full. */
     int64_t full_ms;
+    int model, slot;  /* whose (backend, model) breaker judges it; -1: the backend's alone */
+    bool probe_model; /* the probe of that pair's half-open breaker */
 };
 
 /* prev (may be NULL): the pool of the config being replaced; breakers,
@@ -54,9 +57,14 @@ void pool_free(struct pool *p);
  * generate), for the upstream's own remaining-tokens. */
 struct pool_pick pool_pick(struct pool *p, const char *model, size_t len, int64_t tokens,
                            struct pool_tried *tried);
-/* That one backend (the stateful one), if available, not full and not yet tried. */
+/* That one backend (the stateful one), if available, not full and not yet
+ * tried; its own breaker alone judges it. */
 struct pool_pick pool_pick_backend(struct pool *p, int backend, int64_t tokens,
                                    struct pool_tried *tried);
+/* The backend of an earlier pick, for the same model, once more (tried or
+ * not), if its breakers let it through and it is not full. */
+struct pool_pick pool_pick_again(struct pool *p, const struct pool_pick *last, int64_t tokens,
+                                 struct pool_tried *tried);
 /* A pick given back unused (its deployment windows were full): its slot and
  * probe are freed, no verdict. */
 void pool_unpick(struct pool *p, const struct pool_pick *pick);
@@ -81,7 +89,21 @@ void pool_upstream_said(struct pool *p, int backend, const struct pool_upstream_
 bool pool_serves(const struct pool *p, const char *model, size_t len);
 /* Milliseconds until the first breaker of a backend serving the model half-opens. */
 int64_t pool_next_available_ms(struct pool *p, const char *model, size_t len);
+/* The state of the backend's own breaker (connection-level failures, calls
+ * without a model). */
 enum breaker_state pool_state(struct pool *p, int backend);
+/* The state of the (backend, model) pair's breaker (closed if the backend
+ * does not serve the model). */
+enum breaker_state pool_pair_state(struct pool *p, int backend, const char *model, size_t len);
+/* The (backend, model) breakers that have opened since the pool was made:
+ * up to max of them in out; returns how many there are. */
+struct pool_model_breaker {
+    int backend;
+    const char *model; /* "*": the names no backend or [model] section lists */
+    enum breaker_state state;
+    int64_t open_left_ms;
+};
+int pool_model_breakers(struct pool *p, struct pool_model_breaker *out, int max);
 /* Requests open at the backend from this node (every config generation). */
 int pool_inflight(struct pool *p, int backend);
 

@@ -52,6 +52,7 @@ struct up_request {
     size_t body_len;
     long connect_timeout_ms;
     long timeout_ms;
+    long first_byte_timeout_ms; /* transmission -> response head; 0 = none (timeout only) */
     long keepalive_s; /* an idle connection is reused only if idle for less than this */
     /* https only: trust (NULL: the system's CAs), a client certificate, and
      * insecure to skip checking the upstream's certificate */

@@ -228,7 +228,7 @@ def prime(s, mock):
 
 def test_request_read_then_closed_on_a_reused_connection_is_not_resent(start_mock, start_sluice):
     mock = start_mock()
-    s = start_sluice(base_conf(mock.url))
+    s = start_sluice(base_conf(mock.url, extra_backend="resend_unanswered = no"))
     prime(s, mock)
     r = s.chat(headers={"x-mock-close": "1"})
     assert r.status == 502 and r.error()["code"] == "upstream_failed"
@@ -243,7 +243,7 @@ def test_request_read_then_closed_on_a_reused_connection_is_not_resent(start_moc
 
 def test_not_resent_to_another_backend_either(start_mock, start_sluice):
     a, b = start_mock(), start_mock()
-    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2")]))
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nresend_unanswered = no"), ("b", b, "priority = 2")]))
     prime(s, a)
     assert s.chat(headers={"x-mock-close": "1"}).status == 502
     assert [a.stats()["requests"], b.stats()["requests"]] == [1, 0]
@@ -318,7 +318,7 @@ def test_stalled_stream_ends_with_one_error_event(start_mock, start_sluice):
     assert line["end"] == "stream_stalled" and line["outcome"] == "stream_stalled"
     m = scrape(s)
     assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="stream_stalled") == 1
-    assert value(m, "sluice_backend_state", backend="main") == 1  # counted for the breaker
+    assert value(m, "sluice_backend_model_state", backend="main", model="*") == 1  # counted for the breaker
     # What was relayed is settled, once: 3 content events without a usage chunk.
     v = s.request("GET", "/admin/keys/team-a", key="sk-admin-key-for-tests-0001").json()
     assert v["output_tokens"]["used"] == 3
@@ -348,9 +348,9 @@ def test_breaker_transitions_are_logged(start_mock, start_sluice):
         assert s.chat(conn=c).status == 200
     c.close()
     log = s.log_text()
-    assert len(re.findall(r"breaker backend=a closed->open reason=error_status open_ms=500\b", log)) == 1
-    assert len(re.findall(r"breaker backend=a open->half_open\b", log)) == 1
-    assert len(re.findall(r"breaker backend=a half_open->closed\b", log)) == 1
+    assert len(re.findall(r"breaker backend=a model=\* closed->open reason=error_status open_ms=500\b", log)) == 1
+    assert len(re.findall(r"breaker backend=a model=\* open->half_open\b", log)) == 1
+    assert len(re.findall(r"breaker backend=a model=\* half_open->closed\b", log)) == 1
     assert "breaker backend=b" not in log
     # With max_attempts = 1 nothing was retried, and nothing is counted as a retry.
     m = scrape(s)
@@ -368,7 +368,7 @@ def test_upstream_429s_are_labelled_rate_limited(start_mock, start_sluice):
     assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="rate_limited") == 1
     assert value(m, "sluice_upstream_attempts_total", backend="b", outcome="rate_limited") == 1
     assert value(m, "sluice_retries_total", backend="a") + value(m, "sluice_retries_total", backend="b") == 1
-    assert re.search(r"breaker backend=a closed->open reason=rate_limited open_ms=20000", s.log_text())
+    assert re.search(r"breaker backend=a model=\* closed->open reason=rate_limited open_ms=20000", s.log_text())
     assert last_access(s, 1)["end"] == "upstream_rate_limited"
 
 

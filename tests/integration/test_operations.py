@@ -49,11 +49,12 @@ def test_metrics_match_traffic(mock, start_sluice):
     assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="input") == 5 * 2
     assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="output") == 5 * 8
     assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="success") == 6
-    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="error_status") == 1
+    # the 500 was sent to the same backend once more before it was passed through
+    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="error_status") == 2
     assert value(m, "sluice_request_duration_seconds_count") == 11
     assert value(m, "sluice_request_duration_seconds_bucket", le="+Inf") == 11
-    assert value(m, "sluice_upstream_ttfb_seconds_count", backend="main") == 7
-    assert value(m, "sluice_backend_state", backend="main") == 0  # one failure of 3 does not open it
+    assert value(m, "sluice_upstream_ttfb_seconds_count", backend="main") == 8
+    assert value(m, "sluice_backend_state", backend="main") == 0  # two failures of 3 do not open it
     assert value(m, "sluice_inflight_requests") == 0
     assert value(m, "sluice_redis_errors_total") == 0
 
@@ -68,15 +69,18 @@ def test_retries_and_breaker_state_in_metrics(start_mock, start_sluice):
     assert s.chat().status == 200
     m = scrape(s)
     assert value(m, "sluice_retries_total", backend="a") == 1
-    assert value(m, "sluice_backend_state", backend="a") == 1
+    # the model's breaker on a (gpt-4o is in no [model] section: the `*` set); a's own stays closed
+    assert value(m, "sluice_backend_model_state", backend="a", model="*") == 1
+    assert value(m, "sluice_backend_state", backend="a") == 0
     assert value(m, "sluice_backend_state", backend="b") == 0
+    assert ("sluice_backend_model_state", (("backend", "b"), ("model", "*"))) not in m  # never opened
     # models = *: the name the client sent is the label (issue #14)
     assert value(m, "sluice_requests_total", key="k", model="gpt-4o", served_model="gpt-4o", backend="b", code="200") == 1
 
 
 def test_readyz(start_mock, redis, start_sluice):
     m = start_mock()
-    conf = base_conf(m.url, extra_backend="breaker_failures = 1\nbreaker_trip = 60s")
+    conf = base_conf(m.url, extra_backend="breaker_failures = 1\nbreaker_trip = 60s", extra="[model gpt-4o]\n")
     # on_error = deny: a Redis outage stops this node (with local or allow it does not)
     s = start_sluice(conf + f"\n[redis]\nurl = {redis.url}\non_error = deny\n")
     assert s.request("GET", "/readyz", key=None).status == 200
@@ -89,7 +93,11 @@ def test_readyz(start_mock, redis, start_sluice):
     while time.time() < deadline and s.request("GET", "/readyz", key=None).status != 200:
         time.sleep(0.1)
     assert s.request("GET", "/readyz", key=None).status == 200
-    s.chat(headers={"x-mock-status": "500"})  # opens the only backend
+    s.chat(headers={"x-mock-status": "500"})  # opens the model's breaker: other models go on
+    assert s.request("GET", "/readyz", key=None).status == 200
+    m.stop()
+    s.chat({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})  # a connection
+    # failure (another model: gpt-4o's breaker is open) opens the only backend
     r = s.request("GET", "/readyz", key=None)
     assert r.status == 503 and r.json()["backends"] == "all open"
 

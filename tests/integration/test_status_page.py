@@ -132,12 +132,17 @@ def test_json_shows_breakers_attempts_and_live_windows(limiter, mock, start_slui
     assert k["budget_usd"]["limit"] == 5 and k["budget_usd"]["used"] > 0
     (t,) = st["teams"]
     assert t["name"] == "platform" and t["requests"] == {"limit": 1000, "used": 5}
-    # Two failures open the breaker: the backend shows open, with its time left.
+    assert be["models"] == []  # no model's breaker has opened
+    # Two failures (a 500 and its second chance on the same backend) open the
+    # model's breaker: the backend shows it, with its time left; the backend's
+    # own breaker (its connection) stays closed.
     for _ in range(2):
         s.chat(headers={"x-mock-status": "500"})
     be = status_json(admin)["backends"][0]
-    assert be["state"] == "open" and 25000 < be["open_left_ms"] <= 30000
-    assert be["attempts"] == 7 and be["failures"] == 2
+    assert be["state"] == "closed"
+    (mb,) = be["models"]
+    assert mb["model"] == "gpt-4o" and mb["state"] == "open" and 25000 < mb["open_left_ms"] <= 30000
+    assert be["attempts"] == 7 and be["failures"] == 2  # the second request found it open
 
 
 def test_failures_are_what_the_breaker_counts(mock, start_sluice):
@@ -161,9 +166,9 @@ def test_failures_are_what_the_breaker_counts(mock, start_sluice):
         time.sleep(0.05)
     be = status_json(admin)["backends"][0]
     assert be["attempts"] == 2 and be["failures"] == 0, be
-    assert s.chat(headers={"x-mock-status": "503"}).status == 503  # error_status: a failure
+    assert s.chat(headers={"x-mock-status": "503"}).status == 503  # error_status: a failure,
     be = status_json(admin)["backends"][0]
-    assert be["attempts"] == 3 and be["failures"] == 1, be
+    assert be["attempts"] == 4 and be["failures"] == 2, be  # and its second chance another
 
 
 def png_pixels(path):
@@ -240,7 +245,7 @@ def test_page_in_headless_chromium(tmp, mock, start_sluice):
     for _ in range(40):
         assert s.chat(conn=conn).status == 200
     assert answered(chromium(tmp, url)) == 43
-    # The breaker opens: the backend's row is red.
+    # A breaker of the backend opens (the model's): the backend's row is red.
     for _ in range(2):
         s.chat(headers={"x-mock-status": "500"})
     dom = chromium(tmp, url)

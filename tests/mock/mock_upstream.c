@@ -23,6 +23,8 @@
  *   x-mock-error-code: X          the error's code (default rate_limit_exceeded for 429, else
  *                                 mock_error), e.g. context_length_exceeded
  *   x-mock-fail-count: N          (config only) only the next N requests fail
+ *   x-mock-fail-model: NAME       the faults (status, close, hang, delay) hit only requests for
+ *                                 this model; others are answered
  *   x-mock-delay-ms: 200          wait before the response head
  *   x-mock-chunk-delay-ms: 10     wait between streamed chunks
  *   x-mock-hang: 1                never answer
@@ -78,6 +80,7 @@ struct faults {
     bool no_usage;
     int cached_tokens, reasoning_tokens;
     char header[160]; /* "Name: value" added to a 200 answer's head, or "" */
+    char fail_model[128]; /* the faults are for this model's requests only, or "" */
     char usage[160];  /* the usage object's text as given (any JSON), or "" */
 };
 
@@ -629,6 +632,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->cached_tokens = header_int(req, "x-mock-cached-tokens", f->cached_tokens);
     f->reasoning_tokens = header_int(req, "x-mock-reasoning-tokens", f->reasoning_tokens);
     header_str(req, "x-mock-header", f->header, sizeof(f->header));
+    header_str(req, "x-mock-fail-model", f->fail_model, sizeof(f->fail_model));
     header_str(req, "x-mock-usage", f->usage, sizeof(f->usage));
 }
 
@@ -646,6 +650,16 @@ static bool authorized(const struct http_req *req)
 
 static void echo_request(struct http_req *req);
 static void error_response(struct mock_req *m);
+
+/* Whether the request's body names this model. */
+static bool for_model(const struct http_req *req, const char *name)
+{
+    cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
+    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
+    bool is = cJSON_IsString(model) && strcmp(model->valuestring, name) == 0;
+    cJSON_Delete(root);
+    return is;
+}
 
 static void api_request(struct http_req *req, struct sl_str path)
 {
@@ -670,6 +684,11 @@ static void api_request(struct http_req *req, struct sl_str path)
         m->f.close = false;
     }
     apply_header_faults(req, &m->f);
+    if (m->f.fail_model[0] && !for_model(req, m->f.fail_model)) { /* another model's request */
+        m->f.status = 0;
+        m->f.close = m->f.hang = false;
+        m->f.delay_ms = 0;
+    }
     const struct sl_str *cred = http_header(req, "authorization");
     if (!cred)
         cred = http_header(req, "api-key");
@@ -965,6 +984,7 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "cached-tokens") == 0) f->cached_tokens = n;
         else if (strcmp(k, "reasoning-tokens") == 0) f->reasoning_tokens = n;
         else if (strcmp(k, "header") == 0 && cJSON_IsString(v)) snprintf(f->header, sizeof(f->header), "%s", v->valuestring);
+        else if (strcmp(k, "fail-model") == 0 && cJSON_IsString(v)) snprintf(f->fail_model, sizeof(f->fail_model), "%s", v->valuestring);
     }
     cJSON_Delete(root);
     reply_json(req, 200, "{\"ok\":true}\n");

@@ -39,6 +39,12 @@ static int pick(struct pool *p, struct pool_pick *out)
     return out->backend;
 }
 
+/* The state of backend i's breaker for model m. */
+static enum breaker_state pair(struct pool *p, int i)
+{
+    return pool_pair_state(p, i, "m", 1);
+}
+
 /* The next pick fails. */
 static void fail_once(struct pool *p)
 {
@@ -87,25 +93,84 @@ static void test_breaker_cycle(void)
         CHECK(pick(p, &pk) == 0);
         pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, -1);
     }
-    CHECK(pool_state(p, 0) == BREAKER_CLOSED);
+    CHECK(pair(p, 0) == BREAKER_CLOSED);
     fail_once(p);
-    CHECK(pool_state(p, 0) == BREAKER_OPEN);
+    CHECK(pair(p, 0) == BREAKER_OPEN);
     CHECK(pick(p, &pk) == -1);
     int64_t wait = pool_next_available_ms(p, "m", 1);
     CHECK(wait > 100 && wait <= 150);
     sleep_ms(160);
-    CHECK(pool_state(p, 0) == BREAKER_HALF_OPEN);
+    CHECK(pair(p, 0) == BREAKER_HALF_OPEN);
     struct pool_pick probe;
-    CHECK(pick(p, &probe) == 0 && probe.probe);
+    CHECK(pick(p, &probe) == 0 && probe.probe_model);
     CHECK(pick(p, &pk) == -1); /* one probe at a time */
     pool_report(p, &probe, UP_OUTCOME_ABORTED, -1);
-    CHECK(pick(p, &probe) == 0 && probe.probe); /* a probe without verdict frees the slot */
+    CHECK(pick(p, &probe) == 0 && probe.probe_model); /* a probe without verdict frees the slot */
     pool_report(p, &probe, UP_OUTCOME_ERROR_STATUS, -1);
-    CHECK(pool_state(p, 0) == BREAKER_OPEN); /* failed probe reopens */
+    CHECK(pair(p, 0) == BREAKER_OPEN); /* failed probe reopens */
     sleep_ms(160);
-    CHECK(pick(p, &probe) == 0 && probe.probe);
+    CHECK(pick(p, &probe) == 0 && probe.probe_model);
     pool_report(p, &probe, UP_OUTCOME_SUCCESS, -1);
-    CHECK(pool_state(p, 0) == BREAKER_CLOSED);
+    CHECK(pair(p, 0) == BREAKER_CLOSED);
+    pool_free(p);
+    cfg_unref(c);
+}
+
+/* A model's failures open its own breaker on the backend; the backend's other
+ * models go on. A connection failure opens the backend's: every model waits. */
+static void test_breakers_per_model(void)
+{
+    struct config *c = load("[backend a]\nurl = http://a\nbreaker_failures = 1\nbreaker_trip = 150ms\n"
+                            "[model m]\n[model n]\n");
+    struct pool *p = pool_new(c, NULL);
+    struct pool_tried tried = { { 0 } };
+    struct pool_pick pk = pool_pick(p, "m", 1, 0, &tried);
+    CHECK(pk.backend == 0 && pk.model >= 0);
+    pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, -1);
+    CHECK(pair(p, 0) == BREAKER_OPEN);
+    CHECK(pool_state(p, 0) == BREAKER_CLOSED); /* the backend's own breaker: the connection worked */
+    CHECK(pool_pair_state(p, 0, "n", 1) == BREAKER_CLOSED);
+    memset(&tried, 0, sizeof(tried));
+    CHECK(pool_pick(p, "m", 1, 0, &tried).backend == -1);
+    memset(&tried, 0, sizeof(tried));
+    pk = pool_pick(p, "n", 1, 0, &tried); /* the other model is served */
+    CHECK(pk.backend == 0);
+    pool_report(p, &pk, UP_OUTCOME_SUCCESS, -1);
+    /* a name no [model] lists shares the `*` breaker set, apart from m and n */
+    memset(&tried, 0, sizeof(tried));
+    pk = pool_pick(p, "zz", 2, 0, &tried);
+    CHECK(pk.backend == 0);
+    pool_report(p, &pk, UP_OUTCOME_ERROR_STATUS, -1);
+    CHECK(pool_pair_state(p, 0, "zz", 2) == BREAKER_OPEN && pool_pair_state(p, 0, "yy", 2) == BREAKER_OPEN);
+    CHECK(pool_pair_state(p, 0, "n", 1) == BREAKER_CLOSED);
+    struct pool_model_breaker mb[4];
+    CHECK(pool_model_breakers(p, mb, 4) == 2); /* m and *: the ones that opened */
+    CHECK(strcmp(mb[0].model, "m") == 0 && mb[0].state == BREAKER_OPEN && mb[0].open_left_ms > 0);
+    CHECK(strcmp(mb[1].model, "*") == 0);
+    /* a connection failure: the whole backend */
+    memset(&tried, 0, sizeof(tried));
+    pk = pool_pick(p, "n", 1, 0, &tried);
+    pool_report(p, &pk, UP_OUTCOME_CONNECT_FAILED, -1);
+    CHECK(pool_state(p, 0) == BREAKER_OPEN && pool_pair_state(p, 0, "n", 1) == BREAKER_CLOSED);
+    memset(&tried, 0, sizeof(tried));
+    CHECK(pool_pick(p, "n", 1, 0, &tried).backend == -1);
+    /* half-open: the probe of the backend and the model's own probe; its success closes both */
+    sleep_ms(160);
+    memset(&tried, 0, sizeof(tried));
+    pk = pool_pick(p, "m", 1, 0, &tried);
+    CHECK(pk.backend == 0 && pk.probe && pk.probe_model);
+    memset(&tried, 0, sizeof(tried));
+    CHECK(pool_pick(p, "n", 1, 0, &tried).backend == -1); /* the backend's one probe is out */
+    pool_report(p, &pk, UP_OUTCOME_SUCCESS, -1);
+    CHECK(pool_state(p, 0) == BREAKER_CLOSED && pair(p, 0) == BREAKER_CLOSED);
+    /* the same backend again, for the same model, after it was tried */
+    memset(&tried, 0, sizeof(tried));
+    pk = pool_pick(p, "m", 1, 0, &tried);
+    pool_report(p, &pk, UP_OUTCOME_SUCCESS, -1);
+    CHECK(pool_pick(p, "m", 1, 0, &tried).backend == -1); /* tried */
+    struct pool_pick again = pool_pick_again(p, &pk, 0, &tried);
+    CHECK(again.backend == 0 && again.model == pk.model);
+    pool_report(p, &again, UP_OUTCOME_SUCCESS, -1);
     pool_free(p);
     cfg_unref(c);
 }
@@ -117,9 +182,9 @@ static void test_failures_outside_window_do_not_trip(void)
     fail_once(p);
     sleep_ms(120);
     fail_once(p);
-    CHECK(pool_state(p, 0) == BREAKER_CLOSED);
+    CHECK(pair(p, 0) == BREAKER_CLOSED);
     fail_once(p);
-    CHECK(pool_state(p, 0) == BREAKER_OPEN);
+    CHECK(pair(p, 0) == BREAKER_OPEN);
     pool_free(p);
     cfg_unref(c);
 }
@@ -132,9 +197,9 @@ static void test_retry_after(void)
     struct pool_tried tried = { { 0 } };
     struct pool_pick a = pool_pick(p, "m", 1, 0, &tried), b = pool_pick(p, "m", 1, 0, &tried);
     pool_report(p, &a, UP_OUTCOME_ERROR_STATUS, 3600LL * 1000 * 24); /* a day: clamped */
-    CHECK(pool_state(p, a.backend) == BREAKER_OPEN);
+    CHECK(pair(p, a.backend) == BREAKER_OPEN);
     pool_report(p, &b, UP_OUTCOME_ERROR_STATUS, 5000); /* ignored: breaker_retry_after = no */
-    CHECK(pool_state(p, b.backend) == BREAKER_CLOSED);
+    CHECK(pair(p, b.backend) == BREAKER_CLOSED);
     int64_t wait = pool_next_available_ms(p, "m", 1);
     CHECK(wait == 0); /* b is still available */
     pool_free(p);
@@ -327,6 +392,7 @@ int main(int argc, char **argv)
     test_smooth_wrr();
     test_priority_and_tried();
     test_breaker_cycle();
+    test_breakers_per_model();
     test_failures_outside_window_do_not_trip();
     test_retry_after();
     return check_done();

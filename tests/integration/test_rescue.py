@@ -1,0 +1,255 @@
+"""Failover that rescues what can be rescued (docs/pool.md, "The order of
+rescue"): a silent upstream costs first_byte_timeout per attempt, not the
+whole timeout; the backend that failed gets its second chance (at once after
+a 500/502/503 or an unanswered stateless request, after a short Retry-After)
+before a fallback model is tried; stateless requests whose connection broke
+before any response byte are sent once more by default, stateful ones never.
+Each case asserts what the client gets, what each upstream saw and when, and
+what the log and the metrics say."""
+import json
+import time
+
+from harness import base_conf
+from test_failover import access_lines, last_access
+from test_operations import scrape, value
+from test_pool import pool_conf
+
+CHAT = {"messages": [{"role": "user", "content": "hello there"}]}
+
+
+def chat(s, model="gpt-4o", headers=None, **body):
+    return s.chat(dict(CHAT, model=model, **body), headers=headers)
+
+
+def timed(fn):
+    t = time.monotonic()
+    r = fn()
+    return r, time.monotonic() - t
+
+
+def models_of(mock):
+    return json.loads(mock.last()["body"])["model"]
+
+
+# ---- first_byte_timeout ----------------------------------------------------------
+
+def test_a_silent_upstream_costs_first_byte_timeout_then_the_next_backend_answers(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(hang=True)  # reads the request, never answers
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nfirst_byte_timeout = 300ms"),
+                                ("b", b, "priority = 2")]))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 200
+    assert 0.28 <= secs < 1.5, secs  # not timeout's 10 minutes
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 1]
+    line = last_access(s, 1)
+    assert line["attempts"] == "2" and line["backend"] == "b" and line["end"] == "responded"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="first_byte_timeout") == 1
+    assert value(m, "sluice_retries_total", backend="a") == 1
+    assert 'outcome=first_byte_timeout' in s.log_text() and "within first_byte_timeout" in s.log_text()
+
+
+def test_silent_upstreams_end_the_call_within_max_attempts_first_byte_timeouts(start_mock, start_sluice):
+    ms = [start_mock() for _ in range(3)]
+    for m in ms:
+        m.configure(hang=True)
+    s = start_sluice(pool_conf([(n, m, "first_byte_timeout = 300ms") for n, m in zip("abc", ms)]))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 504 and r.error()["code"] == "upstream_timeout"
+    assert 0.85 <= secs < 0.9 + 1.0, secs  # three attempts of 300 ms (timers in whole ms), plus slack
+    assert [m.stats()["requests"] for m in ms] == [1, 1, 1]
+    line = last_access(s, 1)
+    assert line["end"] == "upstream_first_byte_timeout" and line["attempts"] == "3"
+    assert line["outcome"] == "first_byte_timeout"
+
+
+def test_first_byte_timeout_ends_at_the_head_a_slow_stream_goes_on(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="first_byte_timeout = 300ms"))
+    # the head comes at once, then a chunk every 150 ms: 8 chunks, over a second
+    status, events = s.stream_events(headers={"x-mock-chunk-delay-ms": "150"})
+    assert status == 200 and events[-1] == "data: [DONE]"
+    assert not any('"error"' in e for e in events)
+    assert mock.stats()["requests"] == 1
+    assert last_access(s, 1)["end"] == "responded"
+
+
+def test_a_head_later_than_first_byte_timeout_fails_over_a_whole_answer_too(start_mock, start_sluice):
+    """A non-streamed answer's head comes with the whole answer: a generation
+    longer than first_byte_timeout is cut and sent on (docs/pool.md)."""
+    a, b = start_mock(), start_mock()
+    a.configure(delay_ms=800)
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nfirst_byte_timeout = 300ms"),
+                                ("b", b, "priority = 2")]))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 200 and secs < 0.8
+    assert last_access(s, 1)["backend"] == "b"
+
+
+# ---- the backend's second chance before a fallback model ---------------------------
+
+def two_models(a, b, extra_a="", server=""):
+    """gpt-4o on a, its fallback gpt-4o-mini on b."""
+    return pool_conf([("a", a, f"models = gpt-4o\n{extra_a}"), ("b", b, "models = gpt-4o-mini")],
+                     server=server) + "\n[model gpt-4o]\nfallbacks = gpt-4o-mini\n"
+
+
+def test_a_500_is_sent_to_the_same_backend_once_more_before_the_fallback(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(status=500, fail_count=1)
+    s = start_sluice(two_models(a, b))
+    r = chat(s)
+    assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o"  # no downgrade
+    assert [a.stats()["requests"], b.stats()["requests"]] == [2, 0]
+    line = last_access(s, 1)
+    assert line["attempts"] == "2" and line["served_model"] == "gpt-4o"
+    assert "fallback" not in s.log_text()
+
+
+def test_a_500_twice_goes_to_the_fallback(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(status=500)
+    s = start_sluice(two_models(a, b))
+    r = chat(s)
+    assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o-mini"
+    assert [a.stats()["requests"], b.stats()["requests"]] == [2, 1]  # one second chance, no more
+    assert "fallback key=k from=gpt-4o to=gpt-4o-mini reason=exhausted" in s.log_text()
+
+
+def test_a_short_retry_after_is_waited_out_on_the_requested_model(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(status=429, retry_after="1", fail_count=1)
+    s = start_sluice(two_models(a, b))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o"
+    assert 1.0 <= secs < 2.5, secs
+    assert [a.stats()["requests"], b.stats()["requests"]] == [2, 0]
+    assert "retry key=k backend=a model=gpt-4o after_ms=1000" in s.log_text()
+    assert last_access(s, 1)["attempts"] == "2"
+
+
+def test_a_retry_after_beyond_max_retry_wait_falls_back_at_once(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(status=429, retry_after="3", fail_count=1)
+    s = start_sluice(two_models(a, b, "max_retry_wait = 2s"))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o-mini" and secs < 1.0
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 1]
+
+
+def test_the_clients_own_timeout_forbids_the_wait(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(status=429, retry_after="2", fail_count=1)
+    s = start_sluice(two_models(a, b))
+    # the OpenAI SDKs send their timeout: a 2 s wait would outlast it
+    r, secs = timed(lambda: chat(s, headers={"x-stainless-timeout": "1.5"}))
+    assert r.status == 200 and r.headers["x-sluice-model"] == "gpt-4o-mini" and secs < 1.0
+
+
+def test_another_backend_of_the_model_comes_before_the_wait(start_mock, start_sluice):
+    a, a2 = start_mock(), start_mock()
+    a.configure(status=429, retry_after="2")
+    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("a2", a2, "priority = 2")]))
+    r, secs = timed(lambda: chat(s))
+    assert r.status == 200 and secs < 1.0
+    assert [a.stats()["requests"], a2.stats()["requests"]] == [1, 1]
+
+
+def test_the_client_leaving_during_the_wait_ends_the_request(start_mock, start_sluice):
+    a = start_mock()
+    a.configure(status=429, retry_after="3")
+    s = start_sluice(base_conf(a.url))
+    c = s.conn(timeout=0.5)
+    try:
+        s.chat(conn=c)
+    except OSError:
+        pass
+    c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and not access_lines(s, 1):
+        time.sleep(0.05)
+    line = last_access(s, 1)
+    assert line["end"] == "client_closed" and line["status"] == "499"
+    time.sleep(3.2)  # the wait's end finds nothing to do
+    assert a.stats()["requests"] == 1
+    assert value(scrape(s), "sluice_inflight_requests") == 0
+
+
+# ---- resend_unanswered = stateless (the default) ------------------------------------
+
+def test_an_unanswered_chat_request_is_sent_once_more_by_default(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    mock.configure(close=True, fail_count=1)  # read, then the connection closes: no byte back
+    r = chat(s)
+    assert r.status == 200
+    assert mock.stats()["requests"] == 2
+    line = last_access(s, 1)
+    assert line["attempts"] == "2" and line["end"] == "responded"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="no_answer") == 1
+    assert value(m, "sluice_retries_total", backend="main") == 1
+
+
+def test_an_unanswered_request_is_sent_once_more_only_once(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    mock.configure(close=True, fail_count=2)
+    r = chat(s)
+    assert r.status == 502 and r.error()["code"] == "upstream_failed"
+    assert mock.stats()["requests"] == 2
+    assert last_access(s, 1)["end"] == "upstream_no_answer"
+
+
+def test_stateful_requests_are_never_resent(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="breaker_failures = 10"))
+    for body, path in [({"model": "gpt-4o", "input": "hi"}, "/v1/responses"),  # stored by default
+                       (dict(CHAT, model="gpt-4o", store=True), "/v1/chat/completions")]:
+        mock.reset()
+        mock.configure(close=True, fail_count=1)
+        r = s.request("POST", path, body)
+        assert r.status == 502, path
+        assert mock.stats()["requests"] == 1, path
+    # a response that is not stored is stateless: sent once more
+    mock.reset()
+    mock.configure(close=True, fail_count=1)
+    r = s.request("POST", "/v1/responses", {"model": "gpt-4o", "input": "hi", "store": False})
+    assert r.status == 200 and mock.stats()["requests"] == 2
+
+
+# ---- breakers per (backend, model) ---------------------------------------------------
+
+def test_one_models_outage_leaves_the_backends_other_models_served(start_mock, start_sluice):
+    """One provider (models = *): gpt-4o answers 503 for a while. Its breaker
+    on the backend opens; gpt-4o-mini (its fallback) on the same backend goes
+    on, so every request is answered, by the fallback."""
+    mock = start_mock()
+    mock.configure(status=503, fail_model="gpt-4o")
+    s = start_sluice(pool_conf([("one", mock, "breaker_failures = 2\nbreaker_trip = 30s")])
+                     + "\n[model gpt-4o]\nfallbacks = gpt-4o-mini\n")
+    served = [chat(s).headers.get("x-sluice-model") for _ in range(15)]
+    assert served == ["gpt-4o-mini"] * 15  # was 2 of 15 answered with one breaker per backend
+    log = s.log_text()
+    assert "breaker backend=one model=gpt-4o closed->open reason=error_status open_ms=30000" in log
+    assert "breaker backend=one closed->open" not in log  # the backend's own breaker: closed
+    assert "model=gpt-4o-mini closed->open" not in log
+    # gpt-4o was tried twice (a 503 and its second chance), then its breaker kept it out
+    assert mock.stats()["requests"] == 2 + 15
+    m = scrape(s)
+    assert value(m, "sluice_backend_model_state", backend="one", model="gpt-4o") == 1
+    assert value(m, "sluice_backend_state", backend="one") == 0
+    assert value(m, "sluice_requests_total", key="k", model="gpt-4o", served_model="gpt-4o-mini",
+                 backend="one", code="200") == 15
+
+
+def test_a_connection_failure_counts_for_every_model_of_the_backend(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nbreaker_failures = 1\nbreaker_trip = 30s"),
+                                ("b", b, "priority = 2")]) + "\n[model gpt-4o]\n[model gpt-4o-mini]\n")
+    a.stop()
+    assert chat(s, "gpt-4o").status == 200  # a refused the connection: b answered
+    assert chat(s, "gpt-4o-mini").status == 200  # and a is skipped for the other model too
+    assert last_access(s, 2)["attempts"] == "1"
+    assert "breaker backend=a closed->open reason=connect_failed" in s.log_text()
