@@ -67,3 +67,18 @@ char *err_json(enum sl_error e, const char *message, const char *param, size_t *
     *len_out = b.len;
     return b.data;
 }
+
+char *err_response_event_json(enum sl_error e, const char *message, int64_t sequence,
+                              size_t *len_out)
+{
+    const struct sl_error_info *info = &table[e];
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"type\":\"error\",\"code\":");
+    const char *code = info->code ? info->code : info->type;
+    sl_buf_json_string(&b, code, strlen(code));
+    sl_buf_appends(&b, ",\"message\":");
+    sl_buf_json_string(&b, message, strlen(message));
+    sl_buf_printf(&b, ",\"param\":null,\"sequence_number\":%lld}", (long long)sequence);
+    *len_out = b.len;
+    return b.data;
+}

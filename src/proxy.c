@@ -169,7 +169,8 @@ struct sl_request {
     int64_t cost;                  /* micro-dollars: what the request cost, at settlement */
     struct lim_decision ticket; /* the limiter's answer */
     int upstream_status;        /* the last response head's status; 0 before any */
-    int64_t relayed_events;     /* content events streamed (usage fallback) */
+    struct tok_text relayed;    /* the output text streamed (usage fallback) */
+    int64_t events;             /* data events relayed (a Responses error event's sequence) */
     int64_t charged_input, charged_output; /* what the key was charged, for metrics */
 
     /* Attempts, all told. */
@@ -265,18 +266,22 @@ static struct http_req *take_client(struct sl_request *r)
 }
 
 /* A stream that cannot continue ends with one SSE error event, so SDKs raise
- * an error instead of seeing a silently short answer. */
-static void stream_error_event(struct http_req *req, const struct own_answer *own)
+ * an error instead of seeing a silently short answer: in the Responses API's
+ * own shape (event: error, the next sequence_number) for /v1/responses, else
+ * chat's data: {"error":...}. */
+static void stream_error_event(struct sl_request *r, const struct own_answer *own)
 {
     size_t len;
-    char *json = err_json(own->error, own->message, NULL, &len);
+    bool responses = r->call.endpoint == API_RESPONSES;
+    char *json = responses ? err_response_event_json(own->error, own->message, r->events, &len)
+                           : err_json(own->error, own->message, NULL, &len);
     while (len && json[len - 1] == '\n')
         len--;
     struct sl_buf ev = { 0 };
-    sl_buf_appends(&ev, "data: ");
+    sl_buf_appends(&ev, responses ? "event: error\ndata: " : "data: ");
     sl_buf_append(&ev, json, len);
     sl_buf_appends(&ev, "\n\n");
-    http_stream_write(req, ev.data, ev.len);
+    http_stream_write(r->req, ev.data, ev.len);
     sl_buf_free(&ev);
     free(json);
 }
@@ -292,7 +297,7 @@ static void answer(struct sl_request *r, const struct own_answer *own)
         r->status = err_info(own->error)->status;
     if (r->phase == PHASE_RELAYING) {
         if (own)
-            stream_error_event(r->req, own);
+            stream_error_event(r, own);
         http_stream_end(take_client(r));
     } else if (own) {
         struct sl_buf h = { 0 };
@@ -1427,12 +1432,13 @@ static void relay_event(const char *event, size_t len, void *arg)
     bool drop = false;
     struct sl_str data;
     if (sse_event_data(event, len, &data, &r->scratch)) {
+        r->events++;
         if (!r->stream_owned) /* a stored response's id comes in its first event */
             r->stream_owned = owners_stream_event(&r->w->limiter, &r->call, r->owner, data.p, data.len);
         if (tok_usage_from_sse_data(data.p, data.len, &r->usage))
             drop = r->strip_usage; /* sluice asked for this chunk, the client did not */
-        else if (!sl_str_eq(data, "[DONE]"))
-            r->relayed_events++;
+        else
+            tok_output_text(data.p, data.len, &r->relayed);
     }
     if (!drop)
         http_stream_queue(r->req, event, len);
@@ -1679,9 +1685,9 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
         .status = r->status,
         .attempts = r->attempts,
         .stream = r->call.stream,
-        .input_tokens = r->usage.prompt,
+        .input_tokens = r->charged_input, /* what the limiter was told: settle() ran */
         .cached_tokens = r->usage.seen ? r->usage.cached : 0,
-        .output_tokens = r->usage.completion,
+        .output_tokens = r->charged_output,
         .cost = r->cost,
         .ttfb_ms = r->ttfb * 1000.0,
         .duration_ms = (double)(now - r->start_us) / 1000.0,
@@ -1733,8 +1739,8 @@ static void trace_request(const struct sl_request *r)
         .attempts = r->attempts,
         .stream = r->call.stream,
         .usage_seen = r->usage.seen,
-        .input_tokens = r->usage.prompt,
-        .output_tokens = r->usage.completion,
+        .input_tokens = r->charged_input,
+        .output_tokens = r->charged_output,
         .cost = r->cost,
         .start_us = r->start_us,
         .admit_start_us = r->admit_start_us,
@@ -1763,7 +1769,7 @@ static void settle(struct sl_request *r)
         input = r->usage.prompt;
         output = r->usage.completion;
     } else if (up >= 200 && up <= 299) {
-        output = r->relayed_events; /* no usage: count what was relayed (0 if not a stream) */
+        output = tok_text_tokens(&r->relayed); /* no usage: the text relayed (0 if not a stream) */
     } else if (up) {
         input = 0; /* an error answer: nothing was processed */
     } else if (r->attempts == 0 || r->status != 499) {
@@ -1870,6 +1876,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
 {
     bool held = r->phase == PHASE_CAPACITY; /* the limiter still holds a backend's check */
     r->end = cause;
+    stop_waiting(r); /* refused after waiting, or left while waiting: the wait is logged */
     cJSON_Delete(r->list);
     r->list = NULL;
     answer(r, own);

@@ -296,6 +296,45 @@ bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u)
     return tok_usage_from_body(data, len, u);
 }
 
+/* ---- relayed output text ---------------------------------------------------------- */
+
+/* The members whose string value is output text, in the order they are looked for. */
+static const struct {
+    const char *key;
+    size_t len;
+} output_keys[] = {
+#define KEY(k) { "\"" k "\":\"", sizeof(k) + 3 } /* the quotes, the colon, the quote */
+    KEY("content"), KEY("arguments"), KEY("refusal"), KEY("reasoning_content"),
+    KEY("reasoning"), KEY("delta"), KEY("text"),
+#undef KEY
+};
+
+bool tok_output_text(const char *data, size_t len, struct tok_text *t)
+{
+    for (size_t k = 0; k < SL_ARRAY_LEN(output_keys); k++) {
+        const char *p = memmem(data, len, output_keys[k].key, output_keys[k].len);
+        if (!p)
+            continue;
+        const char *end = data + len;
+        for (p += output_keys[k].len; p < end && *p != '"'; p++) {
+            unsigned char c = (unsigned char)*p;
+            if (c == '\\' && p + 1 < end)
+                p++; /* an escape: one character */
+            if (c < 0x80)
+                t->ascii++;
+            else if ((c & 0xC0) != 0x80)
+                t->other++;
+        }
+        return true;
+    }
+    return false;
+}
+
+int64_t tok_text_tokens(const struct tok_text *t)
+{
+    return (t->ascii + 3) / 4 + t->other;
+}
+
 /* ---- prompt estimate ---------------------------------------------------------- */
 
 #include <stdlib.h>

@@ -4,6 +4,7 @@
 #define SLUICE_ERRORS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum sl_error {
     ERR_NONE = 0,          /* not an error: functions return it for success */
@@ -52,5 +53,9 @@ const struct sl_error_info *err_info(enum sl_error e);
 /* Renders {"error":{"message":...,"type":...,"param":...,"code":...}} into a
  * malloc'd string (caller frees). param may be NULL. */
 char *err_json(enum sl_error e, const char *message, const char *param, size_t *len_out);
+/* The Responses API's stream error event's data, {"type":"error","code":...,
+ * "message":...,"param":null,"sequence_number":N}, malloc'd (caller frees). */
+char *err_response_event_json(enum sl_error e, const char *message, int64_t sequence,
+                              size_t *len_out);
 
 #endif

@@ -43,4 +43,15 @@ bool tok_usage_from_object(const char *obj, size_t len, struct tok_usage *u);
 /* From one SSE event's data; cheap for the common event without usage. */
 bool tok_usage_from_sse_data(const char *data, size_t len, struct tok_usage *u);
 
+/* The output text a stream relayed, for a stream that ends without usage
+ * (cut, or an upstream that never reports it): counted as the prompt is. */
+struct tok_text {
+    int64_t ascii, other; /* ASCII bytes, and other code points */
+};
+/* Adds the text one SSE event's data carries: a chat delta's content,
+ * refusal, reasoning or tool-call arguments, a Responses delta, a
+ * completion's text (escapes counted as they come). False if it carries none. */
+bool tok_output_text(const char *data, size_t len, struct tok_text *t);
+int64_t tok_text_tokens(const struct tok_text *t);
+
 #endif

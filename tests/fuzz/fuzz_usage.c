@@ -1,7 +1,8 @@
 /* libFuzzer target: an upstream's usage numbers, from a whole JSON response,
- * a usage object, or one SSE event's data (tokens.h). What must hold: usage
- * that is seen is whole numbers from 0 up to 2^53 (what a limit, a quota or
- * a price may add), and invalid usage is never also seen. */
+ * a usage object, or one SSE event's data (tokens.h), and the output text an
+ * event carries. What must hold: usage that is seen is whole numbers from 0
+ * up to 2^53 (what a limit, a quota or a price may add), and invalid usage is
+ * never also seen; the text counted is never more than the event's bytes. */
 #include <string.h>
 
 #include "fuzz.h"
@@ -34,6 +35,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(tok_usage_from_object(text, size, &o), &o);
     struct tok_usage s = { 0 };
     check(tok_usage_from_sse_data(text, size, &s), &s);
+    struct tok_text t = { 0 };
+    bool has = tok_output_text(text, size, &t);
+    FUZZ_ASSERT(t.ascii >= 0 && t.other >= 0 && (size_t)(t.ascii + t.other) <= size);
+    FUZZ_ASSERT(has || (t.ascii == 0 && t.other == 0));
     free(text);
     return 0;
 }

@@ -235,13 +235,13 @@ class Sluice:
         body = body or {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
         return self.request("POST", "/v1/chat/completions", body, **kw)
 
-    def stream(self, headers=None, body=None, timeout=30):
-        """A streamed chat request: (connection, response), the body not read yet."""
+    def stream(self, headers=None, body=None, timeout=30, path="/v1/chat/completions"):
+        """A streamed request (chat by default): (connection, response), the body not read yet."""
         c = self.conn(timeout=timeout)
         h = {"Authorization": f"Bearer {CLIENT_KEY}", "Content-Type": "application/json"}
         h.update(headers or {})
         body = body or {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]}
-        c.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=h)
+        c.request("POST", path, body=json.dumps(body), headers=h)
         return c, c.getresponse()
 
     def stream_events(self, headers=None, body=None):

@@ -319,9 +319,11 @@ def test_stalled_stream_ends_with_one_error_event(start_mock, start_sluice):
     m = scrape(s)
     assert value(m, "sluice_upstream_attempts_total", backend="main", outcome="stream_stalled") == 1
     assert value(m, "sluice_backend_model_state", backend="main", model="*") == 1  # counted for the breaker
-    # What was relayed is settled, once: 3 content events without a usage chunk.
+    # What was relayed is settled, once: the text of 3 content events without a usage
+    # chunk, "tok0 tok1 tok2" (14 characters), counted as a prompt's text is: 4.
     v = s.request("GET", "/admin/keys/team-a", key="sk-admin-key-for-tests-0001").json()
-    assert v["output_tokens"]["used"] == 3
+    assert v["output_tokens"]["used"] == 4
+    assert line["completion_tokens"] == "4"  # the access log says the same
 
 
 def test_slow_but_steady_stream_is_not_cut(start_mock, start_sluice):

@@ -162,8 +162,9 @@ def test_streaming_usage_kept_when_asked_and_options_preserved(mock, start_sluic
     assert json.loads(mock.last()["body"])["stream_options"] == {"include_usage": True, "x_extra": 1}
 
 
-def test_stream_without_usage_counts_relayed_chunks(mock, start_sluice):
-    s = start_sluice(limited_conf(mock, "output_tpm = 20"))
+def test_stream_without_usage_counts_relayed_text(mock, start_sluice):
+    # each stream relays "tok0 tok1 ... tok7" (39 characters): 10 tokens
+    s = start_sluice(limited_conf(mock, "output_tpm = 30"))
     for _ in range(3):
         status, events = stream_chat(s, dict(EIGHT, stream=True), {"x-mock-no-usage": "1"})
         assert status == 200 and len(events) == 9

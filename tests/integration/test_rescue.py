@@ -253,3 +253,133 @@ def test_a_connection_failure_counts_for_every_model_of_the_backend(start_mock, 
     assert chat(s, "gpt-4o-mini").status == 200  # and a is skipped for the other model too
     assert last_access(s, 2)["attempts"] == "1"
     assert "breaker backend=a closed->open reason=connect_failed" in s.log_text()
+
+
+# ---- a cut stream is charged for what it relayed, and everything says so ----------------
+
+def test_a_cut_stream_is_counted_from_its_relayed_text_everywhere_alike(tmp, start_mock, start_sluice):
+    from test_usage_log import records
+    mock = start_mock()
+    log = tmp / "usage.jsonl"
+    s = start_sluice(base_conf(mock.url, extra_server=f"usage_log = {log}\nadmin_key = sk-admin-rescue-000001",
+                               key_extra="output_tpm = 1000",
+                               extra="[model gpt-4o]\ninput_price = 2.50\noutput_price = 10\n"))
+    # the upstream sends 4 chunks (a role chunk, then " tok0" .. " tok2"), then the connection drops
+    status, events = s.stream_events(headers={"x-mock-drop-after": "3", "x-mock-completion-tokens": "10"})
+    assert status == 200 and '"code":"upstream_failed"' in events[-1]
+    relayed = "".join(json.loads(e[len("data: "):])["choices"][0]["delta"].get("content", "")
+                      for e in events[:-1])
+    want = (len(relayed) + 3) // 4  # counted as a prompt's text is
+    assert want > 0
+    line = last_access(s, 1)
+    assert line["end"] == "stream_broken"
+    assert int(line["completion_tokens"]) == want  # was 0 while the limiter charged the estimate
+    prompt = int(line["prompt_tokens"])
+    assert prompt > 0
+    (rec,) = records(log, 1)
+    assert rec["output_tokens"] == want and rec["input_tokens"] == prompt
+    assert abs(rec["cost_usd"] - (prompt * 2.5 + want * 10) / 1e6) < 1e-6
+    m = scrape(s)
+    assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="output") == want
+    assert value(m, "sluice_tokens_total", key="team-a", model="gpt-4o", direction="input") == prompt
+    view = s.request("GET", "/admin/keys/team-a", key="sk-admin-rescue-000001").json()
+    assert view["output_tokens"]["used"] == want, view  # the limiter's window
+
+
+# ---- deadlines and dialects real clients see ---------------------------------------------
+
+def test_a_broken_responses_stream_ends_with_the_responses_error_event(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    c, r = s.stream(headers={"x-mock-drop-after": "4"}, path="/v1/responses",
+                    body={"model": "gpt-4o", "input": "hi", "stream": True})
+    text = r.read().decode()
+    c.close()
+    events = [e for e in text.split("\n\n") if e.strip()]
+    assert len(events) == 5  # created, item added, part added, one delta, then sluice's error
+    last = events[-1].split("\n")
+    assert last[0] == "event: error" and last[1].startswith("data: ")
+    err = json.loads(last[1][len("data: "):])
+    assert err == {"type": "error", "code": "upstream_failed", "message": err["message"], "param": None,
+                   "sequence_number": 4}  # the next one after 0..3
+    assert '"error":{' not in text  # not chat's shape, which the AI SDK cannot read
+    # a chat stream keeps chat's shape
+    status, events = s.stream_events({"x-mock-drop-after": "2"})
+    assert json.loads(events[-1][len("data: "):])["error"]["code"] == "upstream_failed"
+
+
+def test_the_mock_answers_a_responses_request_with_tools_with_a_function_call(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    r = s.request("POST", "/v1/responses", {"model": "gpt-4o", "input": "weather?", "tools": tools})
+    (item,) = r.json()["output"]
+    assert item["type"] == "function_call" and item["name"] == "get_weather"
+    assert json.loads(item["arguments"]) == {"city": "Paris"}
+    # the tool's answer: a message, no further call
+    answer = [{"type": "function_call_output", "call_id": item["call_id"], "output": "sunny"}]
+    r = s.request("POST", "/v1/responses", {"model": "gpt-4o", "input": answer, "tools": tools})
+    assert r.json()["output"][0]["type"] == "message"
+    c, resp = s.stream(body={"model": "gpt-4o", "input": "weather?", "tools": tools, "stream": True},
+                       path="/v1/responses")
+    types = [json.loads(e.split("data: ", 1)[1])["type"] for e in resp.read().decode().split("\n\n") if e.strip()]
+    c.close()
+    assert types == ["response.created", "response.output_item.added",
+                     "response.function_call_arguments.delta", "response.function_call_arguments.done",
+                     "response.output_item.done", "response.completed"]
+
+
+def queued_conf(mock, extra=""):
+    return base_conf(mock.url, key_extra=f"rpm = 1\nqueue_timeout = 5s\n{extra}")
+
+
+def test_a_wait_that_would_end_at_the_clients_timeout_is_refused_at_once(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(queued_conf(mock), extra_env={"SLUICE_WINDOW_MS": "3000"})
+    assert chat(s).status == 200
+    time.sleep(1.0)
+    # room comes in about 2.0 s; the client gives up at 2.1 s, and its timer started first:
+    # an answer at 2.0 s would not reach it. sluice refuses at once, so the client sees why.
+    r, secs = timed(lambda: chat(s, headers={"x-stainless-timeout": "2.1"}))
+    assert r.status == 429 and secs < 0.5, secs
+    assert r.error()["code"] == "rate_limit_exceeded"
+    # with time to spare, it waits and is answered
+    time.sleep(2.2)
+    assert chat(s).status == 200
+    r, secs = timed(lambda: chat(s, headers={"x-stainless-timeout": "6"}))
+    assert r.status == 200 and 2.0 < secs < 4.0, secs
+
+
+def test_a_request_that_waited_logs_its_wait_when_refused_or_gone(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, key_extra="rpm = 1\nqueue_timeout = 2s"),
+                     extra_env={"SLUICE_WINDOW_MS": "1500"})
+    assert chat(s).status == 200
+    import threading
+    results = {}
+    b = threading.Thread(target=lambda: results.setdefault("b", chat(s).status))
+    b.start()
+    time.sleep(0.1)
+    c, secs = timed(lambda: chat(s))  # behind b: b takes the room at 1.5 s, c's patience ends first
+    b.join()
+    assert results["b"] == 200 and c.status == 429
+    lines = [tokens_of(l) for l in access_lines(s, 3)]
+    refused = next(l for l in lines if l["status"] == "429")
+    assert refused["end"] == "rate_limited" and int(refused["queued_ms"]) >= 1000, refused
+    # a client that leaves while it waits
+    conn = s.conn(timeout=0.4)
+    try:
+        s.chat(conn=conn)
+    except OSError:
+        pass
+    conn.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and len(access_lines(s, 4)) < 4:
+        time.sleep(0.05)
+    gone = tokens_of(access_lines(s, 4)[-1])
+    assert gone["end"] == "client_closed" and int(gone["queued_ms"]) >= 300, gone
+
+
+def tokens_of(line):
+    import re
+    return dict(re.findall(r"(\w+)=(\S+)", line))

@@ -7,8 +7,8 @@
  *
  * Answers as OpenAI's parsers expect: embeddings in floats or base64
  * (encoding_format), complete Responses API objects and their full stream of
- * events, a tool call for a chat request with tools (unless it answers a
- * tool), usage chunks when asked.
+ * events, a tool call for a chat or Responses request with tools (unless it
+ * answers a tool), usage chunks when asked.
  * Besides the generating endpoints: GET /v1/models (the --models list),
  * files (upload, list, retrieve, content, delete, kept in memory), audio
  * transcriptions and translations (multipart), and any other path answered
@@ -230,23 +230,39 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
 
 static void text_of(struct sl_buf *b, int tokens);
 
-/* A chat request with tools whose last message is not a tool's answer gets
- * a call to the first function: what a model does on a tool loop's first turn. */
+/* A chat or Responses request with tools whose last message (input item) is
+ * not a tool's answer gets a call to the first function: what a model does on
+ * a tool loop's first turn. */
 static void tool_to_call(struct mock_req *m, const cJSON *root)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
-    if (m->kind != K_CHAT || !cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0)
+    if ((m->kind != K_CHAT && m->kind != K_RESPONSE) || !cJSON_IsArray(tools) ||
+        cJSON_GetArraySize(tools) == 0)
         return;
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, m->kind == K_CHAT ? "messages" : "input");
     const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
-    if (cJSON_IsString(role) && strcmp(role->valuestring, "tool") == 0)
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(last, "type");
+    if ((cJSON_IsString(role) && strcmp(role->valuestring, "tool") == 0) ||
+        (cJSON_IsString(type) && strcmp(type->valuestring, "function_call_output") == 0))
         return;
-    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "function");
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    const cJSON *tool = cJSON_GetArrayItem(tools, 0);
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tool, "function"); /* chat's shape */
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn ? fn : tool, "name"); /* or flat */
     if (cJSON_IsString(name))
         snprintf(m->tool, sizeof(m->tool), "%s", name->valuestring);
 }
+
+/* The Responses API's function call item the mock makes. */
+static void function_call_item(struct sl_buf *b, const struct mock_req *m, const char *status,
+                               const char *arguments)
+{
+    sl_buf_printf(b, "{\"type\":\"function_call\",\"id\":\"fc_mock\",\"call_id\":\"call_mock\","
+                     "\"name\":\"%s\",\"arguments\":\"%s\",\"status\":\"%s\"}",
+                  m->tool, arguments, status);
+}
+
+#define MOCK_ARGUMENTS "{\\\"city\\\":\\\"Paris\\\"}"
 
 /* The float32 little-endian bytes of 0.1, 0.2, 0.3, in base64: an embedding
  * as OpenAI sends it for encoding_format "base64". */
@@ -275,7 +291,9 @@ static void response_object(struct sl_buf *b, const struct mock_req *m, const ch
                      "\"status\":\"%s\",\"error\":null,\"incomplete_details\":null,"
                      "\"instructions\":null,\"model\":\"%s\",\"output\":[",
                   (long)time(NULL), status, m->model);
-    if (with_output)
+    if (with_output && m->tool[0])
+        function_call_item(b, m, "completed", MOCK_ARGUMENTS);
+    else if (with_output)
         sl_buf_printf(b, "{\"type\":\"message\",\"id\":\"msg_mock\",\"status\":\"completed\","
                          "\"role\":\"assistant\",\"content\":[{\"type\":\"output_text\",\"text\":"
                          "\"%s\",\"annotations\":[]}]}",
@@ -361,6 +379,20 @@ static void whole_response(struct mock_req *m)
     sl_buf_free(&text);
 }
 
+/* The head of one Responses stream event: its name, type and sequence number. */
+static void response_event(struct sl_buf *b, const char *name, int i)
+{
+    sl_buf_printf(b, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,", name, name, i);
+}
+
+/* Every Responses stream's first event. */
+static void response_created(struct sl_buf *b, const struct mock_req *m)
+{
+    response_event(b, "response.created", 0);
+    sl_buf_appends(b, "\"response\":");
+    response_object(b, m, "in_progress", false);
+}
+
 /* The Responses API's stream: created, the item and its part added, a
  * delta per token, text and part and item done, completed with usage. */
 static bool next_response_event(struct mock_req *m, struct sl_buf *b, int i)
@@ -370,11 +402,9 @@ static bool next_response_event(struct mock_req *m, struct sl_buf *b, int i)
     struct sl_buf text = { 0 };
     text_of(&text, n);
     const char *t = text.data ? text.data : "";
-#define EV(name) sl_buf_printf(b, "event: %s\ndata: {\"type\":\"%s\",\"sequence_number\":%d,", name, name, i)
+#define EV(name) response_event(b, name, i)
     if (i == 0) {
-        EV("response.created");
-        sl_buf_appends(b, "\"response\":");
-        response_object(b, m, "in_progress", false);
+        response_created(b, m);
     } else if (i == 1) {
         EV("response.output_item.added");
         sl_buf_appends(b, "\"output_index\":0,\"item\":{\"type\":\"message\",\"id\":\"msg_mock\","
@@ -409,6 +439,40 @@ static bool next_response_event(struct mock_req *m, struct sl_buf *b, int i)
 #undef EV
     sl_buf_appends(b, "}\n\n");
     sl_buf_free(&text);
+    return true;
+}
+
+/* The Responses API's stream of a function call: created, the call item
+ * added, its arguments' delta and done, the item done, completed. */
+static bool next_response_tool_event(struct mock_req *m, struct sl_buf *b, int i)
+{
+    static const char item[] = "\"item_id\":\"fc_mock\",\"output_index\":0";
+#define EV(name) response_event(b, name, i)
+    if (i == 0) {
+        response_created(b, m);
+    } else if (i == 1) {
+        EV("response.output_item.added");
+        sl_buf_appends(b, "\"output_index\":0,\"item\":");
+        function_call_item(b, m, "in_progress", "");
+    } else if (i == 2) {
+        EV("response.function_call_arguments.delta");
+        sl_buf_printf(b, "%s,\"delta\":\"%s\"", item, MOCK_ARGUMENTS);
+    } else if (i == 3) {
+        EV("response.function_call_arguments.done");
+        sl_buf_printf(b, "%s,\"arguments\":\"%s\"", item, MOCK_ARGUMENTS);
+    } else if (i == 4) {
+        EV("response.output_item.done");
+        sl_buf_appends(b, "\"output_index\":0,\"item\":");
+        function_call_item(b, m, "completed", MOCK_ARGUMENTS);
+    } else if (i == 5) {
+        EV("response.completed");
+        sl_buf_appends(b, "\"response\":");
+        response_object(b, m, "completed", true);
+    } else {
+        return false;
+    }
+#undef EV
+    sl_buf_appends(b, "}\n\n");
     return true;
 }
 
@@ -451,7 +515,8 @@ static bool next_tool_event(struct mock_req *m, struct sl_buf *b, int i)
 static bool next_event(struct mock_req *m, struct sl_buf *b)
 {
     if (m->kind == K_RESPONSE)
-        return next_response_event(m, b, m->sent++);
+        return m->tool[0] ? next_response_tool_event(m, b, m->sent++)
+                          : next_response_event(m, b, m->sent++);
     if (m->tool[0])
         return next_tool_event(m, b, m->sent++);
     int i = m->sent++;

@@ -146,6 +146,35 @@ describe('the official openai SDK through sluice', () => {
     assert.equal(final.usage.output_tokens, 8);
   });
 
+  test('a broken responses stream ends with the Responses API\'s own error event', async () => {
+    const stream = await client.responses.create(
+      { model: 'gpt-4o', input: 'one two', stream: true },
+      { headers: { 'x-mock-drop-after': '4' } },
+    );
+    const events = [];
+    for await (const e of stream) events.push(e);
+    assert.deepEqual(events.map((e) => e.type).slice(0, 4),
+      ['response.created', 'response.output_item.added', 'response.content_part.added', 'response.output_text.delta']);
+    const last = events.at(-1);
+    assert.equal(last.type, 'error');
+    assert.equal(last.code, 'upstream_failed');
+    assert.equal(last.sequence_number, 4);
+    assert.equal(typeof last.message, 'string');
+  });
+
+  test('responses.create with tools: a function call, then the answer to it', async () => {
+    const tools = [{ type: 'function', name: 'get_weather', parameters: { type: 'object', properties: {} }, strict: false }];
+    const r = await client.responses.create({ model: 'gpt-4o', input: 'weather?', tools });
+    const call = r.output[0];
+    assert.equal(call.type, 'function_call');
+    assert.deepEqual(JSON.parse(call.arguments), { city: 'Paris' });
+    const answer = await client.responses.create({
+      model: 'gpt-4o', tools,
+      input: [{ type: 'function_call_output', call_id: call.call_id, output: 'sunny' }],
+    });
+    assert.equal(answer.output[0].type, 'message');
+  });
+
   test('audio.transcriptions.create with a WAV (multipart)', async () => {
     const r = await client.audio.transcriptions.create({ file: await toFile(wav(), 'hello.wav'), model: 'whisper-1' });
     assert.equal(r.text, `mock transcription of ${wav().length} bytes by whisper-1`);

@@ -285,9 +285,31 @@ static void test_invalid_numbers(void)
     CHECK(tok_usage_from_body(nulls, strlen(nulls), &u) && u.seen && u.prompt == 4);
 }
 
+/* The text a stream relayed, for a stream without usage. */
+static void test_output_text(void)
+{
+    struct tok_text t = { 0 };
+    const char *chat = "{\"choices\":[{\"delta\":{\"content\":\"Hello, w\\\"orld\"}}]}";
+    CHECK(tok_output_text(chat, strlen(chat), &t));
+    CHECK(t.ascii == 13 && t.other == 0); /* Hello, w"orld: the escape is one character */
+    const char *role = "{\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}";
+    CHECK(!tok_output_text(role, strlen(role), &t) && t.ascii == 13);
+    const char *tool = "{\"choices\":[{\"delta\":{\"tool_calls\":[{\"function\":{\"arguments\":\"{\\\"a\\\":1}\"}}]}}]}";
+    CHECK(tok_output_text(tool, strlen(tool), &t) && t.ascii == 13 + 7); /* {"a":1} */
+    const char *resp = "{\"type\":\"response.output_text.delta\",\"delta\":\"\xc3\xa9t\xc3\xa9\"}";
+    CHECK(tok_output_text(resp, strlen(resp), &t) && t.other == 2 && t.ascii == 21);
+    CHECK(tok_text_tokens(&t) == (21 + 3) / 4 + 2);
+    const char *cut = "{\"choices\":[{\"delta\":{\"content\":\"ab";
+    struct tok_text c = { 0 };
+    CHECK(tok_output_text(cut, strlen(cut), &c) && c.ascii == 2); /* to the end, no further */
+    struct tok_text none = { 0 };
+    CHECK(tok_text_tokens(&none) == 0);
+}
+
 int main(void)
 {
     test_invalid_numbers();
+    test_output_text();
     test_bodies();
     test_stream_events();
     test_usage_inside_strings();
