@@ -211,6 +211,12 @@ const struct option cfg_options[] = {
              "attempt fails over as a connect error does (timeout stays the whole-response limit); "
              "a non-streamed answer's head comes with the whole answer, so keep it above the longest "
              "non-streamed generation" },
+    { .scope = SCOPE_BACKEND, .name = "first_token_timeout", .type = T_DURATION, .offset = BCK(first_token_timeout_ms),
+      .def = "0", .min = 0, .max = DAY_MS,
+      .doc = "streams: response head -> the first event with output (content, a tool call, a refusal "
+             "or reasoning); while it runs sluice holds the head back, so a slow first token fails "
+             "over to the next backend or fallback before the client has a byte; 0 = off (the head "
+             "is relayed at once)" },
     { .scope = SCOPE_BACKEND, .name = "max_retry_wait", .type = T_DURATION, .offset = BCK(max_retry_wait_ms),
       .def = "5s", .min = 0, .max = 600000,
       .doc = "a 429 or 5xx whose Retry-After is at most this is waited out, and the request sent to "

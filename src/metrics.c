@@ -45,7 +45,7 @@ struct family {
 
 enum {
     F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
-    F_QUEUE_WAIT,
+    F_TTFT, F_QUEUE_WAIT,
     F__COUNT,
     F_BUDGET_REMAINING = F__COUNT, /* gauges, rendered for the config's keys that have them */
     F_KEY_INFLIGHT,
@@ -62,6 +62,7 @@ static struct family families[F__ALL] = {
     [F_DURATION] = { .name = "sluice_request_duration_seconds", .help = "Time from the request's first byte to its end.", .histogram = true },
     [F_QUEUE_WAIT] = { .name = "sluice_queue_wait_seconds", .help = "Time requests waited for room (queue_timeout), admitted or not.", .histogram = true },
     [F_TTFB] = { .name = "sluice_upstream_ttfb_seconds", .help = "Time from sending to an upstream to its first response byte.", .histogram = true },
+    [F_TTFT] = { .name = "sluice_upstream_ttft_seconds", .help = "Time from sending to an upstream to its stream's first event with output (time to first token).", .histogram = true },
     [F_KEY_INFLIGHT] = { .name = "sluice_inflight", .help = "Requests of a key with max_inflight open on this node (the limit counts every node's)." },
     [F_BUDGET_REMAINING] = { .name = "sluice_budget_remaining_usd", .help = "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", .usd = true },
 };
@@ -273,6 +274,15 @@ void mx_attempt(const char *backend, const char *outcome, double ttfb_s)
         observe(series_for(&families[F_TTFB]), ttfb_s);
         pthread_mutex_unlock(&lock);
     }
+}
+
+void mx_ttft(const char *backend, double seconds)
+{
+    pthread_mutex_lock(&lock);
+    text.len = 0;
+    label("backend", backend);
+    observe(series_for(&families[F_TTFT]), seconds);
+    pthread_mutex_unlock(&lock);
 }
 
 void mx_retry(const char *backend)

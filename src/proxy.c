@@ -12,7 +12,9 @@
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
  *        |           a backend with rpm/tpm: its windows first (forward.c builds what is sent)
  *   CAPACITY           lim_admit .....................> on_capacity: FORWARDING; full -> attempt_next
- *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING
+ *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING (with
+ *        |                             first_token_timeout: hold_begin, the head held back
+ *        |                             until the first output; on_first_token: next attempt)
  *        |             up_on_data      buffered whole, or relay_event per SSE event
  *        |             up_on_resend    curl would send it again: resend_unanswered decides
  *        |             up_on_done      up_classify -> attempt_end -> may retry: attempt_next
@@ -120,6 +122,9 @@ struct attempt {
     struct curl_slist *headers; /* what it sent (forward.h): the header list and the URL */
     char *url;
     bool paused;                /* RELAYING: the upstream waits for the client to read */
+    bool holding;               /* a stream's head and events held back until its first output */
+    bool output_seen;           /* its stream has sent an event with output */
+    int64_t sent_us;            /* when it started, for the time to first token */
     int64_t last_data_ms;       /* RELAYING: when the upstream last sent a byte */
     enum up_outcome outcome;    /* once it ended */
     const char *target;         /* the model it was for (struct sl_request's target) */
@@ -199,6 +204,8 @@ struct sl_request {
     int64_t start_us;
     double ttfb;
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
+    struct event *first_token; /* holding: first_token_timeout */
+    struct sl_buf held;        /* holding: the events held back, as they will be relayed */
     struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
 
     /* Waiting for room (QUEUED; queue_timeout). */
@@ -1303,6 +1310,8 @@ static void attempt_start(struct sl_request *r)
         mx_retry(cfg->backends[r->backend].name);
     r->backend = r->at.pick.backend;
     r->at.target = r->target;
+    r->at.holding = r->at.output_seen = false;
+    r->at.sent_us = sl_now_us();
     r->attempts++;
     if (cfg->telemetry.enabled && r->ntraced < SPANS_MAX_ATTEMPTS) {
         if (!r->traced)
@@ -1402,6 +1411,44 @@ static void read_upstream_limits(struct sl_request *r, struct up_transfer *t)
         pool_upstream_said(r->gen->pool, r->at.pick.backend, &u);
 }
 
+static void on_first_token(evutil_socket_t fd, short what, void *arg);
+
+/* first_token_timeout: the stream's head and events wait, unseen, for its
+ * first output, so a slow first token can still fail over. */
+static void hold_begin(struct sl_request *r, int64_t ms)
+{
+    r->at.holding = true;
+    r->held.len = 0;
+    if (!r->first_token)
+        r->first_token = evtimer_new(r->w->base, on_first_token, r);
+    arm_ms(r->first_token, ms);
+}
+
+/* The first output came (or the stream ended, or too much was held): the
+ * client gets the head and what was held, and the stream from now on. */
+static void hold_release(struct sl_request *r, struct up_transfer *t)
+{
+    r->at.holding = false;
+    event_del(r->first_token);
+    relay_begin(r, t, r->upstream_status);
+    if (r->held.len)
+        http_stream_queue(r->req, r->held.data, r->held.len);
+    r->held.len = 0;
+}
+
+/* What the held attempt relayed counts for nothing: it is dropped. */
+static void hold_drop(struct sl_request *r)
+{
+    r->at.holding = false;
+    event_del(r->first_token);
+    r->held.len = 0;
+    r->relayed = (struct tok_text){ 0, 0 };
+    r->events = 0;
+    r->usage = (struct tok_usage){ 0 };
+    sse_free(&r->sse);
+    sse_init(&r->sse, MAX_SSE_EVENT);
+}
+
 static void up_on_headers(struct up_transfer *t, void *arg)
 {
     struct sl_request *r = arg;
@@ -1412,12 +1459,36 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     r->upstream_status = status;
     if (r->ntraced && r->attempts == r->ntraced)
         r->traced[r->ntraced - 1].status = status;
-    if (r->req && status >= 200 && status <= 299 && is_event_stream(t))
-        relay_begin(r, t, status);
+    if (r->req && status >= 200 && status <= 299 && is_event_stream(t)) {
+        const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
+        if (be->first_token_timeout_ms > 0 && r->call.stream)
+            hold_begin(r, be->first_token_timeout_ms);
+        else
+            relay_begin(r, t, status);
+    }
     /* anything else is buffered and answered whole */
 }
 
-/* One complete SSE event from the upstream: count it, scrub it, pass it on. */
+#define MAX_HELD (1 << 20) /* held back beyond this, a stream is relayed whatever it holds */
+
+/* Whether an event's data is the stream's output: text (tok_output_text
+ * counted some), or a tool or function call. */
+static bool is_output(const char *data, size_t len, int64_t text_before, const struct tok_text *t)
+{
+    return t->ascii + t->other > text_before || memmem(data, len, "\"tool_calls\"", 12) ||
+           memmem(data, len, "\"function_call\"", 15);
+}
+
+/* The stream's first output: its time to first token, and the held head goes. */
+static void first_output(struct sl_request *r)
+{
+    r->at.output_seen = true;
+    mx_ttft(r->gen->cfg->backends[r->at.pick.backend].name,
+            (double)(sl_now_us() - r->at.sent_us) / 1e6);
+}
+
+/* One complete SSE event from the upstream: count it, scrub it, pass it on
+ * (or hold it back, while first_token_timeout runs). */
 static void relay_event(const char *event, size_t len, void *arg)
 {
     struct sl_request *r = arg;
@@ -1429,19 +1500,28 @@ static void relay_event(const char *event, size_t len, void *arg)
         scrub(r, copy.data, len);
         event = copy.data;
     }
-    bool drop = false;
+    bool drop = false, output = false;
     struct sl_str data;
     if (sse_event_data(event, len, &data, &r->scratch)) {
         r->events++;
         if (!r->stream_owned) /* a stored response's id comes in its first event */
             r->stream_owned = owners_stream_event(&r->w->limiter, &r->call, r->owner, data.p, data.len);
-        if (tok_usage_from_sse_data(data.p, data.len, &r->usage))
+        if (tok_usage_from_sse_data(data.p, data.len, &r->usage)) {
             drop = r->strip_usage; /* sluice asked for this chunk, the client did not */
-        else
+        } else {
+            int64_t before = r->relayed.ascii + r->relayed.other;
             tok_output_text(data.p, data.len, &r->relayed);
+            output = !r->at.output_seen && is_output(data.p, data.len, before, &r->relayed);
+        }
     }
-    if (!drop)
+    if (output)
+        first_output(r);
+    if (!drop && r->at.holding)
+        sl_buf_append(&r->held, event, len);
+    else if (!drop)
         http_stream_queue(r->req, event, len);
+    if (r->at.holding && (output || r->held.len > MAX_HELD))
+        hold_release(r, r->at.xfer);
     sl_buf_free(&copy);
 }
 
@@ -1449,6 +1529,10 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
 {
     (void)t;
     struct sl_request *r = arg;
+    if (r->at.holding) {
+        sse_feed(&r->sse, data, len, relay_event, r);
+        return len;
+    }
     if (r->phase == PHASE_RELAYING) {
         r->at.last_data_ms = sl_now_ms();
         if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
@@ -1535,6 +1619,10 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
 {
     struct sl_request *r = arg;
     const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
+    if (r->at.holding && how == UP_ANSWERED)
+        hold_release(r, t); /* a whole stream without output: relayed as it was */
+    else if (r->at.holding)
+        hold_drop(r); /* broken before any output: the client has nothing yet */
     bool relaying = r->phase == PHASE_RELAYING;
     int status = how == UP_ANSWERED ? up_status(t) : 0;
     enum up_outcome o = up_classify(how, status, relaying, &be->breaker_status);
@@ -1644,6 +1732,25 @@ static void on_stream_idle(evutil_socket_t fd, short what, void *arg)
                        r->upstream_status, "the stream sent nothing for stream_idle_timeout");
     attempt_stop(r, UP_OUTCOME_STREAM_STALLED);
     request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
+}
+
+/* No output within first_token_timeout: the client has seen nothing, so the
+ * attempt ends and the next backend (or fallback) gets the request. */
+static void on_first_token(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct sl_request *r = arg;
+    if (!r->at.holding)
+        return;
+    log_failed_attempt(r, r->gen->cfg->backends[r->at.pick.backend].name,
+                       UP_OUTCOME_FIRST_TOKEN_TIMEOUT, r->upstream_status,
+                       "the stream sent no output within first_token_timeout");
+    hold_drop(r);
+    attempt_stop(r, UP_OUTCOME_FIRST_TOKEN_TIMEOUT);
+    if (!r->body)
+        r->body = evbuffer_new();
+    attempt_next(r);
 }
 
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -1852,6 +1959,9 @@ static void request_free(struct sl_request *r)
     event_del(r->deadline);
     if (r->stream_idle)
         event_free(r->stream_idle);
+    if (r->first_token)
+        event_free(r->first_token);
+    sl_buf_free(&r->held);
     if (r->lease_renew)
         event_free(r->lease_renew);
     stop_waiting(r); /* already out, but for paths that end without request_end */

@@ -122,6 +122,7 @@ struct cfg_backend {
     int64_t connect_timeout_ms;
     int64_t timeout_ms;
     int64_t first_byte_timeout_ms; /* request sent -> response head; past it, fail over */
+    int64_t first_token_timeout_ms; /* streams: head -> first output event; 0 = off */
     int64_t max_retry_wait_ms;     /* a Retry-After up to this is waited out on the same backend */
     int64_t breaker_failures;
     int64_t breaker_window_ms;

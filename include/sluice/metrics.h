@@ -35,6 +35,8 @@ void mx_rate_limited(const char *key, const char *dimension);
 void mx_budget_remaining(const char *scope, const char *name, int64_t micro);
 /* outcome: success, client_error, error_status, connect_error, timeout, broken, aborted */
 void mx_attempt(const char *backend, const char *outcome, double ttfb_s);
+/* A stream's first event with output came ttft_s after its attempt was sent. */
+void mx_ttft(const char *backend, double ttft_s);
 void mx_retry(const char *backend);
 void mx_inflight(int delta);
 /* A SIGHUP reload's result (sluice_config_reloads_total; a good one also sets

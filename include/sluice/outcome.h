@@ -67,6 +67,9 @@ enum up_end {
     X(UPSTREAM_TIMEOUT, "upstream_timeout", "the upstream did not answer within `timeout` (504)") \
     X(UPSTREAM_FIRST_BYTE_TIMEOUT, "upstream_first_byte_timeout",                                  \
       "the last backend tried sent no response head within `first_byte_timeout` (504)")           \
+    X(UPSTREAM_FIRST_TOKEN_TIMEOUT, "upstream_first_token_timeout",                                \
+      "the last backend's stream sent no output within `first_token_timeout`; the client had "    \
+      "nothing yet (504)")                                                                         \
     X(UPSTREAM_BROKEN, "upstream_broken", "the upstream's answer broke off after its head (502)") \
     X(UPSTREAM_TOO_LARGE, "upstream_too_large", "the upstream's answer was larger than 256 MB (502)") \
     X(STREAM_BROKEN, "stream_broken",                                                              \
@@ -134,6 +137,10 @@ enum up_retry {
     X(FIRST_BYTE_TIMEOUT, "first_byte_timeout", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT,   \
       UPSTREAM_FIRST_BYTE_TIMEOUT, "The upstream did not start answering in time.",               \
       "sent; no response head within `first_byte_timeout`: the next backend gets it")             \
+    X(FIRST_TOKEN_TIMEOUT, "first_token_timeout", VERDICT_FAILURE, RETRY_YES, ERR_UPSTREAM_TIMEOUT, \
+      UPSTREAM_FIRST_TOKEN_TIMEOUT, "The upstream's stream did not start answering in time.",      \
+      "a stream sent no event with output within `first_token_timeout` (its head held back): "    \
+      "the next backend gets it")                                                                  \
     X(BROKEN, "broken", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_BROKEN,             \
       "The upstream request failed.", "the answer broke off after its head")                     \
     X(TOO_LARGE, "too_large", VERDICT_FAILURE, RETRY_NO, ERR_UPSTREAM_FAILED, UPSTREAM_TOO_LARGE,       \

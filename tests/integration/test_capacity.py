@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from test_failover import access_lines
 from test_pool import pool_conf
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there"}]}
@@ -53,7 +54,8 @@ def test_every_backend_full_is_429_upstream_capacity(start_mock, start_sluice, r
     assert 1 <= int(r.headers["retry-after"]) <= 3
     assert 1 <= int(r.headers["retry-after-ms"]) <= 3000
     assert a.stats()["requests"] + b.stats()["requests"] == 3
-    assert " end=upstream_capacity " in s.log_text() and " attempts=0 " in s.log_text()
+    line = access_lines(s, 4)[-1]  # written just after the answer: waited for
+    assert " end=upstream_capacity " in line and " attempts=0 " in line
     # the windows slide: after Retry-After the backends take requests again
     time.sleep(int(r.headers["retry-after-ms"]) / 1000 + 0.1)
     assert s.chat(CHAT).status == 200

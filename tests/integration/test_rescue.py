@@ -383,3 +383,85 @@ def test_a_request_that_waited_logs_its_wait_when_refused_or_gone(start_mock, st
 def tokens_of(line):
     import re
     return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+# ---- first_token_timeout: the head held back until the first output ------------------------
+
+def stream_timed(s, headers=None, body=None):
+    """A chat stream: (status, events, seconds to the response head, seconds in all)."""
+    t = time.monotonic()
+    c, r = s.stream(headers, body)
+    head = time.monotonic() - t
+    text = r.read().decode()
+    c.close()
+    return r.status, [e for e in text.split("\n\n") if e.strip()], head, time.monotonic() - t
+
+
+def contents(events):
+    return "".join(json.loads(e[len("data: "):])["choices"][0]["delta"].get("content") or ""
+                   for e in events if e != "data: [DONE]" and json.loads(e[len("data: "):])["choices"])
+
+
+def test_a_slow_first_token_fails_over_before_the_client_sees_a_byte(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(first_token_delay_ms=3000)  # the head and a role chunk at once, the first token late
+    s = start_sluice(pool_conf([("a", a, "priority = 1\nfirst_token_timeout = 300ms"),
+                                ("b", b, "priority = 2\nfirst_token_timeout = 300ms")]))
+    status, events, head, total = stream_timed(s)
+    assert status == 200 and events[-1] == "data: [DONE]"
+    assert 0.28 <= head < 1.5 and total < 1.5, (head, total)  # the head came with b's first token
+    assert contents(events) == "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"  # b's answer only, once
+    roles = [e for e in events if '"role":"assistant"' in e]
+    assert len(roles) == 1  # a's held role chunk never reached the client
+    time.sleep(0.2)
+    assert a.stats()["aborted"] == 1 and b.stats()["requests"] == 1
+    line = last_access(s, 1)
+    assert line["backend"] == "b" and line["attempts"] == "2" and line["end"] == "responded"
+    assert int(line["completion_tokens"]) == 8  # only b's answer is charged
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="first_token_timeout") == 1
+    assert value(m, "sluice_upstream_ttft_seconds_count", backend="b") == 1
+    assert value(m, "sluice_upstream_ttft_seconds_count", backend="a") == 0
+
+
+def test_without_first_token_timeout_the_head_goes_at_once_and_ttft_is_measured(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url))
+    status, events, head, total = stream_timed(s, {"x-mock-first-token-delay-ms": "600"})
+    assert status == 200 and head < 0.3 and total >= 0.6, (head, total)
+    assert contents(events) == "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"
+    m = scrape(s)
+    assert value(m, "sluice_upstream_ttft_seconds_count", backend="main") == 1
+    assert value(m, "sluice_upstream_ttft_seconds_sum", backend="main") >= 0.6
+
+
+def test_a_held_stream_is_relayed_unchanged(start_mock, start_sluice):
+    mock = start_mock()
+    plain = start_sluice(base_conf(mock.url))
+    held = start_sluice(base_conf(mock.url, extra_backend="first_token_timeout = 2s"))
+    body = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "x"}]}
+    a = stream_timed(plain, body=body)[1]
+    b = stream_timed(held, body=body)[1]
+    assert a == b and b[-1] == "data: [DONE]"  # the mock's chunks carry no time: byte for byte
+    # tool calls are output too, and a stream with no output at all is relayed whole at its end
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    status, events, _, _ = stream_timed(held, body=dict(body, tools=tools))
+    assert status == 200 and '"tool_calls"' in events[0]
+    status, events, _, _ = stream_timed(held, {"x-mock-completion-tokens": "0"})
+    assert status == 200 and events[-1] == "data: [DONE]"
+    # plain requests are not held
+    assert held.chat().status == 200
+
+
+def test_a_slow_first_token_with_nothing_else_is_a_504(start_mock, start_sluice):
+    mock = start_mock()
+    s = start_sluice(base_conf(mock.url, extra_backend="first_token_timeout = 300ms"))
+    t = time.monotonic()
+    c, r = s.stream({"x-mock-first-token-delay-ms": "3000"})
+    body = r.read()
+    c.close()
+    assert r.status == 504 and json.loads(body)["error"]["code"] == "upstream_timeout"
+    assert time.monotonic() - t < 1.5
+    line = last_access(s, 1)
+    assert line["end"] == "upstream_first_token_timeout" and line["outcome"] == "first_token_timeout"

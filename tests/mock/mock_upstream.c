@@ -27,6 +27,8 @@
  *                                 this model; others are answered
  *   x-mock-delay-ms: 200          wait before the response head
  *   x-mock-chunk-delay-ms: 10     wait between streamed chunks
+ *   x-mock-first-token-delay-ms: N  streams: the head (and, for chat, a chunk with the role and
+ *                                 empty content) at once, then N ms before the first token
  *   x-mock-hang: 1                never answer
  *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
  *   x-mock-stall-after: 3         send nothing more after 3 streamed chunks, connection open
@@ -70,6 +72,7 @@ struct faults {
     int fail_count; /* -1 = every request */
     int delay_ms;
     int chunk_delay_ms;
+    int first_token_delay_ms;
     bool hang;
     int drop_after; /* -1 = never */
     int stall_after; /* -1 = never */
@@ -120,6 +123,7 @@ struct mock_req {
     int prompt_tokens, completion_tokens, n_inputs;
     int sent; /* streamed content chunks so far */
     bool head_sent;
+    bool first_token_waited;
     bool base64;        /* embeddings: encoding_format "base64" */
     bool done_sent;     /* a tool stream's [DONE] went out */
     char tool[64];      /* chat with tools: answer with a call to this one */
@@ -653,6 +657,19 @@ static void respond_now(struct mock_req *m)
             http_stream_write(m->req, ev, (size_t)n);
         }
     }
+    if (m->f.first_token_delay_ms > 0 && !m->first_token_waited) { /* a slow first token */
+        m->first_token_waited = true;
+        if (m->kind == K_CHAT && !m->tool[0]) {
+            char ev[256];
+            int n = snprintf(ev, sizeof(ev),
+                             "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\","
+                             "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                             "\"assistant\",\"content\":\"\"},\"finish_reason\":null}]}\n\n",
+                             m->model);
+            http_stream_write(m->req, ev, (size_t)n);
+        }
+        return arm(m, m->f.first_token_delay_ms);
+    }
     pump(m);
 }
 
@@ -686,6 +703,7 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     header_str(req, "x-mock-error-message", f->error_message, sizeof(f->error_message));
     f->delay_ms = header_int(req, "x-mock-delay-ms", f->delay_ms);
     f->chunk_delay_ms = header_int(req, "x-mock-chunk-delay-ms", f->chunk_delay_ms);
+    f->first_token_delay_ms = header_int(req, "x-mock-first-token-delay-ms", f->first_token_delay_ms);
     f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
     f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
     f->stall_after = header_int(req, "x-mock-stall-after", f->stall_after);
@@ -752,7 +770,7 @@ static void api_request(struct http_req *req, struct sl_str path)
     if (m->f.fail_model[0] && !for_model(req, m->f.fail_model)) { /* another model's request */
         m->f.status = 0;
         m->f.close = m->f.hang = false;
-        m->f.delay_ms = 0;
+        m->f.delay_ms = m->f.first_token_delay_ms = 0;
     }
     const struct sl_str *cred = http_header(req, "authorization");
     if (!cred)
@@ -1039,6 +1057,7 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "fail-count") == 0) f->fail_count = n;
         else if (strcmp(k, "delay-ms") == 0) f->delay_ms = n;
         else if (strcmp(k, "chunk-delay-ms") == 0) f->chunk_delay_ms = n;
+        else if (strcmp(k, "first-token-delay-ms") == 0) f->first_token_delay_ms = n;
         else if (strcmp(k, "hang") == 0) f->hang = n != 0;
         else if (strcmp(k, "drop-after") == 0) f->drop_after = n;
         else if (strcmp(k, "stall-after") == 0) f->stall_after = n;
