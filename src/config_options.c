@@ -276,6 +276,11 @@ const struct option cfg_options[] = {
              "completions, completions, embeddings, responses with store false, moderations, audio); "
              "yes = sent again whatever the path, each time a counted attempt; no = 502 (the "
              "upstream may have read it)" },
+    { .scope = SCOPE_BACKEND, .name = "prefill", .type = T_BOOL, .offset = BCK(prefill),
+      .def = "no",
+      .doc = "yes: this backend can continue an assistant message it is given (assistant prefill, "
+             "vLLM's continue_final_message): a chat stream cut after output was relayed continues "
+             "here, and the client receives one whole answer (docs/pool.md)" },
     { .scope = SCOPE_BACKEND, .name = "rpm", .type = T_INT, .offset = BCK(rpm),
       .def = "0", .max = BIG,
       .doc = "the deployment's own requests per minute: at it, the backend is skipped (shared by all "

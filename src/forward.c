@@ -51,6 +51,8 @@ void fwd_rename_model(struct fwd_body *b, const struct api_call *c, const char *
 
 struct sl_str fwd_body_sent(const struct fwd_body *b)
 {
+    if (b->cont.len)
+        return (struct sl_str){ b->cont.data, b->cont.len };
     if (b->model.len)
         return (struct sl_str){ b->model.data, b->model.len };
     if (b->usage.len)
@@ -62,6 +64,38 @@ void fwd_body_free(struct fwd_body *b)
 {
     sl_buf_free(&b->usage);
     sl_buf_free(&b->model);
+    sl_buf_free(&b->cont);
+}
+
+bool fwd_continuation(struct fwd_body *b, const char *said, size_t len)
+{
+    struct sl_str sent = fwd_body_sent(b);
+    cJSON *root = cJSON_ParseWithLength(sent.p, sent.len);
+    cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    struct sl_buf text = { 0 }; /* the assistant's message, read back by cJSON: unescaped once */
+    sl_buf_appends(&text, "{\"role\":\"assistant\",\"content\":\"");
+    sl_buf_append(&text, said, len);
+    sl_buf_appends(&text, "\"}");
+    cJSON *msg = cJSON_ParseWithLength(text.data, text.len);
+    sl_buf_free(&text);
+    if (!cJSON_IsArray(msgs) || !msg) {
+        cJSON_Delete(msg);
+        cJSON_Delete(root);
+        return false;
+    }
+    cJSON_AddItemToArray(msgs, msg);
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "continue_final_message");
+    cJSON_DeleteItemFromObjectCaseSensitive(root, "add_generation_prompt");
+    cJSON_AddBoolToObject(root, "continue_final_message", true);
+    cJSON_AddBoolToObject(root, "add_generation_prompt", false);
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (!out)
+        return false;
+    b->cont.len = 0;
+    sl_buf_appends(&b->cont, out);
+    free(out);
+    return true;
 }
 
 /* ---- headers ---- */

@@ -123,6 +123,7 @@ struct attempt {
     char *url;
     bool paused;                /* RELAYING: the upstream waits for the client to read */
     bool holding;               /* a stream's head and events held back until its first output */
+    bool refused;               /* a continuation the backend would not stream: dropped */
     bool output_seen;           /* its stream has sent an event with output */
     int64_t sent_us;            /* when it started, for the time to first token */
     int64_t last_data_ms;       /* RELAYING: when the upstream last sent a byte */
@@ -206,6 +207,13 @@ struct sl_request {
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
     struct event *first_token; /* holding: first_token_timeout */
     struct sl_buf held;        /* holding: the events held back, as they will be relayed */
+
+    /* A cut stream's continuation (prefill backends; docs/pool.md). */
+    bool continuable;          /* a chat stream of one choice, with a prefill backend in the config */
+    bool continued;            /* the current attempt continues a cut one */
+    struct sl_buf said;        /* the assistant's text relayed so far, as JSON string content */
+    enum up_outcome cut;       /* how the cut attempt ended: the answer if nothing continues */
+    int64_t carried_input, carried_output; /* what the cut attempt used */
     struct event *lease_renew; /* a max_inflight slot in Redis: renewed while the request runs */
 
     /* Waiting for room (QUEUED; queue_timeout). */
@@ -1363,6 +1371,14 @@ static bool is_event_stream(struct up_transfer *t)
     return up_header(t, "content-type", &ct) && sl_str_casestarts(ct, "text/event-stream");
 }
 
+static bool any_prefill(const struct config *cfg)
+{
+    for (int i = 0; i < cfg->nbackends; i++)
+        if (cfg->backends[i].prefill)
+            return true;
+    return false;
+}
+
 /* A 2xx event stream: the client gets its head now and its events as they
  * come, as long as the upstream keeps sending. */
 static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
@@ -1456,11 +1472,19 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     pool_observe(r->gen->pool, r->at.pick.backend, (int64_t)(r->ttfb * 1e6));
     read_upstream_limits(r, t);
     int status = up_status(t);
-    r->upstream_status = status;
     if (r->ntraced && r->attempts == r->ntraced)
         r->traced[r->ntraced - 1].status = status;
+    if (r->phase == PHASE_RELAYING) { /* a continuation: the client has its head already */
+        r->at.refused = !(status >= 200 && status <= 299 && is_event_stream(t));
+        r->at.last_data_ms = sl_now_ms();
+        return;
+    }
+    r->upstream_status = status;
     if (r->req && status >= 200 && status <= 299 && is_event_stream(t)) {
         const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
+        r->continuable = r->call.endpoint == API_CHAT && r->call.choices <= 1 &&
+                         any_prefill(r->gen->cfg); /* its text is kept for a continuation */
+        r->said.len = 0;
         if (be->first_token_timeout_ms > 0 && r->call.stream)
             hold_begin(r, be->first_token_timeout_ms);
         else
@@ -1477,6 +1501,17 @@ static bool is_output(const char *data, size_t len, int64_t text_before, const s
 {
     return t->ascii + t->other > text_before || memmem(data, len, "\"tool_calls\"", 12) ||
            memmem(data, len, "\"function_call\"", 15);
+}
+
+/* A continuable stream keeps the assistant's text it relayed; a tool call
+ * cannot be continued that way. */
+static void keep_said(struct sl_request *r, struct sl_str data)
+{
+    struct sl_str raw;
+    if (memmem(data.p, data.len, "\"tool_calls\"", 12))
+        r->continuable = false;
+    else if (tok_chat_content(data.p, data.len, &raw))
+        sl_buf_append(&r->said, raw.p, raw.len);
 }
 
 /* The stream's first output: its time to first token, and the held head goes. */
@@ -1512,6 +1547,10 @@ static void relay_event(const char *event, size_t len, void *arg)
             int64_t before = r->relayed.ascii + r->relayed.other;
             tok_output_text(data.p, data.len, &r->relayed);
             output = !r->at.output_seen && is_output(data.p, data.len, before, &r->relayed);
+            if (r->continuable)
+                keep_said(r, data);
+            if (r->continued && !r->at.output_seen && !output && memmem(data.p, data.len, "\"role\"", 6))
+                drop = true; /* the continuation's opening chunk: the client had one */
         }
     }
     if (output)
@@ -1535,6 +1574,8 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
     }
     if (r->phase == PHASE_RELAYING) {
         r->at.last_data_ms = sl_now_ms();
+        if (r->at.refused)
+            return len; /* a continuation refused: its error is not the client's */
         if (http_pending_output(r->req) > STREAM_HIGH_MARK) {
             r->at.paused = true; /* resumed by on_client_drain */
             return UP_PAUSE;
@@ -1601,6 +1642,69 @@ static bool context_exceeded(const struct sl_request *r, enum up_outcome o, int 
     return exceeded;
 }
 
+/* ---- a cut stream's continuation ---------------------------------------------- */
+
+/* A backend that can continue the cut stream: the one that cut it, if it
+ * can, else another of the model's (or its fallbacks') with prefill = yes. */
+static struct pool_pick pick_prefill(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    struct pool_pick pick = { .backend = -1, .full_ms = -1 };
+    if (r->attempts >= cfg->server.max_attempts)
+        return pick;
+    if (cfg->backends[r->last_pick.backend].prefill)
+        pick = pool_pick_again(r->gen->pool, &r->last_pick, r->capacity_tokens, &r->tried);
+    while (pick.backend < 0) {
+        for (int i = 0; i < cfg->nbackends; i++) /* the others cannot: passed over */
+            if (!cfg->backends[i].prefill)
+                r->tried.bits[i / 64] |= 1ULL << (i % 64);
+        pick = pool_pick(r->gen->pool, r->upstream, r->upstream_len, r->capacity_tokens, &r->tried);
+        if (pick.backend < 0 && !fall_back(r, "continue"))
+            break;
+    }
+    return pick;
+}
+
+/* The stream was cut after output reached the client: a backend that can
+ * continue an assistant message is sent the request with the text relayed
+ * so far, and only its continuation is relayed, so the client receives one
+ * whole answer. False when none can (the caller ends the stream as cut). */
+static bool continue_stream(struct sl_request *r, enum up_outcome o)
+{
+    if (!r->continuable || !r->said.len || !r->req)
+        return false;
+    r->cut = o;
+    struct pool_pick pick = pick_prefill(r);
+    if (pick.backend < 0)
+        return false;
+    if (!fwd_continuation(&r->fwd, r->said.data, r->said.len)) {
+        pool_unpick(r->gen->pool, &pick);
+        return false;
+    }
+    r->continued = true;
+    r->carried_input = r->usage.seen ? r->usage.prompt : r->estimate;
+    r->carried_output = r->usage.seen ? r->usage.completion : tok_text_tokens(&r->relayed);
+    r->relayed = (struct tok_text){ 0, 0 };
+    r->usage = (struct tok_usage){ 0 };
+    sse_free(&r->sse);
+    sse_init(&r->sse, MAX_SSE_EVENT);
+    log_info("continue key=%s backend=%s model=%s after_tokens=%lld reason=%s", r->key->name,
+             r->gen->cfg->backends[pick.backend].name, r->target, (long long)r->carried_output,
+             up_outcome_info(o)->label);
+    r->at.pick = pick;
+    r->at.refused = false;
+    attempt_start(r);
+    return true;
+}
+
+/* The stream ends as cut: its error event (the cut attempt's, never a failed
+ * continuation's) and a clean end. */
+static void end_cut(struct sl_request *r, enum up_outcome o)
+{
+    const struct up_outcome_info *oi = up_outcome_info(r->continued ? r->cut : o);
+    request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
+}
+
 /* A request sent and not answered (the connection broke before any response
  * byte) may go again: always with resend_unanswered = yes, once for a
  * stateless inference call with stateless; within max_attempts. */
@@ -1634,10 +1738,13 @@ static void up_on_done(struct up_transfer *t, enum up_end how, void *arg)
         log_failed_attempt(r, be->name, o, status, up_error(t));
     attempt_end(r, o, retry_after, up_ttfb(t));
     if (relaying) {
-        if (o != UP_OUTCOME_SUCCESS)
-            return request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
-        sse_flush(&r->sse, relay_event, r);
-        return request_end(r, END_RESPONDED, NULL);
+        if (o == UP_OUTCOME_SUCCESS && !r->at.refused) {
+            sse_flush(&r->sse, relay_event, r);
+            return request_end(r, END_RESPONDED, NULL);
+        }
+        if (!r->continued && continue_stream(r, o))
+            return;
+        return end_cut(r, o);
     }
     bool resend = oi->retry == RETRY_UNANSWERED && may_resend(r, be);
     if (resend)
@@ -1731,7 +1838,10 @@ static void on_stream_idle(evutil_socket_t fd, short what, void *arg)
     log_failed_attempt(r, r->gen->cfg->backends[r->at.pick.backend].name, UP_OUTCOME_STREAM_STALLED,
                        r->upstream_status, "the stream sent nothing for stream_idle_timeout");
     attempt_stop(r, UP_OUTCOME_STREAM_STALLED);
-    request_end(r, oi->end, &(struct own_answer){ oi->error, oi->message, NULL });
+    if (!r->continued && continue_stream(r, UP_OUTCOME_STREAM_STALLED))
+        return;
+    (void)oi;
+    end_cut(r, UP_OUTCOME_STREAM_STALLED);
 }
 
 /* No output within first_token_timeout: the client has seen nothing, so the
@@ -1883,6 +1993,14 @@ static void settle(struct sl_request *r)
         input = 0; /* never forwarded, or no upstream ever answered: undo it all */
         release = true;
     } /* else the client left before the upstream answered: the estimate stands */
+    if (r->continued) { /* the cut attempt's, and its continuation's if it streamed */
+        bool streamed = up >= 200 && up <= 299 && !r->at.refused && r->at.output_seen;
+        input = r->carried_input + (r->usage.seen ? r->usage.prompt
+                                    : streamed    ? r->estimate + r->carried_output
+                                                  : 0);
+        output = r->carried_output + output;
+        release = false;
+    }
     r->charged_input = input;
     r->charged_output = output;
     /* at the prices of the model that answered, else of the one tried last */
@@ -1962,6 +2080,7 @@ static void request_free(struct sl_request *r)
     if (r->first_token)
         event_free(r->first_token);
     sl_buf_free(&r->held);
+    sl_buf_free(&r->said);
     if (r->lease_renew)
         event_free(r->lease_renew);
     stop_waiting(r); /* already out, but for paths that end without request_end */

@@ -330,6 +330,21 @@ bool tok_output_text(const char *data, size_t len, struct tok_text *t)
     return false;
 }
 
+bool tok_chat_content(const char *data, size_t len, struct sl_str *raw)
+{
+    const char *p = memmem(data, len, output_keys[0].key, output_keys[0].len);
+    if (!p)
+        return false;
+    const char *start = p + output_keys[0].len, *end = data + len;
+    for (p = start; p < end && *p != '"'; p++)
+        if (*p == '\\' && p + 1 < end)
+            p++;
+    if (p >= end)
+        return false; /* not closed: not a whole string */
+    *raw = (struct sl_str){ start, (size_t)(p - start) };
+    return true;
+}
+
 int64_t tok_text_tokens(const struct tok_text *t)
 {
     return (t->ascii + 3) / 4 + t->other;

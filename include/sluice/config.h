@@ -136,6 +136,7 @@ struct cfg_backend {
     bool stateful;                     /* stored resources and model-less calls go here */
     int64_t models_cache_ms;           /* models = *: how long the upstream's list is kept */
     int resend_unanswered;        /* enum resend: may a request sent but not answered go again */
+    bool prefill;                 /* continues a given assistant message (a cut stream's rescue) */
     int64_t rpm, tpm;     /* the deployment's own windows; 0 = unknown (docs/pool.md, "Capacity") */
     int64_t max_inflight; /* requests this node has open at it at once; 0 = no cap */
     char *ca_file;        /* https: the CAs to trust instead of the system's (PEM path) */

@@ -19,6 +19,7 @@ struct fwd_body {
     struct sl_str client; /* as it came (borrowed: the client's request owns it) */
     struct sl_buf usage;  /* with stream_options.include_usage, when sluice asked for usage */
     struct sl_buf model;  /* with the model renamed to its upstream name */
+    struct sl_buf cont;   /* a broken stream's continuation (fwd_continuation) */
 };
 
 /* For a client that streams without asking for usage, sluice asks for the
@@ -31,6 +32,13 @@ void fwd_rename_model(struct fwd_body *b, const struct api_call *call, const cha
                       size_t len);
 /* What an attempt sends: renamed, changed by sluice, or as it came. */
 struct sl_str fwd_body_sent(const struct fwd_body *b);
+/* The body that continues a chat stream cut after `said` (the assistant's
+ * text relayed so far, as JSON string content: escaped as it came): the body
+ * sent, with `said` as a last assistant message to continue (prefill) and
+ * continue_final_message: true, add_generation_prompt: false for vLLM-style
+ * servers. fwd_body_sent returns it from then on. False if the body cannot
+ * take it (not a JSON object with a messages array). */
+bool fwd_continuation(struct fwd_body *b, const char *said, size_t len);
 void fwd_body_free(struct fwd_body *b);
 
 /* The attempt's headers for curl as one allocation (the list nodes, then

@@ -24,6 +24,7 @@ struct tok_usage {
 };
 
 struct api_call;
+struct sl_str;
 
 /* Deterministic estimate of a request's prompt tokens (docs/limits.md):
  * text counts ceil(ASCII bytes / 4) + 1 per non-ASCII code point; each chat
@@ -53,5 +54,8 @@ struct tok_text {
  * completion's text (escapes counted as they come). False if it carries none. */
 bool tok_output_text(const char *data, size_t len, struct tok_text *t);
 int64_t tok_text_tokens(const struct tok_text *t);
+/* A chat chunk's delta content as it is in the JSON, escapes and all (what
+ * a continuation sends back as the assistant's text); false if none. */
+bool tok_chat_content(const char *data, size_t len, struct sl_str *raw);
 
 #endif

@@ -465,3 +465,51 @@ def test_a_slow_first_token_with_nothing_else_is_a_504(start_mock, start_sluice)
     assert time.monotonic() - t < 1.5
     line = last_access(s, 1)
     assert line["end"] == "upstream_first_token_timeout" and line["outcome"] == "first_token_timeout"
+
+
+# ---- continuation of a cut stream (prefill = yes) ------------------------------------------
+
+def test_a_cut_stream_continues_on_a_prefill_backend_and_the_client_gets_one_answer(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(drop_after=4)  # four chunks, "tok0 tok1 tok2 tok3", then the connection drops
+    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2\nprefill = yes")]))
+    status, events, _, _ = stream_timed(s)
+    assert status == 200 and events[-1] == "data: [DONE]"
+    assert not any('"error"' in e for e in events)
+    assert contents(events) == "tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7"  # one whole answer
+    sent = json.loads(b.last()["body"])
+    assert sent["messages"][-1] == {"role": "assistant", "content": "tok0 tok1 tok2 tok3"}
+    assert sent["continue_final_message"] is True and sent["add_generation_prompt"] is False
+    assert [a.stats()["requests"], b.stats()["requests"]] == [1, 1]
+    log = s.log_text()
+    assert "continue key=k backend=b model=gpt-4o after_tokens=5 reason=stream_broken" in log
+    line = last_access(s, 1)
+    assert line["end"] == "responded" and line["attempts"] == "2" and line["backend"] == "b"
+    # charged: the cut attempt's prompt and relayed text (5), and the continuation's own usage (4)
+    assert int(line["completion_tokens"]) == 5 + 4
+    m = scrape(s)
+    assert value(m, "sluice_upstream_attempts_total", backend="a", outcome="stream_broken") == 1
+    assert value(m, "sluice_tokens_total", key="k", model="gpt-4o", direction="output") == 9
+
+
+def test_a_refused_continuation_leaves_the_cut_streams_own_error(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(drop_after=3)
+    b.configure(status=400)  # this server will not continue an assistant message
+    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2\nprefill = yes")]))
+    status, events, _, _ = stream_timed(s)
+    assert status == 200
+    err = json.loads(events[-1][len("data: "):])["error"]
+    assert err["code"] == "upstream_failed"  # the cut's error, not b's 400
+    assert contents(events[:-1]) == "tok0 tok1 tok2"
+    assert b.stats()["requests"] == 1
+    assert last_access(s, 1)["end"] == "stream_broken"
+
+
+def test_without_a_prefill_backend_a_cut_stream_ends_as_today(start_mock, start_sluice):
+    a, b = start_mock(), start_mock()
+    a.configure(drop_after=3)
+    s = start_sluice(pool_conf([("a", a, "priority = 1"), ("b", b, "priority = 2")]))
+    status, events, _, _ = stream_timed(s)
+    assert json.loads(events[-1][len("data: "):])["error"]["code"] == "upstream_failed"
+    assert b.stats()["requests"] == 0

@@ -14,6 +14,10 @@
  * transcriptions and translations (multipart), and any other path answered
  * with what arrived ({"id":"echo-N","object":"mock.echo","method":...,"path":...}).
  *
+ * A chat request whose last message is the assistant's (a prefill, as
+ * sluice sends to continue a cut stream) is continued: the words it already
+ * has are not generated again (tok0 tok1 -> " tok2" ... up to the length).
+ *
  * Faults per request (request headers) or for every request (POST
  * /_mock/config with the same names as JSON keys, without "x-mock-"):
  *   x-mock-status: 429            answer with this status (OpenAI-style error)
@@ -122,6 +126,7 @@ struct mock_req {
     bool stream, include_usage;
     int prompt_tokens, completion_tokens, n_inputs;
     int sent; /* streamed content chunks so far */
+    int offset; /* a continued assistant message: the tokens it already has */
     bool head_sent;
     bool first_token_waited;
     bool base64;        /* embeddings: encoding_format "base64" */
@@ -536,8 +541,8 @@ static bool next_event(struct mock_req *m, struct sl_buf *b)
             sl_buf_printf(b, "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\","
                              "\"model\":\"%s\",\"choices\":[{\"index\":0,\"delta\":{%s\"content\":"
                              "\"%stok%d\"},\"finish_reason\":%s}]%s}\n\n",
-                          m->model, i == 0 ? "\"role\":\"assistant\"," : "", i ? " " : "", i,
-                          i == n - 1 ? "\"stop\"" : "null", usage_null);
+                          m->model, i == 0 ? "\"role\":\"assistant\"," : "", i + m->offset ? " " : "",
+                          i + m->offset, i == n - 1 ? "\"stop\"" : "null", usage_null);
         return true;
     }
     if (i == n) {
@@ -734,6 +739,24 @@ static bool authorized(const struct http_req *req)
 static void echo_request(struct http_req *req);
 static void error_response(struct mock_req *m);
 
+/* A chat whose last message is the assistant's is a continuation: its words
+ * are the tokens already said. */
+static void continued_from(struct mock_req *m, const cJSON *msgs)
+{
+    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content");
+    if (m->kind != K_CHAT || !cJSON_IsString(role) || strcmp(role->valuestring, "assistant") != 0 ||
+        !cJSON_IsString(content))
+        return;
+    int words = 0;
+    for (const char *p = content->valuestring; *p; p++)
+        if (*p != ' ' && (p == content->valuestring || p[-1] == ' '))
+            words++;
+    m->offset = SL_MIN(words, m->completion_tokens);
+    m->completion_tokens -= m->offset;
+}
+
 /* Whether the request's body names this model. */
 static bool for_model(const struct http_req *req, const char *name)
 {
@@ -819,6 +842,7 @@ static void api_request(struct http_req *req, struct sl_str path)
     m->completion_tokens = m->kind == K_EMBEDDING ? 0 : m->f.completion_tokens;
     if (max >= 0 && m->completion_tokens > max)
         m->completion_tokens = max;
+    continued_from(m, input);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
     m->base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
     tool_to_call(m, root);
