@@ -2,12 +2,14 @@
  * a usage object, or one SSE event's data (tokens.h), and the output text an
  * event carries. What must hold: usage that is seen is whole numbers from 0
  * up to 2^53 (what a limit, a quota or a price may add), and invalid usage is
- * never also seen; the text counted is never more than the event's bytes. */
+ * never also seen; the text counted is never more than the event's bytes; a
+ * chat chunk's content slice ends at its closing quote and holds no other. */
 #include <string.h>
 
 #include "fuzz.h"
 #include "sluice/log.h"
 #include "sluice/tokens.h"
+#include "sluice/util.h"
 
 #define MAX_USAGE (INT64_C(1) << 53)
 
@@ -39,6 +41,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool has = tok_output_text(text, size, &t);
     FUZZ_ASSERT(t.ascii >= 0 && t.other >= 0 && (size_t)(t.ascii + t.other) <= size);
     FUZZ_ASSERT(has || (t.ascii == 0 && t.other == 0));
+    struct sl_str raw; /* a chat chunk's content, sent back in a continuation: it cannot end its string */
+    if (tok_chat_content(text, size, &raw)) {
+        FUZZ_ASSERT(raw.p >= text && raw.p + raw.len < text + size && raw.p[raw.len] == '"');
+        for (size_t i = 0; i < raw.len; i++) {
+            if (raw.p[i] == '\\')
+                i++;
+            else
+                FUZZ_ASSERT(raw.p[i] != '"');
+        }
+    }
     free(text);
     return 0;
 }
