@@ -178,11 +178,11 @@ http {{
 """
 
 
-def sluice_conf(port, mock_port, redis_port=None, limits=False, tls=None):
+def sluice_conf(port, mock_port, redis_port=None, limits=False, tls=None, backend=""):
     listen = f"127.0.0.1:{port} tls\ntls_cert = {tls[0]}\ntls_key = {tls[1]}" if tls else f"127.0.0.1:{port}"
     text = (f"[server]\nlisten = {listen}\naccess_log = off\n"
             f"[backend mock]\nurl = http://127.0.0.1:{mock_port}/v1\napi_key = upstream\n"
-            f"forward_headers = x-mock-*\n"
+            f"forward_headers = x-mock-*\n{backend}"
             f"[key bench]\nkey = {KEY}\n")
     if limits:
         text += "rpm = 1000000000\ninput_tpm = 1000000000000\noutput_tpm = 1000000000000\n"
@@ -216,7 +216,7 @@ def main():
     start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
           redis_port)
     ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis", "nginx_tls",
-                                            "sluice_tls")}
+                                            "sluice_tls", "sluice_held")}
     (tmp / "nginx.conf").write_text(nginx_conf(ports["nginx"], mock_port))
     ngx = start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
     cert = make_cert()
@@ -234,6 +234,10 @@ def main():
                 ports["sluice_redis"])
     slt = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_tls"], mock_port, tls=cert))],
                 ports["sluice_tls"])
+    # first_token_timeout on: each stream's head is held back until its first output (issue #29)
+    start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_held"], mock_port,
+                                                           backend="first_token_timeout = 10s\n"))],
+          ports["sluice_held"])
 
     chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
     stream = lua_script("stream", '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello"}]}',
@@ -269,13 +273,14 @@ def main():
               ("nginx, TLS handshake per request", ports["nginx_tls"], handshake, ngx_tls.pid, "https"),
               ("sluice, TLS handshake per request", ports["sluice_tls"], handshake, slt.pid, "https")]
     loads = [load if len(load) == 5 else load + ("http",) for load in loads]
-    probes = (("direct", mock_port), ("nginx", ports["nginx"]), ("sluice", ports["sluice"]),
-              ("sluice_redis", ports["sluice_redis"]))
+    probes = (("direct", mock_port, chat), ("nginx", ports["nginx"], chat), ("sluice", ports["sluice"], chat),
+              ("sluice_redis", ports["sluice_redis"], chat), ("stream", ports["sluice"], stream),
+              ("stream held", ports["sluice_held"], stream))
     rounds = []
     for _ in range(ROUNDS):
         got = {name: run(port, script, pid, scheme) for name, port, script, pid, scheme in loads}
-        for name, port in probes:
-            got["probe " + name] = wrk(port, chat, conns=1, seconds=max(DURATION // 2, 3))
+        for name, port, script in probes:
+            got["probe " + name] = wrk(port, script, conns=1, seconds=max(DURATION // 2, 3))
         rounds.append(got)
 
     def med(name, field):
@@ -319,13 +324,17 @@ def main():
               f"{med(name, 'p999'):6.0f}u "
               f"{cpu:>8} {med(name, 'rss'):6.1f}  {mid:.2f} [{lo:.2f}-{hi:.2f}]{note}")
     print("\n1-connection probe (p50 latency, us):")
-    for name, _ in probes:
+    for name, _, _ in probes:
         print(f"  {name:14} p50 {med('probe ' + name, 'p50'):7.0f}  p99 {med('probe ' + name, 'p99'):7.0f}  "
               f"p99.9 {med('probe ' + name, 'p999'):7.0f}  "
               f"({med('probe ' + name, 'rps'):.0f} req/s)")
     by_nginx, by_sluice, by_redis = added("nginx"), added("sluice"), added("sluice_redis")
     print(f"  added by nginx: {by_nginx[0]:.0f} us; by sluice: {by_sluice[0]:.0f} us [{by_sluice[1]:.0f}-{by_sluice[2]:.0f}]; "
           f"by sluice with Redis limits: {by_redis[0]:.0f} us [{by_redis[1]:.0f}-{by_redis[2]:.0f}]")
+    held = spread([r["probe stream held"]["p99"] - r["probe stream"]["p99"] for r in rounds])
+    held50 = spread([r["probe stream held"]["p50"] - r["probe stream"]["p50"] for r in rounds])
+    print(f"  a stream (20 chunks) with first_token_timeout on, added over off: p50 {held50[0]:.0f} us "
+          f"[{held50[1]:.0f}-{held50[2]:.0f}], p99 {held[0]:.0f} us [{held[1]:.0f}-{held[2]:.0f}]")
     print(f"\n{STREAMS} concurrent open streams: sluice RSS {open_rss:.1f} MB "
           f"(mock saw {mock_inflight} in flight)")
     print("\ntargets (issue #19), medians of the ratios within each round:")
@@ -338,6 +347,7 @@ def main():
         ("1 connection: p99 <= nginx's + 150 us", over_nginx("sluice", "p99"), 150, True),
         ("streaming >= 0.9x nginx SSE (issue #7)",
          ratio("sluice, streaming (20 chunks)", "nginx proxy, streaming (20 chunks)"), 0.9, False),
+        ("1 connection, stream: first_token_timeout adds < 100 us at p99 (issue #29)", held, 100, True),
     ]
     for name, got, want, at_most in checks:
         ok = got[0] <= want if at_most else got[0] >= want
