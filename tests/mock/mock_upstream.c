@@ -36,6 +36,8 @@
  *   x-mock-hang: 1                never answer
  *   x-mock-drop-after: 3          close the connection after 3 streamed chunks
  *   x-mock-stall-after: 3         send nothing more after 3 streamed chunks, connection open
+ *   x-mock-malformed-after: 3     after 3 streamed chunks, one whose data is not JSON
+ *   x-mock-no-done: 1             a stream that ends cleanly without its data: [DONE]
  *   x-mock-close: 1               read the request, then close the connection without answering
  *   x-mock-echo: 1                repeat the request's credential in a response header and in
  *                                 the error message (or a first stream event), as careless
@@ -79,6 +81,8 @@ struct faults {
     int first_token_delay_ms;
     bool hang;
     int drop_after; /* -1 = never */
+    int malformed_after; /* -1 = never */
+    bool no_done;
     int stall_after; /* -1 = never */
     bool close;
     bool echo;
@@ -110,6 +114,7 @@ static void faults_default(struct faults *f)
     memset(f, 0, sizeof(*f));
     f->fail_count = -1;
     f->drop_after = -1;
+    f->malformed_after = -1;
     f->stall_after = -1;
     f->completion_tokens = 8;
     f->prompt_tokens = -1;
@@ -129,6 +134,7 @@ struct mock_req {
     int offset; /* a continued assistant message: the tokens it already has */
     bool head_sent;
     bool first_token_waited;
+    bool malformed_sent;
     bool base64;        /* embeddings: encoding_format "base64" */
     bool done_sent;     /* a tool stream's [DONE] went out */
     char tool[64];      /* chat with tools: answer with a call to this one */
@@ -598,7 +604,10 @@ static void pump(struct mock_req *m)
             return;
         }
         b.len = 0;
-        if (!next_event(m, &b)) {
+        if (m->f.malformed_after >= 0 && m->sent == m->f.malformed_after && !m->malformed_sent) {
+            m->malformed_sent = true;
+            sl_buf_appends(&b, "data: {\"choices\":[{\"delta\":{\"content\":\"x\"\n\n"); /* cut JSON */
+        } else if (!next_event(m, &b) || (m->f.no_done && strcmp(b.data, "data: [DONE]\n\n") == 0)) {
             http_stream_end(m->req);
             break;
         }
@@ -711,6 +720,8 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->first_token_delay_ms = header_int(req, "x-mock-first-token-delay-ms", f->first_token_delay_ms);
     f->hang = header_int(req, "x-mock-hang", f->hang) != 0;
     f->drop_after = header_int(req, "x-mock-drop-after", f->drop_after);
+    f->malformed_after = header_int(req, "x-mock-malformed-after", f->malformed_after);
+    f->no_done = header_int(req, "x-mock-no-done", f->no_done) != 0;
     f->stall_after = header_int(req, "x-mock-stall-after", f->stall_after);
     f->close = header_int(req, "x-mock-close", f->close) != 0;
     f->echo = header_int(req, "x-mock-echo", f->echo) != 0;
@@ -1084,6 +1095,8 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "first-token-delay-ms") == 0) f->first_token_delay_ms = n;
         else if (strcmp(k, "hang") == 0) f->hang = n != 0;
         else if (strcmp(k, "drop-after") == 0) f->drop_after = n;
+        else if (strcmp(k, "malformed-after") == 0) f->malformed_after = n;
+        else if (strcmp(k, "no-done") == 0) f->no_done = n != 0;
         else if (strcmp(k, "stall-after") == 0) f->stall_after = n;
         else if (strcmp(k, "close") == 0) f->close = n != 0;
         else if (strcmp(k, "completion-tokens") == 0) f->completion_tokens = n;
