@@ -72,13 +72,24 @@ char *err_response_event_json(enum sl_error e, const char *message, int64_t sequ
                               size_t *len_out)
 {
     const struct sl_error_info *info = &table[e];
-    struct sl_buf b = { 0 };
-    sl_buf_appends(&b, "{\"type\":\"error\",\"code\":");
     const char *code = info->code ? info->code : info->type;
-    sl_buf_json_string(&b, code, strlen(code));
-    sl_buf_appends(&b, ",\"message\":");
-    sl_buf_json_string(&b, message, strlen(message));
-    sl_buf_printf(&b, ",\"param\":null,\"sequence_number\":%lld}", (long long)sequence);
+    struct sl_buf b = { 0 };
+    /* The documented members at the top, and the error object OpenAI's own
+     * streams send (and the Vercel AI SDK and openai-node read) as well. */
+    for (int nested = 0; nested < 2; nested++) {
+        sl_buf_appends(&b, nested ? ",\"error\":{\"type\":" : "{\"type\":\"error\",\"code\":");
+        if (nested) {
+            sl_buf_json_string(&b, info->type, strlen(info->type));
+            sl_buf_appends(&b, ",\"code\":");
+        }
+        sl_buf_json_string(&b, code, strlen(code));
+        sl_buf_appends(&b, ",\"message\":");
+        sl_buf_json_string(&b, message, strlen(message));
+        sl_buf_appends(&b, ",\"param\":null");
+        if (!nested)
+            sl_buf_printf(&b, ",\"sequence_number\":%lld", (long long)sequence);
+    }
+    sl_buf_appends(&b, "}}");
     *len_out = b.len;
     return b.data;
 }

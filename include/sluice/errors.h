@@ -54,7 +54,9 @@ const struct sl_error_info *err_info(enum sl_error e);
  * malloc'd string (caller frees). param may be NULL. */
 char *err_json(enum sl_error e, const char *message, const char *param, size_t *len_out);
 /* The Responses API's stream error event's data, {"type":"error","code":...,
- * "message":...,"param":null,"sequence_number":N}, malloc'd (caller frees). */
+ * "message":...,"param":null,"sequence_number":N,"error":{"type":...,"code":
+ * ...,"message":...,"param":null}} (the documented members and the object
+ * OpenAI's streams carry), malloc'd (caller frees). */
 char *err_response_event_json(enum sl_error e, const char *message, int64_t sequence,
                               size_t *len_out);
 

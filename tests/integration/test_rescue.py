@@ -300,9 +300,11 @@ def test_a_broken_responses_stream_ends_with_the_responses_error_event(start_moc
     last = events[-1].split("\n")
     assert last[0] == "event: error" and last[1].startswith("data: ")
     err = json.loads(last[1][len("data: "):])
+    nested = {"type": "server_error", "code": "upstream_failed", "message": err["message"], "param": None}
     assert err == {"type": "error", "code": "upstream_failed", "message": err["message"], "param": None,
-                   "sequence_number": 4}  # the next one after 0..3
-    assert '"error":{' not in text  # not chat's shape, which the AI SDK cannot read
+                   "sequence_number": 4,  # the next one after 0..3
+                   "error": nested}  # as OpenAI's streams send it, beside the documented members
+    assert not text.startswith("data: {\"error\"") and "\ndata: {\"error\"" not in text  # not chat's shape
     # a chat stream keeps chat's shape
     status, events = s.stream_events({"x-mock-drop-after": "2"})
     assert json.loads(events[-1][len("data: "):])["error"]["code"] == "upstream_failed"
