@@ -52,6 +52,10 @@ struct up_multi {
     bool proxy_env; /* a proxy variable is set: curl reads them for each transfer */
     struct url_slot urls[URL_SLOTS];
     char *system_ca, *system_capath; /* curl's built-in trust, for backends without ca_file */
+    /* libevent's common timeouts for the first-byte deadlines: the same few
+     * durations for every transfer, queued in O(1) instead of a heap. */
+    struct { long ms; const struct timeval *tv; } first_byte_tv[8];
+    int nfirst_byte_tv;
 };
 
 /* A transfer and its easy handle live and are pooled together: the options
@@ -310,6 +314,28 @@ static size_t header_cb(char *line, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* The timeval for a first-byte deadline of ms: a common timeout of the base
+ * for the first few durations seen, else a plain one (kept in the slot 0 of
+ * nothing: a static, as evtimer_add copies it). */
+static const struct timeval *first_byte_tv(struct up_multi *m, long ms)
+{
+    for (int i = 0; i < m->nfirst_byte_tv; i++)
+        if (m->first_byte_tv[i].ms == ms)
+            return m->first_byte_tv[i].tv;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    if (m->nfirst_byte_tv < (int)SL_ARRAY_LEN(m->first_byte_tv)) {
+        const struct timeval *common = event_base_init_common_timeout(m->base, &tv);
+        if (common) {
+            m->first_byte_tv[m->nfirst_byte_tv].ms = ms;
+            m->first_byte_tv[m->nfirst_byte_tv++].tv = common;
+            return common;
+        }
+    }
+    static _Thread_local struct timeval plain;
+    plain = tv;
+    return &plain;
+}
+
 static int prereq_cb(void *arg, char *remote_ip, char *local_ip, int remote_port, int local_port)
 {
     (void)remote_ip;
@@ -318,10 +344,8 @@ static int prereq_cb(void *arg, char *remote_ip, char *local_ip, int remote_port
     (void)local_port;
     struct up_transfer *t = arg;
     if (t->sends++ == 0 || t->cb->on_resend(t, t->arg)) {
-        if (t->first_byte_ms > 0) { /* from this transmission to the response head */
-            struct timeval tv = { t->first_byte_ms / 1000, (t->first_byte_ms % 1000) * 1000 };
-            evtimer_add(t->first_byte, &tv);
-        }
+        if (t->first_byte_ms > 0) /* from this transmission to the response head */
+            evtimer_add(t->first_byte, first_byte_tv(t->m, t->first_byte_ms));
         return CURL_PREREQFUNC_OK;
     }
     return CURL_PREREQFUNC_ABORT; /* sent, unanswered, not sent again: UP_NO_ANSWER */
