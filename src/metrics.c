@@ -425,9 +425,14 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
     sl_buf_appends(out, "# HELP sluice_backend_model_state Circuit breaker of a backend for one model "
                         "(shown once it has opened): 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_model_state gauge\n");
-    for (int k = 0; k < n; k++)
-        sl_buf_printf(out, "sluice_backend_model_state{backend=\"%s\",model=\"%s\"} %d\n",
-                      gen->cfg->backends[mb[k].backend].name, mb[k].model, (int)mb[k].state);
+    for (int k = 0; k < n; k++) {
+        sl_buf_printf(out, "sluice_backend_model_state{backend=\"%s\",model=\"",
+                      gen->cfg->backends[mb[k].backend].name);
+        for (const char *c = mb[k].model; *c; c++) /* as label() does: no '"', '\\' or newline */
+            if (*c != '"' && *c != '\\' && *c != '\n')
+                sl_buf_append(out, c, 1);
+        sl_buf_printf(out, "\"} %d\n", (int)mb[k].state);
+    }
     free(mb);
 }
 
