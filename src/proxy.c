@@ -191,6 +191,7 @@ struct sl_request {
     int64_t retry_after_ms;    /* the last attempt's Retry-After; -1 none */
     struct event *retry_ev;    /* waiting out that Retry-After before the same backend again */
     struct pool_pick last_pick; /* the last attempt's, reported */
+    bool retry_rearmed;         /* the wait was extended once to its breaker's time */
     int64_t min_retry_after_ms; /* smallest Retry-After among them, -1 none */
     struct attempt at;         /* the current attempt, or the last */
 
@@ -1242,8 +1243,17 @@ static void on_retry_wait(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct sl_request *r = arg;
     r->at.pick = pick_same(r);
-    if (r->at.pick.backend < 0)
+    if (r->at.pick.backend < 0) {
+        /* its breaker, opened for the Retry-After, may have a few ms left
+         * (the wait was timed from the loop's clock): wait those out, once */
+        int64_t left = pool_next_available_ms(r->gen->pool, r->upstream, r->upstream_len);
+        if (!r->retry_rearmed && left > 0 && left <= 100) {
+            r->retry_rearmed = true;
+            r->at.pick = r->last_pick;
+            return arm_ms(r->retry_ev, left + 2);
+        }
         return attempt_next(r);
+    }
     attempt_go(r);
 }
 
@@ -1260,7 +1270,8 @@ static void attempt_next(struct sl_request *r)
         r->at.pick = r->last_pick; /* reported already: kept for the logs' backend */
         if (!r->retry_ev)
             r->retry_ev = evtimer_new(r->w->base, on_retry_wait, r);
-        return arm_ms(r->retry_ev, wait + 2); /* the breaker's open time is over by then */
+        event_base_update_cache_time(r->w->base); /* timed from now, as the breaker's time is */
+        return arm_ms(r->retry_ev, wait + 2);     /* whose open time is over by then */
     }
     if (r->at.pick.backend < 0)
         return end_attempts(r);
