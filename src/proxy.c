@@ -10,6 +10,8 @@
  *   QUEUED             refused but may wait (queue_timeout): wait_for_room, in the key's
  *        |             line (waitq.h); on_wait: the head asks again -> ADMITTING
  *   FORWARDING       attempt_next: pool_pick -> up_start          (none left: end_attempts)
+ *        |           none of the model's left: second_chance (at once, or on_retry_wait after
+ *        |           a short Retry-After), then fall_back to the next model
  *        |           a backend with rpm/tpm: its windows first (forward.c builds what is sent)
  *   CAPACITY           lim_admit .....................> on_capacity: FORWARDING; full -> attempt_next
  *        |             up_on_headers   a 2xx event stream -> relay_begin: RELAYING (with
@@ -19,6 +21,7 @@
  *        |             up_on_resend    curl would send it again: resend_unanswered decides
  *        |             up_on_done      up_classify -> attempt_end -> may retry: attempt_next
  *   RELAYING                                                       -> else end_attempts
+ *        |             cut after output: continue_stream on a prefill backend, else end_cut
  *        |             on_stream_idle  silent for stream_idle_timeout: stream_stalled
  *        |
  *   SETTLING         request_end: answer -> settle -> access log -> trace -> metrics
