@@ -1266,6 +1266,14 @@ static void pick_stateful_backend(struct parser *p)
     c->stateful_backend = best;
 }
 
+/* Whether any backend can continue a cut stream (prefill = yes): the proxy
+ * keeps a stream's text only then. */
+static void note_prefill(struct config *c)
+{
+    for (int i = 0; i < c->nbackends; i++)
+        c->any_prefill |= c->backends[i].prefill;
+}
+
 /* What a backend's type and URL allow. */
 static void check_backend(struct parser *p, const struct cfg_backend *be)
 {
@@ -1330,6 +1338,7 @@ static void check_config(struct parser *p)
     check_required(p);
     check_server_and_redis(p);
     pick_stateful_backend(p);
+    note_prefill(p->cfg);
     for (int i = 0; i < p->cfg->nbackends; i++)
         check_backend(p, &p->cfg->backends[i]);
     check_prices(p);

@@ -425,14 +425,15 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
     sl_buf_appends(out, "# HELP sluice_backend_model_state Circuit breaker of a backend for one model "
                         "(shown once it has opened): 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_model_state gauge\n");
+    pthread_mutex_lock(&lock); /* label() builds in the shared buffer */
     for (int k = 0; k < n; k++) {
-        sl_buf_printf(out, "sluice_backend_model_state{backend=\"%s\",model=\"",
-                      gen->cfg->backends[mb[k].backend].name);
-        for (const char *c = mb[k].model; *c; c++) /* as label() does: no '"', '\\' or newline */
-            if (*c != '"' && *c != '\\' && *c != '\n')
-                sl_buf_append(out, c, 1);
-        sl_buf_printf(out, "\"} %d\n", (int)mb[k].state);
+        text.len = 0;
+        label("backend", gen->cfg->backends[mb[k].backend].name);
+        label("model", mb[k].model);
+        sl_buf_printf(out, "sluice_backend_model_state{%.*s} %d\n", (int)text.len, text.data,
+                      (int)mb[k].state);
     }
+    pthread_mutex_unlock(&lock);
     free(mb);
 }
 

@@ -1385,14 +1385,6 @@ static bool is_event_stream(struct up_transfer *t)
     return up_header(t, "content-type", &ct) && sl_str_casestarts(ct, "text/event-stream");
 }
 
-static bool any_prefill(const struct config *cfg)
-{
-    for (int i = 0; i < cfg->nbackends; i++)
-        if (cfg->backends[i].prefill)
-            return true;
-    return false;
-}
-
 /* A 2xx event stream: the client gets its head now and its events as they
  * come, as long as the upstream keeps sending. */
 static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
@@ -1466,17 +1458,23 @@ static void hold_release(struct sl_request *r, struct up_transfer *t)
     r->held.len = 0;
 }
 
+/* A new attempt's stream starts afresh: no text, no usage, no partial event. */
+static void forget_relayed(struct sl_request *r)
+{
+    r->relayed = (struct tok_text){ 0, 0 };
+    r->usage = (struct tok_usage){ 0 };
+    sse_free(&r->sse);
+    sse_init(&r->sse, MAX_SSE_EVENT);
+}
+
 /* What the held attempt relayed counts for nothing: it is dropped. */
 static void hold_drop(struct sl_request *r)
 {
     r->at.holding = false;
     event_del(r->first_token);
     r->held.len = 0;
-    r->relayed = (struct tok_text){ 0, 0 };
+    forget_relayed(r);
     r->events = 0;
-    r->usage = (struct tok_usage){ 0 };
-    sse_free(&r->sse);
-    sse_init(&r->sse, MAX_SSE_EVENT);
 }
 
 static void up_on_headers(struct up_transfer *t, void *arg)
@@ -1497,7 +1495,7 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     if (r->req && status >= 200 && status <= 299 && is_event_stream(t)) {
         const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
         r->continuable = r->call.endpoint == API_CHAT && r->call.choices <= 1 &&
-                         any_prefill(r->gen->cfg); /* its text is kept for a continuation */
+                         r->gen->cfg->any_prefill; /* its text is kept for a continuation */
         r->said.len = 0;
         if (be->first_token_timeout_ms > 0 && r->call.stream)
             hold_begin(r, be->first_token_timeout_ms);
@@ -1698,10 +1696,7 @@ static bool continue_stream(struct sl_request *r, enum up_outcome o)
     r->continued = true;
     r->carried_input = r->usage.seen ? r->usage.prompt : r->estimate;
     r->carried_output = r->usage.seen ? r->usage.completion : tok_text_tokens(&r->relayed);
-    r->relayed = (struct tok_text){ 0, 0 };
-    r->usage = (struct tok_usage){ 0 };
-    sse_free(&r->sse);
-    sse_init(&r->sse, MAX_SSE_EVENT);
+    forget_relayed(r);
     log_info("continue key=%s backend=%s model=%s after_tokens=%lld reason=%s", r->key->name,
              r->gen->cfg->backends[pick.backend].name, r->target, (long long)r->carried_output,
              up_outcome_info(o)->label);

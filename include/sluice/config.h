@@ -213,6 +213,7 @@ struct config {
     const char **labels;
     int nlabels;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
+    bool any_prefill;     /* a backend has prefill = yes (cut streams may continue) */
     struct ssl_ctx_st *tls; /* for the listeners marked tls (tls.h); NULL without one */
     atomic_int refs;
 };

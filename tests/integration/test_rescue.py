@@ -10,7 +10,7 @@ import json
 import time
 
 from harness import base_conf
-from test_failover import access_lines, last_access
+from test_failover import access_lines, last_access, tokens
 from test_operations import scrape, value
 from test_pool import pool_conf
 
@@ -27,8 +27,18 @@ def timed(fn):
     return r, time.monotonic() - t
 
 
-def models_of(mock):
-    return json.loads(mock.last()["body"])["model"]
+def leave_after(s, seconds, lines):
+    """A chat request whose client gives up after seconds; returns once the
+    access log has that many lines."""
+    c = s.conn(timeout=seconds)
+    try:
+        s.chat(conn=c)
+    except OSError:
+        pass
+    c.close()
+    deadline = time.time() + 5
+    while time.time() < deadline and len(access_lines(s, lines)) < lines:
+        time.sleep(0.05)
 
 
 # ---- first_byte_timeout ----------------------------------------------------------
@@ -160,15 +170,7 @@ def test_the_client_leaving_during_the_wait_ends_the_request(start_mock, start_s
     a = start_mock()
     a.configure(status=429, retry_after="3")
     s = start_sluice(base_conf(a.url))
-    c = s.conn(timeout=0.5)
-    try:
-        s.chat(conn=c)
-    except OSError:
-        pass
-    c.close()
-    deadline = time.time() + 5
-    while time.time() < deadline and not access_lines(s, 1):
-        time.sleep(0.05)
+    leave_after(s, 0.5, 1)
     line = last_access(s, 1)
     assert line["end"] == "client_closed" and line["status"] == "499"
     time.sleep(3.2)  # the wait's end finds nothing to do
@@ -365,26 +367,14 @@ def test_a_request_that_waited_logs_its_wait_when_refused_or_gone(start_mock, st
     c, secs = timed(lambda: chat(s))  # behind b: b takes the room at 1.5 s, c's patience ends first
     b.join()
     assert results["b"] == 200 and c.status == 429
-    lines = [tokens_of(l) for l in access_lines(s, 3)]
+    lines = [tokens(l) for l in access_lines(s, 3)]
     refused = next(l for l in lines if l["status"] == "429")
     assert refused["end"] == "rate_limited" and int(refused["queued_ms"]) >= 1000, refused
     # a client that leaves while it waits
-    conn = s.conn(timeout=0.4)
-    try:
-        s.chat(conn=conn)
-    except OSError:
-        pass
-    conn.close()
-    deadline = time.time() + 5
-    while time.time() < deadline and len(access_lines(s, 4)) < 4:
-        time.sleep(0.05)
-    gone = tokens_of(access_lines(s, 4)[-1])
+    leave_after(s, 0.4, 4)
+    gone = tokens(access_lines(s, 4)[-1])
     assert gone["end"] == "client_closed" and int(gone["queued_ms"]) >= 300, gone
 
-
-def tokens_of(line):
-    import re
-    return dict(re.findall(r"(\w+)=(\S+)", line))
 
 
 # ---- first_token_timeout: the head held back until the first output ------------------------

@@ -8,22 +8,11 @@ import { createOpenAI } from '@ai-sdk/openai';
 import { generateText, streamText, tool } from 'ai';
 import { z } from 'zod';
 
-import { UPSTREAM_KEY, start } from './harness.mjs';
+import { oneKeyConf, start } from './harness.mjs';
 
 const KEY = 'sk-aisdk-test-key-00001';
 
-const conf = (mockUrl) => `
-[server]
-listen = 127.0.0.1:{port}
-
-[backend mock]
-url = ${mockUrl}
-api_key = ${UPSTREAM_KEY}
-forward_headers = x-mock-*
-
-[key main]
-key = ${KEY}
-`;
+const conf = oneKeyConf(KEY);
 
 describe('the Vercel AI SDK through sluice', () => {
   let s;

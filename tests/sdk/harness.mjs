@@ -59,6 +59,21 @@ const sanitizerMarks = ['ERROR: AddressSanitizer', 'ERROR: LeakSanitizer', 'runt
 
 // A running mock and sluice; `conf(mockUrl)` gives sluice's configuration
 // with {port} where its listen port goes (https: that listener is marked tls).
+// A config of one backend (the mock, passing x-mock-* faults on) and the key
+// `main`, then any more sections.
+export const oneKeyConf = (key, more = '') => (mockUrl) => `
+[server]
+listen = 127.0.0.1:{port}
+
+[backend mock]
+url = ${mockUrl}
+api_key = ${UPSTREAM_KEY}
+forward_headers = x-mock-*
+
+[key main]
+key = ${key}
+${more}`;
+
 export async function start(conf, env = {}, { https = false } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-sdk-'));
   const mockPort = await freePort();

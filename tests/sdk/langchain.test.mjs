@@ -6,22 +6,11 @@ import { after, before, describe, test } from 'node:test';
 
 import { ChatOpenAI } from '@langchain/openai';
 
-import { UPSTREAM_KEY, start } from './harness.mjs';
+import { oneKeyConf, start } from './harness.mjs';
 
 const KEY = 'sk-langchain-test-key-01';
 
-const conf = (mockUrl) => `
-[server]
-listen = 127.0.0.1:{port}
-
-[backend mock]
-url = ${mockUrl}
-api_key = ${UPSTREAM_KEY}
-forward_headers = x-mock-*
-
-[key main]
-key = ${KEY}
-`;
+const conf = oneKeyConf(KEY);
 
 describe('LangChain through sluice', () => {
   let s;

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 
 import OpenAI, { toFile } from 'openai';
 
-import { UPSTREAM_KEY, metric, start } from './harness.mjs';
+import { metric, oneKeyConf, start } from './harness.mjs';
 
 const KEY = 'sk-sdk-test-key-000001';
 const LIMITED = 'sk-sdk-test-key-000002'; // rpm = 1
@@ -15,18 +15,7 @@ const SPENT = 'sk-sdk-test-key-000004'; // a quota of 12 tokens
 const PATIENT = 'sk-sdk-test-key-000005'; // rpm = 1, waits up to 5 s for room
 const SINGLE = 'sk-sdk-test-key-000006'; // one request open at a time
 
-const conf = (mockUrl) => `
-[server]
-listen = 127.0.0.1:{port}
-
-[backend mock]
-url = ${mockUrl}
-api_key = ${UPSTREAM_KEY}
-forward_headers = x-mock-*
-
-[key main]
-key = ${KEY}
-
+const conf = oneKeyConf(KEY, `
 [key limited]
 key = ${LIMITED}
 rpm = 1
@@ -48,7 +37,7 @@ queue_timeout = 5s
 [key single]
 key = ${SINGLE}
 max_inflight = 1
-`;
+`);
 
 // A small valid WAV: 0.1 s of 16-bit mono silence.
 function wav() {
