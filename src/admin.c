@@ -8,10 +8,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "sluice/admin_keys.h"
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
+#include "sluice/keys.h"
 #include "sluice/limit.h"
 #include "sluice/status.h"
 #include "sluice/util.h"
@@ -22,10 +24,14 @@ struct admin_req {
     struct generation *gen;
     const struct cfg_key *key;   /* the key asked about, or */
     const struct cfg_team *team; /* the team */
+    struct rt_key *rt;           /* the key's record, when it is a runtime key (referenced) */
+    struct worker *w;
     enum lim_counter which;      /* counter requests */
 };
 
 static const char json_ct[] = "Content-Type: application/json\r\n";
+
+#define ADMIN_MAX_BODY (64 * 1024) /* admin bodies are small: a key's settings */
 
 static void on_abort(struct http_req *req)
 {
@@ -69,6 +75,7 @@ static void admin_done(struct admin_req *a, const struct sl_buf *body)
                             "Redis is unreachable; the limiter's state cannot be read.", NULL,
                             "Retry-After: 1\r\n");
     }
+    keys_unref(a->rt);
     gen_unref(a->gen);
     free(a);
 }
@@ -95,6 +102,7 @@ static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
 {
     struct admin_req *a = sl_calloc(1, sizeof(*a));
     a->req = req;
+    a->w = w;
     a->gen = gen_ref(w->gen);
     a->key = k;
     a->team = t;
@@ -251,17 +259,14 @@ static void key_view_json(struct sl_buf *b, const struct admin_req *a,
                           const struct lim_decision *d)
 {
     const struct cfg_key *k = a->key;
-    sl_buf_printf(b, ",\"source\":\"%s\",\"window_ms\":%lld,",
+    sl_buf_appends(b, ",");
+    admin_keys_view(a->w, k, a->rt, b);
+    sl_buf_printf(b, "\"limiter\":\"%s\",\"window_ms\":%lld,",
                   d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
     window_json(b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
     window_json(b, "input_tokens", k->input_tpm, d->used_input, d->reset_input_ms, false);
     window_json(b, "output_tokens", k->output_tpm, d->used_output, d->reset_output_ms, false);
-    sl_buf_appends(b, "\"team\":");
-    if (k->team)
-        sl_buf_json_string(b, k->team->name, strlen(k->team->name));
-    else
-        sl_buf_appends(b, "null");
-    sl_buf_appends(b, ",\"spend\":{");
+    sl_buf_appends(b, "\"spend\":{");
     counter_json(b, a, LIM_BUDGET, &d->budget);
     sl_buf_appends(b, "}");
 }
@@ -271,25 +276,42 @@ static void key_view_ready(const struct lim_decision *d, void *arg)
     answer(arg, d, key_view_json);
 }
 
-static void key_view(struct worker *w, struct http_req *req, const struct cfg_key *k)
+/* GET /admin/keys/NAME: its settings and where its windows and spend stand. */
+static void key_view(struct worker *w, struct http_req *req, const struct admin_who *who,
+                     struct sl_str name)
 {
+    const struct cfg_key *k;
+    struct rt_key *rt;
+    if (!admin_keys_find(w, req, who, name, &k, &rt))
+        return;
     struct lim_limits lim = lim_limits_of(k);
-    lim_peek(&w->limiter, k->name, &lim, key_view_ready, admin_req_new(w, req, k, NULL));
+    struct admin_req *a = admin_req_new(w, req, k, NULL);
+    a->rt = rt;
+    lim_peek(&w->limiter, k->name, &lim, key_view_ready, a);
+}
+
+/* Whether any admin key is set: the operator's or a team's. */
+static bool admin_on(const struct config *cfg)
+{
+    bool on = cfg->server.admin_enabled;
+    for (int i = 0; i < cfg->nteams && !on; i++)
+        on = cfg->teams[i].admin_enabled;
+    return on;
 }
 
 bool admin_head(struct worker *w, struct http_req *req)
 {
-    const struct cfg_server *srv = &w->gen->cfg->server;
-    if (!srv->admin_enabled) {
+    const struct config *cfg = w->gen->cfg;
+    if (!admin_on(cfg)) {
         http_send_error(req, ERR_NOT_FOUND, "The admin API is off (no admin_key).", NULL, NULL);
         return false;
     }
-    struct sl_str secret;
-    if (auth_presented_key(req, &secret) != AUTH_ONE ||
-        !auth_digest_matches(srv->admin_digest, secret.p, secret.len)) {
+    struct admin_who who;
+    if (!admin_identify(cfg, req, &who)) {
         http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing admin key.", NULL, NULL);
         return false;
     }
+    req->body_limit = ADMIN_MAX_BODY;
     return true;
 }
 
@@ -299,18 +321,25 @@ void admin_handle(struct worker *w, struct http_req *req)
         return;
     if (!admin_head(w, req))
         return;
+    struct admin_who who;
+    admin_identify(w->gen->cfg, req, &who);
     struct sl_str p = req->path;
     struct sl_str rest;
+    if (sl_str_eq(p, "/admin/keys"))
+        return admin_keys_collection(w, req, &who);
     if (sl_str_after(p, "/admin/keys/", &rest)) {
-        if (!sl_str_eq(req->method, "GET"))
-            return http_send_error(req, ERR_METHOD, "Use GET.", NULL, "Allow: GET\r\n");
-        char *n = sl_strndup(rest.p, rest.len);
-        const struct cfg_key *k = cfg_find_key(w->gen->cfg, n);
-        free(n);
-        if (!k)
-            return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
-        return key_view(w, req, k);
+        const char *slash = memchr(rest.p, '/', rest.len);
+        struct sl_str name = { rest.p, slash ? (size_t)(slash - rest.p) : rest.len };
+        struct sl_str action = slash ? (struct sl_str){ slash + 1, rest.len - name.len - 1 }
+                                     : (struct sl_str){ "", 0 };
+        if (!action.len && sl_str_eq(req->method, "GET"))
+            return key_view(w, req, &who, name);
+        return admin_keys_change(w, req, &who, name, action);
     }
+    if (who.team)
+        return http_send_error(req, ERR_PERMISSION,
+                               "A team's admin key manages only its team's keys (/admin/keys).",
+                               NULL, NULL);
     if (sl_str_after(p, "/admin/quota/", &rest))
         return counter_route(w, req, rest, LIM_QUOTA);
     if (sl_str_after(p, "/admin/budgets/keys/", &rest))

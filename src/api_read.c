@@ -168,6 +168,13 @@ static int by_name(const void *a, const void *b)
 
 /* A member name an object of the tree has twice (names as cJSON unescaped
  * them), or NULL. Small objects by comparison, large ones sorted. */
+static const char *repeated_member(const cJSON *item, int depth);
+
+const char *api_repeated_member(const cJSON *root)
+{
+    return repeated_member(root, 0);
+}
+
 static const char *repeated_member(const cJSON *item, int depth)
 {
     if (depth > 64)

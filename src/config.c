@@ -681,12 +681,23 @@ static bool set_pem(struct parser *p, const struct option *o, void *field, const
     return true;
 }
 
+static bool set_time(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    if (!sl_parse_time(v, field)) {
+        PERR(p, "%s: '%s' is not an RFC 3339 time such as 2027-01-01T00:00:00Z", o->name,
+             SHOWN(v));
+        return false;
+    }
+    return true;
+}
+
 static setter *const setters[] = {
     [T_INT] = set_number,     [T_DURATION] = set_number, [T_SIZE] = set_number,
     [T_BOOL] = set_bool,      [T_STRING] = set_string,   [T_URL] = set_string,
     [T_LISTEN] = set_listen,  [T_ENUM] = set_enum,       [T_MODELS] = set_models,
     [T_STATUS] = set_statuses, [T_HEADERS] = set_headers, [T_DIGEST] = set_digest,
     [T_MONEY] = set_money,    [T_PEM] = set_pem,         [T_RATIO] = set_money,
+    [T_TIME] = set_time,
 };
 
 static bool set_option(struct parser *p, const struct option *o, void *obj, const char *v)
@@ -1069,11 +1080,14 @@ static void check_budgets(struct parser *p)
             add_error(p->errs, p->path, k->line, "[key %s]: team %s has no [team %s] section",
                       k->name, k->team_name, k->team_name);
     }
-    for (int i = 0; i < c->nteams; i++)
+    static const uint8_t unset[32];
+    for (int i = 0; i < c->nteams; i++) {
         if (c->teams[i].budget && c->teams[i].budget_period == QUOTA_PERIOD_NONE)
             add_error(p->errs, p->path, c->teams[i].line,
                       "[team %s]: budget needs budget_period = day, week, month or total",
                       c->teams[i].name);
+        c->teams[i].admin_enabled = memcmp(c->teams[i].admin_digest, unset, 32) != 0;
+    }
 }
 
 /* A budget that reaches models without a price: said at load (and by
@@ -1323,6 +1337,19 @@ static void check_counts_and_keys(struct parser *p)
                       "%s is the key of [key %s]; an operator's key must be its own",
                       operator_keys[k].name, c->keys[i].name);
     }
+    for (int t = 0; t < c->nteams; t++) {
+        const struct cfg_team *team = &c->teams[t];
+        int i = team->admin_enabled ? sl_names_find(&digests, team->admin_digest, 32) : -1;
+        if (i >= 0)
+            add_error(p->errs, p->path, team->line,
+                      "[team %s] admin_key is the key of [key %s]; an operator's key must be its own",
+                      team->name, c->keys[i].name);
+        if (team->admin_enabled && c->server.admin_enabled &&
+            memcmp(team->admin_digest, c->server.admin_digest, 32) == 0)
+            add_error(p->errs, p->path, team->line,
+                      "[team %s] admin_key is [server] admin_key; a team's must be its own",
+                      team->name);
+    }
     sl_names_free(&digests);
     if (c->nbackends > 256)
         add_error(p->errs, p->path, 0, "at most 256 [backend] sections are supported");
@@ -1367,6 +1394,8 @@ static void config_free(struct config *c)
     free(c->server.listen.v);
     free(c->server.admin_listen.v);
     free(c->server.usage_log);
+    free(c->server.state_dir);
+    free(c->server.audit_log);
     free(c->server.pid_file);
     models_free(&c->server.admin_hosts);
     models_free(&c->server.passthrough_paths);
@@ -1396,11 +1425,8 @@ static void config_free(struct config *c)
         free(be->client_key);
     }
     free(c->backends);
-    for (int i = 0; i < c->nkeys; i++) {
-        free(c->keys[i].name);
-        free(c->keys[i].team_name);
-        models_free(&c->keys[i].models);
-    }
+    for (int i = 0; i < c->nkeys; i++)
+        cfg_key_clear(&c->keys[i]);
     free(c->keys);
     for (int i = 0; i < c->nteams; i++)
         free(c->teams[i].name);
@@ -1576,4 +1602,58 @@ const char *cfg_model_label(const struct config *c, const char *model)
 {
     int i = sl_names_find(&c->label_names, model, strlen(model));
     return i < 0 ? "other" : c->labels[i];
+}
+
+/* ---- keys made at run time --------------------------------------------------- */
+
+void cfg_key_clear(struct cfg_key *k)
+{
+    free(k->name);
+    free(k->team_name);
+    models_free(&k->models);
+    memset(k, 0, sizeof(*k));
+}
+
+bool cfg_name_valid(const char *name)
+{
+    return valid_name(name, SCOPE_KEY);
+}
+
+const struct option *cfg_key_option(const char *option)
+{
+    int i = find_option(SCOPE_KEY, option);
+    return i >= 0 && cfg_options[i].type != T_DIGEST ? &cfg_options[i] : NULL;
+}
+
+bool cfg_key_build(const struct config *c, const char *name, const char *const *opts,
+                   const char *const *vals, int n, struct cfg_key *out, char *err, size_t errlen)
+{
+    struct cfg_errors errs = { 0 };
+    struct parser p = { .path = "", .cfg = (struct config *)c, .errs = &errs };
+    memset(out, 0, sizeof(*out));
+    apply_defaults(&p, SCOPE_KEY, out);
+    out->name = sl_strdup(name);
+    out->runtime = true;
+    for (int i = 0; i < n && !errs.n; i++) {
+        int o = find_option(SCOPE_KEY, opts[i]);
+        if (o < 0 || cfg_options[o].type == T_DIGEST)
+            add_error(&errs, "", 0, "%s: not a key setting", opts[i]);
+        else
+            set_option(&p, &cfg_options[o], out, vals[i]);
+    }
+    if (!errs.n && out->quota && out->quota_period == QUOTA_PERIOD_NONE)
+        add_error(&errs, "", 0, "quota needs quota_period day, week, month or total");
+    if (!errs.n && out->budget && out->budget_period == QUOTA_PERIOD_NONE)
+        add_error(&errs, "", 0, "budget needs budget_period day, week, month or total");
+    if (!errs.n && out->team_name && !(out->team = cfg_find_team(c, out->team_name)))
+        add_error(&errs, "", 0, "team: no team %.64s is configured", out->team_name);
+    bool ok = errs.n == 0;
+    if (!ok) {
+        const char *m = errs.lines[0];
+        m += strncmp(m, ": ", 2) == 0 ? 2 : 0; /* no file, no line */
+        snprintf(err, errlen, "%s", m);
+        cfg_key_clear(out);
+    }
+    cfg_errors_free(&errs);
+    return ok;
 }

@@ -12,7 +12,7 @@ const char *const cfg_scope_names[SCOPE__COUNT] = { "server",   "redis",     "ba
 const char *const cfg_type_names[] = { "integer",   "duration",   "size",        "boolean",
                                        "string",    "URL",        "host:port",   "one of",
                                        "model list", "status list", "header list", "secret",
-                                       "USD",       "PEM file",   "ratio" };
+                                       "USD",       "PEM file",   "ratio",       "time" };
 
 static const char *const backend_types[] = { "openai", "azure", NULL };
 static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
@@ -117,6 +117,13 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_SERVER, .name = "access_log_format", .type = T_ENUM, .offset = SRV(access_log_format),
       .def = "text", .choices = access_formats,
       .doc = "text (key=value after the time and level) or json (one object per line)" },
+    { .scope = SCOPE_SERVER, .name = "state_dir", .type = T_STRING, .offset = SRV(state_dir),
+      .doc = "a directory of sluice's own (mode 0700) where runtime keys live when there is no "
+             "[redis] (docs/keys.md): each change written to a new file, fsync'd and renamed into "
+             "place; absent = runtime keys only with [redis]" },
+    { .scope = SCOPE_SERVER, .name = "audit_log", .type = T_STRING, .offset = SRV(audit_log),
+      .doc = "a file that gets one JSON line per change made through the admin API (time, who, "
+             "action, key, fields changed; never a secret); absent = the log line only" },
     { .scope = SCOPE_SERVER, .name = "usage_log", .type = T_STRING, .offset = SRV(usage_log),
       .doc = "a file that gets one JSON record per finished request, appended by a thread of its own; "
              "reopened on SIGHUP and SIGUSR1 (logrotate)" },
@@ -359,6 +366,9 @@ const struct option cfg_options[] = {
       .def = "0s", .max = 3600000,
       .doc = "a request refused on requests, tokens or max_inflight waits up to this long for room "
              "(FIFO per key), instead of 429; 0 = never waits" },
+    { .scope = SCOPE_KEY, .name = "expires_at", .type = T_TIME, .offset = KEY(expires_at),
+      .doc = "an RFC 3339 time (2027-01-01T00:00:00Z); from then on the key gets 401 "
+             "invalid_api_key, \"key expired\"; absent = never" },
     { .scope = SCOPE_TEAM, .name = "rpm", .type = T_INT, .offset = TEAM(rpm),
       .def = "0", .max = BIG,
       .doc = "requests per minute of all the team's keys together; 0 = unlimited" },
@@ -377,6 +387,10 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_TEAM, .name = "max_inflight", .type = T_INT, .offset = TEAM(max_inflight),
       .def = "0", .max = 1000000,
       .doc = "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
+    { .scope = SCOPE_TEAM, .name = "admin_key", .type = T_DIGEST, .offset = TEAM(admin_digest),
+      .flags = F_SECRET,
+      .doc = "sha256:<64 hex> of a key that may manage this team's runtime keys through "
+             "/admin/keys (docs/keys.md), and give them no more than the team has; absent = none" },
     { .scope = SCOPE_TEAM, .name = "share_resources", .type = T_BOOL, .offset = TEAM(share_resources),
       .def = "no",
       .doc = "yes: the stored resources (files, batches, responses...) one of the team's keys "

@@ -22,6 +22,7 @@ struct generation *gen_new(struct config *cfg, struct generation *prev)
     g->key_shares = sl_calloc((size_t)cfg->nkeys + 1, sizeof(*g->key_shares));
     for (int i = 0; i < cfg->nkeys; i++)
         g->key_shares[i] = http_share_named(cfg->keys[i].name);
+    g->key_used = sl_calloc((size_t)cfg->nkeys + 1, sizeof(*g->key_used));
     return g;
 }
 
@@ -37,6 +38,7 @@ void gen_unref(struct generation *g)
         return;
     pool_free(g->pool);
     free(g->key_shares);
+    free(g->key_used);
     auth_free(g->auth);
     cfg_unref(g->cfg);
     free(g);

@@ -523,6 +523,8 @@ static struct http_req *req_new(struct http_conn *c)
 static void req_free(struct http_req *req)
 {
     struct http_server *srv = req->conn->srv;
+    if (req->checked_ref)
+        req->checked_unref(req->checked_ref);
     if (req->body_charged) {
         atomic_fetch_sub(&buffered, req->body_charged);
         if (req->share)

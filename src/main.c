@@ -20,6 +20,7 @@
 #include "sluice/config.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
+#include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/limit_local.h"
 #include "sluice/log.h"
@@ -104,6 +105,7 @@ struct daemon {
     struct event_base *base;
     const char *path;
     struct lim_local *local;
+    struct keystore *keys; /* runtime keys: state_dir, from start to exit */
     struct generation *gen;
     struct worker **workers;
     int nworkers;
@@ -184,6 +186,10 @@ static void reload(struct daemon *d)
     const char *was = d->gen->cfg->server.pid_file, *now = cfg->server.pid_file;
     if ((was == NULL) != (now == NULL) || (was && strcmp(was, now)))
         log_warn("reload: a pid_file change takes effect at the next restart");
+    was = keystore_dir(d->keys);
+    now = cfg->server.state_dir;
+    if ((was == NULL) != (now == NULL) || (was && strcmp(was, now)))
+        log_warn("reload: a state_dir change takes effect at the next restart");
     struct generation *g = gen_new(cfg, d->gen);
     for (int i = 0; i < d->nworkers; i++)
         worker_set_generation(d->workers[i], g);
@@ -285,6 +291,8 @@ static int start_workers(struct daemon *d)
             }
         }
         d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, tls, nfds);
+        if (d->workers[i])
+            d->workers[i]->keys = d->keys;
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;
@@ -342,6 +350,7 @@ static void stop_all(struct daemon *d)
     reap(d, true);
     gen_unref(d->gen);
     lim_local_free(d->local);
+    keystore_close(d->keys);
 }
 
 static int run(const char *path)
@@ -368,6 +377,16 @@ static int run(const char *path)
     }
     if (cfg->server.usage_log)
         usage_log_set(cfg->server.usage_log);
+    char why[700];
+    d.keys = keystore_open(cfg->server.state_dir, why, sizeof(why));
+    if (!d.keys) {
+        log_error("state_dir %s: %s", cfg->server.state_dir, why);
+        for (int i = 0; i < 4; i++)
+            event_free(sigev[i]);
+        stop_all(&d);
+        return 1;
+    }
+    mx_runtime_keys(keystore_count(d.keys));
     /* Kept from start to exit: a reload does not move it. */
     char *pid_file = cfg->server.pid_file ? sl_strdup(cfg->server.pid_file) : NULL;
     int rc = 0;

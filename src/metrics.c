@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sluice/config.h"
+#include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/limit_redis.h"
 #include "sluice/outcome.h"
@@ -45,7 +46,7 @@ struct family {
 
 enum {
     F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
-    F_TTFT, F_QUEUE_WAIT,
+    F_TTFT, F_QUEUE_WAIT, F_ADMIN_CHANGES,
     F__COUNT,
     F_BUDGET_REMAINING = F__COUNT, /* gauges, rendered for the config's keys that have them */
     F_KEY_INFLIGHT,
@@ -63,6 +64,7 @@ static struct family families[F__ALL] = {
     [F_QUEUE_WAIT] = { .name = "sluice_queue_wait_seconds", .help = "Time requests waited for room (queue_timeout), admitted or not.", .histogram = true },
     [F_TTFB] = { .name = "sluice_upstream_ttfb_seconds", .help = "Time from sending to an upstream to its first response byte.", .histogram = true },
     [F_TTFT] = { .name = "sluice_upstream_ttft_seconds", .help = "Time from sending to an upstream to its stream's first event with output (time to first token).", .histogram = true },
+    [F_ADMIN_CHANGES] = { .name = "sluice_admin_changes_total", .help = "Changes made to runtime keys through the admin API, by action." },
     [F_KEY_INFLIGHT] = { .name = "sluice_inflight", .help = "Requests of a key with max_inflight open on this node (the limit counts every node's)." },
     [F_BUDGET_REMAINING] = { .name = "sluice_budget_remaining_usd", .help = "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", .usd = true },
 };
@@ -285,6 +287,18 @@ void mx_ttft(const char *backend, double seconds)
     pthread_mutex_unlock(&lock);
 }
 
+void mx_admin_change(const char *action)
+{
+    count2(F_ADMIN_CHANGES, "action", action, NULL, NULL);
+}
+
+static atomic_long runtime_keys;
+
+void mx_runtime_keys(long n)
+{
+    atomic_store(&runtime_keys, n);
+}
+
 void mx_retry(const char *backend)
 {
     count2(F_RETRIES, "backend", backend, NULL, NULL);
@@ -439,6 +453,8 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
 
 static void render_node(struct sl_buf *out, struct generation *gen)
 {
+    unsigned long long reads[3];
+    keystore_reads(reads);
     sl_buf_printf(out,
                   "# HELP sluice_config_reloads_total SIGHUP reloads, by result.\n"
                   "# TYPE sluice_config_reloads_total counter\n"
@@ -447,10 +463,23 @@ static void render_node(struct sl_buf *out, struct generation *gen)
                   "# HELP sluice_config_last_reload_success_timestamp_seconds When the "
                   "configuration in force was loaded (start or reload), Unix seconds.\n"
                   "# TYPE sluice_config_last_reload_success_timestamp_seconds gauge\n"
-                  "sluice_config_last_reload_success_timestamp_seconds %lld\n",
+                  "sluice_config_last_reload_success_timestamp_seconds %lld\n"
+                  "# HELP sluice_keys API keys, by where they come from (the configuration file, "
+                  "or made at run time through the admin API).\n"
+                  "# TYPE sluice_keys gauge\n"
+                  "sluice_keys{source=\"config\"} %d\nsluice_keys{source=\"runtime\"} %ld\n"
+                  "# HELP sluice_key_store_reads_total Reads of the runtime key store for secrets "
+                  "this node's cache did not know, by result (busy: not read, this second's reads "
+                  "were used up).\n"
+                  "# TYPE sluice_key_store_reads_total counter\n"
+                  "sluice_key_store_reads_total{result=\"found\"} %llu\n"
+                  "sluice_key_store_reads_total{result=\"unknown\"} %llu\n"
+                  "sluice_key_store_reads_total{result=\"busy\"} %llu\n",
                   (unsigned long long)atomic_load(&reloads_ok),
                   (unsigned long long)atomic_load(&reloads_failed),
-                  (long long)atomic_load(&last_reload_ok_s));
+                  (long long)atomic_load(&last_reload_ok_s), gen->cfg->nkeys,
+                  (long)atomic_load(&runtime_keys), reads[KS_FOUND], reads[KS_UNKNOWN],
+                  reads[KS_BUSY]);
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
     for (int i = 0; i < gen->cfg->nbackends; i++)

@@ -15,6 +15,7 @@
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/keys.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/upstream.h"
@@ -99,6 +100,7 @@ struct models_request {
     struct http_req *req; /* NULL once the client left */
     struct generation *gen;
     const struct cfg_key *key;
+    struct rt_key *rt; /* a runtime key's record (key is &rt->k), referenced */
     char *id; /* /v1/models/{id}, or NULL for the list */
     struct fetch *fetches;
     int nfetches, running;
@@ -150,6 +152,7 @@ static void request_free(struct models_request *mr)
         fetch_free(&mr->fetches[i]);
     free(mr->fetches);
     free(mr->id);
+    keys_unref(mr->rt);
     gen_unref(mr->gen);
     free(mr);
 }
@@ -335,17 +338,25 @@ static void answer(struct models_request *mr)
 void models_handle(struct worker *w, struct http_req *req)
 {
     struct sl_str secret;
-    const struct cfg_key *key = auth_presented_key(req, &secret) == AUTH_ONE
-                                    ? auth_lookup(w->gen->auth, secret.p, secret.len)
-                                    : NULL;
-    if (!key)
+    if (auth_presented_key(req, &secret) != AUTH_ONE)
         return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing API key.", NULL, NULL);
+    uint8_t digest[32];
+    sl_sha256(secret.p, secret.len, digest);
+    struct rt_key *rt;
+    int e;
+    const char *why;
+    const struct cfg_key *key = auth_client_key(w->gen->auth, w->keys, w->gen->cfg, digest,
+                                                sl_wall_us() / 1000000, &rt, &e, &why);
+    if (!key)
+        return http_send_error(req, e, why, NULL,
+                               e == ERR_KEYS_BUSY ? "Retry-After: 1\r\n" : NULL);
     const struct config *c = w->gen->cfg;
     struct models_request *mr = sl_calloc(1, sizeof(*mr));
     mr->w = w;
     mr->req = req;
     mr->gen = gen_ref(w->gen);
     mr->key = key;
+    mr->rt = rt;
     if (req->path.len > 11) /* /v1/models/{id}: the path is plain (srv_head) */
         mr->id = sl_strndup(req->path.p + 11, req->path.len - 11);
     mr->fetches = sl_calloc((size_t)c->nbackends, sizeof(struct fetch));

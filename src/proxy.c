@@ -50,6 +50,8 @@
 #include "sluice/forward.h"
 #include "sluice/headers.h"
 #include "sluice/http.h"
+#include "sluice/keys.h"
+#include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
 #include "sluice/metrics.h"
@@ -149,6 +151,7 @@ struct sl_request {
     struct http_req *req; /* the client's; NULL once answered or after the client left */
     struct generation *gen;
     const struct cfg_key *key;
+    struct rt_key *rt; /* a runtime key's record (key is &rt->k), referenced; NULL for the file's */
     struct api_call call;
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
     const char *model_label; /* for the metrics: lives as long as the generation r holds */
@@ -495,8 +498,24 @@ static bool model_in_url(const struct config *c, const char *model, size_t len)
     return false;
 }
 
+static void unref_key(void *rt)
+{
+    keys_unref(rt);
+}
+
+/* When a key was last used, remembered at most once a minute (keystore.h):
+ * between those, one relaxed load. */
+static void key_used(struct worker *w, const struct cfg_key *key, struct rt_key *rt, int64_t now_s)
+{
+    atomic_llong *at = rt ? &rt->used_at : &w->gen->key_used[key - w->gen->cfg->keys];
+    long long was = atomic_load_explicit(at, memory_order_relaxed);
+    if (now_s - was >= 60 && atomic_compare_exchange_strong(at, &was, now_s))
+        keystore_used(w->keys, key->name, now_s);
+}
+
 /* The client's key, looked up as soon as its head is in: a request without
- * a valid one is answered before its body is read. */
+ * a valid one (unknown, expired, disabled) is answered before its body is
+ * read. A key not in the file may be a runtime key (keystore.h). */
 bool proxy_head(struct worker *w, struct http_req *req)
 {
     struct sl_str secret;
@@ -516,14 +535,27 @@ bool proxy_head(struct worker *w, struct http_req *req)
     case AUTH_ONE:
         break;
     }
-    const struct cfg_key *key = auth_lookup(w->gen->auth, secret.p, secret.len);
+    uint8_t digest[32];
+    sl_sha256(secret.p, secret.len, digest);
+    int64_t now_s = sl_wall_us() / 1000000;
+    struct rt_key *rt;
+    int e;
+    const char *why;
+    const struct cfg_key *key =
+        auth_client_key(w->gen->auth, w->keys, w->gen->cfg, digest, now_s, &rt, &e, &why);
     if (!key) {
-        refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL);
+        refuse_early_with(w, req, NULL, NULL, e, why, NULL,
+                          e == ERR_KEYS_BUSY ? "Retry-After: 1\r\n" : NULL);
         return false;
     }
+    key_used(w, key, rt, now_s);
+    if (req->checked_ref) /* checked again after a reload */
+        req->checked_unref(req->checked_ref);
     req->checked_key = key;
+    req->checked_ref = rt;
+    req->checked_unref = rt ? unref_key : NULL;
     req->checked_generation = w->gen->id;
-    http_req_share(req, w->gen->key_shares[key - w->gen->cfg->keys]);
+    http_req_share(req, rt ? rt->share : w->gen->key_shares[key - w->gen->cfg->keys]);
     return true;
 }
 
@@ -629,6 +661,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     if (req->checked_generation != gen->id && !proxy_head(w, req))
         return; /* a reload came while the body was read: checked again, and refused */
     const struct cfg_key *key = req->checked_key;
+    struct rt_key *rt = req->checked_ref; /* the request takes it over below */
 
     struct api_call call;
     char msg[256];
@@ -662,6 +695,8 @@ void proxy_handle(struct worker *w, struct http_req *req)
         return refuse_early_with(w, req, key, model_label, e, msg, param, headers);
     }
     struct sl_request *r = request_new(w, req, key, &call);
+    r->rt = rt;
+    req->checked_ref = NULL;
     r->estimate = call.estimate;
     r->model_label = model_label;
     r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
@@ -2104,6 +2139,7 @@ static void request_free(struct sl_request *r)
     fwd_headers_free(r->at.headers);
     free(r->at.url);
     cJSON_Delete(r->call.root);
+    keys_unref(r->rt);
     gen_unref(r->gen);
     spare_request(r);
 }

@@ -16,6 +16,7 @@
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
 #include "sluice/pool.h"
@@ -102,9 +103,11 @@ static void node_json(struct sl_buf *b, struct worker *w)
     bool redis = lim_shared_configured(&w->limiter);
     sl_buf_printf(b, "\"node\":{\"version\":\"%s\",\"uptime_s\":%lld,\"limiter\":\"%s\",", SLUICE_VERSION,
                   (long long)((sl_now_us() - started_us) / 1000000), redis ? "redis" : "in-process");
-    sl_buf_printf(b, "\"redis\":\"%s\",\"inflight\":%ld,\"queued\":%ld,\"keys\":%d,\"teams\":%d,",
+    sl_buf_printf(b,
+                  "\"redis\":\"%s\",\"inflight\":%ld,\"queued\":%ld,\"keys\":%d,"
+                  "\"runtime_keys\":%ld,\"teams\":%d,",
                   !redis ? "not configured" : lim_shared_up(&w->limiter) ? "up" : "down",
-                  mx_inflight_now(), waitq_count(), c->nkeys, c->nteams);
+                  mx_inflight_now(), waitq_count(), c->nkeys, keystore_count(w->keys), c->nteams);
     sl_buf_printf(b, "\"window_ms\":%lld,\"time_ms\":%lld}", (long long)lim_window_ms(),
                   (long long)(sl_wall_us() / 1000));
 }

@@ -7,6 +7,7 @@
 
 struct api_call;
 struct http_req;
+struct cJSON;
 
 /* Reads any /v1 API request (but GET /v1/models): its body kind, the model
  * it names (JSON "model", or a multipart form's model field), whether it
@@ -27,5 +28,9 @@ int api_validate(const char *path, size_t path_len, const char *body, size_t len
 /* The cJSON path alone (the tests hold the one-pass reader to it). */
 int api_validate_tree(const char *path, size_t path_len, const char *body, size_t len,
                       struct api_call *call, char *msg, size_t msglen, const char **param);
+
+/* A member name some object of the tree gives twice (compared unescaped, at
+ * any depth), or NULL: such a body is refused wherever sluice reads one. */
+const char *api_repeated_member(const struct cJSON *root);
 
 #endif

@@ -28,6 +28,18 @@ enum auth_presented {
 enum auth_presented auth_presented_key(const struct http_req *req, struct sl_str *out);
 /* The configured key for a presented secret, or NULL. */
 const struct cfg_key *auth_lookup(const struct auth_table *t, const char *secret, size_t len);
+/* The same by the secret's SHA-256. */
+const struct cfg_key *auth_lookup_digest(const struct auth_table *t, const uint8_t digest[32]);
+/* The key a client presented, by its secret's digest: the file's (t), else
+ * a runtime key (ks; *rt then holds a reference, and the key is &(*rt)->k).
+ * NULL when there is none, or it expired, or it is disabled: *err and *msg
+ * say which (401, or 503 when unknown keys' lookups are used up). */
+struct keystore;
+struct rt_key;
+const struct cfg_key *auth_client_key(const struct auth_table *t, struct keystore *ks,
+                                      const struct config *cfg, const uint8_t digest[32],
+                                      int64_t now_s, struct rt_key **rt, int *err,
+                                      const char **msg);
 /* Constant-time check of a presented secret against a configured digest. */
 bool auth_digest_matches(const uint8_t digest[32], const char *secret, size_t len);
 

@@ -14,6 +14,8 @@
 
 #include "sluice/util.h"
 
+struct option;
+
 enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
 /* Calendar periods of quotas and budgets, UTC; week is ISO (from Monday). The
@@ -80,6 +82,8 @@ struct cfg_server {
     bool access_log;
     int access_log_format; /* enum access_format (usage.h) */
     char *usage_log;       /* path of the usage log (usage.h); NULL: none */
+    char *state_dir;       /* runtime keys without Redis (keys.h); NULL: none */
+    char *audit_log;       /* one JSON line per admin change; NULL: none */
     bool strict_permissions;
     int log_level; /* enum log_level */
     int balance;   /* enum balance */
@@ -168,6 +172,8 @@ struct cfg_team {
     enum quota_period budget_period;
     int64_t max_inflight;               /* requests open at once, all keys; 0 = no cap */
     bool share_resources;               /* its keys' stored resources are the team's */
+    bool admin_enabled;                 /* admin_key is set: */
+    uint8_t admin_digest[32];           /* the key that manages the team's runtime keys */
 };
 
 struct cfg_key {
@@ -189,6 +195,8 @@ struct cfg_key {
     int64_t reserve_output_tokens; /* reserved when the request sets no max tokens */
     int64_t max_inflight;          /* requests open at once, across nodes; 0 = no cap */
     int64_t queue_timeout_ms;      /* how long a refused request may wait for room; 0 = never */
+    int64_t expires_at;            /* seconds since the epoch; 0 = never */
+    bool runtime;                  /* made through the admin API (keys.h), not the file */
 };
 
 struct config {
@@ -263,5 +271,19 @@ void cfg_forget_environment(void);
 
 /* Prints the option reference (markdown) generated from the option table. */
 void cfg_print_reference(void);
+
+/* Keys made at run time (keys.h), checked as a [key NAME] section with
+ * these option lines would be: the defaults, each value by the file's own
+ * rules (no secret: "key" is refused), the team looked up in c. False with
+ * the first problem in err ("rpm: ..."). */
+bool cfg_key_build(const struct config *c, const char *name, const char *const *opts,
+                   const char *const *vals, int n, struct cfg_key *out, char *err, size_t errlen);
+/* Frees what a key holds (its name, team name, models) and zeroes it. */
+void cfg_key_clear(struct cfg_key *k);
+/* Whether a name follows the rules of [key NAME] and [team NAME]. */
+bool cfg_name_valid(const char *name);
+/* The [key] option of that name if it may be set at run time (all but the
+ * secret), else NULL. */
+const struct option *cfg_key_option(const char *option);
 
 #endif

@@ -36,6 +36,7 @@ enum opt_type {
     T_MONEY,   /* int64_t micro-dollars, from a decimal number of USD */
     T_PEM,     /* char*: the path of a PEM file; /path, file:/path or cred:NAME */
     T_RATIO,   /* int64_t parts per million, from a decimal number 0 to 1 */
+    T_TIME,    /* int64_t seconds since the epoch, from an RFC 3339 time */
 };
 
 #define F_REQUIRED 1u /* must be set in its section */

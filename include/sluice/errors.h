@@ -12,6 +12,7 @@ enum sl_error {
     ERR_BAD_HTTP,          /* 400 malformed HTTP framing; connection is closed */
     ERR_INVALID_API_KEY,   /* 401 */
     ERR_MODEL_NOT_ALLOWED, /* 403 */
+    ERR_PERMISSION,        /* 403 an admin key that may not do this (a team's, outside its team) */
     ERR_QUOTA_EXHAUSTED,   /* 429 insufficient_quota (as OpenAI), x-should-retry: false */
     ERR_NOT_FOUND,         /* 404 unknown path */
     ERR_MODEL_NOT_FOUND,   /* 404 no backend serves the model */
@@ -23,6 +24,7 @@ enum sl_error {
     ERR_PROMPT_TOO_LARGE,  /* 413 */
     ERR_UNSUPPORTED_MEDIA, /* 415 a body neither JSON nor multipart/form-data */
     ERR_EXPECTATION,       /* 417 */
+    ERR_CONFLICT,          /* 409 a runtime key's name is taken (by the file's or another) */
     ERR_MISDIRECTED,       /* 421 an operator endpoint asked for under a Host not in admin_hosts */
     ERR_RATE_LIMITED,      /* 429 rate_limit_exceeded, type "requests" */
     ERR_RATE_LIMITED_TOKENS, /* 429 rate_limit_exceeded, type "tokens" */
@@ -37,6 +39,8 @@ enum sl_error {
     ERR_SHUTTING_DOWN,     /* 503 */
     ERR_LIMITER_DOWN,      /* 503 Redis unreachable and on_error = deny */
     ERR_OVERLOADED,        /* 503 max_buffered reached */
+    ERR_KEYS_BUSY,         /* 503 this second's lookups of unknown keys are used up */
+    ERR_KEY_STORE,         /* 503 runtime keys cannot be read or written (state_dir, Redis) */
     ERR_UPSTREAM_TIMEOUT,  /* 504 */
     ERR_HTTP_VERSION,      /* 505 */
     ERR__COUNT

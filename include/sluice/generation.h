@@ -18,6 +18,7 @@ struct generation {
     struct auth_table *auth;
     struct pool *pool;
     struct http_share **key_shares; /* cfg->keys[i]'s part of max_buffered */
+    atomic_llong *key_used;         /* when cfg->keys[i]'s use was last noted (keystore_used) */
 };
 
 /* Takes the config's reference; prev (may be NULL) is the generation it

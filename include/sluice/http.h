@@ -71,6 +71,8 @@ struct http_req {
     /* Left by the head handler for the request handler; http.c never reads them. */
     const void *checked_key;
     uint64_t checked_generation;
+    void *checked_ref;                 /* what keeps checked_key alive, if anything: */
+    void (*checked_unref)(void *ref);  /* released by it when the request is freed */
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's; "" until first asked */
     bool request_id_sent; /* it is the client's own X-Request-Id */
     int64_t body_charged; /* bytes of max_buffered this request's body holds */

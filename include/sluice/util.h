@@ -106,6 +106,12 @@ bool sl_parse_reset_ms(struct sl_str v, int64_t *out);
 /* Micro-dollars as USD with 6 decimals ("0.000123"): at most 28 bytes and a
  * NUL; returns the length. */
 size_t sl_fmt_money(int64_t micro, char *out);
+/* An RFC 3339 time, "2027-01-01T00:00:00Z" (or with a +hh:mm / -hh:mm
+ * offset; a fraction of a second is dropped): seconds since the epoch,
+ * from 1970 to 9999. */
+bool sl_parse_time(const char *s, int64_t *out);
+/* Seconds since the epoch as "2027-01-01T00:00:00Z" (20 bytes and a NUL). */
+void sl_fmt_time(int64_t secs, char out[21]);
 
 /* Whether the bytes are well-formed UTF-8 (RFC 3629: no overlong forms, no
  * surrogates, nothing past U+10FFFF). ASCII runs go 8 bytes at a time. */

@@ -20,6 +20,7 @@ struct up_multi;
 struct sl_request;
 struct models_cache;
 struct tel_exporter;
+struct keystore;
 
 struct worker {
     int id;
@@ -30,6 +31,7 @@ struct worker {
     struct models_cache *models; /* upstream model lists (models.c) */
     struct tel_exporter *tel;    /* spans for [telemetry] (telemetry.h) */
     struct limiter limiter;
+    struct keystore *keys;  /* runtime keys (keystore.h): the node's, borrowed */
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */
     struct event *reload_ev; /* likewise: takes `pending` as the new generation */

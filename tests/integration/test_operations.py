@@ -256,7 +256,8 @@ def test_admin_key_view_local_and_redis(mock, redis, start_sluice):
         v = key_view(s)
         assert v.status == 200, v.body
         body = v.json()
-        assert body["source"] == ("redis" if r else "local")
+        assert body["limiter"] == ("redis" if r else "local")
+        assert body["source"] == "config"
         assert body["requests"] == {"limit": 10, "used": 2, "remaining": 8, "reset_ms": body["requests"]["reset_ms"]}
         assert body["input_tokens"]["used"] == 4  # corrected to the mock's usage: 2 each
         assert body["output_tokens"]["used"] == 16

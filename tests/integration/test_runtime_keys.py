@@ -1,0 +1,400 @@
+"""Runtime keys (docs/keys.md): made, read, listed, changed, rotated and
+revoked through /admin/keys, kept in state_dir without Redis, used by the
+proxy like the file's keys; a team's admin_key scoped to its team and its
+limits; bad input refused with nothing changed; the audit log; a flood of
+made-up keys bounded."""
+import concurrent.futures
+import json
+import os
+import re
+import secrets
+import signal
+import stat
+import time
+
+from harness import CLIENT_KEY, UPSTREAM_KEY, MOCK_HEADERS
+from test_operations import scrape, value
+
+ADMIN = "sk-admin-runtime-keys-01"
+TEAM_ADMIN = "sk-team-admin-platform-01"
+OTHER_TEAM_ADMIN = "sk-team-admin-research-01"
+
+
+def conf(mock_url, state_dir, audit=None, extra_server="", extra=""):
+    audit_line = f"audit_log = {audit}" if audit else ""
+    state_line = f"state_dir = {state_dir}" if state_dir else ""
+    return f"""
+[server]
+listen = 127.0.0.1:{{port}}
+admin_key = {ADMIN}
+{state_line}
+{audit_line}
+{extra_server}
+
+[backend main]
+url = {mock_url}
+api_key = {UPSTREAM_KEY}
+{MOCK_HEADERS}
+
+[team platform]
+rpm = 100
+budget = 10
+budget_period = month
+admin_key = {TEAM_ADMIN}
+
+[team research]
+admin_key = {OTHER_TEAM_ADMIN}
+
+[key filekey]
+key = {CLIENT_KEY}
+team = platform
+
+[model gpt-4o]
+input_price = 2.50
+output_price = 10.00
+
+[model gpt-4o-mini]
+input_price = 0.15
+output_price = 0.60
+{extra}
+"""
+
+
+def admin(s, method, path, body=None, key=ADMIN, raw=None):
+    if raw is not None:
+        return s.request(method, path, raw, key=key)
+    return s.request(method, path, body, key=key)
+
+
+def chat(s, key, model="gpt-4o"):
+    return s.request("POST", "/v1/chat/completions",
+                     {"model": model, "messages": [{"role": "user", "content": "hello"}]}, key=key)
+
+
+def make(s, name, key=ADMIN, **settings):
+    r = admin(s, "POST", "/admin/keys", {"name": name, **settings}, key=key)
+    assert r.status == 201, r.body
+    return r.json()
+
+
+def files_under(d):
+    out = {}
+    for root, _, names in os.walk(d):
+        for n in names:
+            p = os.path.join(root, n)
+            out[os.path.relpath(p, d)] = open(p, "rb").read()
+    return out
+
+
+def test_a_runtime_key_is_made_used_changed_and_revoked(mock, start_sluice, tmp):
+    state = tmp / "state"
+    audit = tmp / "audit.jsonl"
+    s = start_sluice(conf(mock.url, state, audit))
+    made = make(s, "alice", team="platform", rpm=5, models=["gpt-4o"],
+                metadata={"owner": "alice@example.com"})
+    secret = made["key"]
+    assert re.fullmatch(r"sk-sluice-[0-9A-Za-z]{43}", secret), secret
+    assert made["name"] == "alice" and made["source"] == "runtime"
+    assert made["rpm"] == 5 and made["models"] == ["gpt-4o"] and made["team"] == "platform"
+    assert made["metadata"] == {"owner": "alice@example.com"} and made["disabled"] is False
+    assert made["created_by"] == "admin"
+
+    r = chat(s, secret)
+    assert r.status == 200, r.body
+    assert chat(s, secret, "gpt-4o-mini").status == 403  # its models list holds
+
+    view = admin(s, "GET", "/admin/keys/alice").json()
+    assert view["source"] == "runtime" and view["rpm"] == 5
+    assert view["requests"]["used"] == 1 and view["limiter"] == "local"
+    assert view["last_used_at"] is not None
+    assert admin(s, "GET", "/admin/keys/filekey").json()["source"] == "config"
+
+    page = admin(s, "GET", "/admin/keys").json()
+    assert [(k["name"], k["source"]) for k in page["data"]] == [("alice", "runtime"), ("filekey", "config")]
+    assert page["has_more"] is False
+
+    r = admin(s, "PATCH", "/admin/keys/alice", {"rpm": 2, "models": ["gpt-4o", "gpt-4o-mini"]})
+    assert r.status == 200, r.body
+    assert r.json()["rpm"] == 2 and "key" not in r.json()
+    assert chat(s, secret, "gpt-4o-mini").status == 200  # the change is in force at once
+    assert chat(s, secret).status == 429  # two in the window now: rpm 2
+
+    r = admin(s, "DELETE", "/admin/keys/alice")
+    assert r.status == 200 and r.json() == {"name": "alice", "deleted": True}
+    r = chat(s, secret)
+    assert r.status == 401 and r.error()["code"] == "invalid_api_key"
+    assert admin(s, "GET", "/admin/keys/alice").status == 404
+    assert admin(s, "DELETE", "/admin/keys/alice").status == 404
+
+    # one audit record per change, the admin named, the fields, never a secret
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(x["action"], x["key"], x["admin"]) for x in records] == [
+        ("create", "alice", "admin"), ("update", "alice", "admin"), ("delete", "alice", "admin")]
+    assert set(records[0]["fields"]) == {"team", "rpm", "models", "metadata"}
+    assert set(records[1]["fields"]) == {"rpm", "models"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", records[0]["time"])
+    everything = audit.read_text() + s.log_text() + "".join(v.decode() for v in files_under(state).values())
+    assert secret not in everything and ADMIN not in everything
+    assert len(re.findall(r"info admin action=(create|update|delete) key=alice by=admin", s.log_text())) == 3
+
+    m = scrape(s)
+    assert value(m, "sluice_keys", source="config") == 1
+    assert value(m, "sluice_keys", source="runtime") == 0
+    assert value(m, "sluice_admin_changes_total", action="create") == 1
+    assert value(m, "sluice_admin_changes_total", action="update") == 1
+    assert value(m, "sluice_admin_changes_total", action="delete") == 1
+
+
+def test_runtime_keys_survive_restart_and_reload_and_never_shadow_a_file_key(mock, start_sluice, tmp):
+    state = tmp / "state"
+    s = start_sluice(conf(mock.url, state))
+    secret = make(s, "bob", team="platform")["key"]
+    assert chat(s, secret).status == 200
+    m = scrape(s)
+    assert value(m, "sluice_keys", source="runtime") == 1
+
+    # state_dir is sluice's own: 0700 folders, 0600 files
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+    for root, dirs, names in os.walk(state):
+        for d in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o700
+        for n in names:
+            assert stat.S_IMODE(os.stat(os.path.join(root, n)).st_mode) == 0o600
+
+    s.proc.send_signal(signal.SIGHUP)  # a reload keeps them
+    time.sleep(0.5)
+    assert chat(s, secret).status == 200
+
+    # a name of the file's is refused
+    r = admin(s, "POST", "/admin/keys", {"name": "filekey"})
+    assert r.status == 409 and r.error()["code"] == "conflict"
+    assert admin(s, "PATCH", "/admin/keys/filekey", {"rpm": 1}).status == 409
+    assert admin(s, "DELETE", "/admin/keys/filekey").status == 409
+
+    assert s.stop() == 0
+    s2 = start_sluice(conf(mock.url, state))  # a restart keeps them
+    assert chat(s2, secret).status == 200
+    assert admin(s2, "GET", "/admin/keys/bob").json()["source"] == "runtime"
+    m = scrape(s2)
+    assert value(m, "sluice_keys", source="runtime") == 1
+    node = admin(s2, "GET", "/admin/status.json").json()["node"]
+    assert node["keys"] == 1 and node["runtime_keys"] == 1
+
+    # the file gains a key named bob: the runtime bob is no longer used
+    s2.conf.write_text(s2.conf.read_text() + "\n[key bob]\nkey = sk-file-bob-key-00000001\n")
+    s2.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert chat(s2, secret).status == 401
+    assert chat(s2, "sk-file-bob-key-00000001").status == 200
+    assert admin(s2, "GET", "/admin/keys/bob").json()["source"] == "config"
+    assert "runtime key bob" in s2.log_text()
+
+
+def test_rotation_keeps_the_old_secret_for_its_grace_only(mock, start_sluice, tmp):
+    s = start_sluice(conf(mock.url, tmp / "state", tmp / "audit.jsonl"))
+    old = make(s, "carol")["key"]
+    r = admin(s, "POST", "/admin/keys/carol/rotate", {"grace": "2s"})
+    assert r.status == 200, r.body
+    new = r.json()["key"]
+    assert new != old and r.json()["previous_secret_until"]
+    assert chat(s, old).status == 200 and chat(s, new).status == 200
+    time.sleep(2.5)
+    assert chat(s, old).status == 401
+    assert chat(s, new).status == 200
+
+    r = admin(s, "POST", "/admin/keys/carol/rotate")  # no grace: the old one ends at once
+    newer = r.json()["key"]
+    assert chat(s, new).status == 401 and chat(s, newer).status == 200
+    assert "previous_secret_until" not in r.json()
+    for bad in ({"grace": "31d"}, {"grace": "soon"}, {"grace": "1h", "x": 1}, [1]):
+        r = admin(s, "POST", "/admin/keys/carol/rotate", bad)
+        assert r.status == 400 and r.error()["param"] == "grace", bad
+    assert chat(s, newer).status == 200  # a refused rotation changed nothing
+    actions = [json.loads(x)["action"] for x in (tmp / "audit.jsonl").read_text().splitlines()]
+    assert actions == ["create", "rotate", "rotate"]
+    assert json.loads((tmp / "audit.jsonl").read_text().splitlines()[1])["fields"] == ["key"]
+
+
+def test_an_expired_key_gets_401_key_expired(mock, start_sluice, tmp):
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    s = start_sluice(conf(mock.url, tmp / "state", extra="""
+[key old]
+key = sk-file-key-expired-0001
+expires_at = 2020-01-01T00:00:00Z
+"""))
+    made = make(s, "dave", expires_at=soon)
+    assert made["expires_at"] == soon
+    assert chat(s, made["key"]).status == 200
+    time.sleep(2.2)
+    r = chat(s, made["key"])
+    assert r.status == 401 and r.error()["code"] == "invalid_api_key"
+    assert "key expired" in r.error()["message"]
+    r = chat(s, "sk-file-key-expired-0001")  # a file key's expires_at alike
+    assert r.status == 401 and "key expired" in r.error()["message"]
+    # taken back: null clears it
+    assert admin(s, "PATCH", "/admin/keys/dave", {"expires_at": None}).status == 200
+    assert chat(s, made["key"]).status == 200
+    r = admin(s, "POST", "/admin/keys", {"name": "erin", "expires_at": "2020-01-01T00:00:00Z"})
+    assert r.status == 400 and r.error()["param"] == "expires_at"
+    r = admin(s, "PATCH", "/admin/keys/dave", {"disabled": True})
+    assert r.status == 200
+    r = chat(s, made["key"])
+    assert r.status == 401 and "disabled" in r.error()["message"]
+
+
+def test_a_team_admin_manages_only_its_team_within_its_limits(mock, start_sluice, tmp):
+    audit = tmp / "audit.jsonl"
+    s = start_sluice(conf(mock.url, tmp / "state", audit))
+    made = make(s, "pat", key=TEAM_ADMIN, rpm=50)
+    assert made["team"] == "platform" and made["created_by"] == "team:platform"
+    assert chat(s, made["key"]).status == 200
+    other = make(s, "rita", team="research")  # by the operator
+
+    def refused(r, status, param=None):
+        assert r.status == status, r.body
+        if param:
+            assert r.error()["param"] == param
+
+    refused(admin(s, "POST", "/admin/keys", {"name": "x1", "team": "research"}, key=TEAM_ADMIN), 403, "team")
+    refused(admin(s, "POST", "/admin/keys", {"name": "x2", "rpm": 101}, key=TEAM_ADMIN), 403, "rpm")
+    refused(admin(s, "POST", "/admin/keys", {"name": "x3", "budget": 11}, key=TEAM_ADMIN), 403, "budget")
+    refused(admin(s, "PATCH", "/admin/keys/pat", {"rpm": 1000}, key=TEAM_ADMIN), 403, "rpm")
+    refused(admin(s, "PATCH", "/admin/keys/pat", {"team": "research"}, key=TEAM_ADMIN), 403, "team")
+    refused(admin(s, "GET", "/admin/keys/rita", key=TEAM_ADMIN), 404)
+    refused(admin(s, "PATCH", "/admin/keys/rita", {"rpm": 1}, key=TEAM_ADMIN), 404)
+    refused(admin(s, "DELETE", "/admin/keys/rita", key=TEAM_ADMIN), 404)
+    refused(admin(s, "POST", "/admin/keys/rita/rotate", key=TEAM_ADMIN), 404)
+    refused(admin(s, "GET", "/admin/quota/filekey", key=TEAM_ADMIN), 403)
+    refused(admin(s, "GET", "/admin/keys", key="sk-not-an-admin-key-0001"), 401)
+    # its list is its team's: the team's file key and its runtime key
+    names = [k["name"] for k in admin(s, "GET", "/admin/keys", key=TEAM_ADMIN).json()["data"]]
+    assert names == ["filekey", "pat"]
+    assert [k["name"] for k in admin(s, "GET", "/admin/keys?team=research").json()["data"]] == ["rita"]
+    assert admin(s, "PATCH", "/admin/keys/pat", {"rpm": 100}, key=TEAM_ADMIN).status == 200
+    assert admin(s, "DELETE", "/admin/keys/pat", key=TEAM_ADMIN).status == 200
+    assert chat(s, made["key"]).status == 401
+    assert chat(s, other["key"]).status == 200
+    who = [(json.loads(x)["admin"], json.loads(x)["action"]) for x in audit.read_text().splitlines()]
+    assert who == [("team:platform", "create"), ("admin", "create"), ("team:platform", "update"),
+                   ("team:platform", "delete")]
+    assert TEAM_ADMIN not in audit.read_text() + s.log_text()
+
+
+def test_bad_input_gets_a_clear_error_and_changes_nothing(mock, start_sluice, tmp):
+    state = tmp / "state"
+    s = start_sluice(conf(mock.url, state, tmp / "audit.jsonl"))
+    make(s, "kept", rpm=3)
+    before = files_under(state)
+    cases = [
+        ({"name": "n1", "colour": "red"}, None, "colour"),
+        ({"name": "n2", "rpm": -1}, "rpm", "out of range"),
+        ({"name": "n3", "rpm": 1.5}, "rpm", "whole number"),
+        ({"name": "n4", "rpm": "ten"}, "rpm", "not a integer"),
+        ({"name": "bad name!"}, "name", "letters"),
+        ({"name": "x" * 65}, "name", "letters"),
+        ({"name": "n5", "team": "nobody"}, "team", "no team nobody"),
+        ({"name": "n6", "expires_at": "tomorrow"}, "expires_at", "RFC 3339"),
+        ({"name": "n7", "expires_at": "2027-02-30T00:00:00Z"}, "expires_at", "RFC 3339"),
+        ({"name": "n8", "models": "gpt-4o"}, "models", "list of model names"),
+        ({"name": "n9", "models": ["a,b"]}, "models", "list of model names"),
+        ({"name": "n10", "key": "sk-chosen-by-me-000001"}, "key", "makes the secret"),
+        ({"name": "n12", "mode": "lenient"}, "mode", "not one of"),
+        ({"name": "n13", "metadata": "x"}, "metadata", "object"),
+        ({"rpm": 1}, "name", "Missing"),
+        ({"name": "kept"}, "name", "exists"),
+    ]
+    for body, param, words in cases:
+        r = admin(s, "POST", "/admin/keys", body)
+        assert r.status in (400, 409), (body, r.body)
+        assert r.error()["param"] == param, (body, r.body)
+        assert words in r.error()["message"], (body, r.error()["message"])
+    for raw in ('{"name":"d1","rpm":1,"rpm":2}', "[1]", "not json", ""):
+        r = admin(s, "POST", "/admin/keys", raw=raw)
+        assert r.status == 400, (raw, r.body)
+    r = admin(s, "POST", "/admin/keys", raw=json.dumps({"name": "big", "metadata": {"x": "y" * 70000}}))
+    assert r.status == 413
+    assert admin(s, "PATCH", "/admin/keys/kept", {"name": "renamed"}).status == 400
+    assert admin(s, "PATCH", "/admin/keys/kept", {"rpm": -5}).status == 400
+    assert admin(s, "PUT", "/admin/keys/kept", {"rpm": 5}).status == 405
+    assert admin(s, "POST", "/admin/keys/kept/explode").status == 404
+    assert files_under(state) == before  # nothing written
+    assert admin(s, "GET", "/admin/keys/kept").json()["rpm"] == 3
+    assert [k["name"] for k in admin(s, "GET", "/admin/keys").json()["data"]] == ["filekey", "kept"]
+    assert len((tmp / "audit.jsonl").read_text().splitlines()) == 1
+    for q in ("limit=0", "limit=1001", "team=a%20b", "colour=red", "limit"):
+        assert admin(s, "GET", "/admin/keys?" + q).status == 400, q
+
+
+def test_without_state_dir_or_redis_runtime_keys_are_off(mock, start_sluice, tmp):
+    s = start_sluice(conf(mock.url, None))
+    r = admin(s, "POST", "/admin/keys", {"name": "x"})
+    assert r.status == 501 and "state_dir" in r.error()["message"]
+    assert admin(s, "GET", "/admin/keys").json()["data"][0]["name"] == "filekey"
+    assert chat(s, CLIENT_KEY).status == 200
+
+
+def test_the_list_pages_by_name(mock, start_sluice, tmp):
+    s = start_sluice(conf(mock.url, tmp / "state"))
+    for i in range(7):
+        make(s, f"k{i}")
+    seen, cursor = [], None
+    while True:
+        r = admin(s, "GET", "/admin/keys?limit=3" + (f"&cursor={cursor}" if cursor else "")).json()
+        seen += [k["name"] for k in r["data"]]
+        assert len(r["data"]) <= 3
+        if not r["has_more"]:
+            assert r["next_cursor"] is None
+            break
+        cursor = r["next_cursor"]
+    assert seen == ["filekey"] + [f"k{i}" for i in range(7)]
+
+
+def test_a_runtime_key_counts_against_its_team_like_a_file_key(mock, start_sluice, tmp):
+    s = start_sluice(conf(mock.url, tmp / "state", extra="""
+[team small]
+rpm = 3
+
+[key small-file]
+key = sk-file-small-team-0001
+team = small
+"""))
+    rt = make(s, "small-rt", team="small")["key"]
+    got = [chat(s, k).status for k in (rt, "sk-file-small-team-0001", rt, "sk-file-small-team-0001")]
+    assert got == [200, 200, 200, 429]
+    r = chat(s, rt)
+    assert r.status == 429 and "team small" in r.error()["message"]
+
+
+def test_a_flood_of_unknown_keys_is_bounded_and_known_keys_are_served(mock, start_sluice, tmp):
+    s = start_sluice(conf(mock.url, tmp / "state"))
+    good = make(s, "steady")["key"]
+    assert chat(s, good).status == 200  # in the cache now
+
+    def one(k):
+        return s.request("GET", "/v1/models", key=k).status
+
+    t0 = time.monotonic()
+    keys = ["sk-sluice-" + secrets.token_hex(20) for _ in range(2500)]
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        flood = ex.map(one, keys)
+        served = [chat(s, good).status for _ in range(20)]
+        statuses = list(flood)
+    elapsed = time.monotonic() - t0
+    assert served == [200] * 20
+    assert set(statuses) <= {401, 503}
+    m = scrape(s)
+    reads = value(m, "sluice_key_store_reads_total", result="unknown")
+    busy = value(m, "sluice_key_store_reads_total", result="busy")
+    assert reads + busy == 2500
+    assert reads <= 1000 * (int(elapsed) + 2), (reads, elapsed)
+    assert statuses.count(503) == busy
+    # an unknown key asked again is answered from the cache: no second read
+    again = [one(k) for k in keys[:50]]
+    assert set(again) <= {401, 503}
+    m = scrape(s)
+    assert value(m, "sluice_key_store_reads_total", result="unknown") <= reads + 50
+    known = [k for k, st in zip(keys, statuses) if st == 401][:20]
+    before = value(m, "sluice_key_store_reads_total", result="unknown")
+    assert [one(k) for k in known] == [401] * len(known)
+    m = scrape(s)
+    assert value(m, "sluice_key_store_reads_total", result="unknown") == before
