@@ -25,7 +25,7 @@ struct admin_req {
     const struct cfg_key *key;   /* the key asked about, or */
     const struct cfg_team *team; /* the team */
     struct rt_key *rt;           /* the key's record, when it is a runtime key (referenced) */
-    struct worker *w;
+    int64_t last_used;
     enum lim_counter which;      /* counter requests */
 };
 
@@ -102,7 +102,6 @@ static struct admin_req *admin_req_new(struct worker *w, struct http_req *req,
 {
     struct admin_req *a = sl_calloc(1, sizeof(*a));
     a->req = req;
-    a->w = w;
     a->gen = gen_ref(w->gen);
     a->key = k;
     a->team = t;
@@ -260,7 +259,7 @@ static void key_view_json(struct sl_buf *b, const struct admin_req *a,
 {
     const struct cfg_key *k = a->key;
     sl_buf_appends(b, ",");
-    admin_keys_view(a->w, k, a->rt, b);
+    admin_keys_view(k, a->rt, a->last_used, b);
     sl_buf_printf(b, "\"limiter\":\"%s\",\"window_ms\":%lld,",
                   d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
     window_json(b, "requests", k->rpm, d->used_requests, d->reset_requests_ms, false);
@@ -276,17 +275,16 @@ static void key_view_ready(const struct lim_decision *d, void *arg)
     answer(arg, d, key_view_json);
 }
 
-/* GET /admin/keys/NAME: its settings and where its windows and spend stand. */
-static void key_view(struct worker *w, struct http_req *req, const struct admin_who *who,
-                     struct sl_str name)
+/* GET /admin/keys/NAME, the key found: where its windows and spend stand. */
+static void key_view(struct worker *w, struct http_req *req, struct generation *gen,
+                     const struct cfg_key *k, struct rt_key *rt, int64_t last_used)
 {
-    const struct cfg_key *k;
-    struct rt_key *rt;
-    if (!admin_keys_find(w, req, who, name, &k, &rt))
-        return;
     struct lim_limits lim = lim_limits_of(k);
     struct admin_req *a = admin_req_new(w, req, k, NULL);
+    gen_unref(a->gen); /* the one k lives in */
+    a->gen = gen_ref(gen);
     a->rt = rt;
+    a->last_used = last_used;
     lim_peek(&w->limiter, k->name, &lim, key_view_ready, a);
 }
 
@@ -333,7 +331,7 @@ void admin_handle(struct worker *w, struct http_req *req)
         struct sl_str action = slash ? (struct sl_str){ slash + 1, rest.len - name.len - 1 }
                                      : (struct sl_str){ "", 0 };
         if (!action.len && sl_str_eq(req->method, "GET"))
-            return key_view(w, req, &who, name);
+            return admin_keys_get(w, req, &who, name, key_view);
         return admin_keys_change(w, req, &who, name, action);
     }
     if (who.team)

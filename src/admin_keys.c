@@ -72,7 +72,6 @@ static void audit(struct worker *w, const struct admin_who *who, const char *act
     sl_buf_appends(&fields, "]");
     log_info("admin action=%s key=%s by=%s fields=%s", action, name, who->id, fields.data);
     mx_admin_change(action);
-    mx_runtime_keys(keystore_count(w->keys));
     const char *path = w->gen->cfg->server.audit_log;
     if (!path) {
         sl_buf_free(&fields);
@@ -95,6 +94,85 @@ static void audit(struct worker *w, const struct admin_who *who, const char *act
     sl_buf_free(&fields);
 }
 
+/* ---- an admin call that waits for the key store ------------------------------ */
+
+enum op_kind { OP_GET, OP_CREATE, OP_UPDATE, OP_ROTATE, OP_DELETE, OP_LIST };
+
+struct page_query {
+    char team[CFG_NAME_MAX + 1];
+    char cursor[CFG_NAME_MAX + 1];
+    int limit;
+};
+
+
+struct admin_op {
+    struct worker *w;
+    struct http_req *req;   /* NULL once the client left */
+    struct generation *gen; /* referenced: the config the op reads */
+    struct admin_who who;
+    enum op_kind kind;
+    struct keys_change change;
+    int64_t grace_s;
+    struct rt_key *k;                  /* the record being written */
+    char secret[KEYS_SECRET_LEN + 1];  /* a new one, shown once */
+    admin_key_view_fn view;            /* OP_GET: where the key goes */
+    struct page_query pq;              /* OP_LIST */
+};
+
+static void op_abort(struct http_req *req)
+{
+    struct admin_op *op = req->owner;
+    op->req = NULL; /* the store's answer frees op */
+}
+
+static void op_attach(struct admin_op *op, struct http_req *req)
+{
+    op->req = req;
+    req->owner = op;
+    req->on_abort = op_abort;
+}
+
+static struct admin_op *op_new(struct worker *w, struct http_req *req, const struct admin_who *who,
+                               enum op_kind kind)
+{
+    struct admin_op *op = sl_calloc(1, sizeof(*op));
+    op->w = w;
+    op->req = req;
+    op->gen = gen_ref(w->gen);
+    op->who = *who;
+    if (who->team) /* the generation keeps the team alive */
+        op->who.team = cfg_find_team(op->gen->cfg, who->team->name);
+    op->kind = kind;
+    op->change.disabled = -1;
+    op_attach(op, req);
+    return op;
+}
+
+/* The request, if the client is still there, let go of by op: the caller
+ * answers it (which may free it). */
+static struct http_req *op_detach(struct admin_op *op)
+{
+    struct http_req *req = op->req;
+    if (req) {
+        req->owner = NULL;
+        req->on_abort = NULL;
+    }
+    op->req = NULL;
+    return req;
+}
+
+/* The op is over: freed, its request (if any) let go of and returned. */
+static struct http_req *op_end(struct admin_op *op)
+{
+    struct http_req *req = op_detach(op);
+    OPENSSL_cleanse(op->secret, sizeof(op->secret));
+    keys_change_free(&op->change);
+    keys_unref(op->k);
+    gen_unref(op->gen);
+    free(op);
+    return req;
+}
+
 /* ---- finding and showing keys ------------------------------------------------------ */
 
 static bool team_sees(const struct admin_who *who, const struct cfg_key *k)
@@ -102,26 +180,8 @@ static bool team_sees(const struct admin_who *who, const struct cfg_key *k)
     return !who->team || k->team == who->team;
 }
 
-bool admin_keys_find(struct worker *w, struct http_req *req, const struct admin_who *who,
-                     struct sl_str name, const struct cfg_key **k, struct rt_key **rt)
-{
-    const struct config *cfg = w->gen->cfg;
-    char n[CFG_NAME_MAX + 1];
-    snprintf(n, sizeof(n), "%.*s", (int)SL_MIN(name.len, CFG_NAME_MAX), name.p);
-    *rt = NULL;
-    *k = name.len <= CFG_NAME_MAX ? cfg_find_key(cfg, n) : NULL;
-    if (!*k && name.len <= CFG_NAME_MAX && keystore_get(w->keys, cfg, n, rt) == KS_OK)
-        *k = &(*rt)->k;
-    if (*k && team_sees(who, *k))
-        return true;
-    keys_unref(*rt); /* another team's is as good as none */
-    *rt = NULL;
-    http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
-    return false;
-}
-
-void admin_keys_view(struct worker *w, const struct cfg_key *k, const struct rt_key *rt,
-                     struct sl_buf *out)
+static void view_members(const struct cfg_key *k, const struct rt_key *rt, int64_t last_used,
+                         struct sl_buf *out)
 {
     sl_buf_appends(out, "\"name\":");
     sl_buf_json_string(out, k->name, strlen(k->name));
@@ -129,14 +189,19 @@ void admin_keys_view(struct worker *w, const struct cfg_key *k, const struct rt_
     keys_settings_json(k, out);
     if (rt)
         keys_runtime_json(rt, out);
-    int64_t used = keystore_last_used(w->keys, k->name);
-    if (used) {
+    if (last_used) {
         char when[21];
-        sl_fmt_time(used, when);
+        sl_fmt_time(last_used, when);
         sl_buf_printf(out, "\"last_used_at\":\"%s\",", when);
     } else {
         sl_buf_appends(out, "\"last_used_at\":null,");
     }
+}
+
+void admin_keys_view(const struct cfg_key *k, const struct rt_key *rt, int64_t last_used,
+                     struct sl_buf *out)
+{
+    view_members(k, rt, last_used, out);
 }
 
 static void respond(struct http_req *req, int status, struct sl_buf *b)
@@ -157,7 +222,7 @@ static void close_object(struct sl_buf *b)
 
 static bool store_ready(struct worker *w, struct http_req *req)
 {
-    if (keystore_on(w->keys))
+    if (keystore_on(w->keys, &w->limiter))
         return true;
     http_send_error(req, ERR_NOT_IMPLEMENTED,
                     "Runtime keys need somewhere to live: set [server] state_dir (or [redis]).",
@@ -173,8 +238,8 @@ static void store_failed(struct http_req *req, enum ks_result r)
         http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
     else
         http_send_error(req, ERR_KEY_STORE,
-                        "Runtime keys cannot be written right now; nothing was changed.", NULL,
-                        "Retry-After: 1\r\n");
+                        "Runtime keys cannot be read or written right now; nothing was changed.",
+                        NULL, "Retry-After: 1\r\n");
 }
 
 /* The option a config message is about ("rpm: ..." -> "rpm"), in param. */
@@ -221,11 +286,12 @@ static bool read_change(struct http_req *req, struct keys_change *c)
 }
 
 /* c applied to prev (NULL: a new key), checked; NULL after answering. */
-static struct rt_key *changed(struct worker *w, struct http_req *req, const struct admin_who *who,
-                              const struct rt_key *prev, const struct keys_change *c)
+static struct rt_key *changed(const struct config *cfg, struct http_req *req,
+                              const struct admin_who *who, const struct rt_key *prev,
+                              const struct keys_change *c)
 {
     char msg[256], p[32];
-    struct rt_key *k = keys_apply(w->gen->cfg, prev, c, msg, sizeof(msg));
+    struct rt_key *k = keys_apply(cfg, prev, c, msg, sizeof(msg));
     if (!k) {
         http_send_error(req, ERR_BAD_REQUEST, msg, param_of(msg, p, sizeof(p)), NULL);
         return NULL;
@@ -245,17 +311,43 @@ static struct rt_key *changed(struct worker *w, struct http_req *req, const stru
     return k;
 }
 
-static void answer_key(struct worker *w, struct http_req *req, int status, const struct rt_key *k,
+static void answer_key(struct http_req *req, int status, const struct rt_key *k,
                        const char *secret)
 {
     struct sl_buf b = { 0 };
     sl_buf_appends(&b, "{");
     if (secret)
         sl_buf_printf(&b, "\"key\":\"%s\",", secret);
-    admin_keys_view(w, &k->k, k, &b);
+    view_members(&k->k, k, 0, &b);
     close_object(&b);
     sl_buf_appends(&b, "\n");
     respond(req, status, &b);
+}
+
+static const char *const op_actions[] = { [OP_CREATE] = "create", [OP_UPDATE] = "update",
+                                          [OP_ROTATE] = "rotate", [OP_DELETE] = "delete" };
+
+/* The store has written (or not) what op asked. */
+static void op_written(enum ks_result r, void *arg)
+{
+    struct admin_op *op = arg;
+    if (r == KS_OK) /* done, whether or not the client is still there */
+        audit(op->w, &op->who, op_actions[op->kind], op->k->k.name,
+              op->kind == OP_CREATE || op->kind == OP_UPDATE ? &op->change : NULL);
+    struct http_req *req = op_detach(op);
+    if (req && r != KS_OK) {
+        store_failed(req, r);
+    } else if (req && op->kind == OP_DELETE) {
+        struct sl_buf b = { 0 };
+        sl_buf_appends(&b, "{\"name\":");
+        sl_buf_json_string(&b, op->k->k.name, strlen(op->k->k.name));
+        sl_buf_appends(&b, ",\"deleted\":true}\n");
+        respond(req, 200, &b);
+    } else if (req) {
+        answer_key(req, op->kind == OP_CREATE ? 201 : 200, op->k,
+                   op->secret[0] ? op->secret : NULL);
+    }
+    op_end(op);
 }
 
 static void create(struct worker *w, struct http_req *req, const struct admin_who *who)
@@ -280,29 +372,21 @@ static void create(struct worker *w, struct http_req *req, const struct admin_wh
         c.opts[c.nset] = sl_strdup("team");
         c.vals[c.nset++] = sl_strdup(who->team->name);
     }
-    struct rt_key *k = changed(w, req, who, NULL, &c);
-    char secret[KEYS_SECRET_LEN + 1];
-    if (k && !keys_new_secret(secret, k->k.digest)) {
-        keys_unref(k);
-        k = NULL;
-        http_send_error(req, ERR_INTERNAL, "No randomness for a secret.", NULL, NULL);
-    }
+    struct rt_key *k = changed(w->gen->cfg, req, who, NULL, &c);
     if (!k) {
         keys_change_free(&c);
         return;
     }
+    struct admin_op *op = op_new(w, req, who, OP_CREATE);
+    op->change = c;
+    op->k = k;
+    if (!keys_new_secret(op->secret, k->k.digest)) {
+        req = op_end(op);
+        return http_send_error(req, ERR_INTERNAL, "No randomness for a secret.", NULL, NULL);
+    }
     k->created_at = k->updated_at;
     snprintf(k->created_by, sizeof(k->created_by), "%s", who->id);
-    enum ks_result r = keystore_create(w->keys, k);
-    if (r == KS_OK) {
-        audit(w, who, "create", k->k.name, &c);
-        answer_key(w, req, 201, k, secret);
-    } else {
-        store_failed(req, r);
-    }
-    OPENSSL_cleanse(secret, sizeof(secret));
-    keys_change_free(&c);
-    keys_unref(k);
+    keystore_create(w->keys, &w->limiter, k, op_written, op);
 }
 
 /* {"grace": "24h"} or {"grace": seconds}; an empty body is no grace. */
@@ -334,75 +418,82 @@ static bool read_grace(struct http_req *req, int64_t *grace_s)
     return true;
 }
 
-static void rotate(struct worker *w, struct http_req *req, const struct admin_who *who,
-                   struct rt_key *prev)
+/* The key an op is about, as the store has it now: the change made and written. */
+static void op_found(enum ks_result r, struct rt_key *prev, int64_t last_used, void *arg)
 {
-    int64_t grace;
-    if (!read_grace(req, &grace))
-        return;
-    struct keys_change none = { .disabled = -1 };
-    struct rt_key *k = changed(w, req, who, prev, &none);
-    if (!k)
-        return;
-    char secret[KEYS_SECRET_LEN + 1];
-    if (!keys_new_secret(secret, k->k.digest)) {
-        keys_unref(k);
-        return http_send_error(req, ERR_INTERNAL, "No randomness for a secret.", NULL, NULL);
-    }
-    memset(k->old_digest, 0, 32);
-    k->old_until = 0;
-    if (grace) {
-        memcpy(k->old_digest, prev->k.digest, 32);
-        k->old_until = k->updated_at + grace;
-    }
-    enum ks_result r = keystore_replace(w->keys, prev, k);
-    if (r == KS_OK) {
-        audit(w, who, "rotate", k->k.name, NULL);
-        answer_key(w, req, 200, k, secret);
-    } else {
-        store_failed(req, r);
-    }
-    OPENSSL_cleanse(secret, sizeof(secret));
-    keys_unref(k);
-}
-
-static void update(struct worker *w, struct http_req *req, const struct admin_who *who,
-                   struct rt_key *prev)
-{
-    struct keys_change c;
-    if (!read_change(req, &c))
-        return;
-    if (c.has_name && strcmp(c.name, prev->k.name) != 0) {
-        keys_change_free(&c);
-        return http_send_error(req, ERR_BAD_REQUEST,
-                               "A key's name cannot change; make a new key instead.", "name", NULL);
-    }
-    struct rt_key *k = changed(w, req, who, prev, &c);
-    if (k) {
-        enum ks_result r = keystore_replace(w->keys, prev, k);
-        if (r == KS_OK) {
-            audit(w, who, "update", k->k.name, &c);
-            answer_key(w, req, 200, k, NULL);
-        } else {
+    struct admin_op *op = arg;
+    struct http_req *req = op_detach(op); /* answers below may free it */
+    const struct config *cfg = op->gen->cfg;
+    const struct cfg_key *file = cfg_find_key(cfg, op->change.name);
+    const struct cfg_key *k = file ? file : prev ? &prev->k : NULL;
+    struct worker *w = op->w;
+    if (!req || r != KS_OK || !k || !team_sees(&op->who, k)) {
+        if (req && r != KS_OK)
             store_failed(req, r);
-        }
-        keys_unref(k);
+        else if (req)
+            http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+        keys_unref(prev);
+        return (void)op_end(op);
     }
-    keys_change_free(&c);
+    if (file && prev) { /* shadowed by the file's key of that name: never used */
+        keys_unref(prev);
+        prev = NULL;
+    }
+    if (op->kind == OP_GET) {
+        admin_key_view_fn view = op->view;
+        struct generation *gen = gen_ref(op->gen); /* the view's key lives in it */
+        op_end(op);
+        view(w, req, gen, k, prev, last_used);
+        return gen_unref(gen);
+    }
+    if (file) {
+        op_end(op);
+        return http_send_error(req, ERR_CONFLICT,
+                               "This key is in the configuration file: change it there.", NULL,
+                               NULL);
+    }
+    if (op->kind == OP_DELETE) {
+        op->k = prev;
+        op_attach(op, req);
+        return keystore_delete(w->keys, &w->limiter, prev, op_written, op);
+    }
+    op->k = changed(cfg, req, &op->who, prev, &op->change);
+    if (op->k && op->kind == OP_ROTATE && !keys_new_secret(op->secret, op->k->k.digest)) {
+        keys_unref(op->k);
+        op->k = NULL;
+        http_send_error(req, ERR_INTERNAL, "No randomness for a secret.", NULL, NULL);
+    }
+    if (op->k && op->kind == OP_ROTATE) {
+        memset(op->k->old_digest, 0, 32);
+        op->k->old_until = 0;
+        if (op->grace_s) {
+            memcpy(op->k->old_digest, prev->k.digest, 32);
+            op->k->old_until = op->k->updated_at + op->grace_s;
+        }
+    }
+    keys_unref(prev);
+    if (!op->k) /* answered */
+        return (void)op_end(op);
+    op_attach(op, req);
+    keystore_replace(w->keys, &w->limiter, op->k, op_written, op);
 }
 
-static void revoke_key(struct worker *w, struct http_req *req, const struct admin_who *who,
-                   struct rt_key *k)
+/* Looks the key up (the file's, else the store's), then goes on with op. */
+static void find_then(struct admin_op *op, struct sl_str name)
 {
-    enum ks_result r = keystore_delete(w->keys, k);
-    if (r != KS_OK)
-        return store_failed(req, r);
-    audit(w, who, "delete", k->k.name, NULL);
-    struct sl_buf b = { 0 };
-    sl_buf_appends(&b, "{\"name\":");
-    sl_buf_json_string(&b, k->k.name, strlen(k->k.name));
-    sl_buf_appends(&b, ",\"deleted\":true}\n");
-    respond(req, 200, &b);
+    snprintf(op->change.name, sizeof(op->change.name), "%.*s",
+             (int)SL_MIN(name.len, CFG_NAME_MAX), name.p);
+    if (name.len > CFG_NAME_MAX || !cfg_name_valid(op->change.name))
+        return op_found(KS_OK, NULL, 0, op);
+    keystore_get(op->w->keys, &op->w->limiter, op->gen->cfg, op->change.name, op_found, op);
+}
+
+void admin_keys_get(struct worker *w, struct http_req *req, const struct admin_who *who,
+                    struct sl_str name, admin_key_view_fn view)
+{
+    struct admin_op *op = op_new(w, req, who, OP_GET);
+    op->view = view;
+    find_then(op, name);
 }
 
 void admin_keys_change(struct worker *w, struct http_req *req, const struct admin_who *who,
@@ -418,30 +509,24 @@ void admin_keys_change(struct worker *w, struct http_req *req, const struct admi
                                "Allow: GET, PATCH, DELETE\r\n");
     if (!store_ready(w, req))
         return;
-    const struct cfg_key *k;
-    struct rt_key *rt;
-    if (!admin_keys_find(w, req, who, name, &k, &rt))
+    struct keys_change c = { .disabled = -1 };
+    int64_t grace = 0;
+    bool patch = sl_str_eq(req->method, "PATCH");
+    if ((patch && !read_change(req, &c)) || (rot && !read_grace(req, &grace)))
         return;
-    if (!rt)
-        return http_send_error(req, ERR_CONFLICT,
-                               "This key is in the configuration file: change it there.", NULL,
-                               NULL);
-    if (rot)
-        rotate(w, req, who, rt);
-    else if (sl_str_eq(req->method, "PATCH"))
-        update(w, req, who, rt);
-    else
-        revoke_key(w, req, who, rt);
-    keys_unref(rt);
+    if (patch && c.has_name &&
+        (name.len != strlen(c.name) || memcmp(name.p, c.name, name.len) != 0)) {
+        keys_change_free(&c);
+        return http_send_error(req, ERR_BAD_REQUEST,
+                               "A key's name cannot change; make a new key instead.", "name", NULL);
+    }
+    struct admin_op *op = op_new(w, req, who, rot ? OP_ROTATE : patch ? OP_UPDATE : OP_DELETE);
+    op->change = c;
+    op->grace_s = grace;
+    find_then(op, name);
 }
 
 /* ---- the list ----------------------------------------------------------------------- */
-
-struct page_query {
-    char team[CFG_NAME_MAX + 1];
-    char cursor[CFG_NAME_MAX + 1];
-    int limit;
-};
 
 /* team=, cursor=, limit= of the query (names plain: no %-escapes); false if bad. */
 static bool read_query(struct sl_str q, struct page_query *pq)
@@ -485,6 +570,59 @@ static bool in_team(const struct cfg_key *k, const char *team)
     return !*team || (k->team && strcmp(k->team->name, team) == 0);
 }
 
+/* A page: the file's keys and the store's after the cursor, merged in name
+ * order, limit names looked at, those of the team (if asked) shown. */
+static void listed(int nrt, struct rt_key **rt, void *arg)
+{
+    struct admin_op *op = arg;
+    struct http_req *req = op_detach(op);
+    const struct config *cfg = op->gen->cfg;
+    const struct page_query *pq = &op->pq;
+    if (req && nrt < 0)
+        store_failed(req, KS_IO);
+    if (!req || nrt < 0) {
+        op_end(op);
+        return;
+    }
+    const char **file = sl_malloc(sizeof(*file) * (size_t)(cfg->nkeys + 1));
+    int nfile = 0;
+    for (int i = 0; i < cfg->nkeys; i++)
+        if (strcmp(cfg->keys[i].name, pq->cursor) > 0)
+            file[nfile++] = cfg->keys[i].name;
+    qsort(file, (size_t)nfile, sizeof(*file), by_name);
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
+    int looked = 0, shown = 0, fi = 0, ri = 0;
+    const char *last = NULL;
+    while ((fi < nfile || ri < nrt) && looked < pq->limit) {
+        bool from_file = ri >= nrt || (fi < nfile && strcmp(file[fi], rt[ri]->k.name) <= 0);
+        const struct rt_key *r = from_file ? NULL : rt[ri++];
+        const struct cfg_key *k = from_file ? cfg_find_key(cfg, file[fi++]) : &r->k;
+        last = k->name;
+        looked++;
+        if (r && cfg_find_key(cfg, k->name))
+            continue; /* shadowed by the file's key of that name: never used */
+        if (!in_team(k, pq->team))
+            continue;
+        sl_buf_appends(&b, shown++ ? ",{" : "{");
+        view_members(k, r, 0, &b);
+        close_object(&b);
+    }
+    bool more = fi < nfile || ri < nrt;
+    sl_buf_printf(&b, "],\"has_more\":%s,\"next_cursor\":", more ? "true" : "false");
+    if (more && last)
+        sl_buf_json_string(&b, last, strlen(last));
+    else
+        sl_buf_appends(&b, "null");
+    sl_buf_appends(&b, "}\n");
+    for (int i = 0; i < nrt; i++)
+        keys_unref(rt[i]);
+    free(rt);
+    free(file);
+    respond(req, 200, &b);
+    op_end(op);
+}
+
 static void list(struct worker *w, struct http_req *req, const struct admin_who *who)
 {
     struct page_query pq;
@@ -494,49 +632,9 @@ static void list(struct worker *w, struct http_req *req, const struct admin_who 
                                NULL);
     if (who->team)
         snprintf(pq.team, sizeof(pq.team), "%s", who->team->name);
-    const struct config *cfg = w->gen->cfg;
-    const char **file = sl_malloc(sizeof(*file) * (size_t)(cfg->nkeys + 1));
-    int nfile = 0;
-    for (int i = 0; i < cfg->nkeys; i++)
-        if (strcmp(cfg->keys[i].name, pq.cursor) > 0)
-            file[nfile++] = cfg->keys[i].name;
-    qsort(file, (size_t)nfile, sizeof(*file), by_name);
-    char **rt_names;
-    int nrt = keystore_names(w->keys, pq.cursor, 1 << 30, &rt_names);
-    nrt = SL_MAX(nrt, 0);
-    struct sl_buf b = { 0 };
-    sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
-    int shown = 0, fi = 0, ri = 0;
-    const char *looked = NULL; /* the last name taken: both lists go in name order */
-    while ((fi < nfile || ri < nrt) && shown < pq.limit) {
-        bool from_file = ri >= nrt || (fi < nfile && strcmp(file[fi], rt_names[ri]) <= 0);
-        const char *name = from_file ? file[fi++] : rt_names[ri++];
-        looked = name;
-        if (!from_file && cfg_find_key(cfg, name))
-            continue; /* shadowed by the file's key of that name: never used */
-        const struct cfg_key *k = from_file ? cfg_find_key(cfg, name) : NULL;
-        struct rt_key *rt = NULL;
-        if (!from_file && keystore_get(w->keys, cfg, name, &rt) == KS_OK)
-            k = &rt->k;
-        if (k && in_team(k, pq.team)) {
-            sl_buf_appends(&b, shown++ ? ",{" : "{");
-            admin_keys_view(w, k, rt, &b);
-            close_object(&b);
-        }
-        keys_unref(rt);
-    }
-    bool more = fi < nfile || ri < nrt;
-    sl_buf_printf(&b, "],\"has_more\":%s,\"next_cursor\":", more ? "true" : "false");
-    if (more && looked)
-        sl_buf_json_string(&b, looked, strlen(looked));
-    else
-        sl_buf_appends(&b, "null");
-    sl_buf_appends(&b, "}\n");
-    for (int i = 0; i < nrt; i++)
-        free(rt_names[i]);
-    free(rt_names);
-    free(file);
-    respond(req, 200, &b);
+    struct admin_op *op = op_new(w, req, who, OP_LIST);
+    op->pq = pq;
+    keystore_page(w->keys, &w->limiter, op->gen->cfg, pq.cursor, pq.limit + 1, listed, op);
 }
 
 void admin_keys_collection(struct worker *w, struct http_req *req, const struct admin_who *who)

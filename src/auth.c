@@ -6,10 +6,8 @@
 #include <string.h>
 
 #include "sluice/config.h"
-#include "sluice/errors.h"
 #include "sluice/http.h"
 #include "sluice/keys.h"
-#include "sluice/keystore.h"
 
 struct auth_table {
     const struct config *cfg; /* borrowed: the table lives and dies with its config */
@@ -104,31 +102,9 @@ const struct cfg_key *auth_lookup_digest(const struct auth_table *t, const uint8
     return NULL;
 }
 
-const struct cfg_key *auth_client_key(const struct auth_table *t, struct keystore *ks,
-                                      const struct config *cfg, const uint8_t digest[32],
-                                      int64_t now_s, struct rt_key **rt, int *err,
-                                      const char **msg)
+const char *auth_refusal(const struct cfg_key *key, const struct rt_key *rt, int64_t now_s)
 {
-    *rt = NULL;
-    const struct cfg_key *key = auth_lookup_digest(t, digest);
-    if (!key) {
-        enum ks_found f = keystore_lookup(ks, cfg, digest, rt);
-        if (f != KS_FOUND) {
-            *err = f == KS_BUSY ? ERR_KEYS_BUSY : ERR_INVALID_API_KEY;
-            *msg = f == KS_BUSY ? "Too many unknown API keys are being tried; try again in a second."
-                                : "Incorrect API key provided.";
-            return NULL;
-        }
-        key = &(*rt)->k;
-    }
-    *msg = key->expires_at && now_s >= key->expires_at ? "This API key has expired (key expired)."
-           : *rt && (*rt)->disabled                    ? "This API key is disabled."
-                                                       : NULL;
-    if (*msg) {
-        *err = ERR_INVALID_API_KEY;
-        keys_unref(*rt);
-        *rt = NULL;
-        return NULL;
-    }
-    return key;
+    if (key->expires_at && now_s >= key->expires_at)
+        return "This API key has expired (key expired).";
+    return rt && rt->disabled ? "This API key is disabled." : NULL;
 }

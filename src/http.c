@@ -36,6 +36,7 @@ enum conn_state {
     CONN_IDLE,     /* between requests: keepalive deadline */
     CONN_HEAD,     /* reading request line + headers: header deadline */
     CONN_BODY,     /* reading the body: body deadline */
+    CONN_HELD,     /* the head handler is still deciding (http_req_hold): nothing more is parsed */
     CONN_HANDLING, /* a handler owns the request */
     CONN_CLOSING,  /* flushing the last response, then close */
 };
@@ -56,6 +57,7 @@ struct http_conn {
     struct http_req *req;
     size_t head_scanned;  /* bytes of input already checked for the end of head */
     bool lingering;       /* our side is shut down; draining the client's */
+    bool held_keepalive;  /* CONN_HELD: the request's keepalive, once it goes on */
     int listener;         /* the kind of listener it was accepted on */
     SSL *ssl;             /* on a tls listener */
     bool tls_read_wants_write; /* a TLS read waits for the socket to take a write */
@@ -837,6 +839,8 @@ static bool start_body(struct http_conn *c)
     return true;
 }
 
+static int after_head(struct http_conn *c);
+
 /* Returns 1 when the head is parsed, 0 to wait, -1 after failing. */
 static int read_head(struct http_conn *c, struct evbuffer *in)
 {
@@ -876,13 +880,42 @@ static int read_head(struct http_conn *c, struct evbuffer *in)
             req->keepalive = false; /* answered now, the body stays unread: close after it */
         if (!c->srv->head_handler(req, c->srv->arg))
             return -1; /* answered and freed */
+        if (req->held) { /* decided later: http_req_release or an answer */
+            c->state = CONN_HELD;
+            c->held_keepalive = keep;
+            return 0;
+        }
         req->keepalive = keep;
     }
-    if (req->content_length > req->body_limit) {
+    return after_head(c);
+}
+
+/* The head is accepted: the body's size checked, its reading begun. 1, or
+ * -1 after failing. */
+static int after_head(struct http_conn *c)
+{
+    if (c->req->content_length > c->req->body_limit) {
         fail_request(c, ERR_BODY_TOO_LARGE, "request body too large");
         return -1;
     }
     return start_body(c) ? 1 : -1;
+}
+
+void http_req_hold(struct http_req *req)
+{
+    req->held = true;
+}
+
+void http_req_release(struct http_req *req)
+{
+    struct http_conn *c = req->conn;
+    if (c->state != CONN_HELD || c->req != req)
+        return;
+    req->held = false;
+    req->keepalive = c->held_keepalive;
+    c->state = CONN_HEAD;
+    if (after_head(c) > 0)
+        event_active(c->resume, EV_READ, 0); /* the body that came meanwhile */
 }
 
 static bool body_append(struct http_conn *c, struct evbuffer *in, size_t n)
@@ -1029,7 +1062,7 @@ static void conn_process(struct http_conn *c)
     struct evbuffer *in = c->in;
     if (c->dead)
         return; /* the reaper frees it */
-    if (!c->reading && !c->dead && c->state != CONN_HANDLING) {
+    if (!c->reading && !c->dead && c->state != CONN_HANDLING && c->state != CONN_HELD) {
         event_add(c->rev, NULL); /* the backlog that paused reading is being served */
         c->reading = true;
         if (c->ssl && SSL_pending(c->ssl) > 0) /* already decrypted: no readiness will say so */
@@ -1050,6 +1083,7 @@ static void conn_process(struct http_conn *c)
                 return;
             dispatch(c);
             return; /* pipelined requests wait until this one is answered */
+        case CONN_HELD:
         case CONN_HANDLING:
             return;
         case CONN_CLOSING:
@@ -1147,7 +1181,8 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
         return conn_free(c); /* EOF or error: whatever was going on is over */
     v.iov_len = (size_t)n;
     evbuffer_commit_space(c->in, &v, 1);
-    if (c->state == CONN_HANDLING && evbuffer_get_length(c->in) >= read_limit(c)) {
+    if ((c->state == CONN_HANDLING || c->state == CONN_HELD) &&
+        evbuffer_get_length(c->in) >= read_limit(c)) {
         event_del(c->rev);
         c->reading = false;
     }
@@ -1230,7 +1265,9 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct http_conn *c = arg;
-    if (c->state == CONN_HEAD || c->state == CONN_BODY)
+    if (c->state == CONN_HELD && c->req->on_abort) /* the decision came too late */
+        c->req->on_abort(c->req);
+    if (c->state == CONN_HEAD || c->state == CONN_BODY || c->state == CONN_HELD)
         fail_request(c, ERR_REQUEST_TIMEOUT,
                      c->state == CONN_HEAD ? "request headers not received in time"
                                            : "request body not received in time");
@@ -1249,11 +1286,10 @@ static void conn_free(struct http_conn *c)
 {
     struct http_server *srv = c->srv;
     if (c->req) {
-        if (c->state == CONN_HANDLING) {
+        if (c->state == CONN_HANDLING)
             srv->busy--;
-            if (c->req->on_abort)
-                c->req->on_abort(c->req);
-        }
+        if ((c->state == CONN_HANDLING || c->state == CONN_HELD) && c->req->on_abort)
+            c->req->on_abort(c->req);
         req_free(c->req);
     }
     if (c->prev)

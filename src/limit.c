@@ -208,6 +208,15 @@ void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t 
     b->ops->own(b->self, id, owner, ttl_s, done, arg);
 }
 
+void lim_command(struct limiter *l, int argc, const char **argv, const size_t *lens,
+                 lim_reply_cb cb, void *arg)
+{
+    const struct lim_backend *b = &l->shared;
+    if (!b->ops || !b->ops->command || !b->ops->up(b->self))
+        return cb(false, NULL, arg);
+    b->ops->command(b->self, argc, argv, lens, cb, arg);
+}
+
 void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s)
 {
     lim_own_then(l, id, owner, ttl_s, NULL, NULL);

@@ -988,126 +988,73 @@ static bool redis_up(const void *self)
 /* sluice:own:{ID}: one record per resource, in the id's own Cluster slot. */
 #define OWN_PREFIX "sluice:own:{"
 
+/* The owners of n ids: one MGET. */
 struct owners_call {
-    struct lim_redis *r;
-    lim_owners_cb cb; /* NULL once answered */
+    lim_owners_cb cb;
     void *arg;
-    struct event *timer;
 };
 
-static void owners_answer(struct owners_call *q, bool ok, const char *const *owners)
+static void owners_replied(bool ok, const redisReply *rep, void *arg)
 {
-    lim_owners_cb cb = q->cb;
-    q->cb = NULL;
-    if (cb)
-        cb(ok, owners, q->arg);
-}
-
-static void owners_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     struct owners_call *q = arg;
-    atomic_fetch_add(&lim_redis_errors, 1);
-    owners_answer(q, false, NULL);
-    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
-}
-
-static void owners_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    struct owners_call *q = priv;
-    const redisReply *rep = reply;
-    bool ok = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements <= LIM_OWNERS_MAX;
+    ok = ok && rep->type == REDIS_REPLY_ARRAY && rep->elements <= LIM_OWNERS_MAX;
     const char **owners = sl_calloc(ok ? rep->elements + 1 : 1, sizeof(*owners));
     for (size_t i = 0; ok && i < rep->elements; i++) {
         const redisReply *e = rep->element[i];
         ok = e->type == REDIS_REPLY_NIL || e->type == REDIS_REPLY_STRING;
         owners[i] = e->type == REDIS_REPLY_STRING ? e->str : NULL;
     }
-    if (!ok && q->cb)
+    if (!ok && rep)
         atomic_fetch_add(&lim_redis_errors, 1);
-    owners_answer(q, ok, owners);
+    q->cb(ok, ok ? owners : NULL, q->arg);
     free(owners);
-    if (q->timer)
-        event_free(q->timer);
     free(q);
 }
 
+static void redis_command(void *self, int argc, const char **argv, const size_t *lens,
+                          lim_reply_cb cb, void *arg);
+
 static void redis_owners(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg)
 {
-    struct lim_redis *r = self;
     n = SL_MIN(n, LIM_OWNERS_MAX);
-    struct sl_buf *b = &r->resp;
-    b->len = 0;
-    sl_buf_printf(b, "*%d\r\n", n + 1);
-    resp_bulk(b, "MGET", 4);
+    const char *argv[LIM_OWNERS_MAX + 1] = { "MGET" };
+    char *keys[LIM_OWNERS_MAX];
     for (int i = 0; i < n; i++) {
         size_t len = strlen(ids[i]);
-        sl_buf_printf(b, "$%zu\r\n" OWN_PREFIX, len + strlen(OWN_PREFIX) + 1);
-        sl_buf_append(b, ids[i], len);
-        sl_buf_append(b, "}\r\n", 3);
+        keys[i] = sl_malloc(len + sizeof(OWN_PREFIX) + 1);
+        memcpy(keys[i], OWN_PREFIX, sizeof(OWN_PREFIX) - 1);
+        memcpy(keys[i] + sizeof(OWN_PREFIX) - 1, ids[i], len);
+        memcpy(keys[i] + sizeof(OWN_PREFIX) - 1 + len, "}", 2);
+        argv[i + 1] = keys[i];
     }
-    struct owners_call *q = sl_calloc(1, sizeof(*q));
-    *q = (struct owners_call){ r, cb, arg, NULL };
-    if (r->state != R_UP || redisAsyncFormattedCommand(r->ac, owners_reply, q, b->data, b->len) != REDIS_OK) {
-        atomic_fetch_add(&lim_redis_errors, 1);
-        free(q);
-        return cb(false, NULL, arg);
-    }
-    q->timer = evtimer_new(r->base, owners_timeout, q);
-    struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
-    evtimer_add(q->timer, &tv);
+    struct owners_call *q = sl_malloc(sizeof(*q));
+    *q = (struct owners_call){ cb, arg };
+    redis_command(self, n + 1, argv, NULL, owners_replied, q);
+    for (int i = 0; i < n; i++)
+        free(keys[i]);
 }
 
 /* A record being written: done runs at the reply, or at the timeout. */
 struct own_call {
-    struct lim_redis *r;
     lim_done_cb done; /* may be NULL */
     void *arg;
-    bool answered;
-    struct event *timer;
     char id[];
 };
 
-static void own_answer(struct own_call *q, bool ok)
+static void own_replied(bool ok, const redisReply *rep, void *arg)
 {
-    if (q->answered)
-        return;
-    q->answered = true;
-    lim_done_cb done = q->done;
-    if (!ok) {
-        atomic_fetch_add(&lim_redis_errors, 1);
-        log_warn("redis: the owner record of %s was not written", q->id);
-    }
-    if (done)
-        done(ok, q->arg);
-}
-
-static void own_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
+    (void)rep;
     struct own_call *q = arg;
-    own_answer(q, false);
-    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
-}
-
-static void own_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    const redisReply *rep = reply;
-    struct own_call *q = priv;
-    own_answer(q, rep && rep->type != REDIS_REPLY_ERROR); /* unless the timeout did */
-    if (q->timer)
-        event_free(q->timer);
+    if (!ok)
+        log_warn("redis: the owner record of %s was not written", q->id);
+    if (q->done)
+        q->done(ok, q->arg);
     free(q);
 }
 
 static void redis_own(void *self, const char *id, const char *owner, int64_t ttl_s,
                       lim_done_cb done, void *arg)
 {
-    struct lim_redis *r = self;
     char key[256], ttl[24];
     snprintf(key, sizeof(key), OWN_PREFIX "%s}", id);
     snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_s);
@@ -1115,17 +1062,64 @@ static void redis_own(void *self, const char *id, const char *owner, int64_t ttl
     int argc = !owner ? 2 : ttl_s ? 5 : 3;
     size_t len = strlen(id);
     struct own_call *q = sl_calloc(1, sizeof(*q) + len + 1);
-    q->r = r;
     q->done = done;
     q->arg = arg;
     memcpy(q->id, id, len + 1);
-    if (r->state != R_UP ||
-        redisAsyncCommandArgv(r->ac, own_reply, q, argc, argv, NULL) != REDIS_OK) {
-        own_answer(q, false);
+    redis_command(self, argc, argv, NULL, own_replied, q);
+}
+
+/* ---- plain commands (runtime keys) ---- */
+
+struct cmd_call {
+    struct lim_redis *r;
+    lim_reply_cb cb; /* NULL once answered */
+    void *arg;
+    struct event *timer;
+};
+
+static void cmd_answer(struct cmd_call *q, bool ok, const redisReply *rep)
+{
+    lim_reply_cb cb = q->cb;
+    q->cb = NULL;
+    if (!ok)
+        atomic_fetch_add(&lim_redis_errors, 1);
+    if (cb)
+        cb(ok, ok ? rep : NULL, q->arg);
+}
+
+static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cmd_call *q = arg;
+    cmd_answer(q, false, NULL);
+    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
+}
+
+static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    const redisReply *rep = reply;
+    struct cmd_call *q = priv;
+    if (q->cb) /* unless the timeout answered */
+        cmd_answer(q, rep && rep->type != REDIS_REPLY_ERROR, rep);
+    if (q->timer)
+        event_free(q->timer);
+    free(q);
+}
+
+static void redis_command(void *self, int argc, const char **argv, const size_t *lens,
+                          lim_reply_cb cb, void *arg)
+{
+    struct lim_redis *r = self;
+    struct cmd_call *q = sl_calloc(1, sizeof(*q));
+    *q = (struct cmd_call){ r, cb, arg, NULL };
+    if (r->state != R_UP || redisAsyncCommandArgv(r->ac, cmd_reply, q, argc, argv, lens) != REDIS_OK) {
+        cmd_answer(q, false, NULL);
         free(q);
         return;
     }
-    q->timer = evtimer_new(r->base, own_timeout, q);
+    q->timer = evtimer_new(r->base, cmd_timeout, q);
     struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
     evtimer_add(q->timer, &tv);
 }
@@ -1140,4 +1134,5 @@ const struct lim_ops lim_redis_ops = {
     .renew = redis_renew,
     .owners = redis_owners,
     .own = redis_own,
+    .command = redis_command,
 };

@@ -293,6 +293,8 @@ static int start_workers(struct daemon *d)
         d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, tls, nfds);
         if (d->workers[i])
             d->workers[i]->keys = d->keys;
+        if (d->workers[i] && i == 0) /* one node-wide reader of Redis's change log */
+            keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;
@@ -335,11 +337,12 @@ static void start_timers(struct daemon *d)
 /* After the loop: workers joined and freed, then what they used. */
 static void stop_all(struct daemon *d)
 {
-    for (int i = 0; i < d->nworkers; i++) {
+    for (int i = 0; i < d->nworkers; i++)
         if (d->workers[i] && d->workers[i]->thread)
             worker_join(d->workers[i]);
+    keystore_unwatch(d->keys); /* its event is on worker 0's loop, stopped now */
+    for (int i = 0; i < d->nworkers; i++)
         worker_free(d->workers[i]);
-    }
     free(d->workers);
     usage_log_close(); /* after the workers: their last records are written */
     if (d->watchdog_ev)
@@ -386,7 +389,6 @@ static int run(const char *path)
         stop_all(&d);
         return 1;
     }
-    mx_runtime_keys(keystore_count(d.keys));
     /* Kept from start to exit: a reload does not move it. */
     char *pid_file = cfg->server.pid_file ? sl_strdup(cfg->server.pid_file) : NULL;
     int rc = 0;

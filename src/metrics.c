@@ -292,13 +292,6 @@ void mx_admin_change(const char *action)
     count2(F_ADMIN_CHANGES, "action", action, NULL, NULL);
 }
 
-static atomic_long runtime_keys;
-
-void mx_runtime_keys(long n)
-{
-    atomic_store(&runtime_keys, n);
-}
-
 void mx_retry(const char *backend)
 {
     count2(F_RETRIES, "backend", backend, NULL, NULL);
@@ -453,7 +446,7 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
 
 static void render_node(struct sl_buf *out, struct generation *gen)
 {
-    unsigned long long reads[3];
+    unsigned long long reads[4];
     keystore_reads(reads);
     sl_buf_printf(out,
                   "# HELP sluice_config_reloads_total SIGHUP reloads, by result.\n"
@@ -474,12 +467,13 @@ static void render_node(struct sl_buf *out, struct generation *gen)
                   "# TYPE sluice_key_store_reads_total counter\n"
                   "sluice_key_store_reads_total{result=\"found\"} %llu\n"
                   "sluice_key_store_reads_total{result=\"unknown\"} %llu\n"
-                  "sluice_key_store_reads_total{result=\"busy\"} %llu\n",
+                  "sluice_key_store_reads_total{result=\"busy\"} %llu\n"
+                  "sluice_key_store_reads_total{result=\"down\"} %llu\n",
                   (unsigned long long)atomic_load(&reloads_ok),
                   (unsigned long long)atomic_load(&reloads_failed),
                   (long long)atomic_load(&last_reload_ok_s), gen->cfg->nkeys,
-                  (long)atomic_load(&runtime_keys), reads[KS_FOUND], reads[KS_UNKNOWN],
-                  reads[KS_BUSY]);
+                  keystore_count(NULL), reads[KS_FOUND], reads[KS_UNKNOWN],
+                  reads[KS_BUSY], reads[KS_DOWN]);
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
     for (int i = 0; i < gen->cfg->nbackends; i++)

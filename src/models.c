@@ -16,6 +16,7 @@
 #include "sluice/config.h"
 #include "sluice/http.h"
 #include "sluice/keys.h"
+#include "sluice/keystore.h"
 #include "sluice/log.h"
 #include "sluice/pool.h"
 #include "sluice/upstream.h"
@@ -335,21 +336,54 @@ static void answer(struct models_request *mr)
     sl_names_free(&ns.seen);
 }
 
+static void models_for_key(struct worker *w, struct http_req *req, const struct cfg_key *key,
+                           struct rt_key *rt);
+
+/* No usable key: answered (401, or 503 when it cannot be checked now). */
+static void refuse(struct http_req *req, enum ks_found found)
+{
+    if (found == KS_BUSY || found == KS_DOWN || found == KS_PENDING)
+        return http_send_error(req, found == KS_BUSY ? ERR_KEYS_BUSY : ERR_KEY_STORE,
+                               "The API key cannot be checked right now; try again shortly.",
+                               NULL, "Retry-After: 1\r\n");
+    http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing API key.", NULL, NULL);
+}
+
+static void key_fetched(enum ks_found found, struct rt_key *rt, struct http_req *req, void *arg)
+{
+    if (found != KS_FOUND)
+        return refuse(req, found);
+    models_for_key(arg, req, &rt->k, rt);
+}
+
 void models_handle(struct worker *w, struct http_req *req)
 {
     struct sl_str secret;
     if (auth_presented_key(req, &secret) != AUTH_ONE)
-        return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing API key.", NULL, NULL);
+        return refuse(req, KS_UNKNOWN);
     uint8_t digest[32];
     sl_sha256(secret.p, secret.len, digest);
-    struct rt_key *rt;
-    int e;
-    const char *why;
-    const struct cfg_key *key = auth_client_key(w->gen->auth, w->keys, w->gen->cfg, digest,
-                                                sl_wall_us() / 1000000, &rt, &e, &why);
-    if (!key)
-        return http_send_error(req, e, why, NULL,
-                               e == ERR_KEYS_BUSY ? "Retry-After: 1\r\n" : NULL);
+    const struct cfg_key *key = auth_lookup_digest(w->gen->auth, digest);
+    if (key)
+        return models_for_key(w, req, key, NULL);
+    struct rt_key *rt = NULL;
+    enum ks_found found = keystore_find(w->keys, &w->limiter, w->gen->cfg, digest, &rt);
+    if (found == KS_FOUND)
+        return models_for_key(w, req, &rt->k, rt);
+    if (found != KS_PENDING)
+        return refuse(req, found);
+    keystore_fetch_for(w->keys, &w->limiter, w->gen->cfg, digest, req, key_fetched, w);
+}
+
+/* The models the key may call (rt: its record if it is a runtime key, referenced). */
+static void models_for_key(struct worker *w, struct http_req *req, const struct cfg_key *key,
+                           struct rt_key *rt)
+{
+    const char *why = auth_refusal(key, rt, sl_wall_us() / 1000000);
+    if (why) {
+        keys_unref(rt);
+        return http_send_error(req, ERR_INVALID_API_KEY, why, NULL, NULL);
+    }
     const struct config *c = w->gen->cfg;
     struct models_request *mr = sl_calloc(1, sizeof(*mr));
     mr->w = w;

@@ -503,20 +503,70 @@ static void unref_key(void *rt)
     keys_unref(rt);
 }
 
-/* When a key was last used, remembered at most once a minute (keystore.h):
+/* When a key was last used, noted at most once a minute (keystore.h):
  * between those, one relaxed load. */
 static void key_used(struct worker *w, const struct cfg_key *key, struct rt_key *rt, int64_t now_s)
 {
     atomic_llong *at = rt ? &rt->used_at : &w->gen->key_used[key - w->gen->cfg->keys];
     long long was = atomic_load_explicit(at, memory_order_relaxed);
     if (now_s - was >= 60 && atomic_compare_exchange_strong(at, &was, now_s))
-        keystore_used(w->keys, key->name, now_s);
+        keystore_used(w->keys, &w->limiter, key->name, now_s);
+}
+
+/* The key found for the request (rt: a runtime key's record, referenced):
+ * refused if it expired or is disabled, else the request goes on with it. */
+static bool key_checked(struct worker *w, struct http_req *req, const struct cfg_key *key,
+                        struct rt_key *rt)
+{
+    int64_t now_s = sl_wall_us() / 1000000;
+    const char *why = auth_refusal(key, rt, now_s);
+    if (why) {
+        refuse_early(w, req, key, NULL, ERR_INVALID_API_KEY, why, NULL);
+        keys_unref(rt);
+        return false;
+    }
+    key_used(w, key, rt, now_s);
+    if (req->checked_ref) /* checked again after a reload */
+        req->checked_unref(req->checked_ref);
+    req->checked_key = key;
+    req->checked_ref = rt;
+    req->checked_unref = rt ? unref_key : NULL;
+    req->checked_generation = w->gen->id;
+    http_req_share(req, rt ? rt->share : w->gen->key_shares[key - w->gen->cfg->keys]);
+    return true;
+}
+
+/* No key has the secret (found says why): answered. */
+static void key_refused(struct worker *w, struct http_req *req, enum ks_found found)
+{
+    if (found == KS_BUSY)
+        refuse_early_with(w, req, NULL, NULL, ERR_KEYS_BUSY,
+                          "Too many unknown API keys are being tried; try again in a second.",
+                          NULL, "Retry-After: 1\r\n");
+    else if (found == KS_DOWN || found == KS_PENDING)
+        refuse_early_with(w, req, NULL, NULL, ERR_KEY_STORE,
+                          "The API key cannot be checked right now; try again shortly.", NULL,
+                          "Retry-After: 1\r\n");
+    else
+        refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY, "Incorrect API key provided.", NULL);
+}
+
+/* Redis said whose the held request's key is. */
+static void key_fetched(enum ks_found found, struct rt_key *rt, struct http_req *req, void *arg)
+{
+    struct worker *w = arg;
+    if (found != KS_FOUND)
+        return key_refused(w, req, found);
+    if (key_checked(w, req, &rt->k, rt) && req->held)
+        http_req_release(req);
 }
 
 /* The client's key, looked up as soon as its head is in: a request without
  * a valid one (unknown, expired, disabled) is answered before its body is
- * read. A key not in the file may be a runtime key (keystore.h). */
-bool proxy_head(struct worker *w, struct http_req *req)
+ * read. A key not in the file may be a runtime key (keystore.h): from the
+ * cache or state_dir at once, or from Redis while the request is held
+ * (may_hold: from the head handler). */
+static bool check_key(struct worker *w, struct http_req *req, bool may_hold)
 {
     struct sl_str secret;
     switch (auth_presented_key(req, &secret)) {
@@ -537,26 +587,25 @@ bool proxy_head(struct worker *w, struct http_req *req)
     }
     uint8_t digest[32];
     sl_sha256(secret.p, secret.len, digest);
-    int64_t now_s = sl_wall_us() / 1000000;
-    struct rt_key *rt;
-    int e;
-    const char *why;
-    const struct cfg_key *key =
-        auth_client_key(w->gen->auth, w->keys, w->gen->cfg, digest, now_s, &rt, &e, &why);
-    if (!key) {
-        refuse_early_with(w, req, NULL, NULL, e, why, NULL,
-                          e == ERR_KEYS_BUSY ? "Retry-After: 1\r\n" : NULL);
+    const struct cfg_key *key = auth_lookup_digest(w->gen->auth, digest);
+    if (key)
+        return key_checked(w, req, key, NULL);
+    struct rt_key *rt = NULL;
+    enum ks_found found = keystore_find(w->keys, &w->limiter, w->gen->cfg, digest, &rt);
+    if (found == KS_FOUND)
+        return key_checked(w, req, &rt->k, rt);
+    if (found != KS_PENDING || !may_hold) {
+        key_refused(w, req, found);
         return false;
     }
-    key_used(w, key, rt, now_s);
-    if (req->checked_ref) /* checked again after a reload */
-        req->checked_unref(req->checked_ref);
-    req->checked_key = key;
-    req->checked_ref = rt;
-    req->checked_unref = rt ? unref_key : NULL;
-    req->checked_generation = w->gen->id;
-    http_req_share(req, rt ? rt->share : w->gen->key_shares[key - w->gen->cfg->keys]);
-    return true;
+    http_req_hold(req);
+    /* answered at once (Redis down): answered now, in the head handler */
+    return keystore_fetch_for(w->keys, &w->limiter, w->gen->cfg, digest, req, key_fetched, w);
+}
+
+bool proxy_head(struct worker *w, struct http_req *req)
+{
+    return check_key(w, req, true);
 }
 
 /* Whether the path is one of passthrough_paths, or below one. */
@@ -658,7 +707,7 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
-    if (req->checked_generation != gen->id && !proxy_head(w, req))
+    if (req->checked_generation != gen->id && !check_key(w, req, false))
         return; /* a reload came while the body was read: checked again, and refused */
     const struct cfg_key *key = req->checked_key;
     struct rt_key *rt = req->checked_ref; /* the request takes it over below */

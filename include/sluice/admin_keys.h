@@ -8,6 +8,7 @@
 #define SLUICE_ADMIN_KEYS_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "sluice/util.h"
 
@@ -35,15 +36,20 @@ void admin_keys_collection(struct worker *w, struct http_req *req, const struct 
 void admin_keys_change(struct worker *w, struct http_req *req, const struct admin_who *who,
                        struct sl_str name, struct sl_str action);
 
-/* The key NAME as `who` may see it: a file key into *k, or a runtime key
- * into *rt (referenced; *k is then &(*rt)->k). False after answering 404
- * if there is none (or it is another team's). */
-bool admin_keys_find(struct worker *w, struct http_req *req, const struct admin_who *who,
-                     struct sl_str name, const struct cfg_key **k, struct rt_key **rt);
+struct generation;
+/* Where GET /admin/keys/NAME's key goes once found (admin.c): the key (the
+ * file's, or a runtime key's record rt), when it was last used, and the
+ * request to answer; gen holds k for the call. */
+typedef void (*admin_key_view_fn)(struct worker *w, struct http_req *req, struct generation *gen,
+                                  const struct cfg_key *k, struct rt_key *rt, int64_t last_used);
+/* GET /admin/keys/NAME: the key found as `who` may see it (404 if there is
+ * none, or it is another team's; 503 if the store cannot be read), then view. */
+void admin_keys_get(struct worker *w, struct http_req *req, const struct admin_who *who,
+                    struct sl_str name, admin_key_view_fn view);
 /* A key's admin view, members each followed by a comma: "name", "source"
  * (config or runtime), its settings, what a runtime key has more, and
  * "last_used_at". */
-void admin_keys_view(struct worker *w, const struct cfg_key *k, const struct rt_key *rt,
+void admin_keys_view(const struct cfg_key *k, const struct rt_key *rt, int64_t last_used,
                      struct sl_buf *out);
 
 #endif

@@ -30,16 +30,10 @@ enum auth_presented auth_presented_key(const struct http_req *req, struct sl_str
 const struct cfg_key *auth_lookup(const struct auth_table *t, const char *secret, size_t len);
 /* The same by the secret's SHA-256. */
 const struct cfg_key *auth_lookup_digest(const struct auth_table *t, const uint8_t digest[32]);
-/* The key a client presented, by its secret's digest: the file's (t), else
- * a runtime key (ks; *rt then holds a reference, and the key is &(*rt)->k).
- * NULL when there is none, or it expired, or it is disabled: *err and *msg
- * say which (401, or 503 when unknown keys' lookups are used up). */
-struct keystore;
+/* Why a key found for a client may not be used now, or NULL: past its
+ * expires_at, or (a runtime key, rt) disabled. */
 struct rt_key;
-const struct cfg_key *auth_client_key(const struct auth_table *t, struct keystore *ks,
-                                      const struct config *cfg, const uint8_t digest[32],
-                                      int64_t now_s, struct rt_key **rt, int *err,
-                                      const char **msg);
+const char *auth_refusal(const struct cfg_key *key, const struct rt_key *rt, int64_t now_s);
 /* Constant-time check of a presented secret against a configured digest. */
 bool auth_digest_matches(const uint8_t digest[32], const char *secret, size_t len);
 

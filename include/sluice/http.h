@@ -78,6 +78,7 @@ struct http_req {
     int64_t body_charged; /* bytes of max_buffered this request's body holds */
     struct http_share *share; /* which also holds them, if any (http_req_share) */
     int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
+    bool held;            /* the head handler decides later (http_req_hold) */
 
     /* Set by the handler that keeps the request beyond its call. */
     void *owner;
@@ -123,6 +124,15 @@ int http_server_busy(const struct http_server *srv);
 int http_server_connections(const struct http_server *srv);
 /* Request-body bytes held by every server of the process. */
 int64_t http_buffered_bytes(void);
+/* From the head handler, before it returns true: the decision comes later
+ * (a key looked up in Redis). Nothing more of the connection is parsed
+ * until http_req_release lets the request go on (its body is read, then the
+ * request handler runs), or the request is answered (http_send_error: it is
+ * not read further). on_abort, if set, runs if the client leaves or the
+ * header deadline passes meanwhile; the request is freed right after. */
+void http_req_hold(struct http_req *req);
+void http_req_release(struct http_req *req);
+
 /* From the head handler: the request's body counts against share too. The
  * first share given stays (a reload checking the key again changes nothing). */
 void http_req_share(struct http_req *req, struct http_share *share);

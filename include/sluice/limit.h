@@ -71,6 +71,12 @@ void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s
 void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t ttl_s,
                   lim_done_cb done, void *arg);
 
+/* One plain command to the shared limiter's Redis (runtime keys,
+ * keystore.h): cb at the reply, or with ok=false at once without [redis] or
+ * while it is down, or at the limiter's timeout. */
+void lim_command(struct limiter *l, int argc, const char **argv, const size_t *lens,
+                 lim_reply_cb cb, void *arg);
+
 /* x-ratelimit-* header lines for an admitted request (budget in USD). */
 void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);
 

@@ -9,6 +9,7 @@
 #define SLUICE_LIMIT_CORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define LIM_BUCKETS 60   /* buckets per window */
@@ -158,6 +159,11 @@ typedef void (*lim_done_cb)(bool ok, void *arg);
  * (lim_local_ops) or Redis (lim_redis_ops). `self` is the limiter's own
  * state. Answers may come before the call returns (in-process) or later
  * (Redis). */
+/* A plain Redis command's reply (hiredis's, valid during the call), or
+ * ok=false with reply NULL: not sent, an error reply, or no answer in time. */
+struct redisReply;
+typedef void (*lim_reply_cb)(bool ok, const struct redisReply *reply, void *arg);
+
 struct lim_ops {
     enum lim_where where; /* what its decisions record, so settlement returns to it */
     bool (*up)(const void *self);
@@ -181,6 +187,10 @@ struct lim_ops {
      * done (may be NULL) runs once it is written, ok=false if it was not. */
     void (*own)(void *self, const char *id, const char *owner, int64_t ttl_s, lim_done_cb done,
                 void *arg);
+    /* One plain command, with the limiter's deadline (Redis only: runtime
+     * keys, keystore.h). */
+    void (*command)(void *self, int argc, const char **argv, const size_t *lens, lim_reply_cb cb,
+                    void *arg);
 };
 
 #endif

@@ -40,8 +40,7 @@ void mx_ttft(const char *backend, double ttft_s);
 void mx_retry(const char *backend);
 /* A change to a runtime key through the admin API (create, update, rotate, delete). */
 void mx_admin_change(const char *action);
-/* How many runtime keys there are (sluice_keys{source="runtime"}). */
-void mx_runtime_keys(long n);
+
 void mx_inflight(int delta);
 /* A SIGHUP reload's result (sluice_config_reloads_total; a good one also sets
  * the time the configuration in force was loaded), and the first load. */

@@ -248,7 +248,12 @@ def test_redis_memory_per_key_is_bounded(mock, redis, start_sluice):
         key = "sluice:{team-a}:" + suffix
         assert int(redis.cli("HLEN", key)) <= 64  # buckets + 3 fields, whatever the rate
         assert 0 < int(redis.cli("PTTL", key)) <= 700
-    assert int(redis.cli("DBSIZE")) == 3
+    names = redis.cli("KEYS", "*").split()
+    assert sorted(n for n in names if not n.startswith("sluice:{rk}:")) == \
+        ["sluice:{team-a}:i", "sluice:{team-a}:o", "sluice:{team-a}:r"]
+    # and the runtime keys' bookkeeping: the epoch, and when each key was last used
+    assert sorted(n for n in names if n.startswith("sluice:{rk}:")) == \
+        ["sluice:{rk}:epoch", "sluice:{rk}:used:team-a"]
 
 
 def test_redis_outage_starts_local_windows_from_what_redis_reported(mock, redis, start_sluice):

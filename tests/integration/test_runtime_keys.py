@@ -20,9 +20,10 @@ TEAM_ADMIN = "sk-team-admin-platform-01"
 OTHER_TEAM_ADMIN = "sk-team-admin-research-01"
 
 
-def conf(mock_url, state_dir, audit=None, extra_server="", extra=""):
+def conf(mock_url, state_dir, audit=None, extra_server="", extra="", redis=None):
     audit_line = f"audit_log = {audit}" if audit else ""
     state_line = f"state_dir = {state_dir}" if state_dir else ""
+    redis_section = f"[redis]\nurl = {redis}\n" if redis else ""
     return f"""
 [server]
 listen = 127.0.0.1:{{port}}
@@ -30,6 +31,8 @@ admin_key = {ADMIN}
 {state_line}
 {audit_line}
 {extra_server}
+
+{redis_section}
 
 [backend main]
 url = {mock_url}
@@ -75,6 +78,24 @@ def make(s, name, key=ADMIN, **settings):
     r = admin(s, "POST", "/admin/keys", {"name": name, **settings}, key=key)
     assert r.status == 201, r.body
     return r.json()
+
+
+def models_status(s):
+    return lambda k: s.request("GET", "/v1/models", key=k).status
+
+
+def flood(s, good, n=2500):
+    """n made-up keys from 16 threads while the good key is used 20 times: each
+    of those is served. The keys, what each got (401 or 503), the seconds."""
+    keys = ["sk-sluice-" + secrets.token_hex(20) for _ in range(n)]
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        got = ex.map(models_status(s), keys)
+        served = [chat(s, good).status for _ in range(20)]
+        statuses = list(got)
+    assert served == [200] * 20
+    assert set(statuses) <= {401, 503}
+    return keys, statuses, time.monotonic() - t0
 
 
 def files_under(d):
@@ -370,18 +391,8 @@ def test_a_flood_of_unknown_keys_is_bounded_and_known_keys_are_served(mock, star
     good = make(s, "steady")["key"]
     assert chat(s, good).status == 200  # in the cache now
 
-    def one(k):
-        return s.request("GET", "/v1/models", key=k).status
-
-    t0 = time.monotonic()
-    keys = ["sk-sluice-" + secrets.token_hex(20) for _ in range(2500)]
-    with concurrent.futures.ThreadPoolExecutor(16) as ex:
-        flood = ex.map(one, keys)
-        served = [chat(s, good).status for _ in range(20)]
-        statuses = list(flood)
-    elapsed = time.monotonic() - t0
-    assert served == [200] * 20
-    assert set(statuses) <= {401, 503}
+    one = models_status(s)
+    keys, statuses, elapsed = flood(s, good)
     m = scrape(s)
     reads = value(m, "sluice_key_store_reads_total", result="unknown")
     busy = value(m, "sluice_key_store_reads_total", result="busy")
@@ -398,3 +409,128 @@ def test_a_flood_of_unknown_keys_is_bounded_and_known_keys_are_served(mock, star
     assert [one(k) for k in known] == [401] * len(known)
     m = scrape(s)
     assert value(m, "sluice_key_store_reads_total", result="unknown") == before
+
+
+# ---- in Redis: every node sees every change ---------------------------------------
+
+
+def test_in_redis_every_node_sees_a_create_change_and_revoke_within_a_second(mock, redis,
+                                                                              start_sluice, tmp):
+    nodes = [start_sluice(conf(mock.url, None, tmp / f"audit{i}.jsonl", redis=redis.url))
+             for i in range(3)]
+    a, b, c = nodes
+    secret = make(a, "roamer")["key"]  # no limits: every request counts
+    assert [chat(n, secret).status for n in nodes] == [200, 200, 200]  # loaded on first use
+    assert admin(b, "GET", "/admin/keys/roamer").json()["source"] == "runtime"
+    assert [k["name"] for k in admin(c, "GET", "/admin/keys").json()["data"]] == ["filekey", "roamer"]
+
+    # a change made on one node is in force on the others within a second
+    assert admin(a, "PATCH", "/admin/keys/roamer", {"models": ["gpt-4o-mini"]}).status == 200
+    t0 = time.monotonic()
+    while any(chat(n, secret).status == 200 for n in (b, c)):
+        assert time.monotonic() - t0 < 1.0, "a change took longer than 1 s to reach every node"
+        time.sleep(0.02)
+    assert all(chat(n, secret, "gpt-4o-mini").status == 200 for n in nodes)
+
+    # revoked: measured from the moment the DELETE returned, every node's
+    # requests with the key, sent as fast as they go, stop being admitted within 1 s
+    stop_at = [None]
+    admitted_after, admitted_before = [], []
+
+    def hammer(n):
+        while stop_at[0] is None or time.monotonic() < stop_at[0] + 1.5:
+            sent = time.monotonic()
+            st = chat(n, secret, "gpt-4o-mini").status
+            assert st in (200, 401), st
+            if st == 200 and stop_at[0] is not None and sent >= stop_at[0]:
+                admitted_after.append(sent - stop_at[0])
+            elif st == 200:
+                admitted_before.append(sent)
+
+    with concurrent.futures.ThreadPoolExecutor(3) as ex:
+        futs = [ex.submit(hammer, n) for n in (b, c, b)]
+        time.sleep(0.3)
+        assert admin(a, "DELETE", "/admin/keys/roamer").status == 200
+        stop_at[0] = time.monotonic()
+        for f in futs:
+            f.result()
+    late = max(admitted_after, default=0.0)
+    print(f"revocation: {len(admitted_before)} admitted before the DELETE returned, "
+          f"{len(admitted_after)} sent after it were admitted, the last sent "
+          f"{late * 1000:.0f} ms after it")
+    assert len(admitted_before) > 10  # the nodes were serving the key until then
+    assert late < 1.0, late
+    assert [chat(n, secret).status for n in nodes] == [401, 401, 401]
+    m = scrape(b)
+    assert value(m, "sluice_keys", source="runtime") == 0
+    # each node's own audit: the change made on it
+    assert [json.loads(x)["action"] for x in (tmp / "audit0.jsonl").read_text().splitlines()] == \
+        ["create", "update", "delete"]
+
+
+def test_in_redis_rotation_and_expiry_hold_on_every_node(mock, redis, start_sluice, tmp):
+    a, b = (start_sluice(conf(mock.url, None, redis=redis.url)) for _ in range(2))
+    old = make(a, "turner")["key"]
+    assert chat(b, old).status == 200
+    new = admin(a, "POST", "/admin/keys/turner/rotate", {"grace": "2s"}).json()["key"]
+    time.sleep(0.5)
+    assert chat(b, old).status == 200 and chat(b, new).status == 200
+    time.sleep(2.0)
+    assert chat(b, old).status == 401 and chat(a, old).status == 401
+    assert chat(b, new).status == 200
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    assert admin(a, "PATCH", "/admin/keys/turner", {"expires_at": soon}).status == 200
+    time.sleep(2.5)
+    r = chat(b, new)
+    assert r.status == 401 and "key expired" in r.error()["message"]
+
+
+def test_in_redis_an_admin_change_while_redis_is_down_is_503_and_writes_nothing(mock, redis,
+                                                                                start_sluice, tmp):
+    s = start_sluice(conf(mock.url, None, tmp / "audit.jsonl", redis=redis.url))
+    kept = make(s, "kept")["key"]
+    assert chat(s, kept).status == 200
+    redis.stop()
+    r = admin(s, "POST", "/admin/keys", {"name": "while-down"})
+    assert r.status == 503 and r.error()["code"] == "key_store_unavailable"
+    assert admin(s, "PATCH", "/admin/keys/kept", {"rpm": 1}).status == 503
+    assert admin(s, "DELETE", "/admin/keys/kept").status == 503
+    assert admin(s, "GET", "/admin/keys").status == 503
+    r = chat(s, "sk-sluice-" + "x" * 43)  # a secret not in the cache cannot be checked
+    assert r.status == 503 and r.error()["code"] == "key_store_unavailable"
+    redis.start()
+    time.sleep(1.5)  # sluice reconnects by itself
+    assert admin(s, "GET", "/admin/keys/while-down").status == 404
+    # Redis came back empty (no persistence): the change log was read again from its end
+    assert chat(s, kept).status == 401
+    assert len((tmp / "audit.jsonl").read_text().splitlines()) == 1
+
+
+def test_in_redis_a_flood_of_unknown_keys_costs_redis_a_bounded_number_of_reads(mock, redis,
+                                                                               start_sluice, tmp):
+    s = start_sluice(conf(mock.url, None, redis=redis.url))
+    good = make(s, "steady")["key"]
+    assert chat(s, good).status == 200
+    redis.call("CONFIG", "RESETSTAT")
+
+    one = models_status(s)
+    keys, statuses, elapsed = flood(s, good)
+    stats = redis.call("INFO", "commandstats")
+    stats = stats.decode() if isinstance(stats, bytes) else stats
+    gets = int(re.search(r"cmdstat_get:calls=(\d+)", stats).group(1)) if "cmdstat_get:" in stats else 0
+    print(f"flood: {len(keys)} unknown keys in {elapsed:.2f} s, {gets} GETs in Redis, "
+          f"{statuses.count(503)} answered 503")
+    m = scrape(s)
+    reads = value(m, "sluice_key_store_reads_total", result="unknown")
+    polls = 4 * (elapsed + 2)  # the change log's reader reads the epoch with a GET too
+    assert reads <= 1000 * (int(elapsed) + 2)
+    assert reads <= gets <= reads + polls
+    # asked again: from the cache, no read
+    again = [one(k) for k in keys[:30]]
+    assert set(again) <= {401, 503}
+    stats = redis.call("INFO", "commandstats")
+    stats = stats.decode() if isinstance(stats, bytes) else stats
+    gets2 = int(re.search(r"cmdstat_get:calls=(\d+)", stats).group(1))
+    # only those not read before (answered 503 then) are read now
+    unread = sum(1 for st in statuses[:30] if st == 503)
+    assert gets2 - gets <= unread + polls

@@ -34,11 +34,80 @@ static struct rt_key *new_key(const struct config *c, const char *name, uint8_t 
     return k;
 }
 
+static enum ks_result last_result;
+static struct rt_key *last_key;
+static int64_t last_used;
+
+static void done(enum ks_result r, void *arg)
+{
+    (void)arg;
+    last_result = r;
+}
+
+static void got(enum ks_result r, struct rt_key *k, int64_t used, void *arg)
+{
+    (void)arg;
+    last_result = r;
+    keys_unref(last_key);
+    last_key = k;
+    last_used = used;
+}
+
+static struct rt_key **page;
+static int npage;
+
+static void paged(int n, struct rt_key **keys, void *arg)
+{
+    (void)arg;
+    npage = n;
+    page = keys;
+}
+
+static void free_page(void)
+{
+    for (int i = 0; i < npage; i++)
+        keys_unref(page[i]);
+    free(page);
+    page = NULL;
+}
+
+/* The store's calls without Redis answer before they return. */
+static enum ks_result create(struct keystore *ks, struct rt_key *k)
+{
+    last_result = -1;
+    keystore_create(ks, NULL, k, done, NULL);
+    return last_result;
+}
+
+static enum ks_result replace(struct keystore *ks, struct rt_key *k)
+{
+    last_result = -1;
+    keystore_replace(ks, NULL, k, done, NULL);
+    return last_result;
+}
+
+static enum ks_result delete(struct keystore *ks, const struct rt_key *k)
+{
+    last_result = -1;
+    keystore_delete(ks, NULL, k, done, NULL);
+    return last_result;
+}
+
+static struct rt_key *get(struct keystore *ks, const struct config *c, const char *name)
+{
+    last_result = -1;
+    keystore_get(ks, NULL, c, name, got, NULL);
+    CHECK(last_result == KS_OK);
+    struct rt_key *k = last_key;
+    last_key = NULL;
+    return k;
+}
+
 static enum ks_found find(struct keystore *ks, const struct config *c, const uint8_t d[32],
                           const char *name)
 {
     struct rt_key *k = NULL;
-    enum ks_found f = keystore_lookup(ks, c, d, &k);
+    enum ks_found f = keystore_find(ks, NULL, c, d, &k);
     if (f == KS_FOUND) {
         CHECK(strcmp(k->k.name, name ? name : "") == 0);
         keys_unref(k);
@@ -67,14 +136,14 @@ int main(void)
     CHECK(c && mkdtemp(dir));
     char err[256];
     struct keystore *ks = keystore_open(dir, err, sizeof(err));
-    CHECK(ks && keystore_on(ks) && keystore_count(ks) == 0);
+    CHECK(ks && keystore_on(ks, NULL) && keystore_count(ks) == 0);
 
     uint8_t da[32], db[32], dz[32];
     struct rt_key *a = new_key(c, "alice", da), *b = new_key(c, "bob", db);
     unknown_digest(dz, 1);
     CHECK(find(ks, c, da, NULL) == KS_UNKNOWN); /* cached as unknown now */
-    CHECK(keystore_create(ks, a) == KS_OK && keystore_create(ks, b) == KS_OK);
-    CHECK(keystore_create(ks, a) == KS_EXISTS);
+    CHECK(create(ks, a) == KS_OK && create(ks, b) == KS_OK);
+    CHECK(create(ks, a) == KS_EXISTS);
     CHECK(keystore_count(ks) == 2);
     CHECK(find(ks, c, da, "alice") == KS_FOUND); /* a create clears what was cached */
     CHECK(find(ks, c, db, "bob") == KS_FOUND);
@@ -98,39 +167,38 @@ int main(void)
     memcpy(a2->k.digest, dnew, 32);
     memcpy(a2->old_digest, da, 32);
     a2->old_until = sl_wall_us() / 1000000 + 3600;
-    CHECK(keystore_replace(ks, a, a2) == KS_OK);
+    CHECK(replace(ks, a2) == KS_OK);
     CHECK(find(ks, c, dnew, "alice") == KS_FOUND && find(ks, c, da, "alice") == KS_FOUND);
     /* the grace over (written so): the old secret opens nothing */
     struct rt_key *a3 = keys_apply(c, a2, &none, msg, sizeof(msg));
     a3->old_until = 1;
-    CHECK(keystore_replace(ks, a2, a3) == KS_OK);
+    CHECK(replace(ks, a3) == KS_OK);
     CHECK(find(ks, c, da, NULL) == KS_UNKNOWN && find(ks, c, dnew, "alice") == KS_FOUND);
 
-    /* names in order, after a cursor */
-    char **names;
-    int n = keystore_names(ks, "", 10, &names);
-    CHECK(n == 2 && strcmp(names[0], "alice") == 0 && strcmp(names[1], "bob") == 0);
-    for (int i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    n = keystore_names(ks, "alice", 10, &names);
-    CHECK(n == 1 && strcmp(names[0], "bob") == 0);
-    free(names[0]);
-    free(names);
+    /* a page in name order, after a cursor */
+    keystore_page(ks, NULL, c, "", 10, paged, NULL);
+    CHECK(npage == 2 && strcmp(page[0]->k.name, "alice") == 0 && strcmp(page[1]->k.name, "bob") == 0);
+    free_page();
+    keystore_page(ks, NULL, c, "alice", 10, paged, NULL);
+    CHECK(npage == 1 && strcmp(page[0]->k.name, "bob") == 0);
+    free_page();
+    keystore_page(ks, NULL, c, "", 1, paged, NULL);
+    CHECK(npage == 1 && strcmp(page[0]->k.name, "alice") == 0);
+    free_page();
 
     /* another process (a restart) reads what was written */
     struct keystore *again = keystore_open(dir, err, sizeof(err));
     CHECK(again && keystore_count(again) == 2);
     CHECK(find(again, c, dnew, "alice") == KS_FOUND && find(again, c, db, "bob") == KS_FOUND);
-    struct rt_key *got = NULL;
-    CHECK(keystore_get(again, c, "bob", &got) == KS_OK && got->k.rpm == 7);
-    keys_unref(got);
-    CHECK(keystore_get(again, c, "../etc", &got) == KS_MISSING);
+    struct rt_key *got_k = get(again, c, "bob");
+    CHECK(got_k && got_k->k.rpm == 7);
+    keys_unref(got_k);
+    CHECK(get(again, c, "../etc") == NULL && get(again, c, "nobody") == NULL);
 
     /* delete: gone by both names and secrets, everywhere it was written */
-    CHECK(keystore_delete(ks, b) == KS_OK && keystore_delete(ks, b) == KS_MISSING);
+    CHECK(delete(ks, b) == KS_OK && delete(ks, b) == KS_MISSING);
     CHECK(find(ks, c, db, NULL) == KS_UNKNOWN && keystore_count(ks) == 1);
-    CHECK(keystore_get(ks, c, "bob", &got) == KS_MISSING);
+    CHECK(get(ks, c, "bob") == NULL);
 
     /* reads of unknown digests are bounded per second; cached ones are free */
     int busy = 0, unknown = 0;
@@ -144,25 +212,25 @@ int main(void)
     CHECK(busy >= 1 && unknown <= KEYSTORE_LOOKUPS_PER_S);
     CHECK(find(again, c, dnew, "alice") == KS_FOUND); /* cached: served whatever the flood */
 
-    /* last used: at most once a minute, kept on disk */
-    keystore_used(ks, "alice", 1000);
-    keystore_used(ks, "alice", 1030);
-    CHECK(keystore_last_used(ks, "alice") == 1000);
-    keystore_used(ks, "alice", 1061);
-    CHECK(keystore_last_used(ks, "alice") == 1061);
-    CHECK(keystore_last_used(again, "alice") == 1061);
+    /* last used: kept on disk, read with the key */
+    keystore_used(ks, NULL, "alice", 1000);
+    keys_unref(get(ks, c, "alice"));
+    CHECK(last_used == 1000);
+    keystore_used(ks, NULL, "alice", 1061);
+    keys_unref(get(again, c, "alice"));
+    CHECK(last_used == 1061);
 
     /* a runtime key named as a file key is never used */
     uint8_t df[32];
     struct rt_key *shadow = new_key(c, "filekey", df);
-    CHECK(keystore_create(ks, shadow) == KS_OK);
+    CHECK(create(ks, shadow) == KS_OK);
     struct keystore *third = keystore_open(dir, err, sizeof(err));
     CHECK(find(third, c, df, NULL) == KS_UNKNOWN);
 
     /* off: no state_dir */
     struct keystore *off = keystore_open(NULL, err, sizeof(err));
-    CHECK(off && !keystore_on(off) && find(off, c, dnew, NULL) == KS_UNKNOWN);
-    CHECK(keystore_create(off, a) == KS_IO);
+    CHECK(off && !keystore_on(off, NULL) && find(off, c, dnew, NULL) == KS_UNKNOWN);
+    CHECK(create(off, a) == KS_IO);
     CHECK(keystore_open("/proc/sluice-cannot-make-this", err, sizeof(err)) == NULL && err[0]);
 
     keys_unref(shadow);
