@@ -534,3 +534,29 @@ def test_in_redis_a_flood_of_unknown_keys_costs_redis_a_bounded_number_of_reads(
     # only those not read before (answered 503 then) are read now
     unread = sum(1 for st in statuses[:30] if st == 503)
     assert gets2 - gets <= unread + polls
+
+
+def test_in_redis_lists_page_and_team_admins_see_their_own(mock, redis, start_sluice, tmp):
+    a, b = (start_sluice(conf(mock.url, None, redis=redis.url)) for _ in range(2))
+    for i in range(5):
+        make(a, f"k{i}", team="platform" if i % 2 else "research")
+    pat = make(b, "pat", key=TEAM_ADMIN)  # a team's admin, on the other node
+    assert pat["team"] == "platform"
+    seen, cursor = [], None
+    while True:
+        r = admin(b, "GET", "/admin/keys?limit=2" + (f"&cursor={cursor}" if cursor else "")).json()
+        seen += [k["name"] for k in r["data"]]
+        if not r["has_more"]:
+            break
+        cursor = r["next_cursor"]
+    assert seen == ["filekey", "k0", "k1", "k2", "k3", "k4", "pat"]
+    mine = [k["name"] for k in admin(a, "GET", "/admin/keys", key=TEAM_ADMIN).json()["data"]]
+    assert mine == ["filekey", "k1", "k3", "pat"]
+    assert admin(a, "GET", "/admin/keys/k0", key=TEAM_ADMIN).status == 404
+    assert admin(a, "DELETE", "/admin/keys/k2", key=TEAM_ADMIN).status == 404
+    assert admin(a, "PATCH", "/admin/keys/k1", {"rpm": 101}, key=TEAM_ADMIN).status == 403
+    assert admin(a, "DELETE", "/admin/keys/k1", key=TEAM_ADMIN).status == 200
+    assert [k["name"] for k in admin(b, "GET", "/admin/keys?team=platform").json()["data"]] == \
+        ["filekey", "k3", "pat"]
+    time.sleep(0.4)  # the count comes with the change log, read every 250 ms
+    assert value(scrape(b), "sluice_keys", source="runtime") == 5

@@ -99,6 +99,25 @@ static void check_request(struct http_req *req, const char *method, const char *
 }
 #endif
 
+#ifdef CHECK_WITH_LISTEN
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* A listening non-blocking socket on a free loopback port (*port). */
+static int check_listen(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 16) ||
+        getsockname(fd, (struct sockaddr *)&a, &len))
+        perror("listen");
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+#endif
+
 static int check_done(void)
 {
     printf("%d passed, %d failed\n", check_passed, check_failed);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define CHECK_WITH_CONFIG
+#define CHECK_WITH_LISTEN
 #include "check.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
@@ -51,13 +52,7 @@ static struct served *serve(const char *conf)
     w->http = http_server_new(w->base, &limits, srv_handle, w);
     http_server_set_head_handler(w->http, srv_head);
     http_server_send_request_ids(w->http);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 16) ||
-        getsockname(fd, (struct sockaddr *)&a, &len))
-        perror("listen");
-    s->port = ntohs(a.sin_port);
+    int fd = check_listen(&s->port);
     http_server_listen(w->http, fd, HTTP_LISTENER_API, false);
     return s;
 }

@@ -1,8 +1,17 @@
-/* The request-head parser: what it accepts and every framing it refuses. */
+/* The request-head parser: what it accepts and every framing it refuses;
+ * and a head handler that decides later (http_req_hold / http_req_release). */
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#define CHECK_WITH_LISTEN
 #include "check.h"
+#include "sluice/errors.h"
 #include "sluice/http.h"
 
 static int parse(const char *head, struct http_req *req, const char **why)
@@ -155,8 +164,122 @@ static void test_request_id(void)
     free(b.head);
 }
 
+/* ---- a head handler that holds the request ---- */
+
+static struct http_req *held;
+static int handled, aborted;
+static char handled_body[64];
+
+static bool hold_head(struct http_req *req, void *arg)
+{
+    (void)arg;
+    held = req;
+    req->on_abort = NULL;
+    http_req_hold(req);
+    return true;
+}
+
+static void on_held_abort(struct http_req *req)
+{
+    (void)req;
+    aborted++;
+    held = NULL;
+}
+
+static void handle(struct http_req *req, void *arg)
+{
+    (void)arg;
+    handled++;
+    snprintf(handled_body, sizeof(handled_body), "%.*s", (int)req->body.len, req->body.data);
+    http_respond(req, 200, "", 0, "ok", 2);
+}
+
+static int connect_to(int port)
+{
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (connect(c, (struct sockaddr *)&a, sizeof(a)))
+        perror("connect");
+    return c;
+}
+
+/* Turns the loop for about ms milliseconds; what the client can read then, appended to out. */
+static void turn(struct event_base *base, int c, char *out, size_t cap, int ms)
+{
+    for (int i = 0; i < ms; i++) {
+        event_base_loop(base, EVLOOP_NONBLOCK);
+        struct pollfd p = { .fd = c, .events = POLLIN };
+        if (poll(&p, 1, 1) > 0) {
+            size_t have = strlen(out);
+            ssize_t r = read(c, out + have, cap - 1 - have);
+            if (r > 0)
+                out[have + (size_t)r] = '\0';
+        }
+    }
+}
+
+static void test_held_head(void)
+{
+    struct event_base *base = event_base_new();
+    struct http_limits limits = { .max_header_size = 32768, .max_body_size = 1 << 20,
+                                  .header_timeout_ms = 5000, .body_timeout_ms = 5000,
+                                  .keepalive_timeout_ms = 5000, .send_timeout_ms = 5000,
+                                  .max_connections = 64 };
+    struct http_server *srv = http_server_new(base, &limits, handle, NULL);
+    http_server_set_head_handler(srv, hold_head);
+    int port;
+    int fd = check_listen(&port);
+    http_server_listen(srv, fd, HTTP_LISTENER_API, false);
+    static const char req[] = "POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+    char out[4096] = "";
+
+    /* held: the body is there but not read, nothing handled, nothing answered */
+    int c = connect_to(port);
+    CHECK(write(c, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1);
+    turn(base, c, out, sizeof(out), 50);
+    CHECK(held != NULL && handled == 0 && out[0] == '\0');
+    CHECK(held && held->body.len == 0);
+    /* released: the body is read and the request handled */
+    http_req_release(held);
+    turn(base, c, out, sizeof(out), 50);
+    CHECK(handled == 1 && strcmp(handled_body, "hello") == 0);
+    CHECK(strncmp(out, "HTTP/1.1 200", 12) == 0 && strstr(out, "\r\n\r\nok"));
+    close(c);
+
+    /* answered while held: the body is never read, the connection closes after the answer */
+    held = NULL;
+    out[0] = '\0';
+    c = connect_to(port);
+    CHECK(write(c, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1);
+    turn(base, c, out, sizeof(out), 50);
+    CHECK(held != NULL);
+    if (held)
+        http_send_error(held, ERR_INVALID_API_KEY, "no", NULL, NULL);
+    turn(base, c, out, sizeof(out), 50);
+    CHECK(handled == 1 && strncmp(out, "HTTP/1.1 401", 12) == 0);
+    CHECK(strstr(out, "Connection: close") != NULL);
+    close(c);
+
+    /* the client leaves while held: on_abort runs, the request is gone */
+    held = NULL;
+    c = connect_to(port);
+    CHECK(write(c, req, sizeof(req) - 1) == (ssize_t)sizeof(req) - 1);
+    turn(base, c, out, sizeof(out), 50);
+    CHECK(held != NULL);
+    if (held)
+        held->on_abort = on_held_abort;
+    close(c);
+    turn(base, -1, out, sizeof(out), 50);
+    CHECK(aborted == 1 && held == NULL && handled == 1);
+
+    http_server_free(srv);
+    event_base_free(base);
+}
+
 int main(void)
 {
+    test_held_head();
     test_valid();
     test_rejections();
     test_dots_allowed_inside_names();

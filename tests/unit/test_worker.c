@@ -8,23 +8,13 @@
 #include <unistd.h>
 
 #define CHECK_WITH_CONFIG
+#define CHECK_WITH_LISTEN
 #include "check.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/limit_local.h"
 #include "sluice/worker.h"
 
-static int listening(int *port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) || listen(fd, 16) ||
-        getsockname(fd, (struct sockaddr *)&a, &len))
-        perror("listen");
-    *port = ntohs(a.sin_port);
-    return fd;
-}
 
 /* One request from this (the main) thread; the answer's status, 0 if none. */
 static int get(int port, const char *path)
@@ -50,7 +40,7 @@ int main(void)
     const char *conf = "[backend a]\nurl = http://127.0.0.1:9/v1\n[key k]\nkey = sk-worker-unit-01\n";
     struct generation *g = gen_new(check_load_config(conf, NULL), NULL);
     struct lim_local *local = lim_local_new(60000);
-    int port, fd = listening(&port), kind = HTTP_LISTENER_API;
+    int port, fd = check_listen(&port), kind = HTTP_LISTENER_API;
     bool tls = false;
     struct worker *w = worker_new(0, g, local, &fd, &kind, &tls, 1);
     CHECK(w != NULL && worker_start(w) == 0);
