@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -20,14 +22,18 @@
 #include "sluice/keys.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
+#include "sluice/redis_url.h"
 #include "sluice/util.h"
 
 #define MAX_RECORD (64 * 1024)
 #define PREFIX "sluice:{rk}:" /* one hash tag: every runtime-key record in one Cluster slot */
+#define CHANNEL PREFIX "changes" /* each change published: the digests it touched */
+#define RESUBSCRIBE_MS 1000
 
 struct entry {
     uint8_t digest[32];
-    struct rt_key *key; /* NULL: no key has this digest */
+    struct rt_key *key; /* NULL: no key has this digest (or stale) */
+    bool stale;         /* a key had it until a change: read again, ahead of unknown secrets */
     struct entry *next;
 };
 
@@ -46,6 +52,12 @@ struct keystore {
     char last_id[48]; /* "" until the first read */
     char epoch[48];   /* Redis's runtime-key epoch: new when its data is */
     char my_epoch[33]; /* what this read proposes if Redis has none */
+    /* the change channel's subscriber (its own connection: SUBSCRIBE takes one) */
+    struct redis_url url;
+    struct event_base *base;
+    redisAsyncContext *sub;
+    struct event *resub_ev;
+    bool closing;
     bool polling;
 };
 
@@ -322,12 +334,17 @@ static void grow(struct keystore *ks)
     ks->nbuckets = n;
 }
 
+static bool unknown(const struct entry *e)
+{
+    return !e->key && !e->stale;
+}
+
 static void forget_unknown(struct keystore *ks)
 {
     for (size_t b = 0; b < ks->nbuckets; b++) {
         for (struct entry **at = &ks->buckets[b]; *at;) {
             struct entry *e = *at;
-            if (e->key) {
+            if (!unknown(e)) {
                 at = &e->next;
                 continue;
             }
@@ -348,8 +365,9 @@ static void remember(struct keystore *ks, const uint8_t digest[32], struct rt_ke
         grow(ks);
     struct entry **at = slot(ks, digest);
     if (*at) {
-        ks->nunknown -= !(*at)->key;
+        ks->nunknown -= unknown(*at);
         keys_unref((*at)->key);
+        (*at)->stale = false;
     } else {
         *at = sl_calloc(1, sizeof(**at));
         memcpy((*at)->digest, digest, 32);
@@ -359,15 +377,25 @@ static void remember(struct keystore *ks, const uint8_t digest[32], struct rt_ke
     ks->nunknown += !key;
 }
 
+/* A change touched digest: read it again at its next use. A key it opened
+ * stays known as one (stale), so its next read does not wait behind a
+ * flood of unknown secrets; a digest cached as unknown is just dropped. */
 static void forget(struct keystore *ks, const uint8_t digest[32])
 {
     struct entry **at = slot(ks, digest);
     struct entry *e = *at;
     if (!e)
         return;
+    if (e->key) {
+        keys_unref(e->key);
+        e->key = NULL;
+        e->stale = true;
+        return;
+    }
+    if (e->stale)
+        return;
     *at = e->next;
-    ks->nunknown -= !e->key;
-    keys_unref(e->key);
+    ks->nunknown--;
     free(e);
     ks->nentries--;
 }
@@ -417,8 +445,8 @@ static enum ks_found from_cache(struct keystore *ks, bool redis, const struct co
 {
     struct entry *e = *slot(ks, digest);
     struct rt_key *k = e ? e->key : NULL;
-    if (!e) {
-        if (!may_read(ks)) {
+    if (!e || e->stale) {
+        if (!e && !may_read(ks)) {
             atomic_fetch_add(&reads_total[KS_BUSY], 1);
             return KS_BUSY;
         }
@@ -595,7 +623,9 @@ static const char write_script[] =
     "  end\n"
     "  redis.call('ZADD', p .. 'names', 0, name)\n"
     "end\n"
-    "redis.call('XADD', p .. 'log', 'MAXLEN', '~', 100000, '*', 'd', table.concat(touched, ' '))\n"
+    "local list = table.concat(touched, ' ')\n"
+    "redis.call('XADD', p .. 'log', 'MAXLEN', '~', 100000, '*', 'd', list)\n"
+    "redis.call('PUBLISH', p .. 'changes', list)\n"
     "return 1\n";
 
 struct write_call {
@@ -748,21 +778,100 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
     lim_command(ks->poll_l, 6, argv, NULL, polled, ks);
 }
 
-void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l)
+/* A message on the change channel: the digests to forget, at once. */
+static void sub_message(redisAsyncContext *ac, void *reply, void *priv)
 {
-    if (!ks || ks->poll_ev || !redis_store(l))
+    (void)ac;
+    struct keystore *ks = priv;
+    const redisReply *r = reply;
+    if (!r || ks->closing || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING)
+        return;
+    pthread_mutex_lock(&ks->lock);
+    forget_listed(ks, r->element[2]->str);
+    pthread_mutex_unlock(&ks->lock);
+}
+
+static void resubscribe_later(struct keystore *ks)
+{
+    if (ks->closing || !ks->resub_ev)
+        return;
+    struct timeval tv = { RESUBSCRIBE_MS / 1000, (RESUBSCRIBE_MS % 1000) * 1000 };
+    evtimer_add(ks->resub_ev, &tv);
+}
+
+static void sub_connected(const redisAsyncContext *ac, int status)
+{
+    struct keystore *ks = ac->data;
+    if (status != REDIS_OK) { /* hiredis frees ac */
+        ks->sub = NULL;
+        resubscribe_later(ks);
+    }
+}
+
+static void sub_disconnected(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    struct keystore *ks = ac->data;
+    ks->sub = NULL;
+    resubscribe_later(ks); /* the change log's reads cover what was missed meanwhile */
+}
+
+static void subscribe(struct keystore *ks)
+{
+    redisAsyncContext *ac = ks->url.path[0] ? redisAsyncConnectUnix(ks->url.path)
+                                            : redisAsyncConnect(ks->url.host, ks->url.port);
+    if (!ac || ac->err) {
+        if (ac)
+            redisAsyncFree(ac);
+        return resubscribe_later(ks);
+    }
+    ac->data = ks;
+    redisLibeventAttach(ac, ks->base);
+    redisAsyncSetConnectCallback(ac, sub_connected);
+    redisAsyncSetDisconnectCallback(ac, sub_disconnected);
+    if (ks->url.password[0] && ks->url.user[0])
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", ks->url.user, ks->url.password);
+    else if (ks->url.password[0])
+        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", ks->url.password);
+    redisAsyncCommand(ac, sub_message, ks, "SUBSCRIBE %s", CHANNEL);
+    ks->sub = ac;
+}
+
+static void resubscribe_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    subscribe(arg);
+}
+
+void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l,
+                    const char *redis_url)
+{
+    const char *why;
+    if (!ks || ks->poll_ev || !redis_store(l) || !redis_url_parse(redis_url, &ks->url, &why))
         return;
     ks->poll_l = l;
+    ks->base = base;
     ks->poll_ev = evtimer_new(base, poll_cb, ks);
+    ks->resub_ev = evtimer_new(base, resubscribe_cb, ks);
     poll_later(ks, 0);
+    subscribe(ks);
 }
 
 void keystore_unwatch(struct keystore *ks)
 {
-    if (ks && ks->poll_ev) {
-        event_free(ks->poll_ev);
-        ks->poll_ev = NULL;
-    }
+    if (!ks || !ks->poll_ev)
+        return;
+    ks->closing = true;
+    if (ks->sub)
+        redisAsyncFree(ks->sub);
+    ks->sub = NULL;
+    event_free(ks->resub_ev);
+    ks->resub_ev = NULL;
+    event_free(ks->poll_ev);
+    ks->poll_ev = NULL;
 }
 
 /* ---- changes --------------------------------------------------------------- */

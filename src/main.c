@@ -294,7 +294,8 @@ static int start_workers(struct daemon *d)
         if (d->workers[i])
             d->workers[i]->keys = d->keys;
         if (d->workers[i] && i == 0) /* one node-wide reader of Redis's change log */
-            keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter);
+            keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter,
+                           d->gen->cfg->redis.url);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;

@@ -3,9 +3,10 @@
  * With [redis], in Redis, so every node sees a change: a record per key
  * (sluice:{rk}:n:NAME), a copy under each of its secrets' digests
  * (sluice:{rk}:d:HEX; the previous secret's expires with its rotation
- * grace), a sorted set of names, and a change log (a stream) that each node
- * reads every KEYSTORE_POLL_MS and forgets the digests it names. Every
- * change is one script call: all of it or nothing. Without [redis], in
+ * grace), a sorted set of names, and a change log (a stream). Every change
+ * is one script call, all of it or nothing, and is published on a channel:
+ * each node forgets the digests a message names at once, and reads the
+ * change log every KEYSTORE_POLL_MS for anything a message it missed said. Without [redis], in
  * state_dir: one file per key (keys/NAME.json) and an index of digests
  * (keys/.sha256/HEX), each written to a new file, fsync'd and renamed.
  *
@@ -40,9 +41,12 @@ void keystore_close(struct keystore *ks);
  * state_dir. l may be NULL. */
 bool keystore_on(const struct keystore *ks, const struct limiter *l);
 const char *keystore_dir(const struct keystore *ks);
-/* Reads Redis's change log every KEYSTORE_POLL_MS on this loop, through l
- * (one worker's). */
-void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l);
+/* On this loop (one worker's): subscribes to Redis's change channel (a
+ * connection of its own, to redis_url), forgetting what each message names
+ * at once, and reads the change log every KEYSTORE_POLL_MS through l, so a
+ * message lost (a reconnect) is made up for within that. */
+void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l,
+                    const char *redis_url);
 void keystore_unwatch(struct keystore *ks);
 
 enum ks_found {

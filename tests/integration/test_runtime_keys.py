@@ -419,6 +419,13 @@ def test_in_redis_every_node_sees_a_create_change_and_revoke_within_a_second(moc
     nodes = [start_sluice(conf(mock.url, None, tmp / f"audit{i}.jsonl", redis=redis.url))
              for i in range(3)]
     a, b, c = nodes
+    # each node listens on the change channel (a connection of its own) and comes back to it
+    assert redis.call("PUBSUB", "NUMSUB", "sluice:{rk}:changes")[1] == 3
+    redis.call("CLIENT", "KILL", "TYPE", "pubsub")
+    t0 = time.monotonic()
+    while redis.call("PUBSUB", "NUMSUB", "sluice:{rk}:changes")[1] < 3:
+        assert time.monotonic() - t0 < 3, "the nodes did not subscribe again"
+        time.sleep(0.05)
     secret = make(a, "roamer")["key"]  # no limits: every request counts
     assert [chat(n, secret).status for n in nodes] == [200, 200, 200]  # loaded on first use
     assert admin(b, "GET", "/admin/keys/roamer").json()["source"] == "runtime"
