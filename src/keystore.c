@@ -46,6 +46,10 @@ struct keystore {
     int64_t second; /* the second reads were last counted in */
     int reads;      /* reads of unknown digests in it */
     unsigned tmp_seq;
+    atomic_long count;  /* runtime keys (keystore_count) */
+    atomic_bool counted; /* state_dir: the start-up count is in (changes adjust it after) */
+    pthread_t counter; /* counts state_dir's records at start */
+    bool counting;
     /* the change log's reader (Redis) */
     struct event *poll_ev;
     struct limiter *poll_l;
@@ -61,7 +65,6 @@ struct keystore {
     bool polling;
 };
 
-static atomic_long runtime_count;
 static atomic_ullong reads_total[4]; /* by enum ks_found */
 
 void keystore_reads(unsigned long long out[4])
@@ -70,10 +73,14 @@ void keystore_reads(unsigned long long out[4])
         out[i] = atomic_load(&reads_total[i]);
 }
 
+bool keystore_counted(struct keystore *ks)
+{
+    return ks && atomic_load(&ks->counted);
+}
+
 long keystore_count(struct keystore *ks)
 {
-    (void)ks;
-    return atomic_load(&runtime_count);
+    return ks ? atomic_load(&ks->count) : 0;
 }
 
 static bool redis_store(const struct limiter *l)
@@ -145,6 +152,25 @@ static void free_names(char **names, int n)
     free(names);
 }
 
+/* How many records state_dir holds, added to the count (a thread of its own). */
+static void *count_records(void *arg)
+{
+    struct keystore *ks = arg;
+    int fd = openat(ks->keys_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    long n = 0;
+    size_t len;
+    for (struct dirent *e; d && (e = readdir(d));)
+        n += is_record(e->d_name, &len);
+    if (d)
+        closedir(d);
+    else if (fd >= 0)
+        close(fd);
+    atomic_store(&ks->count, n); /* changes made meanwhile are in n or not: a gauge */
+    atomic_store(&ks->counted, true);
+    return NULL;
+}
+
 struct keystore *keystore_open(const char *dir, char *err, size_t errlen)
 {
     struct keystore *ks = sl_calloc(1, sizeof(*ks));
@@ -171,10 +197,8 @@ struct keystore *keystore_open(const char *dir, char *err, size_t errlen)
         keystore_close(ks);
         return NULL;
     }
-    char **names;
-    int n = dir_names(ks, "", &names);
-    free_names(names, SL_MAX(n, 0));
-    atomic_store(&runtime_count, SL_MAX(n, 0));
+    /* counted aside: a million keys' folder does not hold up the start */
+    ks->counting = pthread_create(&ks->counter, NULL, count_records, ks) == 0;
     return ks;
 }
 
@@ -195,6 +219,8 @@ void keystore_close(struct keystore *ks)
 {
     if (!ks)
         return;
+    if (ks->counting)
+        pthread_join(ks->counter, NULL);
     keystore_unwatch(ks);
     drop_entries(ks);
     free(ks->buckets);
@@ -755,7 +781,7 @@ static void polled(bool ok, const struct redisReply *rep, void *arg)
             forget_listed(ks, list->element[i]->str);
     snprintf(ks->last_id, sizeof(ks->last_id), "%s", rep->element[0]->str);
     pthread_mutex_unlock(&ks->lock);
-    atomic_store(&runtime_count, (long)rep->element[2]->integer);
+    atomic_store(&ks->count, (long)rep->element[2]->integer);
     poll_later(ks, list->elements >= 1000 ? 0 : KEYSTORE_POLL_MS);
 }
 
@@ -933,7 +959,8 @@ void keystore_create(struct keystore *ks, struct limiter *l, struct rt_key *k, k
     pthread_mutex_lock(&ks->lock);
     enum ks_result r = exists(ks, k->k.name) ? KS_EXISTS : write_key(ks, k);
     if (r == KS_OK) {
-        atomic_fetch_add(&runtime_count, 1);
+        if (atomic_load(&ks->counted))
+            atomic_fetch_add(&ks->count, 1);
         forget_key(ks, k); /* it may have been cached as unknown */
     }
     pthread_mutex_unlock(&ks->lock);
@@ -990,7 +1017,8 @@ void keystore_delete(struct keystore *ks, struct limiter *l, const struct rt_key
         r = KS_IO;
     if (r != KS_IO) { /* the record is gone: what pointed at it goes too */
         if (r == KS_OK)
-            atomic_fetch_sub(&runtime_count, 1);
+            if (atomic_load(&ks->counted))
+                atomic_fetch_sub(&ks->count, 1);
         const struct rt_key *gone[2] = { k, prev };
         for (int i = 0; i < 2 && gone[i]; i++) {
             forget_key(ks, gone[i]);

@@ -444,7 +444,7 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
     free(mb);
 }
 
-static void render_node(struct sl_buf *out, struct generation *gen)
+static void render_node(struct sl_buf *out, struct generation *gen, long runtime_keys)
 {
     unsigned long long reads[4];
     keystore_reads(reads);
@@ -472,7 +472,7 @@ static void render_node(struct sl_buf *out, struct generation *gen)
                   (unsigned long long)atomic_load(&reloads_ok),
                   (unsigned long long)atomic_load(&reloads_failed),
                   (long long)atomic_load(&last_reload_ok_s), gen->cfg->nkeys,
-                  keystore_count(NULL), reads[KS_FOUND], reads[KS_UNKNOWN],
+                  runtime_keys, reads[KS_FOUND], reads[KS_UNKNOWN],
                   reads[KS_BUSY], reads[KS_DOWN]);
     sl_buf_appends(out, "# HELP sluice_backend_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n"
                         "# TYPE sluice_backend_state gauge\n");
@@ -507,7 +507,7 @@ static void render_node(struct sl_buf *out, struct generation *gen)
                   (unsigned long long)tel_exported(), (unsigned long long)tel_dropped());
 }
 
-void mx_render(struct sl_buf *out, struct generation *gen)
+void mx_render(struct sl_buf *out, struct generation *gen, long runtime_keys)
 {
     pthread_mutex_lock(&lock);
     for (int i = 0; i < F__COUNT; i++)
@@ -515,7 +515,7 @@ void mx_render(struct sl_buf *out, struct generation *gen)
     render_budgets(out, gen->cfg);
     render_key_inflight(out, gen->cfg);
     pthread_mutex_unlock(&lock);
-    render_node(out, gen);
+    render_node(out, gen, runtime_keys);
 }
 
 /* The value of label `name` in a series' label text, or an empty string. */

@@ -14,6 +14,7 @@
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/http.h"
+#include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/metrics.h"
 #include "sluice/models.h"
@@ -74,7 +75,7 @@ static void metrics(struct worker *w, struct http_req *req)
         return http_send_error(req, ERR_INVALID_API_KEY, "Incorrect or missing metrics key.", NULL,
                                "WWW-Authenticate: Bearer realm=\"sluice metrics\"\r\n");
     struct sl_buf out = { 0 };
-    mx_render(&out, w->gen);
+    mx_render(&out, w->gen, keystore_count(w->keys));
     http_respond(req, 200, ct, sizeof(ct) - 1, out.data, out.len);
     sl_buf_free(&out);
 }

@@ -103,6 +103,9 @@ void keystore_page(struct keystore *ks, struct limiter *l, const struct config *
 /* How many runtime keys there are (state_dir: counted; Redis: as the last
  * change-log read saw it). */
 long keystore_count(struct keystore *ks);
+/* Whether state_dir's records have been counted since the start (a thread
+ * of its own does it, so a million keys do not hold up the start). */
+bool keystore_counted(struct keystore *ks);
 /* Reads of the store for digests a cache did not know, since start, by
  * what they found: out[KS_FOUND], out[KS_UNKNOWN], out[KS_BUSY] (not read),
  * out[KS_DOWN] (could not be read). */

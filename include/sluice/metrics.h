@@ -67,7 +67,7 @@ int mx_busiest_keys(const struct config *c, int max, int *keys, uint64_t *reques
 long mx_inflight_now(void);
 
 /* The exposition text for GET /metrics. */
-void mx_render(struct sl_buf *out, struct generation *gen);
+void mx_render(struct sl_buf *out, struct generation *gen, long runtime_keys);
 /* Frees the registry (at exit, for leak checkers). */
 void mx_shutdown(void);
 

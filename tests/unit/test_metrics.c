@@ -54,7 +54,7 @@ static void test_many_series(void)
     mx_attempt("main", "success", 0.2);
 
     struct sl_buf out = { 0 };
-    mx_render(&out, g);
+    mx_render(&out, g, 0);
     char line[256];
     int missing = 0;
     int64_t total = 0;
@@ -112,7 +112,7 @@ static void test_spend_and_budget_gauge(void)
     mx_budget_remaining("team", "t", 0);
     mx_budget_remaining("key", "gone", 5); /* no longer configured: not shown */
     struct sl_buf out = { 0 };
-    mx_render(&out, g);
+    mx_render(&out, g, 0);
     CHECK(has_line(&out, "sluice_spend_usd_total{key=\"a\",team=\"t\",model=\"gpt-4o\"} 2.083000"));
     CHECK(!strstr(out.data, "sluice_spend_usd_total{key=\"b\""));
     CHECK(has_line(&out, "# TYPE sluice_budget_remaining_usd gauge"));
