@@ -433,8 +433,6 @@ fail:
 
 /* ---- the admin view ------------------------------------------------------------ */
 
-static const char *const period_words[] = { "none", "day", "month", "total", "week" };
-
 /* One option's value in k as JSON. */
 static void option_json(const struct option *o, const struct cfg_key *k, struct sl_buf *out)
 {
@@ -551,7 +549,7 @@ bool keys_within_team(const struct cfg_key *k, char *msg, size_t msglen)
     }
     if (t->budget && k->budget && k->budget_period != t->budget_period) {
         snprintf(msg, msglen, "budget_period: must be the team's (%s) for a key with a budget.",
-                 period_words[t->budget_period]);
+                 cfg_key_option("budget_period")->choices[t->budget_period]);
         return false;
     }
     return true;
