@@ -18,6 +18,10 @@ enum api_endpoint api_endpoint_of(const char *path, size_t len)
         return API_EMBEDDINGS;
     if (sl_str_eq(p, "/v1/responses"))
         return API_RESPONSES;
+    if (sl_str_eq(p, "/v1/messages"))
+        return API_MESSAGES;
+    if (sl_str_eq(p, "/v1/messages/count_tokens"))
+        return API_COUNT_TOKENS;
     return API_OTHER;
 }
 
@@ -38,6 +42,8 @@ static const struct endpoint {
     { PATH("/v1/completions"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
     { PATH("/v1/embeddings"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
     { PATH("/v1/responses"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/messages"), false, API_KIND_USAGE, API_UNIT_REQUEST, true },
+    { PATH("/v1/messages/count_tokens"), false, API_KIND_FREE, API_UNIT_REQUEST, true },
     { PATH("/v1/images/generations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },
     { PATH("/v1/images/edits"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },
     { PATH("/v1/images/variations"), false, API_KIND_PER_REQUEST, API_UNIT_IMAGE, false },

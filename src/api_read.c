@@ -72,6 +72,56 @@ static int check_messages(const cJSON *root, char *msg, size_t msglen, const cha
     return 0;
 }
 
+/* Content blocks: objects, each with a string type. */
+static bool is_blocks(const cJSON *v)
+{
+    const cJSON *b;
+    if (!cJSON_IsArray(v))
+        return false;
+    cJSON_ArrayForEach(b, v) {
+        if (!cJSON_IsObject(b) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "type")))
+            return false;
+    }
+    return true;
+}
+
+/* Anthropic's Messages API (and its count_tokens): messages of role user or
+ * assistant with content as text or blocks, a system prompt as text or
+ * blocks, tools as a list, and max_tokens where it generates. */
+static int check_anthropic(const cJSON *root, const struct api_call *call, char *msg,
+                           size_t msglen, const char **param)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!msgs)
+        FAIL("messages", "messages: Field required");
+    if (!cJSON_IsArray(msgs))
+        FAIL("messages", "messages: Input should be a valid list");
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        if (!cJSON_IsObject(m) || !cJSON_IsString(role) ||
+            (strcmp(role->valuestring, "user") != 0 && strcmp(role->valuestring, "assistant") != 0))
+            FAIL("messages", "messages.%d: each message is an object whose role is 'user' or "
+                             "'assistant'", i);
+        if (!cJSON_IsString(content) && !is_blocks(content))
+            FAIL("messages", "messages.%d.content: a string or a list of content blocks (objects "
+                             "with a type)", i);
+        i++;
+    }
+    const cJSON *system = cJSON_GetObjectItemCaseSensitive(root, "system");
+    if (system && !cJSON_IsString(system) && !is_blocks(system))
+        FAIL("system", "system: a string or a list of text blocks");
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
+    if (tools && !cJSON_IsArray(tools))
+        FAIL("tools", "tools: Input should be a valid list");
+    const cJSON *max = cJSON_GetObjectItemCaseSensitive(root, "max_tokens");
+    if (call->endpoint == API_MESSAGES && (!max || cJSON_IsNull(max)))
+        FAIL("max_tokens", "max_tokens: Field required");
+    return 0;
+}
+
 static bool is_text_or_list(const cJSON *v)
 {
     return cJSON_IsString(v) || cJSON_IsArray(v);
@@ -140,6 +190,9 @@ static int check_body(const cJSON *root, struct api_call *call, char *msg, size_
         if (v && !is_text_or_list(v))
             FAIL("input", "'input' must be a string or an array.");
         return 0;
+    case API_MESSAGES:
+    case API_COUNT_TOKENS:
+        return check_anthropic(root, call, msg, msglen, param);
     case API_OTHER:
         return 0;
     }

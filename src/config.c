@@ -990,6 +990,8 @@ static void check_prices(struct parser *p)
             m->request_price = -1;
         if (!sec->set_at[find_option(SCOPE_MODEL, "cached_input_price")])
             m->cached_input_price = m->input_price;
+        if (!sec->set_at[find_option(SCOPE_MODEL, "cache_write_price")])
+            m->cache_write_price = m->input_price;
     }
     for (int i = 0; i < c->nmodels; i++) {
         if (!cfg_model_is_prefix(&c->models[i]))
@@ -1273,19 +1275,24 @@ static void pick_stateful_backend(struct parser *p)
     }
     if (c->stateful_backend >= 0 || c->nbackends == 0)
         return;
-    int best = 0;
-    for (int i = 1; i < c->nbackends; i++)
-        if (c->backends[i].priority < c->backends[best].priority)
+    int best = 0; /* the resources are OpenAI's: an anthropic backend only if all are */
+    for (int i = 1; i < c->nbackends; i++) {
+        bool a = c->backends[i].type == BACKEND_ANTHROPIC;
+        bool best_a = c->backends[best].type == BACKEND_ANTHROPIC;
+        if (a < best_a || (a == best_a && c->backends[i].priority < c->backends[best].priority))
             best = i;
+    }
     c->stateful_backend = best;
 }
 
 /* Whether any backend can continue a cut stream (prefill = yes): the proxy
- * keeps a stream's text only then. */
+ * keeps a stream's text only then. Whether any speaks Anthropic's dialect. */
 static void note_prefill(struct config *c)
 {
-    for (int i = 0; i < c->nbackends; i++)
+    for (int i = 0; i < c->nbackends; i++) {
         c->any_prefill |= c->backends[i].prefill;
+        c->any_anthropic |= c->backends[i].type == BACKEND_ANTHROPIC;
+    }
 }
 
 /* What a backend's type and URL allow. */
@@ -1297,6 +1304,11 @@ static void check_backend(struct parser *p, const struct cfg_backend *be)
     if (be->type != BACKEND_AZURE && (be->api_version || be->deployment))
         add_error(p->errs, p->path, be->line,
                   "[backend %s]: api_version and deployment are for type = azure", be->name);
+    if (be->type == BACKEND_ANTHROPIC && (be->stateful || be->prefill || be->organization ||
+                                          be->project))
+        add_error(p->errs, p->path, be->line,
+                  "[backend %s]: stateful, prefill, organization and project are not for type = "
+                  "anthropic", be->name);
     bool https = be->url && strncmp(be->url, "https://", 8) == 0;
     if (!https && (be->ca_file || be->client_cert || be->client_key || !be->tls_verify))
         add_error(p->errs, p->path, be->line,

@@ -14,7 +14,7 @@ const char *const cfg_type_names[] = { "integer",   "duration",   "size",       
                                        "model list", "status list", "header list", "secret",
                                        "USD",       "PEM file",   "ratio",       "time" };
 
-static const char *const backend_types[] = { "openai", "azure", NULL };
+static const char *const backend_types[] = { "openai", "azure", "anthropic", NULL };
 static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
 static const char *const periods[] = { "none", "day", "month", "total", "week", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
@@ -189,7 +189,8 @@ const struct option cfg_options[] = {
       .doc = "base URL; the request path after /v1 is appended" },
     { .scope = SCOPE_BACKEND, .name = "type", .type = T_ENUM, .offset = BCK(type),
       .def = "openai", .choices = backend_types,
-      .doc = "openai (Authorization: Bearer) or azure (api-key header, deployment path)" },
+      .doc = "openai (Authorization: Bearer), azure (api-key header, deployment path) or "
+             "anthropic (x-api-key and anthropic-version headers; the Messages API)" },
     { .scope = SCOPE_BACKEND, .name = "api_key", .type = T_STRING, .offset = BCK(api_key),
       .flags = F_SECRET,
       .doc = "the backend's credential; use env:NAME or file:/path" },
@@ -312,6 +313,10 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_MODEL, .name = "cached_input_price", .type = T_MONEY, .offset = MDL(cached_input_price),
       .max = BIG,
       .doc = "USD per 1M prompt tokens the upstream reports as cached; unset = input_price" },
+    { .scope = SCOPE_MODEL, .name = "cache_write_price", .type = T_MONEY, .offset = MDL(cache_write_price),
+      .max = BIG,
+      .doc = "USD per 1M prompt tokens written to the prompt cache (Anthropic's "
+             "cache_creation_input_tokens); unset = input_price" },
     { .scope = SCOPE_MODEL, .name = "output_price", .type = T_MONEY, .offset = MDL(output_price),
       .max = BIG,
       .doc = "USD per 1M completion tokens, reasoning tokens included" },

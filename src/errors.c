@@ -97,3 +97,47 @@ char *err_response_event_json(enum sl_error e, const char *message, int64_t sequ
     *len_out = b.len;
     return b.data;
 }
+
+int err_status(enum sl_error e, enum sl_dialect d)
+{
+    int status = table[e].status;
+    return d == DIALECT_ANTHROPIC && status == 503 ? 529 : status;
+}
+
+const char *err_anthropic_type(enum sl_error e)
+{
+    switch (table[e].status) {
+    case 401:
+        return "authentication_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+        return "overloaded_error";
+    case 504:
+        return "timeout_error";
+    default:
+        return table[e].status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+char *err_json_in(enum sl_dialect d, enum sl_error e, const char *message, const char *param,
+                  size_t *len_out)
+{
+    if (d != DIALECT_ANTHROPIC)
+        return err_json(e, message, param, len_out);
+    const char *type = err_anthropic_type(e);
+    struct sl_buf b = { 0 };
+    sl_buf_appends(&b, "{\"type\":\"error\",\"error\":{\"type\":");
+    sl_buf_json_string(&b, type, strlen(type));
+    sl_buf_appends(&b, ",\"message\":");
+    sl_buf_json_string(&b, message, strlen(message));
+    sl_buf_appends(&b, "}}\n");
+    *len_out = b.len;
+    return b.data;
+}

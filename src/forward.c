@@ -100,6 +100,13 @@ bool fwd_continuation(struct fwd_body *b, const char *said, size_t len)
 
 /* ---- headers ---- */
 
+const char *fwd_credential_header(const struct cfg_backend *be)
+{
+    return be->type == BACKEND_AZURE       ? "api-key: "
+           : be->type == BACKEND_ANTHROPIC ? "x-api-key: "
+                                           : "Authorization: Bearer ";
+}
+
 /* Headers named in Connection are hop-by-hop too (RFC 9110 7.6.1). */
 static bool named_in_connection(const struct http_req *req, struct sl_str name)
 {
@@ -174,8 +181,10 @@ struct curl_slist *fwd_headers(const struct http_req *req, const struct cfg_back
                     strlen(be->organization));
     if (be->project)
         header_text(&text, &n, "OpenAI-Project: ", 16, be->project, strlen(be->project));
+    if (be->type == BACKEND_ANTHROPIC && !http_header(req, "anthropic-version"))
+        header_text(&text, &n, FWD_ANTHROPIC_VERSION, sizeof(FWD_ANTHROPIC_VERSION) - 1, "", 0);
     if (be->api_key) {
-        const char *name = be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ";
+        const char *name = fwd_credential_header(be);
         header_text(&text, &n, name, strlen(name), be->api_key, strlen(be->api_key));
     }
     struct curl_slist *list = sl_malloc((size_t)n * sizeof(*list) + text.len);

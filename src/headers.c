@@ -19,7 +19,7 @@ struct pattern {
 static const struct pattern forwarded[] = {
     NAME("accept"),      NAME("user-agent"), NAME("openai-beta"), NAME("idempotency-key"),
     PREFIX("x-stainless-"), NAME("traceparent"), NAME("tracestate"), NAME("baggage"),
-    NAME("x-client-request-id"),
+    NAME("x-client-request-id"), NAME("anthropic-version"), NAME("anthropic-beta"),
 };
 
 static const struct pattern never_forwarded[] = {
@@ -40,7 +40,7 @@ static const struct pattern not_relayed[] = {
     NAME("content-length"), NAME("upgrade"), NAME("te"), NAME("trailer"), NAME("date"),
     NAME("server"),
     /* the backend account's own limits: the client gets its key's instead */
-    PREFIX("x-ratelimit-"),
+    PREFIX("x-ratelimit-"), PREFIX("anthropic-ratelimit-"),
     /* the upstream's cookies are for the gateway's account, not the client */
     NAME("set-cookie"),
     /* sluice's own goes back; the upstream's as x-upstream-request-id */

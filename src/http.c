@@ -631,12 +631,12 @@ void http_send_error(struct http_req *req, enum sl_error e, const char *message,
                      const char *param, const char *headers)
 {
     size_t len;
-    char *json = err_json(e, message, param, &len);
+    char *json = err_json_in(req->dialect, e, message, param, &len);
     struct sl_buf h = { 0 };
     sl_buf_appends(&h, "Content-Type: application/json\r\n");
     if (headers)
         sl_buf_appends(&h, headers);
-    http_respond(req, err_info(e)->status, h.data, h.len, json, len);
+    http_respond(req, err_status(e, req->dialect), h.data, h.len, json, len);
     sl_buf_free(&h);
     free(json);
 }

@@ -254,7 +254,8 @@ void lim_renew(struct limiter *l, const struct lim_decision *t, const char *key,
 /* The x-ratelimit header lines are written into one stack buffer, then
  * appended at once: they go on every limited response. */
 struct hline {
-    char text[1100]; /* five sets of at most 181 bytes, and the inflight pair (< 100) */
+    char text[1400]; /* five sets of at most 181 bytes (Anthropic's: 3 of at most 220),
+                        and the inflight pair (< 100) */
     size_t len;
 };
 
@@ -325,19 +326,57 @@ static void header_set(struct hline *h, const char *what, int64_t limit, int64_t
     PUT_LIT(h, "\r\n");
 }
 
-void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out)
+/* Anthropic's: anthropic-ratelimit-{what}-limit, -remaining, and -reset as
+ * the RFC 3339 time the window has room again (at most 220 bytes). */
+static void header_set_anthropic(struct hline *h, const char *what, int64_t limit, int64_t used,
+                                 int64_t reset_ms, int64_t now_ms)
+{
+    size_t wlen = strlen(what);
+    char at[21];
+    const int64_t century_ms = 100LL * 366 * 86400 * 1000; /* a reset past it is "never" */
+    sl_fmt_time((now_ms + SL_MIN(SL_MAX(reset_ms, 0), century_ms) + 999) / 1000, at);
+    PUT_LIT(h, "anthropic-ratelimit-");
+    put(h, what, wlen);
+    PUT_LIT(h, "-limit: ");
+    put_int(h, limit);
+    PUT_LIT(h, "\r\nanthropic-ratelimit-");
+    put(h, what, wlen);
+    PUT_LIT(h, "-remaining: ");
+    put_int(h, SL_MAX(limit - used, 0));
+    PUT_LIT(h, "\r\nanthropic-ratelimit-");
+    put(h, what, wlen);
+    PUT_LIT(h, "-reset: ");
+    put(h, at, strlen(at));
+    PUT_LIT(h, "\r\n");
+}
+
+void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, bool anthropic,
+                 struct sl_buf *out)
 {
     if (!d->admitted || d->where == LIM_NOWHERE)
         return;
     struct hline h;
     h.len = 0;
-    if (lim->rpm)
-        header_set(&h, "requests", lim->rpm, d->used_requests, d->reset_requests_ms, false);
-    if (lim->input_tpm)
-        header_set(&h, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms, false);
-    if (lim->output_tpm)
-        header_set(&h, "output-tokens", lim->output_tpm, d->used_output, d->reset_output_ms,
-                   false);
+    if (anthropic) {
+        int64_t now_ms = sl_wall_us() / 1000;
+        if (lim->rpm)
+            header_set_anthropic(&h, "requests", lim->rpm, d->used_requests,
+                                 d->reset_requests_ms, now_ms);
+        if (lim->input_tpm)
+            header_set_anthropic(&h, "input-tokens", lim->input_tpm, d->used_input,
+                                 d->reset_input_ms, now_ms);
+        if (lim->output_tpm)
+            header_set_anthropic(&h, "output-tokens", lim->output_tpm, d->used_output,
+                                 d->reset_output_ms, now_ms);
+    } else {
+        if (lim->rpm)
+            header_set(&h, "requests", lim->rpm, d->used_requests, d->reset_requests_ms, false);
+        if (lim->input_tpm)
+            header_set(&h, "tokens", lim->input_tpm, d->used_input, d->reset_input_ms, false);
+        if (lim->output_tpm)
+            header_set(&h, "output-tokens", lim->output_tpm, d->used_output,
+                       d->reset_output_ms, false);
+    }
     if (lim->quota)
         header_set(&h, "quota", lim->quota, d->used_quota, SL_MAX(d->quota_reset_ms, 0), false);
     if (lim->budget)

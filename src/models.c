@@ -14,6 +14,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/forward.h"
 #include "sluice/http.h"
 #include "sluice/keys.h"
 #include "sluice/keystore.h"
@@ -212,9 +213,10 @@ static bool start_fetch(struct models_request *mr, int backend)
         sl_buf_printf(&url, "%s/models", be->url);
     f->url = url.data;
     f->headers = curl_slist_append(NULL, "Accept: application/json");
+    if (be->type == BACKEND_ANTHROPIC)
+        f->headers = curl_slist_append(f->headers, FWD_ANTHROPIC_VERSION);
     if (be->api_key) {
-        sl_buf_printf(&cred, "%s%s", be->type == BACKEND_AZURE ? "api-key: " : "Authorization: Bearer ",
-                      be->api_key);
+        sl_buf_printf(&cred, "%s%s", fwd_credential_header(be), be->api_key);
         f->headers = curl_slist_append(f->headers, cred.data);
         explicit_bzero(cred.data, cred.len);
         sl_buf_free(&cred);

@@ -287,20 +287,28 @@ static struct http_req *take_client(struct sl_request *r)
     return req;
 }
 
+/* The dialect the caller speaks (errors.h). */
+static enum sl_dialect dialect(const struct sl_request *r)
+{
+    return api_endpoint_dialect(r->call.endpoint) ? DIALECT_ANTHROPIC : DIALECT_OPENAI;
+}
+
 /* A stream that cannot continue ends with one SSE error event, so SDKs raise
  * an error instead of seeing a silently short answer: in the Responses API's
- * own shape (event: error, the next sequence_number) for /v1/responses, else
- * chat's data: {"error":...}. */
+ * own shape (event: error, the next sequence_number) for /v1/responses,
+ * Anthropic's (event: error, {"type":"error","error":...}) for the Messages
+ * API, else chat's data: {"error":...}. */
 static void stream_error_event(struct sl_request *r, const struct own_answer *own)
 {
     size_t len;
     bool responses = r->call.endpoint == API_RESPONSES;
     char *json = responses ? err_response_event_json(own->error, own->message, r->events, &len)
-                           : err_json(own->error, own->message, NULL, &len);
+                           : err_json_in(dialect(r), own->error, own->message, NULL, &len);
     while (len && json[len - 1] == '\n')
         len--;
     struct sl_buf ev = { 0 };
-    sl_buf_appends(&ev, responses ? "event: error\ndata: " : "data: ");
+    sl_buf_appends(&ev, responses || dialect(r) == DIALECT_ANTHROPIC ? "event: error\ndata: "
+                                                                      : "data: ");
     sl_buf_append(&ev, json, len);
     sl_buf_appends(&ev, "\n\n");
     http_stream_write(r->req, ev.data, ev.len);
@@ -316,7 +324,7 @@ static void answer(struct sl_request *r, const struct own_answer *own)
     if (!r->req)
         return;
     if (own)
-        r->status = err_info(own->error)->status;
+        r->status = err_status(own->error, dialect(r));
     if (r->phase == PHASE_RELAYING) {
         if (own)
             stream_error_event(r, own);
@@ -325,7 +333,7 @@ static void answer(struct sl_request *r, const struct own_answer *own)
         struct sl_buf h = { 0 };
         if (own->headers)
             sl_buf_appends(&h, own->headers);
-        lim_headers(&r->ticket, &r->limits, &h);
+        lim_headers(&r->ticket, &r->limits, dialect(r) == DIALECT_ANTHROPIC, &h);
         http_send_error(take_client(r), own->error, own->message, NULL, h.data);
         sl_buf_free(&h);
     } else {
@@ -383,7 +391,7 @@ static void client_headers(struct sl_request *r, struct up_transfer *t, struct s
         sl_buf_append(out, r->upstream, r->upstream_len);
         sl_buf_append(out, "\r\n", 2);
     }
-    lim_headers(&r->ticket, &r->limits, out);
+    lim_headers(&r->ticket, &r->limits, dialect(r) == DIALECT_ANTHROPIC, out);
 }
 
 /* ---- the request's life ------------------------------------------------------ */
@@ -455,7 +463,7 @@ static void refuse_early_with(struct worker *w, struct http_req *req, const stru
                               const char *model, enum sl_error e, const char *msg,
                               const char *param, const char *headers)
 {
-    int status = err_info(e)->status;
+    int status = err_status(e, req->dialect);
     double secs = (double)(sl_now_us() - req->start_us) / 1e6;
     struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", "-", status, secs,
                             0, 0, "", 0 };
@@ -669,6 +677,23 @@ static enum sl_error check_price(const struct config *cfg, const struct cfg_key 
     return ERR_MODEL_NOT_ALLOWED;
 }
 
+/* Whether the backend speaks the call's dialect: anthropic backends serve
+ * the Messages API, the others every other call. */
+static bool speaks(const struct cfg_backend *be, const struct api_call *call)
+{
+    return (be->type == BACKEND_ANTHROPIC) == (api_endpoint_dialect(call->endpoint) != 0);
+}
+
+/* Whether a backend of the call's dialect serves the model. */
+static bool dialect_serves(const struct config *cfg, const struct api_call *call, const char *up,
+                           size_t len)
+{
+    for (int i = 0; i < cfg->nbackends; i++)
+        if (speaks(&cfg->backends[i], call) && cfg_models_match(&cfg->backends[i].models, up, len))
+            return true;
+    return false;
+}
+
 /* What the call's model allows: the key's allow-list, a name that can go
  * into an upstream URL, a backend that serves it (model-routed calls only).
  * ERR_NONE, or the refusal with msg and *param. */
@@ -698,6 +723,14 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
     if (!pool_serves(gen->pool, up, up_len) && !(m && m->fallbacks.n)) {
         snprintf(msg, n, "The model '%.*s' does not exist or you do not have access to it.",
                  (int)SL_MIN(call->model_len, 128), call->model);
+        return ERR_MODEL_NOT_FOUND;
+    }
+    if ((cfg->any_anthropic || api_endpoint_dialect(call->endpoint)) &&
+        !dialect_serves(cfg, call, up, up_len) && !(m && m->fallbacks.n)) {
+        snprintf(msg, n, "The model '%.*s' is not served in this API's dialect here (%s).",
+                 (int)SL_MIN(call->model_len, 128), call->model,
+                 api_endpoint_dialect(call->endpoint) ? "no backend of type anthropic serves it"
+                                                      : "only backends of type anthropic serve it");
         return ERR_MODEL_NOT_FOUND;
     }
     *param = NULL;
@@ -1213,14 +1246,26 @@ static enum up_method upstream_method(const struct http_req *req)
                                               : UP_POST;
 }
 
+/* The backends of the other dialect count as tried: never picked. */
+static void pass_over_other_dialect(struct sl_request *r)
+{
+    const struct config *cfg = r->gen->cfg;
+    if (!cfg->any_anthropic && !api_endpoint_dialect(r->call.endpoint))
+        return;
+    for (int i = 0; i < cfg->nbackends; i++)
+        if (!speaks(&cfg->backends[i], &r->call))
+            r->tried.bits[i / 64] |= 1ULL << (i % 64);
+}
+
 /* Makes `name` the model tried from now on: its upstream name, the body that
- * names it, and all of its backends untried. */
+ * names it, and all of its backends (of the call's dialect) untried. */
 static void set_target(struct sl_request *r, const char *name)
 {
     r->target = name;
     r->upstream = cfg_upstream_name(r->gen->cfg, name);
     r->upstream_len = strlen(r->upstream);
     memset(&r->tried, 0, sizeof(r->tried));
+    pass_over_other_dialect(r);
     r->retried_same = false;
     fwd_rename_model(&r->fwd, &r->call, r->upstream, r->upstream_len);
 }
@@ -1596,7 +1641,7 @@ static void up_on_headers(struct up_transfer *t, void *arg)
 static bool is_output(const char *data, size_t len, int64_t text_before, const struct tok_text *t)
 {
     return t->ascii + t->other > text_before || memmem(data, len, "\"tool_calls\"", 12) ||
-           memmem(data, len, "\"function_call\"", 15);
+           memmem(data, len, "\"function_call\"", 15) || memmem(data, len, "\"tool_use\"", 10);
 }
 
 /* A continuable stream keeps the assistant's text it relayed; a tool call
@@ -1997,6 +2042,7 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
         .stream = r->call.stream,
         .input_tokens = r->charged_input, /* what the limiter was told: settle() ran */
         .cached_tokens = r->usage.seen ? r->usage.cached : 0,
+        .cache_write_tokens = r->usage.seen ? r->usage.cache_write : 0,
         .output_tokens = r->charged_output,
         .cost = r->cost,
         .ttfb_ms = r->ttfb * 1000.0,
@@ -2103,7 +2149,11 @@ static void settle(struct sl_request *r)
         r->cost = (up >= 200 && up <= 299) || (!up && !release) ? spend_per_request(prices, &r->call)
                                                                 : 0;
     else
-        r->cost = spend_cost(prices, input, r->usage.seen ? r->usage.cached : 0, output);
+        r->cost = spend_cost(prices, &(struct spend_tokens){
+                                         .prompt = input,
+                                         .cached = r->usage.seen ? r->usage.cached : 0,
+                                         .cache_write = r->usage.seen ? r->usage.cache_write : 0,
+                                         .completion = output });
     struct lim_usage u = { .input_delta = input - t->input_reserved,
                            .output = output,
                            .release = release,

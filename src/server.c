@@ -161,6 +161,8 @@ bool srv_head(struct http_req *req, void *arg)
         return false;
     }
     bool api = path.len >= 4 && memcmp(path.p, "/v1/", 4) == 0;
+    if (api) /* Anthropic's callers get sluice's answers in their shape */
+        req->dialect = (unsigned char)api_endpoint_dialect(api_endpoint_of(path.p, path.len));
     if (api && !api_plain_path(req)) {
         not_a_plain_path(req);
         return false;

@@ -19,13 +19,16 @@ static __int128 at_price(int64_t tokens, int64_t price)
     return tokens > 0 && price > 0 ? (__int128)tokens * price : 0;
 }
 
-int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, int64_t completion)
+int64_t spend_cost(const struct cfg_model *m, const struct spend_tokens *t)
 {
     if (!m)
         return 0;
-    cached = SL_MAX(SL_MIN(cached, prompt), 0);
-    __int128 sum = at_price(prompt - cached, m->input_price) +
-                   at_price(cached, m->cached_input_price) + at_price(completion, m->output_price);
+    int64_t prompt = t->prompt;
+    int64_t cached = SL_MAX(SL_MIN(t->cached, prompt), 0);
+    int64_t written = SL_MAX(SL_MIN(t->cache_write, prompt - cached), 0);
+    __int128 sum = at_price(prompt - cached - written, m->input_price) +
+                   at_price(cached, m->cached_input_price) +
+                   at_price(written, m->cache_write_price) + at_price(t->completion, m->output_price);
     __int128 micro = (sum + 999999) / 1000000; /* rounded up: never charge less than used */
     return micro > INT64_MAX ? INT64_MAX : (int64_t)micro;
 }
@@ -47,7 +50,7 @@ int64_t spend_per_request(const struct cfg_model *m, const struct api_call *call
     if (!m || call->kind != API_KIND_PER_REQUEST)
         return 0;
     if (call->unit == API_UNIT_CHARACTER)
-        return spend_cost(m, call->units, 0, 0);
+        return spend_cost(m, &(struct spend_tokens){ .prompt = call->units });
     __int128 micro = at_price(call->units, m->request_price);
     return micro > INT64_MAX ? INT64_MAX : (int64_t)micro;
 }
@@ -73,8 +76,8 @@ const char *spend_missing_price(const struct cfg_model *m, const struct api_call
 
 int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *call)
 {
-    if (call->endpoint == API_EMBEDDINGS) /* the one endpoint that never generates */
-        return 0;
+    if (call->endpoint == API_EMBEDDINGS || call->endpoint == API_COUNT_TOKENS)
+        return 0; /* the endpoints that never generate */
     return (call->max_tokens ? call->max_tokens : k->reserve_output_tokens) *
            SL_MAX(call->choices, 1);
 }
@@ -86,7 +89,8 @@ int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
         return 0;
     if (call->kind == API_KIND_PER_REQUEST)
         return spend_per_request(m, call);
-    return spend_cost(m, call->estimate, 0, spend_output_reserve(k, call));
+    return spend_cost(m, &(struct spend_tokens){ .prompt = call->estimate,
+                                                 .completion = spend_output_reserve(k, call) });
 }
 
 /* ---- gauges ---- */

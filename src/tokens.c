@@ -27,22 +27,51 @@ static enum count read_count(const cJSON *obj, const char *a, const char *b, int
     return C_VALID;
 }
 
-/* The counts into u: true when the object had usage (then seen, or invalid). */
-static bool take_counts(enum count p, int64_t prompt, enum count c, int64_t completion,
-                        enum count k, int64_t cached, struct tok_usage *u)
+/* One usage object's counts, as read (by cJSON or the scanner). */
+struct counts {
+    enum count prompt, completion, cached, cache_write, cache_read;
+    int64_t v_prompt, v_completion, v_cached, v_cache_write, v_cache_read;
+    bool from_input; /* the prompt is input_tokens (prompt_tokens absent) */
+};
+
+/* The counts into u: true when the object had usage (then seen, or
+ * invalid). Anthropic's input_tokens leave out what the prompt cache wrote
+ * and read (cache_creation_input_tokens, cache_read_input_tokens): the
+ * prompt is their sum. A later object without a prompt count (a Messages
+ * stream's message_delta) keeps the prompt an earlier one gave. */
+static bool take_counts(const struct counts *n, struct tok_usage *u)
 {
-    if (p == C_INVALID || c == C_INVALID || k == C_INVALID) {
+    if (n->prompt == C_INVALID || n->completion == C_INVALID || n->cached == C_INVALID ||
+        n->cache_write == C_INVALID || n->cache_read == C_INVALID) {
         u->seen = false;
         u->invalid = true;
         return true;
     }
-    if (p != C_VALID && c != C_VALID)
+    if (n->prompt != C_VALID && n->completion != C_VALID)
         return false;
+    if (n->prompt != C_VALID && u->seen) { /* the output's count alone */
+        u->completion = n->v_completion;
+        return true;
+    }
+    int64_t prompt = n->prompt == C_VALID ? n->v_prompt : 0;
+    int64_t written = n->cache_write == C_VALID ? n->v_cache_write : 0;
+    int64_t read = n->cache_read == C_VALID ? n->v_cache_read : 0;
+    int64_t cached = n->cached == C_VALID ? n->v_cached : 0;
+    if (n->from_input && (n->cache_write == C_VALID || n->cache_read == C_VALID)) {
+        prompt += written + read; /* each below 2^53: the sum fits */
+        cached = read;
+        if (prompt >= TOK_COUNT_LIMIT) {
+            u->seen = false;
+            u->invalid = true;
+            return true;
+        }
+    }
     u->seen = true;
     u->invalid = false; /* a later usage object, this time usable */
-    u->prompt = p == C_VALID ? prompt : 0;
-    u->completion = c == C_VALID ? completion : 0;
-    u->cached = k == C_VALID ? SL_MIN(cached, u->prompt) : 0;
+    u->prompt = prompt;
+    u->completion = n->completion == C_VALID ? n->v_completion : 0;
+    u->cached = SL_MIN(cached, prompt);
+    u->cache_write = SL_MIN(written, prompt - u->cached);
     return true;
 }
 
@@ -52,16 +81,22 @@ static bool parse_usage_object_json(const char *text, size_t len, struct tok_usa
     cJSON *usage = cJSON_ParseWithLength(text, len);
     bool ok = false;
     if (cJSON_IsObject(usage)) {
-        int64_t prompt = 0, completion = 0, cached = 0;
-        enum count p = read_count(usage, "prompt_tokens", "input_tokens", &prompt);
-        enum count c = read_count(usage, "completion_tokens", "output_tokens", &completion);
+        struct counts n = { 0 };
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
+        n.from_input = !pt || cJSON_IsNull(pt);
+        n.prompt = read_count(usage, "prompt_tokens", "input_tokens", &n.v_prompt);
+        n.completion = read_count(usage, "completion_tokens", "output_tokens", &n.v_completion);
         const cJSON *details = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
         if (!cJSON_IsObject(details))
             details = cJSON_GetObjectItemCaseSensitive(usage, "input_tokens_details");
-        enum count k = cJSON_IsObject(details)
-                           ? read_count(details, "cached_tokens", "cached_tokens", &cached)
-                           : C_ABSENT;
-        ok = take_counts(p, prompt, c, completion, k, cached, u);
+        n.cached = cJSON_IsObject(details)
+                       ? read_count(details, "cached_tokens", "cached_tokens", &n.v_cached)
+                       : C_ABSENT;
+        n.cache_write = read_count(usage, "cache_creation_input_tokens",
+                                   "cache_creation_input_tokens", &n.v_cache_write);
+        n.cache_read = read_count(usage, "cache_read_input_tokens", "cache_read_input_tokens",
+                                  &n.v_cache_read);
+        ok = take_counts(&n, u);
     }
     cJSON_Delete(usage);
     return ok;
@@ -73,7 +108,7 @@ static bool parse_usage_object_json(const char *text, size_t len, struct tok_usa
  * allocating; anything else (fractions, escapes, arrays, literals, bad JSON)
  * makes the reader give up and the cJSON path decide, so both always agree. */
 
-enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_NAMES };
+enum { U_PROMPT, U_INPUT, U_COMPLETION, U_OUTPUT, U_CACHE_WRITE, U_CACHE_READ, U_NAMES };
 enum { U_ABSENT, U_NUMBER, U_OTHER, U_OBJECT };
 enum { D_PROMPT, D_INPUT, D_NAMES }; /* prompt_tokens_details, input_tokens_details */
 
@@ -96,8 +131,10 @@ static bool scan_plain_string(struct json_scan *js, struct sl_str *out)
 
 static int usage_name(struct sl_str k)
 {
-    static const char *const names[U_NAMES] = { "prompt_tokens", "input_tokens",
-                                                 "completion_tokens", "output_tokens" };
+    static const char *const names[U_NAMES] = {
+        "prompt_tokens", "input_tokens", "completion_tokens", "output_tokens",
+        "cache_creation_input_tokens", "cache_read_input_tokens",
+    };
     for (int i = 0; i < U_NAMES; i++)
         if (sl_str_eq(k, names[i]))
             return i;
@@ -192,17 +229,20 @@ static bool scan_usage(const char *text, size_t len, struct usage_scan *s, const
 
 static bool usage_counts(const struct usage_scan *s, struct tok_usage *u)
 {
-    int64_t prompt = 0, completion = 0, cached = 0;
-    enum count p = pick_count(s, U_PROMPT, U_INPUT, &prompt);
-    enum count c = pick_count(s, U_COMPLETION, U_OUTPUT, &completion);
+    struct counts n = { 0 };
+    n.from_input = s->kind[U_PROMPT] == U_ABSENT;
+    n.prompt = pick_count(s, U_PROMPT, U_INPUT, &n.v_prompt);
+    n.completion = pick_count(s, U_COMPLETION, U_OUTPUT, &n.v_completion);
+    n.cache_write = pick_count(s, U_CACHE_WRITE, U_CACHE_WRITE, &n.v_cache_write);
+    n.cache_read = pick_count(s, U_CACHE_READ, U_CACHE_READ, &n.v_cache_read);
     /* as cJSON: the prompt details if they are an object, else the input details */
     int d = s->details_kind[D_PROMPT] == U_OBJECT ? D_PROMPT : D_INPUT;
-    enum count k = C_ABSENT;
+    n.cached = C_ABSENT;
     if (s->details_kind[d] == U_OBJECT && s->cached_kind[d] != U_ABSENT) {
-        k = s->cached_kind[d] == U_NUMBER && s->cached[d] >= 0 ? C_VALID : C_INVALID;
-        cached = s->cached[d];
+        n.cached = s->cached_kind[d] == U_NUMBER && s->cached[d] >= 0 ? C_VALID : C_INVALID;
+        n.v_cached = s->cached[d];
     }
-    return take_counts(p, prompt, c, completion, k, cached, u);
+    return take_counts(&n, u);
 }
 
 bool tok_usage_from_object(const char *text, size_t len, struct tok_usage *u)
@@ -305,7 +345,7 @@ static const struct {
 } output_keys[] = {
 #define KEY(k) { "\"" k "\":\"", sizeof(k) + 3 } /* the quotes, the colon, the quote */
     KEY("content"), KEY("arguments"), KEY("refusal"), KEY("reasoning_content"),
-    KEY("reasoning"), KEY("delta"), KEY("text"),
+    KEY("reasoning"), KEY("delta"), KEY("text"), KEY("partial_json"), KEY("thinking"),
 #undef KEY
 };
 
@@ -476,6 +516,47 @@ static int64_t estimate_response_input(const cJSON *input)
     return n;
 }
 
+/* Anthropic's content: text, or blocks (text, image, tool_use with its
+ * input, tool_result with its own content, thinking, documents as their
+ * JSON text). */
+static int64_t estimate_blocks(const cJSON *content, int depth)
+{
+    if (cJSON_IsString(content))
+        return estimate_string(content);
+    int64_t n = 0;
+    const cJSON *b;
+    if (!cJSON_IsArray(content) || depth > 2)
+        return 0;
+    cJSON_ArrayForEach(b, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(b, "type");
+        const char *t = cJSON_IsString(type) ? type->valuestring : "";
+        if (strcmp(t, "text") == 0)
+            n += estimate_string(cJSON_GetObjectItemCaseSensitive(b, "text"));
+        else if (strcmp(t, "image") == 0)
+            n += IMAGE_HIGH;
+        else if (strcmp(t, "tool_use") == 0)
+            n += estimate_string(cJSON_GetObjectItemCaseSensitive(b, "name")) +
+                 estimate_json(cJSON_GetObjectItemCaseSensitive(b, "input"));
+        else if (strcmp(t, "tool_result") == 0)
+            n += estimate_blocks(cJSON_GetObjectItemCaseSensitive(b, "content"), depth + 1);
+        else if (strcmp(t, "thinking") == 0)
+            n += estimate_string(cJSON_GetObjectItemCaseSensitive(b, "thinking"));
+        else
+            n += estimate_json(b);
+    }
+    return n;
+}
+
+static int64_t estimate_anthropic(const cJSON *root)
+{
+    int64_t n = estimate_blocks(cJSON_GetObjectItemCaseSensitive(root, "system"), 0);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(root, "messages")) {
+        n += TOK_PER_MESSAGE + estimate_blocks(cJSON_GetObjectItemCaseSensitive(m, "content"), 0);
+    }
+    return n + TOK_REPLY_PRIMING + estimate_json(cJSON_GetObjectItemCaseSensitive(root, "tools"));
+}
+
 int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len)
 {
     const cJSON *root = call->root;
@@ -497,6 +578,11 @@ int64_t tok_estimate_prompt(const struct api_call *call, size_t body_len)
         n = estimate_response_input(cJSON_GetObjectItemCaseSensitive(root, "input"));
         n += estimate_string(cJSON_GetObjectItemCaseSensitive(root, "instructions"));
         n += estimate_json(cJSON_GetObjectItemCaseSensitive(root, "tools"));
+        break;
+    case API_MESSAGES:
+        n = estimate_anthropic(root);
+        break;
+    case API_COUNT_TOKENS: /* counts, generates nothing: no tokens are reserved */
         break;
     case API_OTHER:
         n = (int64_t)(body_len + 3) / 4;

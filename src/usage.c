@@ -46,8 +46,9 @@ void usage_json(const struct usage_record *u, struct sl_buf *b)
     field_str(b, "end", u->end);
     field_str(b, "outcome", u->outcome);
     sl_buf_printf(b, ",\"attempts\":%d,\"stream\":%s", u->attempts, u->stream ? "true" : "false");
-    sl_buf_printf(b, ",\"input_tokens\":%lld,\"cached_tokens\":%lld,\"output_tokens\":%lld",
-                  (long long)u->input_tokens, (long long)u->cached_tokens,
+    sl_buf_printf(b, ",\"input_tokens\":%lld,\"cached_tokens\":%lld,\"cache_write_tokens\":%lld,"
+                     "\"output_tokens\":%lld",
+                  (long long)u->input_tokens, (long long)u->cached_tokens, (long long)u->cache_write_tokens,
                   (long long)u->output_tokens);
     sl_buf_printf(b, ",\"cost_usd\":%s,\"ttfb_ms\":%.1f,\"duration_ms\":%.1f,\"queued_ms\":%.0f",
                   cost, u->ttfb_ms, u->duration_ms, u->queued_ms);

@@ -14,7 +14,22 @@
 struct cJSON;
 struct http_req;
 
-enum api_endpoint { API_CHAT, API_COMPLETIONS, API_EMBEDDINGS, API_RESPONSES, API_OTHER };
+enum api_endpoint {
+    API_CHAT,
+    API_COMPLETIONS,
+    API_EMBEDDINGS,
+    API_RESPONSES,
+    API_MESSAGES,     /* Anthropic's Messages API, /v1/messages */
+    API_COUNT_TOKENS, /* its /v1/messages/count_tokens */
+    API_OTHER
+};
+
+/* The dialect of the API an endpoint belongs to (errors.h enum sl_dialect):
+ * 1 for Anthropic's Messages API, 0 for OpenAI's. */
+static inline int api_endpoint_dialect(enum api_endpoint e)
+{
+    return e == API_MESSAGES || e == API_COUNT_TOKENS;
+}
 enum api_body { API_BODY_JSON, API_BODY_MULTIPART, API_BODY_NONE };
 
 /* What sluice can account for of a call: the one table of /v1 endpoints it

@@ -16,7 +16,7 @@
 
 struct option;
 
-enum backend_type { BACKEND_OPENAI, BACKEND_AZURE };
+enum backend_type { BACKEND_OPENAI, BACKEND_AZURE, BACKEND_ANTHROPIC };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
 /* Calendar periods of quotas and budgets, UTC; week is ISO (from Monday). The
  * numbers are also lua/limits.lua's. */
@@ -159,6 +159,7 @@ struct cfg_model {
     struct cfg_models context_fallbacks; /* tried on context_length_exceeded */
     int64_t input_price;
     int64_t cached_input_price; /* unset: the input price */
+    int64_t cache_write_price;  /* prompt tokens written to the cache; unset: the input price */
     int64_t output_price;
     int64_t request_price; /* per unit of an endpoint without token usage; unset: -1 */
 };
@@ -222,6 +223,7 @@ struct config {
     int nlabels;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
     bool any_prefill;     /* a backend has prefill = yes (cut streams may continue) */
+    bool any_anthropic;   /* a backend has type = anthropic (it serves /v1/messages only) */
     struct ssl_ctx_st *tls; /* for the listeners marked tls (tls.h); NULL without one */
     atomic_int refs;
 };

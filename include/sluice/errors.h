@@ -54,6 +54,24 @@ struct sl_error_info {
 
 const struct sl_error_info *err_info(enum sl_error e);
 
+/* The API dialect a caller speaks, which decides the shape (and for a few
+ * errors the status) of sluice's own answers: OpenAI's, or Anthropic's for
+ * the Messages API (/v1/messages). */
+enum sl_dialect { DIALECT_OPENAI = 0, DIALECT_ANTHROPIC = 1 };
+
+/* The status the caller gets: err_info's, except that Anthropic's callers
+ * get 529 overloaded_error where OpenAI's get 503. */
+int err_status(enum sl_error e, enum sl_dialect d);
+/* Anthropic's error type for the error: invalid_request_error,
+ * authentication_error, permission_error, not_found_error,
+ * request_too_large, rate_limit_error, api_error, timeout_error,
+ * overloaded_error. */
+const char *err_anthropic_type(enum sl_error e);
+/* The error in the dialect's shape (err_json for OpenAI; Anthropic's
+ * {"type":"error","error":{"type":...,"message":...}}), malloc'd. */
+char *err_json_in(enum sl_dialect d, enum sl_error e, const char *message, const char *param,
+                  size_t *len_out);
+
 /* Renders {"error":{"message":...,"type":...,"param":...,"code":...}} into a
  * malloc'd string (caller frees). param may be NULL. */
 char *err_json(enum sl_error e, const char *message, const char *param, size_t *len_out);

@@ -50,6 +50,11 @@ void fwd_body_free(struct fwd_body *b);
 struct curl_slist *fwd_headers(const struct http_req *req, const struct cfg_backend *be,
                                enum api_body kind, size_t body_len, const char *traceparent);
 void fwd_headers_free(struct curl_slist *list);
+/* The header line's start that carries a backend's credential: "Authorization:
+ * Bearer " (openai), "api-key: " (azure), "x-api-key: " (anthropic). */
+const char *fwd_credential_header(const struct cfg_backend *be);
+/* What an anthropic backend is sent when the client names no version. */
+#define FWD_ANTHROPIC_VERSION "anthropic-version: 2023-06-01"
 
 /* openai: base + path after /v1 (+ query). azure: base +
  * /openai/deployments/{deployment or upstream_model}/... ?api-version=...

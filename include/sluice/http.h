@@ -79,6 +79,7 @@ struct http_req {
     struct http_share *share; /* which also holds them, if any (http_req_share) */
     int64_t body_limit;   /* max_body_size, unless the head handler allows more (uploads) */
     bool held;            /* the head handler decides later (http_req_hold) */
+    unsigned char dialect; /* enum sl_dialect: the shape http_send_error answers in */
 
     /* Set by the handler that keeps the request beyond its call. */
     void *owner;

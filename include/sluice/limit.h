@@ -77,8 +77,12 @@ void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t 
 void lim_command(struct limiter *l, int argc, const char **argv, const size_t *lens,
                  lim_reply_cb cb, void *arg);
 
-/* x-ratelimit-* header lines for an admitted request (budget in USD). */
-void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, struct sl_buf *out);
+/* x-ratelimit-* header lines for an admitted request (budget in USD); for
+ * an Anthropic caller, its rpm, input_tpm and output_tpm as Anthropic's
+ * anthropic-ratelimit-{requests,input-tokens,output-tokens}-{limit,remaining,reset}
+ * (reset: an RFC 3339 time), the rest as x-ratelimit-*. */
+void lim_headers(const struct lim_decision *d, const struct lim_limits *lim, bool anthropic,
+                 struct sl_buf *out);
 
 /* Admissions decided without Redis while it was configured (on_error). */
 extern atomic_ulong lim_degraded;

@@ -12,10 +12,17 @@ struct cfg_key;
 struct api_call;
 struct worker;
 
-/* Prompt tokens (cached ones among them at the cached price) and completion
- * tokens at the model's prices, rounded up to a micro-dollar; a price the
- * model lacks (or no model) counts 0. */
-int64_t spend_cost(const struct cfg_model *m, int64_t prompt, int64_t cached, int64_t completion);
+/* A call's tokens as priced: cached and cache_write are parts of prompt. */
+struct spend_tokens {
+    int64_t prompt;
+    int64_t cached;      /* read from the prompt cache: cached_input_price */
+    int64_t cache_write; /* written to it: cache_write_price */
+    int64_t completion;
+};
+/* The tokens at the model's prices (the prompt's cached and written parts at
+ * theirs, the rest at input_price), rounded up to a micro-dollar; a price
+ * the model lacks (or no model) counts 0. */
+int64_t spend_cost(const struct cfg_model *m, const struct spend_tokens *t);
 
 /* Whether the key's requests are held to a budget (its own or its team's). */
 bool spend_budgeted(const struct cfg_key *k);

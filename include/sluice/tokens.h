@@ -1,7 +1,8 @@
 /* Token accounting inputs: the usage numbers an upstream reports, from a
  * whole JSON response or from the data of one SSE event (chat completions,
  * completions, embeddings and the Responses API all put them in "usage",
- * the Responses API's stream inside "response"). */
+ * the Responses API's stream inside "response"; Anthropic's Messages API in
+ * "usage", its stream's in message_start's message and in message_delta). */
 #ifndef SLUICE_TOKENS_H
 #define SLUICE_TOKENS_H
 
@@ -20,7 +21,9 @@ struct tok_usage {
     bool invalid; /* a usage object came, with a number sluice cannot use */
     int64_t prompt;     /* prompt_tokens / input_tokens */
     int64_t completion; /* completion_tokens / output_tokens (reasoning tokens included) */
-    int64_t cached;     /* of the prompt: {prompt,input}_tokens_details.cached_tokens */
+    int64_t cached;     /* of the prompt: {prompt,input}_tokens_details.cached_tokens, or
+                           Anthropic's cache_read_input_tokens */
+    int64_t cache_write; /* of the prompt: Anthropic's cache_creation_input_tokens */
 };
 
 struct api_call;

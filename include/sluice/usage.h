@@ -18,7 +18,7 @@ struct usage_record {
     const char *outcome; /* the last attempt's outcome, "-" when none */
     int status, attempts;
     bool stream;
-    int64_t input_tokens, cached_tokens, output_tokens;
+    int64_t input_tokens, cached_tokens, cache_write_tokens, output_tokens;
     int64_t cost; /* micro-dollars */
     double ttfb_ms, duration_ms, queued_ms;
 };

@@ -15,7 +15,8 @@
 #include "sluice/log.h"
 
 static const char *const paths[] = { "/v1/chat/completions", "/v1/completions", "/v1/embeddings",
-                                     "/v1/responses", "/v1/images/generations" };
+                                     "/v1/responses", "/v1/images/generations", "/v1/messages",
+                                     "/v1/messages/count_tokens" };
 
 /* Whether some object in the tree has two members of one name (after
  * unescaping, as every parser compares them). */

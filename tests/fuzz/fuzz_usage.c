@@ -22,6 +22,8 @@ static void check(bool found, const struct tok_usage *u)
         FUZZ_ASSERT(u->prompt >= 0 && u->prompt < MAX_USAGE);
         FUZZ_ASSERT(u->completion >= 0 && u->completion < MAX_USAGE);
         FUZZ_ASSERT(u->cached >= 0 && u->cached < MAX_USAGE);
+        /* the prompt cache's parts are parts of the prompt (what is priced apart) */
+        FUZZ_ASSERT(u->cache_write >= 0 && u->cached + u->cache_write <= u->prompt);
     }
 }
 
@@ -37,6 +39,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check(tok_usage_from_object(text, size, &o), &o);
     struct tok_usage s = { 0 };
     check(tok_usage_from_sse_data(text, size, &s), &s);
+    /* a Messages stream: a later event's usage on top of an earlier one's */
+    size_t half = size / 2;
+    check(tok_usage_from_sse_data(text, half, &s), &s);
+    check(tok_usage_from_sse_data(text + half, size - half, &s), &s);
     struct tok_text t = { 0 };
     bool has = tok_output_text(text, size, &t);
     FUZZ_ASSERT(t.ascii >= 0 && t.other >= 0 && (size_t)(t.ascii + t.other) <= size);

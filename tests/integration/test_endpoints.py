@@ -30,23 +30,25 @@ def conf(mock, server="", a="budget = 1.00", b="rpm = 100", c="team = t"):
 
 
 CLAUDE = {"model": "claude-x", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+BATCH = {"requests": [{"custom_id": "1", "params": CLAUDE}]}
 
 
 def test_a_path_sluice_cannot_account_for_is_404_for_keys_counted_in_tokens_or_money(mock, start_sluice):
-    """Claude Code sends POST /v1/messages?beta=true: an OpenAI-type backend
-    serving it (vLLM, another gateway) would be used with no token counted.
-    A key with a budget, or whose team has token limits, gets 404 naming the
-    path, and nothing goes upstream; a key limited only in requests may."""
+    """Anthropic's message batches (POST /v1/messages/batches) cost money an
+    upstream reports later, if at all: a backend serving them would be used
+    with no token counted. A key with a budget, or whose team has token
+    limits, gets 404 naming the path, and nothing goes upstream; a key
+    limited only in requests may."""
     s = start_sluice(conf(mock))
     for key in (CLIENT_KEY, THIRD_KEY):
-        r = s.request("POST", "/v1/messages?beta=true", CLAUDE, key=key)
+        r = s.request("POST", "/v1/messages/batches?beta=true", BATCH, key=key)
         assert r.status == 404, r.body
         err = r.error()
-        assert err["code"] == "unknown_url" and "POST /v1/messages" in err["message"]
+        assert err["code"] == "unknown_url" and "POST /v1/messages/batches" in err["message"]
         assert "passthrough_paths" in err["message"]
     assert mock.stats()["requests"] == 0
-    r = s.request("POST", "/v1/messages?beta=true", CLAUDE, key=OTHER_KEY)
-    assert r.status == 200 and r.json()["path"] == "/v1/messages"
+    r = s.request("POST", "/v1/messages/batches?beta=true", BATCH, key=OTHER_KEY)
+    assert r.status == 200 and r.json()["path"] == "/v1/messages/batches"
     # Creating a batch or a vector store costs money sluice cannot see; a GET
     # of an unknown path is refused too.
     for method, path, body in [("POST", "/v1/batches", {"input_file_id": "f", "endpoint": "/v1/chat/completions",
@@ -118,17 +120,17 @@ def test_image_edits_count_the_n_of_their_form(mock, start_sluice):
 
 
 def test_passthrough_paths_are_charged_request_price(mock, start_sluice):
-    s = start_sluice(conf(mock, server="passthrough_paths = /v1/messages", a="budget = 1.00"))
+    s = start_sluice(conf(mock, server="passthrough_paths = /v1/messages/batches", a="budget = 1.00"))
     for _ in range(2):
-        r = s.request("POST", "/v1/messages?beta=true", CLAUDE)
+        r = s.request("POST", "/v1/messages/batches?beta=true", dict(BATCH, model="claude-x"))
         assert r.status == 200, r.body
     assert spent(s, "keys", "a") == 1000000  # two calls at $0.50
-    r = s.request("POST", "/v1/messages", CLAUDE)
+    r = s.request("POST", "/v1/messages/batches", dict(BATCH, model="claude-x"))
     assert r.status == 429 and r.error()["code"] == "insufficient_quota"
     assert mock.stats()["requests"] == 2
     # Only the listed path (and below it): others are still refused.
-    assert s.request("POST", "/v1/messages_x", CLAUDE, key=THIRD_KEY).status == 404
-    assert s.request("POST", "/v1/messages/count_tokens", CLAUDE, key=THIRD_KEY).status == 200
+    assert s.request("POST", "/v1/messages/batches_x", BATCH, key=THIRD_KEY).status == 404
+    assert s.request("POST", "/v1/messages/batches/b1/cancel", BATCH, key=THIRD_KEY).status == 200
 
 
 def test_passthrough_paths_must_name_v1_paths(tmp):

@@ -14,6 +14,10 @@
  * transcriptions and translations (multipart), and any other path answered
  * with what arrived ({"id":"echo-N","object":"mock.echo","method":...,"path":...}).
  *
+ * Anthropic's Messages API too (POST /v1/messages, plain and streamed with
+ * its event sequence, tools as tool_use blocks, cache usage, errors in its
+ * shape; /v1/messages/count_tokens), authenticated by x-api-key as well.
+ *
  * A chat request whose last message is the assistant's (a prefill, as
  * sluice sends to continue a cut stream) is continued: the words it already
  * has are not generated again (tok0 tok1 -> " tok2" ... up to the length).
@@ -46,6 +50,8 @@
  *   x-mock-prompt-tokens: 20      reported prompt_tokens (default: words in the prompt)
  *   x-mock-no-usage: 1            never report usage (no usage object, no usage chunk)
  *   x-mock-cached-tokens: 6       of the prompt, reported as cached (prompt_tokens_details)
+ *   x-mock-cache-write-tokens: 5  Messages API: of the prompt, written to the prompt cache
+ *   x-mock-cache-read-tokens: 7   Messages API: of the prompt, read from it
  *   x-mock-reasoning-tokens: 4    of the completion, reported as reasoning
  *   x-mock-header: N: V           (config "header") one more header line on a 200 answer
  *   x-mock-usage: {...}           the usage object's text exactly as given (invalid numbers too)
@@ -90,6 +96,7 @@ struct faults {
     int prompt_tokens; /* -1 = count words */
     bool no_usage;
     int cached_tokens, reasoning_tokens;
+    int cache_write_tokens, cache_read_tokens; /* Anthropic's prompt cache, out of the prompt */
     char header[160]; /* "Name: value" added to a 200 answer's head, or "" */
     char fail_model[128]; /* the faults are for this model's requests only, or "" */
     char usage[160];  /* the usage object's text as given (any JSON), or "" */
@@ -120,7 +127,7 @@ static void faults_default(struct faults *f)
     f->prompt_tokens = -1;
 }
 
-enum kind { K_CHAT, K_COMPLETION, K_EMBEDDING, K_RESPONSE };
+enum kind { K_CHAT, K_COMPLETION, K_EMBEDDING, K_RESPONSE, K_MESSAGES };
 
 struct mock_req {
     struct http_req *req;
@@ -137,6 +144,7 @@ struct mock_req {
     bool malformed_sent;
     bool base64;        /* embeddings: encoding_format "base64" */
     bool done_sent;     /* a tool stream's [DONE] went out */
+    bool capped;        /* the completion was cut at the request's max tokens */
     char tool[64];      /* chat with tools: answer with a call to this one */
     char credential[256]; /* the request's Authorization or api-key, for echo */
 };
@@ -245,15 +253,172 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
 
 static void text_of(struct sl_buf *b, int tokens);
 
+/* A whole JSON answer (200) with these header lines and the configured one. */
+static void respond_whole(struct mock_req *m, const char *lines, const struct sl_buf *b)
+{
+    char h[384];
+    int hlen = snprintf(h, sizeof(h), "Content-Type: application/json\r\n%s%s%s", lines,
+                        m->f.header, m->f.header[0] ? "\r\n" : "");
+    http_respond(m->req, 200, h, (size_t)hlen, b->data, b->len);
+}
+
+/* ---- Anthropic's Messages API ------------------------------------------------------- */
+
+/* Its usage: the prompt's cached parts reported apart from input_tokens. */
+static void message_usage(struct sl_buf *b, const struct mock_req *m, int output)
+{
+    int written = SL_MIN(m->f.cache_write_tokens, m->prompt_tokens);
+    int read = SL_MIN(m->f.cache_read_tokens, m->prompt_tokens - written);
+    if (m->f.usage[0])
+        sl_buf_appends(b, m->f.usage);
+    else
+        sl_buf_printf(b, "{\"input_tokens\":%d,\"cache_creation_input_tokens\":%d,"
+                         "\"cache_read_input_tokens\":%d,\"output_tokens\":%d,"
+                         "\"service_tier\":\"standard\"}",
+                      m->prompt_tokens - written - read, written, read, output);
+}
+
+static const char *stop_reason(const struct mock_req *m)
+{
+    return m->tool[0] ? "tool_use" : m->capped ? "max_tokens" : "end_turn";
+}
+
+static void whole_message(struct mock_req *m)
+{
+    struct sl_buf b = { 0 }, text = { 0 };
+    text_of(&text, m->completion_tokens);
+    sl_buf_printf(&b, "{\"id\":\"msg_mock\",\"type\":\"message\",\"role\":\"assistant\","
+                      "\"model\":\"%s\",\"content\":[", m->model);
+    if (m->tool[0])
+        sl_buf_printf(&b, "{\"type\":\"tool_use\",\"id\":\"toolu_mock\",\"name\":\"%s\","
+                          "\"input\":{\"city\":\"Paris\"}}", m->tool);
+    else
+        sl_buf_printf(&b, "{\"type\":\"text\",\"text\":\"%s\"}", text.data ? text.data : "");
+    sl_buf_printf(&b, "],\"stop_reason\":\"%s\",\"stop_sequence\":null", stop_reason(m));
+    if (!m->f.no_usage) {
+        sl_buf_appends(&b, ",\"usage\":");
+        message_usage(&b, m, m->tool[0] ? 12 : m->completion_tokens);
+    }
+    sl_buf_appends(&b, "}\n");
+    respond_whole(m, "request-id: req_mock\r\nanthropic-ratelimit-requests-remaining: 4999\r\n", &b);
+    sl_buf_free(&b);
+    sl_buf_free(&text);
+}
+
+/* A stream's event i: message_start, content_block_start, ping, the deltas
+ * (text: one per token; a tool's input: one), content_block_stop,
+ * message_delta (stop reason, output tokens), message_stop. */
+static bool next_message_event(struct mock_req *m, struct sl_buf *b, int i)
+{
+    int deltas = m->tool[0] ? 1 : m->completion_tokens;
+#define EVENT(name) sl_buf_appends(b, "event: " name "\ndata: {\"type\":\"" name "\"")
+    if (i == 0) {
+        EVENT("message_start");
+        sl_buf_printf(b, ",\"message\":{\"id\":\"msg_mock\",\"type\":\"message\",\"role\":"
+                         "\"assistant\",\"model\":\"%s\",\"content\":[],\"stop_reason\":null,"
+                         "\"stop_sequence\":null",
+                      m->model);
+        if (!m->f.no_usage) {
+            sl_buf_appends(b, ",\"usage\":");
+            message_usage(b, m, 1);
+        }
+        sl_buf_appends(b, "}}\n\n");
+    } else if (i == 1) {
+        EVENT("content_block_start");
+        if (m->tool[0])
+            sl_buf_printf(b, ",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":"
+                             "\"toolu_mock\",\"name\":\"%s\",\"input\":{}}}\n\n", m->tool);
+        else
+            sl_buf_appends(b, ",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n");
+    } else if (i == 2) {
+        EVENT("ping");
+        sl_buf_appends(b, "}\n\n");
+    } else if (i < 3 + deltas) {
+        EVENT("content_block_delta");
+        if (m->tool[0])
+            sl_buf_appends(b, ",\"index\":0,\"delta\":{\"type\":\"input_json_delta\","
+                              "\"partial_json\":\"{\\\"city\\\": \\\"Paris\\\"}\"}}\n\n");
+        else
+            sl_buf_printf(b, ",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":"
+                             "\"%stok%d\"}}\n\n", i > 3 ? " " : "", i - 3);
+    } else if (i == 3 + deltas) {
+        EVENT("content_block_stop");
+        sl_buf_appends(b, ",\"index\":0}\n\n");
+    } else if (i == 4 + deltas) {
+        EVENT("message_delta");
+        sl_buf_printf(b, ",\"delta\":{\"stop_reason\":\"%s\",\"stop_sequence\":null}", stop_reason(m));
+        if (!m->f.no_usage)
+            sl_buf_printf(b, ",\"usage\":{\"output_tokens\":%d}", m->tool[0] ? 12 : m->completion_tokens);
+        sl_buf_appends(b, "}\n\n");
+    } else if (i == 5 + deltas) {
+        EVENT("message_stop");
+        sl_buf_appends(b, "}\n\n");
+    } else {
+        return false;
+    }
+#undef EVENT
+    return true;
+}
+
+/* An error's body in Anthropic's shape, its type by status. */
+static void message_error_body(struct sl_buf *b, const struct mock_req *m)
+{
+    int st = m->f.status;
+    const char *type = st == 400   ? "invalid_request_error"
+                       : st == 401 ? "authentication_error"
+                       : st == 403 ? "permission_error"
+                       : st == 404 ? "not_found_error"
+                       : st == 413 ? "request_too_large"
+                       : st == 429 ? "rate_limit_error"
+                       : st == 529 ? "overloaded_error"
+                                   : "api_error";
+    sl_buf_printf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"%s%d%s%s\"}}\n",
+                  type, m->f.error_message[0] ? m->f.error_message : "mock upstream error ", st,
+                  m->f.echo ? " for a request with credential " : "", m->f.echo ? m->credential : "");
+}
+
+/* POST /v1/messages/count_tokens: the words of the system prompt and messages. */
+static void count_tokens(struct http_req *req)
+{
+    cJSON *root = cJSON_ParseWithLength(req->body.data, req->body.len);
+    char body[64];
+    snprintf(body, sizeof(body), "{\"input_tokens\":%d}\n",
+             words_in(cJSON_GetObjectItemCaseSensitive(root, "messages")) +
+                 words_in(cJSON_GetObjectItemCaseSensitive(root, "system")));
+    cJSON_Delete(root);
+    reply_json(req, 200, body);
+}
+
+/* A Messages request with tools whose last message does not answer one with
+ * a tool_result gets a tool_use of the first tool. */
+static void tool_to_use(struct mock_req *m, const cJSON *root, const cJSON *tools)
+{
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(last, "content"), *block;
+    if (!cJSON_IsArray(content))
+        content = NULL;
+    cJSON_ArrayForEach(block, content) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(block, "type");
+        if (cJSON_IsString(type) && strcmp(type->valuestring, "tool_result") == 0)
+            return;
+    }
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(tools, 0), "name");
+    if (cJSON_IsString(name))
+        snprintf(m->tool, sizeof(m->tool), "%s", name->valuestring);
+}
+
 /* A chat or Responses request with tools whose last message (input item) is
  * not a tool's answer gets a call to the first function: what a model does on
  * a tool loop's first turn. */
 static void tool_to_call(struct mock_req *m, const cJSON *root)
 {
     const cJSON *tools = cJSON_GetObjectItemCaseSensitive(root, "tools");
-    if ((m->kind != K_CHAT && m->kind != K_RESPONSE) || !cJSON_IsArray(tools) ||
-        cJSON_GetArraySize(tools) == 0)
+    if ((m->kind != K_CHAT && m->kind != K_RESPONSE && m->kind != K_MESSAGES) ||
+        !cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0)
         return;
+    if (m->kind == K_MESSAGES)
+        return tool_to_use(m, root, tools);
     const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, m->kind == K_CHAT ? "messages" : "input");
     const cJSON *last = cJSON_GetArrayItem(msgs, cJSON_GetArraySize(msgs) - 1);
     const cJSON *role = cJSON_GetObjectItemCaseSensitive(last, "role");
@@ -336,6 +501,8 @@ static void text_of(struct sl_buf *b, int tokens)
 
 static void whole_response(struct mock_req *m)
 {
+    if (m->kind == K_MESSAGES)
+        return whole_message(m);
     struct sl_buf b = { 0 }, text = { 0 };
     text_of(&text, m->completion_tokens);
     long now = (long)time(NULL);
@@ -376,6 +543,8 @@ static void whole_response(struct mock_req *m)
     case K_RESPONSE:
         response_object(&b, m, "completed", true);
         break;
+    case K_MESSAGES: /* whole_message */
+        break;
     }
     if (m->kind != K_RESPONSE) {
         usage_json(&b, m);
@@ -383,13 +552,8 @@ static void whole_response(struct mock_req *m)
     }
     sl_buf_appends(&b, "\n");
     /* A cookie for the caller's session, as OpenAI's edge sets one. */
-    char h[320];
-    int hlen = snprintf(h, sizeof(h),
-                        "Content-Type: application/json\r\n"
-                        "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\n"
-                        "x-request-id: req-mock\r\n%s%s",
-                        m->f.header, m->f.header[0] ? "\r\n" : "");
-    http_respond(m->req, 200, h, (size_t)hlen, b.data, b.len);
+    respond_whole(m, "Set-Cookie: __cf_bm=mock-session; path=/; HttpOnly\r\nx-request-id: req-mock\r\n",
+                  &b);
     sl_buf_free(&b);
     sl_buf_free(&text);
 }
@@ -529,6 +693,8 @@ static bool next_tool_event(struct mock_req *m, struct sl_buf *b, int i)
 /* The next SSE event of a stream into b; false after the last one. */
 static bool next_event(struct mock_req *m, struct sl_buf *b)
 {
+    if (m->kind == K_MESSAGES)
+        return next_message_event(m, b, m->sent++);
     if (m->kind == K_RESPONSE)
         return m->tool[0] ? next_response_tool_event(m, b, m->sent++)
                           : next_response_event(m, b, m->sent++);
@@ -632,14 +798,18 @@ static void error_response(struct mock_req *m)
         sl_buf_printf(&h, "Retry-After: %s\r\n", m->f.retry_after);
     if (m->f.retry_after_ms[0])
         sl_buf_printf(&h, "retry-after-ms: %s\r\n", m->f.retry_after_ms);
-    sl_buf_printf(&b, "{\"error\":{\"message\":\"%s%d%s%s\",\"type\":\"%s\","
-                      "\"param\":null,\"code\":\"%s\"}}\n",
-                  m->f.error_message[0] ? m->f.error_message : "mock upstream error ",
-                  m->f.status, m->f.echo ? " for a request with credential " : "",
-                  m->f.echo ? m->credential : "", m->f.status == 429 ? "requests" : "server_error",
-                  m->f.error_code[0]     ? m->f.error_code
-                  : m->f.status == 429 ? "rate_limit_exceeded"
-                                       : "mock_error");
+    if (m->kind == K_MESSAGES)
+        message_error_body(&b, m);
+    else
+        sl_buf_printf(&b, "{\"error\":{\"message\":\"%s%d%s%s\",\"type\":\"%s\","
+                          "\"param\":null,\"code\":\"%s\"}}\n",
+                      m->f.error_message[0] ? m->f.error_message : "mock upstream error ",
+                      m->f.status, m->f.echo ? " for a request with credential " : "",
+                      m->f.echo ? m->credential : "",
+                      m->f.status == 429 ? "requests" : "server_error",
+                      m->f.error_code[0]     ? m->f.error_code
+                      : m->f.status == 429 ? "rate_limit_exceeded"
+                                           : "mock_error");
     http_respond(m->req, m->f.status, h.data, h.len, b.data, b.len);
     sl_buf_free(&h);
     sl_buf_free(&b);
@@ -673,7 +843,13 @@ static void respond_now(struct mock_req *m)
     }
     if (m->f.first_token_delay_ms > 0 && !m->first_token_waited) { /* a slow first token */
         m->first_token_waited = true;
-        if (m->kind == K_CHAT && !m->tool[0]) {
+        if (m->kind == K_MESSAGES) { /* message_start and the first block's start */
+            struct sl_buf ev = { 0 };
+            next_message_event(m, &ev, m->sent++);
+            next_message_event(m, &ev, m->sent++);
+            http_stream_write(m->req, ev.data, ev.len);
+            sl_buf_free(&ev);
+        } else if (m->kind == K_CHAT && !m->tool[0]) {
             char ev[256];
             int n = snprintf(ev, sizeof(ev),
                              "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\","
@@ -730,6 +906,8 @@ static void apply_header_faults(const struct http_req *req, struct faults *f)
     f->no_usage = header_int(req, "x-mock-no-usage", f->no_usage) != 0;
     f->cached_tokens = header_int(req, "x-mock-cached-tokens", f->cached_tokens);
     f->reasoning_tokens = header_int(req, "x-mock-reasoning-tokens", f->reasoning_tokens);
+    f->cache_write_tokens = header_int(req, "x-mock-cache-write-tokens", f->cache_write_tokens);
+    f->cache_read_tokens = header_int(req, "x-mock-cache-read-tokens", f->cache_read_tokens);
     header_str(req, "x-mock-header", f->header, sizeof(f->header));
     header_str(req, "x-mock-fail-model", f->fail_model, sizeof(f->fail_model));
     header_str(req, "x-mock-usage", f->usage, sizeof(f->usage));
@@ -744,6 +922,8 @@ static bool authorized(const struct http_req *req)
     if (v && v->len == n + 7 && memcmp(v->p, "Bearer ", 7) == 0 && memcmp(v->p + 7, mock.api_key, n) == 0)
         return true;
     v = http_header(req, "api-key");
+    if (!v)
+        v = http_header(req, "x-api-key");
     return v && v->len == n && memcmp(v->p, mock.api_key, n) == 0;
 }
 
@@ -809,6 +989,8 @@ static void api_request(struct http_req *req, struct sl_str path)
     const struct sl_str *cred = http_header(req, "authorization");
     if (!cred)
         cred = http_header(req, "api-key");
+    if (!cred)
+        cred = http_header(req, "x-api-key");
     if (cred)
         snprintf(m->credential, sizeof(m->credential), "%.*s", (int)cred->len, cred->p);
     if (m->f.close) { /* read, then gone: no status line, no byte */
@@ -826,7 +1008,12 @@ static void api_request(struct http_req *req, struct sl_str path)
         m->kind = K_EMBEDDING;
     else if (sl_str_eq(path, "/responses"))
         m->kind = K_RESPONSE;
-    else {
+    else if (sl_str_eq(path, "/messages"))
+        m->kind = K_MESSAGES;
+    else if (sl_str_eq(path, "/messages/count_tokens") && !(m->f.status && m->f.status != 200)) {
+        count_tokens(req);
+        return mock_req_free(m);
+    } else {
         if (m->f.status && m->f.status != 200)
             error_response(m);
         else
@@ -839,9 +1026,13 @@ static void api_request(struct http_req *req, struct sl_str path)
     m->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
     const cJSON *opts = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
     m->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(opts, "include_usage"));
-    const char *field = m->kind == K_CHAT ? "messages" : m->kind == K_COMPLETION ? "prompt" : "input";
+    const char *field = m->kind == K_CHAT || m->kind == K_MESSAGES ? "messages"
+                        : m->kind == K_COMPLETION                 ? "prompt"
+                                                                  : "input";
     const cJSON *input = cJSON_GetObjectItemCaseSensitive(root, field);
-    m->prompt_tokens = m->f.prompt_tokens >= 0 ? m->f.prompt_tokens : words_in(input);
+    m->prompt_tokens = m->f.prompt_tokens >= 0
+                           ? m->f.prompt_tokens
+                           : words_in(input) + words_in(cJSON_GetObjectItemCaseSensitive(root, "system"));
     m->n_inputs = cJSON_IsArray(input) ? SL_MAX(cJSON_GetArraySize(input), 1) : 1;
     int max = -1;
     static const char *const caps[] = { "max_tokens", "max_completion_tokens", "max_output_tokens" };
@@ -851,8 +1042,10 @@ static void api_request(struct http_req *req, struct sl_str path)
             max = (int)c->valuedouble;
     }
     m->completion_tokens = m->kind == K_EMBEDDING ? 0 : m->f.completion_tokens;
-    if (max >= 0 && m->completion_tokens > max)
+    if (max >= 0 && m->completion_tokens > max) {
         m->completion_tokens = max;
+        m->capped = true;
+    }
     continued_from(m, input);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "encoding_format");
     m->base64 = cJSON_IsString(fmt) && strcmp(fmt->valuestring, "base64") == 0;
@@ -1104,6 +1297,8 @@ static void set_config(struct http_req *req)
         else if (strcmp(k, "no-usage") == 0) f->no_usage = n != 0;
         else if (strcmp(k, "cached-tokens") == 0) f->cached_tokens = n;
         else if (strcmp(k, "reasoning-tokens") == 0) f->reasoning_tokens = n;
+        else if (strcmp(k, "cache-write-tokens") == 0) f->cache_write_tokens = n;
+        else if (strcmp(k, "cache-read-tokens") == 0) f->cache_read_tokens = n;
         else if (strcmp(k, "header") == 0 && cJSON_IsString(v)) snprintf(f->header, sizeof(f->header), "%s", v->valuestring);
         else if (strcmp(k, "fail-model") == 0 && cJSON_IsString(v)) snprintf(f->fail_model, sizeof(f->fail_model), "%s", v->valuestring);
     }

@@ -54,6 +54,10 @@ static void test_endpoints_and_counts(void)
     CHECK(api_endpoint_of("/v1/responses", 13) == API_RESPONSES);
     CHECK(api_endpoint_of("/v1/responses/resp_1", 20) == API_OTHER); /* a stored one */
     CHECK(api_endpoint_of("/v1/chat/completions/x", 22) == API_OTHER);
+    CHECK(api_endpoint_of("/v1/messages", 12) == API_MESSAGES &&
+          api_endpoint_dialect(API_MESSAGES) && api_endpoint_dialect(API_COUNT_TOKENS));
+    CHECK(api_endpoint_of("/v1/messages/count_tokens", 25) == API_COUNT_TOKENS);
+    CHECK(api_endpoint_of("/v1/messages/batches", 20) == API_OTHER && !api_endpoint_dialect(API_CHAT));
     struct api_call call = { 0 };
     api_count_output(&call, false, 100);
     api_count_output(&call, false, 40); /* the largest of the max-token fields */
@@ -80,6 +84,9 @@ static void test_endpoint_table(void)
     CHECK(kind("POST", "/v1/audio/speech", &u) == API_KIND_PER_REQUEST && u == API_UNIT_CHARACTER);
     CHECK(kind("POST", "/v1/audio/transcriptions", &u) == API_KIND_PER_REQUEST && u == API_UNIT_REQUEST);
     CHECK(kind("POST", "/v1/moderations", &u) == API_KIND_PER_REQUEST);
+    /* Anthropic's Messages API: its usage read; counting tokens costs nothing */
+    CHECK(kind("POST", "/v1/messages", &u) == API_KIND_USAGE);
+    CHECK(kind("POST", "/v1/messages/count_tokens", &u) == API_KIND_FREE);
     CHECK(kind("POST", "/v1/files", &u) == API_KIND_FREE);
     CHECK(kind("POST", "/v1/uploads/upload_1/parts", &u) == API_KIND_FREE);
     CHECK(kind("POST", "/v1/batches/batch_1/cancel", &u) == API_KIND_FREE);
@@ -90,7 +97,7 @@ static void test_endpoint_table(void)
     /* what costs money sluice cannot see, and anything else */
     CHECK(kind("POST", "/v1/batches", &u) == API_KIND_UNKNOWN);
     CHECK(kind("POST", "/v1/threads/t/runs", &u) == API_KIND_UNKNOWN);
-    CHECK(kind("POST", "/v1/messages", &u) == API_KIND_UNKNOWN);
+    CHECK(kind("POST", "/v1/messages/batches", &u) == API_KIND_UNKNOWN);
     CHECK(kind("POST", "/v1/responses/resp_1", &u) == API_KIND_UNKNOWN);
     CHECK(kind("GET", "/v1/realtime/sessions", &u) == API_KIND_UNKNOWN);
     CHECK(kind("POST", "/v1/filesx", &u) == API_KIND_UNKNOWN); /* a family is a whole segment */

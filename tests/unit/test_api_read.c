@@ -22,8 +22,58 @@ static int read_call(const char *method, const char *path, const char *ct, const
     return e;
 }
 
+/* Anthropic's Messages API: its shape checked, its prompt estimated from
+ * the system prompt, the messages' blocks and the tools; count_tokens
+ * reserves nothing. */
+static void test_messages(void)
+{
+    struct api_call c;
+    const char *param;
+    const char *ok = "{\"model\":\"claude\",\"max_tokens\":64,\"stream\":true,"
+                     "\"system\":[{\"type\":\"text\",\"text\":\"be brief please\"}],"
+                     "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+                     "\"abcdefgh\"},{\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"u\"}}]},"
+                     "{\"role\":\"assistant\",\"content\":[{\"type\":\"tool_use\",\"id\":\"t\",\"name\":"
+                     "\"f\",\"input\":{}}]},{\"role\":\"user\",\"content\":[{\"type\":\"tool_result\","
+                     "\"tool_use_id\":\"t\",\"content\":\"1234\"}]}]}";
+    CHECK(read_call("POST", "/v1/messages", "application/json", ok, &c, &param) == 0);
+    CHECK(c.endpoint == API_MESSAGES && c.kind == API_KIND_USAGE && c.stream && c.max_tokens == 64);
+    /* system 4, text 2 + image 765, tool_use 1 + 1 ({}), tool_result 1, 3 per message, priming 3 */
+    CHECK(c.estimate == 4 + 2 + 765 + 2 + 1 + 3 * 3 + 3);
+    cJSON_Delete(c.root);
+    CHECK(read_call("POST", "/v1/messages/count_tokens", "application/json",
+                    "{\"model\":\"claude\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+                    &c, &param) == 0);
+    CHECK(c.endpoint == API_COUNT_TOKENS && c.kind == API_KIND_FREE && c.estimate == 0);
+    cJSON_Delete(c.root);
+    static const struct {
+        const char *body, *param;
+    } bad[] = {
+        { "{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", "max_tokens" },
+        { "{\"model\":\"c\",\"max_tokens\":1}", "messages" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"messages\":{}}", "messages" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"messages\":[{\"role\":\"system\",\"content\":\"x\"}]}",
+          "messages" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\",\"content\":[1]}]}",
+          "messages" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"messages\":[{\"role\":\"user\"}]}", "messages" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"system\":7,\"messages\":[]}", "system" },
+        { "{\"model\":\"c\",\"max_tokens\":1,\"tools\":{},\"messages\":[]}", "tools" },
+        { "{\"model\":\"c\",\"max_tokens\":-1,\"messages\":[]}", "max_tokens" },
+        { "{\"max_tokens\":1,\"messages\":[]}", "model" },
+    };
+    for (size_t i = 0; i < SL_ARRAY_LEN(bad); i++) {
+        param = NULL;
+        CHECK(read_call("POST", "/v1/messages", "application/json", bad[i].body, &c, &param) ==
+              ERR_BAD_REQUEST);
+        CHECK(param && strcmp(param, bad[i].param) == 0);
+        cJSON_Delete(c.root);
+    }
+}
+
 int main(void)
 {
+    test_messages();
     struct api_call c;
     const char *param;
     CHECK(read_call("POST", "/v1/chat/completions", "application/json",

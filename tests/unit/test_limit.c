@@ -194,7 +194,7 @@ static void test_headers(void)
                               .used_output = 7, .reset_output_ms = 1050, .used_quota = 10,
                               .quota_reset_ms = 3723004, .budget = { 123, 86400000, "d1" } };
     struct sl_buf b = { 0 };
-    lim_headers(&d, &lim, &b);
+    lim_headers(&d, &lim, false, &b);
     sl_buf_append(&b, "", 1);
     CHECK_STR(b.data, "x-ratelimit-limit-requests: 600\r\nx-ratelimit-remaining-requests: 599\r\n"
                       "x-ratelimit-reset-requests: 1m0.5s\r\n"
@@ -212,7 +212,7 @@ static void test_headers(void)
         struct lim_limits one = { .rpm = 1 };
         struct lim_decision e = { .admitted = true, .where = LIM_LOCAL, .reset_requests_ms = ms[i] };
         b.len = 0;
-        lim_headers(&e, &one, &b);
+        lim_headers(&e, &one, false, &b);
         sl_buf_append(&b, "", 1);
         const char *reset = strstr(b.data, "reset-requests: ");
         CHECK(reset && strncmp(reset + 16, want[i], strlen(want[i])) == 0 && reset[16 + strlen(want[i])] == '\r');
@@ -224,15 +224,38 @@ static void test_headers(void)
                                 .reset_input_ms = INT64_MAX, .reset_output_ms = INT64_MAX,
                                 .quota_reset_ms = INT64_MAX, .budget.reset_ms = INT64_MAX };
     b.len = 0;
-    lim_headers(&far, &huge, &b);
+    lim_headers(&far, &huge, false, &b);
     sl_buf_append(&b, "", 1);
     CHECK(strlen(b.data) <= 5 * 181 &&
           strstr(b.data, "x-ratelimit-remaining-output-tokens: 9223372036854775807\r\n") &&
           strstr(b.data, "x-ratelimit-reset-quota: 153722867280912m55.807s\r\n") &&
           strstr(b.data, "x-ratelimit-remaining-budget: 9223372036854.775807\r\n"));
+    /* Anthropic's callers: their rpm and token windows as anthropic-ratelimit-*,
+     * each reset an RFC 3339 time; quota and budget as sluice's own */
+    char before[21], after[21], line[2][96];
+    sl_fmt_time((sl_wall_us() / 1000 + 60500 + 999) / 1000, before);
+    b.len = 0;
+    lim_headers(&d, &lim, true, &b);
+    sl_buf_append(&b, "", 1);
+    sl_fmt_time((sl_wall_us() / 1000 + 60500 + 999) / 1000, after); /* the clock may tick */
+    snprintf(line[0], sizeof(line[0]), "anthropic-ratelimit-requests-reset: %s\r\n", before);
+    snprintf(line[1], sizeof(line[1]), "anthropic-ratelimit-requests-reset: %s\r\n", after);
+    CHECK(strncmp(b.data, "anthropic-ratelimit-requests-limit: 600\r\n"
+                          "anthropic-ratelimit-requests-remaining: 599\r\n", 86) == 0 &&
+          (strstr(b.data, line[0]) || strstr(b.data, line[1])));
+    CHECK(strstr(b.data, "anthropic-ratelimit-input-tokens-limit: 1000\r\n"
+                         "anthropic-ratelimit-input-tokens-remaining: 0\r\n") &&
+          strstr(b.data, "anthropic-ratelimit-output-tokens-remaining: 43\r\n") &&
+          strstr(b.data, "x-ratelimit-remaining-quota: 8990\r\n") &&
+          !strstr(b.data, "x-ratelimit-limit-requests") && !strstr(b.data, "x-ratelimit-limit-tokens"));
+    b.len = 0;
+    lim_headers(&far, &huge, true, &b);
+    sl_buf_append(&b, "", 1);
+    CHECK(strstr(b.data, "anthropic-ratelimit-output-tokens-remaining: 9223372036854775807\r\n") &&
+          strstr(b.data, "anthropic-ratelimit-requests-reset: 2") && strlen(b.data) < 1400);
     struct lim_decision refused = { .admitted = false, .where = LIM_LOCAL };
     b.len = 0;
-    lim_headers(&refused, &lim, &b);
+    lim_headers(&refused, &lim, false, &b);
     CHECK(b.len == 0);
     sl_buf_free(&b);
 }

@@ -8,20 +8,31 @@
 #include "sluice/config.h"
 #include "sluice/spend.h"
 
+static int64_t cost(const struct cfg_model *m, int64_t prompt, int64_t cached, int64_t written,
+                    int64_t completion)
+{
+    return spend_cost(m, &(struct spend_tokens){ prompt, cached, written, completion });
+}
+
 int main(void)
 {
     /* $2.50, $1.25 cached, $10.00 per 1M tokens, in micro-dollars per 1M */
     struct cfg_model m = { .input_price = 2500000, .cached_input_price = 1250000,
                            .output_price = 10000000 };
-    CHECK(spend_cost(&m, 1000000, 0, 0) == 2500000);
-    CHECK(spend_cost(&m, 1000, 0, 100) == 2500 + 1000);
-    CHECK(spend_cost(&m, 1000, 400, 0) == 1500 + 500); /* the cached part at its price */
-    CHECK(spend_cost(&m, 1000, 5000, 0) == 1250);      /* cached is at most the prompt */
-    CHECK(spend_cost(&m, 1, 0, 0) == 3);                /* 2.5 micro-dollars, rounded up */
-    CHECK(spend_cost(&m, 0, 0, 0) == 0 && spend_cost(NULL, 100, 0, 100) == 0);
-    CHECK(spend_cost(&m, -5, 0, -5) == 0);              /* nothing negative is charged */
+    CHECK(cost(&m, 1000000, 0, 0, 0) == 2500000);
+    CHECK(cost(&m, 1000, 0, 0, 100) == 2500 + 1000);
+    CHECK(cost(&m, 1000, 400, 0, 0) == 1500 + 500); /* the cached part at its price */
+    CHECK(cost(&m, 1000, 5000, 0, 0) == 1250);      /* cached is at most the prompt */
+    CHECK(cost(&m, 1, 0, 0, 0) == 3);                /* 2.5 micro-dollars, rounded up */
+    CHECK(cost(&m, 0, 0, 0, 0) == 0 && cost(NULL, 100, 0, 0, 100) == 0);
+    CHECK(cost(&m, -5, 0, 0, -5) == 0);              /* nothing negative is charged */
+    /* Anthropic's prompt cache: written at cache_write_price, read at cached_input_price */
+    struct cfg_model claude = { .input_price = 3000000, .cached_input_price = 300000,
+                                .cache_write_price = 3750000, .output_price = 15000000 };
+    CHECK(cost(&claude, 1000, 200, 300, 10) == 1500 + 60 + 1125 + 150);
+    CHECK(cost(&claude, 1000, 800, 900, 0) == 240 + 750); /* written is at most what is not read */
     struct cfg_model dear = { .input_price = INT64_MAX, .output_price = INT64_MAX };
-    CHECK(spend_cost(&dear, INT64_MAX, 0, INT64_MAX) == INT64_MAX); /* saturates */
+    CHECK(cost(&dear, INT64_MAX, 0, 0, INT64_MAX) == INT64_MAX); /* saturates */
 
     struct cfg_team team = { .budget = 5000000 };
     struct cfg_key k = { .reserve_output_tokens = 1000 }, tk = { .team = &team };

@@ -145,7 +145,19 @@ static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
         if (!cJSON_IsObject(d))
             d = cJSON_GetObjectItemCaseSensitive(root, "input_tokens_details");
         int k = cJSON_IsObject(d) ? oracle_count(d, "cached_tokens", "cached_tokens", &cached) : 0;
-        if (p < 0 || c < 0 || k < 0) {
+        /* Anthropic's: the cache's parts of the prompt, apart from input_tokens */
+        int64_t written = 0, read = 0;
+        int cw = oracle_count(root, "cache_creation_input_tokens", "cache_creation_input_tokens", &written);
+        int cr = oracle_count(root, "cache_read_input_tokens", "cache_read_input_tokens", &read);
+        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(root, "prompt_tokens");
+        bool from_input = !pt || cJSON_IsNull(pt);
+        if (from_input && (cw > 0 || cr > 0) && k >= 0) {
+            prompt += (cw > 0 ? written : 0) + (cr > 0 ? read : 0);
+            cached = cr > 0 ? read : 0;
+            k = 1;
+        }
+        if (p < 0 || c < 0 || k < 0 || cw < 0 || cr < 0 ||
+            ((p > 0 || c > 0) && prompt >= (1LL << 53))) {
             ok = true;
             u->invalid = true;
         } else if (p > 0 || c > 0) {
@@ -154,6 +166,8 @@ static bool reference_usage(const char *obj, size_t len, struct tok_usage *u)
             u->prompt = prompt;
             u->completion = completion;
             u->cached = k > 0 ? (cached < prompt ? cached : prompt) : 0;
+            written = cw > 0 ? written : 0;
+            u->cache_write = written < prompt - u->cached ? written : prompt - u->cached;
         }
     }
     cJSON_Delete(root);
@@ -184,7 +198,7 @@ static bool same_usage(bool g, const struct tok_usage *got, bool w, const struct
 {
     return g == w && got->seen == want->seen && got->invalid == want->invalid &&
            got->prompt == want->prompt && got->completion == want->completion &&
-           got->cached == want->cached;
+           got->cached == want->cached && got->cache_write == want->cache_write;
 }
 
 /* Random usage objects, well formed and then mutated a byte or two: the fast
@@ -210,6 +224,10 @@ static void test_usage_reader_agrees_with_cjson(void)
         "\"input_tokens_details\":{\"x\":{\"cached_tokens\":9},\"cached_tokens\":\"3\"}",
         "\"prompt_tokens_details\":{\"cached_tokens\":4,\"cached_tokens\":5}",
         "\"cached_tokens\":11", "\"output_tokens_details\":{\"reasoning_tokens\":4}",
+        "\"cache_creation_input_tokens\":5", "\"cache_read_input_tokens\":7",
+        "\"cache_read_input_tokens\":-2", "\"cache_creation_input_tokens\":null",
+        "\"cache_creation\":{\"ephemeral_5m_input_tokens\":5}", "\"service_tier\":\"standard\"",
+        "\"cache_creation_input_tokens\":9007199254740990",
     };
     static const char mutations[] = " \t\n{}[]\",:-.0123456789eE\\u";
     int agreed = 0, bodies = 0;
@@ -306,8 +324,58 @@ static void test_output_text(void)
     CHECK(tok_text_tokens(&none) == 0);
 }
 
+/* Anthropic's Messages API: input_tokens leave out the prompt cache's parts;
+ * a stream's message_start gives the prompt, its message_delta the output. */
+static void test_anthropic_usage(void)
+{
+    struct tok_usage u = { 0 };
+    const char *msg = "{\"type\":\"message\",\"content\":[{\"type\":\"text\",\"text\":\"usage\"}],"
+                      "\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":20,"
+                      "\"cache_read_input_tokens\":30,\"cache_creation\":{\"ephemeral_5m_input_tokens\":20,"
+                      "\"ephemeral_1h_input_tokens\":0},\"output_tokens\":7,\"service_tier\":\"standard\"}}";
+    CHECK(tok_usage_from_body(msg, strlen(msg), &u));
+    CHECK(u.seen && u.prompt == 60 && u.cached == 30 && u.cache_write == 20 && u.completion == 7);
+    struct tok_usage s = { 0 };
+    const char *start = "{\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"content\":[],"
+                        "\"usage\":{\"input_tokens\":4,\"cache_read_input_tokens\":96,\"output_tokens\":1}}}";
+    const char *delta = "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+                        "\"text_delta\",\"text\":\"hi\"}}";
+    const char *end = "{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},"
+                      "\"usage\":{\"output_tokens\":42}}";
+    CHECK(tok_usage_from_sse_data(start, strlen(start), &s) && s.prompt == 100 && s.cached == 96);
+    CHECK(!tok_usage_from_sse_data(delta, strlen(delta), &s));
+    CHECK(tok_usage_from_sse_data(end, strlen(end), &s));
+    CHECK(s.seen && s.prompt == 100 && s.cached == 96 && s.cache_write == 0 && s.completion == 42);
+    /* a message_delta that repeats every count (newer API versions) replaces them */
+    const char *full = "{\"type\":\"message_delta\",\"usage\":{\"input_tokens\":5,"
+                       "\"cache_creation_input_tokens\":1,\"cache_read_input_tokens\":96,\"output_tokens\":43}}";
+    CHECK(tok_usage_from_sse_data(full, strlen(full), &s) && s.prompt == 102 && s.cache_write == 1 &&
+          s.completion == 43);
+    /* an OpenAI-shaped usage that names the cache (LiteLLM's): prompt_tokens has it all */
+    struct tok_usage l = { 0 };
+    const char *lite = "{\"usage\":{\"prompt_tokens\":50,\"completion_tokens\":2,"
+                       "\"cache_creation_input_tokens\":8,\"prompt_tokens_details\":{\"cached_tokens\":30}}}";
+    CHECK(tok_usage_from_body(lite, strlen(lite), &l) && l.prompt == 50 && l.cached == 30 &&
+          l.cache_write == 8);
+    /* the sum past 2^53 is not a count */
+    struct tok_usage o = { 0 };
+    const char *over = "{\"usage\":{\"input_tokens\":9007199254740000,"
+                       "\"cache_read_input_tokens\":9007199254740000,\"output_tokens\":1}}";
+    CHECK(tok_usage_from_body(over, strlen(over), &o) && o.invalid && !o.seen);
+    /* the text a stream relayed: text, a tool's input JSON, thinking */
+    struct tok_text t = { 0 };
+    CHECK(tok_output_text(delta, strlen(delta), &t) && t.ascii == 2);
+    const char *json = "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"input_json_delta\","
+                       "\"partial_json\":\"{\\\"a\\\":1}\"}}";
+    CHECK(tok_output_text(json, strlen(json), &t) && t.ascii == 2 + 7);
+    const char *think = "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"thinking_delta\","
+                        "\"thinking\":\"hmm\"}}";
+    CHECK(tok_output_text(think, strlen(think), &t) && t.ascii == 2 + 7 + 3);
+}
+
 int main(void)
 {
+    test_anthropic_usage();
     test_invalid_numbers();
     test_output_text();
     test_bodies();
