@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs a libFuzzer target of tests/fuzz for a while, on its seeds in
 # tests/fuzz/corpus/TARGET and what earlier runs found (build-fuzz/corpus/TARGET).
-#   scripts/fuzz.sh TARGET SECONDS   one target (http, json, usage, sse, multipart, config, resp, owners)
+#   scripts/fuzz.sh TARGET SECONDS   one target (http, json, usage, sse, multipart, config, resp, owners, keys, xlate)
 #   scripts/fuzz.sh all SECONDS      each target in turn, SECONDS each
 #   scripts/fuzz.sh list             the targets
 # Builds build-fuzz with clang (ASan + UBSan + libFuzzer) first. Prints one

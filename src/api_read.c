@@ -442,7 +442,10 @@ int api_validate(const char *path, size_t path_len, const char *body, size_t len
         memset(call, 0, sizeof(*call));
         FAIL(NULL, "The request body is not valid UTF-8.");
     }
-    if (api_endpoint_of(path, path_len) == API_CHAT && chat_body_scan(body, len, call))
+    enum api_endpoint e = api_endpoint_of(path, path_len);
+    if (e == API_CHAT && chat_body_scan(body, len, call))
+        return 0;
+    if (e == API_MESSAGES && messages_body_scan(body, len, call))
         return 0;
     return api_validate_tree(path, path_len, body, len, call, msg, msglen, param);
 }

@@ -16,6 +16,7 @@ struct chat_scan {
     struct json_scan js;
     struct sl_buf scratch; /* a string with escapes, unescaped */
     int64_t estimate;
+    bool anthropic; /* a Messages API body: its rules, as api_read.c's check_anthropic */
 };
 
 /* A member's name: escape-free (cJSON compares names unescaped), then ':'. */
@@ -49,7 +50,15 @@ static int64_t text_estimate(struct chat_scan *c, struct sl_str raw, bool escape
     return tok_estimate_text(c->scratch.data, js_unescape(raw, c->scratch.data));
 }
 
-/* {"role": "...", "content": "..." | null, "name": "...", ...}. */
+/* A Messages API role: user or assistant, as written. */
+static bool anthropic_role(struct sl_str raw, bool escaped)
+{
+    return !escaped && (sl_str_eq(raw, "user") || sl_str_eq(raw, "assistant"));
+}
+
+/* {"role": "...", "content": "..." | null, "name": "...", ...}; in a
+ * Messages body the role is user or assistant, the content a string, and
+ * nothing else counts. */
 static bool scan_message(struct chat_scan *c)
 {
     struct json_scan *js = &c->js;
@@ -65,7 +74,8 @@ static bool scan_message(struct chat_scan *c)
         if (!scan_name(js, &keys, &key))
             return false;
         if (sl_str_eq(key, "role")) {
-            if (role || !scan_string_value(js, &raw, &escaped))
+            if (role || !scan_string_value(js, &raw, &escaped) ||
+                (c->anthropic && !anthropic_role(raw, escaped)))
                 return false;
             role = true;
         } else if (sl_str_eq(key, "content")) {
@@ -74,8 +84,11 @@ static bool scan_message(struct chat_scan *c)
             content = true;
             if (scan_string_value(js, &raw, &escaped))
                 n += text_estimate(c, raw, escaped);
-            else if (!scan_null(js))
-                return false; /* content parts: cJSON */
+            else if (c->anthropic || !scan_null(js))
+                return false; /* content parts or blocks: cJSON */
+        } else if (c->anthropic) {
+            if (!js_skip_value(js, 2))
+                return false;
         } else if (sl_str_eq(key, "name")) {
             if (name || !scan_string_value(js, &raw, &escaped))
                 return false;
@@ -87,7 +100,7 @@ static bool scan_message(struct chat_scan *c)
             return false;
         }
     } while (js_take(js, ','));
-    if (!js_take(js, '}') || !role)
+    if (!js_take(js, '}') || !role || (c->anthropic && !content))
         return false;
     c->estimate += n;
     return true;
@@ -144,23 +157,58 @@ static bool scan_count(struct json_scan *js, struct api_call *call, bool is_n)
 
 enum member { M_MODEL, M_MESSAGES, M_STREAM, M_STREAM_OPTIONS, M_MAX_TOKENS,
               M_MAX_COMPLETION_TOKENS, M_MAX_OUTPUT_TOKENS, M_N, M_TOOLS, M_FUNCTIONS,
-              M_RESPONSE_FORMAT, M_STORE, M_OTHER };
+              M_RESPONSE_FORMAT, M_STORE, M_SYSTEM, M_OTHER };
 
 static enum member member_of(struct sl_str name)
 {
     static const char *const names[] = { "model", "messages", "stream", "stream_options",
                                          "max_tokens", "max_completion_tokens",
                                          "max_output_tokens", "n", "tools", "functions",
-                                         "response_format", "store" };
+                                         "response_format", "store", "system" };
     for (size_t i = 0; i < SL_ARRAY_LEN(names); i++)
         if (sl_str_eq(name, names[i]))
             return (enum member)i;
     return M_OTHER;
 }
 
+/* What a Messages body has apart: its system prompt as text (counted), its
+ * max_tokens never null, tools (counted as JSON text: cJSON); what chat
+ * reads and the Messages API does not is skipped. */
+static bool scan_anthropic_member(struct chat_scan *c, enum member m, struct api_call *call,
+                                  bool *handled)
+{
+    struct json_scan *js = &c->js;
+    struct sl_str raw;
+    bool escaped;
+    *handled = true;
+    switch (m) {
+    case M_SYSTEM:
+        if (!scan_string_value(js, &raw, &escaped))
+            return false; /* blocks: cJSON */
+        c->estimate += text_estimate(c, raw, escaped);
+        return true;
+    case M_MAX_TOKENS:
+        return !scan_null(js) && scan_count(js, call, false);
+    case M_TOOLS:
+        return false;
+    case M_FUNCTIONS:
+    case M_RESPONSE_FORMAT:
+        return js_skip_value(js, 1);
+    default:
+        *handled = false;
+        return true;
+    }
+}
+
 static bool scan_member(struct chat_scan *c, enum member m, struct api_call *call)
 {
     struct json_scan *js = &c->js;
+    bool handled;
+    if (c->anthropic) {
+        bool ok = scan_anthropic_member(c, m, call, &handled);
+        if (handled)
+            return ok;
+    }
     switch (m) {
     case M_MODEL:
         return scan_model(js, call);
@@ -185,6 +233,7 @@ static bool scan_member(struct chat_scan *c, enum member m, struct api_call *cal
     case M_FUNCTIONS:
     case M_RESPONSE_FORMAT:
         return scan_null(js);
+    case M_SYSTEM:
     case M_OTHER:
         return js_skip_value(js, 1);
     }
@@ -208,14 +257,15 @@ static bool scan_body(struct chat_scan *c, struct api_call *call)
         if (!scan_member(c, m, call))
             return false;
     } while (js_take(js, ','));
-    unsigned required = (1u << M_MODEL) | (1u << M_MESSAGES);
+    unsigned required = (1u << M_MODEL) | (1u << M_MESSAGES) |
+                        (c->anthropic ? 1u << M_MAX_TOKENS : 0);
     return js_take(js, '}') && js_at_end(js) && (seen & required) == required;
 }
 
-bool chat_body_scan(const char *body, size_t len, struct api_call *call)
+static bool body_scan(const char *body, size_t len, struct api_call *call, bool anthropic)
 {
-    struct chat_scan c = { .js = { body, body + len } };
-    struct api_call out = { .endpoint = API_CHAT, .store = -1 };
+    struct chat_scan c = { .js = { body, body + len }, .anthropic = anthropic };
+    struct api_call out = { .endpoint = anthropic ? API_MESSAGES : API_CHAT, .store = -1 };
     bool ok = scan_body(&c, &out);
     sl_buf_free(&c.scratch);
     if (!ok)
@@ -224,4 +274,14 @@ bool chat_body_scan(const char *body, size_t len, struct api_call *call)
     *call = out;
     call->model = call->model_text; /* out's copy moved */
     return true;
+}
+
+bool chat_body_scan(const char *body, size_t len, struct api_call *call)
+{
+    return body_scan(body, len, call, false);
+}
+
+bool messages_body_scan(const char *body, size_t len, struct api_call *call)
+{
+    return body_scan(body, len, call, true);
 }

@@ -1292,6 +1292,7 @@ static void note_prefill(struct config *c)
     for (int i = 0; i < c->nbackends; i++) {
         c->any_prefill |= c->backends[i].prefill;
         c->any_anthropic |= c->backends[i].type == BACKEND_ANTHROPIC;
+        c->any_openai |= c->backends[i].type != BACKEND_ANTHROPIC;
     }
 }
 

@@ -106,7 +106,12 @@ int err_status(enum sl_error e, enum sl_dialect d)
 
 const char *err_anthropic_type(enum sl_error e)
 {
-    switch (table[e].status) {
+    return err_anthropic_type_of(table[e].status);
+}
+
+const char *err_anthropic_type_of(int status)
+{
+    switch (status) {
     case 401:
         return "authentication_error";
     case 403:
@@ -121,8 +126,10 @@ const char *err_anthropic_type(enum sl_error e)
         return "overloaded_error";
     case 504:
         return "timeout_error";
+    case 529:
+        return "overloaded_error";
     default:
-        return table[e].status >= 500 ? "api_error" : "invalid_request_error";
+        return status >= 500 ? "api_error" : "invalid_request_error";
     }
 }
 

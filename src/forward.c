@@ -17,6 +17,7 @@
 #include "sluice/http.h"
 #include "sluice/json_edit.h"
 #include "sluice/util.h"
+#include "sluice/xlate.h"
 
 /* The body's forms (struct fwd_body). */
 
@@ -40,17 +41,23 @@ void fwd_rename_model(struct fwd_body *b, const struct api_call *c, const char *
                       size_t len)
 {
     b->model.len = 0;
+    b->xlate_model.len = 0;
     if (c->body != API_BODY_JSON || (len == c->model_len && memcmp(upstream, c->model, len) == 0))
         return;
     struct sl_buf value = { 0 };
     sl_buf_json_string(&value, upstream, len);
     struct sl_str base = b->usage.len ? (struct sl_str){ b->usage.data, b->usage.len } : b->client;
     json_set_member(base.p, base.len, "model", value.data, &b->model);
+    if (b->xlate.len)
+        json_set_member(b->xlate.data, b->xlate.len, "model", value.data, &b->xlate_model);
     sl_buf_free(&value);
 }
 
-struct sl_str fwd_body_sent(const struct fwd_body *b)
+struct sl_str fwd_body_sent(const struct fwd_body *b, bool translated)
 {
+    if (translated)
+        return b->xlate_model.len ? (struct sl_str){ b->xlate_model.data, b->xlate_model.len }
+                                  : (struct sl_str){ b->xlate.data, b->xlate.len };
     if (b->cont.len)
         return (struct sl_str){ b->cont.data, b->cont.len };
     if (b->model.len)
@@ -65,11 +72,13 @@ void fwd_body_free(struct fwd_body *b)
     sl_buf_free(&b->usage);
     sl_buf_free(&b->model);
     sl_buf_free(&b->cont);
+    sl_buf_free(&b->xlate);
+    sl_buf_free(&b->xlate_model);
 }
 
 bool fwd_continuation(struct fwd_body *b, const char *said, size_t len)
 {
-    struct sl_str sent = fwd_body_sent(b);
+    struct sl_str sent = fwd_body_sent(b, false);
     cJSON *root = cJSON_ParseWithLength(sent.p, sent.len);
     cJSON *msgs = cJSON_GetObjectItemCaseSensitive(root, "messages");
     struct sl_buf text = { 0 }; /* the assistant's message, read back by cJSON: unescaped once */
@@ -251,26 +260,33 @@ static void azure_client_query(struct sl_buf *url, struct sl_str query)
 /* openai: base + path after /v1 (+ query). azure: base +
  * /openai/deployments/{deployment}/... ?api-version=... (+ the client's query). */
 char *fwd_url(const struct http_req *req, const struct cfg_backend *be, bool stateful,
-              const char *upstream_model)
+              const char *upstream_model, int xl)
 {
     struct sl_str rest = { req->path.p + 3, req->path.len - 3 }; /* after "/v1" */
+    struct sl_str query = req->query;
+    if (xl == XL_MESSAGES_TO_CHAT)
+        rest = (struct sl_str){ "/chat/completions", 17 };
+    else if (xl == XL_CHAT_TO_MESSAGES)
+        rest = (struct sl_str){ "/messages", 9 };
+    if (xl > XL_NONE)
+        query = (struct sl_str){ "", 0 };
     struct sl_buf url = { 0 };
     sl_buf_appends(&url, be->url);
     if (be->type == BACKEND_AZURE && stateful) { /* the account's: /openai/files, ... */
         sl_buf_printf(&url, "/openai%.*s?api-version=%s", (int)rest.len, rest.p, be->api_version);
-        azure_client_query(&url, req->query);
+        azure_client_query(&url, query);
     } else if (be->type == BACKEND_AZURE) {
         const char *dep = be->deployment ? be->deployment : upstream_model;
         char *esc = curl_easy_escape(NULL, dep, 0);
         sl_buf_printf(&url, "/openai/deployments/%s%.*s?api-version=%s", esc, (int)rest.len,
                       rest.p, be->api_version);
         curl_free(esc);
-        azure_client_query(&url, req->query);
+        azure_client_query(&url, query);
     } else {
         sl_buf_append(&url, rest.p, rest.len);
-        if (req->query.len) {
+        if (query.len) {
             sl_buf_append(&url, "?", 1);
-            sl_buf_append(&url, req->query.p, req->query.len);
+            sl_buf_append(&url, query.p, query.len);
         }
     }
     return url.data;

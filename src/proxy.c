@@ -47,6 +47,7 @@
 
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/dialect.h"
 #include "sluice/forward.h"
 #include "sluice/headers.h"
 #include "sluice/http.h"
@@ -69,6 +70,7 @@
 #include "sluice/usage.h"
 #include "sluice/waitq.h"
 #include "sluice/worker-t.h"
+#include "sluice/xlate_stream.h"
 
 #define STREAM_HIGH_MARK (256 * 1024)     /* pause the upstream above this much unsent output */
 #define MAX_RESPONSE_SIZE (256LL << 20)   /* a buffered upstream response larger than this fails */
@@ -130,6 +132,7 @@ struct attempt {
     bool holding;               /* a stream's head and events held back until its first output */
     bool refused;               /* a continuation the backend would not stream: dropped */
     bool output_seen;           /* its stream has sent an event with output */
+    int xl;                     /* enum xl_dir: sent in the other dialect, answered in it */
     int64_t sent_us;            /* when it started, for the time to first token */
     int64_t last_data_ms;       /* RELAYING: when the upstream last sent a byte */
     enum up_outcome outcome;    /* once it ended */
@@ -214,6 +217,8 @@ struct sl_request {
     struct event *stream_idle; /* RELAYING: stream_idle_timeout, checked lazily */
     struct event *first_token; /* holding: first_token_timeout */
     struct sl_buf held;        /* holding: the events held back, as they will be relayed */
+    struct xl_stream xs;       /* RELAYING a translated attempt: its events in the client's dialect */
+    struct sl_buf xl_out;      /* and the events one upstream event became */
 
     /* A cut stream's continuation (prefill backends; docs/pool.md). */
     bool continuable;          /* a chat stream of one choice, with a prefill backend in the config */
@@ -677,23 +682,6 @@ static enum sl_error check_price(const struct config *cfg, const struct cfg_key 
     return ERR_MODEL_NOT_ALLOWED;
 }
 
-/* Whether the backend speaks the call's dialect: anthropic backends serve
- * the Messages API, the others every other call. */
-static bool speaks(const struct cfg_backend *be, const struct api_call *call)
-{
-    return (be->type == BACKEND_ANTHROPIC) == (api_endpoint_dialect(call->endpoint) != 0);
-}
-
-/* Whether a backend of the call's dialect serves the model. */
-static bool dialect_serves(const struct config *cfg, const struct api_call *call, const char *up,
-                           size_t len)
-{
-    for (int i = 0; i < cfg->nbackends; i++)
-        if (speaks(&cfg->backends[i], call) && cfg_models_match(&cfg->backends[i].models, up, len))
-            return true;
-    return false;
-}
-
 /* What the call's model allows: the key's allow-list, a name that can go
  * into an upstream URL, a backend that serves it (model-routed calls only).
  * ERR_NONE, or the refusal with msg and *param. */
@@ -726,11 +714,13 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
         return ERR_MODEL_NOT_FOUND;
     }
     if ((cfg->any_anthropic || api_endpoint_dialect(call->endpoint)) &&
-        !dialect_serves(cfg, call, up, up_len) && !(m && m->fallbacks.n)) {
-        snprintf(msg, n, "The model '%.*s' is not served in this API's dialect here (%s).",
+        !dl_serves(cfg, call->endpoint, up, up_len, true) && !(m && m->fallbacks.n)) {
+        snprintf(msg, n, "The model '%.*s' is not served for this endpoint here (%s).",
                  (int)SL_MIN(call->model_len, 128), call->model,
-                 api_endpoint_dialect(call->endpoint) ? "no backend of type anthropic serves it"
-                                                      : "only backends of type anthropic serve it");
+                 api_endpoint_dialect(call->endpoint)
+                     ? "its backends speak OpenAI's API, and only /v1/messages translates to it"
+                     : "its backends are of type anthropic, and only /v1/chat/completions "
+                       "translates to theirs");
         return ERR_MODEL_NOT_FOUND;
     }
     *param = NULL;
@@ -772,11 +762,17 @@ void proxy_handle(struct worker *w, struct http_req *req)
             log_info("shadow: key %s would be refused: %s", key->name, msg);
         }
     }
+    struct sl_buf translated = { 0 };
+    if (!e)
+        e = dl_prepare(gen->cfg, &call, (struct sl_str){ req->body.data, req->body.len },
+                       &translated, msg, sizeof(msg), &param);
     if (e) {
         cJSON_Delete(call.root);
+        sl_buf_free(&translated);
         return refuse_early_with(w, req, key, model_label, e, msg, param, headers);
     }
     struct sl_request *r = request_new(w, req, key, &call);
+    r->fwd.xlate = translated; /* taken */
     r->rt = rt;
     req->checked_ref = NULL;
     r->estimate = call.estimate;
@@ -1246,15 +1242,18 @@ static enum up_method upstream_method(const struct http_req *req)
                                               : UP_POST;
 }
 
-/* The backends of the other dialect count as tried: never picked. */
+/* The backends the call cannot reach count as tried: never picked (those
+ * of the other dialect, unless the call was translated for them). */
 static void pass_over_other_dialect(struct sl_request *r)
 {
     const struct config *cfg = r->gen->cfg;
     if (!cfg->any_anthropic && !api_endpoint_dialect(r->call.endpoint))
         return;
-    for (int i = 0; i < cfg->nbackends; i++)
-        if (!speaks(&cfg->backends[i], &r->call))
+    for (int i = 0; i < cfg->nbackends; i++) {
+        int route = dl_route(&cfg->backends[i], r->call.endpoint);
+        if (route < 0 || (route > XL_NONE && !r->fwd.xlate.len))
             r->tried.bits[i / 64] |= 1ULL << (i % 64);
+    }
 }
 
 /* Makes `name` the model tried from now on: its upstream name, the body that
@@ -1473,7 +1472,9 @@ static void attempt_start(struct sl_request *r)
     }
     fwd_headers_free(r->at.headers);
     free(r->at.url);
-    struct sl_str body = fwd_body_sent(&r->fwd);
+    int route = dl_route(be, r->call.endpoint);
+    r->at.xl = route > XL_NONE && r->fwd.xlate.len ? route : XL_NONE;
+    struct sl_str body = fwd_body_sent(&r->fwd, r->at.xl != XL_NONE);
     char traceparent[80];
     if (cfg->telemetry.enabled) { /* the attempt's span is the upstream's parent */
         bool own = r->ntraced && r->attempts == r->ntraced;
@@ -1483,7 +1484,7 @@ static void attempt_start(struct sl_request *r)
     }
     r->at.headers = fwd_headers(r->req, be, r->call.body, body.len,
                                 cfg->telemetry.enabled ? traceparent : NULL);
-    r->at.url = fwd_url(r->req, be, r->call.stateful, r->upstream);
+    r->at.url = fwd_url(r->req, be, r->call.stateful, r->upstream, r->at.xl);
     struct up_request ur = {
         .method = upstream_method(r->req),
         .url = r->at.url,
@@ -1623,8 +1624,10 @@ static void up_on_headers(struct up_transfer *t, void *arg)
     r->upstream_status = status;
     if (r->req && status >= 200 && status <= 299 && is_event_stream(t)) {
         const struct cfg_backend *be = &r->gen->cfg->backends[r->at.pick.backend];
-        r->continuable = r->call.endpoint == API_CHAT && r->call.choices <= 1 &&
+        r->continuable = r->call.endpoint == API_CHAT && r->call.choices <= 1 && !r->at.xl &&
                          r->gen->cfg->any_prefill; /* its text is kept for a continuation */
+        if (r->at.xl)
+            xl_stream_init(&r->xs, r->at.xl, r->call.client_include_usage);
         r->said.len = 0;
         if (be->first_token_timeout_ms > 0 && r->call.stream)
             hold_begin(r, be->first_token_timeout_ms);
@@ -1678,12 +1681,13 @@ static void relay_event(const char *event, size_t len, void *arg)
     }
     bool drop = false, output = false;
     struct sl_str data;
-    if (sse_event_data(event, len, &data, &r->scratch)) {
+    bool has_data = sse_event_data(event, len, &data, &r->scratch);
+    if (has_data) {
         r->events++;
         if (!r->stream_owned) /* a stored response's id comes in its first event */
             r->stream_owned = owners_stream_event(&r->w->limiter, &r->call, r->owner, data.p, data.len);
         if (tok_usage_from_sse_data(data.p, data.len, &r->usage)) {
-            drop = r->strip_usage; /* sluice asked for this chunk, the client did not */
+            drop = r->strip_usage && !r->at.xl; /* sluice asked for this chunk, the client did not */
         } else {
             int64_t before = r->relayed.ascii + r->relayed.other;
             tok_output_text(data.p, data.len, &r->relayed);
@@ -1696,6 +1700,14 @@ static void relay_event(const char *event, size_t len, void *arg)
     }
     if (output)
         first_output(r);
+    if (r->at.xl) { /* the client gets what the event is in its dialect */
+        r->xl_out.len = 0;
+        if (has_data)
+            xl_stream_event(&r->xs, data.p, data.len, &r->xl_out);
+        event = r->xl_out.data;
+        len = r->xl_out.len;
+        drop = drop || !len;
+    }
     if (!drop && r->at.holding)
         sl_buf_append(&r->held, event, len);
     else if (!drop)
@@ -1730,6 +1742,26 @@ static size_t up_on_data(struct up_transfer *t, const char *data, size_t len, vo
     return len;
 }
 
+/* A translated attempt's whole answer in the client's dialect (the body
+ * replaced): an answer, or an error with the status the client gets. */
+static int translate_answer(struct sl_request *r, const char *body, size_t len, int status)
+{
+    struct sl_buf out = { 0 };
+    bool ok = status >= 200 && status <= 299;
+    if (ok && !xl_response(r->at.xl, body, len, &out)) {
+        sl_buf_free(&out); /* not the answer expected: as it came */
+        return status;
+    }
+    if (!ok) {
+        xl_error(r->at.xl, status, body, len, &out);
+        status = xl_error_status(r->at.xl, status);
+    }
+    evbuffer_drain(r->body, len);
+    evbuffer_add(r->body, out.data, out.len);
+    sl_buf_free(&out);
+    return status;
+}
+
 /* A complete answer, kept as the client would get it: the request's answer
  * if no other attempt follows. */
 static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
@@ -1739,6 +1771,8 @@ static void keep_answer(struct sl_request *r, struct up_transfer *t, int status)
     scrub(r, body, len);
     if (status >= 200 && status <= 299)
         tok_usage_from_body(body, len, &r->usage);
+    if (r->at.xl)
+        status = translate_answer(r, body, len, status);
     r->kept_status = status;
     r->kept_headers.len = 0;
     client_headers(r, t, &r->kept_headers);
@@ -2223,6 +2257,7 @@ static void request_free(struct sl_request *r)
     if (r->first_token)
         event_free(r->first_token);
     sl_buf_free(&r->held);
+    sl_buf_free(&r->xl_out);
     sl_buf_free(&r->said);
     if (r->lease_renew)
         event_free(r->lease_renew);

@@ -16,5 +16,10 @@ struct api_call;
 /* True if the body is of that shape and valid: call's model, stream and
  * estimate are set (root stays NULL). False: nothing is decided. */
 bool chat_body_scan(const char *body, size_t len, struct api_call *call);
+/* The same for a Messages API body (/v1/messages) of the common shape: a
+ * model, max_tokens, messages of role user or assistant whose content is a
+ * string, a system prompt as a string, stream, members it does not read;
+ * content blocks, system blocks and tools are the cJSON path's. */
+bool messages_body_scan(const char *body, size_t len, struct api_call *call);
 
 #endif

@@ -223,7 +223,8 @@ struct config {
     int nlabels;
     int stateful_backend; /* index: the one marked stateful, else the first by priority */
     bool any_prefill;     /* a backend has prefill = yes (cut streams may continue) */
-    bool any_anthropic;   /* a backend has type = anthropic (it serves /v1/messages only) */
+    bool any_anthropic;   /* a backend has type = anthropic (the Messages API's dialect) */
+    bool any_openai;      /* a backend has another type (OpenAI's dialect) */
     struct ssl_ctx_st *tls; /* for the listeners marked tls (tls.h); NULL without one */
     atomic_int refs;
 };

@@ -67,6 +67,8 @@ int err_status(enum sl_error e, enum sl_dialect d);
  * request_too_large, rate_limit_error, api_error, timeout_error,
  * overloaded_error. */
 const char *err_anthropic_type(enum sl_error e);
+/* The same for any HTTP status (an upstream's). */
+const char *err_anthropic_type_of(int status);
 /* The error in the dialect's shape (err_json for OpenAI; Anthropic's
  * {"type":"error","error":{"type":...,"message":...}}), malloc'd. */
 char *err_json_in(enum sl_dialect d, enum sl_error e, const char *message, const char *param,

@@ -9,6 +9,7 @@
 
 #include "sluice/api_call.h"
 #include "sluice/util.h"
+#include "sluice/xlate.h"
 
 struct curl_slist;
 struct cfg_backend;
@@ -20,18 +21,22 @@ struct fwd_body {
     struct sl_buf usage;  /* with stream_options.include_usage, when sluice asked for usage */
     struct sl_buf model;  /* with the model renamed to its upstream name */
     struct sl_buf cont;   /* a broken stream's continuation (fwd_continuation) */
+    struct sl_buf xlate;  /* in the other dialect (dialect.h), for backends that speak it */
+    struct sl_buf xlate_model; /* that, with the model renamed */
 };
 
 /* For a client that streams without asking for usage, sluice asks for the
  * usage chunk itself (and drops it again on the way back): true when the
  * body now asks on sluice's behalf. */
 bool fwd_ask_for_usage(struct fwd_body *b, const struct api_call *call);
-/* The body names `upstream` instead of the client's model; nothing when
- * they are the same or the body is not JSON. */
+/* The body names `upstream` instead of the client's model (its translation
+ * too, if it has one); nothing when they are the same or the body is not
+ * JSON. */
 void fwd_rename_model(struct fwd_body *b, const struct api_call *call, const char *upstream,
                       size_t len);
-/* What an attempt sends: renamed, changed by sluice, or as it came. */
-struct sl_str fwd_body_sent(const struct fwd_body *b);
+/* What an attempt sends: renamed, changed by sluice, or as it came; its
+ * translation (renamed) for a backend of the other dialect. */
+struct sl_str fwd_body_sent(const struct fwd_body *b, bool translated);
 /* The body that continues a chat stream cut after `said` (the assistant's
  * text relayed so far, as JSON string content: escaped as it came): the body
  * sent, with `said` as a last assistant message to continue (prefill) and
@@ -59,8 +64,10 @@ const char *fwd_credential_header(const struct cfg_backend *be);
 /* openai: base + path after /v1 (+ query). azure: base +
  * /openai/deployments/{deployment or upstream_model}/... ?api-version=...
  * (+ the client's query); stateful calls go to the account's /openai/...
+ * A translated call (xl, xlate.h) goes to the other dialect's path
+ * (/chat/completions or /messages), without the client's query.
  * Returns malloc'd text. */
 char *fwd_url(const struct http_req *req, const struct cfg_backend *be, bool stateful,
-              const char *upstream_model);
+              const char *upstream_model, int xl);
 
 #endif

@@ -151,14 +151,14 @@ def test_refusals_before_admission_are_in_the_access_and_usage_logs(mock, start_
     usage = tmp / "usage.jsonl"
     s = start_sluice(conf(mock, server=f"usage_log = {usage}"))
     assert s.chat(key="sk-not-a-key", headers={"X-Request-Id": "probe-1"}).status == 401
-    assert s.request("POST", "/v1/messages", CLAUDE, headers={"X-Request-Id": "probe-2"}).status == 404
+    assert s.request("POST", "/v1/messages/batches", BATCH, headers={"X-Request-Id": "probe-2"}).status == 404
     r = s.chat({"model": "o1", "messages": [{"role": "user", "content": "x"}]},
                headers={"X-Request-Id": "probe-3"})
     assert r.status == 403
     lines = [l for l in s.log_text().splitlines() if " access " in l]
     assert len(lines) == 3, lines
     assert " key=- " in lines[0] and " status=401 end=refused " in lines[0] and "request_id=probe-1" in lines[0]
-    assert " key=a " in lines[1] and " status=404 end=refused " in lines[1] and "path=/v1/messages" in lines[1]
+    assert " key=a " in lines[1] and " status=404 end=refused " in lines[1] and "path=/v1/messages/batches" in lines[1]
     assert " key=a " in lines[2] and " status=403 end=refused " in lines[2] and "request_id=probe-3" in lines[2]
     assert "sk-not-a-key" not in s.log_text()
     s.stop()

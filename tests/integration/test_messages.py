@@ -242,14 +242,16 @@ def test_count_tokens_is_forwarded_and_charges_no_tokens(start_sluice, mock):
     assert h["anthropic-ratelimit-requests-remaining"] == "7"
 
 
-def test_a_model_only_the_other_dialect_serves_is_not_found(start_sluice, start_mock):
+def test_what_does_not_translate_goes_only_to_its_own_dialect(start_sluice, start_mock):
     claude, gpt = start_mock(), start_mock()
     s = start_sluice(conf(claude.url, gpt.url))
-    r = messages(s, dict(MESSAGE, model="gpt-4o"))
+    r = messages(s, {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]},
+                 path="/v1/messages/count_tokens")
     assert r.status == 404 and r.json()["error"]["type"] == "not_found_error"
-    assert "anthropic" in r.json()["error"]["message"]
-    r = s.chat(body={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]})
+    assert "only /v1/messages translates" in r.json()["error"]["message"]
+    r = s.request("POST", "/v1/embeddings", {"model": "claude-sonnet-4-5", "input": "x"})
     assert r.status == 404 and r.json()["error"]["code"] == "model_not_found"
+    assert "only /v1/chat/completions translates" in r.json()["error"]["message"]
     assert claude.stats()["requests"] == 0 and gpt.stats()["requests"] == 0
 
 

@@ -26,10 +26,12 @@ static const char *const top_common[] = {
     "\"max_tokens\":100", "\"n\":null", "\"n\":-0", "\"max_output_tokens\":123456789012345",
     "\"tools\":null", "\"functions\":null", "\"temperature\":0.7", "\"top_p\":-1.5E-3",
     "\"user\":\"u\\/1\"", "\"metadata\":{\"k\":\"v\",\"n\":[]}", "\"logit_bias\":{\"50256\":-100}",
-    "\"stop\":[\"\\n\",\"END\"]", "\"prompt\":7",
+    "\"stop\":[\"\\n\",\"END\"]", "\"prompt\":7", "\"system\":\"be brief\"",
 };
 
 static const char *const top_members[] = {
+    "\"system\":[{\"type\":\"text\",\"text\":\"x\"}]", "\"system\":null", "\"system\":7",
+    "\"max_tokens\":null", "\"system\":\"caf\\u00e9\"", "\"tools\":[]",
     "\"model\":\"gpt-4o\"", "\"model\":\"gpt-\\u0034o-\\u00e9\"", "\"model\":\"\"", "\"model\":5",
     "\"stream\":true", "\"stream\":false", "\"stream\":null", "\"stream\":\"yes\"",
     "\"stream_options\":null", "\"stream_options\":{\"include_usage\":true}",
@@ -52,7 +54,7 @@ static const char *const message_common[] = {
 };
 
 static const char *const message_members[] = {
-    "\"role\":\"user\"", "\"role\":\"sys\\ntem\"", "\"role\":1", "\"role\":null",
+    "\"role\":\"user\"", "\"role\":\"assistant\"", "\"role\":\"system\"", "\"role\":\"\\u0075ser\"", "\"role\":\"sys\\ntem\"", "\"role\":1", "\"role\":null",
     "\"content\":\"hello world\"",
     "\"content\":\"caf\\u00e9 \\ud83d\\ude00 \\\"q\\\" \\\\ \\/ end\\n\\t\\b\\f\\r\"",
     "\"content\":\"h\xc3\xa9llo w\xc3\xb6rld \xe6\x97\xa5\xe6\x9c\xac \xff\"", "\"content\":null",
@@ -122,14 +124,21 @@ static void gen_message(struct sl_buf *b)
     sl_buf_appends(b, "}");
 }
 
+static bool anthropic; /* Messages API bodies (messages_body_scan), else chat's */
+
 static void gen_body(struct sl_buf *b)
 {
     ws(b);
     sl_buf_appends(b, "{");
+    bool max_first = anthropic && check_below(8) != 0; /* required there */
+    if (max_first)
+        sl_buf_appends(b, "\"max_tokens\":64");
     size_t n = check_below(5);
     size_t messages_at = check_below(n + 1), model_at = check_below(n + 1), nused = 0;
     const char *used[24];
-    bool first = true;
+    bool first = !max_first;
+    if (max_first)
+        used[nused++] = "\"max_tokens\":";
     for (size_t i = 0; i <= n; i++) {
         for (int part = 0; part < 3; part++) {
             bool add = part == 0 ? i == model_at && check_below(8) != 0
@@ -192,7 +201,7 @@ static void mutate(struct sl_buf *b)
     }
 }
 
-static const char path[] = "/v1/chat/completions";
+static const char *path = "/v1/chat/completions";
 
 /* 0: the reader left the body alone; 1: it took it and agrees; -1: it disagrees. */
 static int compare(const char *body, size_t len)
@@ -201,11 +210,12 @@ static int compare(const char *body, size_t len)
     char msg[256];
     const char *param;
     memset(&fast, 0xA5, sizeof(fast));
-    bool took = chat_body_scan(body, len, &fast);
-    int rc = api_validate_tree(path, sizeof(path) - 1, body, len, &tree, msg, sizeof(msg), &param);
+    bool took = anthropic ? messages_body_scan(body, len, &fast) : chat_body_scan(body, len, &fast);
+    int rc = api_validate_tree(path, strlen(path), body, len, &tree, msg, sizeof(msg), &param);
     int verdict = 0;
     if (took) {
-        verdict = rc == 0 && fast.root == NULL && fast.endpoint == API_CHAT &&
+        verdict = rc == 0 && fast.root == NULL &&
+                          fast.endpoint == (anthropic ? API_MESSAGES : API_CHAT) &&
                           fast.model_len == tree.model_len &&
                           memcmp(fast.model, tree.model, tree.model_len) == 0 &&
                           fast.model[fast.model_len] == '\0' && fast.stream == tree.stream &&
@@ -233,7 +243,7 @@ static void test_agrees_with_cjson(void)
         struct api_call tree;
         char msg[256];
         const char *param;
-        if (api_validate_tree(path, sizeof(path) - 1, b.data, b.len, &tree, msg, sizeof(msg),
+        if (api_validate_tree(path, strlen(path), b.data, b.len, &tree, msg, sizeof(msg),
                               &param) == 0)
             valid++;
         cJSON_Delete(tree.root);
@@ -241,9 +251,12 @@ static void test_agrees_with_cjson(void)
         disagreed += v < 0;
         sl_buf_free(&b);
     }
-    fprintf(stderr, "chat bodies: %d valid, %d read in one pass, of %d\n", valid, taken, rounds);
+    fprintf(stderr, "%s bodies: %d valid, %d read in one pass, of %d\n",
+            anthropic ? "Messages" : "chat", valid, taken, rounds);
     CHECK(disagreed == 0);
-    CHECK(valid > rounds / 6); /* a repeated member name, kept now and then, is refused */
+    /* a repeated member name, kept now and then, is refused; Messages bodies are
+     * stricter (roles, content, max_tokens): fewer of them are valid */
+    CHECK(valid > rounds / (anthropic ? 20 : 6));
     CHECK(taken * 4 > valid); /* the common shapes do go the one-pass way */
 }
 
@@ -257,7 +270,7 @@ static int tree_says(const char *body, char *msg, size_t n)
 {
     struct api_call call;
     const char *param;
-    int rc = api_validate_tree(path, sizeof(path) - 1, body, strlen(body), &call, msg, n, &param);
+    int rc = api_validate_tree(path, strlen(path), body, strlen(body), &call, msg, n, &param);
     cJSON_Delete(call.root);
     return rc;
 }
@@ -340,5 +353,13 @@ int main(void)
     test_repeated_members_and_nul();
     test_shapes();
     test_agrees_with_cjson();
+    anthropic = true; /* the same for Messages API bodies */
+    path = "/v1/messages";
+    test_agrees_with_cjson();
+    CHECK(takes("{\"model\":\"c\",\"max_tokens\":5,\"system\":\"s\",\"messages\":[{\"role\":\"user\","
+                "\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":\"yo\",\"name\":\"n\"}]}"));
+    CHECK(!takes("{\"model\":\"c\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"));
+    CHECK(!takes("{\"model\":\"c\",\"max_tokens\":5,\"messages\":[{\"role\":\"system\",\"content\":\"hi\"}]}"));
+    CHECK(!takes("{\"model\":\"c\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[]}]}"));
     return check_done();
 }

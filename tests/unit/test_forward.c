@@ -35,11 +35,11 @@ static void test_url(void)
     struct http_req req;
     check_request(&req, "POST", "/v1/chat/completions", "a=1", NULL, NULL);
     struct cfg_backend oa = backend(BACKEND_OPENAI, "http://up/v1");
-    char *u = fwd_url(&req, &oa, false, "gpt-4o");
+    char *u = fwd_url(&req, &oa, false, "gpt-4o", XL_NONE);
     CHECK_STR(u, "http://up/v1/chat/completions?a=1");
     free(u);
     struct cfg_backend az = backend(BACKEND_AZURE, "https://res.openai.azure.com");
-    u = fwd_url(&req, &az, false, "gpt 4o/x");
+    u = fwd_url(&req, &az, false, "gpt 4o/x", XL_NONE);
     CHECK_STR(u, "https://res.openai.azure.com/openai/deployments/gpt%204o%2Fx/chat/completions"
                  "?api-version=2024-06-01&a=1");
     free(u);
@@ -47,17 +47,17 @@ static void test_url(void)
     struct http_req q;
     check_request(&q, "POST", "/v1/chat/completions",
                   "x=1&api-version=2099-01-01&API%2Dkey=stolen&Api-Key&y=2&&", NULL, NULL);
-    u = fwd_url(&q, &az, false, "gpt-4o");
+    u = fwd_url(&q, &az, false, "gpt-4o", XL_NONE);
     CHECK_STR(u, "https://res.openai.azure.com/openai/deployments/gpt-4o/chat/completions"
                  "?api-version=2024-06-01&x=1&y=2");
     free(u);
     az.deployment = "dep";
-    u = fwd_url(&req, &az, false, "gpt-4o");
+    u = fwd_url(&req, &az, false, "gpt-4o", XL_NONE);
     CHECK(strstr(u, "/openai/deployments/dep/chat/completions?") != NULL);
     free(u);
     sl_buf_free(&req.body);
     check_request(&req, "GET", "/v1/files/file-1", NULL, NULL, NULL);
-    u = fwd_url(&req, &az, true, NULL); /* the account's own, not a deployment's */
+    u = fwd_url(&req, &az, true, NULL, XL_NONE); /* the account's own, not a deployment's */
     CHECK_STR(u, "https://res.openai.azure.com/openai/files/file-1?api-version=2024-06-01");
     free(u);
     sl_buf_free(&req.body);
@@ -132,15 +132,15 @@ static void test_body(void)
     CHECK(api_validate_tree("/v1/chat/completions", 20, text, strlen(text), &call, msg,
                             sizeof(msg), &param) == 0);
     struct fwd_body b = { .client = { text, strlen(text) } };
-    CHECK(fwd_body_sent(&b).p == text); /* as it came, not copied */
+    CHECK(fwd_body_sent(&b, false).p == text); /* as it came, not copied */
     CHECK(fwd_ask_for_usage(&b, &call));
-    struct sl_str sent = fwd_body_sent(&b);
+    struct sl_str sent = fwd_body_sent(&b, false);
     cJSON *j = cJSON_ParseWithLength(sent.p, sent.len);
     CHECK(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "stream_options"),
                                            "include_usage")));
     cJSON_Delete(j);
     fwd_rename_model(&b, &call, "gpt-4o-2024-08-06", 17);
-    sent = fwd_body_sent(&b);
+    sent = fwd_body_sent(&b, false);
     j = cJSON_ParseWithLength(sent.p, sent.len);
     CHECK_STR(cJSON_GetStringValue(cJSON_GetObjectItem(j, "model")), "gpt-4o-2024-08-06");
     CHECK(cJSON_GetObjectItem(j, "stream_options") != NULL); /* renamed from sluice's copy */
@@ -155,7 +155,7 @@ static void test_body(void)
     CHECK(api_validate_tree("/v1/chat/completions", 20, text, strlen(text), &call, msg,
                             sizeof(msg), &param) == 0);
     struct fwd_body c = { .client = { text, strlen(text) } };
-    CHECK(!fwd_ask_for_usage(&c, &call) && fwd_body_sent(&c).p == text);
+    CHECK(!fwd_ask_for_usage(&c, &call) && fwd_body_sent(&c, false).p == text);
     fwd_body_free(&c);
     cJSON_Delete(call.root);
 }
