@@ -6,8 +6,9 @@ one EVALSHA per request (when Debian's lua module is installed), and sluice
 (Release) without limits and with Redis limits in all three dimensions. Runs
 wrk against each for a bounded time, a 1-connection probe for added latency,
 a streaming comparison, TLS (keep-alive, and a new handshake per request)
-with the same certificate in nginx and sluice, and 1,000 concurrent open
-streams for memory. All
+with the same certificate in nginx and sluice, Anthropic's Messages API
+(an anthropic backend, and translated for an OpenAI one), and 1,000
+concurrent open streams for memory. All
 loads run once per round (BENCH_ROUNDS, 5); it prints the medians, each
 server's CPU per request, and the ratios to nginx taken within each round.
 Loopback only; every load is bounded."""
@@ -216,7 +217,7 @@ def main():
     start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
           redis_port)
     ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis", "nginx_tls",
-                                            "sluice_tls", "sluice_held")}
+                                            "sluice_tls", "sluice_held", "sluice_messages")}
     (tmp / "nginx.conf").write_text(nginx_conf(ports["nginx"], mock_port))
     ngx = start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
     cert = make_cert()
@@ -239,7 +240,19 @@ def main():
                                                            backend="first_token_timeout = 10s\n"))],
           ports["sluice_held"])
 
+    # Anthropic's Messages API (issue #31): served by an anthropic backend (the
+    # mock speaks it), and translated for an OpenAI-compatible one
+    anthropic = (f"models = gpt-4o\n[backend claude]\ntype = anthropic\n"
+                 f"url = http://127.0.0.1:{mock_port}/v1\napi_key = upstream\nmodels = claude\n")
+    sm = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_messages"], mock_port,
+                                                                backend=anthropic))],
+               ports["sluice_messages"])
     chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
+    # the same size as chat's body, less the max_tokens the Messages API requires
+    messages = lua_script("messages", '{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}',
+                          'wrk.headers["anthropic-version"] = "2023-06-01"\n')
+    messages_xl = lua_script("messages_xl", '{"model":"gpt-4o","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}',
+                             'wrk.headers["anthropic-version"] = "2023-06-01"\n')
     stream = lua_script("stream", '{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hello"}]}',
                         'wrk.headers["x-mock-completion-tokens"] = "20"\n')
     # A new connection, so a full TLS handshake, for every request.
@@ -247,12 +260,12 @@ def main():
                            'wrk.headers["Connection"] = "close"\n')
     hz = os.sysconf("SC_CLK_TCK")
 
-    def run(port, script, pid=None, scheme="http", **kw):
+    def run(port, script, pid=None, scheme="http", path="/v1/chat/completions", **kw):
         for _ in range(2):  # warm connections and caches
-            subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"{scheme}://127.0.0.1:{port}/v1/chat/completions"],
+            subprocess.run(["wrk", "-t1", "-c4", "-d1s", "-s", str(script), f"{scheme}://127.0.0.1:{port}{path}"],
                            capture_output=True)
         before = cpu_ticks(pid) if pid else 0
-        r = wrk(port, script, scheme=scheme, **kw)
+        r = wrk(port, script, scheme=scheme, path=path, **kw)
         done = r["rps"] * DURATION
         r["cpu_us"] = (cpu_ticks(pid) - before) * 1e6 / hz / done if pid and done else float("nan")
         r["rss"] = rss_mb(pid) if pid else float("nan")
@@ -271,14 +284,18 @@ def main():
               ("nginx, TLS keep-alive", ports["nginx_tls"], chat, ngx_tls.pid, "https"),
               ("sluice, TLS keep-alive", ports["sluice_tls"], chat, slt.pid, "https"),
               ("nginx, TLS handshake per request", ports["nginx_tls"], handshake, ngx_tls.pid, "https"),
-              ("sluice, TLS handshake per request", ports["sluice_tls"], handshake, slt.pid, "https")]
-    loads = [load if len(load) == 5 else load + ("http",) for load in loads]
+              ("sluice, TLS handshake per request", ports["sluice_tls"], handshake, slt.pid, "https"),
+              ("sluice, Messages (anthropic backend)", ports["sluice_messages"], messages, sm.pid, "http",
+               "/v1/messages"),
+              ("sluice, Messages -> OpenAI backend", ports["sluice_messages"], messages_xl, sm.pid,
+               "http", "/v1/messages")]
+    loads = [load + ("http", "/v1/chat/completions")[len(load) - 4:] for load in loads]
     probes = (("direct", mock_port, chat), ("nginx", ports["nginx"], chat), ("sluice", ports["sluice"], chat),
               ("sluice_redis", ports["sluice_redis"], chat), ("stream", ports["sluice"], stream),
               ("stream held", ports["sluice_held"], stream))
     rounds = []
     for _ in range(ROUNDS):
-        got = {name: run(port, script, pid, scheme) for name, port, script, pid, scheme in loads}
+        got = {name: run(port, script, pid, scheme, path) for name, port, script, pid, scheme, path in loads}
         for name, port, script in probes:
             got["probe " + name] = wrk(port, script, conns=1, seconds=max(DURATION // 2, 3))
         rounds.append(got)
@@ -314,7 +331,7 @@ def main():
     print(f"{'scenario':38} {'req/s':>7} {'p50':>7} {'p99':>7} {'p99.9':>7} {'CPU/req':>8} {'RSS MB':>6}  vs nginx")
     bases = {"streaming": "nginx proxy, streaming (20 chunks)", "TLS keep-alive": "nginx, TLS keep-alive",
              "TLS handshake": "nginx, TLS handshake per request"}
-    for name, _, _, pid, _ in loads:
+    for name, _, _, pid, _, _ in loads:
         base = next((b for k, b in bases.items() if k in name), "nginx proxy")
         mid, lo, hi, _ = ratio(name, base)
         bad = sum(r[name]["non2xx"] for r in rounds)
@@ -348,6 +365,8 @@ def main():
         ("streaming >= 0.9x nginx SSE (issue #7)",
          ratio("sluice, streaming (20 chunks)", "nginx proxy, streaming (20 chunks)"), 0.9, False),
         ("1 connection, stream: first_token_timeout adds < 100 us at p99 (issue #29)", held, 100, True),
+        ("CPU per request, Messages (anthropic backend) <= 1.05x chat's (issue #31; callgrind for less)",
+         ratio("sluice, Messages (anthropic backend)", "sluice, no limits", "cpu_us"), 1.05, True),
     ]
     for name, got, want, at_most in checks:
         ok = got[0] <= want if at_most else got[0] >= want

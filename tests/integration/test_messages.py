@@ -160,7 +160,8 @@ output_price = 15.00
 
 
 def test_sluice_refuses_an_anthropic_caller_in_anthropic_s_shape(start_sluice, mock):
-    s = start_sluice(conf(mock.url, key_extra="rpm = 1\nmodels = claude-sonnet-4-5"))
+    s = start_sluice(conf(mock.url, key_extra="rpm = 1\nmodels = claude-sonnet-4-5\nmax_prompt_tokens = 50")
+                     .replace("[server]\n", "[server]\nmax_body_size = 64k\n"))
 
     def check(r, status, etype):
         assert r.status == status, (r.status, r.body)
@@ -179,6 +180,11 @@ def test_sluice_refuses_an_anthropic_caller_in_anthropic_s_shape(start_sluice, m
     assert "max_tokens" in r.json()["error"]["message"]
     check(messages(s, dict(MESSAGE, messages=[{"role": "system", "content": "x"}])), 400,
           "invalid_request_error")
+    # one credential only; a body or a prompt too large
+    check(messages(s, headers={"Authorization": f"Bearer {CLIENT_KEY}"}), 400, "invalid_request_error")
+    check(messages(s, dict(MESSAGE, system="x" * 70000)), 413, "request_too_large")
+    h = check(messages(s, dict(MESSAGE, system="word " * 100)), 413, "request_too_large")
+    assert h["x-should-retry"] == "false"
     assert mock.stats()["requests"] == 0
     assert messages(s).status == 200
     h = check(messages(s), 429, "rate_limit_error")
