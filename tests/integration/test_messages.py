@@ -6,6 +6,9 @@ own refusals in Anthropic's error shape and headers. The mock upstream
 speaks the Messages API."""
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 
 from harness import CLIENT_KEY, MOCK_HEADERS, OTHER_KEY, UPSTREAM_KEY
 from test_failover import last_access
@@ -277,3 +280,45 @@ def test_tools_come_back_as_tool_use(start_sluice, mock):
     assert json.loads("".join(deltas)) == {"city": "Paris"}
     a = last_access(s, 2)
     assert a["completion_tokens"] == "12"
+
+
+@pytest.mark.parametrize("use_redis", [False, True])
+def test_limits_are_exact_for_messages_across_nodes(start_sluice, start_mock, use_redis, request):
+    """Messages calls and chat completions of one key, native and translated,
+    concurrently over three nodes sharing Redis (one node in process): the
+    key's rpm and input_tpm admit exactly what they allow."""
+    claude, gpt = start_mock(), start_mock()
+    for m in (claude, gpt):
+        m.configure(prompt_tokens=8)  # usage equals the estimate: no correction frees tokens
+    redis = request.getfixturevalue("redis") if use_redis else None
+    cfg = conf(claude.url, gpt.url, key_extra="rpm = 30")
+    if redis:
+        cfg += f"\n[redis]\nurl = {redis.url}\ntimeout = 1s\n"
+    nodes = [start_sluice(cfg) for _ in range(3 if redis else 1)]
+    # "abcdefgh": 3 + 2 + 3 = 8 estimated tokens, on either dialect
+    calls = [("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 5,
+                               "messages": [{"role": "user", "content": "abcdefgh"}]}),
+             ("/v1/messages", {"model": "gpt-4o", "max_tokens": 5,
+                               "messages": [{"role": "user", "content": "abcdefgh"}]}),
+             ("/v1/chat/completions", {"model": "claude-sonnet-4-5",
+                                       "messages": [{"role": "user", "content": "abcdefgh"}]})]
+
+    def one(i):
+        path, body = calls[i % 3]
+        return messages(nodes[i % len(nodes)], body, path=path).status
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(one, range(90)))
+    assert statuses.count(200) == 30 and statuses.count(429) == 60
+    assert claude.stats()["requests"] + gpt.stats()["requests"] == 30
+    # input tokens on a key of its own: 8 per request against 100
+    cfg2 = cfg.replace("[key team-a]", "[key team-x]").replace("rpm = 30", "input_tpm = 100")
+    nodes2 = [start_sluice(cfg2) for _ in range(len(nodes))]
+
+    def two(i):
+        path, body = calls[i % 3]
+        return messages(nodes2[i % len(nodes2)], body, path=path).status
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        statuses = list(pool.map(two, range(45)))
+    assert statuses.count(200) == 12  # floor(100 / 8)
