@@ -1532,16 +1532,39 @@ static void relay_begin(struct sl_request *r, struct up_transfer *t, int status)
     arm_ms(r->stream_idle, r->gen->cfg->backends[r->at.pick.backend].stream_idle_timeout_ms);
 }
 
+/* An anthropic-ratelimit-*-reset: the RFC 3339 time the window refills, as
+ * milliseconds from now. */
+static bool reset_at_ms(struct sl_str v, int64_t *ms)
+{
+    char text[40];
+    int64_t at;
+    if (v.len == 0 || v.len >= sizeof(text))
+        return false;
+    memcpy(text, v.p, v.len);
+    text[v.len] = '\0';
+    if (!sl_parse_time(text, &at))
+        return false;
+    *ms = SL_MAX(at * 1000 - sl_wall_us() / 1000, 0);
+    return true;
+}
+
 /* The upstream's own count of what is left, x-ratelimit-remaining-* with
- * its x-ratelimit-reset-*: at zero the backend is full until the reset. */
+ * its x-ratelimit-reset-* (an anthropic backend's anthropic-ratelimit-*,
+ * its reset a time): at zero the backend is full until the reset. */
 static void read_upstream_limits(struct sl_request *r, struct up_transfer *t)
 {
     struct sl_str v;
     struct pool_upstream_limits u = { -1, -1, -1, -1 };
-    static const char *const names[2][2] = {
+    bool anthropic = r->gen->cfg->backends[r->at.pick.backend].type == BACKEND_ANTHROPIC;
+    static const char *const openai[2][2] = {
         { "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests" },
         { "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens" },
     };
+    static const char *const claude[2][2] = {
+        { "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-requests-reset" },
+        { "anthropic-ratelimit-tokens-remaining", "anthropic-ratelimit-tokens-reset" },
+    };
+    const char *const(*names)[2] = anthropic ? claude : openai;
     int64_t *out[2][2] = { { &u.remaining_requests, &u.requests_reset_ms },
                            { &u.remaining_tokens, &u.tokens_reset_ms } };
     bool any = false;
@@ -1553,7 +1576,7 @@ static void read_upstream_limits(struct sl_request *r, struct up_transfer *t)
         num[v.len] = '\0';
         int64_t n, reset;
         if (!sl_parse_int(num, &n) || n < 0 || !up_header(t, names[i][1], &v) ||
-            !sl_parse_reset_ms(v, &reset))
+            !(anthropic ? reset_at_ms(v, &reset) : sl_parse_reset_ms(v, &reset)))
             continue;
         *out[i][0] = n;
         *out[i][1] = SL_MIN(reset, POOL_MAX_OPEN_MS);

@@ -49,6 +49,18 @@ models = gpt-4o
 """
 
 
+def two_claudes(a, b):
+    """Two anthropic backends: the mock a first (priority 1), then b."""
+    return conf(a.url, backend_extra="priority = 1") + f"""
+[backend claude-2]
+type = anthropic
+url = {b.url}
+api_key = {UPSTREAM_KEY}
+models = claude-sonnet-4-5, claude-opus-4
+priority = 2
+"""
+
+
 def messages(s, body=None, headers=None, key=CLIENT_KEY, path="/v1/messages"):
     """A Messages API call as Anthropic's SDKs make it: the key in x-api-key."""
     h = {"anthropic-version": "2023-06-01"}
@@ -211,15 +223,7 @@ def test_no_backend_is_529_overloaded_for_anthropic_callers(start_sluice, mock, 
 
 def test_a_failing_anthropic_backend_fails_over_to_the_next(start_sluice, start_mock):
     a, b = start_mock(), start_mock()
-    cfg = conf(a.url, backend_extra="priority = 1") + f"""
-[backend claude-2]
-type = anthropic
-url = {b.url}
-api_key = {UPSTREAM_KEY}
-models = claude-sonnet-4-5, claude-opus-4
-priority = 2
-"""
-    s = start_sluice(cfg)
+    s = start_sluice(two_claudes(a, b))
     a.configure(status=500)
     r = messages(s)
     assert r.status == 200 and r.json()["type"] == "message"
@@ -322,3 +326,20 @@ def test_limits_are_exact_for_messages_across_nodes(start_sluice, start_mock, us
     with ThreadPoolExecutor(max_workers=32) as pool:
         statuses = list(pool.map(two, range(45)))
     assert statuses.count(200) == 12  # floor(100 / 8)
+
+
+def test_an_anthropic_upstream_s_own_remaining_marks_it_full_until_its_reset(start_sluice, start_mock):
+    a, b = start_mock(), start_mock()
+    s = start_sluice(two_claudes(a, b))
+    t_reset = int(time.time()) + 2
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_reset))
+    a.configure(header=f"anthropic-ratelimit-requests-remaining: 0\r\nanthropic-ratelimit-requests-reset: {reset}")
+    assert messages(s).status == 200  # a answers, and says it has nothing left until reset
+    for _ in range(4):
+        assert messages(s).status == 200
+    assert a.stats()["requests"] == 1 and b.stats()["requests"] == 4
+    a.configure()
+    time.sleep(max(0.0, t_reset + 0.3 - time.time()))
+    assert messages(s).status == 200
+    assert a.stats()["requests"] == 2
+    assert "breaker" not in s.log_text()

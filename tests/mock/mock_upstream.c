@@ -253,12 +253,13 @@ static void usage_json(struct sl_buf *b, const struct mock_req *m)
 
 static void text_of(struct sl_buf *b, int tokens);
 
-/* A whole JSON answer (200) with these header lines and the configured one. */
+/* A whole JSON answer (200) with the configured header line (first: it
+ * wins over the mock's own of the same name) and these. */
 static void respond_whole(struct mock_req *m, const char *lines, const struct sl_buf *b)
 {
     char h[384];
-    int hlen = snprintf(h, sizeof(h), "Content-Type: application/json\r\n%s%s%s", lines,
-                        m->f.header, m->f.header[0] ? "\r\n" : "");
+    int hlen = snprintf(h, sizeof(h), "Content-Type: application/json\r\n%s%s%s", m->f.header,
+                        m->f.header[0] ? "\r\n" : "", lines);
     http_respond(m->req, 200, h, (size_t)hlen, b->data, b->len);
 }
 
