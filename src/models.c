@@ -243,15 +243,20 @@ static bool start_fetch(struct models_request *mr, int backend)
 
 /* ---- the answer --------------------------------------------------------------- */
 
-static void model_entry(struct sl_buf *b, const char *name, const char *owner, bool first)
+/* One model in OpenAI's shape, or Anthropic's (type, display_name, created_at). */
+static void model_entry(struct sl_buf *b, const char *name, bool anthropic, bool first)
 {
     if (!first)
         sl_buf_append(b, ",", 1);
-    sl_buf_appends(b, "{\"id\":");
+    sl_buf_appends(b, anthropic ? "{\"type\":\"model\",\"id\":" : "{\"id\":");
     sl_buf_json_string(b, name, strlen(name));
-    sl_buf_appends(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":");
-    sl_buf_json_string(b, owner, strlen(owner));
-    sl_buf_appends(b, "}");
+    if (anthropic) {
+        sl_buf_appends(b, ",\"display_name\":");
+        sl_buf_json_string(b, name, strlen(name));
+        sl_buf_appends(b, ",\"created_at\":\"1970-01-01T00:00:00Z\"}");
+    } else {
+        sl_buf_appends(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"sluice\"}");
+    }
 }
 
 /* The names, in order of first appearance, without repeats: found through a
@@ -305,6 +310,28 @@ static void collect(struct models_request *mr, struct names *ns)
             add_name(ns, allowed->names[j]);
 }
 
+/* The list in OpenAI's shape, or Anthropic's (one page: has_more false). */
+static void model_list(struct sl_buf *b, const struct names *ns, bool anthropic)
+{
+    sl_buf_appends(b, anthropic ? "{\"data\":[" : "{\"object\":\"list\",\"data\":[");
+    for (int i = 0; i < ns->n; i++)
+        model_entry(b, ns->v[i], anthropic, i == 0);
+    sl_buf_appends(b, "]");
+    if (anthropic) {
+        sl_buf_appends(b, ",\"has_more\":false,\"first_id\":");
+        if (ns->n)
+            sl_buf_json_string(b, ns->v[0], strlen(ns->v[0]));
+        else
+            sl_buf_appends(b, "null");
+        sl_buf_appends(b, ",\"last_id\":");
+        if (ns->n)
+            sl_buf_json_string(b, ns->v[ns->n - 1], strlen(ns->v[ns->n - 1]));
+        else
+            sl_buf_appends(b, "null");
+    }
+    sl_buf_appends(b, "}");
+}
+
 static void answer(struct models_request *mr)
 {
     static const char json_ct[] = "Content-Type: application/json\r\n";
@@ -314,6 +341,10 @@ static void answer(struct models_request *mr)
     mr->req = NULL;
     req->owner = NULL;
     req->on_abort = NULL;
+    /* Anthropic's SDKs send anthropic-version: they get its list and errors */
+    bool anthropic = http_header(req, "anthropic-version") != NULL;
+    if (anthropic)
+        req->dialect = DIALECT_ANTHROPIC;
     struct sl_buf b = { 0 };
     if (mr->id) {
         int found = sl_names_find(&ns.seen, mr->id, strlen(mr->id));
@@ -324,12 +355,9 @@ static void answer(struct models_request *mr)
                                    "The model does not exist or you do not have access to it.",
                                    "model", NULL);
         }
-        model_entry(&b, ns.v[found], "sluice", true);
+        model_entry(&b, ns.v[found], anthropic, true);
     } else {
-        sl_buf_appends(&b, "{\"object\":\"list\",\"data\":[");
-        for (int i = 0; i < ns.n; i++)
-            model_entry(&b, ns.v[i], "sluice", i == 0);
-        sl_buf_appends(&b, "]}");
+        model_list(&b, &ns, anthropic);
     }
     sl_buf_append(&b, "\n", 1);
     http_respond(req, 200, json_ct, sizeof(json_ct) - 1, b.data, b.len);

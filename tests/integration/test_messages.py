@@ -343,3 +343,16 @@ def test_an_anthropic_upstream_s_own_remaining_marks_it_full_until_its_reset(sta
     assert messages(s).status == 200
     assert a.stats()["requests"] == 2
     assert "breaker" not in s.log_text()
+
+
+def test_the_anthropic_sdk_s_model_list_is_in_its_shape(start_sluice, mock):
+    s = start_sluice(conf(mock.url, key_extra="models = claude-sonnet-4-5"))
+    r = s.request("GET", "/v1/models", headers={"anthropic-version": "2023-06-01", "x-api-key": CLIENT_KEY}, key=None)
+    assert r.status == 200, r.body
+    assert r.json() == {"data": [{"type": "model", "id": "claude-sonnet-4-5", "display_name": "claude-sonnet-4-5",
+                                  "created_at": "1970-01-01T00:00:00Z"}],
+                        "has_more": False, "first_id": "claude-sonnet-4-5", "last_id": "claude-sonnet-4-5"}
+    r = s.request("GET", "/v1/models/claude-opus-4", headers={"anthropic-version": "2023-06-01"})
+    assert r.status == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = s.request("GET", "/v1/models")  # an OpenAI caller: OpenAI's list
+    assert r.json()["object"] == "list" and r.json()["data"][0]["object"] == "model"

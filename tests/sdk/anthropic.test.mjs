@@ -138,6 +138,17 @@ describe('the official Anthropic SDK through sluice', () => {
     assert.equal(counted - before, 12);
   });
 
+  test('models.list and models.retrieve', async () => {
+    const narrow = new Anthropic({ baseURL: s.url, apiKey: NARROW, maxRetries: 0 });
+    const ids = [];
+    for await (const m of narrow.models.list()) ids.push(m.id);
+    assert.deepEqual(ids, ['claude-haiku-4-5']);
+    const one = await narrow.models.retrieve('claude-haiku-4-5');
+    assert.equal(one.type, 'model');
+    const err = await narrow.models.retrieve('claude-sonnet-4-5').catch((e) => e);
+    assert.ok(err instanceof Anthropic.NotFoundError, String(err));
+  });
+
   test('AuthenticationError for a bad key', async () => {
     const bad = new Anthropic({ baseURL: s.url, apiKey: 'sk-not-a-key-of-this-gateway', maxRetries: 0 });
     const err = await bad.messages.create({ model: 'claude-sonnet-4-5', max_tokens: 8, messages: hello }).catch((e) => e);
