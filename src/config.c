@@ -1081,6 +1081,9 @@ static void check_budgets(struct parser *p)
         if (k->team_name && !(k->team = cfg_find_team(c, k->team_name)))
             add_error(p->errs, p->path, k->line, "[key %s]: team %s has no [team %s] section",
                       k->name, k->team_name, k->team_name);
+        if (k->require_user && k->trust_user == TRUST_USER_NO)
+            add_error(p->errs, p->path, k->line,
+                      "[key %s]: require_user needs trust_user = header or body", k->name);
     }
     static const uint8_t unset[32];
     for (int i = 0; i < c->nteams; i++) {
@@ -1660,6 +1663,8 @@ bool cfg_key_build(const struct config *c, const char *name, const char *const *
         add_error(&errs, "", 0, "budget needs budget_period day, week, month or total");
     if (!errs.n && out->team_name && !(out->team = cfg_find_team(c, out->team_name)))
         add_error(&errs, "", 0, "team: no team %.64s is configured", out->team_name);
+    if (!errs.n && out->require_user && out->trust_user == TRUST_USER_NO)
+        add_error(&errs, "", 0, "require_user needs trust_user header or body");
     bool ok = errs.n == 0;
     if (!ok) {
         const char *m = errs.lines[0];

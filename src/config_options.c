@@ -19,6 +19,7 @@ static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
 static const char *const periods[] = { "none", "day", "month", "total", "week", NULL };
 static const char *const log_levels[] = { "debug", "info", "warn", "error", NULL };
 static const char *const key_modes[] = { "enforce", "shadow", NULL };
+static const char *const trust_user_choices[] = { "no", "header", "body", NULL };
 static const char *const access_formats[] = { "text", "json", NULL };
 static const char *const unpriced_choices[] = { "deny", "allow", NULL };
 static const char *const balances[] = { "weighted", "latency", "least_inflight", NULL };
@@ -374,6 +375,13 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_KEY, .name = "expires_at", .type = T_TIME, .offset = KEY(expires_at),
       .doc = "an RFC 3339 time (2027-01-01T00:00:00Z); from then on the key gets 401 "
              "invalid_api_key, \"key expired\"; absent = never" },
+    { .scope = SCOPE_KEY, .name = "trust_user", .type = T_ENUM, .offset = KEY(trust_user),
+      .def = "no", .choices = trust_user_choices,
+      .doc = "where the end user of a request comes from: no; header (x-sluice-user); body "
+             "(safety_identifier or user, the Messages API's metadata.user_id); logged as user=" },
+    { .scope = SCOPE_KEY, .name = "require_user", .type = T_BOOL, .offset = KEY(require_user),
+      .def = "no",
+      .doc = "yes: a request without an end user (trust_user) gets 400" },
     { .scope = SCOPE_TEAM, .name = "rpm", .type = T_INT, .offset = TEAM(rpm),
       .def = "0", .max = BIG,
       .doc = "requests per minute of all the team's keys together; 0 = unlimited" },

@@ -48,6 +48,7 @@
 #include "sluice/auth.h"
 #include "sluice/config.h"
 #include "sluice/dialect.h"
+#include "sluice/enduser.h"
 #include "sluice/forward.h"
 #include "sluice/headers.h"
 #include "sluice/http.h"
@@ -161,6 +162,7 @@ struct sl_request {
     char path[API_MAX_PATH + 1]; /* plain: api_plain_path() checked it */
     char method[8];                  /* GET, POST or DELETE (server.c allows no other) */
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's, for the logs */
+    char user[EU_MAX + 1];                    /* the end user (enduser.h); "" none */
     struct fwd_body fwd;    /* the body's forms: as it came, or sluice's copies (forward.h) */
     struct api_resource res;   /* the stored resource it is about (owners.h) */
     char owner[OWNER_MAX];     /* whose its creations are, and whose it may use */
@@ -739,6 +741,9 @@ void proxy_handle(struct worker *w, struct http_req *req)
     char msg[256];
     const char *param = NULL, *headers = NULL;
     int e = api_read_call(req, &call, msg, sizeof(msg), &param);
+    char user[EU_MAX + 1];
+    if (!e)
+        e = eu_find(key, req, &call, user, msg, sizeof(msg), &param);
     const char *model_label = "-";
     if (!e)
         e = check_endpoint(gen, key, req, &call, msg, sizeof(msg));
@@ -773,6 +778,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     }
     struct sl_request *r = request_new(w, req, key, &call);
     r->fwd.xlate = translated; /* taken */
+    memcpy(r->user, user, strlen(user) + 1);
     r->rt = rt;
     req->checked_ref = NULL;
     r->estimate = call.estimate;
@@ -2087,6 +2093,7 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
         .end_us = sl_wall_us(),
         .key = r->key->name,
         .team = r->key->team ? r->key->team->name : "-",
+        .user = r->user[0] ? r->user : "-",
         .model = r->model ? r->model : "-",
         .served_model = r->served_upstream ? r->served_upstream : "-",
         .backend = r->backend >= 0 ? cfg->backends[r->backend].name : "-",

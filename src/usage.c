@@ -39,6 +39,7 @@ void usage_json(const struct usage_record *u, struct sl_buf *b)
     sl_buf_printf(b, "{\"time\":\"%s\"", when);
     field_str(b, "key", u->key);
     field_str(b, "team", u->team);
+    field_str(b, "user", u->user ? u->user : "-");
     field_str(b, "model", u->model);
     field_str(b, "served_model", u->served_model);
     field_str(b, "backend", u->backend);
@@ -82,6 +83,7 @@ void usage_access_line(const struct usage_record *u, enum access_format f, struc
     sl_buf_printf(b, "%s info access", when);
     text_value(b, "key", u->key, 0);
     text_value(b, "team", u->team, 0);
+    text_value(b, "user", u->user ? u->user : "-", 0);
     text_value(b, "model", u->model, 64);
     text_value(b, "served_model", u->served_model, 64);
     text_value(b, "backend", u->backend, 0);

@@ -17,6 +17,8 @@
 struct option;
 
 enum backend_type { BACKEND_OPENAI, BACKEND_AZURE, BACKEND_ANTHROPIC };
+/* Where a key's requests name their end user (enduser.h). */
+enum trust_user { TRUST_USER_NO, TRUST_USER_HEADER, TRUST_USER_BODY };
 enum redis_on_error { REDIS_ON_ERROR_LOCAL, REDIS_ON_ERROR_ALLOW, REDIS_ON_ERROR_DENY };
 /* Calendar periods of quotas and budgets, UTC; week is ISO (from Monday). The
  * numbers are also lua/limits.lua's. */
@@ -197,6 +199,8 @@ struct cfg_key {
     int64_t max_inflight;          /* requests open at once, across nodes; 0 = no cap */
     int64_t queue_timeout_ms;      /* how long a refused request may wait for room; 0 = never */
     int64_t expires_at;            /* seconds since the epoch; 0 = never */
+    int trust_user;                /* enum trust_user: where the end user comes from */
+    bool require_user;             /* a request without an end user is refused */
     bool runtime;                  /* made through the admin API (keys.h), not the file */
 };
 

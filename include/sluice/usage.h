@@ -12,6 +12,7 @@
 struct usage_record {
     int64_t end_us;  /* wall clock, microseconds since the epoch */
     const char *key, *team, *model, *served_model, *backend; /* "-" when none */
+    const char *user; /* the end user (enduser.h), "-" when none; NULL reads as "-" */
     const char *path;
     const char *request_id; /* X-Request-Id: [A-Za-z0-9._:-], 1-128 (http.h) */
     const char *end;     /* the end cause's token */

@@ -8,7 +8,7 @@ import time
 
 from harness import CLIENT_KEY, OTHER_KEY, UPSTREAM_KEY, base_conf
 
-FIELDS = {"time", "key", "team", "model", "served_model", "backend", "status", "end", "outcome",
+FIELDS = {"time", "key", "team", "user", "model", "served_model", "backend", "status", "end", "outcome",
           "attempts", "stream", "input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens",
           "cost_usd",
           "ttfb_ms", "duration_ms", "queued_ms", "path", "request_id"}

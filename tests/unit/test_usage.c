@@ -23,7 +23,16 @@ int main(void)
     struct sl_buf line = { 0 };
     usage_access_line(&u, ACCESS_TEXT, &line);
     sl_buf_append(&line, "", 1);
-    CHECK(strstr(line.data, " info access key=team-a team=- model=gpt-4o ") != NULL);
+    CHECK(strstr(line.data, " info access key=team-a team=- user=- model=gpt-4o ") != NULL);
+    struct usage_record who = record("gpt-4o");
+    who.user = "ann@example.com";
+    line.len = 0;
+    usage_access_line(&who, ACCESS_TEXT, &line);
+    sl_buf_append(&line, "", 1);
+    CHECK(strstr(line.data, " team=- user=ann@example.com model=gpt-4o ") != NULL);
+    line.len = 0;
+    usage_access_line(&u, ACCESS_TEXT, &line);
+    sl_buf_append(&line, "", 1);
     CHECK(strncmp(line.data, "2026-12-06T12:00:00.123Z ", 25) == 0); /* the end's wall time */
     CHECK(strstr(line.data, " status=200 end=responded attempts=1 outcome=success stream=1 ") != NULL);
     CHECK(strstr(line.data, " prompt_tokens=12 completion_tokens=8 cost_usd=0.000110 ") != NULL);
