@@ -2153,6 +2153,7 @@ static void trace_request(const struct sl_request *r)
         .served_model = r->served_upstream,
         .key = r->key->name,
         .team = r->key->team ? r->key->team->name : NULL,
+        .user = r->user[0] ? r->user : NULL,
         .backend = r->backend >= 0 ? cfg->backends[r->backend].name : NULL,
         .end = end_cause_token(r->end),
         .status = r->status,

@@ -45,6 +45,8 @@ static int root_attrs(const struct span_request *r, const char *op, struct tel_a
     root[n++] = ATTR_S("sluice.key", r->key);
     if (r->team)
         root[n++] = ATTR_S("sluice.team", r->team);
+    if (r->user)
+        root[n++] = ATTR_S("user.id", r->user);
     if (r->backend)
         root[n++] = ATTR_S("sluice.backend", r->backend);
     root[n++] = ATTR_I("sluice.attempts", r->attempts);

@@ -31,6 +31,7 @@ struct span_request {
     const struct config *cfg; /* the request's: its telemetry settings, backend names */
     const struct tel_ctx *trace;
     const char *method, *path, *model, *served_model, *key, *team, *backend, *end;
+    const char *user; /* the end user (enduser.h): user.id */
     int status, attempts;
     bool stream, usage_seen;
     int64_t input_tokens, output_tokens;

@@ -123,7 +123,7 @@ def collector():
 
 def tel_conf(mock, endpoint, extra=""):
     return base_conf(mock.url, extra=f"[telemetry]\notlp_endpoint = {endpoint}\nflush_interval = 200ms\n{extra}",
-                     key_extra="team = platform\nrpm = 2", ) + "\n[team platform]\nrpm = 100000\n"
+                     key_extra="team = platform\nrpm = 2\ntrust_user = header", ) + "\n[team platform]\nrpm = 100000\n"
 
 
 def by_trace(spans):
@@ -135,7 +135,7 @@ def by_trace(spans):
 
 def test_a_trace_per_request_with_genai_attributes(mock, collector, start_sluice):
     s = start_sluice(tel_conf(mock, f"http://127.0.0.1:{collector.port}"))
-    assert s.chat().status == 200
+    assert s.chat(headers={"x-sluice-user": "ann@example.com"}).status == 200
     status, _ = s.stream_events(body={"model": "gpt-4o", "stream": True,
                                       "stream_options": {"include_usage": True},
                                       "messages": [{"role": "user", "content": "x"}]})
@@ -144,6 +144,8 @@ def test_a_trace_per_request_with_genai_attributes(mock, collector, start_sluice
     spans = collector.wait(3 + 3 + 2)
     traces = list(by_trace(spans).values())
     assert len(traces) == 3
+    users = [x["attrs"].get("user.id") for x in spans if "parentSpanId" not in x]
+    assert users.count("ann@example.com") == 1 and users.count(None) == 2  # the end user, where named
     for t in traces:
         root = [x for x in t if "parentSpanId" not in x]
         assert len(root) == 1
