@@ -36,14 +36,14 @@ bool dl_serves(const struct config *cfg, enum api_endpoint e, const char *model,
 /* Whether a backend of the other dialect serves the model or a fallback. */
 static bool other_serves(const struct config *cfg, const struct api_call *call)
 {
+    const struct cfg_model *m = cfg->nmodels ? cfg_find_model(cfg, call->model) : NULL;
+    const char *up = cfg_upstream_name(cfg, call->model);
     for (int i = 0; i < cfg->nbackends; i++) {
         if (dl_route(&cfg->backends[i], call->endpoint) <= XL_NONE)
             continue;
         const struct cfg_models *models = &cfg->backends[i].models;
         if (models->any)
             return true;
-        const struct cfg_model *m = cfg->nmodels ? cfg_find_model(cfg, call->model) : NULL;
-        const char *up = cfg_upstream_name(cfg, call->model);
         if (cfg_models_match(models, up, strlen(up)))
             return true;
         for (int f = 0; m && f < m->fallbacks.n; f++) {

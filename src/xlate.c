@@ -19,16 +19,19 @@
         return ERR_BAD_REQUEST;                                                                    \
     } while (0)
 
-static const cJSON *get(const cJSON *o, const char *name)
+const cJSON *xl_get(const cJSON *o, const char *name)
 {
     return cJSON_GetObjectItemCaseSensitive(o, name);
 }
 
-static const char *str(const cJSON *o, const char *name)
+const char *xl_str(const cJSON *o, const char *name)
 {
-    const cJSON *v = get(o, name);
+    const cJSON *v = xl_get(o, name);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
+
+#define get xl_get
+#define str xl_str
 
 static bool given(const cJSON *v)
 {

@@ -11,16 +11,8 @@
 #include <string.h>
 #include <time.h>
 
-static const cJSON *get(const cJSON *o, const char *name)
-{
-    return cJSON_GetObjectItemCaseSensitive(o, name);
-}
-
-static const char *str(const cJSON *o, const char *name)
-{
-    const cJSON *v = get(o, name);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
+#define get xl_get
+#define str xl_str
 
 static int64_t count(const cJSON *o, const char *name)
 {

@@ -44,6 +44,11 @@ bool xl_response(enum xl_dir d, const char *body, size_t len, struct sl_buf *out
 void xl_error(enum xl_dir d, int status, const char *body, size_t len, struct sl_buf *out);
 int xl_error_status(enum xl_dir d, int status);
 
+/* A member of o (NULL if o is not an object or lacks it), and its string
+ * (NULL unless it is one): what both translation files read with. */
+const struct cJSON *xl_get(const struct cJSON *o, const char *name);
+const char *xl_str(const struct cJSON *o, const char *name);
+
 /* The stop reasons of each dialect in the other's words. */
 const char *xl_stop_reason(const char *finish_reason);   /* chat -> Messages */
 const char *xl_finish_reason(const char *stop_reason);   /* Messages -> chat */
