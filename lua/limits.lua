@@ -1,4 +1,5 @@
--- sluice rate limits, quota and budget of one key and its team. Atomic;
+-- sluice rate limits, quota and budget of one key, its team and the request's
+-- end user (per key, and per team). Atomic;
 -- time comes from Redis. See docs/limits.md, docs/quotas.md, docs/budgets.md.
 --
 -- Windows: one bucketed sliding window per dimension, in a hash. Fields:
@@ -26,18 +27,28 @@
 --: BATCH_KEYS requests input output quota budget slots
 --: TEAM_KEYS requests input output quota budget team_requests team_input team_output
 --:   team_budget slots team_slots
+--: USER_KEYS user_requests user_input user_output user_budget user_slots
+--: TEAM_USER_KEYS team_user_requests team_user_input team_user_output team_user_budget
+--:   team_user_slots
 --: BATCH_ARGS bucket_ms window_ms mode rpm input_tpm output_tpm quota quota_period
---:   clock_offset budget budget_period max_inflight lease_ms
+--:   clock_offset budget budget_period max_inflight lease_ms scopes
 --: TEAM_ARGS team_rpm team_input_tpm team_output_tpm team_budget team_budget_period
 --:   team_max_inflight
+--: USER_ARGS user_rpm user_input_tpm user_output_tpm user_budget user_budget_period
+--:   user_max_inflight
+--: TEAM_USER_ARGS team_user_rpm team_user_input_tpm team_user_output_tpm team_user_budget
+--:   team_user_budget_period team_user_max_inflight
 --: OP_ARGS.a cost force spend lease deadline
 --: OP_ARGS.s bucket input_delta output release quota_delta quota_period spend_delta
---:   budget_period team_budget_period lease
+--:   budget_period team_budget_period user_budget_period team_user_budget_period lease
 --: OP_ARGS.r lease
 --: REPLY admitted dimension limit used requested retry_ms bucket used_requests
 --:   reset_requests_ms used_input reset_input_ms used_output reset_output_ms used_quota
 --:   quota_reset_ms spent budget_reset_ms team_requests team_input team_output team_spent
 --:   team_budget_reset_ms slots team_slots quota_period budget_period team_budget_period
+--:   user_requests user_input user_output user_spent user_budget_reset_ms user_slots
+--:   team_user_requests team_user_input team_user_output team_user_spent
+--:   team_user_budget_reset_ms team_user_slots user_budget_period team_user_budget_period
 --: COMPACT_REPLY admitted dimension limit used requested retry_ms bucket used_requests
 --:   reset_requests_ms used_input reset_input_ms used_output reset_output_ms used_quota
 --:   quota_reset_ms slots quota_period
@@ -45,15 +56,20 @@
 -- Modes (ARGV's mode):
 -- count ('cpeek', 'creset', 'cadd'): one counter alone (the admin API);
 --   period kind 1 day, 2 month, 3 total, 4 week; the clock offset is for tests.
--- batch: BATCH_KEYS (the key alone) or TEAM_KEYS; BATCH_ARGS, with a team
---   TEAM_ARGS, then the number of operations and the operations, each its
---   letter and OP_ARGS[letter], done in order in one call. One reply each:
+-- batch: BATCH_KEYS (the key alone) or TEAM_KEYS, then USER_KEYS and
+--   TEAM_USER_KEYS for the scopes the call has (scopes: 1 team, 2 the end
+--   user's per key, 4 per team; the sum); BATCH_ARGS, then TEAM_ARGS,
+--   USER_ARGS, TEAM_USER_ARGS likewise, then the number of operations and
+--   the operations, each its letter and OP_ARGS[letter], done in order in one
+--   call. One reply each:
 --   admission ('a'): checks every window, the quota, both budgets and the
 --     max_inflight slots, and only if all pass (or force: shadow mode)
 --     records the request, reserves the input tokens and the spend and takes
 --     a slot. Reply REPLY (dimension 1..3 the key's windows, 4 quota, 5
---     budget, 6..8 team windows, 9 team budget, 10 slots, 11 team slots;
---     retry_ms -1 = never), or COMPACT_REPLY for a key without budget or team.
+--     budget, 6..8 team windows, 9 team budget, 10 slots, 11 team slots,
+--     12..16 the user's windows, budget and slots per key, 17..21 per team;
+--     retry_ms -1 = never), or COMPACT_REPLY for a key without budget, team
+--     or user.
 --     Its deadline (ms in Redis's clock, 0 none) is when sluice gives up
 --     waiting and decides without Redis: an admission run after it (Redis
 --     was paused or slow) records nothing, and the call answers the error
@@ -145,27 +161,44 @@ if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
 end
 
 local offset = tonumber(ARGV[9])
-local team = KEYS[11] ~= nil
-local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0 }
-local wkeys = { KEYS[1], KEYS[2], KEYS[3], KEYS[6], KEYS[7], KEYS[8] }
--- The counters: 1 quota, 2 budget, 3 the team's budget.
-local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0 }
-local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0 }
--- The slots: 1 the key's, 2 the team's.
-local slimits = { tonumber(ARGV[12]), 0 }
-local skeys = { KEYS[6], nil }
+local scopes = tonumber(ARGV[14])
+local team = scopes % 2 == 1
+-- The windows: 1..3 the key's, 4..6 the team's, 7..9 the user's per key, 10..12 per team.
+local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+local wkeys = { KEYS[1], KEYS[2], KEYS[3] }
+-- The counters: 1 quota, 2 budget, 3 the team's budget, 4 and 5 the user's.
+local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0, 0, 0 }
+local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0, 0, 0 }
+local cprefix = { KEYS[4], KEYS[5] }
+-- The slots: 1 the key's, 2 the team's, 3 and 4 the user's.
+local slimits = { tonumber(ARGV[12]), 0, 0, 0 }
+local skeys = { KEYS[6] }
 local lease_ms = tonumber(ARGV[13])
-local first_op = 14 -- where n is
+local a, k = 15, 12 -- the next scope's first argument and key
 if team then
-  limits[4], limits[5], limits[6] = tonumber(ARGV[14]), tonumber(ARGV[15]), tonumber(ARGV[16])
-  climits[3], ckinds[3] = tonumber(ARGV[17]), tonumber(ARGV[18])
-  slimits[2] = tonumber(ARGV[19])
+  wkeys[4], wkeys[5], wkeys[6], cprefix[3] = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  limits[4], limits[5], limits[6] = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
+  climits[3], ckinds[3] = tonumber(ARGV[18]), tonumber(ARGV[19])
+  slimits[2] = tonumber(ARGV[20])
   skeys = { KEYS[10], KEYS[11] }
-  first_op = 20
+  a = 21
+else
+  k = 7
 end
-local compact = not team and climits[2] <= 0 -- the reply without budget and team fields
-local cprefix = { KEYS[4], KEYS[5], KEYS[9] }
-local cdims = { 4, 5, 9 }
+-- An end user's scope: windows w+1..w+3, counter ci, slots si.
+local function user_scope(w, ci, si)
+  for d = 1, 3 do limits[w + d], wkeys[w + d] = tonumber(ARGV[a + d - 1]), KEYS[k + d - 1] end
+  climits[ci], ckinds[ci], cprefix[ci] = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), KEYS[k + 3]
+  slimits[si], skeys[si] = tonumber(ARGV[a + 5]), KEYS[k + 4]
+  a, k = a + 6, k + 5
+end
+if math.floor(scopes / 2) % 2 == 1 then user_scope(6, 4, 3) end
+if scopes >= 4 then user_scope(9, 5, 4) end
+local first_op = a -- where n is
+local compact = scopes == 0 and climits[2] <= 0 -- the reply without budget, team and user fields
+local wdims = { 1, 2, 3, 6, 7, 8, 12, 13, 14, 17, 18, 19 }
+local cdims = { 4, 5, 9, 15, 20 }
+local sdims = { 10, 11, 16, 21 }
 
 -- ---- windows ----
 -- Drops the buckets that left the window. Returns the total left, the newest
@@ -257,7 +290,7 @@ local function window_refusal(d, want)
   local lim = limits[d]
   if lim <= 0 then return nil end
   local used = win(d).total
-  local dim = d <= 3 and d or d + 2
+  local dim = wdims[d]
   if d % 3 == 0 then
     if used < lim then return nil end
     return { 0, dim, lim, used, want, free_after(d, used - lim + 1) }
@@ -282,12 +315,12 @@ end
 local function slot_refusal(i)
   local lim = slimits[i]
   if lim <= 0 or slots(i) < lim then return nil end
-  return { 0, 9 + i, lim, S[i], 1, 1000 }
+  return { 0, sdims[i], lim, S[i], 1, 1000 }
 end
 
 -- Takes (or with xx renews) the lease's slot in every set with a limit.
 local function slot_put(lease, xx)
-  for i = 1, 2 do
+  for i = 1, 4 do
     if slimits[i] > 0 then
       local added = xx and redis.call('ZADD', skeys[i], 'XX', now + lease_ms, lease)
         or redis.call('ZADD', skeys[i], now + lease_ms, lease)
@@ -298,7 +331,7 @@ local function slot_put(lease, xx)
 end
 
 local function slot_free(lease)
-  for i = 1, 2 do
+  for i = 1, 4 do
     if slimits[i] > 0 and redis.call('ZREM', skeys[i], lease) == 1 and S[i] then
       S[i] = S[i] - 1
     end
@@ -319,17 +352,34 @@ local function window_state(d)
   return w.total, reset_after(w.total, w.newest)
 end
 
+-- The user's scopes' part of a reply: windows (zero for a refusal), budget, slots.
+local function user_reply(out, refused)
+  for s = 1, 2 do
+    local w = 3 + 3 * s
+    for d = 1, 3 do
+      out[#out + 1] = (refused or limits[w + d] <= 0) and 0 or win(w + d).total
+    end
+    local c = counter(3 + s)
+    out[#out + 1] = c.used
+    out[#out + 1] = c.reset_ms
+    out[#out + 1] = slots(2 + s)
+  end
+  out[#out + 1] = counter(4).id
+  out[#out + 1] = counter(5).id
+  return out
+end
+
 local function admit(cost, spend, force, peek, lease)
   local refusal = nil
   if not peek then
-    -- in the order of the dimensions' numbers, as limit_local.c
-    refusal = window_refusal(1, 1) or window_refusal(2, cost) or window_refusal(3, 0)
-      or counter_refusal(1, cost) or counter_refusal(2, spend)
-    if not refusal and team then
-      refusal = window_refusal(4, 1) or window_refusal(5, cost) or window_refusal(6, 0)
-        or counter_refusal(3, spend)
+    -- key, team, the user's per key and per team, then the slots; as limit_local.c
+    for base = 0, 9, 3 do
+      local ci = base == 0 and 2 or 2 + base / 3
+      refusal = refusal or window_refusal(base + 1, 1) or window_refusal(base + 2, cost)
+        or window_refusal(base + 3, 0) or (base == 0 and counter_refusal(1, cost))
+        or counter_refusal(ci, spend)
     end
-    refusal = refusal or slot_refusal(1) or slot_refusal(2)
+    refusal = refusal or slot_refusal(1) or slot_refusal(2) or slot_refusal(3) or slot_refusal(4)
   end
   local q, b, tb = counter(1), counter(2), counter(3)
   if refusal and not force then
@@ -337,18 +387,18 @@ local function admit(cost, spend, force, peek, lease)
       return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
                0, 0, 0, 0, 0, 0, q.used, q.reset_ms, slots(1), q.id }
     end
-    return { refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
+    return user_reply({ refusal[1], refusal[2], refusal[3], refusal[4], refusal[5], refusal[6], cur,
              0, 0, 0, 0, 0, 0, q.used, q.reset_ms, b.used, b.reset_ms, 0, 0, 0, tb.used,
-             tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }
+             tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }, true)
   end
   if not peek then
     if lease ~= '-' then slot_put(lease, false) end
-    for d = 1, team and 6 or 3 do
-      local want = (d == 1 or d == 4) and 1 or (d == 2 or d == 5) and cost or 0
+    for d = 1, 12 do
+      local want = d % 3 == 1 and 1 or d % 3 == 2 and cost or 0
       if limits[d] > 0 and want > 0 then wadd(d, cur, want) end
     end
-    local amounts = { cost, spend, spend }
-    for i = 1, 3 do
+    local amounts = { cost, spend, spend, spend, spend }
+    for i = 1, 5 do
       local c = counter(i)
       if climits[i] > 0 and amounts[i] > 0 then
         c.used, c.exists, c.dirty = c.used + amounts[i], true, true
@@ -369,9 +419,9 @@ local function admit(cost, spend, force, peek, lease)
     ti = window_state(5)
     to = window_state(6)
   end
-  return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro,
+  return user_reply({ 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro,
            q.used, q.reset_ms, b.used, b.reset_ms, tr, ti, to, tb.used, tb.reset_ms,
-           slots(1), slots(2), q.id, b.id, tb.id }
+           slots(1), slots(2), q.id, b.id, tb.id }, false)
 end
 
 -- Changes the admission's bucket by delta if it is still counted, never below zero.
@@ -409,9 +459,9 @@ local function counter_settle(i, delta, period_id)
 end
 
 local function settle(bucket, input_delta, output, release, quota_delta, qid, spend_delta, bid, tid,
-                      lease)
+                      uid, tuid, lease)
   if lease ~= '-' then slot_free(lease) end
-  for base = 0, team and 3 or 0, 3 do
+  for base = 0, 9, 3 do
     if release and limits[base + 1] > 0 then adjust(base + 1, bucket, -1) end
     if input_delta ~= 0 and limits[base + 2] > 0 then adjust(base + 2, bucket, input_delta) end
     if output > 0 and limits[base + 3] > 0 then wadd(base + 3, cur, output) end
@@ -419,6 +469,8 @@ local function settle(bucket, input_delta, output, release, quota_delta, qid, sp
   counter_settle(1, quota_delta, qid)
   counter_settle(2, spend_delta, bid)
   counter_settle(3, spend_delta, tid)
+  counter_settle(4, spend_delta, uid)
+  counter_settle(5, spend_delta, tuid)
   return 1
 end
 
@@ -427,7 +479,8 @@ end
 --   'a', cost, force, spend, lease, deadline         admission
 --   'p'                                              peek
 --   's', bucket, input delta, output, release, quota delta, quota period id,
---        spend delta, budget period id, team budget period id, lease   settlement
+--        spend delta, budget period id, team budget period id, the user's
+--        budget period ids (per key, per team), lease                settlement
 --   'r', lease                                       renewal
 local n = tonumber(ARGV[first_op])
 local replies = {}
@@ -438,8 +491,9 @@ for i = 1, n do
   if op == 's' then
     replies[i] = settle(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
                         ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), ARGV[a + 6],
-                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10])
-    a = a + 11
+                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10],
+                        ARGV[a + 11], ARGV[a + 12])
+    a = a + 13
   elseif op == 'a' then
     local deadline = tonumber(ARGV[a + 5])
     if deadline > 0 and now > deadline then

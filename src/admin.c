@@ -11,6 +11,7 @@
 #include "sluice/admin_keys.h"
 #include "sluice/auth.h"
 #include "sluice/config.h"
+#include "sluice/enduser.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
 #include "sluice/keys.h"
@@ -27,6 +28,8 @@ struct admin_req {
     struct rt_key *rt;           /* the key's record, when it is a runtime key (referenced) */
     int64_t last_used;
     enum lim_counter which;      /* counter requests */
+    char user[EU_MAX + 1];       /* the end user asked about (/admin/users) */
+    struct limiter *limiter;     /* the worker's, for requests of more than one step */
 };
 
 static const char json_ct[] = "Content-Type: application/json\r\n";
@@ -124,6 +127,12 @@ static void counter_limit(const struct admin_req *a, enum lim_counter which, int
     } else if (which == LIM_BUDGET) {
         *limit = a->key->budget;
         *period = a->key->budget_period;
+    } else if (which == LIM_USER_BUDGET) {
+        *limit = a->key->users.budget;
+        *period = a->key->users.budget_period;
+    } else if (which == LIM_TEAM_USER_BUDGET) {
+        *limit = a->key->team->users.budget;
+        *period = a->key->team->users.budget_period;
     } else {
         const struct cfg_team *t = a->team ? a->team : a->key->team;
         *limit = t->budget;
@@ -288,6 +297,120 @@ static void key_view(struct worker *w, struct http_req *req, struct generation *
     lim_peek(&w->limiter, k->name, &lim, key_view_ready, a);
 }
 
+/* ---- end users ------------------------------------------------------------------ */
+
+/* One scope of a user's limits (the key's user_*, or the team's): the
+ * windows, the requests in flight and the budget. */
+static void user_scope_json(struct sl_buf *b, const struct admin_req *a,
+                            const struct cfg_user_limits *u, const struct lim_user_use *use,
+                            enum lim_counter which)
+{
+    const char *names[3] = { "requests", "input_tokens", "output_tokens" };
+    const int64_t limits[3] = { u->rpm, u->input_tpm, u->output_tpm };
+    const int64_t used[3] = { use->requests, use->input, use->output };
+    sl_buf_appends(b, "{");
+    for (int i = 0; i < 3; i++) {
+        sl_buf_printf(b, "\"%s\":{\"limit\":%lld,\"used\":%lld,", names[i], (long long)limits[i],
+                      (long long)used[i]);
+        if (limits[i])
+            sl_buf_printf(b, "\"remaining\":%lld},", (long long)SL_MAX(limits[i] - used[i], 0));
+        else
+            sl_buf_appends(b, "\"remaining\":null},");
+    }
+    sl_buf_printf(b, "\"inflight\":{\"limit\":%lld,\"used\":%lld},\"spend\":{",
+                  (long long)u->max_inflight, (long long)use->inflight);
+    counter_json(b, a, which, &use->budget);
+    sl_buf_appends(b, "}}");
+}
+
+static void user_view_json(struct sl_buf *b, const struct admin_req *a,
+                           const struct lim_decision *d)
+{
+    const struct cfg_key *k = a->key;
+    sl_buf_appends(b, ",\"user\":");
+    sl_buf_json_string(b, a->user, strlen(a->user));
+    sl_buf_printf(b, ",\"limiter\":\"%s\",\"window_ms\":%lld,\"per_key\":",
+                  d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
+    user_scope_json(b, a, &k->users, &d->user, LIM_USER_BUDGET);
+    sl_buf_appends(b, ",\"team\":");
+    if (!k->team) {
+        sl_buf_appends(b, "null,\"per_team\":null");
+        return;
+    }
+    sl_buf_json_string(b, k->team->name, strlen(k->team->name));
+    sl_buf_appends(b, ",\"per_team\":");
+    user_scope_json(b, a, &k->team->users, &d->team_user, LIM_TEAM_USER_BUDGET);
+}
+
+static void user_view_ready(const struct lim_decision *d, void *arg)
+{
+    answer(arg, d, user_view_json);
+}
+
+static struct lim_limits user_limits_of(const struct admin_req *a)
+{
+    struct lim_limits lim = lim_limits_of(a->key);
+    memcpy(lim.user, a->user, sizeof(lim.user));
+    return lim;
+}
+
+/* A budget reset done: the team's per-user budget next if it has one, then the view. */
+static void user_reset_done(const struct lim_decision *d, void *arg)
+{
+    struct admin_req *a = arg;
+    if (!a->req || d->unavailable)
+        return admin_done(a, NULL);
+    struct lim_limits lim = user_limits_of(a);
+    if (a->which == LIM_USER_BUDGET && a->key->team && a->key->team->users.budget) {
+        a->which = LIM_TEAM_USER_BUDGET;
+        return lim_count(a->limiter, a->key->name, &lim, LIM_TEAM_USER_BUDGET, LIM_QUOTA_RESET,
+                         0, user_reset_done, a);
+    }
+    lim_peek(a->limiter, a->key->name, &lim, user_view_ready, a);
+}
+
+/* GET /admin/users/ID?key=NAME: where the end user's windows, slots and
+ * budgets stand under the key's user_* and its team's; POST
+ * /admin/users/ID/budget/reset?key=NAME sets the user's budgets to 0. */
+static void users_route(struct worker *w, struct http_req *req, struct sl_str rest)
+{
+    static const char reset[] = "/budget/reset";
+    size_t rlen = sizeof(reset) - 1;
+    bool is_reset = rest.len > rlen && memcmp(rest.p + rest.len - rlen, reset, rlen) == 0;
+    struct sl_str id = { rest.p, is_reset ? rest.len - rlen : rest.len };
+    if (!eu_valid(id.p, id.len))
+        return http_send_error(req, ERR_NOT_FOUND,
+                               "A user id is 1 to 128 letters, digits or . _ - @ : + | = /.", NULL,
+                               NULL);
+    struct sl_str q = req->query;
+    char name[CFG_NAME_MAX + 1];
+    if (q.len < 5 || memcmp(q.p, "key=", 4) != 0 || q.len - 4 > CFG_NAME_MAX)
+        return http_send_error(req, ERR_BAD_REQUEST,
+                               "Name the key whose user_* limits to read: ?key=NAME.", "key", NULL);
+    memcpy(name, q.p + 4, q.len - 4);
+    name[q.len - 4] = '\0';
+    const struct cfg_key *k = cfg_find_key(w->gen->cfg, name);
+    if (!k)
+        return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+    const char *method = is_reset ? "POST" : "GET";
+    if (!sl_str_eq(req->method, method))
+        return http_send_error(req, ERR_METHOD, is_reset ? "Use POST." : "Use GET.", NULL,
+                               is_reset ? "Allow: POST\r\n" : "Allow: GET\r\n");
+    bool team_budget = k->team && k->team->users.budget;
+    if (is_reset && !k->users.budget && !team_budget)
+        return http_send_error(req, ERR_BAD_REQUEST,
+                               "Neither this key nor its team has a user_budget.", NULL, NULL);
+    struct admin_req *a = admin_req_new(w, req, k, NULL);
+    a->limiter = &w->limiter;
+    memcpy(a->user, id.p, id.len);
+    a->user[id.len] = '\0';
+    struct lim_limits lim = user_limits_of(a);
+    if (!is_reset)
+        return lim_peek(&w->limiter, k->name, &lim, user_view_ready, a);
+    a->which = k->users.budget ? LIM_USER_BUDGET : LIM_TEAM_USER_BUDGET;
+    lim_count(&w->limiter, k->name, &lim, a->which, LIM_QUOTA_RESET, 0, user_reset_done, a);
+}
+
 /* Whether any admin key is set: the operator's or a team's. */
 static bool admin_on(const struct config *cfg)
 {
@@ -344,5 +467,7 @@ void admin_handle(struct worker *w, struct http_req *req)
         return counter_route(w, req, rest, LIM_BUDGET);
     if (sl_str_after(p, "/admin/budgets/teams/", &rest))
         return counter_route(w, req, rest, LIM_TEAM_BUDGET);
+    if (sl_str_after(p, "/admin/users/", &rest))
+        return users_route(w, req, rest);
     http_send_error(req, ERR_NOT_FOUND, "Unknown admin endpoint.", NULL, NULL);
 }

@@ -1078,6 +1078,10 @@ static void check_budgets(struct parser *p)
         if (k->budget && k->budget_period == QUOTA_PERIOD_NONE)
             add_error(p->errs, p->path, k->line,
                       "[key %s]: budget needs budget_period = day, week, month or total", k->name);
+        if (k->users.budget && k->users.budget_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, k->line,
+                      "[key %s]: user_budget needs user_budget_period = day, week, month or total",
+                      k->name);
         if (k->team_name && !(k->team = cfg_find_team(c, k->team_name)))
             add_error(p->errs, p->path, k->line, "[key %s]: team %s has no [team %s] section",
                       k->name, k->team_name, k->team_name);
@@ -1090,6 +1094,10 @@ static void check_budgets(struct parser *p)
         if (c->teams[i].budget && c->teams[i].budget_period == QUOTA_PERIOD_NONE)
             add_error(p->errs, p->path, c->teams[i].line,
                       "[team %s]: budget needs budget_period = day, week, month or total",
+                      c->teams[i].name);
+        if (c->teams[i].users.budget && c->teams[i].users.budget_period == QUOTA_PERIOD_NONE)
+            add_error(p->errs, p->path, c->teams[i].line,
+                      "[team %s]: user_budget needs user_budget_period = day, week, month or total",
                       c->teams[i].name);
         c->teams[i].admin_enabled = memcmp(c->teams[i].admin_digest, unset, 32) != 0;
     }
@@ -1138,7 +1146,7 @@ static void check_budget_reach(struct parser *p)
     int n = 0;
     for (int i = 0; i < c->nkeys; i++) {
         const struct cfg_key *k = &c->keys[i];
-        if (!k->budget && !(k->team && k->team->budget))
+        if (!cfg_key_has_budget(k))
             continue;
         for (int b = 0; b < c->nbackends && k->models.any; b++)
             if (c->backends[b].models.any) {
@@ -1550,6 +1558,12 @@ const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
     return find_by_name(c, SCOPE_KEY, name);
 }
 
+bool cfg_key_has_budget(const struct cfg_key *k)
+{
+    const struct cfg_team *t = k->team;
+    return k->budget || k->users.budget || (t && (t->budget || t->users.budget));
+}
+
 const struct cfg_team *cfg_find_team(const struct config *c, const char *name)
 {
     return find_by_name(c, SCOPE_TEAM, name);
@@ -1661,6 +1675,8 @@ bool cfg_key_build(const struct config *c, const char *name, const char *const *
         add_error(&errs, "", 0, "quota needs quota_period day, week, month or total");
     if (!errs.n && out->budget && out->budget_period == QUOTA_PERIOD_NONE)
         add_error(&errs, "", 0, "budget needs budget_period day, week, month or total");
+    if (!errs.n && out->users.budget && out->users.budget_period == QUOTA_PERIOD_NONE)
+        add_error(&errs, "", 0, "user_budget needs user_budget_period day, week, month or total");
     if (!errs.n && out->team_name && !(out->team = cfg_find_team(c, out->team_name)))
         add_error(&errs, "", 0, "team: no team %.64s is configured", out->team_name);
     if (!errs.n && out->require_user && out->trust_user == TRUST_USER_NO)

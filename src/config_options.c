@@ -35,6 +35,27 @@ static const char *const resend_modes[] = { "no", "yes", "stateless", NULL };
 #define BIG INT64_MAX
 #define DAY_MS (24LL * 3600 * 1000)
 
+/* user_* (docs/users.md): the same six options on keys and on teams. */
+#define USER_OPTIONS(SCOPE, AT, WHOSE)                                                             \
+    { .scope = SCOPE, .name = "user_rpm", .type = T_INT, .offset = AT(users.rpm), .def = "0",      \
+      .max = BIG,                                                                                  \
+      .doc = "requests per minute of each end user " WHOSE " (docs/users.md); 0 = unlimited" },    \
+    { .scope = SCOPE, .name = "user_input_tpm", .type = T_INT, .offset = AT(users.input_tpm),      \
+      .def = "0", .max = BIG,                                                                      \
+      .doc = "prompt tokens per minute of each end user " WHOSE "; 0 = unlimited" },               \
+    { .scope = SCOPE, .name = "user_output_tpm", .type = T_INT, .offset = AT(users.output_tpm),    \
+      .def = "0", .max = BIG,                                                                      \
+      .doc = "completion tokens per minute of each end user " WHOSE "; 0 = unlimited" },           \
+    { .scope = SCOPE, .name = "user_budget", .type = T_MONEY, .offset = AT(users.budget),          \
+      .def = "0", .max = BIG,                                                                      \
+      .doc = "USD per user_budget_period of each end user " WHOSE "; 0 = none" },                  \
+    { .scope = SCOPE, .name = "user_budget_period", .type = T_ENUM,                                \
+      .offset = AT(users.budget_period), .def = "month", .choices = periods,                       \
+      .doc = "day | week | month | total (UTC calendar; week from Monday)" },                      \
+    { .scope = SCOPE, .name = "user_max_inflight", .type = T_INT, .offset = AT(users.max_inflight), \
+      .def = "0", .max = 1000000,                                                                  \
+      .doc = "requests of each end user " WHOSE " open at once, across all nodes; 0 = no cap" },
+
 const struct option cfg_options[] = {
     { .scope = SCOPE_SERVER, .name = "listen", .type = T_LISTEN, .offset = SRV(listen),
       .def = "127.0.0.1:8080", .flags = F_REPEAT,
@@ -109,6 +130,10 @@ const struct option cfg_options[] = {
       .def = "100", .max = 100000,
       .doc = "distinct model names from clients that become metric labels (models = * backends); "
              "later ones are counted as other" },
+    { .scope = SCOPE_SERVER, .name = "max_user_labels", .type = T_INT, .offset = SRV(max_user_labels),
+      .def = "0", .max = 100000,
+      .doc = "end users with metrics of their own (sluice_user_*: the first this many seen; "
+             "later ones are counted as other); 0 = no per-user metrics" },
     { .scope = SCOPE_SERVER, .name = "require_prices", .type = T_BOOL, .offset = SRV(require_prices),
       .def = "off",
       .doc = "on: every model a backend lists needs a [model] section with input and output prices" },
@@ -382,6 +407,7 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_KEY, .name = "require_user", .type = T_BOOL, .offset = KEY(require_user),
       .def = "no",
       .doc = "yes: a request without an end user (trust_user) gets 400" },
+    USER_OPTIONS(SCOPE_KEY, KEY, "of this key")
     { .scope = SCOPE_TEAM, .name = "rpm", .type = T_INT, .offset = TEAM(rpm),
       .def = "0", .max = BIG,
       .doc = "requests per minute of all the team's keys together; 0 = unlimited" },
@@ -408,6 +434,7 @@ const struct option cfg_options[] = {
       .def = "no",
       .doc = "yes: the stored resources (files, batches, responses...) one of the team's keys "
              "creates belong to the team, and its other keys may use them; no: to that key alone" },
+    USER_OPTIONS(SCOPE_TEAM, TEAM, "of the team, all its keys together")
 };
 const int cfg_noptions = (int)SL_ARRAY_LEN(cfg_options);
 _Static_assert(SL_ARRAY_LEN(cfg_options) <= CFG_MAX_OPTIONS, "raise CFG_MAX_OPTIONS");

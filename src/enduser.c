@@ -16,6 +16,14 @@ static bool id_char(unsigned char c)
            (c && strchr("._-@:+|=/", c));
 }
 
+bool eu_valid(const char *p, size_t len)
+{
+    bool ok = p && len && len <= EU_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = id_char((unsigned char)p[i]);
+    return ok;
+}
+
 /* The body's user: safety_identifier, else user, else metadata.user_id
  * (a string each; the body read again with cJSON when the one-pass reader
  * took it, which only keys trusting the body pay for). */
@@ -58,10 +66,7 @@ int eu_find(const struct cfg_key *key, const struct http_req *req, const struct 
         len = strlen(v);
     }
     int e = 0;
-    bool ok = v && len && len <= EU_MAX;
-    for (size_t i = 0; ok && i < len; i++)
-        ok = id_char((unsigned char)v[i]);
-    if (ok) {
+    if (eu_valid(v, len)) {
         memcpy(out, v, len);
         out[len] = '\0';
     } else if (v) {

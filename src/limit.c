@@ -15,6 +15,16 @@
 
 atomic_ulong lim_degraded;
 
+static struct lim_user user_of(const struct cfg_user_limits *u)
+{
+    return (struct lim_user){ .rpm = u->rpm,
+                              .input_tpm = u->input_tpm,
+                              .output_tpm = u->output_tpm,
+                              .budget = u->budget,
+                              .budget_period = u->budget_period,
+                              .max_inflight = u->max_inflight };
+}
+
 static struct lim_team team_of(const struct cfg_team *t)
 {
     struct lim_team lt = { .rpm = t->rpm,
@@ -37,9 +47,12 @@ struct lim_limits lim_limits_of(const struct cfg_key *k)
                               .budget = k->budget,
                               .budget_period = k->budget_period,
                               .shadow = k->mode == KEY_MODE_SHADOW,
-                              .max_inflight = k->max_inflight };
-    if (k->team)
+                              .max_inflight = k->max_inflight,
+                              .key_user = user_of(&k->users) };
+    if (k->team) {
         lim.team = team_of(k->team);
+        lim.team_user = user_of(&k->team->users);
+    }
     return lim;
 }
 

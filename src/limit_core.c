@@ -104,10 +104,31 @@ int64_t lim_period_end_s(int64_t reset_ms, int64_t wall_now_ms)
     return (wall_now_ms + reset_ms + 500) / 1000;
 }
 
+static bool user_limited(const struct lim_user *u)
+{
+    return u->rpm || u->input_tpm || u->output_tpm || u->budget || u->max_inflight;
+}
+
+bool lim_user_scope(const struct lim_limits *lim, enum lim_scope s)
+{
+    if (!lim->user[0])
+        return false;
+    if (s == LIM_SCOPE_USER)
+        return user_limited(&lim->key_user);
+    return lim->team.name[0] && user_limited(&lim->team_user);
+}
+
+bool lim_takes_slot(const struct lim_limits *lim)
+{
+    return lim->max_inflight || (lim->team.name[0] && lim->team.max_inflight) ||
+           (lim_user_scope(lim, LIM_SCOPE_USER) && lim->key_user.max_inflight) ||
+           (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) && lim->team_user.max_inflight);
+}
+
 bool lim_unlimited(const struct lim_limits *lim)
 {
     return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota && !lim->budget &&
-           !lim->max_inflight && !lim->team.name[0];
+           !lim->max_inflight && !lim->team.name[0] && !lim_user_scope(lim, LIM_SCOPE_USER);
 }
 
 struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which)
@@ -116,6 +137,10 @@ struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter whi
         return d->budget;
     if (which == LIM_TEAM_BUDGET)
         return d->team_budget;
+    if (which == LIM_USER_BUDGET)
+        return d->user.budget;
+    if (which == LIM_TEAM_USER_BUDGET)
+        return d->team_user.budget;
     struct lim_count c = { d->used_quota, d->quota_reset_ms, { 0 } };
     memcpy(c.period, d->period, sizeof(c.period));
     return c;
@@ -130,6 +155,17 @@ static const struct lim_dim_info dims[] = {
 const struct lim_dim_info *lim_dim_info(enum lim_dim d)
 {
     return &dims[(unsigned)d < SL_ARRAY_LEN(dims) ? d : LIM_DIM_NONE];
+}
+
+bool lim_dim_user(enum lim_dim d)
+{
+    return d >= LIM_DIM_USER_REQUESTS && d <= LIM_DIM_TEAM_USER_INFLIGHT;
+}
+
+bool lim_dim_budget(enum lim_dim d)
+{
+    return d == LIM_DIM_BUDGET || d == LIM_DIM_TEAM_BUDGET || d == LIM_DIM_USER_BUDGET ||
+           d == LIM_DIM_TEAM_USER_BUDGET;
 }
 
 const char *lim_period_text(int kind)

@@ -259,36 +259,158 @@ static int64_t seed_expires(const struct lim_local *l, const struct entry *e, in
     return e->seed.bucket >= oldest ? e->seed.bucket * l->bucket_ms + l->window_ms - now : 0;
 }
 
-/* A team's entry: its name behind '@', which no key name holds. */
-static struct entry *team_entry(struct lim_local *l, const char *team)
+/* ---- scopes: the key, its team, and the end user per key and per team ---- */
+
+/* One scope's limits, as an admission checks them. */
+struct scope_limits {
+    bool on;
+    int64_t win[3]; /* rpm, input_tpm, output_tpm */
+    int64_t budget;
+    int budget_period;
+    int64_t max_inflight;
+};
+
+enum { SC_KEY, SC_TEAM, SC_USER, SC_TEAM_USER, SC_N };
+
+/* Each scope's dimensions: its first window's, its budget's, its slots'. */
+static const struct {
+    enum lim_dim first, budget, inflight;
+    enum lim_counter counter;
+} scope_dims[SC_N] = {
+    { LIM_DIM_REQUESTS, LIM_DIM_BUDGET, LIM_DIM_INFLIGHT, LIM_BUDGET },
+    { LIM_DIM_TEAM_REQUESTS, LIM_DIM_TEAM_BUDGET, LIM_DIM_TEAM_INFLIGHT, LIM_TEAM_BUDGET },
+    { LIM_DIM_USER_REQUESTS, LIM_DIM_USER_BUDGET, LIM_DIM_USER_INFLIGHT, LIM_USER_BUDGET },
+    { LIM_DIM_TEAM_USER_REQUESTS, LIM_DIM_TEAM_USER_BUDGET, LIM_DIM_TEAM_USER_INFLIGHT,
+      LIM_TEAM_USER_BUDGET },
+};
+
+static struct scope_limits user_limits(const struct lim_user *u, bool on)
 {
-    char name[LIM_NAME + 1];
-    snprintf(name, sizeof(name), "@%s", team);
+    return (struct scope_limits){ .on = on,
+                                  .win = { u->rpm, u->input_tpm, u->output_tpm },
+                                  .budget = u->budget,
+                                  .budget_period = u->budget_period,
+                                  .max_inflight = u->max_inflight };
+}
+
+static struct scope_limits scope_limits_of(const struct lim_limits *lim, int s)
+{
+    const struct lim_team *t = &lim->team;
+    switch (s) {
+    case SC_KEY:
+        return (struct scope_limits){ .on = true,
+                                      .win = { lim->rpm, lim->input_tpm, lim->output_tpm },
+                                      .budget = lim->budget,
+                                      .budget_period = lim->budget_period,
+                                      .max_inflight = lim->max_inflight };
+    case SC_TEAM:
+        return (struct scope_limits){ .on = t->name[0] != '\0',
+                                      .win = { t->rpm, t->input_tpm, t->output_tpm },
+                                      .budget = t->budget,
+                                      .budget_period = t->budget_period,
+                                      .max_inflight = t->max_inflight };
+    case SC_USER:
+        return user_limits(&lim->key_user, lim_user_scope(lim, LIM_SCOPE_USER));
+    default:
+        return user_limits(&lim->team_user, lim_user_scope(lim, LIM_SCOPE_TEAM_USER));
+    }
+}
+
+/* A scope's entry: the key's under its name; a team's behind '@', which no
+ * key name holds; an end user's behind \1 (per key) or \2 (per team), the
+ * key's or team's name, \1 and the id (no name or id holds a control
+ * character). NULL when the scope is off. */
+static struct entry *scope_entry(struct lim_local *l, const char *key, const struct lim_limits *lim,
+                                 int s, bool on)
+{
+    if (!on)
+        return NULL;
+    if (s == SC_KEY)
+        return entry_for(l, key);
+    char name[LIM_NAME + LIM_USER + 4];
+    if (s == SC_TEAM)
+        snprintf(name, sizeof(name), "@%s", lim->team.name);
+    else
+        snprintf(name, sizeof(name), "%c%s\1%s", s == SC_USER ? 1 : 2,
+                 s == SC_USER ? key : lim->team.name, lim->user);
     return entry_for(l, name);
+}
+
+/* The windows, budgets and slots one decision reports for a scope. */
+struct scope_use {
+    int64_t used[3], reset_ms[3];
+    int64_t inflight;
+    struct lim_count budget;
+};
+
+static void use_out(struct lim_decision *out, int s, const struct scope_use *u)
+{
+    switch (s) {
+    case SC_KEY:
+        out->used_requests = u->used[0];
+        out->used_input = u->used[1];
+        out->used_output = u->used[2];
+        out->reset_requests_ms = u->reset_ms[0];
+        out->reset_input_ms = u->reset_ms[1];
+        out->reset_output_ms = u->reset_ms[2];
+        out->used_inflight = u->inflight;
+        out->budget = u->budget;
+        return;
+    case SC_TEAM:
+        out->team_requests = u->used[0];
+        out->team_input = u->used[1];
+        out->team_output = u->used[2];
+        out->team_inflight = u->inflight;
+        out->team_budget = u->budget;
+        return;
+    default: {
+        struct lim_user_use *o = s == SC_USER ? &out->user : &out->team_user;
+        *o = (struct lim_user_use){ .requests = u->used[0], .input = u->used[1],
+                                    .output = u->used[2], .inflight = u->inflight,
+                                    .budget = u->budget };
+    }
+    }
+}
+
+/* What a decision reported for a scope (the seed's source). */
+static struct scope_use use_in(const struct lim_decision *d, int s)
+{
+    switch (s) {
+    case SC_KEY:
+        return (struct scope_use){ .used = { d->used_requests, d->used_input, d->used_output },
+                                   .budget = d->budget };
+    case SC_TEAM:
+        return (struct scope_use){ .used = { d->team_requests, d->team_input, d->team_output },
+                                   .budget = d->team_budget };
+    default: {
+        const struct lim_user_use *u = s == SC_USER ? &d->user : &d->team_user;
+        return (struct scope_use){ .used = { u->requests, u->input, u->output },
+                                   .budget = u->budget };
+    }
+    }
 }
 
 void lim_local_seed(struct lim_local *l, const char *key, const struct lim_limits *lim,
                     const struct lim_decision *d)
 {
     int64_t bucket = floor_div(now_ms(), l->bucket_ms);
-    struct entry *e = entry_for(l, key);
-    pthread_mutex_lock(&e->lock);
-    e->seed = (struct seed){ .bucket = bucket,
-                             .used = { d->used_requests, d->used_input, d->used_output },
-                             .quota.used = d->used_quota,
-                             .budget.used = d->budget.used };
-    memcpy(e->seed.quota.period, d->period, LIM_PERIOD_ID);
-    memcpy(e->seed.budget.period, d->budget.period, LIM_PERIOD_ID);
-    pthread_mutex_unlock(&e->lock);
-    if (!lim->team.name[0])
-        return;
-    struct entry *t = team_entry(l, lim->team.name);
-    pthread_mutex_lock(&t->lock);
-    t->seed = (struct seed){ .bucket = bucket,
-                             .used = { d->team_requests, d->team_input, d->team_output },
-                             .budget.used = d->team_budget.used };
-    memcpy(t->seed.budget.period, d->team_budget.period, LIM_PERIOD_ID);
-    pthread_mutex_unlock(&t->lock);
+    for (int s = 0; s < SC_N; s++) {
+        struct scope_limits sl = scope_limits_of(lim, s);
+        struct entry *e = scope_entry(l, key, lim, s, sl.on);
+        if (!e)
+            continue;
+        struct scope_use u = use_in(d, s);
+        pthread_mutex_lock(&e->lock);
+        e->seed = (struct seed){ .bucket = bucket,
+                                 .used = { u.used[0], u.used[1], u.used[2] },
+                                 .budget.used = u.budget.used };
+        memcpy(e->seed.budget.period, u.budget.period, LIM_PERIOD_ID);
+        if (s == SC_KEY) {
+            e->seed.quota.used = d->used_quota;
+            memcpy(e->seed.quota.period, d->period, LIM_PERIOD_ID);
+        }
+        pthread_mutex_unlock(&e->lock);
+    }
 }
 
 /* The counter of the current period of `kind` (a new period starts at 0), and
@@ -314,23 +436,15 @@ static void counter_settle(struct counter *c, const char *period, int64_t delta)
         c->used = SL_MAX(c->used + delta, 0);
 }
 
-/* An entry's windows as an admission finds them. */
+/* One scope of a decision: its entry (locked), limits, windows as the
+ * admission finds them, and budget. */
 struct view {
-    struct entry *e;
-    int64_t limits[3];
+    struct entry *e; /* NULL: the scope is off */
+    struct scope_limits lim;
     int64_t used[3];
+    struct counter *b; /* the budget (NULL: none) */
+    struct lim_count budget;
 };
-
-static void view_open(struct view *v, struct entry *e, int64_t rpm, int64_t input_tpm,
-                      int64_t output_tpm, int64_t oldest)
-{
-    v->e = e;
-    v->limits[0] = rpm;
-    v->limits[1] = input_tpm;
-    v->limits[2] = output_tpm;
-    for (int d = 0; d < 3; d++)
-        v->used[d] = trim(e->win[d], oldest) + seeded(e, d, oldest);
-}
 
 /* Whether the windows refuse `wants`; the refusal (dimension first + d) in out. */
 static bool windows_refuse(const struct lim_local *l, const struct view *v,
@@ -339,7 +453,7 @@ static bool windows_refuse(const struct lim_local *l, const struct view *v,
 {
     const struct entry *e = v->e;
     for (int d = 0; d < 3; d++) {
-        int64_t limit = v->limits[d], used = v->used[d];
+        int64_t limit = v->lim.win[d], used = v->used[d];
         if (!limit)
             continue;
         bool over = d == 2 ? used >= limit : used + wants[d] > limit;
@@ -401,61 +515,51 @@ static void charge(struct counter *c, struct lim_count *n, int64_t amount)
     n->used += amount;
 }
 
-/* The windows as they stand after the admission, for the headers. */
-static void view_report(const struct lim_local *l, const struct view *v, int64_t oldest,
-                        int64_t now, int64_t used[3], int64_t reset_ms[3])
-{
-    for (int d = 0; d < 3; d++) {
-        const struct window *w = v->e->win[d];
-        used[d] = (w ? w->total : 0) + seeded(v->e, d, oldest);
-        if (reset_ms)
-            reset_ms[d] = reset_after(l, w, now);
-    }
-}
-
-/* An admission, or with peek the state alone (nothing checked or recorded). */
-/* One decision's view of a key and its team, under both locks. */
+/* One decision's view of a key, its team and its user, under their locks. */
 struct deciding {
     struct lim_local *l;
     const struct lim_limits *lim;
-    struct entry *e, *te; /* te: the team's, or NULL */
     int64_t now, cur, oldest;
     int64_t wants[3]; /* requests, input, output of this request */
-    struct view kv, tv;
-    struct counter *q, *b, *tb; /* quota, budget, team budget (NULL: none) */
-    struct lim_count quota, budget, team_budget;
+    struct view v[SC_N];
+    struct counter *q; /* the key's quota (NULL: none) */
+    struct lim_count quota;
 };
 
-static void counters_open(struct deciding *x)
+static void view_open(struct deciding *x, int s, struct entry *e, struct scope_limits sl)
 {
-    const struct lim_limits *lim = x->lim;
-    if (lim->quota)
-        x->q = counter_now(&x->e->quota, &x->e->seed.quota, lim->quota_period, x->now, &x->quota);
-    if (lim->budget)
-        x->b = counter_now(&x->e->budget, &x->e->seed.budget, lim->budget_period, x->now,
-                           &x->budget);
-    if (x->te && lim->team.budget)
-        x->tb = counter_now(&x->te->budget, &x->te->seed.budget, lim->team.budget_period, x->now,
-                            &x->team_budget);
+    struct view *v = &x->v[s];
+    v->e = e;
+    v->lim = sl;
+    if (!e)
+        return;
+    for (int d = 0; d < 3; d++)
+        v->used[d] = trim(e->win[d], x->oldest) + seeded(e, d, x->oldest);
+    if (sl.budget)
+        v->b = counter_now(&e->budget, &e->seed.budget, sl.budget_period, x->now, &v->budget);
 }
 
-/* The first dimension that refuses, in the order of the dimensions'
- * numbers (as lua/limits.lua); false if none does. */
+/* The first dimension that refuses: the key's windows, quota and budget,
+ * then the team's, the user's per key and per team, then the slots (as
+ * lua/limits.lua); false if none does. */
 static bool refuses(struct deciding *x, int64_t cost, int64_t spend, struct lim_decision *out)
 {
     const struct lim_limits *lim = x->lim;
-    struct lim_local *l = x->l;
-    return windows_refuse(l, &x->kv, x->wants, x->oldest, x->cur, x->now, LIM_DIM_REQUESTS,
-                          out) ||
-           counter_refuses(lim->quota, &x->quota, cost, LIM_DIM_QUOTA, out) ||
-           counter_refuses(lim->budget, &x->budget, spend, LIM_DIM_BUDGET, out) ||
-           (x->te && (windows_refuse(l, &x->tv, x->wants, x->oldest, x->cur, x->now,
-                                     LIM_DIM_TEAM_REQUESTS, out) ||
-                      counter_refuses(lim->team.budget, &x->team_budget, spend,
-                                      LIM_DIM_TEAM_BUDGET, out))) ||
-           inflight_refuses(lim->max_inflight, x->e->inflight, LIM_DIM_INFLIGHT, out) ||
-           (x->te && inflight_refuses(lim->team.max_inflight, x->te->inflight,
-                                      LIM_DIM_TEAM_INFLIGHT, out));
+    for (int s = 0; s < SC_N; s++) {
+        const struct view *v = &x->v[s];
+        if (!v->e)
+            continue;
+        if (windows_refuse(x->l, v, x->wants, x->oldest, x->cur, x->now, scope_dims[s].first,
+                           out) ||
+            (s == SC_KEY && counter_refuses(lim->quota, &x->quota, cost, LIM_DIM_QUOTA, out)) ||
+            counter_refuses(v->lim.budget, &v->budget, spend, scope_dims[s].budget, out))
+            return true;
+    }
+    for (int s = 0; s < SC_N; s++)
+        if (x->v[s].e && inflight_refuses(x->v[s].lim.max_inflight, x->v[s].e->inflight,
+                                          scope_dims[s].inflight, out))
+            return true;
+    return false;
 }
 
 /* The admission recorded: the request and its input in the windows (output
@@ -463,44 +567,38 @@ static bool refuses(struct deciding *x, int64_t cost, int64_t spend, struct lim_
 static void record_admission(struct deciding *x, int64_t cost, int64_t spend,
                              struct lim_decision *out)
 {
-    const struct lim_limits *lim = x->lim;
-    for (int d = 0; d < 2; d++) {
-        record(&x->e->win[d], x->kv.limits[d], x->cur, x->wants[d]);
-        if (x->te)
-            record(&x->te->win[d], x->tv.limits[d], x->cur, x->wants[d]);
-    }
     charge(x->q, &x->quota, cost);
-    charge(x->b, &x->budget, spend);
-    charge(x->tb, &x->team_budget, spend);
-    if (lim->max_inflight || (x->te && lim->team.max_inflight)) {
-        out->lease = lim_lease_new();
-        x->e->inflight += lim->max_inflight ? 1 : 0;
-        if (x->te)
-            x->te->inflight += lim->team.max_inflight ? 1 : 0;
+    for (int s = 0; s < SC_N; s++) {
+        struct view *v = &x->v[s];
+        if (!v->e)
+            continue;
+        for (int d = 0; d < 2; d++)
+            record(&v->e->win[d], v->lim.win[d], x->cur, x->wants[d]);
+        charge(v->b, &v->budget, spend);
+        v->e->inflight += v->lim.max_inflight ? 1 : 0;
     }
+    if (lim_takes_slot(x->lim))
+        out->lease = lim_lease_new();
     out->input_reserved = cost;
     out->spend_reserved = spend;
 }
 
-/* The windows as they stand now, into an admitted decision. */
-static void report(struct deciding *x, struct lim_decision *out)
+/* Every scope as it stands now, into the decision (the windows only when admitted). */
+static void report(struct deciding *x, bool admitted, struct lim_decision *out)
 {
-    int64_t used[3], reset_ms[3];
-    out->admitted = true;
-    view_report(x->l, &x->kv, x->oldest, x->now, used, reset_ms);
-    out->used_requests = used[0];
-    out->used_input = used[1];
-    out->used_output = used[2];
-    out->reset_requests_ms = reset_ms[0];
-    out->reset_input_ms = reset_ms[1];
-    out->reset_output_ms = reset_ms[2];
-    out->used_inflight = x->e->inflight;
-    out->team_inflight = x->te ? x->te->inflight : 0;
-    if (x->te) {
-        view_report(x->l, &x->tv, x->oldest, x->now, used, NULL);
-        out->team_requests = used[0];
-        out->team_input = used[1];
-        out->team_output = used[2];
+    out->admitted = admitted;
+    for (int s = 0; s < SC_N; s++) {
+        const struct view *v = &x->v[s];
+        struct scope_use u = { .budget = v->budget };
+        if (v->e && admitted)
+            for (int d = 0; d < 3; d++) {
+                const struct window *w = v->e->win[d];
+                u.used[d] = (w ? w->total : 0) + seeded(v->e, d, x->oldest);
+                u.reset_ms[d] = reset_after(x->l, w, x->now);
+            }
+        if (v->e)
+            u.inflight = v->e->inflight;
+        use_out(out, s, &u);
     }
 }
 
@@ -508,36 +606,38 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
                    int64_t cost, int64_t spend, bool peek, struct lim_decision *out)
 {
     struct deciding x = { .l = l, .lim = lim, .now = now_ms(), .wants = { 1, cost, 0 } };
-    x.e = entry_for(l, key);
-    x.te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
     x.cur = floor_div(x.now, l->bucket_ms);
     x.oldest = oldest_bucket(l, x.now);
+    struct entry *e[SC_N];
+    struct scope_limits sl[SC_N];
+    for (int s = 0; s < SC_N; s++) {
+        sl[s] = scope_limits_of(lim, s);
+        e[s] = scope_entry(l, key, lim, s, sl[s].on);
+    }
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
     out->bucket = x.cur;
 
-    /* Always the key's lock first, then its team's: no two admissions wait on each other. */
-    pthread_mutex_lock(&x.e->lock);
-    if (x.te)
-        pthread_mutex_lock(&x.te->lock);
-    view_open(&x.kv, x.e, lim->rpm, lim->input_tpm, lim->output_tpm, x.oldest);
-    if (x.te)
-        view_open(&x.tv, x.te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm,
-                  x.oldest);
-    counters_open(&x);
+    /* Always the key's lock first, then its team's, then the user's: no two
+     * admissions wait on each other. */
+    for (int s = 0; s < SC_N; s++)
+        if (e[s])
+            pthread_mutex_lock(&e[s]->lock);
+    for (int s = 0; s < SC_N; s++)
+        view_open(&x, s, e[s], sl[s]);
+    if (lim->quota)
+        x.q = counter_now(&e[SC_KEY]->quota, &e[SC_KEY]->seed.quota, lim->quota_period, x.now,
+                          &x.quota);
     bool refused = !peek && refuses(&x, cost, spend, out);
     if (!peek && (!refused || lim->shadow))
         record_admission(&x, cost, spend, out);
-    if (!refused || lim->shadow)
-        report(&x, out);
-    if (x.te)
-        pthread_mutex_unlock(&x.te->lock);
-    pthread_mutex_unlock(&x.e->lock);
+    report(&x, !refused || lim->shadow, out);
+    for (int s = SC_N - 1; s >= 0; s--)
+        if (e[s])
+            pthread_mutex_unlock(&e[s]->lock);
     out->used_quota = x.quota.used;
     out->quota_reset_ms = x.quota.reset_ms;
     memcpy(out->period, x.quota.period, sizeof(out->period));
-    out->budget = x.budget;
-    out->team_budget = x.team_budget;
 }
 
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
@@ -556,14 +656,16 @@ void lim_local_count(struct lim_local *l, const char *key, const struct lim_limi
                      enum lim_counter which, enum lim_quota_op op, int64_t amount,
                      struct lim_decision *out)
 {
-    struct entry *e = which == LIM_TEAM_BUDGET ? team_entry(l, lim->team.name) : entry_for(l, key);
+    int s = which == LIM_QUOTA ? SC_KEY : 0;
+    while (which != LIM_QUOTA && scope_dims[s].counter != which)
+        s++;
+    struct scope_limits sl = scope_limits_of(lim, s);
+    struct entry *e = scope_entry(l, key, lim, s, true);
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
     struct counter *c = which == LIM_QUOTA ? &e->quota : &e->budget;
     struct counter *seed = which == LIM_QUOTA ? &e->seed.quota : &e->seed.budget;
-    int kind = which == LIM_QUOTA    ? lim->quota_period
-               : which == LIM_BUDGET ? lim->budget_period
-                                     : lim->team.budget_period;
+    int kind = which == LIM_QUOTA ? lim->quota_period : sl.budget_period;
     struct lim_count n;
     pthread_mutex_lock(&e->lock);
     counter_now(c, seed, kind, now_ms(), &n);
@@ -580,63 +682,56 @@ void lim_local_count(struct lim_local *l, const char *key, const struct lim_limi
         out->used_quota = n.used;
         out->quota_reset_ms = n.reset_ms;
         memcpy(out->period, n.period, sizeof(out->period));
-    } else if (which == LIM_BUDGET) {
-        out->budget = n;
     } else {
-        out->team_budget = n;
+        use_out(out, s, &(struct scope_use){ .budget = n });
     }
 }
 
 /* Corrects one entry's windows for a settled request. */
-static void settle_windows(struct entry *e, int64_t rpm, int64_t input_tpm, int64_t output_tpm,
-                           int64_t bucket, int64_t oldest, int64_t cur, const struct lim_usage *u)
+static void settle_windows(struct entry *e, const int64_t lim[3], int64_t bucket, int64_t oldest,
+                           int64_t cur, const struct lim_usage *u)
 {
     for (int d = 0; d < 3; d++)
         trim(e->win[d], oldest);
     if (bucket >= oldest) { /* the reservation is still in the window: correct it there */
-        if (input_tpm && u->input_delta && e->win[1]) {
+        if (lim[1] && u->input_delta && e->win[1]) {
             int64_t held = slot(e->win[1], bucket);
             int64_t delta = SL_MAX(u->input_delta, -held);
             slot_set(&e->win[1], bucket, held + delta);
             e->win[1]->total += delta;
         }
         struct window *rq = e->win[0];
-        if (u->release && rpm && rq && slot(rq, bucket) > 0) {
+        if (u->release && lim[0] && rq && slot(rq, bucket) > 0) {
             slot_put(rq, bucket, slot(rq, bucket) - 1);
             rq->total--;
         }
     }
-    if (output_tpm && u->output > 0)
+    if (lim[2] && u->output > 0)
         add(&e->win[2], cur, u->output);
 }
 
 void lim_local_settle(struct lim_local *l, const char *key, const struct lim_limits *lim,
                       const struct lim_decision *ticket, const struct lim_usage *u)
 {
-    struct entry *e = entry_for(l, key);
-    struct entry *te = lim->team.name[0] ? team_entry(l, lim->team.name) : NULL;
     int64_t now = now_ms();
     int64_t cur = floor_div(now, l->bucket_ms);
     int64_t oldest = oldest_bucket(l, now);
-    pthread_mutex_lock(&e->lock);
-    settle_windows(e, lim->rpm, lim->input_tpm, lim->output_tpm, ticket->bucket, oldest, cur, u);
-    if (lim->quota)
-        counter_settle(&e->quota, ticket->period, u->quota_delta);
-    if (lim->budget)
-        counter_settle(&e->budget, ticket->budget.period, u->spend_delta);
-    if (ticket->lease && lim->max_inflight && e->inflight > 0)
-        e->inflight--;
-    pthread_mutex_unlock(&e->lock);
-    if (!te)
-        return;
-    pthread_mutex_lock(&te->lock);
-    settle_windows(te, lim->team.rpm, lim->team.input_tpm, lim->team.output_tpm, ticket->bucket,
-                   oldest, cur, u);
-    if (lim->team.budget)
-        counter_settle(&te->budget, ticket->team_budget.period, u->spend_delta);
-    if (ticket->lease && lim->team.max_inflight && te->inflight > 0)
-        te->inflight--;
-    pthread_mutex_unlock(&te->lock);
+    for (int s = 0; s < SC_N; s++) {
+        struct scope_limits sl = scope_limits_of(lim, s);
+        struct entry *e = scope_entry(l, key, lim, s, sl.on);
+        if (!e)
+            continue;
+        pthread_mutex_lock(&e->lock);
+        settle_windows(e, sl.win, ticket->bucket, oldest, cur, u);
+        if (s == SC_KEY && lim->quota)
+            counter_settle(&e->quota, ticket->period, u->quota_delta);
+        if (sl.budget)
+            counter_settle(&e->budget, lim_count_of(ticket, scope_dims[s].counter).period,
+                           u->spend_delta);
+        if (ticket->lease && sl.max_inflight && e->inflight > 0)
+            e->inflight--;
+        pthread_mutex_unlock(&e->lock);
+    }
 }
 
 /* ---- the operations table: the in-process windows answer at once ---- */

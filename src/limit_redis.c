@@ -294,7 +294,8 @@ struct pend { /* one queued operation */
     int64_t bucket;      /* settle: the admission's */
     struct lim_usage usage; /* settle */
     int64_t lease; /* admit, settle, renew: the max_inflight slot (0: none) */
-    char period[3][LIM_PERIOD_ID]; /* settle: the quota's, the budget's, the team budget's */
+    char period[5][LIM_PERIOD_ID]; /* settle: the quota's, the budget's, the team budget's,
+                                      the user's per key and per team */
 };
 
 struct call {
@@ -451,11 +452,14 @@ static void arg_int(struct call *c, int64_t v)
 /* Redis key names. A key's counters share its name's hash tag, or its
  * team's when it has one, so that the key's and the team's counters are in
  * one Cluster slot: sluice:{KEY}:r, or sluice:{TEAM}:k:KEY:r and the team's
- * sluice:{TEAM}:t:r. A name is the prefix and one letter: r, i, o
- * (windows), q (quota) or b (budget). */
+ * sluice:{TEAM}:t:r. An end user's follow the key's or the team's, with
+ * "u", the id's length and the id: sluice:{KEY}:u5:alice:r,
+ * sluice:{TEAM}:t:u5:alice:r. A name is the prefix and one letter: r, i, o
+ * (windows), q (quota), b (budget) or f (max_inflight slots). */
+enum { WHOSE_KEY, WHOSE_TEAM, WHOSE_USER, WHOSE_TEAM_USER, WHOSE_N };
 struct names {
-    char own[2 * LIM_NAME + 16], team[LIM_NAME + 16];
-    size_t own_len, team_len;
+    char name[WHOSE_N][2 * LIM_NAME + LIM_USER + 32];
+    size_t len[WHOSE_N];
 };
 
 static size_t put_str(char *out, const char *s)
@@ -465,10 +469,26 @@ static size_t put_str(char *out, const char *s)
     return n;
 }
 
+/* The user's prefix: the key's or the team's, then u<length>:<id>: */
+static void user_name(struct names *n, int whose, int of, const char *user)
+{
+    char *p = n->name[whose];
+    memcpy(p, n->name[of], n->len[of]);
+    p += n->len[of];
+    *p++ = 'u';
+    size_t len = strlen(user);
+    p += sl_fmt_int((int64_t)len, p);
+    *p++ = ':';
+    memcpy(p, user, len);
+    p += len;
+    *p++ = ':';
+    n->len[whose] = (size_t)(p - n->name[whose]);
+}
+
 static void names_of(const struct call *c, struct names *n)
 {
     const char *team = c->lim.team.name;
-    char *p = n->own;
+    char *p = n->name[WHOSE_KEY];
     p += put_str(p, "sluice:{");
     p += put_str(p, team[0] ? team : c->key);
     p += put_str(p, team[0] ? "}:k:" : "}:");
@@ -476,18 +496,22 @@ static void names_of(const struct call *c, struct names *n)
         p += put_str(p, c->key);
         *p++ = ':';
     }
-    n->own_len = (size_t)(p - n->own);
-    p = n->team;
+    n->len[WHOSE_KEY] = (size_t)(p - n->name[WHOSE_KEY]);
+    p = n->name[WHOSE_TEAM];
     p += put_str(p, "sluice:{");
     p += put_str(p, team);
     p += put_str(p, "}:t:");
-    n->team_len = (size_t)(p - n->team);
+    n->len[WHOSE_TEAM] = (size_t)(p - n->name[WHOSE_TEAM]);
+    if (c->lim.user[0]) {
+        user_name(n, WHOSE_USER, WHOSE_KEY, c->lim.user);
+        user_name(n, WHOSE_TEAM_USER, WHOSE_TEAM, c->lim.user);
+    }
 }
 
-static void arg_name(struct call *c, struct names *n, bool of_team, char what)
+static void arg_name(struct call *c, struct names *n, int whose, char what)
 {
-    char *name = of_team ? n->team : n->own;
-    size_t len = of_team ? n->team_len : n->own_len;
+    char *name = n->name[whose];
+    size_t len = n->len[whose];
     name[len] = what;
     arg_mem(c, name, len + 1);
 }
@@ -545,6 +569,10 @@ static void settle_arg(struct call *c, const struct pend *o, enum ls_settle_arg 
         return arg_period(c, o->period[1]);
     case LS_S_TEAM_BUDGET_PERIOD:
         return arg_period(c, o->period[2]);
+    case LS_S_USER_BUDGET_PERIOD:
+        return arg_period(c, o->period[3]);
+    case LS_S_TEAM_USER_BUDGET_PERIOD:
+        return arg_period(c, o->period[4]);
     case LS_S_LEASE:
     case LS_NSETTLE_ARGS:
         return arg_lease(c, o->lease);
@@ -564,20 +592,52 @@ static void op_args(struct call *c, const struct pend *o)
         arg_lease(c, o->lease); /* LS_RENEW_ARGS: the lease alone */
 }
 
-/* The key names of a batch, in LS_KEYS_SOLO's or LS_KEYS_TEAM's order. */
-static void key_args(struct call *c, struct names *names, bool team)
+/* The key names of a batch, in LS_KEYS_SOLO's or LS_KEYS_TEAM's order, then
+ * the user's scopes' (LS_KEYS_USER, LS_KEYS_TEAM_USER) where the call has them. */
+static void key_args(struct call *c, struct names *names, int scopes)
 {
-#define KEY_ARG(name, letter, of_team) arg_name(c, names, of_team, letter);
-#define ONE(name, letter, of_team) +1
-    if (team) {
-        arg_int(c, 0 LS_KEYS_TEAM(ONE));
+#define KEY_ARG(name, letter, whose) arg_name(c, names, whose, letter);
+#define ONE(name, letter, whose) +1
+    int user = (scopes & LIM_SCOPE_USER) ? 0 LS_KEYS_USER(ONE) : 0;
+    int team_user = (scopes & LIM_SCOPE_TEAM_USER) ? 0 LS_KEYS_TEAM_USER(ONE) : 0;
+    if (scopes & 1) {
+        arg_int(c, (0 LS_KEYS_TEAM(ONE)) + user + team_user);
         LS_KEYS_TEAM(KEY_ARG)
     } else {
-        arg_int(c, 0 LS_KEYS_SOLO(ONE));
+        arg_int(c, (0 LS_KEYS_SOLO(ONE)) + user + team_user);
         LS_KEYS_SOLO(KEY_ARG)
+    }
+    if (user) {
+        LS_KEYS_USER(KEY_ARG)
+    }
+    if (team_user) {
+        LS_KEYS_TEAM_USER(KEY_ARG)
     }
 #undef ONE
 #undef KEY_ARG
+}
+
+/* The counter `which` of lim: its scope in names, and its period kind. */
+static int counter_whose(const struct lim_limits *lim, enum lim_counter which, int *period)
+{
+    switch (which) {
+    case LIM_QUOTA:
+        *period = lim->quota_period;
+        return WHOSE_KEY;
+    case LIM_BUDGET:
+        *period = lim->budget_period;
+        return WHOSE_KEY;
+    case LIM_TEAM_BUDGET:
+        *period = lim->team.budget_period;
+        return WHOSE_TEAM;
+    case LIM_USER_BUDGET:
+        *period = lim->key_user.budget_period;
+        return WHOSE_USER;
+    case LIM_TEAM_USER_BUDGET:
+    default:
+        *period = lim->team_user.budget_period;
+        return WHOSE_TEAM_USER;
+    }
 }
 
 /* One counter alone (the admin API): COUNT_ARGS. */
@@ -585,14 +645,14 @@ static void count_args(struct call *c, struct names *names)
 {
     struct lim_redis *r = c->r;
     const struct lim_limits *lim = &c->lim;
+    int period = 0;
+    int whose = counter_whose(lim, c->which, &period);
     arg_int(c, 1);
-    arg_name(c, names, c->which == LIM_TEAM_BUDGET, c->which == LIM_QUOTA ? 'q' : 'b');
+    arg_name(c, names, whose, c->which == LIM_QUOTA ? 'q' : 'b');
     int64_t v[LS_NCOUNT_ARGS] = {
         [LS_CARG_BUCKET_MS] = r->bucket_ms,
         [LS_CARG_WINDOW_MS] = r->window_ms,
-        [LS_CARG_PERIOD] = c->which == LIM_QUOTA    ? lim->quota_period
-                           : c->which == LIM_BUDGET ? lim->budget_period
-                                                    : lim->team.budget_period,
+        [LS_CARG_PERIOD] = period,
         [LS_CARG_CLOCK_OFFSET] = lim_clock_offset_s(),
         [LS_CARG_AMOUNT] = c->amount,
     };
@@ -610,7 +670,9 @@ static void args_build(struct call *c)
 {
     struct lim_redis *r = c->r;
     const struct lim_limits *lim = &c->lim;
-    bool team = lim->team.name[0] != '\0';
+    int scopes = (lim->team.name[0] ? 1 : 0) |
+                 (lim_user_scope(lim, LIM_SCOPE_USER) ? LIM_SCOPE_USER : 0) |
+                 (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) ? LIM_SCOPE_TEAM_USER : 0);
     struct names names;
     names_of(c, &names);
     arg_str(c, "EVALSHA");
@@ -618,8 +680,9 @@ static void args_build(struct call *c)
     c->script_args = c->text.len;
     if (c->kind != OP_BATCH)
         return count_args(c, &names);
-    key_args(c, &names, team);
-    const int64_t v[LS_NARGS_TEAM] = {
+    key_args(c, &names, scopes);
+    const struct lim_user *u = &lim->key_user, *tu = &lim->team_user;
+    const int64_t v[LS_NARGS_ALL] = {
         [LS_ARG_BUCKET_MS] = r->bucket_ms,
         [LS_ARG_WINDOW_MS] = r->window_ms,
         [LS_ARG_RPM] = lim->rpm,
@@ -632,19 +695,38 @@ static void args_build(struct call *c)
         [LS_ARG_BUDGET_PERIOD] = lim->budget_period,
         [LS_ARG_MAX_INFLIGHT] = lim->max_inflight,
         [LS_ARG_LEASE_MS] = r->lease_ms,
+        [LS_ARG_SCOPES] = scopes,
         [LS_ARG_TEAM_RPM] = lim->team.rpm,
         [LS_ARG_TEAM_INPUT_TPM] = lim->team.input_tpm,
         [LS_ARG_TEAM_OUTPUT_TPM] = lim->team.output_tpm,
         [LS_ARG_TEAM_BUDGET] = lim->team.budget,
         [LS_ARG_TEAM_BUDGET_PERIOD] = lim->team.budget_period,
         [LS_ARG_TEAM_MAX_INFLIGHT] = lim->team.max_inflight,
+        [LS_ARG_USER_RPM] = u->rpm,
+        [LS_ARG_USER_INPUT_TPM] = u->input_tpm,
+        [LS_ARG_USER_OUTPUT_TPM] = u->output_tpm,
+        [LS_ARG_USER_BUDGET] = u->budget,
+        [LS_ARG_USER_BUDGET_PERIOD] = u->budget_period,
+        [LS_ARG_USER_MAX_INFLIGHT] = u->max_inflight,
+        [LS_ARG_TEAM_USER_RPM] = tu->rpm,
+        [LS_ARG_TEAM_USER_INPUT_TPM] = tu->input_tpm,
+        [LS_ARG_TEAM_USER_OUTPUT_TPM] = tu->output_tpm,
+        [LS_ARG_TEAM_USER_BUDGET] = tu->budget,
+        [LS_ARG_TEAM_USER_BUDGET_PERIOD] = tu->budget_period,
+        [LS_ARG_TEAM_USER_MAX_INFLIGHT] = tu->max_inflight,
     };
-    for (int a = 0; a < (team ? LS_NARGS_TEAM : LS_NARGS_SOLO); a++) { /* the team's only with one */
+    /* each scope's arguments only when the call has it */
+    static const int from[] = { LS_ARG_TEAM_RPM, LS_ARG_USER_RPM, LS_ARG_TEAM_USER_RPM, LS_NARGS_ALL };
+    for (int a = 0; a < LS_ARG_TEAM_RPM; a++) {
         if (a == LS_ARG_MODE)
             arg_str(c, op_modes[OP_BATCH]);
         else
             arg_int(c, v[a]);
     }
+    for (int s = 0; s < 3; s++)
+        if (scopes & (1 << s))
+            for (int a = from[s]; a < from[s + 1]; a++)
+                arg_int(c, v[a]);
     arg_int(c, c->n);
     for (int i = 0; i < c->n; i++)
         op_args(c, &c->ops[i]);
@@ -727,7 +809,10 @@ static bool parse_count(const redisReply *rep, enum lim_counter which, struct li
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != LS_NCOUNT_REPLY ||
         !reply_slots(rep, count_slots, LS_NCOUNT_REPLY, false, v, ids))
         return false;
-    struct lim_count *c = which == LIM_BUDGET ? &d->budget : &d->team_budget;
+    struct lim_count *c = which == LIM_BUDGET        ? &d->budget
+                          : which == LIM_TEAM_BUDGET ? &d->team_budget
+                          : which == LIM_USER_BUDGET ? &d->user.budget
+                                                     : &d->team_user.budget;
     if (which == LIM_QUOTA) {
         d->used_quota = v[LS_C_USED];
         d->quota_reset_ms = v[LS_C_RESET_MS];
@@ -749,7 +834,7 @@ bool lim_redis_read_decision(const struct redisReply *rep, struct lim_decision *
         return false;
     if (!reply_slots(rep, decision_slots, LS_NREPLY, rep->elements == NCOMPACT_REPLY, v, ids))
         return false;
-    if (v[LS_R_DIMENSION] < LIM_DIM_NONE || v[LS_R_DIMENSION] > LIM_DIM_TEAM_INFLIGHT)
+    if (v[LS_R_DIMENSION] < LIM_DIM_NONE || v[LS_R_DIMENSION] > LIM_DIM_LAST)
         return false; /* not the script's */
     memset(d, 0, sizeof(*d));
     d->admitted = v[LS_R_ADMITTED] == 1;
@@ -776,6 +861,18 @@ bool lim_redis_read_decision(const struct redisReply *rep, struct lim_decision *
                ids[LS_R_TEAM_BUDGET_PERIOD]);
     d->used_inflight = v[LS_R_SLOTS];
     d->team_inflight = v[LS_R_TEAM_SLOTS];
+    d->user = (struct lim_user_use){ .requests = v[LS_R_USER_REQUESTS],
+                                     .input = v[LS_R_USER_INPUT],
+                                     .output = v[LS_R_USER_OUTPUT],
+                                     .inflight = v[LS_R_USER_SLOTS] };
+    count_from(&d->user.budget, v[LS_R_USER_SPENT], v[LS_R_USER_BUDGET_RESET_MS],
+               ids[LS_R_USER_BUDGET_PERIOD]);
+    d->team_user = (struct lim_user_use){ .requests = v[LS_R_TEAM_USER_REQUESTS],
+                                          .input = v[LS_R_TEAM_USER_INPUT],
+                                          .output = v[LS_R_TEAM_USER_OUTPUT],
+                                          .inflight = v[LS_R_TEAM_USER_SLOTS] };
+    count_from(&d->team_user.budget, v[LS_R_TEAM_USER_SPENT], v[LS_R_TEAM_USER_BUDGET_RESET_MS],
+               ids[LS_R_TEAM_USER_BUDGET_PERIOD]);
     d->where = LIM_REDIS;
     return true;
 }
@@ -885,6 +982,13 @@ static void drop_queue(struct lim_redis *r)
     }
 }
 
+static bool same_user(const struct lim_user *a, const struct lim_user *b)
+{
+    return a->rpm == b->rpm && a->input_tpm == b->input_tpm && a->output_tpm == b->output_tpm &&
+           a->budget == b->budget && a->budget_period == b->budget_period &&
+           a->max_inflight == b->max_inflight;
+}
+
 static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
 {
     const struct lim_team *at = &a->team, *bt = &b->team;
@@ -895,7 +999,9 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
            at->max_inflight == bt->max_inflight && strcmp(at->name, bt->name) == 0 &&
            at->rpm == bt->rpm &&
            at->input_tpm == bt->input_tpm && at->output_tpm == bt->output_tpm &&
-           at->budget == bt->budget && at->budget_period == bt->budget_period;
+           at->budget == bt->budget && at->budget_period == bt->budget_period &&
+           strcmp(a->user, b->user) == 0 && same_user(&a->key_user, &b->key_user) &&
+           same_user(&a->team_user, &b->team_user);
 }
 
 /* Queues one operation in the key's batch of this loop pass. */
@@ -928,7 +1034,7 @@ static void redis_admit(void *self, const char *key, const struct lim_limits *li
     struct lim_redis *r = self;
     struct pend o = { .kind = LS_OP_ADMIT, .cb = cb, .arg = arg, .cost = cost,
                       .force = lim->shadow, .spend = spend };
-    if (lim->max_inflight || lim->team.max_inflight) /* the slot's name, before Redis decides */
+    if (lim_takes_slot(lim)) /* the slot's name, before Redis decides */
         o.lease = lim_lease_new();
     enqueue(r, key, lim, &o);
 }
@@ -950,6 +1056,8 @@ static void redis_settle(void *self, const char *key, const struct lim_limits *l
     memcpy(o.period[0], ticket->period, LIM_PERIOD_ID);
     memcpy(o.period[1], ticket->budget.period, LIM_PERIOD_ID);
     memcpy(o.period[2], ticket->team_budget.period, LIM_PERIOD_ID);
+    memcpy(o.period[3], ticket->user.budget.period, LIM_PERIOD_ID);
+    memcpy(o.period[4], ticket->team_user.budget.period, LIM_PERIOD_ID);
     enqueue(r, key, lim, &o);
 }
 

@@ -46,7 +46,7 @@ struct family {
 
 enum {
     F_REQUESTS, F_RATE_LIMITED, F_TOKENS, F_SPEND, F_ATTEMPTS, F_RETRIES, F_DURATION, F_TTFB,
-    F_TTFT, F_QUEUE_WAIT, F_ADMIN_CHANGES,
+    F_TTFT, F_QUEUE_WAIT, F_ADMIN_CHANGES, F_USER_REQUESTS, F_USER_TOKENS, F_USER_SPEND,
     F__COUNT,
     F_BUDGET_REMAINING = F__COUNT, /* gauges, rendered for the config's keys that have them */
     F_KEY_INFLIGHT,
@@ -64,6 +64,9 @@ static struct family families[F__ALL] = {
     [F_QUEUE_WAIT] = { .name = "sluice_queue_wait_seconds", .help = "Time requests waited for room (queue_timeout), admitted or not.", .histogram = true },
     [F_TTFB] = { .name = "sluice_upstream_ttfb_seconds", .help = "Time from sending to an upstream to its first response byte.", .histogram = true },
     [F_TTFT] = { .name = "sluice_upstream_ttft_seconds", .help = "Time from sending to an upstream to its stream's first event with output (time to first token).", .histogram = true },
+    [F_USER_REQUESTS] = { .name = "sluice_user_requests_total", .help = "API requests answered, by key, end user (the first max_user_labels, then other) and status." },
+    [F_USER_TOKENS] = { .name = "sluice_user_tokens_total", .help = "Tokens counted against end users, by key, user and direction." },
+    [F_USER_SPEND] = { .name = "sluice_user_spend_usd_total", .help = "What end users' requests cost, by key and user, in USD.", .usd = true },
     [F_ADMIN_CHANGES] = { .name = "sluice_admin_changes_total", .help = "Changes made to runtime keys through the admin API, by action." },
     [F_KEY_INFLIGHT] = { .name = "sluice_inflight", .help = "Requests of a key with max_inflight open on this node (the limit counts every node's)." },
     [F_BUDGET_REMAINING] = { .name = "sluice_budget_remaining_usd", .help = "What is left of a key's or team's budget in the current period, in USD (read from the limiter every few seconds).", .usd = true },
@@ -75,14 +78,43 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct sl_buf text;
 static atomic_long inflight;
 
-/* Model names the config does not name, as clients sent them: the first
- * max_model_labels distinct ones become labels (a set under the lock; the
- * strings live until mx_shutdown). */
-static struct {
+/* Names from clients that become labels, up to a cap: model names the
+ * config does not name, end users (a set under the lock; the strings live
+ * until mx_shutdown). */
+struct seen {
     struct sl_names index; /* name -> position in names */
     char **names;          /* copies, in the order seen (sl_grow) */
     int n;
-} seen_models;
+};
+static struct seen seen_models, seen_users;
+
+/* The name's label: itself if seen, or while fewer than max are; else "other". */
+static const char *seen_label(struct seen *set, const char *name, size_t n, int64_t max)
+{
+    const char *out = "other";
+    pthread_mutex_lock(&lock);
+    int i = sl_names_find(&set->index, name, n);
+    if (i >= 0) {
+        out = set->names[i];
+    } else if (set->n < max) {
+        char *copy = sl_strdup(name);
+        set->names = sl_grow(set->names, sizeof(*set->names), set->n);
+        set->names[set->n] = copy;
+        sl_names_add(&set->index, copy, n, set->n++, NULL);
+        out = copy;
+    }
+    pthread_mutex_unlock(&lock);
+    return out; /* stable: kept until mx_shutdown */
+}
+
+static void seen_free(struct seen *set)
+{
+    for (int i = 0; i < set->n; i++)
+        free(set->names[i]);
+    free(set->names);
+    sl_names_free(&set->index);
+    memset(set, 0, sizeof(*set));
+}
 
 static bool label_safe(const char *s, size_t n)
 {
@@ -105,20 +137,14 @@ const char *mx_model_label(const struct config *c, const char *model)
     size_t n = strlen(model);
     if (strcmp(named, "other") != 0 || c->server.max_model_labels == 0 || !label_safe(model, n))
         return named;
-    const char *out = "other";
-    pthread_mutex_lock(&lock);
-    int i = sl_names_find(&seen_models.index, model, n);
-    if (i >= 0) {
-        out = seen_models.names[i];
-    } else if (seen_models.n < c->server.max_model_labels) {
-        char *copy = sl_strdup(model);
-        seen_models.names = sl_grow(seen_models.names, sizeof(*seen_models.names), seen_models.n);
-        seen_models.names[seen_models.n] = copy;
-        sl_names_add(&seen_models.index, copy, n, seen_models.n++, NULL);
-        out = copy;
-    }
-    pthread_mutex_unlock(&lock);
-    return out; /* stable: kept until mx_shutdown */
+    return seen_label(&seen_models, model, n, c->server.max_model_labels);
+}
+
+const char *mx_user_label(const struct config *c, const char *user)
+{
+    if (!user || !user[0] || c->server.max_user_labels == 0)
+        return NULL;
+    return seen_label(&seen_users, user, strlen(user), c->server.max_user_labels);
 }
 
 static void table_put(struct family *f, struct series *s)
@@ -234,6 +260,25 @@ void mx_request_done(const struct mx_request *m)
         label("team", m->team);
         label("model", m->model);
         series_for(&families[F_SPEND])->value += (uint64_t)m->cost;
+    }
+    if (m->user) {
+        text.len = 0;
+        label("key", m->key);
+        label("user", m->user);
+        base = text.len;
+        label("code", code);
+        series_for(&families[F_USER_REQUESTS])->value++;
+        const int64_t n[2] = { m->prompt_tokens, m->completion_tokens };
+        for (int i = 0; i < 2; i++)
+            if (n[i] > 0) {
+                text.len = base;
+                label("direction", i ? "output" : "input");
+                series_for(&families[F_USER_TOKENS])->value += (uint64_t)n[i];
+            }
+        if (m->cost > 0) {
+            text.len = base;
+            series_for(&families[F_USER_SPEND])->value += (uint64_t)m->cost;
+        }
     }
     text.len = 0;
     observe(series_for(&families[F_DURATION]), m->duration_s);
@@ -623,12 +668,8 @@ void mx_shutdown(void)
         families[i].table = NULL;
         families[i].cap = families[i].count = 0;
     }
-    for (int i = 0; i < seen_models.n; i++)
-        free(seen_models.names[i]);
-    free(seen_models.names);
-    sl_names_free(&seen_models.index);
-    seen_models.names = NULL;
-    seen_models.n = 0;
+    seen_free(&seen_models);
+    seen_free(&seen_users);
     sl_buf_free(&text);
     pthread_mutex_unlock(&lock);
 }

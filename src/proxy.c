@@ -258,7 +258,7 @@ static void filter_list(struct sl_request *r);
 static void owners_unknown(struct sl_request *r);
 static void on_owners(bool ok, const char *const *owners, void *arg);
 static void admit(struct sl_request *r);
-static void wait_for_room(struct sl_request *r, int64_t retry_ms);
+static void wait_for_room(struct sl_request *r, int64_t retry_ms, bool user);
 static void set_target(struct sl_request *r, const char *name);
 static void on_stream_idle(evutil_socket_t fd, short what, void *arg);
 static void on_capacity(const struct lim_decision *d, void *arg);
@@ -473,7 +473,7 @@ static void refuse_early_with(struct worker *w, struct http_req *req, const stru
     int status = err_status(e, req->dialect);
     double secs = (double)(sl_now_us() - req->start_us) / 1e6;
     struct mx_request m = { key ? key->name : "-", model ? model : "-", "-", "-", status, secs,
-                            0, 0, "", 0 };
+                            0, 0, "", 0, NULL };
     mx_request_done(&m);
     char path[API_MAX_PATH + 1];
     snprintf(path, sizeof(path), "%.*s", (int)SL_MIN(req->path.len, API_MAX_PATH), req->path.p);
@@ -779,6 +779,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
     struct sl_request *r = request_new(w, req, key, &call);
     r->fwd.xlate = translated; /* taken */
     memcpy(r->user, user, strlen(user) + 1);
+    memcpy(r->limits.user, user, strlen(user) + 1); /* the user's own limits (user_*) */
     r->rt = rt;
     req->checked_ref = NULL;
     r->estimate = call.estimate;
@@ -798,11 +799,30 @@ void proxy_handle(struct worker *w, struct http_req *req)
 
 /* ---- admission -------------------------------------------------------------- */
 
+/* The line a request waits in: its key's, or for a refusal on the end
+ * user's own limits the user's (key, \1, id), so that one user's waiting
+ * does not hold up the key's other users. */
+static void line_name(const struct sl_request *r, bool user, char out[CFG_NAME_MAX + EU_MAX + 3])
+{
+    snprintf(out, CFG_NAME_MAX + EU_MAX + 3, user ? "%s\1%s" : "%s%.0s", r->key->name, r->user);
+}
+
+static bool line_busy(const struct sl_request *r)
+{
+    char line[CFG_NAME_MAX + EU_MAX + 3];
+    if (waitq_busy(r->key->name))
+        return true;
+    if (!r->user[0])
+        return false;
+    line_name(r, true, line);
+    return waitq_busy(line);
+}
+
 static void admit(struct sl_request *r)
 {
     r->admit_start_us = sl_now_us();
-    if (r->key->queue_timeout_ms && waitq_busy(r->key->name)) {
-        wait_for_room(r, -1); /* FIFO: behind the key's requests already waiting */
+    if (r->key->queue_timeout_ms && line_busy(r)) {
+        wait_for_room(r, -1, !waitq_busy(r->key->name)); /* FIFO: behind those already waiting */
         return;
     }
     lim_admit(&r->w->limiter, r->key->name, &r->limits, r->estimate, r->spend_reserve,
@@ -841,24 +861,44 @@ static void on_owners(bool ok, const char *const *owners, void *arg)
     admit(r);
 }
 
-/* "key NAME" or "team NAME (of key NAME)": whose limit refused. */
+/* "key NAME", "team NAME (of key NAME)", "user ID of key NAME" or "user ID
+ * of team NAME (key NAME)": whose limit refused. */
 static void whose(const struct sl_request *r, enum lim_dim dim, char *out, size_t n)
 {
-    if (lim_dim_info(dim)->team)
+    bool team = lim_dim_info(dim)->team;
+    if (lim_dim_user(dim))
+        snprintf(out, n, team ? "user %s of team %s (key %s)" : "user %s of key %s%.0s", r->user,
+                 team ? r->limits.team.name : r->key->name, r->key->name);
+    else if (team)
         snprintf(out, n, "team %s (of key %s)", r->limits.team.name, r->key->name);
     else
         snprintf(out, n, "key %s", r->key->name);
 }
 
+/* The period of the budget that refused. */
+static int budget_period_of(const struct lim_limits *lim, enum lim_dim dim)
+{
+    switch (dim) {
+    case LIM_DIM_TEAM_BUDGET:
+        return lim->team.budget_period;
+    case LIM_DIM_USER_BUDGET:
+        return lim->key_user.budget_period;
+    case LIM_DIM_TEAM_USER_BUDGET:
+        return lim->team_user.budget_period;
+    default:
+        return lim->budget_period;
+    }
+}
+
 /* 429 insufficient_quota for a spent budget of the key or its team. */
 static void refuse_budget(struct sl_request *r, const struct lim_decision *d)
 {
-    char msg[400], who[160], spent[32], budget[32], wants[32];
+    char msg[600], who[400], spent[32], budget[32], wants[32];
     whose(r, d->dim, who, sizeof(who));
     sl_fmt_money(d->used, spent);
     sl_fmt_money(d->limit, budget);
     sl_fmt_money(d->requested, wants);
-    int period = d->dim == LIM_DIM_BUDGET ? r->limits.budget_period : r->limits.team.budget_period;
+    int period = budget_period_of(&r->limits, d->dim);
     snprintf(msg, sizeof(msg),
              "You exceeded your current budget: %s has spent $%s of its $%s %s, and this request "
              "may cost up to $%s.",
@@ -870,7 +910,7 @@ static void refuse_budget(struct sl_request *r, const struct lim_decision *d)
 /* 429 (or 503 with on_error = deny) for a request the limiter refused. */
 static void refuse(struct sl_request *r, const struct lim_decision *d)
 {
-    char msg[400], who[160];
+    char msg[600], who[400];
     char headers[96];
     if (d->unavailable)
         return request_end(r, END_LIMITER_UNAVAILABLE,
@@ -889,10 +929,11 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
                            &(struct own_answer){ ERR_QUOTA_EXHAUSTED, msg,
                                                  "x-should-retry: false\r\n" });
     }
-    if (d->dim == LIM_DIM_BUDGET || d->dim == LIM_DIM_TEAM_BUDGET)
+    if (lim_dim_budget(d->dim))
         return refuse_budget(r, d);
     whose(r, d->dim, who, sizeof(who));
-    if (d->dim == LIM_DIM_INFLIGHT || d->dim == LIM_DIM_TEAM_INFLIGHT) {
+    if (d->dim == LIM_DIM_INFLIGHT || d->dim == LIM_DIM_TEAM_INFLIGHT ||
+        d->dim == LIM_DIM_USER_INFLIGHT || d->dim == LIM_DIM_TEAM_USER_INFLIGHT) {
         snprintf(msg, sizeof(msg),
                  "Too many concurrent requests for %s: Limit %lld, Open %lld. Please try again "
                  "in 1s.",
@@ -917,7 +958,9 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
         snprintf(headers, sizeof(headers), "Retry-After: %lld\r\nretry-after-ms: %lld\r\n",
                  (long long)SL_MAX(secs, 1), (long long)SL_MAX(d->retry_ms, 1));
     }
-    enum sl_error e = d->dim == LIM_DIM_REQUESTS || d->dim == LIM_DIM_TEAM_REQUESTS
+    enum sl_error e = d->dim == LIM_DIM_REQUESTS || d->dim == LIM_DIM_TEAM_REQUESTS ||
+                              d->dim == LIM_DIM_USER_REQUESTS ||
+                              d->dim == LIM_DIM_TEAM_USER_REQUESTS
                           ? ERR_RATE_LIMITED
                           : ERR_RATE_LIMITED_TOKENS;
     request_end(r, END_RATE_LIMITED, &(struct own_answer){ e, msg, headers });
@@ -996,13 +1039,15 @@ static void on_wait(evutil_socket_t fd, short what, void *arg);
 /* Into the key's line (or on in it): the head asks again after retry_ms
  * (< 0: now), the others when they become the head, or give up when their
  * patience ends. No worker is held: the request is a timer. */
-static void wait_for_room(struct sl_request *r, int64_t retry_ms)
+static void wait_for_room(struct sl_request *r, int64_t retry_ms, bool user)
 {
     if (!r->wait_ev)
         r->wait_ev = event_new(r->w->base, -1, 0, on_wait, r);
     bool head;
     if (!r->waiter.line) {
-        head = waitq_join(&r->waiter, r->key->name, r->wait_ev);
+        char line[CFG_NAME_MAX + EU_MAX + 3];
+        line_name(r, user, line);
+        head = waitq_join(&r->waiter, line, r->wait_ev);
         r->queued_since_us = sl_now_us();
     } else {
         head = waitq_is_head(&r->waiter);
@@ -1051,14 +1096,14 @@ static void on_admitted(const struct lim_decision *d, void *arg)
     if (r->phase == PHASE_ABANDONED) /* the client left, or the deadline passed, while we waited */
         return request_end(r, r->end, NULL);
     if (!d->admitted)
-        return may_wait(r, d) ? wait_for_room(r, d->retry_ms) : refuse(r, d);
+        return may_wait(r, d) ? wait_for_room(r, d->retry_ms, lim_dim_user(d->dim)) : refuse(r, d);
     stop_waiting(r);
     if (d->dim) { /* shadow mode: what enforcement would have refused, counted and let through */
         mx_rate_limited(r->key->name, lim_dim_info(d->dim)->label);
-        char who[160], amounts[3][32];
+        char who[400], amounts[3][32];
         whose(r, d->dim, who, sizeof(who));
         const int64_t v[3] = { d->limit, d->used, d->requested };
-        bool money = d->dim == LIM_DIM_BUDGET || d->dim == LIM_DIM_TEAM_BUDGET;
+        bool money = lim_dim_budget(d->dim);
         for (int i = 0; i < 3; i++)
             if (money)
                 sl_fmt_money(v[i], amounts[i]);
@@ -2228,8 +2273,14 @@ static void settle(struct sl_request *r)
         lim_settle(&r->w->limiter, t, r->key->name, &r->limits, &u);
     if (t->admitted && t->lease && r->limits.max_inflight)
         mx_key_inflight(r->key->name, -1);
-    if (t->admitted && t->lease && r->key->queue_timeout_ms)
+    if (t->admitted && t->lease && r->key->queue_timeout_ms) {
         waitq_poke(r->key->name); /* a slot freed here: the key's first waiter asks now */
+        if (r->user[0]) {
+            char line[CFG_NAME_MAX + EU_MAX + 3];
+            line_name(r, true, line);
+            waitq_poke(line);
+        }
+    }
     capacity_settle(r, input + output, release);
 }
 
@@ -2331,7 +2382,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
                             r->charged_output, r->key->team ? r->key->team->name : "",
-                            r->cost };
+                            r->cost, mx_user_label(cfg, r->user) };
     mx_request_done(&m);
     mx_inflight(-1);
     if (held) /* on_capacity comes, and frees it */

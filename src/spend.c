@@ -35,14 +35,16 @@ int64_t spend_cost(const struct cfg_model *m, const struct spend_tokens *t)
 
 bool spend_budgeted(const struct cfg_key *k)
 {
-    return k->budget || (k->team && k->team->budget);
+    return cfg_key_has_budget(k);
 }
 
 bool spend_accounted(const struct cfg_key *k)
 {
     const struct cfg_team *t = k->team;
-    return k->input_tpm || k->output_tpm || k->quota || k->budget || k->max_prompt_tokens ||
-           (t && (t->input_tpm || t->output_tpm || t->budget));
+    const struct cfg_user_limits *u = &k->users, *tu = t ? &t->users : NULL;
+    return k->input_tpm || k->output_tpm || k->quota || cfg_key_has_budget(k) ||
+           k->max_prompt_tokens || u->input_tpm || u->output_tpm ||
+           (t && (t->input_tpm || t->output_tpm || tu->input_tpm || tu->output_tpm));
 }
 
 int64_t spend_per_request(const struct cfg_model *m, const struct api_call *call)

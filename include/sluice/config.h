@@ -77,6 +77,7 @@ struct cfg_server {
     uint8_t admin_digest[32];
     int64_t max_attempts;
     int64_t max_model_labels;
+    int64_t max_user_labels; /* end users with metrics of their own; 0 = none */
     bool require_prices;
     int64_t max_connections; /* 0: sized from the file-descriptor limit */
     int64_t max_buffered;
@@ -166,6 +167,14 @@ struct cfg_model {
     int64_t request_price; /* per unit of an endpoint without token usage; unset: -1 */
 };
 
+/* user_* of a key or a team: each end user's own limits (docs/users.md). */
+struct cfg_user_limits {
+    int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
+    int64_t budget;                     /* micro-dollars per budget_period; 0 = none */
+    enum quota_period budget_period;
+    int64_t max_inflight; /* 0 = no cap */
+};
+
 /* [team NAME]: limits shared by the keys that name the team. */
 struct cfg_team {
     char *name;
@@ -175,6 +184,7 @@ struct cfg_team {
     enum quota_period budget_period;
     int64_t max_inflight;               /* requests open at once, all keys; 0 = no cap */
     bool share_resources;               /* its keys' stored resources are the team's */
+    struct cfg_user_limits users;       /* per end user, all keys together */
     bool admin_enabled;                 /* admin_key is set: */
     uint8_t admin_digest[32];           /* the key that manages the team's runtime keys */
 };
@@ -201,6 +211,7 @@ struct cfg_key {
     int64_t expires_at;            /* seconds since the epoch; 0 = never */
     int trust_user;                /* enum trust_user: where the end user comes from */
     bool require_user;             /* a request without an end user is refused */
+    struct cfg_user_limits users;  /* per end user of this key */
     bool runtime;                  /* made through the admin API (keys.h), not the file */
 };
 
@@ -251,6 +262,8 @@ bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len)
 bool cfg_status_in(const struct cfg_statuses *s, int status);
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
 const struct cfg_team *cfg_find_team(const struct config *c, const char *name);
+/* Whether a request of k spends from a budget: its own, its team's, or an end user's. */
+bool cfg_key_has_budget(const struct cfg_key *k);
 /* The [model NAME] section of a model, or NULL. */
 const struct cfg_model *cfg_find_model(const struct config *c, const char *name);
 /* The name a model goes upstream as: its [model] upstream, else itself. */

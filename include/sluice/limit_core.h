@@ -32,7 +32,17 @@
     X(TEAM_OUTPUT, 8, "team_output_tokens", "output tokens per minute", true, true)                \
     X(TEAM_BUDGET, 9, "team_budget", "budget", true, false)                                        \
     X(INFLIGHT, 10, "inflight", "requests open at once", false, true)                              \
-    X(TEAM_INFLIGHT, 11, "team_inflight", "requests open at once", true, true)
+    X(TEAM_INFLIGHT, 11, "team_inflight", "requests open at once", true, true)                     \
+    X(USER_REQUESTS, 12, "user_requests", "requests per minute", false, true)                      \
+    X(USER_INPUT, 13, "user_input_tokens", "input tokens per minute", false, true)                 \
+    X(USER_OUTPUT, 14, "user_output_tokens", "output tokens per minute", false, true)              \
+    X(USER_BUDGET, 15, "user_budget", "budget", false, false)                                      \
+    X(USER_INFLIGHT, 16, "user_inflight", "requests open at once", false, true)                    \
+    X(TEAM_USER_REQUESTS, 17, "team_user_requests", "requests per minute", true, true)             \
+    X(TEAM_USER_INPUT, 18, "team_user_input_tokens", "input tokens per minute", true, true)        \
+    X(TEAM_USER_OUTPUT, 19, "team_user_output_tokens", "output tokens per minute", true, true)     \
+    X(TEAM_USER_BUDGET, 20, "team_user_budget", "budget", true, false)                             \
+    X(TEAM_USER_INFLIGHT, 21, "team_user_inflight", "requests open at once", true, true)
 
 enum lim_dim {
 #define LIM_DIM_ENUM(name, code, label, text, team, waitable) LIM_DIM_##name = code,
@@ -40,12 +50,18 @@ enum lim_dim {
 #undef LIM_DIM_ENUM
 };
 
+#define LIM_DIM_LAST LIM_DIM_TEAM_USER_INFLIGHT
+
 struct lim_dim_info {
     const char *label, *text;
     bool team, waitable;
 };
 /* The row of LIM_DIMS for d. */
 const struct lim_dim_info *lim_dim_info(enum lim_dim d);
+/* Whether d is one of an end user's (user_*: of the key or of the team). */
+bool lim_dim_user(enum lim_dim d);
+/* The dimension of a counter's or a budget's refusal: money, not tokens. */
+bool lim_dim_budget(enum lim_dim d);
 /* How a refusal's message names a quota period (enum quota_period): "today
  * (UTC)", "this month (UTC)", ... */
 const char *lim_period_text(int kind);
@@ -61,6 +77,17 @@ struct lim_team {
     int64_t max_inflight; /* 0 = no cap */
 };
 
+#define LIM_USER 129 /* an end user's id and its NUL (EU_MAX + 1) */
+
+/* An end user's own limits (user_* of a key, or of a team): each user counts
+ * alone, in the key's (or the team's) name. */
+struct lim_user {
+    int64_t rpm, input_tpm, output_tpm;
+    int64_t budget; /* micro-dollars per period; 0 = none */
+    int budget_period;
+    int64_t max_inflight;
+};
+
 struct lim_limits {
     int64_t rpm, input_tpm, output_tpm; /* 0 = unlimited */
     int64_t quota;                      /* tokens per period; 0 = none */
@@ -70,7 +97,16 @@ struct lim_limits {
     bool shadow; /* count, but never refuse */
     int64_t max_inflight; /* requests open at once, across nodes; 0 = no cap */
     struct lim_team team;
+    char user[LIM_USER];      /* the request's end user; "" = none (then no user_* applies) */
+    struct lim_user key_user; /* the key's user_* limits, per user of the key */
+    struct lim_user team_user; /* the team's user_* limits, per user of the team */
 };
+
+/* Whether the limits count the end user per key (LIM_SCOPE_USER) or per team. */
+enum lim_scope { LIM_SCOPE_USER = 2, LIM_SCOPE_TEAM_USER = 4 };
+bool lim_user_scope(const struct lim_limits *lim, enum lim_scope s);
+/* Whether an admission under lim takes a max_inflight slot (of any scope). */
+bool lim_takes_slot(const struct lim_limits *lim);
 
 #define LIM_PERIOD_ID 24 /* "d20419", "w20416", "m202611", "total" */
 
@@ -80,7 +116,14 @@ struct lim_count {
     int64_t reset_ms; /* until the period ends; -1 for "total" */
     char period[LIM_PERIOD_ID];
 };
-enum lim_counter { LIM_QUOTA, LIM_BUDGET, LIM_TEAM_BUDGET };
+enum lim_counter { LIM_QUOTA, LIM_BUDGET, LIM_TEAM_BUDGET, LIM_USER_BUDGET, LIM_TEAM_USER_BUDGET };
+
+/* What one end user has used under one scope's limits (of the key, or of the team). */
+struct lim_user_use {
+    int64_t requests, input, output; /* in the window, this request included */
+    int64_t inflight;                /* requests open, this one included */
+    struct lim_count budget;
+};
 
 /* The answer to an admission, and the ticket its settlement needs. */
 struct lim_decision {
@@ -102,6 +145,7 @@ struct lim_decision {
     int64_t spend_reserved; /* micro-dollars reserved in the budgets */
     int64_t used_inflight, team_inflight; /* requests open, this one included */
     int64_t lease; /* the slot max_inflight gave this request (0: none): settlement frees it */
+    struct lim_user_use user, team_user; /* the end user's, per key and per team */
 };
 
 /* What settles an admitted request (lim_settle). */

@@ -9,8 +9,10 @@
 #ifndef SLUICE_LIMIT_SCRIPT_H
 #define SLUICE_LIMIT_SCRIPT_H
 
-/* The Redis keys of a batch (KEYS), in order: (name, letter, the team's).
- * A key's names end in its letter (limit_redis.c, names_of). */
+/* The Redis keys of a batch (KEYS), in order: (name, letter, whose: 0 the
+ * key's, 1 the team's, 2 the end user's per key, 3 per team). A key's names
+ * end in its letter (limit_redis.c, names_of). The user's scopes follow the
+ * key's or the team's list, each only when the call has it (scopes). */
 #define LS_KEYS_OWN(X)                                                                             \
     X(requests, 'r', 0)                                                                            \
     X(input, 'i', 0)                                                                               \
@@ -26,9 +28,23 @@
     X(team_budget, 'b', 1)                                                                         \
     X(slots, 'f', 0)                                                                               \
     X(team_slots, 'f', 1)
+#define LS_KEYS_USER(X)                                                                            \
+    X(user_requests, 'r', 2)                                                                       \
+    X(user_input, 'i', 2)                                                                          \
+    X(user_output, 'o', 2)                                                                         \
+    X(user_budget, 'b', 2)                                                                         \
+    X(user_slots, 'f', 2)
+#define LS_KEYS_TEAM_USER(X)                                                                       \
+    X(team_user_requests, 'r', 3)                                                                  \
+    X(team_user_input, 'i', 3)                                                                     \
+    X(team_user_output, 'o', 3)                                                                    \
+    X(team_user_budget, 'b', 3)                                                                    \
+    X(team_user_slots, 'f', 3)
 
 /* A batch's arguments (ARGV), in order; the team's follow only with a team,
- * then the number of operations and the operations. */
+ * the user's per key and per team only with those scopes (scopes: their sum,
+ * 1 team, 2 and 4 the user's, enum lim_scope), then the number of operations
+ * and the operations. */
 #define LS_BATCH_ARGS(X)                                                                           \
     X(BUCKET_MS, bucket_ms)                                                                        \
     X(WINDOW_MS, window_ms)                                                                        \
@@ -42,7 +58,8 @@
     X(BUDGET, budget)                                                                              \
     X(BUDGET_PERIOD, budget_period)                                                                \
     X(MAX_INFLIGHT, max_inflight)                                                                  \
-    X(LEASE_MS, lease_ms)
+    X(LEASE_MS, lease_ms)                                                                          \
+    X(SCOPES, scopes)
 #define LS_TEAM_ARGS(X)                                                                            \
     X(TEAM_RPM, team_rpm)                                                                          \
     X(TEAM_INPUT_TPM, team_input_tpm)                                                              \
@@ -50,6 +67,20 @@
     X(TEAM_BUDGET, team_budget)                                                                    \
     X(TEAM_BUDGET_PERIOD, team_budget_period)                                                      \
     X(TEAM_MAX_INFLIGHT, team_max_inflight)
+#define LS_USER_ARGS(X)                                                                            \
+    X(USER_RPM, user_rpm)                                                                          \
+    X(USER_INPUT_TPM, user_input_tpm)                                                              \
+    X(USER_OUTPUT_TPM, user_output_tpm)                                                            \
+    X(USER_BUDGET, user_budget)                                                                    \
+    X(USER_BUDGET_PERIOD, user_budget_period)                                                      \
+    X(USER_MAX_INFLIGHT, user_max_inflight)
+#define LS_TEAM_USER_ARGS(X)                                                                       \
+    X(TEAM_USER_RPM, team_user_rpm)                                                                \
+    X(TEAM_USER_INPUT_TPM, team_user_input_tpm)                                                    \
+    X(TEAM_USER_OUTPUT_TPM, team_user_output_tpm)                                                  \
+    X(TEAM_USER_BUDGET, team_user_budget)                                                          \
+    X(TEAM_USER_BUDGET_PERIOD, team_user_budget_period)                                            \
+    X(TEAM_USER_MAX_INFLIGHT, team_user_max_inflight)
 
 /* One counter alone (the admin API): one key, the counter's prefix. */
 #define LS_COUNT_ARGS(X)                                                                           \
@@ -75,6 +106,8 @@
     X(SPEND_DELTA, spend_delta)                                                                    \
     X(BUDGET_PERIOD, budget_period)                                                                \
     X(TEAM_BUDGET_PERIOD, team_budget_period)                                                      \
+    X(USER_BUDGET_PERIOD, user_budget_period)                                                      \
+    X(TEAM_USER_BUDGET_PERIOD, team_user_budget_period)                                            \
     X(LEASE, lease)
 #define LS_RENEW_ARGS(X) X(LEASE, lease)
 #define LS_OP_ADMIT 'a'
@@ -112,14 +145,30 @@
     X(TEAM_SLOTS, team_slots, 0, 0)                                                                \
     X(QUOTA_PERIOD, quota_period, 1, 1)                                                            \
     X(BUDGET_PERIOD, budget_period, 1, 0)                                                          \
-    X(TEAM_BUDGET_PERIOD, team_budget_period, 1, 0)
+    X(TEAM_BUDGET_PERIOD, team_budget_period, 1, 0)                                                \
+    X(USER_REQUESTS, user_requests, 0, 0)                                                          \
+    X(USER_INPUT, user_input, 0, 0)                                                                \
+    X(USER_OUTPUT, user_output, 0, 0)                                                              \
+    X(USER_SPENT, user_spent, 0, 0)                                                                \
+    X(USER_BUDGET_RESET_MS, user_budget_reset_ms, 0, 0)                                            \
+    X(USER_SLOTS, user_slots, 0, 0)                                                                \
+    X(TEAM_USER_REQUESTS, team_user_requests, 0, 0)                                                \
+    X(TEAM_USER_INPUT, team_user_input, 0, 0)                                                      \
+    X(TEAM_USER_OUTPUT, team_user_output, 0, 0)                                                    \
+    X(TEAM_USER_SPENT, team_user_spent, 0, 0)                                                      \
+    X(TEAM_USER_BUDGET_RESET_MS, team_user_budget_reset_ms, 0, 0)                                  \
+    X(TEAM_USER_SLOTS, team_user_slots, 0, 0)                                                      \
+    X(USER_BUDGET_PERIOD, user_budget_period, 1, 0)                                                \
+    X(TEAM_USER_BUDGET_PERIOD, team_user_budget_period, 1, 0)
 
 /* The reply to one counter alone. */
 #define LS_COUNT_REPLY(X) X(USED, used, 0, 1) X(RESET_MS, reset_ms, 0, 1) X(PERIOD, period, 1, 1)
 
 #define LS_ENUM_ARG(NAME, name) LS_ARG_##NAME,
-enum ls_batch_arg { LS_BATCH_ARGS(LS_ENUM_ARG) LS_TEAM_ARGS(LS_ENUM_ARG) LS_NARGS_TEAM };
-#define LS_NARGS_SOLO LS_ARG_TEAM_RPM
+enum ls_batch_arg {
+    LS_BATCH_ARGS(LS_ENUM_ARG) LS_TEAM_ARGS(LS_ENUM_ARG) LS_USER_ARGS(LS_ENUM_ARG)
+        LS_TEAM_USER_ARGS(LS_ENUM_ARG) LS_NARGS_ALL
+};
 #undef LS_ENUM_ARG
 #define LS_ENUM_ARG(NAME, name) LS_CARG_##NAME,
 enum ls_count_arg { LS_COUNT_ARGS(LS_ENUM_ARG) LS_NCOUNT_ARGS };

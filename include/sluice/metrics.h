@@ -23,6 +23,7 @@ struct mx_request {
     int64_t prompt_tokens, completion_tokens;
     const char *team; /* the key's team, or "" */
     int64_t cost;     /* micro-dollars */
+    const char *user; /* the end user's label (mx_user_label), or NULL: no per-user series */
 };
 
 void mx_request_done(const struct mx_request *m);
@@ -31,6 +32,9 @@ void mx_request_done(const struct mx_request *m);
  * 64 at most), that name; else "other". "-" for no model. */
 const char *mx_model_label(const struct config *c, const char *model);
 void mx_rate_limited(const char *key, const char *dimension);
+/* The end user as a label: NULL without one or with [server] max_user_labels
+ * = 0; the id itself for the first max_user_labels distinct ids; else "other". */
+const char *mx_user_label(const struct config *c, const char *user);
 /* sluice_budget_remaining_usd{scope="key|team",name}: micro-dollars left. */
 void mx_budget_remaining(const char *scope, const char *name, int64_t micro);
 /* outcome: success, client_error, error_status, connect_error, timeout, broken, aborted */

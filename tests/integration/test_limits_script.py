@@ -24,6 +24,8 @@ REPLY = [name for name, _ in contract("LS_REPLY")]
 COMPACT = [name for name, (text, compact) in contract("LS_REPLY") if compact]
 BATCH_ARGS = [name for name, _ in contract("LS_BATCH_ARGS")]
 TEAM_ARGS = [name for name, _ in contract("LS_TEAM_ARGS")]
+USER_ARGS = [name for name, _ in contract("LS_USER_ARGS")]
+TEAM_USER_ARGS = [name for name, _ in contract("LS_TEAM_USER_ARGS")]
 SETTLE_ARGS = [name for name, _ in contract("LS_SETTLE_ARGS")]
 ADMIT_ARGS = [name for name, _ in contract("LS_ADMIT_ARGS")]
 
@@ -43,12 +45,18 @@ TEAM = {"rpm": 20, "input_tpm": 100, "output_tpm": 20, "budget": 3000, "budget_p
 STABLE = ["admitted", "dimension", "limit", "used", "requested", "bucket", "used_requests",
           "used_input", "used_output", "used_quota", "spent", "team_requests", "team_input",
           "team_output", "team_spent", "slots", "team_slots", "quota_period", "budget_period",
-          "team_budget_period"]
+          "team_budget_period", "user_requests", "user_input", "user_output", "user_spent",
+          "user_slots", "team_user_requests", "team_user_input", "team_user_output",
+          "team_user_spent", "team_user_slots", "user_budget_period", "team_user_budget_period"]
+# an end user's own limits, per key and per team (runs 3 and 5)
+USER = {"rpm": 6, "input_tpm": 80, "output_tpm": 30, "budget": 2000, "budget_period": 1}
+TEAM_USER = {"rpm": 15, "input_tpm": 90, "output_tpm": 40, "budget": 2500, "budget_period": 4}
 LEASE_MS = 30000
 
 
-def names(key, team):
-    """The Redis keys sluice uses (limit_redis.c): the team's hash tag when there is one."""
+def names(key, team, user=None, scopes=0):
+    """The Redis keys sluice uses (limit_redis.c): the team's hash tag when there is one;
+    an end user's after the key's or the team's."""
     own = f"sluice:{{{team}}}:k:{key}:" if team else f"sluice:{{{key}}}:"
     keys = [own + d for d in "rioqb"]
     if team:
@@ -56,18 +64,32 @@ def names(key, team):
     keys.append(own + "f")  # the max_inflight leases
     if team:
         keys.append(f"sluice:{{{team}}}:t:f")
+    if scopes & 2:
+        keys += [f"{own}u{len(user)}:{user}:{d}" for d in "riobf"]
+    if scopes & 4:
+        keys += [f"sluice:{{{team}}}:t:u{len(user)}:{user}:{d}" for d in "riobf"]
     return keys
 
 
-def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
-    keys = names(key, team)
+def user_values(prefix, u):
+    return {f"{prefix}rpm": u.get("rpm", 0), f"{prefix}input_tpm": u.get("input_tpm", 0),
+            f"{prefix}output_tpm": u.get("output_tpm", 0), f"{prefix}budget": u.get("budget", 0),
+            f"{prefix}budget_period": u.get("budget_period", 1),
+            f"{prefix}max_inflight": u.get("max_inflight", 0)}
+
+
+def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS, user=None,
+          user_limits=None, team_user_limits=None):
+    scopes = (1 if team else 0) | (2 if user and user_limits else 0) | \
+        (4 if user and team and team_user_limits else 0)
+    keys = names(key, team, user, scopes)
     value = {"bucket_ms": BUCKET_MS, "window_ms": WINDOW_MS, "mode": "batch",
              "rpm": limits["rpm"], "input_tpm": limits["input_tpm"],
              "output_tpm": limits["output_tpm"], "quota": limits["quota"],
              "quota_period": limits["period"], "clock_offset": 0, "budget": limits["budget"],
              "budget_period": limits["budget_period"],
              "max_inflight": limits.get("max_inflight", 0),
-             "lease_ms": limits.get("lease_ms", LEASE_MS)}
+             "lease_ms": limits.get("lease_ms", LEASE_MS), "scopes": scopes}
     if team:  # the team's limits only with a team
         t = team_limits
         value.update(team_rpm=t["rpm"], team_input_tpm=t["input_tpm"],
@@ -75,7 +97,12 @@ def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS):
                      team_budget_period=t["budget_period"],
                      team_max_inflight=t.get("max_inflight", 0))
     args = ["EVALSHA", sha, len(keys)] + keys
-    args += [value[name] for name in BATCH_ARGS + (TEAM_ARGS if team else [])]
+    if scopes & 2:
+        value.update(user_values("user_", user_limits))
+    if scopes & 4:
+        value.update(user_values("team_user_", team_user_limits))
+    args += [value[name] for name in BATCH_ARGS + (TEAM_ARGS if team else []) +
+             (USER_ARGS if scopes & 2 else []) + (TEAM_USER_ARGS if scopes & 4 else [])]
     args.append(len(ops))
     for op in ops:
         args += op
@@ -139,8 +166,18 @@ def test_a_batch_equals_the_same_operations_one_call_each(redis):
         bucket = secs * 1000 // BUCKET_MS
         periods = [f"d{day}", f"d{day}", f"w{day - (day + 3) % 7}"]
         ops = operations(rng, bucket, periods, 60)
-        together = batch(redis, sha, f"together{run}", ops, team and team + "t")
-        alone = [batch(redis, sha, f"alone{run}", [op], team and team + "a")[0] for op in ops]
+        # with users, the key's and team's output windows open, so that the user's fill first
+        users = dict(user="u.1", user_limits=USER, team_user_limits=TEAM_USER,
+                     limits=dict(LIMITS, output_tpm=0),
+                     team_limits=dict(TEAM, output_tpm=0)) if run in (3, 5) else {}
+        if users:  # the settlements name the user's budget periods too
+            for op in ops:
+                if op[0] == "s":
+                    op[1 + SETTLE_ARGS.index("user_budget_period")] = f"d{day}"
+                    op[1 + SETTLE_ARGS.index("team_user_budget_period")] = periods[2]
+        together = batch(redis, sha, f"together{run}", ops, team and team + "t", **users)
+        alone = [batch(redis, sha, f"alone{run}", [op], team and team + "a", **users)[0]
+                 for op in ops]
         assert len(together) == len(ops)
         for op, t, a in zip(ops, together, alone):
             if op[0] == "s":
@@ -155,6 +192,9 @@ def test_a_batch_equals_the_same_operations_one_call_each(redis):
         assert any(slot(t, "admitted") == 0 for t in decided)
         if team:  # and the team's own limits refuse some
             assert any(slot(t, "dimension") >= 6 for t in decided if slot(t, "admitted") == 0)
+        if users:  # and the user's
+            assert any(slot(t, "dimension") >= 12 for t in decided if slot(t, "admitted") == 0), \
+                [slots(t, "dimension", "limit", "used", "requested") for t in decided]
 
 
 def test_a_batch_of_admissions_admits_exactly_the_limit(redis):
@@ -213,7 +253,7 @@ def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
     # refused on input tokens
     assert slots(short[2], "admitted", "dimension", "limit", "used", "requested") == [0, 2, 150, 5, 500]
     long = batch(redis, sha, "long", [admission(5), ["p"], admission(500)])
-    assert [len(r) for r in long] == [len(REPLY)] * 3 == [27] * 3
+    assert [len(r) for r in long] == [len(REPLY)] * 3 == [41] * 3
     same = ["admitted", "dimension", "limit", "used", "requested", "bucket", "used_requests",
             "used_input", "used_output", "used_quota"]  # what does not depend on the millisecond
     assert [slots(r, *same) for r in short] == [slots(r, *same) for r in long]
@@ -288,3 +328,64 @@ def test_an_admission_after_its_deadline_records_nothing(redis):
     # one in time still admits (the slot is free)
     ok = batch(redis, sha, "late", [admission(5, 0, "n-3", deadline=now_ms + 60000)], limits=lim)
     assert slot(ok[0], "admitted") == 1
+
+
+def test_end_users_count_alone_within_the_key_and_the_team(redis):
+    """The end user's own windows, budget and slots, per key (user_*) and per
+    team (the team's user_*), in the same call as the key's and the team's:
+    each user counts alone, and a refusal on any reserves nothing anywhere."""
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    key = dict(LIMITS, rpm=5, input_tpm=0, output_tpm=0, quota=0, budget=0)
+    team = dict(TEAM, rpm=0, input_tpm=0, output_tpm=0, budget=0)
+    per_user = {"rpm": 3}
+    per_team_user = {"rpm": 4, "budget": 2500, "budget_period": 1}
+
+    def admit(k, user, n, spend=0):
+        return batch(redis, sha, k, [admission(1, spend)] * n, "tu", team, key, user, per_user,
+                     per_team_user)
+    a = admit("k1", "alice", 4)
+    assert [slot(r, "admitted") for r in a] == [1, 1, 1, 0]
+    assert slots(a[3], "dimension", "limit", "used") == [12, 3, 3]  # alice's rpm of k1
+    assert [slot(r, "user_requests") for r in a[:3]] == [1, 2, 3]
+    b = admit("k1", "bob", 3)  # the key's rpm (5) is what stops bob, after 2
+    assert [slot(r, "admitted") for r in b] == [1, 1, 0]
+    assert slots(b[2], "dimension", "limit", "used") == [1, 5, 5]
+    # alice on another key of the team: her per-team rpm (4) has one left
+    c = admit("k2", "alice", 2)
+    assert [slot(r, "admitted") for r in c] == [1, 0]
+    assert slots(c[1], "dimension", "limit", "used") == [17, 4, 4]
+    assert slot(c[0], "team_user_requests") == 4 and slot(c[0], "user_requests") == 1
+    # nothing was reserved by refusals: k1 holds 5 requests, alice's per-key window 3
+    assert redis.call("HGET", "sluice:{tu}:k:k1:r", "t") == "5"
+    assert redis.call("HGET", "sluice:{tu}:k:k1:u5:alice:r", "t") == "3"
+    assert redis.call("HGET", "sluice:{tu}:t:u5:alice:r", "t") == "4"
+    # the per-team user budget, in micro-dollars: carol may spend 2500
+    d = admit("k3", "carol", 3, 1000)
+    assert [slot(r, "admitted") for r in d] == [1, 1, 0]
+    assert [slot(r, "team_user_spent") for r in d[:2]] == [1000, 2000]
+    assert slots(d[2], "dimension", "limit", "used", "requested", "retry_ms") == \
+        [20, 2500, 2000, 1000, -1]
+    day = int(redis.call("TIME")[0]) // 86400
+    assert redis.call("GET", f"sluice:{{tu}}:t:u5:carol:b:d{day}") == "2000"
+    # settlement gives back what the request did not cost, to carol's budget
+    batch(redis, sha, "k3", [settlement(spend_delta=-700, team_user_budget_period=f"d{day}")],
+          "tu", team, key, "carol", per_user, per_team_user)
+    assert redis.call("GET", f"sluice:{{tu}}:t:u5:carol:b:d{day}") == "1300"
+    assert slot(admit("k3", "carol", 1, 1000)[0], "admitted") == 1
+
+
+def test_end_user_slots_are_leases_of_their_own(redis):
+    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+    key = dict(LIMITS, rpm=0, input_tpm=0, output_tpm=0, quota=0, budget=0, max_inflight=3)
+
+    def admit(user, lease):
+        return batch(redis, sha, "ks", [admission(1, 0, lease)], limits=key, user=user,
+                     user_limits={"max_inflight": 1})[0]
+    assert slot(admit("u1", "l-1"), "admitted") == 1
+    r = admit("u1", "l-2")
+    assert slots(r, "admitted", "dimension", "limit", "used", "retry_ms") == [0, 16, 1, 1, 1000]
+    assert slot(admit("u2", "l-3"), "admitted") == 1
+    batch(redis, sha, "ks", [settlement(lease="l-1")], limits=key, user="u1",
+          user_limits={"max_inflight": 1})
+    r = admit("u1", "l-4")
+    assert slots(r, "admitted", "slots", "user_slots") == [1, 2, 1]

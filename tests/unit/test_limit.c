@@ -516,8 +516,73 @@ static void test_inflight_threads(void)
     lim_local_free(l);
 }
 
+static struct lim_limits user_lim(const char *user)
+{
+    struct lim_limits lim = { .rpm = 5, .key_user = { .rpm = 2, .max_inflight = 1 } };
+    snprintf(lim.team.name, sizeof(lim.team.name), "t");
+    lim.team_user = (struct lim_user){ .rpm = 3, .budget = 100, .budget_period = 1 };
+    snprintf(lim.user, sizeof(lim.user), "%s", user);
+    return lim;
+}
+
+/* An end user's own windows, slots and budget, per key and per team, in the
+ * same decision as the key's: a refusal on any reserves nothing anywhere. */
+static void test_users(void)
+{
+    struct lim_local *l = lim_local_new(60000);
+    struct lim_limits ann = user_lim("ann"), bo = user_lim("bo");
+    struct lim_decision d, held;
+    lim_local_admit(l, "k", &ann, 1, 10, &held);
+    CHECK(held.admitted && held.lease && held.user.requests == 1 && held.user.inflight == 1);
+    CHECK(held.team_user.budget.used == 10);
+    lim_local_admit(l, "k", &ann, 1, 10, &d); /* her one slot is taken */
+    CHECK(!d.admitted && d.dim == LIM_DIM_USER_INFLIGHT && d.retry_ms == 1000);
+    lim_local_settle(l, "k", &ann, &held, &(struct lim_usage){ .spend_delta = -5 });
+    lim_local_admit(l, "k", &ann, 1, 10, &d);
+    CHECK(d.admitted && d.user.requests == 2 && d.team_user.budget.used == 15);
+    lim_local_settle(l, "k", &ann, &d, &(struct lim_usage){ 0 });
+    lim_local_admit(l, "k", &ann, 1, 10, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_USER_REQUESTS && d.limit == 2 && d.used == 2);
+    lim_local_admit(l, "k2", &ann, 1, 10, &d); /* another key of the team: her per-team rpm */
+    CHECK(d.admitted && d.user.requests == 1 && d.team_user.requests == 3);
+    lim_local_settle(l, "k2", &ann, &d, &(struct lim_usage){ 0 });
+    lim_local_admit(l, "k3", &ann, 1, 10, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_TEAM_USER_REQUESTS && d.used == 3);
+    /* bo counts alone; the key's rpm (5: ann's 2 and bo's 2, then) stops him */
+    for (int i = 0; i < 2; i++) {
+        lim_local_admit(l, "k", &bo, 1, 95, &d);
+        CHECK(i == 0 ? d.admitted : !d.admitted);
+        if (d.admitted)
+            lim_local_settle(l, "k", &bo, &d, &(struct lim_usage){ 0 });
+    }
+    CHECK(d.dim == LIM_DIM_TEAM_USER_BUDGET && d.limit == 100 && d.used == 95 && d.retry_ms == -1);
+    lim_local_count(l, "k", &bo, LIM_TEAM_USER_BUDGET, LIM_QUOTA_RESET, 0, &d);
+    CHECK(d.team_user.budget.used == 0);
+    lim_local_admit(l, "k", &bo, 1, 95, &d);
+    CHECK(d.admitted && d.used_requests == 4);
+    struct lim_limits cy = user_lim("cy"), di = user_lim("di");
+    lim_local_admit(l, "k", &cy, 1, 0, &d);
+    CHECK(d.admitted && d.used_requests == 5);
+    lim_local_admit(l, "k", &di, 1, 0, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_REQUESTS);
+    /* without a user no user_* applies */
+    struct lim_limits none = user_lim("");
+    none.rpm = 0;
+    for (int i = 0; i < 5; i++)
+        lim_local_admit(l, "k4", &none, 1, 0, &d);
+    CHECK(d.admitted);
+    /* a seed from Redis counts for the user too */
+    struct lim_decision redis = { .admitted = true, .user = { .requests = 2 } };
+    struct lim_limits eve = user_lim("eve");
+    lim_local_seed(l, "k5", &eve, &redis);
+    lim_local_admit(l, "k5", &eve, 1, 0, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_USER_REQUESTS && d.used == 2);
+    lim_local_free(l);
+}
+
 int main(void)
 {
+    test_users();
     test_inflight_threads();
     test_budget();
     test_team();

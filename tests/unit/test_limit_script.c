@@ -12,7 +12,7 @@
 #include "check.h"
 #include "sluice/limit_script.h"
 
-#define MAX_NAMES 40
+#define MAX_NAMES 64
 
 struct list {
     const char *v[MAX_NAMES];
@@ -81,6 +81,10 @@ static const char *const solo_keys[] = { LS_KEYS_SOLO(KEY_NAME) };
 static const char *const team_keys[] = { LS_KEYS_TEAM(KEY_NAME) };
 static const char *const batch_args[] = { LS_BATCH_ARGS(ARG_NAME) };
 static const char *const team_args[] = { LS_TEAM_ARGS(ARG_NAME) };
+static const char *const user_keys[] = { LS_KEYS_USER(KEY_NAME) };
+static const char *const team_user_keys[] = { LS_KEYS_TEAM_USER(KEY_NAME) };
+static const char *const user_args[] = { LS_USER_ARGS(ARG_NAME) };
+static const char *const team_user_args[] = { LS_TEAM_USER_ARGS(ARG_NAME) };
 static const char *const count_args[] = { LS_COUNT_ARGS(ARG_NAME) };
 static const char *const admit_args[] = { LS_ADMIT_ARGS(ARG_NAME) };
 static const char *const settle_args[] = { LS_SETTLE_ARGS(ARG_NAME) };
@@ -116,6 +120,10 @@ static bool contract_holds(const char *lua)
     SAME("TEAM_KEYS", team_keys);
     SAME("BATCH_ARGS", batch_args);
     SAME("TEAM_ARGS", team_args);
+    SAME("USER_KEYS", user_keys);
+    SAME("TEAM_USER_KEYS", team_user_keys);
+    SAME("USER_ARGS", user_args);
+    SAME("TEAM_USER_ARGS", team_user_args);
     SAME("COUNT_ARGS", count_args);
     SAME("OP_ARGS.a", admit_args);
     SAME("OP_ARGS.s", settle_args);

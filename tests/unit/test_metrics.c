@@ -39,16 +39,16 @@ static void test_many_series(void)
             if (round > i % 7)
                 continue;
             snprintf(key, sizeof(key), "k%d", i);
-            struct mx_request m = { key, "gpt-4o", "gpt-4o", "main", 200, 0.003, 10, 1, "", 0 };
+            struct mx_request m = { key, "gpt-4o", "gpt-4o", "main", 200, 0.003, 10, 1, "", 0, NULL };
             mx_request_done(&m);
         }
     }
     for (int i = 0; i < NKEYS; i++) {
         snprintf(key, sizeof(key), "k%d", i);
-        struct mx_request m = { key, "gpt-4o", "-", "-", 429, 0.0, 0, 0, "", 0 };
+        struct mx_request m = { key, "gpt-4o", "-", "-", 429, 0.0, 0, 0, "", 0, NULL };
         mx_request_done(&m);
     }
-    struct mx_request q = { "odd", "a\"b\\c\nd", "-", "main", 200, 2.0, 0, 0, "", 0 };
+    struct mx_request q = { "odd", "a\"b\\c\nd", "-", "main", 200, 2.0, 0, 0, "", 0, NULL };
     mx_request_done(&q);
     mx_attempt("main", "success", 0.02);
     mx_attempt("main", "success", 0.2);
@@ -103,10 +103,10 @@ static void test_spend_and_budget_gauge(void)
                                          NULL);
     struct generation *g = gen_new(c, NULL);
     for (int i = 0; i < 1000; i++) {
-        struct mx_request m = { "a", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "t", 2083 };
+        struct mx_request m = { "a", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "t", 2083, NULL };
         mx_request_done(&m);
     }
-    struct mx_request free_one = { "b", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "", 0 };
+    struct mx_request free_one = { "b", "gpt-4o", "gpt-4o", "main", 200, 0.01, 10, 1, "", 0, NULL };
     mx_request_done(&free_one);
     mx_budget_remaining("key", "a", 999877);
     mx_budget_remaining("team", "t", 0);
