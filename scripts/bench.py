@@ -7,7 +7,8 @@ one EVALSHA per request (when Debian's lua module is installed), and sluice
 wrk against each for a bounded time, a 1-connection probe for added latency,
 a streaming comparison, TLS (keep-alive, and a new handshake per request)
 with the same certificate in nginx and sluice, Anthropic's Messages API
-(an anthropic backend, and translated for an OpenAI one), and 1,000
+(an anthropic backend, and translated for an OpenAI one), JWT sign-in (a repeated token against an
+API key, and the CPU of a first RS256 check), and 1,000
 concurrent open streams for memory. All
 loads run once per round (BENCH_ROUNDS, 5); it prints the medians, each
 server's CPU per request, and the ratios to nginx taken within each round.
@@ -34,6 +35,7 @@ ROUNDS = max(int(os.environ.get("BENCH_ROUNDS", "5")), 1)
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "50"))
 STREAMS = int(os.environ.get("BENCH_STREAMS", "1000"))
 KEY = "sk-bench-key-000001"
+JWT_FIRST = int(os.environ.get("BENCH_JWT_TOKENS", "2000"))
 LUA_MODULES = ["/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
 
 tmp = pathlib.Path(tempfile.mkdtemp(prefix="sluice-bench-"))
@@ -101,12 +103,60 @@ P999_HOOK = ('done = function(summary, latency, requests)\n'
              '  io.write(string.format("p99.9_us %d\\n", latency:percentile(99.9)))\nend\n')
 
 
-def lua_script(name, body, extra_headers=""):
+def lua_script(name, body, extra_headers="", key=KEY):
     path = tmp / f"{name}.lua"
     path.write_text(f'wrk.method = "POST"\nwrk.body = {json.dumps(body)}\n'
                     f'wrk.headers["Content-Type"] = "application/json"\n'
-                    f'wrk.headers["Authorization"] = "Bearer {KEY}"\n{extra_headers}{P999_HOOK}')
+                    f'wrk.headers["Authorization"] = "Bearer {key}"\n{extra_headers}{P999_HOOK}')
     return path
+
+
+class Idp:
+    """An RS256 key made with openssl, its JWKS file, and tokens it signs (issue #32)."""
+
+    def __init__(self):
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+        key = tmp / "idp.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                        "-out", str(key)], check=True, capture_output=True)
+        self.key = serialization.load_pem_private_key(key.read_bytes(), None)
+        self.hashes, self.padding = hashes, padding
+        n = self.key.public_key().public_numbers()
+        self.jwks = tmp / "jwks.json"
+        self.jwks.write_text(json.dumps({"keys": [{"kty": "RSA", "kid": "bench", "alg": "RS256",
+                                                   "n": self.b64(n.n.to_bytes(256, "big")),
+                                                   "e": self.b64(n.e.to_bytes(3, "big"))}]}))
+
+    @staticmethod
+    def b64(data):
+        import base64
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def token(self, sub):
+        head = self.b64(json.dumps({"alg": "RS256", "kid": "bench"}).encode())
+        body = self.b64(json.dumps({"sub": sub, "aud": "sluice", "exp": int(time.time()) + 86400}).encode())
+        sig = self.key.sign(f"{head}.{body}".encode(), self.padding.PKCS1v15(), self.hashes.SHA256())
+        return f"{head}.{body}.{self.b64(sig)}"
+
+
+def first_checks(port, pid, tokens, repeat):
+    """CPU per request (us) of len(tokens) requests in turn on one connection:
+    each with a new token, or (repeat) each with the first one."""
+    import http.client
+    body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]})
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    hz = os.sysconf("SC_CLK_TCK")
+    before = cpu_ticks(pid)
+    for t in tokens:
+        c.request("POST", "/v1/chat/completions", body=body,
+                  headers={"Authorization": f"Bearer {tokens[0] if repeat else t}",
+                           "Content-Type": "application/json"})
+        r = c.getresponse()
+        r.read()
+        assert r.status == 200, r.status
+    c.close()
+    return (cpu_ticks(pid) - before) * 1e6 / hz / len(tokens)
 
 
 NGINX_LIMITER = r"""
@@ -217,7 +267,7 @@ def main():
     start(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
           redis_port)
     ports = {name: free_port() for name in ("nginx", "nginx_lua", "sluice", "sluice_redis", "nginx_tls",
-                                            "sluice_tls", "sluice_held", "sluice_messages")}
+                                            "sluice_tls", "sluice_held", "sluice_messages", "sluice_jwt")}
     (tmp / "nginx.conf").write_text(nginx_conf(ports["nginx"], mock_port))
     ngx = start(["nginx", "-c", str(tmp / "nginx.conf")], ports["nginx"])
     cert = make_cert()
@@ -247,7 +297,14 @@ def main():
     sm = start([str(BUILD / "sluice"), "-c", str(sluice_conf(ports["sluice_messages"], mock_port,
                                                                 backend=anthropic))],
                ports["sluice_messages"])
+    # JWT sign-in (issue #32): the same sluice with [auth]; the key profile is the bench key
+    idp = Idp()
+    conf_jwt = sluice_conf(ports["sluice_jwt"], mock_port)
+    conf_jwt.write_text(conf_jwt.read_text() + f"[auth]\njwks = {idp.jwks}\naudience = sluice\nkey_profile = bench\n")
+    sj = start([str(BUILD / "sluice"), "-c", str(conf_jwt)], ports["sluice_jwt"])
     chat = lua_script("chat", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}')
+    chat_jwt = lua_script("chat_jwt", '{"model":"gpt-4o","messages":[{"role":"user","content":"hello"}]}',
+                          key=idp.token("bench-user"))
     # the same size as chat's body, less the max_tokens the Messages API requires
     messages = lua_script("messages", '{"model":"claude","max_tokens":9,"messages":[{"role":"user","content":"hi"}]}',
                           'wrk.headers["anthropic-version"] = "2023-06-01"\n')
@@ -288,7 +345,9 @@ def main():
               ("sluice, Messages (anthropic backend)", ports["sluice_messages"], messages, sm.pid, "http",
                "/v1/messages"),
               ("sluice, Messages -> OpenAI backend", ports["sluice_messages"], messages_xl, sm.pid,
-               "http", "/v1/messages")]
+               "http", "/v1/messages"),
+              ("sluice, API key (the JWT node)", ports["sluice_jwt"], chat, sj.pid),
+              ("sluice, JWT (the same token again)", ports["sluice_jwt"], chat_jwt, sj.pid)]
     loads = [load + ("http", "/v1/chat/completions")[len(load) - 4:] for load in loads]
     probes = (("direct", mock_port, chat), ("nginx", ports["nginx"], chat), ("sluice", ports["sluice"], chat),
               ("sluice_redis", ports["sluice_redis"], chat), ("stream", ports["sluice"], stream),
@@ -317,6 +376,10 @@ def main():
         """The 1-connection probe's field, sluice's minus nginx's, within each round."""
         return spread([r["probe " + name][field] - r["probe nginx"][field] for r in rounds])
 
+    tokens = [idp.token(f"user-{i}") for i in range(JWT_FIRST)]
+    firsts = [(first_checks(ports["sluice_jwt"], sj.pid, tokens, True),
+               first_checks(ports["sluice_jwt"], sj.pid, tokens[1:] + [idp.token("again")], False))
+              for _ in range(3)]
     socks = open_streams(ports["sluice"], STREAMS, 20)
     time.sleep(3)
     open_rss = rss_mb(sl.pid)
@@ -352,6 +415,11 @@ def main():
     held50 = spread([r["probe stream held"]["p50"] - r["probe stream"]["p50"] for r in rounds])
     print(f"  a stream (20 chunks) with first_token_timeout on, added over off: p50 {held50[0]:.0f} us "
           f"[{held50[1]:.0f}-{held50[2]:.0f}], p99 {held[0]:.0f} us [{held[1]:.0f}-{held[2]:.0f}]")
+    rep_cpu = median([f[0] for f in firsts])
+    new_cpu = median([f[1] for f in firsts])
+    print(f"\nJWT, {JWT_FIRST} requests in turn on one connection, 3 times: CPU per request "
+          f"{rep_cpu:.1f} us with one token again and again, {new_cpu:.1f} us with a new RS256 token each "
+          f"time: the first check of a token costs {new_cpu - rep_cpu:.1f} us")
     print(f"\n{STREAMS} concurrent open streams: sluice RSS {open_rss:.1f} MB "
           f"(mock saw {mock_inflight} in flight)")
     print("\ntargets (issue #19), medians of the ratios within each round:")
@@ -367,6 +435,8 @@ def main():
         ("1 connection, stream: first_token_timeout adds < 100 us at p99 (issue #29)", held, 100, True),
         ("CPU per request, Messages (anthropic backend) <= 1.05x chat's (issue #31; callgrind for less)",
          ratio("sluice, Messages (anthropic backend)", "sluice, no limits", "cpu_us"), 1.05, True),
+        ("CPU per request, a repeated JWT <= 1.05x an API key's (issue #32)",
+         ratio("sluice, JWT (the same token again)", "sluice, API key (the JWT node)", "cpu_us"), 1.05, True),
     ]
     for name, got, want, at_most in checks:
         ok = got[0] <= want if at_most else got[0] >= want

@@ -25,6 +25,7 @@ packages=(
 if [ "$tests" = yes ]; then
   packages+=(
     redis-server python3 python3-pytest openssl nginx-light
+    python3-cryptography  # tests/integration/test_jwt.py signs tokens with keys openssl made
     nodejs npm        # tests/sdk: the official openai SDK (Debian's Node 18 will do)
     prometheus        # promtool: checks and unit-tests conf/prometheus/sluice-alerts.yml
     chromium          # headless, for the status page's test

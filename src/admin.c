@@ -131,8 +131,9 @@ static void counter_limit(const struct admin_req *a, enum lim_counter which, int
         *limit = a->key->users.budget;
         *period = a->key->users.budget_period;
     } else if (which == LIM_TEAM_USER_BUDGET) {
-        *limit = a->key->team->users.budget;
-        *period = a->key->team->users.budget_period;
+        const struct cfg_team *t = a->team ? a->team : a->key->team;
+        *limit = t->users.budget;
+        *period = t->users.budget_period;
     } else {
         const struct cfg_team *t = a->team ? a->team : a->key->team;
         *limit = t->budget;
@@ -327,19 +328,20 @@ static void user_view_json(struct sl_buf *b, const struct admin_req *a,
                            const struct lim_decision *d)
 {
     const struct cfg_key *k = a->key;
+    const struct cfg_team *t = a->team;
     sl_buf_appends(b, ",\"user\":");
     sl_buf_json_string(b, a->user, strlen(a->user));
     sl_buf_printf(b, ",\"limiter\":\"%s\",\"window_ms\":%lld,\"per_key\":",
                   d->where == LIM_REDIS ? "redis" : "local", (long long)lim_window_ms());
     user_scope_json(b, a, &k->users, &d->user, LIM_USER_BUDGET);
     sl_buf_appends(b, ",\"team\":");
-    if (!k->team) {
+    if (!t) {
         sl_buf_appends(b, "null,\"per_team\":null");
         return;
     }
-    sl_buf_json_string(b, k->team->name, strlen(k->team->name));
+    sl_buf_json_string(b, t->name, strlen(t->name));
     sl_buf_appends(b, ",\"per_team\":");
-    user_scope_json(b, a, &k->team->users, &d->team_user, LIM_TEAM_USER_BUDGET);
+    user_scope_json(b, a, &t->users, &d->team_user, LIM_TEAM_USER_BUDGET);
 }
 
 static void user_view_ready(const struct lim_decision *d, void *arg)
@@ -349,7 +351,7 @@ static void user_view_ready(const struct lim_decision *d, void *arg)
 
 static struct lim_limits user_limits_of(const struct admin_req *a)
 {
-    struct lim_limits lim = lim_limits_of(a->key);
+    struct lim_limits lim = lim_limits_for(a->key, a->team);
     memcpy(lim.user, a->user, sizeof(lim.user));
     return lim;
 }
@@ -361,7 +363,7 @@ static void user_reset_done(const struct lim_decision *d, void *arg)
     if (!a->req || d->unavailable)
         return admin_done(a, NULL);
     struct lim_limits lim = user_limits_of(a);
-    if (a->which == LIM_USER_BUDGET && a->key->team && a->key->team->users.budget) {
+    if (a->which == LIM_USER_BUDGET && a->team && a->team->users.budget) {
         a->which = LIM_TEAM_USER_BUDGET;
         return lim_count(a->limiter, a->key->name, &lim, LIM_TEAM_USER_BUDGET, LIM_QUOTA_RESET,
                          0, user_reset_done, a);
@@ -369,7 +371,27 @@ static void user_reset_done(const struct lim_decision *d, void *arg)
     lim_peek(a->limiter, a->key->name, &lim, user_view_ready, a);
 }
 
-/* GET /admin/users/ID?key=NAME: where the end user's windows, slots and
+/* key=NAME and the optional team=NAME of a query (names plain); false if bad. */
+static bool query_names(struct sl_str q, char key[CFG_NAME_MAX + 1], char team[CFG_NAME_MAX + 1])
+{
+    key[0] = team[0] = '\0';
+    while (q.len) {
+        const char *amp = memchr(q.p, '&', q.len);
+        struct sl_str part = { q.p, amp ? (size_t)(amp - q.p) : q.len };
+        q = amp ? (struct sl_str){ amp + 1, q.len - part.len - 1 } : (struct sl_str){ "", 0 };
+        char *out = part.len > 4 && memcmp(part.p, "key=", 4) == 0    ? key
+                    : part.len > 5 && memcmp(part.p, "team=", 5) == 0 ? team
+                                                                      : NULL;
+        size_t skip = out == key ? 4 : 5;
+        if (!out || part.len - skip > CFG_NAME_MAX)
+            return false;
+        memcpy(out, part.p + skip, part.len - skip);
+        out[part.len - skip] = '\0';
+    }
+    return key[0] != '\0';
+}
+
+/* GET /admin/users/ID?key=NAME[&team=NAME]: where the end user's windows, slots and
  * budgets stand under the key's user_* and its team's; POST
  * /admin/users/ID/budget/reset?key=NAME sets the user's budgets to 0. */
 static void users_route(struct worker *w, struct http_req *req, struct sl_str rest)
@@ -382,25 +404,26 @@ static void users_route(struct worker *w, struct http_req *req, struct sl_str re
         return http_send_error(req, ERR_NOT_FOUND,
                                "A user id is 1 to 128 letters, digits or . _ - @ : + | = /.", NULL,
                                NULL);
-    struct sl_str q = req->query;
-    char name[CFG_NAME_MAX + 1];
-    if (q.len < 5 || memcmp(q.p, "key=", 4) != 0 || q.len - 4 > CFG_NAME_MAX)
+    char name[CFG_NAME_MAX + 1], team[CFG_NAME_MAX + 1];
+    if (!query_names(req->query, name, team))
         return http_send_error(req, ERR_BAD_REQUEST,
-                               "Name the key whose user_* limits to read: ?key=NAME.", "key", NULL);
-    memcpy(name, q.p + 4, q.len - 4);
-    name[q.len - 4] = '\0';
+                               "Name the key whose user_* limits to read: ?key=NAME (and, for a JWT "
+                               "user counted in another team than the key's, &team=NAME).",
+                               "key", NULL);
     const struct cfg_key *k = cfg_find_key(w->gen->cfg, name);
-    if (!k)
-        return http_send_error(req, ERR_NOT_FOUND, "No key of that name.", NULL, NULL);
+    const struct cfg_team *t = team[0] ? cfg_find_team(w->gen->cfg, team) : k ? k->team : NULL;
+    if (!k || (team[0] && !t))
+        return http_send_error(req, ERR_NOT_FOUND, k ? "No team of that name." : "No key of that name.",
+                               NULL, NULL);
     const char *method = is_reset ? "POST" : "GET";
     if (!sl_str_eq(req->method, method))
         return http_send_error(req, ERR_METHOD, is_reset ? "Use POST." : "Use GET.", NULL,
                                is_reset ? "Allow: POST\r\n" : "Allow: GET\r\n");
-    bool team_budget = k->team && k->team->users.budget;
+    bool team_budget = t && t->users.budget;
     if (is_reset && !k->users.budget && !team_budget)
         return http_send_error(req, ERR_BAD_REQUEST,
                                "Neither this key nor its team has a user_budget.", NULL, NULL);
-    struct admin_req *a = admin_req_new(w, req, k, NULL);
+    struct admin_req *a = admin_req_new(w, req, k, t);
     a->limiter = &w->limiter;
     memcpy(a->user, id.p, id.len);
     a->user[id.len] = '\0';

@@ -18,6 +18,7 @@
 
 #include "sluice/config_options-t.h"
 #include "sluice/headers.h"
+#include "sluice/jwt.h"
 #include "sluice/redis_url.h"
 #include "sluice/log.h"
 #include "sluice/tls.h"
@@ -769,7 +770,7 @@ static bool scope_of_title(struct parser *p, const char *title, enum scope *scop
         const char *title;
         enum scope scope;
     } singles[] = { { "server", SCOPE_SERVER }, { "redis", SCOPE_REDIS },
-                    { "telemetry", SCOPE_TELEMETRY } };
+                    { "telemetry", SCOPE_TELEMETRY }, { "auth", SCOPE_AUTH } };
     for (size_t i = 0; i < SL_ARRAY_LEN(singles); i++) {
         if (strcmp(title, singles[i].title) == 0) {
             *scope = singles[i].scope;
@@ -842,6 +843,10 @@ static void *single_section(struct config *c, enum scope scope)
     if (scope == SCOPE_TELEMETRY) {
         c->telemetry.enabled = true;
         return &c->telemetry;
+    }
+    if (scope == SCOPE_AUTH) {
+        c->auth.enabled = true;
+        return &c->auth;
     }
     return &c->server;
 }
@@ -1146,7 +1151,7 @@ static void check_budget_reach(struct parser *p)
     int n = 0;
     for (int i = 0; i < c->nkeys; i++) {
         const struct cfg_key *k = &c->keys[i];
-        if (!cfg_key_has_budget(k))
+        if (!cfg_key_has_budget(k, k->team))
             continue;
         for (int b = 0; b < c->nbackends && k->models.any; b++)
             if (c->backends[b].models.any) {
@@ -1384,6 +1389,28 @@ static void check_counts_and_keys(struct parser *p)
 }
 
 /* Everything that spans options or sections, once the whole file is read. */
+/* [auth]: its key profile, its algorithms, where its keys come from. */
+static void check_auth(struct parser *p)
+{
+    struct cfg_auth *a = &p->cfg->auth;
+    if (!a->enabled)
+        return;
+    int line = find_scope(p, SCOPE_AUTH) ? find_scope(p, SCOPE_AUTH)->line : 0;
+    if (a->key_profile && !(a->profile = cfg_find_key(p->cfg, a->key_profile)))
+        add_error(p->errs, p->path, line, "[auth]: key_profile names no [key %s]", a->key_profile);
+    a->algs = 0;
+    for (int i = 0; i < a->algorithms.n; i++) {
+        int bit = jwt_alg_of(a->algorithms.names[i]);
+        if (!bit)
+            add_error(p->errs, p->path, line,
+                      "[auth]: algorithm %s is not accepted (RS256, ES256 or EdDSA; none and HMAC "
+                      "never are)", a->algorithms.names[i]);
+        a->algs |= bit;
+    }
+    if (a->jwks && strncmp(a->jwks, "http://", 7) == 0)
+        add_error(p->errs, p->path, line, "[auth]: jwks must be a file or an https:// URL");
+}
+
 static void check_config(struct parser *p)
 {
     check_required(p);
@@ -1397,6 +1424,7 @@ static void check_config(struct parser *p)
     check_budgets(p);
     check_budget_reach(p);
     check_counts_and_keys(p);
+    check_auth(p);
     index_labels(p->cfg);
     check_tls(p);
 }
@@ -1431,6 +1459,14 @@ static void config_free(struct config *c)
     free(c->redis.url);
     free(c->telemetry.otlp_endpoint);
     free(c->telemetry.service_name);
+    free(c->auth.jwks);
+    free(c->auth.ca_file);
+    free(c->auth.issuer);
+    free(c->auth.audience);
+    models_free(&c->auth.algorithms);
+    free(c->auth.user_claim);
+    free(c->auth.team_claim);
+    free(c->auth.key_profile);
     for (int i = 0; i < c->nbackends; i++) {
         struct cfg_backend *be = &c->backends[i];
         free(be->name);
@@ -1496,6 +1532,7 @@ struct config *cfg_load(const char *path, struct cfg_errors *errs)
     apply_defaults(&p, SCOPE_SERVER, &c->server);
     apply_defaults(&p, SCOPE_REDIS, &c->redis);
     apply_defaults(&p, SCOPE_TELEMETRY, &c->telemetry);
+    apply_defaults(&p, SCOPE_AUTH, &c->auth);
     ini_parse_stream(read_line, &p, on_value, &p);
     fclose(p.fp);
     free(p.linebuf);
@@ -1558,9 +1595,8 @@ const struct cfg_key *cfg_find_key(const struct config *c, const char *name)
     return find_by_name(c, SCOPE_KEY, name);
 }
 
-bool cfg_key_has_budget(const struct cfg_key *k)
+bool cfg_key_has_budget(const struct cfg_key *k, const struct cfg_team *t)
 {
-    const struct cfg_team *t = k->team;
     return k->budget || k->users.budget || (t && (t->budget || t->users.budget));
 }
 

@@ -8,7 +8,7 @@
 
 const char *const cfg_scope_names[SCOPE__COUNT] = { "server",   "redis",     "backend NAME",
                                                     "key NAME", "team NAME", "model NAME",
-                                                    "telemetry" };
+                                                    "telemetry", "auth" };
 const char *const cfg_type_names[] = { "integer",   "duration",   "size",        "boolean",
                                        "string",    "URL",        "host:port",   "one of",
                                        "model list", "status list", "header list", "secret",
@@ -28,6 +28,7 @@ static const char *const resend_modes[] = { "no", "yes", "stateless", NULL };
 #define SRV(f) offsetof(struct cfg_server, f)
 #define RDS(f) offsetof(struct cfg_redis, f)
 #define TEL(f) offsetof(struct cfg_telemetry, f)
+#define AUT(f) offsetof(struct cfg_auth, f)
 #define BCK(f) offsetof(struct cfg_backend, f)
 #define KEY(f) offsetof(struct cfg_key, f)
 #define MDL(f) offsetof(struct cfg_model, f)
@@ -210,6 +211,37 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_TELEMETRY, .name = "flush_interval", .type = T_DURATION, .offset = TEL(flush_ms),
       .def = "1s", .min = 10, .max = 60000,
       .doc = "the longest a span waits before its batch is posted (512 spans go at once)" },
+    { .scope = SCOPE_AUTH, .name = "jwks", .type = T_STRING, .offset = AUT(jwks),
+      .flags = F_REQUIRED,
+      .doc = "the identity provider's signing keys: a JWKS file (read at start and on SIGHUP) or an "
+             "https:// URL (fetched at start, every jwks_refresh, and when a token names an unknown "
+             "key id; the last good set is kept while it cannot be fetched) (docs/auth.md)" },
+    { .scope = SCOPE_AUTH, .name = "ca_file", .type = T_STRING, .offset = AUT(ca_file),
+      .doc = "PEM CA certificates an https JWKS URL is checked against; absent = the system's" },
+    { .scope = SCOPE_AUTH, .name = "jwks_refresh", .type = T_DURATION, .offset = AUT(jwks_refresh_ms),
+      .def = "10m", .min = 1000, .max = 86400000,
+      .doc = "how often a JWKS URL is fetched again" },
+    { .scope = SCOPE_AUTH, .name = "issuer", .type = T_STRING, .offset = AUT(issuer),
+      .doc = "the iss a token must have; absent = not checked" },
+    { .scope = SCOPE_AUTH, .name = "audience", .type = T_STRING, .offset = AUT(audience),
+      .doc = "a value a token's aud must hold; absent = not checked" },
+    { .scope = SCOPE_AUTH, .name = "algorithms", .type = T_MODELS, .offset = AUT(algorithms),
+      .def = "RS256, ES256, EdDSA",
+      .doc = "signature algorithms accepted: RS256, ES256, EdDSA (none and HMAC never are)" },
+    { .scope = SCOPE_AUTH, .name = "leeway", .type = T_DURATION, .offset = AUT(leeway_ms),
+      .def = "30s", .max = 600000,
+      .doc = "clock skew allowed when exp and nbf are checked" },
+    { .scope = SCOPE_AUTH, .name = "user_claim", .type = T_STRING, .offset = AUT(user_claim),
+      .def = "sub",
+      .doc = "the claim that names the end user: a string, an end user id as docs/users.md says "
+             "(1 to 128 characters)" },
+    { .scope = SCOPE_AUTH, .name = "team_claim", .type = T_STRING, .offset = AUT(team_claim),
+      .doc = "a claim (a string or an array of strings) whose first value naming a [team] puts the "
+             "user's requests in that team; absent = the key_profile's team" },
+    { .scope = SCOPE_AUTH, .name = "key_profile", .type = T_STRING, .offset = AUT(key_profile),
+      .flags = F_REQUIRED,
+      .doc = "the [key NAME] whose models and limits (user_* included) JWT users get; its own "
+             "secret keeps working as an API key" },
     { .scope = SCOPE_BACKEND, .name = "url", .type = T_URL, .offset = BCK(url),
       .flags = F_REQUIRED,
       .doc = "base URL; the request path after /v1 is appended" },
@@ -455,6 +487,7 @@ static const char reference_intro[] =
     "  budget shared by the keys that name it) and `[model NAME]` (a model's\n"
     "  prices, docs/budgets.md; its upstream name and fallbacks, docs/pool.md);\n"
     "  `[telemetry]` sends traces to an OTLP collector (docs/operations.md).\n"
+    "  `[auth]` accepts JWT bearer tokens from an identity provider (docs/auth.md).\n"
     "  Names are letters, digits, `-`, `_` and `.` (they\n"
     "  become metric labels and log fields); model names may also hold `:` `/` `@` `+`.\n"
     "- Money is USD with at most 6 decimals (`2.50`, `0.000125`); sluice keeps it\n"

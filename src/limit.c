@@ -39,6 +39,11 @@ static struct lim_team team_of(const struct cfg_team *t)
 
 struct lim_limits lim_limits_of(const struct cfg_key *k)
 {
+    return lim_limits_for(k, k->team);
+}
+
+struct lim_limits lim_limits_for(const struct cfg_key *k, const struct cfg_team *t)
+{
     struct lim_limits lim = { .rpm = k->rpm,
                               .input_tpm = k->input_tpm,
                               .output_tpm = k->output_tpm,
@@ -49,9 +54,9 @@ struct lim_limits lim_limits_of(const struct cfg_key *k)
                               .shadow = k->mode == KEY_MODE_SHADOW,
                               .max_inflight = k->max_inflight,
                               .key_user = user_of(&k->users) };
-    if (k->team) {
-        lim.team = team_of(k->team);
-        lim.team_user = user_of(&k->team->users);
+    if (t) {
+        lim.team = team_of(t);
+        lim.team_user = user_of(&t->users);
     }
     return lim;
 }

@@ -20,6 +20,7 @@
 #include "sluice/config.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
+#include "sluice/jwks.h"
 #include "sluice/keystore.h"
 #include "sluice/limit.h"
 #include "sluice/limit_local.h"
@@ -106,6 +107,7 @@ struct daemon {
     const char *path;
     struct lim_local *local;
     struct keystore *keys; /* runtime keys: state_dir, from start to exit */
+    struct jwks_store *jwks; /* [auth]'s signing keys, from start to exit */
     struct generation *gen;
     struct worker **workers;
     int nworkers;
@@ -190,6 +192,9 @@ static void reload(struct daemon *d)
     now = cfg->server.state_dir;
     if ((was == NULL) != (now == NULL) || (was && strcmp(was, now)))
         log_warn("reload: a state_dir change takes effect at the next restart");
+    char why[400];
+    if (!jwks_store_configure(d->jwks, &cfg->auth, why, sizeof(why)))
+        log_warn("reload: [auth] jwks: %s; keeping the previous signing keys", why);
     struct generation *g = gen_new(cfg, d->gen);
     for (int i = 0; i < d->nworkers; i++)
         worker_set_generation(d->workers[i], g);
@@ -291,8 +296,12 @@ static int start_workers(struct daemon *d)
             }
         }
         d->workers[i] = worker_new(i, d->gen, d->local, fds, kinds, tls, nfds);
-        if (d->workers[i])
+        if (d->workers[i]) {
             d->workers[i]->keys = d->keys;
+            d->workers[i]->jwks = d->jwks;
+        }
+        if (d->workers[i] && i == 0) /* fetches an https JWKS on its loop */
+            jwks_store_attach(d->jwks, d->workers[i]->base, d->workers[i]->up);
         if (d->workers[i] && i == 0) /* one node-wide reader of Redis's change log */
             keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter,
                            d->gen->cfg->redis.url);
@@ -342,6 +351,7 @@ static void stop_all(struct daemon *d)
         if (d->workers[i] && d->workers[i]->thread)
             worker_join(d->workers[i]);
     keystore_unwatch(d->keys); /* its event is on worker 0's loop, stopped now */
+    jwks_store_detach(d->jwks); /* likewise, before the curl multi goes */
     for (int i = 0; i < d->nworkers; i++)
         worker_free(d->workers[i]);
     free(d->workers);
@@ -355,6 +365,7 @@ static void stop_all(struct daemon *d)
     gen_unref(d->gen);
     lim_local_free(d->local);
     keystore_close(d->keys);
+    jwks_store_free(d->jwks);
 }
 
 static int run(const char *path)
@@ -383,6 +394,14 @@ static int run(const char *path)
         usage_log_set(cfg->server.usage_log);
     char why[700];
     d.keys = keystore_open(cfg->server.state_dir, why, sizeof(why));
+    d.jwks = jwks_store_new();
+    if (d.keys && !jwks_store_configure(d.jwks, &cfg->auth, why, sizeof(why))) {
+        log_error("[auth] jwks: %s", why);
+        for (int i = 0; i < 4; i++)
+            event_free(sigev[i]);
+        stop_all(&d);
+        return 1;
+    }
     if (!d.keys) {
         log_error("state_dir %s: %s", cfg->server.state_dir, why);
         for (int i = 0; i < 4; i++)
@@ -456,6 +475,16 @@ int main(int argc, char **argv)
     }
     if (test) {
         struct config *cfg = load_or_report(path, false);
+        if (cfg && cfg->auth.enabled) { /* a JWKS file is read as at start */
+            struct jwks_store *js = jwks_store_new();
+            char why[400];
+            if (!jwks_store_configure(js, &cfg->auth, why, sizeof(why))) {
+                fprintf(stderr, "%s: [auth] jwks: %s\n", path, why);
+                cfg_unref(cfg);
+                cfg = NULL;
+            }
+            jwks_store_free(js);
+        }
         fprintf(stderr, "sluice: configuration file %s test %s\n", path,
                 cfg ? "is successful" : "failed");
         cfg_unref(cfg);

@@ -49,6 +49,8 @@
 #include "sluice/config.h"
 #include "sluice/dialect.h"
 #include "sluice/enduser.h"
+#include "sluice/jwks.h"
+#include "sluice/jwt.h"
 #include "sluice/forward.h"
 #include "sluice/headers.h"
 #include "sluice/http.h"
@@ -155,6 +157,7 @@ struct sl_request {
     struct http_req *req; /* the client's; NULL once answered or after the client left */
     struct generation *gen;
     const struct cfg_key *key;
+    const struct cfg_team *team; /* the key's, or the one a JWT names */
     struct rt_key *rt; /* a runtime key's record (key is &rt->k), referenced; NULL for the file's */
     struct api_call call;
     const char *model; /* the call's (in its cJSON tree or its model_text), NUL-terminated */
@@ -412,7 +415,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg);
 /* A request struct zeroed but for what it keeps (above): from the worker's
  * spare list, else a new one with its timer and buffer. */
 static struct sl_request *request_new(struct worker *w, struct http_req *req,
-                                      const struct cfg_key *key, struct api_call *call)
+                                      const struct cfg_key *key, const struct cfg_team *team, struct api_call *call)
 {
     struct sl_request *r = w->spare_requests;
     if (r) {
@@ -447,7 +450,8 @@ static struct sl_request *request_new(struct worker *w, struct http_req *req,
     r->full_ms = -1;
     r->capacity_tokens = call->estimate + spend_output_reserve(key, call);
     r->start_us = req->start_us;
-    r->limits = lim_limits_of(key);
+    r->team = team;
+    r->limits = lim_limits_for(key, team);
     r->all_429 = true;
     r->min_retry_after_ms = -1;
     r->retry_after_ms = -1;
@@ -576,6 +580,35 @@ static void key_fetched(enum ks_found found, struct rt_key *rt, struct http_req 
         http_req_release(req);
 }
 
+/* A JWT bearer token ([auth], jwks.h): checked (from the worker's cache when
+ * seen before), and the request goes on as [auth] key_profile's, with the
+ * end user and team the token names. */
+static bool check_jwt(struct worker *w, struct http_req *req, struct sl_str token)
+{
+    const struct config *cfg = w->gen->cfg;
+    struct jwt_user who;
+    char why[300], msg[360];
+    switch (jwks_check(w->jwks, w->jwt_cache, cfg, w->gen->id, token.p, token.len,
+                       sl_wall_us() / 1000000, &who, why, sizeof(why))) {
+    case JV_UNAVAILABLE:
+        snprintf(msg, sizeof(msg), "The token cannot be checked right now: %s.", why);
+        refuse_early_with(w, req, NULL, NULL, ERR_KEY_STORE, msg, NULL, "Retry-After: 1\r\n");
+        return false;
+    case JV_REFUSED:
+        snprintf(msg, sizeof(msg), "Invalid token: %s.", why);
+        refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY, msg, NULL);
+        return false;
+    case JV_OK:
+        break;
+    }
+    if (!key_checked(w, req, cfg->auth.profile, NULL))
+        return false;
+    req->checked_jwt = true;
+    memcpy(req->checked_user, who.user, strlen(who.user) + 1);
+    memcpy(req->checked_team, who.team, strlen(who.team) + 1);
+    return true;
+}
+
 /* The client's key, looked up as soon as its head is in: a request without
  * a valid one (unknown, expired, disabled) is answered before its body is
  * read. A key not in the file may be a runtime key (keystore.h): from the
@@ -600,6 +633,8 @@ static bool check_key(struct worker *w, struct http_req *req, bool may_hold)
     case AUTH_ONE:
         break;
     }
+    if (w->gen->cfg->auth.enabled && jwt_shaped(secret.p, secret.len))
+        return check_jwt(w, req, secret);
     uint8_t digest[32];
     sl_sha256(secret.p, secret.len, digest);
     const struct cfg_key *key = auth_lookup_digest(w->gen->auth, digest);
@@ -640,7 +675,7 @@ static bool passthrough(const struct config *cfg, struct sl_str path)
  * counted in tokens or money, unless the operator lists it: then it is
  * charged as one request. ERR_NONE, or the refusal with msg. */
 static enum sl_error check_endpoint(const struct generation *gen, const struct cfg_key *key,
-                                    const struct http_req *req, struct api_call *call, char *msg,
+                                    const struct cfg_team *team, const struct http_req *req, struct api_call *call, char *msg,
                                     size_t n)
 {
     if (call->kind != API_KIND_UNKNOWN)
@@ -651,7 +686,7 @@ static enum sl_error check_endpoint(const struct generation *gen, const struct c
         call->units = 1;
         return ERR_NONE;
     }
-    if (!spend_accounted(key))
+    if (!spend_accounted(key, team))
         return ERR_NONE;
     snprintf(msg, n,
              "sluice cannot count the tokens or cost of %.*s %.*s, and this key has token limits, "
@@ -664,10 +699,10 @@ static enum sl_error check_endpoint(const struct generation *gen, const struct c
 /* A key or team with a budget calls only what has a price for the call
  * (unpriced_models = deny): no model, or one without it, is refused. */
 static enum sl_error check_price(const struct config *cfg, const struct cfg_key *key,
-                                 const struct api_call *call, char *msg, size_t n,
+                                 const struct cfg_team *team, const struct api_call *call, char *msg, size_t n,
                                  const char **param)
 {
-    if (cfg->server.unpriced_models || !spend_budgeted(key))
+    if (cfg->server.unpriced_models || !spend_budgeted(key, team))
         return ERR_NONE;
     const struct cfg_model *m = call->model ? cfg_priced_model(cfg, call->model) : NULL;
     const char *missing = spend_missing_price(m, call);
@@ -729,6 +764,21 @@ static enum sl_error check_model(const struct generation *gen, const struct cfg_
     return ERR_NONE;
 }
 
+/* Who the request is for: the end user (a JWT's, or the key's trust_user's)
+ * and the team its limits count in (a JWT's team claim, else the key's). */
+static int find_who(const struct generation *gen, const struct cfg_key *key,
+                    const struct http_req *req, const struct api_call *call,
+                    char user[EU_MAX + 1], const struct cfg_team **team, char *msg, size_t n,
+                    const char **param)
+{
+    if (!req->checked_jwt)
+        return eu_find(key, req, call, user, msg, n, param);
+    memcpy(user, req->checked_user, strlen(req->checked_user) + 1);
+    if (req->checked_team[0])
+        *team = cfg_find_team(gen->cfg, req->checked_team);
+    return 0;
+}
+
 void proxy_handle(struct worker *w, struct http_req *req)
 {
     struct generation *gen = w->gen;
@@ -741,16 +791,17 @@ void proxy_handle(struct worker *w, struct http_req *req)
     char msg[256];
     const char *param = NULL, *headers = NULL;
     int e = api_read_call(req, &call, msg, sizeof(msg), &param);
-    char user[EU_MAX + 1];
+    char user[EU_MAX + 1] = "";
+    const struct cfg_team *team = key->team;
     if (!e)
-        e = eu_find(key, req, &call, user, msg, sizeof(msg), &param);
+        e = find_who(gen, key, req, &call, user, &team, msg, sizeof(msg), &param);
     const char *model_label = "-";
     if (!e)
-        e = check_endpoint(gen, key, req, &call, msg, sizeof(msg));
+        e = check_endpoint(gen, key, team, req, &call, msg, sizeof(msg));
     if (!e) {
         e = check_model(gen, key, &call, msg, sizeof(msg), &param);
         if (!e)
-            e = check_price(gen->cfg, key, &call, msg, sizeof(msg), &param);
+            e = check_price(gen->cfg, key, team, &call, msg, sizeof(msg), &param);
         /* a name of its own only for a model the key may call and a backend serves */
         model_label = e ? (call.model ? cfg_model_label(gen->cfg, call.model) : "-")
                         : mx_model_label(gen->cfg, call.model);
@@ -776,7 +827,7 @@ void proxy_handle(struct worker *w, struct http_req *req)
         sl_buf_free(&translated);
         return refuse_early_with(w, req, key, model_label, e, msg, param, headers);
     }
-    struct sl_request *r = request_new(w, req, key, &call);
+    struct sl_request *r = request_new(w, req, key, team, &call);
     r->fwd.xlate = translated; /* taken */
     memcpy(r->user, user, strlen(user) + 1);
     memcpy(r->limits.user, user, strlen(user) + 1); /* the user's own limits (user_*) */
@@ -784,7 +835,8 @@ void proxy_handle(struct worker *w, struct http_req *req)
     req->checked_ref = NULL;
     r->estimate = call.estimate;
     r->model_label = model_label;
-    r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, &r->call)
+    r->spend_reserve = r->model ? spend_reserve(cfg_priced_model(gen->cfg, r->model), key, team,
+                                                &r->call)
                                 : 0;
     if (r->call.kind != API_KIND_USAGE) /* the generating endpoints name no stored resource */
         api_resource_of(req->method, req->path, &r->res);
@@ -2137,7 +2189,7 @@ static void record_of(const struct sl_request *r, struct usage_record *u)
     *u = (struct usage_record){
         .end_us = sl_wall_us(),
         .key = r->key->name,
-        .team = r->key->team ? r->key->team->name : "-",
+        .team = r->team ? r->team->name : "-",
         .user = r->user[0] ? r->user : "-",
         .model = r->model ? r->model : "-",
         .served_model = r->served_upstream ? r->served_upstream : "-",
@@ -2197,7 +2249,7 @@ static void trace_request(const struct sl_request *r)
         .model = r->model,
         .served_model = r->served_upstream,
         .key = r->key->name,
-        .team = r->key->team ? r->key->team->name : NULL,
+        .team = r->team ? r->team->name : NULL,
         .user = r->user[0] ? r->user : NULL,
         .backend = r->backend >= 0 ? cfg->backends[r->backend].name : NULL,
         .end = end_cause_token(r->end),
@@ -2381,7 +2433,7 @@ static void request_end(struct sl_request *r, enum end_cause cause, const struct
     struct mx_request m = { r->key->name, r->model_label, served,
                             r->backend >= 0 ? cfg->backends[r->backend].name : "-", r->status,
                             (double)(sl_now_us() - r->start_us) / 1e6, r->charged_input,
-                            r->charged_output, r->key->team ? r->key->team->name : "",
+                            r->charged_output, r->team ? r->team->name : "",
                             r->cost, mx_user_label(cfg, r->user) };
     mx_request_done(&m);
     mx_inflight(-1);

@@ -33,16 +33,15 @@ int64_t spend_cost(const struct cfg_model *m, const struct spend_tokens *t)
     return micro > INT64_MAX ? INT64_MAX : (int64_t)micro;
 }
 
-bool spend_budgeted(const struct cfg_key *k)
+bool spend_budgeted(const struct cfg_key *k, const struct cfg_team *t)
 {
-    return cfg_key_has_budget(k);
+    return cfg_key_has_budget(k, t);
 }
 
-bool spend_accounted(const struct cfg_key *k)
+bool spend_accounted(const struct cfg_key *k, const struct cfg_team *t)
 {
-    const struct cfg_team *t = k->team;
     const struct cfg_user_limits *u = &k->users, *tu = t ? &t->users : NULL;
-    return k->input_tpm || k->output_tpm || k->quota || cfg_key_has_budget(k) ||
+    return k->input_tpm || k->output_tpm || k->quota || cfg_key_has_budget(k, t) ||
            k->max_prompt_tokens || u->input_tpm || u->output_tpm ||
            (t && (t->input_tpm || t->output_tpm || tu->input_tpm || tu->output_tpm));
 }
@@ -85,9 +84,9 @@ int64_t spend_output_reserve(const struct cfg_key *k, const struct api_call *cal
 }
 
 int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
-                      const struct api_call *call)
+                      const struct cfg_team *t, const struct api_call *call)
 {
-    if (!m || !spend_budgeted(k))
+    if (!m || !spend_budgeted(k, t))
         return 0;
     if (call->kind == API_KIND_PER_REQUEST)
         return spend_per_request(m, call);

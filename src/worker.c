@@ -17,6 +17,7 @@
 #include "sluice/config.h"
 #include "sluice/generation.h"
 #include "sluice/http.h"
+#include "sluice/jwks.h"
 #include "sluice/limit_local.h"
 #include "sluice/limit_redis.h"
 #include "sluice/log.h"
@@ -194,6 +195,7 @@ struct worker *worker_new(int id, struct generation *gen, struct lim_local *loca
     w->up = up_multi_new(w->base);
     w->tel = tel_exporter_new(w->base, w->up);
     w->models = models_cache_new();
+    w->jwt_cache = jwks_cache_new();
     w->limiter.local = (struct lim_backend){ &lim_local_ops, local };
     w->limiter.on_error = gen->cfg->redis.on_error;
     w->limiter.shared = shared_limiter(w, gen);
@@ -246,6 +248,7 @@ void worker_free(struct worker *w)
     tel_exporter_free(w->tel);        /* likewise its export */
     up_multi_free(w->up);
     proxy_worker_free(w);
+    jwks_cache_free(w->jwt_cache);
     event_free(w->stop_ev);
     event_free(w->drain_ev);
     event_free(w->reload_ev);

@@ -108,6 +108,21 @@ struct cfg_telemetry {
     int64_t flush_ms;
 };
 
+/* [auth]: JWT bearer tokens from an identity provider (jwks.h, docs/auth.md). */
+struct cfg_auth {
+    bool enabled;         /* the section is there */
+    char *jwks;           /* a file's path, or an https:// URL */
+    char *ca_file;        /* trust for an https JWKS; NULL: the system's */
+    int64_t jwks_refresh_ms;
+    char *issuer, *audience; /* NULL: not checked */
+    struct cfg_models algorithms;
+    int algs;             /* the same as jwt.h bits */
+    int64_t leeway_ms;
+    char *user_claim, *team_claim;
+    char *key_profile;
+    const struct cfg_key *profile; /* the [key] it names */
+};
+
 struct cfg_redis {
     bool enabled; /* false: no [redis] section, limits kept in-process */
     char *url;
@@ -220,6 +235,7 @@ struct config {
     struct cfg_server server;
     struct cfg_redis redis;
     struct cfg_telemetry telemetry;
+    struct cfg_auth auth;
     struct cfg_backend *backends;
     int nbackends;
     struct cfg_key *keys;
@@ -262,8 +278,9 @@ bool cfg_models_match(const struct cfg_models *m, const char *model, size_t len)
 bool cfg_status_in(const struct cfg_statuses *s, int status);
 const struct cfg_key *cfg_find_key(const struct config *c, const char *name);
 const struct cfg_team *cfg_find_team(const struct config *c, const char *name);
-/* Whether a request of k spends from a budget: its own, its team's, or an end user's. */
-bool cfg_key_has_budget(const struct cfg_key *k);
+/* Whether a request of k, counted in team t (its own, or a JWT's: NULL none),
+ * spends from a budget: the key's, the team's, or an end user's. */
+bool cfg_key_has_budget(const struct cfg_key *k, const struct cfg_team *t);
 /* The [model NAME] section of a model, or NULL. */
 const struct cfg_model *cfg_find_model(const struct config *c, const char *name);
 /* The name a model goes upstream as: its [model] upstream, else itself. */

@@ -17,6 +17,7 @@ enum scope {
     SCOPE_TEAM,
     SCOPE_MODEL,
     SCOPE_TELEMETRY,
+    SCOPE_AUTH,
     SCOPE__COUNT
 };
 

@@ -73,6 +73,9 @@ struct http_req {
     uint64_t checked_generation;
     void *checked_ref;                 /* what keeps checked_key alive, if anything: */
     void (*checked_unref)(void *ref);  /* released by it when the request is freed */
+    bool checked_jwt;                  /* the credential was a JWT (jwks.h): who it names: */
+    char checked_user[129];            /* the end user (EU_MAX + 1) */
+    char checked_team[65];             /* a [team] from its team claim; "" none */
     char request_id[HTTP_REQUEST_ID_MAX + 1]; /* http_request_id's; "" until first asked */
     bool request_id_sent; /* it is the client's own X-Request-Id */
     int64_t body_charged; /* bytes of max_buffered this request's body holds */

@@ -35,6 +35,8 @@ bool lim_shared_configured(const struct limiter *l);
 bool lim_shared_up(const struct limiter *l);
 
 struct lim_limits lim_limits_of(const struct cfg_key *k);
+/* The same, counted in team t instead of the key's own (a JWT's team; NULL none). */
+struct lim_limits lim_limits_for(const struct cfg_key *k, const struct cfg_team *t);
 /* The limits of a team alone (key name "", for the team's budget operations). */
 struct lim_limits lim_team_limits_of(const struct cfg_team *t);
 /* Decides: `cost` prompt tokens and `spend` micro-dollars reserved; cb runs

@@ -9,6 +9,7 @@
 
 struct cfg_model;
 struct cfg_key;
+struct cfg_team;
 struct api_call;
 struct worker;
 
@@ -24,12 +25,14 @@ struct spend_tokens {
  * the model lacks (or no model) counts 0. */
 int64_t spend_cost(const struct cfg_model *m, const struct spend_tokens *t);
 
-/* Whether the key's requests are held to a budget (its own or its team's). */
-bool spend_budgeted(const struct cfg_key *k);
+/* Whether the key's requests, counted in team t (the key's own, or the one
+ * a JWT names; NULL none), are held to a budget (the key's, the team's or an
+ * end user's). */
+bool spend_budgeted(const struct cfg_key *k, const struct cfg_team *t);
 /* Whether they are counted in tokens or money at all (token limits, a quota,
- * a budget, of the key or its team): such keys call only endpoints sluice
- * can account for (api_call.h). */
-bool spend_accounted(const struct cfg_key *k);
+ * a budget, of the key, its team or their users): such keys call only
+ * endpoints sluice can account for (api_call.h). */
+bool spend_accounted(const struct cfg_key *k, const struct cfg_team *t);
 
 /* What a call priced per request costs (API_KIND_PER_REQUEST): its units at
  * the model's request_price, or speech's characters at its input_price per
@@ -51,7 +54,7 @@ const char *spend_missing_price(const struct cfg_model *m, const struct api_call
  * spend_output_reserve() at the output price, or spend_per_request(); 0 for
  * a key without a budget. */
 int64_t spend_reserve(const struct cfg_model *m, const struct cfg_key *k,
-                      const struct api_call *call);
+                      const struct cfg_team *t, const struct api_call *call);
 
 /* Reads every budget of the worker's config from the limiter into the
  * gauges (worker 0, every SPEND_REFRESH_MS). */

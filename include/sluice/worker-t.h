@@ -21,6 +21,8 @@ struct sl_request;
 struct models_cache;
 struct tel_exporter;
 struct keystore;
+struct jwks_store;
+struct jwks_cache;
 
 struct worker {
     int id;
@@ -32,6 +34,8 @@ struct worker {
     struct tel_exporter *tel;    /* spans for [telemetry] (telemetry.h) */
     struct limiter limiter;
     struct keystore *keys;  /* runtime keys (keystore.h): the node's, borrowed */
+    struct jwks_store *jwks; /* the identity provider's keys (jwks.h): the node's, borrowed */
+    struct jwks_cache *jwt_cache; /* the JWTs this worker has checked */
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */
     struct event *reload_ev; /* likewise: takes `pending` as the new generation */

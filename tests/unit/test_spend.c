@@ -36,18 +36,18 @@ int main(void)
 
     struct cfg_team team = { .budget = 5000000 };
     struct cfg_key k = { .reserve_output_tokens = 1000 }, tk = { .team = &team };
-    CHECK(!spend_budgeted(&k) && spend_budgeted(&tk));
+    CHECK(!spend_budgeted(&k, k.team) && spend_budgeted(&tk, tk.team));
     k.budget = 1000000;
-    CHECK(spend_budgeted(&k));
+    CHECK(spend_budgeted(&k, k.team));
     struct api_call call = { .endpoint = API_CHAT, .estimate = 2000 };
     CHECK(spend_output_reserve(&k, &call) == 1000); /* no max tokens: the key's reserve */
     call.max_tokens = 300;
     call.choices = 2;
     CHECK(spend_output_reserve(&k, &call) == 600); /* max tokens times n */
-    CHECK(spend_reserve(&m, &k, &call) == 5000 + 6000);
-    CHECK(spend_reserve(NULL, &k, &call) == 0);
+    CHECK(spend_reserve(&m, &k, k.team, &call) == 5000 + 6000);
+    CHECK(spend_reserve(NULL, &k, k.team, &call) == 0);
     struct cfg_key unbudgeted = { 0 };
-    CHECK(spend_reserve(&m, &unbudgeted, &call) == 0);
+    CHECK(spend_reserve(&m, &unbudgeted, unbudgeted.team, &call) == 0);
     call.endpoint = API_EMBEDDINGS;
     CHECK(spend_output_reserve(&k, &call) == 0);
     return check_done();
