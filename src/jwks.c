@@ -275,10 +275,15 @@ static void ask_refetch(struct jwks_store *s)
 /* ---- the per-worker cache of checked tokens ---- */
 
 #define CACHE_SLOTS 4096 /* a power of two; a full table starts again empty */
+#define CACHE_TOKEN_MAX 4096 /* longer tokens are checked every time */
 
+/* A token is found by a fast hash of it and then compared whole: a token
+ * whose hash matches a cached one's is never taken for it. */
 struct cached {
-    uint8_t digest[32]; /* SHA-256 of the token */
+    uint64_t hash;
     struct jwt_user who;
+    size_t len;
+    char token[]; /* the token itself */
 };
 
 struct jwks_cache {
@@ -309,33 +314,35 @@ void jwks_cache_free(struct jwks_cache *c)
     free(c);
 }
 
-static size_t slot_of(const uint8_t d[32])
+/* The entry for a token (linear probing), or the empty slot it would take. */
+static struct cached **cache_find(struct jwks_cache *c, uint64_t h, const char *tok, size_t len)
 {
-    size_t h;
-    memcpy(&h, d, sizeof(h));
-    return h & (CACHE_SLOTS - 1);
-}
-
-/* The entry for a digest (linear probing), or the empty slot it would take. */
-static struct cached **cache_find(struct jwks_cache *c, const uint8_t d[32])
-{
-    size_t i = slot_of(d);
-    while (c->slots[i] && memcmp(c->slots[i]->digest, d, 32) != 0)
-        i = (i + 1) & (CACHE_SLOTS - 1);
+    size_t i = (size_t)h & (CACHE_SLOTS - 1);
+    for (struct cached *e; (e = c->slots[i]); i = (i + 1) & (CACHE_SLOTS - 1))
+        if (e->hash == h && e->len == len && memcmp(e->token, tok, len) == 0)
+            break;
     return &c->slots[i];
 }
 
-static void cache_put(struct jwks_cache *c, const uint8_t d[32], const struct jwt_user *who)
+static void cache_put(struct jwks_cache *c, uint64_t h, const char *tok, size_t len,
+                      const struct jwt_user *who)
 {
+    if (len > CACHE_TOKEN_MAX)
+        return;
     if (c->n >= CACHE_SLOTS / 2)
         cache_clear(c); /* tokens are short-lived: starting again costs one check each */
-    struct cached **at = cache_find(c, d);
-    if (!*at) {
-        *at = sl_malloc(sizeof(**at));
-        c->n++;
+    struct cached **at = cache_find(c, h, tok, len);
+    if (*at) {
+        (*at)->who = *who;
+        return;
     }
-    memcpy((*at)->digest, d, 32);
-    (*at)->who = *who;
+    struct cached *e = sl_malloc(sizeof(*e) + len);
+    e->hash = h;
+    e->who = *who;
+    e->len = len;
+    memcpy(e->token, tok, len);
+    *at = e;
+    c->n++;
 }
 
 /* ---- the check ---- */
@@ -375,13 +382,12 @@ enum jwks_verdict jwks_check(struct jwks_store *s, struct jwks_cache *c, const s
                              struct jwt_user *out, char *why, size_t whylen)
 {
     const struct cfg_auth *a = &cfg->auth;
-    uint8_t d[32];
-    sl_sha256(token, len, d);
+    uint64_t h = sl_hash(token, len);
     if (c->gen_id != gen_id) { /* a reload may have changed the rules */
         cache_clear(c);
         c->gen_id = gen_id;
     }
-    struct cached **hit = cache_find(c, d);
+    struct cached **hit = cache_find(c, h, token, len);
     if (*hit && now_s < (*hit)->who.exp + a->leeway_ms / 1000) {
         *out = (*hit)->who;
         return JV_OK;
@@ -401,6 +407,6 @@ enum jwks_verdict jwks_check(struct jwks_store *s, struct jwks_cache *c, const s
         ask_refetch(s);
     if (r != JWT_OK || !user_of(cfg, &cl, out, why, whylen))
         return JV_REFUSED;
-    cache_put(c, d, out);
+    cache_put(c, h, token, len, out);
     return JV_OK;
 }

@@ -56,7 +56,8 @@ enum jwks_verdict {
 
 /* Checks a bearer token that is shaped as a JWT (jwt_shaped) under cfg's
  * [auth], at now_s: from the worker's cache (a token seen before, until its
- * exp, under the same generation `gen_id`), else signature and claims. */
+ * exp, under the same generation `gen_id`; found by a hash, compared whole),
+ * else signature and claims. */
 enum jwks_verdict jwks_check(struct jwks_store *s, struct jwks_cache *c, const struct config *cfg,
                              uint64_t gen_id, const char *token, size_t len, int64_t now_s,
                              struct jwt_user *out, char *why, size_t whylen);

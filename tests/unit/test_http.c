@@ -277,8 +277,36 @@ static void test_held_head(void)
     event_base_free(base);
 }
 
+/* Every byte value at every place of a long header value (the check goes
+ * eight bytes at a time): refused exactly when it is a control character
+ * other than HTAB, or DEL. */
+static void test_value_bytes_everywhere(void)
+{
+    char head[256];
+    for (int at = 0; at < 40; at++) {
+        for (int b = 1; b < 256; b++) {
+            if (b == '\r' || b == '\n')
+                continue;
+            char value[48];
+            memset(value, 'a', 41);
+            value[41] = '\0';
+            value[at] = (char)b;
+            snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: a\r\nX-V: %s\r\n\r\n", value);
+            struct http_req req;
+            const char *why = NULL;
+            int rc = parse(head, &req, &why);
+            bool ok = b == '\t' || (b >= 0x20 && b != 0x7f);
+            if (ok ? rc != 0 : rc != ERR_BAD_HTTP)
+                fprintf(stderr, "byte %d at %d: %d\n", b, at, rc);
+            CHECK(ok ? rc == 0 : rc == ERR_BAD_HTTP);
+            free(req.head);
+        }
+    }
+}
+
 int main(void)
 {
+    test_value_bytes_everywhere();
     test_held_head();
     test_valid();
     test_rejections();
