@@ -28,6 +28,9 @@ struct jwks_store {
     bool url;
     int64_t refresh_ms;
     int64_t last_ask_ms; /* the last refetch an unknown kid asked for */
+    bool fetching_now;   /* a fetch is under way */
+    struct event **watchers; /* made active when a fetch ends (sl_grow) */
+    int nwatchers;
     /* the fetching worker's (attached): */
     struct up_multi *up;
     struct event *fetch_ev; /* made active to fetch now (from any thread) */
@@ -78,6 +81,7 @@ void jwks_store_free(struct jwks_store *s)
         return;
     jwks_store_detach(s);
     set_unref(s->set);
+    free(s->watchers);
     free(s->source);
     free(s->ca_file);
     pthread_mutex_destroy(&s->lock);
@@ -179,6 +183,7 @@ static void on_done(struct up_transfer *t, enum up_end how, void *arg)
         k = set_new(s->body.data ? s->body.data : "", s->body.len, why, sizeof(why));
     s->xfer = NULL;
     pthread_mutex_lock(&s->lock);
+    s->fetching_now = false;
     bool current = same(s->fetching, s->source);
     int kept = s->set ? s->set->keys.n : 0;
     if (k && current)
@@ -193,6 +198,27 @@ static void on_done(struct up_transfer *t, enum up_end how, void *arg)
         log_warn("auth: fetching %s failed (status %d: %s); keeping the last good set (%d keys)",
                  s->fetching, status, why, kept);
     schedule(s, k ? refresh : SL_MIN(JWKS_RETRY_MS, refresh));
+    pthread_mutex_lock(&s->lock); /* requests held for this fetch are checked again */
+    for (int i = 0; i < s->nwatchers; i++)
+        event_active(s->watchers[i], EV_READ, 0);
+    pthread_mutex_unlock(&s->lock);
+}
+
+void jwks_store_watch(struct jwks_store *s, struct event *ev)
+{
+    pthread_mutex_lock(&s->lock);
+    s->watchers = sl_grow(s->watchers, sizeof(*s->watchers), s->nwatchers);
+    s->watchers[s->nwatchers++] = ev;
+    pthread_mutex_unlock(&s->lock);
+}
+
+void jwks_store_unwatch(struct jwks_store *s, struct event *ev)
+{
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->nwatchers; i++)
+        if (s->watchers[i] == ev)
+            s->watchers[i--] = s->watchers[--s->nwatchers];
+    pthread_mutex_unlock(&s->lock);
 }
 
 static const struct up_callbacks fetch_callbacks = {
@@ -211,6 +237,7 @@ static void fetch_cb(evutil_socket_t fd, short what, void *arg)
         return; /* one at a time; its end schedules the next */
     pthread_mutex_lock(&s->lock);
     bool url = s->url;
+    s->fetching_now = url;
     free(s->fetching);
     s->fetching = url ? sl_strdup(s->source) : NULL;
     char *ca = s->ca_file ? sl_strdup(s->ca_file) : NULL;
@@ -225,8 +252,12 @@ static void fetch_cb(evutil_socket_t fd, short what, void *arg)
                             .timeout_ms = 10000, .keepalive_s = 60, .ca_file = ca };
     s->xfer = up_start(s->up, &r, &fetch_callbacks, s);
     free(ca); /* curl copies its options */
-    if (!s->xfer)
+    if (!s->xfer) {
+        pthread_mutex_lock(&s->lock);
+        s->fetching_now = false;
+        pthread_mutex_unlock(&s->lock);
         schedule(s, JWKS_RETRY_MS);
+    }
 }
 
 void jwks_store_attach(struct jwks_store *s, struct event_base *base, struct up_multi *up)
@@ -259,17 +290,22 @@ void jwks_store_detach(struct jwks_store *s)
     sl_buf_free(&s->body);
 }
 
-/* An unknown kid: the set fetched again, at most once per JWKS_REFETCH_MS. */
-static void ask_refetch(struct jwks_store *s)
+/* An unknown kid: the set fetched again, at most once per JWKS_REFETCH_MS.
+ * Whether a fetch is asked for now or under way (the token may wait for it). */
+static bool ask_refetch(struct jwks_store *s)
 {
     int64_t now = sl_now_ms();
     pthread_mutex_lock(&s->lock);
     struct event *ev = s->url && now - s->last_ask_ms >= JWKS_REFETCH_MS ? s->fetch_ev : NULL;
-    if (ev)
+    if (ev) {
         s->last_ask_ms = now;
+        s->fetching_now = true; /* from now: the fetch may start a moment later */
+    }
+    bool coming = s->fetching_now && s->fetch_ev;
     pthread_mutex_unlock(&s->lock);
     if (ev)
         event_active(ev, EV_READ, 0);
+    return coming;
 }
 
 /* ---- the per-worker cache of checked tokens ---- */
@@ -403,8 +439,8 @@ enum jwks_verdict jwks_check(struct jwks_store *s, struct jwks_cache *c, const s
     struct jwt_claims cl;
     enum jwt_result r = jwt_check(token, len, &k->keys, &rules, now_s, &cl, why, whylen);
     set_unref(k);
-    if (r == JWT_UNKNOWN_KID)
-        ask_refetch(s);
+    if (r == JWT_UNKNOWN_KID && ask_refetch(s))
+        return JV_REFETCHING;
     if (r != JWT_OK || !user_of(cfg, &cl, out, why, whylen))
         return JV_REFUSED;
     cache_put(c, h, token, len, out);

@@ -580,10 +580,75 @@ static void key_fetched(enum ks_found found, struct rt_key *rt, struct http_req 
         http_req_release(req);
 }
 
+/* A request held while the key set is fetched again (its token names a kid
+ * the set lacks), in the worker's list. */
+struct jwt_wait {
+    struct jwt_wait *prev, *next;
+    struct http_req *req;
+    struct worker *w;
+};
+
+static void jwt_unlink(struct worker *w, struct jwt_wait *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        w->jwt_waiting = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    j->req->owner = NULL;
+    j->req->on_abort = NULL;
+    free(j);
+}
+
+static void jwt_wait_abort(struct http_req *req)
+{
+    struct jwt_wait *j = req->owner;
+    jwt_unlink(j->w, j);
+}
+
+static bool check_jwt(struct worker *w, struct http_req *req, struct sl_str token, bool may_hold);
+
+/* A fetch of the key set ended: each held request is checked again, and goes
+ * on or is answered (an unknown kid now is 401). */
+static void jwt_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct worker *w = arg;
+    while (w->jwt_waiting) {
+        struct http_req *req = w->jwt_waiting->req;
+        jwt_unlink(w, w->jwt_waiting);
+        struct sl_str token;
+        if (auth_presented_key(req, &token) == AUTH_ONE && check_jwt(w, req, token, false))
+            http_req_release(req);
+    }
+}
+
+/* Holds the request until the key store's fetch ends. */
+static void jwt_hold(struct worker *w, struct http_req *req)
+{
+    if (!w->jwt_wake) {
+        w->jwt_wake = event_new(w->base, -1, 0, jwt_wake_cb, w);
+        jwks_store_watch(w->jwks, w->jwt_wake);
+    }
+    struct jwt_wait *j = sl_calloc(1, sizeof(*j));
+    j->req = req;
+    j->w = w;
+    j->next = w->jwt_waiting;
+    if (j->next)
+        j->next->prev = j;
+    w->jwt_waiting = j;
+    req->owner = j;
+    req->on_abort = jwt_wait_abort;
+    http_req_hold(req);
+}
+
 /* A JWT bearer token ([auth], jwks.h): checked (from the worker's cache when
  * seen before), and the request goes on as [auth] key_profile's, with the
- * end user and team the token names. */
-static bool check_jwt(struct worker *w, struct http_req *req, struct sl_str token)
+ * end user and team the token names. A token whose kid the set lacks waits
+ * (may_hold: from the head handler) while the set is fetched again. */
+static bool check_jwt(struct worker *w, struct http_req *req, struct sl_str token, bool may_hold)
 {
     const struct config *cfg = w->gen->cfg;
     struct jwt_user who;
@@ -594,6 +659,13 @@ static bool check_jwt(struct worker *w, struct http_req *req, struct sl_str toke
         snprintf(msg, sizeof(msg), "The token cannot be checked right now: %s.", why);
         refuse_early_with(w, req, NULL, NULL, ERR_KEY_STORE, msg, NULL, "Retry-After: 1\r\n");
         return false;
+    case JV_REFETCHING:
+        if (may_hold) {
+            jwt_hold(w, req);
+            return true;
+        }
+        /* it waited for a fetch once already */
+        __attribute__((fallthrough));
     case JV_REFUSED:
         snprintf(msg, sizeof(msg), "Invalid token: %s.", why);
         refuse_early(w, req, NULL, NULL, ERR_INVALID_API_KEY, msg, NULL);
@@ -634,7 +706,7 @@ static bool check_key(struct worker *w, struct http_req *req, bool may_hold)
         break;
     }
     if (w->gen->cfg->auth.enabled && jwt_shaped(secret.p, secret.len))
-        return check_jwt(w, req, secret);
+        return check_jwt(w, req, secret, may_hold);
     uint8_t digest[32];
     sl_sha256(secret.p, secret.len, digest);
     const struct cfg_key *key = auth_lookup_digest(w->gen->auth, digest);
@@ -2367,6 +2439,12 @@ static void spare_request(struct sl_request *r)
 
 void proxy_worker_free(struct worker *w)
 {
+    while (w->jwt_waiting) /* the connections are gone: their requests with them */
+        jwt_unlink(w, w->jwt_waiting);
+    if (w->jwt_wake) {
+        jwks_store_unwatch(w->jwks, w->jwt_wake);
+        event_free(w->jwt_wake);
+    }
     while (w->spare_requests) {
         struct sl_request *r = w->spare_requests;
         SL_SPARE_UNPOISON(r, sizeof(*r));

@@ -3,8 +3,8 @@
  * key set from a file (read at start and at each reload) or from an https
  * URL, fetched with libcurl on worker 0's loop at start, every
  * jwks_refresh, and when a token names a key id the set lacks (at most once
- * per JWKS_REFETCH_MS); the last good set is kept while the provider cannot
- * be reached. Each worker keeps the tokens it has checked until they expire,
+ * per JWKS_REFETCH_MS; that request may wait for the fetch, JV_REFETCHING);
+ * the last good set is kept while the provider cannot be reached. Each worker keeps the tokens it has checked until they expire,
  * so a repeated token costs a hash lookup, not a signature check. */
 #ifndef SLUICE_JWKS_H
 #define SLUICE_JWKS_H
@@ -35,8 +35,13 @@ bool jwks_store_configure(struct jwks_store *s, const struct cfg_auth *a, char *
 /* The worker whose loop fetches a URL's set; detach before that loop ends. */
 void jwks_store_attach(struct jwks_store *s, struct event_base *base, struct up_multi *up);
 void jwks_store_detach(struct jwks_store *s);
-/* Keys in the set now (0: none yet), and fetches done and failed (metrics, tests). */
+/* Keys in the set now (0: none yet). */
 int jwks_store_keys(struct jwks_store *s);
+/* An event (of any worker's loop) made active each time a fetch ends, and
+ * its removal (before it is freed). */
+struct event;
+void jwks_store_watch(struct jwks_store *s, struct event *ev);
+void jwks_store_unwatch(struct jwks_store *s, struct event *ev);
 
 struct jwks_cache *jwks_cache_new(void);
 void jwks_cache_free(struct jwks_cache *c);
@@ -52,6 +57,8 @@ enum jwks_verdict {
     JV_OK,
     JV_REFUSED,     /* 401, why says the reason */
     JV_UNAVAILABLE, /* no key set yet (the URL not fetched): try again shortly */
+    JV_REFETCHING,  /* its kid is not in the set, which is being fetched again: the
+                       request may wait for the watchers' wake (jwks_store_watch) */
 };
 
 /* Checks a bearer token that is shaped as a JWT (jwt_shaped) under cfg's

@@ -23,6 +23,7 @@ struct tel_exporter;
 struct keystore;
 struct jwks_store;
 struct jwks_cache;
+struct jwt_wait;
 
 struct worker {
     int id;
@@ -36,6 +37,8 @@ struct worker {
     struct keystore *keys;  /* runtime keys (keystore.h): the node's, borrowed */
     struct jwks_store *jwks; /* the identity provider's keys (jwks.h): the node's, borrowed */
     struct jwks_cache *jwt_cache; /* the JWTs this worker has checked */
+    struct jwt_wait *jwt_waiting; /* requests held while the key set is fetched again */
+    struct event *jwt_wake;       /* made active by the key store when a fetch ends */
     struct generation *gen; /* for new requests; owned reference */
     struct event *stop_ev;  /* activated from the main thread */
     struct event *reload_ev; /* likewise: takes `pending` as the new generation */
