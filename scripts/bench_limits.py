@@ -3,7 +3,9 @@ settlement script calls, from INFO commandstats) and memory per key (MEMORY
 USAGE of the key's three hashes), against a private redis-server, the mock
 upstream and a Release build. Bounded: a fixed number of requests.
 BENCH_MONEY=1 adds what issue #15 brought: model prices, a budget on every
-key, and every key in one of 5 teams with its own rpm and budget."""
+key, and every key in one of 5 teams with its own rpm and budget.
+BENCH_USERS=N (issue #32): every key trusts x-sluice-user and has per-user
+rpm, input_tpm and output_tpm; the requests name N end users in turn."""
 import os
 import pathlib
 import sys
@@ -27,6 +29,7 @@ REQUESTS = int(os.environ.get("BENCH_REQUESTS", "6000"))
 WINDOW_MS = os.environ.get("BENCH_WINDOW_MS", "1200")
 MONEY = os.environ.get("BENCH_MONEY") == "1"
 TEAMS = 5
+USERS = int(os.environ.get("BENCH_USERS", "0"))
 
 
 def prefix(i):
@@ -36,6 +39,9 @@ def prefix(i):
 
 def config(mock, redis):
     money = (f"team = t{{}}\nbudget = 1000000\nbudget_period = day\n" if MONEY else "")
+    if USERS:
+        money += ("trust_user = header\nuser_rpm = 1000000\nuser_input_tpm = 100000000\n"
+                  "user_output_tpm = 100000000\n")
     keys = "".join(f"\n[key k{i}]\nkey = {CLIENT_KEY}-{i:04d}\nrpm = 1000000\n"
                    f"input_tpm = 100000000\noutput_tpm = 100000000\n" + money.format(i % TEAMS)
                    for i in range(KEYS))
@@ -71,7 +77,8 @@ def main():
             c = s.conn()
             ok = 0
             for i in range(t, REQUESTS, 8):
-                ok += s.chat(body, key=f"{CLIENT_KEY}-{i % KEYS:04d}", conn=c).status == 200
+                who = {"x-sluice-user": f"user-{i % USERS}"} if USERS else None
+                ok += s.chat(body, key=f"{CLIENT_KEY}-{i % KEYS:04d}", conn=c, headers=who).status == 200
             c.close()
             return ok
 
@@ -104,7 +111,8 @@ def main():
                  if k.startswith("cmdstat_") and k[len("cmdstat_"):].split("|")[0] not in skip}
         mem_after = int(info(redis, "memory")["used_memory"])
         print(f"requests admitted        {ok} of {REQUESTS} over {KEYS} keys in {elapsed:.1f}s "
-              f"(window {WINDOW_MS} ms, 60 buckets{'; prices, budgets, 5 teams' if MONEY else ''})")
+              f"(window {WINDOW_MS} ms, 60 buckets{'; prices, budgets, 5 teams' if MONEY else ''}"
+              f"{f'; {USERS} end users with their own 3 windows' if USERS else ''})")
         print(f"EVALSHA calls            {calls} ({calls / max(ok, 1):.2f} per request: admission + settlement)")
         print(f"Redis CPU per call       {usec / max(calls, 1):.1f} us")
         print(f"Redis CPU per request    {usec / max(ok, 1):.1f} us (admission + settlement)")

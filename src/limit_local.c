@@ -46,6 +46,9 @@ struct entry {
     struct counter budget; /* micro-dollars in the period `budget.period` */
     int64_t inflight;      /* requests holding a max_inflight slot */
     struct seed seed;
+    /* an end user's entry (users): */
+    struct entry *chain; /* in its bucket of l->users */
+    int refs;            /* decisions holding it (under table_lock); 0: it may be dropped */
 };
 
 /* A stored resource's owner (lim_ops.own), in a chained hash table. */
@@ -66,6 +69,11 @@ struct lim_local {
     struct entry **entries; /* in creation order (sl_grow) */
     int nentries;
     struct sl_names index; /* name -> position in entries: O(1) with 100,000 keys */
+    /* End users' entries: as many as clients name, so bounded (users_max) and
+     * dropped once idle (nothing in their windows, no slot, no spend). */
+    struct entry **users; /* nusers_buckets chains */
+    size_t nuser_buckets, nusers, users_max;
+    int64_t users_full_said_ms;
 };
 
 struct lim_local *lim_local_new(int64_t window_ms)
@@ -76,23 +84,38 @@ struct lim_local *lim_local_new(int64_t window_ms)
     pthread_mutex_init(&l->table_lock, NULL);
     pthread_mutex_init(&l->owners_lock, NULL);
     l->owners_max = LIM_LOCAL_OWNERS_MAX;
+    l->users_max = LIM_LOCAL_USERS_MAX;
     return l;
+}
+
+static void entry_free(struct entry *e)
+{
+    pthread_mutex_destroy(&e->lock);
+    for (int d = 0; d < 3; d++)
+        free(e->win[d]);
+    free(e->name);
+    free(e);
+}
+
+void lim_local_users_max(struct lim_local *l, size_t max)
+{
+    l->users_max = max;
 }
 
 void lim_local_free(struct lim_local *l)
 {
     if (!l)
         return;
-    for (int i = 0; i < l->nentries; i++) {
-        struct entry *e = l->entries[i];
-        pthread_mutex_destroy(&e->lock);
-        for (int d = 0; d < 3; d++)
-            free(e->win[d]);
-        free(e->name);
-        free(e);
-    }
+    for (int i = 0; i < l->nentries; i++)
+        entry_free(l->entries[i]);
     free(l->entries);
     sl_names_free(&l->index);
+    for (size_t b = 0; b < l->nuser_buckets; b++)
+        for (struct entry *e = l->users[b], *next; e; e = next) {
+            next = e->chain;
+            entry_free(e);
+        }
+    free(l->users);
     for (size_t b = 0; b < l->nbuckets; b++)
         for (struct owner_rec *o = l->owners[b], *next; o; o = next) {
             next = o->next;
@@ -316,24 +339,127 @@ static struct scope_limits scope_limits_of(const struct lim_limits *lim, int s)
     }
 }
 
+/* ---- end users' entries: bounded, dropped when idle ---- */
+
+/* Nothing in its windows (as of `oldest`), no slot, no spend, no seed that
+ * still counts: dropping it loses nothing. Under table_lock, refs 0. */
+static bool entry_idle(struct entry *e, int64_t oldest)
+{
+    if (e->refs || e->inflight || e->budget.used || e->seed.budget.used || e->seed.bucket >= oldest)
+        return false;
+    for (int d = 0; d < 3; d++)
+        if (trim(e->win[d], oldest) > 0)
+            return false;
+    return true;
+}
+
+/* Drops the idle entries. Under table_lock. */
+static void users_sweep(struct lim_local *l)
+{
+    int64_t oldest = oldest_bucket(l, now_ms());
+    for (size_t b = 0; b < l->nuser_buckets; b++)
+        for (struct entry **at = &l->users[b]; *at;) {
+            struct entry *e = *at;
+            if (entry_idle(e, oldest)) {
+                *at = e->chain;
+                entry_free(e);
+                l->nusers--;
+            } else {
+                at = &e->chain;
+            }
+        }
+}
+
+static void users_grow(struct lim_local *l)
+{
+    size_t n = l->nuser_buckets ? 2 * l->nuser_buckets : 1024;
+    struct entry **t = sl_calloc(n, sizeof(*t));
+    for (size_t b = 0; b < l->nuser_buckets; b++)
+        for (struct entry *e = l->users[b], *next; e; e = next) {
+            next = e->chain;
+            size_t i = sl_hash(e->name, strlen(e->name)) & (n - 1);
+            e->chain = t[i];
+            t[i] = e;
+        }
+    free(l->users);
+    l->users = t;
+    l->nuser_buckets = n;
+}
+
+/* An end user's entry, held (refs) until user_put; made if need be. NULL
+ * when users_max entries are held and none is idle (warned once a minute). */
+static struct entry *user_get(struct lim_local *l, const char *name)
+{
+    size_t len = strlen(name);
+    pthread_mutex_lock(&l->table_lock);
+    uint64_t h = sl_hash(name, len);
+    struct entry *e = NULL;
+    if (l->nuser_buckets)
+        for (e = l->users[h & (l->nuser_buckets - 1)]; e && strcmp(e->name, name) != 0;)
+            e = e->chain;
+    if (!e && l->nusers >= l->users_max)
+        users_sweep(l);
+    if (!e && l->nusers < l->users_max) {
+        if (l->nusers >= l->nuser_buckets)
+            users_grow(l);
+        e = sl_calloc(1, sizeof(*e));
+        e->name = sl_strdup(name);
+        pthread_mutex_init(&e->lock, NULL);
+        size_t i = h & (l->nuser_buckets - 1);
+        e->chain = l->users[i];
+        l->users[i] = e;
+        l->nusers++;
+    }
+    int64_t now = now_ms();
+    bool say = !e && now - l->users_full_said_ms >= 60000;
+    if (e)
+        e->refs++;
+    else if (say)
+        l->users_full_said_ms = now;
+    size_t held = l->nusers;
+    pthread_mutex_unlock(&l->table_lock);
+    if (say)
+        log_warn("in-process limiter: %zu end users are counted and none is idle; requests of new "
+                 "users are refused until some are", held);
+    return e;
+}
+
+static void user_put(struct lim_local *l, struct entry *e)
+{
+    pthread_mutex_lock(&l->table_lock);
+    e->refs--;
+    pthread_mutex_unlock(&l->table_lock);
+}
+
 /* A scope's entry: the key's under its name; a team's behind '@', which no
  * key name holds; an end user's behind \1 (per key) or \2 (per team), the
  * key's or team's name, \1 and the id (no name or id holds a control
- * character). NULL when the scope is off. */
+ * character), held until scope_put. NULL when the scope is off, or (*full)
+ * when no more users can be counted. */
 static struct entry *scope_entry(struct lim_local *l, const char *key, const struct lim_limits *lim,
-                                 int s, bool on)
+                                 int s, bool on, bool *full)
 {
     if (!on)
         return NULL;
     if (s == SC_KEY)
         return entry_for(l, key);
     char name[LIM_NAME + LIM_USER + 4];
-    if (s == SC_TEAM)
+    if (s == SC_TEAM) {
         snprintf(name, sizeof(name), "@%s", lim->team.name);
-    else
-        snprintf(name, sizeof(name), "%c%s\1%s", s == SC_USER ? 1 : 2,
-                 s == SC_USER ? key : lim->team.name, lim->user);
-    return entry_for(l, name);
+        return entry_for(l, name);
+    }
+    snprintf(name, sizeof(name), "%c%s\1%s", s == SC_USER ? 1 : 2,
+             s == SC_USER ? key : lim->team.name, lim->user);
+    struct entry *e = user_get(l, name);
+    if (!e && full)
+        *full = true;
+    return e;
+}
+
+static void scope_put(struct lim_local *l, int s, struct entry *e)
+{
+    if (e && s >= SC_USER)
+        user_put(l, e);
 }
 
 /* The windows, budgets and slots one decision reports for a scope. */
@@ -396,7 +522,7 @@ void lim_local_seed(struct lim_local *l, const char *key, const struct lim_limit
     int64_t bucket = floor_div(now_ms(), l->bucket_ms);
     for (int s = 0; s < SC_N; s++) {
         struct scope_limits sl = scope_limits_of(lim, s);
-        struct entry *e = scope_entry(l, key, lim, s, sl.on);
+        struct entry *e = scope_entry(l, key, lim, s, sl.on, NULL);
         if (!e)
             continue;
         struct scope_use u = use_in(d, s);
@@ -410,6 +536,7 @@ void lim_local_seed(struct lim_local *l, const char *key, const struct lim_limit
             memcpy(e->seed.quota.period, d->period, LIM_PERIOD_ID);
         }
         pthread_mutex_unlock(&e->lock);
+        scope_put(l, s, e);
     }
 }
 
@@ -610,13 +737,20 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
     x.oldest = oldest_bucket(l, x.now);
     struct entry *e[SC_N];
     struct scope_limits sl[SC_N];
+    bool full = false;
     for (int s = 0; s < SC_N; s++) {
         sl[s] = scope_limits_of(lim, s);
-        e[s] = scope_entry(l, key, lim, s, sl[s].on);
+        e[s] = scope_entry(l, key, lim, s, sl[s].on, &full);
     }
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
     out->bucket = x.cur;
+    if (full) { /* the user cannot be counted: never admitted uncounted */
+        for (int s = 0; s < SC_N; s++)
+            scope_put(l, s, e[s]);
+        out->unavailable = true;
+        return;
+    }
 
     /* Always the key's lock first, then its team's, then the user's: no two
      * admissions wait on each other. */
@@ -633,8 +767,10 @@ static void decide(struct lim_local *l, const char *key, const struct lim_limits
         record_admission(&x, cost, spend, out);
     report(&x, !refused || lim->shadow, out);
     for (int s = SC_N - 1; s >= 0; s--)
-        if (e[s])
+        if (e[s]) {
             pthread_mutex_unlock(&e[s]->lock);
+            scope_put(l, s, e[s]);
+        }
     out->used_quota = x.quota.used;
     out->quota_reset_ms = x.quota.reset_ms;
     memcpy(out->period, x.quota.period, sizeof(out->period));
@@ -660,9 +796,14 @@ void lim_local_count(struct lim_local *l, const char *key, const struct lim_limi
     while (which != LIM_QUOTA && scope_dims[s].counter != which)
         s++;
     struct scope_limits sl = scope_limits_of(lim, s);
-    struct entry *e = scope_entry(l, key, lim, s, true);
+    bool full = false;
+    struct entry *e = scope_entry(l, key, lim, s, true, &full);
     memset(out, 0, sizeof(*out));
     out->where = LIM_LOCAL;
+    if (!e) {
+        out->unavailable = true;
+        return;
+    }
     struct counter *c = which == LIM_QUOTA ? &e->quota : &e->budget;
     struct counter *seed = which == LIM_QUOTA ? &e->seed.quota : &e->seed.budget;
     int kind = which == LIM_QUOTA ? lim->quota_period : sl.budget_period;
@@ -678,6 +819,7 @@ void lim_local_count(struct lim_local *l, const char *key, const struct lim_limi
     if (op != LIM_QUOTA_READ)
         counter_now(c, seed, kind, now_ms(), &n);
     pthread_mutex_unlock(&e->lock);
+    scope_put(l, s, e);
     if (which == LIM_QUOTA) {
         out->used_quota = n.used;
         out->quota_reset_ms = n.reset_ms;
@@ -718,7 +860,7 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
     int64_t oldest = oldest_bucket(l, now);
     for (int s = 0; s < SC_N; s++) {
         struct scope_limits sl = scope_limits_of(lim, s);
-        struct entry *e = scope_entry(l, key, lim, s, sl.on);
+        struct entry *e = scope_entry(l, key, lim, s, sl.on, NULL);
         if (!e)
             continue;
         pthread_mutex_lock(&e->lock);
@@ -731,6 +873,7 @@ void lim_local_settle(struct lim_local *l, const char *key, const struct lim_lim
         if (ticket->lease && sl.max_inflight && e->inflight > 0)
             e->inflight--;
         pthread_mutex_unlock(&e->lock);
+        scope_put(l, s, e);
     }
 }
 

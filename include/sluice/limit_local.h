@@ -17,6 +17,12 @@ void lim_local_free(struct lim_local *l);
  * with a warning rather than let memory grow without end. */
 #define LIM_LOCAL_OWNERS_MAX (1 << 20)
 void lim_local_owners_max(struct lim_local *l, size_t max);
+/* End users counted in the process at most (LIM_LOCAL_USERS_MAX; tests lower
+ * it): at it, idle users' entries are dropped (nothing in their windows, no
+ * slot, no spend); if none is, a new user's request is not admitted (the
+ * decision is `unavailable`), with a warning, rather than counted nowhere. */
+#define LIM_LOCAL_USERS_MAX (1 << 20)
+void lim_local_users_max(struct lim_local *l, size_t max);
 void lim_local_admit(struct lim_local *l, const char *key, const struct lim_limits *lim,
                      int64_t cost, int64_t spend, struct lim_decision *out);
 /* The windows as they stand, recording nothing (used_*, reset_*). */

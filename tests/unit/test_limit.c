@@ -580,8 +580,48 @@ static void test_users(void)
     lim_local_free(l);
 }
 
+/* End users' entries are bounded: at the cap, idle ones are dropped; a
+ * user who still counts (a window, a slot, spend) is never dropped, and a
+ * new user then is not admitted uncounted. */
+static void test_users_bounded(void)
+{
+    struct lim_local *l = lim_local_new(600); /* 10 ms buckets */
+    lim_local_users_max(l, 3);
+    struct lim_decision d;
+    char name[8];
+    for (int i = 0; i < 3; i++) {
+        snprintf(name, sizeof(name), "u%d", i);
+        struct lim_limits lim = user_lim(name);
+        lim.team.name[0] = '\0'; /* per key only */
+        lim_local_admit(l, "k", &lim, 1, 0, &d);
+        CHECK(d.admitted);
+    }
+    struct lim_limits late = user_lim("late");
+    late.team.name[0] = '\0';
+    lim_local_admit(l, "k", &late, 1, 0, &d);
+    CHECK(!d.admitted && d.unavailable); /* three users in their window and slots */
+    /* u0 and u1 settle (slots freed); after the window they are idle and go */
+    for (int i = 0; i < 2; i++) {
+        snprintf(name, sizeof(name), "u%d", i);
+        struct lim_limits lim = user_lim(name);
+        lim.team.name[0] = '\0';
+        struct lim_decision t = { .admitted = true, .lease = 1 };
+        lim_local_settle(l, "k", &lim, &t, &(struct lim_usage){ 0 });
+    }
+    sleep_ms(640);
+    lim_local_admit(l, "k", &late, 1, 0, &d);
+    CHECK(d.admitted && d.user.requests == 1);
+    /* u2 still holds its slot: it was kept, and counts on */
+    struct lim_limits u2 = user_lim("u2");
+    u2.team.name[0] = '\0';
+    lim_local_admit(l, "k", &u2, 1, 0, &d);
+    CHECK(!d.admitted && d.dim == LIM_DIM_USER_INFLIGHT);
+    lim_local_free(l);
+}
+
 int main(void)
 {
+    test_users_bounded();
     test_users();
     test_inflight_threads();
     test_budget();
