@@ -242,3 +242,31 @@ def test_per_user_metrics_only_when_asked_and_under_a_cap(mock, start_sluice):
     assert value(m, "sluice_user_spend_usd_total", key="a", user="ann") == 0.002
     assert not any(dict(labels).get("user") in ("cy", "di") for _, labels in m)
     assert value(m, "sluice_rate_limited_total", key="a", dimension="user_requests") == 1
+
+
+@pytest.mark.parametrize("nodes_n", [1, 3])
+def test_a_user_s_input_tokens_are_exact_across_nodes(mock, start_sluice, request, nodes_n):
+    """user_input_tpm = 40 with requests of 9 estimated prompt tokens: 4 of each
+    user's 8 concurrent requests fit (36), over one node or three on Redis."""
+    from test_budgets import HELLO  # estimate 9
+    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
+    nodes = [start_sluice(user_conf(mock, redis, "user_input_tpm = 40")) for _ in range(nodes_n)]
+    calls = [lambda i=i: (i % 5, nodes[i % nodes_n].chat(
+        HELLO, headers=as_user(f"p{i % 5}", {"x-mock-delay-ms": "30"}))) for i in range(40)]
+    results = burst(calls)
+    for u in range(5):
+        assert sorted(r.status for who, r in results if who == u) == [200] * 4 + [429] * 4
+    r = next(r for _, r in results if r.status == 429)
+    assert "on input tokens per minute: Limit 40" in r.error()["message"]
+
+
+def test_a_runtime_key_takes_user_limits(mock, start_sluice, tmp):
+    from test_runtime_keys import chat as rt_chat, conf as rt_conf, make
+    s = start_sluice(rt_conf(mock.url, tmp / "state"))
+    made = make(s, "app", trust_user="header", user_rpm=1)
+    assert made["user_rpm"] == 1 and made["trust_user"] == "header"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+    statuses = [s.request("POST", "/v1/chat/completions", body, key=made["key"],
+                          headers=as_user(u)).status for u in ("a", "a", "b")]
+    assert statuses == [200, 429, 200]
+    assert rt_chat(s, made["key"]).status == 200  # no user: no user_* limit
