@@ -5,7 +5,7 @@
 // per-user limits. The keys are made here with Node's crypto (OpenSSL).
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -57,7 +57,10 @@ describe('the openai SDK with a JWT as its API key', () => {
   before(async () => {
     s = await start(conf);
   });
-  after(async () => s && (await s.stop()));
+  after(async () => {
+    if (s) await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   const ask = (client) =>
     client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] });
