@@ -1244,6 +1244,33 @@ static void check_tls(struct parser *p)
                  days == 1 ? "" : "s");
 }
 
+/* rediss: the files make a TLS context now, so that a bad one stops the
+ * start (and `sluice -t`) rather than every connection. */
+static void check_redis_tls(struct parser *p, struct section *rds, const struct redis_url *url)
+{
+    const struct cfg_redis *r = &p->cfg->redis;
+    int line = rds->line;
+    if (!r->client_cert != !r->client_key) {
+        add_error(p->errs, p->path, line, "client_cert and client_key go together");
+        return;
+    }
+    bool tls_opts = r->ca_file || r->client_cert || !r->tls_verify;
+    if (!url->tls) {
+        if (tls_opts)
+            add_error(p->errs, p->path, line,
+                      "ca_file, client_cert, client_key and tls_verify are for rediss:// urls");
+        return;
+    }
+    if (url->path[0])
+        return;
+    char err[512];
+    struct ssl_ctx_st *ctx =
+        tls_client_new(r->ca_file, r->client_cert, r->client_key, r->tls_verify, err, sizeof(err));
+    if (!ctx)
+        add_error(p->errs, p->path, line, "%s", err);
+    tls_ctx_free(ctx);
+}
+
 /* [redis] url, and whether admin_key and metrics_key were set. */
 static void check_server_and_redis(struct parser *p)
 {
@@ -1254,6 +1281,8 @@ static void check_server_and_redis(struct parser *p)
     if (rds && !redis_url_parse(c->redis.url, &url, &why)) {
         int url_line = rds->set_at[find_option(SCOPE_REDIS, "url")];
         add_error(p->errs, p->path, url_line ? url_line : rds->line, "url: %s", why);
+    } else if (rds) {
+        check_redis_tls(p, rds, &url);
     }
     struct section *srv = find_scope(p, SCOPE_SERVER);
     c->server.admin_enabled = srv && srv->set_at[find_option(SCOPE_SERVER, "admin_key")];
@@ -1457,6 +1486,9 @@ static void config_free(struct config *c)
     free(c->server.tls_client_ca);
     tls_ctx_free(c->tls);
     free(c->redis.url);
+    free(c->redis.ca_file);
+    free(c->redis.client_cert);
+    free(c->redis.client_key);
     free(c->telemetry.otlp_endpoint);
     free(c->telemetry.service_name);
     free(c->auth.jwks);

@@ -186,7 +186,21 @@ const struct option cfg_options[] = {
              "answer refreshes it, so a slow backend that recovered is tried again" },
     { .scope = SCOPE_REDIS, .name = "url", .type = T_STRING, .offset = RDS(url),
       .def = "redis://127.0.0.1:6379/0", .flags = F_SECRET,
-      .doc = "redis://[:password@]host:port/db; no [redis] section = limits kept in-process" },
+      .doc = "redis://[user:password@]host:port/db, rediss://… (TLS), "
+             "redis+sentinel://[user:password@]s1:26379,s2:26379/MASTER[/db] (the master found and "
+             "followed through Sentinel), redis+cluster://[user:password@]n1:6379,n2:6379 (Redis "
+             "Cluster), or unix:///path; no [redis] section = limits kept in-process; docs/operations.md" },
+    { .scope = SCOPE_REDIS, .name = "ca_file", .type = T_PEM, .offset = RDS(ca_file),
+      .doc = "rediss: the CA certificates (PEM) the server's certificate is checked against; "
+             "absent = the system's trust store" },
+    { .scope = SCOPE_REDIS, .name = "client_cert", .type = T_PEM, .offset = RDS(client_cert),
+      .doc = "rediss: a client certificate (PEM) for servers that require one (mutual TLS)" },
+    { .scope = SCOPE_REDIS, .name = "client_key", .type = T_PEM, .offset = RDS(client_key),
+      .doc = "rediss: the private key of client_cert (PEM)" },
+    { .scope = SCOPE_REDIS, .name = "tls_verify", .type = T_BOOL, .offset = RDS(tls_verify),
+      .def = "yes",
+      .doc = "rediss: check the server's certificate and its name (the URL's host); no = encrypt "
+             "without knowing who answers" },
     { .scope = SCOPE_REDIS, .name = "timeout", .type = T_DURATION, .offset = RDS(timeout_ms),
       .def = "100ms", .min = 1, .max = 60000,
       .doc = "longest wait for one Redis call" },

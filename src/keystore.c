@@ -56,11 +56,6 @@ struct keystore {
     char last_id[48]; /* "" until the first read */
     char epoch[48];   /* Redis's runtime-key epoch: new when its data is */
     char my_epoch[33]; /* what this read proposes if Redis has none */
-    /* the change channel's subscriber (its own connection: SUBSCRIBE takes one) */
-    struct redis_url url;
-    struct event_base *base;
-    redisAsyncContext *sub;
-    struct event *resub_ev;
     bool closing;
     bool polling;
 };
@@ -805,12 +800,10 @@ static void poll_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* A message on the change channel: the digests to forget, at once. */
-static void sub_message(redisAsyncContext *ac, void *reply, void *priv)
+static void sub_message(bool ok, const redisReply *r, void *arg)
 {
-    (void)ac;
-    struct keystore *ks = priv;
-    const redisReply *r = reply;
-    if (!r || ks->closing || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+    struct keystore *ks = arg;
+    if (!ok || !r || ks->closing || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[0]->type != REDIS_REPLY_STRING || strcmp(r->element[0]->str, "message") != 0 ||
         r->element[2]->type != REDIS_REPLY_STRING)
         return;
@@ -819,71 +812,15 @@ static void sub_message(redisAsyncContext *ac, void *reply, void *priv)
     pthread_mutex_unlock(&ks->lock);
 }
 
-static void resubscribe_later(struct keystore *ks)
+void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l)
 {
-    if (ks->closing || !ks->resub_ev)
-        return;
-    struct timeval tv = { RESUBSCRIBE_MS / 1000, (RESUBSCRIBE_MS % 1000) * 1000 };
-    evtimer_add(ks->resub_ev, &tv);
-}
-
-static void sub_connected(const redisAsyncContext *ac, int status)
-{
-    struct keystore *ks = ac->data;
-    if (status != REDIS_OK) { /* hiredis frees ac */
-        ks->sub = NULL;
-        resubscribe_later(ks);
-    }
-}
-
-static void sub_disconnected(const redisAsyncContext *ac, int status)
-{
-    (void)status;
-    struct keystore *ks = ac->data;
-    ks->sub = NULL;
-    resubscribe_later(ks); /* the change log's reads cover what was missed meanwhile */
-}
-
-static void subscribe(struct keystore *ks)
-{
-    redisAsyncContext *ac = ks->url.path[0] ? redisAsyncConnectUnix(ks->url.path)
-                                            : redisAsyncConnect(ks->url.host, ks->url.port);
-    if (!ac || ac->err) {
-        if (ac)
-            redisAsyncFree(ac);
-        return resubscribe_later(ks);
-    }
-    ac->data = ks;
-    redisLibeventAttach(ac, ks->base);
-    redisAsyncSetConnectCallback(ac, sub_connected);
-    redisAsyncSetDisconnectCallback(ac, sub_disconnected);
-    if (ks->url.password[0] && ks->url.user[0])
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", ks->url.user, ks->url.password);
-    else if (ks->url.password[0])
-        redisAsyncCommand(ac, NULL, NULL, "AUTH %s", ks->url.password);
-    redisAsyncCommand(ac, sub_message, ks, "SUBSCRIBE %s", CHANNEL);
-    ks->sub = ac;
-}
-
-static void resubscribe_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    subscribe(arg);
-}
-
-void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l,
-                    const char *redis_url)
-{
-    const char *why;
-    if (!ks || ks->poll_ev || !redis_store(l) || !redis_url_parse(redis_url, &ks->url, &why))
+    if (!ks || ks->poll_ev || !redis_store(l))
         return;
     ks->poll_l = l;
-    ks->base = base;
     ks->poll_ev = evtimer_new(base, poll_cb, ks);
-    ks->resub_ev = evtimer_new(base, resubscribe_cb, ks);
     poll_later(ks, 0);
-    subscribe(ks);
+    /* the change log's reads cover what a lost connection missed */
+    lim_subscribe(l, CHANNEL, sub_message, ks);
 }
 
 void keystore_unwatch(struct keystore *ks)
@@ -891,11 +828,6 @@ void keystore_unwatch(struct keystore *ks)
     if (!ks || !ks->poll_ev)
         return;
     ks->closing = true;
-    if (ks->sub)
-        redisAsyncFree(ks->sub);
-    ks->sub = NULL;
-    event_free(ks->resub_ev);
-    ks->resub_ev = NULL;
     event_free(ks->poll_ev);
     ks->poll_ev = NULL;
 }

@@ -108,6 +108,119 @@ static void local_answered(bool ok, const struct lim_decision *d, void *arg)
     answered(arg, d);
 }
 
+/* ---- what an outage admitted, carried to the shared limiter ---- */
+
+#define DEBT_RETRY_MS 200 /* a failed carry is tried again after this */
+
+struct debt {
+    struct limiter *l;
+    char *key;
+    struct lim_limits lim;
+    int64_t cost, spend;
+};
+
+struct lim_debts {
+    struct debt *v;
+    size_t head, n; /* a ring of LIM_DEBTS_MAX */
+    unsigned long dropped;
+    int64_t next_pay_ms; /* not before (a carry failed) */
+};
+
+/* Queues one debt (its key is taken); the oldest goes when the ring is full. */
+static void debt_push(struct limiter *l, const struct debt *debt)
+{
+    if (!l->debts) {
+        l->debts = sl_calloc(1, sizeof(*l->debts));
+        l->debts->v = sl_calloc(LIM_DEBTS_MAX, sizeof(struct debt));
+    }
+    struct lim_debts *ds = l->debts;
+    if (ds->n == LIM_DEBTS_MAX) {
+        free(ds->v[ds->head].key);
+        ds->head = (ds->head + 1) % LIM_DEBTS_MAX;
+        ds->n--;
+        if (ds->dropped++ == 0)
+            log_warn("limits: more than %d admissions during the Redis outage; the oldest will "
+                     "not be carried to Redis", LIM_DEBTS_MAX);
+    }
+    ds->v[(ds->head + ds->n++) % LIM_DEBTS_MAX] = *debt;
+}
+
+static void debt_add(struct limiter *l, const struct pending *p)
+{
+    struct debt d = { l, sl_strdup(p->key), p->lim, p->cost, p->spend };
+    /* recorded, not decided: no slot is taken, and the record is made even past the limit */
+    d.lim.shadow = true;
+    d.lim.max_inflight = d.lim.team.max_inflight = 0;
+    d.lim.key_user.max_inflight = d.lim.team_user.max_inflight = 0;
+    debt_push(l, &d);
+}
+
+/* A debt carried, or back in the queue if the call failed (a Cluster whose
+ * shard is still down while the others answer). */
+static void debt_paid(bool ok, const struct lim_decision *d, void *arg)
+{
+    (void)d;
+    struct debt *debt = arg;
+    if (ok) {
+        free(debt->key);
+    } else {
+        debt_push(debt->l, debt);
+        debt->l->debts->next_pay_ms = sl_now_ms() + DEBT_RETRY_MS;
+    }
+    free(debt);
+}
+
+/* The shared limiter is back: every debt is sent, in order, in its batches,
+ * ahead of the admission that found it back. False while a failed carry
+ * waits to be tried again. */
+static bool debts_pay(struct limiter *l)
+{
+    struct lim_debts *ds = l->debts;
+    const struct lim_backend *b = &l->shared;
+    if (sl_now_ms() < ds->next_pay_ms)
+        return false;
+    log_info("limits: Redis is back; carrying %zu admissions made in-process during the outage",
+             ds->n);
+    size_t n = ds->n;
+    struct debt *all = sl_malloc(n * sizeof(*all));
+    for (size_t i = 0; i < n; i++)
+        all[i] = ds->v[(ds->head + i) % LIM_DEBTS_MAX];
+    ds->head = ds->n = 0;
+    ds->dropped = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct debt *d = sl_malloc(sizeof(*d));
+        *d = all[i];
+        b->ops->admit(b->self, d->key, &d->lim, d->cost, d->spend, debt_paid, d);
+    }
+    free(all);
+    return true;
+}
+
+size_t lim_debts_waiting(const struct limiter *l)
+{
+    return l->debts ? l->debts->n : 0;
+}
+
+void lim_debts_free(struct limiter *l)
+{
+    struct lim_debts *ds = l->debts;
+    if (!ds)
+        return;
+    for (size_t i = 0; i < ds->n; i++)
+        free(ds->v[(ds->head + i) % LIM_DEBTS_MAX].key);
+    free(ds->v);
+    free(ds);
+    l->debts = NULL;
+}
+
+static void outage_answered(bool ok, const struct lim_decision *d, void *arg)
+{
+    struct pending *p = arg;
+    if (ok && d->admitted && !d->unavailable)
+        debt_add(p->l, p);
+    answered(p, d);
+}
+
 /* The shared limiter is down or failed: apply on_error. Reads (peek, quota)
  * follow local; allow and deny apply to admissions. */
 static void fallback(struct pending *p)
@@ -115,7 +228,7 @@ static void fallback(struct pending *p)
     if (p->kind == P_ADMIT)
         atomic_fetch_add(&lim_degraded, 1);
     if (p->l->on_error == REDIS_ON_ERROR_LOCAL)
-        return ask(&p->l->local, p, local_answered);
+        return ask(&p->l->local, p, p->kind == P_ADMIT ? outage_answered : local_answered);
     struct lim_decision d = { 0 };
     if (p->l->on_error == REDIS_ON_ERROR_ALLOW && p->kind == P_ADMIT) {
         d.admitted = true;
@@ -157,8 +270,12 @@ static void dispatch(struct pending *p)
     struct limiter *l = p->l;
     if (!l->shared.ops)
         return ask(&l->local, p, local_answered);
-    if (l->shared.ops->up(l->shared.self))
+    if (l->shared.ops->up(l->shared.self)) {
+        /* Redis must not decide before it has what the outage admitted */
+        if (l->debts && l->debts->n && !debts_pay(l))
+            return fallback(p);
         return ask(&l->shared, p, shared_answered);
+    }
     fallback(p);
 }
 
@@ -233,6 +350,13 @@ void lim_command(struct limiter *l, int argc, const char **argv, const size_t *l
     if (!b->ops || !b->ops->command || !b->ops->up(b->self))
         return cb(false, NULL, arg);
     b->ops->command(b->self, argc, argv, lens, cb, arg);
+}
+
+void lim_subscribe(struct limiter *l, const char *channel, lim_reply_cb cb, void *arg)
+{
+    const struct lim_backend *b = &l->shared;
+    if (b->ops && b->ops->subscribe)
+        b->ops->subscribe(b->self, channel, cb, arg);
 }
 
 void lim_own(struct limiter *l, const char *id, const char *owner, int64_t ttl_s)

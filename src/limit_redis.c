@@ -1,36 +1,46 @@
-/* Rate-limit windows in Redis: hiredis's async API on the worker's libevent
- * loop, one connection per worker. Scripts run by EVALSHA (SHA-1 computed
- * here); a NOSCRIPT answer (restart, SCRIPT FLUSH, failover) is retried once
- * with EVAL, which loads the script again. hiredis has no per-command
- * timeout, so every call carries its own timer: a call that is not answered
- * within [redis] timeout fails, and the connection is dropped and re-made
- * with backoff. While it is down, calls fail at once (no waiting). */
+/* Rate-limit windows in Redis, on the worker's libevent loop through the
+ * Redis client (redis_client.h: one server, Sentinel or Cluster, plain or
+ * TLS). Scripts run by EVALSHA (SHA-1 computed here), loaded on every new
+ * connection ahead of any call; a NOSCRIPT answer (SCRIPT FLUSH) is retried
+ * once with EVAL. Every call carries its own timer: a call that is not
+ * answered within [redis] timeout fails, and its connection is dropped and
+ * made again. While Redis is down, calls fail at once (no waiting). */
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "sluice/config.h"
 #include "sluice/limit_redis.h"
 #include "sluice/limit_script.h"
 #include "sluice/log.h"
+#include "sluice/redis_client.h"
 #include "sluice/redis_reply.h"
 #include "sluice/redis_url.h"
+#include "sluice/tls.h"
 #include "sluice/util.h"
 
 extern const char lua_limits[];
 
 enum { OP_BATCH, OP_CPEEK, OP_CRESET, OP_CADD };
 static const char *const op_modes[] = { "batch", "cpeek", "creset", "cadd" };
-enum state { R_DOWN, R_CONNECTING, R_UP };
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
+/* A Cluster's redirections of one call: MOVED and ASK followed at once
+ * REDIRECTS_NOW times; after that, and on TRYAGAIN (a slot moving with some
+ * of the call's keys), the call waits TRYAGAIN_WAIT_MS before each of at
+ * most TRYAGAIN_MAX more tries (its timeout ends them sooner). Deciding
+ * without Redis meanwhile would not be exact. */
+#define REDIRECTS_NOW 2
+#define TRYAGAIN_MAX 20
+#define TRYAGAIN_WAIT_MS 5
 
+struct sub {
+    lim_reply_cb cb;
+    void *arg;
+};
 
 struct lim_redis {
     struct event_base *base;
@@ -39,18 +49,13 @@ struct lim_redis {
     int64_t window_ms, bucket_ms;
     int64_t lease_ms;
     int worker_id;
-    redisAsyncContext *ac;
-    enum state state;
+    struct rcli *cli;
     bool closing;
-    bool reported_down; /* the last state change logged was "down" */
-    int64_t backoff_ms;
-    struct event *reconnect_ev;
-    struct event *drop_ev; /* drops a stuck connection outside hiredis callbacks */
     struct event *flush_ev; /* sends the queued batches at the end of the loop pass */
     struct call *queue, **queue_tail;
     struct call *free; /* spare calls */
     int nfree;
-    struct sl_buf resp; /* a call's command in RESP, before hiredis copies it */
+    struct sl_buf resp; /* a call's command in RESP */
     struct reply_pool *replies; /* every connection's reply objects */
     char sha[41];
     /* Redis's clock minus ours (us), from TIME at each connection and every
@@ -59,81 +64,53 @@ struct lim_redis {
     bool clock_known;
     int64_t time_sent_us;
     struct event *clock_ev;
+    struct sub sub; /* the channel's listener */
 };
 
 #define CLOCK_REFRESH_MS 30000
 
 atomic_ulong lim_redis_errors;
+const char *const lim_redis_result_names[LR_N] = { "ok", "error", "timeout", "down",
+                                                   "moved", "ask", "tryagain" };
+atomic_ulong lim_redis_calls[LR_N];
+const double lim_redis_bounds[LR_BUCKETS] = { 0.0001, 0.00025, 0.0005, 0.001,
+                                              0.0025, 0.005,   0.01,   0.1 };
+atomic_ulong lim_redis_call_buckets[LR_BUCKETS + 1];
+atomic_ulong lim_redis_call_us;
 
-/* ---- connection ------------------------------------------------------------------ */
-
-static void connect_now(struct lim_redis *r);
-
-static void schedule_reconnect(struct lim_redis *r)
+static void count_call(enum lim_redis_result r)
 {
-    if (r->closing)
-        return;
-    r->backoff_ms = r->backoff_ms ? SL_MIN(r->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
-    struct timeval tv = { (time_t)(r->backoff_ms / 1000), (suseconds_t)(r->backoff_ms % 1000) * 1000 };
-    evtimer_add(r->reconnect_ev, &tv);
+    atomic_fetch_add_explicit(&lim_redis_calls[r], 1, memory_order_relaxed);
 }
 
-static void report_down(struct lim_redis *r, const char *why)
+/* An answered call's time. */
+static void time_call(int64_t sent_us)
 {
-    if (r->reported_down)
-        return;
-    r->reported_down = true;
-    log_warn("worker %d: redis %s unreachable (%s); limits follow on_error until it is back",
-             r->worker_id, r->url.path[0] ? r->url.path : r->url.host, why);
+    int64_t us = sl_now_us() - sent_us;
+    int b = 0;
+    while (b < LR_BUCKETS && (double)us > lim_redis_bounds[b] * 1e6)
+        b++;
+    atomic_fetch_add_explicit(&lim_redis_call_buckets[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lim_redis_call_us, (unsigned long)SL_MAX(us, 0), memory_order_relaxed);
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct lim_redis *r = ac->data;
-    if (status != REDIS_OK) {
-        r->ac = NULL; /* hiredis frees it */
-        r->state = R_DOWN;
-        report_down(r, ac->errstr);
-        schedule_reconnect(r);
-        return;
-    }
-    r->state = R_UP;
-    r->backoff_ms = 0;
-    if (r->reported_down || r->worker_id == 0)
-        log_info("worker %d: redis %s connected", r->worker_id,
-                 r->url.path[0] ? r->url.path : r->url.host);
-    r->reported_down = false;
-}
+/* ---- connections ------------------------------------------------------------------ */
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+static void check_setup_reply(struct rconn *c, struct redisReply *rep, void *arg)
 {
-    struct lim_redis *r = ac->data;
-    r->ac = NULL;
-    r->state = R_DOWN;
-    if (r->closing)
-        return;
-    report_down(r, status == REDIS_OK ? "connection closed" : ac->errstr);
-    schedule_reconnect(r);
-}
-
-static void check_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)priv;
-    redisReply *rep = reply;
+    struct lim_redis *r = arg;
     if (rep && rep->type == REDIS_REPLY_ERROR) {
-        struct lim_redis *r = ac->data;
-        log_error("worker %d: redis setup failed: %s", r->worker_id, rep->str);
-        redisAsyncDisconnect(ac);
+        log_error("worker %d: redis %s setup failed: %s", r->worker_id, rconn_where(c), rep->str);
+        rconn_drop(c, RC_PROTOCOL);
     }
 }
 
 /* TIME's answer: the offset of Redis's clock from ours, taken at the middle
  * of the round trip (its error is at most half of it). */
-static void time_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void time_reply(struct rconn *c, struct redisReply *rep, void *arg)
 {
-    (void)ac;
-    struct lim_redis *r = priv;
-    const redisReply *rep = reply;
+    (void)c;
+    struct lim_redis *r = arg;
     int64_t now = sl_wall_us(), secs, micros;
     if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_STRING ||
@@ -143,10 +120,11 @@ static void time_reply(redisAsyncContext *ac, void *reply, void *priv)
     r->clock_known = true;
 }
 
-static void ask_time(struct lim_redis *r, redisAsyncContext *ac)
+static void ask_time(struct lim_redis *r, struct rconn *c)
 {
     r->time_sent_us = sl_wall_us();
-    redisAsyncCommand(ac, time_reply, r, "TIME");
+    const char *argv[] = { "TIME" };
+    rconn_sendv(c, 1, argv, NULL, time_reply, r);
 }
 
 static void clock_cb(evutil_socket_t fd, short what, void *arg)
@@ -154,60 +132,22 @@ static void clock_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct lim_redis *r = arg;
-    if (r->ac && r->state == R_UP)
-        ask_time(r, r->ac);
+    struct rconn *c = rcli_conn(r->cli, "", 0);
+    if (c)
+        ask_time(r, c);
     struct timeval tv = { CLOCK_REFRESH_MS / 1000, 0 };
     evtimer_add(r->clock_ev, &tv);
 }
 
-static void connect_now(struct lim_redis *r)
+/* A new connection: the script is loaded ahead of any EVALSHA on it (a
+ * NOSCRIPT retry would otherwise let a later call overtake the one
+ * retried), and the clock is read. */
+static void prepare(struct rconn *c, void *arg)
 {
-    redisAsyncContext *ac = r->url.path[0] ? redisAsyncConnectUnix(r->url.path)
-                                           : redisAsyncConnect(r->url.host, r->url.port);
-    if (!ac || ac->err) {
-        report_down(r, ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_reconnect(r);
-        return;
-    }
-    ac->data = r;
-    reply_pool_attach(r->replies, ac->c.reader);
-    redisLibeventAttach(ac, r->base);
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    if (r->url.password[0]) {
-        if (r->url.user[0])
-            redisAsyncCommand(ac, check_setup_reply, NULL, "AUTH %s %s", r->url.user, r->url.password);
-        else
-            redisAsyncCommand(ac, check_setup_reply, NULL, "AUTH %s", r->url.password);
-    }
-    if (r->url.db)
-        redisAsyncCommand(ac, check_setup_reply, NULL, "SELECT %d", r->url.db);
-    /* Loaded ahead of any EVALSHA on this connection: a NOSCRIPT retry would
-     * otherwise let a later call overtake the one retried. */
-    redisAsyncCommand(ac, check_setup_reply, NULL, "SCRIPT LOAD %s", lua_limits);
-    ask_time(r, ac);
-    r->ac = ac;
-    r->state = R_CONNECTING;
-}
-
-static void reconnect_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    connect_now(arg);
-}
-
-static void drop_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
     struct lim_redis *r = arg;
-    if (r->ac && r->state != R_DOWN) {
-        report_down(r, "a call timed out");
-        redisAsyncDisconnect(r->ac); /* pending calls fail; on_disconnect reconnects */
-    }
+    const char *argv[] = { "SCRIPT", "LOAD", lua_limits };
+    rconn_sendv(c, 3, argv, NULL, check_setup_reply, r);
+    ask_time(r, c);
 }
 
 static void sha1_hex(const char *text, char out[41])
@@ -230,14 +170,20 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
         free(r);
         return NULL;
     }
+    struct ssl_ctx_st *tls = NULL;
+    if (r->url.tls) {
+        char err[512];
+        tls = tls_client_new(cfg->ca_file, cfg->client_cert, cfg->client_key, cfg->tls_verify,
+                             err, sizeof(err));
+        if (!tls) /* checked at load; a file changed since then */
+            log_error("worker %d: redis TLS: %s", worker_id, err);
+    }
     r->base = base;
     r->timeout_ms = cfg->timeout_ms;
     r->window_ms = window_ms;
     r->bucket_ms = SL_MAX(window_ms / LIM_BUCKETS, 1);
     r->lease_ms = lim_lease_ms();
     r->worker_id = worker_id;
-    r->reconnect_ev = evtimer_new(base, reconnect_cb, r);
-    r->drop_ev = event_new(base, -1, 0, drop_cb, r);
     r->flush_ev = event_new(base, -1, 0, flush_cb, r);
     r->clock_ev = evtimer_new(base, clock_cb, r);
     struct timeval tv = { CLOCK_REFRESH_MS / 1000, 0 };
@@ -245,7 +191,12 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->queue_tail = &r->queue;
     r->replies = reply_pool_new();
     sha1_hex(lua_limits, r->sha);
-    connect_now(r);
+    struct rcli_opts o = { .url = &r->url, .tls = tls, .timeout_ms = r->timeout_ms,
+                           .worker_id = worker_id, .replies = r->replies, .prepare = prepare,
+                           .arg = r };
+    if (!r->url.tls || tls)
+        r->cli = rcli_new(base, &o);
+    tls_ctx_free(tls); /* the client holds its own reference */
     return r;
 }
 
@@ -254,11 +205,8 @@ void lim_redis_free(struct lim_redis *r)
     if (!r)
         return;
     r->closing = true;
-    if (r->ac)
-        redisAsyncFree(r->ac); /* pending calls get their failure now */
+    rcli_free(r->cli); /* pending calls get their failure now */
     drop_queue(r);
-    event_free(r->reconnect_ev);
-    event_free(r->drop_ev);
     event_free(r->flush_ev);
     event_free(r->clock_ev);
     free_list(r->free);
@@ -269,7 +217,7 @@ void lim_redis_free(struct lim_redis *r)
 
 bool lim_redis_up(const struct lim_redis *r)
 {
-    return r->state == R_UP;
+    return r->cli && rcli_up(r->cli);
 }
 
 /* ---- calls -----------------------------------------------------------------------
@@ -305,6 +253,12 @@ struct call {
     int kind; /* OP_BATCH or a counter op */
     bool answered; /* the callers have their answers (reply, error or timeout) */
     bool resent;   /* NOSCRIPT already handled once */
+    int redirects; /* MOVED and ASK followed */
+    int tries;     /* TRYAGAIN waited out */
+    struct rconn *conn; /* where it was sent, while it waits */
+    struct event *retry_ev; /* TRYAGAIN: sent again shortly */
+    int64_t sent_us; /* when it was first sent (sl_now_us) */
+    bool retrying; /* waiting on retry_ev, on no connection */
     char key[(CFG_NAME_MAX + 1)];
     struct lim_limits lim;
     enum lim_counter which; /* counter ops */
@@ -330,11 +284,14 @@ static struct call *call_new(struct lim_redis *r, int kind, const char *key,
         c = sl_malloc(sizeof(*c));
         c->text = (struct sl_buf){ 0 };
         c->timer = NULL;
+        c->retry_ev = NULL;
     }
     c->r = r;
     c->next = NULL;
     c->kind = kind;
-    c->answered = c->resent = false;
+    c->answered = c->resent = c->retrying = false;
+    c->redirects = c->tries = 0;
+    c->conn = NULL;
     snprintf(c->key, sizeof(c->key), "%s", key);
     c->lim = *lim;
     c->which = LIM_QUOTA;
@@ -351,6 +308,8 @@ static void call_destroy(struct call *c)
 {
     if (c->timer)
         event_free(c->timer);
+    if (c->retry_ev)
+        event_free(c->retry_ev);
     sl_buf_free(&c->text);
     free(c);
 }
@@ -361,6 +320,8 @@ static void call_free(struct call *c)
     struct lim_redis *r = c->r;
     if (c->timer)
         evtimer_del(c->timer);
+    if (c->retry_ev)
+        evtimer_del(c->retry_ev);
     if (r->nfree < FREE_CALLS && !r->closing) {
         c->next = r->free;
         r->free = c;
@@ -401,40 +362,20 @@ static void call_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct call *c = arg;
+    count_call(LR_TIMEOUT);
     fail_call(c);
-    event_active(c->r->drop_ev, EV_READ, 0); /* the call is freed when hiredis lets go of it */
+    if (c->retrying) { /* no connection holds it */
+        call_free(c);
+        return;
+    }
+    rcli_drop(c->r->cli, c->conn); /* its reply callback gets NULL and frees the call */
 }
 
 /* ---- arguments ---- */
 
-/* Appends one bulk string in RESP: the call goes to Redis as written here
- * (hiredis's own formatting goes through sdscatfmt and cost more than the
- * rest of the call). */
-static void resp_bulk(struct sl_buf *b, const char *s, size_t len)
-{
-    sl_buf_reserve(b, len + 32);
-    char *p = b->data + b->len;
-    *p++ = '$';
-    if (len < 100) { /* nearly every argument: one or two digits, written here */
-        if (len >= 10)
-            *p++ = (char)('0' + len / 10);
-        *p++ = (char)('0' + len % 10);
-    } else {
-        p += sl_fmt_int((int64_t)len, p);
-    }
-    *p++ = '\r';
-    *p++ = '\n';
-    memcpy(p, s, len);
-    p += len;
-    *p++ = '\r';
-    *p++ = '\n';
-    *p = '\0';
-    b->len = (size_t)(p - b->data);
-}
-
 static void arg_mem(struct call *c, const char *s, size_t len)
 {
-    resp_bulk(&c->text, s, len);
+    rconn_bulk(&c->text, s, len);
     c->argc++;
 }
 
@@ -734,10 +675,32 @@ static void args_build(struct call *c)
 
 /* ---- replies ---- */
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv);
+static void on_reply(struct rconn *conn, struct redisReply *rep, void *arg);
+static bool send_call(struct call *c, struct rconn *conn);
 
-/* EVALSHA with the arguments, or after a NOSCRIPT the script itself (EVAL). */
-static int send_call(struct call *c)
+static struct rconn *conn_for(struct call *c)
+{
+    const char *tag = c->lim.team.name[0] ? c->lim.team.name : c->key;
+    return c->r->cli ? rcli_conn(c->r->cli, tag, strlen(tag)) : NULL;
+}
+
+/* TRYAGAIN's wait is over: the call goes to the slot's owner as the map now says. */
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct call *c = arg;
+    c->retrying = false;
+    if (!send_call(c, conn_for(c))) {
+        count_call(LR_DOWN);
+        fail_call(c);
+        call_free(c);
+    }
+}
+
+/* EVALSHA with the arguments, or after a NOSCRIPT the script itself (EVAL),
+ * on conn; false if it is closed. */
+static bool send_call(struct call *c, struct rconn *conn)
 {
     struct sl_buf *b = &c->r->resp;
     b->len = 0;
@@ -745,13 +708,14 @@ static int send_call(struct call *c)
     sl_buf_int(b, c->argc);
     sl_buf_append(b, "\r\n", 2);
     if (c->resent) {
-        resp_bulk(b, "EVAL", 4);
-        resp_bulk(b, lua_limits, strlen(lua_limits));
+        rconn_bulk(b, "EVAL", 4);
+        rconn_bulk(b, lua_limits, strlen(lua_limits));
         sl_buf_append(b, c->text.data + c->script_args, c->text.len - c->script_args);
     } else {
         sl_buf_append(b, c->text.data, c->text.len);
     }
-    return redisAsyncFormattedCommand(c->r->ac, on_reply, c, b->data, b->len);
+    c->conn = conn;
+    return conn && rconn_send(conn, b->data, b->len, on_reply, c);
 }
 
 /* A reply's slots (limit_script.h): a period id rather than a number, and
@@ -905,24 +869,66 @@ static bool answer(struct call *c, const redisReply *rep)
     return true;
 }
 
-static void on_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* The call goes again in TRYAGAIN_WAIT_MS, where the slot map then says. */
+static bool retry_later(struct call *c)
 {
-    (void)ac;
-    struct call *c = priv;
-    redisReply *rep = reply;
-    struct lim_redis *r = c->r;
-    if (rep && rep->type == REDIS_REPLY_ERROR && strncmp(rep->str, "NOSCRIPT", 8) == 0 &&
-        !c->resent && !c->answered && r->ac) {
+    if (!c->retry_ev)
+        c->retry_ev = evtimer_new(c->r->base, retry_cb, c);
+    c->retrying = true;
+    c->conn = NULL;
+    struct timeval tv = { 0, TRYAGAIN_WAIT_MS * 1000 };
+    evtimer_add(c->retry_ev, &tv);
+    return true;
+}
+
+/* An error reply that asks for the call again: NOSCRIPT on the same
+ * connection, MOVED or ASK on another. True if it was sent again. */
+static bool resend(struct call *c, struct rconn *conn, const redisReply *rep)
+{
+    if (c->answered || !rep || rep->type != REDIS_REPLY_ERROR || c->r->closing)
+        return false;
+    if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && !c->resent) {
         c->resent = true;
-        if (send_call(c) == REDIS_OK)
-            return;
+        return send_call(c, conn);
     }
+    struct rconn *to = NULL;
+    enum rcli_redirect how = RCLI_NONE;
+    bool tryagain = strncmp(rep->str, "TRYAGAIN", 8) == 0;
+    if (!tryagain)
+        how = rcli_redirected(c->r->cli, conn, rep->str, &to);
+    if (how != RCLI_NONE)
+        count_call(how == RCLI_ASK ? LR_ASK : LR_MOVED);
+    else if (tryagain)
+        count_call(LR_TRYAGAIN);
+    else
+        return false;
+    /* the first redirections at once; then, as a slot's move settles (its
+     * nodes learn the new owner one by one), a short wait before each */
+    if (how != RCLI_NONE && ++c->redirects <= REDIRECTS_NOW) {
+        if (how == RCLI_ASK) {
+            const char *argv[] = { "ASKING" };
+            rconn_sendv(to, 1, argv, NULL, NULL, NULL);
+        }
+        return send_call(c, to);
+    }
+    if (++c->tries > TRYAGAIN_MAX)
+        return false;
+    return retry_later(c);
+}
+
+static void on_reply(struct rconn *conn, struct redisReply *rep, void *arg)
+{
+    struct call *c = arg;
+    struct lim_redis *r = c->r;
+    if (resend(c, conn, rep))
+        return;
     if (!c->answered) {
         if (!rep || rep->type == REDIS_REPLY_ERROR) {
+            count_call(rep ? LR_ERROR : LR_DOWN);
             if (rep)
                 log_warn("worker %d: redis script error: %s", r->worker_id, rep->str);
             fail_call(c);
-        } else if (!answer(c, rep)) {
+        } else if (count_call(LR_OK), time_call(c->sent_us), !answer(c, rep)) {
             log_warn("worker %d: redis: unexpected reply from the limits script", r->worker_id);
             fail_call(c);
         }
@@ -941,7 +947,9 @@ static void send_now(struct call *c)
     c->deadline_ms =
         r->clock_known ? (sl_wall_us() + r->clock_offset_us) / 1000 + r->timeout_ms : 0;
     args_build(c);
-    if (r->state != R_UP || send_call(c) != REDIS_OK) {
+    c->sent_us = sl_now_us();
+    if (!send_call(c, conn_for(c))) {
+        count_call(LR_DOWN);
         fail_call(c);
         call_free(c);
         return;
@@ -1008,7 +1016,7 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
 static void enqueue(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                     const struct pend *o)
 {
-    if (r->state != R_UP) {
+    if (!lim_redis_up(r)) {
         atomic_fetch_add(&lim_redis_errors, 1);
         if (o->cb)
             o->cb(false, NULL, o->arg);
@@ -1122,6 +1130,52 @@ static void owners_replied(bool ok, const redisReply *rep, void *arg)
 static void redis_command(void *self, int argc, const char **argv, const size_t *lens,
                           lim_reply_cb cb, void *arg);
 
+/* A cluster's lookup: one GET per record (their slots differ), the answer
+ * when the last is in. */
+struct owners_gather {
+    lim_owners_cb cb;
+    void *arg;
+    int n, left;
+    bool ok;
+    char **owners;
+};
+
+struct owners_one {
+    struct owners_gather *g;
+    int i;
+};
+
+static void owner_got(bool ok, const redisReply *rep, void *arg)
+{
+    struct owners_one *one = arg;
+    struct owners_gather *g = one->g;
+    if (!ok || (rep->type != REDIS_REPLY_NIL && rep->type != REDIS_REPLY_STRING))
+        g->ok = false;
+    else if (rep->type == REDIS_REPLY_STRING)
+        g->owners[one->i] = sl_strdup(rep->str);
+    free(one);
+    if (--g->left)
+        return;
+    g->cb(g->ok, g->ok ? (const char **)g->owners : NULL, g->arg);
+    for (int i = 0; i < g->n; i++)
+        free(g->owners[i]);
+    free(g->owners);
+    free(g);
+}
+
+static void owners_apart(struct lim_redis *r, const char *const *keys, int n, lim_owners_cb cb,
+                         void *arg)
+{
+    struct owners_gather *g = sl_calloc(1, sizeof(*g));
+    *g = (struct owners_gather){ cb, arg, n, n, true, sl_calloc((size_t)n + 1, sizeof(char *)) };
+    for (int i = 0; i < n; i++) {
+        struct owners_one *one = sl_malloc(sizeof(*one));
+        *one = (struct owners_one){ g, i };
+        const char *argv[] = { "GET", keys[i] };
+        redis_command(r, 2, argv, NULL, owner_got, one);
+    }
+}
+
 static void redis_owners(void *self, const char *const *ids, int n, lim_owners_cb cb, void *arg)
 {
     n = SL_MIN(n, LIM_OWNERS_MAX);
@@ -1135,9 +1189,14 @@ static void redis_owners(void *self, const char *const *ids, int n, lim_owners_c
         memcpy(keys[i] + sizeof(OWN_PREFIX) - 1 + len, "}", 2);
         argv[i + 1] = keys[i];
     }
-    struct owners_call *q = sl_malloc(sizeof(*q));
-    *q = (struct owners_call){ cb, arg };
-    redis_command(self, n + 1, argv, NULL, owners_replied, q);
+    struct lim_redis *r = self;
+    if (r->url.form == REDIS_CLUSTER && n > 1) /* each record in its own slot */
+        owners_apart(r, argv + 1, n, cb, arg);
+    else {
+        struct owners_call *q = sl_malloc(sizeof(*q));
+        *q = (struct owners_call){ cb, arg };
+        redis_command(self, n + 1, argv, NULL, owners_replied, q);
+    }
     for (int i = 0; i < n; i++)
         free(keys[i]);
 }
@@ -1182,6 +1241,7 @@ struct cmd_call {
     struct lim_redis *r;
     lim_reply_cb cb; /* NULL once answered */
     void *arg;
+    struct rconn *conn;
     struct event *timer;
 };
 
@@ -1201,14 +1261,13 @@ static void cmd_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct cmd_call *q = arg;
     cmd_answer(q, false, NULL);
-    event_active(q->r->drop_ev, EV_READ, 0); /* q is freed when hiredis lets go of it */
+    rcli_drop(q->r->cli, q->conn); /* cmd_reply gets NULL and frees q */
 }
 
-static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void cmd_reply(struct rconn *conn, struct redisReply *rep, void *arg)
 {
-    (void)ac;
-    const redisReply *rep = reply;
-    struct cmd_call *q = priv;
+    (void)conn;
+    struct cmd_call *q = arg;
     if (q->cb) /* unless the timeout answered */
         cmd_answer(q, rep && rep->type != REDIS_REPLY_ERROR, rep);
     if (q->timer)
@@ -1216,13 +1275,36 @@ static void cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
     free(q);
 }
 
+/* The key a command's slot comes from: EVAL's first key (or, with none, its
+ * first argument with a {hash tag}: the runtime keys' scripts), else the
+ * command's first argument. */
+static const char *command_key(int argc, const char **argv, size_t *len, const size_t *lens)
+{
+    int at = 1;
+    if (argc > 3 && (strcasecmp(argv[0], "EVAL") == 0 || strcasecmp(argv[0], "EVALSHA") == 0)) {
+        at = 3;
+        if (strcmp(argv[2], "0") == 0) /* keys named in the arguments: the first hash tag's slot */
+            for (at = 3; at < argc && !strchr(argv[at], '{'); at++)
+                ;
+    }
+    if (at >= argc) {
+        *len = 0;
+        return "";
+    }
+    *len = lens ? lens[at] : strlen(argv[at]);
+    return argv[at];
+}
+
 static void redis_command(void *self, int argc, const char **argv, const size_t *lens,
                           lim_reply_cb cb, void *arg)
 {
     struct lim_redis *r = self;
     struct cmd_call *q = sl_calloc(1, sizeof(*q));
-    *q = (struct cmd_call){ r, cb, arg, NULL };
-    if (r->state != R_UP || redisAsyncCommandArgv(r->ac, cmd_reply, q, argc, argv, lens) != REDIS_OK) {
+    size_t klen;
+    const char *key = command_key(argc, argv, &klen, lens);
+    *q = (struct cmd_call){ r, cb, arg, r->cli ? rcli_conn(r->cli, key, klen) : NULL, NULL };
+    if (!q->conn ||
+        !rconn_sendv(q->conn, argc, (const char *const *)argv, lens, cmd_reply, q)) {
         cmd_answer(q, false, NULL);
         free(q);
         return;
@@ -1230,6 +1312,24 @@ static void redis_command(void *self, int argc, const char **argv, const size_t 
     q->timer = evtimer_new(r->base, cmd_timeout, q);
     struct timeval tv = { (time_t)(r->timeout_ms / 1000), (suseconds_t)(r->timeout_ms % 1000) * 1000 };
     evtimer_add(q->timer, &tv);
+}
+
+/* ---- a channel's messages (runtime keys' changes) ---- */
+
+static void sub_push(struct rconn *c, struct redisReply *rep, void *arg)
+{
+    (void)c;
+    const struct sub *s = arg;
+    s->cb(true, rep, s->arg);
+}
+
+static void redis_subscribe(void *self, const char *channel, lim_reply_cb cb, void *arg)
+{
+    struct lim_redis *r = self;
+    if (!r->cli)
+        return;
+    r->sub = (struct sub){ cb, arg };
+    rcli_subscribe(r->cli, channel, sub_push, &r->sub);
 }
 
 const struct lim_ops lim_redis_ops = {
@@ -1243,4 +1343,5 @@ const struct lim_ops lim_redis_ops = {
     .owners = redis_owners,
     .own = redis_own,
     .command = redis_command,
+    .subscribe = redis_subscribe,
 };

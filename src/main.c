@@ -303,8 +303,7 @@ static int start_workers(struct daemon *d)
         if (d->workers[i] && i == 0) /* fetches an https JWKS on its loop */
             jwks_store_attach(d->jwks, d->workers[i]->base, d->workers[i]->up);
         if (d->workers[i] && i == 0) /* one node-wide reader of Redis's change log */
-            keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter,
-                           d->gen->cfg->redis.url);
+            keystore_watch(d->keys, d->workers[i]->base, &d->workers[i]->limiter);
         if (!d->workers[i] || worker_start(d->workers[i]) != 0) {
             log_error("cannot start worker %d", i);
             return -1;

@@ -489,6 +489,32 @@ static void model_breakers(struct sl_buf *out, struct generation *gen)
     free(mb);
 }
 
+/* sluice_redis_calls_total{result} and sluice_redis_call_duration_seconds. */
+static void redis_calls(struct sl_buf *out)
+{
+    sl_buf_appends(out, "# HELP sluice_redis_calls_total Limiter script calls to Redis by how they "
+                        "ended (moved, ask, tryagain: a Cluster's redirections on the way).\n"
+                        "# TYPE sluice_redis_calls_total counter\n");
+    for (int i = 0; i < LR_N; i++)
+        sl_buf_printf(out, "sluice_redis_calls_total{result=\"%s\"} %lu\n",
+                      lim_redis_result_names[i], (unsigned long)atomic_load(&lim_redis_calls[i]));
+    sl_buf_appends(out, "# HELP sluice_redis_call_duration_seconds Time from sending a limiter "
+                        "call to Redis to its answer.\n"
+                        "# TYPE sluice_redis_call_duration_seconds histogram\n");
+    unsigned long cum = 0;
+    for (int b = 0; b <= LR_BUCKETS; b++) {
+        cum += (unsigned long)atomic_load(&lim_redis_call_buckets[b]);
+        if (b < LR_BUCKETS)
+            sl_buf_printf(out, "sluice_redis_call_duration_seconds_bucket{le=\"%g\"} %lu\n",
+                          lim_redis_bounds[b], cum);
+        else
+            sl_buf_printf(out, "sluice_redis_call_duration_seconds_bucket{le=\"+Inf\"} %lu\n", cum);
+    }
+    sl_buf_printf(out, "sluice_redis_call_duration_seconds_sum %.6f\n"
+                       "sluice_redis_call_duration_seconds_count %lu\n",
+                  (double)atomic_load(&lim_redis_call_us) / 1e6, cum);
+}
+
 static void render_node(struct sl_buf *out, struct generation *gen, long runtime_keys)
 {
     unsigned long long reads[4];
@@ -525,6 +551,7 @@ static void render_node(struct sl_buf *out, struct generation *gen, long runtime
         sl_buf_printf(out, "sluice_backend_state{backend=\"%s\"} %d\n", gen->cfg->backends[i].name,
                       (int)pool_state(gen->pool, i));
     model_breakers(out, gen);
+    redis_calls(out);
     sl_buf_printf(out,
                   "# HELP sluice_redis_errors_total Redis calls that failed or timed out.\n"
                   "# TYPE sluice_redis_errors_total counter\nsluice_redis_errors_total %lu\n"

@@ -37,6 +37,42 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
+struct ssl_ctx_st *tls_client_new(const char *ca_file, const char *cert, const char *key,
+                                  bool verify, char *err, size_t errlen)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx) {
+        openssl_reason(err, errlen, "TLS context", "");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
+    if (ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1
+                : SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        openssl_reason(err, errlen, "ca_file", ca_file ? ca_file : "(system)");
+        goto fail;
+    }
+    if (cert && SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+        openssl_reason(err, errlen, "client_cert", cert);
+        goto fail;
+    }
+    if (key && SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+        openssl_reason(err, errlen, "client_key", key);
+        goto fail;
+    }
+    if (cert && key && SSL_CTX_check_private_key(ctx) != 1) {
+        snprintf(err, errlen, "client_key %s does not belong to client_cert %s", key, cert);
+        ERR_clear_error();
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
 struct ssl_ctx_st *tls_server_new(const char *cert, const char *key, const char *client_ca,
                                   char *err, size_t errlen)
 {

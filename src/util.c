@@ -18,6 +18,11 @@ bool sl_str_eq(struct sl_str a, const char *lit)
     return a.len == n && memcmp(a.p, lit, n) == 0;
 }
 
+bool sl_streq0(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
 bool sl_str_caseeq(struct sl_str a, const char *lit)
 {
     size_t n = strlen(lit);

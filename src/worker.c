@@ -101,7 +101,10 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
 static bool same_redis(const struct cfg_redis *a, const struct cfg_redis *b)
 {
     return a->enabled == b->enabled && a->timeout_ms == b->timeout_ms &&
-           (!a->enabled || strcmp(a->url, b->url) == 0);
+           (!a->enabled || (strcmp(a->url, b->url) == 0 && sl_streq0(a->ca_file, b->ca_file) &&
+                            sl_streq0(a->client_cert, b->client_cert) &&
+                            sl_streq0(a->client_key, b->client_key) &&
+                            a->tls_verify == b->tls_verify));
 }
 
 /* Runs in the worker's thread: new requests start on the new generation;
@@ -244,6 +247,7 @@ void worker_free(struct worker *w)
         return;
     http_server_free(w->http); /* aborts what is left, which cancels its transfers */
     lim_redis_free(w->limiter.shared.self); /* answers admissions still waiting */
+    lim_debts_free(&w->limiter);
     models_cache_free(w->models);     /* before the curl multi its fetches run on */
     tel_exporter_free(w->tel);        /* likewise its export */
     up_multi_free(w->up);

@@ -128,6 +128,8 @@ struct cfg_redis {
     char *url;
     int64_t timeout_ms;
     enum redis_on_error on_error;
+    char *ca_file, *client_cert, *client_key; /* rediss:// (redis_client.h) */
+    bool tls_verify;
 };
 
 struct cfg_backend {

@@ -41,12 +41,11 @@ void keystore_close(struct keystore *ks);
  * state_dir. l may be NULL. */
 bool keystore_on(const struct keystore *ks, const struct limiter *l);
 const char *keystore_dir(const struct keystore *ks);
-/* On this loop (one worker's): subscribes to Redis's change channel (a
- * connection of its own, to redis_url), forgetting what each message names
+/* On this loop (one worker's): subscribes to Redis's change channel
+ * through l (a connection of its own), forgetting what each message names
  * at once, and reads the change log every KEYSTORE_POLL_MS through l, so a
  * message lost (a reconnect) is made up for within that. */
-void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l,
-                    const char *redis_url);
+void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l);
 void keystore_unwatch(struct keystore *ks);
 
 enum ks_found {

@@ -24,11 +24,24 @@ struct lim_backend {
     void *self;
 };
 
+struct lim_debts;
+
 struct limiter {
     struct lim_backend local;  /* the node's in-process windows (self borrowed: node-wide) */
     struct lim_backend shared; /* the one all nodes share (Redis); ops NULL without [redis] */
     int on_error;              /* enum redis_on_error: what to do while shared is down */
+    struct lim_debts *debts;   /* admitted in-process while shared was down (on_error = local) */
 };
+
+/* What an outage admitted in-process is carried to the shared limiter when
+ * it is back: each admission recorded there (as shadow mode records, even
+ * past the limit), so the window after an outage counts what the node let
+ * through during it. At most LIM_DEBTS_MAX per worker; the oldest beyond
+ * that are dropped. */
+#define LIM_DEBTS_MAX 65536
+void lim_debts_free(struct limiter *l);
+/* Admissions waiting to be carried. */
+size_t lim_debts_waiting(const struct limiter *l);
 
 /* Whether a shared limiter is configured, and whether it answers. */
 bool lim_shared_configured(const struct limiter *l);
@@ -78,6 +91,9 @@ void lim_own_then(struct limiter *l, const char *id, const char *owner, int64_t 
  * while it is down, or at the limiter's timeout. */
 void lim_command(struct limiter *l, int argc, const char **argv, const size_t *lens,
                  lim_reply_cb cb, void *arg);
+/* Messages of a Redis channel to cb (ok true, the message), on a
+ * connection of its own; nothing without [redis]. */
+void lim_subscribe(struct limiter *l, const char *channel, lim_reply_cb cb, void *arg);
 
 /* x-ratelimit-* header lines for an admitted request (budget in USD); for
  * an Anthropic caller, its rpm, input_tpm and output_tpm as Anthropic's

@@ -235,6 +235,9 @@ struct lim_ops {
      * keys, keystore.h). */
     void (*command)(void *self, int argc, const char **argv, const size_t *lens, lim_reply_cb cb,
                     void *arg);
+    /* Every message of channel to cb, on a connection of its own made again
+     * after each loss (Redis only: runtime keys' changes). */
+    void (*subscribe)(void *self, const char *channel, lim_reply_cb cb, void *arg);
 };
 
 #endif

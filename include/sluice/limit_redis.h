@@ -30,4 +30,17 @@ bool lim_redis_read_decision(const struct redisReply *rep, struct lim_decision *
 /* Redis calls that failed or timed out, all workers. */
 extern atomic_ulong lim_redis_errors;
 
+/* Every script call's end, all workers (sluice_redis_calls_total{result}):
+ * answered, an error, timed out, no connection to send it on; and the
+ * redirections a Cluster's calls followed on the way. */
+enum lim_redis_result { LR_OK, LR_ERROR, LR_TIMEOUT, LR_DOWN, LR_MOVED, LR_ASK, LR_TRYAGAIN, LR_N };
+extern const char *const lim_redis_result_names[LR_N];
+extern atomic_ulong lim_redis_calls[LR_N];
+/* sluice_redis_call_duration_seconds: answered calls by upper bound (the
+ * last: above every bound), and the sum of their times in microseconds. */
+#define LR_BUCKETS 8
+extern const double lim_redis_bounds[LR_BUCKETS];
+extern atomic_ulong lim_redis_call_buckets[LR_BUCKETS + 1];
+extern atomic_ulong lim_redis_call_us;
+
 #endif

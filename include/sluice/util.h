@@ -33,6 +33,8 @@ struct sl_str {
 #define SL_STR(lit) ((struct sl_str){ (lit), sizeof(lit) - 1 })
 
 bool sl_str_eq(struct sl_str a, const char *lit);
+/* Both NULL, or both the same string. */
+bool sl_streq0(const char *a, const char *b);
 bool sl_str_caseeq(struct sl_str a, const char *lit);
 bool sl_str_casestarts(struct sl_str a, const char *prefix);
 /* Whether a is prefix and more; *rest is the more. */

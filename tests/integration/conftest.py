@@ -67,3 +67,25 @@ def redis(tmp):
 @pytest.fixture
 def sluice(mock, start_sluice):
     return start_sluice(base_conf(mock.url))
+
+
+@pytest.fixture(scope="session")
+def _cluster(tmp_path_factory):
+    from redis_topo import Cluster
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def cluster(_cluster):
+    """A 3-master Redis Cluster (one per test session), emptied for each test."""
+    for port in _cluster.masters():
+        _cluster.node(port).cli("FLUSHALL")
+    return _cluster
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_redis(request):
+    """The same test against one Redis and against a 3-master Redis Cluster."""
+    return request.getfixturevalue(request.param)

@@ -131,43 +131,78 @@ class Mock:
 
 
 class Redis:
-    """A private redis-server on a free port, no persistence."""
+    """A private redis-server on a free port, no persistence. tls: a dict of
+    PEM paths (cert, key, ca) and "clients" (no | optional | yes): TLS only,
+    no plain port. args: more server options (an ACL user, cluster mode)."""
 
-    def __init__(self, tmp, port=None):
+    def __init__(self, tmp, port=None, tls=None, args=(), password=None):
         self.tmp = tmp
         self.port = port or free_port()
+        self.tls = tls
+        self.args = list(args)
+        self.password = password  # what the test's own commands log in with
         self.start()
 
     def start(self):
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls["cert"]),
+                     "--tls-key-file", str(self.tls["key"]), "--tls-ca-cert-file", str(self.tls["ca"]),
+                     "--tls-auth-clients", self.tls.get("clients", "no")]
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp), "--enable-debug-command", "local"],
+            ["redis-server", *ports, "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.tmp), "--enable-debug-command", "local",
+             *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.proc)
 
     @property
     def url(self):
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def cli(self, *args):
-        r = subprocess.run(["redis-cli", "-p", str(self.port), *map(str, args)],
+        tls = ["--tls", "--cacert", str(self.tls["ca"]), "--cert", str(self.tls["cert"]),
+               "--key", str(self.tls["key"])] if self.tls else []
+        auth = ["--user", self.password[0], "--pass", self.password[1], "--no-auth-warning"] \
+            if self.password else []
+        r = subprocess.run(["redis-cli", "-p", str(self.port), *tls, *auth, *map(str, args)],
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
 
     def call(self, *args):
         """One command over RESP; the reply as Python values (errors raise)."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            out = b"*%d\r\n" % len(args)
-            for a in args:
-                a = a if isinstance(a, bytes) else str(a).encode()
-                out += b"$%d\r\n%s\r\n" % (len(a), a)
-            s.sendall(out)
-            return resp_read(s.makefile("rb"))
+        return resp_call(self.port, args, tls=self.tls, password=self.password)
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def resp_call(port, args, tls=None, password=None, timeout=10):
+    """One command (after AUTH when password = (user, pass)) over RESP to
+    127.0.0.1:port; the reply as Python values (errors raise)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    if tls:
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(tls["ca"]))
+        ctx.load_cert_chain(str(tls["cert"]), str(tls["key"]))
+        s = ctx.wrap_socket(s, server_hostname="localhost")
+    with s:
+        f = s.makefile("rb")
+        for cmd in ([("AUTH", *password)] if password else []) + [args]:
+            out = b"*%d\r\n" % len(cmd)
+            for a in cmd:
+                a = a if isinstance(a, bytes) else str(a).encode()
+                out += b"$%d\r\n%s\r\n" % (len(a), a)
+            s.sendall(out)
+            reply = resp_read(f)
+        return reply
 
 
 def resp_read(f):

@@ -228,16 +228,17 @@ def test_require_prices_refuses_a_config_with_an_unpriced_model(mock, start_slui
 
 # ---- exactness -------------------------------------------------------------------
 
-@pytest.mark.parametrize("nodes_n", [1, 3])
+@pytest.mark.parametrize("nodes_n", [1, 3, "cluster"])
 def test_budget_exact_under_concurrency(mock, start_sluice, request, nodes_n):
     """$0.01 and requests of exactly $0.001 (max_tokens = 100): of 60 concurrent
     requests exactly 10 are admitted, on one node in-process or on three nodes
     sharing one Redis, and the spend after settlement is exactly the budget."""
-    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
+    redis = request.getfixturevalue("redis" if nodes_n == 3 else "cluster") if nodes_n != 1 else None
+    len_nodes = 1 if nodes_n == 1 else 3
     text = conf(mock, {"a": "budget = 0.01\nbudget_period = month"}, redis)
-    nodes = [start_sluice(text) for _ in range(nodes_n)]
+    nodes = [start_sluice(text) for _ in range(len_nodes)]
     headers = {**FULL, "x-mock-delay-ms": "100"}
-    results = burst([lambda i=i: nodes[i % nodes_n].chat(MINI, headers=headers) for i in range(60)])
+    results = burst([lambda i=i: nodes[i % len_nodes].chat(MINI, headers=headers) for i in range(60)])
     statuses = [r.status for r in results]
     assert statuses.count(200) == 10 and statuses.count(429) == 50
     refused = next(r for r in results if r.status == 429)

@@ -22,15 +22,16 @@ def redis_section(redis):
     return f"\n[redis]\nurl = {redis.url}\ntimeout = 500ms\n" if redis else ""
 
 
-@pytest.mark.parametrize("nodes_n", [1, 3])
+@pytest.mark.parametrize("nodes_n", [1, 3, "cluster"])
 def test_backend_rpm_exact_across_nodes(start_mock, start_sluice, request, nodes_n):
     """30 requests at once over 1 node (in-process windows) or 3 nodes sharing
     Redis: the backend with rpm = 10 gets exactly 10, its peer the rest."""
-    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
+    redis = request.getfixturevalue("redis" if nodes_n == 3 else "cluster") if nodes_n != 1 else None
+    len_nodes = 1 if nodes_n == 1 else 3
     a, b = start_mock(), start_mock()
     conf = pool_conf([("a", a, "rpm = 10"), ("b", b, "")]) + redis_section(redis)
-    nodes = [start_sluice(conf) for _ in range(nodes_n)]
-    statuses = [r.status for r in burst([lambda i=i: nodes[i % nodes_n].chat(CHAT)
+    nodes = [start_sluice(conf) for _ in range(len_nodes)]
+    statuses = [r.status for r in burst([lambda i=i: nodes[i % len_nodes].chat(CHAT)
                                          for i in range(30)])]
     assert statuses == [200] * 30
     assert a.stats()["requests"] == 10 and b.stats()["requests"] == 20

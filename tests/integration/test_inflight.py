@@ -40,15 +40,16 @@ def concurrency_refusal(status, headers, body):
             body.replace(" ", "") and '"code":"rate_limit_exceeded"' in body.replace(" ", ""))
 
 
-@pytest.mark.parametrize("nodes_n", [1, 3])
+@pytest.mark.parametrize("nodes_n", [1, 3, "cluster"])
 def test_max_inflight_holds_across_nodes(start_mock, start_sluice, request, nodes_n):
     """40 slow streams at once over 1 node (in-process) or 3 nodes sharing
     Redis: 5 are open at the mock, never more; the other 35 get 429 of type
     concurrency with Retry-After 1; the slots come back when the streams end."""
-    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
+    redis = request.getfixturevalue("redis" if nodes_n == 3 else "cluster") if nodes_n != 1 else None
+    len_nodes = 1 if nodes_n == 1 else 3
     mock = start_mock()
-    nodes = [start_sluice(conf(mock, redis, "max_inflight = 5")) for _ in range(nodes_n)]
-    results = burst([lambda i=i: stream(nodes[i % nodes_n]) for i in range(40)])
+    nodes = [start_sluice(conf(mock, redis, "max_inflight = 5")) for _ in range(len_nodes)]
+    results = burst([lambda i=i: stream(nodes[i % len_nodes]) for i in range(40)])
     ok = [r for r in results if r[0] == 200]
     assert len(ok) == 5
     assert all(r[2].rstrip().endswith("data: [DONE]") for r in ok)  # every event of each
@@ -59,14 +60,14 @@ def test_max_inflight_holds_across_nodes(start_mock, start_sluice, request, node
     assert "Too many concurrent requests for key team-a: Limit 5, Open 5." in refused[0][2]
     assert mock.stats()["max_inflight"] == 5
     # every slot is free again: five more at once are all admitted
-    assert [r[0] for r in burst([lambda i=i: stream(nodes[i % nodes_n], headers={})
+    assert [r[0] for r in burst([lambda i=i: stream(nodes[i % len_nodes], headers={})
                                  for i in range(5)])] == [200] * 5
     for s in nodes:
         m = scrape(s)
         assert value(m, "sluice_inflight", key="team-a") == 0
         assert ("sluice_inflight", (("key", "team-b"),)) not in m  # only keys with the limit
         assert value(m, "sluice_rate_limited_total", key="team-a", dimension="inflight") == \
-            sum(1 for r in refused if r in results[nodes.index(s)::nodes_n])
+            sum(1 for r in refused if r in results[nodes.index(s)::len_nodes])
 
 
 @pytest.mark.parametrize("use_redis", [False, True])

@@ -38,7 +38,8 @@ def test_rpm_exact_under_concurrency(mock, start_sluice, tmp, use_redis, request
     assert mock.stats()["requests"] == 20
 
 
-def test_three_nodes_share_one_redis_exactly(mock, redis, start_sluice):
+def test_three_nodes_share_one_redis_exactly(mock, shared_redis, start_sluice):
+    redis = shared_redis
     mock.configure(prompt_tokens=8)  # usage equals the estimate: no correction frees tokens
     nodes = [start_sluice(limited_conf(mock, "rpm = 30\ninput_tpm = 1000", redis)) for _ in range(3)]
     statuses = burst(nodes, 90)

@@ -420,6 +420,10 @@ def test_in_redis_every_node_sees_a_create_change_and_revoke_within_a_second(moc
              for i in range(3)]
     a, b, c = nodes
     # each node listens on the change channel (a connection of its own) and comes back to it
+    # (subscribed once the node's data connection is up: within a few ms of the start)
+    deadline = time.monotonic() + 2
+    while redis.call("PUBSUB", "NUMSUB", "sluice:{rk}:changes")[1] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert redis.call("PUBSUB", "NUMSUB", "sluice:{rk}:changes")[1] == 3
     redis.call("CLIENT", "KILL", "TYPE", "pubsub")
     t0 = time.monotonic()

@@ -34,11 +34,15 @@ class Pki:
                     "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "30", "-subj", f"/CN={ca}",
                     cwd=d)
 
-    def cert(self, name, ca="ca", days=30, cn="localhost"):
+    def cert(self, name, ca="ca", days=30, cn="localhost", san=None):
+        ext = "ext"
+        if san:  # other names than localhost and 127.0.0.1
+            ext = f"{name}.ext"
+            (self.d / ext).write_text(f"subjectAltName={san}\n")
         openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout",
                 f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=self.d)
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                "-CAcreateserial", "-out", f"{name}.pem", "-days", str(days), "-extfile", "ext",
+                "-CAcreateserial", "-out", f"{name}.pem", "-days", str(days), "-extfile", ext,
                 cwd=self.d)
         os.chmod(self.d / f"{name}.key", 0o600)
         return self.d / f"{name}.pem", self.d / f"{name}.key"

@@ -68,16 +68,17 @@ def as_user(u, extra=None):
     return {"x-sluice-user": u, **(extra or {})}
 
 
-@pytest.mark.parametrize("nodes_n", [1, 3])
+@pytest.mark.parametrize("nodes_n", [1, 3, "cluster"])
 def test_each_user_gets_exactly_their_rpm_across_nodes(mock, start_sluice, request, nodes_n):
     """Eight users of one key, ten requests each, all at once, over one node
     (in-process) or three sharing Redis: exactly user_rpm = 3 of each user's
     pass, whichever node each lands on; the key's own rpm is not the limit."""
-    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
+    redis = request.getfixturevalue("redis" if nodes_n == 3 else "cluster") if nodes_n != 1 else None
+    len_nodes = 1 if nodes_n == 1 else 3
     text = user_conf(mock, redis, "rpm = 1000\nuser_rpm = 3")
-    nodes = [start_sluice(text) for _ in range(nodes_n)]
+    nodes = [start_sluice(text) for _ in range(len_nodes)]
     users = [f"user-{i}@example.com" for i in range(8)]
-    calls = [lambda i=i: (users[i % 8], nodes[i % nodes_n].chat(
+    calls = [lambda i=i: (users[i % 8], nodes[i % len_nodes].chat(
         MINI, headers=as_user(users[i % 8], {"x-mock-delay-ms": "30"})))
         for i in range(80)]
     results = burst(calls)
@@ -244,14 +245,15 @@ def test_per_user_metrics_only_when_asked_and_under_a_cap(mock, start_sluice):
     assert value(m, "sluice_rate_limited_total", key="a", dimension="user_requests") == 1
 
 
-@pytest.mark.parametrize("nodes_n", [1, 3])
+@pytest.mark.parametrize("nodes_n", [1, 3, "cluster"])
 def test_a_user_s_input_tokens_are_exact_across_nodes(mock, start_sluice, request, nodes_n):
     """user_input_tpm = 40 with requests of 9 estimated prompt tokens: 4 of each
     user's 8 concurrent requests fit (36), over one node or three on Redis."""
     from test_budgets import HELLO  # estimate 9
-    redis = request.getfixturevalue("redis") if nodes_n == 3 else None
-    nodes = [start_sluice(user_conf(mock, redis, "user_input_tpm = 40")) for _ in range(nodes_n)]
-    calls = [lambda i=i: (i % 5, nodes[i % nodes_n].chat(
+    redis = request.getfixturevalue("redis" if nodes_n == 3 else "cluster") if nodes_n != 1 else None
+    len_nodes = 1 if nodes_n == 1 else 3
+    nodes = [start_sluice(user_conf(mock, redis, "user_input_tpm = 40")) for _ in range(len_nodes)]
+    calls = [lambda i=i: (i % 5, nodes[i % len_nodes].chat(
         HELLO, headers=as_user(f"p{i % 5}", {"x-mock-delay-ms": "30"}))) for i in range(40)]
     results = burst(calls)
     for u in range(5):

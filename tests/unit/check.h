@@ -48,6 +48,48 @@ static inline size_t check_below(size_t n)
         }                                                                                          \
     } while (0)
 
+#ifdef CHECK_WITH_REDIS
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* A loopback TCP port nothing listens on now. */
+static int check_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    bind(fd, (struct sockaddr *)&a, sizeof(a));
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A redis-server on 127.0.0.1:port without persistence, with password (NULL:
+ * none); it dies with the test, however the test ends. */
+static pid_t check_start_redis(int port, const char *password)
+{
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
+               "", "--appendonly", "no", password ? "--requirepass" : (char *)NULL, password,
+               (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+#endif
+
 #ifdef CHECK_WITH_CONFIG
 #include <stdlib.h>
 #include <unistd.h>

@@ -3,17 +3,12 @@
  * limit, refuses past it with its dimension, reads and adds to a quota,
  * settles, and says it is down once Redis is gone (then every call answers
  * ok=false, for on_error to decide). */
-#include <arpa/inet.h>
 #include <event2/event.h>
-#include <netinet/in.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #define CHECK_WITH_CONFIG
+#define CHECK_WITH_REDIS
 #include "check.h"
 #include "sluice/config.h"
 #include "sluice/limit_redis.h"
@@ -43,32 +38,12 @@ static void until(struct answer *a, int n)
     }
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t len = sizeof(a);
-    bind(fd, (struct sockaddr *)&a, sizeof(a));
-    getsockname(fd, (struct sockaddr *)&a, &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 int main(void)
 {
-    int port = free_port();
+    int port = check_free_port();
     char portstr[16], conf[256];
     snprintf(portstr, sizeof(portstr), "%d", port);
-    pid_t redis = fork();
-    if (redis == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* it dies with the test, however the test ends */
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO);
-        dup2(null, STDERR_FILENO);
-        execlp("redis-server", "redis-server", "--port", portstr, "--bind", "127.0.0.1", "--save",
-               "", "--appendonly", "no", (char *)NULL);
-        _exit(127);
-    }
+    pid_t redis = check_start_redis(port, NULL);
     usleep(300000);
     snprintf(conf, sizeof(conf), "[redis]\nurl = redis://127.0.0.1:%d/0\ntimeout = 1s\n"
              "[backend a]\nurl = http://127.0.0.1:9/v1\n", port);

@@ -1,0 +1,192 @@
+"""Redis as production runs it, started on free loopback ports by the tests
+(and scripts/bench_fleet.py): a master with a replica watched by three
+Sentinels, and a Redis Cluster made with redis-cli --cluster create."""
+import subprocess
+import time
+
+from harness import Redis, free_port, resp_call, wait_port
+
+
+def wait_for(what, check, timeout=20.0, step=0.05):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, RuntimeError):
+            pass
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Sentinel:
+    """A master, a replica and three sentinels (quorum 2) that fail the
+    master over to the replica within about a second of its death."""
+
+    def __init__(self, tmp, name="mymaster", down_after_ms=400):
+        self.name = name
+        tmp.mkdir(parents=True, exist_ok=True)
+        (tmp / "m").mkdir(exist_ok=True)
+        (tmp / "r").mkdir(exist_ok=True)
+        self.master = Redis(tmp / "m")
+        self.replica = Redis(tmp / "r", args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        wait_for("the replica to sync",
+                 lambda: "master_link_status:up" in self.replica.cli("INFO", "replication"))
+        self.ports, self.procs = [], []
+        for i in range(3):
+            port = free_port()
+            conf = tmp / f"sentinel-{i}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+                f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
+                f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+                f"sentinel failover-timeout {name} 2000\n"
+                f"sentinel parallel-syncs {name} 1\n")
+            proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_port(port, proc)
+            self.ports.append(port)
+            self.procs.append(proc)
+        # every sentinel knows the other two and the replica: a failover can be voted
+        wait_for("the sentinels to find each other", lambda: all(
+            len(resp_call(p, ("SENTINEL", "SENTINELS", name))) == 2 and
+            len(resp_call(p, ("SENTINEL", "REPLICAS", name))) == 1 for p in self.ports))
+
+    @property
+    def url(self):
+        hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
+        return f"redis+sentinel://{hosts}/{self.name}/0"
+
+    def master_port(self):
+        return int(resp_call(self.ports[0], ("SENTINEL", "get-master-addr-by-name", self.name))[1])
+
+    def node(self, port):
+        return self.master if self.master.port == port else self.replica
+
+    def kill_master(self):
+        """SIGKILL to the master; returns the old master's Redis object."""
+        old = self.node(self.master_port())
+        old.kill()
+        return old
+
+    def wait_failover(self, old_port, timeout=20):
+        wait_for("the sentinels to promote the replica",
+                 lambda: self.master_port() != old_port, timeout=timeout)
+        return self.node(self.master_port())
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        self.master.stop()
+        self.replica.stop()
+
+
+class Cluster:
+    """Three masters (with replicas=1 a replica each), slots spread by
+    redis-cli --cluster create."""
+
+    def __init__(self, tmp, replicas=0, node_timeout_ms=1000):
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.nodes = []
+        for i in range(3 * (1 + replicas)):
+            d = tmp / f"n{i}"
+            d.mkdir(exist_ok=True)
+            self.nodes.append(Redis(d, args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                             "nodes.conf", "--cluster-node-timeout",
+                                             str(node_timeout_ms),
+                                             # the bus on a free port of its own, not port + 10000
+                                             "--cluster-port", str(free_port()),
+                                             "--logfile", str(d / "redis.log")]))
+        subprocess.run(["redis-cli", "--cluster", "create",
+                        *[f"127.0.0.1:{n.port}" for n in self.nodes],
+                        "--cluster-replicas", str(replicas), "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        if replicas:  # a replica that never synced cannot take over
+            wait_for("the replicas to sync", lambda: all(
+                "master_link_status:up" in n.cli("INFO", "replication") for n in self.nodes
+                if "role:slave" in n.cli("INFO", "replication")))
+
+    def wait_ok(self, timeout=30):
+        wait_for("the cluster to be ok", lambda: all(
+            "cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes
+            if n.proc.poll() is None), timeout=timeout)
+
+    @property
+    def url(self):
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+
+    def masters(self):
+        """{port: [slot ranges]} as the cluster now says."""
+        for n in self.nodes:
+            if n.proc.poll() is None:
+                out = {}
+                for r in resp_call(n.port, ("CLUSTER", "SLOTS")):
+                    out.setdefault(int(r[2][1]), []).append((r[0], r[1]))
+                return out
+        return {}
+
+    def owner(self, key):
+        """The port of the master that owns key's slot."""
+        slot = self.slot(key)
+        for port, ranges in self.masters().items():
+            if any(a <= slot <= b for a, b in ranges):
+                return port
+        return None
+
+    @staticmethod
+    def slot(key):
+        """Redis Cluster's slot of key: CRC16 (XModem) of its hash tag, mod 16384."""
+        k = key.encode()
+        a = k.find(b"{")
+        if a >= 0:
+            b = k.find(b"}", a + 1)
+            if b > a + 1:
+                k = k[a + 1:b]
+        crc = 0
+        for byte in k:
+            crc ^= byte << 8
+            for _ in range(8):
+                crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+        return crc % 16384
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def keys(self, pattern="sluice:*"):
+        """Every key on every live master."""
+        out = []
+        for port in self.masters():
+            out += [k for k in self.node(port).cli("--scan", "--pattern", pattern).split("\n") if k]
+        return out
+
+    def migrate_slot(self, slot, dest_port):
+        """Moves one slot with its keys to dest, as redis-cli --cluster
+        reshard does: IMPORTING, MIGRATING, MIGRATE of each key, NODE."""
+        src = self.node(self.owner_of_slot(slot))
+        dst = self.node(dest_port)
+        src_id = src.cli("CLUSTER", "MYID")
+        dst_id = dst.cli("CLUSTER", "MYID")
+        dst.cli("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.cli("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while True:
+            keys = [k for k in src.cli("CLUSTER", "GETKEYSINSLOT", slot, 100).split("\n") if k]
+            if not keys:
+                break
+            src.cli("MIGRATE", "127.0.0.1", dest_port, "", 0, 5000, "KEYS", *keys)
+        # the new owner first, then the old, then the rest (as redis-cli does)
+        for n in [dst, src] + [n for n in self.nodes if n not in (dst, src)]:
+            if n.proc.poll() is None:
+                n.cli("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+    def owner_of_slot(self, slot):
+        for port, ranges in self.masters().items():
+            if any(a <= slot <= b for a, b in ranges):
+                return port
+        return None
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()

@@ -1,0 +1,290 @@
+"""Redis as production runs it: rediss:// (TLS, the server's certificate and
+name checked, mutual TLS) with an ACL user, and Sentinel (the master found
+through the sentinels, followed when it fails over). Every server is a real
+redis-server (or redis-server --sentinel) started here on loopback ports."""
+import subprocess
+import time
+
+import pytest
+
+from harness import ENV, SLUICE, Redis
+from redis_topo import Sentinel, wait_for
+from test_limits import EIGHT, burst, limited_conf
+from test_tls import Pki
+
+# the ACL docs/limits.md gives sluice's user
+ACL = ["--user", "default", "off", "--user", "sluice", "on", ">s3cret-pass", "~sluice:*",
+       "&sluice:*", "+@all", "-@dangerous", "+role", "+cluster|slots",
+       "--user", "admin", "on", ">admin-pass", "~*", "&*", "+@all"]
+ADMIN = ("admin", "admin-pass")  # the test's own look at the server
+
+
+@pytest.fixture
+def pki(tmp):
+    return Pki(tmp / "pki")
+
+
+def tls_redis(tmp, pki, clients="no", cert="redis", san=None):
+    c, k = pki.cert(cert, san=san)
+    return Redis(tmp, tls={"cert": c, "key": k, "ca": pki.d / "ca.pem", "clients": clients},
+                 args=ACL, password=ADMIN)
+
+
+def up(s):
+    """s once its Redis connection is up (a TLS handshake takes a few ms after the start)."""
+    wait_for("redis connected", lambda: "connected" in s.log_text(), timeout=10)
+    return s
+
+
+def rediss_conf(mock, redis, limits="rpm = 5", host="127.0.0.1", extra="", on_error="deny",
+                creds="sluice:s3cret-pass@"):
+    conf = limited_conf(mock, limits)
+    return conf + (f"\n[redis]\nurl = rediss://{creds}{host}:{redis.port}/0\ntimeout = 500ms\n"
+                   f"on_error = {on_error}\n{extra}")
+
+
+def test_rediss_with_an_acl_user_counts_exactly_across_nodes(mock, tmp, pki, start_sluice):
+    """Two nodes, one by IP (the certificate's IP name checked), one by
+    host name (SNI and the DNS name checked), as the ACL user: rpm = 5 holds
+    exactly for 12 concurrent requests, and the counters are in Redis."""
+    redis = tls_redis(tmp, pki)
+    ca = f"ca_file = {pki.path('ca.pem')}\n"
+    a = up(start_sluice(rediss_conf(mock, redis, extra=ca)))
+    b = up(start_sluice(rediss_conf(mock, redis, host="localhost", extra=ca)))
+    statuses = burst([a, b], 12)
+    assert statuses.count(200) == 5 and statuses.count(429) == 7
+    assert mock.stats()["requests"] == 5
+    assert any(k.startswith("sluice:{team-a}") for k in redis.cli("--scan").split("\n"))
+    clients = redis.cli("CLIENT", "LIST")
+    assert "user=sluice" in clients and "user=default" not in clients
+    assert "cmd=evalsha" in clients or "cmd=time" in clients
+    for s in (a, b):
+        assert "connected" in s.log_text()
+        assert "s3cret-pass" not in s.log_text()
+    redis.stop()
+
+
+def test_rediss_refuses_a_server_it_cannot_verify(mock, tmp, pki, start_sluice):
+    """A CA that did not sign the server's certificate, or a certificate for
+    another name: no connection (on_error = deny: 503), the reason logged.
+    tls_verify = no encrypts without checking."""
+    redis = tls_redis(tmp, pki)
+    wrong_ca = start_sluice(rediss_conf(mock, redis, extra=f"ca_file = {pki.path('other-ca.pem')}\n"))
+    assert wrong_ca.chat(EIGHT).status == 503
+    wait_for("the log", lambda: "TLS handshake failed" in wrong_ca.log_text())
+    assert "certificate" in wrong_ca.log_text()
+    redis.stop()
+    # a certificate the CA signed, for another name than the one connected to
+    redis = tls_redis(tmp, pki, cert="elsewhere", san="DNS:redis.example")
+    for host in ("127.0.0.1", "localhost"):
+        other_name = start_sluice(rediss_conf(mock, redis, host=host,
+                                              extra=f"ca_file = {pki.path('ca.pem')}\n"))
+        assert other_name.chat(EIGHT).status == 503
+        wait_for("the log", lambda: "TLS handshake failed" in other_name.log_text())
+        assert "mismatch" in other_name.log_text()
+    unchecked = up(start_sluice(rediss_conf(mock, redis, extra="tls_verify = no\n")))
+    assert unchecked.chat(EIGHT).status == 200
+    redis.stop()
+
+
+def test_rediss_mutual_tls_and_a_wrong_password(mock, tmp, pki, start_sluice):
+    redis = tls_redis(tmp, pki, clients="yes")
+    ca = f"ca_file = {pki.path('ca.pem')}\n"
+    no_cert = start_sluice(rediss_conf(mock, redis, extra=ca))
+    assert no_cert.chat(EIGHT).status == 503
+    cert, key = pki.cert("sluice-client")
+    mtls = f"{ca}client_cert = {cert}\nclient_key = {key}\n"
+    with_cert = up(start_sluice(rediss_conf(mock, redis, extra=mtls)))
+    assert [with_cert.chat(EIGHT).status for _ in range(6)] == [200] * 5 + [429]
+    wrong = start_sluice(rediss_conf(mock, redis, extra=mtls, creds="sluice:not-the-pass@"))
+    assert wrong.chat(EIGHT).status == 503
+    wait_for("the log", lambda: "authentication refused" in wrong.log_text())
+    assert "not-the-pass" not in wrong.log_text()
+    redis.stop()
+
+
+def test_rediss_reconnects_after_a_restart(mock, tmp, pki, start_sluice):
+    redis = tls_redis(tmp, pki)
+    s = up(start_sluice(rediss_conf(mock, redis, limits="rpm = 100",
+                                    extra=f"ca_file = {pki.path('ca.pem')}\n")))
+    assert s.chat(EIGHT).status == 200
+    redis.stop()
+    assert s.chat(EIGHT).status == 503
+    redis.start()
+    wait_for("sluice back on Redis", lambda: s.chat(EIGHT).status == 200, timeout=10)
+    assert s.log_text().count("unreachable") == 1
+    redis.stop()
+
+
+def test_redis_tls_options_are_checked_at_load(tmp, pki):
+    def check(redis_section):
+        conf = tmp / "t.conf"
+        conf.write_text("[server]\nlisten = 127.0.0.1:1\n[backend b]\nurl = http://127.0.0.1:2/v1\n"
+                        "api_key = k\n[redis]\n" + redis_section)
+        r = subprocess.run([SLUICE, "-t", "-c", str(conf)], capture_output=True, text=True, env=ENV)
+        return r.returncode, r.stderr
+    rc, err = check(f"url = rediss://127.0.0.1:6380\nca_file = {tmp}/missing.pem\n")
+    assert rc != 0 and "missing.pem" in err
+    rc, err = check(f"url = redis://127.0.0.1:6380\nca_file = {pki.path('ca.pem')}\n")
+    assert rc != 0 and "rediss://" in err
+    cert, key = pki.cert("c")
+    rc, err = check(f"url = rediss://127.0.0.1:6380\nclient_cert = {cert}\n")
+    assert rc != 0 and "client_key" in err
+    rc, err = check(f"url = rediss://127.0.0.1:6380\nca_file = {pki.path('ca.pem')}\n"
+                    f"client_cert = {cert}\nclient_key = {pki.d / 'other-ca.key'}\n")
+    assert rc != 0 and "client_key" in err and "mismatch" in err
+    rc, err = check(f"url = rediss://127.0.0.1:6380\nca_file = {pki.path('ca.pem')}\n"
+                    f"client_cert = {cert}\nclient_key = {key}\n")
+    assert rc == 0, err
+    rc, err = check("url = redis+sentinel://127.0.0.1:26379\n")
+    assert rc != 0 and "master" in err
+    rc, err = check("url = redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster/0\n")
+    assert rc == 0, err
+
+
+# ---- Sentinel ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def sentinel(tmp):
+    s = Sentinel(tmp / "sentinel")
+    yield s
+    s.stop()
+
+
+def sentinel_conf(mock, sentinel, limits, on_error="local"):
+    return limited_conf(mock, limits) + (f"\n[redis]\nurl = {sentinel.url}\ntimeout = 200ms\n"
+                                         f"on_error = {on_error}\n")
+
+
+def test_sentinel_finds_the_master_and_never_writes_to_the_replica(mock, sentinel, start_sluice):
+    s = up(start_sluice(sentinel_conf(mock, sentinel, "rpm = 4")))
+    assert [s.chat(EIGHT).status for _ in range(5)] == [200] * 4 + [429]
+    assert any(k.startswith("sluice:{team-a}") for k in sentinel.master.cli("--scan").split("\n"))
+    assert "connected" in s.log_text() and str(sentinel.master.port) in s.log_text()
+    # the replica has the counters only by replication, and no client of sluice's
+    assert "cmd=evalsha" not in sentinel.replica.cli("CLIENT", "LIST")
+
+
+def test_sentinel_failover_is_followed_and_the_outage_rules_hold(mock, sentinel, start_sluice):
+    """rpm = 10: 4 admitted on the master, which is then killed. While the
+    sentinels fail over, the node's local window starts from Redis's 4; once
+    the replica is promoted sluice moves to it by itself (+switch-master),
+    and no more than 10 pass in the window in all."""
+    s = up(start_sluice(sentinel_conf(mock, sentinel, "rpm = 10")))
+    assert [s.chat(EIGHT).status for _ in range(4)] == [200] * 4
+    sentinel.master.cli("WAIT", 1, 1000)  # the replica has the 4
+    old = sentinel.kill_master()
+    statuses = []
+    deadline = time.time() + 20
+    while time.time() < deadline and "master moved" not in s.log_text():
+        statuses.append(s.chat(EIGHT).status)
+        time.sleep(0.05)
+    new = sentinel.wait_failover(old.port)
+    assert "master moved" in s.log_text() and f":{new.port}" in s.log_text()
+    for _ in range(10):
+        statuses.append(s.chat(EIGHT).status)
+    assert statuses.count(200) == 6, statuses  # 4 + 6 = 10 in the window
+    assert mock.stats()["requests"] == 10
+    # the new master counts them: Redis decides again
+    assert any(k.startswith("sluice:{team-a}") for k in new.cli("--scan").split("\n"))
+
+
+# ---- Cluster -----------------------------------------------------------------------
+
+
+def cluster_conf(mock, cluster, limits, team=None, on_error="local"):
+    conf = limited_conf(mock, limits)
+    if team:
+        conf += f"\n[team {team}]\n"
+        conf = conf.replace("[key team-a]", f"[key team-a]\nteam = {team}", 1)
+    return conf + f"\n[redis]\nurl = {cluster.url}\ntimeout = 300ms\non_error = {on_error}\n"
+
+
+def degraded(s):
+    from test_operations import scrape, value
+    return value(scrape(s), "sluice_limiter_degraded_total")
+
+
+def test_cluster_keeps_each_admission_in_one_slot(mock, cluster, start_sluice):
+    """A key's counters use its team's hash tag, its users' too: each call is
+    one slot, on the master that owns it."""
+    s = start_sluice(cluster_conf(mock, cluster, "rpm = 50\ninput_tpm = 10000\nuser_rpm = 5\n"
+                                                 "trust_user = header", team="platform"))
+    for user in ("ann", "bob"):
+        assert s.chat(EIGHT, headers={"x-sluice-user": user}).status == 200
+    keys = [k for k in cluster.keys() if not k.startswith("sluice:{rk}:")]  # not the key-use records
+    # the key's windows (r, i) and each user's (u3:ann:r, u3:bob:r) under the team's tag
+    assert len(keys) == 4 and all(k.startswith("sluice:{platform}:k:team-a:") for k in keys), keys
+    assert len({cluster.slot(k) for k in keys}) == 1
+    owner = cluster.owner("{platform}")
+    on_owner = cluster.node(owner).cli("--scan", "--pattern", "sluice:{platform}*").split("\n")
+    assert sorted(on_owner) == sorted(keys)
+    assert degraded(s) == 0
+
+
+def redis_calls(s, result):
+    from test_operations import scrape, value
+    return value(scrape(s), "sluice_redis_calls_total", result=result)
+
+
+def test_cluster_follows_a_slot_migration_during_traffic(mock, cluster, start_sluice):
+    """rpm = 40 on two nodes; the key's slot moves to another master while
+    requests flow (TRYAGAIN and ASK while it moves, MOVED after): Redis
+    decides every one of them, and exactly 40 pass."""
+    import threading
+    nodes = [start_sluice(cluster_conf(mock, cluster, "rpm = 40")) for _ in range(2)]
+    slot = cluster.slot("{team-a}")
+    src = cluster.owner_of_slot(slot)
+    dest = next(p for p in cluster.masters() if p != src)
+    statuses = [nodes[i % 2].chat(EIGHT).status for i in range(10)]
+    mover = threading.Thread(target=cluster.migrate_slot, args=(slot, dest))
+    mover.start()
+    while mover.is_alive() and len(statuses) < 30:
+        statuses.append(nodes[len(statuses) % 2].chat(EIGHT).status)
+        time.sleep(0.002)
+    mover.join()
+    assert cluster.owner_of_slot(slot) == dest
+    statuses += [nodes[i % 2].chat(EIGHT).status for i in range(30)]
+    assert statuses.count(200) == 40, statuses
+    assert mock.stats()["requests"] == 40
+    assert any("{team-a}" in k for k in cluster.node(dest).cli("--scan").split("\n"))
+    assert not any("{team-a}" in k for k in cluster.node(src).cli("--scan").split("\n"))
+    # each node's first call after the move was redirected, and none fell back
+    assert all(redis_calls(n, "moved") >= 1 for n in nodes)
+    assert all(degraded(n) == 0 for n in nodes)
+    assert all("script error" not in n.log_text() for n in nodes)
+
+
+def test_cluster_master_failover_during_traffic(mock, tmp, start_sluice):
+    """Three masters with a replica each. The master of the key's slot is
+    killed during traffic: while its replica takes over, the outage rules
+    hold (the local window starts from Redis's count); sluice finds the new
+    master in the slot map by itself, carries what it admitted meanwhile,
+    and no more than rpm pass in the window."""
+    from redis_topo import Cluster
+    c = Cluster(tmp / "ha", replicas=1)
+    try:
+        s = up(start_sluice(cluster_conf(mock, c, "rpm = 20")))
+        statuses = [s.chat(EIGHT).status for _ in range(5)]
+        victim = c.node(c.owner("{team-a}"))
+        victim.cli("WAIT", 1, 1000)  # the replica has the 5
+        victim.kill()
+        deadline = time.time() + 30
+        decided_by_redis = 0
+        while time.time() < deadline and decided_by_redis < 3:
+            before = degraded(s)
+            statuses.append(s.chat(EIGHT).status)
+            decided_by_redis = decided_by_redis + 1 if degraded(s) == before else 0
+            time.sleep(0.05)
+        assert decided_by_redis == 3, "sluice did not return to Redis"
+        new_owner = c.owner("{team-a}")
+        assert new_owner and new_owner != victim.port
+        statuses += [s.chat(EIGHT).status for _ in range(10)]
+        assert degraded(s) > 0  # the outage was real
+        assert statuses.count(200) == 20, statuses
+        assert mock.stats()["requests"] == 20
+        assert any("{team-a}" in k for k in c.node(new_owner).cli("--scan").split("\n"))
+        assert "carrying" in s.log_text()
+    finally:
+        c.stop()
