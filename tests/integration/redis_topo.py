@@ -25,6 +25,15 @@ class Sentinel:
 
     def __init__(self, tmp, name="mymaster", down_after_ms=400):
         self.name = name
+        self.master = self.replica = None
+        self.ports, self.procs = [], []
+        try:
+            self._start(tmp, name, down_after_ms)
+        except BaseException:
+            self.stop()  # nothing started is left running
+            raise
+
+    def _start(self, tmp, name, down_after_ms):
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "m").mkdir(exist_ok=True)
         (tmp / "r").mkdir(exist_ok=True)
@@ -32,7 +41,6 @@ class Sentinel:
         self.replica = Redis(tmp / "r", args=["--replicaof", "127.0.0.1", str(self.master.port)])
         wait_for("the replica to sync",
                  lambda: "master_link_status:up" in self.replica.cli("INFO", "replication"))
-        self.ports, self.procs = [], []
         for i in range(3):
             port = free_port()
             conf = tmp / f"sentinel-{i}.conf"
@@ -44,9 +52,9 @@ class Sentinel:
                 f"sentinel parallel-syncs {name} 1\n")
             proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.procs.append(proc)
             wait_port(port, proc)
             self.ports.append(port)
-            self.procs.append(proc)
         # every sentinel knows the other two and the replica: a failover can be voted
         wait_for("the sentinels to find each other", lambda: all(
             len(resp_call(p, ("SENTINEL", "SENTINELS", name))) == 2 and
@@ -79,8 +87,9 @@ class Sentinel:
             if p.poll() is None:
                 p.terminate()
                 p.wait(10)
-        self.master.stop()
-        self.replica.stop()
+        for r in (self.master, self.replica):
+            if r:
+                r.stop()
 
 
 class Cluster:
@@ -88,8 +97,15 @@ class Cluster:
     redis-cli --cluster create."""
 
     def __init__(self, tmp, replicas=0, node_timeout_ms=1000):
-        tmp.mkdir(parents=True, exist_ok=True)
         self.nodes = []
+        try:
+            self._start(tmp, replicas, node_timeout_ms)
+        except BaseException:
+            self.stop()  # nothing started is left running
+            raise
+
+    def _start(self, tmp, replicas, node_timeout_ms):
+        tmp.mkdir(parents=True, exist_ok=True)
         for i in range(3 * (1 + replicas)):
             d = tmp / f"n{i}"
             d.mkdir(exist_ok=True)

@@ -24,10 +24,20 @@ def pki(tmp):
     return Pki(tmp / "pki")
 
 
-def tls_redis(tmp, pki, clients="no", cert="redis", san=None):
-    c, k = pki.cert(cert, san=san)
-    return Redis(tmp, tls={"cert": c, "key": k, "ca": pki.d / "ca.pem", "clients": clients},
-                 args=ACL, password=ADMIN)
+@pytest.fixture
+def tls_redis(tmp, pki):
+    """Makes TLS redis-servers with the ACL users; each is stopped at the end, passed or not."""
+    started = []
+
+    def make(clients="no", cert="redis", san=None):
+        c, k = pki.cert(cert, san=san)
+        r = Redis(tmp, tls={"cert": c, "key": k, "ca": pki.d / "ca.pem", "clients": clients},
+                  args=ACL, password=ADMIN)
+        started.append(r)
+        return r
+    yield make
+    for r in started:
+        r.stop()
 
 
 def up(s):
@@ -43,11 +53,11 @@ def rediss_conf(mock, redis, limits="rpm = 5", host="127.0.0.1", extra="", on_er
                    f"on_error = {on_error}\n{extra}")
 
 
-def test_rediss_with_an_acl_user_counts_exactly_across_nodes(mock, tmp, pki, start_sluice):
+def test_rediss_with_an_acl_user_counts_exactly_across_nodes(mock, pki, tls_redis, start_sluice):
     """Two nodes, one by IP (the certificate's IP name checked), one by
     host name (SNI and the DNS name checked), as the ACL user: rpm = 5 holds
     exactly for 12 concurrent requests, and the counters are in Redis."""
-    redis = tls_redis(tmp, pki)
+    redis = tls_redis()
     ca = f"ca_file = {pki.path('ca.pem')}\n"
     a = up(start_sluice(rediss_conf(mock, redis, extra=ca)))
     b = up(start_sluice(rediss_conf(mock, redis, host="localhost", extra=ca)))
@@ -64,18 +74,18 @@ def test_rediss_with_an_acl_user_counts_exactly_across_nodes(mock, tmp, pki, sta
     redis.stop()
 
 
-def test_rediss_refuses_a_server_it_cannot_verify(mock, tmp, pki, start_sluice):
+def test_rediss_refuses_a_server_it_cannot_verify(mock, pki, tls_redis, start_sluice):
     """A CA that did not sign the server's certificate, or a certificate for
     another name: no connection (on_error = deny: 503), the reason logged.
     tls_verify = no encrypts without checking."""
-    redis = tls_redis(tmp, pki)
+    redis = tls_redis()
     wrong_ca = start_sluice(rediss_conf(mock, redis, extra=f"ca_file = {pki.path('other-ca.pem')}\n"))
     assert wrong_ca.chat(EIGHT).status == 503
     wait_for("the log", lambda: "TLS handshake failed" in wrong_ca.log_text())
     assert "certificate" in wrong_ca.log_text()
     redis.stop()
     # a certificate the CA signed, for another name than the one connected to
-    redis = tls_redis(tmp, pki, cert="elsewhere", san="DNS:redis.example")
+    redis = tls_redis(cert="elsewhere", san="DNS:redis.example")
     for host in ("127.0.0.1", "localhost"):
         other_name = start_sluice(rediss_conf(mock, redis, host=host,
                                               extra=f"ca_file = {pki.path('ca.pem')}\n"))
@@ -87,8 +97,8 @@ def test_rediss_refuses_a_server_it_cannot_verify(mock, tmp, pki, start_sluice):
     redis.stop()
 
 
-def test_rediss_mutual_tls_and_a_wrong_password(mock, tmp, pki, start_sluice):
-    redis = tls_redis(tmp, pki, clients="yes")
+def test_rediss_mutual_tls_and_a_wrong_password(mock, pki, tls_redis, start_sluice):
+    redis = tls_redis(clients="yes")
     ca = f"ca_file = {pki.path('ca.pem')}\n"
     no_cert = start_sluice(rediss_conf(mock, redis, extra=ca))
     assert no_cert.chat(EIGHT).status == 503
@@ -103,8 +113,8 @@ def test_rediss_mutual_tls_and_a_wrong_password(mock, tmp, pki, start_sluice):
     redis.stop()
 
 
-def test_rediss_reconnects_after_a_restart(mock, tmp, pki, start_sluice):
-    redis = tls_redis(tmp, pki)
+def test_rediss_reconnects_after_a_restart(mock, pki, tls_redis, start_sluice):
+    redis = tls_redis()
     s = up(start_sluice(rediss_conf(mock, redis, limits="rpm = 100",
                                     extra=f"ca_file = {pki.path('ca.pem')}\n")))
     assert s.chat(EIGHT).status == 200
