@@ -38,6 +38,10 @@
 --:   user_max_inflight
 --: TEAM_USER_ARGS team_user_rpm team_user_input_tpm team_user_output_tpm team_user_budget
 --:   team_user_budget_period team_user_max_inflight
+--: SPIKE_KEYS spike
+--: TEAM_SPIKE_KEYS team_spike
+--: SPIKE_ARGS spike_us spike_burst
+--: TEAM_SPIKE_ARGS team_spike_us team_spike_burst
 --: OP_ARGS.a cost force spend lease deadline
 --: OP_ARGS.s bucket input_delta output release quota_delta quota_period spend_delta
 --:   budget_period team_budget_period user_budget_period team_user_budget_period lease
@@ -56,10 +60,11 @@
 -- Modes (ARGV's mode):
 -- count ('cpeek', 'creset', 'cadd'): one counter alone (the admin API);
 --   period kind 1 day, 2 month, 3 total, 4 week; the clock offset is for tests.
--- batch: BATCH_KEYS (the key alone) or TEAM_KEYS, then USER_KEYS and
---   TEAM_USER_KEYS for the scopes the call has (scopes: 1 team, 2 the end
---   user's per key, 4 per team; the sum); BATCH_ARGS, then TEAM_ARGS,
---   USER_ARGS, TEAM_USER_ARGS likewise, then the number of operations and
+-- batch: BATCH_KEYS (the key alone) or TEAM_KEYS, then USER_KEYS,
+--   TEAM_USER_KEYS, SPIKE_KEYS and TEAM_SPIKE_KEYS for the scopes the call
+--   has (scopes: 1 team, 2 the end user's per key, 4 per team, 8 the key's
+--   spike arrest, 16 the team's; the sum); BATCH_ARGS, then TEAM_ARGS,
+--   USER_ARGS, TEAM_USER_ARGS, SPIKE_ARGS, TEAM_SPIKE_ARGS likewise, then the number of operations and
 --   the operations, each its letter and OP_ARGS[letter], done in order in one
 --   call. One reply each:
 --   admission ('a'): checks every window, the quota, both budgets and the
@@ -67,7 +72,8 @@
 --     records the request, reserves the input tokens and the spend and takes
 --     a slot. Reply REPLY (dimension 1..3 the key's windows, 4 quota, 5
 --     budget, 6..8 team windows, 9 team budget, 10 slots, 11 team slots,
---     12..16 the user's windows, budget and slots per key, 17..21 per team;
+--     12..16 the user's windows, budget and slots per key, 17..21 per team,
+--     22 and 23 the key's and the team's spike arrest;
 --     retry_ms -1 = never), or COMPACT_REPLY for a key without budget, team
 --     or user.
 --     Its deadline (ms in Redis's clock, 0 none) is when sluice gives up
@@ -84,6 +90,7 @@ local window_ms = tonumber(ARGV[2])
 local mode = ARGV[3]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cur = math.floor(now / bucket_ms)
 -- The window is the last window_ms / bucket_ms buckets, the current one
 -- included: bucket b counts until b * bucket_ms + window_ms, so no wait is
@@ -193,9 +200,19 @@ local function user_scope(w, ci, si)
   a, k = a + 6, k + 5
 end
 if math.floor(scopes / 2) % 2 == 1 then user_scope(6, 4, 3) end
-if scopes >= 4 then user_scope(9, 5, 4) end
+if math.floor(scopes / 4) % 2 == 1 then user_scope(9, 5, 4) end
+-- Spike arrest, a GCRA: 1 the key's, 2 the team's. Requests at least
+-- pint[i] us apart, pburst[i] of them ahead of that; the state is the
+-- theoretical arrival time (us) of the next request.
+local pint, pburst, pkeys = { 0, 0 }, { 0, 0 }, {}
+local function spike_scope(i)
+  pint[i], pburst[i], pkeys[i] = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), KEYS[k]
+  a, k = a + 2, k + 1
+end
+if math.floor(scopes / 8) % 2 == 1 then spike_scope(1) end
+if scopes >= 16 then spike_scope(2) end
 local first_op = a -- where n is
-local compact = scopes == 0 and climits[2] <= 0 -- the reply without budget, team and user fields
+local compact = scopes % 8 == 0 and climits[2] <= 0 -- the reply without budget, team and user fields
 local wdims = { 1, 2, 3, 6, 7, 8, 12, 13, 14, 17, 18, 19 }
 local cdims = { 4, 5, 9, 15, 20 }
 local sdims = { 10, 11, 16, 21 }
@@ -300,6 +317,34 @@ local function window_refusal(d, want)
   return { 0, dim, lim, used, want, free_after(d, used + want - lim) }
 end
 
+-- ---- spike arrest ----
+local P = {} -- per spike scope: {tat (us), dirty}, read once
+local function spike(i)
+  if not P[i] then P[i] = { tat = tonumber(redis.call('GET', pkeys[i])) or 0, dirty = false } end
+  return P[i]
+end
+
+-- Refused while the next arrival time is more than burst spacings away: the
+-- limit is burst + 1 at once, used the spacings ahead, retry_ms exact.
+local function spike_refusal(i)
+  local gap = pint[i]
+  if gap <= 0 then return nil end
+  local tat = math.max(spike(i).tat, now_us)
+  local tau = gap * pburst[i]
+  if tat - now_us <= tau then return nil end
+  return { 0, 21 + i, pburst[i] + 1, math.ceil((tat - now_us) / gap), 1,
+           math.ceil((tat - tau - now_us) / 1000) }
+end
+
+local function spike_take()
+  for i = 1, 2 do
+    if pint[i] > 0 then
+      local p = spike(i)
+      p.tat, p.dirty = math.max(p.tat, now_us) + pint[i], true
+    end
+  end
+end
+
 -- ---- max_inflight slots ----
 local S = {} -- per slot set: the leases it holds, once counted
 local function slots(i)
@@ -372,7 +417,9 @@ end
 local function admit(cost, spend, force, peek, lease)
   local refusal = nil
   if not peek then
-    -- key, team, the user's per key and per team, then the slots; as limit_local.c
+    -- the spike arrests, then key, team, the user's per key and per team, then the slots;
+    -- as limit_local.c
+    refusal = spike_refusal(1) or spike_refusal(2)
     for base = 0, 9, 3 do
       local ci = base == 0 and 2 or 2 + base / 3
       refusal = refusal or window_refusal(base + 1, 1) or window_refusal(base + 2, cost)
@@ -392,6 +439,7 @@ local function admit(cost, spend, force, peek, lease)
              tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }, true)
   end
   if not peek then
+    spike_take()
     if lease ~= '-' then slot_put(lease, false) end
     for d = 1, 12 do
       local want = d % 3 == 1 and 1 or d % 3 == 2 and cost or 0
@@ -539,6 +587,12 @@ for _, c in pairs(C) do
     else
       redis.call('SET', c.key, c.used)
     end
+  end
+end
+for i, p in pairs(P) do
+  if p.dirty then -- kept until it no longer delays anyone
+    redis.call('SET', pkeys[i], string.format('%.0f', p.tat), 'PX',
+               math.ceil((p.tat - now_us) / 1000) + 1)
   end
 end
 if late then

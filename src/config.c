@@ -573,6 +573,29 @@ static bool set_number(struct parser *p, const struct option *o, void *field, co
     return true;
 }
 
+/* N/s or N/m, as requests per minute (0: none). */
+static bool set_rate(struct parser *p, const struct option *o, void *field, const char *v)
+{
+    int64_t n = 0;
+    const char *slash = strchr(v, '/');
+    char num[24];
+    size_t len = slash ? (size_t)(slash - v) : strlen(v);
+    bool ok = len > 0 && len < sizeof(num);
+    if (ok) {
+        memcpy(num, v, len);
+        num[len] = '\0';
+        ok = sl_parse_int(num, &n) && n >= 0 && n <= 1000000 &&
+             (slash ? strcmp(slash, "/s") == 0 || strcmp(slash, "/m") == 0 : n == 0);
+    }
+    if (!ok) {
+        PERR(p, "%s: '%s' is not a rate such as 10/s or 300/m (at most 1000000; 0 = none)",
+             o->name, SHOWN(v));
+        return false;
+    }
+    *(int64_t *)field = slash && slash[1] == 's' ? n * 60 : n;
+    return true;
+}
+
 static bool set_bool(struct parser *p, const struct option *o, void *field, const char *v)
 {
     if (!sl_parse_bool(v, (bool *)field)) {
@@ -698,7 +721,7 @@ static setter *const setters[] = {
     [T_LISTEN] = set_listen,  [T_ENUM] = set_enum,       [T_MODELS] = set_models,
     [T_STATUS] = set_statuses, [T_HEADERS] = set_headers, [T_DIGEST] = set_digest,
     [T_MONEY] = set_money,    [T_PEM] = set_pem,         [T_RATIO] = set_money,
-    [T_TIME] = set_time,
+    [T_TIME] = set_time,      [T_RATE] = set_rate,
 };
 
 static bool set_option(struct parser *p, const struct option *o, void *obj, const char *v)

@@ -12,7 +12,8 @@ const char *const cfg_scope_names[SCOPE__COUNT] = { "server",   "redis",     "ba
 const char *const cfg_type_names[] = { "integer",   "duration",   "size",        "boolean",
                                        "string",    "URL",        "host:port",   "one of",
                                        "model list", "status list", "header list", "secret",
-                                       "USD",       "PEM file",   "ratio",       "time" };
+                                       "USD",       "PEM file",   "ratio",       "time",
+                                       "rate" };
 
 static const char *const backend_types[] = { "openai", "azure", "anthropic", NULL };
 static const char *const on_error_modes[] = { "local", "allow", "deny", NULL };
@@ -439,6 +440,14 @@ const struct option cfg_options[] = {
       .def = "0", .max = 1000000,
       .doc = "requests of this key open at once, streams included, across all nodes (docs/limits.md); "
              "0 = no cap" },
+    { .scope = SCOPE_KEY, .name = "spike_arrest", .type = T_RATE, .offset = KEY(spike_per_min),
+      .def = "0",
+      .doc = "smooths bursts: requests of this key at least 1/rate apart, across all nodes "
+             "(10/s, 300/m; a GCRA in the same atomic call as every limit); 0 = none; "
+             "docs/limits.md" },
+    { .scope = SCOPE_KEY, .name = "spike_burst", .type = T_INT, .offset = KEY(spike_burst),
+      .def = "0", .max = 1000000,
+      .doc = "spike_arrest: requests allowed ahead of that spacing (a burst of spike_burst + 1)" },
     { .scope = SCOPE_KEY, .name = "queue_timeout", .type = T_DURATION, .offset = KEY(queue_timeout_ms),
       .def = "0s", .max = 3600000,
       .doc = "a request refused on requests, tokens or max_inflight waits up to this long for room "
@@ -472,6 +481,12 @@ const struct option cfg_options[] = {
     { .scope = SCOPE_TEAM, .name = "max_inflight", .type = T_INT, .offset = TEAM(max_inflight),
       .def = "0", .max = 1000000,
       .doc = "requests of all the team's keys open at once, across all nodes; 0 = no cap" },
+    { .scope = SCOPE_TEAM, .name = "spike_arrest", .type = T_RATE, .offset = TEAM(spike_per_min),
+      .def = "0",
+      .doc = "requests of all the team's keys at least 1/rate apart (10/s, 300/m); 0 = none" },
+    { .scope = SCOPE_TEAM, .name = "spike_burst", .type = T_INT, .offset = TEAM(spike_burst),
+      .def = "0", .max = 1000000,
+      .doc = "the team's spike_arrest: requests allowed ahead of that spacing" },
     { .scope = SCOPE_TEAM, .name = "admin_key", .type = T_DIGEST, .offset = TEAM(admin_digest),
       .flags = F_SECRET,
       .doc = "sha256:<64 hex> of a key that may manage this team's runtime keys through "

@@ -205,6 +205,7 @@ static bool read_member(const cJSON *m, struct keys_change *out, char *msg, size
                 : o->type == T_MONEY ? "an amount of USD"
                 : o->type == T_INT   ? "a whole number"
                 : o->type == T_TIME  ? "an RFC 3339 time or null"
+                : o->type == T_RATE  ? "a rate such as \"10/s\" or \"300/m\""
                                      : "a string");
         out->opts[out->nset] = sl_strdup(o->name);
         out->vals[out->nset++] = text;
@@ -443,6 +444,12 @@ static void option_json(const struct option *o, const struct cfg_key *k, struct 
     case T_SIZE:
         sl_buf_int(out, *(const int64_t *)f);
         break;
+    case T_RATE: { /* as the file writes it: "10/s", "7/m" */
+        int64_t per_min = *(const int64_t *)f;
+        sl_buf_printf(out, per_min % 60 || !per_min ? "\"%lld/m\"" : "\"%lld/s\"",
+                      (long long)(per_min % 60 || !per_min ? per_min : per_min / 60));
+        break;
+    }
     case T_DURATION: { /* as the file writes it: "30s", "2500ms" */
         int64_t ms = *(const int64_t *)f;
         sl_buf_printf(out, ms % 1000 ? "\"%lldms\"" : "\"%llds\"",

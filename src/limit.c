@@ -25,6 +25,12 @@ static struct lim_user user_of(const struct cfg_user_limits *u)
                               .max_inflight = u->max_inflight };
 }
 
+/* spike_arrest's spacing: 60 s over the requests per minute (0: none). */
+static int64_t spike_us(int64_t per_min)
+{
+    return per_min ? 60000000 / per_min : 0;
+}
+
 static struct lim_team team_of(const struct cfg_team *t)
 {
     struct lim_team lt = { .rpm = t->rpm,
@@ -32,7 +38,9 @@ static struct lim_team team_of(const struct cfg_team *t)
                            .output_tpm = t->output_tpm,
                            .budget = t->budget,
                            .budget_period = t->budget_period,
-                           .max_inflight = t->max_inflight };
+                           .max_inflight = t->max_inflight,
+                           .spike_us = spike_us(t->spike_per_min),
+                           .spike_burst = t->spike_burst };
     snprintf(lt.name, sizeof(lt.name), "%s", t->name);
     return lt;
 }
@@ -53,6 +61,8 @@ struct lim_limits lim_limits_for(const struct cfg_key *k, const struct cfg_team 
                               .budget_period = k->budget_period,
                               .shadow = k->mode == KEY_MODE_SHADOW,
                               .max_inflight = k->max_inflight,
+                              .spike_us = spike_us(k->spike_per_min),
+                              .spike_burst = k->spike_burst,
                               .key_user = user_of(&k->users) };
     if (t) {
         lim.team = team_of(t);

@@ -128,7 +128,8 @@ bool lim_takes_slot(const struct lim_limits *lim)
 bool lim_unlimited(const struct lim_limits *lim)
 {
     return !lim->rpm && !lim->input_tpm && !lim->output_tpm && !lim->quota && !lim->budget &&
-           !lim->max_inflight && !lim->team.name[0] && !lim_user_scope(lim, LIM_SCOPE_USER);
+           !lim->max_inflight && !lim->spike_us && !lim->team.name[0] &&
+           !lim_user_scope(lim, LIM_SCOPE_USER);
 }
 
 struct lim_count lim_count_of(const struct lim_decision *d, enum lim_counter which)

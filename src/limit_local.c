@@ -45,6 +45,7 @@ struct entry {
     struct counter quota;  /* tokens in the period `quota.period` */
     struct counter budget; /* micro-dollars in the period `budget.period` */
     int64_t inflight;      /* requests holding a max_inflight slot */
+    int64_t tat_us;        /* spike arrest: the next request's theoretical arrival (monotonic us) */
     struct seed seed;
     /* an end user's entry (users): */
     struct entry *chain; /* in its bucket of l->users */
@@ -291,6 +292,7 @@ struct scope_limits {
     int64_t budget;
     int budget_period;
     int64_t max_inflight;
+    int64_t spike_us, spike_burst; /* spike arrest (key and team only) */
 };
 
 enum { SC_KEY, SC_TEAM, SC_USER, SC_TEAM_USER, SC_N };
@@ -325,13 +327,17 @@ static struct scope_limits scope_limits_of(const struct lim_limits *lim, int s)
                                       .win = { lim->rpm, lim->input_tpm, lim->output_tpm },
                                       .budget = lim->budget,
                                       .budget_period = lim->budget_period,
-                                      .max_inflight = lim->max_inflight };
+                                      .max_inflight = lim->max_inflight,
+                                      .spike_us = lim->spike_us,
+                                      .spike_burst = lim->spike_burst };
     case SC_TEAM:
         return (struct scope_limits){ .on = t->name[0] != '\0',
                                       .win = { t->rpm, t->input_tpm, t->output_tpm },
                                       .budget = t->budget,
                                       .budget_period = t->budget_period,
-                                      .max_inflight = t->max_inflight };
+                                      .max_inflight = t->max_inflight,
+                                      .spike_us = t->spike_us,
+                                      .spike_burst = t->spike_burst };
     case SC_USER:
         return user_limits(&lim->key_user, lim_user_scope(lim, LIM_SCOPE_USER));
     default:
@@ -604,6 +610,24 @@ static bool windows_refuse(const struct lim_local *l, const struct view *v,
     return false;
 }
 
+/* Spike arrest (a GCRA, as lua/limits.lua): refused while the next arrival
+ * time is more than spike_burst spacings away; Retry-After exact. */
+static bool spike_refuses(const struct view *v, int64_t now_us, enum lim_dim dim,
+                          struct lim_decision *out)
+{
+    int64_t gap = v->lim.spike_us;
+    if (!gap)
+        return false;
+    int64_t tat = SL_MAX(v->e->tat_us, now_us), tau = gap * v->lim.spike_burst;
+    if (tat - now_us <= tau)
+        return false;
+    *out = (struct lim_decision){ .dim = dim, .limit = v->lim.spike_burst + 1,
+                                  .used = (tat - now_us + gap - 1) / gap, .requested = 1,
+                                  .retry_ms = (tat - tau - now_us + 999) / 1000,
+                                  .where = out->where, .bucket = out->bucket };
+    return true;
+}
+
 /* Whether a quota or budget refuses `want`. */
 static bool counter_refuses(int64_t limit, const struct lim_count *c, int64_t want,
                             enum lim_dim dim, struct lim_decision *out)
@@ -647,6 +671,7 @@ struct deciding {
     struct lim_local *l;
     const struct lim_limits *lim;
     int64_t now, cur, oldest;
+    int64_t now_us; /* spike arrest's clock (monotonic) */
     int64_t wants[3]; /* requests, input, output of this request */
     struct view v[SC_N];
     struct counter *q; /* the key's quota (NULL: none) */
@@ -666,12 +691,16 @@ static void view_open(struct deciding *x, int s, struct entry *e, struct scope_l
         v->b = counter_now(&e->budget, &e->seed.budget, sl.budget_period, x->now, &v->budget);
 }
 
-/* The first dimension that refuses: the key's windows, quota and budget,
+/* The first dimension that refuses: the spike arrests (key, team), then
+ * the key's windows, quota and budget,
  * then the team's, the user's per key and per team, then the slots (as
  * lua/limits.lua); false if none does. */
 static bool refuses(struct deciding *x, int64_t cost, int64_t spend, struct lim_decision *out)
 {
     const struct lim_limits *lim = x->lim;
+    if ((x->v[SC_KEY].e && spike_refuses(&x->v[SC_KEY], x->now_us, LIM_DIM_SPIKE, out)) ||
+        (x->v[SC_TEAM].e && spike_refuses(&x->v[SC_TEAM], x->now_us, LIM_DIM_TEAM_SPIKE, out)))
+        return true;
     for (int s = 0; s < SC_N; s++) {
         const struct view *v = &x->v[s];
         if (!v->e)
@@ -703,6 +732,8 @@ static void record_admission(struct deciding *x, int64_t cost, int64_t spend,
             record(&v->e->win[d], v->lim.win[d], x->cur, x->wants[d]);
         charge(v->b, &v->budget, spend);
         v->e->inflight += v->lim.max_inflight ? 1 : 0;
+        if (v->lim.spike_us)
+            v->e->tat_us = SL_MAX(v->e->tat_us, x->now_us) + v->lim.spike_us;
     }
     if (lim_takes_slot(x->lim))
         out->lease = lim_lease_new();
@@ -732,7 +763,8 @@ static void report(struct deciding *x, bool admitted, struct lim_decision *out)
 static void decide(struct lim_local *l, const char *key, const struct lim_limits *lim,
                    int64_t cost, int64_t spend, bool peek, struct lim_decision *out)
 {
-    struct deciding x = { .l = l, .lim = lim, .now = now_ms(), .wants = { 1, cost, 0 } };
+    struct deciding x = { .l = l, .lim = lim, .now = now_ms(), .now_us = sl_now_us(),
+                          .wants = { 1, cost, 0 } };
     x.cur = floor_div(x.now, l->bucket_ms);
     x.oldest = oldest_bucket(l, x.now);
     struct entry *e[SC_N];

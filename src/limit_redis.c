@@ -26,6 +26,7 @@
 extern const char lua_limits[];
 
 enum { OP_BATCH, OP_CPEEK, OP_CRESET, OP_CADD };
+enum { SCOPE_SPIKE = 8, SCOPE_TEAM_SPIKE = 16 }; /* the script's scopes past enum lim_scope */
 static const char *const op_modes[] = { "batch", "cpeek", "creset", "cadd" };
 
 /* A Cluster's redirections of one call: MOVED and ASK followed at once
@@ -541,11 +542,14 @@ static void key_args(struct call *c, struct names *names, int scopes)
 #define ONE(name, letter, whose) +1
     int user = (scopes & LIM_SCOPE_USER) ? 0 LS_KEYS_USER(ONE) : 0;
     int team_user = (scopes & LIM_SCOPE_TEAM_USER) ? 0 LS_KEYS_TEAM_USER(ONE) : 0;
+    int spike = (scopes & SCOPE_SPIKE) ? 0 LS_KEYS_SPIKE(ONE) : 0;
+    int team_spike = (scopes & SCOPE_TEAM_SPIKE) ? 0 LS_KEYS_TEAM_SPIKE(ONE) : 0;
+    int more = user + team_user + spike + team_spike;
     if (scopes & 1) {
-        arg_int(c, (0 LS_KEYS_TEAM(ONE)) + user + team_user);
+        arg_int(c, (0 LS_KEYS_TEAM(ONE)) + more);
         LS_KEYS_TEAM(KEY_ARG)
     } else {
-        arg_int(c, (0 LS_KEYS_SOLO(ONE)) + user + team_user);
+        arg_int(c, (0 LS_KEYS_SOLO(ONE)) + more);
         LS_KEYS_SOLO(KEY_ARG)
     }
     if (user) {
@@ -553,6 +557,12 @@ static void key_args(struct call *c, struct names *names, int scopes)
     }
     if (team_user) {
         LS_KEYS_TEAM_USER(KEY_ARG)
+    }
+    if (spike) {
+        LS_KEYS_SPIKE(KEY_ARG)
+    }
+    if (team_spike) {
+        LS_KEYS_TEAM_SPIKE(KEY_ARG)
     }
 #undef ONE
 #undef KEY_ARG
@@ -613,7 +623,9 @@ static void args_build(struct call *c)
     const struct lim_limits *lim = &c->lim;
     int scopes = (lim->team.name[0] ? 1 : 0) |
                  (lim_user_scope(lim, LIM_SCOPE_USER) ? LIM_SCOPE_USER : 0) |
-                 (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) ? LIM_SCOPE_TEAM_USER : 0);
+                 (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) ? LIM_SCOPE_TEAM_USER : 0) |
+                 (lim->spike_us ? SCOPE_SPIKE : 0) |
+                 (lim->team.name[0] && lim->team.spike_us ? SCOPE_TEAM_SPIKE : 0);
     struct names names;
     names_of(c, &names);
     arg_str(c, "EVALSHA");
@@ -655,16 +667,21 @@ static void args_build(struct call *c)
         [LS_ARG_TEAM_USER_BUDGET] = tu->budget,
         [LS_ARG_TEAM_USER_BUDGET_PERIOD] = tu->budget_period,
         [LS_ARG_TEAM_USER_MAX_INFLIGHT] = tu->max_inflight,
+        [LS_ARG_SPIKE_US] = lim->spike_us,
+        [LS_ARG_SPIKE_BURST] = lim->spike_burst,
+        [LS_ARG_TEAM_SPIKE_US] = lim->team.spike_us,
+        [LS_ARG_TEAM_SPIKE_BURST] = lim->team.spike_burst,
     };
     /* each scope's arguments only when the call has it */
-    static const int from[] = { LS_ARG_TEAM_RPM, LS_ARG_USER_RPM, LS_ARG_TEAM_USER_RPM, LS_NARGS_ALL };
+    static const int from[] = { LS_ARG_TEAM_RPM, LS_ARG_USER_RPM, LS_ARG_TEAM_USER_RPM,
+                                LS_ARG_SPIKE_US, LS_ARG_TEAM_SPIKE_US, LS_NARGS_ALL };
     for (int a = 0; a < LS_ARG_TEAM_RPM; a++) {
         if (a == LS_ARG_MODE)
             arg_str(c, op_modes[OP_BATCH]);
         else
             arg_int(c, v[a]);
     }
-    for (int s = 0; s < 3; s++)
+    for (int s = 0; s < 5; s++)
         if (scopes & (1 << s))
             for (int a = from[s]; a < from[s + 1]; a++)
                 arg_int(c, v[a]);
@@ -1009,7 +1026,9 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
            at->input_tpm == bt->input_tpm && at->output_tpm == bt->output_tpm &&
            at->budget == bt->budget && at->budget_period == bt->budget_period &&
            strcmp(a->user, b->user) == 0 && same_user(&a->key_user, &b->key_user) &&
-           same_user(&a->team_user, &b->team_user);
+           same_user(&a->team_user, &b->team_user) && a->spike_us == b->spike_us &&
+           a->spike_burst == b->spike_burst && at->spike_us == bt->spike_us &&
+           at->spike_burst == bt->spike_burst;
 }
 
 /* Queues one operation in the key's batch of this loop pass. */

@@ -1084,7 +1084,8 @@ static void refuse(struct sl_request *r, const struct lim_decision *d)
     }
     enum sl_error e = d->dim == LIM_DIM_REQUESTS || d->dim == LIM_DIM_TEAM_REQUESTS ||
                               d->dim == LIM_DIM_USER_REQUESTS ||
-                              d->dim == LIM_DIM_TEAM_USER_REQUESTS
+                              d->dim == LIM_DIM_TEAM_USER_REQUESTS || d->dim == LIM_DIM_SPIKE ||
+                              d->dim == LIM_DIM_TEAM_SPIKE
                           ? ERR_RATE_LIMITED
                           : ERR_RATE_LIMITED_TOKENS;
     request_end(r, END_RATE_LIMITED, &(struct own_answer){ e, msg, headers });

@@ -200,6 +200,7 @@ struct cfg_team {
     int64_t budget;                     /* micro-dollars per budget_period; 0 = none */
     enum quota_period budget_period;
     int64_t max_inflight;               /* requests open at once, all keys; 0 = no cap */
+    int64_t spike_per_min, spike_burst; /* spike_arrest (requests per minute; 0 = none) */
     bool share_resources;               /* its keys' stored resources are the team's */
     struct cfg_user_limits users;       /* per end user, all keys together */
     bool admin_enabled;                 /* admin_key is set: */
@@ -224,6 +225,7 @@ struct cfg_key {
     enum quota_period budget_period;
     int64_t reserve_output_tokens; /* reserved when the request sets no max tokens */
     int64_t max_inflight;          /* requests open at once, across nodes; 0 = no cap */
+    int64_t spike_per_min, spike_burst; /* spike_arrest (requests per minute; 0 = none) */
     int64_t queue_timeout_ms;      /* how long a refused request may wait for room; 0 = never */
     int64_t expires_at;            /* seconds since the epoch; 0 = never */
     int trust_user;                /* enum trust_user: where the end user comes from */

@@ -38,6 +38,7 @@ enum opt_type {
     T_PEM,     /* char*: the path of a PEM file; /path, file:/path or cred:NAME */
     T_RATIO,   /* int64_t parts per million, from a decimal number 0 to 1 */
     T_TIME,    /* int64_t seconds since the epoch, from an RFC 3339 time */
+    T_RATE,    /* int64_t requests per minute, from N/s or N/m; 0 = none */
 };
 
 #define F_REQUIRED 1u /* must be set in its section */

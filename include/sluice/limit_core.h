@@ -42,7 +42,9 @@
     X(TEAM_USER_INPUT, 18, "team_user_input_tokens", "input tokens per minute", true, true)        \
     X(TEAM_USER_OUTPUT, 19, "team_user_output_tokens", "output tokens per minute", true, true)     \
     X(TEAM_USER_BUDGET, 20, "team_user_budget", "budget", true, false)                             \
-    X(TEAM_USER_INFLIGHT, 21, "team_user_inflight", "requests open at once", true, true)
+    X(TEAM_USER_INFLIGHT, 21, "team_user_inflight", "requests open at once", true, true)            \
+    X(SPIKE, 22, "spike_arrest", "spike arrest", false, true)                                      \
+    X(TEAM_SPIKE, 23, "team_spike_arrest", "spike arrest", true, true)
 
 enum lim_dim {
 #define LIM_DIM_ENUM(name, code, label, text, team, waitable) LIM_DIM_##name = code,
@@ -50,7 +52,7 @@ enum lim_dim {
 #undef LIM_DIM_ENUM
 };
 
-#define LIM_DIM_LAST LIM_DIM_TEAM_USER_INFLIGHT
+#define LIM_DIM_LAST LIM_DIM_TEAM_SPIKE
 
 struct lim_dim_info {
     const char *label, *text;
@@ -75,6 +77,7 @@ struct lim_team {
     int64_t budget; /* micro-dollars per period; 0 = none */
     int budget_period;
     int64_t max_inflight; /* 0 = no cap */
+    int64_t spike_us, spike_burst; /* spike arrest: requests at least spike_us apart; 0 = none */
 };
 
 #define LIM_USER 129 /* an end user's id and its NUL (EU_MAX + 1) */
@@ -96,6 +99,8 @@ struct lim_limits {
     int budget_period;
     bool shadow; /* count, but never refuse */
     int64_t max_inflight; /* requests open at once, across nodes; 0 = no cap */
+    int64_t spike_us, spike_burst; /* spike arrest (a GCRA): at least spike_us apart, spike_burst
+                                      ahead of that; 0 = none */
     struct lim_team team;
     char user[LIM_USER];      /* the request's end user; "" = none (then no user_* applies) */
     struct lim_user key_user; /* the key's user_* limits, per user of the key */

@@ -40,11 +40,16 @@
     X(team_user_output, 'o', 3)                                                                    \
     X(team_user_budget, 'b', 3)                                                                    \
     X(team_user_slots, 'f', 3)
+/* spike_arrest's state (the theoretical arrival time), the key's and the
+ * team's, each only when the call has it (scopes 8 and 16). */
+#define LS_KEYS_SPIKE(X) X(spike, 's', 0)
+#define LS_KEYS_TEAM_SPIKE(X) X(team_spike, 's', 1)
 
 /* A batch's arguments (ARGV), in order; the team's follow only with a team,
- * the user's per key and per team only with those scopes (scopes: their sum,
- * 1 team, 2 and 4 the user's, enum lim_scope), then the number of operations
- * and the operations. */
+ * the user's per key and per team only with those scopes, the key's and the
+ * team's spike arrest only with theirs (scopes: their sum, 1 team, 2 and 4
+ * the user's, enum lim_scope, 8 and 16 the spike arrests), then the number
+ * of operations and the operations. */
 #define LS_BATCH_ARGS(X)                                                                           \
     X(BUCKET_MS, bucket_ms)                                                                        \
     X(WINDOW_MS, window_ms)                                                                        \
@@ -81,6 +86,8 @@
     X(TEAM_USER_BUDGET, team_user_budget)                                                          \
     X(TEAM_USER_BUDGET_PERIOD, team_user_budget_period)                                            \
     X(TEAM_USER_MAX_INFLIGHT, team_user_max_inflight)
+#define LS_SPIKE_ARGS(X) X(SPIKE_US, spike_us) X(SPIKE_BURST, spike_burst)
+#define LS_TEAM_SPIKE_ARGS(X) X(TEAM_SPIKE_US, team_spike_us) X(TEAM_SPIKE_BURST, team_spike_burst)
 
 /* One counter alone (the admin API): one key, the counter's prefix. */
 #define LS_COUNT_ARGS(X)                                                                           \
@@ -167,7 +174,8 @@
 #define LS_ENUM_ARG(NAME, name) LS_ARG_##NAME,
 enum ls_batch_arg {
     LS_BATCH_ARGS(LS_ENUM_ARG) LS_TEAM_ARGS(LS_ENUM_ARG) LS_USER_ARGS(LS_ENUM_ARG)
-        LS_TEAM_USER_ARGS(LS_ENUM_ARG) LS_NARGS_ALL
+        LS_TEAM_USER_ARGS(LS_ENUM_ARG) LS_SPIKE_ARGS(LS_ENUM_ARG) LS_TEAM_SPIKE_ARGS(LS_ENUM_ARG)
+            LS_NARGS_ALL
 };
 #undef LS_ENUM_ARG
 #define LS_ENUM_ARG(NAME, name) LS_CARG_##NAME,
