@@ -615,27 +615,25 @@ static void count_args(struct call *c, struct names *names)
     }
 }
 
-/* EVALSHA of lua/limits.lua: the command, the key names and the arguments,
- * by limit_script.h's lists. */
-static void args_build(struct call *c)
+/* The script's scopes of a call (limit_script.h: 1 team, 2 and 4 the user's,
+ * 8 and 16 the spike arrests). */
+static int scopes_of(const struct lim_limits *lim)
 {
-    struct lim_redis *r = c->r;
+    return (lim->team.name[0] ? 1 : 0) |
+           (lim_user_scope(lim, LIM_SCOPE_USER) ? LIM_SCOPE_USER : 0) |
+           (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) ? LIM_SCOPE_TEAM_USER : 0) |
+           (lim->spike_us ? SCOPE_SPIKE : 0) |
+           (lim->team.name[0] && lim->team.spike_us ? SCOPE_TEAM_SPIKE : 0);
+}
+
+/* Every batch argument's number, by its name in limit_script.h. */
+static void batch_values(const struct call *c, int scopes, int64_t v[LS_NARGS_ALL])
+{
+    const struct lim_redis *r = c->r;
     const struct lim_limits *lim = &c->lim;
-    int scopes = (lim->team.name[0] ? 1 : 0) |
-                 (lim_user_scope(lim, LIM_SCOPE_USER) ? LIM_SCOPE_USER : 0) |
-                 (lim_user_scope(lim, LIM_SCOPE_TEAM_USER) ? LIM_SCOPE_TEAM_USER : 0) |
-                 (lim->spike_us ? SCOPE_SPIKE : 0) |
-                 (lim->team.name[0] && lim->team.spike_us ? SCOPE_TEAM_SPIKE : 0);
-    struct names names;
-    names_of(c, &names);
-    arg_str(c, "EVALSHA");
-    arg_str(c, r->sha);
-    c->script_args = c->text.len;
-    if (c->kind != OP_BATCH)
-        return count_args(c, &names);
-    key_args(c, &names, scopes);
+    const struct lim_team *t = &lim->team;
     const struct lim_user *u = &lim->key_user, *tu = &lim->team_user;
-    const int64_t v[LS_NARGS_ALL] = {
+    const int64_t all[LS_NARGS_ALL] = {
         [LS_ARG_BUCKET_MS] = r->bucket_ms,
         [LS_ARG_WINDOW_MS] = r->window_ms,
         [LS_ARG_RPM] = lim->rpm,
@@ -649,12 +647,12 @@ static void args_build(struct call *c)
         [LS_ARG_MAX_INFLIGHT] = lim->max_inflight,
         [LS_ARG_LEASE_MS] = r->lease_ms,
         [LS_ARG_SCOPES] = scopes,
-        [LS_ARG_TEAM_RPM] = lim->team.rpm,
-        [LS_ARG_TEAM_INPUT_TPM] = lim->team.input_tpm,
-        [LS_ARG_TEAM_OUTPUT_TPM] = lim->team.output_tpm,
-        [LS_ARG_TEAM_BUDGET] = lim->team.budget,
-        [LS_ARG_TEAM_BUDGET_PERIOD] = lim->team.budget_period,
-        [LS_ARG_TEAM_MAX_INFLIGHT] = lim->team.max_inflight,
+        [LS_ARG_TEAM_RPM] = t->rpm,
+        [LS_ARG_TEAM_INPUT_TPM] = t->input_tpm,
+        [LS_ARG_TEAM_OUTPUT_TPM] = t->output_tpm,
+        [LS_ARG_TEAM_BUDGET] = t->budget,
+        [LS_ARG_TEAM_BUDGET_PERIOD] = t->budget_period,
+        [LS_ARG_TEAM_MAX_INFLIGHT] = t->max_inflight,
         [LS_ARG_USER_RPM] = u->rpm,
         [LS_ARG_USER_INPUT_TPM] = u->input_tpm,
         [LS_ARG_USER_OUTPUT_TPM] = u->output_tpm,
@@ -669,9 +667,27 @@ static void args_build(struct call *c)
         [LS_ARG_TEAM_USER_MAX_INFLIGHT] = tu->max_inflight,
         [LS_ARG_SPIKE_US] = lim->spike_us,
         [LS_ARG_SPIKE_BURST] = lim->spike_burst,
-        [LS_ARG_TEAM_SPIKE_US] = lim->team.spike_us,
-        [LS_ARG_TEAM_SPIKE_BURST] = lim->team.spike_burst,
+        [LS_ARG_TEAM_SPIKE_US] = t->spike_us,
+        [LS_ARG_TEAM_SPIKE_BURST] = t->spike_burst,
     };
+    memcpy(v, all, sizeof(all));
+}
+
+/* EVALSHA of lua/limits.lua: the command, the key names and the arguments,
+ * by limit_script.h's lists. */
+static void args_build(struct call *c)
+{
+    int scopes = scopes_of(&c->lim);
+    struct names names;
+    names_of(c, &names);
+    arg_str(c, "EVALSHA");
+    arg_str(c, c->r->sha);
+    c->script_args = c->text.len;
+    if (c->kind != OP_BATCH)
+        return count_args(c, &names);
+    key_args(c, &names, scopes);
+    int64_t v[LS_NARGS_ALL];
+    batch_values(c, scopes, v);
     /* each scope's arguments only when the call has it */
     static const int from[] = { LS_ARG_TEAM_RPM, LS_ARG_USER_RPM, LS_ARG_TEAM_USER_RPM,
                                 LS_ARG_SPIKE_US, LS_ARG_TEAM_SPIKE_US, LS_NARGS_ALL };
