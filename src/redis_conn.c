@@ -103,6 +103,8 @@ static struct waiter q_pop(struct rconn *c)
     return w;
 }
 
+static bool do_write(struct rconn *c);
+
 /* ---- closing ---- */
 
 static void destroy(struct rconn *c)
@@ -158,6 +160,8 @@ void rconn_free(struct rconn *c)
     if (!c)
         return;
     c->busy++;
+    if (c->st == C_UP && c->out.len > c->out_off && !c->write_armed)
+        do_write(c); /* what is queued goes out if the socket takes it now (no waiting) */
     close_conn(c, RC_DROPPED, NULL, false);
     c->free_me = true;
     leave(c);
