@@ -8,6 +8,7 @@ BENCH_USERS=N (issue #32): every key trusts x-sluice-user and has per-user
 rpm, input_tpm and output_tpm; the requests name N end users in turn."""
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import threading
@@ -125,6 +126,7 @@ def main():
         s.stop()
         mock.stop()
         redis.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -280,7 +280,8 @@ static void disc_done(struct rcli *cli, bool ok)
 static bool host_from(const redisReply *ip, const redisReply *port, const char *fallback,
                       struct redis_host *h)
 {
-    if (ip->type != REDIS_REPLY_STRING || ip->len >= sizeof(h->name))
+    if (ip->type != REDIS_REPLY_STRING || ip->len >= sizeof(h->name) ||
+        memchr(ip->str, '\0', ip->len)) /* a name cut short by a NUL is not the name */
         return false;
     int64_t p = 0;
     if (port->type == REDIS_REPLY_INTEGER)
@@ -291,7 +292,13 @@ static bool host_from(const redisReply *ip, const redisReply *port, const char *
         return false;
     snprintf(h->name, sizeof(h->name), "%s", ip->len ? ip->str : fallback);
     h->port = (int)p;
-    return true;
+    return h->name[0] != '\0';
+}
+
+bool rcli_master_addr(const struct redisReply *rep, struct redis_host *addr)
+{
+    return rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+           host_from(rep->element[0], rep->element[1], "", addr) && addr->name[0];
 }
 
 static void master_reply(struct rconn *c, struct redisReply *rep, void *arg)
@@ -300,8 +307,7 @@ static void master_reply(struct rconn *c, struct redisReply *rep, void *arg)
     if (c != cli->disc)
         return;
     struct redis_host addr;
-    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        !host_from(rep->element[0], rep->element[1], "", &addr)) {
+    if (!rep || !rcli_master_addr(rep, &addr)) {
         if (rep)
             log_warn("worker %d: sentinel %s does not know master %s", cli->worker_id,
                      rconn_where(c), cli->url.master);
@@ -337,6 +343,22 @@ static int node_index(const struct rcli *cli, const struct node *n)
     return -1;
 }
 
+bool rcli_slot_range(const struct redisReply *r, const char *asked, unsigned *from, unsigned *to,
+                     struct redis_host *master)
+{
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements < 2 ||
+        !host_from(r->element[2]->element[0], r->element[2]->element[1], asked, master))
+        return false;
+    long long a = r->element[0]->integer, b = r->element[1]->integer;
+    if (a < 0 || b >= SLOTS || a > b)
+        return false;
+    *from = (unsigned)a;
+    *to = (unsigned)b;
+    return true;
+}
+
 /* CLUSTER SLOTS: [[start, end, [ip, port, id], replicas…], …]. */
 static bool read_slots(struct rcli *cli, const redisReply *rep, const char *asked)
 {
@@ -344,17 +366,12 @@ static bool read_slots(struct rcli *cli, const redisReply *rep, const char *aske
         return false;
     uint8_t map[SLOTS] = { 0 };
     for (size_t i = 0; i < rep->elements; i++) {
-        const redisReply *r = rep->element[i];
         struct redis_host addr;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
-            r->element[0]->type != REDIS_REPLY_INTEGER ||
-            r->element[1]->type != REDIS_REPLY_INTEGER ||
-            r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements < 2 ||
-            !host_from(r->element[2]->element[0], r->element[2]->element[1], asked, &addr))
+        unsigned from, to;
+        if (!rcli_slot_range(rep->element[i], asked, &from, &to, &addr))
             return false;
-        long long from = r->element[0]->integer, to = r->element[1]->integer;
         struct node *n = node_at(cli, &addr, true);
-        if (!n || from < 0 || to >= SLOTS || from > to)
+        if (!n)
             return false;
         memset(map + from, node_index(cli, n) + 1, (size_t)(to - from + 1));
     }
@@ -426,7 +443,7 @@ static void discover(struct rcli *cli)
     const struct redis_host *h = disc_host(cli, cli->disc_i);
     /* a cluster's map from a node it already named, else from the seeds */
     struct rconn_opts o = conn_opts(cli, h, cli->url.form == REDIS_CLUSTER);
-    cli->disc = rconn_new(cli->base, &o, NULL, disc_state, NULL, cli);
+    cli->disc = rconn_new(cli->base, &o, cli->replies, disc_state, NULL, cli);
 }
 
 static void discover_later(struct rcli *cli)
@@ -448,22 +465,29 @@ static void disc_cb(evutil_socket_t fd, short what, void *arg)
 
 static void watch_start(struct rcli *cli);
 
+bool rcli_parse_switch(const char *msg, const char *master, struct redis_host *to)
+{
+    char name[128], oldip[256], newip[256];
+    int oldport, newport;
+    if (sscanf(msg, "%127s %255s %d %255s %d", name, oldip, &oldport, newip, &newport) != 5 ||
+        strcmp(name, master) != 0 || newport < 1 || newport > 65535)
+        return false;
+    to->port = newport;
+    memcpy(to->name, newip, sizeof(newip));
+    return true;
+}
+
 static void watch_message(struct rconn *c, struct redisReply *rep, void *arg)
 {
     struct rcli *cli = arg;
     (void)c;
     /* ["message", "+switch-master", "NAME old-ip old-port new-ip new-port"] */
+    struct redis_host addr;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
-        rep->element[2]->type != REDIS_REPLY_STRING || strcmp(rep->element[0]->str, "message") != 0)
+        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[2]->type != REDIS_REPLY_STRING ||
+        strcmp(rep->element[0]->str, "message") != 0 ||
+        !rcli_parse_switch(rep->element[2]->str, cli->url.master, &addr))
         return;
-    char name[128], oldip[256], newip[256];
-    int oldport, newport;
-    if (sscanf(rep->element[2]->str, "%127s %255s %d %255s %d", name, oldip, &oldport, newip,
-               &newport) != 5 ||
-        strcmp(name, cli->url.master) != 0 || newport < 1 || newport > 65535)
-        return;
-    struct redis_host addr = { .port = newport };
-    snprintf(addr.name, sizeof(addr.name), "%s", newip);
     master_at(cli, &addr);
 }
 
@@ -491,7 +515,7 @@ static void watch_start(struct rcli *cli)
     if (cli->watch || cli->closing)
         return;
     struct rconn_opts o = conn_opts(cli, disc_host(cli, cli->watch_i), false);
-    cli->watch = rconn_new(cli->base, &o, NULL, watch_state, watch_message, cli);
+    cli->watch = rconn_new(cli->base, &o, cli->replies, watch_state, watch_message, cli);
 }
 
 static void watch_cb(evutil_socket_t fd, short what, void *arg)
@@ -540,7 +564,7 @@ static void sub_start(struct rcli *cli)
     if (!n)
         return; /* the first node up starts it */
     struct rconn_opts o = conn_opts(cli, &n->addr, true);
-    cli->sub = rconn_new(cli->base, &o, NULL, sub_state, sub_push, cli);
+    cli->sub = rconn_new(cli->base, &o, cli->replies, sub_state, sub_push, cli);
 }
 
 static void sub_cb(evutil_socket_t fd, short what, void *arg)
@@ -684,8 +708,7 @@ void rcli_drop(struct rcli *cli, struct rconn *c)
     rconn_retire(c, SL_MAX(5 * cli->timeout_ms, 1000));
 }
 
-/* "MOVED 3999 127.0.0.1:6381": the slot and the address. */
-static bool redirect_target(const char *err, unsigned *slot, struct redis_host *h)
+bool rcli_parse_redirect(const char *err, unsigned *slot, struct redis_host *h)
 {
     const char *sp = strchr(err, ' ');
     if (!sp)
@@ -697,11 +720,19 @@ static bool redirect_target(const char *err, unsigned *slot, struct redis_host *
     if (!colon || colon == addr)
         return false;
     *colon = '\0';
-    int64_t port;
+    char *host = addr;
     size_t len = strlen(addr);
+    if (len >= 2 && host[0] == '[' && host[len - 1] == ']') { /* [::1]:6381 */
+        host[len - 1] = '\0';
+        host++;
+        len -= 2;
+    }
+    if (!len)
+        return false;
+    int64_t port;
     if (!sl_parse_int(colon + 1, &port) || port < 1 || port > 65535 || len >= sizeof(h->name))
         return false;
-    memcpy(h->name, addr, len + 1);
+    memcpy(h->name, host, len + 1);
     h->port = (int)port;
     return true;
 }
@@ -722,7 +753,7 @@ enum rcli_redirect rcli_redirected(struct rcli *cli, struct rconn *from, const c
         return RCLI_NONE;
     unsigned slot;
     struct redis_host h;
-    if (!redirect_target(err, &slot, &h))
+    if (!rcli_parse_redirect(err, &slot, &h))
         return RCLI_NONE;
     struct node *n = node_at(cli, &h, true);
     if (!n)

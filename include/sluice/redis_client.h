@@ -51,6 +51,20 @@ enum rcli_redirect {
 enum rcli_redirect rcli_redirected(struct rcli *cli, struct rconn *from, const char *err,
                                    struct rconn **to);
 
+/* The parsers of what Redis tells the client, exposed for the fuzz target:
+ * one element of CLUSTER SLOTS ([start, end, [ip, port, id], replicas...];
+ * an empty ip is the asked node's), SENTINEL get-master-addr-by-name's
+ * [ip, port], a +switch-master message ("NAME old-ip old-port new-ip
+ * new-port") for master, and a MOVED or ASK error ("MOVED 3999
+ * 127.0.0.1:6381"). False for anything else. */
+struct redisReply;
+struct redis_host;
+bool rcli_slot_range(const struct redisReply *r, const char *asked, unsigned *from, unsigned *to,
+                     struct redis_host *master);
+bool rcli_master_addr(const struct redisReply *rep, struct redis_host *addr);
+bool rcli_parse_switch(const char *msg, const char *master, struct redis_host *to);
+bool rcli_parse_redirect(const char *err, unsigned *slot, struct redis_host *h);
+
 /* A call on c was given up (timeout): c is dropped and made again. */
 void rcli_drop(struct rcli *cli, struct rconn *c);
 

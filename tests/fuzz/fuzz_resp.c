@@ -18,7 +18,7 @@ static void decisions(const redisReply *r)
 {
     struct lim_decision d;
     if (lim_redis_read_decision(r, &d))
-        FUZZ_ASSERT((unsigned)d.dim <= LIM_DIM_TEAM_INFLIGHT);
+        FUZZ_ASSERT((unsigned)d.dim <= LIM_DIM_LAST);
     if (r->type == REDIS_REPLY_ARRAY)
         for (size_t i = 0; i < r->elements; i++)
             decisions(r->element[i]);

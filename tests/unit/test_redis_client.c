@@ -82,6 +82,22 @@ int main(void)
     CHECK(rcli_slot("sluice:{platform}:k:team-a:r", 28) == rcli_slot("platform", 8));
     CHECK(rcli_slot("", 0) == 0);
 
+    /* what the servers say, read */
+    unsigned slot = 0;
+    struct redis_host h;
+    CHECK(rcli_parse_redirect("MOVED 3999 127.0.0.1:6381", &slot, &h) && slot == 3999 &&
+          h.port == 6381 && strcmp(h.name, "127.0.0.1") == 0);
+    CHECK(rcli_parse_redirect("ASK 12182 [::1]:7002", &slot, &h) && slot == 12182 &&
+          strcmp(h.name, "::1") == 0 && h.port == 7002);
+    CHECK(!rcli_parse_redirect("MOVED 16384 127.0.0.1:6381", &slot, &h));
+    CHECK(!rcli_parse_redirect("MOVED 1 127.0.0.1:0", &slot, &h));
+    CHECK(!rcli_parse_redirect("MOVED 1 :6381", &slot, &h));
+    CHECK(!rcli_parse_redirect("MOVED 1", &slot, &h));
+    CHECK(rcli_parse_switch("mymaster 127.0.0.1 6379 127.0.0.2 6380", "mymaster", &h) &&
+          h.port == 6380 && strcmp(h.name, "127.0.0.2") == 0);
+    CHECK(!rcli_parse_switch("other 127.0.0.1 6379 127.0.0.2 6380", "mymaster", &h));
+    CHECK(!rcli_parse_switch("mymaster 127.0.0.1 6379 127.0.0.2 70000", "mymaster", &h));
+
     int port = check_free_port();
     char portstr[16], url[64];
     snprintf(portstr, sizeof(portstr), "%d", port);
