@@ -5,8 +5,6 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -22,13 +20,11 @@
 #include "sluice/keys.h"
 #include "sluice/limit.h"
 #include "sluice/log.h"
-#include "sluice/redis_url.h"
 #include "sluice/util.h"
 
 #define MAX_RECORD (64 * 1024)
 #define PREFIX "sluice:{rk}:" /* one hash tag: every runtime-key record in one Cluster slot */
 #define CHANNEL PREFIX "changes" /* each change published: the digests it touched */
-#define RESUBSCRIBE_MS 1000
 
 struct entry {
     uint8_t digest[32];

@@ -298,3 +298,31 @@ def test_cluster_master_failover_during_traffic(mock, tmp, start_sluice):
         assert "carrying" in s.log_text()
     finally:
         c.stop()
+
+
+def test_cluster_keeps_runtime_keys_and_stored_resources_shared(mock, cluster, start_sluice, tmp):
+    """What else sluice keeps in Redis works on a cluster: a runtime key made
+    on one node is used on another (its records under the {rk} tag, its
+    scripts routed by it), and a file's owner record (each id in its own
+    slot, so a list's records are read one by one) is seen by every node."""
+    import test_resources as res
+    import test_runtime_keys as rk
+    a, b = (start_sluice(rk.conf(mock.url, None, tmp / f"audit{i}.jsonl", redis=cluster.url))
+            for i in range(2))
+    secret = rk.make(a, "roamer")["key"]
+    assert rk.chat(b, secret).status == 200
+    assert rk.admin(b, "GET", "/admin/keys/roamer").json()["source"] == "runtime"
+    assert rk.admin(a, "DELETE", "/admin/keys/roamer").status == 200
+    t0 = time.monotonic()
+    while rk.chat(b, secret).status == 200:
+        assert time.monotonic() - t0 < 1.5, "the revocation did not reach the other node"
+        time.sleep(0.02)
+    assert all(k.startswith("sluice:{rk}:") for k in cluster.keys("sluice:{rk}*"))
+    one, two = start_sluice(res.conf(mock, cluster)), start_sluice(res.conf(mock, cluster))
+    files = [res.make_file(one) for _ in range(4)]
+    slots = {cluster.slot(f"{{{f}}}") for f in files}
+    assert len(slots) > 1  # the records are on several slots
+    assert two.request("GET", f"/v1/files/{files[0]}").status == 200
+    assert two.request("GET", f"/v1/files/{files[0]}", key=res.OTHER_KEY).status == 404
+    assert sorted(res.listed(two, res.CLIENT_KEY)) == sorted(files)
+    assert res.listed(two, res.OTHER_KEY) == []
