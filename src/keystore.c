@@ -819,6 +819,12 @@ void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter
     lim_subscribe(l, CHANNEL, sub_message, ks);
 }
 
+void keystore_rewatch(struct keystore *ks, struct limiter *l)
+{
+    if (ks && ks->poll_ev && ks->poll_l == l && redis_store(l))
+        lim_subscribe(l, CHANNEL, sub_message, ks);
+}
+
 void keystore_unwatch(struct keystore *ks)
 {
     if (!ks || !ks->poll_ev)

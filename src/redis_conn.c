@@ -59,6 +59,8 @@ struct rconn {
     struct ssl_ctx_st *tls; /* NULL: plain */
     enum rconn_err why; /* a socket that never opened, and its reason */
     char detail[128];
+    struct addrinfo *ai, *ai_next; /* the addresses to try, and the next */
+    bool ai_ours;                  /* ai is a unix socket's, made here (not getaddrinfo's) */
 };
 
 const char *rconn_err_name(enum rconn_err e)
@@ -109,8 +111,14 @@ static bool do_write(struct rconn *c);
 
 static void destroy(struct rconn *c)
 {
-    event_free(c->rd);
-    event_free(c->wr);
+    if (c->rd) {
+        event_free(c->rd);
+        event_free(c->wr);
+    }
+    if (c->ai_ours)
+        free(c->ai);
+    else if (c->ai)
+        freeaddrinfo(c->ai);
     event_free(c->flush_ev);
     event_free(c->timer);
     if (c->reader)
@@ -133,8 +141,10 @@ static void close_conn(struct rconn *c, enum rconn_err why, const char *detail, 
         return;
     c->st = C_CLOSED;
     c->busy++;
-    event_del(c->rd);
-    event_del(c->wr);
+    if (c->rd) {
+        event_del(c->rd);
+        event_del(c->wr);
+    }
     event_del(c->flush_ev);
     event_del(c->timer);
     if (c->ssl) {
@@ -430,6 +440,8 @@ static void connected(struct rconn *c, struct ssl_ctx_st *tls)
     handshake(c);
 }
 
+static bool connect_next(struct rconn *c);
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -457,10 +469,13 @@ static void on_write(evutil_socket_t fd, short what, void *arg)
         socklen_t len = sizeof(err);
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
-        if (err)
-            close_conn(c, RC_CONNECT, strerror(err), true);
-        else
+        if (err) {
+            snprintf(c->detail, sizeof(c->detail), "%s", strerror(err));
+            if (!connect_next(c)) /* refused on this address: the host's next, if any */
+                close_conn(c, RC_CONNECT, c->detail, true);
+        } else {
             connected(c, c->tls);
+        }
     } else if (c->st == C_HANDSHAKE) {
         handshake(c);
     } else if (c->st == C_SETUP || c->st == C_UP) {
@@ -498,47 +513,72 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     leave(c);
 }
 
-/* A non-blocking socket connecting to the options' address; -1 with why. */
-static int open_socket(const struct rconn_opts *o, enum rconn_err *why, const char **detail)
+/* The next address of the host's to try (a name may resolve to ::1 and
+ * 127.0.0.1, and the server listen on one): a non-blocking socket
+ * connecting to it, its events made; false when none is left. */
+static bool connect_next(struct rconn *c)
 {
-    int fd = -1;
-    if (o->path) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", o->path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 && errno != EINPROGRESS &&
-            errno != EAGAIN) {
-            *detail = strerror(errno);
-            close(fd);
-            fd = -1;
+    if (c->rd) {
+        event_free(c->rd);
+        event_free(c->wr);
+        c->rd = c->wr = NULL;
+        c->write_armed = false;
+    }
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    while (c->fd < 0 && c->ai_next) {
+        const struct addrinfo *a = c->ai_next;
+        c->ai_next = a->ai_next;
+        int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        if (a->ai_family != AF_UNIX) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
-        *why = RC_CONNECT;
-        return fd;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS &&
+            errno != EAGAIN) {
+            snprintf(c->detail, sizeof(c->detail), "%s", strerror(errno));
+            close(fd);
+            continue;
+        }
+        c->fd = fd;
+    }
+    if (c->fd < 0)
+        return false;
+    c->rd = event_new(c->base, c->fd, EV_READ | EV_PERSIST, on_read, c);
+    c->wr = event_new(c->base, c->fd, EV_WRITE, on_write, c);
+    arm_write(c); /* writable once connected */
+    return true;
+}
+
+/* The addresses to try: the socket's path, or what the host resolves to. */
+static bool resolve(struct rconn *c, const struct rconn_opts *o)
+{
+    if (o->path) {
+        struct addrinfo *a = sl_calloc(1, sizeof(*a) + sizeof(struct sockaddr_un));
+        struct sockaddr_un *sa = (struct sockaddr_un *)(a + 1);
+        sa->sun_family = AF_UNIX;
+        snprintf(sa->sun_path, sizeof(sa->sun_path), "%s", o->path);
+        *a = (struct addrinfo){ .ai_family = AF_UNIX, .ai_socktype = SOCK_STREAM,
+                                .ai_addr = (struct sockaddr *)sa, .ai_addrlen = sizeof(*sa) };
+        c->ai = c->ai_next = a;
+        c->ai_ours = true;
+        return true;
     }
     char port[8];
     snprintf(port, sizeof(port), "%d", o->port);
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
-    int rc = getaddrinfo(o->host, port, &hints, &ai);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
+    int rc = getaddrinfo(o->host, port, &hints, &c->ai);
     if (rc != 0) {
-        *why = RC_RESOLVE;
-        *detail = gai_strerror(rc);
-        return -1;
+        c->ai = NULL;
+        c->why = RC_RESOLVE;
+        snprintf(c->detail, sizeof(c->detail), "%s", gai_strerror(rc));
+        return false;
     }
-    *why = RC_CONNECT;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-            continue;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        if (connect(fd, a->ai_addr, a->ai_addrlen) != 0 && errno != EINPROGRESS) {
-            *detail = strerror(errno);
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    return fd;
+    c->ai_next = c->ai;
+    return true;
 }
 
 /* Fails a connection that never opened from the loop, not inside rconn_new. */
@@ -592,21 +632,16 @@ struct rconn *rconn_new(struct event_base *base, const struct rconn_opts *o,
                  o->port);
     if (!o->path)
         snprintf(c->host, sizeof(c->host), "%s", o->host);
-    enum rconn_err why;
-    const char *detail = NULL;
-    c->fd = open_socket(o, &why, &detail);
-    c->rd = event_new(base, c->fd, EV_READ | EV_PERSIST, on_read, c);
-    c->wr = event_new(base, c->fd, EV_WRITE, on_write, c);
+    c->fd = -1;
     c->flush_ev = event_new(base, -1, 0, on_flush, c);
     c->timer = evtimer_new(base, on_timer, c);
     c->st = C_CONNECTING;
     queue_setup(c, o);
-    if (c->fd < 0) {
+    c->why = RC_CONNECT;
+    if (!resolve(c, o) || !connect_next(c)) {
         /* the owner hears it from the loop, as every other failure */
         event_free(c->timer);
         c->timer = evtimer_new(base, open_failed, c);
-        c->why = why;
-        snprintf(c->detail, sizeof(c->detail), "%s", detail ? detail : "");
         event_active(c->timer, EV_TIMEOUT, 0);
         return c;
     }

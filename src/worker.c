@@ -19,6 +19,7 @@
 #include "sluice/http.h"
 #include "sluice/jwks.h"
 #include "sluice/limit_local.h"
+#include "sluice/keystore.h"
 #include "sluice/limit_redis.h"
 #include "sluice/log.h"
 #include "sluice/models.h"
@@ -140,6 +141,7 @@ static void reload_cb(evutil_socket_t fd, short what, void *arg)
     if (!same_redis(&old->cfg->redis, &g->cfg->redis)) {
         lim_redis_free(w->limiter.shared.self);
         w->limiter.shared = shared_limiter(w, g);
+        keystore_rewatch(w->keys, &w->limiter); /* the change channel, on the new Redis */
     }
     gen_unref(old);
 }

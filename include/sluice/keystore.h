@@ -46,6 +46,9 @@ const char *keystore_dir(const struct keystore *ks);
  * at once, and reads the change log every KEYSTORE_POLL_MS through l, so a
  * message lost (a reconnect) is made up for within that. */
 void keystore_watch(struct keystore *ks, struct event_base *base, struct limiter *l);
+/* l's Redis was made again (a reload changed [redis]): subscribes anew,
+ * if l is the limiter ks watches through. */
+void keystore_rewatch(struct keystore *ks, struct limiter *l);
 void keystore_unwatch(struct keystore *ks);
 
 enum ks_found {

@@ -571,3 +571,29 @@ def test_in_redis_lists_page_and_team_admins_see_their_own(mock, redis, start_sl
         ["filekey", "k3", "pat"]
     time.sleep(0.4)  # the count comes with the change log, read every 250 ms
     assert value(scrape(b), "sluice_keys", source="runtime") == 5
+
+
+def test_a_reload_that_changes_redis_subscribes_again(mock, redis, start_sluice, tmp):
+    """A reload that changes [redis] (here its timeout) makes each worker's
+    Redis client again; the node listens on the change channel again too."""
+    def subscribers():
+        return {line.split()[0] for line in redis.cli("CLIENT", "LIST").splitlines()
+                if " sub=1 " in line}
+
+    s = start_sluice(conf(mock.url, None, tmp / "audit.jsonl", redis=redis.url))
+    deadline = time.monotonic() + 2
+    while not subscribers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    before = subscribers()
+    assert len(before) == 1
+    s.conf.write_text(s.conf.read_text().replace(f"url = {redis.url}",
+                                                 f"url = {redis.url}\ntimeout = 250ms"))
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 3
+    while subscribers() & before and time.monotonic() < deadline:  # the old connection goes
+        time.sleep(0.02)
+    assert not subscribers() & before
+    deadline = time.monotonic() + 2
+    while not subscribers() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(subscribers()) == 1  # and a new one listens

@@ -122,6 +122,19 @@ int main(void)
     CHECK(s.replies == 1 && s.order[0] == 6 && s.down == 1 && s.why == RC_DROPPED);
     rconn_free(c);
 
+    /* a name with several addresses (localhost: ::1 and 127.0.0.1, in the
+     * order the system gives) reaches the server on whichever it listens on */
+    struct seen l = { 0 };
+    struct rconn_opts lo = { .host = "localhost", .port = port, .password = "pw-1",
+                             .connect_timeout_ms = 2000 };
+    c = rconn_new(base, &lo, pool, state, NULL, &l);
+    for (int i = 0; i < 2000 && !l.up && !l.down; i++) {
+        event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+        usleep(500);
+    }
+    CHECK(l.up == 1 && l.down == 0);
+    rconn_free(c);
+
     /* a wrong password is named, the server's words kept */
     struct seen w = { 0 };
     c = open_as(port, "wrong", 0, pool, &w);
