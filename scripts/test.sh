@@ -92,8 +92,8 @@ run_suite() { # build dir, then cmake args
 
 run_fuzz() {
   local out=$scratch/out rc text pass fail
-  echo "== the libFuzzer targets (tests/fuzz, ${SLUICE_FUZZ_SECONDS:-10} s each)"
-  scripts/fuzz.sh all "${SLUICE_FUZZ_SECONDS:-10}" 2>&1 | tee "$out"
+  echo "== the libFuzzer targets (tests/fuzz, ${SLUICE_FUZZ_SECONDS:-5} s each)"
+  scripts/fuzz.sh all "${SLUICE_FUZZ_SECONDS:-5}" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   text=$(grep -E '^== fuzz: ' "$out" | tail -n 1)
   pass=$(count "targets passed" "$text")

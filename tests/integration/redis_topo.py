@@ -7,6 +7,10 @@ import time
 from harness import Redis, free_port, resp_call, wait_port
 
 
+# A replica's first sync at once (the default waits 5 s for more replicas).
+FAST_SYNC = ["--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0"]
+
+
 def wait_for(what, check, timeout=20.0, step=0.05):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -37,19 +41,26 @@ class Sentinel:
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "m").mkdir(exist_ok=True)
         (tmp / "r").mkdir(exist_ok=True)
-        self.master = Redis(tmp / "m")
-        self.replica = Redis(tmp / "r", args=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.master = Redis(tmp / "m", args=FAST_SYNC)
+        self.replica = Redis(tmp / "r", args=["--replicaof", "127.0.0.1", str(self.master.port),
+                                              *FAST_SYNC])
         wait_for("the replica to sync",
                  lambda: "master_link_status:up" in self.replica.cli("INFO", "replication"))
-        for i in range(3):
-            port = free_port()
+        ports = [free_port() for _ in range(3)]
+        ids = [f"{i + 1:040x}" for i in range(3)]
+        for i, port in enumerate(ports):
             conf = tmp / f"sentinel-{i}.conf"
+            # each knows its own id, the others and the replica from the start, rather than
+            # after the hello messages of the next seconds
+            known = "".join(f"sentinel known-sentinel {name} 127.0.0.1 {p} {ids[j]}\n"
+                            for j, p in enumerate(ports) if j != i)
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+                f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsentinel myid {ids[i]}\n"
                 f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
                 f"sentinel failover-timeout {name} 2000\n"
-                f"sentinel parallel-syncs {name} 1\n")
+                f"sentinel parallel-syncs {name} 1\n{known}"
+                f"sentinel known-replica {name} 127.0.0.1 {self.replica.port}\n")
             proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs.append(proc)
@@ -113,7 +124,7 @@ class Cluster:
                                              "nodes.conf", "--cluster-node-timeout",
                                              str(node_timeout_ms),
                                              # the bus on a free port of its own, not port + 10000
-                                             "--cluster-port", str(free_port()),
+                                             "--cluster-port", str(free_port()), *FAST_SYNC,
                                              "--logfile", str(d / "redis.log")]))
         subprocess.run(["redis-cli", "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],

@@ -204,8 +204,8 @@ def test_soak_runs_mixed_traffic_through_reloads_and_accounts_for_every_request(
     """scripts/soak.py, shortened: every kind of request and fault answered,
     nothing lost or left in flight, a reload every few seconds (the 10-minute
     run is scripts/soak.sh; its output goes in the issue note)."""
-    e = dict(os.environ, SLUICE_BUILD=str(BUILD), SOAK_SECONDS="12", SOAK_SAMPLE_SECONDS="4",
-             SOAK_HUP_SECONDS="3", SOAK_CLIENTS="6")
+    e = dict(os.environ, SLUICE_BUILD=str(BUILD), SOAK_SECONDS="7", SOAK_SAMPLE_SECONDS="2",
+             SOAK_HUP_SECONDS="2", SOAK_CLIENTS="6")
     r = subprocess.run(["/usr/bin/python3", str(ROOT / "scripts" / "soak.py")], env=e,
                        capture_output=True, text=True, timeout=180)
     out = r.stdout + r.stderr
