@@ -23,6 +23,15 @@ def wait_for(what, check, timeout=20.0, step=0.05):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_or_stop(topology, *args):
+    """topology._start(*args), or, when it fails, nothing it started left running."""
+    try:
+        topology._start(*args)
+    except BaseException:
+        topology.stop()
+        raise
+
+
 class Sentinel:
     """A master, a replica and three sentinels (quorum 2) that fail the
     master over to the replica within about a second of its death."""
@@ -31,11 +40,7 @@ class Sentinel:
         self.name = name
         self.master = self.replica = None
         self.ports, self.procs = [], []
-        try:
-            self._start(tmp, name, down_after_ms)
-        except BaseException:
-            self.stop()  # nothing started is left running
-            raise
+        start_or_stop(self, tmp, name, down_after_ms)
 
     def _start(self, tmp, name, down_after_ms):
         tmp.mkdir(parents=True, exist_ok=True)
@@ -109,11 +114,7 @@ class Cluster:
 
     def __init__(self, tmp, replicas=0, node_timeout_ms=1000):
         self.nodes = []
-        try:
-            self._start(tmp, replicas, node_timeout_ms)
-        except BaseException:
-            self.stop()  # nothing started is left running
-            raise
+        start_or_stop(self, tmp, replicas, node_timeout_ms)
 
     def _start(self, tmp, replicas, node_timeout_ms):
         tmp.mkdir(parents=True, exist_ok=True)
