@@ -2,9 +2,14 @@
 -- end user (per key, and per team). Atomic;
 -- time comes from Redis. See docs/limits.md, docs/quotas.md, docs/budgets.md.
 --
--- Windows: one bucketed sliding window per dimension, in a hash. Fields:
---   <bucket index> -> amount, t = total in the window, o = oldest bucket
---   counted, n = newest bucket written.
+-- Windows: one bucketed sliding window per dimension; a scope's three
+--   (requests, input and output tokens) share one string, read and written
+--   once per call: a header of little-endian doubles (the three totals, each
+--   window's newest bucket, the oldest bucket counted, the newest bucket
+--   written), then a ring of `span` slots, bucket b in slot b % span, each
+--   the three amounts. Slots of buckets from the oldest counted to the newest
+--   written hold their amounts; the others are stale, and are zeroed when the
+--   newest bucket moves onto them.
 -- Counters (the quota in tokens, budgets in micro-dollars): one per period,
 --   prefix .. ':' .. period id (d<day number>, w<day number of its Monday>,
 --   m<yyyymm>, total), expiring a day after its period ends.
@@ -24,12 +29,10 @@
 --: COUNT_KEYS counter
 --: COUNT_ARGS bucket_ms window_ms mode period clock_offset amount
 --: COUNT_REPLY used reset_ms period
---: BATCH_KEYS requests input output quota budget slots
---: TEAM_KEYS requests input output quota budget team_requests team_input team_output
---:   team_budget slots team_slots
---: USER_KEYS user_requests user_input user_output user_budget user_slots
---: TEAM_USER_KEYS team_user_requests team_user_input team_user_output team_user_budget
---:   team_user_slots
+--: BATCH_KEYS windows quota budget slots
+--: TEAM_KEYS windows quota budget team_windows team_budget slots team_slots
+--: USER_KEYS user_windows user_budget user_slots
+--: TEAM_USER_KEYS team_user_windows team_user_budget team_user_slots
 --: BATCH_ARGS bucket_ms window_ms mode rpm input_tpm output_tpm quota quota_period
 --:   clock_offset budget budget_period max_inflight lease_ms scopes
 --: TEAM_ARGS team_rpm team_input_tpm team_output_tpm team_budget team_budget_period
@@ -85,18 +88,23 @@
 --     to the admission's periods' quota and budgets, frees the slot. Reply 1.
 --   renewal ('r'): the lease's slot expires lease ms from now. Reply 1.
 --   A lease is the slot's name, '-' for none.
-local bucket_ms = tonumber(ARGV[1])
-local window_ms = tonumber(ARGV[2])
-local mode = ARGV[3]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local cur = math.floor(now / bucket_ms)
--- The window is the last window_ms / bucket_ms buckets, the current one
--- included: bucket b counts until b * bucket_ms + window_ms, so no wait is
--- ever longer than the window (Retry-After: 60 at most for a minute).
-local oldest = math.floor((now - window_ms) / bucket_ms) + 1
-local span = math.floor(window_ms / bucket_ms) + 2
+--
+-- One text, two ways to run it: EVAL runs it whole on every call (its last
+-- lines call run), while sluice loads it once as a function library, with a
+-- first line naming the library and FUNCTION_NAME (limit_redis.c), and
+-- calls run by FCALL: the helpers below are then made once, not per call.
+-- So nothing of a call may outlive it: run sets the state below afresh.
+
+-- ---- a call's state (set by run) ----
+local EVAL_KEYS, EVAL_ARGV -- EVAL's globals (a library has none)
+if not redis.register_function then EVAL_KEYS, EVAL_ARGV = KEYS, ARGV end
+local KEYS, ARGV
+local bucket_ms, window_ms, now, now_us, cur, oldest, span
+local offset, scopes, team, limits, gkeys, climits, ckinds, cprefix, slimits, skeys, lease_ms
+local a, k -- setup: the next scope's first argument and key
+local pint, pburst, pkeys, compact, on
+local any_spike, any_slot, any_counter -- the call has a spike arrest, a slot limit, a counter
+local G, C, P, S -- what the call read and changed: scopes, counters, spike arrests, slot sets
 
 -- ---- periods (UTC calendar; H. Hinnant's civil date algorithms) ----
 local function civil_from_days(z)
@@ -155,8 +163,23 @@ local function counter_add(key, amount, ends)
   return v
 end
 
+-- Argument numbers: a library remembers the texts it has read (a key's
+-- limits are the same on every call, buckets and token counts repeat, and
+-- strtod costs more than the lookup), at most NUMS_MAX of them. A
+-- deadline is new on every call: tonumber.
+local NUMS, nnums, NUMS_MAX = {}, 0, 1024
+local function num(text)
+  local v = NUMS[text]
+  if v == nil then
+    v = tonumber(text)
+    if nnums >= NUMS_MAX then NUMS, nnums = {}, 0 end
+    NUMS[text], nnums = v, nnums + 1
+  end
+  return v
+end
+
 -- ---- one counter alone (admin API) ----
-if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
+local function count(mode)
   local c = counter_open(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), true)
   if mode == 'creset' then
     redis.call('DEL', c.key)
@@ -167,123 +190,231 @@ if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then
   return { c.used, c.reset_ms, c.id }
 end
 
-local offset = tonumber(ARGV[9])
-local scopes = tonumber(ARGV[14])
-local team = scopes % 2 == 1
--- The windows: 1..3 the key's, 4..6 the team's, 7..9 the user's per key, 10..12 per team.
-local limits = { tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), 0, 0, 0, 0, 0, 0, 0, 0, 0 }
-local wkeys = { KEYS[1], KEYS[2], KEYS[3] }
--- The counters: 1 quota, 2 budget, 3 the team's budget, 4 and 5 the user's.
-local climits = { tonumber(ARGV[7]), tonumber(ARGV[10]), 0, 0, 0 }
-local ckinds = { tonumber(ARGV[8]), tonumber(ARGV[11]), 0, 0, 0 }
-local cprefix = { KEYS[4], KEYS[5] }
--- The slots: 1 the key's, 2 the team's, 3 and 4 the user's.
-local slimits = { tonumber(ARGV[12]), 0, 0, 0 }
-local skeys = { KEYS[6] }
-local lease_ms = tonumber(ARGV[13])
-local a, k = 15, 12 -- the next scope's first argument and key
-if team then
-  wkeys[4], wkeys[5], wkeys[6], cprefix[3] = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-  limits[4], limits[5], limits[6] = tonumber(ARGV[15]), tonumber(ARGV[16]), tonumber(ARGV[17])
-  climits[3], ckinds[3] = tonumber(ARGV[18]), tonumber(ARGV[19])
-  slimits[2] = tonumber(ARGV[20])
-  skeys = { KEYS[10], KEYS[11] }
-  a = 21
-else
-  k = 7
-end
--- An end user's scope: windows w+1..w+3, counter ci, slots si.
+-- ---- a batch's limits, from its arguments ----
+-- An end user's scope: windows w+1..w+3 (scope w / 3 + 1), counter ci, slots si.
 local function user_scope(w, ci, si)
-  for d = 1, 3 do limits[w + d], wkeys[w + d] = tonumber(ARGV[a + d - 1]), KEYS[k + d - 1] end
-  climits[ci], ckinds[ci], cprefix[ci] = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), KEYS[k + 3]
-  slimits[si], skeys[si] = tonumber(ARGV[a + 5]), KEYS[k + 4]
-  a, k = a + 6, k + 5
+  for d = 1, 3 do limits[w + d] = num(ARGV[a + d - 1]) end
+  gkeys[w / 3 + 1] = KEYS[k]
+  climits[ci], ckinds[ci], cprefix[ci] = num(ARGV[a + 3]), num(ARGV[a + 4]), KEYS[k + 1]
+  slimits[si], skeys[si] = num(ARGV[a + 5]), KEYS[k + 2]
+  a, k = a + 6, k + 3
 end
-if math.floor(scopes / 2) % 2 == 1 then user_scope(6, 4, 3) end
-if math.floor(scopes / 4) % 2 == 1 then user_scope(9, 5, 4) end
 -- Spike arrest, a GCRA: 1 the key's, 2 the team's. Requests at least
 -- pint[i] us apart, pburst[i] of them ahead of that; the state is the
 -- theoretical arrival time (us) of the next request.
-local pint, pburst, pkeys = { 0, 0 }, { 0, 0 }, {}
 local function spike_scope(i)
-  pint[i], pburst[i], pkeys[i] = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), KEYS[k]
+  pint[i], pburst[i], pkeys[i] = num(ARGV[a]), num(ARGV[a + 1]), KEYS[k]
   a, k = a + 2, k + 1
 end
-if math.floor(scopes / 8) % 2 == 1 then spike_scope(1) end
-if scopes >= 16 then spike_scope(2) end
-local first_op = a -- where n is
-local compact = scopes % 8 == 0 and climits[2] <= 0 -- the reply without budget, team and user fields
+
+-- The tables of a call, made once (a library's calls share them; run sets
+-- every entry a call reads).
+limits, climits, ckinds, slimits = {}, {}, {}, {}
+gkeys, cprefix, skeys, pkeys = {}, {}, {}, {}
+pint, pburst, on = {}, {}, {}
+G, C, P, S = {}, {}, {}, {}
+
+local function clear(t)
+  for i in pairs(t) do t[i] = nil end
+end
+
+-- Reads the limits of every scope the call has; returns where its operations begin.
+local function setup()
+  offset = num(ARGV[9])
+  scopes = num(ARGV[14])
+  team = scopes % 2 == 1
+  -- The windows: 1..3 the key's, 4..6 the team's, 7..9 the user's per key,
+  -- 10..12 per team; each scope's in gkeys (window d is scope (d - 1) / 3 + 1's).
+  for d = 4, 12 do limits[d] = 0 end
+  limits[1], limits[2], limits[3], gkeys[1] = num(ARGV[4]), num(ARGV[5]),
+    num(ARGV[6]), KEYS[1]
+  -- The counters: 1 quota, 2 budget, 3 the team's budget, 4 and 5 the user's.
+  climits[1], climits[2], climits[3], climits[4], climits[5] = num(ARGV[7]),
+    num(ARGV[10]), 0, 0, 0
+  ckinds[1], ckinds[2], cprefix[1], cprefix[2] = num(ARGV[8]), num(ARGV[11]), KEYS[2], KEYS[3]
+  -- The slots: 1 the key's, 2 the team's, 3 and 4 the user's.
+  slimits[1], slimits[2], slimits[3], slimits[4], skeys[1] = num(ARGV[12]), 0, 0, 0, KEYS[4]
+  lease_ms = num(ARGV[13])
+  a, k = 15, 8
+  if team then
+    gkeys[2], cprefix[3] = KEYS[4], KEYS[5]
+    limits[4], limits[5], limits[6] = num(ARGV[15]), num(ARGV[16]), num(ARGV[17])
+    climits[3], ckinds[3] = num(ARGV[18]), num(ARGV[19])
+    slimits[2] = num(ARGV[20])
+    skeys[1], skeys[2] = KEYS[6], KEYS[7]
+    a = 21
+  else
+    k = 5
+  end
+  -- on[s]: the call has scope s (1 the key, 2 its team, 3 and 4 the user's)
+  on[1], on[2], on[3], on[4] = true, team, scopes % 4 >= 2, scopes % 8 >= 4
+  if on[3] then user_scope(6, 4, 3) end
+  if on[4] then user_scope(9, 5, 4) end
+  pint[1], pint[2], pburst[1], pburst[2] = 0, 0, 0, 0
+  if scopes % 16 >= 8 then spike_scope(1) end
+  if scopes >= 16 then spike_scope(2) end
+  compact = scopes % 8 == 0 and climits[2] <= 0 -- the reply without budget, team and user fields
+  any_spike = pint[1] > 0 or pint[2] > 0
+  any_slot = slimits[1] > 0 or slimits[2] > 0 or slimits[3] > 0 or slimits[4] > 0
+  any_counter = climits[1] > 0 or climits[2] > 0 or climits[3] > 0 or climits[4] > 0 or climits[5] > 0
+  clear(G)
+  clear(C)
+  clear(P)
+  clear(S)
+  return a
+end
 local wdims = { 1, 2, 3, 6, 7, 8, 12, 13, 14, 17, 18, 19 }
 local cdims = { 4, 5, 9, 15, 20 }
 local sdims = { 10, 11, 16, 21 }
 
 -- ---- windows ----
--- Drops the buckets that left the window. Returns the total left, the newest
--- bucket, and whether the hash is new.
-local function trim(key)
-  local meta = redis.call('HMGET', key, 't', 'o', 'n')
-  local total, first, newest = tonumber(meta[1]) or 0, tonumber(meta[2]), tonumber(meta[3]) or 0
-  if first == nil then return 0, 0, true end
-  if first >= oldest then return total, newest, false end
-  if oldest - first > span or total <= 0 then
-    redis.call('DEL', key)
-    return 0, 0, true
+-- A scope's string: the header (HFMT: the three totals, each window's newest
+-- bucket, the oldest bucket counted o, the newest bucket written n, bucket
+-- n's three amounts, the ring's size), then the ring: bucket b < n in slot
+-- b % span (SFMT), from byte HLEN. A call reads the header, and a slot only
+-- when it needs one: an admission into the newest bucket reads and writes
+-- the header alone.
+-- Window d's scope and its place there (1 requests, 2 input, 3 output).
+local SOF, JOF = { 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4 }, { 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3 }
+local HFMT, SFMT, HLEN, SLEN = '<dddddddddddd', '<ddd', 96, 24
+local HLAST = '95' -- HLEN - 1 as Redis reads it: a number would be formatted on every call
+-- G[s]: scope s as the call read and changed it: g[1..3] the totals, g[4..6]
+-- each window's newest bucket, g[7..9] bucket n's amounts, g.o, g.n; the
+-- slots read or changed (vals, dirty: made when first needed), the whole
+-- string (all) when read.
+
+-- The whole ring, read at once (a refusal's wait, a long trim).
+local function ring(g)
+  if g.all == nil then g.all = redis.call('GET', gkeys[g.s]) or '' end
+  return g.all
+end
+
+-- The amounts of bucket b < n's slot (a table of three, cached).
+local function slot(g, b)
+  local i = b % span
+  local vals = g.vals
+  if not vals then
+    vals, g.dirty = {}, {}
+    g.vals = vals
   end
-  for b = first, oldest - 1 do
-    local v = tonumber(redis.call('HGET', key, b))
-    if v then
-      total = total - v
-      redis.call('HDEL', key, b)
+  local v = vals[i]
+  if not v then
+    local off = HLEN + i * SLEN
+    local raw = g.all
+    if raw then
+      raw = string.sub(raw, off + 1, off + SLEN)
+    elseif g.stored then
+      raw = redis.call('GETRANGE', gkeys[g.s], off, off + SLEN - 1)
+    end
+    if raw and #raw == SLEN then v = { struct.unpack(SFMT, raw) } else v = { 0, 0, 0 } end
+    vals[i] = v
+  end
+  return v
+end
+
+-- Sets bucket b's slot (b < n) to v, to be written.
+local function slot_set(g, b, v)
+  if not g.vals then g.vals, g.dirty = {}, {} end
+  g.vals[b % span], g.dirty[b % span] = v, true
+end
+
+-- Scope s's windows, with the buckets that left the window taken out of the totals.
+local function scope(s)
+  local g = G[s]
+  if g then return g end
+  g = { 0, 0, 0, 0, 0, 0, 0, 0, 0, s = s, changed = false, moved = false, stored = false }
+  G[s] = g
+  local h = redis.call('GETRANGE', gkeys[s], '0', HLAST)
+  local o, n, size
+  if #h == HLEN then
+    g[1], g[2], g[3], g[4], g[5], g[6], o, n, g[7], g[8], g[9], size = struct.unpack(HFMT, h)
+  end
+  if size == span and n <= cur then
+    g.stored, g.o, g.n = true, o, n
+  else -- none yet, kept for another window, or from ahead of Redis's clock: empty
+    if #h > 0 then redis.call('DEL', gkeys[s]) end
+    for j = 1, 9 do g[j] = 0 end
+    g.o, g.n = cur, cur - 1
+  end
+  if g.o < oldest then
+    if g.n < oldest then -- all of it left: empty, from now on
+      g[1], g[2], g[3], g[7], g[8], g[9], g.o, g.n = 0, 0, 0, 0, 0, 0, cur, cur - 1
+      return g
+    end
+    if oldest - g.o > 2 then ring(g) end
+    for b = g.o, oldest - 1 do -- b < n
+      local v = slot(g, b)
+      g[1], g[2], g[3] = g[1] - v[1], g[2] - v[2], g[3] - v[3]
+    end
+    g.o = oldest -- stored only with a change: until then the next call trims the same
+  end
+  return g
+end
+
+local function total(d)
+  return scope(SOF[d])[JOF[d]]
+end
+
+-- What bucket b holds in window d; nil if it is not counted.
+local function value(d, b)
+  local g = scope(SOF[d])
+  if b < g.o or b > g.n then return nil end
+  if b == g.n then return g[6 + JOF[d]] end
+  return slot(g, b)[JOF[d]]
+end
+
+-- Adds to bucket b (o <= b <= cur) of window d.
+local function wadd(d, b, amount)
+  local g, j = scope(SOF[d]), JOF[d]
+  if b > g.n then -- the newest bucket moves: the old one goes to its slot, those between are empty
+    if g.n >= g.o then slot_set(g, g.n, { g[7], g[8], g[9] }) end
+    for nb = math.max(g.n + 1, g.o), b - 1 do slot_set(g, nb, { 0, 0, 0 }) end
+    g[7], g[8], g[9], g.n, g.moved = 0, 0, 0, b, true
+  end
+  if b == g.n then
+    g[6 + j] = g[6 + j] + amount
+  else
+    local v = slot(g, b)
+    v[j] = v[j] + amount
+    g.dirty[b % span] = true
+  end
+  g.changed = true
+  g[j] = g[j] + amount
+  if b > g[3 + j] then g[3 + j] = b end
+end
+
+-- Writes what the call changed: the header, the changed slots (one SETRANGE
+-- per run of neighbours); the string lives until bucket n has left the window.
+local function store(g)
+  local key = gkeys[g.s]
+  redis.call('SETRANGE', key, '0', struct.pack(HFMT, g[1], g[2], g[3], g[4], g[5], g[6], g.o, g.n,
+                                             g[7], g[8], g[9], span))
+  if g.dirty then
+    local idx = {}
+    for i in pairs(g.dirty) do idx[#idx + 1] = i end
+    table.sort(idx)
+    local k = 1
+    while k <= #idx do
+      local parts, first = {}, idx[k]
+      repeat
+        local v = g.vals[idx[k]]
+        parts[#parts + 1] = struct.pack(SFMT, v[1], v[2], v[3])
+        k = k + 1
+      until k > #idx or idx[k] ~= idx[k - 1] + 1
+      redis.call('SETRANGE', key, HLEN + first * SLEN, table.concat(parts))
     end
   end
-  redis.call('HSET', key, 't', total, 'o', oldest)
-  return total, newest, false
+  if g.moved then redis.call('PEXPIRE', key, window_ms + 2 * bucket_ms) end
 end
 
-local function reset_after(total, newest)
-  if total <= 0 then return 0 end
+local function reset_after(t, newest)
+  if t <= 0 then return 0 end
   return math.max(newest * bucket_ms + window_ms - now, 0)
-end
-
--- ---- batch: admissions, peeks and settlements of this key, in order ----
--- Each dimension's hash is read once (trimmed), changed in memory by every
--- operation in turn, and written once at the end; the counters likewise.
--- The operations see each other exactly as if they had been separate calls.
-local W = {} -- per dimension: total, newest, fresh, pending bucket deltas, stored bucket cache
-local function win(d)
-  local w = W[d]
-  if not w then
-    local total, newest, fresh = trim(wkeys[d])
-    w = { total = total, newest = newest, stored_newest = newest, fresh = fresh, delta = {},
-          seen = {}, dirty = false }
-    W[d] = w
-  end
-  return w
-end
-
--- What bucket b holds, pending changes included; nil if it holds nothing.
-local function value(d, b)
-  local w = win(d)
-  local v = w.seen[b]
-  if v == nil then
-    v = tonumber(redis.call('HGET', wkeys[d], b)) or false
-    w.seen[b] = v
-  end
-  local p = w.delta[b]
-  if not v and not p then return nil end
-  return (v or 0) + (p or 0)
-end
-
-local function wadd(d, b, amount)
-  local w = win(d)
-  w.delta[b] = (w.delta[b] or 0) + amount
-  w.total = w.total + amount
-  if b > w.newest then w.newest = b end
-  w.dirty = true
 end
 
 -- Milliseconds until `need` of the amount in the window has left it.
 local function free_after(d, need)
+  ring(scope(SOF[d]))
   local freed = 0
   for b = oldest, cur do
     freed = freed + (value(d, b) or 0)
@@ -292,7 +423,7 @@ local function free_after(d, need)
   return window_ms
 end
 
-local C = {} -- the counters of the current periods, read once
+-- C: the counters of the current periods, read once
 local NONE = { used = 0, reset_ms = -1, id = '-' }
 local function counter(i)
   if climits[i] <= 0 then return NONE end
@@ -306,7 +437,7 @@ end
 local function window_refusal(d, want)
   local lim = limits[d]
   if lim <= 0 then return nil end
-  local used = win(d).total
+  local used = total(d)
   local dim = wdims[d]
   if d % 3 == 0 then
     if used < lim then return nil end
@@ -318,7 +449,7 @@ local function window_refusal(d, want)
 end
 
 -- ---- spike arrest ----
-local P = {} -- per spike scope: {tat (us), dirty}, read once
+-- P: per spike scope, {tat (us), dirty}, read once
 local function spike(i)
   if not P[i] then P[i] = { tat = tonumber(redis.call('GET', pkeys[i])) or 0, dirty = false } end
   return P[i]
@@ -346,7 +477,7 @@ local function spike_take()
 end
 
 -- ---- max_inflight slots ----
-local S = {} -- per slot set: the leases it holds, once counted
+-- S: per slot set, the leases it holds, once counted
 local function slots(i)
   if slimits[i] <= 0 then return 0 end
   if not S[i] then
@@ -393,8 +524,9 @@ end
 
 local function window_state(d)
   if limits[d] <= 0 then return 0, 0 end
-  local w = win(d)
-  return w.total, reset_after(w.total, w.newest)
+  local g = scope(SOF[d])
+  local j = JOF[d]
+  return g[j], reset_after(g[j], g[3 + j])
 end
 
 -- The user's scopes' part of a reply: windows (zero for a refusal), budget, slots.
@@ -402,7 +534,7 @@ local function user_reply(out, refused)
   for s = 1, 2 do
     local w = 3 + 3 * s
     for d = 1, 3 do
-      out[#out + 1] = (refused or limits[w + d] <= 0) and 0 or win(w + d).total
+      out[#out + 1] = (refused or limits[w + d] <= 0) and 0 or total(w + d)
     end
     local c = counter(3 + s)
     out[#out + 1] = c.used
@@ -419,14 +551,18 @@ local function admit(cost, spend, force, peek, lease)
   if not peek then
     -- the spike arrests, then key, team, the user's per key and per team, then the slots;
     -- as limit_local.c
-    refusal = spike_refusal(1) or spike_refusal(2)
+    if any_spike then refusal = spike_refusal(1) or spike_refusal(2) end
     for base = 0, 9, 3 do
-      local ci = base == 0 and 2 or 2 + base / 3
-      refusal = refusal or window_refusal(base + 1, 1) or window_refusal(base + 2, cost)
-        or window_refusal(base + 3, 0) or (base == 0 and counter_refusal(1, cost))
-        or counter_refusal(ci, spend)
+      if on[base / 3 + 1] then
+        local ci = base == 0 and 2 or 2 + base / 3
+        refusal = refusal or window_refusal(base + 1, 1) or window_refusal(base + 2, cost)
+          or window_refusal(base + 3, 0) or (base == 0 and counter_refusal(1, cost))
+          or counter_refusal(ci, spend)
+      end
     end
-    refusal = refusal or slot_refusal(1) or slot_refusal(2) or slot_refusal(3) or slot_refusal(4)
+    if any_slot then
+      refusal = refusal or slot_refusal(1) or slot_refusal(2) or slot_refusal(3) or slot_refusal(4)
+    end
   end
   local q, b, tb = counter(1), counter(2), counter(3)
   if refusal and not force then
@@ -439,24 +575,27 @@ local function admit(cost, spend, force, peek, lease)
              tb.reset_ms, slots(1), slots(2), q.id, b.id, tb.id }, true)
   end
   if not peek then
-    spike_take()
+    if any_spike then spike_take() end
     if lease ~= '-' then slot_put(lease, false) end
-    for d = 1, 12 do
-      local want = d % 3 == 1 and 1 or d % 3 == 2 and cost or 0
-      if limits[d] > 0 and want > 0 then wadd(d, cur, want) end
+    for base = 0, 9, 3 do
+      if limits[base + 1] > 0 then wadd(base + 1, cur, 1) end
+      if limits[base + 2] > 0 and cost > 0 then wadd(base + 2, cur, cost) end
     end
-    local amounts = { cost, spend, spend, spend, spend }
-    for i = 1, 5 do
-      local c = counter(i)
-      if climits[i] > 0 and amounts[i] > 0 then
-        c.used, c.exists, c.dirty = c.used + amounts[i], true, true
+    for i = 1, any_counter and 5 or 0 do
+      local amount = i == 1 and cost or spend
+      if climits[i] > 0 and amount > 0 then
+        local c = counter(i)
+        c.used, c.exists, c.dirty = c.used + amount, true, true
       end
     end
   end
-  local r = refusal or { 1, 0, 0, 0, 0, 0 }
   local ur, rr = window_state(1)
   local ui, ri = window_state(2)
   local uo, ro = window_state(3)
+  if compact and not refusal then
+    return { 1, 0, 0, 0, 0, 0, cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms, slots(1), q.id }
+  end
+  local r = refusal or { 1, 0, 0, 0, 0, 0 }
   if compact then
     return { 1, r[2], r[3], r[4], r[5], r[6], cur, ur, rr, ui, ri, uo, ro, q.used, q.reset_ms,
              slots(1), q.id }
@@ -514,11 +653,13 @@ local function settle(bucket, input_delta, output, release, quota_delta, qid, sp
     if input_delta ~= 0 and limits[base + 2] > 0 then adjust(base + 2, bucket, input_delta) end
     if output > 0 and limits[base + 3] > 0 then wadd(base + 3, cur, output) end
   end
-  counter_settle(1, quota_delta, qid)
-  counter_settle(2, spend_delta, bid)
-  counter_settle(3, spend_delta, tid)
-  counter_settle(4, spend_delta, uid)
-  counter_settle(5, spend_delta, tuid)
+  if any_counter then
+    counter_settle(1, quota_delta, qid)
+    counter_settle(2, spend_delta, bid)
+    counter_settle(3, spend_delta, tid)
+    counter_settle(4, spend_delta, uid)
+    counter_settle(5, spend_delta, tuid)
+  end
   return 1
 end
 
@@ -530,72 +671,84 @@ end
 --        spend delta, budget period id, team budget period id, the user's
 --        budget period ids (per key, per team), lease                settlement
 --   'r', lease                                       renewal
-local n = tonumber(ARGV[first_op])
-local replies = {}
-local late = false
-local a = first_op + 1
-for i = 1, n do
-  local op = ARGV[a]
-  if op == 's' then
-    replies[i] = settle(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
-                        ARGV[a + 4] == '1', tonumber(ARGV[a + 5]), ARGV[a + 6],
-                        tonumber(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10],
-                        ARGV[a + 11], ARGV[a + 12])
-    a = a + 13
-  elseif op == 'a' then
-    local deadline = tonumber(ARGV[a + 5])
-    if deadline > 0 and now > deadline then
-      late, replies[i] = true, 0
+local function batch(first_op)
+    local n = num(ARGV[first_op])
+  local replies = {}
+  local late = false
+  local a = first_op + 1
+  for i = 1, n do
+    local op = ARGV[a]
+    if op == 's' then
+      replies[i] = settle(num(ARGV[a + 1]), num(ARGV[a + 2]), num(ARGV[a + 3]),
+                          ARGV[a + 4] == '1', num(ARGV[a + 5]), ARGV[a + 6],
+                          num(ARGV[a + 7]), ARGV[a + 8], ARGV[a + 9], ARGV[a + 10],
+                          ARGV[a + 11], ARGV[a + 12])
+      a = a + 13
+    elseif op == 'a' then
+      local deadline = tonumber(ARGV[a + 5])
+      if deadline > 0 and now > deadline then
+        late, replies[i] = true, 0
+      else
+        replies[i] = admit(num(ARGV[a + 1]), num(ARGV[a + 3]), ARGV[a + 2] == '1', false,
+                           ARGV[a + 4])
+      end
+      a = a + 6
+    elseif op == 'r' then
+      if ARGV[a + 1] ~= '-' then slot_put(ARGV[a + 1], true) end
+      replies[i] = 1
+      a = a + 2
     else
-      replies[i] = admit(tonumber(ARGV[a + 1]), tonumber(ARGV[a + 3]), ARGV[a + 2] == '1', false,
-                         ARGV[a + 4])
+      replies[i] = admit(0, 0, false, true)
+      a = a + 1
     end
-    a = a + 6
-  elseif op == 'r' then
-    if ARGV[a + 1] ~= '-' then slot_put(ARGV[a + 1], true) end
-    replies[i] = 1
-    a = a + 2
-  else
-    replies[i] = admit(0, 0, false, true)
-    a = a + 1
   end
+
+  for _, g in pairs(G) do
+    if g.changed then store(g) end
+  end
+  for _, c in pairs(C) do
+    if c.dirty then
+      if c.ends then
+        redis.call('SET', c.key, c.used, 'EXAT', c.ends + 86400)
+      else
+        redis.call('SET', c.key, c.used)
+      end
+    end
+  end
+  for i, p in pairs(P) do
+    if p.dirty then -- kept until it no longer delays anyone
+      redis.call('SET', pkeys[i], string.format('%.0f', p.tat), 'PX',
+                 math.ceil((p.tat - now_us) / 1000) + 1)
+    end
+  end
+  if late then
+    return redis.error_reply('LATE an admission ran after its deadline: it recorded nothing')
+  end
+  return replies
 end
 
--- A hash lives window + 2 buckets past the first write into its newest
--- bucket: until that bucket has left the window. Writes into a bucket it
--- already has leave its expiry as it is.
-for d, w in pairs(W) do
-  if w.dirty then
-    local key = wkeys[d]
-    for b, v in pairs(w.delta) do redis.call('HINCRBY', key, b, v) end
-    if w.fresh then
-      redis.call('HSET', key, 't', w.total, 'n', w.newest, 'o', oldest)
-    elseif w.newest ~= w.stored_newest then
-      redis.call('HSET', key, 't', w.total, 'n', w.newest)
-    else
-      redis.call('HSET', key, 't', w.total)
-    end
-    if w.fresh or w.newest ~= w.stored_newest then
-      redis.call('PEXPIRE', key, window_ms + 2 * bucket_ms)
-    end
-  end
+-- One call: the clock, then a counter alone or a batch.
+local function run(keys, argv)
+  KEYS, ARGV = keys, argv
+  bucket_ms, window_ms = num(ARGV[1]), num(ARGV[2])
+  local t = redis.call('TIME')
+  local secs, micros = tonumber(t[1]), tonumber(t[2])
+  -- (x - x % y) / y is floor(x / y) without a call of math.floor
+  now = secs * 1000 + (micros - micros % 1000) / 1000
+  now_us = secs * 1000000 + micros
+  cur = (now - now % bucket_ms) / bucket_ms
+  -- The window is the last window_ms / bucket_ms buckets, the current one
+  -- included: bucket b counts until b * bucket_ms + window_ms, so no wait is
+  -- ever longer than the window (Retry-After: 60 at most for a minute).
+  oldest = (now - window_ms - (now - window_ms) % bucket_ms) / bucket_ms + 1
+  span = (window_ms - window_ms % bucket_ms) / bucket_ms + 2
+  local mode = ARGV[3]
+  if mode == 'cpeek' or mode == 'creset' or mode == 'cadd' then return count(mode) end
+  return batch(setup())
 end
-for _, c in pairs(C) do
-  if c.dirty then
-    if c.ends then
-      redis.call('SET', c.key, c.used, 'EXAT', c.ends + 86400)
-    else
-      redis.call('SET', c.key, c.used)
-    end
-  end
+
+if redis.register_function then
+  redis.register_function(FUNCTION_NAME, run)
+else
+  return run(EVAL_KEYS, EVAL_ARGV)
 end
-for i, p in pairs(P) do
-  if p.dirty then -- kept until it no longer delays anyone
-    redis.call('SET', pkeys[i], string.format('%.0f', p.tat), 'PX',
-               math.ceil((p.tat - now_us) / 1000) + 1)
-  end
-end
-if late then
-  return redis.error_reply('LATE an admission ran after its deadline: it recorded nothing')
-end
-return replies

@@ -54,11 +54,21 @@ struct lim_redis {
     bool closing;
     struct event *flush_ev; /* sends the queued batches at the end of the loop pass */
     struct call *queue, **queue_tail;
+    /* Settlements waiting for their key's next call (at most HOLD_MS): a
+     * settlement alone would cost Redis a call of its own. */
+    struct call *held;
+    struct event *hold_ev;
     struct call *free; /* spare calls */
     int nfree;
     struct sl_buf resp; /* a call's command in RESP */
     struct reply_pool *replies; /* every connection's reply objects */
     char sha[41];
+    /* The script as a function library, loaded once per connection: FCALL
+     * runs it without remaking its helpers on every call. A Redis without
+     * functions (before 7.0), or a user not allowed them, gets EVALSHA. */
+    char *library;
+    char fname[24]; /* sluice_ and 16 hex digits of the script's SHA-1 */
+    bool no_functions;
     /* Redis's clock minus ours (us), from TIME at each connection and every
      * CLOCK_REFRESH_MS: admissions carry their deadline in Redis's clock. */
     int64_t clock_offset_us;
@@ -140,12 +150,43 @@ static void clock_cb(evutil_socket_t fd, short what, void *arg)
     evtimer_add(r->clock_ev, &tv);
 }
 
-/* A new connection: the script is loaded ahead of any EVALSHA on it (a
- * NOSCRIPT retry would otherwise let a later call overtake the one
- * retried), and the clock is read. */
+/* Functions refused (an older Redis, or an ACL without them): EVALSHA from now on. */
+static void no_functions(struct lim_redis *r, const char *why)
+{
+    if (!r->no_functions)
+        log_info("worker %d: redis: no functions (%s); the limits script runs by EVALSHA",
+                 r->worker_id, why);
+    r->no_functions = true;
+}
+
+/* Redis before 7.0 knows neither FUNCTION nor FCALL; an ACL may refuse either. */
+static bool functions_refused(const char *err)
+{
+    return strncmp(err, "ERR unknown command", 19) == 0 ||
+           (strncmp(err, "NOPERM", 6) == 0 && (strstr(err, "'fcall'") || strstr(err, "'function")));
+}
+
+static void library_reply(struct rconn *c, struct redisReply *rep, void *arg)
+{
+    struct lim_redis *r = arg;
+    if (!rep || rep->type != REDIS_REPLY_ERROR || strstr(rep->str, "already exists"))
+        return; /* loaded, here or by another worker or node */
+    if (functions_refused(rep->str))
+        no_functions(r, rep->str);
+    else
+        check_setup_reply(c, rep, arg);
+}
+
+/* A new connection: the library and the script are loaded ahead of any
+ * call on it (a retry after "not found" would otherwise let a later call
+ * overtake the one retried), and the clock is read. */
 static void prepare(struct rconn *c, void *arg)
 {
     struct lim_redis *r = arg;
+    if (!r->no_functions) {
+        const char *load[] = { "FUNCTION", "LOAD", r->library };
+        rconn_sendv(c, 3, load, NULL, library_reply, r);
+    }
     const char *argv[] = { "SCRIPT", "LOAD", lua_limits };
     rconn_sendv(c, 3, argv, NULL, check_setup_reply, r);
     ask_time(r, c);
@@ -159,6 +200,8 @@ static void sha1_hex(const char *text, char out[41])
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg);
+static void hold_cb(evutil_socket_t fd, short what, void *arg);
+static void send_held(struct lim_redis *r, bool now);
 static void drop_queue(struct lim_redis *r);
 static void free_list(struct call *c);
 
@@ -186,12 +229,18 @@ struct lim_redis *lim_redis_new(struct event_base *base, const struct cfg_redis 
     r->lease_ms = lim_lease_ms();
     r->worker_id = worker_id;
     r->flush_ev = event_new(base, -1, 0, flush_cb, r);
+    r->hold_ev = evtimer_new(base, hold_cb, r);
     r->clock_ev = evtimer_new(base, clock_cb, r);
     struct timeval tv = { CLOCK_REFRESH_MS / 1000, 0 };
     evtimer_add(r->clock_ev, &tv);
     r->queue_tail = &r->queue;
     r->replies = reply_pool_new();
     sha1_hex(lua_limits, r->sha);
+    snprintf(r->fname, sizeof(r->fname), "sluice_%.16s", r->sha);
+    size_t len = strlen(lua_limits) + 96;
+    r->library = sl_malloc(len);
+    snprintf(r->library, len, "#!lua name=%s\nlocal FUNCTION_NAME = '%s'\n%s", r->fname, r->fname,
+             lua_limits);
     struct rcli_opts o = { .url = &r->url, .tls = tls, .timeout_ms = r->timeout_ms,
                            .worker_id = worker_id, .replies = r->replies, .prepare = prepare,
                            .arg = r };
@@ -205,14 +254,17 @@ void lim_redis_free(struct lim_redis *r)
 {
     if (!r)
         return;
+    send_held(r, true); /* written before the connections close (rcli_free writes what it can) */
     r->closing = true;
     rcli_free(r->cli); /* pending calls get their failure now */
     drop_queue(r);
     event_free(r->flush_ev);
+    event_free(r->hold_ev);
     event_free(r->clock_ev);
     free_list(r->free);
     sl_buf_free(&r->resp);
     reply_pool_free(r->replies);
+    free(r->library);
     free(r);
 }
 
@@ -227,11 +279,15 @@ bool lim_redis_up(const struct lim_redis *r)
  * of the loop pass that made them (flush_ev): all of one key's operations of
  * that pass go in one script call, which does them in order, atomically. At
  * low load a call carries one operation and costs no extra round trip; under
- * load one call carries many, and Redis reads and writes each hash once per
- * call instead of once per operation. Quota and budget operations of the
- * admin API are sent alone. */
+ * load one call carries many, and Redis reads and writes each scope once per
+ * call instead of once per operation. A settlement with no call of its key
+ * to go with waits for the key's next admission or peek, at most HOLD_MS
+ * (held): in steady state a request costs Redis one call. One that frees a
+ * max_inflight slot is not held: another request may be waiting for it. Quota and budget
+ * operations of the admin API are sent alone, after every held settlement. */
 
 #define BATCH_MAX 32
+#define HOLD_MS 20 /* the longest a settlement waits for its key's next call */
 #define FREE_CALLS 16
 
 struct pend { /* one queued operation */
@@ -680,8 +736,8 @@ static void args_build(struct call *c)
     int scopes = scopes_of(&c->lim);
     struct names names;
     names_of(c, &names);
-    arg_str(c, "EVALSHA");
-    arg_str(c, c->r->sha);
+    arg_str(c, c->r->no_functions ? "EVALSHA" : "FCALL");
+    arg_str(c, c->r->no_functions ? c->r->sha : c->r->fname);
     c->script_args = c->text.len;
     if (c->kind != OP_BATCH)
         return count_args(c, &names);
@@ -731,8 +787,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* EVALSHA with the arguments, or after a NOSCRIPT the script itself (EVAL),
- * on conn; false if it is closed. */
+/* FCALL or EVALSHA with the arguments, or after "not found" the script
+ * itself (EVAL), on conn; false if it is closed. */
 static bool send_call(struct call *c, struct rconn *conn)
 {
     struct sl_buf *b = &c->r->resp;
@@ -914,13 +970,22 @@ static bool retry_later(struct call *c)
     return true;
 }
 
-/* An error reply that asks for the call again: NOSCRIPT on the same
- * connection, MOVED or ASK on another. True if it was sent again. */
+/* An error reply that asks for the call again: the function or script not
+ * there (or functions refused) on the same connection, MOVED or ASK on
+ * another. True if it was sent again. */
 static bool resend(struct call *c, struct rconn *conn, const redisReply *rep)
 {
     if (c->answered || !rep || rep->type != REDIS_REPLY_ERROR || c->r->closing)
         return false;
-    if (strncmp(rep->str, "NOSCRIPT", 8) == 0 && !c->resent) {
+    bool refused = functions_refused(rep->str);
+    if (refused)
+        no_functions(c->r, rep->str);
+    bool gone = strncmp(rep->str, "ERR Function not found", 22) == 0; /* FUNCTION FLUSH */
+    if (gone) {
+        const char *load[] = { "FUNCTION", "LOAD", c->r->library };
+        rconn_sendv(conn, 3, load, NULL, library_reply, c->r);
+    }
+    if (!c->resent && (refused || gone || strncmp(rep->str, "NOSCRIPT", 8) == 0)) {
         c->resent = true;
         return send_call(c, conn);
     }
@@ -1047,7 +1112,51 @@ static bool same_limits(const struct lim_limits *a, const struct lim_limits *b)
            at->spike_burst == bt->spike_burst;
 }
 
-/* Queues one operation in the key's batch of this loop pass. */
+static struct call *find_call(struct call *list, const char *key, const struct lim_limits *lim)
+{
+    struct call *c = NULL;
+    for (struct call *q = list; q; q = q->next)
+        if (q->n < BATCH_MAX && strcmp(q->key, key) == 0 && same_limits(&q->lim, lim))
+            c = q;
+    return c;
+}
+
+static void queue_call(struct lim_redis *r, struct call *c)
+{
+    if (!r->queue)
+        event_active(r->flush_ev, EV_READ, 0);
+    c->next = NULL;
+    *r->queue_tail = c;
+    r->queue_tail = &c->next;
+}
+
+/* The held settlements go now, or in this loop pass's calls. */
+static void send_held(struct lim_redis *r, bool now)
+{
+    struct call *c = r->held;
+    r->held = NULL;
+    while (c) {
+        struct call *next = c->next;
+        if (now) {
+            c->next = NULL;
+            send_now(c);
+        } else {
+            queue_call(r, c);
+        }
+        c = next;
+    }
+}
+
+static void hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    send_held(arg, false);
+}
+
+/* Queues one operation in the key's batch of this loop pass; a settlement
+ * with no such batch is held for the key's next one. An admission or peek
+ * takes its key's held settlements along, ahead of it. */
 static void enqueue(struct lim_redis *r, const char *key, const struct lim_limits *lim,
                     const struct pend *o)
 {
@@ -1057,16 +1166,29 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
             o->cb(false, NULL, o->arg);
         return;
     }
-    struct call *c = NULL;
-    for (struct call *q = r->queue; q; q = q->next)
-        if (q->n < BATCH_MAX && strcmp(q->key, key) == 0 && same_limits(&q->lim, lim))
-            c = q;
-    if (!c) {
-        c = call_new(r, OP_BATCH, key, lim);
-        if (!r->queue)
-            event_active(r->flush_ev, EV_READ, 0);
-        *r->queue_tail = c;
-        r->queue_tail = &c->next;
+    struct call *c = find_call(r->queue, key, lim);
+    if (!c && o->kind == LS_OP_SETTLE && !o->lease) { /* a slot to free goes at once */
+        c = find_call(r->held, key, lim);
+        if (!c) {
+            c = call_new(r, OP_BATCH, key, lim);
+            c->next = r->held;
+            r->held = c;
+            if (!evtimer_pending(r->hold_ev, NULL)) {
+                struct timeval tv = { 0, HOLD_MS * 1000 };
+                evtimer_add(r->hold_ev, &tv);
+            }
+        }
+    } else if (!c) {
+        c = find_call(r->held, key, lim);
+        if (c) { /* out of the held list, into this pass's */
+            struct call **p = &r->held;
+            while (*p != c)
+                p = &(*p)->next;
+            *p = c->next;
+        } else {
+            c = call_new(r, OP_BATCH, key, lim);
+        }
+        queue_call(r, c);
     }
     c->ops[c->n++] = *o;
 }
@@ -1119,6 +1241,7 @@ static void redis_count(void *self, const char *key, const struct lim_limits *li
 {
     struct lim_redis *r = self;
     int kind = op == LIM_QUOTA_RESET ? OP_CRESET : op == LIM_QUOTA_ADD ? OP_CADD : OP_CPEEK;
+    send_held(r, true); /* first: the counter as every settlement made so far left it */
     struct call *c = call_new(r, kind, key, lim);
     c->which = which;
     c->amount = amount;

@@ -12,32 +12,26 @@
 /* The Redis keys of a batch (KEYS), in order: (name, letter, whose: 0 the
  * key's, 1 the team's, 2 the end user's per key, 3 per team). A key's names
  * end in its letter (limit_redis.c, names_of). The user's scopes follow the
- * key's or the team's list, each only when the call has it (scopes). */
+ * key's or the team's list, each only when the call has it (scopes). A
+ * scope's three windows (requests, input and output tokens) are one string
+ * (`windows`), read and written once per call. */
 #define LS_KEYS_OWN(X)                                                                             \
-    X(requests, 'r', 0)                                                                            \
-    X(input, 'i', 0)                                                                               \
-    X(output, 'o', 0)                                                                              \
+    X(windows, 'w', 0)                                                                             \
     X(quota, 'q', 0)                                                                               \
     X(budget, 'b', 0)
 #define LS_KEYS_SOLO(X) LS_KEYS_OWN(X) X(slots, 'f', 0)
 #define LS_KEYS_TEAM(X)                                                                            \
     LS_KEYS_OWN(X)                                                                                 \
-    X(team_requests, 'r', 1)                                                                       \
-    X(team_input, 'i', 1)                                                                          \
-    X(team_output, 'o', 1)                                                                         \
+    X(team_windows, 'w', 1)                                                                        \
     X(team_budget, 'b', 1)                                                                         \
     X(slots, 'f', 0)                                                                               \
     X(team_slots, 'f', 1)
 #define LS_KEYS_USER(X)                                                                            \
-    X(user_requests, 'r', 2)                                                                       \
-    X(user_input, 'i', 2)                                                                          \
-    X(user_output, 'o', 2)                                                                         \
+    X(user_windows, 'w', 2)                                                                        \
     X(user_budget, 'b', 2)                                                                         \
     X(user_slots, 'f', 2)
 #define LS_KEYS_TEAM_USER(X)                                                                       \
-    X(team_user_requests, 'r', 3)                                                                  \
-    X(team_user_input, 'i', 3)                                                                     \
-    X(team_user_output, 'o', 3)                                                                    \
+    X(team_user_windows, 'w', 3)                                                                   \
     X(team_user_budget, 'b', 3)                                                                    \
     X(team_user_slots, 'f', 3)
 /* spike_arrest's state (the theoretical arrival time), the key's and the

@@ -10,6 +10,7 @@ import pathlib
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import time
 
@@ -169,9 +170,17 @@ class Redis:
                            capture_output=True, text=True, timeout=10)
         return r.stdout.strip()
 
-    def call(self, *args):
-        """One command over RESP; the reply as Python values (errors raise)."""
-        return resp_call(self.port, args, tls=self.tls, password=self.password)
+    def call(self, *args, binary=False):
+        """One command over RESP; the reply as Python values (errors raise;
+        bulk strings as bytes when binary)."""
+        return resp_call(self.port, args, tls=self.tls, password=self.password, binary=binary)
+
+    def windows(self, name):
+        """A scope's three windows (requests, input, output) as lua/limits.lua
+        packs them into one string: {"total": [3], "newest": [3], "oldest",
+        "newest_written", "buckets": {bucket: [3]} for the buckets counted};
+        None when there is no such key."""
+        return unpack_windows(self.call("GET", name, binary=True))
 
     def stop(self):
         if self.proc.poll() is None:
@@ -184,7 +193,27 @@ class Redis:
             self.proc.wait(10)
 
 
-def resp_call(port, args, tls=None, password=None, timeout=10):
+def unpack_windows(raw):
+    """lua/limits.lua's layout: a header of 12 doubles (totals, newest per
+    window, oldest counted, newest written n, bucket n's amounts, ring size),
+    then the ring of the buckets before n (missing slots are zero)."""
+    if raw is None:
+        return None
+    head = struct.unpack_from("<12d", raw)
+    span, oldest, newest = int(head[11]), int(head[6]), int(head[7])
+
+    def ring(b):
+        off = 96 + (b % span) * 24
+        return [int(v) for v in struct.unpack_from("<3d", raw, off)] if off + 24 <= len(raw) \
+            else [0, 0, 0]
+    buckets = {b: ring(b) for b in range(oldest, newest)}
+    if newest >= oldest:
+        buckets[newest] = [int(v) for v in head[8:11]]
+    return {"total": [int(v) for v in head[:3]], "newest": [int(v) for v in head[3:6]],
+            "oldest": oldest, "newest_written": newest, "buckets": buckets}
+
+
+def resp_call(port, args, tls=None, password=None, timeout=10, binary=False):
     """One command (after AUTH when password = (user, pass)) over RESP to
     127.0.0.1:port; the reply as Python values (errors raise)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -201,11 +230,11 @@ def resp_call(port, args, tls=None, password=None, timeout=10):
                 a = a if isinstance(a, bytes) else str(a).encode()
                 out += b"$%d\r\n%s\r\n" % (len(a), a)
             s.sendall(out)
-            reply = resp_read(f)
+            reply = resp_read(f, binary)
         return reply
 
 
-def resp_read(f):
+def resp_read(f, binary=False):
     line = f.readline().rstrip(b"\r\n")
     kind, rest = line[:1], line[1:]
     if kind == b"+":
@@ -216,10 +245,13 @@ def resp_read(f):
         return int(rest)
     if kind == b"$":
         n = int(rest)
-        return None if n < 0 else f.read(n + 2)[:-2].decode()
+        if n < 0:
+            return None
+        data = f.read(n + 2)[:-2]
+        return data if binary else data.decode()
     if kind == b"*":
         n = int(rest)
-        return None if n < 0 else [resp_read(f) for _ in range(n)]
+        return None if n < 0 else [resp_read(f, binary) for _ in range(n)]
     raise RuntimeError(f"bad RESP line {line!r}")
 
 

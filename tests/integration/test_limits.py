@@ -210,14 +210,69 @@ def test_redis_down_on_error_modes(mock, redis, start_sluice, tmp):
     assert deny.log_text().count("unreachable") == 1  # logged once per change
 
 
+def commands(redis):
+    """Calls per command since the server started (INFO commandstats)."""
+    out = {}
+    for line in redis.cli("INFO", "commandstats").splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            out[name] = int(rest.split(",")[0].split("=")[1])
+    return out
+
+
 def test_script_flush_and_restart_are_transparent(mock, redis, start_sluice):
-    s = start_sluice(limited_conf(mock, "rpm = 3", redis))
+    s = start_sluice(limited_conf(mock, "rpm = 5", redis))
     assert s.chat().status == 200
-    assert redis.cli("SCRIPT", "FLUSH") == "OK"
-    assert s.chat().status == 200  # NOSCRIPT -> EVAL, no error for the client
+    assert commands(redis).get("fcall", 0) >= 1  # the library, loaded when it connected
+    assert redis.cli("FUNCTION", "FLUSH") == "OK"
+    assert s.chat().status == 200  # "Function not found" -> EVAL, no error for the client
+    assert "sluice_" in redis.cli("FUNCTION", "LIST")  # and loaded again
+    fcalls = commands(redis)["fcall"]
+    assert s.chat().status == 200
+    assert commands(redis)["fcall"] == fcalls + 1
+    assert redis.cli("SCRIPT", "FLUSH") == "OK"  # the script (EVALSHA's) is not what runs
+    assert s.chat().status == 200
     assert s.chat().status == 200
     assert s.chat().status == 429  # and the count went on in Redis
     assert "script error" not in s.log_text()
+
+
+def test_a_request_costs_redis_one_call(mock, redis, start_sluice):
+    """One client, one request at a time: each settlement rides with the
+    key's next admission (one call per request, not two), and the last one
+    goes alone within 20 ms. What Redis holds is then exactly the usage."""
+    s = start_sluice(limited_conf(mock, "rpm = 1000\ninput_tpm = 100000\noutput_tpm = 100000", redis))
+    usage = []
+
+    def chat():
+        r = s.chat()
+        assert r.status == 200
+        usage.append((r.json()["usage"]["prompt_tokens"], r.json()["usage"]["completion_tokens"]))
+    chat()  # connected, the library loaded
+    time.sleep(0.1)
+    before = commands(redis)["fcall"]
+    for _ in range(20):
+        chat()
+    assert commands(redis)["fcall"] - before <= 21  # 20 admissions, the settlements with them
+    time.sleep(0.1)  # the last settlement, held at most 20 ms
+    assert commands(redis)["fcall"] - before <= 22
+    w = redis.windows("sluice:{team-a}:w")
+    assert w["total"] == [21, sum(u[0] for u in usage), sum(u[1] for u in usage)]
+
+
+def test_a_redis_without_functions_gets_the_script(mock, redis, start_sluice):
+    """An ACL user not allowed FUNCTION and FCALL (as a Redis before 7.0 has
+    neither): the same limits, exactly, by EVALSHA."""
+    redis.cli("ACL", "SETUSER", "old", "on", ">old-pass", "~*", "&*", "+@all", "-function", "-fcall")
+    conf = limited_conf(mock, "rpm = 4", redis).replace("redis://", "redis://old:old-pass@")
+    nodes = [start_sluice(conf) for _ in range(2)]
+    statuses = burst(nodes, 10)
+    assert statuses.count(200) == 4 and statuses.count(429) == 6
+    assert mock.stats()["requests"] == 4
+    used = commands(redis)
+    assert used.get("evalsha", 0) >= 4 and used.get("fcall", 0) == 0
+    assert all("runs by EVALSHA" in s.log_text() for s in nodes)
+    assert not any("script error" in s.log_text() for s in nodes)
 
 
 def test_slow_redis_does_not_block(mock, redis, start_sluice):
@@ -245,13 +300,13 @@ def test_redis_memory_per_key_is_bounded(mock, redis, start_sluice):
         assert s.chat().status == 200
         n += 1
     assert n > 50
-    for suffix in "rio":
-        key = "sluice:{team-a}:" + suffix
-        assert int(redis.cli("HLEN", key)) <= 64  # buckets + 3 fields, whatever the rate
-        assert 0 < int(redis.cli("PTTL", key)) <= 700
+    key = "sluice:{team-a}:w"  # the three windows in one string, of bounded size
+    assert int(redis.cli("STRLEN", key)) <= 96 + 62 * 24  # whatever the rate: 60 buckets + 2
+    assert 0 < int(redis.cli("PTTL", key)) <= 700
+    w = redis.windows(key)
+    assert w["total"][0] == sum(v[0] for v in w["buckets"].values()) > 0, w
     names = redis.cli("KEYS", "*").split()
-    assert sorted(n for n in names if not n.startswith("sluice:{rk}:")) == \
-        ["sluice:{team-a}:i", "sluice:{team-a}:o", "sluice:{team-a}:r"]
+    assert sorted(n for n in names if not n.startswith("sluice:{rk}:")) == ["sluice:{team-a}:w"]
     # and the runtime keys' bookkeeping: the epoch, and when each key was last used
     assert sorted(n for n in names if n.startswith("sluice:{rk}:")) == \
         ["sluice:{rk}:epoch", "sluice:{rk}:used:team-a"]

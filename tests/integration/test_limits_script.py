@@ -1,10 +1,15 @@
 """lua/limits.lua on a real redis-server: a batch of operations in one call
 (how sluice sends the admissions, peeks and settlements of one key made in
 one loop pass) answers and leaves exactly what the same operations sent one
-call each would."""
+call each would. Every test runs the script both ways sluice does: as the
+function library it loads (FCALL) and as a script (EVALSHA, for a Redis
+without functions)."""
+import hashlib
 import random
 import re
 import time
+
+import pytest
 
 from harness import ROOT
 
@@ -28,6 +33,20 @@ USER_ARGS = [name for name, _ in contract("LS_USER_ARGS")]
 TEAM_USER_ARGS = [name for name, _ in contract("LS_TEAM_USER_ARGS")]
 SETTLE_ARGS = [name for name, _ in contract("LS_SETTLE_ARGS")]
 ADMIT_ARGS = [name for name, _ in contract("LS_ADMIT_ARGS")]
+
+
+@pytest.fixture(params=["fcall", "evalsha"])
+def sha(request, redis):
+    """What the calls name: the library's function (loaded as limit_redis.c
+    does, its name from the script's SHA-1) or the script's SHA-1."""
+    digest = hashlib.sha1(SCRIPT.encode()).hexdigest()
+    if request.param == "evalsha":
+        assert redis.call("SCRIPT", "LOAD", SCRIPT) == digest
+        return digest
+    name = f"sluice_{digest[:16]}"
+    library = f"#!lua name={name}\nlocal FUNCTION_NAME = '{name}'\n{SCRIPT}"
+    assert redis.call("FUNCTION", "LOAD", "REPLACE", library) == name
+    return name
 
 
 def slot(reply, name):
@@ -58,16 +77,16 @@ def names(key, team, user=None, scopes=0):
     """The Redis keys sluice uses (limit_redis.c): the team's hash tag when there is one;
     an end user's after the key's or the team's."""
     own = f"sluice:{{{team}}}:k:{key}:" if team else f"sluice:{{{key}}}:"
-    keys = [own + d for d in "rioqb"]
+    keys = [own + d for d in "wqb"]
     if team:
-        keys += [f"sluice:{{{team}}}:t:{d}" for d in "riob"]
+        keys += [f"sluice:{{{team}}}:t:{d}" for d in "wb"]
     keys.append(own + "f")  # the max_inflight leases
     if team:
         keys.append(f"sluice:{{{team}}}:t:f")
     if scopes & 2:
-        keys += [f"{own}u{len(user)}:{user}:{d}" for d in "riobf"]
+        keys += [f"{own}u{len(user)}:{user}:{d}" for d in "wbf"]
     if scopes & 4:
-        keys += [f"sluice:{{{team}}}:t:u{len(user)}:{user}:{d}" for d in "riobf"]
+        keys += [f"sluice:{{{team}}}:t:u{len(user)}:{user}:{d}" for d in "wbf"]
     return keys
 
 
@@ -96,7 +115,7 @@ def batch(redis, sha, key, ops, team=None, team_limits=TEAM, limits=LIMITS, user
                      team_output_tpm=t["output_tpm"], team_budget=t["budget"],
                      team_budget_period=t["budget_period"],
                      team_max_inflight=t.get("max_inflight", 0))
-    args = ["EVALSHA", sha, len(keys)] + keys
+    args = ["FCALL" if sha.startswith("sluice_") else "EVALSHA", sha, len(keys)] + keys
     if scopes & 2:
         value.update(user_values("user_", user_limits))
     if scopes & 4:
@@ -139,22 +158,18 @@ def operations(rng, bucket, periods, n):
 
 
 def state(redis, key, team):
-    def fields(name):
-        flat = redis.call("HGETALL", name)
-        return dict(zip(flat[::2], flat[1::2]))
     keys = names(key, team)
     day = int(time.time()) // 86400
     week = day - (day + 3) % 7
-    hashes = [fields(k) for k in keys[:3]]
-    counters = [redis.call("GET", f"{keys[3]}:d{day}"), redis.call("GET", f"{keys[4]}:d{day}")]
+    windows = [redis.windows(keys[0])]
+    counters = [redis.call("GET", f"{keys[1]}:d{day}"), redis.call("GET", f"{keys[2]}:d{day}")]
     if team:
-        hashes += [fields(k) for k in keys[5:8]]
-        counters.append(redis.call("GET", f"{keys[8]}:w{week}"))
-    return hashes, counters
+        windows.append(redis.windows(keys[3]))
+        counters.append(redis.call("GET", f"{keys[4]}:w{week}"))
+    return windows, counters
 
 
-def test_a_batch_equals_the_same_operations_one_call_each(redis):
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+def test_a_batch_equals_the_same_operations_one_call_each(redis, sha):
     rng = random.Random(7)
     for run in range(6):
         team = f"team{run}" if run % 2 else None  # the key alone, and the key with its team
@@ -197,8 +212,7 @@ def test_a_batch_equals_the_same_operations_one_call_each(redis):
                 [slots(t, "dimension", "limit", "used", "requested") for t in decided]
 
 
-def test_a_batch_of_admissions_admits_exactly_the_limit(redis):
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+def test_a_batch_of_admissions_admits_exactly_the_limit(redis, sha):
     replies = batch(redis, sha, "exact", [admission(1)] * 30)
     assert [slot(r, "admitted") for r in replies] == [1] * 12 + [0] * 18
     # used requests, this one included
@@ -206,15 +220,15 @@ def test_a_batch_of_admissions_admits_exactly_the_limit(redis):
     # refused on requests
     assert all(slots(r, "dimension", "used") == [1, 12] and slot(r, "retry_ms") > 0
                for r in replies[12:])
-    assert redis.call("HGET", "sluice:{exact}:r", "t") == "12"
+    w = redis.windows("sluice:{exact}:w")
+    assert w["total"] == [12, 12, 0] and sum(v[0] for v in w["buckets"].values()) == 12
     # it expires once its newest bucket has left the window
-    assert WINDOW_MS < redis.call("PTTL", "sluice:{exact}:r") <= WINDOW_MS + 2 * BUCKET_MS
+    assert WINDOW_MS < redis.call("PTTL", "sluice:{exact}:w") <= WINDOW_MS + 2 * BUCKET_MS
 
 
-def test_key_and_team_budgets_admit_exactly_what_fits(redis):
+def test_key_and_team_budgets_admit_exactly_what_fits(redis, sha):
     """Two keys of one team: each key's budget (5000) and the team's (8000) in
     micro-dollars; a refusal by either reserves nothing in the other."""
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     wide = dict(TEAM, budget=8000)
 
     def spend(key, n, amount=1000):
@@ -242,10 +256,9 @@ def test_key_and_team_budgets_admit_exactly_what_fits(redis):
     assert [slot(r, "admitted") for r in spend("kb", 2, 600)] == [1, 0]
 
 
-def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
+def test_a_key_without_budget_or_team_gets_the_short_reply(redis, sha):
     """The compact reply (16 numbers and the quota's period id): the same
     numbers as the long reply."""
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     plain = dict(LIMITS, budget=0)
     short = batch(redis, sha, "short", [admission(5), ["p"], admission(500)], limits=plain)
     assert [len(r) for r in short] == [len(COMPACT)] * 3 == [17] * 3
@@ -259,11 +272,10 @@ def test_a_key_without_budget_or_team_gets_the_short_reply(redis):
     assert [slots(r, *same) for r in short] == [slots(r, *same) for r in long]
 
 
-def test_max_inflight_slots_are_leases(redis):
+def test_max_inflight_slots_are_leases(redis, sha):
     """Slots of the key and of its team: taken at admission (in the same
     atomic call as every other limit), freed at settlement, kept by renewal,
     and gone by themselves once a lease is not renewed."""
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     lim = dict(LIMITS, rpm=0, input_tpm=0, output_tpm=0, quota=0, budget=0, max_inflight=2,
                lease_ms=600)
     team = dict(TEAM, rpm=0, input_tpm=0, output_tpm=0, budget=0, max_inflight=3)
@@ -303,18 +315,17 @@ def test_max_inflight_slots_are_leases(redis):
     assert slots(peek, "admitted", "slots", "team_slots") == [1, 1, 3]
 
 
-def test_an_admission_after_its_deadline_records_nothing(redis):
+def test_an_admission_after_its_deadline_records_nothing(redis, sha):
     """sluice gives up on a call after [redis] timeout and decides without
     Redis; the call carries that moment (in Redis's clock), and an admission
     that runs later — Redis was paused — takes no slot and records nothing,
     while a settlement in the same call is still done. The call answers LATE."""
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     lim = dict(LIMITS, max_inflight=1, lease_ms=60000)
     now_ms = int(redis.call("TIME")[0]) * 1000
     keys = names("late", None)
     first = batch(redis, sha, "late", [admission(7, 0, "n-1", deadline=now_ms + 60000)], limits=lim)
     assert slot(first[0], "admitted") == 1 and slot(first[0], "used_input") == 7
-    before = {k: redis.call("HGETALL", k) for k in keys[:3]}
+    before = redis.windows(keys[0])
     try:
         batch(redis, sha, "late", [settlement(lease="n-1", output=3, bucket=slot(first[0], "bucket")),
                                    admission(5, 0, "n-2", deadline=now_ms - 1)], limits=lim)
@@ -322,19 +333,18 @@ def test_an_admission_after_its_deadline_records_nothing(redis):
     except RuntimeError as e:
         assert str(e).startswith("LATE")
     assert redis.call("ZCARD", keys[-1]) == 0  # n-1 freed by the settlement, n-2 never taken
-    after = {k: redis.call("HGETALL", k) for k in keys[:3]}
-    assert after[keys[0]] == before[keys[0]] and after[keys[1]] == before[keys[1]]  # no request, no input
-    assert after[keys[2]] != before[keys[2]]  # the settlement's 3 output tokens
+    after = redis.windows(keys[0])
+    assert after["total"] == [before["total"][0], before["total"][1], before["total"][2] + 3]
+    # no request, no input; the settlement's 3 output tokens
     # one in time still admits (the slot is free)
     ok = batch(redis, sha, "late", [admission(5, 0, "n-3", deadline=now_ms + 60000)], limits=lim)
     assert slot(ok[0], "admitted") == 1
 
 
-def test_end_users_count_alone_within_the_key_and_the_team(redis):
+def test_end_users_count_alone_within_the_key_and_the_team(redis, sha):
     """The end user's own windows, budget and slots, per key (user_*) and per
     team (the team's user_*), in the same call as the key's and the team's:
     each user counts alone, and a refusal on any reserves nothing anywhere."""
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
     key = dict(LIMITS, rpm=5, input_tpm=0, output_tpm=0, quota=0, budget=0)
     team = dict(TEAM, rpm=0, input_tpm=0, output_tpm=0, budget=0)
     per_user = {"rpm": 3}
@@ -356,9 +366,9 @@ def test_end_users_count_alone_within_the_key_and_the_team(redis):
     assert slots(c[1], "dimension", "limit", "used") == [17, 4, 4]
     assert slot(c[0], "team_user_requests") == 4 and slot(c[0], "user_requests") == 1
     # nothing was reserved by refusals: k1 holds 5 requests, alice's per-key window 3
-    assert redis.call("HGET", "sluice:{tu}:k:k1:r", "t") == "5"
-    assert redis.call("HGET", "sluice:{tu}:k:k1:u5:alice:r", "t") == "3"
-    assert redis.call("HGET", "sluice:{tu}:t:u5:alice:r", "t") == "4"
+    assert redis.windows("sluice:{tu}:k:k1:w")["total"][0] == 5
+    assert redis.windows("sluice:{tu}:k:k1:u5:alice:w")["total"][0] == 3
+    assert redis.windows("sluice:{tu}:t:u5:alice:w")["total"][0] == 4
     # the per-team user budget, in micro-dollars: carol may spend 2500
     d = admit("k3", "carol", 3, 1000)
     assert [slot(r, "admitted") for r in d] == [1, 1, 0]
@@ -374,8 +384,7 @@ def test_end_users_count_alone_within_the_key_and_the_team(redis):
     assert slot(admit("k3", "carol", 1, 1000)[0], "admitted") == 1
 
 
-def test_end_user_slots_are_leases_of_their_own(redis):
-    sha = redis.call("SCRIPT", "LOAD", SCRIPT)
+def test_end_user_slots_are_leases_of_their_own(redis, sha):
     key = dict(LIMITS, rpm=0, input_tpm=0, output_tpm=0, quota=0, budget=0, max_inflight=3)
 
     def admit(user, lease):
