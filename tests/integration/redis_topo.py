@@ -110,24 +110,35 @@ class Sentinel:
 
 class Cluster:
     """Three masters (with replicas=1 a replica each), slots spread by
-    redis-cli --cluster create."""
+    redis-cli --cluster create. tls (harness.Redis's): every node on TLS
+    only, the cluster bus and replication too; args (an ACL) and password
+    (the test's own user) as harness.Redis takes them."""
 
-    def __init__(self, tmp, replicas=0, node_timeout_ms=1000):
+    def __init__(self, tmp, replicas=0, node_timeout_ms=1000, tls=None, args=(), password=None):
         self.nodes = []
+        self.tls, self.args, self.password = tls, list(args), password
         start_or_stop(self, tmp, replicas, node_timeout_ms)
 
     def _start(self, tmp, replicas, node_timeout_ms):
         tmp.mkdir(parents=True, exist_ok=True)
+        tls = ["--tls-cluster", "yes", "--tls-replication", "yes"] if self.tls else []
+        auth = ["--masteruser", self.password[0], "--masterauth", self.password[1]] \
+            if self.password else []
         for i in range(3 * (1 + replicas)):
             d = tmp / f"n{i}"
             d.mkdir(exist_ok=True)
-            self.nodes.append(Redis(d, args=["--cluster-enabled", "yes", "--cluster-config-file",
-                                             "nodes.conf", "--cluster-node-timeout",
-                                             str(node_timeout_ms),
-                                             # the bus on a free port of its own, not port + 10000
-                                             "--cluster-port", str(free_port()), *FAST_SYNC,
-                                             "--logfile", str(d / "redis.log")]))
-        subprocess.run(["redis-cli", "--cluster", "create",
+            self.nodes.append(Redis(d, tls=self.tls, password=self.password,
+                                    args=["--cluster-enabled", "yes", "--cluster-config-file",
+                                          "nodes.conf", "--cluster-node-timeout",
+                                          str(node_timeout_ms),
+                                          # the bus on a free port of its own, not port + 10000
+                                          "--cluster-port", str(free_port()), *FAST_SYNC, *tls,
+                                          *auth, *self.args, "--logfile", str(d / "redis.log")]))
+        cli = ["--tls", "--cacert", str(self.tls["ca"]), "--cert", str(self.tls["cert"]),
+               "--key", str(self.tls["key"])] if self.tls else []
+        if self.password:
+            cli += ["--user", self.password[0], "--pass", self.password[1], "--no-auth-warning"]
+        subprocess.run(["redis-cli", *cli, "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],
                         "--cluster-replicas", str(replicas), "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)
@@ -144,14 +155,15 @@ class Cluster:
 
     @property
     def url(self):
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
+        return f"{'rediss' if self.tls else 'redis'}+cluster://" + \
+            ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[:3])
 
     def masters(self):
         """{port: [slot ranges]} as the cluster now says."""
         for n in self.nodes:
             if n.proc.poll() is None:
                 out = {}
-                for r in resp_call(n.port, ("CLUSTER", "SLOTS")):
+                for r in n.call("CLUSTER", "SLOTS"):
                     out.setdefault(int(r[2][1]), []).append((r[0], r[1]))
                 return out
         return {}

@@ -1,6 +1,7 @@
 """Redis as production runs it: rediss:// (TLS, the server's certificate and
-name checked, mutual TLS) with an ACL user, and Sentinel (the master found
-through the sentinels, followed when it fails over). Every server is a real
+name checked, mutual TLS) with an ACL user, Sentinel (the master found
+through the sentinels, followed when it fails over), and Cluster (plain and
+on TLS). Every server is a real
 redis-server (or redis-server --sentinel) started here on loopback ports."""
 import subprocess
 import time
@@ -243,6 +244,35 @@ def test_cluster_keeps_each_admission_in_one_slot(mock, cluster, start_sluice):
     on_owner = cluster.node(owner).cli("--scan", "--pattern", "sluice:{platform}*").split("\n")
     assert sorted(on_owner) == sorted(keys)
     assert degraded(s) == 0
+
+
+def test_rediss_cluster_with_an_acl_user_counts_exactly(mock, tmp, pki, start_sluice):
+    """rediss+cluster:// (a managed service in cluster mode with encryption in
+    transit): three masters on TLS only (the cluster bus too) with the ACL
+    user; two nodes share rpm 5 exactly, the key's windows on the master that
+    owns its slot, the script run as a function."""
+    from redis_topo import Cluster
+    cert, key = pki.cert("redis")
+    c = Cluster(tmp / "tls-cluster", tls={"cert": cert, "key": key, "ca": pki.d / "ca.pem"},
+                args=ACL, password=ADMIN)
+    try:
+        assert c.url.startswith("rediss+cluster://")
+        conf = limited_conf(mock, "rpm = 5") + (
+            f"\n[redis]\nurl = {c.url.replace('://', '://sluice:s3cret-pass@')}\n"
+            f"ca_file = {pki.path('ca.pem')}\ntimeout = 500ms\non_error = deny\n")
+        nodes = [up(start_sluice(conf)) for _ in range(2)]
+        statuses = burst(nodes, 12)
+        assert statuses.count(200) == 5 and statuses.count(429) == 7
+        assert mock.stats()["requests"] == 5
+        owner = c.owner("{team-a}")
+        assert c.node(owner).call("EXISTS", "sluice:{team-a}:w") == 1
+        assert "cmd=fcall" in c.node(owner).cli("CLIENT", "LIST") or \
+            "cmd=time" in c.node(owner).cli("CLIENT", "LIST")
+        for s in nodes:
+            assert "no functions" not in s.log_text() and "s3cret-pass" not in s.log_text()
+            assert "script error" not in s.log_text()
+    finally:
+        c.stop()
 
 
 def redis_calls(s, result):
