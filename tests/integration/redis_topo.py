@@ -34,21 +34,32 @@ def start_or_stop(topology, *args):
 
 class Sentinel:
     """A master, a replica and three sentinels (quorum 2) that fail the
-    master over to the replica within about a second of its death."""
+    master over to the replica within about a second of its death. tls
+    (harness.Redis's): every server and sentinel on TLS only, replication
+    too; args (an ACL) and password (the test's own user, which the replica
+    and the sentinels use too) as harness.Redis takes them."""
 
-    def __init__(self, tmp, name="mymaster", down_after_ms=400):
+    def __init__(self, tmp, name="mymaster", down_after_ms=400, tls=None, args=(), password=None):
         self.name = name
         self.master = self.replica = None
         self.ports, self.procs = [], []
+        self.tls, self.args, self.password = tls, list(args), password
         start_or_stop(self, tmp, name, down_after_ms)
+
+    def ask(self, port, *args):
+        """A command to the sentinel on port."""
+        return resp_call(port, args, tls=self.tls)
 
     def _start(self, tmp, name, down_after_ms):
         tmp.mkdir(parents=True, exist_ok=True)
         (tmp / "m").mkdir(exist_ok=True)
         (tmp / "r").mkdir(exist_ok=True)
-        self.master = Redis(tmp / "m", args=FAST_SYNC)
-        self.replica = Redis(tmp / "r", args=["--replicaof", "127.0.0.1", str(self.master.port),
-                                              *FAST_SYNC])
+        extra = [*FAST_SYNC, *self.args] + (["--tls-replication", "yes"] if self.tls else []) + \
+            (["--masteruser", self.password[0], "--masterauth", self.password[1]]
+             if self.password else [])
+        self.master = Redis(tmp / "m", tls=self.tls, args=extra, password=self.password)
+        self.replica = Redis(tmp / "r", tls=self.tls, password=self.password,
+                             args=["--replicaof", "127.0.0.1", str(self.master.port), *extra])
         wait_for("the replica to sync",
                  lambda: "master_link_status:up" in self.replica.cli("INFO", "replication"))
         ports = [free_port() for _ in range(3)]
@@ -59,13 +70,18 @@ class Sentinel:
             # after the hello messages of the next seconds
             known = "".join(f"sentinel known-sentinel {name} 127.0.0.1 {p} {ids[j]}\n"
                             for j, p in enumerate(ports) if j != i)
+            tls = (f"port 0\ntls-port {port}\ntls-cert-file {self.tls['cert']}\n"
+                   f"tls-key-file {self.tls['key']}\ntls-ca-cert-file {self.tls['ca']}\n"
+                   f"tls-auth-clients no\ntls-replication yes\n") if self.tls else f"port {port}\n"
+            auth = (f"sentinel auth-user {name} {self.password[0]}\n"
+                    f"sentinel auth-pass {name} {self.password[1]}\n") if self.password else ""
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {tmp}\nsentinel myid {ids[i]}\n"
+                f"{tls}bind 127.0.0.1\ndir {tmp}\nsentinel myid {ids[i]}\n"
                 f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
                 f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
                 f"sentinel failover-timeout {name} 2000\n"
                 f"sentinel parallel-syncs {name} 1\n{known}"
-                f"sentinel known-replica {name} 127.0.0.1 {self.replica.port}\n")
+                f"sentinel known-replica {name} 127.0.0.1 {self.replica.port}\n{auth}")
             proc = subprocess.Popen(["redis-server", str(conf), "--sentinel"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.procs.append(proc)
@@ -73,16 +89,16 @@ class Sentinel:
             self.ports.append(port)
         # every sentinel knows the other two and the replica: a failover can be voted
         wait_for("the sentinels to find each other", lambda: all(
-            len(resp_call(p, ("SENTINEL", "SENTINELS", name))) == 2 and
-            len(resp_call(p, ("SENTINEL", "REPLICAS", name))) == 1 for p in self.ports))
+            len(self.ask(p, "SENTINEL", "SENTINELS", name)) == 2 and
+            len(self.ask(p, "SENTINEL", "REPLICAS", name)) == 1 for p in self.ports))
 
     @property
     def url(self):
         hosts = ",".join(f"127.0.0.1:{p}" for p in self.ports)
-        return f"redis+sentinel://{hosts}/{self.name}/0"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{self.name}/0"
 
     def master_port(self):
-        return int(resp_call(self.ports[0], ("SENTINEL", "get-master-addr-by-name", self.name))[1])
+        return int(self.ask(self.ports[0], "SENTINEL", "get-master-addr-by-name", self.name)[1])
 
     def node(self, port):
         return self.master if self.master.port == port else self.replica

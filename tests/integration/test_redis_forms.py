@@ -1,7 +1,7 @@
 """Redis as production runs it: rediss:// (TLS, the server's certificate and
 name checked, mutual TLS) with an ACL user, Sentinel (the master found
-through the sentinels, followed when it fails over), and Cluster (plain and
-on TLS). Every server is a real
+through the sentinels, followed when it fails over) and Cluster, each plain
+and on TLS. Every server is a real
 redis-server (or redis-server --sentinel) started here on loopback ports."""
 import subprocess
 import time
@@ -211,6 +211,36 @@ def test_sentinel_failover_is_followed_and_the_outage_rules_hold(mock, sentinel,
     assert mock.stats()["requests"] == 10
     # the new master counts them: Redis decides again
     assert any(k.startswith("sluice:{team-a}") for k in new.cli("--scan").split("\n"))
+
+
+def test_rediss_sentinel_with_an_acl_user_follows_a_failover(mock, tmp, pki, start_sluice):
+    """rediss+sentinel://: the master, its replica and the three sentinels on
+    TLS only (replication too), the data nodes with the ACL user. sluice
+    finds the master through the sentinels over TLS, follows the failover
+    when the master is killed, and rpm = 6 holds across it."""
+    cert, key = pki.cert("redis")
+    sen = Sentinel(tmp / "tls-sentinel", tls={"cert": cert, "key": key, "ca": pki.d / "ca.pem"},
+                   args=ACL, password=ADMIN)
+    try:
+        assert sen.url.startswith("rediss+sentinel://")
+        conf = limited_conf(mock, "rpm = 6") + (
+            f"\n[redis]\nurl = {sen.url.replace('://', '://sluice:s3cret-pass@')}\n"
+            f"ca_file = {pki.path('ca.pem')}\ntimeout = 200ms\non_error = local\n")
+        s = up(start_sluice(conf))
+        assert [s.chat(EIGHT).status for _ in range(3)] == [200] * 3
+        assert "user=sluice" in sen.master.cli("CLIENT", "LIST")
+        time.sleep(0.1)  # the last settlement is written
+        wait_for("the replica to have the 3", lambda: caught_up(sen.master, sen.replica))
+        old = sen.kill_master()
+        new = sen.wait_failover(old.port)
+        wait_for("sluice to move", lambda: "master moved" in s.log_text(), timeout=20)
+        assert f":{new.port}" in s.log_text()
+        assert [s.chat(EIGHT).status for _ in range(5)] == [200] * 3 + [429] * 2  # 3 + 3 = 6
+        assert mock.stats()["requests"] == 6
+        assert new.call("EXISTS", "sluice:{team-a}:w") == 1  # Redis decides again
+        assert "s3cret-pass" not in s.log_text() and "no functions" not in s.log_text()
+    finally:
+        sen.stop()
 
 
 # ---- Cluster -----------------------------------------------------------------------
