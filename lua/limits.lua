@@ -93,7 +93,9 @@
 -- lines call run), while sluice loads it once as a function library, with a
 -- first line naming the library and FUNCTION_NAME (limit_redis.c), and
 -- calls run by FCALL: the helpers below are then made once, not per call.
--- So nothing of a call may outlive it: run sets the state below afresh.
+-- So nothing of a call may outlive it: run sets the state below afresh, and
+-- empties or overwrites the tables it reuses. Only NUMS (the numbers of
+-- argument texts) is kept from call to call, and it is a pure cache.
 
 -- ---- a call's state (set by run) ----
 local EVAL_KEYS, EVAL_ARGV -- EVAL's globals (a library has none)
