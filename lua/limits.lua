@@ -386,11 +386,21 @@ local function wadd(d, b, amount)
 end
 
 -- Writes what the call changed: the header, the changed slots (one SETRANGE
--- per run of neighbours); the string lives until bucket n has left the window.
+-- per run of neighbours), or a new string whole; the string lives until
+-- bucket n has left the window.
 local function store(g)
   local key = gkeys[g.s]
-  redis.call('SETRANGE', key, '0', struct.pack(HFMT, g[1], g[2], g[3], g[4], g[5], g[6], g.o, g.n,
-                                             g[7], g[8], g[9], span))
+  local head = struct.pack(HFMT, g[1], g[2], g[3], g[4], g[5], g[6], g.o, g.n, g[7], g[8], g[9], span)
+  if not g.stored then -- a new string, whole: Redis sizes it once (SETRANGE would grow it with slack)
+    local zero, parts = struct.pack(SFMT, 0, 0, 0), { head }
+    for i = 0, span - 1 do
+      local v = g.dirty and g.dirty[i] and g.vals[i]
+      parts[i + 2] = v and struct.pack(SFMT, v[1], v[2], v[3]) or zero
+    end
+    redis.call('SET', key, table.concat(parts), 'PX', window_ms + 2 * bucket_ms)
+    return
+  end
+  redis.call('SETRANGE', key, '0', head)
   if g.dirty then
     local idx = {}
     for i in pairs(g.dirty) do idx[#idx + 1] = i end
