@@ -44,8 +44,8 @@ def shard_stats(cluster):
     for port in cluster.masters():
         info = cluster.node(port).cli("INFO", "all")
         fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-        calls = sum(int(dict(kv.split("=") for kv in fields.get(f"cmdstat_{cmd}", "calls=0").split(","))["calls"])
-                    for cmd in ("fcall", "evalsha", "eval"))  # the library, or the script
+        stats = harness.commandstats(info)
+        calls = sum(stats[c]["calls"] for c in harness.SCRIPT_COMMANDS if c in stats)
         cpu = float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])
         out[port] = (calls, cpu)
     return out

@@ -133,16 +133,11 @@ def main():
         sampler.join()
         time.sleep(0.2)  # the last settlements (held at most 20 ms) are in
         cpu = cpu_seconds(redis.proc.pid) - cpu_before
-        stats = info(redis, "commandstats")
-        # the script's calls: FCALL (the library), or EVALSHA and EVAL (a Redis without functions)
-        calls = usec = 0
-        for cmd in ("fcall", "evalsha", "eval"):
-            st = dict(kv.split("=") for kv in stats.get(f"cmdstat_{cmd}", "calls=0,usec=0").split(","))
-            calls, usec = calls + int(st["calls"]), usec + float(st["usec"])
-        skip = ("fcall", "evalsha", "eval", "info", "memory", "strlen", "config")  # not the scripts'
-        # (Redis 7 names subcommands "memory|usage")
-        inner = {k[len("cmdstat_"):]: int(v.split(",")[0].split("=")[1]) for k, v in stats.items()
-                 if k.startswith("cmdstat_") and k[len("cmdstat_"):].split("|")[0] not in skip}
+        stats = harness.commandstats(redis.cli("INFO", "commandstats"))
+        script = [stats[c] for c in harness.SCRIPT_COMMANDS if c in stats]
+        calls, usec = sum(st["calls"] for st in script), sum(st["usec"] for st in script)
+        skip = harness.SCRIPT_COMMANDS + ("info", "memory", "strlen", "config")  # not the scripts'
+        inner = {k: st["calls"] for k, st in stats.items() if k.split("|")[0] not in skip}
         mem_after = int(info(redis, "memory")["used_memory"])
         print(f"requests admitted        {ok} of {REQUESTS} over {KEYS} keys in {elapsed:.1f}s "
               f"(window {WINDOW_MS} ms, 60 buckets{'; prices, budgets, 5 teams' if MONEY else ''}"

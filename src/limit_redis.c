@@ -57,6 +57,7 @@ struct lim_redis {
     /* Settlements waiting for their key's next call (at most HOLD_MS): a
      * settlement alone would cost Redis a call of its own. */
     struct call *held;
+    int nheld;
     struct event *hold_ev;
     struct call *free; /* spare calls */
     int nfree;
@@ -288,6 +289,7 @@ bool lim_redis_up(const struct lim_redis *r)
 
 #define BATCH_MAX 32
 #define HOLD_MS 20 /* the longest a settlement waits for its key's next call */
+#define HELD_MAX 64 /* keys with settlements held: more go with this loop pass (a bounded scan) */
 #define FREE_CALLS 16
 
 struct pend { /* one queued operation */
@@ -1135,6 +1137,7 @@ static void send_held(struct lim_redis *r, bool now)
 {
     struct call *c = r->held;
     r->held = NULL;
+    r->nheld = 0;
     while (c) {
         struct call *next = c->next;
         if (now) {
@@ -1173,6 +1176,11 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
             c = call_new(r, OP_BATCH, key, lim);
             c->next = r->held;
             r->held = c;
+            if (++r->nheld >= HELD_MAX) {
+                c->ops[c->n++] = *o;
+                send_held(r, false);
+                return;
+            }
             if (!evtimer_pending(r->hold_ev, NULL)) {
                 struct timeval tv = { 0, HOLD_MS * 1000 };
                 evtimer_add(r->hold_ev, &tv);
@@ -1185,6 +1193,7 @@ static void enqueue(struct lim_redis *r, const char *key, const struct lim_limit
             while (*p != c)
                 p = &(*p)->next;
             *p = c->next;
+            r->nheld--;
         } else {
             c = call_new(r, OP_BATCH, key, lim);
         }

@@ -193,6 +193,22 @@ class Redis:
             self.proc.wait(10)
 
 
+# What runs lua/limits.lua: FCALL (the library), or EVALSHA and EVAL (a Redis without functions).
+SCRIPT_COMMANDS = ("fcall", "evalsha", "eval")
+
+
+def commandstats(info):
+    """INFO's commandstats lines: {command: {"calls": n, "usec": t}}
+    (subcommands as Redis 7 names them, "config|resetstat")."""
+    out = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[len("cmdstat_"):].split(":", 1)
+            fields = dict(kv.split("=") for kv in rest.strip().split(","))
+            out[name] = {"calls": int(fields["calls"]), "usec": float(fields["usec"])}
+    return out
+
+
 def unpack_windows(raw):
     """lua/limits.lua's layout: a header of 12 doubles (totals, newest per
     window, oldest counted, newest written n, bucket n's amounts, ring size),

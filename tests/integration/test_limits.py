@@ -212,12 +212,8 @@ def test_redis_down_on_error_modes(mock, redis, start_sluice, tmp):
 
 def commands(redis):
     """Calls per command since the server started (INFO commandstats)."""
-    out = {}
-    for line in redis.cli("INFO", "commandstats").splitlines():
-        if line.startswith("cmdstat_"):
-            name, rest = line[len("cmdstat_"):].split(":", 1)
-            out[name] = int(rest.split(",")[0].split("=")[1])
-    return out
+    from harness import commandstats
+    return {name: st["calls"] for name, st in commandstats(redis.cli("INFO", "commandstats")).items()}
 
 
 def test_script_flush_and_restart_are_transparent(mock, redis, start_sluice):

@@ -41,6 +41,19 @@ def tls_redis(tmp, pki):
         r.stop()
 
 
+def server_tls(pki):
+    """A TLS-only topology's files: the servers' certificate, the test's CA."""
+    cert, key = pki.cert("redis")
+    return {"cert": cert, "key": key, "ca": pki.d / "ca.pem"}
+
+
+def acl_conf(mock, pki, url, limits, timeout, on_error):
+    """limits, counted at url (a rediss+ topology) as the ACL user, trusting the test's CA."""
+    return limited_conf(mock, limits) + (
+        f"\n[redis]\nurl = {url.replace('://', '://sluice:s3cret-pass@', 1)}\n"
+        f"ca_file = {pki.path('ca.pem')}\ntimeout = {timeout}\non_error = {on_error}\n")
+
+
 def up(s):
     """s once its Redis connection is up (a TLS handshake takes a few ms after the start)."""
     wait_for("redis connected", lambda: "connected" in s.log_text(), timeout=10)
@@ -218,15 +231,10 @@ def test_rediss_sentinel_with_an_acl_user_follows_a_failover(mock, tmp, pki, sta
     TLS only (replication too), the data nodes with the ACL user. sluice
     finds the master through the sentinels over TLS, follows the failover
     when the master is killed, and rpm = 6 holds across it."""
-    cert, key = pki.cert("redis")
-    sen = Sentinel(tmp / "tls-sentinel", tls={"cert": cert, "key": key, "ca": pki.d / "ca.pem"},
-                   args=ACL, password=ADMIN)
+    sen = Sentinel(tmp / "tls-sentinel", tls=server_tls(pki), args=ACL, password=ADMIN)
     try:
         assert sen.url.startswith("rediss+sentinel://")
-        conf = limited_conf(mock, "rpm = 6") + (
-            f"\n[redis]\nurl = {sen.url.replace('://', '://sluice:s3cret-pass@')}\n"
-            f"ca_file = {pki.path('ca.pem')}\ntimeout = 200ms\non_error = local\n")
-        s = up(start_sluice(conf))
+        s = up(start_sluice(acl_conf(mock, pki, sen.url, "rpm = 6", "200ms", "local")))
         assert [s.chat(EIGHT).status for _ in range(3)] == [200] * 3
         assert "user=sluice" in sen.master.cli("CLIENT", "LIST")
         time.sleep(0.1)  # the last settlement is written
@@ -282,14 +290,10 @@ def test_rediss_cluster_with_an_acl_user_counts_exactly(mock, tmp, pki, start_sl
     user; two nodes share rpm 5 exactly, the key's windows on the master that
     owns its slot, the script run as a function."""
     from redis_topo import Cluster
-    cert, key = pki.cert("redis")
-    c = Cluster(tmp / "tls-cluster", tls={"cert": cert, "key": key, "ca": pki.d / "ca.pem"},
-                args=ACL, password=ADMIN)
+    c = Cluster(tmp / "tls-cluster", tls=server_tls(pki), args=ACL, password=ADMIN)
     try:
         assert c.url.startswith("rediss+cluster://")
-        conf = limited_conf(mock, "rpm = 5") + (
-            f"\n[redis]\nurl = {c.url.replace('://', '://sluice:s3cret-pass@')}\n"
-            f"ca_file = {pki.path('ca.pem')}\ntimeout = 500ms\non_error = deny\n")
+        conf = acl_conf(mock, pki, c.url, "rpm = 5", "500ms", "deny")
         nodes = [up(start_sluice(conf)) for _ in range(2)]
         statuses = burst(nodes, 12)
         assert statuses.count(200) == 5 and statuses.count(429) == 7
